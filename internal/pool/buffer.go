@@ -1,0 +1,406 @@
+package pool
+
+import (
+	"encoding/binary"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Offsets inside a buffer header (HeaderSize bytes).
+const (
+	offCtype = 64
+	offTimes = offCtype + MaxContentType + 1
+	offMeta  = offTimes + MaxHops*16
+)
+
+// BufHeader is the header of one buffer, in shared memory.
+//
+// gen, owner and next are shared between processes and only accessed
+// atomically. The other fields belong to whoever owns the buffer: the owner
+// writes them, then hands the buffer on with a descriptor. Sending a
+// descriptor is a system call or a release store on a ring, and receiving is
+// the matching system call or acquire load, so the next owner sees every
+// write the previous owner made before sending.
+type BufHeader struct {
+	gen      atomic.Uint32 // bumped by Free; descriptors carry the value they saw
+	owner    atomic.Uint32 // OwnerFree, an endpoint id, or OwnerDaemon
+	next     atomic.Uint32 // free-list link: index+1 of the next free buffer
+	length   uint32        // payload bytes
+	reqID    uint64        // gateway request id
+	off      uint32        // payload offset inside the buffer
+	status   uint16        // HTTP status the chain answers with (0 = 200)
+	flags    uint8         // Flag*
+	hops     uint8         // hops with timestamps
+	chain    uint16        // chain index
+	ctypeLen uint8
+	_        uint8
+	metaLen  uint16
+	_        uint16
+	ingress  int64 // gateway receive time, mono ns
+	deadline int64 // chain deadline, mono ns
+	_        [8]byte
+	ctype    [MaxContentType + 1]byte
+	times    [MaxHops][2]int64 // per hop: start, end (mono ns)
+	meta     [MaxMeta]byte
+}
+
+// Buffer flags, kept in the header.
+const (
+	// FlagStop: a step ended the chain early (an error or an explicit status).
+	FlagStop uint8 = 1 << iota
+)
+
+var _ [HeaderSize - unsafe.Sizeof(BufHeader{})]byte // BufHeader fits its slot
+var _ [unsafe.Sizeof(BufHeader{}) - HeaderSize]byte
+
+// reset clears what a new owner must not inherit from the last one.
+func (b *BufHeader) reset() {
+	b.length, b.reqID, b.off, b.status, b.flags, b.hops = 0, 0, 0, 0, 0, 0
+	b.chain, b.ctypeLen, b.metaLen, b.ingress, b.deadline = 0, 0, 0, 0, 0
+}
+
+// Header returns buffer idx's header. idx must be < Buffers.
+func (p *Pool) Header(idx uint32) *BufHeader { return &p.bufs[idx] }
+
+// Buffer returns buffer idx's whole payload area (BufferSize bytes).
+func (p *Pool) Buffer(idx uint32) []byte {
+	off := uint64(idx) * p.r.stride
+	end := off + uint64(p.l.BufferSize)
+	return p.arena[off:end:end]
+}
+
+// Data returns the payload of buffer idx: Buffer(idx)[off : off+len],
+// clamped to the buffer so a corrupt header cannot reach past it.
+func (p *Pool) Data(idx uint32) []byte {
+	buf := p.Buffer(idx)
+	b := &p.bufs[idx]
+	off, n := uint64(b.off), uint64(b.length)
+	if off > uint64(len(buf)) {
+		off = uint64(len(buf))
+	}
+	if n > uint64(len(buf))-off {
+		n = uint64(len(buf)) - off
+	}
+	return buf[off : off+n]
+}
+
+// Check reports whether a descriptor naming buffer idx with generation gen
+// is current and held by owner: the test every receiver applies before
+// touching a buffer. A false result means the descriptor is stale (the
+// buffer was freed and perhaps reused since) or forged.
+func (p *Pool) Check(idx, gen uint32, owner uint16) bool {
+	if idx >= p.l.Buffers {
+		return false
+	}
+	b := &p.bufs[idx]
+	return b.gen.Load() == gen && b.owner.Load() == uint32(owner)
+}
+
+// Gen returns the buffer's generation.
+func (b *BufHeader) Gen() uint32 { return b.gen.Load() }
+
+// Owner returns the endpoint that holds the buffer.
+func (b *BufHeader) Owner() uint32 { return b.owner.Load() }
+
+// SetOwner records a new holder (the sender does this before sending).
+func (b *BufHeader) SetOwner(id uint16) { b.owner.Store(uint32(id)) }
+
+// SwapOwner moves ownership from one holder to another only if from still
+// holds the buffer (the daemon's Reclaim competes for it).
+func (b *BufHeader) SwapOwner(from, to uint16) bool {
+	return b.owner.CompareAndSwap(uint32(from), uint32(to))
+}
+
+// Len returns the payload length.
+func (b *BufHeader) Len() uint32 { return b.length }
+
+// Off returns the payload offset inside the buffer.
+func (b *BufHeader) Off() uint32 { return b.off }
+
+// SetData records where the payload lies in the buffer.
+func (b *BufHeader) SetData(off, n uint32) { b.off, b.length = off, n }
+
+// ReqID returns the gateway's request id.
+func (b *BufHeader) ReqID() uint64 { return b.reqID }
+
+// SetReqID sets the gateway's request id.
+func (b *BufHeader) SetReqID(id uint64) { b.reqID = id }
+
+// Status returns the HTTP status set by a step (0 = not set).
+func (b *BufHeader) Status() uint16 { return b.status }
+
+// SetStatus sets the HTTP status to answer with.
+func (b *BufHeader) SetStatus(s uint16) { b.status = s }
+
+// Flags returns the buffer flags.
+func (b *BufHeader) Flags() uint8 { return b.flags }
+
+// SetFlags sets the buffer flags.
+func (b *BufHeader) SetFlags(f uint8) { b.flags = f }
+
+// Chain returns the chain index.
+func (b *BufHeader) Chain() uint16 { return b.chain }
+
+// SetChain sets the chain index.
+func (b *BufHeader) SetChain(c uint16) { b.chain = c }
+
+// Ingress returns when the gateway received the request (mono ns).
+func (b *BufHeader) Ingress() int64 { return b.ingress }
+
+// Deadline returns the chain deadline (mono ns; 0 = none).
+func (b *BufHeader) Deadline() int64 { return b.deadline }
+
+// SetTimes sets the ingress time and the deadline.
+func (b *BufHeader) SetTimes(ingress, deadline int64) { b.ingress, b.deadline = ingress, deadline }
+
+// ContentType returns the content type (a view into shared memory).
+func (b *BufHeader) ContentType() []byte {
+	n := int(b.ctypeLen)
+	if n > MaxContentType {
+		n = MaxContentType
+	}
+	return b.ctype[:n:n]
+}
+
+// SetContentType sets the content type, truncated to MaxContentType bytes.
+func (b *BufHeader) SetContentType(ct []byte) {
+	n := copy(b.ctype[:MaxContentType], ct)
+	b.ctypeLen = uint8(n)
+}
+
+// SetContentTypeString is SetContentType for a string, without converting.
+func (b *BufHeader) SetContentTypeString(ct string) {
+	n := copy(b.ctype[:MaxContentType], ct)
+	b.ctypeLen = uint8(n)
+}
+
+// Hops returns how many hops have timestamps.
+func (b *BufHeader) Hops() int { return min(int(b.hops), MaxHops) }
+
+// HopStart records that hop started at t. Hops beyond MaxHops are not timed.
+func (b *BufHeader) HopStart(hop int, t int64) {
+	if hop < 0 || hop >= MaxHops {
+		return
+	}
+	b.times[hop] = [2]int64{t, 0}
+	if int(b.hops) < hop+1 {
+		b.hops = uint8(hop + 1)
+	}
+}
+
+// HopEnd records that hop ended at t.
+func (b *BufHeader) HopEnd(hop int, t int64) {
+	if hop >= 0 && hop < MaxHops {
+		b.times[hop][1] = t
+	}
+}
+
+// HopTimes returns the start and end of hop (mono ns; 0 when not recorded).
+func (b *BufHeader) HopTimes(hop int) (start, end int64) {
+	if hop < 0 || hop >= MaxHops {
+		return 0, 0
+	}
+	return b.times[hop][0], b.times[hop][1]
+}
+
+// CopyMeta copies request metadata, content type, request id, chain,
+// timestamps and deadline from src: a step that writes its output into a
+// fresh buffer carries the request's identity over with it.
+func (b *BufHeader) CopyMeta(src *BufHeader) {
+	b.reqID, b.chain, b.ingress, b.deadline = src.reqID, src.chain, src.ingress, src.deadline
+	b.status, b.flags = src.status, src.flags
+	b.ctype, b.ctypeLen = src.ctype, src.ctypeLen
+	b.hops, b.times = src.hops, src.times
+	n := min(int(src.metaLen), MaxMeta)
+	copy(b.meta[:n], src.meta[:n])
+	b.metaLen = uint16(n)
+}
+
+// Request metadata is a byte string in the header, written once by the
+// gateway:
+//
+//	u8 len, method | u16 len, path | u16 len, query | u8 count |
+//	count × (u8 len, name | u16 len, value)
+//
+// The accessors decode it in place and never read past metaLen.
+
+// Meta is a writer for request metadata. Use it in order: Reset, then
+// Method, Path and Query once each, then Header for each header to forward.
+// Every call reports false when the metadata does not fit; the gateway
+// answers such a request with 431.
+type Meta struct {
+	b     *BufHeader
+	n     int
+	count int // offset of the header count byte
+}
+
+// WriteMeta starts writing b's metadata.
+func (b *BufHeader) WriteMeta() Meta {
+	b.metaLen = 0
+	return Meta{b: b, count: -1}
+}
+
+func (m *Meta) put8(s []byte) bool {
+	if len(s) > 0xff || m.n+1+len(s) > MaxMeta {
+		return false
+	}
+	m.b.meta[m.n] = byte(len(s))
+	m.n += 1 + copy(m.b.meta[m.n+1:], s)
+	m.b.metaLen = uint16(m.n)
+	return true
+}
+
+func (m *Meta) put16(s []byte) bool {
+	if len(s) > 0xffff || m.n+2+len(s) > MaxMeta {
+		return false
+	}
+	binary.LittleEndian.PutUint16(m.b.meta[m.n:], uint16(len(s)))
+	m.n += 2 + copy(m.b.meta[m.n+2:], s)
+	m.b.metaLen = uint16(m.n)
+	return true
+}
+
+// Request writes the method, path and query.
+func (m *Meta) Request(method, path, query []byte) bool {
+	if !m.put8(method) || !m.put16(path) || !m.put16(query) || m.n+1 > MaxMeta {
+		return false
+	}
+	m.count = m.n
+	m.b.meta[m.n] = 0
+	m.n++
+	m.b.metaLen = uint16(m.n)
+	return true
+}
+
+// Header adds a forwarded request header.
+func (m *Meta) Header(name, value []byte) bool {
+	if m.count < 0 || m.b.meta[m.count] == 0xff {
+		return false
+	}
+	if !m.put8(name) || !m.put16(value) {
+		return false
+	}
+	m.b.meta[m.count]++
+	return true
+}
+
+// metaReader walks the metadata without allocating.
+type metaReader struct {
+	m   []byte
+	off int
+}
+
+func (b *BufHeader) metaBytes() []byte {
+	return b.meta[:min(int(b.metaLen), MaxMeta)]
+}
+
+func (r *metaReader) get8() []byte {
+	if r.off+1 > len(r.m) {
+		return nil
+	}
+	n := int(r.m[r.off])
+	if r.off+1+n > len(r.m) {
+		r.off = len(r.m)
+		return nil
+	}
+	s := r.m[r.off+1 : r.off+1+n : r.off+1+n]
+	r.off += 1 + n
+	return s
+}
+
+func (r *metaReader) get16() []byte {
+	if r.off+2 > len(r.m) {
+		r.off = len(r.m)
+		return nil
+	}
+	n := int(binary.LittleEndian.Uint16(r.m[r.off:]))
+	if r.off+2+n > len(r.m) {
+		r.off = len(r.m)
+		return nil
+	}
+	s := r.m[r.off+2 : r.off+2+n : r.off+2+n]
+	r.off += 2 + n
+	return s
+}
+
+// Request returns the request's method, path and raw query.
+func (b *BufHeader) Request() (method, path, query []byte) {
+	r := metaReader{m: b.metaBytes()}
+	method = r.get8()
+	path = r.get16()
+	query = r.get16()
+	return
+}
+
+// NumHeaders returns how many forwarded headers the metadata holds.
+func (b *BufHeader) NumHeaders() int {
+	r := metaReader{m: b.metaBytes()}
+	r.get8()
+	r.get16()
+	r.get16()
+	if r.off >= len(r.m) {
+		return 0
+	}
+	return int(r.m[r.off])
+}
+
+// HeaderAt returns the i-th forwarded header.
+func (b *BufHeader) HeaderAt(i int) (name, value []byte) {
+	r := metaReader{m: b.metaBytes()}
+	r.get8()
+	r.get16()
+	r.get16()
+	if r.off >= len(r.m) || i < 0 || i >= int(r.m[r.off]) {
+		return nil, nil
+	}
+	r.off++
+	for j := 0; ; j++ {
+		name, value = r.get8(), r.get16()
+		if j == i || r.off >= len(r.m) {
+			if j != i {
+				return nil, nil
+			}
+			return name, value
+		}
+	}
+}
+
+// Header returns the value of forwarded header name (ASCII
+// case-insensitive), or nil.
+func (b *BufHeader) Header(name string) []byte {
+	r := metaReader{m: b.metaBytes()}
+	r.get8()
+	r.get16()
+	r.get16()
+	if r.off >= len(r.m) {
+		return nil
+	}
+	n := int(r.m[r.off])
+	r.off++
+	for j := 0; j < n && r.off < len(r.m); j++ {
+		k, v := r.get8(), r.get16()
+		if equalFold(k, name) {
+			return v
+		}
+	}
+	return nil
+}
+
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,114 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+)
+
+// Magic and Version identify a Spry pool; an instance refuses any other.
+const (
+	Magic   uint64 = 0x4c4f4f5059525053 // "SPRYPOOL", little-endian
+	Version uint32 = 1
+)
+
+// Fixed sizes of the layout.
+const (
+	PageSize = 4096
+	// HeaderSize is the size of one buffer header.
+	HeaderSize = 2048
+	// MaxHops is the longest chain whose hops have timestamps.
+	MaxHops = 16
+	// MaxSteps is the longest chain the routing table holds.
+	MaxSteps = 16
+	// StatsSize is the size of one instance slot's counters.
+	StatsSize = 256
+	// MaxContentType is the longest content type a buffer carries.
+	MaxContentType = 127
+	// MaxMeta is the room for request metadata (method, path, query,
+	// selected headers) in a buffer header.
+	MaxMeta = HeaderSize - offMeta
+)
+
+// Layout gives the sizes of one app's pool. Create derives every region's
+// offset from it; the offsets are written into the pool header so an
+// instance maps exactly what the daemon created.
+type Layout struct {
+	Buffers    uint32 // number of buffers
+	BufferSize uint32 // payload bytes per buffer
+	Functions  uint32 // functions in the routing table
+	Chains     uint32 // chains in the routing table
+	Slots      uint32 // instance slots (sum over functions of their maximum instances)
+	Endpoints  uint32 // descriptor endpoints with a ring (slots + gateways); 0 when RingBytes is 0
+	RingBytes  uint32 // bytes of one endpoint's ring (transports that use rings); 0 = none
+}
+
+// Limits on a Layout.
+const (
+	MinBuffers    = 2
+	MaxBuffers    = 1 << 20
+	MinBufferSize = 1 << 10
+	MaxBufferSize = 64 << 20
+	MaxFunctions  = 1024
+	MaxChains     = 1024
+	MaxSlots      = 1 << 14
+	maxRingBytes  = 1 << 24
+)
+
+// ErrLayout is returned for a Layout outside the limits.
+var ErrLayout = errors.New("pool: bad layout")
+
+// regions are the byte offsets of a pool's parts, all page-aligned, in order.
+type regions struct {
+	route, stats, ring, hdr, arena, total uint64
+	stride                                uint64 // distance between buffer payloads
+}
+
+// routeBytes is the size of the routing region for l (before page rounding).
+func routeBytes(l Layout) uint64 {
+	return uint64(unsafe.Sizeof(routeHeader{})) +
+		uint64(l.Functions)*uint64(unsafe.Sizeof(fnEntry{})) +
+		uint64(l.Chains)*uint64(unsafe.Sizeof(chainEntry{})) +
+		uint64(l.Slots)*uint64(unsafe.Sizeof(slotInfo{}))
+}
+
+func (l Layout) check() error {
+	switch {
+	case l.Buffers < MinBuffers || l.Buffers > MaxBuffers:
+		return fmt.Errorf("%w: %d buffers, want %d..%d", ErrLayout, l.Buffers, MinBuffers, MaxBuffers)
+	case l.BufferSize < MinBufferSize || l.BufferSize > MaxBufferSize:
+		return fmt.Errorf("%w: buffer size %d, want %d..%d", ErrLayout, l.BufferSize, MinBufferSize, MaxBufferSize)
+	case l.Functions == 0 || l.Functions > MaxFunctions:
+		return fmt.Errorf("%w: %d functions, want 1..%d", ErrLayout, l.Functions, MaxFunctions)
+	case l.Chains == 0 || l.Chains > MaxChains:
+		return fmt.Errorf("%w: %d chains, want 1..%d", ErrLayout, l.Chains, MaxChains)
+	case l.Slots == 0 || l.Slots > MaxSlots:
+		return fmt.Errorf("%w: %d slots, want 1..%d", ErrLayout, l.Slots, MaxSlots)
+	case l.RingBytes > maxRingBytes || l.RingBytes%64 != 0:
+		return fmt.Errorf("%w: ring of %d bytes, want a multiple of 64 up to %d", ErrLayout, l.RingBytes, maxRingBytes)
+	case l.RingBytes != 0 && (l.Endpoints == 0 || l.Endpoints > MaxSlots+1024):
+		return fmt.Errorf("%w: %d ring endpoints", ErrLayout, l.Endpoints)
+	}
+	return nil
+}
+
+func pageUp(n uint64) uint64 { return (n + PageSize - 1) &^ (PageSize - 1) }
+
+func (l Layout) regions() regions {
+	var r regions
+	r.route = PageSize // page 0 is the pool header
+	r.stats = r.route + pageUp(routeBytes(l))
+	r.ring = r.stats + pageUp(uint64(l.Slots)*StatsSize)
+	rings := uint64(0)
+	if l.RingBytes != 0 {
+		rings = uint64(l.Endpoints) * uint64(l.RingBytes)
+	}
+	r.hdr = r.ring + pageUp(rings)
+	r.arena = r.hdr + pageUp(uint64(l.Buffers)*HeaderSize)
+	r.stride = (uint64(l.BufferSize) + 63) &^ 63
+	r.total = r.arena + pageUp(uint64(l.Buffers)*r.stride)
+	return r
+}
+
+// Size returns the total bytes of a pool with layout l.
+func (l Layout) Size() int64 { return int64(l.regions().total) }

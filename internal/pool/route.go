@@ -1,0 +1,238 @@
+package pool
+
+import "sync/atomic"
+
+// Slot states, in the order a slot goes through them.
+const (
+	SlotEmpty    uint32 = iota // no instance
+	SlotStarting               // process started, endpoint exists, not yet announced
+	SlotReady                  // announced: receives new requests
+	SlotDraining               // finishes what it holds, receives nothing new
+	SlotDead                   // exited; its buffers are being reclaimed
+)
+
+// SlotStateName names a slot state for humans.
+func SlotStateName(s uint32) string {
+	switch s {
+	case SlotEmpty:
+		return "empty"
+	case SlotStarting:
+		return "starting"
+	case SlotReady:
+		return "ready"
+	case SlotDraining:
+		return "draining"
+	case SlotDead:
+		return "dead"
+	}
+	return "unknown"
+}
+
+// The routing region is written by the daemon and mapped read-only into
+// instances. Values that change while instances run (gateway, slot id,
+// state, capacity, high-water marks) are atomics; the rest is written
+// before any instance starts.
+type routeHeader struct {
+	gateway atomic.Uint32 // endpoint id of the app's gateway
+	epoch   atomic.Uint32 // bumped on every routing change
+	_       [56]byte
+}
+
+type fnEntry struct {
+	base uint32        // first slot of the function
+	max  uint32        // slots reserved for it
+	hwm  atomic.Uint32 // 1 + highest slot offset ever given an instance
+	_    uint32
+}
+
+type chainEntry struct {
+	nsteps uint32
+	_      uint32
+	steps  [MaxSteps]uint16 // function index of each step
+}
+
+type slotInfo struct {
+	id       atomic.Uint32 // instance id; 0 while empty
+	state    atomic.Uint32 // Slot*
+	fn       atomic.Uint32 // function index
+	capacity atomic.Uint32 // relative capacity for load balancing (>= 1)
+}
+
+// SlotStats are one instance slot's counters, in the writable part of the
+// pool: the data path keeps them, the daemon reads them. Queue is written by
+// senders and sits on its own cache line; the rest is written by the
+// instance itself.
+type SlotStats struct {
+	Queue atomic.Int32 // descriptors sent to the slot and not yet started
+	_     [60]byte
+
+	InFlight  atomic.Int32  // handlers running
+	_         int32         //
+	Arrivals  atomic.Uint64 // descriptors accepted
+	Served    atomic.Uint64 // handlers finished
+	Errors    atomic.Uint64 // handlers that failed
+	BusyNanos atomic.Uint64 // total handler run time
+	BusySince atomic.Int64  // mono ns of the last start or finish while busy (hung detection)
+	Stale     atomic.Uint64 // stale or foreign descriptors dropped
+	_         [8]byte
+
+	_ [128]byte // reserved for the control plane
+}
+
+// Gateway returns the endpoint id of the app's gateway.
+func (p *Pool) Gateway() uint16 { return uint16(p.route.gateway.Load()) }
+
+// SetGateway records the app's gateway endpoint (daemon only).
+func (p *Pool) SetGateway(id uint16) {
+	p.route.gateway.Store(uint32(id))
+	p.route.epoch.Add(1)
+}
+
+// Epoch returns a counter that changes on every routing change.
+func (p *Pool) Epoch() uint32 { return p.route.epoch.Load() }
+
+// SetFunction reserves slots [base, base+max) for function fn (daemon only,
+// before instances start).
+func (p *Pool) SetFunction(fn, base, max uint32) error {
+	if fn >= p.l.Functions || max == 0 || base+max > p.l.Slots || base+max < base {
+		return ErrRange
+	}
+	f := &p.fns[fn]
+	f.base, f.max = base, max
+	for s := base; s < base+max; s++ {
+		p.slots[s].fn.Store(fn)
+	}
+	return nil
+}
+
+// FunctionSlots returns the slots reserved for fn.
+func (p *Pool) FunctionSlots(fn uint32) (base, max uint32) {
+	if fn >= p.l.Functions {
+		return 0, 0
+	}
+	return p.fns[fn].base, p.fns[fn].max
+}
+
+// SetChain records the steps of chain c (daemon only, before instances start).
+func (p *Pool) SetChain(c uint32, steps []uint16) error {
+	if c >= p.l.Chains || len(steps) == 0 || len(steps) > MaxSteps {
+		return ErrRange
+	}
+	for _, s := range steps {
+		if uint32(s) >= p.l.Functions {
+			return ErrRange
+		}
+	}
+	e := &p.chains[c]
+	copy(e.steps[:], steps)
+	e.nsteps = uint32(len(steps))
+	return nil
+}
+
+// Step returns the function that runs step hop of chain c, and whether
+// there is such a step (false past the last step or for a bad chain).
+func (p *Pool) Step(c uint16, hop int) (fn uint16, ok bool) {
+	if uint32(c) >= p.l.Chains {
+		return 0, false
+	}
+	e := &p.chains[c]
+	if hop < 0 || hop >= int(min(e.nsteps, MaxSteps)) {
+		return 0, false
+	}
+	return e.steps[hop], true
+}
+
+// Steps returns the number of steps of chain c.
+func (p *Pool) Steps(c uint16) int {
+	if uint32(c) >= p.l.Chains {
+		return 0
+	}
+	return int(min(p.chains[c].nsteps, MaxSteps))
+}
+
+// Slots returns the number of instance slots.
+func (p *Pool) Slots() uint32 { return p.l.Slots }
+
+// Stats returns slot s's counters.
+func (p *Pool) Stats(s uint32) *SlotStats { return &p.stats[s] }
+
+// SlotID returns the instance id in slot s (0 when empty).
+func (p *Pool) SlotID(s uint32) uint16 { return uint16(p.slots[s].id.Load()) }
+
+// SlotState returns slot s's state.
+func (p *Pool) SlotState(s uint32) uint32 { return p.slots[s].state.Load() }
+
+// SlotFunction returns the function slot s belongs to.
+func (p *Pool) SlotFunction(s uint32) uint32 { return p.slots[s].fn.Load() }
+
+// SlotCapacity returns slot s's load-balancing capacity.
+func (p *Pool) SlotCapacity(s uint32) uint32 { return p.slots[s].capacity.Load() }
+
+// SetCapacity sets slot s's load-balancing capacity (daemon only).
+func (p *Pool) SetCapacity(s, capacity uint32) { p.slots[s].capacity.Store(max(capacity, 1)) }
+
+// StartSlot puts instance id into slot s in state SlotStarting, clearing its
+// counters (daemon only). It is not yet a routing target.
+func (p *Pool) StartSlot(s uint32, id uint16, capacity uint32) {
+	si := &p.slots[s]
+	st := &p.stats[s]
+	st.Queue.Store(0)
+	st.InFlight.Store(0)
+	st.BusySince.Store(0)
+	si.capacity.Store(max(capacity, 1))
+	si.id.Store(uint32(id))
+	si.state.Store(SlotStarting)
+	f := &p.fns[si.fn.Load()]
+	if off := s - f.base + 1; off > f.hwm.Load() {
+		f.hwm.Store(off)
+	}
+	p.route.epoch.Add(1)
+}
+
+// SetSlotState moves slot s to state (daemon only). Setting SlotReady
+// announces the instance: senders pick it from then on.
+func (p *Pool) SetSlotState(s uint32, state uint32) {
+	p.slots[s].state.Store(state)
+	if state == SlotEmpty {
+		p.slots[s].id.Store(0)
+	}
+	p.route.epoch.Add(1)
+}
+
+// Pick returns the ready slot of function fn with the least load per unit
+// of capacity, R = (queued + in flight + 1) / capacity, and its instance id.
+// Ties go to the first slot at or after start (callers rotate start to
+// spread ties). ok is false when fn has no ready instance.
+//
+// Pick compares by cross-multiplication (no division, no floats) and
+// allocates nothing.
+func (p *Pool) Pick(fn uint16, start uint32) (slot uint32, id uint16, ok bool) {
+	if uint32(fn) >= p.l.Functions {
+		return 0, 0, false
+	}
+	f := &p.fns[fn]
+	n := min(f.hwm.Load(), f.max)
+	if n == 0 {
+		return 0, 0, false
+	}
+	var bestLoad, bestCap uint64
+	for k := uint32(0); k < n; k++ {
+		s := f.base + (start+k)%n
+		si := &p.slots[s]
+		if si.state.Load() != SlotReady {
+			continue
+		}
+		st := &p.stats[s]
+		load := uint64(max(st.Queue.Load(), 0)) + uint64(max(st.InFlight.Load(), 0)) + 1
+		c := uint64(max(si.capacity.Load(), 1))
+		if !ok || load*bestCap < bestLoad*c {
+			i := si.id.Load()
+			if i == 0 {
+				continue
+			}
+			slot, id, ok = s, uint16(i), true
+			bestLoad, bestCap = load, c
+		}
+	}
+	return slot, id, ok
+}
