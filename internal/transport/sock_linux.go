@@ -1,0 +1,119 @@
+package transport
+
+import (
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"github.com/spry-dev/spry/internal/desc"
+	"golang.org/x/sys/unix"
+)
+
+// sockFD guards a socket fd used with raw system calls from several
+// threads: Close must not close the fd while a Send or a blocked Recv is
+// still using it (the number could be reused by an unrelated open).
+type sockFD struct {
+	fd   int
+	refs atomic.Int64 // users; closedBit once Close began
+	once sync.Once
+}
+
+const closedBit = 1 << 62
+
+func (s *sockFD) acquire() bool {
+	if s.refs.Add(1)&closedBit != 0 {
+		s.release()
+		return false
+	}
+	return true
+}
+
+func (s *sockFD) release() {
+	if s.refs.Add(-1) == closedBit {
+		s.once.Do(func() { unix.Close(s.fd) })
+	}
+}
+
+// close wakes blocked receivers (shutdown makes a blocked recvmmsg return
+// an empty message) and closes the fd once the last user is gone.
+func (s *sockFD) close() {
+	if s.refs.Load()&closedBit != 0 {
+		return
+	}
+	unix.Shutdown(s.fd, unix.SHUT_RDWR)
+	if s.refs.Add(closedBit) == closedBit {
+		s.once.Do(func() { unix.Close(s.fd) })
+	}
+}
+
+func (s *sockFD) closed() bool { return s.refs.Load()&closedBit != 0 }
+
+// mmsghdr is struct mmsghdr from <sys/socket.h>.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+	_   [4]byte
+}
+
+// MaxBatch is the most descriptors one Recv takes from the kernel.
+const MaxBatch = 64
+
+// batchReader receives up to MaxBatch descriptors with one recvmmsg.
+type batchReader struct {
+	bufs [MaxBatch][desc.Size]byte
+	iov  [MaxBatch]unix.Iovec
+	msgs [MaxBatch]mmsghdr
+}
+
+func (r *batchReader) init() {
+	for i := range r.msgs {
+		r.iov[i].Base = &r.bufs[i][0]
+		r.iov[i].SetLen(desc.Size)
+		r.msgs[i].hdr.Iov = &r.iov[i]
+		r.msgs[i].hdr.SetIovlen(1)
+	}
+}
+
+// recv blocks for at least one datagram and decodes what arrived. Messages
+// that are not exactly one descriptor are skipped and counted in bad.
+func (r *batchReader) recv(s *sockFD, ds []desc.Desc) (n, bad int, err error) {
+	want := min(len(ds), MaxBatch)
+	if want == 0 {
+		return 0, 0, nil
+	}
+	if !s.acquire() {
+		return 0, 0, ErrClosed
+	}
+	defer s.release()
+	for {
+		// Blocking: this goroutine's thread sleeps in the kernel until a
+		// datagram arrives (MSG_WAITFORONE then takes what else is queued).
+		m, _, errno := syscall.Syscall6(unix.SYS_RECVMMSG, uintptr(s.fd),
+			uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(want), unix.MSG_WAITFORONE, 0, 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			if s.closed() {
+				return 0, 0, ErrClosed
+			}
+			return 0, 0, errno
+		}
+		for i := 0; i < int(m); i++ {
+			if r.msgs[i].n != desc.Size {
+				bad++
+				continue
+			}
+			ds[n], _ = desc.Decode(r.bufs[i][:])
+			n++
+		}
+		if n > 0 {
+			return n, bad, nil
+		}
+		if s.closed() {
+			return 0, bad, ErrClosed
+		}
+		// Only malformed datagrams: wait for the next.
+	}
+}

@@ -1,0 +1,168 @@
+// Package transport moves descriptors between the endpoints of an app: its
+// function instances and its gateway.
+//
+// Every transport implements the same two halves:
+//
+//   - Fabric, the daemon's side for one app: it creates an endpoint for an
+//     instance before the instance process starts (so nothing is ever sent to
+//     an instance that cannot receive), hands the instance what it needs
+//     (inherited files and environment), and removes the endpoint when the
+//     instance is gone.
+//   - Conn, one endpoint's view: Send a descriptor to another endpoint of the
+//     same app, Recv the descriptors sent to this one.
+//
+// An instance rebuilds its Conn with Attach from what the Fabric handed it.
+//
+// Transports:
+//
+//	uds       Unix datagram sockets in a per-app directory; no privileges needed.
+//
+// Receiving blocks in the kernel (or waits on a futex, for ring transports) on
+// a goroutine locked to its OS thread: Go's netpoller would add a wake-up hop
+// of ~15 µs per round trip.
+//
+// # Driving it
+//
+// The daemon, per app:
+//
+//	f, err := transport.New("uds", transport.Options{App: "shop", Dir: dir})
+//	gw, err := f.Open(gatewayID)         // the gateway's own endpoint
+//	h, err := f.Add(instanceID)          // before starting the instance
+//	cmd.ExtraFiles = append(cmd.ExtraFiles, h.Files...)
+//	cmd.Env = append(cmd.Env, h.Env...)  // plus SPRY_TRANSPORT_FDS, see Attach
+//	… cmd.Start(); h.Close()             // the child holds the endpoint now
+//	f.Remove(instanceID)                 // after it exited
+//
+// The instance:
+//
+//	c, err := transport.Attach(os.Getenv, p)
+//	runtime.LockOSThread()
+//	n, err := c.Recv(batch)
+//	err = c.Send(d) // to d.Dst
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/pool"
+)
+
+// Errors a Conn returns. Send never blocks: a full destination is ErrFull
+// (try another instance, or later), a vanished one ErrGone.
+var (
+	ErrFull         = errors.New("transport: destination queue full")
+	ErrGone         = errors.New("transport: no such endpoint")
+	ErrClosed       = errors.New("transport: endpoint closed")
+	ErrNotSupported = errors.New("transport: not supported on this platform")
+	ErrUnknown      = errors.New("transport: unknown transport")
+)
+
+// Conn is one endpoint: an instance's or a gateway's.
+type Conn interface {
+	// ID returns this endpoint's instance id.
+	ID() uint16
+	// Send delivers d to the endpoint d.Dst without blocking. Safe for
+	// concurrent use.
+	Send(d desc.Desc) error
+	// Recv blocks until at least one descriptor arrives, then fills ds
+	// with as many as are queued, up to len(ds). Only one goroutine may
+	// call Recv, and it should be locked to its OS thread. After Close it
+	// returns ErrClosed.
+	Recv(ds []desc.Desc) (int, error)
+	// Close wakes a blocked Recv and releases the endpoint.
+	Close() error
+}
+
+// Fabric is the daemon's side of a transport for one app.
+type Fabric interface {
+	// Name returns the transport's name ("uds", …).
+	Name() string
+	// Add creates instance id's endpoint, ready to receive, and returns
+	// what the instance process must inherit. The caller closes the
+	// Handoff once the process started.
+	Add(id uint16) (Handoff, error)
+	// Open creates an endpoint for the daemon itself (the gateway).
+	Open(id uint16) (Conn, error)
+	// Remove deletes id's endpoint: later sends to id fail with ErrGone.
+	// Removing an unknown id is not an error.
+	Remove(id uint16) error
+	// Close removes every endpoint the fabric made.
+	Close() error
+}
+
+// Handoff is what an instance process inherits for its endpoint.
+type Handoff struct {
+	Files []*os.File // appended to the process's ExtraFiles
+	Env   []string   // KEY=value, added to its environment
+}
+
+// Close closes the daemon's copies of the handed-off files.
+func (h Handoff) Close() {
+	for _, f := range h.Files {
+		f.Close()
+	}
+}
+
+// Options configure a Fabric.
+type Options struct {
+	App  string // app name, for messages
+	Dir  string // per-app directory for endpoint files (uds); must exist
+	UID  int    // owner given to endpoint files; -1 leaves them to the daemon
+	GID  int
+	Pool *pool.Pool // the app's pool (ring transports)
+}
+
+// Environment variables an instance reads in Attach.
+const (
+	EnvTransport = "SPRY_TRANSPORT"     // transport name
+	EnvID        = "SPRY_ID"            // the instance's id
+	EnvFDs       = "SPRY_TRANSPORT_FDS" // comma-separated inherited fds, in Handoff.Files order
+	EnvUDSDir    = "SPRY_UDS_DIR"       // uds: the app's endpoint directory
+)
+
+// Names lists the transports this build knows, in the order `auto` prefers.
+var Names = []string{"uds"}
+
+// New makes the Fabric of transport name for one app.
+func New(name string, o Options) (Fabric, error) {
+	switch name {
+	case "uds":
+		return newUDSFabric(o)
+	}
+	return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknown, name, strings.Join(Names, ", "))
+}
+
+// Attach rebuilds an instance's Conn from its environment (read through
+// env, normally os.Getenv) and inherited files.
+func Attach(env func(string) string, p *pool.Pool) (Conn, error) {
+	id, err := strconv.ParseUint(env(EnvID), 10, 16)
+	if err != nil || id == 0 {
+		return nil, fmt.Errorf("transport: %s=%q is not an instance id", EnvID, env(EnvID))
+	}
+	var fds []int
+	if s := env(EnvFDs); s != "" {
+		for _, f := range strings.Split(s, ",") {
+			fd, err := strconv.Atoi(f)
+			if err != nil || fd < 0 {
+				return nil, fmt.Errorf("transport: %s=%q: bad fd %q", EnvFDs, s, f)
+			}
+			fds = append(fds, fd)
+		}
+	}
+	switch name := env(EnvTransport); name {
+	case "uds":
+		if len(fds) != 1 {
+			return nil, fmt.Errorf("transport: uds wants 1 inherited fd, %s=%q", EnvFDs, env(EnvFDs))
+		}
+		return attachUDS(uint16(id), fds[0], env(EnvUDSDir))
+	case "":
+		return nil, fmt.Errorf("transport: %s not set: is this process started by spry?", EnvTransport)
+	default:
+		return nil, fmt.Errorf("%w %q", ErrUnknown, name)
+	}
+}
