@@ -1,0 +1,64 @@
+// Package sdk is how you write a Spry function in Go.
+//
+// A function is a Handler. Its program calls Serve, and spry runs it as one
+// or more instances of a step in a chain:
+//
+//	package main
+//
+//	import (
+//		"bytes"
+//
+//		"github.com/spry-dev/spry/sdk"
+//	)
+//
+//	func main() {
+//		sdk.Serve(func(req *sdk.Request, res *sdk.Response) error {
+//			p := req.Payload() // the request body, in shared memory
+//			copy(p, bytes.ToUpper(p))
+//			return nil // pass the (changed) payload to the next step
+//		})
+//	}
+//
+// and its spry.yaml names it:
+//
+//	app: hello
+//	functions:
+//	  upper: {go: ./upper}
+//	chains:
+//	  hello: {route: /hello, steps: [upper]}
+//
+// # Zero copy
+//
+// The gateway writes the client's body once into a buffer of the app's
+// shared-memory pool. Request.Payload is that buffer, not a copy, and so is
+// the payload every later step sees. A step that changes its input in place
+// (Payload, Buffer, SetLen) passes the same buffer on; a step that builds a
+// new output with Write gets a fresh buffer from the pool. Either way, the
+// next step receives a 16-byte descriptor, never the data.
+//
+// # Routing
+//
+// After the handler returns, the SDK itself sends the descriptor to the
+// least-loaded ready instance of the next step — the one with the smallest
+// (queued + running + 1) / capacity, read from counters in the pool — or, after
+// the last step, back to the gateway. The gateway is not on the path between
+// steps.
+//
+// # Errors and status
+//
+// Returning an error ends the chain: the client gets the message with status
+// 502, or with the status of an *Error (see Errorf). SetStatus with 400 or
+// more also ends the chain, with the output as the body; Stop ends it with
+// any status. A panic in a handler is an error, not a crash.
+//
+// # Concurrency
+//
+// An instance runs up to `concurrency:` handlers at once (spry.yaml, default
+// 1). With concurrency 1 the handler runs on the thread that receives the
+// descriptor, the fastest path.
+//
+// # Testing
+//
+// Invoke runs a handler once on a real pool, outside any node, with the
+// same semantics: see the example.
+package sdk

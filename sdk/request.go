@@ -1,0 +1,250 @@
+package sdk
+
+import (
+	"errors"
+	"fmt"
+	"time"
+	"unsafe"
+
+	"github.com/spry-dev/spry/internal/mono"
+	"github.com/spry-dev/spry/internal/pool"
+)
+
+// Handler runs one step of a chain. It reads the request from req and
+// writes its output to res. Returning an error ends the chain: the client
+// gets the error's message with status 502, or the status of an *Error.
+type Handler func(req *Request, res *Response) error
+
+// Request is the input of one step. Its payload and metadata are views into
+// the app's shared-memory pool: nothing was copied to give them to you, and
+// they are valid only until the handler returns (copy what you keep).
+type Request struct {
+	p     *pool.Pool
+	buf   uint32
+	h     *pool.BufHeader
+	hop   int
+	steps int
+}
+
+func (r *Request) reset(p *pool.Pool, buf uint32, hop int) {
+	r.p, r.buf, r.h, r.hop = p, buf, p.Header(buf), hop
+	r.steps = p.Steps(r.h.Chain())
+}
+
+// Payload returns the request body as this step received it: the client's
+// body at the first step, the previous step's output after that.
+func (r *Request) Payload() []byte { return r.p.Data(r.buf) }
+
+// Method returns the HTTP method of the client's request.
+func (r *Request) Method() string { m, _, _ := r.h.Request(); return view(m) }
+
+// Path returns the request path (not unescaped).
+func (r *Request) Path() string { _, p, _ := r.h.Request(); return view(p) }
+
+// Query returns the raw query string, without the '?'.
+func (r *Request) Query() string { _, _, q := r.h.Request(); return view(q) }
+
+// Header returns a request header the chain forwards (see `headers:` in
+// spry.yaml), or "".
+func (r *Request) Header(name string) string { return view(r.h.Header(name)) }
+
+// ContentType returns the content type of the payload.
+func (r *Request) ContentType() string { return view(r.h.ContentType()) }
+
+// ID returns the request's id, unique on this node while it runs.
+func (r *Request) ID() uint64 { return r.h.ReqID() }
+
+// Hop returns which step of the chain this is, from 0.
+func (r *Request) Hop() int { return r.hop }
+
+// Steps returns the number of steps in the chain.
+func (r *Request) Steps() int { return r.steps }
+
+// Remaining returns the time left before the chain's deadline (negative when
+// it passed; the gateway has then answered 504 already).
+func (r *Request) Remaining() time.Duration {
+	d := r.h.Deadline()
+	if d == 0 {
+		return time.Duration(1<<63 - 1)
+	}
+	return time.Duration(d - mono.Now())
+}
+
+// HopTiming returns when step hop started and ended, measured from the
+// gateway's receipt of the request. The current step has no end yet (0).
+func (r *Request) HopTiming(hop int) (start, end time.Duration) {
+	s, e := r.h.HopTimes(hop)
+	in := r.h.Ingress()
+	if s != 0 {
+		start = time.Duration(s - in)
+	}
+	if e != 0 {
+		end = time.Duration(e - in)
+	}
+	return start, end
+}
+
+// view is a string over shared memory, without copying.
+func view(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// Response is the output of one step. By default a step passes its input on
+// unchanged; a handler changes the output in one of two ways:
+//
+//   - in place: modify req.Payload() directly, or write into Buffer() and
+//     call SetLen. No buffer is allocated and nothing is copied.
+//   - into a fresh buffer: Write (or WriteString) appends to a new buffer
+//     from the pool, which replaces the input when the handler returns.
+type Response struct {
+	p      *pool.Pool
+	self   uint16
+	in     uint32 // input buffer
+	out    uint32 // fresh output buffer, when fresh
+	fresh  bool
+	n      int // bytes written to the fresh buffer
+	status uint16
+	stop   bool
+	err    error // a failed Write, reported when the handler returns
+}
+
+// Errors a Response reports.
+var (
+	// ErrTooLarge: the output does not fit in one pool buffer.
+	ErrTooLarge = errors.New("sdk: output larger than a pool buffer")
+	// ErrPoolExhausted: no free buffer in the app's pool.
+	ErrPoolExhausted = errors.New("sdk: pool exhausted")
+)
+
+func (w *Response) reset(p *pool.Pool, self uint16, in uint32) {
+	*w = Response{p: p, self: self, in: in}
+}
+
+// Buffer returns the whole room for in-place output: the input buffer from
+// the start of the payload to its end. Write the output there and call
+// SetLen.
+func (w *Response) Buffer() []byte {
+	return w.p.Buffer(w.in)[w.p.Header(w.in).Off():]
+}
+
+// SetLen sets the in-place output to the first n bytes of Buffer().
+func (w *Response) SetLen(n int) {
+	h := w.p.Header(w.in)
+	if n < 0 || n > len(w.Buffer()) {
+		w.err = ErrTooLarge
+		return
+	}
+	h.SetData(h.Off(), uint32(n))
+}
+
+// Write appends p to the output, in a fresh buffer allocated at the first
+// call. It implements io.Writer.
+func (w *Response) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if !w.fresh {
+		i, ok := w.p.Alloc(w.self)
+		if !ok {
+			w.err = ErrPoolExhausted
+			return 0, w.err
+		}
+		w.out, w.fresh = i, true
+		w.p.Header(i).CopyMeta(w.p.Header(w.in))
+	}
+	buf := w.p.Buffer(w.out)
+	if len(p) > len(buf)-w.n {
+		w.err = fmt.Errorf("%w (%d bytes)", ErrTooLarge, len(buf))
+		return 0, w.err
+	}
+	w.n += copy(buf[w.n:], p)
+	return len(p), nil
+}
+
+// WriteString is Write for a string.
+func (w *Response) WriteString(s string) (int, error) {
+	return w.Write(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
+// SetStatus sets the HTTP status the client gets. A status of 400 or more
+// ends the chain here: the output goes straight back to the client.
+func (w *Response) SetStatus(code int) {
+	if code >= 100 && code <= 999 {
+		w.status = uint16(code)
+	}
+}
+
+// SetContentType sets the content type of the output.
+func (w *Response) SetContentType(ct string) {
+	w.p.Header(w.in).SetContentTypeString(ct)
+	if w.fresh {
+		w.p.Header(w.out).SetContentTypeString(ct)
+	}
+}
+
+// Stop ends the chain after this step: the output goes back to the client
+// without running the remaining steps.
+func (w *Response) Stop() { w.stop = true }
+
+// Error is an error with the HTTP status the client should get.
+type Error struct {
+	Status int
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Errorf returns an *Error with status and a formatted message.
+func Errorf(status int, format string, args ...any) error {
+	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// finish settles the step's output into one buffer and returns it, with
+// whether the chain stops here. It frees the buffer that is not passed on.
+func (w *Response) finish(err error) (buf uint32, stop bool) {
+	if err == nil {
+		err = w.err
+	}
+	out := w.in
+	if w.fresh {
+		oh := w.p.Header(w.out)
+		oh.SetData(0, uint32(w.n))
+		oh.SetContentType(w.p.Header(w.in).ContentType())
+		if err != nil {
+			// The error message goes in the input buffer; drop the output.
+			w.p.Free(w.out)
+		} else {
+			w.p.Free(w.in)
+			out = w.out
+		}
+	}
+	h := w.p.Header(out)
+	if err != nil {
+		status := uint16(502)
+		var e *Error
+		if errors.As(err, &e) && e.Status >= 400 && e.Status <= 599 {
+			status = uint16(e.Status)
+		} else if errors.Is(err, ErrPoolExhausted) {
+			status = 503
+		}
+		msg := err.Error()
+		b := w.p.Buffer(out)
+		n := copy(b, msg)
+		h.SetData(0, uint32(n))
+		h.SetContentTypeString("text/plain; charset=utf-8")
+		h.SetStatus(status)
+		h.SetFlags(h.Flags() | pool.FlagStop)
+		return out, true
+	}
+	if w.status != 0 {
+		h.SetStatus(w.status)
+	}
+	if w.stop || w.status >= 400 {
+		h.SetFlags(h.Flags() | pool.FlagStop)
+		return out, true
+	}
+	return out, h.Flags()&pool.FlagStop != 0
+}

@@ -1,0 +1,299 @@
+package sdk
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/mono"
+	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/transport"
+)
+
+// Environment an instance is started with (besides the transport's).
+const (
+	EnvPoolFD      = "SPRY_POOL_FD"     // inherited fd of the app's pool
+	EnvSlot        = "SPRY_SLOT"        // the instance's slot in the pool
+	EnvConcurrency = "SPRY_CONCURRENCY" // handlers run at once
+	EnvFunction    = "SPRY_FUNCTION"    // function name, for messages
+)
+
+// Serve runs h as a Spry function instance until the daemon stops it. It
+// never returns: on a setup error (for example when the program is not
+// started by spry) it prints the reason and exits with status 2.
+func Serve(h Handler) {
+	if err := Run(h); err != nil {
+		fmt.Fprintln(os.Stderr, "spry function:", err)
+		os.Exit(2)
+	}
+	os.Exit(0)
+}
+
+// Run is Serve returning its error instead of exiting. It returns nil after
+// a clean stop (SIGTERM or SIGINT: finish what is running, then return).
+func Run(h Handler) error {
+	s, err := attach(os.Getenv)
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-sig
+		s.shutdown()
+	}()
+	return s.serve(h)
+}
+
+// instance is one running function instance.
+type instance struct {
+	p     *pool.Pool
+	c     transport.Conn
+	id    uint16
+	slot  uint32
+	st    *pool.SlotStats
+	conc  int
+	name  string
+	log   *slog.Logger
+	rot   atomic.Uint32 // rotates load-balancing ties
+	stop  atomic.Bool
+	retry time.Duration // longest a send waits for a full or missing destination
+}
+
+func attach(env func(string) string) (*instance, error) {
+	if env(transport.EnvTransport) == "" {
+		return nil, errors.New("not started by spry: run this program as a function in spry.yaml (go: or exec:)")
+	}
+	fd, err := strconv.Atoi(env(EnvPoolFD))
+	if err != nil || fd < 0 {
+		return nil, fmt.Errorf("%s=%q is not an fd", EnvPoolFD, env(EnvPoolFD))
+	}
+	p, err := pool.Attach(fd)
+	if err != nil {
+		return nil, err
+	}
+	slot, err := strconv.ParseUint(env(EnvSlot), 10, 32)
+	if err != nil || uint32(slot) >= p.Slots() {
+		return nil, fmt.Errorf("%s=%q is not a slot of this pool", EnvSlot, env(EnvSlot))
+	}
+	conc, err := strconv.Atoi(env(EnvConcurrency))
+	if err != nil || conc < 1 {
+		conc = 1
+	}
+	c, err := transport.Attach(env, p)
+	if err != nil {
+		return nil, err
+	}
+	name := env(EnvFunction)
+	return &instance{
+		p: p, c: c, id: c.ID(), slot: uint32(slot), st: p.Stats(uint32(slot)), conc: conc, name: name,
+		log:   slog.New(slog.NewTextHandler(os.Stderr, nil)).With("function", name, "instance", c.ID()),
+		retry: 2 * time.Second,
+	}, nil
+}
+
+// shutdown makes serve return after the handlers that are running finish.
+func (s *instance) shutdown() {
+	s.stop.Store(true)
+	s.c.Close() // wakes the receive loop
+}
+
+// serve receives descriptors and runs h on them until shut down.
+func (s *instance) serve(h Handler) error {
+	work := make(chan desc.Desc, s.conc)
+	var wg sync.WaitGroup
+	if s.conc > 1 {
+		for range s.conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var w worker
+				for d := range work {
+					w.step(s, h, d)
+				}
+			}()
+		}
+	}
+
+	// Announce readiness: the endpoint exists and this process is about to
+	// receive. The daemon puts the instance in the routing table on this.
+	ready := desc.Desc{Dst: s.p.Gateway(), Src: s.id, Buf: desc.CtlReady, Flags: desc.FlagControl}
+	if err := s.sendPatiently(ready); err != nil {
+		return fmt.Errorf("announce ready: %w", err)
+	}
+
+	// Receive on a locked OS thread: the thread sleeps in the kernel, and
+	// a wake-up goes straight to it rather than through the netpoller.
+	runtime.LockOSThread()
+	var inline worker
+	var batch [transport.MaxBatch]desc.Desc
+	var err error
+	for {
+		var n int
+		n, err = s.c.Recv(batch[:])
+		if err != nil {
+			break
+		}
+		for _, d := range batch[:n] {
+			if d.Is(desc.FlagControl) {
+				continue // nothing for instances yet
+			}
+			s.st.Queue.Add(-1)
+			if !s.p.Check(d.Buf, d.Gen, s.id) {
+				s.st.Stale.Add(1)
+				continue
+			}
+			s.st.Arrivals.Add(1)
+			if s.conc == 1 {
+				inline.step(s, h, d)
+			} else {
+				work <- d
+			}
+		}
+	}
+	close(work)
+	wg.Wait()
+	if s.stop.Load() && errors.Is(err, transport.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// worker holds the per-request state one handler goroutine reuses.
+type worker struct {
+	req Request
+	res Response
+}
+
+// step runs h on the buffer d names and passes the result on.
+func (w *worker) step(s *instance, h Handler, d desc.Desc) {
+	hdr := s.p.Header(d.Buf)
+	start := mono.Now()
+	if dl := hdr.Deadline(); dl != 0 && start > dl {
+		// The gateway already answered 504; hand the buffer back so it
+		// can be freed, without running the handler.
+		s.reply(d.Chain, d.Hop, d.Buf)
+		return
+	}
+	if s.st.InFlight.Add(1) == 1 {
+		s.st.BusySince.Store(start)
+	}
+	hop := int(d.Hop)
+	hdr.HopStart(hop, start)
+	w.req.reset(s.p, d.Buf, hop)
+	w.res.reset(s.p, s.id, d.Buf)
+	err := call(h, &w.req, &w.res)
+	out, stop := w.res.finish(err)
+	end := mono.Now()
+	s.p.Header(out).HopEnd(hop, end)
+	s.st.BusyNanos.Add(uint64(end - start))
+	if err != nil {
+		s.st.Errors.Add(1)
+	}
+	s.st.Served.Add(1)
+	s.st.BusySince.Store(end)
+	s.st.InFlight.Add(-1)
+	if stop {
+		s.reply(d.Chain, d.Hop, out)
+		return
+	}
+	s.forward(d.Chain, d.Hop, out)
+}
+
+// call runs the handler, turning a panic into an error.
+func call(h Handler, req *Request, res *Response) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			fmt.Fprintf(os.Stderr, "panic in handler: %v\n%s", v, debug.Stack())
+			err = fmt.Errorf("function panicked: %v", v)
+		}
+	}()
+	return h(req, res)
+}
+
+// forward sends buf to the least-loaded ready instance of the next step
+// (direct function routing: the gateway is not on the path), or back to
+// the gateway after the last step.
+func (s *instance) forward(chain uint16, hop uint8, buf uint32) {
+	fn, ok := s.p.Step(chain, int(hop)+1)
+	if !ok {
+		s.reply(chain, hop, buf)
+		return
+	}
+	h := s.p.Header(buf)
+	d := desc.Desc{Src: s.id, Buf: buf, Gen: h.Gen(), Chain: chain, Hop: hop + 1}
+	deadline := time.Now().Add(s.retry)
+	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
+		slot, id, ok := s.p.Pick(fn, s.rot.Add(1))
+		if ok {
+			st := s.p.Stats(slot)
+			st.Queue.Add(1)
+			h.SetOwner(id)
+			d.Dst = id
+			err := s.c.Send(d)
+			if err == nil {
+				return
+			}
+			st.Queue.Add(-1)
+			// Take the buffer back. If that fails, the destination died
+			// and the daemon reclaimed the buffer (and answers the
+			// request): nothing is left for us to do.
+			if !h.SwapOwner(id, s.id) {
+				return
+			}
+		}
+		if s.stop.Load() || time.Now().After(deadline) {
+			s.fail(chain, hop, buf, 503, "no instance of the next step could take the request")
+			return
+		}
+		time.Sleep(wait)
+	}
+}
+
+// fail ends the chain with status and msg in buf.
+func (s *instance) fail(chain uint16, hop uint8, buf uint32, status uint16, msg string) {
+	h := s.p.Header(buf)
+	n := copy(s.p.Buffer(buf), msg)
+	h.SetData(0, uint32(n))
+	h.SetContentTypeString("text/plain; charset=utf-8")
+	h.SetStatus(status)
+	h.SetFlags(h.Flags() | pool.FlagStop)
+	s.reply(chain, hop, buf)
+}
+
+// reply hands buf back to the app's gateway.
+func (s *instance) reply(chain uint16, hop uint8, buf uint32) {
+	h := s.p.Header(buf)
+	gw := s.p.Gateway()
+	h.SetOwner(gw)
+	d := desc.Desc{Dst: gw, Src: s.id, Buf: buf, Gen: h.Gen(), Chain: chain, Hop: hop, Flags: desc.FlagReply}
+	if err := s.sendPatiently(d); err != nil {
+		// The gateway is gone or wedged; the daemon reclaims buffers it
+		// cannot account for. Keep ownership honest meanwhile.
+		h.SwapOwner(gw, s.id)
+		s.log.Error("reply to gateway failed", "err", err)
+	}
+}
+
+// sendPatiently retries a send to a full destination for a while: replies
+// and control messages must not be dropped because of a burst.
+func (s *instance) sendPatiently(d desc.Desc) error {
+	deadline := time.Now().Add(s.retry)
+	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
+		err := s.c.Send(d)
+		if !errors.Is(err, transport.ErrFull) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(wait)
+	}
+}
