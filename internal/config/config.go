@@ -1,0 +1,254 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Transports an app may name.
+const (
+	TransportAuto     = "auto"
+	TransportSKMsg    = "skmsg"
+	TransportUDS      = "uds"
+	TransportPoll     = "poll"
+	TransportAdaptive = "adaptive"
+)
+
+// Kind is how a function is provided.
+type Kind int
+
+// Kinds of function.
+const (
+	Builtin Kind = iota + 1 // compiled into the spry binary
+	Go                      // a Go package built against the SDK
+	Exec                    // a prebuilt executable
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Builtin:
+		return "builtin"
+	case Go:
+		return "go"
+	case Exec:
+		return "exec"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// App is one spry.yaml: a security domain with its own pool. Every field
+// holds its resolved value, defaults filled in.
+type App struct {
+	Name      string
+	File      string // the file it came from, as named to Load or Parse
+	Dir       string // absolute directory that relative paths resolved against
+	Line      int    // line of "app:"
+	Transport string // one of the Transport constants
+	Pool      Pool
+	Limits    Limits
+	Functions []*Function // in file order; Functions[i].Index == i
+	Chains    []*Chain    // in file order; Chains[i].Index == i
+
+	fnIndex map[string]int
+}
+
+// Pool sizes the app's shared-memory pool; the fields go straight into
+// pool.Layout.
+type Pool struct {
+	Buffers    uint32 // number of buffers
+	BufferSize uint32 // payload bytes per buffer
+}
+
+// Limits bound what the gateway admits for the app.
+type Limits struct {
+	Inflight int // requests in flight at once
+}
+
+// Function is one function of an app.
+type Function struct {
+	Name  string
+	Index int    // position in App.Functions
+	File  string // for messages: where it is defined
+	Line  int
+
+	Kind    Kind
+	Builtin string   // Kind Builtin: the builtin's name
+	Go      string   // Kind Go: an absolute directory, or an import path (never starts with '/')
+	Exec    []string // Kind Exec: the absolute program path, then its arguments
+
+	Instances   int
+	Concurrency int           // handlers at once per instance
+	Timeout     time.Duration // longest one step may run
+	Env         []string      // "KEY=value", in file order, for exec.Cmd.Env
+}
+
+// Chain is one chain of an app: a route and the functions it runs, in order.
+type Chain struct {
+	Name  string
+	Index int    // position in App.Chains
+	File  string // for messages: where it is defined
+	Line  int
+
+	Route   string
+	Steps   []int         // indexes into App.Functions
+	Timeout time.Duration // deadline for the whole chain
+	Methods []string      // upper case
+	Headers []string      // canonical header names (textproto.CanonicalMIMEHeaderKey)
+
+	routeLine int
+}
+
+// FunctionIndex returns the index of the function called name.
+func (a *App) FunctionIndex(name string) (int, bool) {
+	i, ok := a.fnIndex[name]
+	return i, ok
+}
+
+// Function returns the function called name, or nil.
+func (a *App) Function(name string) *Function {
+	if i, ok := a.fnIndex[name]; ok {
+		return a.Functions[i]
+	}
+	return nil
+}
+
+// Chain returns the chain called name, or nil.
+func (a *App) Chain(name string) *Chain {
+	for _, c := range a.Chains {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Options are what the loader needs from the rest of spry.
+type Options struct {
+	// Builtins reports whether a builtin function of that name exists.
+	// nil accepts every name.
+	Builtins func(name string) bool
+	// BuiltinNames lists the builtins for the message about an unknown one.
+	// Optional.
+	BuiltinNames []string
+}
+
+// Load reads and validates one app's config file. Relative paths in it
+// resolve against the file's directory. On problems it returns nil and an
+// *Error holding all of them.
+func Load(path string, o Options) (*App, error) {
+	a, ps := load(path, o)
+	if err := asError(ps, []string{path}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Parse validates one app's config held in memory. name is the file name
+// for messages; relative paths resolve against dir ("" is the working
+// directory).
+func Parse(name string, data []byte, dir string, o Options) (*App, error) {
+	a, ps := parse(name, data, dir, o)
+	if err := asError(ps, []string{name}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// LoadAll loads the config files of several apps that run together. Besides
+// each file's problems, it reports those between files: two apps of one
+// name, a route served by two apps. The apps come back in the order of
+// paths.
+func LoadAll(paths []string, o Options) ([]*App, error) {
+	var apps []*App
+	var ps []Problem
+	for _, p := range paths {
+		a, aps := load(p, o)
+		ps = append(ps, aps...)
+		if a != nil {
+			apps = append(apps, a)
+		}
+	}
+	ps = append(ps, conflicts(apps)...)
+	if err := asError(ps, paths); err != nil {
+		return nil, err
+	}
+	return apps, nil
+}
+
+// Conflicts reports what keeps apps from running together on one node:
+// two apps of one name, a route served by two apps. The daemon checks an
+// app deployed later against the running ones with it.
+func Conflicts(apps []*App) error {
+	var files []string
+	for _, a := range apps {
+		files = append(files, a.File)
+	}
+	return asError(conflicts(apps), files)
+}
+
+func load(path string, o Options) (*App, []Problem) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, []Problem{{File: path, Msg: reason(err), Err: err}}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, []Problem{{File: path, Msg: reason(err), Err: err}}
+	}
+	return parse(path, data, filepath.Dir(abs), o)
+}
+
+// parse returns the app even when there are problems, with what could be
+// made of it, so that LoadAll can look for conflicts with other files.
+func parse(name string, data []byte, dir string, o Options) (*App, []Problem) {
+	if name == "" {
+		name = "config"
+	}
+	ps := &problems{file: name}
+	s := decode(data, ps)
+	if s == nil {
+		return nil, ps.list
+	}
+	s.file, s.dir = name, dir
+	a := s.validate(o, ps)
+	return a, ps.list
+}
+
+// conflicts finds duplicate app names and routes served twice across apps.
+func conflicts(apps []*App) []Problem {
+	var ps []Problem
+	byName := map[string]*App{}
+	type served struct {
+		app   *App
+		chain *Chain
+	}
+	routes := map[string]served{}
+	for _, a := range apps {
+		if a.Name == "" {
+			continue // its problem was reported
+		}
+		if first, ok := byName[a.Name]; ok {
+			ps = append(ps, Problem{File: a.File, Line: a.Line, Path: "app",
+				Msg: fmt.Sprintf("%q is already defined by %s:%d", a.Name, first.File, first.Line)})
+			continue // its routes would all clash too: say it once
+		}
+		byName[a.Name] = a
+		for _, c := range a.Chains {
+			if c.Route == "" {
+				continue
+			}
+			if s, ok := routes[c.Route]; ok {
+				if s.app == a {
+					continue // reported by validate
+				}
+				ps = append(ps, Problem{File: a.File, Line: c.routeLine, Path: "chains." + pathKey(c.Name) + ".route",
+					Msg: fmt.Sprintf("%s is already served by app %q (%s:%d)", c.Route, s.app.Name, s.app.File, s.chain.routeLine)})
+				continue
+			}
+			routes[c.Route] = served{a, c}
+		}
+	}
+	return ps
+}

@@ -1,0 +1,475 @@
+package config
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spry-dev/spry/internal/pool"
+)
+
+// Defaults and limits. The pool's limits are the pool package's own.
+const (
+	DefaultBuffers    = 1024
+	DefaultBufferSize = 64 << 10
+	DefaultTimeout    = 30 * time.Second // of a step and of a chain
+	MaxTimeout        = time.Hour
+	MaxInstances      = 256
+	MaxConcurrency    = 1024
+	MaxSteps          = pool.MaxSteps
+	MaxHeaders        = 16
+	MaxRoute          = 256 // bytes
+	maxAppName        = 32
+	maxName           = 64
+)
+
+// DefaultMethods are the methods a chain answers when it names none.
+var DefaultMethods = []string{"GET", "POST"}
+
+var (
+	appName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+	name    = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$`)
+	envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+var transports = []string{TransportAuto, TransportSKMsg, TransportUDS, TransportPoll, TransportAdaptive}
+
+// validate checks every value of s, fills the defaults and returns the
+// app, adding every problem to ps. The app is complete only when no
+// problem was added; otherwise it holds what could be made of s.
+func (s *appSpec) validate(o Options, ps *problems) *App {
+	a := &App{File: s.file, Dir: s.dir, Line: s.name.line, fnIndex: map[string]int{}}
+
+	switch v := s.name.v; {
+	case s.name.line == 0:
+		ps.add(1, "app", "missing; want the app's name, e.g. app: hello")
+	case s.name.bad:
+	case len(v) > maxAppName || !appName.MatchString(v):
+		ps.add(s.name.line, "app", "%s is not a valid app name: want lower-case letters, digits and '-' (not at either end), at most %d characters",
+			strconv.Quote(v), maxAppName)
+	default:
+		a.Name = v
+	}
+
+	a.Transport = TransportAuto
+	if s.transport.ok() {
+		if v := s.transport.v; slices.Contains(transports, v) {
+			a.Transport = v
+		} else {
+			ps.add(s.transport.line, "transport", "unknown transport %q (known: %s)", v, strings.Join(transports, ", "))
+		}
+	}
+
+	a.Pool.Buffers = DefaultBuffers
+	if b := s.buffers; b.ok() {
+		if b.v < pool.MinBuffers || b.v > pool.MaxBuffers {
+			ps.add(b.line, "pool.buffers", "want %d..%d, got %d", pool.MinBuffers, pool.MaxBuffers, b.v)
+		} else {
+			a.Pool.Buffers = uint32(b.v)
+		}
+	}
+	a.Pool.BufferSize = DefaultBufferSize
+	if b := s.bufferSize; b.ok() {
+		if b.v < pool.MinBufferSize || b.v > pool.MaxBufferSize {
+			ps.add(b.line, "pool.bufferSize", "want %s..%s, got %s",
+				formatSize(pool.MinBufferSize), formatSize(pool.MaxBufferSize), formatSize(b.v))
+		} else {
+			a.Pool.BufferSize = uint32(b.v)
+		}
+	}
+	a.Limits.Inflight = max(1, int(a.Pool.Buffers)/2)
+	if in := s.inflight; in.ok() {
+		if in.v < 1 || in.v > int64(a.Pool.Buffers) {
+			ps.add(in.line, "limits.inflight", "want 1..%d (at most pool.buffers), got %d", a.Pool.Buffers, in.v)
+		} else {
+			a.Limits.Inflight = int(in.v)
+		}
+	}
+
+	s.validateFunctions(a, o, ps)
+	s.validateChains(a, ps)
+	return a
+}
+
+func (s *appSpec) validateFunctions(a *App, o Options, ps *problems) {
+	switch fns := s.functions; {
+	case fns.line == 0:
+		ps.add(1, "functions", "missing; want at least one function")
+	case fns.bad:
+	case len(fns.v) == 0:
+		ps.add(fns.line, "functions", "want at least one function")
+	case len(fns.v) > pool.MaxFunctions:
+		ps.add(fns.line, "functions", "want at most %d functions, got %d", pool.MaxFunctions, len(fns.v))
+	}
+	slots := 0
+	for _, spec := range s.functions.v {
+		f := spec.validate(s.dir, o, ps)
+		f.Index, f.File = len(a.Functions), s.file
+		a.fnIndex[f.Name] = f.Index
+		a.Functions = append(a.Functions, f)
+		slots += f.Instances
+	}
+	if slots > pool.MaxSlots {
+		ps.add(s.functions.line, "functions", "%d instances in all; want at most %d", slots, pool.MaxSlots)
+	}
+}
+
+func (sp *fnSpec) validate(dir string, o Options, ps *problems) *Function {
+	path := join("functions", sp.name)
+	f := &Function{Name: sp.name, Line: sp.line, Instances: 1, Concurrency: 1, Timeout: DefaultTimeout}
+	if len(sp.name) > maxName || !name.MatchString(sp.name) {
+		ps.add(sp.line, path, "%s is not a valid function name: want lower-case letters, digits, '-' and '_' (not '-' or '_' at either end), at most %d characters",
+			strconv.Quote(sp.name), maxName)
+	}
+	if sp.bad {
+		return f
+	}
+
+	var kinds []string
+	for _, k := range []struct {
+		key  string
+		line int
+	}{{"builtin:", sp.builtin.line}, {"go:", sp.goPkg.line}, {"exec:", sp.exec.line}} {
+		if k.line != 0 {
+			kinds = append(kinds, k.key)
+		}
+	}
+	switch {
+	case len(kinds) == 0:
+		ps.add(sp.line, path, "want one of builtin:, go: or exec:")
+	case len(kinds) > 1:
+		ps.add(sp.line, path, "want only one of builtin:, go: or exec:, got %s", strings.Join(kinds, " and "))
+	case sp.builtin.ok():
+		f.Kind, f.Builtin = Builtin, sp.builtin.v
+		if o.Builtins != nil && !o.Builtins(f.Builtin) {
+			msg := fmt.Sprintf("unknown builtin %q", f.Builtin)
+			if len(o.BuiltinNames) > 0 {
+				msg += " (known: " + list(o.BuiltinNames) + ")"
+			}
+			ps.add(sp.builtin.line, path+".builtin", "%s", msg)
+		}
+	case sp.goPkg.ok():
+		f.Kind = Go
+		f.Go = goPackage(sp.goPkg.v, dir, sp.goPkg.line, path+".go", ps)
+	case sp.exec.ok():
+		f.Kind = Exec
+		f.Exec = program(sp.exec.v, dir, sp.exec.line, path+".exec", ps)
+	}
+
+	if n := sp.instances; n.ok() {
+		if n.v < 1 || n.v > MaxInstances {
+			ps.add(n.line, path+".instances", "want 1..%d, got %d", MaxInstances, n.v)
+		} else {
+			f.Instances = int(n.v)
+		}
+	}
+	if n := sp.concurrency; n.ok() {
+		if n.v < 1 || n.v > MaxConcurrency {
+			ps.add(n.line, path+".concurrency", "want 1..%d, got %d", MaxConcurrency, n.v)
+		} else {
+			f.Concurrency = int(n.v)
+		}
+	}
+	f.Timeout = timeout(sp.timeout, path+".timeout", ps)
+	for _, e := range sp.env.v {
+		switch {
+		case !envName.MatchString(e.key):
+			ps.add(e.line, e.path, "not a valid variable name: want letters, digits and '_', not a digit first")
+		case strings.HasPrefix(e.key, "SPRY_"):
+			ps.add(e.line, e.path, "SPRY_ variables are reserved for spry")
+		case strings.IndexByte(e.val, 0) >= 0:
+			ps.add(e.line, e.path, "the value contains a NUL byte")
+		default:
+			f.Env = append(f.Env, e.key+"="+e.val)
+		}
+	}
+	return f
+}
+
+// timeout checks a step's or chain's timeout, or returns the default.
+func timeout(t value[time.Duration], path string, ps *problems) time.Duration {
+	if !t.ok() {
+		return DefaultTimeout
+	}
+	if t.v <= 0 || t.v > MaxTimeout {
+		ps.add(t.line, path, "want more than 0s and at most %s, got %s", "1h", t.v)
+		return DefaultTimeout
+	}
+	return t.v
+}
+
+// goPackage resolves go: to an absolute directory, or checks that it is an
+// import path.
+func goPackage(v, dir string, line int, path string, ps *problems) string {
+	if !isLocalPath(v) {
+		if !importPath.MatchString(v) || slices.ContainsFunc(strings.Split(v, "/"), func(e string) bool { return e == "" || e[0] == '.' }) {
+			ps.add(line, path, "%q is neither a directory (./dir) nor an import path", v)
+		}
+		return v
+	}
+	p, err := resolve(v, dir)
+	if err == nil {
+		var fi fs.FileInfo
+		if fi, err = os.Stat(p); err == nil && !fi.IsDir() {
+			err = errors.New("not a directory")
+		}
+	}
+	if err != nil {
+		ps.add(line, path, "%s: %s", p, reason(err))
+	}
+	return p
+}
+
+// importPath is the syntax of an import path, loosely: what the go command
+// may accept. Its elements are checked for "", "." and ".." apart.
+var importPath = regexp.MustCompile(`^[A-Za-z0-9._~+-]+(/[A-Za-z0-9._~+-]+)*$`)
+
+// isLocalPath reports whether p is a filesystem path rather than an import
+// path, as the go command tells them apart.
+func isLocalPath(p string) bool {
+	return p == "." || p == ".." || strings.HasPrefix(p, "./") || strings.HasPrefix(p, "../") || filepath.IsAbs(p)
+}
+
+// program resolves the program of exec: to an absolute path: relative to
+// dir when it has a slash, else looked up in $PATH. It returns the program
+// and the arguments.
+func program(args []item, dir string, line int, path string, ps *problems) []string {
+	var out []string
+	for _, a := range args {
+		if strings.IndexByte(a.v, 0) >= 0 {
+			ps.add(a.line, a.path, "contains a NUL byte")
+			return nil
+		}
+		out = append(out, a.v)
+	}
+	if len(args) == 0 || args[0].v == "" {
+		ps.add(line, path, "want a program and its arguments, e.g. exec: [./bin/fn, --flag]")
+		return nil
+	}
+	prog, l := args[0].v, args[0].line
+	if !strings.Contains(prog, "/") {
+		p, err := exec.LookPath(prog)
+		if err == nil {
+			p, err = filepath.Abs(p)
+		}
+		if err != nil {
+			hint := " (write ./" + prog + " for a file beside the config)"
+			if strings.ContainsAny(prog, " \t") {
+				hint = " (to pass arguments, write a list: exec: [program, arg])"
+			}
+			ps.add(l, path, "program %q not found in $PATH%s", prog, hint)
+			return out
+		}
+		out[0] = p
+		return out
+	}
+	p, err := resolve(prog, dir)
+	if err == nil {
+		var fi fs.FileInfo
+		if fi, err = os.Stat(p); err == nil {
+			switch {
+			case fi.IsDir():
+				err = errors.New("is a directory")
+			case fi.Mode()&0o111 == 0:
+				err = errors.New("not executable")
+			}
+		}
+	}
+	if err != nil {
+		hint := ""
+		if errors.Is(err, fs.ErrNotExist) && strings.ContainsAny(prog, " \t") {
+			hint = " (to pass arguments, write a list: exec: [program, arg])"
+		}
+		ps.add(l, path, "%s: %s%s", p, reason(err), hint)
+	}
+	out[0] = p
+	return out
+}
+
+// resolve makes p absolute, relative to dir ("" is the working directory).
+func resolve(p, dir string) (string, error) {
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(dir, p)
+	}
+	return filepath.Abs(p)
+}
+
+// reason is err for a message, without the path that the message shows
+// already.
+func reason(err error) string {
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "no such file or directory"
+	case errors.As(err, &pe):
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+func (s *appSpec) validateChains(a *App, ps *problems) {
+	switch cs := s.chains; {
+	case cs.line == 0:
+		ps.add(1, "chains", "missing; want at least one chain")
+	case cs.bad:
+	case len(cs.v) == 0:
+		ps.add(cs.line, "chains", "want at least one chain")
+	case len(cs.v) > pool.MaxChains:
+		ps.add(cs.line, "chains", "want at most %d chains, got %d", pool.MaxChains, len(cs.v))
+	}
+	var fnNames []string
+	for _, f := range a.Functions {
+		fnNames = append(fnNames, f.Name)
+	}
+	routes := map[string]*Chain{}
+	for _, cs := range s.chains.v {
+		c := cs.validate(a, fnNames, ps)
+		c.Index, c.File = len(a.Chains), s.file
+		a.Chains = append(a.Chains, c)
+		if c.Route == "" {
+			continue
+		}
+		if first, ok := routes[c.Route]; ok {
+			ps.add(c.routeLine, join(join("chains", c.Name), "route"), "%s is already served by chain %q (line %d)", c.Route, first.Name, first.routeLine)
+			continue
+		}
+		routes[c.Route] = c
+	}
+}
+
+func (cs *chainSpec) validate(a *App, fnNames []string, ps *problems) *Chain {
+	path := join("chains", cs.name)
+	c := &Chain{Name: cs.name, Line: cs.line, Timeout: DefaultTimeout, Methods: slices.Clone(DefaultMethods)}
+	if len(cs.name) > maxName || !name.MatchString(cs.name) {
+		ps.add(cs.line, path, "%s is not a valid chain name: want lower-case letters, digits, '-' and '_' (not '-' or '_' at either end), at most %d characters",
+			strconv.Quote(cs.name), maxName)
+	}
+	if cs.bad {
+		return c
+	}
+
+	switch r := cs.route; {
+	case r.line == 0:
+		ps.add(cs.line, path+".route", "missing; want an HTTP path, e.g. route: /%s", cs.name)
+	case r.bad:
+	default:
+		if why := checkRoute(r.v); why != "" {
+			ps.add(r.line, path+".route", "%s is not a valid route: %s", strconv.Quote(r.v), why)
+		} else {
+			c.Route, c.routeLine = r.v, r.line
+		}
+	}
+
+	switch st := cs.steps; {
+	case st.line == 0:
+		ps.add(cs.line, path+".steps", "missing; want the functions to run, e.g. steps: [%s]", cmp.Or(strings.Join(fnNames[:min(len(fnNames), 2)], ", "), "fn"))
+	case st.bad:
+	case len(st.v) == 0 || len(st.v) > MaxSteps:
+		ps.add(st.line, path+".steps", "want 1..%d steps, got %d", MaxSteps, len(st.v))
+	default:
+		for _, s := range st.v {
+			i, ok := a.fnIndex[s.v]
+			if !ok {
+				ps.add(s.line, s.path, "unknown function %q (functions: %s)", s.v, list(fnNames))
+				continue
+			}
+			c.Steps = append(c.Steps, i)
+		}
+	}
+
+	c.Timeout = timeout(cs.timeout, path+".timeout", ps)
+
+	if m := cs.methods; m.ok() {
+		c.Methods = nil
+		if len(m.v) == 0 {
+			ps.add(m.line, path+".methods", "want at least one method")
+		}
+		for _, it := range m.v {
+			v := strings.ToUpper(it.v)
+			switch {
+			case !isToken(v):
+				ps.add(it.line, it.path, "%s is not an HTTP method", strconv.Quote(it.v))
+			case slices.Contains(c.Methods, v):
+				ps.add(it.line, it.path, "duplicate method %s", v)
+			default:
+				c.Methods = append(c.Methods, v)
+			}
+		}
+	}
+
+	if h := cs.headers; h.ok() {
+		if len(h.v) > MaxHeaders {
+			ps.add(h.line, path+".headers", "want at most %d headers, got %d", MaxHeaders, len(h.v))
+		}
+		for _, it := range h.v {
+			v := textproto.CanonicalMIMEHeaderKey(it.v)
+			switch {
+			case !isToken(it.v):
+				ps.add(it.line, it.path, "%s is not an HTTP header name", strconv.Quote(it.v))
+			case slices.Contains(c.Headers, v):
+				ps.add(it.line, it.path, "duplicate header %s", v)
+			default:
+				c.Headers = append(c.Headers, v)
+			}
+		}
+	}
+	return c
+}
+
+// checkRoute returns why r is not a valid route, or "".
+func checkRoute(r string) string {
+	switch {
+	case !strings.HasPrefix(r, "/"):
+		return "want a path that starts with '/'"
+	case len(r) > MaxRoute:
+		return fmt.Sprintf("longer than %d bytes", MaxRoute)
+	case !utf8.ValidString(r):
+		return "not valid UTF-8"
+	case strings.ContainsAny(r, "?#"):
+		return "want a path without '?' or '#'"
+	case strings.ContainsFunc(r, func(c rune) bool { return c <= ' ' || c == 0x7f }):
+		return "want a path without spaces or control characters"
+	case strings.Contains(r, "//"):
+		return "want a path without empty segments (//)"
+	}
+	for _, seg := range strings.Split(r, "/") {
+		if seg == "." || seg == ".." {
+			return "want a path without . or .. segments"
+		}
+	}
+	return ""
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 section 5.6.2).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// list joins names for a message, cut short when there are many.
+func list(names []string) string {
+	const most = 16
+	if len(names) > most {
+		return strings.Join(names[:most], ", ") + fmt.Sprintf(", … (%d more)", len(names)-most)
+	}
+	return strings.Join(names, ", ")
+}
