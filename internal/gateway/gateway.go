@@ -1,0 +1,250 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Chain is a route the gateway serves: requests to Route run the app's
+// chain Index, whose first step is function First.
+type Chain struct {
+	Name      string
+	Route     string
+	App       *App
+	Index     uint16        // chain index in the app's routing table
+	First     uint16        // function index of the first step
+	FirstName string        // its name, for messages
+	Methods   []string      // accepted methods; HEAD is served wherever GET is
+	Headers   []string      // request headers forwarded to the functions
+	Timeout   time.Duration // whole-chain deadline
+
+	allow   []byte   // the Allow field for 405s
+	headers [][]byte // Headers, as bytes for the metadata writer
+}
+
+// Config configures a Gateway.
+type Config struct {
+	Chains []*Chain
+	Log    *slog.Logger
+	// IdleTimeout bounds how long a keep-alive connection waits for its
+	// next request (default 2 minutes); HeaderTimeout how long a request
+	// head and body may take to arrive (default 30 s).
+	IdleTimeout, HeaderTimeout time.Duration
+}
+
+// Gateway is a node's HTTP ingress: it parses each request once, writes its
+// body into a buffer of the app's pool, hands the chain a descriptor and
+// answers from the buffer that comes back.
+type Gateway struct {
+	routes  map[string]*Chain
+	log     *slog.Logger
+	idle    time.Duration
+	header  time.Duration
+	date    atomic.Pointer[[]byte]
+	mu      sync.Mutex
+	lns     []net.Listener
+	conns   map[*conn]struct{}
+	closing atomic.Bool
+	wg      sync.WaitGroup
+	stop    chan struct{}
+	stopped sync.Once
+}
+
+// ErrClosed is returned by Serve after Shutdown.
+var ErrClosed = errors.New("gateway: closed")
+
+// New makes a gateway serving the given chains.
+func New(c Config) (*Gateway, error) {
+	g := &Gateway{
+		routes: map[string]*Chain{}, log: c.Log, idle: c.IdleTimeout, header: c.HeaderTimeout,
+		conns: map[*conn]struct{}{}, stop: make(chan struct{}),
+	}
+	if g.log == nil {
+		g.log = slog.Default()
+	}
+	if g.idle <= 0 {
+		g.idle = 2 * time.Minute
+	}
+	if g.header <= 0 {
+		g.header = 30 * time.Second
+	}
+	for _, ch := range c.Chains {
+		if old, ok := g.routes[ch.Route]; ok {
+			return nil, fmt.Errorf("gateway: route %s served by both %s/%s and %s/%s",
+				ch.Route, old.App.name, old.Name, ch.App.name, ch.Name)
+		}
+		if ch.Timeout <= 0 {
+			return nil, fmt.Errorf("gateway: chain %s has no timeout", ch.Name)
+		}
+		ch.allow = []byte("Allow: " + allowHeader(ch.Methods) + "\r\n")
+		ch.headers = make([][]byte, len(ch.Headers))
+		for i, h := range ch.Headers {
+			ch.headers[i] = []byte(h)
+		}
+		g.routes[ch.Route] = ch
+	}
+	g.tickDate(time.Now())
+	go g.dateLoop()
+	return g, nil
+}
+
+func allowHeader(methods []string) string {
+	s := ""
+	get, head := false, false
+	for i, m := range methods {
+		if i > 0 {
+			s += ", "
+		}
+		s += m
+		get = get || m == "GET"
+		head = head || m == "HEAD"
+	}
+	if get && !head {
+		s += ", HEAD"
+	}
+	return s
+}
+
+// allows reports whether the chain accepts method.
+func (ch *Chain) allows(method []byte) bool {
+	for _, m := range ch.Methods {
+		if string(method) == m {
+			return true
+		}
+	}
+	return string(method) == "HEAD" && ch.allows(get)
+}
+
+var get = []byte("GET")
+
+// tickDate formats the Date header once a second rather than per response.
+func (g *Gateway) tickDate(t time.Time) {
+	b := t.UTC().AppendFormat(make([]byte, 0, 32), http.TimeFormat)
+	g.date.Store(&b)
+}
+
+func (g *Gateway) dateLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			g.tickDate(now)
+		case <-g.stop:
+			return
+		}
+	}
+}
+
+// Serve accepts connections on ln until Shutdown. It returns ErrClosed
+// after Shutdown, or the accept error that stopped it.
+func (g *Gateway) Serve(ln net.Listener) error {
+	g.mu.Lock()
+	if g.closing.Load() {
+		g.mu.Unlock()
+		ln.Close()
+		return ErrClosed
+	}
+	g.lns = append(g.lns, ln)
+	g.mu.Unlock()
+	var wait time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if g.closing.Load() {
+				return ErrClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of file descriptors or a transient failure: back
+				// off rather than spin, and keep serving.
+				wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+				g.log.Warn("gateway: accept", "err", err, "retry_in", wait)
+				time.Sleep(wait)
+				continue
+			}
+			return fmt.Errorf("gateway: accept: %w", err)
+		}
+		wait = 0
+		c := newConn(g, nc)
+		g.mu.Lock()
+		if g.closing.Load() {
+			g.mu.Unlock()
+			nc.Close()
+			return ErrClosed
+		}
+		g.conns[c] = struct{}{}
+		g.wg.Add(1)
+		g.mu.Unlock()
+		go c.serve()
+	}
+}
+
+// Shutdown stops accepting connections, closes idle ones, and waits until
+// every request in flight is answered (or ctx ends; then it closes the
+// rest).
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.stopped.Do(func() { close(g.stop) })
+	g.mu.Lock()
+	g.closing.Store(true)
+	for _, ln := range g.lns {
+		ln.Close()
+	}
+	for c := range g.conns {
+		c.closeIfIdle()
+	}
+	g.mu.Unlock()
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-tick.C:
+			// Connections that finished a request since: close them too.
+			g.mu.Lock()
+			for c := range g.conns {
+				c.closeIfIdle()
+			}
+			g.mu.Unlock()
+		case <-ctx.Done():
+			g.mu.Lock()
+			for c := range g.conns {
+				c.nc.Close()
+			}
+			g.mu.Unlock()
+			<-done
+			return ctx.Err()
+		}
+	}
+}
+
+func (g *Gateway) forget(c *conn) {
+	g.mu.Lock()
+	delete(g.conns, c)
+	g.mu.Unlock()
+	g.wg.Done()
+}
+
+// statusLines holds "HTTP/1.1 <code> <text>\r\n" for every code.
+var statusLines = func() (t [1000][]byte) {
+	for code := 100; code < 1000; code++ {
+		text := http.StatusText(code)
+		if text == "" {
+			text = "Status " + strconv.Itoa(code)
+		}
+		t[code] = []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n")
+	}
+	return t
+}()
