@@ -1,0 +1,221 @@
+// Package builtin holds the functions compiled into the spry binary, for
+// `builtin:` in spry.yaml: the demo app's steps, and small tools for tests
+// and benchmarks. The daemon runs a builtin instance by starting its own
+// executable as `spry fn NAME`, which calls sdk.Serve with the handler.
+//
+// Other packages (the benchmark workloads) add theirs with Register from an
+// init function.
+package builtin
+
+import (
+	_ "embed"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spry-dev/spry/sdk"
+)
+
+// Function is a registered builtin.
+type Function struct {
+	Name    string
+	Doc     string
+	Handler sdk.Handler
+}
+
+var (
+	mu       sync.Mutex
+	registry = map[string]Function{}
+)
+
+// Register adds a builtin. It panics on a duplicate name (a programming
+// error, found at init).
+func Register(name, doc string, h sdk.Handler) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic("builtin: duplicate " + name)
+	}
+	registry[name] = Function{Name: name, Doc: doc, Handler: h}
+}
+
+// Lookup returns the builtin called name.
+func Lookup(name string) (Function, bool) {
+	mu.Lock()
+	defer mu.Unlock()
+	f, ok := registry[name]
+	return f, ok
+}
+
+// Names returns the names of all builtins, sorted.
+func Names() []string {
+	mu.Lock()
+	defer mu.Unlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func init() {
+	Register("echo", "passes its input on unchanged", Echo)
+	Register("upper", "upper-cases ASCII letters, in place", Upper)
+	Register("reverse", "reverses the text (by UTF-8 character), in place", Reverse)
+	Register("wrap", "wraps the text in a JSON object with the hop count and per-hop timings", Wrap)
+	Register("sleep", "sleeps for ?ms=N milliseconds (default 100), then passes its input on", Sleep)
+	Register("fail", "fails with ?status=N (default 500) and the input as the message", Fail)
+}
+
+// Echo passes its input on unchanged.
+func Echo(req *sdk.Request, res *sdk.Response) error { return nil }
+
+// Upper upper-cases ASCII letters in place.
+func Upper(req *sdk.Request, res *sdk.Response) error {
+	p := req.Payload()
+	for i, c := range p {
+		if 'a' <= c && c <= 'z' {
+			p[i] = c - 'a' + 'A'
+		}
+	}
+	return nil
+}
+
+// Reverse reverses the text in place, character by character: each UTF-8
+// sequence is reversed, then the whole, so characters stay intact. Invalid
+// bytes are treated as one-byte characters.
+func Reverse(req *sdk.Request, res *sdk.Response) error {
+	p := req.Payload()
+	for i := 0; i < len(p); {
+		_, n := utf8.DecodeRune(p[i:])
+		reverseBytes(p[i : i+n])
+		i += n
+	}
+	reverseBytes(p)
+	return nil
+}
+
+func reverseBytes(b []byte) {
+	for i, j := 0, len(b)-1; i < j; i, j = i+1, j-1 {
+		b[i], b[j] = b[j], b[i]
+	}
+}
+
+// Wrap writes a fresh JSON object holding the input as a string, the number
+// of hops so far (this one included) and each earlier hop's duration in
+// microseconds, read from the buffer header the steps stamped.
+//
+//	{"message":"…","hops":3,"hop_us":[12.5,8.1]}
+func Wrap(req *sdk.Request, res *sdk.Response) error {
+	var scratch [32]byte
+	res.SetContentType("application/json")
+	res.WriteString(`{"message":`)
+	writeJSONString(res, req.Payload())
+	res.WriteString(`,"hops":`)
+	res.Write(strconv.AppendInt(scratch[:0], int64(req.Hop()+1), 10))
+	res.WriteString(`,"hop_us":[`)
+	for h := 0; h < req.Hop(); h++ {
+		if h > 0 {
+			res.WriteString(",")
+		}
+		start, end := req.HopTiming(h)
+		us := float64(end-start) / float64(time.Microsecond)
+		res.Write(strconv.AppendFloat(scratch[:0], us, 'f', 1, 64))
+	}
+	_, err := res.WriteString("]}\n")
+	return err
+}
+
+// writeJSONString writes s as a JSON string literal.
+func writeJSONString(res *sdk.Response, s []byte) {
+	const hex = "0123456789abcdef"
+	res.WriteString(`"`)
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c >= utf8.RuneSelf {
+			r, n := utf8.DecodeRune(s[i:])
+			if r != utf8.RuneError || n != 1 {
+				i += n
+				continue
+			}
+		}
+		res.Write(s[start:i])
+		switch c {
+		case '"', '\\':
+			res.Write([]byte{'\\', c})
+		case '\n':
+			res.WriteString(`\n`)
+		case '\r':
+			res.WriteString(`\r`)
+		case '\t':
+			res.WriteString(`\t`)
+		default: // control characters and invalid UTF-8
+			if c >= utf8.RuneSelf {
+				res.WriteString(`\ufffd`)
+			} else {
+				res.Write([]byte{'\\', 'u', '0', '0', hex[c>>4], hex[c&0xf]})
+			}
+		}
+		i++
+		start = i
+	}
+	res.Write(s[start:])
+	res.WriteString(`"`)
+}
+
+// Sleep sleeps for ?ms=N milliseconds (default 100, at most 10 minutes) and
+// passes its input on: a stand-in for slow work in tests and demos.
+func Sleep(req *sdk.Request, res *sdk.Response) error {
+	ms := 100
+	if v := queryValue(req.Query(), "ms"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 600_000 {
+			return sdk.Errorf(400, "sleep: ms=%q is not a number of milliseconds in 0..600000", v)
+		}
+		ms = n
+	}
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return nil
+}
+
+// Fail ends the chain with ?status=N (400..599, default 500) and the input
+// as the message: for testing how errors travel.
+func Fail(req *sdk.Request, res *sdk.Response) error {
+	status := 500
+	if v := queryValue(req.Query(), "status"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 400 || n > 599 {
+			return sdk.Errorf(400, "fail: status=%q is not in 400..599", v)
+		}
+		status = n
+	}
+	return &sdk.Error{Status: status, Msg: fmt.Sprintf("fail: %s", req.Payload())}
+}
+
+// queryValue returns the first value of key in a raw query string.
+func queryValue(q, key string) string {
+	for q != "" {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// DemoYAML is the config of the built-in demo app.
+//
+//go:embed demo.yaml
+var DemoYAML []byte
