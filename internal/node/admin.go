@@ -1,0 +1,157 @@
+package node
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spry-dev/spry/internal/config"
+)
+
+// Status is what GET /v1/status returns: the node and everything it runs.
+type Status struct {
+	Node NodeStatus  `json:"node"`
+	Apps []AppStatus `json:"apps"`
+}
+
+// NodeStatus describes the node itself.
+type NodeStatus struct {
+	PID        int     `json:"pid"`
+	Listen     string  `json:"listen"`
+	Admin      string  `json:"admin"`
+	Uptime     float64 `json:"uptimeSeconds"`
+	Version    string  `json:"version"`
+	RuntimeDir string  `json:"runtimeDir"`
+}
+
+// AppStatus is one app.
+type AppStatus struct {
+	Name      string           `json:"name"`
+	Transport string           `json:"transport"`
+	UID       int              `json:"uid"`
+	Pool      PoolStatus       `json:"pool"`
+	Requests  RequestStatus    `json:"requests"`
+	Functions []FunctionStatus `json:"functions"`
+	Chains    []ChainStatus    `json:"chains"`
+}
+
+// PoolStatus is an app's shared-memory pool.
+type PoolStatus struct {
+	Buffers    uint32 `json:"buffers"`
+	Free       int    `json:"free"`
+	BufferSize uint32 `json:"bufferSize"`
+	Bytes      int64  `json:"bytes"`
+	AllocFails uint64 `json:"allocFails"`
+	Reclaimed  uint64 `json:"reclaimed"`
+	Stale      uint64 `json:"stale"`
+}
+
+// RequestStatus are an app's gateway counters.
+type RequestStatus struct {
+	Inflight  int    `json:"inflight"`
+	Limit     int    `json:"limit"`
+	Admitted  uint64 `json:"admitted"`
+	Answered  uint64 `json:"answered"`
+	Failed    uint64 `json:"failed"`
+	Timeouts  uint64 `json:"timeouts"`
+	Rejected  uint64 `json:"rejected"`
+	Abandoned uint64 `json:"abandoned"`
+}
+
+// FunctionStatus is one function and its instances.
+type FunctionStatus struct {
+	Name        string           `json:"name"`
+	Kind        string           `json:"kind"`
+	Source      string           `json:"source"`
+	Concurrency int              `json:"concurrency"`
+	Instances   []InstanceStatus `json:"instances"`
+}
+
+// ChainStatus is one chain.
+type ChainStatus struct {
+	Name    string   `json:"name"`
+	Route   string   `json:"route"`
+	Steps   []string `json:"steps"`
+	Methods []string `json:"methods"`
+	Timeout string   `json:"timeout"`
+}
+
+// Version is the spry version the admin API reports (set by the CLI).
+var Version = "dev"
+
+// Status reports the node's state now.
+func (n *Node) Status() Status {
+	s := Status{Node: NodeStatus{
+		PID: os.Getpid(), Listen: n.httpLn.Addr().String(), Admin: n.adminLn.Addr().String(),
+		Uptime: time.Since(n.started).Seconds(), Version: Version, RuntimeDir: n.runDir,
+	}}
+	for _, a := range n.apps {
+		p := a.pool
+		st := a.gw.Stats()
+		as := AppStatus{
+			Name: a.cfg.Name, Transport: a.transport, UID: a.uid,
+			Pool: PoolStatus{
+				Buffers: p.Buffers(), Free: p.FreeBuffers(), BufferSize: p.BufferSize(), Bytes: p.Layout().Size(),
+				AllocFails: p.AllocFails(), Reclaimed: p.Reclaimed(), Stale: p.Stale(),
+			},
+			Requests: RequestStatus{
+				Inflight: a.gw.Inflight(), Limit: a.cfg.Limits.Inflight,
+				Admitted: st.Requests.Load(), Answered: st.Replies.Load(), Failed: st.Failed.Load(),
+				Timeouts: st.Timeouts.Load(), Rejected: st.Rejected.Load(), Abandoned: st.Abandoned.Load(),
+			},
+		}
+		if as.UID < 0 {
+			as.UID = os.Getuid()
+		}
+		for _, f := range a.fns {
+			fs := FunctionStatus{Name: f.cfg.Name, Kind: f.cfg.Kind.String(), Source: source(f.cfg), Concurrency: f.cfg.Concurrency}
+			for _, in := range f.insts {
+				fs.Instances = append(fs.Instances, in.status())
+			}
+			as.Functions = append(as.Functions, fs)
+		}
+		for _, c := range a.cfg.Chains {
+			cs := ChainStatus{Name: c.Name, Route: c.Route, Methods: c.Methods, Timeout: c.Timeout.String()}
+			for _, i := range c.Steps {
+				cs.Steps = append(cs.Steps, a.cfg.Functions[i].Name)
+			}
+			as.Chains = append(as.Chains, cs)
+		}
+		s.Apps = append(s.Apps, as)
+	}
+	return s
+}
+
+func source(f *config.Function) string {
+	switch f.Kind {
+	case config.Builtin:
+		return f.Builtin
+	case config.Go:
+		return f.Go
+	case config.Exec:
+		return f.Exec[0]
+	}
+	return ""
+}
+
+// adminHandler serves the admin API:
+//
+//	GET /v1/status   the node, its apps, functions, instances and chains
+//	GET /healthz     200 while the node runs
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(n.Status())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error":"no such admin endpoint; try GET /v1/status"}`, http.StatusNotFound)
+	})
+	return mux
+}

@@ -1,0 +1,364 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spry-dev/spry/internal/config"
+	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/gateway"
+	"github.com/spry-dev/spry/internal/mono"
+	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/transport"
+)
+
+// app is one running app: its pool, its transport, the gateway's side of
+// it, and its functions' instances.
+type app struct {
+	n         *Node
+	cfg       *config.App
+	transport string
+	pool      *pool.Pool
+	poolFile  *os.File // a copy of the pool's fd, inherited by instances
+	fab       transport.Fabric
+	gwConn    transport.Conn
+	gw        *gateway.App
+	dir       string // the app's endpoint directory
+	uid, gid  int    // -1: the node's own
+	fns       []*function
+	gwDone    chan struct{}
+
+	mu   sync.Mutex
+	byID map[uint16]*instance // live instances by endpoint id
+}
+
+// function is one function of an app and its instance slots.
+type function struct {
+	a     *app
+	cfg   *config.Function
+	argv  []string // program and arguments
+	base  uint32   // first pool slot
+	insts []*instance
+}
+
+func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]string) (a *app, err error) {
+	a = &app{n: n, cfg: ac, uid: -1, gid: -1, byID: map[uint16]*instance{}, gwDone: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	if n.uids {
+		a.uid = n.cfg.AppUIDs.First + index
+		a.gid = a.uid
+	}
+	a.transport = ac.Transport
+	if n.cfg.Transport != "" {
+		a.transport = n.cfg.Transport
+	}
+	if a.transport, err = resolveTransport(n, ac.Name, a.transport); err != nil {
+		return nil, err
+	}
+
+	slots := 0
+	for _, f := range ac.Functions {
+		slots += f.Instances
+	}
+	l := pool.Layout{
+		Buffers: ac.Pool.Buffers, BufferSize: ac.Pool.BufferSize,
+		Functions: uint32(len(ac.Functions)), Chains: uint32(len(ac.Chains)), Slots: uint32(slots),
+	}
+	if a.pool, err = pool.Create(ac.Name, l); err != nil {
+		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+	}
+	if a.poolFile, err = dupFile(a.pool.Fd(), "spry-pool-"+ac.Name); err != nil {
+		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+	}
+
+	// The routing table: each function's slots, each chain's steps.
+	base := uint32(0)
+	for _, fc := range ac.Functions {
+		f := &function{a: a, cfg: fc, argv: exes[fc], base: base}
+		if err := a.pool.SetFunction(uint32(fc.Index), base, uint32(fc.Instances)); err != nil {
+			return nil, fmt.Errorf("app %s: function %s: %w", ac.Name, fc.Name, err)
+		}
+		for k := range fc.Instances {
+			f.insts = append(f.insts, &instance{f: f, slot: base + uint32(k)})
+		}
+		base += uint32(fc.Instances)
+		a.fns = append(a.fns, f)
+	}
+	for _, cc := range ac.Chains {
+		steps := make([]uint16, len(cc.Steps))
+		for i, s := range cc.Steps {
+			steps[i] = uint16(s)
+		}
+		if err := a.pool.SetChain(uint32(cc.Index), steps); err != nil {
+			return nil, fmt.Errorf("app %s: chain %s: %w", ac.Name, cc.Name, err)
+		}
+	}
+
+	// The app's endpoint directory: reachable by its instances only.
+	a.dir = filepath.Join(n.runDir, "apps", ac.Name)
+	if err := os.Mkdir(filepath.Dir(a.dir), 0o755); err != nil && !os.IsExist(err) {
+		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+	}
+	os.Chmod(filepath.Dir(a.dir), 0o755) // whatever the umask: every app's uid passes through
+	if err := os.Mkdir(a.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+	}
+	if a.uid >= 0 {
+		if err := os.Chown(a.dir, a.uid, a.gid); err != nil {
+			return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+		}
+	}
+	if a.fab, err = transport.New(a.transport, transport.Options{App: ac.Name, Dir: a.dir, UID: a.uid, GID: a.gid, Pool: a.pool}); err != nil {
+		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+	}
+	gwID, err := n.ids.alloc()
+	if err != nil {
+		return nil, err
+	}
+	if a.gwConn, err = a.fab.Open(gwID); err != nil {
+		n.ids.free(gwID)
+		return nil, fmt.Errorf("app %s: gateway endpoint: %w", ac.Name, err)
+	}
+	a.gw, err = gateway.NewApp(gateway.AppConfig{
+		Name: ac.Name, Pool: a.pool, Conn: a.gwConn, Inflight: ac.Limits.Inflight, Control: a.control,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		defer close(a.gwDone)
+		if err := a.gw.Run(); err != nil {
+			n.log.Error("gateway receive loop stopped", "app", ac.Name, "err", err)
+		}
+	}()
+	n.log.Info("app ready", "app", ac.Name, "transport", a.transport, "buffers", l.Buffers,
+		"buffer_size", l.BufferSize, "pool_bytes", l.Size(), "uid", a.uid)
+	return a, nil
+}
+
+// resolveTransport turns the configured transport into the one to use.
+func resolveTransport(n *Node, app, name string) (string, error) {
+	switch name {
+	case "", "auto":
+		n.log.Info("transport auto: using uds", "app", app, "reason", "uds is the only transport in this build")
+		return "uds", nil
+	case "uds":
+		return name, nil
+	}
+	return "", fmt.Errorf("app %s: transport %q is not available in this build (available: uds)", app, name)
+}
+
+func dupFile(fd int, name string) (*os.File, error) {
+	nfd, err := dupCloexec(fd)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), name), nil
+}
+
+// chains returns the gateway's view of the app's chains.
+func (a *app) chains() []*gateway.Chain {
+	var out []*gateway.Chain
+	for _, cc := range a.cfg.Chains {
+		first := a.cfg.Functions[cc.Steps[0]]
+		out = append(out, &gateway.Chain{
+			Name: cc.Name, Route: cc.Route, App: a.gw, Index: uint16(cc.Index),
+			First: uint16(first.Index), FirstName: first.Name,
+			Methods: cc.Methods, Headers: cc.Headers, Timeout: cc.Timeout,
+		})
+	}
+	return out
+}
+
+// control handles a control descriptor from an instance (on the gateway's
+// receive thread).
+func (a *app) control(d desc.Desc) {
+	if d.Buf != desc.CtlReady {
+		return
+	}
+	a.mu.Lock()
+	in := a.byID[d.Src]
+	a.mu.Unlock()
+	if in != nil {
+		in.announce(d.Src)
+	}
+}
+
+func (a *app) register(id uint16, in *instance) {
+	a.mu.Lock()
+	a.byID[id] = in
+	a.mu.Unlock()
+}
+
+func (a *app) unregister(id uint16) {
+	a.mu.Lock()
+	delete(a.byID, id)
+	a.mu.Unlock()
+}
+
+func (a *app) live(id uint32) bool {
+	if id == uint32(a.gw.ID()) || id == pool.OwnerDaemon || id == pool.OwnerFree {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.byID[uint16(id)] != nil
+}
+
+// watch looks after the app's instances until ctx ends: it kills an
+// instance whose handler has run past its function's timeout (it is hung;
+// the supervisor restarts it and its requests are answered), and takes
+// back buffers held by endpoints that no longer exist (a descriptor a
+// transport lost with its dead destination).
+func (a *app) watch(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	suspects := map[uint32]int{} // owner → sweeps it was seen dead
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := mono.Now()
+		for _, f := range a.fns {
+			for _, in := range f.insts {
+				st := a.pool.Stats(in.slot)
+				if a.pool.SlotState(in.slot) == pool.SlotReady && st.InFlight.Load() > 0 &&
+					now-st.BusySince.Load() > int64(f.cfg.Timeout+time.Second) {
+					in.killHung(f.cfg.Timeout)
+				}
+			}
+		}
+		a.sweep(suspects)
+	}
+}
+
+// sweep reclaims buffers whose owner has been dead for two sweeps in a row.
+func (a *app) sweep(suspects map[uint32]int) {
+	seen := map[uint32]bool{}
+	for i := range a.pool.Buffers() {
+		o := a.pool.Header(i).Owner()
+		if !a.live(o) {
+			seen[o] = true
+		}
+	}
+	for o := range suspects {
+		if !seen[o] {
+			delete(suspects, o)
+		}
+	}
+	for o := range seen {
+		suspects[o]++
+		if suspects[o] < 2 {
+			continue
+		}
+		delete(suspects, o)
+		msg := fmt.Sprintf("spry: app %s: request lost with endpoint %d", a.cfg.Name, o)
+		if k := a.pool.Reclaim(uint16(o), func(buf uint32) { a.gw.Fail(buf, 502, msg) }); k > 0 {
+			a.n.log.Warn("reclaimed buffers of a vanished endpoint", "app", a.cfg.Name, "endpoint", o, "buffers", k)
+		}
+	}
+}
+
+// close releases what the app holds. Instances must be stopped.
+func (a *app) close() {
+	if a.gwConn != nil {
+		a.gwConn.Close()
+		<-a.gwDone
+		a.n.ids.free(a.gwConn.ID())
+	}
+	if a.fab != nil {
+		a.fab.Close()
+	}
+	if a.poolFile != nil {
+		a.poolFile.Close()
+	}
+	if a.pool != nil {
+		a.pool.Close()
+	}
+	if a.dir != "" {
+		os.RemoveAll(a.dir)
+	}
+}
+
+// executables resolves every function's program: builtins run the spry
+// executable, go: functions are built (or found in the cache), exec:
+// functions run as given. When instances run under other uids, the spry
+// executable and the builds are staged in the node's bin directory, which
+// those uids can reach.
+func (n *Node) executables(ctx context.Context) (map[*config.Function][]string, error) {
+	out := map[*config.Function][]string{}
+	staged := map[string]string{}
+	stage := func(path string) (string, error) {
+		if n.binDir == "" {
+			return path, nil
+		}
+		if s, ok := staged[path]; ok {
+			return s, nil
+		}
+		dst := filepath.Join(n.binDir, fmt.Sprintf("%d-%s", len(staged), filepath.Base(path)))
+		if err := copyFile(path, dst, 0o755); err != nil {
+			return "", fmt.Errorf("stage %s: %w", path, err)
+		}
+		staged[path] = dst
+		return dst, nil
+	}
+	for _, a := range n.cfg.Apps {
+		for _, f := range a.Functions {
+			switch f.Kind {
+			case config.Builtin:
+				exe, err := stage(n.cfg.Exe)
+				if err != nil {
+					return nil, err
+				}
+				out[f] = []string{exe, "fn", f.Builtin}
+			case config.Go:
+				began := time.Now()
+				bin, err := buildGo(ctx, filepath.Join(n.cfg.CacheDir, "build"), f.Go, a.Dir)
+				if err != nil {
+					return nil, fmt.Errorf("%s:%d: functions.%s: %w", a.File, f.Line, f.Name, err)
+				}
+				n.log.Info("function built", "app", a.Name, "function", f.Name, "package", f.Go, "took", time.Since(began).Round(time.Millisecond))
+				if bin, err = stage(bin); err != nil {
+					return nil, err
+				}
+				out[f] = []string{bin}
+			case config.Exec:
+				out[f] = append([]string(nil), f.Exec...)
+			default:
+				return nil, fmt.Errorf("%s:%d: functions.%s: unknown kind %v", a.File, f.Line, f.Name, f.Kind)
+			}
+		}
+	}
+	return out, nil
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Chmod(dst, mode)
+}

@@ -1,0 +1,300 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spry-dev/spry/internal/config"
+	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/transport"
+	"github.com/spry-dev/spry/sdk"
+)
+
+// instance is one slot of a function: the process running in it now, and
+// the ones before it. Its supervisor goroutine starts the process, waits
+// for it to announce itself, and restarts it when it dies.
+type instance struct {
+	f    *function
+	slot uint32
+
+	mu       sync.Mutex
+	id       uint16
+	pid      int
+	state    string // starting, ready, restarting, stopping, stopped
+	restarts int
+	lastExit string
+	ready    chan struct{} // closed when the current process announced itself
+	kill     chan string   // asks the supervisor to kill the process (why)
+}
+
+// InstanceStatus is an instance as /v1/status shows it.
+type InstanceStatus struct {
+	ID       uint16 `json:"id"`
+	Slot     uint32 `json:"slot"`
+	PID      int    `json:"pid"`
+	State    string `json:"state"`
+	Inflight int32  `json:"inflight"`
+	Queue    int32  `json:"queue"`
+	Served   uint64 `json:"served"`
+	Errors   uint64 `json:"errors"`
+	Stale    uint64 `json:"stale"`
+	Restarts int    `json:"restarts"`
+	LastExit string `json:"lastExit,omitempty"`
+}
+
+func (in *instance) status() InstanceStatus {
+	in.mu.Lock()
+	s := InstanceStatus{ID: in.id, Slot: in.slot, PID: in.pid, State: in.state, Restarts: in.restarts, LastExit: in.lastExit}
+	in.mu.Unlock()
+	st := in.f.a.pool.Stats(in.slot)
+	s.Inflight, s.Queue = st.InFlight.Load(), max(st.Queue.Load(), 0)
+	s.Served, s.Errors, s.Stale = st.Served.Load(), st.Errors.Load(), st.Stale.Load()
+	return s
+}
+
+func (in *instance) setState(s string) {
+	in.mu.Lock()
+	in.state = s
+	in.mu.Unlock()
+}
+
+// announce is called when endpoint id said it is ready.
+func (in *instance) announce(id uint16) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.id == id && in.ready != nil {
+		select {
+		case <-in.ready:
+		default:
+			close(in.ready)
+		}
+	}
+}
+
+// killHung asks the supervisor to kill a process stuck in a handler.
+func (in *instance) killHung(timeout time.Duration) {
+	select {
+	case in.kill <- fmt.Sprintf("a handler ran longer than the function's timeout (%s)", timeout):
+	default:
+	}
+}
+
+// supervise runs the slot until ctx ends. The outcome of the first start
+// (nil once ready) goes to first.
+func (in *instance) supervise(ctx context.Context, first chan<- error) {
+	in.kill = make(chan string, 1)
+	log := in.f.a.n.log.With("app", in.f.a.cfg.Name, "function", in.f.cfg.Name, "slot", in.slot)
+	backoff := time.Duration(0)
+	for {
+		began := time.Now()
+		err := in.runOnce(ctx, func() {
+			if first != nil {
+				first <- nil
+				first = nil
+			}
+		}, log)
+		if first != nil { // the slot's first process never became ready
+			first <- fmt.Errorf("%s:%d: function %s: %w", in.f.a.cfg.File, in.f.cfg.Line, in.f.cfg.Name, err)
+			in.setState("stopped")
+			return
+		}
+		if ctx.Err() != nil {
+			in.setState("stopped")
+			return
+		}
+		// Restart at once after a long healthy run, with growing delays
+		// while it keeps failing.
+		if time.Since(began) > 10*time.Second {
+			backoff = 0
+		} else {
+			backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
+		}
+		in.mu.Lock()
+		in.restarts++
+		in.state = "restarting"
+		in.mu.Unlock()
+		log.Warn("instance exited; restarting", "why", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			in.setState("stopped")
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
+var errNotReady = errors.New("instance did not announce itself in time")
+
+// runOnce runs one process in the slot, from start to exit, and cleans up
+// after it: its buffers are reclaimed and their requests answered with 502.
+// It calls onReady when the process announced itself and is in the routing
+// table.
+func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
+	Info(string, ...any)
+	Warn(string, ...any)
+}) error {
+	a := in.f.a
+	n := a.n
+	id, err := n.ids.alloc()
+	if err != nil {
+		return err
+	}
+	ho, err := a.fab.Add(id)
+	if err != nil {
+		n.ids.free(id)
+		return err
+	}
+	defer ho.Close()
+	a.pool.StartSlot(in.slot, id, uint32(in.f.cfg.Concurrency))
+	in.mu.Lock()
+	in.id, in.pid, in.state, in.ready = id, 0, "starting", make(chan struct{})
+	ready := in.ready
+	in.mu.Unlock()
+	a.register(id, in)
+
+	cmd := in.command(id, ho)
+	if err := n.spawn.run(cmd.Start); err != nil {
+		in.cleanup(id, "could not start: "+err.Error())
+		return fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	ho.Close() // the child holds its endpoint now
+	in.mu.Lock()
+	in.pid = cmd.Process.Pid
+	in.mu.Unlock()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	timer := time.NewTimer(n.cfg.ReadyTimeout)
+	defer timer.Stop()
+	select {
+	case <-ready:
+		a.pool.SetSlotState(in.slot, pool.SlotReady)
+		in.setState("ready")
+		log.Info("instance ready", "id", id, "pid", cmd.Process.Pid)
+	case err := <-exited:
+		why := exitReason(err)
+		in.cleanup(id, why)
+		return fmt.Errorf("instance exited before it was ready (%s)", why)
+	case <-timer.C:
+		cmd.Process.Kill()
+		in.cleanup(id, exitReason(<-exited))
+		return fmt.Errorf("%w (%s)", errNotReady, n.cfg.ReadyTimeout)
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		in.cleanup(id, exitReason(<-exited))
+		return ctx.Err()
+	}
+	onReady()
+	var why string
+	select {
+	case err := <-exited:
+		why = exitReason(err)
+	case reason := <-in.kill:
+		log.Warn("killing instance", "id", id, "pid", cmd.Process.Pid, "why", reason)
+		cmd.Process.Kill()
+		why = reason + "; killed"
+		<-exited
+	case <-ctx.Done():
+		// Stop: no new requests, finish what it holds, then go.
+		in.setState("stopping")
+		a.pool.SetSlotState(in.slot, pool.SlotDraining)
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			why = exitReason(err)
+		case <-time.After(n.cfg.StopGrace):
+			cmd.Process.Kill()
+			why = "did not stop in time; killed"
+			<-exited
+		}
+	}
+	in.cleanup(id, why)
+	return errors.New(why)
+}
+
+// cleanup releases endpoint id after its process is gone: the slot leaves
+// the routing table, every buffer the process held is taken back and its
+// request answered with 502, and the endpoint is removed.
+func (in *instance) cleanup(id uint16, why string) {
+	a := in.f.a
+	a.pool.SetSlotState(in.slot, pool.SlotDead)
+	msg := fmt.Sprintf("spry: function %s: instance %d failed while holding the request (%s)", in.f.cfg.Name, id, why)
+	k := a.pool.Reclaim(id, func(buf uint32) { a.gw.Fail(buf, 502, msg) })
+	if k > 0 {
+		a.n.log.Warn("answered the requests of a failed instance", "app", a.cfg.Name, "function", in.f.cfg.Name, "id", id, "requests", k)
+	}
+	a.fab.Remove(id)
+	a.unregister(id)
+	a.pool.SetSlotState(in.slot, pool.SlotEmpty)
+	a.n.ids.free(id)
+	in.mu.Lock()
+	in.pid, in.lastExit = 0, why
+	in.mu.Unlock()
+}
+
+// command prepares the process for endpoint id: its program, a clean
+// environment (the function's env plus what the SDK needs), the pool and
+// the endpoint's files, its uid, and its output going to the node's.
+func (in *instance) command(id uint16, ho transport.Handoff) *exec.Cmd {
+	a := in.f.a
+	f := in.f
+	cmd := exec.Command(f.argv[0], f.argv[1:]...)
+	cmd.Dir = "/"
+	if f.cfg.Kind == config.Exec {
+		cmd.Dir = a.cfg.Dir
+	}
+	env := []string{"PATH=" + envOr("PATH", "/usr/local/bin:/usr/bin:/bin")}
+	for _, k := range []string{"TZ", "LANG", "LC_ALL"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	env = append(env, f.cfg.Env...)
+	// fd 3 is the pool; the endpoint's files follow.
+	cmd.ExtraFiles = append([]*os.File{a.poolFile}, ho.Files...)
+	fds := make([]string, len(ho.Files))
+	for i := range ho.Files {
+		fds[i] = strconv.Itoa(4 + i)
+	}
+	env = append(env,
+		sdk.EnvPoolFD+"=3",
+		sdk.EnvSlot+"="+strconv.Itoa(int(in.slot)),
+		sdk.EnvConcurrency+"="+strconv.Itoa(f.cfg.Concurrency),
+		sdk.EnvFunction+"="+f.cfg.Name,
+		transport.EnvID+"="+strconv.Itoa(int(id)),
+		transport.EnvFDs+"="+strings.Join(fds, ","),
+	)
+	cmd.Env = append(env, ho.Env...)
+	prefix := fmt.Sprintf("[%s/%s#%d] ", a.cfg.Name, f.cfg.Name, id)
+	cmd.Stdout = &lineWriter{mu: &a.n.outMu, out: a.n.cfg.Output, prefix: []byte(prefix)}
+	cmd.Stderr = cmd.Stdout
+	cmd.SysProcAttr = procAttr(a.uid, a.gid)
+	return cmd
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// exitReason describes how a process ended.
+func exitReason(err error) string {
+	if err == nil {
+		return "exited with status 0"
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return describeExit(ee)
+	}
+	return err.Error()
+}

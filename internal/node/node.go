@@ -1,0 +1,347 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spry-dev/spry/internal/config"
+	"github.com/spry-dev/spry/internal/gateway"
+)
+
+// Config configures a node.
+type Config struct {
+	Apps      []*config.App
+	Listen    string // gateway address (default ":8080")
+	Admin     string // admin API address (default "127.0.0.1:8081")
+	Transport string // when set, overrides every app's transport
+	// AppUIDs is the range of uids (and gids) the apps' instances run
+	// under when the node runs as root: app i gets First+i. The zero value
+	// means DefaultUIDs; First < 0 disables switching.
+	AppUIDs    UIDRange
+	RuntimeDir string // sockets and staged executables (default /run/spry as root, else under $XDG_RUNTIME_DIR or /tmp)
+	CacheDir   string // builds of go: functions (default /var/cache/spry as root, else the user cache dir)
+	Exe        string // the spry executable; builtins run as `Exe fn NAME` (default os.Executable)
+	Log        *slog.Logger
+	Output     io.Writer // where instances' stdout and stderr go (default os.Stderr)
+	// ReadyTimeout bounds how long a new instance may take to announce
+	// itself (default 30 s); StopGrace how long a stopping one may take to
+	// finish what it holds before it is killed (default 5 s).
+	ReadyTimeout, StopGrace time.Duration
+}
+
+// UIDRange is an inclusive range of uids.
+type UIDRange struct{ First, Last int }
+
+// DefaultUIDs are the uids apps run under when the node runs as root.
+var DefaultUIDs = UIDRange{61000, 61183}
+
+func (c *Config) fill() error {
+	if len(c.Apps) == 0 {
+		return errors.New("node: no apps to run")
+	}
+	if c.Listen == "" {
+		c.Listen = ":8080"
+	}
+	if c.Admin == "" {
+		c.Admin = "127.0.0.1:8081"
+	}
+	if c.AppUIDs == (UIDRange{}) {
+		c.AppUIDs = DefaultUIDs
+	}
+	if c.AppUIDs.First >= 0 && c.AppUIDs.Last-c.AppUIDs.First+1 < len(c.Apps) {
+		return fmt.Errorf("node: uid range %d-%d is too small for %d apps", c.AppUIDs.First, c.AppUIDs.Last, len(c.Apps))
+	}
+	root := os.Geteuid() == 0
+	if c.RuntimeDir == "" {
+		switch {
+		case root:
+			c.RuntimeDir = "/run/spry"
+		case os.Getenv("XDG_RUNTIME_DIR") != "":
+			c.RuntimeDir = filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "spry")
+		default:
+			c.RuntimeDir = filepath.Join(os.TempDir(), "spry-"+strconv.Itoa(os.Getuid()))
+		}
+	}
+	if c.CacheDir == "" {
+		if root {
+			c.CacheDir = "/var/cache/spry"
+		} else if d, err := os.UserCacheDir(); err == nil {
+			c.CacheDir = filepath.Join(d, "spry")
+		} else {
+			c.CacheDir = filepath.Join(os.TempDir(), "spry-cache-"+strconv.Itoa(os.Getuid()))
+		}
+	}
+	if c.Exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("node: find the spry executable: %w", err)
+		}
+		c.Exe = exe
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.Output == nil {
+		c.Output = os.Stderr
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = 30 * time.Second
+	}
+	if c.StopGrace <= 0 {
+		c.StopGrace = 5 * time.Second
+	}
+	return nil
+}
+
+// Node is one running spry node: its apps, their instances, the gateway
+// and the admin API.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	ids     ids
+	apps    []*app
+	gw      *gateway.Gateway
+	httpLn  net.Listener
+	adminLn net.Listener
+	admin   *http.Server
+	spawn   *spawner
+	runDir  string // this node's own directory under RuntimeDir
+	binDir  string // executables staged for other uids ("" when not switching)
+	uids    bool   // instances run under per-app uids
+	started time.Time
+	outMu   sync.Mutex
+	stop    context.CancelFunc // stops the supervisors
+	sup     sync.WaitGroup     // supervisors
+	failed  chan error         // the gateway or admin server stopped on its own
+	closed  sync.Once
+}
+
+// Start brings a node up: it builds go: functions, creates each app's pool
+// and transport, starts every instance and waits until all have announced
+// themselves, then serves HTTP and the admin API. On error everything it
+// started is stopped again.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Log, started: time.Now(), failed: make(chan error, 2)}
+	n.uids = os.Geteuid() == 0 && cfg.AppUIDs.First >= 0
+	if err := n.makeRunDir(); err != nil {
+		return nil, err
+	}
+	n.spawn = newSpawner()
+	supCtx, stop := context.WithCancel(context.Background())
+	n.stop = stop
+	defer func() {
+		if err != nil {
+			n.Shutdown(context.Background())
+		}
+	}()
+
+	exes, err := n.executables(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var chains []*gateway.Chain
+	for i, ac := range cfg.Apps {
+		a, err := newApp(n, ac, i, exes)
+		if err != nil {
+			return nil, err
+		}
+		n.apps = append(n.apps, a)
+		chains = append(chains, a.chains()...)
+	}
+	n.gw, err = gateway.New(gateway.Config{Chains: chains, Log: n.log})
+	if err != nil {
+		return nil, err
+	}
+	if n.httpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("node: gateway: %w", err)
+	}
+	if n.adminLn, err = net.Listen("tcp", cfg.Admin); err != nil {
+		return nil, fmt.Errorf("node: admin API: %w", err)
+	}
+
+	// Every instance, then wait for all of them to be ready.
+	var first []chan error
+	for _, a := range n.apps {
+		for _, f := range a.fns {
+			for _, in := range f.insts {
+				ch := make(chan error, 1)
+				first = append(first, ch)
+				n.sup.Add(1)
+				go func() {
+					defer n.sup.Done()
+					in.supervise(supCtx, ch)
+				}()
+			}
+		}
+		n.sup.Add(1)
+		go func() {
+			defer n.sup.Done()
+			a.watch(supCtx)
+		}()
+	}
+	for _, ch := range first {
+		select {
+		case err := <-ch:
+			if err != nil {
+				return nil, err
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+
+	go func() {
+		if err := n.gw.Serve(n.httpLn); err != nil && !errors.Is(err, gateway.ErrClosed) {
+			n.failed <- err
+		}
+	}()
+	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := n.admin.Serve(n.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.failed <- fmt.Errorf("node: admin API: %w", err)
+		}
+	}()
+	return n, nil
+}
+
+// Addr returns the gateway's address.
+func (n *Node) Addr() net.Addr { return n.httpLn.Addr() }
+
+// AdminAddr returns the admin API's address.
+func (n *Node) AdminAddr() net.Addr { return n.adminLn.Addr() }
+
+// Failed delivers an error when the gateway or the admin API stop serving
+// on their own.
+func (n *Node) Failed() <-chan error { return n.failed }
+
+// Shutdown stops the node: the gateway stops accepting and answers what is
+// in flight (until ctx ends), instances are stopped (SIGTERM, then SIGKILL
+// after the grace period), and every socket, pool and directory the node
+// made is removed.
+func (n *Node) Shutdown(ctx context.Context) error {
+	var err error
+	n.closed.Do(func() {
+		if n.gw != nil {
+			err = n.gw.Shutdown(ctx)
+		}
+		if n.admin != nil {
+			n.admin.Close()
+		} else if n.adminLn != nil {
+			n.adminLn.Close()
+		}
+		if n.httpLn != nil {
+			n.httpLn.Close()
+		}
+		if n.stop != nil {
+			n.stop()
+		}
+		n.sup.Wait()
+		for _, a := range n.apps {
+			a.close()
+		}
+		if n.spawn != nil {
+			n.spawn.close()
+		}
+		if n.runDir != "" {
+			os.RemoveAll(n.runDir)
+		}
+	})
+	return err
+}
+
+// makeRunDir creates this node's runtime directory, RuntimeDir/<pid>,
+// after removing those of nodes that are no longer running.
+func (n *Node) makeRunDir() error {
+	base := n.cfg.RuntimeDir
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return fmt.Errorf("node: runtime directory: %w", err)
+	}
+	if ents, err := os.ReadDir(base); err == nil {
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			if syscall.Kill(pid, 0) == syscall.ESRCH {
+				os.RemoveAll(filepath.Join(base, e.Name()))
+			}
+		}
+	}
+	n.runDir = filepath.Join(base, strconv.Itoa(os.Getpid()))
+	os.RemoveAll(n.runDir)
+	if err := os.Mkdir(n.runDir, 0o755); err != nil {
+		return fmt.Errorf("node: runtime directory: %w", err)
+	}
+	// Mkdir is subject to the umask; instances of other uids must be able
+	// to reach their app's directory below this one.
+	if err := os.Chmod(n.runDir, 0o755); err != nil {
+		return fmt.Errorf("node: runtime directory: %w", err)
+	}
+	if n.uids {
+		n.binDir = filepath.Join(n.runDir, "bin")
+		if err := os.Mkdir(n.binDir, 0o755); err != nil {
+			return fmt.Errorf("node: runtime directory: %w", err)
+		}
+		os.Chmod(n.binDir, 0o755)
+	}
+	return nil
+}
+
+// spawner starts processes from one OS thread that lives as long as the
+// node. Linux sends an instance its parent-death signal (SIGKILL: instances
+// never outlive the node, even after kill -9 of it) when the *thread* that
+// forked it exits, and Go retires threads; a locked thread that never exits
+// keeps that promise exact.
+type spawner struct {
+	reqs chan spawnReq
+	done chan struct{}
+}
+
+type spawnReq struct {
+	start func() error
+	err   chan error
+}
+
+func newSpawner() *spawner {
+	s := &spawner{reqs: make(chan spawnReq), done: make(chan struct{})}
+	go func() {
+		runtime.LockOSThread()
+		// Never unlocked: when this goroutine returns, its thread exits,
+		// and so would any instance still running (it should be none).
+		defer close(s.done)
+		for r := range s.reqs {
+			r.err <- r.start()
+		}
+	}()
+	return s
+}
+
+func (s *spawner) run(start func() error) error {
+	r := spawnReq{start: start, err: make(chan error, 1)}
+	select {
+	case s.reqs <- r:
+		return <-r.err
+	case <-s.done:
+		return errors.New("node: shutting down")
+	}
+}
+
+func (s *spawner) close() {
+	close(s.reqs)
+	<-s.done
+}
