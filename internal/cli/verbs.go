@@ -1,0 +1,204 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spry-dev/spry/internal/node"
+)
+
+func statusCmd() *cobra.Command {
+	var admin, output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show a running node's apps, functions, instances and pool use",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			s, err := fetchStatus(ctx, admin)
+			if err != nil {
+				return err
+			}
+			switch output {
+			case "json":
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(s)
+			case "table":
+				printStatus(cmd.OutOrStdout(), s)
+				return nil
+			}
+			return exitError{2, fmt.Sprintf("-o %q: want table or json", output)}
+		},
+	}
+	cmd.Flags().StringVar(&admin, "admin", DefaultAdmin, "the node's admin API address")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+func printStatus(out io.Writer, s *node.Status) {
+	fmt.Fprintf(out, "node  pid %d  http %s  admin %s  up %s\n", s.Node.PID, s.Node.Listen, s.Node.Admin,
+		(time.Duration(s.Node.Uptime) * time.Second).String())
+	for _, a := range s.Apps {
+		fmt.Fprintf(out, "\napp %s  transport %s  uid %d\n", a.Name, a.Transport, a.UID)
+		fmt.Fprintf(out, "  pool      %d/%d buffers free, %s each (%s)\n", a.Pool.Free, a.Pool.Buffers,
+			size(uint64(a.Pool.BufferSize)), size(uint64(a.Pool.Bytes)))
+		r := a.Requests
+		fmt.Fprintf(out, "  requests  %d in flight (limit %d), %d admitted, %d answered, %d failed, %d timed out, %d rejected\n",
+			r.Inflight, r.Limit, r.Admitted, r.Answered, r.Failed, r.Timeouts, r.Rejected)
+		fmt.Fprintln(out)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  FUNCTION\tKIND\tINSTANCE\tPID\tSTATE\tINFLIGHT\tQUEUE\tSERVED\tERRORS\tRESTARTS")
+		for _, f := range a.Functions {
+			for i, in := range f.Instances {
+				name, kind := f.Name, f.Kind+" "+f.Source
+				if i > 0 {
+					name, kind = "", ""
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", name, kind, in.ID, in.PID, in.State,
+					in.Inflight, in.Queue, in.Served, in.Errors, in.Restarts)
+			}
+		}
+		tw.Flush()
+		fmt.Fprintln(out)
+		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  CHAIN\tROUTE\tMETHODS\tTIMEOUT\tSTEPS")
+		for _, c := range a.Chains {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.Name, c.Route, strings.Join(c.Methods, ","), c.Timeout, strings.Join(c.Steps, " → "))
+		}
+		tw.Flush()
+	}
+}
+
+// size prints a byte count in binary units.
+func size(n uint64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n >= 1<<20:
+		return fmt.Sprintf("%.4gMiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.4gKiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+func invokeCmd() *cobra.Command {
+	var (
+		admin, data, method, ctype string
+		headers                    []string
+		include                    bool
+		timeout                    time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "invoke ROUTE",
+		Short: "Send a request to a chain of a running node and print the response",
+		Example: `  spry invoke /hello -d 'spry'
+  spry invoke /hello -d @input.txt
+  echo spry | spry invoke /hello -d @-
+  spry invoke /hello -X GET -i`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			route := args[0]
+			if !strings.HasPrefix(route, "/") {
+				route = "/" + route
+			}
+			var body io.Reader
+			if cmd.Flags().Changed("data") {
+				b, err := readData(data, cmd.InOrStdin())
+				if err != nil {
+					return exitError{2, err.Error()}
+				}
+				body = bytes.NewReader(b)
+				if method == "" {
+					method = "POST"
+				}
+			}
+			if method == "" {
+				method = "GET"
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			s, err := fetchStatus(ctx, admin)
+			if err != nil {
+				return err
+			}
+			req, err := http.NewRequestWithContext(ctx, method, "http://"+dialable(s.Node.Listen)+route, body)
+			if err != nil {
+				return exitError{2, err.Error()}
+			}
+			if ctype != "" {
+				req.Header.Set("Content-Type", ctype)
+			}
+			for _, h := range headers {
+				k, v, ok := strings.Cut(h, ":")
+				if !ok {
+					return exitError{2, fmt.Sprintf("-H %q: want 'Name: value'", h)}
+				}
+				req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			out := cmd.OutOrStdout()
+			if include {
+				fmt.Fprintf(out, "%s %s\n", resp.Proto, resp.Status)
+				resp.Header.Write(out)
+				fmt.Fprintln(out)
+			}
+			if _, err := io.Copy(out, resp.Body); err != nil {
+				return err
+			}
+			if resp.StatusCode >= 400 {
+				return exitError{1, "HTTP " + resp.Status}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&admin, "admin", DefaultAdmin, "the node's admin API address")
+	f.StringVarP(&data, "data", "d", "", "request body: text, @FILE, or @- for stdin (makes the method POST)")
+	f.StringVarP(&method, "request", "X", "", "HTTP method (default GET, or POST with -d)")
+	f.StringVar(&ctype, "content-type", "", "Content-Type of the body")
+	f.StringArrayVarP(&headers, "header", "H", nil, "extra request header, 'Name: value' (repeatable)")
+	f.BoolVarP(&include, "include", "i", false, "print the response status and headers")
+	f.DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
+	return cmd
+}
+
+func readData(d string, stdin io.Reader) ([]byte, error) {
+	switch {
+	case d == "@-":
+		return io.ReadAll(stdin)
+	case strings.HasPrefix(d, "@"):
+		return os.ReadFile(d[1:])
+	}
+	return []byte(d), nil
+}
+
+// dialable turns a listen address into one to connect to: an unspecified
+// host (":8080", "0.0.0.0:8080", "[::]:8080") means this machine.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
