@@ -21,11 +21,11 @@ import (
 // endpoint driven by the test, and instances running the SDK loop in
 // goroutines.
 type rig struct {
-	t    testing.TB
-	p    *pool.Pool
-	f    transport.Fabric
-	gw   transport.Conn
-	next uint16
+	t     testing.TB
+	p     *pool.Pool
+	f     transport.Fabric
+	gw    transport.Conn
+	next  uint16
 	insts []*instance
 }
 
