@@ -230,27 +230,14 @@ func (s *instance) forward(chain uint16, hop uint8, buf uint32) {
 		s.reply(chain, hop, buf)
 		return
 	}
-	h := s.p.Header(buf)
-	d := desc.Desc{Src: s.id, Buf: buf, Gen: h.Gen(), Chain: chain, Hop: hop + 1}
+	d := desc.Desc{Src: s.id, Buf: buf, Gen: s.p.Header(buf).Gen(), Chain: chain, Hop: hop + 1}
 	deadline := time.Now().Add(s.retry)
 	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
-		slot, id, ok := s.p.Pick(fn, s.rot.Add(1))
-		if ok {
-			st := s.p.Stats(slot)
-			st.Queue.Add(1)
-			h.SetOwner(id)
-			d.Dst = id
-			err := s.c.Send(d)
-			if err == nil {
-				return
-			}
-			st.Queue.Add(-1)
-			// Take the buffer back. If that fails, the destination died
-			// and the daemon reclaimed the buffer (and answers the
-			// request): nothing is left for us to do.
-			if !h.SwapOwner(id, s.id) {
-				return
-			}
+		err := transport.Forward(s.p, s.c, fn, d, s.rot.Add(1))
+		if err == nil || errors.Is(err, transport.ErrLost) {
+			// Sent, or reclaimed with a destination that died: the
+			// daemon answers the request then.
+			return
 		}
 		if s.stop.Load() || time.Now().After(deadline) {
 			s.fail(chain, hop, buf, 503, "no instance of the next step could take the request")
