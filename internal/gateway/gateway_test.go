@@ -1,0 +1,359 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/transport"
+)
+
+// rig is a gateway in front of one app whose chain has one step, played by
+// the test: an endpoint that echoes each request back to the gateway, or
+// hands it to the test to answer when hold is set.
+type rig struct {
+	t    testing.TB
+	p    *pool.Pool
+	app  *App
+	g    *Gateway
+	addr string
+	inst transport.Conn
+	held chan desc.Desc
+	hold bool
+}
+
+const (
+	gwID   = 1
+	instID = 2
+)
+
+func newRig(t testing.TB, buffers uint32, inflight int, timeout time.Duration, hold bool) *rig {
+	t.Helper()
+	p, err := pool.Create("gwtest", pool.Layout{Buffers: buffers, BufferSize: 4096, Functions: 1, Chains: 1, Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetFunction(0, 0, 1)
+	p.SetChain(0, []uint16{0})
+	f, err := transport.New("uds", transport.Options{App: "gwtest", Dir: t.TempDir(), UID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwc, err := f.Open(gwID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := NewApp(AppConfig{Name: "gwtest", Pool: p, Conn: gwc, Inflight: inflight})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan struct{})
+	go func() { app.Run(); close(runDone) }()
+	inst, err := f.Open(instID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, p: p, app: app, inst: inst, held: make(chan desc.Desc, 64), hold: hold}
+	instDone := make(chan struct{})
+	go r.instance(instDone)
+	p.StartSlot(0, instID, 1)
+	p.SetSlotState(0, pool.SlotReady)
+
+	r.g, err = New(Config{Chains: []*Chain{{
+		Name: "c", Route: "/c", App: app, Index: 0, First: 0, FirstName: "fn",
+		Methods: []string{"POST"}, Timeout: timeout,
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	go r.g.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.g.Shutdown(ctx)
+		inst.Close()
+		<-instDone
+		gwc.Close()
+		<-runDone
+		f.Close()
+		p.Close()
+	})
+	return r
+}
+
+// instance plays the chain's one step on a locked thread.
+func (r *rig) instance(done chan struct{}) {
+	defer close(done)
+	runtime.LockOSThread()
+	var ds [transport.MaxBatch]desc.Desc
+	for {
+		n, err := r.inst.Recv(ds[:])
+		if err != nil {
+			return
+		}
+		for _, d := range ds[:n] {
+			r.p.Stats(0).Queue.Add(-1)
+			if !r.p.Check(d.Buf, d.Gen, instID) {
+				continue
+			}
+			if r.hold {
+				r.held <- d
+				continue
+			}
+			r.reply(d)
+		}
+	}
+}
+
+// reply sends d's buffer back to the gateway as the chain's answer.
+func (r *rig) reply(d desc.Desc) {
+	r.p.Header(d.Buf).SetOwner(gwID)
+	r.inst.Send(desc.Desc{Dst: gwID, Src: instID, Buf: d.Buf, Gen: d.Gen, Flags: desc.FlagReply})
+}
+
+// do sends one request with a fresh connection and returns the response.
+func (r *rig) do(method, body string) (*http.Response, string) {
+	r.t.Helper()
+	req, _ := http.NewRequest(method, "http://"+r.addr+"/c", strings.NewReader(body))
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func (r *rig) waitFree(want int) {
+	r.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.p.FreeBuffers() != want || r.app.Inflight() != 0 {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%d buffers free, %d in flight; want %d and 0", r.p.FreeBuffers(), r.app.Inflight(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestEcho(t *testing.T) {
+	r := newRig(t, 8, 4, 5*time.Second, false)
+	resp, body := r.do("POST", "hello")
+	if resp.StatusCode != 200 || body != "hello" || resp.Header.Get("Date") == "" {
+		t.Fatalf("got %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	resp, body = r.do("GET", "")
+	if resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST" {
+		t.Fatalf("GET: %d %q Allow=%q", resp.StatusCode, body, resp.Header.Get("Allow"))
+	}
+	r.waitFree(8)
+}
+
+// Expect: 100-continue gets its interim response before the client sends
+// the body.
+func TestExpectContinue(t *testing.T) {
+	r := newRig(t, 8, 4, 5*time.Second, false)
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /c HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+	br := bufio.NewReader(c)
+	line, _ := br.ReadString('\n')
+	if line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("interim response %q", line)
+	}
+	br.ReadString('\n')
+	io.WriteString(c, "abc")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "abc" {
+		t.Fatalf("got %d %q", resp.StatusCode, b)
+	}
+}
+
+func TestPoolExhausted(t *testing.T) {
+	r := newRig(t, 4, 4, 5*time.Second, false)
+	var taken []uint32
+	for {
+		i, ok := r.p.Alloc(99)
+		if !ok {
+			break
+		}
+		taken = append(taken, i)
+	}
+	resp, body := r.do("POST", "x")
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "no free pool buffer") {
+		t.Fatalf("with the pool empty: %d %q Retry-After=%q", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	for _, i := range taken {
+		r.p.Free(i)
+	}
+	if resp, body := r.do("POST", "x"); resp.StatusCode != 200 || body != "x" {
+		t.Fatalf("after: %d %q", resp.StatusCode, body)
+	}
+	r.waitFree(4)
+}
+
+func TestInflightBound(t *testing.T) {
+	r := newRig(t, 8, 1, 5*time.Second, true)
+	first := make(chan int, 1)
+	go func() {
+		resp, _ := r.do("POST", "first")
+		first <- resp.StatusCode
+	}()
+	d := <-r.held
+	resp, body := r.do("POST", "second")
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("over the bound: %d %q", resp.StatusCode, body)
+	}
+	r.reply(d)
+	if s := <-first; s != 200 {
+		t.Fatalf("first: %d", s)
+	}
+	r.waitFree(8)
+}
+
+// A reply after the deadline: the client got 504 already; the buffer stays
+// out until the step gives it back, and is freed then.
+func TestTimeoutThenLateReply(t *testing.T) {
+	r := newRig(t, 8, 4, 100*time.Millisecond, true)
+	resp, body := r.do("POST", "slow")
+	if resp.StatusCode != 504 {
+		t.Fatalf("got %d %q, want 504", resp.StatusCode, body)
+	}
+	d := <-r.held
+	if r.p.FreeBuffers() != 7 || r.app.Inflight() != 1 {
+		t.Fatalf("before the late reply: %d free, %d in flight", r.p.FreeBuffers(), r.app.Inflight())
+	}
+	r.reply(d)
+	r.waitFree(8)
+	if r.app.Stats().Abandoned.Load() != 1 || r.app.Stats().Timeouts.Load() != 1 {
+		t.Fatalf("abandoned %d, timeouts %d", r.app.Stats().Abandoned.Load(), r.app.Stats().Timeouts.Load())
+	}
+}
+
+// The daemon reclaims a dead instance's buffers; Fail answers 502.
+func TestFailOnReclaim(t *testing.T) {
+	r := newRig(t, 8, 4, 5*time.Second, true)
+	got := make(chan string, 1)
+	go func() {
+		resp, body := r.do("POST", "doomed")
+		got <- strconv.Itoa(resp.StatusCode) + " " + body
+	}()
+	<-r.held
+	n := r.p.Reclaim(instID, func(buf uint32) { r.app.Fail(buf, 502, "instance died") })
+	if n != 1 {
+		t.Fatalf("reclaimed %d buffers", n)
+	}
+	if g := <-got; g != "502 instance died" {
+		t.Fatalf("got %q", g)
+	}
+	r.waitFree(8)
+}
+
+// With no ready instance the request waits for one until the deadline,
+// then gets 503.
+func TestNoInstance(t *testing.T) {
+	r := newRig(t, 8, 4, 150*time.Millisecond, false)
+	r.p.SetSlotState(0, pool.SlotStarting)
+	resp, body := r.do("POST", "x")
+	if resp.StatusCode != 503 || !strings.Contains(body, "no instance of function fn") {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	r.waitFree(8)
+	// An instance that becomes ready while a request waits serves it.
+	go func() { time.Sleep(30 * time.Millisecond); r.p.SetSlotState(0, pool.SlotReady) }()
+	r.g.routes["/c"].Timeout = 5 * time.Second
+	if resp, body := r.do("POST", "late"); resp.StatusCode != 200 || body != "late" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+}
+
+// keepAlive drives requests over one raw keep-alive connection without
+// allocating on the client side, so allocation counts are the gateway's.
+type keepAlive struct {
+	c    net.Conn
+	req  []byte
+	resp []byte
+}
+
+func newKeepAlive(tb testing.TB, addr, body string) *keepAlive {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	k := &keepAlive{c: c, req: []byte("POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)}
+	// The first response tells how long they all are (the Date field has
+	// a fixed width).
+	c.Write(k.req)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != body || br.Buffered() != 0 {
+		tb.Fatalf("first response %d %q", resp.StatusCode, b)
+	}
+	var head strings.Builder
+	resp.Header.Write(&head)
+	n := len("HTTP/1.1 200 OK\r\n") + head.Len() + 2 + len(body)
+	k.resp = make([]byte, n)
+	return k
+}
+
+func (k *keepAlive) roundTrip(tb testing.TB) {
+	if _, err := k.c.Write(k.req); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := io.ReadFull(k.c, k.resp); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Serving a request allocates nothing: parse, admission, body into the
+// pool, dispatch, reply, response.
+func TestRequestZeroAllocs(t *testing.T) {
+	r := newRig(t, 8, 4, 5*time.Second, false)
+	k := newKeepAlive(t, r.addr, "zero allocations")
+	for range 100 {
+		k.roundTrip(t) // warm up timers, caches
+	}
+	if a := testing.AllocsPerRun(2000, func() { k.roundTrip(t) }); a != 0 {
+		t.Fatalf("%v allocations per request, want 0", a)
+	}
+	if !strings.HasSuffix(string(k.resp), "zero allocations") {
+		t.Fatalf("response %q", k.resp)
+	}
+}
+
+// BenchmarkRequest: one request through the gateway and a one-step chain
+// (an echo endpoint on the uds transport) and back, over keep-alive.
+func BenchmarkRequest(b *testing.B) {
+	r := newRig(b, 64, 16, 5*time.Second, false)
+	k := newKeepAlive(b, r.addr, strings.Repeat("x", 64))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		k.roundTrip(b)
+	}
+}
