@@ -138,12 +138,12 @@ func (r *rig) do(method, body string) (*http.Response, string) {
 	return resp, string(b)
 }
 
-func (r *rig) waitFree(want int) {
-	r.t.Helper()
+func (r *rig) waitFree(t testing.TB, want int) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for r.p.FreeBuffers() != want || r.app.Inflight() != 0 {
 		if time.Now().After(deadline) {
-			r.t.Fatalf("%d buffers free, %d in flight; want %d and 0", r.p.FreeBuffers(), r.app.Inflight(), want)
+			t.Fatalf("%d buffers free, %d in flight; want %d and 0", r.p.FreeBuffers(), r.app.Inflight(), want)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -159,7 +159,7 @@ func TestEcho(t *testing.T) {
 	if resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST" {
 		t.Fatalf("GET: %d %q Allow=%q", resp.StatusCode, body, resp.Header.Get("Allow"))
 	}
-	r.waitFree(8)
+	r.waitFree(t, 8)
 }
 
 // Expect: 100-continue gets its interim response before the client sends
@@ -209,7 +209,7 @@ func TestPoolExhausted(t *testing.T) {
 	if resp, body := r.do("POST", "x"); resp.StatusCode != 200 || body != "x" {
 		t.Fatalf("after: %d %q", resp.StatusCode, body)
 	}
-	r.waitFree(4)
+	r.waitFree(t, 4)
 }
 
 func TestInflightBound(t *testing.T) {
@@ -228,7 +228,7 @@ func TestInflightBound(t *testing.T) {
 	if s := <-first; s != 200 {
 		t.Fatalf("first: %d", s)
 	}
-	r.waitFree(8)
+	r.waitFree(t, 8)
 }
 
 // A reply after the deadline: the client got 504 already; the buffer stays
@@ -244,7 +244,7 @@ func TestTimeoutThenLateReply(t *testing.T) {
 		t.Fatalf("before the late reply: %d free, %d in flight", r.p.FreeBuffers(), r.app.Inflight())
 	}
 	r.reply(d)
-	r.waitFree(8)
+	r.waitFree(t, 8)
 	if r.app.Stats().Abandoned.Load() != 1 || r.app.Stats().Timeouts.Load() != 1 {
 		t.Fatalf("abandoned %d, timeouts %d", r.app.Stats().Abandoned.Load(), r.app.Stats().Timeouts.Load())
 	}
@@ -266,7 +266,7 @@ func TestFailOnReclaim(t *testing.T) {
 	if g := <-got; g != "502 instance died" {
 		t.Fatalf("got %q", g)
 	}
-	r.waitFree(8)
+	r.waitFree(t, 8)
 }
 
 // With no ready instance the request waits for one until the deadline,
@@ -278,7 +278,7 @@ func TestNoInstance(t *testing.T) {
 	if resp.StatusCode != 503 || !strings.Contains(body, "no instance of function fn") {
 		t.Fatalf("got %d %q", resp.StatusCode, body)
 	}
-	r.waitFree(8)
+	r.waitFree(t, 8)
 	// An instance that becomes ready while a request waits serves it.
 	go func() { time.Sleep(30 * time.Millisecond); r.p.SetSlotState(0, pool.SlotReady) }()
 	r.g.routes["/c"].Timeout = 5 * time.Second
@@ -356,4 +356,49 @@ func BenchmarkRequest(b *testing.B) {
 	for b.Loop() {
 		k.roundTrip(b)
 	}
+}
+
+// FuzzConn feeds arbitrary bytes to a connection of a gateway in front of
+// an echo chain: the gateway never panics or hangs, everything it writes
+// is a well-formed HTTP response, and every buffer comes back.
+func FuzzConn(f *testing.F) {
+	f.Add([]byte("POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcPOST /c HTTP/1.1\r\nHost: x\r\n\r\n"))
+	f.Add([]byte("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nTrailer: t\r\n\r\n"))
+	f.Add([]byte("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"))
+	f.Add([]byte("POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 9999\r\n\r\n"))
+	f.Add([]byte("GET /nope HTTP/1.0\r\n\r\n"))
+	f.Add([]byte("POST /c HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"))
+	r := newRig(f, 16, 8, 2*time.Second, false)
+	r.g.header = 200 * time.Millisecond
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			c.Write(in)
+			c.(*net.TCPConn).CloseWrite()
+		}()
+		out, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("reading the gateway's answer: %v (got %q)", err, out)
+		}
+		br := bufio.NewReader(strings.NewReader(string(out)))
+		for br.Buffered() > 0 || len(out) > 0 {
+			if _, err := br.Peek(1); err == io.EOF {
+				break
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("malformed response in %q: %v", out, err)
+			}
+			if _, err := io.ReadAll(resp.Body); err != nil {
+				t.Fatalf("response body in %q: %v", out, err)
+			}
+			resp.Body.Close()
+		}
+		r.waitFree(t, 16)
+	})
 }
