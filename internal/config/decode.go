@@ -462,6 +462,29 @@ func syntaxError(err error, data []byte) (int, string) {
 	return line, msg
 }
 
+// lineCount returns the number of lines in data as yaml.v3 counts them
+// (breaks are \n, \r\n, \r, U+0085, U+2028, U+2029), at least 1.
+func lineCount(data []byte) int {
+	n, last := 1, true // last: at the start of an empty line
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		i += size
+		switch {
+		case r == '\r' && i < len(data) && data[i] == '\n':
+			continue // counted with the \n
+		case r == '\n' || r == '\r' || r == 0x85 || r == 0x2028 || r == 0x2029:
+			n++
+			last = true
+		default:
+			last = false
+		}
+	}
+	if last && len(data) > 0 {
+		n-- // the file ends in a line break: no line after it
+	}
+	return n
+}
+
 var yamlLine = regexp.MustCompile(`^yaml: line ([0-9]+): (.*)$`)
 
 // parserProblems are the messages of yaml.v3's parser errors (see its
