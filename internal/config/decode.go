@@ -37,6 +37,7 @@ type item struct {
 
 type appSpec struct {
 	file, dir  string
+	line       int // of the top-level mapping
 	name       value[string]
 	transport  value[string]
 	buffers    value[int64]
@@ -123,7 +124,7 @@ func decode(data []byte, ps *problems) *appSpec {
 	}
 
 	d := decoder{ps}
-	s := &appSpec{}
+	s := &appSpec{line: root.Line}
 	d.fields(root, "", appKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "app":
