@@ -209,11 +209,22 @@ func parse(name string, data []byte, dir string, o Options) (*App, []Problem) {
 	ps := &problems{file: name}
 	s := decode(data, ps)
 	if s == nil {
-		return nil, ps.list
+		return nil, clampLines(ps.list, data)
 	}
 	s.file, s.dir = name, dir
 	a := s.validate(o, ps)
-	return a, ps.list
+	return a, clampLines(ps.list, data)
+}
+
+// clampLines points problems past the end of data at its last line:
+// yaml.v3 places the end of the stream, and the empty value of a bare
+// "---", on a line of its own.
+func clampLines(ps []Problem, data []byte) []Problem {
+	n := lineCount(data)
+	for i := range ps {
+		ps[i].Line = min(ps[i].Line, n)
+	}
+	return ps
 }
 
 // conflicts finds duplicate app names and routes served twice across apps.

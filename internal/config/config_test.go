@@ -119,6 +119,10 @@ func TestParseBad(t *testing.T) {
 			"spry.yaml:1: app: missing; want the app's name, e.g. app: hello",
 			"spry.yaml:1: functions: missing; want at least one function",
 			"spry.yaml:1: chains: missing; want at least one chain"}},
+		{"nothing set after a comment", "# shop\n\ntransport: uds\n", []string{
+			"spry.yaml:3: app: missing; want the app's name, e.g. app: hello",
+			"spry.yaml:3: functions: missing; want at least one function",
+			"spry.yaml:3: chains: missing; want at least one chain"}},
 		{"unknown top-level field", yml(`
 			app: a
 			function: {f: {builtin: upper}}
@@ -266,6 +270,7 @@ func TestParseBad(t *testing.T) {
 			  b: {go: ./notexec}
 			  c: {go: "not a path"}
 			  d: {go: example.com//x}
+			  d2: {go: -x}
 			  e: {exec: ./bin/nope}
 			  f: {exec: ./notexec}
 			  g: {exec: ./fn}
@@ -281,14 +286,15 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:4: functions.b.go: $DIR/notexec: not a directory`,
 			`spry.yaml:5: functions.c.go: "not a path" is neither a directory (./dir) nor an import path`,
 			`spry.yaml:6: functions.d.go: "example.com//x" is neither a directory (./dir) nor an import path`,
-			`spry.yaml:7: functions.e.exec: $DIR/bin/nope: no such file or directory`,
-			`spry.yaml:8: functions.f.exec: $DIR/notexec: not executable`,
-			`spry.yaml:9: functions.g.exec: $DIR/fn: is a directory`,
-			`spry.yaml:10: functions.h.exec: want a program and its arguments, e.g. exec: [./bin/fn, --flag]`,
-			`spry.yaml:11: functions.i.exec: program "spry-no-such-program" not found in $PATH (write ./spry-no-such-program for a file beside the config)`,
-			`spry.yaml:12: functions.j.exec: $DIR/bin/fn --pretty: no such file or directory (to pass arguments, write a list: exec: [program, arg])`,
-			`spry.yaml:13: functions.k.exec: program "cat -n" not found in $PATH (to pass arguments, write a list: exec: [program, arg])`,
-			`spry.yaml:14: functions.l.exec[1]: want a string, got a mapping`}},
+			`spry.yaml:7: functions.d2.go: "-x" is neither a directory (./dir) nor an import path`,
+			`spry.yaml:8: functions.e.exec: $DIR/bin/nope: no such file or directory`,
+			`spry.yaml:9: functions.f.exec: $DIR/notexec: not executable`,
+			`spry.yaml:10: functions.g.exec: $DIR/fn: is a directory`,
+			`spry.yaml:11: functions.h.exec: want a program and its arguments, e.g. exec: [./bin/fn, --flag]`,
+			`spry.yaml:12: functions.i.exec: program "spry-no-such-program" not found in $PATH (write ./spry-no-such-program for a file beside the config)`,
+			`spry.yaml:13: functions.j.exec: $DIR/bin/fn --pretty: no such file or directory (to pass arguments, write a list: exec: [program, arg])`,
+			`spry.yaml:14: functions.k.exec: program "cat -n" not found in $PATH (to pass arguments, write a list: exec: [program, arg])`,
+			`spry.yaml:15: functions.l.exec[1]: want a string, got a mapping`}},
 		{"chains", yml(`
 			app: a
 			functions: {f: {builtin: upper}}

@@ -37,6 +37,7 @@ type item struct {
 
 type appSpec struct {
 	file, dir  string
+	line       int // of the top-level mapping
 	name       value[string]
 	transport  value[string]
 	buffers    value[int64]
@@ -123,7 +124,7 @@ func decode(data []byte, ps *problems) *appSpec {
 	}
 
 	d := decoder{ps}
-	s := &appSpec{}
+	s := &appSpec{line: root.Line}
 	d.fields(root, "", appKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "app":
@@ -460,6 +461,29 @@ func syntaxError(err error, data []byte) (int, string) {
 		line = 1 // a scanner error on line 1 comes without a line
 	}
 	return line, msg
+}
+
+// lineCount returns the number of lines in data as yaml.v3 counts them
+// (breaks are \n, \r\n, \r, U+0085, U+2028, U+2029), at least 1.
+func lineCount(data []byte) int {
+	n, last := 1, true // last: at the start of an empty line
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		i += size
+		switch {
+		case r == '\r' && i < len(data) && data[i] == '\n':
+			continue // counted with the \n
+		case r == '\n' || r == '\r' || r == 0x85 || r == 0x2028 || r == 0x2029:
+			n++
+			last = true
+		default:
+			last = false
+		}
+	}
+	if last && len(data) > 0 {
+		n-- // the file ends in a line break: no line after it
+	}
+	return n
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: line ([0-9]+): (.*)$`)

@@ -53,7 +53,7 @@ func (s *appSpec) validate(o Options, ps *problems) *App {
 
 	switch v := s.name.v; {
 	case s.name.line == 0:
-		ps.add(1, "app", "missing; want the app's name, e.g. app: hello")
+		ps.add(s.line, "app", "missing; want the app's name, e.g. app: hello")
 	case s.name.bad:
 	case len(v) > maxAppName || !appName.MatchString(v):
 		ps.add(s.name.line, "app", "%s is not a valid app name: want lower-case letters, digits and '-' (not at either end), at most %d characters",
@@ -105,7 +105,7 @@ func (s *appSpec) validate(o Options, ps *problems) *App {
 func (s *appSpec) validateFunctions(a *App, o Options, ps *problems) {
 	switch fns := s.functions; {
 	case fns.line == 0:
-		ps.add(1, "functions", "missing; want at least one function")
+		ps.add(s.line, "functions", "missing; want at least one function")
 	case fns.bad:
 	case len(fns.v) == 0:
 		ps.add(fns.line, "functions", "want at least one function")
@@ -213,7 +213,9 @@ func timeout(t value[time.Duration], path string, ps *problems) time.Duration {
 // import path.
 func goPackage(v, dir string, line int, path string, ps *problems) string {
 	if !isLocalPath(v) {
-		if !importPath.MatchString(v) || slices.ContainsFunc(strings.Split(v, "/"), func(e string) bool { return e == "" || e[0] == '.' }) {
+		// No element may be empty or start with '.' or '-' (the go command
+		// would read a leading '-' as a flag).
+		if !importPath.MatchString(v) || slices.ContainsFunc(strings.Split(v, "/"), func(e string) bool { return e == "" || e[0] == '.' || e[0] == '-' }) {
 			ps.add(line, path, "%q is neither a directory (./dir) nor an import path", v)
 		}
 		return v
@@ -231,8 +233,8 @@ func goPackage(v, dir string, line int, path string, ps *problems) string {
 	return p
 }
 
-// importPath is the syntax of an import path, loosely: what the go command
-// may accept. Its elements are checked for "", "." and ".." apart.
+// importPath is the syntax of an import path, loosely: the characters the
+// go command accepts in one.
 var importPath = regexp.MustCompile(`^[A-Za-z0-9._~+-]+(/[A-Za-z0-9._~+-]+)*$`)
 
 // isLocalPath reports whether p is a filesystem path rather than an import
@@ -321,7 +323,7 @@ func reason(err error) string {
 func (s *appSpec) validateChains(a *App, ps *problems) {
 	switch cs := s.chains; {
 	case cs.line == 0:
-		ps.add(1, "chains", "missing; want at least one chain")
+		ps.add(s.line, "chains", "missing; want at least one chain")
 	case cs.bad:
 	case len(cs.v) == 0:
 		ps.add(cs.line, "chains", "want at least one chain")
