@@ -271,6 +271,7 @@ chains:
   echo: {route: /echo, steps: [echo], methods: [POST]}
 `)
 	n := startNode(t, "-f", cfg)
+	fds := n.fds()
 
 	// Good traffic runs the whole time.
 	stop := make(chan struct{})
@@ -281,6 +282,7 @@ chains:
 		go func() {
 			defer wg.Done()
 			c := client(1)
+			defer c.CloseIdleConnections()
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
@@ -344,6 +346,14 @@ chains:
 		t.Fatalf("good clients: %d served, %d failed while others misbehaved", good.Load(), bad.Load())
 	}
 	n.waitFreeBuffers("edge")
+	// Every connection is gone from the daemon too.
+	deadline := time.Now().Add(10 * time.Second)
+	for n.fds() != fds {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon holds %d fds, %d before the clients came: leaked", n.fds(), fds)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Overload is answered at once, never with a hang: past the in-flight bound

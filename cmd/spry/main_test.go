@@ -154,6 +154,15 @@ func (n *spryNode) stop() {
 	}
 }
 
+// fds counts the daemon's open file descriptors.
+func (n *spryNode) fds() int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", n.cmd.Process.Pid))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return len(ents)
+}
+
 // processAlive reports whether pid runs (a zombie does not count).
 func processAlive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -172,8 +181,12 @@ func repoRoot(t testing.TB) string {
 	return filepath.Join(wd, "..", "..")
 }
 
+// adminClient does not keep connections open, so the daemon's fd count
+// is not the test's doing.
+var adminClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
 func (n *spryNode) status() (*node.Status, error) {
-	resp, err := http.Get("http://" + n.admin + "/v1/status")
+	resp, err := adminClient.Get("http://" + n.admin + "/v1/status")
 	if err != nil {
 		return nil, err
 	}
