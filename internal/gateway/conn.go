@@ -31,6 +31,8 @@ type conn struct {
 	done  chan struct{} // a reply for this connection's request is ready
 	timer *time.Timer
 	busy  atomic.Bool // between reading a request head and answering it
+	ch    *Chain      // the chain of the current request, nil when none
+	began int64       // when the current request's head was complete (mono ns)
 }
 
 func newConn(g *Gateway, nc net.Conn) *conn {
@@ -62,6 +64,7 @@ func (c *conn) serve() {
 			return
 		}
 		c.busy.Store(true)
+		c.ch, c.began = nil, mono.Now()
 		herr := parseHead(c.rbuf[c.r:c.r+n], &c.req)
 		c.r += n
 		if herr != nil {
@@ -133,6 +136,7 @@ func (c *conn) fill() error {
 // serve another.
 func (c *conn) route() bool {
 	ch := c.g.routes[string(c.req.path)]
+	c.ch = ch
 	if ch == nil {
 		c.msg = append(append(append(c.msg[:0], "spry: no chain serves "...), c.req.path...), '\n')
 		return c.refuse(404, c.msg, nil)
@@ -216,7 +220,7 @@ func (c *conn) invoke(ch *Chain) bool {
 	}
 	h.SetData(0, uint32(n))
 	h.SetContentType(c.req.ctype)
-	now := mono.Now()
+	now := c.began
 	deadline := now + int64(ch.Timeout)
 	h.SetReqID(reqID)
 	h.SetChain(ch.Index)
@@ -378,6 +382,12 @@ func (c *conn) line() ([]byte, *httpError) {
 func (c *conn) writeResponse(status int, ctype, body []byte, close bool, extra []byte) error {
 	if status < 100 || status > 999 {
 		status = 500
+	}
+	if c.ch != nil {
+		c.ch.codes[status].Add(1)
+		c.ch.latency.Observe(mono.Now() - c.began)
+	} else {
+		c.g.refused[status].Add(1)
 	}
 	o := append(c.out[:0], statusLines[status]...)
 	o = append(append(append(o, "Content-Type: "...), ctype...), "\r\n"...)

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/spry-dev/spry/internal/hist"
 )
 
 // Chain is a route the gateway serves: requests to Route run the app's
@@ -29,6 +31,24 @@ type Chain struct {
 
 	allow   []byte   // the Allow field for 405s
 	headers [][]byte // Headers, as bytes for the metadata writer
+	codes   [1000]atomic.Uint64
+	latency hist.H
+}
+
+// Codes calls fn with every status code the chain answered with and how
+// often.
+func (ch *Chain) Codes(fn func(code int, n uint64)) { eachCode(&ch.codes, fn) }
+
+// Latency returns the chain's response times, from the gateway's receipt
+// of the request head to the response written.
+func (ch *Chain) Latency() hist.Snapshot { return ch.latency.Snapshot() }
+
+func eachCode(codes *[1000]atomic.Uint64, fn func(code int, n uint64)) {
+	for code := range codes {
+		if n := codes[code].Load(); n != 0 {
+			fn(code, n)
+		}
+	}
 }
 
 // Config configures a Gateway.
@@ -57,6 +77,20 @@ type Gateway struct {
 	wg      sync.WaitGroup
 	stop    chan struct{}
 	stopped sync.Once
+	refused [1000]atomic.Uint64 // responses to requests no chain served
+}
+
+// Refused calls fn with every status code the gateway answered requests
+// that reached no chain with (malformed, unknown route), and how often.
+func (g *Gateway) Refused(fn func(code int, n uint64)) { eachCode(&g.refused, fn) }
+
+// Chains returns the chains the gateway serves.
+func (g *Gateway) Chains() []*Chain {
+	out := make([]*Chain, 0, len(g.routes))
+	for _, ch := range g.routes {
+		out = append(out, ch)
+	}
+	return out
 }
 
 // ErrClosed is returned by Serve after Shutdown.

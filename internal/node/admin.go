@@ -2,9 +2,14 @@ package node
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spry-dev/spry/internal/config"
 )
@@ -138,9 +143,14 @@ func source(f *config.Function) string {
 // adminHandler serves the admin API:
 //
 //	GET /v1/status   the node, its apps, functions, instances and chains
+//	GET /metrics     Prometheus metrics: chains, functions, pools, the daemon
 //	GET /healthz     200 while the node runs
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{n}, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "spry"}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelError)}))
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -151,7 +161,7 @@ func (n *Node) adminHandler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, `{"error":"no such admin endpoint; try GET /v1/status"}`, http.StatusNotFound)
+		http.Error(w, `{"error":"no such admin endpoint; try GET /v1/status or /metrics"}`, http.StatusNotFound)
 	})
 	return mux
 }
