@@ -189,6 +189,14 @@ func (w *worker) step(s *instance, h Handler, d desc.Desc) {
 		s.st.BusySince.Store(start)
 	}
 	hop := int(d.Hop)
+	// When the request reached this step: the previous step's end, or the
+	// gateway's receipt. Read now: the input buffer may be freed below.
+	arrived := hdr.Ingress()
+	if hop > 0 {
+		if _, e := hdr.HopTimes(hop - 1); e != 0 {
+			arrived = e
+		}
+	}
 	hdr.HopStart(hop, start)
 	w.req.reset(s.p, d.Buf, hop)
 	w.res.reset(s.p, s.id, d.Buf)
@@ -197,6 +205,9 @@ func (w *worker) step(s *instance, h Handler, d desc.Desc) {
 	end := mono.Now()
 	s.p.Header(out).HopEnd(hop, end)
 	s.st.BusyNanos.Add(uint64(end - start))
+	if arrived != 0 {
+		s.st.Latency.Observe(end - arrived)
+	}
 	if err != nil {
 		s.st.Errors.Add(1)
 	}
@@ -232,12 +243,19 @@ func (s *instance) forward(chain uint16, hop uint8, buf uint32) {
 	}
 	d := desc.Desc{Src: s.id, Buf: buf, Gen: s.p.Header(buf).Gen(), Chain: chain, Hop: hop + 1}
 	deadline := time.Now().Add(s.retry)
+	asked := false
 	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
 		err := transport.Forward(s.p, s.c, fn, d, s.rot.Add(1))
 		if err == nil || errors.Is(err, transport.ErrLost) {
 			// Sent, or reclaimed with a destination that died: the
 			// daemon answers the request then.
 			return
+		}
+		if errors.Is(err, transport.ErrNoInstance) && !asked {
+			// The next function may be scaled to zero: ask the daemon
+			// (through the gateway) for an instance, once.
+			asked = true
+			s.c.Send(desc.Desc{Dst: s.p.Gateway(), Src: s.id, Buf: desc.CtlNoInstance, Chain: fn, Flags: desc.FlagControl})
 		}
 		if s.stop.Load() || time.Now().After(deadline) {
 			s.fail(chain, hop, buf, 503, "no instance of the next step could take the request")

@@ -78,11 +78,35 @@ type Function struct {
 	Go      string   // Kind Go: an absolute directory, or an import path (never starts with '/')
 	Exec    []string // Kind Exec: the absolute program path, then its arguments
 
-	Instances   int
+	Instances   int           // instances at start (the count, without scale:)
+	Scale       Scale         // how the count changes with load
 	Concurrency int           // handlers at once per instance
 	Timeout     time.Duration // longest one step may run
 	Env         []string      // "KEY=value", in file order, for exec.Cmd.Env
 }
+
+// Scale is a function's autoscaling: Policy sizes the instance count
+// between Min and Max for the SLO. Without scale: in the file, Policy is
+// "fixed" and Min = Max = Instances.
+type Scale struct {
+	Policy   string        // PolicyMu, PolicyKPA or PolicyFixed
+	Min, Max int           // bounds of the instance count
+	SLO      time.Duration // latency objective of one step (queueing + execution), at the 99th percentile
+}
+
+// Scaling policies.
+const (
+	PolicyMu    = "mu"    // sizes for the SLO from the predicted arrival rate and the backlog
+	PolicyKPA   = "kpa"   // Knative's concurrency-based autoscaler, for comparison
+	PolicyFixed = "fixed" // a fixed count
+)
+
+// DefaultSLO is the SLO of a scaled function that names none.
+const DefaultSLO = time.Second
+
+// DefaultMaxInstances is the largest count of a scaled function that names
+// no max.
+const DefaultMaxInstances = 10
 
 // Chain is one chain of an app: a route and the functions it runs, in order.
 type Chain struct {

@@ -177,7 +177,7 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:5: pool.bufferSize: want a size like 64KiB, got "64 kb"`,
 			`spry.yaml:6: pool.buffer: unknown field (known: buffers, bufferSize)`,
 			`spry.yaml:7: limits.inflight: want 1..1024 (at most pool.buffers), got 0`,
-			`spry.yaml:11: functions.upper.instnces: unknown field (known: builtin, go, exec, instances, concurrency, timeout, env)`,
+			`spry.yaml:11: functions.upper.instnces: unknown field (known: builtin, go, exec, instances, concurrency, timeout, env, scale)`,
 			`spry.yaml:12: functions.upper: duplicate key (first at line 9)`,
 			`spry.yaml:13: functions.up.builtin: unknown builtin "UPPER" (known: echo, lower, upper)`,
 			`spry.yaml:16: chains.hello.route: "hello" is not a valid route: want a path that starts with '/'`,
@@ -232,6 +232,26 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:4: functions: want a name as key, got a list`,
 			`spry.yaml:6: functions.g: want one of builtin:, go: or exec:`,
 			`spry.yaml:7: functions.g: merge keys (<<) are not supported`}},
+		{"scale", yml(`
+			app: a
+			functions:
+			  a: {builtin: upper, scale: {min: 3, max: 2, slo: 0s, policy: fast}}
+			  b: {builtin: upper, scale: {min: -1, max: 300, sloo: 1s}}
+			  c: {builtin: upper, instances: 5, scale: {min: 1, max: 4}}
+			  d: {builtin: upper, instances: 0}
+			  e: {builtin: upper, scale: [1, 2]}
+			chains:
+			  c: {route: /c, steps: [a]}
+			`), []string{
+			`spry.yaml:3: functions.a.scale.policy: unknown policy "fast" (known: mu, kpa, fixed)`,
+			`spry.yaml:3: functions.a.scale.max: 2 is below min (3)`,
+			`spry.yaml:3: functions.a.scale.slo: want more than 0s and at most 1h, got 0s`,
+			`spry.yaml:4: functions.b.scale.sloo: unknown field (known: min, max, slo, policy)`,
+			`spry.yaml:4: functions.b.scale.min: want 0..256, got -1`,
+			`spry.yaml:4: functions.b.scale.max: want 1..256, got 300`,
+			`spry.yaml:5: functions.c.scale: instances (5) is outside min..max (1..4)`,
+			`spry.yaml:6: functions.d.instances: want 1..256, got 0`,
+			`spry.yaml:7: functions.e.scale: want a mapping with min:, max:, slo: and policy:, got a list`}},
 		{"functions", yml(`
 			app: a
 			functions:
@@ -436,7 +456,7 @@ func TestParseDefaults(t *testing.T) {
 		Pool:      Pool{Buffers: 1024, BufferSize: 64 << 10},
 		Limits:    Limits{Inflight: 512},
 		Functions: []*Function{{Name: "f", Index: 0, File: "spry.yaml", Line: 3,
-			Kind: Builtin, Builtin: "upper", Instances: 1, Concurrency: 1, Timeout: 30 * time.Second}},
+			Kind: Builtin, Builtin: "upper", Instances: 1, Scale: Scale{Policy: PolicyFixed, Min: 1, Max: 1}, Concurrency: 1, Timeout: 30 * time.Second}},
 		Chains: []*Chain{{Name: "c", Index: 0, File: "spry.yaml", Line: 5,
 			Route: "/c", Steps: []int{0}, Timeout: 30 * time.Second, Methods: []string{"GET", "POST"}, routeLine: 5}},
 		fnIndex: map[string]int{"f": 0},
@@ -689,6 +709,40 @@ func TestProblemString(t *testing.T) {
 	} {
 		if got := tt.p.String(); got != tt.want {
 			t.Errorf("%+v: %q, want %q", tt.p, got, tt.want)
+		}
+	}
+}
+
+func TestScale(t *testing.T) {
+	t.Parallel()
+	y := yml(`
+		app: s
+		functions:
+		  fixed: {builtin: upper, instances: 3}
+		  zero: {builtin: upper, scale: {min: 0, slo: 50ms}}
+		  kpa: {builtin: upper, instances: 2, scale: {policy: kpa, max: 4}}
+		  bare: {builtin: upper, scale: {}}
+		  big: {builtin: upper, scale: {min: 12}}
+		chains:
+		  c: {route: /c, steps: [fixed, zero, kpa, bare, big]}
+		`)
+	a, err := Parse("spry.yaml", []byte(y), "/x", builtins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]struct {
+		instances int
+		scale     Scale
+	}{
+		"fixed": {3, Scale{Policy: PolicyFixed, Min: 3, Max: 3}},
+		"zero":  {1, Scale{Policy: PolicyMu, Min: 0, Max: DefaultMaxInstances, SLO: 50 * time.Millisecond}},
+		"kpa":   {2, Scale{Policy: PolicyKPA, Min: 1, Max: 4, SLO: DefaultSLO}},
+		"bare":  {1, Scale{Policy: PolicyMu, Min: 1, Max: DefaultMaxInstances, SLO: DefaultSLO}},
+		"big":   {12, Scale{Policy: PolicyMu, Min: 12, Max: 12, SLO: DefaultSLO}},
+	} {
+		f := a.Function(name)
+		if f.Instances != want.instances || f.Scale != want.scale {
+			t.Errorf("%s: instances %d scale %+v, want %d %+v", name, f.Instances, f.Scale, want.instances, want.scale)
 		}
 	}
 }

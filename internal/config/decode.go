@@ -59,6 +59,15 @@ type fnSpec struct {
 	concurrency value[int64]
 	timeout     value[time.Duration]
 	env         value[[]envVar]
+	scale       *scaleSpec
+}
+
+type scaleSpec struct {
+	line   int
+	min    value[int64]
+	max    value[int64]
+	slo    value[time.Duration]
+	policy value[string]
 }
 
 type envVar struct {
@@ -84,7 +93,8 @@ var (
 	appKeys   = []string{"app", "transport", "pool", "limits", "functions", "chains"}
 	poolKeys  = []string{"buffers", "bufferSize"}
 	limitKeys = []string{"inflight"}
-	fnKeys    = []string{"builtin", "go", "exec", "instances", "concurrency", "timeout", "env"}
+	fnKeys    = []string{"builtin", "go", "exec", "instances", "concurrency", "timeout", "env", "scale"}
+	scaleKeys = []string{"min", "max", "slo", "policy"}
 	chainKeys = []string{"route", "steps", "timeout", "methods", "headers"}
 )
 
@@ -186,6 +196,26 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 			f.concurrency = d.int(v, p)
 		case "timeout":
 			f.timeout = d.duration(v, p)
+		case "scale":
+			sc := &scaleSpec{line: k.Line}
+			f.scale = sc
+			if n := deref(v); n.Kind != yaml.MappingNode && !isNull(n) {
+				d.ps.add(v.Line, p, "want a mapping with min:, max:, slo: and policy:, got %s", got(n))
+				return
+			}
+			d.fields(v, p, scaleKeys, func(key string, k, v *yaml.Node) {
+				pp := join(p, key)
+				switch key {
+				case "min":
+					sc.min = d.int(v, pp)
+				case "max":
+					sc.max = d.int(v, pp)
+				case "slo":
+					sc.slo = d.duration(v, pp)
+				case "policy":
+					sc.policy = d.str(v, pp)
+				}
+			})
 		case "env":
 			f.env.line = k.Line
 			f.env.bad = !d.entries(v, p, func(key string, k, v *yaml.Node) {

@@ -118,7 +118,7 @@ func (s *appSpec) validateFunctions(a *App, o Options, ps *problems) {
 		f.Index, f.File = len(a.Functions), s.file
 		a.fnIndex[f.Name] = f.Index
 		a.Functions = append(a.Functions, f)
-		slots += f.Instances
+		slots += f.Scale.Max
 	}
 	if slots > pool.MaxSlots {
 		ps.add(s.functions.line, "functions", "%d instances in all; want at most %d", slots, pool.MaxSlots)
@@ -168,11 +168,19 @@ func (sp *fnSpec) validate(dir string, o Options, ps *problems) *Function {
 	}
 
 	if n := sp.instances; n.ok() {
-		if n.v < 1 || n.v > MaxInstances {
-			ps.add(n.line, path+".instances", "want 1..%d, got %d", MaxInstances, n.v)
+		lo := int64(1)
+		if sp.scale != nil {
+			lo = 0 // a scaled function may start with none
+		}
+		if n.v < lo || n.v > MaxInstances {
+			ps.add(n.line, path+".instances", "want %d..%d, got %d", lo, MaxInstances, n.v)
 		} else {
 			f.Instances = int(n.v)
 		}
+	}
+	f.Scale = Scale{Policy: PolicyFixed, Min: f.Instances, Max: f.Instances}
+	if sp.scale != nil {
+		sp.scale.validate(f, sp.instances.ok(), path+".scale", ps)
 	}
 	if n := sp.concurrency; n.ok() {
 		if n.v < 1 || n.v > MaxConcurrency {
@@ -195,6 +203,57 @@ func (sp *fnSpec) validate(dir string, o Options, ps *problems) *Function {
 		}
 	}
 	return f
+}
+
+// validate fills f.Scale from a scale: block, and f.Instances (the count at
+// start) when instances: was not given: min, or 1 when min is 0 (a
+// function scaled to zero starts with one instance; it goes to zero when
+// idle).
+func (sc *scaleSpec) validate(f *Function, haveInstances bool, path string, ps *problems) {
+	s := Scale{Policy: PolicyMu, Min: 1, Max: DefaultMaxInstances, SLO: DefaultSLO}
+	if p := sc.policy; p.ok() {
+		switch p.v {
+		case PolicyMu, PolicyKPA, PolicyFixed:
+			s.Policy = p.v
+		default:
+			ps.add(p.line, path+".policy", "unknown policy %q (known: mu, kpa, fixed)", p.v)
+		}
+	}
+	minOK := true
+	if n := sc.min; n.ok() {
+		if n.v < 0 || n.v > MaxInstances {
+			ps.add(n.line, path+".min", "want 0..%d, got %d", MaxInstances, n.v)
+			minOK = false
+		} else {
+			s.Min = int(n.v)
+		}
+	}
+	if n := sc.max; n.ok() {
+		if n.v < 1 || n.v > MaxInstances {
+			ps.add(n.line, path+".max", "want 1..%d, got %d", MaxInstances, n.v)
+		} else {
+			s.Max = int(n.v)
+			if minOK && s.Min > s.Max {
+				ps.add(n.line, path+".max", "%d is below min (%d)", s.Max, s.Min)
+			}
+		}
+	} else if s.Min > s.Max {
+		s.Max = s.Min
+	}
+	if t := sc.slo; t.ok() {
+		if t.v <= 0 || t.v > MaxTimeout {
+			ps.add(t.line, path+".slo", "want more than 0s and at most 1h, got %s", t.v)
+		} else {
+			s.SLO = t.v
+		}
+	}
+	if !haveInstances {
+		f.Instances = max(s.Min, 1)
+	}
+	if s.Min <= s.Max && (f.Instances < s.Min || f.Instances > s.Max) {
+		ps.add(sc.line, path, "instances (%d) is outside min..max (%d..%d)", f.Instances, s.Min, s.Max)
+	}
+	f.Scale = s
 }
 
 // timeout checks a step's or chain's timeout, or returns the default.

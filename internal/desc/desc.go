@@ -57,6 +57,10 @@ const (
 	CtlReady uint32 = 1
 	// CtlStop: asks a receive loop to return (sent by an endpoint to itself).
 	CtlStop uint32 = 2
+	// CtlNoInstance: the sender found no ready instance of the function
+	// whose index is in Chain (sent to the app's gateway, which tells the
+	// daemon: a cold start is due).
+	CtlNoInstance uint32 = 3
 )
 
 // None is the zero instance id: no instance has it.

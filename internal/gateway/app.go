@@ -21,16 +21,17 @@ import (
 // header: the low idBits are the entry's index, the rest a sequence number
 // that makes every use of an entry distinct.
 type App struct {
-	name  string
-	pool  *pool.Pool
-	conn  transport.Conn
-	id    uint16
-	pend  []pending
-	free  chan uint32 // indexes of free entries
-	seq   atomic.Uint64
-	rot   atomic.Uint32
-	ctl   func(desc.Desc)
-	stats AppStats
+	name       string
+	pool       *pool.Pool
+	conn       transport.Conn
+	id         uint16
+	pend       []pending
+	free       chan uint32 // indexes of free entries
+	seq        atomic.Uint64
+	rot        atomic.Uint32
+	ctl        func(desc.Desc)
+	noInstance func(fn uint16)
+	stats      AppStats
 }
 
 // idBits is the width of the entry index in a request id: enough for the
@@ -80,6 +81,9 @@ type AppConfig struct {
 	// Control receives control descriptors from the app's instances (for
 	// example, readiness). It runs on the receive thread: keep it short.
 	Control func(desc.Desc)
+	// NoInstance is told when a request waits for function fn because it
+	// has no ready instance (it may be scaled to zero). It must not block.
+	NoInstance func(fn uint16)
 }
 
 // NewApp makes the gateway side of one app. Run must be called to receive
@@ -89,12 +93,15 @@ func NewApp(c AppConfig) (*App, error) {
 		return nil, fmt.Errorf("gateway: app %s: in-flight bound %d not in 1..%d", c.Name, c.Inflight, c.Pool.Buffers())
 	}
 	a := &App{
-		name: c.Name, pool: c.Pool, conn: c.Conn, id: c.Conn.ID(), ctl: c.Control,
+		name: c.Name, pool: c.Pool, conn: c.Conn, id: c.Conn.ID(), ctl: c.Control, noInstance: c.NoInstance,
 		pend: make([]pending, c.Inflight),
 		free: make(chan uint32, c.Inflight),
 	}
 	if a.ctl == nil {
 		a.ctl = func(desc.Desc) {}
+	}
+	if a.noInstance == nil {
+		a.noInstance = func(uint16) {}
 	}
 	for i := range c.Inflight {
 		a.free <- uint32(i)
@@ -136,6 +143,10 @@ func (a *App) Run() error {
 		}
 		for _, d := range batch[:n] {
 			if d.Is(desc.FlagControl) {
+				if d.Buf == desc.CtlNoInstance {
+					a.noInstance(d.Chain)
+					continue
+				}
 				a.ctl(d)
 				continue
 			}
@@ -224,19 +235,24 @@ func (a *App) Fail(buf uint32, status uint16, msg string) {
 	a.complete(buf)
 }
 
-// dispatch sends buffer buf, holding a new request for chain ch, to an
-// instance of the chain's first step. When no instance can take it now it
-// retries until the deadline (mono ns): an instance may be starting or
-// restarting. It reports false when the deadline passed first.
-func (a *App) dispatch(ch *Chain, buf uint32, deadline int64) bool {
-	d := desc.Desc{Src: a.id, Buf: buf, Gen: a.pool.Header(buf).Gen(), Chain: ch.Index}
+// dispatch sends the buffer of d, which the gateway holds, to an instance
+// of function fn. When no instance can take it now it retries until the
+// deadline (mono ns): an instance may be starting, restarting, or coming
+// up from zero. It reports false when the deadline passed first.
+func (a *App) dispatch(fn uint16, d desc.Desc, deadline int64) bool {
+	d.Src = a.id
 	wait := 20 * time.Microsecond
+	asked := false
 	for {
-		err := transport.Forward(a.pool, a.conn, ch.First, d, a.rot.Add(1))
+		err := transport.Forward(a.pool, a.conn, fn, d, a.rot.Add(1))
 		if err == nil || errors.Is(err, transport.ErrLost) {
 			// Sent, or reclaimed with its instance: either way the reply
-			// (or the daemon's 502) comes back through complete.
+			// (or the daemon's answer) comes back through complete.
 			return true
+		}
+		if errors.Is(err, transport.ErrNoInstance) && !asked {
+			asked = true
+			a.noInstance(fn)
 		}
 		if mono.Now()+int64(wait) >= deadline {
 			return false
@@ -244,4 +260,26 @@ func (a *App) dispatch(ch *Chain, buf uint32, deadline int64) bool {
 		time.Sleep(wait)
 		wait = min(2*wait, 5*time.Millisecond)
 	}
+}
+
+// Deliver answers the request of buffer buf with it, as if the chain had
+// replied: the daemon calls it for a finished request it took back from a
+// dead instance before that could reply. The daemon must own buf.
+func (a *App) Deliver(buf uint32) { a.complete(buf) }
+
+// Redispatch sends buffer buf, which the daemon took back from a dead
+// instance before any handler ran on it, on to step hop of its chain (an
+// instance of function fn), in the background. A request whose deadline
+// passes first is answered 504.
+func (a *App) Redispatch(buf uint32, fn uint16, hop uint8) {
+	h := a.pool.Header(buf)
+	h.SetOwner(a.id)
+	d := desc.Desc{Buf: buf, Gen: h.Gen(), Chain: h.Chain(), Hop: hop}
+	deadline := h.Deadline()
+	go func() {
+		if !a.dispatch(fn, d, deadline) {
+			h.SetOwner(a.id) // dispatch left it with the gateway
+			a.Fail(buf, 504, "spry: the request missed its deadline while its instance was replaced")
+		}
+	}()
 }

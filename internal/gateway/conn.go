@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/mono"
 )
 
@@ -226,7 +227,7 @@ func (c *conn) invoke(ch *Chain) bool {
 	h.SetChain(ch.Index)
 	h.SetTimes(now, deadline)
 	a.stats.Requests.Add(1)
-	if !a.dispatch(ch, buf, deadline) {
+	if !a.dispatch(ch.First, desc.Desc{Buf: buf, Gen: h.Gen(), Chain: ch.Index}, deadline) {
 		p.Free(buf)
 		a.release(idx, reqID)
 		a.stats.Rejected.Add(1)

@@ -9,7 +9,7 @@ import (
 // Magic and Version identify a Spry pool; an instance refuses any other.
 const (
 	Magic   uint64 = 0x4c4f4f5059525053 // "SPRYPOOL", little-endian
-	Version uint32 = 1
+	Version uint32 = 2
 )
 
 // Fixed sizes of the layout.
@@ -22,7 +22,7 @@ const (
 	// MaxSteps is the longest chain the routing table holds.
 	MaxSteps = 16
 	// StatsSize is the size of one instance slot's counters.
-	StatsSize = 256
+	StatsSize = 512
 	// MaxContentType is the longest content type a buffer carries.
 	MaxContentType = 127
 	// MaxMeta is the room for request metadata (method, path, query,

@@ -1,6 +1,11 @@
 package pool
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/spry-dev/spry/internal/hist"
+)
 
 // Slot states, in the order a slot goes through them.
 const (
@@ -59,9 +64,9 @@ type slotInfo struct {
 }
 
 // SlotStats are one instance slot's counters, in the writable part of the
-// pool: the data path keeps them, the daemon reads them. Queue is written by
-// senders and sits on its own cache line; the rest is written by the
-// instance itself.
+// pool: the data path keeps them, the daemon reads them (for the control
+// plane, /metrics and status). Queue is written by senders and sits on its
+// own cache line; the rest is written by the instance itself.
 type SlotStats struct {
 	Queue atomic.Int32 // descriptors sent to the slot and not yet started
 	_     [60]byte
@@ -76,8 +81,17 @@ type SlotStats struct {
 	Stale     atomic.Uint64 // stale or foreign descriptors dropped
 	_         [8]byte
 
-	_ [128]byte // reserved for the control plane
+	// Latency is the step latency of the requests the slot finished: from
+	// the moment the descriptor was sent to it (the previous step's end,
+	// or the gateway's receipt) to the handler's end, queueing included.
+	// The SLO of a function is a bound on its percentiles.
+	Latency hist.H
+
+	_ [StatsSize - 128 - unsafe.Sizeof(hist.H{})]byte
 }
+
+var _ [StatsSize - unsafe.Sizeof(SlotStats{})]byte // SlotStats fills its slot exactly
+var _ [unsafe.Sizeof(SlotStats{}) - StatsSize]byte
 
 // Gateway returns the endpoint id of the app's gateway.
 func (p *Pool) Gateway() uint16 { return uint16(p.route.gateway.Load()) }
