@@ -497,6 +497,17 @@ func TestCLI(t *testing.T) {
 	if err != nil || json.Unmarshal(out, &s) != nil || len(s.Apps) != 1 || s.Apps[0].Pool.BufferSize != 64<<10 {
 		t.Fatalf("spry status -o json: %v\n%s", err, out)
 	}
+	out, err = exec.Command(spryBin, "top", "--once", "-o", "json", "--admin", n.admin).Output()
+	var top struct {
+		Functions []struct {
+			App, Function, Policy string
+			Ready, Desired        int
+		}
+	}
+	if err != nil || json.Unmarshal(out, &top) != nil || len(top.Functions) != 3 ||
+		top.Functions[0].Function != "upper" || top.Functions[0].Ready != 1 || top.Functions[0].Policy != "fixed" {
+		t.Fatalf("spry top --once -o json: %v\n%s", err, out)
+	}
 	out, err = exec.Command(spryBin, "status", "--admin", "127.0.0.1:1").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "no spry node answers") {
 		t.Fatalf("status without a node: %v\n%s", err, out)

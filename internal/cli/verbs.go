@@ -62,11 +62,16 @@ func printStatus(out io.Writer, s *node.Status) {
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  FUNCTION\tKIND\tINSTANCE\tPID\tSTATE\tINFLIGHT\tQUEUE\tSERVED\tERRORS\tRESTARTS")
 		for _, f := range a.Functions {
-			for i, in := range f.Instances {
+			shown := 0
+			for _, in := range f.Instances {
+				if in.State == "stopped" && in.PID == 0 {
+					continue // a slot the function may scale into
+				}
 				name, kind := f.Name, f.Kind+" "+f.Source
-				if i > 0 {
+				if shown > 0 {
 					name, kind = "", ""
 				}
+				shown++
 				fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", name, kind, in.ID, in.PID, in.State,
 					in.Inflight, in.Queue, in.Served, in.Errors, in.Restarts)
 			}

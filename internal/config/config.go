@@ -92,6 +92,11 @@ type Scale struct {
 	Policy   string        // PolicyMu, PolicyKPA or PolicyFixed
 	Min, Max int           // bounds of the instance count
 	SLO      time.Duration // latency objective of one step (queueing + execution), at the 99th percentile
+	// Window is how far back a scale-down looks (mu: the stabilisation
+	// window; kpa: the stable window); Idle how long without traffic
+	// before a function with Min 0 goes to zero (mu: the idle period; kpa:
+	// the grace after the stable window). 0 means the policy's default.
+	Window, Idle time.Duration
 }
 
 // Scaling policies.

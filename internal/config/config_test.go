@@ -246,7 +246,7 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:3: functions.a.scale.policy: unknown policy "fast" (known: mu, kpa, fixed)`,
 			`spry.yaml:3: functions.a.scale.max: 2 is below min (3)`,
 			`spry.yaml:3: functions.a.scale.slo: want more than 0s and at most 1h, got 0s`,
-			`spry.yaml:4: functions.b.scale.sloo: unknown field (known: min, max, slo, policy)`,
+			`spry.yaml:4: functions.b.scale.sloo: unknown field (known: min, max, slo, policy, window, idle)`,
 			`spry.yaml:4: functions.b.scale.min: want 0..256, got -1`,
 			`spry.yaml:4: functions.b.scale.max: want 1..256, got 300`,
 			`spry.yaml:5: functions.c.scale: instances (5) is outside min..max (1..4)`,
@@ -719,7 +719,7 @@ func TestScale(t *testing.T) {
 		app: s
 		functions:
 		  fixed: {builtin: upper, instances: 3}
-		  zero: {builtin: upper, scale: {min: 0, slo: 50ms}}
+		  zero: {builtin: upper, scale: {min: 0, slo: 50ms, window: 5s, idle: 2s}}
 		  kpa: {builtin: upper, instances: 2, scale: {policy: kpa, max: 4}}
 		  bare: {builtin: upper, scale: {}}
 		  big: {builtin: upper, scale: {min: 12}}
@@ -735,7 +735,7 @@ func TestScale(t *testing.T) {
 		scale     Scale
 	}{
 		"fixed": {3, Scale{Policy: PolicyFixed, Min: 3, Max: 3}},
-		"zero":  {1, Scale{Policy: PolicyMu, Min: 0, Max: DefaultMaxInstances, SLO: 50 * time.Millisecond}},
+		"zero":  {1, Scale{Policy: PolicyMu, Min: 0, Max: DefaultMaxInstances, SLO: 50 * time.Millisecond, Window: 5 * time.Second, Idle: 2 * time.Second}},
 		"kpa":   {2, Scale{Policy: PolicyKPA, Min: 1, Max: 4, SLO: DefaultSLO}},
 		"bare":  {1, Scale{Policy: PolicyMu, Min: 1, Max: DefaultMaxInstances, SLO: DefaultSLO}},
 		"big":   {12, Scale{Policy: PolicyMu, Min: 12, Max: 12, SLO: DefaultSLO}},

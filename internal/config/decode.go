@@ -68,6 +68,8 @@ type scaleSpec struct {
 	max    value[int64]
 	slo    value[time.Duration]
 	policy value[string]
+	window value[time.Duration]
+	idle   value[time.Duration]
 }
 
 type envVar struct {
@@ -94,7 +96,7 @@ var (
 	poolKeys  = []string{"buffers", "bufferSize"}
 	limitKeys = []string{"inflight"}
 	fnKeys    = []string{"builtin", "go", "exec", "instances", "concurrency", "timeout", "env", "scale"}
-	scaleKeys = []string{"min", "max", "slo", "policy"}
+	scaleKeys = []string{"min", "max", "slo", "policy", "window", "idle"}
 	chainKeys = []string{"route", "steps", "timeout", "methods", "headers"}
 )
 
@@ -214,6 +216,10 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 					sc.slo = d.duration(v, pp)
 				case "policy":
 					sc.policy = d.str(v, pp)
+				case "window":
+					sc.window = d.duration(v, pp)
+				case "idle":
+					sc.idle = d.duration(v, pp)
 				}
 			})
 		case "env":

@@ -247,6 +247,20 @@ func (sc *scaleSpec) validate(f *Function, haveInstances bool, path string, ps *
 			s.SLO = t.v
 		}
 	}
+	for _, d := range []struct {
+		v   value[time.Duration]
+		key string
+		dst *time.Duration
+	}{{sc.window, "window", &s.Window}, {sc.idle, "idle", &s.Idle}} {
+		if !d.v.ok() {
+			continue
+		}
+		if d.v.v <= 0 || d.v.v > MaxTimeout {
+			ps.add(d.v.line, path+"."+d.key, "want more than 0s and at most 1h, got %s", d.v.v)
+		} else {
+			*d.dst = d.v.v
+		}
+	}
 	if !haveInstances {
 		f.Instances = max(s.Min, 1)
 	}

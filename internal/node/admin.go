@@ -70,6 +70,7 @@ type FunctionStatus struct {
 	Kind        string           `json:"kind"`
 	Source      string           `json:"source"`
 	Concurrency int              `json:"concurrency"`
+	Scale       ScaleStatus      `json:"scale"`
 	Instances   []InstanceStatus `json:"instances"`
 }
 
@@ -111,8 +112,16 @@ func (n *Node) Status() Status {
 		}
 		for _, f := range a.fns {
 			fs := FunctionStatus{Name: f.cfg.Name, Kind: f.cfg.Kind.String(), Source: source(f.cfg), Concurrency: f.cfg.Concurrency}
+			if sc := f.scaler(); sc != nil {
+				fs.Scale = sc.status()
+			}
+			fs.Scale.Ready = 0 // as of now, not as of the last decision
 			for _, in := range f.insts {
-				fs.Instances = append(fs.Instances, in.status())
+				is := in.status()
+				if is.State == "ready" {
+					fs.Scale.Ready++
+				}
+				fs.Instances = append(fs.Instances, is)
 			}
 			as.Functions = append(as.Functions, fs)
 		}

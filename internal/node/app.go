@@ -37,13 +37,51 @@ type app struct {
 	byID map[uint16]*instance // live instances by endpoint id
 }
 
-// function is one function of an app and its instance slots.
+// function is one function of an app and its instance slots: as many as
+// its scale.max, of which the first want run.
 type function struct {
 	a     *app
 	cfg   *config.Function
 	argv  []string // program and arguments
 	base  uint32   // first pool slot
 	insts []*instance
+
+	mu   sync.Mutex
+	want int
+	sc   *scaler // nil for a fixed count
+}
+
+// setWant runs instances in slots [0, n) and drains the others. The
+// outcome of each newly started slot's first start goes to first when not
+// nil (one report per slot it starts).
+func (f *function) setWant(n int, first func() chan<- error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n = min(max(n, 0), len(f.insts))
+	f.want = n
+	for i, in := range f.insts {
+		if i < n {
+			var ch chan<- error
+			if first != nil && in.halt == nil {
+				ch = first()
+			}
+			in.run(ch)
+		} else {
+			in.stop()
+		}
+	}
+}
+
+func (f *function) scaler() *scaler {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sc
+}
+
+func (f *function) wanted() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.want
 }
 
 func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]string) (a *app, err error) {
@@ -67,7 +105,7 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 
 	slots := 0
 	for _, f := range ac.Functions {
-		slots += f.Instances
+		slots += f.Scale.Max
 	}
 	l := pool.Layout{
 		Buffers: ac.Pool.Buffers, BufferSize: ac.Pool.BufferSize,
@@ -84,13 +122,13 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 	base := uint32(0)
 	for _, fc := range ac.Functions {
 		f := &function{a: a, cfg: fc, argv: exes[fc], base: base}
-		if err := a.pool.SetFunction(uint32(fc.Index), base, uint32(fc.Instances)); err != nil {
+		if err := a.pool.SetFunction(uint32(fc.Index), base, uint32(fc.Scale.Max)); err != nil {
 			return nil, fmt.Errorf("app %s: function %s: %w", ac.Name, fc.Name, err)
 		}
-		for k := range fc.Instances {
-			f.insts = append(f.insts, &instance{f: f, slot: base + uint32(k)})
+		for k := range fc.Scale.Max {
+			f.insts = append(f.insts, &instance{f: f, slot: base + uint32(k), state: "stopped"})
 		}
-		base += uint32(fc.Instances)
+		base += uint32(fc.Scale.Max)
 		a.fns = append(a.fns, f)
 	}
 	for _, cc := range ac.Chains {
@@ -130,6 +168,7 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 	}
 	a.gw, err = gateway.NewApp(gateway.AppConfig{
 		Name: ac.Name, Pool: a.pool, Conn: a.gwConn, Inflight: ac.Limits.Inflight, Control: a.control,
+		NoInstance: a.noInstance,
 	})
 	if err != nil {
 		return nil, err
@@ -193,6 +232,41 @@ func (a *app) control(d desc.Desc) {
 	}
 }
 
+// noInstance is told that a request waits for function fn, which has no
+// ready instance: a function scaled to zero gets one (the cold start).
+func (a *app) noInstance(fn uint16) {
+	if int(fn) >= len(a.fns) {
+		return
+	}
+	f := a.fns[fn]
+	if f.scaler() != nil && f.cfg.Scale.Min == 0 && f.wanted() == 0 {
+		a.n.log.Info("cold start", "app", a.cfg.Name, "function", f.cfg.Name)
+		f.setWant(1, nil)
+	}
+}
+
+// salvage handles buffer buf, which the daemon took back from an endpoint
+// that is gone. A request that was between steps goes on: to the next
+// step's instances, or to the client when its chain is done. One whose
+// handler was running is answered 502 with msg: running it again could
+// repeat its effects.
+func (a *app) salvage(buf uint32, msg string) {
+	h := a.pool.Header(buf)
+	hop := h.Hops()
+	if hop > 0 {
+		if _, end := h.HopTimes(hop - 1); end == 0 {
+			a.gw.Fail(buf, 502, msg) // the last step started and did not end
+			return
+		}
+	}
+	fn, next := a.pool.Step(h.Chain(), hop)
+	if h.Flags()&pool.FlagStop != 0 || !next || h.ReqID() == 0 {
+		a.gw.Deliver(buf)
+		return
+	}
+	a.gw.Redispatch(buf, fn, uint8(hop))
+}
+
 func (a *app) register(id uint16, in *instance) {
 	a.mu.Lock()
 	a.byID[id] = in
@@ -214,16 +288,19 @@ func (a *app) live(id uint32) bool {
 	return a.byID[uint16(id)] != nil
 }
 
-// watch looks after the app's instances until ctx ends: it kills an
-// instance whose handler has run past its function's timeout (it is hung;
-// the supervisor restarts it and its requests are answered), and takes
+// watch looks after the app's instances until ctx ends: every tick it
+// kills instances whose handler has run past the function's timeout (hung:
+// the supervisor restarts them and their requests are answered), samples
+// the functions' load, and once per control period lets each scaled
+// function's autoscaler decide its instance count. Now and then it takes
 // back buffers held by endpoints that no longer exist (a descriptor a
 // transport lost with its dead destination).
 func (a *app) watch(ctx context.Context) {
-	t := time.NewTicker(250 * time.Millisecond)
+	const tick = 100 * time.Millisecond
+	t := time.NewTicker(tick)
 	defer t.Stop()
 	suspects := map[uint32]int{} // owner → sweeps it was seen dead
-	for {
+	for i := 1; ; i++ {
 		select {
 		case <-ctx.Done():
 			return
@@ -238,8 +315,20 @@ func (a *app) watch(ctx context.Context) {
 					in.killHung(f.cfg.Timeout)
 				}
 			}
+			if sc := f.scaler(); sc != nil {
+				sc.sample()
+			}
 		}
-		a.sweep(suspects)
+		if i%int(controlPeriod/tick) == 0 {
+			for _, f := range a.fns {
+				if sc := f.scaler(); sc != nil {
+					sc.decide()
+				}
+			}
+		}
+		if i%5 == 0 {
+			a.sweep(suspects)
+		}
 	}
 }
 
@@ -264,7 +353,7 @@ func (a *app) sweep(suspects map[uint32]int) {
 		}
 		delete(suspects, o)
 		msg := fmt.Sprintf("spry: app %s: request lost with endpoint %d", a.cfg.Name, o)
-		if k := a.pool.Reclaim(uint16(o), func(buf uint32) { a.gw.Fail(buf, 502, msg) }); k > 0 {
+		if k := a.pool.Reclaim(uint16(o), func(buf uint32) { a.salvage(buf, msg) }); k > 0 {
 			a.n.log.Warn("reclaimed buffers of a vanished endpoint", "app", a.cfg.Name, "endpoint", o, "buffers", k)
 		}
 	}

@@ -28,11 +28,49 @@ type instance struct {
 	mu       sync.Mutex
 	id       uint16
 	pid      int
-	state    string // starting, ready, restarting, stopping, stopped
+	state    string // starting, ready, restarting, draining, stopped
 	restarts int
 	lastExit string
-	ready    chan struct{} // closed when the current process announced itself
-	kill     chan string   // asks the supervisor to kill the process (why)
+	started  time.Duration      // how long the last process took from start to ready
+	ready    chan struct{}      // closed when the current process announced itself
+	kill     chan string        // asks the supervisor to kill the process (why)
+	halt     context.CancelFunc // drains and stops the supervisor; nil when none runs
+	done     chan struct{}      // closed when the last supervisor returned
+}
+
+// run starts a supervisor for the slot unless one runs. It waits for a
+// draining predecessor to finish first. The outcome of its first start goes
+// to first, when not nil. The function's mutex is held.
+func (in *instance) run(first chan<- error) {
+	if in.halt != nil {
+		if first != nil {
+			first <- nil
+		}
+		return
+	}
+	n := in.f.a.n
+	ctx, cancel := context.WithCancel(n.supCtx)
+	in.halt = cancel
+	prev, done := in.done, make(chan struct{})
+	in.done = done
+	n.sup.Add(1)
+	go func() {
+		defer n.sup.Done()
+		defer close(done)
+		if prev != nil {
+			<-prev
+		}
+		in.supervise(ctx, first)
+	}()
+}
+
+// stop drains the slot's instance and stops its supervisor, in the
+// background. The function's mutex is held.
+func (in *instance) stop() {
+	if in.halt != nil {
+		in.halt()
+		in.halt = nil
+	}
 }
 
 // InstanceStatus is an instance as /v1/status shows it.
@@ -48,16 +86,24 @@ type InstanceStatus struct {
 	Stale    uint64 `json:"stale"`
 	Restarts int    `json:"restarts"`
 	LastExit string `json:"lastExit,omitempty"`
+	// StartMillis is how long the current (or last) process took from its
+	// start to its ready message: the cold start.
+	StartMillis float64 `json:"startMillis"`
 }
 
 func (in *instance) status() InstanceStatus {
 	in.mu.Lock()
-	s := InstanceStatus{ID: in.id, Slot: in.slot, PID: in.pid, State: in.state, Restarts: in.restarts, LastExit: in.lastExit}
+	s := InstanceStatus{ID: in.id, Slot: in.slot, PID: in.pid, State: in.state, Restarts: in.restarts, LastExit: in.lastExit,
+		StartMillis: float64(in.started.Microseconds()) / 1000}
 	in.mu.Unlock()
 	st := in.f.a.pool.Stats(in.slot)
 	s.Inflight, s.Queue = st.InFlight.Load(), max(st.Queue.Load(), 0)
 	s.Served, s.Errors, s.Stale = st.Served.Load(), st.Errors.Load(), st.Stale.Load()
 	return s
+}
+
+func (s InstanceStatus) startDuration() time.Duration {
+	return time.Duration(s.StartMillis * float64(time.Millisecond))
 }
 
 func (in *instance) setState(s string) {
@@ -90,7 +136,9 @@ func (in *instance) killHung(timeout time.Duration) {
 // supervise runs the slot until ctx ends. The outcome of the first start
 // (nil once ready) goes to first.
 func (in *instance) supervise(ctx context.Context, first chan<- error) {
-	in.kill = make(chan string, 1)
+	if in.kill == nil {
+		in.kill = make(chan string, 1)
+	}
 	log := in.f.a.n.log.With("app", in.f.a.cfg.Name, "function", in.f.cfg.Name, "slot", in.slot)
 	backoff := time.Duration(0)
 	for {
@@ -166,6 +214,7 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 		return fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	ho.Close() // the child holds its endpoint now
+	spawned := time.Now()
 	in.mu.Lock()
 	in.pid = cmd.Process.Pid
 	in.mu.Unlock()
@@ -177,8 +226,11 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 	select {
 	case <-ready:
 		a.pool.SetSlotState(in.slot, pool.SlotReady)
-		in.setState("ready")
-		log.Info("instance ready", "id", id, "pid", cmd.Process.Pid)
+		took := time.Since(spawned)
+		in.mu.Lock()
+		in.state, in.started = "ready", took
+		in.mu.Unlock()
+		log.Info("instance ready", "id", id, "pid", cmd.Process.Pid, "start", took.Round(10*time.Microsecond))
 	case err := <-exited:
 		why := exitReason(err)
 		in.cleanup(id, why)
@@ -203,17 +255,31 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 		why = reason + "; killed"
 		<-exited
 	case <-ctx.Done():
-		// Stop: no new requests, finish what it holds, then go.
-		in.setState("stopping")
+		// Drain: no new requests; finish what was sent to it and what
+		// runs; then stop it.
+		in.setState("draining")
 		a.pool.SetSlotState(in.slot, pool.SlotDraining)
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			why = exitReason(err)
-		case <-time.After(n.cfg.StopGrace):
-			cmd.Process.Kill()
-			why = "did not stop in time; killed"
-			<-exited
+		st := a.pool.Stats(in.slot)
+		limit := time.Now().Add(in.f.cfg.Timeout + n.cfg.StopGrace)
+	drain:
+		for (st.Queue.Load() > 0 || st.InFlight.Load() > 0) && time.Now().Before(limit) {
+			select {
+			case err := <-exited:
+				why = exitReason(err) + " while draining"
+				break drain
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+		if why == "" {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-exited:
+				why = "stopped (" + exitReason(err) + ")"
+			case <-time.After(n.cfg.StopGrace):
+				cmd.Process.Kill()
+				why = "did not stop in time; killed"
+				<-exited
+			}
 		}
 	}
 	in.cleanup(id, why)
@@ -226,10 +292,10 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 func (in *instance) cleanup(id uint16, why string) {
 	a := in.f.a
 	a.pool.SetSlotState(in.slot, pool.SlotDead)
-	msg := fmt.Sprintf("spry: function %s: instance %d failed while holding the request (%s)", in.f.cfg.Name, id, why)
-	k := a.pool.Reclaim(id, func(buf uint32) { a.gw.Fail(buf, 502, msg) })
+	msg := fmt.Sprintf("spry: function %s: instance %d failed while running the request (%s)", in.f.cfg.Name, id, why)
+	k := a.pool.Reclaim(id, func(buf uint32) { a.salvage(buf, msg) })
 	if k > 0 {
-		a.n.log.Warn("answered the requests of a failed instance", "app", a.cfg.Name, "function", in.f.cfg.Name, "id", id, "requests", k)
+		a.n.log.Warn("took back the requests of a gone instance", "app", a.cfg.Name, "function", in.f.cfg.Name, "id", id, "requests", k)
 	}
 	a.fab.Remove(id)
 	a.unregister(id)

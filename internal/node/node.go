@@ -122,6 +122,7 @@ type Node struct {
 	uids    bool   // instances run under per-app uids
 	started time.Time
 	outMu   sync.Mutex
+	supCtx  context.Context    // the supervisors' context
 	stop    context.CancelFunc // stops the supervisors
 	sup     sync.WaitGroup     // supervisors
 	failed  chan error         // the gateway or admin server stopped on its own
@@ -142,8 +143,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.spawn = newSpawner()
-	supCtx, stop := context.WithCancel(context.Background())
-	n.stop = stop
+	n.supCtx, n.stop = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			n.Shutdown(context.Background())
@@ -178,21 +178,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	var first []chan error
 	for _, a := range n.apps {
 		for _, f := range a.fns {
-			for _, in := range f.insts {
+			f.setWant(f.cfg.Instances, func() chan<- error {
 				ch := make(chan error, 1)
 				first = append(first, ch)
-				n.sup.Add(1)
-				go func() {
-					defer n.sup.Done()
-					in.supervise(supCtx, ch)
-				}()
-			}
+				return ch
+			})
 		}
-		n.sup.Add(1)
-		go func() {
-			defer n.sup.Done()
-			a.watch(supCtx)
-		}()
 	}
 	for _, ch := range first {
 		select {
@@ -203,6 +194,27 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+	}
+	// The control loops, told how long the first instances took to start.
+	for _, a := range n.apps {
+		for _, f := range a.fns {
+			var coldStart time.Duration
+			for _, in := range f.insts {
+				coldStart = max(coldStart, in.status().startDuration())
+			}
+			sc, err := newScaler(f, coldStart)
+			if err != nil {
+				return nil, fmt.Errorf("app %s: %w", a.cfg.Name, err)
+			}
+			f.mu.Lock()
+			f.sc = sc
+			f.mu.Unlock()
+		}
+		n.sup.Add(1)
+		go func() {
+			defer n.sup.Done()
+			a.watch(n.supCtx)
+		}()
 	}
 
 	go func() {

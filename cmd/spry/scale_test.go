@@ -1,0 +1,238 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spry-dev/spry/internal/node"
+)
+
+// waitInstances waits until function fn of app has want ready instances.
+func (n *spryNode) waitInstances(app, fn string, want int, within time.Duration) {
+	n.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		f := findFunction(n.t, findApp(n.t, n.mustStatus(), app), fn)
+		if ready(f) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("%s/%s: %d ready instances after %v, want %d (scale %+v)\n%s",
+				app, fn, ready(f), within, want, f.Scale, n.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func ready(f *node.FunctionStatus) int {
+	n := 0
+	for _, in := range f.Instances {
+		if in.State == "ready" {
+			n++
+		}
+	}
+	return n
+}
+
+// A burst against a scaled function: it scales up while the burst lasts and
+// back down after, and every request is answered correctly meanwhile.
+func TestScaleUpAndDown(t *testing.T) {
+	cfg := writeConfig(t, `
+app: elastic
+limits: {inflight: 256}
+functions:
+  work:
+    builtin: sleep
+    concurrency: 2
+    scale: {min: 1, max: 4, slo: 100ms, window: 2s}
+chains:
+  work: {route: /work, steps: [work], timeout: 20s}
+`)
+	n := startNode(t, "-f", cfg)
+	n.waitInstances("elastic", "work", 1, 5*time.Second)
+	c := client(32)
+	var sent, ok atomic.Int64
+	var failures sync.Map
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	burst := func(clients int) {
+		for w := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					body := fmt.Sprintf("%d-%d", w, i)
+					sent.Add(1)
+					s, b, err := n.post(c, "/work?ms=20", body)
+					if err == nil && s == 200 && b == body {
+						ok.Add(1)
+					} else {
+						failures.Store(body, fmt.Sprintf("%d %q %v", s, b, err))
+					}
+				}
+			}()
+		}
+	}
+	// 24 clients of 20 ms requests want ~12 instances of concurrency 2:
+	// the function goes to its max.
+	burst(24)
+	n.waitInstances("elastic", "work", 4, 15*time.Second)
+	close(stop)
+	wg.Wait()
+	// Idle: back to min once the window has passed, draining as it goes.
+	n.waitInstances("elastic", "work", 1, 20*time.Second)
+	failures.Range(func(k, v any) bool {
+		t.Errorf("request %s: %s", k, v)
+		return true
+	})
+	if sent.Load() != ok.Load() || ok.Load() == 0 {
+		t.Fatalf("%d sent, %d answered correctly", sent.Load(), ok.Load())
+	}
+	n.waitFreeBuffers("elastic")
+	if !strings.Contains(n.logs(), `msg=scale`) {
+		t.Fatal("no scale event logged")
+	}
+}
+
+// Scaling down under steady traffic drains instances: no request is lost.
+func TestDrainLosesNothing(t *testing.T) {
+	cfg := writeConfig(t, `
+app: drain
+functions:
+  work:
+    builtin: sleep
+    concurrency: 4
+    instances: 4
+    scale: {min: 1, max: 4, slo: 500ms, window: 1s}
+chains:
+  work: {route: /work, steps: [work], timeout: 20s}
+`)
+	n := startNode(t, "-f", cfg)
+	n.waitInstances("drain", "work", 4, 5*time.Second)
+	c := client(4)
+	var sent, ok atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body := strconv.Itoa(w*1_000_000 + i)
+				sent.Add(1)
+				if s, b, err := n.post(c, "/work?ms=5", body); err == nil && s == 200 && b == body {
+					ok.Add(1)
+				} else {
+					t.Errorf("request %s: %d %q %v", body, s, b, err)
+				}
+			}
+		}()
+	}
+	// Light load needs one instance: three drain while traffic flows.
+	n.waitInstances("drain", "work", 1, 20*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if sent.Load() != ok.Load() {
+		t.Fatalf("%d sent, %d answered", sent.Load(), ok.Load())
+	}
+	if s := findApp(t, n.mustStatus(), "drain"); s.Requests.Failed != 0 {
+		t.Fatalf("%d requests failed", s.Requests.Failed)
+	}
+	n.waitFreeBuffers("drain")
+}
+
+// min: 0 — the function goes to zero when idle, and the next request waits
+// for a cold start and is served.
+func TestScaleToZeroAndColdStart(t *testing.T) {
+	cfg := writeConfig(t, `
+app: zero
+functions:
+  echo:
+    builtin: echo
+    scale: {min: 0, max: 2, idle: 1s, window: 1s}
+chains:
+  echo: {route: /echo, steps: [echo], timeout: 10s}
+`)
+	n := startNode(t, "-f", cfg)
+	c := client(1)
+	if s, b, err := n.post(c, "/echo", "warm"); err != nil || s != 200 || b != "warm" {
+		t.Fatalf("warm: %d %q %v", s, b, err)
+	}
+	n.waitInstances("zero", "echo", 0, 15*time.Second)
+	began := time.Now()
+	s, b, err := n.post(c, "/echo", "cold")
+	if err != nil || s != 200 || b != "cold" {
+		t.Fatalf("after scaling to zero: %d %q %v\n%s", s, b, err, n.logs())
+	}
+	f := findFunction(t, findApp(t, n.mustStatus(), "zero"), "echo")
+	var start float64
+	for _, in := range f.Instances {
+		if in.State == "ready" {
+			start = in.StartMillis
+		}
+	}
+	t.Logf("cold start: request answered in %v; the instance took %.2f ms from start to ready", time.Since(began), start)
+	if !strings.Contains(n.logs(), "cold start") {
+		t.Fatal("no cold start logged")
+	}
+	n.waitFreeBuffers("zero")
+}
+
+// Load balancing by measured service rate: of two instances, one five
+// times faster, the fast one gets the requests a lone client sends (equal
+// capacities would split them evenly).
+func TestFairShareBySpeed(t *testing.T) {
+	cfg := writeConfig(t, fmt.Sprintf(`
+app: speeds
+functions:
+  speed:
+    go: %s
+    instances: 2
+    env: {FAST_SLOT: "0", FAST_MS: "2", SLOW_MS: "10"}
+chains:
+  speed: {route: /speed, steps: [speed]}
+`, filepath.Join(repoRoot(t), "cmd", "spry", "testdata", "speed")))
+	n := startNode(t, "-f", cfg)
+	c := client(2)
+	// Both instances get measured first: two clients keep both busy.
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); {
+				n.post(c, "/speed", "x")
+			}
+		}()
+	}
+	wg.Wait()
+	// Now one client at a time: both instances idle at each pick.
+	count := map[string]int{}
+	for range 200 {
+		s, b, err := n.post(c, "/speed", "x")
+		if err != nil || s != 200 {
+			t.Fatalf("%d %q %v", s, b, err)
+		}
+		count[b]++
+	}
+	if count["0"] < 180 {
+		t.Fatalf("fast instance served %d of 200 sequential requests, slow one %d; want nearly all on the fast one", count["0"], count["1"])
+	}
+}

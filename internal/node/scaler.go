@@ -1,0 +1,210 @@
+package node
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/spry-dev/spry/internal/config"
+	"github.com/spry-dev/spry/internal/control"
+	"github.com/spry-dev/spry/internal/hist"
+	"github.com/spry-dev/spry/internal/pool"
+)
+
+// controlPeriod is how often autoscalers decide and load-balancing
+// capacities are refreshed.
+const controlPeriod = time.Second
+
+// scaler is the daemon's side of one function's control loop: it turns the
+// counters the data path keeps in the pool into observations for the
+// function's autoscaler (a deterministic state machine, internal/control),
+// acts on its decisions, and refreshes the instances' load-balancing
+// capacities from their measured service rates.
+type scaler struct {
+	f  *function
+	as control.Autoscaler
+
+	// Counters at the last decision, summed over the function's slots and
+	// per slot.
+	arrivals, served, busy uint64
+	lat                    hist.Snapshot
+	slotServed, slotBusy   []uint64
+	rates                  []float64
+	caps                   []uint32
+	ready                  []uint32 // slots whose capacity is refreshed
+
+	// Requests in the system (queued + running), sampled between decisions.
+	inSystem float64
+	samples  int
+
+	mu   sync.Mutex
+	view ScaleStatus
+}
+
+// ScaleStatus is a function's control loop as /v1/status and `spry top`
+// show it: the last decision and what it saw.
+type ScaleStatus struct {
+	Policy     string  `json:"policy"`
+	Min        int     `json:"min"`
+	Max        int     `json:"max"`
+	SLOMillis  float64 `json:"sloMillis,omitempty"`
+	Desired    int     `json:"desired"`
+	Ready      int     `json:"ready"`
+	RPS        float64 `json:"rps"`          // arrivals per second over the last period
+	Predicted  float64 `json:"predictedRps"` // the forecast the last decision used (mu)
+	ExecMillis float64 `json:"execMillis"`   // mean execution time, last period
+	P50Millis  float64 `json:"p50Millis"`    // step latency percentiles, last period
+	P99Millis  float64 `json:"p99Millis"`
+	Attainment float64 `json:"sloAttainment"` // share of last period's requests within the SLO
+	Queue      int     `json:"queue"`
+	Reason     string  `json:"reason"`
+	Warning    string  `json:"warning,omitempty"`
+}
+
+// newScaler makes the control loop of f. coldStart is the measured time an
+// instance of f takes from start to ready.
+func newScaler(f *function, coldStart time.Duration) (*scaler, error) {
+	sc := f.cfg.Scale
+	cfg := control.Config{
+		Policy: sc.Policy, MinInstances: sc.Min, MaxInstances: sc.Max,
+		Concurrency: f.cfg.Concurrency, SLO: sc.SLO, Tick: controlPeriod,
+	}
+	if sc.Policy == config.PolicyFixed {
+		cfg.Fixed.Instances = f.cfg.Instances
+		cfg.SLO = 0
+	}
+	cfg.Mu.ColdStart = max(coldStart, 10*time.Millisecond)
+	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod = sc.Window, sc.Idle
+	cfg.KPA.StableWindow, cfg.KPA.ScaleToZeroGrace = sc.Window, sc.Idle
+	as, err := control.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("function %s: autoscaler: %w", f.cfg.Name, err)
+	}
+	n := len(f.insts)
+	s := &scaler{
+		f: f, as: as,
+		slotServed: make([]uint64, n), slotBusy: make([]uint64, n),
+		rates: make([]float64, 0, n), caps: make([]uint32, 0, n), ready: make([]uint32, 0, n),
+	}
+	s.view = ScaleStatus{Policy: sc.Policy, Min: sc.Min, Max: sc.Max, Desired: f.cfg.Instances}
+	if sc.Policy != config.PolicyFixed {
+		s.view.SLOMillis = float64(sc.SLO.Microseconds()) / 1000
+	}
+	// Start from the counters as they are.
+	p := f.a.pool
+	for i, in := range f.insts {
+		st := p.Stats(in.slot)
+		s.arrivals += st.Arrivals.Load()
+		s.served += st.Served.Load()
+		s.busy += st.BusyNanos.Load()
+		s.slotServed[i], s.slotBusy[i] = st.Served.Load(), st.BusyNanos.Load()
+		l := st.Latency.Snapshot()
+		s.lat = addSnapshots(s.lat, l)
+	}
+	return s, nil
+}
+
+func addSnapshots(a, b hist.Snapshot) hist.Snapshot {
+	for i := range a.Counts {
+		a.Counts[i] += b.Counts[i]
+	}
+	a.Sum += b.Sum
+	return a
+}
+
+// sample records how many requests are in the function now.
+func (s *scaler) sample() {
+	p := s.f.a.pool
+	n := 0
+	for _, in := range s.f.insts {
+		if p.SlotState(in.slot) == pool.SlotEmpty {
+			continue
+		}
+		st := p.Stats(in.slot)
+		n += int(max(st.Queue.Load(), 0) + max(st.InFlight.Load(), 0))
+	}
+	s.inSystem += float64(n)
+	s.samples++
+}
+
+// decide runs one control period: observe, tick the autoscaler, act.
+func (s *scaler) decide() {
+	f := s.f
+	a := f.a
+	p := a.pool
+	var arrivals, served, busy uint64
+	var lat hist.Snapshot
+	var o control.Observation
+	s.rates, s.ready = s.rates[:0], s.ready[:0]
+	for i, in := range f.insts {
+		st := p.Stats(in.slot)
+		sv, bz := st.Served.Load(), st.BusyNanos.Load()
+		arrivals += st.Arrivals.Load()
+		served += sv
+		busy += bz
+		lat = addSnapshots(lat, st.Latency.Snapshot())
+		switch p.SlotState(in.slot) {
+		case pool.SlotReady:
+			o.Ready++
+			s.ready = append(s.ready, in.slot)
+			s.rates = append(s.rates, control.ServiceRate(sv-s.slotServed[i], time.Duration(bz-s.slotBusy[i]), f.cfg.Concurrency))
+			fallthrough
+		case pool.SlotDraining:
+			o.Queued += int(max(st.Queue.Load(), 0))
+			o.InFlight += int(max(st.InFlight.Load(), 0))
+		case pool.SlotStarting:
+			o.Starting++
+		}
+		s.slotServed[i], s.slotBusy[i] = sv, bz
+	}
+	o.Arrivals, o.Completions, o.Busy = arrivals-s.arrivals, served-s.served, time.Duration(busy-s.busy)
+	if s.samples > 0 {
+		o.Concurrency = s.inSystem / float64(s.samples)
+	}
+	window := lat.Sub(s.lat)
+	s.arrivals, s.served, s.busy, s.lat = arrivals, served, busy, lat
+	s.inSystem, s.samples = 0, 0
+
+	d := s.as.Tick(time.Since(a.n.started), o)
+	if d.Warning != "" {
+		a.n.log.Warn("autoscaler", "app", a.cfg.Name, "function", f.cfg.Name, "warning", d.Warning)
+	}
+	want := f.wanted()
+	if d.Desired != want {
+		a.n.log.Info("scale", "app", a.cfg.Name, "function", f.cfg.Name, "from", want, "to", d.Desired,
+			"reason", d.Reason, "rps", o.Arrivals, "predicted", fmt.Sprintf("%.1f", d.Predicted), "queue", o.Queued)
+		f.setWant(d.Desired, nil)
+	}
+
+	// Load balancing: each ready instance's capacity is its measured
+	// service rate, so a slow instance gets its share and no more.
+	s.caps = control.Capacities(s.caps, s.rates)
+	for i, slot := range s.ready {
+		p.SetCapacity(slot, s.caps[i])
+	}
+
+	v := ScaleStatus{
+		Policy: s.view.Policy, Min: s.view.Min, Max: s.view.Max, SLOMillis: s.view.SLOMillis,
+		Desired: d.Desired, Ready: o.Ready, RPS: float64(o.Arrivals) / controlPeriod.Seconds(),
+		Predicted: d.Predicted, Queue: o.Queued, Reason: d.Reason, Warning: d.Warning, Attainment: 1,
+	}
+	if o.Completions > 0 {
+		v.ExecMillis = float64(o.Busy.Microseconds()) / 1000 / float64(o.Completions)
+	}
+	if window.Count() > 0 {
+		v.P50Millis = float64(window.Quantile(0.5)) / 1e6
+		v.P99Millis = float64(window.Quantile(0.99)) / 1e6
+		if f.cfg.Scale.Policy != config.PolicyFixed {
+			v.Attainment = window.Below(int64(f.cfg.Scale.SLO))
+		}
+	}
+	s.mu.Lock()
+	s.view = v
+	s.mu.Unlock()
+}
+
+func (s *scaler) status() ScaleStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.view
+}
