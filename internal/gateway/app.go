@@ -53,12 +53,19 @@ const (
 //
 // word changes only by compare-and-swap against (seq, state) of the request
 // that holds the entry, so a completion for an older use of the same entry
-// can never succeed (no ABA: seq never repeats).
+// can never succeed (no ABA: seq never repeats). The other fields are
+// written by the connection before publish stores stWaiting, and read by
+// the completer after its compare-and-swap from stWaiting succeeds, which
+// orders them.
 type pending struct {
-	word atomic.Uint64
-	c    *conn  // the waiting connection; set before the entry is published
-	buf  uint32 // the reply buffer; written by the completer before signalling
-	_    [40]byte
+	word  atomic.Uint64
+	c     *conn  // the connection that answers the request
+	ch    *Chain // its chain, for the response's counters
+	began int64  // when its head arrived (mono ns)
+	head  bool   // a HEAD request: the response has no body
+	close bool   // the client asked to close after the response
+	buf   uint32 // the reply buffer, set by the completer
+	_     [24]byte
 }
 
 // AppStats are an app's gateway counters.
@@ -160,20 +167,26 @@ func (a *App) Run() error {
 }
 
 // acquire takes a free entry for a new request, or reports false when the
-// app is at its in-flight bound.
-func (a *App) acquire(c *conn) (idx uint32, reqID uint64, ok bool) {
+// app is at its in-flight bound. The entry is not completable until
+// publish.
+func (a *App) acquire() (idx uint32, reqID uint64, ok bool) {
 	select {
 	case idx = <-a.free:
 	default:
 		return 0, 0, false
 	}
 	seq := a.seq.Add(1)
-	e := &a.pend[idx]
-	e.c = c
-	// Publishing stWaiting under the new seq (a store, after c is set)
-	// makes the entry completable; the request id carries the same seq.
-	e.word.Store(seq<<2 | stWaiting)
 	return idx, seq<<idBits | uint64(idx), true
+}
+
+// publish makes entry idx completable by request reqID, to be answered on
+// connection c. Call it before the request's buffer leaves the gateway.
+func (a *App) publish(idx uint32, reqID uint64, c *conn, ch *Chain, began int64, head, close bool) {
+	e := &a.pend[idx]
+	e.c, e.ch, e.began, e.head, e.close = c, ch, began, head, close
+	// The store of stWaiting under the request's seq orders the fields
+	// above before a completer's compare-and-swap.
+	e.word.Store(reqID>>idBits<<2 | stWaiting)
 }
 
 // release returns an entry whose request is finished.
@@ -199,9 +212,9 @@ func (a *App) complete(buf uint32) {
 	seq := reqID >> idBits
 	if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
 		e.buf = buf
-		// The channel send orders the store to buf before the
-		// connection's read of it.
-		e.c.done <- struct{}{}
+		// Answer the client from here: no thread switch before the
+		// response goes out.
+		e.c.reply(a, idx, reqID, e)
 		return
 	}
 	a.pool.Free(buf)
@@ -215,7 +228,7 @@ func (a *App) complete(buf uint32) {
 }
 
 // abandon gives up on a request whose deadline passed. It reports false
-// when the reply won the race: the connection then takes it from done.
+// when the reply won the race (it is being answered).
 func (a *App) abandon(idx uint32, reqID uint64) bool {
 	seq := reqID >> idBits
 	return a.pend[idx].word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stAbandoned)

@@ -3,9 +3,14 @@ package gateway
 import (
 	"io"
 	"net"
+	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/mono"
@@ -15,10 +20,14 @@ import (
 // usually, the whole body of a small request read with it.
 const readBufSize = 16 << 10
 
-// conn is one client connection. Its goroutine reads a request, runs it to
-// completion and writes the response before it reads the next one, so
-// pipelined requests are answered in order. Everything it needs per request
-// lives here and is reused: serving a request allocates nothing.
+// conn is one client connection. Its goroutine reads requests, admits them
+// and sends them into their chain; the chain's reply is answered by the
+// thread that receives it (see reply.go), so a response never waits for
+// this goroutine to be scheduled. Responses go out in request order: before
+// it acts on a request, the goroutine waits until the previous one is
+// answered (pipelined requests are served one after the other). Everything
+// it needs per request lives here and is reused: serving a request
+// allocates nothing.
 type conn struct {
 	g     *Gateway
 	nc    net.Conn
@@ -29,21 +38,99 @@ type conn struct {
 	msg   []byte // the body of an error response being built
 	vec   [2][]byte
 	bufs  net.Buffers
-	done  chan struct{} // a reply for this connection's request is ready
-	timer *time.Timer
 	busy  atomic.Bool // between reading a request head and answering it
 	ch    *Chain      // the chain of the current request, nil when none
 	began int64       // when the current request's head was complete (mono ns)
+
+	// A request out in a chain. state is connIdle or connPending, or
+	// connWaiting while the goroutine waits for the answer; whoever
+	// answers sets it back to connIdle and signals idle if it was waiting.
+	state atomic.Uint32
+	idle  chan struct{}
+	// fl names the request out, for the deadline timer (which runs on its
+	// own goroutine); flMu guards it.
+	flMu  sync.Mutex
+	fl    flight
+	timer *time.Timer
+
+	raw     syscall.RawConn // for non-blocking writes off this goroutine; nil when not a socket
+	iov     [2]unix.Iovec
+	iovN    int
+	wrote   int // bytes the last non-blocking write took
+	writeFn func(fd uintptr) bool
+}
+
+// Connection states (conn.state).
+const (
+	connIdle    = iota // no request out
+	connPending        // a request is out in its chain
+	connWaiting        // ... and the goroutine waits for it to be answered
+)
+
+// flight is a request a connection has out in a chain.
+type flight struct {
+	a        *App
+	idx      uint32
+	reqID    uint64
+	deadline int64
+	ch       *Chain
+	began    int64
+	close    bool
 }
 
 func newConn(g *Gateway, nc net.Conn) *conn {
 	c := &conn{
 		g: g, nc: nc, rbuf: make([]byte, readBufSize),
 		out: make([]byte, 0, 512), msg: make([]byte, 0, 512),
-		done: make(chan struct{}, 1), timer: time.NewTimer(time.Hour),
+		idle: make(chan struct{}, 1),
 	}
+	c.timer = time.AfterFunc(time.Hour, c.expire)
 	c.timer.Stop()
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+			c.writeFn = c.writev
+		}
+	}
 	return c
+}
+
+// waitIdle returns once no request of this connection is out: the
+// connection's next response, or its close, may follow.
+//
+// The answer is usually microseconds away when the next request arrives
+// this early, and comes from a thread that would otherwise have to wake
+// this goroutine through the scheduler (see reply.go): so it spins briefly
+// (yielding the processor) before it sleeps.
+func (c *conn) waitIdle() {
+	if c.state.Load() == connIdle {
+		return
+	}
+	for spin := mono.Now() + spinWait; mono.Now() < spin; {
+		if c.state.Load() == connIdle {
+			return
+		}
+		runtime.Gosched()
+	}
+	if c.state.CompareAndSwap(connPending, connWaiting) {
+		<-c.idle
+	}
+}
+
+// spinWait bounds how long waitIdle spins before it sleeps.
+const spinWait = int64(20 * time.Microsecond)
+
+// answered marks the request out as answered (on whichever goroutine
+// answered it).
+func (c *conn) answered() {
+	c.timer.Stop()
+	c.busy.Store(false)
+	if c.g.closing.Load() {
+		c.nc.Close() // shutting down: the goroutine may be waiting for a next request
+	}
+	if c.state.Swap(connIdle) == connWaiting {
+		c.idle <- struct{}{}
+	}
 }
 
 // closeIfIdle closes the connection unless it is handling a request.
@@ -56,8 +143,10 @@ func (c *conn) closeIfIdle() {
 func (c *conn) serve() {
 	defer c.g.forget(c)
 	defer c.nc.Close()
+	defer c.waitIdle() // a response still out goes out before the close
 	for !c.g.closing.Load() {
 		n, err := c.readHead()
+		c.waitIdle()
 		if err != nil {
 			if err != errSilent {
 				c.writeError(err, nil)
@@ -73,7 +162,9 @@ func (c *conn) serve() {
 			return
 		}
 		keep := c.route()
-		c.busy.Store(false)
+		if c.state.Load() == connIdle {
+			c.busy.Store(false)
+		}
 		if !keep || c.req.close {
 			return
 		}
@@ -184,7 +275,7 @@ func (c *conn) invoke(ch *Chain) bool {
 	if c.req.length > int64(p.BufferSize()) {
 		return c.fail(errTooLarge)
 	}
-	idx, reqID, ok := a.acquire(c)
+	idx, reqID, ok := a.acquire()
 	if !ok {
 		a.stats.Rejected.Add(1)
 		c.msg = append(append(append(c.msg[:0], "spry: app "...), a.name...), " is at its in-flight limit; retry later\n"...)
@@ -227,42 +318,29 @@ func (c *conn) invoke(ch *Chain) bool {
 	h.SetChain(ch.Index)
 	h.SetTimes(now, deadline)
 	a.stats.Requests.Add(1)
+	// Out it goes. From the publication on, the reply may be answered on
+	// another thread at any moment.
+	c.flMu.Lock()
+	c.fl = flight{a: a, idx: idx, reqID: reqID, deadline: deadline, ch: ch, began: c.began, close: c.req.close}
+	c.flMu.Unlock()
+	c.state.Store(connPending)
+	a.publish(idx, reqID, c, ch, c.began, string(c.req.method) == "HEAD", c.req.close)
 	if !a.dispatch(ch.First, desc.Desc{Buf: buf, Gen: h.Gen(), Chain: ch.Index}, deadline) {
+		// No instance took it before the deadline. Nobody but this
+		// goroutine can hold the request (its buffer never left the
+		// gateway, the timer is not armed): take it back.
 		p.Free(buf)
 		a.release(idx, reqID)
 		a.stats.Rejected.Add(1)
+		c.state.Store(connIdle)
 		c.msg = append(append(append(c.msg[:0], "spry: no instance of function "...), ch.FirstName...), " could take the request\n"...)
 		c.writeResponse(503, textPlain, c.msg, false, retryAfter)
 		return true
 	}
+	// Armed after the send: a reply may already have been answered, and
+	// then the timer's firing finds nothing to expire.
 	c.timer.Reset(time.Duration(deadline - mono.Now()))
-	select {
-	case <-c.done:
-		c.timer.Stop()
-	case <-c.timer.C:
-		if a.abandon(idx, reqID) {
-			a.stats.Timeouts.Add(1)
-			c.msg = append(append(append(c.msg[:0], "spry: chain "...), ch.Name...), " did not answer in time\n"...)
-			c.writeResponse(504, textPlain, c.msg, false, nil)
-			return true
-		}
-		<-c.done // the reply won the race
-	}
-	out := a.pend[idx].buf
-	oh := p.Header(out)
-	status := int(oh.Status())
-	if status < 100 || status > 999 {
-		status = 200
-	}
-	ctype := oh.ContentType()
-	if len(ctype) == 0 || !isFieldValue(ctype) {
-		ctype = octets
-	}
-	a.stats.Replies.Add(1)
-	err := c.writeResponse(status, ctype, p.Data(out), false, nil)
-	p.Free(out)
-	a.release(idx, reqID)
-	return err == nil
+	return true
 }
 
 var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
@@ -377,28 +455,34 @@ func (c *conn) line() ([]byte, *httpError) {
 	}
 }
 
-// writeResponse writes a response: the head built in c.out, then body
-// straight from where it lies (for a chain's reply, the pool buffer) with
-// one writev.
-func (c *conn) writeResponse(status int, ctype, body []byte, close bool, extra []byte) error {
+// head builds a response head in c.out and counts the response as one of
+// chain ch (nil: of no chain) whose request arrived at began.
+func (c *conn) head(ch *Chain, began int64, status int, ctype []byte, n int, close bool, extra []byte) []byte {
 	if status < 100 || status > 999 {
 		status = 500
 	}
-	if c.ch != nil {
-		c.ch.codes[status].Add(1)
-		c.ch.latency.Observe(mono.Now() - c.began)
+	if ch != nil {
+		ch.codes[status].Add(1)
+		ch.latency.Observe(mono.Now() - began)
 	} else {
 		c.g.refused[status].Add(1)
 	}
 	o := append(c.out[:0], statusLines[status]...)
 	o = append(append(append(o, "Content-Type: "...), ctype...), "\r\n"...)
-	o = append(strconv.AppendInt(append(o, "Content-Length: "...), int64(len(body)), 10), "\r\n"...)
+	o = append(strconv.AppendInt(append(o, "Content-Length: "...), int64(n), 10), "\r\n"...)
 	o = append(append(append(o, "Date: "...), *c.g.date.Load()...), "\r\n"...)
-	if close || c.req.close || c.g.closing.Load() {
+	if close || c.g.closing.Load() {
 		o = append(o, "Connection: close\r\n"...)
 	}
 	o = append(append(o, extra...), "\r\n"...)
 	c.out = o
+	return o
+}
+
+// writeResponse writes a response the gateway makes itself: the head, then
+// body, with one writev.
+func (c *conn) writeResponse(status int, ctype, body []byte, close bool, extra []byte) error {
+	o := c.head(c.ch, c.began, status, ctype, len(body), close || c.req.close, extra)
 	if string(c.req.method) == "HEAD" {
 		body = nil
 	}

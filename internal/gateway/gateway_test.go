@@ -280,8 +280,9 @@ func TestNoInstance(t *testing.T) {
 	}
 	r.waitFree(t, 8)
 	// An instance that becomes ready while a request waits serves it.
+	r = newRig(t, 8, 4, 5*time.Second, false)
+	r.p.SetSlotState(0, pool.SlotStarting)
 	go func() { time.Sleep(30 * time.Millisecond); r.p.SetSlotState(0, pool.SlotReady) }()
-	r.g.routes["/c"].Timeout = 5 * time.Second
 	if resp, body := r.do("POST", "late"); resp.StatusCode != 200 || body != "late" {
 		t.Fatalf("got %d %q", resp.StatusCode, body)
 	}
