@@ -182,8 +182,8 @@ func (in *instance) supervise(ctx context.Context, first chan<- error) {
 var errNotReady = errors.New("instance did not announce itself in time")
 
 // runOnce runs one process in the slot, from start to exit, and cleans up
-// after it: its buffers are reclaimed and their requests answered with 502.
-// It calls onReady when the process announced itself and is in the routing
+// after it: its buffers are taken back and their requests salvaged. It
+// calls onReady when the process announced itself and is in the routing
 // table.
 func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 	Info(string, ...any)
@@ -191,6 +191,10 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 }) error {
 	a := in.f.a
 	n := a.n
+	select {
+	case <-in.kill: // meant for a process that is gone
+	default:
+	}
 	id, err := n.ids.alloc()
 	if err != nil {
 		return err
@@ -288,7 +292,7 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 
 // cleanup releases endpoint id after its process is gone: the slot leaves
 // the routing table, every buffer the process held is taken back and its
-// request answered with 502, and the endpoint is removed.
+// request salvaged (see app.salvage), and the endpoint is removed.
 func (in *instance) cleanup(id uint16, why string) {
 	a := in.f.a
 	a.pool.SetSlotState(in.slot, pool.SlotDead)
