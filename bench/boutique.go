@@ -663,7 +663,7 @@ func boutique(o Options) (*Workload, error) {
 			body := url.Values{
 				"email": {users[i] + "@example.com"}, "street_address": {strconv.Itoa(1600+i) + " Amphitheatre Parkway"},
 				"zip_code": {"94043"}, "city": {"Mountain View"}, "state": {"CA"}, "country": {"United States"},
-				"credit_card_number": {[]string{"4432-8015-6152-0454", "5555 5555 5555 4444"}[i%2]},
+				"credit_card_number":           {[]string{"4432-8015-6152-0454", "5555 5555 5555 4444"}[i%2]},
 				"credit_card_expiration_month": {"1"}, "credit_card_expiration_year": {"2030"}, "credit_card_cvv": {"672"},
 			}.Encode()
 			w.Requests = append(w.Requests, Request{Chain: "checkout", Method: "POST", Target: "/cart/checkout", Header: hdr(i+5, carts[(i+1)%4]), Body: []byte(body), Weight: 1})
