@@ -1,0 +1,145 @@
+package baseline
+
+import (
+	"context"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// The sidecar is the Knative queue-proxy's job, in a process of its own in
+// front of every function instance: a reverse proxy with a concurrency
+// breaker (at most Concurrency requests in the function, QueueDepth more
+// waiting, the rest refused with 503), a per-request timeout, and
+// per-request metrics (count, latency histogram, in-flight gauge) that a
+// stats loop aggregates every second, as the autoscaler's scrape target.
+type sidecar struct {
+	proxy    *httputil.ReverseProxy
+	slots    chan struct{} // nil: unlimited
+	waiting  atomic.Int64
+	maxQueue int64
+	timeout  time.Duration
+
+	inflight atomic.Int64
+	requests *prometheus.CounterVec
+	latency  prometheus.Histogram
+	gauge    prometheus.Gauge
+	avgConc  prometheus.Gauge
+	concSum  atomic.Int64 // in-flight × ms, for the stats loop
+}
+
+func runSidecar(ctx context.Context, c *Config) error {
+	target, err := url.Parse("http://" + c.Target)
+	if err != nil {
+		return err
+	}
+	s := &sidecar{timeout: c.Timeout, maxQueue: int64(c.QueueDepth)}
+	if s.timeout <= 0 {
+		s.timeout = 5 * time.Minute // Knative's default revision timeout
+	}
+	if c.Concurrency > 0 {
+		s.slots = make(chan struct{}, c.Concurrency)
+		if s.maxQueue <= 0 {
+			s.maxQueue = int64(10 * c.Concurrency) // queue-proxy's breaker queue depth
+		}
+	}
+	s.proxy = httputil.NewSingleHostReverseProxy(target)
+	s.proxy.Transport = transport()
+	s.proxy.BufferPool = proxyBuffers{}
+	reg := prometheus.NewRegistry()
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "revision_request_count", Help: "requests served, by response code class"}, []string{"response_code_class"})
+	s.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "revision_request_latencies", Help: "request latency in ms", Buckets: prometheus.ExponentialBuckets(0.05, 2, 20)})
+	s.gauge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "queue_requests_in_flight", Help: "requests in the function now"})
+	s.avgConc = prometheus.NewGauge(prometheus.GaugeOpts{Name: "queue_average_concurrent_requests", Help: "average concurrency over the last second"})
+	reg.MustRegister(s.requests, s.latency, s.gauge, s.avgConc)
+	mux := http.NewServeMux()
+	mux.Handle("/_qp/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/", s)
+	go s.stats(ctx)
+	return serveHTTP(ctx, c.Listen, mux)
+}
+
+// stats is the queue-proxy's reporting loop: once a second it turns the
+// in-flight samples into an average concurrency for the autoscaler.
+func (s *sidecar) stats(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			sum := s.concSum.Swap(0)
+			s.avgConc.Set(float64(sum) / float64(max(now.Sub(last).Milliseconds(), 1)))
+			last = now
+		}
+	}
+}
+
+func (s *sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if s.slots != nil {
+		if s.waiting.Add(1) > s.maxQueue+int64(cap(s.slots)) {
+			s.waiting.Add(-1)
+			s.requests.WithLabelValues("5xx").Inc()
+			http.Error(w, "pending request queue full", http.StatusServiceUnavailable)
+			return
+		}
+		select {
+		case s.slots <- struct{}{}:
+		case <-r.Context().Done():
+			s.waiting.Add(-1)
+			return
+		}
+		defer func() { <-s.slots; s.waiting.Add(-1) }()
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	s.gauge.Set(float64(s.inflight.Add(1)))
+	rec := &statusRecorder{ResponseWriter: w, status: 200}
+	s.proxy.ServeHTTP(rec, r.WithContext(ctx))
+	n := s.inflight.Add(-1)
+	s.gauge.Set(float64(n))
+	el := time.Since(start)
+	s.concSum.Add(el.Milliseconds())
+	s.latency.Observe(float64(el) / float64(time.Millisecond))
+	s.requests.WithLabelValues(codeClass(rec.status)).Inc()
+}
+
+var codeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+func codeClass(status int) string {
+	if status >= 100 && status < 600 {
+		return codeClasses[status/100-1]
+	}
+	return "5xx"
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// proxyBuffers lends the reverse proxies their copy buffers from bufPool.
+type proxyBuffers struct{}
+
+func (proxyBuffers) Get() []byte {
+	bp := bufPool.Get().(*[]byte)
+	return (*bp)[:cap(*bp)]
+}
+
+func (proxyBuffers) Put(b []byte) {
+	b = b[:0]
+	bufPool.Put(&b)
+}
