@@ -151,7 +151,7 @@ func (a Audit) Markdown(w io.Writer) {
 	for _, r := range a.Rows {
 		dir := "→"
 		if r.Answer {
-			dir = "⇠"
+			dir = "⇢"
 		}
 		head = append(head, fmt.Sprintf("%d %s%s%s", r.N, short(r.From), dir, short(r.To)))
 		sep = append(sep, "---:")

@@ -203,7 +203,7 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 		}
 	}
 	fmt.Fprintln(w, "\n## Overhead audit")
-	fmt.Fprintln(w, "\nPer transfer of a request (→) and of its answer (⇠), as in SPRIGHT's audit. The design rows follow from how the mode moves a request (see docs/benchmarks.md); context switches and read/write syscalls are measured at the receiving component's processes, per request, split over the transfers that reach it (the total is every process under test).")
+	fmt.Fprintln(w, "\nPer transfer of a request (→) and of its answer (⇢), as in SPRIGHT's audit. The design rows follow from how the mode moves a request (see docs/benchmarks.md); context switches and read/write syscalls are measured at the receiving component's processes, per request, split over the transfers that reach it (the total is every process under test).")
 	fmt.Fprintln(w)
 	for _, a := range r.Audits {
 		a.Markdown(w)

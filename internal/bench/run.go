@@ -186,6 +186,9 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 	comp := map[int]Proc{}
 	for i, p := range procs {
 		roots[i] = p.PID
+		comp[p.PID] = p
+	}
+	for _, p := range procs {
 		for _, d := range proc.Descendants(p.PID) {
 			if _, ok := comp[d]; !ok {
 				comp[d] = p

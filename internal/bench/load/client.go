@@ -41,8 +41,9 @@ func Build(method, target, host string, header [][2]string, body []byte) []byte 
 // requests and parses answers in a reusable buffer: it allocates nothing
 // per request, so the load generator costs as little as it can.
 type client struct {
-	addr  string
-	c     net.Conn
+	addr    string
+	timeout time.Duration
+	c       conn
 	buf   []byte
 	r, w  int
 	chunk []byte // decoded chunked body
@@ -53,8 +54,35 @@ var (
 	errBadReply = errors.New("malformed HTTP response")
 )
 
-func newClient(addr string) *client {
-	return &client{addr: addr, buf: make([]byte, 64<<10)}
+// conn is a client connection: a blocking socket on Linux (see rawConn),
+// a net.Conn elsewhere.
+type conn interface {
+	Read([]byte) (int, error)
+	Write([]byte) (int, error)
+	Close() error
+}
+
+// netConn is a net.Conn with a per-request deadline.
+type netConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *netConn) Read(b []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Read(b)
+}
+
+func dialNet(addr string, timeout time.Duration) (conn, error) {
+	nc, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &netConn{Conn: nc, timeout: timeout}, nil
+}
+
+func newClient(addr string, timeout time.Duration) *client {
+	return &client{addr: addr, timeout: timeout, buf: make([]byte, 64<<10)}
 }
 
 func (c *client) close() {
@@ -65,16 +93,19 @@ func (c *client) close() {
 }
 
 // do sends req and returns the status and body of the answer; the body is
-// valid until the next call.
-func (c *client) do(req []byte, deadline time.Time) (int, []byte, error) {
+// valid until the next call. A read that waits longer than the client's
+// timeout fails.
+func (c *client) do(req []byte) (int, []byte, error) {
 	if c.c == nil {
-		nc, err := net.DialTimeout("tcp", c.addr, time.Until(deadline))
+		nc, err := dial(c.addr, c.timeout)
 		if err != nil {
 			return 0, nil, err
 		}
+		if rc, ok := nc.(interface{ setTimeout(time.Duration) }); ok {
+			rc.setTimeout(c.timeout)
+		}
 		c.c, c.r, c.w = nc, 0, 0
 	}
-	c.c.SetDeadline(deadline)
 	if _, err := c.c.Write(req); err != nil {
 		c.close()
 		return 0, nil, err

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,7 +175,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	ticks := int(c.Duration/c.Tick) + 1
 	workers := make([]*worker, c.Connections)
 	for i := range workers {
-		workers[i] = &worker{cl: newClient(c.Addr), hist: NewHistogram(), byName: map[string]*hdrhistogram.Histogram{}, timeline: make([]uint64, ticks)}
+		workers[i] = &worker{cl: newClient(c.Addr, c.Timeout), hist: NewHistogram(), byName: map[string]*hdrhistogram.Histogram{}, timeline: make([]uint64, ticks)}
 	}
 	start := time.Now()
 	measureAt := start.Add(c.Warmup)
@@ -183,7 +184,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	// one sends request r, due at due (the send time in closed loop), and
 	// records the outcome when the measurement is on.
 	one := func(w *worker, r *Request, due time.Time) {
-		status, body, err := w.cl.do(r.Raw, time.Now().Add(c.Timeout))
+		status, body, err := w.cl.do(r.Raw)
 		done := time.Now()
 		if err == nil && status != r.WantStatus {
 			err = fmt.Errorf("status %d, want %d: %.200q", status, r.WantStatus, body)
@@ -230,6 +231,9 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// The connection blocks in read(2): give it its own thread.
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
 			defer w.cl.close()
 			// Warm-up and closed loop.
 			for !stop.Load() && ctx.Err() == nil {
