@@ -44,9 +44,9 @@ type client struct {
 	addr    string
 	timeout time.Duration
 	c       conn
-	buf   []byte
-	r, w  int
-	chunk []byte // decoded chunked body
+	buf     []byte
+	r, w    int
+	chunk   []byte // decoded chunked body
 }
 
 var (

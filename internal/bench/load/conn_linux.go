@@ -63,7 +63,6 @@ func (c *rawConn) Write(b []byte) (int, error) {
 	return total, nil
 }
 
-
 func (c *rawConn) setTimeout(d time.Duration) {
 	tv := unix.NsecToTimeval(int64(d))
 	unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
