@@ -93,6 +93,7 @@ See docs/benchmarks.md.`,
 	f.DurationVar(&o.Shape.BurstEvery, "burst-every", 0, "motion, parking: time between bursts (default 2s, 10s)")
 	f.IntVar(&o.Shape.BurstSize, "burst-size", 0, "motion, parking: requests per burst (default 40, 8)")
 	f.IntVar(&o.Shape.Instances, "instances", 1, "instances of every function")
+	f.StringVar(&o.Dir, "workdir", "", "keep the processes' configs and logs in this directory (default: a temporary one, removed)")
 	f.BoolVar(&goBroker, "go-broker", false, "knative: use the Go broker even when nginx is installed")
 	return cmd
 }

@@ -67,6 +67,7 @@ func runBroker(ctx context.Context, c *Config) error {
 			u := pr.In.Context().Value(upstreamKey{}).(*url.URL)
 			pr.Out.URL.Scheme, pr.Out.URL.Host = u.Scheme, u.Host
 			pr.Out.Host = u.Host
+			pr.Out.Body = limitBody(pr.In)
 		},
 		Transport:  transport(),
 		BufferPool: proxyBuffers{},

@@ -3,7 +3,9 @@ package baseline
 import (
 	"context"
 	"net/http"
-	"net/http/httputil"
+	"fmt"
+	"io"
+	"os"
 	"net/url"
 	"sync/atomic"
 	"time"
@@ -19,7 +21,8 @@ import (
 // per-request metrics (count, latency histogram, in-flight gauge) that a
 // stats loop aggregates every second, as the autoscaler's scrape target.
 type sidecar struct {
-	proxy    *httputil.ReverseProxy
+	target   string
+	client   *http.Client
 	slots    chan struct{} // nil: unlimited
 	waiting  atomic.Int64
 	maxQueue int64
@@ -48,9 +51,8 @@ func runSidecar(ctx context.Context, c *Config) error {
 			s.maxQueue = int64(10 * c.Concurrency) // queue-proxy's breaker queue depth
 		}
 	}
-	s.proxy = httputil.NewSingleHostReverseProxy(target)
-	s.proxy.Transport = transport()
-	s.proxy.BufferPool = proxyBuffers{}
+	s.target = target.Host
+	s.client = &http.Client{Transport: transport()}
 	reg := prometheus.NewRegistry()
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "revision_request_count", Help: "requests served, by response code class"}, []string{"response_code_class"})
 	s.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "revision_request_latencies", Help: "request latency in ms", Buckets: prometheus.ExponentialBuckets(0.05, 2, 20)})
@@ -102,14 +104,67 @@ func (s *sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
 	s.gauge.Set(float64(s.inflight.Add(1)))
-	rec := &statusRecorder{ResponseWriter: w, status: 200}
-	s.proxy.ServeHTTP(rec, r.WithContext(ctx))
+	status := s.proxy(ctx, w, r)
 	n := s.inflight.Add(-1)
 	s.gauge.Set(float64(n))
 	el := time.Since(start)
 	s.concSum.Add(el.Milliseconds())
 	s.latency.Observe(float64(el) / float64(time.Millisecond))
-	s.requests.WithLabelValues(codeClass(rec.status)).Inc()
+	s.requests.WithLabelValues(codeClass(status)).Inc()
+}
+
+// limitBody is r's body as the outbound request's: limited to its
+// Content-Length, so the client never reads the server's body past its end
+// (the server may close it as soon as the answer is being written, and the
+// client would then drop the connection the answer is still arriving on).
+func limitBody(r *http.Request) io.ReadCloser {
+	switch {
+	case r.ContentLength < 0:
+		return r.Body // chunked: read to its end
+	case r.ContentLength == 0:
+		return http.NoBody
+	}
+	return io.NopCloser(io.LimitReader(r.Body, r.ContentLength))
+}
+
+// hopHeaders are not forwarded (RFC 9110 §7.6.1).
+var hopHeaders = map[string]bool{"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Te": true,
+	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true}
+
+// proxy forwards r to the function and copies its answer back: a reverse
+// proxy's work (header copy, body streaming both ways, X-Forwarded-For).
+func (s *sidecar) proxy(ctx context.Context, w http.ResponseWriter, r *http.Request) int {
+	out, err := http.NewRequestWithContext(ctx, r.Method, "http://"+s.target+r.URL.RequestURI(), limitBody(r))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return http.StatusBadGateway
+	}
+	out.ContentLength = r.ContentLength
+	for k, v := range r.Header {
+		if !hopHeaders[k] {
+			out.Header[k] = v
+		}
+	}
+	out.Header["X-Forwarded-For"] = []string{r.RemoteAddr}
+	resp, err := s.client.Do(out)
+	if err != nil {
+		http.Error(w, "sidecar: "+err.Error(), http.StatusBadGateway)
+		return http.StatusBadGateway
+	}
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, v := range resp.Header {
+		if !hopHeaders[k] {
+			h[k] = v
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	buf := proxyBuffers{}.Get()
+	if _, err := io.CopyBuffer(w, resp.Body, buf); err != nil {
+		fmt.Fprintf(os.Stderr, "sidecar: copying the answer: %v (content-length %d)\n", err, resp.ContentLength)
+	}
+	proxyBuffers{}.Put(buf)
+	return resp.StatusCode
 }
 
 var codeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
@@ -119,16 +174,6 @@ func codeClass(status int) string {
 		return codeClasses[status/100-1]
 	}
 	return "5xx"
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	r.status = code
-	r.ResponseWriter.WriteHeader(code)
 }
 
 // proxyBuffers lends the reverse proxies their copy buffers from bufPool.
