@@ -2,11 +2,11 @@ package baseline
 
 import (
 	"context"
-	"net/http"
 	"fmt"
 	"io"
-	"os"
+	"net/http"
 	"net/url"
+	"os"
 	"sync/atomic"
 	"time"
 
