@@ -66,6 +66,7 @@ type ModeResult struct {
 	SyscallsMeasured bool               `json:"syscalls_measured"`
 	IdleCPUCores     float64            `json:"idle_cpu_cores"`
 	CPUCores         float64            `json:"cpu_cores"`
+	LoadgenCPUPerReq float64            `json:"loadgen_cpu_s_per_req"` // the bench process (not under test)
 	Processes        int                `json:"processes"`
 	ByRole           map[string]Cost    `json:"by_role"`
 	ByChain          map[string]Latency `json:"by_chain"`
@@ -146,16 +147,16 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 		return
 	}
 	ref := r.Modes[0]
-	fmt.Fprintln(w, "| mode | requests | errors | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | ctx sw/req | r/w syscalls/req | CPU cores busy | idle cores | processes |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| mode | requests | errors | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | ctx sw/req | r/w syscalls/req | CPU cores busy | idle cores | processes | load generator CPU µs/req |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, x := range r.Modes {
 		sys := num(x.SyscallsPerReq, 1)
 		if !x.SyscallsMeasured {
 			sys = "n/a"
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", x.Mode, x.Requests, x.Errors,
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", x.Mode, x.Requests, x.Errors,
 			num(x.RPS, 0), num(x.P50, 3), num(x.P99, 3), num(x.P999, 3), num(x.CPUPerReq*1e6, 1), num(x.CtxSwPerReq, 1), sys,
-			num(x.CPUCores, 2), num(x.IdleCPUCores, 3), x.Processes)
+			num(x.CPUCores, 2), num(x.IdleCPUCores, 3), x.Processes, num(x.LoadgenCPUPerReq*1e6, 1))
 	}
 	fmt.Fprintf(w, "\nEach mode against `%s` (same run):\n\n", ref.Mode)
 	fmt.Fprintln(w, "| mode | req/s | p50 | p99 | CPU/req | ctx sw/req | syscalls/req | idle cores |")

@@ -163,6 +163,7 @@ type modeAcc struct {
 	timeline []float64 // cores per tick, first round
 	tick     time.Duration
 	elapsed  time.Duration
+	gen      time.Duration // the load generator's CPU
 }
 
 // runOnce starts the mode, checks it answers, measures it idle (first
@@ -205,6 +206,7 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 	}
 
 	var before, after proc.Snapshot
+	var genBefore, genAfter proc.Usage // the bench itself: the load generator
 	var samples []float64
 	var sampler sync.WaitGroup
 	stopSampling := make(chan struct{})
@@ -213,6 +215,7 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 		Warmup: o.Warmup, Duration: dur, Tick: tick,
 		OnMeasure: func() {
 			before = proc.Take(roots)
+			genBefore, _ = proc.Read(os.Getpid())
 			if !first {
 				return
 			}
@@ -237,6 +240,7 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 		},
 		OnEnd: func() {
 			after = proc.Take(roots)
+			genAfter, _ = proc.Read(os.Getpid())
 			close(stopSampling)
 		},
 	}
@@ -271,6 +275,7 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 		acc.byComp[p.Component].Add(c)
 	}
 	acc.procs = len(costs)
+	acc.gen += genAfter.CPUTick - genBefore.CPUTick
 	acc.elapsed += after.At.Sub(before.At)
 	if acc.res == nil {
 		acc.res = res
@@ -325,6 +330,7 @@ func (a *modeAcc) result() ModeResult {
 	if a.elapsed > 0 {
 		r.CPUCores = a.cost.CPU.Seconds() / a.elapsed.Seconds()
 	}
+	r.LoadgenCPUPerReq = a.gen.Seconds() / n
 	if a.idleWin > 0 {
 		r.IdleCPUCores = a.idle.Seconds() / a.idleWin.Seconds()
 	}
