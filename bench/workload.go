@@ -1,0 +1,293 @@
+package bench
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spry-dev/spry/internal/builtin"
+	"github.com/spry-dev/spry/sdk"
+)
+
+// Workload is one benchmark application: its functions, its chains, the
+// requests a load generator sends and how it sends them.
+type Workload struct {
+	Name       string
+	Doc        string
+	Functions  []Function
+	Chains     []Chain
+	Requests   []Request // the request mix; the load generator cycles through it by weight
+	Traffic    Traffic
+	BufferSize int // the largest request or response body, in bytes
+	Settings   Settings
+}
+
+// Function is one function of a workload.
+type Function struct {
+	Name        string // name in the app
+	Builtin     string // the registered handler it runs
+	Instances   int
+	Concurrency int
+}
+
+// Chain is one chain of a workload.
+type Chain struct {
+	Name    string
+	Route   string
+	Steps   []string // function names
+	Methods []string
+	Headers []string // request headers the functions read
+}
+
+// Request is one request of the mix.
+type Request struct {
+	Chain  string // chain name
+	Method string
+	Target string      // path with an optional query
+	Header [][2]string // name, value
+	Body   []byte
+	Weight int // relative frequency in the mix (0 counts as 1)
+}
+
+// Traffic is how the load arrives.
+type Traffic struct {
+	// Every > 0 makes the traffic bursty: Burst requests every Every,
+	// spread evenly over Spread. Zero means steady load (closed or open
+	// loop, as the benchmark is told).
+	Every  time.Duration
+	Burst  int
+	Spread time.Duration
+}
+
+// Bursty reports whether the traffic comes in bursts.
+func (t Traffic) Bursty() bool { return t.Every > 0 && t.Burst > 0 }
+
+// Options shape a workload.
+type Options struct {
+	Steps      int           // chain: steps (1..10, default 2)
+	Payload    int           // chain: payload bytes (64 B .. 1 MiB, default 64)
+	StepCPU    time.Duration // extra CPU per step
+	Scale      float64       // motion, parking: cost multiplier (default 1 motion, 0.05 parking)
+	Chains     []string      // boutique: only these chains (default all six)
+	BurstEvery time.Duration // motion, parking: burst period
+	BurstSize  int           // motion, parking: requests per burst
+	Instances  int           // instances per function (default 1)
+	WorkRate   float64       // work units per µs (default: calibrate)
+}
+
+// Names lists the workloads.
+var Names = []string{"boutique", "motion", "parking", "chain"}
+
+// New makes workload name.
+func New(name string, o Options) (*Workload, error) {
+	if o.Instances <= 0 {
+		o.Instances = 1
+	}
+	var w *Workload
+	var err error
+	switch name {
+	case "boutique":
+		w, err = boutique(o)
+	case "motion":
+		w, err = motion(o)
+	case "parking":
+		w, err = parking(o)
+	case "chain":
+		w, err = chain(o)
+	default:
+		return nil, fmt.Errorf("bench: no workload %q (workloads: %s)", name, strings.Join(Names, ", "))
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i := range w.Functions {
+		if w.Functions[i].Instances == 0 {
+			w.Functions[i].Instances = o.Instances
+		}
+		if w.Functions[i].Concurrency == 0 {
+			w.Functions[i].Concurrency = 1
+		}
+	}
+	w.Settings.StepCPU = o.StepCPU
+	w.Settings.WorkRate = o.WorkRate
+	if w.Settings.Scale == 0 {
+		w.Settings.Scale = 1
+	}
+	return w, w.check()
+}
+
+// check verifies that the workload is consistent.
+func (w *Workload) check() error {
+	fns := map[string]bool{}
+	for _, f := range w.Functions {
+		if _, ok := builtin.Lookup(f.Builtin); !ok {
+			return fmt.Errorf("bench: %s: function %s runs unknown builtin %q", w.Name, f.Name, f.Builtin)
+		}
+		fns[f.Name] = true
+	}
+	chains := map[string]bool{}
+	for _, c := range w.Chains {
+		for _, s := range c.Steps {
+			if !fns[s] {
+				return fmt.Errorf("bench: %s: chain %s: unknown function %q", w.Name, c.Name, s)
+			}
+		}
+		chains[c.Name] = true
+	}
+	if len(w.Requests) == 0 {
+		return fmt.Errorf("bench: %s: no requests", w.Name)
+	}
+	for _, r := range w.Requests {
+		if !chains[r.Chain] {
+			return fmt.Errorf("bench: %s: request for unknown chain %q", w.Name, r.Chain)
+		}
+		if len(r.Body) > w.BufferSize {
+			return fmt.Errorf("bench: %s: request body of %d bytes is larger than the buffer size %d", w.Name, len(r.Body), w.BufferSize)
+		}
+	}
+	return nil
+}
+
+// Chain returns the chain called name.
+func (w *Workload) Chain(name string) *Chain {
+	for i := range w.Chains {
+		if w.Chains[i].Name == name {
+			return &w.Chains[i]
+		}
+	}
+	return nil
+}
+
+// Function returns the function called name.
+func (w *Workload) Function(name string) *Function {
+	for i := range w.Functions {
+		if w.Functions[i].Name == name {
+			return &w.Functions[i]
+		}
+	}
+	return nil
+}
+
+// Handler returns the handler function name runs.
+func (w *Workload) Handler(name string) sdk.Handler {
+	f := w.Function(name)
+	if f == nil {
+		return nil
+	}
+	b, _ := builtin.Lookup(f.Builtin)
+	return b.Handler
+}
+
+// Mix expands the requests by weight into the order a load generator
+// cycles through, interleaving the chains.
+func (w *Workload) Mix() []int {
+	var mix []int
+	left := make([]int, len(w.Requests))
+	for i, r := range w.Requests {
+		left[i] = max(r.Weight, 1)
+	}
+	for {
+		added := false
+		for i := range left {
+			if left[i] > 0 {
+				mix = append(mix, i)
+				left[i]--
+				added = true
+			}
+		}
+		if !added {
+			return mix
+		}
+	}
+}
+
+// register adds the handlers as builtins.
+func register(prefix string, fns map[string]struct {
+	doc string
+	h   sdk.Handler
+}) {
+	names := make([]string, 0, len(fns))
+	for n := range fns {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		builtin.Register(prefix+n, fns[n].doc, fns[n].h)
+	}
+}
+
+// Context documents: the boutique, motion and parking steps pass a small
+// text document of "key=value" lines and append their results to it in
+// place (Response.Buffer and SetLen), the way a zero-copy step should.
+
+// field returns the value of the last line "key=…" in doc.
+func field(doc []byte, key string) []byte {
+	var v []byte
+	for len(doc) > 0 {
+		i := 0
+		for i < len(doc) && doc[i] != '\n' {
+			i++
+		}
+		line := doc[:i]
+		if len(line) > len(key) && line[len(key)] == '=' && string(line[:len(key)]) == key {
+			v = line[len(key)+1:]
+		}
+		if i < len(doc) {
+			i++
+		}
+		doc = doc[i:]
+	}
+	return v
+}
+
+// appender appends lines to a step's payload in place.
+type appender struct {
+	res *sdk.Response
+	buf []byte
+	n   int
+	err error
+}
+
+func newAppender(req *sdk.Request, res *sdk.Response) appender {
+	return appender{res: res, buf: res.Buffer(), n: len(req.Payload())}
+}
+
+func (a *appender) add(parts ...string) {
+	for _, p := range parts {
+		if a.err != nil {
+			return
+		}
+		if len(p) > len(a.buf)-a.n {
+			a.err = sdk.Errorf(507, "bench: context document outgrew its buffer")
+			return
+		}
+		a.n += copy(a.buf[a.n:], p)
+	}
+}
+
+func (a *appender) addBytes(p []byte) {
+	if a.err != nil {
+		return
+	}
+	if len(p) > len(a.buf)-a.n {
+		a.err = sdk.Errorf(507, "bench: context document outgrew its buffer")
+		return
+	}
+	a.n += copy(a.buf[a.n:], p)
+}
+
+// line appends "key=value\n".
+func (a *appender) line(key string, value ...string) {
+	a.add(key, "=")
+	a.add(value...)
+	a.add("\n")
+}
+
+func (a *appender) done() error {
+	if a.err != nil {
+		return a.err
+	}
+	a.res.SetLen(a.n)
+	return nil
+}

@@ -1,0 +1,215 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spry-dev/spry/bench"
+)
+
+// spryBin is the spry binary the end-to-end tests run (built in TestMain).
+var spryBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "spry-bench-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Chmod(dir, 0o755)
+	spryBin = filepath.Join(dir, "spry")
+	if out, err := exec.Command("go", "build", "-o", spryBin, "../../cmd/spry").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build spry: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// children lists this process's live child processes.
+func children(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, task := range tasks {
+		b, _ := os.ReadFile("/proc/self/task/" + task.Name() + "/children")
+		for _, f := range bytes.Fields(b) {
+			if alive(atoi(string(f))) {
+				out = append(out, string(f))
+			}
+		}
+	}
+	return out
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// Every mode this build offers runs every workload for a moment: every
+// answer is checked against the chain run in-process, nothing fails, and
+// no process is left behind.
+func TestEveryModeEveryWorkload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	workloads := []struct {
+		name  string
+		shape bench.Options
+	}{
+		{"chain", bench.Options{Steps: 3, Payload: 4 << 10}},
+		{"boutique", bench.Options{}},
+		{"motion", bench.Options{Scale: 0.05, BurstEvery: 250 * time.Millisecond, BurstSize: 6}},
+		{"parking", bench.Options{Scale: 0.0005, BurstEvery: 250 * time.Millisecond, BurstSize: 3}},
+	}
+	modes := ModeNames()
+	for _, wl := range workloads {
+		t.Run(wl.name, func(t *testing.T) {
+			rep, err := Run(context.Background(), Options{
+				Workload: wl.name, Shape: wl.shape, Modes: modes, Duration: 600 * time.Millisecond,
+				Rounds: 1, Connections: 2, Idle: 100 * time.Millisecond, Exe: spryBin,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Modes) != len(modes) {
+				t.Fatalf("%d mode results for %d modes", len(rep.Modes), len(modes))
+			}
+			for _, m := range rep.Modes {
+				if m.Errors != 0 || m.Requests == 0 {
+					t.Errorf("%s: %d answered, %d errors: %s", m.Mode, m.Requests, m.Errors, m.FirstError)
+				}
+				if m.CPUPerReq <= 0 || m.Processes < 2 {
+					t.Errorf("%s: CPU %v s/req over %d processes", m.Mode, m.CPUPerReq, m.Processes)
+				}
+			}
+			dir := t.TempDir()
+			if err := rep.Write(dir); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"report.json", "report.md", "throughput.png", "cpu.png", "latency_cdf.png", "cpu_timeline.png"} {
+				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+					t.Error(err)
+				}
+			}
+			if left := children(t); len(left) > 0 {
+				t.Fatalf("processes left running: %v", left)
+			}
+		})
+	}
+}
+
+// A mode the build does not offer is refused by name; the tests above run
+// only the modes it does (skmsg, poll, adaptive appear once merged).
+func TestModes(t *testing.T) {
+	for _, name := range []string{"skmsg", "poll", "adaptive"} {
+		_, err := NewMode(name)
+		if !slices.Contains(ModeNames(), name) {
+			if err == nil {
+				t.Errorf("mode %s accepted but not in this build", name)
+			}
+			t.Logf("mode %s not in this build: skipped", name)
+		} else if err != nil {
+			t.Errorf("mode %s: %v", name, err)
+		}
+	}
+	if _, err := NewMode("carrier-pigeon"); err == nil {
+		t.Error("unknown mode accepted")
+	}
+}
+
+// The audit's design columns follow from the transfers: SPRIGHT's
+// accounting for a two-step chain.
+func TestAuditDesign(t *testing.T) {
+	c := &bench.Chain{Name: "c", Steps: []string{"a", "b"}}
+	cases := []struct {
+		mode                       string
+		transfers                  int
+		copies, proto, ser, deserl int
+	}{
+		// client→gw, gw→a, a→b, b→gw, gw→client: the two socket copies
+		// and one parse/encode at the gateway, nothing inside the chain.
+		{"uds", 5, 2, 2, 1, 1},
+		// client→fn a, a→b, and back: 1+2+2+1 copies over TCP.
+		{"http", 4, 6, 4, 3, 3},
+		// as http, plus protobuf encode/decode copies on the a↔b legs.
+		{"grpc", 4, 10, 4, 3, 3},
+		// client→broker→sidecar→a→broker→sidecar→b, and back: 12 TCP
+		// transfers, of which 2 touch the client.
+		{"knative", 12, 22, 12, 11, 11},
+	}
+	for _, tc := range cases {
+		m, err := NewMode(tc.mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := m.Path(c)
+		a := BuildAudit(tc.mode, "c", path, nil, nil, Measured{})
+		got := a.Totals
+		if len(path) != tc.transfers || got.Copies != tc.copies || got.Proto != tc.proto || got.Ser != tc.ser || got.Deser != tc.deserl {
+			t.Errorf("%s: %d transfers, totals %+v; want %d transfers, copies %d proto %d ser %d deser %d",
+				tc.mode, len(path), got, tc.transfers, tc.copies, tc.proto, tc.ser, tc.deserl)
+		}
+		for _, r := range a.Rows {
+			if strings.HasPrefix(r.Via, "descriptor") && (r.Copies != 0 || r.Proto != 0 || r.Ser != 0) {
+				t.Errorf("%s: a descriptor transfer costs %+v", tc.mode, r)
+			}
+		}
+	}
+}
+
+// spry audit against a running node: every transfer is listed and the
+// node's processes are measured.
+func TestAuditNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	w, err := bench.New("chain", bench.Options{Steps: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := NewMode(ModeNames()[0])
+	dir, err := os.MkdirTemp("", "spry-audit-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755) // instances run under other uids as root
+	sys, err := m.Start(context.Background(), w, Env{Exe: spryBin, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := sys.Stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	var out bytes.Buffer
+	a, err := AuditNode(context.Background(), AuditOptions{Admin: sys.(*spryRun).admin, Route: "/chain",
+		Body: w.Requests[0].Body, Requests: 500, Connections: 2}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Rows) != 5 || a.Totals.Copies != 2 || a.CtxSwPerReq <= 0 {
+		t.Fatalf("audit %+v\n%s", a, out.String())
+	}
+	if os.Geteuid() == 0 && (a.Rows[1].Syscalls == nil || a.Totals.Syscalls == nil) {
+		t.Errorf("as root, syscalls are measured:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "gateway") {
+		t.Errorf("output:\n%s", out.String())
+	}
+}

@@ -1,0 +1,523 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spry-dev/spry/bench"
+	"github.com/spry-dev/spry/internal/bench/baseline"
+	"github.com/spry-dev/spry/internal/transport"
+)
+
+// Roles of the processes under test.
+const (
+	RoleGateway  = "gateway" // Spry's node daemon (gateway, supervisor, admin API)
+	RoleFunction = "function"
+	RoleSidecar  = "sidecar"
+	RoleBroker   = "broker"
+)
+
+// Proc is one process of a system under test.
+type Proc struct {
+	PID       int
+	Role      string
+	Component string // the hop endpoint it is: "gateway", "broker", "fn:NAME", "sidecar:NAME"
+}
+
+// System is one mode running one workload.
+type System interface {
+	// Addr is where the load generator sends the client's requests.
+	Addr() string
+	// Procs lists the processes under test now.
+	Procs() []Proc
+	// Stop stops every process and reports any that survived.
+	Stop() error
+}
+
+// Env is what modes need to start a workload.
+type Env struct {
+	Exe string // the spry executable
+	Dir string // a scratch directory for configs and logs
+}
+
+// Mode is a way to run a workload's chains.
+type Mode interface {
+	Name() string
+	// Start runs w and returns once it can take requests.
+	Start(ctx context.Context, w *bench.Workload, env Env) (System, error)
+	// Path describes what happens to a request of chain c, transfer by
+	// transfer (request and answer), as this mode is built.
+	Path(c *bench.Chain) []Transfer
+}
+
+// Baseline mode names.
+const (
+	ModeKnative = "knative"
+	ModeHTTP    = "http"
+	ModeGRPC    = "grpc"
+)
+
+// ModeNames lists every mode this build offers: each Spry transport, then
+// the baselines.
+func ModeNames() []string {
+	return append(slices.Clone(transport.Names), ModeKnative, ModeHTTP, ModeGRPC)
+}
+
+// NewMode returns mode name.
+func NewMode(name string) (Mode, error) {
+	switch name {
+	case ModeKnative, ModeHTTP, ModeGRPC:
+		return &baselineMode{name: name}, nil
+	}
+	if slices.Contains(transport.Names, name) {
+		return &spryMode{transport: name}, nil
+	}
+	return nil, fmt.Errorf("bench: no mode %q (this build has: %s)", name, strings.Join(ModeNames(), ", "))
+}
+
+// ---- Spry ----
+
+type spryMode struct{ transport string }
+
+func (m *spryMode) Name() string { return m.transport }
+
+type spryRun struct {
+	node  *child
+	addr  string
+	admin string
+}
+
+// appYAML writes w as a spry.yaml.
+func appYAML(w *bench.Workload, transport string) string {
+	var b strings.Builder
+	bufSize := max(w.BufferSize, 16<<10)
+	bufs := 512
+	if bufSize >= 512<<10 {
+		bufs = 256
+	}
+	fmt.Fprintf(&b, "app: bench\ntransport: %s\npool:\n  buffers: %d\n  bufferSize: %d\nlimits:\n  inflight: %d\nfunctions:\n", transport, bufs, bufSize, bufs/2)
+	env := w.Settings.Env()
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, f := range w.Functions {
+		fmt.Fprintf(&b, "  %s:\n    builtin: %s\n    instances: %d\n    concurrency: %d\n    timeout: 10m\n", f.Name, f.Builtin, f.Instances, f.Concurrency)
+		if len(keys) > 0 {
+			b.WriteString("    env:\n")
+			for _, k := range keys {
+				fmt.Fprintf(&b, "      %s: %q\n", k, env[k])
+			}
+		}
+	}
+	b.WriteString("chains:\n")
+	for _, c := range w.Chains {
+		fmt.Fprintf(&b, "  %s:\n    route: %s\n    steps: [%s]\n    methods: [%s]\n    timeout: 10m\n", c.Name, c.Route, strings.Join(c.Steps, ", "), strings.Join(c.Methods, ", "))
+		if len(c.Headers) > 0 {
+			fmt.Fprintf(&b, "    headers: [%s]\n", strings.Join(c.Headers, ", "))
+		}
+	}
+	return b.String()
+}
+
+func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (System, error) {
+	dir := filepath.Join(env.Dir, m.transport)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "spry.yaml")
+	if err := os.WriteFile(cfg, []byte(appYAML(w, m.transport)), 0o644); err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(env.Exe, "up", "-f", cfg, "--listen", ports[0], "--admin", ports[1],
+		"--transport", m.transport, "--runtime-dir", filepath.Join(dir, "run"), "--cache-dir", filepath.Join(dir, "cache"),
+		"--log-level", "warn", "--drain-timeout", "5s")
+	cmd.Env = os.Environ()
+	node, err := startChild("spry node ("+m.transport+")", cmd, filepath.Join(dir, "node.log"))
+	if err != nil {
+		return nil, err
+	}
+	r := &spryRun{node: node, addr: ports[0], admin: ports[1]}
+	// The node binds its ports first and serves once every instance is
+	// ready: wait for the admin API to answer.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := fetchStatus(r.admin); err == nil {
+			return r, nil
+		}
+		if node.exited() || time.Now().After(deadline) || ctx.Err() != nil {
+			r.node.stop(5 * time.Second)
+			log, _ := os.ReadFile(filepath.Join(dir, "node.log"))
+			return nil, fmt.Errorf("bench: spry node (%s) did not come up: %s", m.transport, tail(log, 2000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *spryRun) Addr() string { return r.addr }
+
+// status is the part of the admin API's /v1/status the bench reads.
+type status struct {
+	Node struct {
+		PID    int    `json:"pid"`
+		Listen string `json:"listen"`
+	} `json:"node"`
+	Apps []struct {
+		Transport string `json:"transport"`
+		Functions []struct {
+			Name      string `json:"name"`
+			Instances []struct {
+				PID int `json:"pid"`
+			} `json:"instances"`
+		} `json:"functions"`
+		Chains []struct {
+			Name  string   `json:"name"`
+			Route string   `json:"route"`
+			Steps []string `json:"steps"`
+		} `json:"chains"`
+	} `json:"apps"`
+}
+
+func fetchStatus(admin string) (*status, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + admin + "/v1/status")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return nil, fmt.Errorf("admin API: %s: %s", resp.Status, b)
+	}
+	var s status
+	return &s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// nodeProcs lists a node's processes from its admin API.
+func nodeProcs(admin string) ([]Proc, error) {
+	s, err := fetchStatus(admin)
+	if err != nil {
+		return nil, err
+	}
+	ps := []Proc{{PID: s.Node.PID, Role: RoleGateway, Component: "gateway"}}
+	for _, a := range s.Apps {
+		for _, f := range a.Functions {
+			for _, in := range f.Instances {
+				if in.PID > 0 {
+					ps = append(ps, Proc{PID: in.PID, Role: RoleFunction, Component: "fn:" + f.Name})
+				}
+			}
+		}
+	}
+	return ps, nil
+}
+
+func (r *spryRun) Procs() []Proc {
+	ps, err := nodeProcs(r.admin)
+	if err != nil {
+		return []Proc{{PID: r.node.pid(), Role: RoleGateway, Component: "gateway"}}
+	}
+	return ps
+}
+
+func (r *spryRun) Stop() error {
+	ps := r.Procs()
+	r.node.stop(15 * time.Second)
+	return survivors(ps)
+}
+
+func survivors(ps []Proc) error {
+	var left []string
+	deadline := time.Now().Add(5 * time.Second)
+	for _, p := range ps {
+		for alive(p.PID) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if alive(p.PID) {
+			left = append(left, fmt.Sprintf("%s pid %d", p.Component, p.PID))
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("bench: processes left running: %s", strings.Join(left, ", "))
+	}
+	return nil
+}
+
+// Path: the gateway parses the request once and writes the body into the
+// pool; from there every hop is a descriptor over the transport, and the
+// last step's descriptor goes straight back to the gateway.
+func (m *spryMode) Path(c *bench.Chain) []Transfer {
+	desc := "descriptor/" + m.transport
+	t := []Transfer{{From: "client", To: "gateway", Medium: MediumTCP, Codec: CodecHTTP}}
+	prev := "gateway"
+	for _, s := range c.Steps {
+		t = append(t, Transfer{From: prev, To: "fn:" + s, Medium: desc, Codec: CodecNone})
+		prev = "fn:" + s
+	}
+	t = append(t, Transfer{From: prev, To: "gateway", Medium: desc, Codec: CodecNone, Answer: true},
+		Transfer{From: "gateway", To: "client", Medium: MediumTCP, Codec: CodecHTTP, Answer: true})
+	return t
+}
+
+// ---- baselines ----
+
+type baselineMode struct{ name string }
+
+func (m *baselineMode) Name() string { return m.name }
+
+type baselineRun struct {
+	addr     string
+	children []*child
+	procs    []Proc
+}
+
+func (r *baselineRun) Addr() string  { return r.addr }
+func (r *baselineRun) Procs() []Proc { return r.procs }
+
+func (r *baselineRun) Stop() error {
+	for _, c := range r.children {
+		c.stop(5 * time.Second)
+	}
+	return survivors(r.procs)
+}
+
+// BrokerKind says what the knative mode's broker is: "nginx VERSION" when
+// nginx is installed, else "go reverse proxy".
+func BrokerKind() string {
+	path, err := exec.LookPath("nginx")
+	if err != nil {
+		if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
+			return "go reverse proxy"
+		}
+		path = "/usr/sbin/nginx"
+	}
+	out, err := exec.Command(path, "-v").CombinedOutput()
+	if err != nil {
+		return "go reverse proxy"
+	}
+	v := strings.TrimSpace(string(out))
+	if _, after, ok := strings.Cut(v, "nginx/"); ok {
+		v = "nginx " + after
+	}
+	return v
+}
+
+func nginxPath() string {
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
+		return "/usr/sbin/nginx"
+	}
+	return ""
+}
+
+// ForceGoBroker makes the knative mode use the Go broker even when nginx is
+// installed (tests and comparisons).
+var ForceGoBroker = false
+
+func (m *baselineMode) Start(ctx context.Context, w *bench.Workload, env Env) (_ System, err error) {
+	dir := filepath.Join(env.Dir, m.name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	r := &baselineRun{}
+	defer func() {
+		if err != nil {
+			r.Stop()
+		}
+	}()
+	var chains []baseline.ChainInfo
+	for _, c := range w.Chains {
+		chains = append(chains, baseline.ChainInfo{Name: c.Name, Route: c.Route, Steps: c.Steps, Headers: c.Headers})
+	}
+	// Addresses: per instance an HTTP port (and a gRPC one, or a sidecar
+	// one), and the broker's.
+	type inst struct {
+		fn               bench.Function
+		k                int
+		http, grpc, side string
+	}
+	var insts []*inst
+	nports := 1
+	for _, f := range w.Functions {
+		for k := range f.Instances {
+			insts = append(insts, &inst{fn: f, k: k})
+			nports += 2
+		}
+	}
+	ports, err := freePorts(nports)
+	if err != nil {
+		return nil, err
+	}
+	brokerAddr := ports[0]
+	next := map[string][]string{}
+	upstreams := map[string][]string{}
+	for i, in := range insts {
+		in.http = ports[1+2*i]
+		switch m.name {
+		case ModeGRPC:
+			in.grpc = ports[2+2*i]
+			next[in.fn.Name] = append(next[in.fn.Name], in.grpc)
+		case ModeKnative:
+			in.side = ports[2+2*i]
+			upstreams[in.fn.Name] = append(upstreams[in.fn.Name], in.side)
+		default:
+			next[in.fn.Name] = append(next[in.fn.Name], in.http)
+		}
+	}
+	firsts := map[string]bool{}
+	routes := map[string]string{}
+	for _, c := range w.Chains {
+		firsts[c.Steps[0]] = true
+		routes[c.Route] = c.Steps[0]
+	}
+	settings := w.Settings.Env()
+	start := func(name, logName string, c baseline.Config) (*child, error) {
+		js, err := json.Marshal(c)
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(env.Exe, "bench-proc")
+		cmd.Env = append(os.Environ(), baseline.EnvConfig+"="+string(js))
+		for k, v := range settings {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		ch, err := startChild(name, cmd, filepath.Join(dir, logName+".log"))
+		if err != nil {
+			return nil, err
+		}
+		r.children = append(r.children, ch)
+		return ch, nil
+	}
+	var waits []func() error
+	for _, in := range insts {
+		c := baseline.Config{Role: baseline.RoleFn, Function: in.fn.Name, Builtin: in.fn.Builtin, Proto: m.name,
+			Chains: chains, Next: next, BufferSize: max(w.BufferSize, 16<<10), Broker: brokerAddr}
+		switch m.name {
+		case ModeGRPC:
+			c.GRPC = in.grpc
+			if firsts[in.fn.Name] {
+				c.HTTP = in.http // the chain's entry: HTTP from the client
+			}
+		default:
+			c.HTTP = in.http
+		}
+		tag := fmt.Sprintf("%s-%d", in.fn.Name, in.k)
+		ch, err := start(m.name+" "+tag, "fn-"+tag, c)
+		if err != nil {
+			return nil, err
+		}
+		r.procs = append(r.procs, Proc{PID: ch.pid(), Role: RoleFunction, Component: "fn:" + in.fn.Name})
+		for _, a := range []string{c.HTTP, c.GRPC} {
+			if a != "" {
+				waits = append(waits, func() error { return waitListening(a, 30*time.Second, ch) })
+			}
+		}
+		if m.name == ModeKnative {
+			sc := baseline.Config{Role: baseline.RoleSidecar, Listen: in.side, Target: in.http, Timeout: 10 * time.Minute}
+			sch, err := start("sidecar "+tag, "sidecar-"+tag, sc)
+			if err != nil {
+				return nil, err
+			}
+			r.procs = append(r.procs, Proc{PID: sch.pid(), Role: RoleSidecar, Component: "sidecar:" + in.fn.Name})
+			waits = append(waits, func() error { return waitListening(in.side, 30*time.Second, sch) })
+		}
+	}
+	switch m.name {
+	case ModeKnative:
+		bc := baseline.Config{Role: baseline.RoleBroker, Listen: brokerAddr, Routes: routes, Upstreams: upstreams}
+		var bch *child
+		if ng := nginxPath(); ng != "" && !ForceGoBroker {
+			conf, err := baseline.NginxConfig(filepath.Join(dir, "nginx"), brokerAddr, &bc)
+			if err != nil {
+				return nil, err
+			}
+			bch, err = startChild("nginx broker", exec.Command(ng, "-c", conf, "-p", filepath.Dir(conf)), filepath.Join(dir, "nginx.log"))
+			if err != nil {
+				return nil, err
+			}
+			r.children = append(r.children, bch)
+		} else if bch, err = start("go broker", "broker", bc); err != nil {
+			return nil, err
+		}
+		r.procs = append(r.procs, Proc{PID: bch.pid(), Role: RoleBroker, Component: "broker"})
+		waits = append(waits, func() error { return waitListening(brokerAddr, 30*time.Second, bch) })
+		r.addr = brokerAddr
+	default:
+		// The client talks to the first function of its chain; all
+		// chains of a workload start with the same function.
+		for _, in := range insts {
+			if firsts[in.fn.Name] {
+				r.addr = in.http
+				break
+			}
+		}
+	}
+	if len(firsts) != 1 && m.name != ModeKnative {
+		return nil, fmt.Errorf("bench: %s: chains start at different functions; the direct modes need one entry", m.name)
+	}
+	for _, wt := range waits {
+		if err := wt(); err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", m.name, err)
+		}
+	}
+	return r, nil
+}
+
+// Path: nested calls. knative: client → broker → sidecar → function, and
+// every later hop function → broker → sidecar → function; the answers come
+// back the same way. http and grpc: client → first function, then function
+// to function directly (gRPC between functions).
+func (m *baselineMode) Path(c *bench.Chain) []Transfer {
+	codec := CodecHTTP
+	if m.name == ModeGRPC {
+		codec = CodecGRPC
+	}
+	var req []Transfer
+	prev := "client"
+	for i, s := range c.Steps {
+		fn := "fn:" + s
+		cd := codec
+		if i == 0 {
+			cd = CodecHTTP // the client speaks HTTP/1.1
+		}
+		if m.name == ModeKnative {
+			req = append(req,
+				Transfer{From: prev, To: "broker", Medium: MediumTCP, Codec: CodecHTTP},
+				Transfer{From: "broker", To: "sidecar:" + s, Medium: MediumTCP, Codec: CodecHTTP},
+				Transfer{From: "sidecar:" + s, To: fn, Medium: MediumTCP, Codec: CodecHTTP})
+		} else {
+			req = append(req, Transfer{From: prev, To: fn, Medium: MediumTCP, Codec: cd})
+		}
+		prev = fn
+	}
+	t := slices.Clone(req)
+	for i := len(req) - 1; i >= 0; i-- {
+		a := req[i]
+		t = append(t, Transfer{From: a.To, To: a.From, Medium: a.Medium, Codec: a.Codec, Answer: true})
+	}
+	return t
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return strings.TrimSpace(string(b))
+}

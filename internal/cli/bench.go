@@ -1,0 +1,195 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spry-dev/spry/bench"
+	ibench "github.com/spry-dev/spry/internal/bench"
+	"github.com/spry-dev/spry/internal/bench/baseline"
+)
+
+// benchCommands are the benchmark verbs: bench, audit, and the hidden
+// bench-proc that runs the baselines' processes.
+func benchCommands() []*cobra.Command {
+	return []*cobra.Command{benchCmd(), auditCmd(), benchProcCmd()}
+}
+
+func benchCmd() *cobra.Command {
+	var (
+		o                  ibench.Options
+		modes, out, chains string
+		payload            string
+		goBroker           bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench WORKLOAD",
+		Short: "Benchmark a workload on Spry's transports against Knative-style, HTTP and gRPC baselines",
+		Long: `Benchmark a workload (` + strings.Join(bench.Names, ", ") + `) on every mode given: each Spry
+transport of this build (` + strings.Join(ibench.ModeNames()[:len(ibench.ModeNames())-3], ", ") + `) and the baselines knative (function +
+sidecar per instance, a broker on every hop), http (functions call each other over
+HTTP/1.1) and grpc (over gRPC). Every process runs separately; their CPU, context switches
+and read/write syscalls are read from /proc. Writes report.json, report.md and plots to --out.
+See docs/benchmarks.md.`,
+		Example: `  spry bench chain --steps 2 --payload 64 --modes uds,knative,http,grpc --duration 30s --out results/chain
+  spry bench boutique --chains home --connections 32 --out results/home
+  spry bench parking --scale 0.05 --duration 60s`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Workload = args[0]
+			o.Modes = splitList(modes)
+			o.Shape.Chains = splitList(chains)
+			if payload != "" {
+				n, err := parseBytes(payload)
+				if err != nil {
+					return exitError{2, fmt.Sprintf("--payload %q: want a size like 64, 64B, 4KiB, 1MiB", payload)}
+				}
+				o.Shape.Payload = int(n)
+			}
+			ibench.ForceGoBroker = goBroker
+			o.Log = cmd.ErrOrStderr()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := ibench.Run(ctx, o)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			for _, m := range rep.Modes {
+				fmt.Fprintln(w, m.String())
+			}
+			if out != "" {
+				if err := rep.Write(out); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "report: %s/report.md\n", out)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&modes, "modes", strings.Join(ibench.ModeNames(), ","), "modes to compare, the first is the reference")
+	f.DurationVar(&o.Duration, "duration", 30*time.Second, "measured time per mode (split over the rounds)")
+	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "warm-up before each measurement")
+	f.IntVar(&o.Rounds, "rounds", 3, "the modes take turns this many times, so drift hits all alike")
+	f.IntVarP(&o.Connections, "connections", "c", 8, "connections of the load generator")
+	f.Float64Var(&o.Rate, "rate", 0, "open loop at this many requests/s (0: closed loop)")
+	f.BoolVar(&o.Poisson, "poisson", false, "open loop with Poisson arrivals instead of a constant rate")
+	f.DurationVar(&o.Idle, "idle", 2*time.Second, "window with no traffic in which idle CPU is measured")
+	f.StringVarP(&out, "out", "o", "", "directory for report.json, report.md and the plots")
+	f.IntVar(&o.Shape.Steps, "steps", 0, "chain: number of steps, 1..10 (default 2)")
+	f.StringVar(&payload, "payload", "", "chain: payload size, 64B..1MiB (default 64B)")
+	f.DurationVar(&o.Shape.StepCPU, "cpu", 0, "extra CPU per step (boutique, chain), e.g. 50us")
+	f.Float64Var(&o.Shape.Scale, "scale", 0, "motion, parking: multiply the steps' costs (default 1 and 0.05)")
+	f.StringVar(&chains, "chains", "", "boutique: only these chains (home,product,viewcart,addcart,setcurrency,checkout)")
+	f.DurationVar(&o.Shape.BurstEvery, "burst-every", 0, "motion, parking: time between bursts (default 2s, 10s)")
+	f.IntVar(&o.Shape.BurstSize, "burst-size", 0, "motion, parking: requests per burst (default 40, 8)")
+	f.IntVar(&o.Shape.Instances, "instances", 1, "instances of every function")
+	f.StringVar(&o.Dir, "workdir", "", "keep the processes' configs and logs in this directory (default: a temporary one, removed)")
+	f.BoolVar(&goBroker, "go-broker", false, "knative: use the Go broker even when nginx is installed")
+	return cmd
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func auditCmd() *cobra.Command {
+	var (
+		o       ibench.AuditOptions
+		data    string
+		headers []string
+	)
+	cmd := &cobra.Command{
+		Use:   "audit ROUTE",
+		Short: "Measure a running node's chain hop by hop: copies, context switches, syscalls, protocol processing, (de)serializations",
+		Example: `  spry audit /hello -d 'spry'
+  spry audit /hello -d @body.txt -n 10000 -c 8`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Route = args[0]
+			if !strings.HasPrefix(o.Route, "/") {
+				o.Route = "/" + o.Route
+			}
+			if cmd.Flags().Changed("data") {
+				b, err := readData(data, cmd.InOrStdin())
+				if err != nil {
+					return exitError{2, err.Error()}
+				}
+				o.Body = b
+			}
+			for _, h := range headers {
+				k, v, ok := strings.Cut(h, ":")
+				if !ok {
+					return exitError{2, fmt.Sprintf("-H %q: want 'Name: value'", h)}
+				}
+				o.Header = append(o.Header, [2]string{strings.TrimSpace(k), strings.TrimSpace(v)})
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
+			defer cancel()
+			_, err := ibench.AuditNode(ctx, o, cmd.OutOrStdout())
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Admin, "admin", DefaultAdmin, "the node's admin API address")
+	f.StringVarP(&data, "data", "d", "", "request body: text, @FILE, or @- for stdin (makes the method POST)")
+	f.StringVarP(&o.Method, "request", "X", "", "HTTP method (default GET, or POST with -d)")
+	f.StringArrayVarP(&headers, "header", "H", nil, "extra request header, 'Name: value' (repeatable)")
+	f.IntVarP(&o.Requests, "requests", "n", 2000, "requests to send")
+	f.IntVarP(&o.Connections, "connections", "c", 4, "connections at once")
+	return cmd
+}
+
+// benchProcCmd runs one process of a baseline (the bench starts these).
+func benchProcCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "bench-proc",
+		Short:  "Run one process of a benchmark baseline (spry bench does this)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := baseline.Main(); err != nil {
+				return exitError{2, err.Error()}
+			}
+			return nil
+		},
+	}
+}
+
+// parseBytes reads a size: a number with an optional unit B, K/KB/KiB,
+// M/MB/MiB (all binary).
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	switch strings.ToLower(strings.TrimSpace(s[i:])) {
+	case "", "b":
+		return n, nil
+	case "k", "kb", "kib":
+		return n << 10, nil
+	case "m", "mb", "mib":
+		return n << 20, nil
+	}
+	return 0, fmt.Errorf("unknown unit")
+}
