@@ -1,0 +1,5 @@
+//go:build !linux
+
+package node
+
+func (n *Node) ensureUnixQueue(need int) {}
