@@ -113,6 +113,11 @@ func (s *instance) serve(h Handler) error {
 	work := make(chan desc.Desc, s.conc)
 	var wg sync.WaitGroup
 	if s.conc > 1 {
+		// The receive thread below keeps its processor while it sleeps
+		// in the kernel; the handlers get their own.
+		if os.Getenv("GOMAXPROCS") == "" {
+			runtime.GOMAXPROCS(runtime.NumCPU() + 1)
+		}
 		for range s.conc {
 			wg.Add(1)
 			go func() {
