@@ -259,6 +259,9 @@ func TestClosedSocketRefused(t *testing.T) {
 	if c := counters(t, sm, 61); c.Dropped != 1 {
 		t.Fatalf("counters %+v, want the send to a closed socket refused", c)
 	}
+	if err := sm.Unregister(62); err != nil {
+		t.Fatalf("unregister a closed socket: %v", err)
+	}
 }
 
 func TestRegisterErrors(t *testing.T) {

@@ -280,9 +280,11 @@ func (s *Sockmap) Unregister(id uint16) error {
 		return nil
 	}
 	var errs []error
-	// The socket first: nothing reaches it after this. (The kernel also
-	// removed it by itself if it was closed.)
-	if err := s.socks.Delete(uint32(id)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	// The socket first: nothing reaches it after this. The kernel has
+	// already removed it if it was closed; deleting an empty sockmap slot
+	// then fails with EINVAL.
+	if err := s.socks.Delete(uint32(id)); err != nil &&
+		!errors.Is(err, ebpf.ErrKeyNotExist) && !errors.Is(err, unix.EINVAL) {
 		errs = append(errs, err)
 	}
 	if err := s.apps.Update(uint32(id), uint32(0), ebpf.UpdateAny); err != nil {
