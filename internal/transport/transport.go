@@ -56,17 +56,30 @@
 //
 // # Driving it
 //
-// The daemon, per app:
+// The daemon, once:
 //
-//	name, why, err := transport.Resolve(cfg.Transport, canBPF) // once per app
-//	eps, ringBytes := transport.PoolLayout(name, slots+1)     // into pool.Layout
-//	f, err := transport.New(name, transport.Options{App: "shop", Dir: dir, Pool: p, BPF: sm, AppID: 7})
+//	sm, bpfErr := bpf.New() // the node's sockmap; bpfErr says why not
+//	canBPF := func() error { return bpfErr }
+//
+// Per app:
+//
+//	name, why, err := transport.Resolve(cfg.Transport, canBPF) // log why
+//	eps, ringBytes := transport.PoolLayout(name, slots+gateways+spare)
+//	p, err := pool.Create("shop", pool.Layout{…, Endpoints: eps, RingBytes: ringBytes})
+//	pollers += transport.Pollers(name, int(eps)) // warn if > runtime.NumCPU()
+//	f, err := transport.New(name, transport.Options{App: "shop", Dir: dir, UID: uid, GID: gid,
+//		Pool: p, BPF: sm, AppID: 7})
 //	gw, err := f.Open(gatewayID)         // the gateway's own endpoint
 //	h, err := f.Add(instanceID)          // before starting the instance
 //	cmd.ExtraFiles = append(cmd.ExtraFiles, h.Files...)
-//	cmd.Env = append(cmd.Env, h.Env...)  // plus SPRY_TRANSPORT_FDS, see Attach
+//	cmd.Env = append(cmd.Env, h.Env...)  // plus SPRY_ID and SPRY_TRANSPORT_FDS, see Attach
 //	… cmd.Start(); h.Close()             // the child holds the endpoint now
 //	f.Remove(instanceID)                 // after it exited
+//	f.Close(); gw.Close(); p.Close()     // app gone; sm.Close() at exit
+//
+// With skmsg the daemon holds the other end of every endpoint's
+// connection; when the daemon dies, instances read end-of-file (Recv
+// returns ErrClosed) and the kernel frees the program and maps.
 //
 // The instance:
 //
@@ -82,7 +95,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-
 	"time"
 
 	"github.com/spry-dev/spry/internal/bpf"
