@@ -28,7 +28,13 @@ const childEnv = "SPRY_BPF_TEST_CHILD"
 func TestMain(m *testing.M) {
 	switch os.Getenv(childEnv) {
 	case "":
-		os.Exit(m.Run())
+		before := resources()
+		code := m.Run()
+		if leaked := slices.DeleteFunc(resources(), func(r string) bool { return slices.Contains(before, r) }); len(leaked) > 0 && code == 0 {
+			fmt.Fprintf(os.Stderr, "tests leaked fds: %v\n", leaked)
+			code = 1
+		}
+		os.Exit(code)
 	case "hold":
 		os.Exit(childHold())
 	case "nocaps":
@@ -38,6 +44,19 @@ func TestMain(m *testing.M) {
 	default:
 		os.Exit(2)
 	}
+}
+
+// resources lists open sockets and BPF objects of this process.
+func resources() []string {
+	es, _ := os.ReadDir("/proc/self/fd")
+	var out []string
+	for _, e := range es {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil &&
+			(strings.HasPrefix(l, "socket:") || strings.Contains(l, "bpf")) {
+			out = append(out, e.Name()+" -> "+l)
+		}
+	}
+	return out
 }
 
 // endpoint is a registered socket and the peer that keeps it connected.

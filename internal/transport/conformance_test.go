@@ -162,11 +162,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(childMain())
 	}
-	code := m.Run()
-	if shared.sm != nil {
-		shared.sm.Close()
-	}
-	os.Exit(code)
+	os.Exit(checkLeaks(m.Run, func() {
+		if shared.sm != nil {
+			shared.sm.Close()
+		}
+	}))
 }
 
 func TestConformance(t *testing.T) {
