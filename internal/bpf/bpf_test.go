@@ -19,6 +19,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/spry-dev/spry/internal/bpf"
 	"github.com/spry-dev/spry/internal/bpf/bpftest"
+	"github.com/spry-dev/spry/internal/bpf/loopback"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,7 +68,7 @@ type endpoint struct {
 
 func register(t *testing.T, sm *bpf.Sockmap, id uint16, app uint32) endpoint {
 	t.Helper()
-	a, b, err := bpf.LoopbackPair()
+	a, b, err := loopback.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +266,7 @@ func TestUnregister(t *testing.T) {
 func TestClosedSocketRefused(t *testing.T) {
 	sm := bpftest.New(t)
 	a := register(t, sm, 61, 1)
-	x, y, err := bpf.LoopbackPair()
+	x, y, err := loopback.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +286,7 @@ func TestClosedSocketRefused(t *testing.T) {
 
 func TestRegisterErrors(t *testing.T) {
 	sm := bpftest.New(t)
-	a, b, err := bpf.LoopbackPair()
+	a, b, err := loopback.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +403,7 @@ func childHold() int {
 		fmt.Println("ERR", err)
 		return 1
 	}
-	a, _, err := bpf.LoopbackPair()
+	a, _, err := loopback.Pair()
 	if err == nil {
 		err = sm.Register(1, 1, a)
 	}

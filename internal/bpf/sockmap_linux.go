@@ -8,7 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/rlimit"
+	"github.com/spry-dev/spry/internal/bpf/loopback"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,11 +42,12 @@ type member struct {
 // eBPF, the error wraps ErrPermission or ErrNotSupported and names the
 // reason (a missing capability, the kernel feature).
 func New() (*Sockmap, error) {
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones
-	// to the memory cgroup, and this is a no-op.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("bpf: raise RLIMIT_MEMLOCK: %w", diagnose(err))
-	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK (later ones
+	// to the memory cgroup). Raise it where allowed; if that was needed
+	// and not allowed, loading fails below and diagnose says so. (Not
+	// cilium/ebpf's rlimit package: its init probes with a bpf(2) call in
+	// every process that links it.)
+	unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY})
 	s := &Sockmap{ids: map[uint16]member{}, ports: map[uint16]uint16{}, sink: -1, sinkEnd: -1}
 	ok := false
 	defer func() {
@@ -91,7 +92,7 @@ func New() (*Sockmap, error) {
 // openSink makes the socket refused messages are redirected into, and a
 // goroutine that drains it so they cost no memory.
 func (s *Sockmap) openSink() error {
-	a, b, err := LoopbackPair()
+	a, b, err := loopback.Pair()
 	if err != nil {
 		return fmt.Errorf("bpf: sink socket: %w", err)
 	}
@@ -129,69 +130,6 @@ func (s *Sockmap) isClosed() bool {
 
 // Refused returns how many refused messages the sink has swallowed.
 func (s *Sockmap) Refused() uint64 { return s.refused.Load() }
-
-// LoopbackPair returns a connected pair of IPv4 TCP sockets on 127.0.0.1:
-// a, bound to a port of its own (the kernel picks it, exclusively), and
-// its peer b. Both are blocking and close-on-exec. a is the one to
-// register; b must stay open as long as a is used, or a reads EOF.
-func LoopbackPair() (a, b int, err error) {
-	lo := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
-	l, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return -1, -1, err
-	}
-	defer unix.Close(l)
-	if err := unix.Bind(l, lo); err != nil {
-		return -1, -1, err
-	}
-	if err := unix.Listen(l, 1); err != nil {
-		return -1, -1, err
-	}
-	la, err := unix.Getsockname(l)
-	if err != nil {
-		return -1, -1, err
-	}
-	a, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, -1, err
-	}
-	// An explicit bind makes a's port exclusive (connect alone may share
-	// an ephemeral port between connections to different peers), so the
-	// port identifies a among registered sockets.
-	if err := unix.Bind(a, lo); err != nil {
-		unix.Close(a)
-		return -1, -1, err
-	}
-	if err := unix.Connect(a, la); err != nil {
-		unix.Close(a)
-		return -1, -1, err
-	}
-	aa, err := unix.Getsockname(a)
-	if err != nil {
-		unix.Close(a)
-		return -1, -1, err
-	}
-	want := aa.(*unix.SockaddrInet4).Port
-	// Loopback connect completes the handshake before returning, so our
-	// connection waits in the accept queue. Anyone on the host may
-	// connect to the listener meanwhile: take ours, close theirs.
-	for range 64 {
-		c, ra, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			unix.Close(a)
-			return -1, -1, fmt.Errorf("accept own connection: %w", err)
-		}
-		if r, ok := ra.(*unix.SockaddrInet4); ok && r.Port == want {
-			return a, c, nil
-		}
-		unix.Close(c)
-	}
-	unix.Close(a)
-	return -1, -1, errors.New("accept own connection: too many strangers")
-}
 
 // localPort returns the local port of a connected IPv4 TCP socket.
 func localPort(fd int) (uint16, error) {

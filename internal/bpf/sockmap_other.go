@@ -20,6 +20,3 @@ func (s *Sockmap) Each(fn func(id uint16, app uint32, c Counters)) error {
 func (s *Sockmap) Refused() uint64                      { return 0 }
 func (s *Sockmap) MapIDs() (prog uint32, maps []uint32) { return 0, nil }
 func (s *Sockmap) Close() error                         { return nil }
-
-// LoopbackPair is only supported on Linux.
-func LoopbackPair() (a, b int, err error) { return -1, -1, ErrNotSupported }

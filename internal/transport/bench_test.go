@@ -13,8 +13,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
-	"github.com/spry-dev/spry/internal/bpf"
 	"github.com/spry-dev/spry/internal/bpf/bpftest"
+	"github.com/spry-dev/spry/internal/bpf/loopback"
 	"github.com/spry-dev/spry/internal/desc"
 	"golang.org/x/sys/unix"
 )
@@ -94,7 +94,7 @@ func BenchmarkRawSockmap(b *testing.B) {
 	}
 	var fds [3]int
 	for k := 1; k <= 2; k++ {
-		x, y, err := bpf.LoopbackPair()
+		x, y, err := loopback.Pair()
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -78,6 +78,8 @@ func makeUDS(tb testing.TB, app string, eps uint32) (Fabric, *pool.Pool) {
 	return newFabric(tb, "uds", Options{App: app, Dir: dir, UID: -1, Pool: p}), p
 }
 
+var _ Sockmap = (*bpf.Sockmap)(nil)
+
 // The tests of one process share one sockmap, as the apps of a node do.
 var shared struct {
 	once sync.Once

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -15,6 +16,9 @@ import (
 //	skmsg  skmsg, or an error wrapping canBPF's (which names what is missing)
 //	other  itself, if known
 func Resolve(name string, canBPF func() error) (chosen, reason string, err error) {
+	if canBPF == nil {
+		canBPF = func() error { return errors.New("no eBPF check given") }
+	}
 	switch name {
 	case "auto", "":
 		if err := canBPF(); err != nil {

@@ -11,7 +11,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/spry-dev/spry/internal/bpf"
+	"github.com/spry-dev/spry/internal/bpf/loopback"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/pool"
 	"golang.org/x/sys/unix"
@@ -38,7 +38,7 @@ var (
 
 type skmsgFabric struct {
 	o    Options
-	sm   *bpf.Sockmap
+	sm   Sockmap
 	p    *pool.Pool
 	tab  *table
 	mu   sync.Mutex
@@ -53,7 +53,7 @@ type skmsgEnd struct {
 
 func newSkmsgFabric(o Options) (*skmsgFabric, error) {
 	if o.BPF == nil {
-		return nil, errors.New("transport: skmsg needs Options.BPF (the node's bpf.Sockmap)")
+		return nil, errors.New("transport: skmsg needs Options.BPF (the node's *bpf.Sockmap)")
 	}
 	if o.AppID == 0 {
 		return nil, errors.New("transport: skmsg needs a non-zero Options.AppID")
@@ -83,7 +83,7 @@ func (f *skmsgFabric) make(id uint16) (fd int, ep uint32, err error) {
 	if !ok {
 		return -1, 0, fmt.Errorf("transport: skmsg: all %d endpoint entries in use (raise the pool's Endpoints)", f.tab.n)
 	}
-	a, b, err := bpf.LoopbackPair()
+	a, b, err := loopback.Pair()
 	if err != nil {
 		f.free.put(ep)
 		return -1, 0, fmt.Errorf("transport: skmsg endpoint %d: %w", id, err)
@@ -259,7 +259,9 @@ func (c *skmsgConn) Send(d desc.Desc) error {
 		case unix.EAGAIN, unix.ENOMEM, unix.ENOBUFS:
 			return ErrFull
 		case unix.EACCES:
-			return ErrGone // a kernel drop (only when the sink is missing)
+			// A drop verdict, which the program only gives when its sink is
+			// missing (the sockmap is closing). It sticks to the socket.
+			return errBroken
 		case unix.EPIPE, unix.ECONNRESET, unix.ENOTCONN:
 			return errBroken
 		}

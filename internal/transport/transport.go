@@ -97,7 +97,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spry-dev/spry/internal/bpf"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/pool"
 )
@@ -167,12 +166,23 @@ type Options struct {
 	Pool *pool.Pool // the app's pool, laid out per PoolLayout (skmsg, poll, adaptive)
 
 	// skmsg only.
-	BPF   *bpf.Sockmap // the node's sockmap (bpf.New, once per daemon)
-	AppID uint32       // non-zero, different for every app on the node: the kernel keeps apps apart by it
+	BPF   Sockmap // the node's sockmap: a *bpf.Sockmap (bpf.New, once per daemon)
+	AppID uint32  // non-zero, different for every app on the node: the kernel keeps apps apart by it
 
 	// adaptive only: how long an idle receiver spins before it sleeps.
 	// 0 means DefaultSpin.
 	Spin time.Duration
+}
+
+// Sockmap is what the skmsg transport needs of the node's sockmap;
+// *bpf.Sockmap implements it. An interface, so that function instances,
+// which link this package, do not link the eBPF loader.
+type Sockmap interface {
+	// Register puts fd, a connected loopback TCP socket, into the sockmap
+	// under instance id of app.
+	Register(id uint16, app uint32, fd int) error
+	// Unregister takes id out.
+	Unregister(id uint16) error
 }
 
 // DefaultSpin is how long an adaptive receiver spins before it sleeps: a
