@@ -50,14 +50,17 @@
 //	sm, err := bpf.New() // error names a missing capability, if that is why
 //	defer sm.Close()
 //
-// Per endpoint (internal/transport's skmsg fabric does this in Add):
+// and hands sm to every skmsg app as transport.Options.BPF. Per endpoint
+// (the skmsg fabric does this in Add and Remove):
 //
-//	err = sm.Register(id, appID, fd) // fd: connected loopback TCP socket
+//	a, peer, err := loopback.Pair()  // keep peer open while a is in use
+//	err = sm.Register(id, appID, a)  // before anyone may send to id
 //	…
 //	err = sm.Unregister(id)
 //
 // Metrics, for /v1/status:
 //
 //	c, err := sm.Counters(id) // c.Sent, c.Received, c.Dropped
-//	sm.Each(func(id uint16, c bpf.Counters) { … }) // every registered id
+//	sm.Each(func(id uint16, app uint32, c bpf.Counters) { … }) // every registered id
+//	n := sm.Refused()         // refused messages the sink swallowed, all apps
 package bpf
