@@ -210,6 +210,10 @@ func (c *skmsgConn) reserve(dst uint16) (*atomic.Uint64, error) {
 			if v&lowMask >= Depth {
 				return nil, ErrFull
 			}
+			// Ordering: the CAS takes room only if the entry still belongs
+			// to dst (Remove and the next Add rewrite the whole word). It
+			// publishes nothing else: the descriptor travels through the
+			// kernel, which orders it by itself.
 			if w.CompareAndSwap(v, v+1) {
 				return w, nil
 			}
