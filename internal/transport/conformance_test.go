@@ -145,6 +145,21 @@ func receiver(c Conn) <-chan desc.Desc {
 	return out
 }
 
+// recvWithin calls c.Recv, closing c if it blocks longer than 5 s (Close
+// wakes it), so a lost descriptor fails the test instead of hanging it.
+func recvWithin(tb testing.TB, c Conn, ds []desc.Desc) int {
+	tb.Helper()
+	tm := time.AfterFunc(5*time.Second, func() { c.Close() })
+	n, err := c.Recv(ds)
+	if !tm.Stop() {
+		tb.Fatal("Recv blocked for 5s: descriptor lost?")
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
 // sendRetry sends, waiting briefly while the destination is full.
 func sendRetry(c Conn, d desc.Desc) error {
 	deadline := time.Now().Add(5 * time.Second)
@@ -238,10 +253,7 @@ func testBatch(t *testing.T, mk fabricMaker) {
 	next := uint32(0)
 	for _, want := range []int{3, 3, 2} {
 		var ds [3]desc.Desc
-		n, err := b.Recv(ds[:])
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := recvWithin(t, b, ds[:])
 		if n != want {
 			t.Fatalf("Recv took %d of the queued descriptors, want %d", n, want)
 		}
@@ -385,8 +397,8 @@ func testGone(t *testing.T, mk fabricMaker) {
 		t.Fatalf("send after ErrGone: %v", err)
 	}
 	var ds [1]desc.Desc
-	if n, err := b.Recv(ds[:]); n != 1 || err != nil {
-		t.Fatalf("Recv: %d, %v", n, err)
+	if n := recvWithin(t, b, ds[:]); n != 1 {
+		t.Fatalf("Recv: %d", n)
 	}
 }
 
@@ -414,10 +426,7 @@ func testFull(t *testing.T, mk fabricMaker) {
 	t.Logf("full after %d descriptors (%v)", sent, time.Since(start))
 	var ds [MaxBatch]desc.Desc
 	for got := 0; got < sent; {
-		n, err := b.Recv(ds[:])
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := recvWithin(t, b, ds[:])
 		for _, d := range ds[:n] {
 			if d.Buf != uint32(got) {
 				t.Fatalf("after full: got %d, want %d", d.Buf, got)
@@ -428,8 +437,8 @@ func testFull(t *testing.T, mk fabricMaker) {
 	if err := a.Send(desc.Desc{Dst: 2, Src: 1, Buf: 7}); err != nil {
 		t.Fatalf("send after draining: %v", err)
 	}
-	if n, err := b.Recv(ds[:]); n != 1 || err != nil || ds[0].Buf != 7 {
-		t.Fatalf("Recv after draining: %d %v %v", n, err, ds[0])
+	if n := recvWithin(t, b, ds[:]); n != 1 || ds[0].Buf != 7 {
+		t.Fatalf("Recv after draining: %d %v", n, ds[0])
 	}
 }
 
@@ -471,7 +480,9 @@ func testZeroAllocs(t *testing.T, mk fabricMaker) {
 	d := desc.Desc{Dst: 2, Src: 1}
 	a.Send(d) // warm the address cache
 	var ds [4]desc.Desc
-	b.Recv(ds[:])
+	recvWithin(t, b, ds[:])
+	watchdog := time.AfterFunc(10*time.Second, func() { b.Close() }) // a lost descriptor ends Recv
+	defer watchdog.Stop()
 	n := testing.AllocsPerRun(200, func() {
 		if err := a.Send(d); err != nil {
 			panic(err)
