@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/spry-dev/spry/internal/desc"
@@ -49,15 +50,27 @@ func (s *sockFD) close() {
 
 func (s *sockFD) closed() bool { return s.refs.Load()&closedBit != 0 }
 
+// wait returns once no call uses the socket any more (after close), or
+// after limit. Endpoints whose calls also touch the pool wait in Close, so
+// their caller may unmap the pool as soon as Close returns. close wakes a
+// blocked Recv, so the wait is short.
+func (s *sockFD) wait(limit time.Duration) {
+	waitUsers(&s.refs, limit)
+}
+
+func waitUsers(refs *atomic.Int64, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for refs.Load()&^closedBit != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Microsecond)
+	}
+}
+
 // mmsghdr is struct mmsghdr from <sys/socket.h>.
 type mmsghdr struct {
 	hdr unix.Msghdr
 	n   uint32
 	_   [4]byte
 }
-
-// MaxBatch is the most descriptors one Recv takes from the kernel.
-const MaxBatch = 64
 
 // batchReader receives up to MaxBatch descriptors with one recvmmsg.
 type batchReader struct {

@@ -15,23 +15,71 @@
 //
 // Transports:
 //
+//	skmsg     loopback TCP sockets in the node's eBPF sockmap; the kernel
+//	          program (internal/bpf) redirects each descriptor to the
+//	          destination socket and keeps apps apart. Needs CAP_BPF and
+//	          CAP_NET_ADMIN in the daemon. Idle receivers sleep in read(2).
 //	uds       Unix datagram sockets in a per-app directory; no privileges needed.
+//	poll      a lock-free multi-producer ring per endpoint in the app's pool;
+//	          the receiver busy-polls (one core per endpoint, always). Kept
+//	          as the comparison point.
+//	adaptive  the same rings; the receiver spins for a bounded time, then
+//	          sleeps on a futex in the ring, and a sender wakes it only when
+//	          it announced sleep.
 //
 // Receiving blocks in the kernel (or waits on a futex, for ring transports) on
 // a goroutine locked to its OS thread: Go's netpoller would add a wake-up hop
 // of ~15 µs per round trip.
 //
+// # Endpoint table
+//
+// skmsg, poll and adaptive keep one entry per endpoint in the pool's ring
+// region (pool.Layout.Endpoints entries of RingBytes each; PoolLayout says
+// how big). The first word of every entry holds the owning instance id in
+// its top 16 bits, so a sender in any process finds a destination by id
+// and checks, in the same atomic operation that reserves room, that the
+// entry still belongs to it. For skmsg the entry counts the descriptors in
+// flight to the endpoint (the kernel queue is otherwise unbounded); for
+// the ring transports it is the ring.
+//
+// # Full and gone
+//
+// Send never blocks. ErrFull: the destination has Depth descriptors
+// waiting (ring transports: its ring is full; skmsg: Depth descriptors
+// sent and not yet read; uds: the kernel's datagram queue is full).
+// ErrGone: the destination has no endpoint in this app (never made,
+// removed, or of another app), decided from the endpoint table (or the
+// socket path, uds) at the time of the send. A destination removed while
+// a send to it is under way may still take that descriptor and lose it
+// with the endpoint, as with any crash; the buffer it names is reclaimed
+// by the daemon.
+//
 // # Driving it
 //
-// The daemon, per app:
+// The daemon, once:
 //
-//	f, err := transport.New("uds", transport.Options{App: "shop", Dir: dir})
+//	sm, bpfErr := bpf.New() // the node's sockmap; bpfErr says why not
+//	canBPF := func() error { return bpfErr }
+//
+// Per app:
+//
+//	name, why, err := transport.Resolve(cfg.Transport, canBPF) // log why
+//	eps, ringBytes := transport.PoolLayout(name, slots+gateways+spare)
+//	p, err := pool.Create("shop", pool.Layout{…, Endpoints: eps, RingBytes: ringBytes})
+//	pollers += transport.Pollers(name, int(eps)) // warn if > runtime.NumCPU()
+//	f, err := transport.New(name, transport.Options{App: "shop", Dir: dir, UID: uid, GID: gid,
+//		Pool: p, BPF: sm, AppID: 7})
 //	gw, err := f.Open(gatewayID)         // the gateway's own endpoint
 //	h, err := f.Add(instanceID)          // before starting the instance
 //	cmd.ExtraFiles = append(cmd.ExtraFiles, h.Files...)
-//	cmd.Env = append(cmd.Env, h.Env...)  // plus SPRY_TRANSPORT_FDS, see Attach
+//	cmd.Env = append(cmd.Env, h.Env...)  // plus SPRY_ID and SPRY_TRANSPORT_FDS, see Attach
 //	… cmd.Start(); h.Close()             // the child holds the endpoint now
 //	f.Remove(instanceID)                 // after it exited
+//	f.Close(); gw.Close(); p.Close()     // app gone; sm.Close() at exit
+//
+// With skmsg the daemon holds the other end of every endpoint's
+// connection; when the daemon dies, instances read end-of-file (Recv
+// returns ErrClosed) and the kernel frees the program and maps.
 //
 // The instance:
 //
@@ -47,6 +95,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/pool"
@@ -114,8 +163,39 @@ type Options struct {
 	Dir  string // per-app directory for endpoint files (uds); must exist
 	UID  int    // owner given to endpoint files; -1 leaves them to the daemon
 	GID  int
-	Pool *pool.Pool // the app's pool (ring transports)
+	Pool *pool.Pool // the app's pool, laid out per PoolLayout (skmsg, poll, adaptive)
+
+	// skmsg only.
+	BPF   Sockmap // the node's sockmap: a *bpf.Sockmap (bpf.New, once per daemon)
+	AppID uint32  // non-zero, different for every app on the node: the kernel keeps apps apart by it
+
+	// adaptive only: how long an idle receiver spins before it sleeps.
+	// 0 means DefaultSpin.
+	Spin time.Duration
 }
+
+// Sockmap is what the skmsg transport needs of the node's sockmap;
+// *bpf.Sockmap implements it. An interface, so that function instances,
+// which link this package, do not link the eBPF loader.
+type Sockmap interface {
+	// Register puts fd, a connected loopback TCP socket, into the sockmap
+	// under instance id of app.
+	Register(id uint16, app uint32, fd int) error
+	// Unregister takes id out.
+	Unregister(id uint16) error
+}
+
+// DefaultSpin is how long an adaptive receiver spins before it sleeps: a
+// few futex wake-ups' worth, so a steady stream never pays for one.
+const DefaultSpin = 50 * time.Microsecond
+
+// MaxBatch is the most descriptors one Recv takes (from the kernel, or
+// from a ring).
+const MaxBatch = 64
+
+// Depth is how many descriptors may wait for one endpoint (skmsg, poll,
+// adaptive) before Send says ErrFull.
+const Depth = 1024
 
 // Environment variables an instance reads in Attach.
 const (
@@ -123,16 +203,22 @@ const (
 	EnvID        = "SPRY_ID"            // the instance's id
 	EnvFDs       = "SPRY_TRANSPORT_FDS" // comma-separated inherited fds, in Handoff.Files order
 	EnvUDSDir    = "SPRY_UDS_DIR"       // uds: the app's endpoint directory
+	EnvEndpoint  = "SPRY_ENDPOINT"      // skmsg, poll, adaptive: the entry in the pool's endpoint table
+	EnvSpin      = "SPRY_SPIN_NS"       // adaptive: Options.Spin in nanoseconds
 )
 
 // Names lists the transports this build knows, in the order `auto` prefers.
-var Names = []string{"uds"}
+var Names = []string{"skmsg", "uds", "adaptive", "poll"}
 
 // New makes the Fabric of transport name for one app.
 func New(name string, o Options) (Fabric, error) {
 	switch name {
 	case "uds":
 		return newUDSFabric(o)
+	case "skmsg":
+		return newSkmsgFabric(o)
+	case "poll", "adaptive":
+		return newRingFabric(name, o)
 	}
 	return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknown, name, strings.Join(Names, ", "))
 }
@@ -160,9 +246,40 @@ func Attach(env func(string) string, p *pool.Pool) (Conn, error) {
 			return nil, fmt.Errorf("transport: uds wants 1 inherited fd, %s=%q", EnvFDs, env(EnvFDs))
 		}
 		return attachUDS(uint16(id), fds[0], env(EnvUDSDir))
+	case "skmsg":
+		if len(fds) != 1 {
+			return nil, fmt.Errorf("transport: skmsg wants 1 inherited fd, %s=%q", EnvFDs, env(EnvFDs))
+		}
+		ep, err := endpointEnv(env)
+		if err != nil {
+			return nil, err
+		}
+		return attachSkmsg(uint16(id), fds[0], ep, p)
+	case "poll", "adaptive":
+		ep, err := endpointEnv(env)
+		if err != nil {
+			return nil, err
+		}
+		spin := DefaultSpin
+		if s := env(EnvSpin); s != "" {
+			ns, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || ns < 0 {
+				return nil, fmt.Errorf("transport: %s=%q is not a duration in ns", EnvSpin, s)
+			}
+			spin = time.Duration(ns)
+		}
+		return attachRing(name, uint16(id), ep, p, spin)
 	case "":
 		return nil, fmt.Errorf("transport: %s not set: is this process started by spry?", EnvTransport)
 	default:
 		return nil, fmt.Errorf("%w %q", ErrUnknown, name)
 	}
+}
+
+func endpointEnv(env func(string) string) (uint32, error) {
+	ep, err := strconv.ParseUint(env(EnvEndpoint), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("transport: %s=%q is not an endpoint index", EnvEndpoint, env(EnvEndpoint))
+	}
+	return uint32(ep), nil
 }

@@ -1,0 +1,349 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/spry-dev/spry/internal/bpf/loopback"
+	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/pool"
+	"golang.org/x/sys/unix"
+)
+
+// The skmsg transport: every endpoint is the registered end of a loopback
+// TCP connection in the node's sockmap (internal/bpf); the daemon keeps
+// the other end open. A descriptor is one 16-byte write, which the kernel
+// program moves onto the destination socket's receive queue without
+// touching TCP; the receiver sleeps in a blocking read(2) on a locked
+// thread and takes whatever whole descriptors are queued, up to MaxBatch,
+// in one read.
+//
+// The kernel queue has no bound of its own (it grows until the node's TCP
+// memory limit), so the endpoint table entry counts descriptors in
+// flight: a sender reserves one in the destination's entry before it
+// writes, the receiver gives them back after it reads.
+
+// Errors on the skmsg data path.
+var (
+	errRemoved = fmt.Errorf("%w: endpoint removed, or the daemon is gone", ErrClosed)
+	errBroken  = fmt.Errorf("%w: socket no longer in the sockmap (daemon gone?)", ErrClosed)
+)
+
+type skmsgFabric struct {
+	o    Options
+	sm   Sockmap
+	p    *pool.Pool
+	tab  *table
+	mu   sync.Mutex
+	ends map[uint16]skmsgEnd
+	free freeList
+}
+
+type skmsgEnd struct {
+	ep   uint32 // endpoint table entry
+	peer int    // the daemon's end of the connection
+}
+
+func newSkmsgFabric(o Options) (*skmsgFabric, error) {
+	if o.BPF == nil {
+		return nil, errors.New("transport: skmsg needs Options.BPF (the node's *bpf.Sockmap)")
+	}
+	if o.AppID == 0 {
+		return nil, errors.New("transport: skmsg needs a non-zero Options.AppID")
+	}
+	tab, err := newTable(o.Pool, skmsgEntryBytes)
+	if err != nil {
+		return nil, err
+	}
+	return &skmsgFabric{o: o, sm: o.BPF, p: o.Pool, tab: tab, ends: map[uint16]skmsgEnd{}, free: newFreeList(tab.n)}, nil
+}
+
+func (f *skmsgFabric) Name() string { return "skmsg" }
+
+// make creates id's endpoint: a connection whose first end is registered
+// in the sockmap, then published in the endpoint table. Senders find it
+// only after the kernel can deliver to it.
+func (f *skmsgFabric) make(id uint16) (fd int, ep uint32, err error) {
+	if id == 0 {
+		return -1, 0, fmt.Errorf("transport: skmsg: instance id 0 is reserved")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.ends[id]; ok {
+		return -1, 0, fmt.Errorf("transport: skmsg: endpoint %d exists", id)
+	}
+	ep, ok := f.free.take(func(uint32) bool { return true })
+	if !ok {
+		return -1, 0, fmt.Errorf("transport: skmsg: all %d endpoint entries in use (raise the pool's Endpoints)", f.tab.n)
+	}
+	a, b, err := loopback.Pair()
+	if err != nil {
+		f.free.put(ep)
+		return -1, 0, fmt.Errorf("transport: skmsg endpoint %d: %w", id, err)
+	}
+	if err := f.sm.Register(id, f.o.AppID, a); err != nil {
+		unix.Close(a)
+		unix.Close(b)
+		f.free.put(ep)
+		return -1, 0, fmt.Errorf("transport: skmsg endpoint %d: %w", id, err)
+	}
+	// Ordering: the store is sequentially consistent and follows the
+	// sockmap update (a system call), so a sender that loads this owner
+	// writes to a socket the kernel already delivers to.
+	f.tab.word(ep).Store(uint64(id) << ownerShift)
+	f.ends[id] = skmsgEnd{ep: ep, peer: b}
+	return a, ep, nil
+}
+
+func (f *skmsgFabric) Add(id uint16) (Handoff, error) {
+	fd, ep, err := f.make(id)
+	if err != nil {
+		return Handoff{}, err
+	}
+	return Handoff{
+		Files: []*os.File{os.NewFile(uintptr(fd), "skmsg-"+strconv.Itoa(int(id)))},
+		Env:   []string{EnvTransport + "=skmsg", EnvEndpoint + "=" + strconv.Itoa(int(ep))},
+	}, nil
+}
+
+func (f *skmsgFabric) Open(id uint16) (Conn, error) {
+	fd, ep, err := f.make(id)
+	if err != nil {
+		return nil, err
+	}
+	return newSkmsgConn(id, fd, ep, f.p)
+}
+
+func (f *skmsgFabric) Remove(id uint16) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.ends[id]
+	if !ok {
+		return nil
+	}
+	delete(f.ends, id)
+	// Senders see ErrGone from here on; the kernel refuses what is
+	// already on its way once the socket is out of the sockmap; the
+	// endpoint's reader gets end-of-file when the peer closes.
+	f.tab.word(e.ep).Store(0)
+	err := f.sm.Unregister(id)
+	unix.Close(e.peer)
+	f.free.put(e.ep)
+	if err != nil {
+		return fmt.Errorf("transport: skmsg remove endpoint %d: %w", id, err)
+	}
+	return nil
+}
+
+func (f *skmsgFabric) Close() error {
+	f.mu.Lock()
+	ids := make([]uint16, 0, len(f.ends))
+	for id := range f.ends {
+		ids = append(ids, id)
+	}
+	f.mu.Unlock()
+	var errs []error
+	for _, id := range ids {
+		errs = append(errs, f.Remove(id))
+	}
+	return errors.Join(errs...)
+}
+
+// skmsgConn is one endpoint.
+type skmsgConn struct {
+	s    sockFD
+	id   uint16
+	tab  *table
+	self *atomic.Uint64 // own entry's word
+	r    streamReader
+}
+
+func newSkmsgConn(id uint16, fd int, ep uint32, p *pool.Pool) (*skmsgConn, error) {
+	tab, err := newTable(p, skmsgEntryBytes)
+	if err != nil {
+		return nil, err
+	}
+	if ep >= tab.n {
+		return nil, fmt.Errorf("transport: skmsg endpoint entry %d out of range (%d)", ep, tab.n)
+	}
+	if o := ownerOf(tab.word(ep).Load()); o != id {
+		return nil, fmt.Errorf("transport: skmsg endpoint entry %d belongs to %d, not %d", ep, o, id)
+	}
+	return &skmsgConn{s: sockFD{fd: fd}, id: id, tab: tab, self: tab.word(ep)}, nil
+}
+
+func attachSkmsg(id uint16, fd int, ep uint32, p *pool.Pool) (Conn, error) {
+	t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil || t != unix.SOCK_STREAM {
+		return nil, fmt.Errorf("transport: fd %d is not a stream socket", fd)
+	}
+	unix.CloseOnExec(fd)
+	// Recv relies on a blocking read.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return nil, fmt.Errorf("transport: fd %d: %w", fd, err)
+	}
+	return newSkmsgConn(id, fd, ep, p)
+}
+
+func (c *skmsgConn) ID() uint16 { return c.id }
+
+// reserve takes room for one descriptor in dst's entry.
+func (c *skmsgConn) reserve(dst uint16) (*atomic.Uint64, error) {
+	for fresh := false; ; fresh = true {
+		i, ok := c.tab.find(dst, fresh)
+		if !ok {
+			return nil, ErrGone
+		}
+		w := c.tab.word(i)
+		for {
+			v := w.Load()
+			if ownerOf(v) != dst {
+				break // changed hands since find: look again, once
+			}
+			if v&lowMask >= Depth {
+				return nil, ErrFull
+			}
+			// Ordering: the CAS takes room only if the entry still belongs
+			// to dst (Remove and the next Add rewrite the whole word). It
+			// publishes nothing else: the descriptor travels through the
+			// kernel, which orders it by itself.
+			if w.CompareAndSwap(v, v+1) {
+				return w, nil
+			}
+		}
+		if fresh {
+			return nil, ErrGone
+		}
+	}
+}
+
+// unreserve gives back n reservations of owner's in w, if w still
+// belongs to owner, never going below zero.
+func unreserve(w *atomic.Uint64, owner uint16, n uint64) {
+	for {
+		v := w.Load()
+		if ownerOf(v) != owner || v&lowMask == 0 {
+			return
+		}
+		nv := v - min(n, v&lowMask)
+		if w.CompareAndSwap(v, nv) {
+			return
+		}
+	}
+}
+
+func (c *skmsgConn) Send(d desc.Desc) error {
+	if !c.s.acquire() {
+		return ErrClosed
+	}
+	defer c.s.release()
+	w, err := c.reserve(d.Dst)
+	if err != nil {
+		return err
+	}
+	b := d.Array()
+	for {
+		_, _, errno := syscall.Syscall6(unix.SYS_SENDTO, uintptr(c.s.fd),
+			uintptr(unsafe.Pointer(&b[0])), desc.Size, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		unreserve(w, d.Dst, 1)
+		switch errno {
+		case unix.EAGAIN, unix.ENOMEM, unix.ENOBUFS:
+			return ErrFull
+		case unix.EACCES:
+			// A drop verdict, which the program only gives when its sink is
+			// missing (the sockmap is closing). It sticks to the socket.
+			return errBroken
+		case unix.EPIPE, unix.ECONNRESET, unix.ENOTCONN:
+			return errBroken
+		}
+		return fmt.Errorf("transport: skmsg send to %d: %w", d.Dst, errno)
+	}
+}
+
+func (c *skmsgConn) Recv(ds []desc.Desc) (int, error) {
+	n, err := c.r.recv(&c.s, ds)
+	if n > 0 {
+		// Ordering: the reservations go back after the read that took
+		// the descriptors; a sender that sees room finds it in the kernel.
+		unreserve(c.self, c.id, uint64(n))
+	}
+	return n, err
+}
+
+// Close wakes a blocked Recv and returns once no call of c touches the
+// pool (the caller may unmap it next). The socket closes after the last
+// user.
+func (c *skmsgConn) Close() error {
+	c.s.close()
+	c.s.wait(closeWait)
+	return nil
+}
+
+// closeWait bounds how long Close waits for calls in progress.
+const closeWait = 5 * time.Second
+
+// streamReader takes whole descriptors from a byte stream. The kernel
+// program only lets 16-byte messages through and every read asks for a
+// multiple of 16 bytes, so reads end on descriptor boundaries; carrying a
+// partial descriptor over to the next read keeps framing right even if
+// that ever stops being true.
+type streamReader struct {
+	buf   [MaxBatch * desc.Size]byte
+	carry int // bytes of a partial descriptor at the start of buf
+}
+
+func (r *streamReader) recv(s *sockFD, ds []desc.Desc) (int, error) {
+	want := min(len(ds), MaxBatch)
+	if want == 0 {
+		return 0, nil
+	}
+	if !s.acquire() {
+		return 0, ErrClosed
+	}
+	defer s.release()
+	for {
+		// Blocking: the thread sleeps in the kernel until bytes arrive,
+		// then takes everything queued up to the size asked for.
+		m, _, errno := syscall.Syscall(unix.SYS_READ, uintptr(s.fd),
+			uintptr(unsafe.Pointer(&r.buf[r.carry])), uintptr(want*desc.Size-r.carry))
+		switch {
+		case errno == unix.EINTR:
+			continue
+		case errno == unix.EAGAIN && !s.closed():
+			// A wake-up without data: tcp_bpf returns EAGAIN for it.
+			continue
+		case errno != 0:
+			if s.closed() {
+				return 0, ErrClosed
+			}
+			return 0, fmt.Errorf("transport: read: %w", errno)
+		case m == 0:
+			if s.closed() {
+				return 0, ErrClosed
+			}
+			return 0, errRemoved // the daemon closed the peer
+		}
+		total := r.carry + int(m)
+		n := total / desc.Size
+		for i := range n {
+			ds[i], _ = desc.Decode(r.buf[i*desc.Size:])
+		}
+		r.carry = copy(r.buf[:], r.buf[n*desc.Size:total])
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
