@@ -65,8 +65,10 @@ func reverse(s string) string {
 
 // The built-in demo app answers 10,000 requests from 64 keep-alive clients,
 // every one correctly, and has every buffer back afterwards.
-func TestDemoAppUnderLoad(t *testing.T) {
-	n := startNode(t)
+func TestDemoAppUnderLoad(t *testing.T) { eachTransport(t, testDemoAppUnderLoad) }
+
+func testDemoAppUnderLoad(t *testing.T, tr string) {
+	n := startNode(t, "--transport", tr)
 	load(t, n, 64, 10000, "/hello", func(i int) (string, []string, func(int, string) error) {
 		in := fmt.Sprintf("spry request %d ünïcode", i)
 		// Upper-casing is ASCII only; the other letters stay.
@@ -125,8 +127,10 @@ func asciiUpper(s string) string {
 }
 
 // examples/hello: go: functions that spry builds itself, under the same load.
-func TestExampleHelloUnderLoad(t *testing.T) {
-	n := startNode(t, "-f", "examples/hello/spry.yaml")
+func TestExampleHelloUnderLoad(t *testing.T) { eachTransport(t, testExampleHelloUnderLoad) }
+
+func testExampleHelloUnderLoad(t *testing.T, tr string) {
+	n := startNode(t, "--transport", tr, "-f", "examples/hello/spry.yaml")
 	load(t, n, 64, 10000, "/hello", func(i int) (string, []string, func(int, string) error) {
 		name := "user" + strconv.Itoa(i)
 		greeting, hdr := "Hello", []string(nil)
@@ -151,7 +155,9 @@ func TestExampleHelloUnderLoad(t *testing.T) {
 
 // kill -9 of an instance while it holds requests: those are answered 502,
 // the instance comes back, later requests succeed, and no buffer is lost.
-func TestKilledInstance(t *testing.T) {
+func TestKilledInstance(t *testing.T) { eachTransport(t, testKilledInstance) }
+
+func testKilledInstance(t *testing.T, tr string) {
 	cfg := writeConfig(t, `
 app: faults
 functions:
@@ -160,7 +166,7 @@ functions:
 chains:
   slow: {route: /slow, steps: [slow, echo], timeout: 20s}
 `)
-	n := startNode(t, "-f", cfg)
+	n := startNode(t, "--transport", tr, "-f", cfg)
 	a := findApp(t, n.mustStatus(), "faults")
 	victim := findFunction(t, a, "slow").Instances[0]
 	c := client(8)
@@ -226,7 +232,9 @@ chains:
 // A step that runs past the chain's deadline: the client gets 504 at the
 // deadline, and the buffer comes back only once the step returned (never
 // reused while an instance can still touch it).
-func TestChainTimeout(t *testing.T) {
+func TestChainTimeout(t *testing.T) { eachTransport(t, testChainTimeout) }
+
+func testChainTimeout(t *testing.T, tr string) {
 	cfg := writeConfig(t, `
 app: timeouts
 functions:
@@ -234,7 +242,7 @@ functions:
 chains:
   slow: {route: /slow, steps: [slow], timeout: 300ms}
 `)
-	n := startNode(t, "-f", cfg)
+	n := startNode(t, "--transport", tr, "-f", cfg)
 	c := client(1)
 	began := time.Now()
 	s, b, err := n.post(c, "/slow?ms=2000", "late")
@@ -279,7 +287,9 @@ func rawExchange(t *testing.T, addr, req string) string {
 
 // Hostile and broken clients get clear answers (or a closed connection),
 // and everyone else keeps being served meanwhile.
-func TestHostileClients(t *testing.T) {
+func TestHostileClients(t *testing.T) { eachTransport(t, testHostileClients) }
+
+func testHostileClients(t *testing.T, tr string) {
 	cfg := writeConfig(t, `
 app: edge
 pool: {buffers: 64, bufferSize: 1KiB}
@@ -288,7 +298,7 @@ functions:
 chains:
   echo: {route: /echo, steps: [echo], methods: [POST]}
 `)
-	n := startNode(t, "-f", cfg)
+	n := startNode(t, "--transport", tr, "-f", cfg)
 	fds := n.fds()
 
 	// Good traffic runs the whole time.
@@ -377,7 +387,9 @@ chains:
 // Overload is answered at once, never with a hang: past the in-flight bound
 // with 429, and when a step finds the pool empty with 503; both with
 // Retry-After.
-func TestOverload(t *testing.T) {
+func TestOverload(t *testing.T) { eachTransport(t, testOverload) }
+
+func testOverload(t *testing.T, tr string) {
 	cfg := writeConfig(t, `
 app: busy
 pool: {buffers: 2, bufferSize: 1KiB}
@@ -388,7 +400,7 @@ functions:
 chains:
   slow: {route: /slow, steps: [slow, wrap], timeout: 10s}
 `)
-	n := startNode(t, "-f", cfg)
+	n := startNode(t, "--transport", tr, "-f", cfg)
 	c := client(4)
 	type result struct {
 		status int
@@ -517,7 +529,9 @@ func TestCLI(t *testing.T) {
 // Two apps side by side are two security domains: from inside an instance
 // of one, the other's pool (through /proc) and endpoint directory are out of
 // reach, while its own pool is not.
-func TestAppIsolation(t *testing.T) {
+func TestAppIsolation(t *testing.T) { eachTransport(t, testAppIsolation) }
+
+func testAppIsolation(t *testing.T, tr string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: apps run under their own uids only when the node runs as root")
 	}
@@ -529,7 +543,7 @@ functions:
 chains:
   echo: {route: /other, steps: [echo]}
 `)
-	n := startNode(t, "-f", probe, "-f", other)
+	n := startNode(t, "--transport", tr, "-f", probe, "-f", other)
 	s := n.mustStatus()
 	o := findApp(t, s, "other")
 	victim := findFunction(t, o, "echo").Instances[0]

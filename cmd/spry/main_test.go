@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spry-dev/spry/internal/bpf"
+	"github.com/spry-dev/spry/internal/bpf/bpftest"
 	"github.com/spry-dev/spry/internal/node"
 )
 
@@ -45,6 +47,30 @@ func TestMain(m *testing.M) {
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+// eachTransport runs test once per transport, as a subtest named after it.
+// skmsg needs eBPF: without it the subtest skips with the reason, or fails
+// when SPRY_REQUIRE_BPF=1.
+func eachTransport(t *testing.T, test func(t *testing.T, transport string)) {
+	for _, tr := range []string{"uds", "skmsg", "adaptive", "poll"} {
+		t.Run(tr, func(t *testing.T) {
+			if tr == "skmsg" {
+				if err := bpfAvailable(); err != nil {
+					bpftest.Unavailable(t, err)
+				}
+			}
+			test(t, tr)
+		})
+	}
+}
+
+var bpfAvailable = sync.OnceValue(func() error {
+	sm, err := bpf.New()
+	if err == nil {
+		sm.Close()
+	}
+	return err
+})
 
 // spryNode is a `spry up` process under test.
 type spryNode struct {

@@ -28,6 +28,16 @@ type NodeStatus struct {
 	Uptime     float64 `json:"uptimeSeconds"`
 	Version    string  `json:"version"`
 	RuntimeDir string  `json:"runtimeDir"`
+	// EBPF says whether the node's eBPF data path is loaded, and how many
+	// descriptors it refused (across apps, or naming no instance).
+	EBPF EBPFStatus `json:"ebpf"`
+}
+
+// EBPFStatus is the node's eBPF data path.
+type EBPFStatus struct {
+	Loaded  bool   `json:"loaded"`
+	Reason  string `json:"reason,omitempty"` // why it is not loaded, when an app asked for it
+	Refused uint64 `json:"refused"`
 }
 
 // AppStatus is one app.
@@ -92,6 +102,11 @@ func (n *Node) Status() Status {
 		PID: os.Getpid(), Listen: n.httpLn.Addr().String(), Admin: n.adminLn.Addr().String(),
 		Uptime: time.Since(n.started).Seconds(), Version: Version, RuntimeDir: n.runDir,
 	}}
+	if n.bpf != nil {
+		s.Node.EBPF = EBPFStatus{Loaded: true, Refused: n.bpf.Refused()}
+	} else if n.bpfErr != nil {
+		s.Node.EBPF.Reason = n.bpfErr.Error()
+	}
 	for _, a := range n.apps {
 		p := a.pool
 		st := a.gw.Stats()

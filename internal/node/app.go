@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -99,17 +100,39 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 	if n.cfg.Transport != "" {
 		a.transport = n.cfg.Transport
 	}
-	if a.transport, err = resolveTransport(n, ac.Name, a.transport); err != nil {
-		return nil, err
+	name, why, err := transport.Resolve(a.transport, n.canBPF)
+	if err != nil {
+		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+	}
+	if a.transport == config.TransportAuto || a.transport == "" {
+		n.log.Info("transport auto: "+name, "app", ac.Name, "reason", why)
+	}
+	a.transport = name
+	if name == config.TransportUDS {
+		// A uds endpoint must be able to queue as many descriptors as
+		// its app may have requests in flight, plus replies and control
+		// messages.
+		n.ensureUnixQueue(ac.Limits.Inflight + 64)
 	}
 
 	slots := 0
 	for _, f := range ac.Functions {
 		slots += f.Scale.Max
 	}
+	// Endpoints: every slot, the gateway, and room for a replacement that
+	// starts while its predecessor's endpoint is still being removed.
+	eps, ringBytes := transport.PoolLayout(name, uint32(slots+1+slots/4+4))
+	if p := transport.Pollers(name, slots+1); p > 0 {
+		n.pollers += p
+		if n.pollers > runtime.NumCPU() {
+			n.log.Warn("more busy-polling receivers than cores: they will share cores and slow each other down",
+				"app", ac.Name, "transport", name, "pollers", n.pollers, "cores", runtime.NumCPU())
+		}
+	}
 	l := pool.Layout{
 		Buffers: ac.Pool.Buffers, BufferSize: ac.Pool.BufferSize,
 		Functions: uint32(len(ac.Functions)), Chains: uint32(len(ac.Chains)), Slots: uint32(slots),
+		Endpoints: eps, RingBytes: ringBytes,
 	}
 	if a.pool, err = pool.Create(ac.Name, l); err != nil {
 		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
@@ -155,7 +178,11 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 			return nil, fmt.Errorf("app %s: %w", ac.Name, err)
 		}
 	}
-	if a.fab, err = transport.New(a.transport, transport.Options{App: ac.Name, Dir: a.dir, UID: a.uid, GID: a.gid, Pool: a.pool}); err != nil {
+	o := transport.Options{App: ac.Name, Dir: a.dir, UID: a.uid, GID: a.gid, Pool: a.pool, AppID: uint32(index + 1)}
+	if name == config.TransportSKMsg {
+		o.BPF = n.bpf
+	}
+	if a.fab, err = transport.New(a.transport, o); err != nil {
 		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
 	}
 	gwID, err := n.ids.alloc()
@@ -182,18 +209,6 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 	n.log.Info("app ready", "app", ac.Name, "transport", a.transport, "buffers", l.Buffers,
 		"buffer_size", l.BufferSize, "pool_bytes", l.Size(), "uid", a.uid)
 	return a, nil
-}
-
-// resolveTransport turns the configured transport into the one to use.
-func resolveTransport(n *Node, app, name string) (string, error) {
-	switch name {
-	case "", "auto":
-		n.log.Info("transport auto: using uds", "app", app, "reason", "uds is the only transport in this build")
-		return "uds", nil
-	case "uds":
-		return name, nil
-	}
-	return "", fmt.Errorf("app %s: transport %q is not available in this build (available: uds)", app, name)
 }
 
 func dupFile(fd int, name string) (*os.File, error) {

@@ -89,6 +89,17 @@ type InstanceStatus struct {
 	// StartMillis is how long the current (or last) process took from its
 	// start to its ready message: the cold start.
 	StartMillis float64 `json:"startMillis"`
+	// Kernel are the eBPF program's counters of the instance's endpoint
+	// (skmsg only): descriptors sent, received, and refused by the app
+	// boundary or for naming no instance.
+	Kernel *KernelCounters `json:"kernel,omitempty"`
+}
+
+// KernelCounters are the eBPF data path's per-endpoint counters.
+type KernelCounters struct {
+	Sent     uint64 `json:"sent"`
+	Received uint64 `json:"received"`
+	Dropped  uint64 `json:"dropped"`
 }
 
 func (in *instance) status() InstanceStatus {
@@ -98,6 +109,11 @@ func (in *instance) status() InstanceStatus {
 	in.mu.Unlock()
 	st := in.f.a.pool.Stats(in.slot)
 	s.Inflight, s.Queue = st.InFlight.Load(), max(st.Queue.Load(), 0)
+	if sm := in.f.a.n.bpf; sm != nil && s.ID != 0 && in.f.a.transport == config.TransportSKMsg {
+		if c, err := sm.Counters(s.ID); err == nil {
+			s.Kernel = &KernelCounters{Sent: c.Sent, Received: c.Received, Dropped: c.Dropped}
+		}
+	}
 	s.Served, s.Errors, s.Stale = st.Served.Load(), st.Errors.Load(), st.Stale.Load()
 	return s
 }

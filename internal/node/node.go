@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spry-dev/spry/internal/bpf"
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/gateway"
 )
@@ -117,6 +118,10 @@ type Node struct {
 	adminLn net.Listener
 	admin   *http.Server
 	spawn   *spawner
+	bpf     *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
+	bpfErr  error        // why eBPF is not available
+	bpfOnce sync.Once
+	pollers int    // busy-polling receivers of all apps
 	runDir  string // this node's own directory under RuntimeDir
 	binDir  string // executables staged for other uids ("" when not switching)
 	uids    bool   // instances run under per-app uids
@@ -158,14 +163,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.Shutdown(context.Background())
 		}
 	}()
-
-	// A uds endpoint must be able to queue as many descriptors as its app
-	// may have requests in flight, plus replies and control messages.
-	need := 0
-	for _, ac := range cfg.Apps {
-		need = max(need, ac.Limits.Inflight+64)
-	}
-	n.ensureUnixQueue(need)
 
 	exes, err := n.executables(ctx)
 	if err != nil {
@@ -286,11 +283,26 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.spawn != nil {
 			n.spawn.close()
 		}
+		if n.bpf != nil {
+			n.bpf.Close()
+		}
 		if n.runDir != "" {
 			os.RemoveAll(n.runDir)
 		}
 	})
 	return err
+}
+
+// canBPF loads the node's eBPF program and sockmap the first time an app
+// asks for skmsg (or auto), and reports whether that worked.
+func (n *Node) canBPF() error {
+	n.bpfOnce.Do(func() {
+		n.bpf, n.bpfErr = bpf.New()
+		if n.bpfErr == nil {
+			n.log.Info("eBPF data path loaded", "program", "SK_MSG verdict", "map", "sockmap")
+		}
+	})
+	return n.bpfErr
 }
 
 // makeRunDir creates this node's runtime directory, RuntimeDir/<pid>,
