@@ -206,7 +206,7 @@ func upCmd() *cobra.Command {
 	f.StringArrayVarP(&files, "file", "f", nil, "an app's config file (repeat for several apps)")
 	f.StringVar(&listen, "listen", ":8080", "gateway address (HTTP)")
 	f.StringVar(&admin, "admin", DefaultAdmin, "admin API address")
-	f.StringVar(&tname, "transport", "", "override every app's transport (auto, uds)")
+	f.StringVar(&tname, "transport", "", "override every app's transport (auto, skmsg, uds, adaptive, poll)")
 	f.BoolVar(&check, "check", false, "validate the config files and exit")
 	f.StringVar(&uids, "app-uids", "61000-61183", "when run as root: uids for the apps' instances, FIRST-LAST, or none")
 	f.StringVar(&runDir, "runtime-dir", "", "directory for sockets and staged executables (default /run/spry as root)")
