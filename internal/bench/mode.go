@@ -16,6 +16,7 @@ import (
 
 	"github.com/spry-dev/spry/bench"
 	"github.com/spry-dev/spry/internal/bench/baseline"
+	"github.com/spry-dev/spry/internal/bpf"
 	"github.com/spry-dev/spry/internal/transport"
 )
 
@@ -71,6 +72,24 @@ const (
 // the baselines.
 func ModeNames() []string {
 	return append(slices.Clone(transport.Names), ModeKnative, ModeHTTP, ModeGRPC)
+}
+
+// DefaultModes are the modes `spry bench` compares when not told: the
+// transport a node on this machine picks by itself (skmsg where eBPF
+// loads, else uds), then the baselines. The other transports are there to
+// be named (poll keeps a core busy per endpoint).
+func DefaultModes() []string {
+	auto, _, err := transport.Resolve("auto", func() error {
+		sm, err := bpf.New()
+		if err == nil {
+			sm.Close()
+		}
+		return err
+	})
+	if err != nil {
+		auto = "uds"
+	}
+	return []string{auto, ModeKnative, ModeHTTP, ModeGRPC}
 }
 
 // NewMode returns mode name.

@@ -46,6 +46,9 @@ See docs/benchmarks.md.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Workload = args[0]
 			o.Modes = splitList(modes)
+			if len(o.Modes) == 0 {
+				o.Modes = ibench.DefaultModes()
+			}
 			o.Shape.Chains = splitList(chains)
 			if payload != "" {
 				n, err := parseBytes(payload)
@@ -76,7 +79,7 @@ See docs/benchmarks.md.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&modes, "modes", strings.Join(ibench.ModeNames(), ","), "modes to compare, the first is the reference")
+	f.StringVar(&modes, "modes", "", "modes to compare, the first is the reference (default: this machine's auto transport, knative, http, grpc; all: "+strings.Join(ibench.ModeNames(), ",")+")")
 	f.DurationVar(&o.Duration, "duration", 30*time.Second, "measured time per mode (split over the rounds)")
 	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "warm-up before each measurement")
 	f.IntVar(&o.Rounds, "rounds", 3, "the modes take turns this many times, so drift hits all alike")
