@@ -153,6 +153,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		runtime.GOMAXPROCS(runtime.NumCPU() + len(cfg.Apps))
 	}
 	n.uids = os.Geteuid() == 0 && cfg.AppUIDs.First >= 0
+	if !n.uids && len(cfg.Apps) > 1 {
+		n.log.Info("instances of every app run as this user: apps are kept apart by their pool and endpoint directory only (run as root for a uid per app)")
+	}
 	if err := n.makeRunDir(); err != nil {
 		return nil, err
 	}
