@@ -333,6 +333,7 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 		defer t.Stop()
 		for {
 			if v, err := fetchScale(admin, fn); err == nil {
+				v.poll.cpu = takeCPU(node.pid())
 				polls = append(polls, v.poll)
 				pidsMu.Lock()
 				for _, p := range v.pids {
@@ -383,6 +384,14 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 	}
 	for i := range polls {
 		polls[i].At = polls[i].Abs.Sub(res.Start)
+		if i > 0 {
+			a, b := polls[i-1].cpu, polls[i].cpu
+			if el := b.at.Sub(a.at).Seconds(); el > 0 {
+				polls[i].NodeCores = (b.node - a.node).Seconds() / el
+				polls[i].StealCores = (b.steal - a.steal).Seconds() / el
+				polls[i].OtherCores = max((b.busy-a.busy-(b.node-a.node)-(b.self-a.self)).Seconds()/el, 0)
+			}
+		}
 	}
 	in := policyInputs{
 		policy: policy, samples: res.Samples, events: evs, polls: polls, initial: st0.poll.Desired,
@@ -437,6 +446,10 @@ type statusPoll struct {
 	P99Millis  float64
 	Attainment float64
 	Reason     string
+	// Where the machine's CPU went since the previous poll, in cores (see
+	// CPUUse); cpu is the reading they come from.
+	NodeCores, OtherCores, StealCores float64
+	cpu                               cpuSample
 }
 
 func fetchScale(admin, fn string) (*scaleView, error) {

@@ -256,7 +256,7 @@ func (p *PolicyResult) writeTimeline(path string) error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	w.Write([]string{"trace_s", "offered_rps", "answered_rps", "p99_ms", "over_slo", "failed", "violation", "instances", "ready_polled", "node_rps", "predicted_rps", "reason"})
+	w.Write([]string{"trace_s", "offered_rps", "answered_rps", "p99_ms", "over_slo", "failed", "violation", "instances", "ready_polled", "node_rps", "predicted_rps", "reason", "node_p99_ms", "queue", "node_cores", "other_cores", "steal_cores"})
 	pi := 0
 	for k, s := range p.seconds {
 		mid := p.origin + time.Duration(k)*p.sec + p.sec/2
@@ -278,7 +278,9 @@ func (p *PolicyResult) writeTimeline(path string) error {
 		w.Write([]string{strconv.Itoa(k), off, strconv.FormatFloat(float64(s.Requests)/p.sec.Seconds(), 'f', 1, 64),
 			p99Cell(s), strconv.Itoa(s.Over), strconv.Itoa(s.Failed), viol,
 			strconv.Itoa(countAt(p.steps, p.initial, mid)), strconv.Itoa(poll.Ready + poll.Starting),
-			strconv.FormatFloat(poll.RPS, 'f', 1, 64), strconv.FormatFloat(poll.Predicted, 'f', 1, 64), poll.Reason})
+			strconv.FormatFloat(poll.RPS, 'f', 1, 64), strconv.FormatFloat(poll.Predicted, 'f', 1, 64), poll.Reason,
+			strconv.FormatFloat(poll.P99Millis, 'f', 2, 64), strconv.Itoa(poll.Queue),
+			strconv.FormatFloat(poll.NodeCores, 'f', 2, 64), strconv.FormatFloat(poll.OtherCores, 'f', 2, 64), strconv.FormatFloat(poll.StealCores, 'f', 2, 64)})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
@@ -522,7 +524,10 @@ Definitions:
   generator (the bench process), of everything else on the machine (/proc/stat busy
   minus those two: other jobs, the noise), and stolen by the hypervisor.
 
-Files: `+"`timeline-POLICY.csv`"+` (per trace second), `+"`node-POLICY.log`"+` (every scale decision with its
+Files: `+"`timeline-POLICY.csv`"+` (per trace second: offered and answered rate, p99, requests over the
+threshold, instances, and the status poll nearest its middle: the node's rate, prediction,
+reason, step p99, queue, and the cores of the node, of other processes, and stolen, since
+the poll before), `+"`node-POLICY.log`"+` (every scale decision with its
 reason, rate, prediction and queue).
 
 ![autoscale](autoscale.png)
