@@ -362,3 +362,51 @@ func TestAutoscaleEndToEnd(t *testing.T) {
 		t.Fatalf("processes left running: %v", left)
 	}
 }
+
+// Cold starts of the three kinds, once each: every answer says when its
+// handler started, the node's startMillis is there, and nothing is left.
+func TestColdStartEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes and builds a go: function")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := RunColdStart(ctx, ColdStartOptions{Runs: 1, GoDir: "../../bench/startprobe/fn", Exe: spryBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Kinds) != 3 {
+		t.Fatalf("%d kinds", len(rep.Kinds))
+	}
+	for i, k := range rep.Kinds {
+		if k.Kind != []string{"builtin", "go", "exec"}[i] {
+			t.Errorf("kind %d: %s", i, k.Kind)
+		}
+		// The handler started after the instance did, and the client saw
+		// at least that.
+		if !(k.FirstWork.Median > 0 && k.Start.Median > 0 && k.Client.Median >= k.FirstWork.Median && k.Warm.Median > 0) {
+			t.Errorf("%s: %+v", k.Kind, k)
+		}
+	}
+	dir := t.TempDir()
+	if err := rep.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	if left := children(t); len(left) > 0 {
+		t.Fatalf("processes left running: %v", left)
+	}
+}
+
+func TestStatsOf(t *testing.T) {
+	t.Parallel()
+	s := statsOf([]float64{3, 1, 2, 10})
+	if s.Median != 2.5 || s.Min != 1 || s.Max != 10 || len(s.Values) != 4 || s.Values[0] != 3 {
+		t.Errorf("%+v", s)
+	}
+	if s := statsOf([]float64{5, 1, 3}); s.Median != 3 {
+		t.Errorf("odd: %+v", s)
+	}
+	if s := statsOf(nil); s.Median != 0 {
+		t.Errorf("empty: %+v", s)
+	}
+}

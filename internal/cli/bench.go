@@ -75,7 +75,7 @@ See docs/benchmarks.md.`,
 			return nil
 		},
 	}
-	cmd.AddCommand(benchAutoscaleCmd())
+	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd())
 	f := cmd.Flags()
 	f.StringVar(&modes, "modes", strings.Join(ibench.ModeNames(), ","), "modes to compare, the first is the reference")
 	f.DurationVar(&o.Duration, "duration", 30*time.Second, "measured time per mode (split over the rounds)")
@@ -162,6 +162,50 @@ See docs/benchmarks.md.`,
 	f.BoolVar(&o.Uniform, "uniform", false, "evenly spaced arrivals instead of Poisson")
 	f.Uint64Var(&seed, "seed", 1, "seed of the Poisson arrivals")
 	f.StringVarP(&out, "out", "o", "", "directory for report.json, report.md, the plot, timelines and node logs")
+	f.StringVar(&o.Dir, "workdir", "", "keep the nodes' configs and logs in this directory (default: a temporary one, removed)")
+	return cmd
+}
+
+func benchColdStartCmd() *cobra.Command {
+	var (
+		o   ibench.ColdStartOptions
+		out string
+	)
+	cmd := &cobra.Command{
+		Use:   "coldstart",
+		Short: "Measure the cold start of a builtin, a go: and an exec: function (scaled from zero)",
+		Long: `Measure cold starts: the same function (bench/startprobe) as a builtin, as a go:
+function and, prebuilt, as an exec: function, each on its own node at zero instances
+(min: 0), woken --runs times by a request. Reports the time from the gateway's receipt of
+the request to the new instance's handler, the client's latency, the instance's
+startMillis and a warm request's latency. Run it from the repository (or give --go).`,
+		Example: `  spry bench coldstart --runs 20 --out results/coldstart`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Log = cmd.ErrOrStderr()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := ibench.RunColdStart(ctx, o)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			for _, k := range rep.Kinds {
+				fmt.Fprintln(w, k.String())
+			}
+			if out != "" {
+				if err := rep.Write(out); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "report: %s/report.md\n", out)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Runs, "runs", 10, "cold starts per kind")
+	f.StringVar(&o.GoDir, "go", "", "the go: function's package directory (default ./bench/startprobe/fn)")
+	f.StringVarP(&out, "out", "o", "", "directory for report.json and report.md")
 	f.StringVar(&o.Dir, "workdir", "", "keep the nodes' configs and logs in this directory (default: a temporary one, removed)")
 	return cmd
 }
