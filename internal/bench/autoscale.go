@@ -382,15 +382,19 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 	if err != nil {
 		return nil, err
 	}
+	j := 0
 	for i := range polls {
 		polls[i].At = polls[i].Abs.Sub(res.Start)
-		if i > 0 {
-			a, b := polls[i-1].cpu, polls[i].cpu
-			if el := b.at.Sub(a.at).Seconds(); el > 0 {
-				polls[i].NodeCores = (b.node - a.node).Seconds() / el
-				polls[i].StealCores = (b.steal - a.steal).Seconds() / el
-				polls[i].OtherCores = max((b.busy-a.busy-(b.node-a.node)-(b.self-a.self)).Seconds()/el, 0)
-			}
+		// Cores over the last second: /proc counts CPU in 10 ms ticks, too
+		// coarse for the 100 ms between polls.
+		for j+1 < i && polls[i].cpu.at.Sub(polls[j+1].cpu.at) >= time.Second {
+			j++
+		}
+		a, b := polls[j].cpu, polls[i].cpu
+		if el := b.at.Sub(a.at).Seconds(); el >= 0.5 {
+			polls[i].NodeCores = (b.node - a.node).Seconds() / el
+			polls[i].StealCores = (b.steal - a.steal).Seconds() / el
+			polls[i].OtherCores = max((b.busy-a.busy-(b.node-a.node)-(b.self-a.self)).Seconds()/el, 0)
 		}
 	}
 	in := policyInputs{
@@ -446,8 +450,8 @@ type statusPoll struct {
 	P99Millis  float64
 	Attainment float64
 	Reason     string
-	// Where the machine's CPU went since the previous poll, in cores (see
-	// CPUUse); cpu is the reading they come from.
+	// Where the machine's CPU went over the second before the poll, in
+	// cores (see CPUUse); cpu is the reading they come from.
 	NodeCores, OtherCores, StealCores float64
 	cpu                               cpuSample
 }

@@ -526,8 +526,8 @@ Definitions:
 
 Files: `+"`timeline-POLICY.csv`"+` (per trace second: offered and answered rate, p99, requests over the
 threshold, instances, and the status poll nearest its middle: the node's rate, prediction,
-reason, step p99, queue, and the cores of the node, of other processes, and stolen, since
-the poll before), `+"`node-POLICY.log`"+` (every scale decision with its
+reason, step p99, queue, and the cores of the node, of other processes, and stolen, over
+the second before it), `+"`node-POLICY.log`"+` (every scale decision with its
 reason, rate, prediction and queue).
 
 ![autoscale](autoscale.png)
