@@ -78,6 +78,7 @@ See docs/benchmarks.md.`,
 			return nil
 		},
 	}
+	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd())
 	f := cmd.Flags()
 	f.StringVar(&modes, "modes", "", "modes to compare, the first is the reference (default: this machine's auto transport, knative, http, grpc; all: "+strings.Join(ibench.ModeNames(), ",")+")")
 	f.DurationVar(&o.Duration, "duration", 30*time.Second, "measured time per mode (split over the rounds)")
@@ -98,6 +99,117 @@ See docs/benchmarks.md.`,
 	f.IntVar(&o.Shape.Instances, "instances", 1, "instances of every function")
 	f.StringVar(&o.Dir, "workdir", "", "keep the processes' configs and logs in this directory (default: a temporary one, removed)")
 	f.BoolVar(&goBroker, "go-broker", false, "knative: use the Go broker even when nginx is installed")
+	return cmd
+}
+
+func benchAutoscaleCmd() *cobra.Command {
+	var (
+		o             ibench.AutoscaleOptions
+		policies, out string
+		seed          uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "autoscale --trace FILE|bursty|idlegaps|ramp|diurnal[:SEED]",
+		Short: "Replay a request-rate trace against a CPU-bound step on a real node, once per autoscaling policy",
+		Long: `Replay a request-rate trace (a file in the {"rps": [...], "interval": 1} format, or a
+generated one: ` + strings.Join(ibench.GeneratorNames, ", ") + `, each with an optional :SEED) against a one-step
+chain whose step burns --cpu of CPU per request, on a fresh node per policy, one after
+the other. Reports per policy the SLO violation seconds, the share of requests over the
+SLO, instance-seconds, scale events and p50/p99, and plots rate, prediction and
+instances over time. Time is compressed --speedup times (the rate is not). Writes
+report.json, report.md, autoscale.png, a timeline and the node's log per policy to --out.
+See docs/benchmarks.md.`,
+		Example: `  spry bench autoscale --trace ../shared/traces/azure_workload_1.json --out results/azure1
+  spry bench autoscale --trace bursty:7 --policy mu,kpa,fixed --speedup 5 --out results/bursty
+  spry bench autoscale --trace ramp --length 120 --speedup 2 --slo 20ms --cpu 2ms`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Trace == "" {
+				return exitError{2, "--trace: required (a trace file, or " + strings.Join(ibench.GeneratorNames, ", ") + ")"}
+			}
+			o.Policies = splitList(policies)
+			o.Seed = seed
+			o.Log = cmd.ErrOrStderr()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := ibench.RunAutoscale(ctx, o)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			for _, p := range rep.Policies {
+				fmt.Fprintln(w, p.String())
+			}
+			if out != "" {
+				if err := rep.Write(out); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "report: %s/report.md\n", out)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Trace, "trace", "", "a trace file, or bursty, idlegaps, ramp, diurnal (optionally :SEED)")
+	f.StringVar(&policies, "policy", "mu,kpa", "policies to replay, one node each: mu, kpa, fixed")
+	f.Float64Var(&o.Speedup, "speedup", ibench.DefaultSpeedup, "trace seconds per second of wall time (the rate is not scaled)")
+	f.Float64Var(&o.RateScale, "rate-scale", 0, "multiply the trace's rates (default: the peak needs 60% of the machine's cores at --cpu)")
+	f.DurationVar(&o.SLO, "slo", ibench.DefaultSLO, "the step's SLO (scale.slo)")
+	f.DurationVar(&o.StepCPU, "cpu", ibench.DefaultStepCPU, "CPU the step burns per request")
+	f.IntVar(&o.Length, "length", 1440, "generated traces: length in seconds")
+	f.IntVar(&o.Min, "min", 0, "scale.min")
+	f.IntVar(&o.Max, "max", 10, "scale.max")
+	f.IntVar(&o.Fixed, "fixed-instances", 0, "the fixed policy's instances (default: the peak at 70% per instance)")
+	f.IntVarP(&o.Connections, "connections", "c", 128, "load generator connections (open loop: enough for the queue to form at the node)")
+	f.DurationVar(&o.Warmup, "warmup", 5*time.Second, "wall time at the trace's first rate before it starts (not measured)")
+	f.BoolVar(&o.Uniform, "uniform", false, "evenly spaced arrivals instead of Poisson")
+	f.Uint64Var(&seed, "seed", 1, "seed of the Poisson arrivals")
+	f.StringVarP(&out, "out", "o", "", "directory for report.json, report.md, the plot, timelines and node logs")
+	f.StringVar(&o.Dir, "workdir", "", "keep the nodes' configs and logs in this directory (default: a temporary one, removed)")
+	return cmd
+}
+
+func benchColdStartCmd() *cobra.Command {
+	var (
+		o   ibench.ColdStartOptions
+		out string
+	)
+	cmd := &cobra.Command{
+		Use:   "coldstart",
+		Short: "Measure the cold start of a builtin, a go: and an exec: function (scaled from zero)",
+		Long: `Measure cold starts: the same function (bench/startprobe) as a builtin, as a go:
+function and, prebuilt, as an exec: function, each on its own node at zero instances
+(min: 0), woken --runs times by a request. Reports the time from the gateway's receipt of
+the request to the new instance's handler, the client's latency, the instance's
+startMillis and a warm request's latency. Run it from the repository (or give --go).`,
+		Example: `  spry bench coldstart --runs 20 --out results/coldstart`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Log = cmd.ErrOrStderr()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := ibench.RunColdStart(ctx, o)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			for _, k := range rep.Kinds {
+				fmt.Fprintln(w, k.String())
+			}
+			if out != "" {
+				if err := rep.Write(out); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "report: %s/report.md\n", out)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Runs, "runs", 10, "cold starts per kind")
+	f.StringVar(&o.GoDir, "go", "", "the go: function's package directory (default ./bench/startprobe/fn)")
+	f.StringVarP(&out, "out", "o", "", "directory for report.json and report.md")
+	f.StringVar(&o.Dir, "workdir", "", "keep the nodes' configs and logs in this directory (default: a temporary one, removed)")
 	return cmd
 }
 

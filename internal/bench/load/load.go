@@ -104,6 +104,18 @@ type Config struct {
 	OnMeasure, OnEnd func()
 	// Tick is the width of a timeline bucket (default 100 ms).
 	Tick time.Duration
+	// Record keeps every measured request's due and completion times in
+	// Result.Samples (open loop: for accounting by time, e.g. per second
+	// of a replayed trace).
+	Record bool
+}
+
+// Sample is one measured request: when it was due and when its answer
+// (or failure) came, as offsets from the start of the measurement. Its
+// latency is Done − Due.
+type Sample struct {
+	Due, Done time.Duration
+	Failed    bool
 }
 
 // Result is what a run measured.
@@ -118,6 +130,12 @@ type Result struct {
 	// Timeline counts answers per Tick from the start of the measurement.
 	Timeline []uint64
 	Tick     time.Duration
+	// Start is when the measurement began: open loop, the time the
+	// schedule's offsets count from.
+	Start time.Time
+	// Samples are the measured requests, in no particular order, when
+	// Config.Record is set.
+	Samples []Sample
 }
 
 // RPS returns the measured throughput.
@@ -143,6 +161,7 @@ type worker struct {
 	ok, errs uint64
 	firstErr string
 	timeline []uint64
+	samples  []Sample
 }
 
 // Run runs the load described by c.
@@ -187,6 +206,9 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	workers := make([]*worker, c.Connections)
 	for i := range workers {
 		workers[i] = &worker{cl: newClient(c.Addr, c.Timeout), hist: NewHistogram(), byName: map[string]*hdrhistogram.Histogram{}, timeline: make([]uint64, ticks)}
+		if c.Record {
+			workers[i].samples = make([]Sample, 0, 4096)
+		}
 	}
 	start := time.Now()
 	measureAt := start.Add(c.Warmup)
@@ -214,6 +236,11 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 				w.firstErr = fmt.Sprintf("%s: %v", r.Name, err)
 			}
 			return
+		}
+		if c.Record {
+			// Amortised growth from a preallocated slice: no allocation
+			// on most requests.
+			w.samples = append(w.samples, Sample{Due: due.Sub(measureAt), Done: done.Sub(measureAt), Failed: err != nil})
 		}
 		if err != nil {
 			w.errs++
@@ -336,7 +363,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	}
 
 	res := &Result{Hist: NewHistogram(), ByName: map[string]*hdrhistogram.Histogram{}, Elapsed: ended.Sub(measured),
-		Late: late, Timeline: make([]uint64, ticks), Tick: c.Tick}
+		Late: late, Timeline: make([]uint64, ticks), Tick: c.Tick, Start: measureAt}
 	for _, w := range workers {
 		res.Requests += w.ok
 		res.Errors += w.errs
@@ -350,6 +377,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		for k, v := range w.timeline {
 			res.Timeline[k] += v
 		}
+		res.Samples = append(res.Samples, w.samples...)
 		if res.FirstErr == "" {
 			res.FirstErr = w.firstErr
 		}
