@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,5 +235,64 @@ chains:
 	}
 	if count["0"] < 180 {
 		t.Fatalf("fast instance served %d of 200 sequential requests, slow one %d; want nearly all on the fast one", count["0"], count["1"])
+	}
+}
+
+// An instance that joins a scaled function (restarted here; scaled up
+// alike) gets its share of requests at once, not only after the next
+// control period has measured it: it starts with its peers' mean
+// load-balancing capacity. (It started at its concurrency, 1 against the
+// measured instances' 1000, and got nothing for up to a second.)
+func TestNewInstanceGetsRequests(t *testing.T) {
+	cfg := writeConfig(t, `
+app: joiner
+functions:
+  work:
+    builtin: sleep
+    instances: 2
+    scale: {min: 2, max: 2, policy: fixed}
+chains:
+  work: {route: /work, steps: [work], timeout: 20s}
+`)
+	n := startNode(t, "-f", cfg)
+	n.waitInstances("joiner", "work", 2, 5*time.Second)
+	c := client(8)
+	// Traffic through a control period or two, so that both instances'
+	// capacities are measured.
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); {
+		if s, _, err := n.post(c, "/work?ms=2", "x"); err != nil || s != 200 {
+			t.Fatalf("warm-up: %d %v", s, err)
+		}
+	}
+	victim := findFunction(t, findApp(t, n.mustStatus(), "joiner"), "work").Instances[1]
+	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var fresh node.InstanceStatus
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		fresh = findFunction(t, findApp(t, n.mustStatus(), "joiner"), "work").Instances[1]
+		if fresh.State == "ready" && fresh.PID != victim.PID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instance not restarted: %+v", fresh)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Eight requests at once, right away: both instances take some.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if s, _, err := n.post(c, "/work?ms=100", "y"); err != nil || s != 200 {
+				t.Errorf("request: %d %v", s, err)
+			}
+		}()
+	}
+	wg.Wait()
+	after := findFunction(t, findApp(t, n.mustStatus(), "joiner"), "work").Instances[1]
+	if after.PID != fresh.PID || after.Served <= fresh.Served {
+		t.Fatalf("the restarted instance served %d of 8 concurrent requests (pid %d, was %d)", after.Served-fresh.Served, after.PID, fresh.PID)
 	}
 }

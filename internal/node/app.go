@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/config"
+	"github.com/spry-dev/spry/internal/control"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/gateway"
 	"github.com/spry-dev/spry/internal/mono"
@@ -77,6 +78,33 @@ func (f *function) scaler() *scaler {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.sc
+}
+
+// startCapacity is the load-balancing capacity a new instance of f starts
+// with, until its control loop has measured it: the mean of its ready
+// instances' capacities, as control.Capacities gives an instance not yet
+// measured. Once a scaled function's loop has run, its instances'
+// capacities are on control.CapacityScale; a new one started at its
+// concurrency instead (1 against up to 1000) got next to no requests until
+// the next control period, so a scale-up took a period longer to help.
+// Functions without a control loop keep their concurrency for every
+// instance.
+func (f *function) startCapacity() uint32 {
+	if f.scaler() == nil {
+		return uint32(f.cfg.Concurrency)
+	}
+	p := f.a.pool
+	var sum, n uint64
+	for _, in := range f.insts {
+		if p.SlotState(in.slot) == pool.SlotReady {
+			sum += uint64(p.SlotCapacity(in.slot))
+			n++
+		}
+	}
+	if n == 0 {
+		return control.CapacityScale
+	}
+	return uint32(sum / n)
 }
 
 func (f *function) wanted() int {

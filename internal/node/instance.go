@@ -221,7 +221,7 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 		return err
 	}
 	defer ho.Close()
-	a.pool.StartSlot(in.slot, id, uint32(in.f.cfg.Concurrency))
+	a.pool.StartSlot(in.slot, id, in.f.startCapacity())
 	in.mu.Lock()
 	in.id, in.pid, in.state, in.ready = id, 0, "starting", make(chan struct{})
 	ready := in.ready
