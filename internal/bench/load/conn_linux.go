@@ -27,12 +27,46 @@ func dial(addr string, timeout time.Duration) (conn, error) {
 	copy(sa.Addr[:], ta.IP.To4())
 	tv := unix.NsecToTimeval(int64(timeout))
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
-	if err := unix.Connect(fd, sa); err != nil {
+	if err := connect(fd, sa, timeout); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	return &rawConn{fd: fd}, nil
+}
+
+// connect connects fd, a blocking socket, to sa. A signal (the Go
+// runtime's preemption signal, for one) can interrupt a blocking connect;
+// the kernel then goes on connecting in the background, and calling
+// connect again would fail with EALREADY. So an interrupted (or, with
+// SO_SNDTIMEO, timed-out) connect waits for the socket to become writable
+// and takes the outcome from SO_ERROR.
+func connect(fd int, sa unix.Sockaddr, timeout time.Duration) error {
+	err := unix.Connect(fd, sa)
+	if err != unix.EINTR && err != unix.EINPROGRESS {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return unix.ETIMEDOUT
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		n, err := unix.Poll(pfd, int(left.Milliseconds())+1)
+		if err == unix.EINTR || (err == nil && n == 0) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil {
+			return err
+		} else if soerr != 0 {
+			return unix.Errno(soerr)
+		}
+		return nil
+	}
 }
 
 func (c *rawConn) Read(b []byte) (int, error) {
