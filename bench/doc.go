@@ -9,6 +9,7 @@
 //	parking   parking: plate detection → search → index → persist → charging,
 //	          1 ms to 435 ms per step (scaled), in periodic bursts
 //	chain     a synthetic chain of 1..10 steps over a payload of any size
+//	hello     the demo `spry up` serves: /hello, upper → reverse → wrap
 //
 // The handlers are registered as spry builtins (from this package's init), so
 // the spry binary runs them as `spry fn NAME` without a build step, and the
@@ -16,7 +17,9 @@
 //
 // Handlers are deterministic: the same request always gets the same answer,
 // whichever platform runs the chain, so a load generator can check every
-// response against one computed in-process (see internal/bench).
+// response against one computed in-process (see internal/bench). The one
+// exception, the demo's wrap, ends its answer in measured hop durations;
+// Workload.Varies says where, and answers are checked up to there.
 //
 // CPU cost is real work (a mixing loop over a small state), measured in
 // calibrated work units so that it is the same amount of computation in

@@ -33,6 +33,7 @@ func TestWorkloadsAnswer(t *testing.T) {
 		{"motion", Options{}, map[string][]string{"motion": {`"light":"on"`}}},
 		{"parking", Options{}, map[string][]string{"parking": {`"charge_cents":`, `"plate":"`}}},
 		{"chain", Options{Steps: 3, Payload: 100}, map[string][]string{"chain": {"00000003"}}},
+		{"hello", Options{}, map[string][]string{"hello": {`"hops":3,"hop_us":[`}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -74,6 +74,7 @@ func TestEveryModeEveryWorkload(t *testing.T) {
 		{"boutique", bench.Options{}},
 		{"motion", bench.Options{Scale: 0.05, BurstEvery: 250 * time.Millisecond, BurstSize: 6}},
 		{"parking", bench.Options{Scale: 0.0005, BurstEvery: 250 * time.Millisecond, BurstSize: 3}},
+		{"hello", bench.Options{}},
 	}
 	modes := ModeNames()
 	for _, wl := range workloads {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -139,8 +140,16 @@ func prepare(w *bench.Workload) ([]load.Request, map[string]float64, error) {
 		if want.Status != 200 {
 			return nil, nil, fmt.Errorf("bench: %s: request %s %s answers %d in-process: %s", w.Name, q.Method, q.Target, want.Status, want.Body)
 		}
-		out = append(out, load.Request{Raw: load.Build(q.Method, q.Target, "bench", q.Header, q.Body),
-			WantStatus: want.Status, WantBody: want.Body, Name: q.Chain})
+		lr := load.Request{Raw: load.Build(q.Method, q.Target, "bench", q.Header, q.Body),
+			WantStatus: want.Status, WantBody: want.Body, Name: q.Chain}
+		if w.Varies != nil {
+			i := bytes.Index(want.Body, w.Varies)
+			if i < 0 {
+				return nil, nil, fmt.Errorf("bench: %s: request %s %s: the in-process answer has no %q: %.200q", w.Name, q.Method, q.Target, w.Varies, want.Body)
+			}
+			lr.WantBody, lr.WantPrefix = want.Body[:i+len(w.Varies)], true
+		}
+		out = append(out, lr)
 	}
 	weights := map[string]float64{}
 	mix := w.Mix()

@@ -15,7 +15,16 @@ type Request struct {
 	Raw        []byte // the whole HTTP/1.1 request: head and body
 	WantStatus int
 	WantBody   []byte // nil: any body
+	WantPrefix bool   // the body must only start with WantBody
 	Name       string // for messages (chain name)
+}
+
+// answers reports whether body is the answer r wants.
+func (r *Request) answers(body []byte) bool {
+	if r.WantPrefix {
+		return bytes.HasPrefix(body, r.WantBody)
+	}
+	return bytes.Equal(body, r.WantBody)
 }
 
 // Build returns the bytes of an HTTP/1.1 request.

@@ -146,3 +146,44 @@ func TestOpenLoopCountsQueueing(t *testing.T) {
 		t.Errorf("closed loop p99 %v", p99)
 	}
 }
+
+// A request that wants only a prefix of its answer (the demo's wrap ends
+// in measured durations) accepts any tail, and still refuses a wrong head.
+func TestPrefixAnswers(t *testing.T) {
+	r := Request{WantBody: []byte(`{"message":"YRPS","hops":3,"hop_us":[`), WantPrefix: true}
+	for body, ok := range map[string]bool{
+		`{"message":"YRPS","hops":3,"hop_us":[12.5,8.1]}`: true,
+		`{"message":"YRPS","hops":3,"hop_us":[]}`:         true,
+		`{"message":"SPRY","hops":3,"hop_us":[12.5,8.1]}`: false,
+		`{"message":"YRPS"`:                               false,
+	} {
+		if got := r.answers([]byte(body)); got != ok {
+			t.Errorf("prefix %q: answers(%q) = %v", r.WantBody, body, got)
+		}
+	}
+	r.WantPrefix = false
+	if r.answers([]byte(`{"message":"YRPS","hops":3,"hop_us":[1]}`)) || !r.answers(r.WantBody) {
+		t.Error("exact match: a longer body passed or the body itself did not")
+	}
+}
+
+// dial connects, and reports a refused connection as such.
+func TestDial(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	c, err := dial(addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	ln.Close()
+	if c, err := dial(addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("dial to a closed port succeeded")
+	} else if !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("dial to a closed port: %v, want connection refused", err)
+	}
+}
