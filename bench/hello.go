@@ -16,7 +16,7 @@ func hello(o Options) (*Workload, error) {
 			{Name: "reverse", Builtin: "reverse"},
 			{Name: "wrap", Builtin: "wrap"},
 		},
-		Chains: []Chain{{Name: "hello", Route: "/hello", Steps: []string{"upper", "reverse", "wrap"}}},
+		Chains: []Chain{{Name: "hello", Route: "/hello", Steps: []string{"upper", "reverse", "wrap"}, Methods: []string{"POST"}}},
 		Varies: []byte(`"hop_us":[`),
 	}
 	for _, body := range []string{"spry", "hello, world", "zero copies between steps", "ünïcödé stays whole"} {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -134,6 +135,9 @@ func (w *Workload) check() error {
 	}
 	chains := map[string]bool{}
 	for _, c := range w.Chains {
+		if len(c.Methods) == 0 {
+			return fmt.Errorf("bench: %s: chain %s: no methods", w.Name, c.Name)
+		}
 		for _, s := range c.Steps {
 			if !fns[s] {
 				return fmt.Errorf("bench: %s: chain %s: unknown function %q", w.Name, c.Name, s)
@@ -153,6 +157,20 @@ func (w *Workload) check() error {
 		}
 	}
 	return nil
+}
+
+// Stable returns the part of answer body that is the same on every run:
+// all of it, or up to and including the first Varies (ok false when a
+// Varies workload's answer lacks it).
+func (w *Workload) Stable(body []byte) (stable []byte, ok bool) {
+	if w.Varies == nil {
+		return body, true
+	}
+	i := bytes.Index(body, w.Varies)
+	if i < 0 {
+		return body, false
+	}
+	return body[:i+len(w.Varies)], true
 }
 
 // Chain returns the chain called name.

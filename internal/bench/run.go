@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -143,11 +142,11 @@ func prepare(w *bench.Workload) ([]load.Request, map[string]float64, error) {
 		lr := load.Request{Raw: load.Build(q.Method, q.Target, "bench", q.Header, q.Body),
 			WantStatus: want.Status, WantBody: want.Body, Name: q.Chain}
 		if w.Varies != nil {
-			i := bytes.Index(want.Body, w.Varies)
-			if i < 0 {
+			stable, ok := w.Stable(want.Body)
+			if !ok {
 				return nil, nil, fmt.Errorf("bench: %s: request %s %s: the in-process answer has no %q: %.200q", w.Name, q.Method, q.Target, w.Varies, want.Body)
 			}
-			lr.WantBody, lr.WantPrefix = want.Body[:i+len(w.Varies)], true
+			lr.WantBody, lr.WantPrefix = stable, true
 		}
 		out = append(out, lr)
 	}
