@@ -19,8 +19,15 @@ import (
 // in the app's pool. Sending is a push into the destination's ring, from
 // any process that maps the pool; receiving pops from one's own ring.
 //
-// A poll receiver never sleeps. An adaptive receiver spins for Spin, then
-// sleeps on the futex word in its ring's header:
+// A poll receiver never sleeps. An adaptive receiver spins for at most its
+// budget, then sleeps on the futex word in its ring's header. The budget
+// is learnt (see learn): spinning pays only when the next descriptor comes
+// within the spin, and on a machine with fewer cores than busy receivers a
+// spin that cannot pay takes the core from the very sender it waits for.
+// Both kinds of receiver step aside (sched_yield) now and then while they
+// spin, for whatever else is runnable on their core.
+//
+// The sleep protocol:
 //
 //	receiver                         sender
 //	sleep = 1                        slot.seq = pos+1   (publish)
@@ -174,6 +181,7 @@ type ringConn struct {
 	// Receiver state, touched only by the goroutine in Recv.
 	head    uint64
 	foreign uint64
+	budget  int64         // adaptive: how long the receiver spins now, 0..spin ns
 	sleeps  atomic.Uint64 // times the receiver went to sleep (tests, metrics)
 }
 
@@ -189,7 +197,7 @@ func newRingConn(name string, id uint16, ring uint32, p *pool.Pool, spin time.Du
 	if o := ownerOf(h.tail.Load()); o != id {
 		return nil, fmt.Errorf("transport: %s: ring %d belongs to %d, not %d", name, ring, o, id)
 	}
-	return &ringConn{v: v, id: id, ring: ring, adaptive: name == "adaptive", spin: int64(spin), head: h.head.Load()}, nil
+	return &ringConn{v: v, id: id, ring: ring, adaptive: name == "adaptive", spin: int64(spin), budget: int64(spin), head: h.head.Load()}, nil
 }
 
 func attachRing(name string, id uint16, ring uint32, p *pool.Pool, spin time.Duration) (Conn, error) {
@@ -253,9 +261,12 @@ func (c *ringConn) Recv(ds []desc.Desc) (int, error) {
 		return 0, nil
 	}
 	h := c.v.hdr(c.ring)
-	var since int64
+	var since, woke int64 // first empty look, end of a sleep (adaptive)
 	for i := 1; ; i++ {
 		if n := c.v.pop(c.ring, &c.head, c.id, ds, &c.foreign); n > 0 {
+			if woke != 0 {
+				c.learn(woke - since)
+			}
 			return n, nil
 		}
 		if c.closed.Load() {
@@ -272,26 +283,49 @@ func (c *ringConn) Recv(ds []desc.Desc) (int, error) {
 		if ownerOf(h.tail.Load()) != c.id {
 			return 0, errDisowned
 		}
+		if i%(64*spinCheck) == 0 {
+			osyield()
+		}
 		if !c.adaptive {
-			// Busy polling is the point of poll; still step aside now
-			// and then for whatever else wants this core.
-			if i%(64*spinCheck) == 0 {
-				osyield()
-			}
-			continue
+			continue // busy polling is the point of poll
 		}
 		now := mono.Now()
 		if since == 0 {
 			since = now
 			continue
 		}
-		if now-since < c.spin {
+		if now-since < c.budget {
 			continue
 		}
 		if n, err := c.sleep(h, ds); n > 0 || err != nil {
 			return n, err
 		}
-		since = 0
+		// Woken: by a sender, whose descriptor the next look finds and
+		// learns from (not by Close or Remove, which end the call). A
+		// wake-up with nothing to take sleeps again at the next check.
+		woke = mono.Now()
+	}
+}
+
+// Bounds of an adaptive receiver's spin budget: a budget that shrinks
+// below minBudget is 0 (sleep at once), one that grows starts again there.
+const minBudget = 2 * time.Microsecond
+
+// learn adapts the spin budget to gap, the time from the receiver's first
+// empty look to its wake-up by the descriptor it then took: a gap within the most it may
+// spin (Options.Spin) means spinning would have saved the sleep and the
+// wake-up, so the budget doubles toward that bound; a longer gap means any
+// spin was CPU thrown away, so it halves toward 0. A receiver under steady
+// load thus spins as poll does, and one whose descriptors come further
+// apart than the bound (a lightly loaded chain, or one starved of its core
+// by the other receivers' spinning) sleeps at once, as skmsg does. The gap
+// includes the wake-up's own latency, so it errs toward sleeping. (A spin
+// that ends in a descriptor leaves the budget as it is.)
+func (c *ringConn) learn(gap int64) {
+	if gap <= c.spin {
+		c.budget = min(c.spin, max(2*c.budget, int64(minBudget)))
+	} else if c.budget /= 2; c.budget < int64(minBudget) {
+		c.budget = 0
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -129,6 +130,67 @@ func TestAdaptiveNoLostWakeup(t *testing.T) {
 		}
 	}
 	t.Logf("receiver slept %d times", b.(*ringConn).sleeps.Load())
+}
+
+// The adaptive spin budget: halves toward 0 while descriptors come further
+// apart than the spin bound, doubles back toward the bound once they come
+// within it.
+func TestAdaptiveLearnsBudget(t *testing.T) {
+	const spin = int64(50 * time.Microsecond)
+	c := &ringConn{adaptive: true, spin: spin, budget: spin}
+	var got []int64
+	for range 6 {
+		c.learn(2 * spin)
+		got = append(got, c.budget)
+	}
+	us := int64(time.Microsecond)
+	want := []int64{25 * us, 12500, 6250, 3125, 0, 0}
+	if !slices.Equal(got, want) {
+		t.Fatalf("budget over slow gaps: %v, want %v", got, want)
+	}
+	got = got[:0]
+	for range 7 {
+		c.learn(spin / 2)
+		got = append(got, c.budget)
+	}
+	want = []int64{2 * us, 4 * us, 8 * us, 16 * us, 32 * us, spin, spin}
+	if !slices.Equal(got, want) {
+		t.Fatalf("budget over quick gaps: %v, want %v", got, want)
+	}
+	if c.learn(spin); c.budget != spin {
+		t.Fatalf("a gap of exactly the bound shrank the budget to %d", c.budget)
+	}
+}
+
+// An adaptive receiver whose traffic comes slower than its spin bound stops
+// spinning (its budget falls to 0) and still gets every descriptor.
+func TestAdaptiveStopsSpinningWhenItCannotPay(t *testing.T) {
+	p := testPool(t, "adaptive", 0)
+	f := newFabric(t, "adaptive", Options{Pool: p, Spin: 20 * time.Microsecond})
+	a, b := open(t, f, 1), open(t, f, 2)
+	got := receiver(b)
+	for i := range 20 {
+		time.Sleep(2 * time.Millisecond)
+		if err := a.Send(desc.Desc{Dst: 2, Src: 1, Buf: uint32(i)}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case d := <-got:
+			if d.Buf != uint32(i) {
+				t.Fatalf("got %d, want %d", d.Buf, i)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("descriptor %d lost", i)
+		}
+	}
+	// The receiver goroutine is back in Recv, asleep: its budget is only
+	// read once it returns, so check it after Close ends that Recv.
+	b.Close()
+	for range got {
+	}
+	if bud := b.(*ringConn).budget; bud != 0 {
+		t.Fatalf("budget %v after 20 gaps of 2 ms, want 0", time.Duration(bud))
+	}
 }
 
 // Remove wakes a receiver sleeping on its ring and ends its Recv.

@@ -23,9 +23,9 @@
 //	poll      a lock-free multi-producer ring per endpoint in the app's pool;
 //	          the receiver busy-polls (one core per endpoint, always). Kept
 //	          as the comparison point.
-//	adaptive  the same rings; the receiver spins for a bounded time, then
-//	          sleeps on a futex in the ring, and a sender wakes it only when
-//	          it announced sleep.
+//	adaptive  the same rings; the receiver spins for a budget it learns
+//	          (at most Options.Spin), then sleeps on a futex in the ring, and
+//	          a sender wakes it only when it announced sleep.
 //
 // Receiving blocks in the kernel (or waits on a futex, for ring transports) on
 // a goroutine locked to its OS thread: Go's netpoller would add a wake-up hop
@@ -169,8 +169,8 @@ type Options struct {
 	BPF   Sockmap // the node's sockmap: a *bpf.Sockmap (bpf.New, once per daemon)
 	AppID uint32  // non-zero, different for every app on the node: the kernel keeps apps apart by it
 
-	// adaptive only: how long an idle receiver spins before it sleeps.
-	// 0 means DefaultSpin.
+	// adaptive only: the most an idle receiver spins before it sleeps
+	// (each receiver learns how much of it pays). 0 means DefaultSpin.
 	Spin time.Duration
 }
 
@@ -185,7 +185,7 @@ type Sockmap interface {
 	Unregister(id uint16) error
 }
 
-// DefaultSpin is how long an adaptive receiver spins before it sleeps: a
+// DefaultSpin is the most an adaptive receiver spins before it sleeps: a
 // few futex wake-ups' worth, so a steady stream never pays for one.
 const DefaultSpin = 50 * time.Microsecond
 
