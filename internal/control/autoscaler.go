@@ -189,6 +189,14 @@ type Autoscaler interface {
 	Tick(now time.Duration, o Observation) Decision
 }
 
+// Urgent is implemented by policies that may scale up between ticks (mu):
+// given what the daemon samples now, it answers the instances wanted at
+// once, and ok only when that is more than are ready or starting. It must
+// not change the policy's state, so ticks stay the only decisions.
+type Urgent interface {
+	Urgent(o Observation) (desired int, ok bool)
+}
+
 // New returns the autoscaler cfg selects, or the config's problems.
 func New(cfg Config) (Autoscaler, error) {
 	if err := cfg.Validate(); err != nil {

@@ -264,3 +264,59 @@ func BenchmarkMuTick(b *testing.B) {
 			Busy: 100 * time.Second, Ready: 120})
 	}
 }
+
+// mu's look between ticks: nothing before completions are measured or
+// without a queue; a backlog the instances up cannot drain within the
+// slack asks for more at once, within the up-rate limit and the maximum;
+// and the look changes nothing the next tick sees.
+func TestMuUrgent(t *testing.T) {
+	t.Parallel()
+	cfg := Config{MaxInstances: 8, SLO: 50 * time.Millisecond, Mu: MuConfig{ColdStart: 10 * time.Millisecond, MaxScaleUpRate: 3}}
+	a := mustNew(t, cfg)
+	u, ok := a.(Urgent)
+	if !ok {
+		t.Fatal("mu does not implement Urgent")
+	}
+	if n, ok := u.Urgent(Observation{Ready: 1, Queued: 100}); ok {
+		t.Fatalf("before any tick: Urgent = %d", n)
+	}
+	// 100 req/s of 5 ms requests on one instance: μ = 200/s, no queue.
+	steady := Observation{Arrivals: 100, Completions: 100, Busy: 500 * time.Millisecond, Ready: 1}
+	var d Decision
+	for i := range 5 {
+		d = a.Tick(time.Duration(i+1)*time.Second, steady)
+	}
+	if d.Desired != 1 {
+		t.Fatalf("steady 100 req/s at 5 ms: %d instances, want 1", d.Desired)
+	}
+	if n, ok := u.Urgent(Observation{Ready: 1}); ok {
+		t.Fatalf("no queue: Urgent = %d", n)
+	}
+	if n, ok := u.Urgent(Observation{Ready: 1, InFlight: 1, Queued: 2}); ok {
+		t.Fatalf("a queue one instance drains within the slack: Urgent = %d", n)
+	}
+	// 20 queued: (100 + 20/0.045)/200 = 2.7 → 3.
+	if n, ok := u.Urgent(Observation{Ready: 1, InFlight: 1, Queued: 20}); !ok || n != 3 {
+		t.Fatalf("20 queued: Urgent = %d, %v; want 3", n, ok)
+	}
+	// 200 queued asks for 23; the up-rate limit (3 × 1) and then the
+	// maximum (8, with 3 up) bound it.
+	if n, ok := u.Urgent(Observation{Ready: 1, Queued: 200}); !ok || n != 3 {
+		t.Fatalf("200 queued, 1 up: Urgent = %d, %v; want 3 (up-rate limit)", n, ok)
+	}
+	if n, ok := u.Urgent(Observation{Ready: 3, Queued: 200}); !ok || n != 8 {
+		t.Fatalf("200 queued, 3 up: Urgent = %d, %v; want 8 (max)", n, ok)
+	}
+	if n, ok := u.Urgent(Observation{Ready: 3, Starting: 5, Queued: 200}); ok {
+		t.Fatalf("at max already: Urgent = %d", n)
+	}
+	// No state changed: the next tick decides as a twin that never
+	// looked between ticks.
+	twin := mustNew(t, cfg)
+	for i := range 5 {
+		twin.Tick(time.Duration(i+1)*time.Second, steady)
+	}
+	if got, want := a.Tick(6*time.Second, steady), twin.Tick(6*time.Second, steady); got != want {
+		t.Fatalf("tick after Urgent: %+v, twin without: %+v", got, want)
+	}
+}

@@ -126,6 +126,11 @@ type mu struct {
 	lastActive time.Duration // last tick with arrivals, queue or work
 	busy, done float64       // decayed busy seconds and completions
 
+	// What the last tick measured, for Urgent: the rate it served
+	// (max(λ̂, observed)), the service rate per instance, and the backlog's
+	// drain time. rate is 0 until completions have been measured.
+	lastCurrent, lastRate, lastDrain float64
+
 	hist     []sample // ring of recent wanted counts, for stabilisation
 	histHead int
 	histLen  int
@@ -213,6 +218,10 @@ func (m *mu) Tick(now time.Duration, o Observation) Decision {
 	if n := toCount((current+backlog/drain)/rate, limit); n > load {
 		raw, reason = n, ReasonQueue
 	}
+	m.lastCurrent, m.lastRate, m.lastDrain = current, 0, drain
+	if measured {
+		m.lastRate = rate
+	}
 
 	// Scale to zero after an idle period; until then keep one instance
 	// warm rather than none.
@@ -261,6 +270,32 @@ func (m *mu) Tick(now time.Duration, o Observation) Decision {
 		Reason:       reason,
 		Warning:      warn,
 	}
+}
+
+// Urgent is mu's look between ticks. The daemon samples queues more often
+// than it ticks; a burst that arrives just after a tick would otherwise
+// queue for up to a whole period before the next decision. Urgent sizes
+// the backlog term of Tick (serve the last tick's rate and drain the queue
+// seen now within the same drain time, at the measured service rate) and
+// answers more instances at once when that asks for more than are ready or
+// starting. It only ever scales up, within the tick's up-rate limit and
+// MaxInstances, and changes no state: the next Tick decides as usual (and
+// lets instances added for a backlog go once it is drained). Before
+// completions have been measured it answers nothing.
+func (m *mu) Urgent(o Observation) (int, bool) {
+	c := &m.cfg
+	if m.lastRate <= 0 || m.lastDrain <= 0 {
+		return 0, false
+	}
+	cur := max(o.Ready, 0) + max(o.Starting, 0)
+	limit := 4 * c.MaxInstances
+	backlog := float64(max(o.Queued, 0)) + max(m.lastCurrent-float64(max(o.Ready, 0))*m.lastRate, 0)*c.Mu.ColdStart.Seconds()
+	n := toCount((m.lastCurrent+backlog/m.lastDrain)/m.lastRate, limit)
+	n = min(n, toCount(c.Mu.MaxScaleUpRate*float64(max(cur, 1)), limit), c.MaxInstances)
+	if n <= cur || o.Queued <= 0 {
+		return 0, false
+	}
+	return n, true
 }
 
 // record appends a wanted count to the stabilisation history.

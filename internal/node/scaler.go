@@ -127,6 +127,42 @@ func (s *scaler) sample() {
 	s.samples++
 }
 
+// urgent lets a policy that looks between control periods (mu) add
+// instances at once when a backlog builds, rather than at the next period.
+func (s *scaler) urgent() {
+	u, ok := s.as.(control.Urgent)
+	if !ok {
+		return
+	}
+	f := s.f
+	p := f.a.pool
+	var o control.Observation
+	for _, in := range f.insts {
+		st := p.Stats(in.slot)
+		switch p.SlotState(in.slot) {
+		case pool.SlotReady:
+			o.Ready++
+			fallthrough
+		case pool.SlotDraining:
+			o.Queued += int(max(st.Queue.Load(), 0))
+			o.InFlight += int(max(st.InFlight.Load(), 0))
+		case pool.SlotStarting:
+			o.Starting++
+		}
+	}
+	n, ok := u.Urgent(o)
+	want := f.wanted()
+	if !ok || n <= want {
+		return
+	}
+	f.a.n.log.Info("scale", "app", f.a.cfg.Name, "function", f.cfg.Name, "from", want, "to", n,
+		"reason", control.ReasonQueue, "between", "periods", "queue", o.Queued)
+	f.setWant(n, nil)
+	s.mu.Lock()
+	s.view.Desired, s.view.Reason = n, control.ReasonQueue
+	s.mu.Unlock()
+}
+
 // decide runs one control period: observe, tick the autoscaler, act.
 func (s *scaler) decide() {
 	f := s.f
