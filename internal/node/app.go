@@ -360,7 +360,6 @@ func (a *app) watch(ctx context.Context) {
 			}
 			if sc := f.scaler(); sc != nil {
 				sc.sample()
-				sc.urgent()
 			}
 		}
 		if i%int(controlPeriod/tick) == 0 {

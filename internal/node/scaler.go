@@ -112,32 +112,12 @@ func addSnapshots(a, b hist.Snapshot) hist.Snapshot {
 	return a
 }
 
-// sample records how many requests are in the function now.
-func (s *scaler) sample() {
+// now observes f's instances as they are: ready and starting, and the
+// requests queued at and running in the ready and draining ones.
+func (s *scaler) now() control.Observation {
 	p := s.f.a.pool
-	n := 0
-	for _, in := range s.f.insts {
-		if p.SlotState(in.slot) == pool.SlotEmpty {
-			continue
-		}
-		st := p.Stats(in.slot)
-		n += int(max(st.Queue.Load(), 0) + max(st.InFlight.Load(), 0))
-	}
-	s.inSystem += float64(n)
-	s.samples++
-}
-
-// urgent lets a policy that looks between control periods (mu) add
-// instances at once when a backlog builds, rather than at the next period.
-func (s *scaler) urgent() {
-	u, ok := s.as.(control.Urgent)
-	if !ok {
-		return
-	}
-	f := s.f
-	p := f.a.pool
 	var o control.Observation
-	for _, in := range f.insts {
+	for _, in := range s.f.insts {
 		st := p.Stats(in.slot)
 		switch p.SlotState(in.slot) {
 		case pool.SlotReady:
@@ -150,6 +130,22 @@ func (s *scaler) urgent() {
 			o.Starting++
 		}
 	}
+	return o
+}
+
+// sample looks at the function between decisions: it records how many
+// requests are in it, and lets a policy that looks between control periods
+// (mu) add instances at once when a backlog builds, rather than at the
+// next period.
+func (s *scaler) sample() {
+	o := s.now()
+	s.inSystem += float64(o.Queued + o.InFlight)
+	s.samples++
+	u, ok := s.as.(control.Urgent)
+	if !ok {
+		return
+	}
+	f := s.f
 	n, ok := u.Urgent(o)
 	want := f.wanted()
 	if !ok || n <= want {
@@ -170,7 +166,6 @@ func (s *scaler) decide() {
 	p := a.pool
 	var arrivals, served, busy uint64
 	var lat hist.Snapshot
-	var o control.Observation
 	s.rates, s.ready = s.rates[:0], s.ready[:0]
 	for i, in := range f.insts {
 		st := p.Stats(in.slot)
@@ -179,20 +174,13 @@ func (s *scaler) decide() {
 		served += sv
 		busy += bz
 		lat = addSnapshots(lat, st.Latency.Snapshot())
-		switch p.SlotState(in.slot) {
-		case pool.SlotReady:
-			o.Ready++
+		if p.SlotState(in.slot) == pool.SlotReady {
 			s.ready = append(s.ready, in.slot)
 			s.rates = append(s.rates, control.ServiceRate(sv-s.slotServed[i], time.Duration(bz-s.slotBusy[i]), f.cfg.Concurrency))
-			fallthrough
-		case pool.SlotDraining:
-			o.Queued += int(max(st.Queue.Load(), 0))
-			o.InFlight += int(max(st.InFlight.Load(), 0))
-		case pool.SlotStarting:
-			o.Starting++
 		}
 		s.slotServed[i], s.slotBusy[i] = sv, bz
 	}
+	o := s.now()
 	o.Arrivals, o.Completions, o.Busy = arrivals-s.arrivals, served-s.served, time.Duration(busy-s.busy)
 	if s.samples > 0 {
 		o.Concurrency = s.inSystem / float64(s.samples)

@@ -117,19 +117,26 @@ func TestAdaptiveNoLostWakeup(t *testing.T) {
 			for time.Now().Before(deadline) {
 			}
 		}
-		if err := a.Send(desc.Desc{Dst: 2, Src: 1, Buf: uint32(i)}); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case d := <-got:
-			if d.Buf != uint32(i) {
-				t.Fatalf("got %d, want %d", d.Buf, i)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("descriptor %d never woke the receiver (lost wake-up)", i)
-		}
+		sendAwait(t, a, got, i)
 	}
 	t.Logf("receiver slept %d times", b.(*ringConn).sleeps.Load())
+}
+
+// sendAwait sends buffer i from a to endpoint 2 and waits until its
+// receiver delivers it on got.
+func sendAwait(t *testing.T, a Conn, got <-chan desc.Desc, i int) {
+	t.Helper()
+	if err := a.Send(desc.Desc{Dst: 2, Src: 1, Buf: uint32(i)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-got:
+		if d.Buf != uint32(i) {
+			t.Fatalf("got %d, want %d", d.Buf, i)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("descriptor %d never woke the receiver (lost wake-up)", i)
+	}
 }
 
 // The adaptive spin budget: halves toward 0 while descriptors come further
@@ -171,17 +178,7 @@ func TestAdaptiveStopsSpinningWhenItCannotPay(t *testing.T) {
 	got := receiver(b)
 	for i := range 20 {
 		time.Sleep(2 * time.Millisecond)
-		if err := a.Send(desc.Desc{Dst: 2, Src: 1, Buf: uint32(i)}); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case d := <-got:
-			if d.Buf != uint32(i) {
-				t.Fatalf("got %d, want %d", d.Buf, i)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("descriptor %d lost", i)
-		}
+		sendAwait(t, a, got, i)
 	}
 	// The receiver goroutine is back in Recv, asleep: its budget is only
 	// read once it returns, so check it after Close ends that Recv.
