@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bytes"
+
+	"github.com/spry-dev/spry/internal/pool"
 )
 
 // Limits on what a client may send.
@@ -69,7 +71,7 @@ type request struct {
 // Header returns the value of field name (ASCII case-insensitive), or nil.
 func (r *request) header(name string) []byte {
 	for i := range r.nh {
-		if equalFold(r.hdrs[i].name, name) {
+		if pool.EqualFold(r.hdrs[i].name, name) {
 			return r.hdrs[i].value
 		}
 	}
@@ -130,7 +132,7 @@ func parseHead(b []byte, r *request) *httpError {
 		r.hdrs[r.nh] = header{name, value}
 		r.nh++
 		switch {
-		case equalFold(name, "content-length"):
+		case pool.EqualFold(name, "content-length"):
 			n, ok := parseLength(value)
 			if !ok {
 				return errBadLength
@@ -139,25 +141,25 @@ func parseHead(b []byte, r *request) *httpError {
 				return errTwoLengths
 			}
 			r.length = n
-		case equalFold(name, "transfer-encoding"):
+		case pool.EqualFold(name, "transfer-encoding"):
 			if r.minor == 0 {
 				return errTE10
 			}
-			if !equalFold(value, "chunked") {
+			if !pool.EqualFold(value, "chunked") {
 				return errBadTE
 			}
 			r.chunked = true
-		case equalFold(name, "connection"):
+		case pool.EqualFold(name, "connection"):
 			r.close = r.close || hasToken(value, "close")
 			keepAlive = keepAlive || hasToken(value, "keep-alive")
-		case equalFold(name, "expect"):
-			if !equalFold(value, "100-continue") {
+		case pool.EqualFold(name, "expect"):
+			if !pool.EqualFold(value, "100-continue") {
 				return errExpect
 			}
 			r.expect = r.minor == 1
-		case equalFold(name, "host"):
+		case pool.EqualFold(name, "host"):
 			hosts++
-		case equalFold(name, "content-type"):
+		case pool.EqualFold(name, "content-type"):
 			r.ctype = value
 		}
 	}
@@ -346,28 +348,9 @@ func hasToken(v []byte, tok string) bool {
 		} else {
 			item, v = v, nil
 		}
-		if equalFold(trimOWS(item), tok) {
+		if pool.EqualFold(trimOWS(item), tok) {
 			return true
 		}
 	}
 	return false
-}
-
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }

@@ -379,14 +379,16 @@ func (b *BufHeader) Header(name string) []byte {
 	r.off++
 	for j := 0; j < n && r.off < len(r.m); j++ {
 		k, v := r.get8(), r.get16()
-		if equalFold(k, name) {
+		if EqualFold(k, name) {
 			return v
 		}
 	}
 	return nil
 }
 
-func equalFold(b []byte, s string) bool {
+// EqualFold reports whether b and s are equal under ASCII case folding, as
+// HTTP header names and tokens compare; it allocates nothing.
+func EqualFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
