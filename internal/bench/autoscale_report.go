@@ -2,7 +2,6 @@ package bench
 
 import (
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"image/color"
 	"io"
@@ -217,14 +216,7 @@ func account(in policyInputs) *PolicyResult {
 // Write writes report.json, report.md, the plot, and per policy the
 // timeline (timeline-POLICY.csv) and the node's log (node-POLICY.log).
 func (r *AutoscaleReport) Write(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	js, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "report.json"), append(js, '\n'), 0o644); err != nil {
+	if err := writeJSON(dir, r); err != nil {
 		return err
 	}
 	for i := range r.Policies {
@@ -241,12 +233,7 @@ func (r *AutoscaleReport) Write(dir string) error {
 	if err := r.Plot(filepath.Join(dir, "autoscale.png")); err != nil {
 		return err
 	}
-	f, err := os.Create(filepath.Join(dir, "report.md"))
-	if err != nil {
-		return err
-	}
-	r.Markdown(f)
-	return f.Close()
+	return writeMarkdown(dir, r.Markdown)
 }
 
 // writeTimeline writes one row per trace second.

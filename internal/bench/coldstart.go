@@ -322,20 +322,14 @@ func waitInstances(ctx context.Context, node *child, admin, logPath string, n in
 
 // Write writes report.json and report.md into dir.
 func (r *ColdStartReport) Write(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := writeJSON(dir, r); err != nil {
 		return err
 	}
-	js, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "report.json"), append(js, '\n'), 0o644); err != nil {
-		return err
-	}
-	f, err := os.Create(filepath.Join(dir, "report.md"))
-	if err != nil {
-		return err
-	}
+	return writeMarkdown(dir, r.Markdown)
+}
+
+// Markdown writes the report as Markdown.
+func (r *ColdStartReport) Markdown(f io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(f, "# spry bench coldstart\n\nMachine: %s, %d cores, %.1f GiB, Linux %s, %s. %d cold starts per kind, each from zero instances (min: 0).\n\n",
 		m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.Go, r.Runs)
@@ -356,5 +350,4 @@ func (r *ColdStartReport) Write(dir string) error {
   message (`+"`spry status -o json`"+`).
 - **warm**: the best of three requests right after, to the running instance.
 `)
-	return f.Close()
 }

@@ -93,25 +93,35 @@ type Latency struct {
 
 // Write writes report.json, report.md and the plots into dir.
 func (r *Report) Write(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	js, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "report.json"), append(js, '\n'), 0o644); err != nil {
+	if err := writeJSON(dir, r); err != nil {
 		return err
 	}
 	plots, err := r.Plots(dir)
 	if err != nil {
 		return err
 	}
+	return writeMarkdown(dir, func(w io.Writer) { r.Markdown(w, plots) })
+}
+
+// writeJSON makes dir and writes v into dir/report.json, indented.
+func writeJSON(dir string, v any) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "report.json"), append(js, '\n'), 0o644)
+}
+
+// writeMarkdown writes dir/report.md with md.
+func writeMarkdown(dir string, md func(io.Writer)) error {
 	f, err := os.Create(filepath.Join(dir, "report.md"))
 	if err != nil {
 		return err
 	}
-	r.Markdown(f, plots)
+	md(f)
 	return f.Close()
 }
 

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -65,17 +66,7 @@ See docs/benchmarks.md.`,
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			for _, m := range rep.Modes {
-				fmt.Fprintln(w, m.String())
-			}
-			if out != "" {
-				if err := rep.Write(out); err != nil {
-					return err
-				}
-				fmt.Fprintf(w, "report: %s/report.md\n", out)
-			}
-			return nil
+			return printReport(cmd.OutOrStdout(), rep, out, rep.Modes)
 		},
 	}
 	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd())
@@ -136,17 +127,7 @@ See docs/benchmarks.md.`,
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			for _, p := range rep.Policies {
-				fmt.Fprintln(w, p.String())
-			}
-			if out != "" {
-				if err := rep.Write(out); err != nil {
-					return err
-				}
-				fmt.Fprintf(w, "report: %s/report.md\n", out)
-			}
-			return nil
+			return printReport(cmd.OutOrStdout(), rep, out, rep.Policies)
 		},
 	}
 	f := cmd.Flags()
@@ -192,17 +173,7 @@ startMillis and a warm request's latency. Run it from the repository (or give --
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			for _, k := range rep.Kinds {
-				fmt.Fprintln(w, k.String())
-			}
-			if out != "" {
-				if err := rep.Write(out); err != nil {
-					return err
-				}
-				fmt.Fprintf(w, "report: %s/report.md\n", out)
-			}
-			return nil
+			return printReport(cmd.OutOrStdout(), rep, out, rep.Kinds)
 		},
 	}
 	f := cmd.Flags()
@@ -307,4 +278,20 @@ func parseBytes(s string) (int64, error) {
 		return n << 20, nil
 	}
 	return 0, fmt.Errorf("unknown unit")
+}
+
+// printReport prints a report's summary, a line per item, and with out
+// set writes the report into that directory.
+func printReport[T fmt.Stringer](w io.Writer, rep interface{ Write(dir string) error }, out string, items []T) error {
+	for _, it := range items {
+		fmt.Fprintln(w, it.String())
+	}
+	if out == "" {
+		return nil
+	}
+	if err := rep.Write(out); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "report: %s/report.md\n", out)
+	return nil
 }
