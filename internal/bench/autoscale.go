@@ -144,22 +144,11 @@ func RunAutoscale(ctx context.Context, o AutoscaleOptions) (*AutoscaleReport, er
 	if err != nil {
 		return nil, err
 	}
-	if o.Exe == "" {
-		if o.Exe, err = os.Executable(); err != nil {
-			return nil, err
-		}
+	cleanup, err := workspace(&o.Exe, &o.Dir, "spry-autoscale-")
+	defer cleanup()
+	if err != nil {
+		return nil, err
 	}
-	if o.Dir == "" {
-		d, err := os.MkdirTemp("", "spry-autoscale-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		o.Dir = d
-	}
-	// Instances run under other uids as root: they must reach the runtime
-	// directory below this one.
-	os.Chmod(o.Dir, 0o755)
 
 	cores := runtime.NumCPU()
 	if o.RateScale == 0 {

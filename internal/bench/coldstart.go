@@ -82,21 +82,11 @@ func RunColdStart(ctx context.Context, o ColdStartOptions) (*ColdStartReport, er
 			fmt.Fprintf(o.Log, format+"\n", args...)
 		}
 	}
-	var err error
-	if o.Exe == "" {
-		if o.Exe, err = os.Executable(); err != nil {
-			return nil, err
-		}
+	cleanup, err := workspace(&o.Exe, &o.Dir, "spry-coldstart-")
+	defer cleanup()
+	if err != nil {
+		return nil, err
 	}
-	if o.Dir == "" {
-		d, err := os.MkdirTemp("", "spry-coldstart-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		o.Dir = d
-	}
-	os.Chmod(o.Dir, 0o755)
 	if o.GoDir == "" {
 		if st, err := os.Stat("bench/startprobe/fn"); err == nil && st.IsDir() {
 			o.GoDir = "bench/startprobe/fn"

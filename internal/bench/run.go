@@ -50,23 +50,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			fmt.Fprintf(o.Log, format+"\n", args...)
 		}
 	}
-	if o.Exe == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		o.Exe = exe
-	}
-	if o.Dir == "" {
-		d, err := os.MkdirTemp("", "spry-bench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		// Spry runs instances under other uids as root: they must reach
-		// the runtime directory below this one.
-		os.Chmod(d, 0o755)
-		o.Dir = d
+	cleanup, err := workspace(&o.Exe, &o.Dir, "spry-bench-")
+	defer cleanup()
+	if err != nil {
+		return nil, err
 	}
 	var modes []Mode
 	for _, n := range o.Modes {
@@ -430,4 +417,26 @@ func machine() Machine {
 	}
 	m.Host, _ = os.Hostname()
 	return m
+}
+
+// workspace fills in exe (this spry binary) and dir (a temporary directory,
+// which cleanup removes) where they are empty. Spry runs instances under
+// other uids as root, and they must reach the runtime directory below dir:
+// dir is made searchable by all.
+func workspace(exe, dir *string, prefix string) (cleanup func(), err error) {
+	cleanup = func() {}
+	if *exe == "" {
+		if *exe, err = os.Executable(); err != nil {
+			return cleanup, err
+		}
+	}
+	if *dir == "" {
+		d, err := os.MkdirTemp("", prefix)
+		if err != nil {
+			return cleanup, err
+		}
+		cleanup = func() { os.RemoveAll(d) }
+		*dir = d
+	}
+	return cleanup, os.Chmod(*dir, 0o755)
 }
