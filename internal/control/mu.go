@@ -213,9 +213,8 @@ func (m *mu) Tick(now time.Duration, o Observation) Decision {
 	sized := max(lambda+c.Mu.ErrorMargin*m.pred.Error(), observed)
 	load := sizeForSLO(sized, exec, c.Concurrency, slack, 1-c.Mu.Percentile, limit)
 	current := max(lambda, observed)
-	backlog := float64(queued) + max(current-float64(max(o.Ready, 0))*rate, 0)*cold
 	raw, reason := load, ReasonLoad
-	if n := toCount((current+backlog/drain)/rate, limit); n > load {
+	if n := backlogTerm(current, rate, drain, cold, queued, o.Ready, limit); n > load {
 		raw, reason = n, ReasonQueue
 	}
 	m.lastCurrent, m.lastRate, m.lastDrain = current, 0, drain
@@ -289,13 +288,21 @@ func (m *mu) Urgent(o Observation) (int, bool) {
 	}
 	cur := max(o.Ready, 0) + max(o.Starting, 0)
 	limit := 4 * c.MaxInstances
-	backlog := float64(max(o.Queued, 0)) + max(m.lastCurrent-float64(max(o.Ready, 0))*m.lastRate, 0)*c.Mu.ColdStart.Seconds()
-	n := toCount((m.lastCurrent+backlog/m.lastDrain)/m.lastRate, limit)
+	n := backlogTerm(m.lastCurrent, m.lastRate, m.lastDrain, c.Mu.ColdStart.Seconds(), max(o.Queued, 0), o.Ready, limit)
 	n = min(n, toCount(c.Mu.MaxScaleUpRate*float64(max(cur, 1)), limit), c.MaxInstances)
 	if n <= cur || o.Queued <= 0 {
 		return 0, false
 	}
 	return n, true
+}
+
+// backlogTerm is the instances that serve rate current (req/s) and drain,
+// within drain seconds, the queue expected once new instances are up: the
+// queued requests plus what outruns the ready instances (each serving rate
+// req/s) during a cold start. Saturates at limit.
+func backlogTerm(current, rate, drain, cold float64, queued, ready, limit int) int {
+	backlog := float64(queued) + max(current-float64(max(ready, 0))*rate, 0)*cold
+	return toCount((current+backlog/drain)/rate, limit)
 }
 
 // record appends a wanted count to the stabilisation history.
