@@ -312,10 +312,10 @@ func (c *ringConn) Recv(ds []desc.Desc) (int, error) {
 const minBudget = 2 * time.Microsecond
 
 // learn adapts the spin budget to gap, the time from the receiver's first
-// empty look to its wake-up by the descriptor it then took: a gap within the most it may
-// spin (Options.Spin) means spinning would have saved the sleep and the
-// wake-up, so the budget doubles toward that bound; a longer gap means any
-// spin was CPU thrown away, so it halves toward 0. A receiver under steady
+// empty look to its wake-up by the descriptor it then took: a gap within
+// the most it may spin (Options.Spin) means spinning would have saved the
+// sleep and the wake-up, so the budget doubles toward that bound; a longer
+// gap means any spin was CPU thrown away, so it halves toward 0. A receiver under steady
 // load thus spins as poll does, and one whose descriptors come further
 // apart than the bound (a lightly loaded chain, or one starved of its core
 // by the other receivers' spinning) sleeps at once, as skmsg does. The gap
