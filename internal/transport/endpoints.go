@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -135,3 +136,20 @@ func (f *freeList) take(ok func(uint32) bool) (uint32, bool) {
 }
 
 func (f *freeList) put(i uint32) { f.q = append(f.q, i) }
+
+// removeAll removes every endpoint of a fabric: ends is its map of
+// endpoints by id, read under mu, and remove its Remove. It returns the
+// errors joined.
+func removeAll[V any](mu *sync.Mutex, ends map[uint16]V, remove func(uint16) error) error {
+	mu.Lock()
+	ids := make([]uint16, 0, len(ends))
+	for id := range ends {
+		ids = append(ids, id)
+	}
+	mu.Unlock()
+	var errs []error
+	for _, id := range ids {
+		errs = append(errs, remove(id))
+	}
+	return errors.Join(errs...)
+}

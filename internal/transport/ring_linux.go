@@ -153,18 +153,7 @@ func (f *ringFabric) Remove(id uint16) error {
 	return nil
 }
 
-func (f *ringFabric) Close() error {
-	f.mu.Lock()
-	ids := make([]uint16, 0, len(f.ends))
-	for id := range f.ends {
-		ids = append(ids, id)
-	}
-	f.mu.Unlock()
-	for _, id := range ids {
-		f.Remove(id)
-	}
-	return nil
-}
+func (f *ringFabric) Close() error { return removeAll(&f.mu, f.ends, f.Remove) }
 
 // ringConn is one endpoint of the poll or adaptive transport.
 type ringConn struct {

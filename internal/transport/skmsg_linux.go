@@ -142,19 +142,7 @@ func (f *skmsgFabric) Remove(id uint16) error {
 	return nil
 }
 
-func (f *skmsgFabric) Close() error {
-	f.mu.Lock()
-	ids := make([]uint16, 0, len(f.ends))
-	for id := range f.ends {
-		ids = append(ids, id)
-	}
-	f.mu.Unlock()
-	var errs []error
-	for _, id := range ids {
-		errs = append(errs, f.Remove(id))
-	}
-	return errors.Join(errs...)
-}
+func (f *skmsgFabric) Close() error { return removeAll(&f.mu, f.ends, f.Remove) }
 
 // skmsgConn is one endpoint.
 type skmsgConn struct {

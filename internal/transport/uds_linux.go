@@ -102,19 +102,7 @@ func (f *udsFabric) Remove(id uint16) error {
 	return nil
 }
 
-func (f *udsFabric) Close() error {
-	f.mu.Lock()
-	ids := make([]uint16, 0, len(f.ends))
-	for id := range f.ends {
-		ids = append(ids, id)
-	}
-	f.mu.Unlock()
-	var errs []error
-	for _, id := range ids {
-		errs = append(errs, f.Remove(id))
-	}
-	return errors.Join(errs...)
-}
+func (f *udsFabric) Close() error { return removeAll(&f.mu, f.ends, f.Remove) }
 
 // udsConn is one endpoint. Sends go out with sendto(2) from the endpoint's
 // own socket to the destination's path; addresses are built once per
