@@ -3,13 +3,11 @@ package bench
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -265,50 +263,20 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 	if fixed == 0 {
 		fixed = max(int(math.Ceil(tr.Peak()*o.RateScale*o.StepCPU.Seconds()/0.7)), 1)
 	}
-	cfg := filepath.Join(dir, "spry.yaml")
-	if err := os.WriteFile(cfg, []byte(autoscaleYAML(w, o, policy, fixed)), 0o644); err != nil {
-		return nil, err
-	}
-	ports, err := freePorts(2)
+	node, err := startNode(o.Exe, dir, "spry node ("+policy+")", autoscaleYAML(w, o, policy, fixed))
 	if err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(dir, "node.log")
-	cmd := exec.Command(o.Exe, "up", "-f", cfg, "--listen", ports[0], "--admin", ports[1],
-		"--runtime-dir", filepath.Join(dir, "run"), "--cache-dir", filepath.Join(dir, "cache"),
-		"--log-level", "info", "--drain-timeout", "5s")
-	cmd.Env = os.Environ()
-	node, err := startChild("spry node ("+policy+")", cmd, logPath)
-	if err != nil {
-		return nil, err
-	}
-	admin := ports[1]
+	admin, logPath := node.admin, node.log
 	fn := w.Functions[0].Name
-	pids := map[int]bool{node.pid(): true}
-	var pidsMu sync.Mutex
 	defer func() {
-		node.stop(15 * time.Second)
-		pidsMu.Lock()
-		var ps []Proc
-		for p := range pids {
-			ps = append(ps, Proc{PID: p, Component: "spry"})
-		}
-		pidsMu.Unlock()
-		if serr := survivors(ps); serr != nil && err == nil {
+		if serr := node.shutdown(); serr != nil && err == nil {
 			err = serr
 		}
 	}()
-	deadline := time.Now().Add(60 * time.Second)
 	var st0 *scaleView
-	for {
-		if st0, err = fetchScale(admin, fn); err == nil {
-			break
-		}
-		if node.exited() || time.Now().After(deadline) || ctx.Err() != nil {
-			log, _ := os.ReadFile(logPath)
-			return nil, fmt.Errorf("spry node did not come up: %v: %s", err, tail(log, 2000))
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := node.waitUp(ctx, 60*time.Second, func() (err error) { st0, err = fetchScale(admin, fn); return err }); err != nil {
+		return nil, err
 	}
 
 	// Poll the node's status for the whole run.
@@ -324,11 +292,7 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 			if v, err := fetchScale(admin, fn); err == nil {
 				v.poll.cpu = takeCPU(node.pid())
 				polls = append(polls, v.poll)
-				pidsMu.Lock()
-				for _, p := range v.pids {
-					pids[p] = true
-				}
-				pidsMu.Unlock()
+				node.saw(v.pids...)
 			}
 			select {
 			case <-pollCtx.Done():
@@ -341,7 +305,7 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 
 	// The fixed overhead between the client and the step: a light load
 	// whose step time the node measured, against what the client saw.
-	overhead, err := measureOverhead(ctx, ports[0], admin, fn, reqs)
+	overhead, err := measureOverhead(ctx, node.addr, admin, fn, reqs)
 	if err != nil {
 		return nil, err
 	}
@@ -351,7 +315,7 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 	traceWall := time.Duration(len(tr.RPS)) * sec
 	c0 := takeCPU(node.pid())
 	res, err := load.Run(ctx, load.Config{
-		Addr: ports[0], Requests: reqs, Connections: o.Connections,
+		Addr: node.addr, Requests: reqs, Connections: o.Connections,
 		Duration: o.Warmup + traceWall + drainGrace, Schedule: sched, Record: true,
 		Timeout: 2 * time.Minute,
 	})
@@ -446,39 +410,11 @@ type statusPoll struct {
 }
 
 func fetchScale(admin, fn string) (*scaleView, error) {
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + admin + "/v1/status")
+	s, err := fetchStatus(admin)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("admin API: %s", resp.Status)
-	}
-	var s struct {
-		Apps []struct {
-			Functions []struct {
-				Name  string `json:"name"`
-				Scale struct {
-					Desired    int     `json:"desired"`
-					RPS        float64 `json:"rps"`
-					Predicted  float64 `json:"predictedRps"`
-					Queue      int     `json:"queue"`
-					P99Millis  float64 `json:"p99Millis"`
-					Attainment float64 `json:"sloAttainment"`
-					Reason     string  `json:"reason"`
-				} `json:"scale"`
-				Instances []struct {
-					PID   int    `json:"pid"`
-					State string `json:"state"`
-				} `json:"instances"`
-			} `json:"functions"`
-		} `json:"apps"`
-	}
 	at := time.Now()
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return nil, err
-	}
 	for _, a := range s.Apps {
 		for _, f := range a.Functions {
 			if f.Name != fn {

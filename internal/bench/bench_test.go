@@ -199,7 +199,7 @@ func TestAuditNode(t *testing.T) {
 		}
 	}()
 	var out bytes.Buffer
-	a, err := AuditNode(context.Background(), AuditOptions{Admin: sys.(*spryRun).admin, Route: "/chain",
+	a, err := AuditNode(context.Background(), AuditOptions{Admin: sys.(*spryRun).node.admin, Route: "/chain",
 		Body: w.Requests[0].Body, Requests: 500, Connections: 2}, &out)
 	if err != nil {
 		t.Fatal(err)

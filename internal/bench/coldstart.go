@@ -132,50 +132,27 @@ func (r ColdStartResult) String() string {
 // coldStarts runs a node with the probe function at zero instances and
 // wakes it o.Runs times, each time waiting until it went back to zero.
 func coldStarts(ctx context.Context, o ColdStartOptions, name, fnYAML string) (_ *ColdStartResult, err error) {
-	dir := filepath.Join(o.Dir, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(dir, "spry.yaml")
 	yaml := "app: coldstart\nfunctions:\n  probe:\n    " + fnYAML + "\n" +
 		"    instances: 0\n    scale: {min: 0, max: 1, policy: mu, window: 1s, idle: 1s}\n" +
 		"chains:\n  probe:\n    route: /probe\n    steps: [probe]\n    methods: [POST]\n    timeout: 30s\n"
-	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
-		return nil, err
-	}
-	ports, err := freePorts(2)
+	node, err := startNode(o.Exe, filepath.Join(o.Dir, name), "spry node ("+name+")", yaml,
+		"--cache-dir", filepath.Join(o.Dir, "cache"))
 	if err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(dir, "node.log")
-	cmd := exec.Command(o.Exe, "up", "-f", cfg, "--listen", ports[0], "--admin", ports[1],
-		"--runtime-dir", filepath.Join(dir, "run"), "--cache-dir", filepath.Join(o.Dir, "cache"),
-		"--log-level", "info", "--drain-timeout", "5s")
-	cmd.Env = os.Environ()
-	node, err := startChild("spry node ("+name+")", cmd, logPath)
-	if err != nil {
-		return nil, err
-	}
-	pids := map[int]bool{node.pid(): true}
 	defer func() {
-		node.stop(15 * time.Second)
-		var ps []Proc
-		for p := range pids {
-			ps = append(ps, Proc{PID: p, Component: "spry"})
-		}
-		if serr := survivors(ps); serr != nil && err == nil {
+		if serr := node.shutdown(); serr != nil && err == nil {
 			err = serr
 		}
 	}()
-	admin := ports[1]
 	// Up, and at zero instances (a go: function is built first).
-	if err := waitInstances(ctx, node, admin, logPath, 0, 5*time.Minute, pids); err != nil {
+	if err := node.waitInstances(ctx, 0, 5*time.Minute); err != nil {
 		return nil, err
 	}
 	client := &http.Client{Timeout: 30 * time.Second}
-	url := "http://" + ports[0] + "/probe"
+	url := "http://" + node.addr + "/probe"
 	// Open the client's connection on a route no function serves.
-	if resp, err := client.Get("http://" + ports[0] + "/"); err == nil {
+	if resp, err := client.Get("http://" + node.addr + "/"); err == nil {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
@@ -213,18 +190,15 @@ func coldStarts(ctx context.Context, o ColdStartOptions, name, fnYAML string) (_
 		}
 		first = append(first, fw)
 		cl = append(cl, ms(took))
-		st, err := fetchStatus(admin)
+		st, err := fetchStatus(node.admin)
 		if err != nil {
 			return nil, err
 		}
-		sm := probeStartMillis(admin)
-		start = append(start, sm)
+		start = append(start, readyStartMillis(st))
 		for _, a := range st.Apps {
 			for _, f := range a.Functions {
 				for _, in := range f.Instances {
-					if in.PID > 0 {
-						pids[in.PID] = true
-					}
+					node.saw(in.PID)
 				}
 			}
 		}
@@ -239,36 +213,17 @@ func coldStarts(ctx context.Context, o ColdStartOptions, name, fnYAML string) (_
 		}
 		warm = append(warm, ms(best))
 		// Back to zero (the idle period is 1 s).
-		if err := waitInstances(ctx, node, admin, logPath, 0, 30*time.Second, pids); err != nil {
+		if err := node.waitInstances(ctx, 0, 30*time.Second); err != nil {
 			return nil, err
 		}
 	}
 	return &ColdStartResult{Kind: name, FirstWork: statsOf(first), Client: statsOf(cl), Start: statsOf(start), Warm: statsOf(warm)}, nil
 }
 
-// probeStartMillis returns the startMillis of the probe's running
-// instance.
-func probeStartMillis(admin string) float64 {
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + admin + "/v1/status")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	var s struct {
-		Apps []struct {
-			Functions []struct {
-				Instances []struct {
-					State       string  `json:"state"`
-					StartMillis float64 `json:"startMillis"`
-				} `json:"instances"`
-			} `json:"functions"`
-		} `json:"apps"`
-	}
-	if json.NewDecoder(resp.Body).Decode(&s) != nil {
-		return 0
-	}
-	for _, a := range s.Apps {
+// readyStartMillis returns the startMillis of the node's ready instance
+// (the probe's), or 0.
+func readyStartMillis(st *status) float64 {
+	for _, a := range st.Apps {
 		for _, f := range a.Functions {
 			for _, in := range f.Instances {
 				if in.State == "ready" {
@@ -282,32 +237,28 @@ func probeStartMillis(admin string) float64 {
 
 // waitInstances waits until the node answers and runs n instances with a
 // process (any state).
-func waitInstances(ctx context.Context, node *child, admin, logPath string, n int, timeout time.Duration, pids map[int]bool) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		st, err := fetchStatus(admin)
-		if err == nil {
-			live := 0
-			for _, a := range st.Apps {
-				for _, f := range a.Functions {
-					for _, in := range f.Instances {
-						if in.PID > 0 {
-							live++
-							pids[in.PID] = true
-						}
+func (n *spryNode) waitInstances(ctx context.Context, want int, timeout time.Duration) error {
+	return n.waitUp(ctx, timeout, func() error {
+		st, err := fetchStatus(n.admin)
+		if err != nil {
+			return err
+		}
+		live := 0
+		for _, a := range st.Apps {
+			for _, f := range a.Functions {
+				for _, in := range f.Instances {
+					if in.PID > 0 {
+						live++
+						n.saw(in.PID)
 					}
 				}
 			}
-			if live == n {
-				return nil
-			}
 		}
-		if node.exited() || time.Now().After(deadline) || ctx.Err() != nil {
-			log, _ := os.ReadFile(logPath)
-			return fmt.Errorf("node not at %d instances after %s (%v): %s", n, timeout, err, tail(log, 2000))
+		if live != want {
+			return fmt.Errorf("%d instances, want %d", live, want)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // Write writes report.json and report.md into dir.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spry-dev/spry/bench"
@@ -110,11 +111,7 @@ type spryMode struct{ transport string }
 
 func (m *spryMode) Name() string { return m.transport }
 
-type spryRun struct {
-	node  *child
-	addr  string
-	admin string
-}
+type spryRun struct{ node *spryNode }
 
 // appYAML writes w as a spry.yaml.
 func appYAML(w *bench.Workload, transport string) string {
@@ -151,44 +148,99 @@ func appYAML(w *bench.Workload, transport string) string {
 }
 
 func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (System, error) {
-	dir := filepath.Join(env.Dir, m.transport)
+	n, err := startNode(env.Exe, filepath.Join(env.Dir, m.transport), "spry node ("+m.transport+")", appYAML(w, m.transport),
+		"--transport", m.transport, "--log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
+	// The node binds its ports first and serves once every instance is
+	// ready: wait for the admin API to answer.
+	if err := n.waitUp(ctx, 60*time.Second, func() error { _, err := fetchStatus(n.admin); return err }); err != nil {
+		n.stop(5 * time.Second)
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return &spryRun{n}, nil
+}
+
+// spryNode is a node the bench started: `spry up` on a config of its own.
+type spryNode struct {
+	*child
+	name, addr, admin, log string
+
+	mu   sync.Mutex
+	pids map[int]bool // the node and every instance process seen
+}
+
+// saw records instance processes of the node, for shutdown to check.
+func (n *spryNode) saw(pids ...int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range pids {
+		if p > 0 {
+			n.pids[p] = true
+		}
+	}
+}
+
+// shutdown stops the node and reports any of its processes seen (saw)
+// that outlive it.
+func (n *spryNode) shutdown() error {
+	n.stop(15 * time.Second)
+	n.mu.Lock()
+	var ps []Proc
+	for p := range n.pids {
+		ps = append(ps, Proc{PID: p, Component: "spry"})
+	}
+	n.mu.Unlock()
+	return survivors(ps)
+}
+
+// startNode writes yaml into dir/spry.yaml and starts `spry up` on it:
+// ports of its own, its runtime directory, build cache and log (node.log)
+// in dir, log level info, and then args, which may override any of those.
+func startNode(exe, dir, name, yaml string, args ...string) (*spryNode, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "spry.yaml")
-	if err := os.WriteFile(cfg, []byte(appYAML(w, m.transport)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
 		return nil, err
 	}
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(env.Exe, "up", "-f", cfg, "--listen", ports[0], "--admin", ports[1],
-		"--transport", m.transport, "--runtime-dir", filepath.Join(dir, "run"), "--cache-dir", filepath.Join(dir, "cache"),
-		"--log-level", "warn", "--drain-timeout", "5s")
+	argv := append([]string{"up", "-f", cfg, "--listen", ports[0], "--admin", ports[1],
+		"--runtime-dir", filepath.Join(dir, "run"), "--cache-dir", filepath.Join(dir, "cache"),
+		"--log-level", "info", "--drain-timeout", "5s"}, args...)
+	cmd := exec.Command(exe, argv...)
 	cmd.Env = os.Environ()
-	node, err := startChild("spry node ("+m.transport+")", cmd, filepath.Join(dir, "node.log"))
+	log := filepath.Join(dir, "node.log")
+	c, err := startChild(name, cmd, log)
 	if err != nil {
 		return nil, err
 	}
-	r := &spryRun{node: node, addr: ports[0], admin: ports[1]}
-	// The node binds its ports first and serves once every instance is
-	// ready: wait for the admin API to answer.
-	deadline := time.Now().Add(60 * time.Second)
+	return &spryNode{child: c, name: name, addr: ports[0], admin: ports[1], log: log, pids: map[int]bool{c.pid(): true}}, nil
+}
+
+// waitUp polls up every 20 ms until it succeeds; it fails, with the end of
+// the node's log, when the node exits, ctx ends or timeout passes.
+func (n *spryNode) waitUp(ctx context.Context, timeout time.Duration, up func() error) error {
+	deadline := time.Now().Add(timeout)
 	for {
-		if _, err := fetchStatus(r.admin); err == nil {
-			return r, nil
+		err := up()
+		if err == nil {
+			return nil
 		}
-		if node.exited() || time.Now().After(deadline) || ctx.Err() != nil {
-			r.node.stop(5 * time.Second)
-			log, _ := os.ReadFile(filepath.Join(dir, "node.log"))
-			return nil, fmt.Errorf("bench: spry node (%s) did not come up: %s", m.transport, tail(log, 2000))
+		if n.exited() || time.Now().After(deadline) || ctx.Err() != nil {
+			log, _ := os.ReadFile(n.log)
+			return fmt.Errorf("%s did not come up (%v): %s", n.name, err, tail(log, 2000))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-func (r *spryRun) Addr() string { return r.addr }
+func (r *spryRun) Addr() string { return r.node.addr }
 
 // status is the part of the admin API's /v1/status the bench reads.
 type status struct {
@@ -199,9 +251,20 @@ type status struct {
 	Apps []struct {
 		Transport string `json:"transport"`
 		Functions []struct {
-			Name      string `json:"name"`
+			Name  string `json:"name"`
+			Scale struct {
+				Desired    int     `json:"desired"`
+				RPS        float64 `json:"rps"`
+				Predicted  float64 `json:"predictedRps"`
+				Queue      int     `json:"queue"`
+				P99Millis  float64 `json:"p99Millis"`
+				Attainment float64 `json:"sloAttainment"`
+				Reason     string  `json:"reason"`
+			} `json:"scale"`
 			Instances []struct {
-				PID int `json:"pid"`
+				PID         int     `json:"pid"`
+				State       string  `json:"state"`
+				StartMillis float64 `json:"startMillis"`
 			} `json:"instances"`
 		} `json:"functions"`
 		Chains []struct {
@@ -247,7 +310,7 @@ func nodeProcs(admin string) ([]Proc, error) {
 }
 
 func (r *spryRun) Procs() []Proc {
-	ps, err := nodeProcs(r.admin)
+	ps, err := nodeProcs(r.node.admin)
 	if err != nil {
 		return []Proc{{PID: r.node.pid(), Role: RoleGateway, Component: "gateway"}}
 	}
