@@ -133,11 +133,7 @@ func RunAutoscale(ctx context.Context, o AutoscaleOptions) (*AutoscaleReport, er
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	logf := func(format string, args ...any) {
-		if o.Log != nil {
-			fmt.Fprintf(o.Log, format+"\n", args...)
-		}
-	}
+	logf := lineLogger(o.Log)
 	tr, name, err := LoadTrace(o.Trace, o.Length)
 	if err != nil {
 		return nil, err

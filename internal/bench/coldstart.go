@@ -77,11 +77,7 @@ func RunColdStart(ctx context.Context, o ColdStartOptions) (*ColdStartReport, er
 	if o.Runs <= 0 {
 		o.Runs = 10
 	}
-	logf := func(format string, args ...any) {
-		if o.Log != nil {
-			fmt.Fprintf(o.Log, format+"\n", args...)
-		}
-	}
+	logf := lineLogger(o.Log)
 	cleanup, err := workspace(&o.Exe, &o.Dir, "spry-coldstart-")
 	defer cleanup()
 	if err != nil {

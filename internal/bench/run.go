@@ -45,11 +45,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Duration <= 0 {
 		o.Duration = 30 * time.Second
 	}
-	logf := func(format string, args ...any) {
-		if o.Log != nil {
-			fmt.Fprintf(o.Log, format+"\n", args...)
-		}
-	}
+	logf := lineLogger(o.Log)
 	cleanup, err := workspace(&o.Exe, &o.Dir, "spry-bench-")
 	defer cleanup()
 	if err != nil {
@@ -439,4 +435,14 @@ func workspace(exe, dir *string, prefix string) (cleanup func(), err error) {
 		*dir = d
 	}
 	return cleanup, os.Chmod(*dir, 0o755)
+}
+
+// lineLogger returns a printf that writes a line to w, or nothing when w
+// is nil.
+func lineLogger(w io.Writer) func(format string, args ...any) {
+	return func(format string, args ...any) {
+		if w != nil {
+			fmt.Fprintf(w, format+"\n", args...)
+		}
+	}
 }
