@@ -190,32 +190,39 @@ func TestAdaptiveStopsSpinningWhenItCannotPay(t *testing.T) {
 	}
 }
 
+// removeEndsRecv checks that f.Remove of an endpoint whose receiver is
+// blocked in Recv ends that Recv with ErrClosed.
+func removeEndsRecv(t *testing.T, f Fabric) {
+	t.Helper()
+	c := open(t, f, 5)
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		var ds [4]desc.Desc
+		_, err := c.Recv(ds[:])
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if err := f.Remove(5); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Recv after Remove: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Remove did not end Recv")
+	}
+}
+
 // Remove wakes a receiver sleeping on its ring and ends its Recv.
 func TestRingRemoveEndsRecv(t *testing.T) {
 	for _, name := range []string{"poll", "adaptive"} {
 		t.Run(name, func(t *testing.T) {
 			p := testPool(t, name, 0)
 			f := newFabric(t, name, Options{Pool: p})
-			c := open(t, f, 5)
-			done := make(chan error, 1)
-			go func() {
-				runtime.LockOSThread()
-				var ds [4]desc.Desc
-				_, err := c.Recv(ds[:])
-				done <- err
-			}()
-			time.Sleep(20 * time.Millisecond)
-			if err := f.Remove(5); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case err := <-done:
-				if !errors.Is(err, ErrClosed) {
-					t.Fatalf("Recv after Remove: %v, want ErrClosed", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("Remove did not end Recv")
-			}
+			removeEndsRecv(t, f)
 		})
 	}
 }

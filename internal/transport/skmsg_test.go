@@ -4,7 +4,6 @@ package transport
 
 import (
 	"errors"
-	"runtime"
 	"testing"
 	"time"
 
@@ -102,26 +101,7 @@ func TestSkmsgAddRegisters(t *testing.T) {
 // daemon closes the peer, the receiver reads end-of-file.
 func TestSkmsgRemoveEndsRecv(t *testing.T) {
 	f := fabric(t, makeSkmsg, "a")
-	c := open(t, f, 5)
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		var ds [4]desc.Desc
-		_, err := c.Recv(ds[:])
-		done <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
-	if err := f.Remove(5); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, ErrClosed) {
-			t.Fatalf("Recv after Remove: %v, want ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Remove did not end Recv")
-	}
+	removeEndsRecv(t, f)
 }
 
 func TestSkmsgOptions(t *testing.T) {
