@@ -224,17 +224,19 @@ chains:
 		}()
 	}
 	wg.Wait()
-	// Now one client at a time: both instances idle at each pick.
+	// Now one client at a time, through at least two control periods in
+	// which the slow instance serves nothing (it keeps its measured
+	// capacity: idle is not unknown): both instances idle at each pick.
 	count := map[string]int{}
-	for range 200 {
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); {
 		s, b, err := n.post(c, "/speed", "x")
 		if err != nil || s != 200 {
 			t.Fatalf("%d %q %v", s, b, err)
 		}
 		count[b]++
 	}
-	if count["0"] < 180 {
-		t.Fatalf("fast instance served %d of 200 sequential requests, slow one %d; want nearly all on the fast one", count["0"], count["1"])
+	if all := count["0"] + count["1"]; count["0"] < all*9/10 {
+		t.Fatalf("fast instance served %d of %d sequential requests, slow one %d; want nearly all on the fast one", count["0"], all, count["1"])
 	}
 }
 

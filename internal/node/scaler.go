@@ -29,9 +29,15 @@ type scaler struct {
 	arrivals, served, busy uint64
 	lat                    hist.Snapshot
 	slotServed, slotBusy   []uint64
-	rates                  []float64
-	caps                   []uint32
-	ready                  []uint32 // slots whose capacity is refreshed
+	// slotRate is each slot's last measured service rate: an instance
+	// that served nothing in a period keeps it (it is idle, not unknown;
+	// forgetting it would give a slow idle instance the mean, and an equal
+	// share, until it is measured slow again). 0 until measured, and again
+	// once the slot's instance is not ready.
+	slotRate []float64
+	rates    []float64
+	caps     []uint32
+	ready    []uint32 // slots whose capacity is refreshed
 
 	// Requests in the system (queued + running), sampled between decisions.
 	inSystem float64
@@ -83,7 +89,7 @@ func newScaler(f *function, coldStart time.Duration) (*scaler, error) {
 	n := len(f.insts)
 	s := &scaler{
 		f: f, as: as,
-		slotServed: make([]uint64, n), slotBusy: make([]uint64, n),
+		slotServed: make([]uint64, n), slotBusy: make([]uint64, n), slotRate: make([]float64, n),
 		rates: make([]float64, 0, n), caps: make([]uint32, 0, n), ready: make([]uint32, 0, n),
 	}
 	s.view = ScaleStatus{Policy: sc.Policy, Min: sc.Min, Max: sc.Max, Desired: f.cfg.Instances}
@@ -175,8 +181,13 @@ func (s *scaler) decide() {
 		busy += bz
 		lat = addSnapshots(lat, st.Latency.Snapshot())
 		if p.SlotState(in.slot) == pool.SlotReady {
+			if r := control.ServiceRate(sv-s.slotServed[i], time.Duration(bz-s.slotBusy[i]), f.cfg.Concurrency); r > 0 {
+				s.slotRate[i] = r
+			}
 			s.ready = append(s.ready, in.slot)
-			s.rates = append(s.rates, control.ServiceRate(sv-s.slotServed[i], time.Duration(bz-s.slotBusy[i]), f.cfg.Concurrency))
+			s.rates = append(s.rates, s.slotRate[i])
+		} else {
+			s.slotRate[i] = 0
 		}
 		s.slotServed[i], s.slotBusy[i] = sv, bz
 	}
