@@ -26,6 +26,8 @@ const (
 	EnvSlot        = "SPRY_SLOT"        // the instance's slot in the pool
 	EnvConcurrency = "SPRY_CONCURRENCY" // handlers run at once
 	EnvFunction    = "SPRY_FUNCTION"    // function name, for messages
+	EnvApp         = "SPRY_APP"         // the app's name, for messages
+	EnvTimeout     = "SPRY_TIMEOUT_MS"  // the function's timeout: the longest one handler may run
 )
 
 // Serve runs h as a Spry function instance until the daemon stops it. It

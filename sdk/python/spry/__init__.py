@@ -1,0 +1,1 @@
+"""Spry Python SDK (placeholder)."""
