@@ -46,7 +46,7 @@ type function struct {
 	a     *app
 	cfg   *config.Function
 	cmd   rt.Command // how its instances start
-	base  uint32   // first pool slot
+	base  uint32     // first pool slot
 	insts []*instance
 
 	mu   sync.Mutex

@@ -132,10 +132,10 @@ type Node struct {
 	pyDir   string
 	pyErr   error
 	logs    map[[2]string]*logBook // app, function → its instances' recent output
-	supCtx  context.Context    // the supervisors' context
-	stop    context.CancelFunc // stops the supervisors
-	sup     sync.WaitGroup     // supervisors
-	failed  chan error         // the gateway or admin server stopped on its own
+	supCtx  context.Context        // the supervisors' context
+	stop    context.CancelFunc     // stops the supervisors
+	sup     sync.WaitGroup         // supervisors
+	failed  chan error             // the gateway or admin server stopped on its own
 	closed  sync.Once
 }
 
