@@ -37,11 +37,68 @@ func (n *Node) python(ctx context.Context, a *config.App, f *config.Function) (i
 			return "", "", fmt.Errorf("%s.requirements: %w", where, err)
 		}
 	default:
-		if interp, err = exec.LookPath("python3"); err != nil {
-			return "", "", fmt.Errorf("%s: python3 not found in $PATH: install Python 3 (Debian: apt-get install python3), or name a virtualenv:", where)
+		if interp, err = n.lookPython(); err != nil {
+			return "", "", fmt.Errorf("%s: %w", where, err)
 		}
 	}
 	return interp, sdkDir, nil
+}
+
+// lookPython finds python3 in $PATH. When instances run under the apps'
+// uids, it skips interpreters those cannot run (a pyenv under a private
+// home, say): the file and every directory above it must be open to
+// others.
+func (n *Node) lookPython() (string, error) {
+	var skipped []string
+	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, "python3")
+		fi, err := os.Stat(p)
+		if err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			continue
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			continue
+		}
+		if n.uids && !openToOthers(abs) {
+			skipped = append(skipped, abs)
+			continue
+		}
+		return abs, nil
+	}
+	if len(skipped) > 0 {
+		return "", fmt.Errorf("no python3 in $PATH that the apps' uids can run (%s: a directory above it is private); install one system-wide (Debian: apt-get install python3), name a virtualenv:, or run with --app-uids none", strings.Join(skipped, ", "))
+	}
+	return "", fmt.Errorf("python3 not found in $PATH: install Python 3 (Debian: apt-get install python3), or name a virtualenv:")
+}
+
+// openToOthers reports whether a user other than the owner (and outside
+// its group) can run the file at p: o+x on the file (through symlinks)
+// and on every directory above it.
+func openToOthers(p string) bool {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return false
+	}
+	for _, q := range []string{p, real} {
+		fi, err := os.Stat(q)
+		if err != nil || fi.Mode()&0o001 == 0 {
+			return false
+		}
+		for d := filepath.Dir(q); ; d = filepath.Dir(d) {
+			fi, err := os.Stat(d)
+			if err != nil || fi.Mode()&0o001 == 0 {
+				return false
+			}
+			if d == "/" || d == "." {
+				break
+			}
+		}
+	}
+	return true
 }
 
 // stagePythonSDK writes the embedded SDK under the node's runtime

@@ -237,7 +237,14 @@ func (cn *conn) writev(head, body []byte) error {
 }
 
 // read reads into p, retrying on EINTR; 0 bytes is end of stream.
+//
+// Before each read it asks for quick ACKs: a server that writes its
+// response head and body in two writes with Nagle's algorithm on (Python's
+// http.server does) would otherwise wait for the delayed ACK of the head,
+// 40 ms, before it sends the body. The kernel turns quick ACKs off again
+// by itself, hence every time.
 func (cn *conn) read(p []byte) (int, error) {
+	unix.SetsockoptInt(cn.fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
 	for {
 		n, err := unix.Read(cn.fd, p)
 		switch err {
