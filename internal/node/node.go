@@ -107,35 +107,35 @@ func (c *Config) fill() error {
 // Node is one running spry node: its apps, their instances, the gateway
 // and the admin API.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	ids     ids
-	appsMu  sync.Mutex
-	apps    []*app // the apps serving now
-	retired []*app // apps a reload replaced or removed, until they drained
-	reload  sync.Mutex
-	appIDs  uint32 // the last app id handed out (the kernel tells apps apart by it)
-	staged  map[string]string
+	cfg       Config
+	log       *slog.Logger
+	ids       ids
+	appsMu    sync.Mutex
+	apps      []*app // the apps serving now
+	retired   []*app // apps a reload replaced or removed, until they drained
+	reload    sync.Mutex
+	appIDs    uint32 // the last app id handed out (the kernel tells apps apart by it)
+	staged    map[string]string
 	uidLeases uidLeases
-	gw      *gateway.Gateway
-	httpLn  net.Listener
-	adminLn net.Listener
-	admin   *http.Server
-	spawn   *spawner
-	bpf     *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
-	bpfErr  error        // why eBPF is not available
-	bpfOnce sync.Once
-	pollers int    // busy-polling receivers of all apps
-	runDir  string // this node's own directory under RuntimeDir
-	binDir  string // executables staged for other uids ("" when not switching)
-	uids    bool   // instances run under per-app uids
-	started time.Time
-	outMu   sync.Mutex
-	supCtx  context.Context    // the supervisors' context
-	stop    context.CancelFunc // stops the supervisors
-	sup     sync.WaitGroup     // supervisors
-	failed  chan error         // the gateway or admin server stopped on its own
-	closed  sync.Once
+	gw        *gateway.Gateway
+	httpLn    net.Listener
+	adminLn   net.Listener
+	admin     *http.Server
+	spawn     *spawner
+	bpf       *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
+	bpfErr    error        // why eBPF is not available
+	bpfOnce   sync.Once
+	pollers   int    // busy-polling receivers of all apps
+	runDir    string // this node's own directory under RuntimeDir
+	binDir    string // executables staged for other uids ("" when not switching)
+	uids      bool   // instances run under per-app uids
+	started   time.Time
+	outMu     sync.Mutex
+	supCtx    context.Context    // the supervisors' context
+	stop      context.CancelFunc // stops the supervisors
+	sup       sync.WaitGroup     // supervisors
+	failed    chan error         // the gateway or admin server stopped on its own
+	closed    sync.Once
 }
 
 // Start brings a node up: it takes its listening addresses first (a busy
