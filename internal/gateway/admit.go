@@ -40,10 +40,14 @@ type Body interface {
 	ReadBody(dst []byte) (int, *Error)
 }
 
-// Headers gives the admission path the request's header fields (for the
-// chain's forwarded headers). Names are ASCII case-insensitive.
+// Headers gives the admission path (and hooks on it) the request's header
+// fields. Names are ASCII case-insensitive.
 type Headers interface {
+	// Header returns the value of field name, or nil.
 	Header(name string) []byte
+	// NumHeaders and HeaderAt walk every field, in the order received.
+	NumHeaders() int
+	HeaderAt(i int) (name, value []byte)
 }
 
 // Replier answers admitted requests. Reply is called exactly once per
@@ -188,7 +192,7 @@ func (g *Gateway) Begin(r *Request) (x Admission, err *Error) {
 	}
 	ch := r.Chain
 	if ch == nil {
-		ch = g.routes[string(r.Path)]
+		ch = (*g.routes.Load())[string(r.Path)]
 		r.Routed = ch
 		if ch == nil {
 			g.refused[ErrNoRoute.Status].Add(1)
@@ -254,6 +258,14 @@ func (g *Gateway) Begin(r *Request) (x Admission, err *Error) {
 }
 
 var errBadHop = &Error{Status: 500, Msg: "the chain has no such step"}
+
+// SetReplier makes rep (with tag) the request's Replier in place of
+// Request.Reply: an adapter that answers the client itself (an
+// asynchronous invocation's 202) hands the chain's reply elsewhere.
+func (x *Admission) SetReplier(rep Replier, tag uint64) {
+	e := &x.a.pend[x.idx]
+	e.rep, e.tag = rep, tag
+}
 
 // Cancel ends an admission whose body will not be sent: its buffer and
 // entry are free again.

@@ -25,16 +25,6 @@ type chanReplier struct{ c chan Reply }
 
 func (r *chanReplier) Reply(rep Reply) { r.c <- rep }
 
-// fields is a header lookup over a fixed list.
-type fields map[string]string
-
-func (f fields) Header(name string) []byte {
-	if v, ok := f[name]; ok {
-		return []byte(v)
-	}
-	return nil
-}
-
 // An adapter other than HTTP/1.1 drives the admission path: Admit with a
 // body in memory, Begin/Send with a body it pushes, Cancel, refusals, a
 // client deadline; every reply comes to its Replier with its tag.

@@ -246,6 +246,12 @@ func (c *conn) run(began int64) bool {
 // Header returns the value of the current request's header field name.
 func (c *conn) Header(name string) []byte { return c.req.header(name) }
 
+// NumHeaders returns the number of the current request's header fields.
+func (c *conn) NumHeaders() int { return c.req.nh }
+
+// HeaderAt returns the current request's header field i.
+func (c *conn) HeaderAt(i int) (name, value []byte) { return c.req.hdrs[i].name, c.req.hdrs[i].value }
+
 // ReadBody reads the current request's body into dst (see Body).
 func (c *conn) ReadBody(dst []byte) (int, *Error) {
 	if c.req.expect && c.req.length != 0 && c.r == c.w {
