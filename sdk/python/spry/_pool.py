@@ -43,7 +43,7 @@ SLOT_EMPTY, SLOT_STARTING, SLOT_READY, SLOT_DRAINING, SLOT_DEAD = range(5)
 
 # Slot counters (STATS_SIZE each).
 S_QUEUE, S_INFLIGHT, S_ARRIVALS, S_SERVED, S_ERRORS = 0, 64, 72, 80, 88
-S_BUSY_NANOS, S_BUSY_SINCE, S_STALE, S_LATENCY = 96, 104, 112, 128
+S_BUSY_NANOS, S_BUSY_SINCE, S_STALE, S_CLIENT_ERRORS, S_LATENCY = 96, 104, 112, 120, 128
 
 # Latency histogram bucket bounds (ns); a last bucket counts the rest, then
 # the sum of all observations.

@@ -121,11 +121,12 @@ class Response:
     unchanged; a handler changes it in place (req.payload, or buffer() and
     set_len()) or writes a new output with write(), into a fresh buffer."""
 
-    __slots__ = ("_p", "_self", "_in", "_out", "_n", "_status", "_stop", "_err")
+    __slots__ = ("_p", "_self", "_in", "_out", "_n", "_status", "_stop", "_err", "_outcome")
 
     def __init__(self, pool, me, buf):
         self._p, self._self, self._in = pool, me, buf
         self._out, self._n, self._status, self._stop, self._err = None, 0, 0, False, None
+        self._outcome = 0  # the status this step answered with (0: none of its own)
 
     def buffer(self) -> memoryview:
         """The whole room for in-place output: the input buffer from the start
@@ -206,7 +207,9 @@ class Response:
             p.set_content_type(out, b"text/plain; charset=utf-8")
             P._u16.pack_into(p.mm, h + P.B_STATUS, status)
             p.mm[h + P.B_FLAGS] |= P.FLAG_STOP
+            self._outcome = status
             return out, True
+        self._outcome = self._status
         if self._status:
             P._u16.pack_into(p.mm, h + P.B_STATUS, self._status)
         if self._stop or self._status >= 400:
@@ -365,8 +368,10 @@ class Instance:
         A.add64(st + P.S_BUSY_NANOS, end - start)
         if arrived:
             P.observe(st, end - arrived)
-        if err is not None:
+        if res._outcome >= 500:
             A.add64(st + P.S_ERRORS, 1)
+        elif res._outcome >= 400:
+            A.add64(st + P.S_CLIENT_ERRORS, 1)
         A.add64(st + P.S_SERVED, 1)
         A.store64(st + P.S_BUSY_SINCE, end)
         A.add32(st + P.S_INFLIGHT, A.M32)  # -1
