@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	rthttp "github.com/spry-dev/spry/internal/runtime/http"
+	rtlambda "github.com/spry-dev/spry/internal/runtime/lambda"
 )
 
 // runtimeCmd is how the node runs an instance of an adapter kind:
@@ -33,5 +34,6 @@ func runtimeCmd() *cobra.Command {
 // adapters are the instance runners of the kinds that are not programs
 // speaking the contract themselves.
 var adapters = map[string]func(args []string, cmd *cobra.Command) error{
-	"http": func(args []string, cmd *cobra.Command) error { return rthttp.Main(args, cmd.ErrOrStderr()) },
+	"http":   func(args []string, cmd *cobra.Command) error { return rthttp.Main(args, cmd.ErrOrStderr()) },
+	"lambda": func(args []string, cmd *cobra.Command) error { return rtlambda.Main(args, cmd.ErrOrStderr()) },
 }
