@@ -297,7 +297,7 @@ func (c *conn) invoke(ch *Chain) bool {
 		}
 	}
 	if !ok {
-		p.Free(buf)
+		p.Free(buf, a.id)
 		a.release(idx, reqID)
 		return c.fail(errMetaTooLarge)
 	}
@@ -306,7 +306,7 @@ func (c *conn) invoke(ch *Chain) bool {
 	}
 	n, herr := c.readBody(p.Buffer(buf))
 	if herr != nil {
-		p.Free(buf)
+		p.Free(buf, a.id)
 		a.release(idx, reqID)
 		return c.fail(herr)
 	}
@@ -324,12 +324,12 @@ func (c *conn) invoke(ch *Chain) bool {
 	c.fl = flight{a: a, idx: idx, reqID: reqID, deadline: deadline, ch: ch, began: c.began, close: c.req.close}
 	c.flMu.Unlock()
 	c.state.Store(connPending)
-	a.publish(idx, reqID, c, ch, c.began, string(c.req.method) == "HEAD", c.req.close)
-	if !a.dispatch(ch.First, desc.Desc{Buf: buf, Gen: h.Gen(), Chain: ch.Index}, deadline) {
+	a.publish(idx, reqID, c, ch, c.began, deadline, string(c.req.method) == "HEAD", c.req.close)
+	if !a.dispatch(ch.First, desc.Desc{Buf: buf, Chain: ch.Index}, deadline) {
 		// No instance took it before the deadline. Nobody but this
 		// goroutine can hold the request (its buffer never left the
 		// gateway, the timer is not armed): take it back.
-		p.Free(buf)
+		p.Free(buf, a.id)
 		a.release(idx, reqID)
 		a.stats.Rejected.Add(1)
 		c.state.Store(connIdle)

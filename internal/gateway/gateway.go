@@ -29,8 +29,9 @@ type Chain struct {
 	Headers   []string      // request headers forwarded to the functions
 	Timeout   time.Duration // whole-chain deadline
 
-	allow   []byte   // the Allow field for 405s
-	headers [][]byte // Headers, as bytes for the metadata writer
+	allow      []byte   // the Allow field for 405s
+	headers    [][]byte // Headers, as bytes for the metadata writer
+	timeoutMsg string   // the body of the chain's 504
 	codes   [1000]atomic.Uint64
 	latency hist.H
 }
@@ -120,6 +121,7 @@ func New(c Config) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: chain %s has no timeout", ch.Name)
 		}
 		ch.allow = []byte("Allow: " + allowHeader(ch.Methods) + "\r\n")
+		ch.timeoutMsg = "spry: chain " + ch.Name + " did not answer in time\n"
 		ch.headers = make([][]byte, len(ch.Headers))
 		for i, h := range ch.Headers {
 			ch.headers[i] = []byte(h)

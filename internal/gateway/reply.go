@@ -56,6 +56,7 @@ func (c *conn) reply(a *App, idx uint32, reqID uint64, e *pending) {
 	// The socket is full (a slow reader, a large body): finish blocking,
 	// off this thread.
 	c.vec = [2][]byte{o, body}
+	a.bg.Add(1)
 	go c.writeRest(a, buf, idx, reqID)
 }
 
@@ -71,6 +72,7 @@ func (c *conn) writev(fd uintptr) bool {
 
 // writeRest writes what the non-blocking write left of c.vec.
 func (c *conn) writeRest(a *App, buf, idx uint32, reqID uint64) {
+	defer a.bg.Done()
 	w := c.wrote
 	for i := range c.vec {
 		k := min(w, len(c.vec[i]))
@@ -90,7 +92,7 @@ func (c *conn) writeRest(a *App, buf, idx uint32, reqID uint64) {
 // entry, which it does not use, follow.
 func (c *conn) replyDone(a *App, buf, idx uint32, reqID uint64) {
 	c.answered()
-	a.pool.Free(buf)
+	a.pool.Free(buf, a.id)
 	a.release(idx, reqID)
 }
 
