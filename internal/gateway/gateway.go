@@ -32,8 +32,8 @@ type Chain struct {
 	allow      []byte   // the Allow field for 405s
 	headers    [][]byte // Headers, as bytes for the metadata writer
 	timeoutMsg string   // the body of the chain's 504
-	codes   [1000]atomic.Uint64
-	latency hist.H
+	codes      [1000]atomic.Uint64
+	latency    hist.H
 }
 
 // Codes calls fn with every status code the chain answered with and how

@@ -70,10 +70,10 @@ type Pool struct {
 	shChains []chainEntry
 	shSlots  []slotInfo
 	routeMu  sync.Mutex // orders the daemon's writes of the shared table
-	stats  []SlotStats
-	bufs   []BufHeader
-	arena  []byte
-	daemon bool
+	stats    []SlotStats
+	bufs     []BufHeader
+	arena    []byte
+	daemon   bool
 }
 
 // at returns a pointer into the mapping.

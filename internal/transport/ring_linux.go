@@ -85,7 +85,7 @@ type ringFabric struct {
 	o    Options
 	v    ringView
 	mu   sync.Mutex
-	ends map[uint16]uint32 // id → ring
+	ends map[uint16]uint32    // id → ring
 	own  map[uint16]*ringConn // the daemon's own endpoints (Open), by id
 	free freeList
 }
@@ -195,7 +195,7 @@ type ringConn struct {
 	id       uint16
 	ring     uint32
 	adaptive bool
-	heal     bool  // the daemon's own endpoint: rebuild a scribbled ring rather than fail
+	heal     bool // the daemon's own endpoint: rebuild a scribbled ring rather than fail
 	removed  atomic.Bool
 	spin     int64 // ns
 	closed   atomic.Bool
