@@ -227,7 +227,7 @@ func (c *conn) fill() error {
 // route runs the parsed request and reports whether the connection may
 // serve another.
 func (c *conn) route() bool {
-	ch := c.g.routes[string(c.req.path)]
+	ch := (*c.g.routes.Load())[string(c.req.path)]
 	c.ch = ch
 	if ch == nil {
 		c.msg = append(append(append(c.msg[:0], "spry: no chain serves "...), c.req.path...), '\n')

@@ -66,7 +66,7 @@ type Config struct {
 // body into a buffer of the app's pool, hands the chain a descriptor and
 // answers from the buffer that comes back.
 type Gateway struct {
-	routes  map[string]*Chain
+	routes  atomic.Pointer[map[string]*Chain] // swapped whole by SetChains
 	log     *slog.Logger
 	idle    time.Duration
 	header  time.Duration
@@ -87,8 +87,9 @@ func (g *Gateway) Refused(fn func(code int, n uint64)) { eachCode(&g.refused, fn
 
 // Chains returns the chains the gateway serves.
 func (g *Gateway) Chains() []*Chain {
-	out := make([]*Chain, 0, len(g.routes))
-	for _, ch := range g.routes {
+	routes := *g.routes.Load()
+	out := make([]*Chain, 0, len(routes))
+	for _, ch := range routes {
 		out = append(out, ch)
 	}
 	return out
@@ -100,7 +101,7 @@ var ErrClosed = errors.New("gateway: closed")
 // New makes a gateway serving the given chains.
 func New(c Config) (*Gateway, error) {
 	g := &Gateway{
-		routes: map[string]*Chain{}, log: c.Log, idle: c.IdleTimeout, header: c.HeaderTimeout,
+		log: c.Log, idle: c.IdleTimeout, header: c.HeaderTimeout,
 		conns: map[*conn]struct{}{}, stop: make(chan struct{}),
 	}
 	if g.log == nil {
@@ -112,25 +113,42 @@ func New(c Config) (*Gateway, error) {
 	if g.header <= 0 {
 		g.header = 30 * time.Second
 	}
-	for _, ch := range c.Chains {
-		if old, ok := g.routes[ch.Route]; ok {
-			return nil, fmt.Errorf("gateway: route %s served by both %s/%s and %s/%s",
-				ch.Route, old.App.name, old.Name, ch.App.name, ch.Name)
-		}
-		if ch.Timeout <= 0 {
-			return nil, fmt.Errorf("gateway: chain %s has no timeout", ch.Name)
-		}
-		ch.allow = []byte("Allow: " + allowHeader(ch.Methods) + "\r\n")
-		ch.timeoutMsg = "spry: chain " + ch.Name + " did not answer in time\n"
-		ch.headers = make([][]byte, len(ch.Headers))
-		for i, h := range ch.Headers {
-			ch.headers[i] = []byte(h)
-		}
-		g.routes[ch.Route] = ch
+	if err := g.SetChains(c.Chains); err != nil {
+		return nil, err
 	}
 	g.tickDate(time.Now())
 	go g.dateLoop()
 	return g, nil
+}
+
+// SetChains replaces the chains the gateway serves, all at once: a request
+// whose head is parsed from then on runs on the new chains; requests
+// already admitted finish on the ones they started on. On error nothing
+// changes.
+func (g *Gateway) SetChains(chains []*Chain) error {
+	routes := make(map[string]*Chain, len(chains))
+	for _, ch := range chains {
+		if old, ok := routes[ch.Route]; ok {
+			return fmt.Errorf("gateway: route %s served by both %s/%s and %s/%s",
+				ch.Route, old.App.name, old.Name, ch.App.name, ch.Name)
+		}
+		if ch.Timeout <= 0 {
+			return fmt.Errorf("gateway: chain %s has no timeout", ch.Name)
+		}
+		if ch.allow == nil {
+			// Once, before the chain is first published (a chain that
+			// stays across SetChains is being served: left as it is).
+			ch.allow = []byte("Allow: " + allowHeader(ch.Methods) + "\r\n")
+			ch.timeoutMsg = "spry: chain " + ch.Name + " did not answer in time\n"
+			ch.headers = make([][]byte, len(ch.Headers))
+			for i, h := range ch.Headers {
+				ch.headers[i] = []byte(h)
+			}
+		}
+		routes[ch.Route] = ch
+	}
+	g.routes.Store(&routes)
+	return nil
 }
 
 func allowHeader(methods []string) string {
