@@ -34,9 +34,9 @@ type App struct {
 	ctl        func(desc.Desc)
 	noInstance func(fn uint16)
 	stats      AppStats
-	// bg counts the app's goroutines that use the pool outside a
-	// connection's own (redispatches, the ends of partial writes): Close
-	// waits for them, so the pool is never unmapped under them.
+	// bg counts the app's goroutines that use the pool outside an
+	// adapter's own (awaits of an instance, the ends of partial writes):
+	// Close waits for them, so the pool is never unmapped under them.
 	bg      sync.WaitGroup
 	closing atomic.Bool
 	gate    atomic.Bool // Quiesce holds every entry: admissions wait a moment
@@ -53,9 +53,9 @@ const idMask = 1<<idBits - 1
 // the request that holds the entry is in the bits above.
 const (
 	stFree      = iota // not in use
-	stWaiting          // a connection waits for the reply
-	stDone             // the reply (or a failure) was handed to the connection
-	stAbandoned        // the connection gave up (timeout); the buffer is still out
+	stWaiting          // out in its chain; the Replier waits for the reply
+	stDone             // the reply (or a failure) was handed to the Replier
+	stAbandoned        // answered by the gateway (deadline); the buffer is still out
 )
 
 // pending is one entry of the in-flight table.
@@ -63,19 +63,19 @@ const (
 // word changes only by compare-and-swap against (seq, state) of the request
 // that holds the entry, so a completion for an older use of the same entry
 // can never succeed (no ABA: seq never repeats). The other fields are
-// written by the connection before publish stores stWaiting, and read by
-// the completer after its compare-and-swap from stWaiting succeeds, which
-// orders them.
+// written by the admitting goroutine before publish stores stWaiting, and
+// read by the completer after its compare-and-swap from stWaiting succeeds,
+// which orders them.
 type pending struct {
-	word  atomic.Uint64
-	c     *conn  // the connection that answers the request
-	ch    *Chain // its chain, for the response's counters
-	began int64  // when its head arrived (mono ns)
-	dl    int64  // its deadline (mono ns)
-	head  bool   // a HEAD request: the response has no body
-	close bool   // the client asked to close after the response
-	buf   uint32 // the reply buffer, set by the completer
-	_     [16]byte
+	word     atomic.Uint64
+	deadline atomic.Int64 // the request's deadline (mono ns), for the timer
+	queued   atomic.Bool  // no instance has taken it yet (App.await retries)
+	rep      Replier      // answers the request
+	tag      uint64       // Request.Tag, handed back with the reply
+	ch       *Chain       // its chain, for the response's counters
+	began    int64        // when it arrived (mono ns)
+	timer    *time.Timer  // fires at the deadline (App.expire)
+	_        [56]byte     // entries in use by different threads share no cache line
 }
 
 // AppStats are an app's gateway counters.
@@ -123,6 +123,8 @@ func NewApp(c AppConfig) (*App, error) {
 		a.noInstance = func(uint16) {}
 	}
 	for i := range c.Inflight {
+		a.pend[i].timer = time.AfterFunc(time.Hour, func() { a.expire(uint32(i)) })
+		a.pend[i].timer.Stop()
 		a.free <- uint32(i)
 	}
 	c.Pool.SetGateway(a.id)
@@ -225,7 +227,7 @@ func (a *App) Quiesce(fn func()) bool {
 
 // Close makes the app's background work end and waits for it: after it
 // returns nothing of the app's gateway touches the pool except the
-// connections' own goroutines (stopped by the server's shutdown) and Run
+// adapters' own goroutines (stopped by the server's shutdown) and Run
 // (ended by closing the endpoint).
 func (a *App) Close() {
 	a.closing.Store(true)
@@ -255,20 +257,26 @@ func (a *App) acquire() (idx uint32, reqID uint64, ok bool) {
 	return idx, seq<<idBits | uint64(idx), true
 }
 
-// publish makes entry idx completable by request reqID, to be answered on
-// connection c. Call it before the request's buffer leaves the gateway.
-func (a *App) publish(idx uint32, reqID uint64, c *conn, ch *Chain, began, deadline int64, head, close bool) {
+// publish makes entry idx completable by request reqID and arms its
+// deadline. Call it before the request's buffer leaves the gateway, after
+// the entry's other fields are set.
+func (a *App) publish(idx uint32, reqID uint64, deadline int64) {
 	e := &a.pend[idx]
-	e.c, e.ch, e.began, e.dl, e.head, e.close = c, ch, began, deadline, head, close
+	e.deadline.Store(deadline)
 	// The store of stWaiting under the request's seq orders the fields
-	// above before a completer's compare-and-swap.
+	// written before it ahead of a completer's compare-and-swap.
 	e.word.Store(reqID>>idBits<<2 | stWaiting)
+	// Armed after the publication: a firing now finds this request, and
+	// one that is early for it (a stale firing of an earlier use of the
+	// entry) re-arms (see expire). Before the buffer leaves, so no reply
+	// can have stopped the timer yet.
+	e.timer.Reset(time.Duration(deadline - mono.Now()))
 }
 
 // release returns an entry whose request is finished.
 func (a *App) release(idx uint32, reqID uint64) {
 	e := &a.pend[idx]
-	e.c = nil
+	e.rep = nil
 	e.word.Store(reqID>>idBits<<2 | stFree)
 	a.free <- idx
 }
@@ -276,6 +284,12 @@ func (a *App) release(idx uint32, reqID uint64) {
 // complete hands buffer buf, which came back from the app's chain, to the
 // request it belongs to, or frees it when that request is already
 // answered. The gateway must hold buf.
+//
+// A reply that comes back after the request's deadline, before its timer
+// fired, answers it 504 as the timer would have: whichever side completes
+// the request, a client past its deadline gets 504 (a step handed a
+// request past its deadline hands it back unrun; its buffer then still
+// holds the client's own body).
 func (a *App) complete(buf uint32) {
 	h := a.pool.Header(buf)
 	reqID := h.ReqID()
@@ -287,48 +301,113 @@ func (a *App) complete(buf uint32) {
 	}
 	e := &a.pend[idx]
 	seq := reqID >> idBits
-	if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
+	if mono.Now() > e.deadline.Load() && e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stAbandoned) {
+		e.timer.Stop()
+		a.stats.Timeouts.Add(1)
+		e.ch.count(ErrDeadline.Status, e.began)
+		e.rep.Reply(Reply{a: a, ch: e.ch, err: ErrDeadline, idx: idx, reqID: reqID, status: ErrDeadline.Status, tag: e.tag})
+		// Abandoned, and the buffer is back: both go below.
+	} else if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
 		crash.Point("gateway.completed")
-		e.buf = buf
-		if e.dl != 0 && mono.Now() > e.dl {
-			// Past the deadline the answer is 504, whoever completes
-			// the request: the timer (expire) or this late reply.
-			a.stats.Timeouts.Add(1)
-			n := copy(a.pool.Buffer(buf), e.ch.timeoutMsg)
-			h.SetData(0, uint32(n))
-			h.SetContentTypeString("text/plain; charset=utf-8")
-			h.SetStatus(504)
+		e.timer.Stop()
+		status := int(h.Status())
+		if status < 100 || status > 999 {
+			status = 200
 		}
-		// Answer the client from here: no thread switch before the
-		// response goes out.
-		e.c.reply(a, idx, reqID, e)
+		e.ch.count(status, e.began)
+		a.stats.Replies.Add(1)
+		// Answer from here: no thread switch before the response goes
+		// out.
+		e.rep.Reply(Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag})
 		return
 	}
 	a.pool.Free(buf, a.id)
 	if e.word.CompareAndSwap(seq<<2|stAbandoned, seq<<2|stFree) {
 		a.stats.Abandoned.Add(1)
-		e.c = nil
+		e.rep = nil
 		a.free <- idx
 		return
 	}
 	a.stats.Stale.Add(1)
 }
 
-// abandon gives up on a request whose deadline passed. It reports false
-// when the reply won the race (it is being answered).
-func (a *App) abandon(idx uint32, reqID uint64) bool {
-	seq := reqID >> idBits
-	return a.pend[idx].word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stAbandoned)
+// expire runs when entry idx's timer fires. A request past its deadline is
+// answered by the gateway (504, or 503 when no instance ever took it); its
+// entry stays taken, and its buffer out, until the chain gives the buffer
+// back. A firing that is early for the request now in the entry re-arms.
+func (a *App) expire(idx uint32) {
+	e := &a.pend[idx]
+	w := e.word.Load()
+	if w&3 != stWaiting {
+		return // answered, or a stale firing for an entry since freed
+	}
+	if now, dl := mono.Now(), e.deadline.Load(); now < dl {
+		e.timer.Reset(time.Duration(dl - now))
+		return
+	}
+	// Read before the compare-and-swap: once the entry is abandoned, the
+	// buffer's return may free it for the next request at any moment.
+	// Until then it is this request's (seq never repeats), and the load
+	// of w above ordered the fields after the request's publication.
+	rep, tag, ch, began, queued := e.rep, e.tag, e.ch, e.began, e.queued.Load()
+	if !e.word.CompareAndSwap(w, w&^3|stAbandoned) {
+		return // the reply won the race: it is being answered
+	}
+	err := ErrDeadline
+	if queued {
+		err = ErrNoInstance
+		a.stats.Rejected.Add(1)
+	} else {
+		a.stats.Timeouts.Add(1)
+	}
+	ch.count(err.Status, began)
+	rep.Reply(Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag})
+}
+
+// undispatched marks entry idx's request as not yet taken by an instance.
+func (a *App) undispatched(idx uint32) { a.pend[idx].queued.Store(true) }
+
+// await sends the buffer of d, which the gateway holds, to an instance of
+// function fn once one can take it, retrying with back-off: an instance
+// may be starting, restarting, or coming up from zero. When the request's
+// timer answers it first, the buffer is freed and the entry with it.
+func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
+	defer a.bg.Done()
+	e := &a.pend[idx]
+	want := reqID>>idBits<<2 | stWaiting
+	wait := 20 * time.Microsecond
+	asked := false
+	for {
+		time.Sleep(wait)
+		wait = min(2*wait, 5*time.Millisecond)
+		if e.word.Load() != want {
+			// Answered by the timer: the buffer never left.
+			a.complete(d.Buf)
+			return
+		}
+		if a.closing.Load() {
+			a.fail(d.Buf, 503, "spry: the node is shutting down")
+			return
+		}
+		err := transport.Forward(a.pool, a.conn, fn, d, a.rot.Add(1))
+		if err == nil || errors.Is(err, transport.ErrLost) {
+			e.queued.Store(false)
+			return
+		}
+		if errors.Is(err, transport.ErrNoInstance) && !asked {
+			asked = true
+			a.noInstance(fn)
+		}
+	}
 }
 
 // Fail answers the request of buffer buf, which the daemon took back
 // (pool.Reclaim or Seize: it holds it as pool.OwnerDaemon), with status and
 // msg, or frees buf when its request is already answered.
 func (a *App) Fail(buf uint32, status uint16, msg string) {
-	if !a.pool.Move(buf, pool.OwnerDaemon, a.id) {
-		return // not the daemon's (anymore): not ours to answer
+	if a.pool.Move(buf, pool.OwnerDaemon, a.id) {
+		a.fail(buf, status, msg)
 	}
-	a.fail(buf, status, msg)
 }
 
 // fail is Fail for a buffer the gateway holds.
@@ -343,32 +422,6 @@ func (a *App) fail(buf uint32, status uint16, msg string) {
 	a.complete(buf)
 }
 
-// dispatch sends the buffer of d, which the gateway holds, to an instance
-// of function fn. When no instance can take it now it retries until the
-// deadline (mono ns): an instance may be starting, restarting, or coming
-// up from zero. It reports false when the deadline passed first.
-func (a *App) dispatch(fn uint16, d desc.Desc, deadline int64) bool {
-	wait := 20 * time.Microsecond
-	asked := false
-	for {
-		err := transport.Forward(a.pool, a.conn, fn, d, a.rot.Add(1))
-		if err == nil || errors.Is(err, transport.ErrLost) {
-			// Sent, or reclaimed with its instance: either way the reply
-			// (or the daemon's answer) comes back through complete.
-			return true
-		}
-		if errors.Is(err, transport.ErrNoInstance) && !asked {
-			asked = true
-			a.noInstance(fn)
-		}
-		if mono.Now()+int64(wait) >= deadline || a.closing.Load() {
-			return false
-		}
-		time.Sleep(wait)
-		wait = min(2*wait, 5*time.Millisecond)
-	}
-}
-
 // Deliver answers the request of buffer buf with it, as if the chain had
 // replied: the daemon calls it for a finished request it took back (it
 // holds buf as pool.OwnerDaemon) before that could reply.
@@ -381,25 +434,20 @@ func (a *App) Deliver(buf uint32) {
 // Redispatch sends buffer buf, which the daemon took back (it holds it as
 // pool.OwnerDaemon) before any handler ran on it, on to step hop of its
 // chain (an instance of function fn), in the background. A request whose
-// deadline passes first is answered 504; one still waiting when the app
-// closes, 503.
+// deadline passes first is answered 504 by its timer.
 func (a *App) Redispatch(buf uint32, fn uint16, hop uint8) {
 	if !a.pool.Move(buf, pool.OwnerDaemon, a.id) {
 		return
 	}
 	h := a.pool.Header(buf)
+	reqID := h.ReqID()
+	idx := uint32(reqID & idMask)
+	if reqID == 0 || idx >= uint32(len(a.pend)) {
+		a.stats.Stale.Add(1)
+		a.pool.Free(buf, a.id)
+		return
+	}
 	d := desc.Desc{Buf: buf, Chain: h.Chain(), Hop: hop}
-	deadline := h.Deadline()
 	a.bg.Add(1)
-	go func() {
-		defer a.bg.Done()
-		if a.dispatch(fn, d, deadline) {
-			return
-		}
-		if a.closing.Load() {
-			a.fail(buf, 503, "spry: the node is shutting down")
-			return
-		}
-		a.fail(buf, 504, "spry: the request missed its deadline while its instance was replaced")
-	}()
+	go a.await(fn, d, idx, reqID)
 }

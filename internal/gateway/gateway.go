@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/hist"
+	"github.com/spry-dev/spry/internal/mono"
 )
 
 // Chain is a route the gateway serves: requests to Route run the app's
@@ -29,11 +30,26 @@ type Chain struct {
 	Headers   []string      // request headers forwarded to the functions
 	Timeout   time.Duration // whole-chain deadline
 
-	allow      []byte   // the Allow field for 405s
-	headers    [][]byte // Headers, as bytes for the metadata writer
-	timeoutMsg string   // the body of the chain's 504
-	codes      [1000]atomic.Uint64
-	latency    hist.H
+	allow   []byte   // the methods it accepts, for the Allow field of 405s
+	headers [][]byte // Headers, as bytes for the metadata writer
+	codes   [1000]atomic.Uint64
+	latency hist.H
+
+	timeoutMsg    []byte // the body of its 504s
+	noInstanceMsg []byte // the body of its 503s for want of an instance
+}
+
+// Allow returns the methods the chain accepts, as an Allow field's value.
+func (ch *Chain) Allow() []byte { return ch.allow }
+
+// count counts a response of the chain, to a request that arrived at
+// began (mono ns).
+func (ch *Chain) count(status int, began int64) {
+	if status < 100 || status > 999 {
+		status = 500
+	}
+	ch.codes[status].Add(1)
+	ch.latency.Observe(mono.Now() - began)
 }
 
 // Codes calls fn with every status code the chain answered with and how
@@ -62,9 +78,11 @@ type Config struct {
 	IdleTimeout, HeaderTimeout time.Duration
 }
 
-// Gateway is a node's HTTP ingress: it parses each request once, writes its
-// body into a buffer of the app's pool, hands the chain a descriptor and
-// answers from the buffer that comes back.
+// Gateway is a node's ingress: the admission path every protocol ends in
+// (admit.go), and the listener whose connections speak HTTP/1.1 to it
+// (conn.go). It writes each request's body once into a buffer of the
+// app's pool, hands the chain a descriptor and answers from the buffer that
+// comes back.
 type Gateway struct {
 	routes  atomic.Pointer[map[string]*Chain] // swapped whole by SetChains
 	log     *slog.Logger
@@ -84,6 +102,13 @@ type Gateway struct {
 // Refused calls fn with every status code the gateway answered requests
 // that reached no chain with (malformed, unknown route), and how often.
 func (g *Gateway) Refused(fn func(code int, n uint64)) { eachCode(&g.refused, fn) }
+
+// count counts a response to a request that reached no chain.
+func (g *Gateway) count(status int) {
+	if status >= 100 && status <= 999 {
+		g.refused[status].Add(1)
+	}
+}
 
 // Chains returns the chains the gateway serves.
 func (g *Gateway) Chains() []*Chain {
@@ -138,8 +163,9 @@ func (g *Gateway) SetChains(chains []*Chain) error {
 		if ch.allow == nil {
 			// Once, before the chain is first published (a chain that
 			// stays across SetChains is being served: left as it is).
-			ch.allow = []byte("Allow: " + allowHeader(ch.Methods) + "\r\n")
-			ch.timeoutMsg = "spry: chain " + ch.Name + " did not answer in time\n"
+			ch.allow = []byte(allowHeader(ch.Methods))
+			ch.timeoutMsg = []byte("spry: chain " + ch.Name + ErrDeadline.Msg + "\n")
+			ch.noInstanceMsg = []byte("spry: no instance of function " + ch.FirstName + ErrNoInstance.Msg + "\n")
 			ch.headers = make([][]byte, len(ch.Headers))
 			for i, h := range ch.Headers {
 				ch.headers[i] = []byte(h)
