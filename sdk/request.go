@@ -229,9 +229,9 @@ func (w *Response) finish(err error) (buf uint32, stop bool) {
 		oh.SetContentType(w.p.Header(w.in).ContentType())
 		if err != nil {
 			// The error message goes in the input buffer; drop the output.
-			w.p.Free(w.out)
+			w.p.Free(w.out, w.self)
 		} else {
-			w.p.Free(w.in)
+			w.p.Free(w.in, w.self)
 			out = w.out
 		}
 	}

@@ -314,8 +314,11 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 		a.pool.SetSlotState(in.slot, pool.SlotDraining)
 		st := a.pool.Stats(in.slot)
 		limit := time.Now().Add(in.f.cfg.Timeout + n.cfg.StopGrace)
+		// Done means nothing sent to it waits, nothing runs, and it holds
+		// no buffer and has none in transit (a finished step's output
+		// on its way to the next step): the ownership words say so.
 	drain:
-		for (st.Queue.Load() > 0 || st.InFlight.Load() > 0) && time.Now().Before(limit) {
+		for (st.Queue.Load() > 0 || st.InFlight.Load() > 0 || a.pool.Holding(id) > 0) && time.Now().Before(limit) {
 			select {
 			case err := <-exited:
 				why = exitReason(err) + " while draining"
