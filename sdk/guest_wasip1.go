@@ -19,6 +19,10 @@ import (
 	"github.com/spry-dev/spry/internal/runtime/wasm/abi"
 )
 
+// EnvSecrets names the directory of the app's secrets; a wasm function
+// is given none, so Secret finds nothing.
+const EnvSecrets = "SPRY_SECRETS"
+
 // guest is the module's one frame and handler.
 var guest struct {
 	h     Handler

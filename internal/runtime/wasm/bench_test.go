@@ -31,7 +31,7 @@ func BenchmarkStep(b *testing.B) {
 	for _, size := range []int{64, 1 << 10, 16 << 10, 64 << 10} {
 		b.Run(fmt.Sprint(size), func(b *testing.B) {
 			buf := r.request("POST", "/", string(make([]byte, size)))
-			defer r.p.Free(buf)
+			defer r.p.Free(buf, self)
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			i := 0

@@ -138,7 +138,7 @@ func (r *rig) step(in *Instance, target, body string, headers ...string) result 
 	out, stop, err := in.Step(context.Background(), r.p, self, buf, 0)
 	h := r.p.Header(out)
 	res := result{status: int(h.Status()), ctype: string(h.ContentType()), body: string(r.p.Data(out)), stop: stop, err: err}
-	r.p.Free(out)
+	r.p.Free(out, self)
 	return res
 }
 

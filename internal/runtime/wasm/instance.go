@@ -206,7 +206,7 @@ func (in *Instance) response(p *pool.Pool, self uint16, buf uint32, h *pool.BufH
 		oh.CopyMeta(h)
 		copy(p.Buffer(nb), in.out[:n])
 		oh.SetData(0, uint32(n))
-		p.Free(buf)
+		p.Free(buf, self)
 		out, h = nb, oh
 	} else {
 		if off+n > uint64(len(in.in)) {

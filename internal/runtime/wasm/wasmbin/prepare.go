@@ -19,9 +19,6 @@ const (
 	globalExportPrefix = "spry.g"
 )
 
-// NoChecks leaves the interrupt checks out (for measuring their cost).
-var NoChecks = false
-
 // Segment is a data segment that Prepare made passive: the host writes
 // Bytes at Offset of the fresh memory itself, once, before initialising
 // the guest.
@@ -46,9 +43,10 @@ type Limits struct {
 // Prepared is a module made ready for the sandbox host.
 type Prepared struct {
 	// Binary is the rewritten module: every function entry and loop
-	// header checks InterruptExport; active data segments are passive;
-	// the start function is exported as StartExport, not run; every
-	// mutable global is exported (Globals).
+	// header checks InterruptExport; active data segments are gone
+	// (passive, when code names segments); the start function is exported
+	// as StartExport, not run; every mutable global is exported
+	// (Globals).
 	Binary []byte
 	// Data are the former active data segments, in order.
 	Data    []Segment
@@ -455,9 +453,6 @@ func (m *module) instrumentBody(out, b, check []byte) ([]byte, error) {
 		}
 	}
 	out = append(out, b[:r.off]...)
-	if NoChecks {
-		check = nil
-	}
 	out = append(out, check...)
 	depth := 1
 	for r.err == nil && depth > 0 {
