@@ -116,6 +116,7 @@ type Node struct {
 	reload    sync.Mutex
 	appIDs    uint32 // the last app id handed out (the kernel tells apps apart by it)
 	staged    map[string]string
+	wasmExe   string // the spry executable sandbox hosts run as (staged)
 	uidLeases uidLeases
 	gw        *gateway.Gateway
 	httpLn    net.Listener

@@ -67,6 +67,9 @@ type Event struct {
 	Snapshot uint64 `json:"snapshot,omitempty"`
 	Stored   uint64 `json:"stored,omitempty"`
 	PID      int    `json:"pid,omitempty"` // up
+	// loaded: how long compiling and initialising took, in microseconds.
+	CompileMicros float64 `json:"compileUs,omitempty"`
+	InitMicros    float64 `json:"initUs,omitempty"`
 }
 
 // maxLine bounds one control message.

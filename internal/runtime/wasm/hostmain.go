@@ -104,9 +104,11 @@ func (h *Host) control(ctx context.Context, w *Wire) {
 					ev.Err = err.Error()
 				} else {
 					ev.Micros = float64(time.Since(began).Microseconds())
-					if ok, size, stored, _ := h.fn(c.Fn).f.Snapshot(); ok {
+					f := h.fn(c.Fn).f
+					if ok, size, stored, _ := f.Snapshot(); ok {
 						ev.Snapshot, ev.Stored = size, stored
 					}
+					ev.CompileMicros, ev.InitMicros = float64(f.Compile.Microseconds()), float64(f.Init.Microseconds())
 				}
 				w.Send(ev)
 			}()
