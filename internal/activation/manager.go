@@ -318,7 +318,11 @@ type Spec struct {
 	Body       []byte
 	Key        string            // idempotency key ("" none)
 	Event      map[string]string // CloudEvent attributes, when the input was one
+	Topic      string            // the MQTT topic, when it was a PUBLISH
 	Reply      Reply
+	// Volatile: store it without waiting for the disk (MQTT QoS 0): Accept
+	// returns at once, and a crash of the node may lose it.
+	Volatile bool
 	// Held, when set, is the admitted request that carries Body in the
 	// pool: the first attempt goes out in it. Accept takes it over
 	// (dispatches or releases it) whatever it returns.
@@ -348,9 +352,15 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 	s.Request.Size = len(s.Body)
 	rec := &Record{
 		ID: NewID(now), App: s.App, Chain: s.Chain, Cause: s.Cause, State: Queued,
-		Accepted: now, Key: s.Key, Event: s.Event, Request: s.Request, Reply: s.Reply,
+		Accepted: now, Key: s.Key, Event: s.Event, Topic: s.Topic, Request: s.Request, Reply: s.Reply,
 	}
-	existing, err := m.store.Create(rec, s.Body)
+	var existing string
+	var err error
+	if s.Volatile {
+		err = m.store.CreateVolatile(rec, s.Body)
+	} else {
+		existing, err = m.store.Create(rec, s.Body)
+	}
 	if err != nil || existing != "" {
 		ch.depth.Add(-1)
 		if s.Held != nil {
@@ -574,6 +584,13 @@ func backoff(base, limit time.Duration, n int) time.Duration {
 	}
 	d = min(d, limit)
 	return d/2 + rand.N(d/2+1)
+}
+
+// Active reports whether activation id is unfinished on this node.
+func (m *Manager) Active(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.active[id] != nil
 }
 
 // Get returns activation id.

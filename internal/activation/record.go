@@ -75,6 +75,7 @@ type Request struct {
 // Reply says where the result goes besides the record: an MQTT topic
 // (with the v5 correlation data), or a callback URL.
 type Reply struct {
+	Broker      string `json:"broker,omitempty"` // "" the node's own
 	Topic       string `json:"topic,omitempty"`
 	Correlation []byte `json:"correlation,omitempty"`
 	QoS         byte   `json:"qos,omitempty"`
@@ -102,6 +103,7 @@ type Record struct {
 	Error    string            `json:"error,omitempty"`
 	Key      string            `json:"idempotencyKey,omitempty"`
 	Event    map[string]string `json:"event,omitempty"` // CloudEvent attributes
+	Topic    string            `json:"topic,omitempty"` // the MQTT topic it was published on
 	Request  Request           `json:"request"`
 	Reply    Reply             `json:"reply,omitzero"`
 	// Result describes the kept output (the bytes are fetched apart).

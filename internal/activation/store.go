@@ -255,6 +255,20 @@ func scopedKey(app, chain, key string) []byte {
 // and an activation of the same app, chain and key is still kept, nothing
 // is written and that activation's id comes back as existing.
 func (s *Store) Create(rec *Record, body []byte) (existing string, err error) {
+	return s.create(rec, body, waitCommit)
+}
+
+// CreateVolatile stores a new activation without waiting for the disk: it
+// survives a crash only if the batch it went in was committed (MQTT QoS 0,
+// at most once). It has no idempotency key.
+func (s *Store) CreateVolatile(rec *Record, body []byte) error {
+	rec.Key = ""
+	// The write happens after the caller moved on: keep a copy.
+	_, err := s.create(rec, bytes.Clone(body), enqueue)
+	return err
+}
+
+func (s *Store) create(rec *Record, body []byte, m mode) (existing string, err error) {
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return "", fmt.Errorf("activation: encode: %w", err)
@@ -278,7 +292,7 @@ func (s *Store) Create(rec *Record, body []byte) (existing string, err error) {
 			return err
 		}
 		return tx.Bucket(bPending).Put(id, nil)
-	}, waitCommit)
+	}, m)
 	return existing, err
 }
 
