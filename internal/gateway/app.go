@@ -44,9 +44,9 @@ const idMask = 1<<idBits - 1
 // the request that holds the entry is in the bits above.
 const (
 	stFree      = iota // not in use
-	stWaiting          // a connection waits for the reply
-	stDone             // the reply (or a failure) was handed to the connection
-	stAbandoned        // the connection gave up (timeout); the buffer is still out
+	stWaiting          // out in its chain; the Replier waits for the reply
+	stDone             // the reply (or a failure) was handed to the Replier
+	stAbandoned        // answered by the gateway (deadline); the buffer is still out
 )
 
 // pending is one entry of the in-flight table.
@@ -54,18 +54,19 @@ const (
 // word changes only by compare-and-swap against (seq, state) of the request
 // that holds the entry, so a completion for an older use of the same entry
 // can never succeed (no ABA: seq never repeats). The other fields are
-// written by the connection before publish stores stWaiting, and read by
-// the completer after its compare-and-swap from stWaiting succeeds, which
-// orders them.
+// written by the admitting goroutine before publish stores stWaiting, and
+// read by the completer after its compare-and-swap from stWaiting succeeds,
+// which orders them.
 type pending struct {
-	word  atomic.Uint64
-	c     *conn  // the connection that answers the request
-	ch    *Chain // its chain, for the response's counters
-	began int64  // when its head arrived (mono ns)
-	head  bool   // a HEAD request: the response has no body
-	close bool   // the client asked to close after the response
-	buf   uint32 // the reply buffer, set by the completer
-	_     [24]byte
+	word     atomic.Uint64
+	deadline atomic.Int64 // the request's deadline (mono ns), for the timer
+	queued   atomic.Bool  // no instance has taken it yet (App.await retries)
+	rep      Replier      // answers the request
+	tag      uint64       // Request.Tag, handed back with the reply
+	ch       *Chain       // its chain, for the response's counters
+	began    int64        // when it arrived (mono ns)
+	timer    *time.Timer  // fires at the deadline (App.expire)
+	_        [56]byte     // entries in use by different threads share no cache line
 }
 
 // AppStats are an app's gateway counters.
@@ -111,6 +112,8 @@ func NewApp(c AppConfig) (*App, error) {
 		a.noInstance = func(uint16) {}
 	}
 	for i := range c.Inflight {
+		a.pend[i].timer = time.AfterFunc(time.Hour, func() { a.expire(uint32(i)) })
+		a.pend[i].timer.Stop()
 		a.free <- uint32(i)
 	}
 	c.Pool.SetGateway(a.id)
@@ -179,20 +182,26 @@ func (a *App) acquire() (idx uint32, reqID uint64, ok bool) {
 	return idx, seq<<idBits | uint64(idx), true
 }
 
-// publish makes entry idx completable by request reqID, to be answered on
-// connection c. Call it before the request's buffer leaves the gateway.
-func (a *App) publish(idx uint32, reqID uint64, c *conn, ch *Chain, began int64, head, close bool) {
+// publish makes entry idx completable by request reqID and arms its
+// deadline. Call it before the request's buffer leaves the gateway, after
+// the entry's other fields are set.
+func (a *App) publish(idx uint32, reqID uint64, deadline int64) {
 	e := &a.pend[idx]
-	e.c, e.ch, e.began, e.head, e.close = c, ch, began, head, close
+	e.deadline.Store(deadline)
 	// The store of stWaiting under the request's seq orders the fields
-	// above before a completer's compare-and-swap.
+	// written before it ahead of a completer's compare-and-swap.
 	e.word.Store(reqID>>idBits<<2 | stWaiting)
+	// Armed after the publication: a firing now finds this request, and
+	// one that is early for it (a stale firing of an earlier use of the
+	// entry) re-arms (see expire). Before the buffer leaves, so no reply
+	// can have stopped the timer yet.
+	e.timer.Reset(time.Duration(deadline - mono.Now()))
 }
 
 // release returns an entry whose request is finished.
 func (a *App) release(idx uint32, reqID uint64) {
 	e := &a.pend[idx]
-	e.c = nil
+	e.rep = nil
 	e.word.Store(reqID>>idBits<<2 | stFree)
 	a.free <- idx
 }
@@ -201,7 +210,8 @@ func (a *App) release(idx uint32, reqID uint64) {
 // request it belongs to, or frees it when that request is already
 // answered. The gateway must own buf.
 func (a *App) complete(buf uint32) {
-	reqID := a.pool.Header(buf).ReqID()
+	h := a.pool.Header(buf)
+	reqID := h.ReqID()
 	idx := uint32(reqID & idMask)
 	if reqID == 0 || idx >= uint32(len(a.pend)) {
 		a.stats.Stale.Add(1)
@@ -211,27 +221,91 @@ func (a *App) complete(buf uint32) {
 	e := &a.pend[idx]
 	seq := reqID >> idBits
 	if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
-		e.buf = buf
-		// Answer the client from here: no thread switch before the
-		// response goes out.
-		e.c.reply(a, idx, reqID, e)
+		e.timer.Stop()
+		status := int(h.Status())
+		if status < 100 || status > 999 {
+			status = 200
+		}
+		e.ch.count(status, e.began)
+		a.stats.Replies.Add(1)
+		// Answer from here: no thread switch before the response goes
+		// out.
+		e.rep.Reply(Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag})
 		return
 	}
 	a.pool.Free(buf)
 	if e.word.CompareAndSwap(seq<<2|stAbandoned, seq<<2|stFree) {
 		a.stats.Abandoned.Add(1)
-		e.c = nil
+		e.rep = nil
 		a.free <- idx
 		return
 	}
 	a.stats.Stale.Add(1)
 }
 
-// abandon gives up on a request whose deadline passed. It reports false
-// when the reply won the race (it is being answered).
-func (a *App) abandon(idx uint32, reqID uint64) bool {
-	seq := reqID >> idBits
-	return a.pend[idx].word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stAbandoned)
+// expire runs when entry idx's timer fires. A request past its deadline is
+// answered by the gateway (504, or 503 when no instance ever took it); its
+// entry stays taken, and its buffer out, until the chain gives the buffer
+// back. A firing that is early for the request now in the entry re-arms.
+func (a *App) expire(idx uint32) {
+	e := &a.pend[idx]
+	w := e.word.Load()
+	if w&3 != stWaiting {
+		return // answered, or a stale firing for an entry since freed
+	}
+	if now, dl := mono.Now(), e.deadline.Load(); now < dl {
+		e.timer.Reset(time.Duration(dl - now))
+		return
+	}
+	// Read before the compare-and-swap: once the entry is abandoned, the
+	// buffer's return may free it for the next request at any moment.
+	// Until then it is this request's (seq never repeats), and the load
+	// of w above ordered the fields after the request's publication.
+	rep, tag, ch, began, queued := e.rep, e.tag, e.ch, e.began, e.queued.Load()
+	if !e.word.CompareAndSwap(w, w&^3|stAbandoned) {
+		return // the reply won the race: it is being answered
+	}
+	err := ErrDeadline
+	if queued {
+		err = ErrNoInstance
+		a.stats.Rejected.Add(1)
+	} else {
+		a.stats.Timeouts.Add(1)
+	}
+	ch.count(err.Status, began)
+	rep.Reply(Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag})
+}
+
+// undispatched marks entry idx's request as not yet taken by an instance.
+func (a *App) undispatched(idx uint32) { a.pend[idx].queued.Store(true) }
+
+// await sends the buffer of d, which the gateway holds, to an instance of
+// function fn once one can take it, retrying with back-off: an instance
+// may be starting, restarting, or coming up from zero. When the request's
+// timer answers it first, the buffer is freed and the entry with it.
+func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
+	e := &a.pend[idx]
+	want := reqID>>idBits<<2 | stWaiting
+	wait := 20 * time.Microsecond
+	asked := false
+	for {
+		time.Sleep(wait)
+		wait = min(2*wait, 5*time.Millisecond)
+		if e.word.Load() != want {
+			// Answered by the timer: the buffer never left.
+			a.complete(d.Buf)
+			return
+		}
+		err := transport.Forward(a.pool, a.conn, fn, d, a.rot.Add(1))
+		if err == nil || errors.Is(err, transport.ErrLost) {
+			e.queued.Store(false)
+			return
+		}
+		if errors.Is(err, transport.ErrNoInstance) && !asked {
+			asked = true
+			a.noInstance(fn)
+		}
+	}
 }
 
 // Fail answers the request of buffer buf, which the daemon took back from a
@@ -248,33 +322,6 @@ func (a *App) Fail(buf uint32, status uint16, msg string) {
 	a.complete(buf)
 }
 
-// dispatch sends the buffer of d, which the gateway holds, to an instance
-// of function fn. When no instance can take it now it retries until the
-// deadline (mono ns): an instance may be starting, restarting, or coming
-// up from zero. It reports false when the deadline passed first.
-func (a *App) dispatch(fn uint16, d desc.Desc, deadline int64) bool {
-	d.Src = a.id
-	wait := 20 * time.Microsecond
-	asked := false
-	for {
-		err := transport.Forward(a.pool, a.conn, fn, d, a.rot.Add(1))
-		if err == nil || errors.Is(err, transport.ErrLost) {
-			// Sent, or reclaimed with its instance: either way the reply
-			// (or the daemon's answer) comes back through complete.
-			return true
-		}
-		if errors.Is(err, transport.ErrNoInstance) && !asked {
-			asked = true
-			a.noInstance(fn)
-		}
-		if mono.Now()+int64(wait) >= deadline {
-			return false
-		}
-		time.Sleep(wait)
-		wait = min(2*wait, 5*time.Millisecond)
-	}
-}
-
 // Deliver answers the request of buffer buf with it, as if the chain had
 // replied: the daemon calls it for a finished request it took back from a
 // dead instance before that could reply. The daemon must own buf.
@@ -287,12 +334,13 @@ func (a *App) Deliver(buf uint32) { a.complete(buf) }
 func (a *App) Redispatch(buf uint32, fn uint16, hop uint8) {
 	h := a.pool.Header(buf)
 	h.SetOwner(a.id)
-	d := desc.Desc{Buf: buf, Gen: h.Gen(), Chain: h.Chain(), Hop: hop}
-	deadline := h.Deadline()
-	go func() {
-		if !a.dispatch(fn, d, deadline) {
-			h.SetOwner(a.id) // dispatch left it with the gateway
-			a.Fail(buf, 504, "spry: the request missed its deadline while its instance was replaced")
-		}
-	}()
+	reqID := h.ReqID()
+	idx := uint32(reqID & idMask)
+	if reqID == 0 || idx >= uint32(len(a.pend)) {
+		a.stats.Stale.Add(1)
+		a.pool.Free(buf)
+		return
+	}
+	d := desc.Desc{Src: a.id, Buf: buf, Gen: h.Gen(), Chain: h.Chain(), Hop: hop}
+	go a.await(fn, d, idx, reqID)
 }

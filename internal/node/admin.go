@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"os"
@@ -107,7 +108,7 @@ func (n *Node) Status() Status {
 	} else if n.bpfErr != nil {
 		s.Node.EBPF.Reason = n.bpfErr.Error()
 	}
-	for _, a := range n.apps {
+	for _, a := range n.serving() {
 		p := a.pool
 		st := a.gw.Stats()
 		as := AppStatus{
@@ -180,6 +181,22 @@ func (n *Node) adminHandler() http.Handler {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(n.Status())
+	})
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		res, err := n.Reload(r.Context())
+		if err != nil {
+			n.log.Error("reload failed; the running config stays", "err", err)
+			code := http.StatusUnprocessableEntity
+			if errors.Is(err, ErrNoReload) {
+				code = http.StatusNotImplemented
+			}
+			w.WriteHeader(code)
+			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		n.log.Info("reloaded", "apps", res.String(), "took", res.Took)
+		json.NewEncoder(w).Encode(res)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))

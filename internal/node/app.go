@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
@@ -30,10 +31,18 @@ type app struct {
 	fab       transport.Fabric
 	gwConn    transport.Conn
 	gw        *gateway.App
+	gwChains  []*gateway.Chain
 	dir       string // the app's endpoint directory
 	uid, gid  int    // -1: the node's own
+	lease     *uidLease
 	fns       []*function
 	gwDone    chan struct{}
+	pollers   int
+	// fingerprint identifies what the app runs (its config and its
+	// programs): a reload replaces the app only when it changed.
+	fingerprint string
+	stopWatch   context.CancelFunc
+	watching    sync.WaitGroup
 
 	mu   sync.Mutex
 	byID map[uint16]*instance // live instances by endpoint id
@@ -113,16 +122,25 @@ func (f *function) wanted() int {
 	return f.want
 }
 
-func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]string) (a *app, err error) {
+// newApp creates app ac: its pool, transport, endpoint directory and
+// gateway side, with no instance running yet. A reload that replaces app
+// prev passes it: the new app takes over its uid (the same security
+// domain), and the two run side by side until prev has drained.
+func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *app) (a *app, err error) {
 	a = &app{n: n, cfg: ac, uid: -1, gid: -1, byID: map[uint16]*instance{}, gwDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			a.close()
 		}
 	}()
+	a.fingerprint = fingerprint(ac, exes)
 	if n.uids {
-		a.uid = n.cfg.AppUIDs.First + index
-		a.gid = a.uid
+		if prev != nil && prev.lease != nil {
+			a.lease = prev.lease.share()
+		} else if a.lease, err = n.uidLeases.take(n.cfg.AppUIDs); err != nil {
+			return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+		}
+		a.uid, a.gid = a.lease.uid, a.lease.uid
 	}
 	a.transport = ac.Transport
 	if n.cfg.Transport != "" {
@@ -151,6 +169,7 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 	// starts while its predecessor's endpoint is still being removed.
 	eps, ringBytes := transport.PoolLayout(name, uint32(slots+1+slots/4+4))
 	if p := transport.Pollers(name, slots+1); p > 0 {
+		a.pollers = p
 		n.pollers += p
 		if n.pollers > runtime.NumCPU() {
 			n.log.Warn("more busy-polling receivers than cores: they will share cores and slow each other down",
@@ -193,7 +212,12 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 	}
 
 	// The app's endpoint directory: reachable by its instances only.
+	n.appIDs++
+	appID := n.appIDs
 	a.dir = filepath.Join(n.runDir, "apps", ac.Name)
+	if prev != nil {
+		a.dir += "." + strconv.Itoa(int(appID)) // beside prev's, which is still in use
+	}
 	if err := os.Mkdir(filepath.Dir(a.dir), 0o755); err != nil && !os.IsExist(err) {
 		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
 	}
@@ -206,7 +230,7 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 			return nil, fmt.Errorf("app %s: %w", ac.Name, err)
 		}
 	}
-	o := transport.Options{App: ac.Name, Dir: a.dir, UID: a.uid, GID: a.gid, Pool: a.pool, AppID: uint32(index + 1)}
+	o := transport.Options{App: ac.Name, Dir: a.dir, UID: a.uid, GID: a.gid, Pool: a.pool, AppID: appID}
 	if name == config.TransportSKMsg {
 		o.BPF = n.bpf
 	}
@@ -247,8 +271,12 @@ func dupFile(fd int, name string) (*os.File, error) {
 	return os.NewFile(uintptr(nfd), name), nil
 }
 
-// chains returns the gateway's view of the app's chains.
+// chains returns the gateway's view of the app's chains, made once: an
+// app a reload keeps keeps its chains' counters.
 func (a *app) chains() []*gateway.Chain {
+	if a.gwChains != nil {
+		return a.gwChains
+	}
 	var out []*gateway.Chain
 	for _, cc := range a.cfg.Chains {
 		first := a.cfg.Functions[cc.Steps[0]]
@@ -258,6 +286,7 @@ func (a *app) chains() []*gateway.Chain {
 			Methods: cc.Methods, Headers: cc.Headers, Timeout: cc.Timeout,
 		})
 	}
+	a.gwChains = out
 	return out
 }
 
@@ -421,6 +450,12 @@ func (a *app) close() {
 	if a.dir != "" {
 		os.RemoveAll(a.dir)
 	}
+	a.n.pollers -= a.pollers
+	a.pollers = 0
+	if a.lease != nil {
+		a.lease.release()
+		a.lease = nil
+	}
 }
 
 // executables resolves every function's program: builtins run the spry
@@ -428,24 +463,29 @@ func (a *app) close() {
 // functions run as given. When instances run under other uids, the spry
 // executable and the builds are staged in the node's bin directory, which
 // those uids can reach.
-func (n *Node) executables(ctx context.Context) (map[*config.Function][]string, error) {
+func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config.Function][]string, error) {
 	out := map[*config.Function][]string{}
-	staged := map[string]string{}
+	if n.staged == nil {
+		n.staged = map[string]string{}
+	}
 	stage := func(path string) (string, error) {
 		if n.binDir == "" {
 			return path, nil
 		}
-		if s, ok := staged[path]; ok {
+		// A build's path names its content (the cache key), and the
+		// spry executable does not change under a running node: a path
+		// staged once is staged for good.
+		if s, ok := n.staged[path]; ok {
 			return s, nil
 		}
-		dst := filepath.Join(n.binDir, fmt.Sprintf("%d-%s", len(staged), filepath.Base(path)))
+		dst := filepath.Join(n.binDir, fmt.Sprintf("%d-%s", len(n.staged), filepath.Base(path)))
 		if err := copyFile(path, dst, 0o755); err != nil {
 			return "", fmt.Errorf("stage %s: %w", path, err)
 		}
-		staged[path] = dst
+		n.staged[path] = dst
 		return dst, nil
 	}
-	for _, a := range n.cfg.Apps {
+	for _, a := range apps {
 		for _, f := range a.Functions {
 			switch f.Kind {
 			case config.Builtin:

@@ -78,7 +78,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- promHistogram(descChainLatency, gc.Latency(), app, gc.Name)
 	}
 	n.gw.Refused(func(code int, v uint64) { counter(descRefused, float64(v), strconv.Itoa(code)) })
-	for _, a := range n.apps {
+	for _, a := range n.serving() {
 		name := a.cfg.Name
 		p := a.pool
 		gauge(descInflight, float64(a.gw.Inflight()), name)
