@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,7 +92,7 @@ type Config struct {
 	Invoker   func(app string) Invoker
 	Apps      []AppConfig
 	Chains    []ChainConfig
-	Retention Retention
+	Retention map[string]Retention // by app
 	Log       *slog.Logger
 	// Client posts callbacks (default: a client with a 10 s timeout).
 	Client *http.Client
@@ -109,7 +110,7 @@ type Manager struct {
 	log       *slog.Logger
 	client    *http.Client
 	onDone    func(*Record, []byte)
-	retention Retention
+	retention map[string]Retention
 	apps      map[string]*appQ
 	chains    map[string]*chainQ // app/chain
 
@@ -152,13 +153,21 @@ type ChainStats struct {
 // appQ is an app's queue of activations ready to run, and the workers that
 // run them (Concurrency of them).
 type appQ struct {
-	name  string
-	inv   Invoker
-	mu    sync.Mutex
-	cond  *sync.Cond
-	ready []*act
-	head  int
-	stop  bool
+	name    string
+	inv     Invoker
+	mu      sync.Mutex
+	cond    *sync.Cond
+	ready   []*act
+	head    int
+	waiting int // workers waiting for work
+	stop    bool
+}
+
+// idle reports whether a worker waits with nothing to do.
+func (q *appQ) idle() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.waiting > len(q.ready)-q.head
 }
 
 func (q *appQ) push(a *act) {
@@ -172,7 +181,9 @@ func (q *appQ) pop() *act {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for q.head == len(q.ready) && !q.stop {
+		q.waiting++
 		q.cond.Wait()
+		q.waiting--
 	}
 	if q.stop {
 		return nil
@@ -269,7 +280,7 @@ func (m *Manager) Start() (int, error) {
 		m.schedule(a, time.Until(r.Next))
 		n++
 	}
-	if m.retention != (Retention{}) {
+	if len(m.retention) > 0 {
 		m.wg.Add(1)
 		go m.pruneLoop()
 	}
@@ -312,6 +323,7 @@ type Accepted struct {
 
 // Spec is a new activation for Accept.
 type Spec struct {
+	ID         string // its id, when the caller chose it (NewID) to tell the functions; "" makes one
 	App, Chain string
 	Cause      Cause
 	Request    Request // Size is set from Body
@@ -350,8 +362,11 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 	}
 	now := time.Now()
 	s.Request.Size = len(s.Body)
+	if s.ID == "" {
+		s.ID = NewID(now)
+	}
 	rec := &Record{
-		ID: NewID(now), App: s.App, Chain: s.Chain, Cause: s.Cause, State: Queued,
+		ID: s.ID, App: s.App, Chain: s.Chain, Cause: s.Cause, State: Queued,
 		Accepted: now, Key: s.Key, Event: s.Event, Topic: s.Topic, Request: s.Request, Reply: s.Reply,
 	}
 	var existing string
@@ -373,6 +388,13 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 		return Accepted{ID: existing, Duplicate: true}, nil
 	}
 	ch.stats.Accepted.Add(1)
+	if s.Held != nil && !ch.app.idle() {
+		// No worker is free to send it now: do not sit on a pool buffer
+		// and an in-flight entry meanwhile (sync requests need them); the
+		// attempt reads the body from the store when its turn comes.
+		s.Held.Release()
+		s.Held = nil
+	}
 	a := &act{rec: rec, ch: ch, held: s.Held}
 	m.mu.Lock()
 	if m.closed {
@@ -482,9 +504,19 @@ func (m *Manager) attempt(q *appQ, a *act) {
 	}
 	var res result
 	if err != nil {
-		// Not admitted (the app is at its in-flight bound, the pool is
-		// exhausted): like a 503, it can succeed later.
-		res = result{status: http.StatusServiceUnavailable, body: []byte("spry: " + err.Error()), ctype: "text/plain; charset=utf-8", start: r.Start, end: time.Now()}
+		// Not admitted: the app is at its in-flight bound (429), the pool
+		// is exhausted (503): it can succeed later; a request the gateway
+		// refuses as such (413, 431) cannot.
+		status := http.StatusServiceUnavailable
+		var st interface{ StatusCode() int }
+		if errors.As(err, &st) {
+			status = st.StatusCode()
+		}
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "spry: ") {
+			msg = "spry: " + msg
+		}
+		res = result{status: status, body: []byte(msg), ctype: "text/plain; charset=utf-8", start: r.Start, end: time.Now()}
 		res.size = len(res.body)
 	} else {
 		select {
@@ -838,7 +870,7 @@ func (m *Manager) pruneLoop() {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
-		if n, err := m.store.Prune(m.retention, time.Now()); err != nil {
+		if n, err := m.store.Prune(func(app string) Retention { return m.retention[app] }, time.Now()); err != nil {
 			m.log.Warn("activation store: prune", "err", err)
 		} else if n > 0 {
 			m.log.Info("activation store: pruned finished activations", "count", n)

@@ -504,40 +504,44 @@ func (s *Store) List(f Filter) ([]*Record, string, error) {
 	return out, next, err
 }
 
-// Retention bounds what the store keeps of finished activations.
+// Retention bounds what the store keeps of an app's finished activations.
 type Retention struct {
 	Age   time.Duration // drop finished activations accepted longer ago (0: no age bound)
 	Count int           // keep at most this many finished activations (0: no count bound)
 }
 
-// Prune drops finished activations past the retention bounds, oldest
-// first, with their bodies, results and idempotency keys; pending ones are
-// kept whatever their age. It returns how many it dropped.
-func (s *Store) Prune(r Retention, now time.Time) (int, error) {
+// Prune drops finished activations past their app's retention bounds
+// (ret: the bounds of an app; zero bounds keep everything), oldest first,
+// with their bodies, results and idempotency keys; activations still owed
+// something are kept whatever their age. It returns how many it dropped.
+func (s *Store) Prune(ret func(app string) Retention, now time.Time) (int, error) {
 	var victims []string
 	err := s.db.View(func(tx *bolt.Tx) error {
 		recs := tx.Bucket(bRecords)
 		pending := tx.Bucket(bPending)
-		total := recs.Stats().KeyN - pending.Stats().KeyN
-		over := 0
-		if r.Count > 0 && total > r.Count {
-			over = total - r.Count
-		}
-		cutoff := ""
-		if r.Age > 0 {
-			cutoff = idAt(now.Add(-r.Age))
-		}
+		// How many finished activations each app keeps.
+		count := map[string]int{}
 		c := recs.Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			if over == 0 && (cutoff == "" || string(k) >= cutoff) {
-				break
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if pending.Get(k) == nil {
+				count[appOf(v)]++
 			}
+		}
+		bounds := map[string]Retention{}
+		for app := range count {
+			bounds[app] = ret(app)
+		}
+		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if pending.Get(k) != nil {
 				continue
 			}
-			victims = append(victims, string(k))
-			if over > 0 {
-				over--
+			app := appOf(v)
+			r := bounds[app]
+			old := r.Age > 0 && string(k) < idAt(now.Add(-r.Age))
+			over := r.Count > 0 && count[app] > r.Count
+			if old || over {
+				victims = append(victims, string(k))
+				count[app]--
 			}
 		}
 		return nil
@@ -555,8 +559,8 @@ func (s *Store) Prune(r Retention, now time.Time) (int, error) {
 			for _, id := range chunk {
 				k := []byte(id)
 				v := recs.Get(k)
-				if v == nil {
-					continue
+				if v == nil || tx.Bucket(bPending).Get(k) != nil {
+					continue // gone, or owed again (redriven) since the scan
 				}
 				var r Record
 				if json.Unmarshal(v, &r) == nil && r.Key != "" {
@@ -578,6 +582,21 @@ func (s *Store) Prune(r Retention, now time.Time) (int, error) {
 		}
 	}
 	return dropped, nil
+}
+
+// appOf reads the app of an encoded record without decoding all of it: a
+// Record encodes as {"id":"<32 hex>","app":"<name>",… and app names need
+// no escaping.
+func appOf(v []byte) string {
+	const pre = `{"id":"` + "01234567890123456789012345678901" + `","app":"`
+	if len(v) < len(pre) {
+		return ""
+	}
+	rest := v[len(pre):]
+	if i := bytes.IndexByte(rest, '"'); i >= 0 {
+		return string(rest[:i])
+	}
+	return ""
 }
 
 // Count returns how many activations the store keeps, and how many of

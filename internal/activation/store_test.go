@@ -213,7 +213,7 @@ func TestPrune(t *testing.T) {
 		}
 		recs = append(recs, r)
 	}
-	n, err := s.Prune(Retention{Age: 10*time.Hour + time.Minute}, now)
+	n, err := s.Prune(func(string) Retention { return Retention{Age: 10*time.Hour + time.Minute} }, now)
 	if err != nil || n != 9 {
 		t.Fatalf("Prune by age dropped %d (%v), want 9", n, err)
 	}
@@ -229,12 +229,28 @@ func TestPrune(t *testing.T) {
 	if ex, _ := s.Create(r, nil); ex != "" {
 		t.Fatal("a pruned activation's key still answers")
 	}
-	n, err = s.Prune(Retention{Count: 4}, now)
+	n, err = s.Prune(func(string) Retention { return Retention{Count: 4} }, now)
 	if err != nil || n != 6 {
 		t.Fatalf("Prune by count dropped %d (%v), want 6", n, err)
 	}
 	if total, pending, _ := s.Count(); total != 6 || pending != 2 {
 		t.Fatalf("kept %d (%d pending), want 6 (2)", total, pending)
+	}
+	// Bounds are per app.
+	for i := range 5 {
+		r := newRec("other", "c", now.Add(-time.Duration(i)*time.Minute))
+		s.Create(r, nil)
+		r.State = Failed
+		s.Save(r, nil, true)
+	}
+	n, _ = s.Prune(func(app string) Retention {
+		if app == "other" {
+			return Retention{Count: 2}
+		}
+		return Retention{}
+	}, now)
+	if total, _, _ := s.Count(); n != 3 || total != 8 {
+		t.Fatalf("per-app prune dropped %d, kept %d; want 3, 8", n, total)
 	}
 }
 

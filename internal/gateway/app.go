@@ -230,7 +230,9 @@ func (a *App) complete(buf uint32) {
 		a.stats.Replies.Add(1)
 		// Answer from here: no thread switch before the response goes
 		// out.
-		e.rep.Reply(Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag})
+		r := Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag}
+		e.ch.record(e.rep, &r, e.began)
+		e.rep.Reply(r)
 		return
 	}
 	a.pool.Free(buf)
@@ -273,7 +275,9 @@ func (a *App) expire(idx uint32) {
 		a.stats.Timeouts.Add(1)
 	}
 	ch.count(err.Status, began)
-	rep.Reply(Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag})
+	r := Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag}
+	ch.record(rep, &r, began)
+	rep.Reply(r)
 }
 
 // undispatched marks entry idx's request as not yet taken by an instance.

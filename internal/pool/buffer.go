@@ -293,8 +293,9 @@ func (m *Meta) Header(name, value []byte) bool {
 
 // Attr adds an attribute of the invocation (after the headers).
 func (m *Meta) Attr(name, value []byte) bool {
-	if m.count < 0 || len(name) == 0 {
-		return false
+	if m.count < 0 || len(name) == 0 || len(name) > 0xff || len(value) > 0xffff ||
+		m.n+1+1+len(name)+2+len(value) > MaxMeta {
+		return false // all or nothing: never half an entry
 	}
 	if m.attrs == 0 {
 		if m.n+1 > MaxMeta {
@@ -441,6 +442,30 @@ func (b *BufHeader) attrs() (metaReader, int) {
 	n = int(r.m[r.off])
 	r.off++
 	return r, n
+}
+
+// AppendAttr adds an attribute to metadata written earlier (by another
+// writer: the gateway's admission path writes the request, an adapter adds
+// what it learns later). It reports false when it does not fit.
+func (b *BufHeader) AppendAttr(name, value []byte) bool {
+	r := metaReader{m: b.metaBytes()}
+	r.get8()
+	r.get16()
+	r.get16()
+	if r.off >= len(r.m) || len(name) == 0 {
+		return false // no request written
+	}
+	n := int(r.m[r.off])
+	r.off++
+	for j := 0; j < n && r.off < len(r.m); j++ {
+		r.get8()
+		r.get16()
+	}
+	m := Meta{b: b, n: len(r.m), count: 0, attrs: r.off}
+	if r.off >= len(r.m) {
+		m.attrs = 0 // no list yet: Attr starts one at the end
+	}
+	return m.Attr(name, value)
 }
 
 // NumAttrs returns how many attributes the metadata holds.

@@ -604,6 +604,22 @@ func TestMetaAttrs(t *testing.T) {
 	if h.NumHeaders() != 0 || string(h.Attr("type")) != "t" {
 		t.Fatal("attributes without headers")
 	}
+	// Added later, to metadata another writer wrote.
+	m = h.WriteMeta()
+	m.Request([]byte("GET"), []byte("/"), nil)
+	m.Header([]byte("X-A"), []byte("1"))
+	if !h.AppendAttr([]byte("id"), []byte("1")) || !h.AppendAttr([]byte("source"), []byte("/s")) {
+		t.Fatal("AppendAttr did not fit")
+	}
+	if h.NumHeaders() != 1 || h.NumAttrs() != 2 || string(h.Attr("source")) != "/s" || string(h.Attr("id")) != "1" {
+		t.Fatalf("after AppendAttr: %d headers, %d attrs", h.NumHeaders(), h.NumAttrs())
+	}
+	if h.AppendAttr([]byte("big"), make([]byte, MaxMeta)) {
+		t.Fatal("an attribute larger than the metadata fit")
+	}
+	if h.NumAttrs() != 2 {
+		t.Fatal("a refused attribute changed the list")
+	}
 	if n := testing.AllocsPerRun(100, func() { h.Attr("type"); h.AttrAt(0) }); n != 0 {
 		t.Fatalf("attribute readers allocate %v", n)
 	}
