@@ -231,7 +231,9 @@ func (a *App) complete(buf uint32) {
 		// Answer from here: no thread switch before the response goes
 		// out.
 		r := Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag}
-		e.ch.record(e.rep, &r, e.began)
+		if e.ch.records(status) {
+			e.ch.record(e.rep, r, e.began)
+		}
 		e.rep.Reply(r)
 		return
 	}
@@ -276,7 +278,9 @@ func (a *App) expire(idx uint32) {
 	}
 	ch.count(err.Status, began)
 	r := Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag}
-	ch.record(rep, &r, began)
+	if ch.records(r.status) {
+		ch.record(rep, r, began)
+	}
 	rep.Reply(r)
 }
 

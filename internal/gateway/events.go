@@ -44,19 +44,22 @@ func (g *Gateway) SetEvents(e Events, records string) { g.events, g.activationUR
 // Recorder receives the replies of a chain's synchronous requests that its
 // record setting keeps (Chain.Recorder). It runs on the thread that
 // answers the request: copy what it keeps, never block.
-type Recorder func(r *Reply, began int64)
+type Recorder func(r Reply, began int64)
+
+// records reports whether the chain's record setting keeps a reply with
+// status: one comparison on the synchronous path by default.
+func (ch *Chain) records(status int) bool {
+	return ch.Recorder != nil && (status >= 400 || ch.RecordAll)
+}
 
 // noRecord is implemented by Repliers whose requests are recorded
 // elsewhere (an activation's attempts are recorded by the activation
 // layer itself).
 type noRecord interface{ activationReplier() }
 
-// record hands reply r of entry e to its chain's recorder when the
-// chain's setting keeps it.
-func (ch *Chain) record(rep Replier, r *Reply, began int64) {
-	if ch.Recorder == nil || r.status < 400 && !ch.RecordAll {
-		return
-	}
+// record hands reply r to its chain's recorder (the caller checked
+// recording that the setting keeps it: Chain.records).
+func (ch *Chain) record(rep Replier, r Reply, began int64) {
 	if _, ok := rep.(noRecord); ok {
 		return
 	}

@@ -239,13 +239,13 @@ func (e *events) Async(x *gateway.Admission, r *gateway.Request, n int) gateway.
 // record keeps the reply of a synchronous request its chain's record
 // setting asks for (gateway.Recorder).
 func (n *Node) record(app string, steps []string) gateway.Recorder {
-	return func(r *gateway.Reply, began int64) {
+	return func(r gateway.Reply, began int64) {
 		e := n.events
 		if e == nil {
 			return
 		}
 		start := time.Now().Add(-time.Duration(mono.Now() - began))
-		o := outcome(r, steps, start)
+		o := outcome(&r, steps, start)
 		req := activation.Request{Path: r.Chain().Route}
 		if h := r.Header(); h != nil {
 			m, p, q := h.Request()
