@@ -33,6 +33,8 @@ type app struct {
 	gw        *gateway.App
 	gwChains  []*gateway.Chain
 	dir       string // the app's endpoint directory
+	secrets   string // the directory of its secrets ("" when none)
+	appID     uint32 // tells it apart from every other app (and generation) of the node
 	uid, gid  int    // -1: the node's own
 	lease     *uidLease
 	fns       []*function
@@ -51,11 +53,12 @@ type app struct {
 // function is one function of an app and its instance slots: as many as
 // its scale.max, of which the first want run.
 type function struct {
-	a     *app
-	cfg   *config.Function
-	argv  []string // program and arguments
-	base  uint32   // first pool slot
-	insts []*instance
+	a       *app
+	cfg     *config.Function
+	argv    []string // program and arguments
+	workDir string   // the instances' working directory
+	base    uint32   // first pool slot
+	insts   []*instance
 
 	mu   sync.Mutex
 	want int
@@ -191,7 +194,16 @@ func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *a
 	// The routing table: each function's slots, each chain's steps.
 	base := uint32(0)
 	for _, fc := range ac.Functions {
-		f := &function{a: a, cfg: fc, argv: exes[fc], base: base}
+		f := &function{a: a, cfg: fc, argv: exes[fc], base: base, workDir: fc.WorkDir}
+		if a.uid >= 0 && !reachable(f.workDir, a.uid, a.gid) {
+			if fc.WorkDirSet {
+				return nil, fmt.Errorf("%s:%d: functions.%s.workDir: %s is not reachable by the app's uid %d (a directory on the way is closed to it)",
+					ac.File, fc.Line, fc.Name, fc.WorkDir, a.uid)
+			}
+			n.log.Warn("the function's directory is closed to the app's uid: its instances start in / (make the directory reachable, or set workDir:)",
+				"app", ac.Name, "function", fc.Name, "dir", fc.WorkDir, "uid", a.uid)
+			f.workDir = "/"
+		}
 		if err := a.pool.SetFunction(uint32(fc.Index), base, uint32(fc.Scale.Max)); err != nil {
 			return nil, fmt.Errorf("app %s: function %s: %w", ac.Name, fc.Name, err)
 		}
@@ -214,6 +226,7 @@ func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *a
 	// The app's endpoint directory: reachable by its instances only.
 	n.appIDs++
 	appID := n.appIDs
+	a.appID = appID
 	a.dir = filepath.Join(n.runDir, "apps", ac.Name)
 	if prev != nil {
 		a.dir += "." + strconv.Itoa(int(appID)) // beside prev's, which is still in use
@@ -229,6 +242,9 @@ func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *a
 		if err := os.Chown(a.dir, a.uid, a.gid); err != nil {
 			return nil, fmt.Errorf("app %s: %w", ac.Name, err)
 		}
+	}
+	if err := a.writeSecrets(appID); err != nil {
+		return nil, fmt.Errorf("app %s: secrets: %w", ac.Name, err)
 	}
 	o := transport.Options{App: ac.Name, Dir: a.dir, UID: a.uid, GID: a.gid, Pool: a.pool, AppID: appID}
 	if name == config.TransportSKMsg {
@@ -355,13 +371,13 @@ func (a *app) unregister(id uint16) {
 	a.mu.Unlock()
 }
 
-func (a *app) live(id uint32) bool {
-	if id == uint32(a.gw.ID()) || id == pool.OwnerDaemon || id == pool.OwnerFree {
+func (a *app) live(id uint16) bool {
+	if id == a.gw.ID() || id == pool.OwnerDaemon || id == pool.OwnerFree {
 		return true
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.byID[uint16(id)] != nil
+	return a.byID[id] != nil
 }
 
 // watch looks after the app's instances until ctx ends: every tick it
@@ -375,7 +391,7 @@ func (a *app) watch(ctx context.Context) {
 	const tick = 100 * time.Millisecond
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	suspects := map[uint32]int{} // owner → sweeps it was seen dead
+	sw := &sweeper{suspects: map[uint16]int{}, stuck: map[uint32]uint64{}}
 	for i := 1; ; i++ {
 		select {
 		case <-ctx.Done():
@@ -403,40 +419,104 @@ func (a *app) watch(ctx context.Context) {
 			}
 		}
 		if i%5 == 0 {
-			a.sweep(suspects)
+			a.sweep(sw)
 		}
 	}
 }
 
-// sweep reclaims buffers whose owner has been dead for two sweeps in a row.
-func (a *app) sweep(suspects map[uint32]int) {
-	seen := map[uint32]bool{}
+// sweeper is the state the watcher's sweeps keep between them.
+type sweeper struct {
+	suspects map[uint16]int    // endpoint → sweeps it was seen dead holding a buffer
+	stuck    map[uint32]uint64 // buffer → ownership word seen in transit past its deadline
+}
+
+// stuckGrace is how long past its request's deadline a buffer may stay in
+// transit before the sweep takes it back.
+const stuckGrace = time.Second
+
+// sweep takes back what the app's processes lost:
+//   - buffers held by, or in transit from or to, an endpoint that has been
+//     dead for two sweeps in a row (a descriptor a transport lost with its
+//     dead destination; an instance that died before its supervisor
+//     noticed);
+//   - buffers in transit between live endpoints for longer than their
+//     request's deadline plus stuckGrace, unchanged over two sweeps: a
+//     descriptor lost or torn in a transport, or scribbled over by a
+//     process of the app (the transfer never completes, and the word says
+//     so; the receiver's Accept of a late descriptor then fails);
+//   - with nothing in flight, buffers neither on the free list nor held
+//     (a process died between taking one and recording itself its
+//     holder), and a free list a process of the app broke: rebuilt.
+//
+// It also writes the daemon's routing table over the instances' copy.
+func (a *app) sweep(sw *sweeper) {
+	a.pool.RepairRoute()
+	seen := map[uint16]bool{}
+	now := mono.Now()
 	for i := range a.pool.Buffers() {
-		o := a.pool.Header(i).Owner()
-		if !a.live(o) {
-			seen[o] = true
+		h := a.pool.Header(i)
+		o := h.Own()
+		if o.Holder == pool.OwnerFree {
+			continue
+		}
+		if !a.live(o.Holder) {
+			seen[o.Holder] = true
+		}
+		if o.Transit == 0 {
+			delete(sw.stuck, i)
+			continue
+		}
+		if !a.live(o.Transit) {
+			seen[o.Transit] = true
+			continue
+		}
+		if dl := h.Deadline(); dl == 0 || now < dl+int64(stuckGrace) {
+			continue
+		}
+		w := uint64(o.Gen) | uint64(o.Holder)<<32 | uint64(o.Transit)<<48
+		if prev, ok := sw.stuck[i]; !ok || prev != w {
+			sw.stuck[i] = w
+			continue
+		}
+		delete(sw.stuck, i)
+		if a.pool.Seize(i, o) {
+			a.n.log.Warn("took back a buffer stuck in transit", "app", a.cfg.Name, "from", o.Holder, "to", o.Transit)
+			a.salvage(i, fmt.Sprintf("spry: app %s: request lost between endpoints %d and %d", a.cfg.Name, o.Holder, o.Transit))
 		}
 	}
-	for o := range suspects {
+	for o := range sw.suspects {
 		if !seen[o] {
-			delete(suspects, o)
+			delete(sw.suspects, o)
 		}
 	}
 	for o := range seen {
-		suspects[o]++
-		if suspects[o] < 2 {
+		sw.suspects[o]++
+		if sw.suspects[o] < 2 {
 			continue
 		}
-		delete(suspects, o)
+		delete(sw.suspects, o)
 		msg := fmt.Sprintf("spry: app %s: request lost with endpoint %d", a.cfg.Name, o)
-		if k := a.pool.Reclaim(uint16(o), func(buf uint32) { a.salvage(buf, msg) }); k > 0 {
+		if k := a.pool.Reclaim(o, func(buf uint32) { a.salvage(buf, msg) }); k > 0 {
 			a.n.log.Warn("reclaimed buffers of a vanished endpoint", "app", a.cfg.Name, "endpoint", o, "buffers", k)
 		}
 	}
+	if a.pool.FreeBuffers() == int(a.pool.Buffers()) && a.pool.Audit() {
+		return
+	}
+	a.gw.Quiesce(func() {
+		if a.pool.Audit() && len(a.pool.Orphans(a.live)) == 0 {
+			return
+		}
+		n := a.pool.Rebuild(func(o pool.Own) bool { return o.Holder != pool.OwnerDaemon && a.live(o.Holder) })
+		a.n.log.Warn("rebuilt the pool's free list", "app", a.cfg.Name, "free", n, "buffers", a.pool.Buffers())
+	})
 }
 
 // close releases what the app holds. Instances must be stopped.
 func (a *app) close() {
+	if a.gw != nil {
+		a.gw.Close() // its redispatches and partial writes end before the pool goes
+	}
 	if a.gwConn != nil {
 		a.gwConn.Close()
 		<-a.gwDone
@@ -453,6 +533,16 @@ func (a *app) close() {
 	}
 	if a.dir != "" {
 		os.RemoveAll(a.dir)
+	}
+	if a.secrets != "" {
+		os.RemoveAll(a.secrets)
+	}
+	for _, f := range a.fns {
+		for _, in := range f.insts {
+			if in.group != nil {
+				in.group.remove()
+			}
+		}
 	}
 	a.n.pollers -= a.pollers
 	a.pollers = 0
@@ -537,4 +627,42 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return os.Chmod(dst, mode)
+}
+
+// writeSecrets puts the app's secrets where its instances, and no other
+// app's, can read them: one file per secret (mode 0400) in a directory
+// (0500), both owned by the app's uid, under the node's runtime directory
+// (a tmpfs in /run as root: never on disk). The parent directory lets
+// every uid pass (0711) but list nothing.
+func (a *app) writeSecrets(appID uint32) error {
+	if len(a.cfg.Secrets) == 0 {
+		return nil
+	}
+	parent := filepath.Join(a.n.runDir, "secrets")
+	if err := os.Mkdir(parent, 0o711); err != nil && !os.IsExist(err) {
+		return err
+	}
+	os.Chmod(parent, 0o711)
+	dir := filepath.Join(parent, a.cfg.Name+"."+strconv.Itoa(int(appID)))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	a.secrets = dir
+	for _, s := range a.cfg.Secrets {
+		p := filepath.Join(dir, s.Name)
+		if err := os.WriteFile(p, s.Value, 0o400); err != nil {
+			return err
+		}
+		if a.uid >= 0 {
+			if err := os.Chown(p, a.uid, a.gid); err != nil {
+				return err
+			}
+		}
+	}
+	if a.uid >= 0 {
+		if err := os.Chown(dir, a.uid, a.gid); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(dir, 0o500)
 }
