@@ -110,12 +110,12 @@ type Function struct {
 	Wasm    string   // Kind Wasm: an absolute .wasm file, or a Go package (as Go) spry builds for WASI
 
 	// Options of the kinds above (see kinds.go).
-	Virtualenv   string // Python: a virtualenv directory whose interpreter runs the handler
-	Requirements string // Python: a requirements file spry installs into a virtualenv of its own
-	Port         int    // HTTP: the fixed port the server listens on (0: spry picks one, in $PORT)
-	Health       string // HTTP: the path that answers 2xx once the server is ready ("": it accepts connections)
-	Event        string // Lambda: the event shape, EventPayload or EventHTTP
-	Handler      string // Lambda: the handler name a runtime reads from $_HANDLER
+	Virtualenv   string   // Python: a virtualenv directory whose interpreter runs the handler
+	Requirements string   // Python: a requirements file spry installs into a virtualenv of its own
+	Port         int      // HTTP: the fixed port the server listens on (0: spry picks one, in $PORT)
+	Health       string   // HTTP: the path that answers 2xx once the server is ready ("": it accepts connections)
+	Event        string   // Lambda: the event shape, EventPayload or EventHTTP
+	Handler      string   // Lambda: the handler name a runtime reads from $_HANDLER
 	WasmBuild    bool     // Wasm: Wasm is a Go package to build, not a .wasm file
 	Grants       []string // Wasm: what the guest may use beyond its memory (GrantClock, GrantRandom)
 

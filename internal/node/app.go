@@ -33,12 +33,12 @@ type app struct {
 	gwConn    transport.Conn
 	gw        *gateway.App
 	gwChains  []*gateway.Chain
-	dir       string // the app's endpoint directory
-	secrets   string // the directory of its secrets ("" when none)
+	dir       string  // the app's endpoint directory
+	secrets   string  // the directory of its secrets ("" when none)
 	sandbox   sandbox // the sandbox host of its wasm: functions
 	wasmCache string  // where its sandbox host keeps compiled modules
-	appID     uint32 // tells it apart from every other app (and generation) of the node
-	uid, gid  int    // -1: the node's own
+	appID     uint32  // tells it apart from every other app (and generation) of the node
+	uid, gid  int     // -1: the node's own
 	lease     *uidLease
 	fns       []*function
 	gwDone    chan struct{}
