@@ -16,6 +16,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/spry-dev/spry/internal/pool"
 	"github.com/spry-dev/spry/internal/runtime/wasm/abi"
 )
 
@@ -32,6 +33,9 @@ var guest struct {
 	out   []byte // the output window
 	req   Request
 	res   Response
+	// hdr holds a copy of the request's metadata, so that the pool's own
+	// readers (headers, event attributes) parse it as in a process.
+	hdr pool.BufHeader
 }
 
 // Serve registers h as the function's handler. In a wasm build it returns
@@ -82,7 +86,8 @@ func spryInit(window uint32) uint32 {
 //
 //go:wasmexport spry_handle
 func spryHandle() uint32 {
-	guest.req = Request{}
+	guest.hdr.SetRawMeta(meta())
+	guest.req = Request{h: &guest.hdr}
 	guest.res = Response{outCtype: abi.NoContentType}
 	guest.res.off, guest.res.n = guest.req.span()
 	guest.res.finish(call(guest.h, &guest.req, &guest.res))
@@ -107,7 +112,9 @@ func call(h Handler, req *Request, res *Response) (err error) {
 // Request is the input of one step. Its payload and metadata are views into
 // the module's memory, valid only until the handler returns (copy what you
 // keep).
-type Request struct{}
+type Request struct {
+	h *pool.BufHeader // the metadata, copied into this module
+}
 
 // span returns the payload's offset and length in the input window,
 // clamped to it.
@@ -133,98 +140,18 @@ func meta() []byte {
 	return guest.frame[abi.OffMeta : abi.OffMeta+n]
 }
 
-// metaReader walks the metadata (see pool.Meta) without allocating.
-type metaReader struct {
-	m   []byte
-	off int
-}
-
-func (r *metaReader) get8() []byte {
-	if r.off+1 > len(r.m) {
-		r.off = len(r.m)
-		return nil
-	}
-	n := int(r.m[r.off])
-	if r.off+1+n > len(r.m) {
-		r.off = len(r.m)
-		return nil
-	}
-	s := r.m[r.off+1 : r.off+1+n]
-	r.off += 1 + n
-	return s
-}
-
-func (r *metaReader) get16() []byte {
-	if r.off+2 > len(r.m) {
-		r.off = len(r.m)
-		return nil
-	}
-	n := int(le.Uint16(r.m[r.off:]))
-	if r.off+2+n > len(r.m) {
-		r.off = len(r.m)
-		return nil
-	}
-	s := r.m[r.off+2 : r.off+2+n]
-	r.off += 2 + n
-	return s
-}
-
-func request() (method, path, query []byte) {
-	r := metaReader{m: meta()}
-	return r.get8(), r.get16(), r.get16()
-}
-
 // Method returns the HTTP method of the client's request.
-func (r *Request) Method() string { m, _, _ := request(); return view(m) }
+func (r *Request) Method() string { m, _, _ := r.h.Request(); return view(m) }
 
 // Path returns the request path (not unescaped).
-func (r *Request) Path() string { _, p, _ := request(); return view(p) }
+func (r *Request) Path() string { _, p, _ := r.h.Request(); return view(p) }
 
 // Query returns the raw query string, without the '?'.
-func (r *Request) Query() string { _, _, q := request(); return view(q) }
+func (r *Request) Query() string { _, _, q := r.h.Request(); return view(q) }
 
 // Header returns a request header the chain forwards (see `headers:` in
 // spry.yaml), or "".
-func (r *Request) Header(name string) string {
-	m := metaReader{m: meta()}
-	m.get8()
-	m.get16()
-	m.get16()
-	if m.off >= len(m.m) {
-		return ""
-	}
-	n := int(m.m[m.off])
-	m.off++
-	for range n {
-		k, v := m.get8(), m.get16()
-		if m.off > len(m.m) || k == nil {
-			break
-		}
-		if equalFold(k, name) {
-			return view(v)
-		}
-	}
-	return ""
-}
-
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
+func (r *Request) Header(name string) string { return view(r.h.Header(name)) }
 
 // ContentType returns the content type of the payload.
 func (r *Request) ContentType() string {

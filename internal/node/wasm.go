@@ -39,6 +39,11 @@ import (
 // making one.
 const spares = 1
 
+// compileTime is what loading a host's functions may take beyond the
+// node's ready timeout (which bounds each guest's own initialisation):
+// compiling a large module the first time, on a busy machine.
+const compileTime = 10 * time.Minute
+
 // sandbox is an app's sandbox host supervisor.
 type sandbox struct {
 	a   *app
@@ -164,7 +169,7 @@ func (s *sandbox) start() (*hostProc, error) {
 func (h *hostProc) load() {
 	a := h.s.a
 	n := a.n
-	timer := time.NewTimer(n.cfg.ReadyTimeout)
+	timer := time.NewTimer(n.cfg.ReadyTimeout + compileTime)
 	defer timer.Stop()
 	fail := func(err error) {
 		h.err = err
@@ -182,7 +187,7 @@ func (h *hostProc) load() {
 		}
 		fns = append(fns, f)
 		c := wasm.Command{Op: wasm.OpLoad, Fn: f.cfg.Index, Name: f.cfg.Name, Module: f.wasm,
-			Memory: f.cfg.Limits.Memory, Timeout: f.cfg.Timeout, Spares: spares,
+			Memory: f.cfg.Limits.Memory, Timeout: f.cfg.Timeout, Spares: spares, InitTimeout: n.cfg.ReadyTimeout,
 			Grants: wasm.Grants{Clock: f.cfg.HasGrant(config.GrantClock), Random: f.cfg.HasGrant(config.GrantRandom), Env: f.cfg.Env}}
 		if err := h.wire.Send(c); err != nil {
 			fail(fmt.Errorf("sandbox host: %w", err))
@@ -229,7 +234,7 @@ func (h *hostProc) await(kind int, timeout <-chan time.Time) error {
 	case <-h.gone:
 		return fmt.Errorf("sandbox host exited (%s)%s", h.why, h.out.lastWords())
 	case <-timeout:
-		return fmt.Errorf("sandbox host: not up in %s%s", h.s.a.n.cfg.ReadyTimeout, h.out.lastWords())
+		return fmt.Errorf("sandbox host: not up in %s%s", h.s.a.n.cfg.ReadyTimeout+compileTime, h.out.lastWords())
 	}
 }
 
@@ -329,7 +334,7 @@ func (in *instance) runHosted(ctx context.Context, onReady func(), log interface
 	case <-in.kill:
 	default:
 	}
-	hctx, cancel := context.WithTimeout(ctx, n.cfg.ReadyTimeout)
+	hctx, cancel := context.WithTimeout(ctx, n.cfg.ReadyTimeout+compileTime)
 	h, err := a.sandbox.host(hctx)
 	cancel()
 	if err != nil {

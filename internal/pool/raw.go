@@ -4,3 +4,11 @@ package pool
 // (see Meta), a view into shared memory: for runners that hand it on
 // whole, such as the wasm sandbox host copying it into a guest.
 func (b *BufHeader) RawMeta() []byte { return b.metaBytes() }
+
+// SetRawMeta sets the buffer's request metadata to m, as RawMeta returned
+// it (truncated to MaxMeta): for a header that is a copy, such as the one
+// a wasm guest's SDK reads the metadata the host handed it through.
+func (b *BufHeader) SetRawMeta(m []byte) {
+	n := copy(b.meta[:], m)
+	b.metaLen = uint16(n)
+}

@@ -43,6 +43,8 @@ type Command struct {
 	Timeout time.Duration `json:"timeout,omitempty"` // longest one step may run
 	Grants  Grants        `json:"grants"`
 	Spares  int           `json:"spares,omitempty"` // clones kept ready for fast starts
+	// InitTimeout bounds the guest's own initialisation.
+	InitTimeout time.Duration `json:"initTimeout,omitempty"`
 }
 
 // Events from the host.

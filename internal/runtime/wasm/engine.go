@@ -25,10 +25,12 @@ package wasm
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +61,62 @@ type EngineConfig struct {
 type Engine struct {
 	rt    wazero.Runtime
 	cache wazero.CompilationCache
+
+	mu       sync.Mutex
+	compiled map[[32]byte]*compiled // by the prepared module's hash
+}
+
+// compiled is a compiled module shared by the functions of one content
+// (several functions often run one module with different settings):
+// compiled once, closed with its last function.
+type compiled struct {
+	ready chan struct{}
+	cm    wazero.CompiledModule
+	err   error
+	refs  int
+}
+
+// compile returns the compiled module for bin, compiling it once however
+// many functions ask at the same time.
+func (e *Engine) compile(ctx context.Context, bin []byte) (wazero.CompiledModule, [32]byte, error) {
+	key := sha256.Sum256(bin)
+	e.mu.Lock()
+	c := e.compiled[key]
+	if c == nil {
+		c = &compiled{ready: make(chan struct{})}
+		e.compiled[key] = c
+		e.mu.Unlock()
+		c.cm, c.err = e.rt.CompileModule(ctx, bin)
+		close(c.ready)
+		e.mu.Lock()
+		if c.err != nil {
+			delete(e.compiled, key)
+		}
+	}
+	c.refs++
+	e.mu.Unlock()
+	<-c.ready
+	if c.err != nil {
+		e.release(key)
+		return nil, key, c.err
+	}
+	return c.cm, key, nil
+}
+
+// release drops a function's reference to its compiled module.
+func (e *Engine) release(key [32]byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.compiled[key]
+	if c == nil {
+		return
+	}
+	if c.refs--; c.refs <= 0 {
+		delete(e.compiled, key)
+		if c.cm != nil {
+			c.cm.Close(context.Background())
+		}
+	}
 }
 
 // NewEngine makes an Engine with WASI available to its functions.
@@ -67,7 +125,7 @@ func NewEngine(ctx context.Context, c EngineConfig) (*Engine, error) {
 		return nil, ErrNotSupported
 	}
 	rc := wazero.NewRuntimeConfigCompiler()
-	e := &Engine{}
+	e := &Engine{compiled: map[[32]byte]*compiled{}}
 	if c.CacheDir != "" {
 		cache, err := wazero.NewCompilationCacheWithDir(c.CacheDir)
 		if err != nil {
@@ -115,6 +173,9 @@ type FunctionConfig struct {
 	// Output receives the guests' standard output and error (nil
 	// discards them).
 	Output io.Writer
+	// InitTimeout bounds the guest's own initialisation (its main up to
+	// sdk.Serve); default 30 s.
+	InitTimeout time.Duration
 }
 
 // DefaultMemory is an instance's memory limit when its config names none.
@@ -126,6 +187,7 @@ type Function struct {
 	cfg  FunctionConfig
 	prep *wasmbin.Prepared
 	cm   wazero.CompiledModule
+	key  [32]byte // of the compiled module (Engine.compile)
 	mc   wazero.ModuleConfig
 
 	limit   uint64
@@ -180,7 +242,7 @@ func (e *Engine) Load(ctx context.Context, c FunctionConfig) (*Function, error) 
 	}
 	f := &Function{e: e, cfg: c, prep: prep, limit: limit}
 	began := time.Now()
-	if f.cm, err = e.rt.CompileModule(ctx, prep.Binary); err != nil {
+	if f.cm, f.key, err = e.compile(ctx, prep.Binary); err != nil {
 		return nil, fmt.Errorf("%w: compile: %v", ErrModule, err)
 	}
 	f.Compile = time.Since(began)
@@ -189,7 +251,7 @@ func (e *Engine) Load(ctx context.Context, c FunctionConfig) (*Function, error) 
 	began = time.Now()
 	tpl, err := f.initialise(ctx)
 	if err != nil {
-		f.cm.Close(ctx)
+		e.release(f.key)
 		return nil, err
 	}
 	f.Init = time.Since(began)
@@ -203,7 +265,7 @@ func (e *Engine) Load(ctx context.Context, c FunctionConfig) (*Function, error) 
 	}
 	if f.img, err = newImage(c.Name, tpl.mem.bytes()); err != nil {
 		tpl.close()
-		f.cm.Close(ctx)
+		e.release(f.key)
 		return nil, err
 	}
 	tpl.close()
@@ -235,7 +297,8 @@ func (f *Function) moduleConfig() wazero.ModuleConfig {
 // instances must be closed first.
 func (f *Function) Close(ctx context.Context) error {
 	f.img.close()
-	return f.cm.Close(ctx)
+	f.e.release(f.key)
+	return nil
 }
 
 // Name returns the function's name.
@@ -257,6 +320,12 @@ func (f *Function) initialise(ctx context.Context) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	limit := f.cfg.InitTimeout
+	if limit <= 0 {
+		limit = 30 * time.Second
+	}
+	timer := time.AfterFunc(limit, in.Interrupt)
+	defer timer.Stop()
 	mem := in.mem.bytes()
 	for _, s := range f.prep.Data {
 		if uint64(s.Offset)+uint64(len(s.Bytes)) > uint64(len(mem)) {
@@ -269,14 +338,14 @@ func (f *Function) initialise(ctx context.Context) (*Instance, error) {
 		if fn := in.mod.ExportedFunction(name); fn != nil && (name != wasmbin.StartExport || f.prep.Start) {
 			if _, err := fn.Call(ctx); err != nil {
 				in.close()
-				return nil, fmt.Errorf("wasm: function %s: its initialisation (%s) failed: %w", f.cfg.Name, name, describe(err, in))
+				return nil, fmt.Errorf("wasm: function %s: its initialisation (%s) failed: %w", f.cfg.Name, name, initError(err, in, limit))
 			}
 		}
 	}
 	res, err := in.mod.ExportedFunction(abi.ExportInit).Call(ctx, uint64(f.cfg.Window))
 	if err != nil {
 		in.close()
-		return nil, fmt.Errorf("wasm: function %s: %s failed: %w", f.cfg.Name, abi.ExportInit, describe(err, in))
+		return nil, fmt.Errorf("wasm: function %s: %s (its main, up to sdk.Serve) failed: %w", f.cfg.Name, abi.ExportInit, initError(err, in, limit))
 	}
 	if err := f.frameAt(uint32(res[0]), in.mem.bytes()); err != nil {
 		in.close()
@@ -359,6 +428,14 @@ func (f *Function) New(ctx context.Context) (*Instance, error) {
 	}
 	in.bind(f)
 	return in, nil
+}
+
+// initError describes a failed initialisation.
+func initError(err error, in *Instance, limit time.Duration) error {
+	if in.Interrupted() {
+		return fmt.Errorf("%w: it did not finish in %s", ErrInterrupted, limit)
+	}
+	return describe(err, in)
 }
 
 // cryptoRand is the host's random source for the random grant.

@@ -181,7 +181,7 @@ func (h *Host) Load(ctx context.Context, c Command) error {
 	bin, err := os.ReadFile(c.Module)
 	if err == nil {
 		hf.f, err = h.e.Load(ctx, FunctionConfig{
-			Name: c.Name, Module: bin, Memory: c.Memory, Window: h.p.BufferSize(), Grants: c.Grants,
+			Name: c.Name, Module: bin, Memory: c.Memory, Window: h.p.BufferSize(), Grants: c.Grants, InitTimeout: c.InitTimeout,
 			Output: &prefixWriter{w: h.out, prefix: []byte("[" + c.Name + "] ")},
 		})
 	}

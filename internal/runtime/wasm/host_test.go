@@ -72,7 +72,7 @@ func newHostRig(t *testing.T) *hostRig {
 		r.events = append(r.events, ev)
 		r.mu.Unlock()
 	}})
-	if err := r.h.Load(ctx, Command{Op: OpLoad, Fn: 0, Name: "suite", Module: mod, Timeout: 10 * time.Second, Spares: 1}); err != nil {
+	if err := r.h.Load(ctx, Command{Op: OpLoad, Fn: 0, Name: "suite", Module: mod, Memory: 32 << 20, Timeout: 10 * time.Second, Spares: 1}); err != nil {
 		t.Fatal(err)
 	}
 	for slot := range uint32(2) {
