@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/spry-dev/spry/internal/route"
 )
 
 // Transports an app may name.
@@ -310,15 +312,15 @@ func conflicts(apps []*App) []Problem {
 			if c.Route == "" {
 				continue
 			}
-			if s, ok := routes[c.Route]; ok {
+			if s, ok := routes[route.Shape(c.Route)]; ok {
 				if s.app == a {
 					continue // reported by validate
 				}
 				ps = append(ps, Problem{File: a.File, Line: c.routeLine, Path: "chains." + pathKey(c.Name) + ".route",
-					Msg: fmt.Sprintf("%s is already served by app %q (%s:%d)", c.Route, s.app.Name, s.app.File, s.chain.routeLine)})
+					Msg: fmt.Sprintf("%s is already served by app %q (%s:%d)%s", c.Route, s.app.Name, s.app.File, s.chain.routeLine, sameAs(c.Route, s.chain.Route))})
 				continue
 			}
-			routes[c.Route] = served{a, c}
+			routes[route.Shape(c.Route)] = served{a, c}
 		}
 	}
 	return ps

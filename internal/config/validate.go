@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/route"
 )
 
 // Defaults and limits. The pool's limits are the pool package's own.
@@ -502,11 +503,11 @@ func (s *appSpec) validateChains(a *App, ps *problems) {
 		if c.Route == "" {
 			continue
 		}
-		if first, ok := routes[c.Route]; ok {
-			ps.add(c.routeLine, join(join("chains", c.Name), "route"), "%s is already served by chain %q (line %d)", c.Route, first.Name, first.routeLine)
+		if first, ok := routes[route.Shape(c.Route)]; ok {
+			ps.add(c.routeLine, join(join("chains", c.Name), "route"), "%s is already served by chain %q (line %d)%s", c.Route, first.Name, first.routeLine, sameAs(c.Route, first.Route))
 			continue
 		}
-		routes[c.Route] = c
+		routes[route.Shape(c.Route)] = c
 	}
 }
 
@@ -610,6 +611,11 @@ func checkRoute(r string) string {
 			return "want a path without . or .. segments"
 		}
 	}
+	if route.IsPattern(r) {
+		if err := route.Check(r); err != nil {
+			return err.Error()
+		}
+	}
 	return ""
 }
 
@@ -634,4 +640,13 @@ func list(names []string) string {
 		return strings.Join(names[:most], ", ") + fmt.Sprintf(", … (%d more)", len(names)-most)
 	}
 	return strings.Join(names, ", ")
+}
+
+// sameAs explains a conflict between two routes of one shape that are not
+// written alike.
+func sameAs(r, other string) string {
+	if r == other {
+		return ""
+	}
+	return " as " + other + " (the same route: parameter names do not tell routes apart)"
 }

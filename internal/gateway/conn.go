@@ -37,6 +37,7 @@ type conn struct {
 	out  []byte  // the response head being built
 	msg  []byte  // the body of an error response being built
 	ext  []byte  // extra fields of an error response being built
+	hdr  []byte  // the functions' response headers of the reply being written
 	vec  [2][]byte
 	bufs net.Buffers
 	busy atomic.Bool // between reading a request head and answering it
@@ -68,7 +69,7 @@ const (
 func newConn(g *Gateway, nc net.Conn) *conn {
 	c := &conn{
 		g: g, nc: nc, rbuf: make([]byte, readBufSize),
-		out: make([]byte, 0, 512), msg: make([]byte, 0, 512), ext: make([]byte, 0, 128),
+		out: make([]byte, 0, 512), msg: make([]byte, 0, 512), ext: make([]byte, 0, 128), hdr: make([]byte, 0, 256),
 		idle: make(chan struct{}, 1),
 	}
 	if sc, ok := nc.(syscall.Conn); ok {

@@ -8,8 +8,10 @@ import (
 
 // Magic and Version identify a Spry pool; an instance refuses any other.
 const (
-	Magic   uint64 = 0x4c4f4f5059525053 // "SPRYPOOL", little-endian
-	Version uint32 = 2
+	Magic uint64 = 0x4c4f4f5059525053 // "SPRYPOOL", little-endian
+	// Version 3: request metadata ends in tagged sections (route
+	// parameters, response headers); SlotStats counts client errors.
+	Version uint32 = 3
 )
 
 // Fixed sizes of the layout.
