@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spry-dev/spry/internal/auth"
 	"github.com/spry-dev/spry/internal/route"
 )
 
@@ -168,6 +169,11 @@ type Chain struct {
 	Timeout time.Duration // deadline for the whole chain
 	Methods []string      // upper case
 	Headers []string      // canonical header names (textproto.CanonicalMIMEHeaderKey)
+	// Auth is what a request must present to run the chain (nil: nothing).
+	Auth *auth.Config `json:"-"`
+	// AuthSum identifies Auth's keys and secrets (for a reload to tell a
+	// change), without holding them.
+	AuthSum string
 
 	routeLine int
 }

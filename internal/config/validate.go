@@ -101,7 +101,7 @@ func (s *appSpec) validate(o Options, ps *problems) *App {
 	s.validateSecrets(a, o, ps)
 	s.validateFunctions(a, o, ps)
 	s.checkTransports(a, ps)
-	s.validateChains(a, ps)
+	s.validateChains(a, o, ps)
 	return a
 }
 
@@ -488,7 +488,7 @@ func reason(err error) string {
 	return err.Error()
 }
 
-func (s *appSpec) validateChains(a *App, ps *problems) {
+func (s *appSpec) validateChains(a *App, o Options, ps *problems) {
 	switch cs := s.chains; {
 	case cs.line == 0:
 		ps.add(s.line, "chains", "missing; want at least one chain")
@@ -504,7 +504,7 @@ func (s *appSpec) validateChains(a *App, ps *problems) {
 	}
 	routes := map[string]*Chain{}
 	for _, cs := range s.chains.v {
-		c := cs.validate(a, fnNames, ps)
+		c := cs.validate(a, fnNames, o, ps)
 		c.Index, c.File = len(a.Chains), s.file
 		a.Chains = append(a.Chains, c)
 		if c.Route == "" {
@@ -518,7 +518,7 @@ func (s *appSpec) validateChains(a *App, ps *problems) {
 	}
 }
 
-func (cs *chainSpec) validate(a *App, fnNames []string, ps *problems) *Chain {
+func (cs *chainSpec) validate(a *App, fnNames []string, o Options, ps *problems) *Chain {
 	path := join("chains", cs.name)
 	c := &Chain{Name: cs.name, Line: cs.line, Timeout: DefaultTimeout, Methods: slices.Clone(DefaultMethods)}
 	if len(cs.name) > maxName || !name.MatchString(cs.name) {
@@ -559,6 +559,9 @@ func (cs *chainSpec) validate(a *App, fnNames []string, ps *problems) *Chain {
 	}
 
 	c.Timeout = timeout(cs.timeout, path+".timeout", ps)
+	if cs.auth != nil {
+		c.Auth, c.AuthSum = cs.auth.validate(a.Dir, o, path+".auth", ps)
+	}
 
 	if m := cs.methods; m.ok() {
 		c.Methods = nil

@@ -3,7 +3,9 @@ package gateway
 import (
 	"errors"
 	"strconv"
+	"time"
 
+	"github.com/spry-dev/spry/internal/auth"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
@@ -222,6 +224,17 @@ func (g *Gateway) Begin(r *Request) (x Admission, err *Error) {
 			ch.count(ErrMethod.Status, r.Began)
 			return x, ErrMethod
 		}
+		if ch.Auth != nil {
+			var h auth.Headers = noHeaders{}
+			if r.Headers != nil {
+				h = r.Headers
+			}
+			if d := ch.Auth.Check(h, time.Now()); d != nil {
+				e := authErrors[d]
+				ch.count(e.Status, r.Began)
+				return x, e
+			}
+		}
 	}
 	r.Routed = ch
 	a := ch.App
@@ -285,6 +298,19 @@ func (g *Gateway) Begin(r *Request) (x Admission, err *Error) {
 }
 
 var errBadHop = &Error{Status: 500, Msg: "the chain has no such step"}
+
+// authErrors are the refusals of the chains' auth checks, one per denial.
+var authErrors = func() map[*auth.Denial]*Error {
+	m := map[*auth.Denial]*Error{}
+	for _, d := range auth.Denials {
+		m[d] = &Error{Status: d.Status, Msg: d.Msg}
+	}
+	return m
+}()
+
+type noHeaders struct{}
+
+func (noHeaders) Header(string) []byte { return nil }
 
 // SetReplier makes rep (with tag) the request's Replier in place of
 // Request.Reply: an adapter that answers the client itself (an

@@ -238,6 +238,9 @@ func (c *conn) run(began int64) bool {
 		extra = c.ext
 	case err.Retry:
 		extra = retryAfter
+	case err.Status == 401 && c.gr.Routed != nil && c.gr.Routed.Auth != nil:
+		c.ext = append(append(append(c.ext[:0], "WWW-Authenticate: "...), c.gr.Routed.Auth.Challenge...), "\r\n"...)
+		extra = c.ext
 	}
 	c.msg = c.gr.AppendMessage(c.msg[:0], err)
 	c.writeResponse(err.Status, textPlain, c.msg, !keep, extra)

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spry-dev/spry/internal/auth"
 	"github.com/spry-dev/spry/internal/hist"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/route"
@@ -30,6 +31,11 @@ type Chain struct {
 	Methods   []string      // accepted methods; HEAD is served wherever GET is
 	Headers   []string      // request headers forwarded to the functions
 	Timeout   time.Duration // whole-chain deadline
+	// Auth, when set, checks every request routed to the chain by its path
+	// before anything is taken for it (401/403 otherwise). Requests that
+	// name the chain themselves (Request.Chain: triggers, hops from other
+	// nodes) are the platform's own and are not checked.
+	Auth *auth.Checker
 
 	allow   []byte   // the methods it accepts, for the Allow field of 405s
 	headers [][]byte // Headers, as bytes for the metadata writer
