@@ -35,10 +35,10 @@ type app struct {
 	gw        *gateway.App
 	gwChains  []*gateway.Chain
 	auth      map[int]*auth.Checker // by chain index, for chains with auth:
-	dir       string // the app's endpoint directory
-	secrets   string // the directory of its secrets ("" when none)
-	appID     uint32 // tells it apart from every other app (and generation) of the node
-	uid, gid  int    // -1: the node's own
+	dir       string                // the app's endpoint directory
+	secrets   string                // the directory of its secrets ("" when none)
+	appID     uint32                // tells it apart from every other app (and generation) of the node
+	uid, gid  int                   // -1: the node's own
 	lease     *uidLease
 	fns       []*function
 	gwDone    chan struct{}
