@@ -212,12 +212,16 @@ func (b *BufHeader) CopyMeta(src *BufHeader) {
 //	SectionParams      the route's parameters: u8 count | count × (u8 len, name | u16 len, value)
 //	SectionRespHeader  one response header a function set: u8 len, name | u16 len, value
 //	                   (one section per header, in the order set)
-//	SectionAttributes  reserved for event attributes
+//	SectionAttributes  the invocation's attributes: u8 count | count × (u8 len, name | u16 len, value);
+//	                   several such sections read in order as one list
 //
-// Layout Version 3 introduced the sections (and FlagContentType); an SDK in
+// Layout Version 4 introduced the sections (and FlagContentType); an SDK in
 // another language reads them the same way.
 //
-// The accessors decode it in place and never read past metaLen.
+// The attributes are those of a CloudEvent under their own names (id,
+// source, type, specversion, …), and Spry's under names starting with
+// "spry." (its activation id, cause, trigger, MQTT topic). The accessors
+// decode it all in place and never read past metaLen.
 
 // Metadata section tags.
 const (
@@ -234,6 +238,10 @@ type Meta struct {
 	b     *BufHeader
 	n     int
 	count int // offset of the header count byte
+	// The attributes section being written (its offset; 0: none) and
+	// where it ends; sections: one was written (headers are closed).
+	attrs, attrEnd int
+	sections       bool
 }
 
 // WriteMeta starts writing b's metadata.
@@ -274,9 +282,10 @@ func (m *Meta) Request(method, path, query []byte) bool {
 	return true
 }
 
-// Header adds a forwarded request header.
+// Header adds a forwarded request header. Headers come before any
+// section (parameters, attributes).
 func (m *Meta) Header(name, value []byte) bool {
-	if m.count < 0 || m.b.meta[m.count] == 0xff {
+	if m.count < 0 || m.sections || m.b.meta[m.count] == 0xff {
 		return false
 	}
 	if !m.put8(name) || !m.put16(value) {
@@ -284,6 +293,39 @@ func (m *Meta) Header(name, value []byte) bool {
 	}
 	m.b.meta[m.count]++
 	return true
+}
+
+// Attr adds an attribute of the invocation (after the headers): to the
+// attributes section being written when it is the last one, else in a new
+// one.
+func (m *Meta) Attr(name, value []byte) bool {
+	if m.count < 0 || len(name) == 0 || len(name) > 0xff || len(value) > 0xffff {
+		return false
+	}
+	need := 1 + len(name) + 2 + len(value)
+	if m.attrs == 0 || m.attrEnd != m.n || m.b.meta[m.attrs+3] == 0xff {
+		if m.n+3+1+need > MaxMeta {
+			return false // all or nothing: never half an entry
+		}
+		m.attrs, m.sections = m.n, true
+		m.b.meta[m.n] = SectionAttributes
+		m.b.meta[m.n+3] = 0
+		m.n += 4
+	} else if m.n+need > MaxMeta {
+		return false
+	}
+	m.put8(name)
+	m.put16(value)
+	m.b.meta[m.attrs+3]++
+	binary.LittleEndian.PutUint16(m.b.meta[m.attrs+1:], uint16(m.n-m.attrs-3))
+	m.attrEnd = m.n
+	m.b.metaLen = uint16(m.n)
+	return true
+}
+
+// AttrString is Attr for strings, without converting.
+func (m *Meta) AttrString(name, value string) bool {
+	return m.Attr(unsafe.Slice(unsafe.StringData(name), len(name)), unsafe.Slice(unsafe.StringData(value), len(value)))
 }
 
 // metaReader walks the metadata without allocating.
@@ -388,6 +430,76 @@ func (b *BufHeader) Header(name string) []byte {
 	return nil
 }
 
+// eachAttr calls fn with each attribute, in order, until it returns false.
+func (b *BufHeader) eachAttr(fn func(name, value []byte) bool) {
+	for off := b.sections(); ; {
+		tag, body, next, ok := b.nextSection(off)
+		if !ok {
+			return
+		}
+		off = next
+		if tag != SectionAttributes || len(body) == 0 {
+			continue
+		}
+		r := metaReader{m: body, off: 1}
+		for j := 0; j < int(body[0]) && r.off < len(body); j++ {
+			if k, v := r.get8(), r.get16(); !fn(k, v) {
+				return
+			}
+		}
+	}
+}
+
+// AppendAttr adds an attribute to metadata written earlier (by another
+// writer: the gateway's admission path writes the request, an adapter adds
+// what it learns later), as a section of its own at the end. It reports
+// false when it does not fit.
+func (b *BufHeader) AppendAttr(name, value []byte) bool {
+	r := metaReader{m: b.metaBytes()}
+	r.get8()
+	r.get16()
+	r.get16()
+	if r.off >= len(r.m) || len(name) == 0 {
+		return false // no request written
+	}
+	n := len(r.m)
+	m := Meta{b: b, n: n, count: 0, sections: true}
+	return m.Attr(name, value)
+}
+
+// NumAttrs returns how many attributes the metadata holds.
+func (b *BufHeader) NumAttrs() int {
+	n := 0
+	b.eachAttr(func(_, _ []byte) bool { n++; return true })
+	return n
+}
+
+// AttrAt returns the i-th attribute.
+func (b *BufHeader) AttrAt(i int) (name, value []byte) {
+	j := 0
+	b.eachAttr(func(k, v []byte) bool {
+		if j == i {
+			name, value = k, v
+			return false
+		}
+		j++
+		return true
+	})
+	return name, value
+}
+
+// Attr returns the value of attribute name (exact), or nil.
+func (b *BufHeader) Attr(name string) (value []byte) {
+	b.eachAttr(func(k, v []byte) bool {
+		if string(k) == name {
+			value = v
+			return false
+		}
+		return true
+	})
+	return value
+}
+
 // EqualFold reports whether b and s are equal under ASCII case folding, as
 // HTTP header names and tokens compare; it allocates nothing.
 func EqualFold(b []byte, s string) bool {
@@ -419,6 +531,7 @@ func (m *Meta) Params(names *[8]string, values *[8][]byte, n int) bool {
 	if start+3+1 > MaxMeta {
 		return false
 	}
+	m.sections = true
 	m.b.meta[start] = SectionParams
 	m.n += 3
 	m.b.meta[m.n] = byte(n)
