@@ -18,7 +18,8 @@ const (
 // bytes.
 type Resources [NumResources]int64
 
-func (r Resources) add(o Resources, k int64) Resources {
+// Add returns r + k·o.
+func (r Resources) Add(o Resources, k int64) Resources {
 	for i := range r {
 		r[i] += k * o[i]
 	}
@@ -161,10 +162,10 @@ func (p *Placer) SetNode(name string, capacity Resources) {
 	}
 	n := &p.nodes[i]
 	if n.up {
-		p.total = p.total.add(n.cap, -1)
+		p.total = p.total.Add(n.cap, -1)
 	}
 	n.cap, n.up = capacity, true
-	p.total = p.total.add(n.cap, 1)
+	p.total = p.total.Add(n.cap, 1)
 }
 
 // RemoveNode marks a node lost: its instances are forgotten at once (they
@@ -176,7 +177,7 @@ func (p *Placer) RemoveNode(name string) {
 	}
 	n := &p.nodes[i]
 	n.up = false
-	p.total = p.total.add(n.cap, -1)
+	p.total = p.total.Add(n.cap, -1)
 	n.used = Resources{}
 	for fi := range p.funcs {
 		f := &p.funcs[fi]
@@ -202,7 +203,7 @@ func (p *Placer) SetFunction(name string, demand Resources, desired int, links .
 		// replaced; account for them at the new size from now on.
 		for _, c := range f.on {
 			n := &p.nodes[c.node]
-			n.used = n.used.add(f.demand, -int64(c.n)).add(demand, int64(c.n))
+			n.used = n.used.Add(f.demand, -int64(c.n)).Add(demand, int64(c.n))
 		}
 	}
 	f.demand, f.desired = demand, max(desired, 0)
@@ -278,7 +279,7 @@ func (p *Placer) Restore(function, node string, n int) int {
 	}
 	f, nd := &p.funcs[fi], &p.nodes[ni]
 	k := 0
-	for k < n && f.demand.fits(nd.cap.add(nd.used, -1)) {
+	for k < n && f.demand.fits(nd.cap.Add(nd.used, -1)) {
 		p.add(fi, ni, false)
 		k++
 	}
@@ -545,7 +546,7 @@ func (p *Placer) swapNode(g, f int32) int32 {
 	p.linkShares(f)
 	for _, c := range p.funcs[g].on {
 		n := &p.nodes[c.node]
-		if !fd.fits(n.cap.add(n.used, -1).add(gd, 1)) {
+		if !fd.fits(n.cap.Add(n.used, -1).Add(gd, 1)) {
 			continue
 		}
 		key := p.nodeKey(f, c.node)
@@ -570,7 +571,7 @@ func (p *Placer) pickNode(fi int32) int32 {
 	var bestKey [2]float64
 	for ni := range p.nodes {
 		n := &p.nodes[ni]
-		if !n.up || !d.fits(n.cap.add(n.used, -1)) {
+		if !n.up || !d.fits(n.cap.Add(n.used, -1)) {
 			continue
 		}
 		key := p.nodeKey(fi, int32(ni))
@@ -689,7 +690,7 @@ func (p *Placer) add(fi, ni int32, record bool) {
 	}
 	f.on[k].n++
 	f.placed++
-	n.used = n.used.add(f.demand, 1)
+	n.used = n.used.Add(f.demand, 1)
 	if record {
 		p.record(fi, ni, 1)
 	}
@@ -705,7 +706,7 @@ func (p *Placer) remove(fi, ni int32) {
 		f.on = slices.Delete(f.on, k, k+1)
 	}
 	f.placed--
-	n.used = n.used.add(f.demand, -1)
+	n.used = n.used.Add(f.demand, -1)
 	p.record(fi, ni, -1)
 }
 

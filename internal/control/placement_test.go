@@ -212,7 +212,7 @@ func checkInvariants(t *testing.T, p *Placer, what string) {
 				t.Fatalf("%s: %s has %d on node %s (up %v)", what, f.name, c.n, p.nodes[c.node].name, p.nodes[c.node].up)
 			}
 			n += int(c.n)
-			used[c.node] = used[c.node].add(f.demand, int64(c.n))
+			used[c.node] = used[c.node].Add(f.demand, int64(c.n))
 		}
 		if n != f.placed {
 			t.Fatalf("%s: %s placed %d, counted %d", what, f.name, f.placed, n)
@@ -222,7 +222,7 @@ func checkInvariants(t *testing.T, p *Placer, what string) {
 		}
 		if f.placed < f.desired {
 			for _, nd := range p.nodes {
-				if nd.up && f.demand.fits(nd.cap.add(nd.used, -1)) {
+				if nd.up && f.demand.fits(nd.cap.Add(nd.used, -1)) {
 					t.Fatalf("%s: %s short (%d/%d) while node %s has room", what, f.name, f.placed, f.desired, nd.name)
 				}
 			}
@@ -279,12 +279,12 @@ func refPlace(c cluster, strategy string) [][]int {
 	}
 	var total Resources
 	for _, n := range c.nodes {
-		total = total.add(n, 1)
+		total = total.Add(n, 1)
 	}
 	used := func(ni int) Resources {
 		var u Resources
 		for fi := range alloc {
-			u = u.add(c.demand[fi], int64(alloc[fi][ni]))
+			u = u.Add(c.demand[fi], int64(alloc[fi][ni]))
 		}
 		return u
 	}
@@ -328,7 +328,7 @@ func refPlace(c cluster, strategy string) [][]int {
 		var bestKey [2]float64
 		for ni, cp := range c.nodes {
 			u := used(ni)
-			if !c.demand[f].fits(cp.add(u, -1)) {
+			if !c.demand[f].fits(cp.Add(u, -1)) {
 				continue
 			}
 			// Same score as nodeKey, from the dense matrix.
@@ -412,7 +412,7 @@ func TestPlacementMatchesReference(t *testing.T) {
 func shares(c cluster, alloc [][]int) []float64 {
 	var total Resources
 	for _, n := range c.nodes {
-		total = total.add(n, 1)
+		total = total.Add(n, 1)
 	}
 	out := make([]float64, len(alloc))
 	for fi := range alloc {
@@ -451,7 +451,7 @@ func bruteMaxMin(c cluster) float64 {
 			return
 		}
 		for k := 0; k <= left; k++ {
-			u := used[ni].add(c.demand[fi], int64(k))
+			u := used[ni].Add(c.demand[fi], int64(k))
 			if !u.fits(c.nodes[ni]) {
 				break
 			}
@@ -516,7 +516,7 @@ func TestPlacementFairnessBruteForce(t *testing.T) {
 		for fi := range c.demand {
 			var total Resources
 			for _, n := range c.nodes {
-				total = total.add(n, 1)
+				total = total.Add(n, 1)
 			}
 			for r := range total {
 				slack = max(slack, float64(c.demand[fi][r])/float64(total[r]))
