@@ -66,7 +66,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.AddCommand(upCmd(), statusCmd(), topCmd(), invokeCmd(), builtinsCmd(), fnCmd(), versionCmd())
 	root.AddCommand(benchCommands()...)
-	root.AddCommand(simCmd())
+	root.AddCommand(simCmd(), controllerCmd(), deployCmd())
 	return root
 }
 

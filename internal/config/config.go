@@ -83,6 +83,17 @@ type Function struct {
 	Concurrency int           // handlers at once per instance
 	Timeout     time.Duration // longest one step may run
 	Env         []string      // "KEY=value", in file order, for exec.Cmd.Env
+	// Resources is what one instance holds, for placement on a cluster;
+	// zero fields mean the controller's default.
+	Resources Resources
+}
+
+// Resources is what one instance of a function holds (resources: cpu:
+// and memory: in spry.yaml). Placement on a cluster counts them against
+// each node's capacity; one node ignores them.
+type Resources struct {
+	CPUMillis   int64 // millicores: "500m" or 0.5
+	MemoryBytes int64 // bytes: a size like 256MiB
 }
 
 // Scale is a function's autoscaling: Policy sizes the instance count

@@ -71,6 +71,10 @@ func TestParseBad(t *testing.T) {
 	}{
 		{"empty", ``, []string{
 			"spry.yaml:1: the file is empty; want a mapping with app:, functions: and chains:"}},
+		{"bad resources", "app: a\nfunctions:\n  f:\n    builtin: echo\n    resources: {cpu: 1.5m, memory: lots}\n  g:\n    builtin: echo\n    resources: [1]\nchains:\n  c: {route: /c, steps: [f, g]}\n", []string{
+			`spry.yaml:5: functions.f.resources.cpu: want a CPU amount like "500m" or 2 (1m..1000000), got "1.5m"`,
+			`spry.yaml:5: functions.f.resources.memory: want a size like 64KiB, got "lots"`,
+			`spry.yaml:8: functions.g.resources: want a mapping with cpu: and memory:, got a list`}},
 		{"comments only", "# nothing\n\n", []string{
 			"spry.yaml:1: the file is empty; want a mapping with app:, functions: and chains:"}},
 		{"list", "- a\n- b\n", []string{
@@ -177,7 +181,7 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:5: pool.bufferSize: want a size like 64KiB, got "64 kb"`,
 			`spry.yaml:6: pool.buffer: unknown field (known: buffers, bufferSize)`,
 			`spry.yaml:7: limits.inflight: want 1..1024 (at most pool.buffers), got 0`,
-			`spry.yaml:11: functions.upper.instnces: unknown field (known: builtin, go, exec, instances, concurrency, timeout, env, scale)`,
+			`spry.yaml:11: functions.upper.instnces: unknown field (known: builtin, go, exec, instances, concurrency, timeout, env, scale, resources)`,
 			`spry.yaml:12: functions.upper: duplicate key (first at line 9)`,
 			`spry.yaml:13: functions.up.builtin: unknown builtin "UPPER" (known: echo, lower, upper)`,
 			`spry.yaml:16: chains.hello.route: "hello" is not a valid route: want a path that starts with '/'`,
@@ -743,6 +747,24 @@ func TestScale(t *testing.T) {
 		f := a.Function(name)
 		if f.Instances != want.instances || f.Scale != want.scale {
 			t.Errorf("%s: instances %d scale %+v, want %d %+v", name, f.Instances, f.Scale, want.instances, want.scale)
+		}
+	}
+}
+
+func TestResources(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cpu, mem string
+		milli    int64
+		bytes    int64
+	}{{"500m", "256MiB", 500, 256 << 20}, {"2", "1GiB", 2000, 1 << 30}, {"0.25", "64KiB", 250, 64 << 10}} {
+		y := "app: a\nfunctions:\n  f:\n    builtin: echo\n    resources: {cpu: " + tc.cpu + ", memory: " + tc.mem + "}\nchains:\n  c: {route: /c, steps: [f]}\n"
+		a, err := Parse("spry.yaml", []byte(y), "", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := a.Functions[0].Resources; r.CPUMillis != tc.milli || r.MemoryBytes != tc.bytes {
+			t.Errorf("cpu %s memory %s: got %+v", tc.cpu, tc.mem, r)
 		}
 	}
 }

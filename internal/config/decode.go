@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -60,6 +61,8 @@ type fnSpec struct {
 	timeout     value[time.Duration]
 	env         value[[]envVar]
 	scale       *scaleSpec
+	cpu         value[int64]  // resources.cpu, millicores
+	memory      value[uint64] // resources.memory, bytes
 }
 
 type scaleSpec struct {
@@ -95,7 +98,7 @@ var (
 	appKeys   = []string{"app", "transport", "pool", "limits", "functions", "chains"}
 	poolKeys  = []string{"buffers", "bufferSize"}
 	limitKeys = []string{"inflight"}
-	fnKeys    = []string{"builtin", "go", "exec", "instances", "concurrency", "timeout", "env", "scale"}
+	fnKeys    = []string{"builtin", "go", "exec", "instances", "concurrency", "timeout", "env", "scale", "resources"}
 	scaleKeys = []string{"min", "max", "slo", "policy", "window", "idle"}
 	chainKeys = []string{"route", "steps", "timeout", "methods", "headers"}
 )
@@ -222,6 +225,19 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 					sc.idle = d.duration(v, pp)
 				}
 			})
+		case "resources":
+			if n := deref(v); n.Kind != yaml.MappingNode && !isNull(n) {
+				d.ps.add(v.Line, p, "want a mapping with cpu: and memory:, got %s", got(n))
+				return
+			}
+			d.fields(v, p, []string{"cpu", "memory"}, func(key string, k, v *yaml.Node) {
+				switch pp := join(p, key); key {
+				case "cpu":
+					f.cpu = d.cpu(v, pp)
+				case "memory":
+					f.memory = d.size(v, pp)
+				}
+			})
 		case "env":
 			f.env.line = k.Line
 			f.env.bad = !d.entries(v, p, func(key string, k, v *yaml.Node) {
@@ -341,6 +357,28 @@ func (d *decoder) int(n *yaml.Node, path string) value[int64] {
 	default:
 		x.bad = false
 	}
+	return x
+}
+
+// cpu reads CPU as Kubernetes writes it: cores ("2", "0.5") or
+// millicores ("500m"); the value is in millicores.
+func (d *decoder) cpu(n *yaml.Node, path string) value[int64] {
+	x := value[int64]{line: n.Line, bad: true}
+	s, ok := d.scalar(n, path, `a CPU amount like "500m" or 2`)
+	if !ok {
+		return x
+	}
+	v := s.Value
+	milli := 1000.0
+	if strings.HasSuffix(v, "m") {
+		v, milli = strings.TrimSuffix(v, "m"), 1
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(f*milli >= 1) || f*milli > 1e9 || math.Trunc(f*milli) != f*milli {
+		d.ps.add(n.Line, path, `want a CPU amount like "500m" or 2 (1m..1000000), got %s`, got(s))
+		return x
+	}
+	x.v, x.bad = int64(f*milli), false
 	return x
 }
 

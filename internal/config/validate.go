@@ -190,6 +190,16 @@ func (sp *fnSpec) validate(dir string, o Options, ps *problems) *Function {
 		}
 	}
 	f.Timeout = timeout(sp.timeout, path+".timeout", ps)
+	if sp.cpu.ok() {
+		f.Resources.CPUMillis = sp.cpu.v
+	}
+	if m := sp.memory; m.ok() {
+		if m.v > 1<<50 {
+			ps.add(m.line, path+".resources.memory", "want at most 1PiB, got %d bytes", m.v)
+		} else {
+			f.Resources.MemoryBytes = int64(m.v)
+		}
+	}
 	for _, e := range sp.env.v {
 		switch {
 		case !envName.MatchString(e.key):
