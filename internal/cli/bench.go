@@ -110,7 +110,7 @@ SLO, instance-seconds, scale events and p50/p99, and plots rate, prediction and
 instances over time. Time is compressed --speedup times (the rate is not). Writes
 report.json, report.md, autoscale.png, a timeline and the node's log per policy to --out.
 See docs/benchmarks.md.`,
-		Example: `  spry bench autoscale --trace ../shared/traces/azure_workload_1.json --out results/azure1
+		Example: `  spry bench autoscale --trace internal/control/trace/testdata/azure_workload_1.json --out results/azure1
   spry bench autoscale --trace bursty:7 --policy mu,kpa,fixed --speedup 5 --out results/bursty
   spry bench autoscale --trace ramp --length 120 --speedup 2 --slo 20ms --cpu 2ms`,
 		Args: cobra.NoArgs,

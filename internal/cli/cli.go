@@ -64,7 +64,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(upCmd(), statusCmd(), topCmd(), invokeCmd(), builtinsCmd(), fnCmd(), versionCmd())
+	root.AddCommand(upCmd(), reloadCmd(), statusCmd(), topCmd(), invokeCmd(), builtinsCmd(), fnCmd(), runtimeCmd(), logsCmd(), newCmd(), versionCmd())
 	root.AddCommand(benchCommands()...)
 	root.AddCommand(simCmd(), controllerCmd(), deployCmd())
 	return root
@@ -143,6 +143,7 @@ func upCmd() *cobra.Command {
 		uids, runDir, cache   string
 		logLevel              string
 		readyTimeout, drainTO time.Duration
+		watch                 bool
 	)
 	cmd := &cobra.Command{
 		Use:   "up [-f spry.yaml]...",
@@ -150,7 +151,11 @@ func upCmd() *cobra.Command {
 		Example: `  spry up                                  # the demo app: curl -s localhost:8080/hello -d spry
   spry up -f examples/hello/spry.yaml
   spry up -f a.yaml -f b.yaml --listen :9090
-  spry up --check -f spry.yaml             # validate and exit`,
+  spry up --check -f spry.yaml             # validate (and build go: functions), then exit
+  spry up --watch -f spry.yaml             # reload on every saved change
+
+SIGHUP or "spry reload" reloads the config files: changed apps are replaced
+with no request lost, and a config that fails to load keeps the running one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			apps, err := loadApps(files)
@@ -158,6 +163,9 @@ func upCmd() *cobra.Command {
 				return exitError{2, err.Error()}
 			}
 			if check {
+				if err := node.Build(cmd.Context(), apps, cache); err != nil {
+					return exitError{2, err.Error()}
+				}
 				for _, a := range apps {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s: app %s is valid (%d functions, %d chains)\n", a.File, a.Name, len(a.Functions), len(a.Chains))
 				}
@@ -169,7 +177,7 @@ func upCmd() *cobra.Command {
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			cfg := node.Config{
-				Apps: apps, Listen: listen, Admin: admin, Transport: tname,
+				Apps: apps, Load: func() ([]*config.App, error) { return loadApps(files) }, Listen: listen, Admin: admin, Transport: tname,
 				RuntimeDir: runDir, CacheDir: cache, Log: log, Output: cmd.ErrOrStderr(),
 				ReadyTimeout: readyTimeout,
 			}
@@ -178,19 +186,50 @@ func upCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// SIGHUP reloads; caught from here on, so a HUP during the
+			// start does not kill the node either.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			n, err := node.Start(ctx, cfg)
 			if err != nil {
+				if errors.Is(err, node.ErrAddrInUse) {
+					return exitError{1, err.Error()}
+				}
 				return err
 			}
 			log.Info("spry is up", "http", n.Addr().String(), "admin", n.AdminAddr().String())
 			if len(files) == 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "\n  try:  curl -s localhost:%d/hello -d 'spry'\n        spry status\n\n", n.Addr().(*net.TCPAddr).Port)
+				fmt.Fprintf(cmd.ErrOrStderr(), "\n  try:  curl -s localhost:%d/hello -d 'spry'\n        spry status%s\n\n",
+					n.Addr().(*net.TCPAddr).Port, adminFlag(n.AdminAddr().String()))
+			}
+			reload := func(why string) {
+				log.Info("reloading", "why", why)
+				res, err := n.Reload(ctx)
+				if err != nil {
+					log.Error("reload failed; the running config stays", "err", err)
+					return
+				}
+				log.Info("reloaded", "apps", res.String(), "took", res.Took)
+			}
+			var changed <-chan string
+			if watch {
+				changed = watchSources(ctx, files, log)
 			}
 			var failed error
-			select {
-			case <-ctx.Done():
-			case failed = <-n.Failed():
-				log.Error("node failed", "err", failed)
+		wait:
+			for {
+				select {
+				case <-ctx.Done():
+					break wait
+				case failed = <-n.Failed():
+					log.Error("node failed", "err", failed)
+					break wait
+				case <-hup:
+					reload("SIGHUP")
+				case what := <-changed:
+					reload(what + " changed")
+				}
 			}
 			stop()
 			log.Info("shutting down")
@@ -215,6 +254,7 @@ func upCmd() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&readyTimeout, "ready-timeout", 30*time.Second, "how long a new instance may take to start")
 	f.DurationVar(&drainTO, "drain-timeout", 10*time.Second, "on shutdown, how long requests in flight may take")
+	f.BoolVar(&watch, "watch", false, "reload when a config file or a function's source changes (for development)")
 	return cmd
 }
 
@@ -249,4 +289,13 @@ func fetchStatus(ctx context.Context, admin string) (*node.Status, error) {
 		return nil, fmt.Errorf("admin API at %s: bad status: %w", admin, err)
 	}
 	return &s, nil
+}
+
+// adminFlag is " --admin ADDR" when addr is not where the verbs look by
+// default, for hints that name a verb.
+func adminFlag(addr string) string {
+	if addr == DefaultAdmin {
+		return ""
+	}
+	return " --admin " + addr
 }

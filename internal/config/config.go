@@ -24,6 +24,9 @@ const (
 	Builtin Kind = iota + 1 // compiled into the spry binary
 	Go                      // a Go package built against the SDK
 	Exec                    // a prebuilt executable
+	Python                  // a Python handler file, run by the Python SDK
+	HTTP                    // an existing HTTP server, behind spry's http adapter
+	Lambda                  // an AWS Lambda function, behind spry's Lambda Runtime API
 )
 
 func (k Kind) String() string {
@@ -34,6 +37,12 @@ func (k Kind) String() string {
 		return "go"
 	case Exec:
 		return "exec"
+	case Python:
+		return "python"
+	case HTTP:
+		return "http"
+	case Lambda:
+		return "lambda"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -48,6 +57,9 @@ type App struct {
 	Transport string // one of the Transport constants
 	Pool      Pool
 	Limits    Limits
+	// Secrets are made readable to the app's instances only, as files in
+	// the directory $SPRY_SECRETS names.
+	Secrets   []Secret
 	Functions []*Function // in file order; Functions[i].Index == i
 	Chains    []*Chain    // in file order; Chains[i].Index == i
 
@@ -59,6 +71,13 @@ type App struct {
 type Pool struct {
 	Buffers    uint32 // number of buffers
 	BufferSize uint32 // payload bytes per buffer
+}
+
+// Secret is one of an app's secrets.
+type Secret struct {
+	Name   string // its file name in the instances' secrets directory
+	Source string // the file it was read from, or "value"
+	Value  []byte `json:"-"` // never printed
 }
 
 // Limits bound what the gateway admits for the app.
@@ -77,23 +96,34 @@ type Function struct {
 	Builtin string   // Kind Builtin: the builtin's name
 	Go      string   // Kind Go: an absolute directory, or an import path (never starts with '/')
 	Exec    []string // Kind Exec: the absolute program path, then its arguments
+	Python  string   // Kind Python: the absolute path of the handler file
+	HTTP    []string // Kind HTTP: the absolute program path, then its arguments
+	Lambda  []string // Kind Lambda: the absolute program path, then its arguments
+
+	// Options of the kinds above (see kinds.go).
+	Virtualenv   string // Python: a virtualenv directory whose interpreter runs the handler
+	Requirements string // Python: a requirements file spry installs into a virtualenv of its own
+	Port         int    // HTTP: the fixed port the server listens on (0: spry picks one, in $PORT)
+	Health       string // HTTP: the path that answers 2xx once the server is ready ("": it accepts connections)
+	Event        string // Lambda: the event shape, EventPayload or EventHTTP
+	Handler      string // Lambda: the handler name a runtime reads from $_HANDLER
 
 	Instances   int           // instances at start (the count, without scale:)
 	Scale       Scale         // how the count changes with load
 	Concurrency int           // handlers at once per instance
 	Timeout     time.Duration // longest one step may run
-	Env         []string      // "KEY=value", in file order, for exec.Cmd.Env
-	// Resources is what one instance holds, for placement on a cluster;
-	// zero fields mean the controller's default.
-	Resources Resources
+	Env         []string      // "KEY=value" from envFrom: then env: (env: wins), expanded, for exec.Cmd.Env
+	EnvFrom     []string      // the env files read into Env, absolute
+	WorkDir     string        // the instances' working directory, absolute
+	WorkDirSet  bool          // WorkDir was given (workDir:), not the default
+	Limits      FnLimits      // what the kernel lets one instance use
 }
 
-// Resources is what one instance of a function holds (resources: cpu:
-// and memory: in spry.yaml). Placement on a cluster counts them against
-// each node's capacity; one node ignores them.
-type Resources struct {
-	CPUMillis   int64 // millicores: "500m" or 0.5
-	MemoryBytes int64 // bytes: a size like 256MiB
+// FnLimits are the kernel's bounds on one instance of a function (cgroups);
+// zero is no bound.
+type FnLimits struct {
+	Memory uint64  // bytes of memory (RSS and page cache); over it the kernel kills the instance
+	CPU    float64 // CPUs' worth of time per period (0.5: half of one CPU)
 }
 
 // Scale is a function's autoscaling: Policy sizes the instance count
@@ -172,6 +202,16 @@ type Options struct {
 	// BuiltinNames lists the builtins for the message about an unknown one.
 	// Optional.
 	BuiltinNames []string
+	// Getenv looks up the node's environment for ${NAME} in values
+	// (default os.LookupEnv).
+	Getenv func(name string) (string, bool)
+}
+
+func (o Options) getenv(name string) (string, bool) {
+	if o.Getenv != nil {
+		return o.Getenv(name)
+	}
+	return os.LookupEnv(name)
 }
 
 // Load reads and validates one app's config file. Relative paths in it

@@ -71,10 +71,6 @@ func TestParseBad(t *testing.T) {
 	}{
 		{"empty", ``, []string{
 			"spry.yaml:1: the file is empty; want a mapping with app:, functions: and chains:"}},
-		{"bad resources", "app: a\nfunctions:\n  f:\n    builtin: echo\n    resources: {cpu: 1.5m, memory: lots}\n  g:\n    builtin: echo\n    resources: [1]\nchains:\n  c: {route: /c, steps: [f, g]}\n", []string{
-			`spry.yaml:5: functions.f.resources.cpu: want a CPU amount like "500m" or 2 (1m..1000000), got "1.5m"`,
-			`spry.yaml:5: functions.f.resources.memory: want a size like 64KiB, got "lots"`,
-			`spry.yaml:8: functions.g.resources: want a mapping with cpu: and memory:, got a list`}},
 		{"comments only", "# nothing\n\n", []string{
 			"spry.yaml:1: the file is empty; want a mapping with app:, functions: and chains:"}},
 		{"list", "- a\n- b\n", []string{
@@ -133,7 +129,7 @@ func TestParseBad(t *testing.T) {
 			functions: {f: {builtin: upper}}
 			chains: {c: {route: /c, steps: [f]}}
 			`), []string{
-			"spry.yaml:2: function: unknown field (known: app, transport, pool, limits, functions, chains)"}},
+			"spry.yaml:2: function: unknown field (known: app, transport, pool, limits, secrets, functions, chains)"}},
 		{"the example", yml(`
 			app: hello
 			transport: auto
@@ -181,7 +177,7 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:5: pool.bufferSize: want a size like 64KiB, got "64 kb"`,
 			`spry.yaml:6: pool.buffer: unknown field (known: buffers, bufferSize)`,
 			`spry.yaml:7: limits.inflight: want 1..1024 (at most pool.buffers), got 0`,
-			`spry.yaml:11: functions.upper.instnces: unknown field (known: builtin, go, exec, instances, concurrency, timeout, env, scale, resources)`,
+			`spry.yaml:11: functions.upper.instnces: unknown field (known: builtin, go, exec, python, http, lambda, virtualenv, requirements, port, health, event, handler, instances, concurrency, timeout, env, envFrom, workDir, limits, scale)`,
 			`spry.yaml:12: functions.upper: duplicate key (first at line 9)`,
 			`spry.yaml:13: functions.up.builtin: unknown builtin "UPPER" (known: echo, lower, upper)`,
 			`spry.yaml:16: chains.hello.route: "hello" is not a valid route: want a path that starts with '/'`,
@@ -206,8 +202,8 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:6: functions.f.concurrency: want an integer, got true`,
 			`spry.yaml:6: functions.f.timeout: want a duration like "30s", got "soon"`,
 			`spry.yaml:6: functions.f.env: want a mapping, got a list`,
-			`spry.yaml:7: functions.g: want a mapping with one of builtin:, go: or exec:, got "upper"`,
-			`spry.yaml:8: functions.h: want a mapping with one of builtin:, go: or exec:, got nothing`,
+			`spry.yaml:7: functions.g: want a mapping with one of builtin:, go:, exec:, python:, http: or lambda:, got "upper"`,
+			`spry.yaml:8: functions.h: want a mapping with one of builtin:, go:, exec:, python:, http: or lambda:, got nothing`,
 			`spry.yaml:9: chains: want a mapping, got a list`}},
 		{"duplicate keys", yml(`
 			app: a
@@ -234,7 +230,7 @@ func TestParseBad(t *testing.T) {
 			`), []string{
 			`spry.yaml:3: functions["a b"]: "a b" is not a valid function name: want lower-case letters, digits, '-' and '_' (not '-' or '_' at either end), at most 64 characters`,
 			`spry.yaml:4: functions: want a name as key, got a list`,
-			`spry.yaml:6: functions.g: want one of builtin:, go: or exec:`,
+			`spry.yaml:6: functions.g: want one of builtin:, go:, exec:, python:, http: or lambda:`,
 			`spry.yaml:7: functions.g: merge keys (<<) are not supported`}},
 		{"scale", yml(`
 			app: a
@@ -271,9 +267,9 @@ func TestParseBad(t *testing.T) {
 			chains:
 			  c: {route: /c, steps: [a]}
 			`), []string{
-			`spry.yaml:3: functions.none: want one of builtin:, go: or exec:`,
-			`spry.yaml:4: functions.both: want only one of builtin:, go: or exec:, got builtin: and exec:`,
-			`spry.yaml:5: functions.all: want only one of builtin:, go: or exec:, got builtin: and go: and exec:`,
+			`spry.yaml:3: functions.none: want one of builtin:, go:, exec:, python:, http: or lambda:`,
+			`spry.yaml:4: functions.both: want only one of builtin:, go:, exec:, python:, http: or lambda:, got builtin: and exec:`,
+			`spry.yaml:5: functions.all: want only one of builtin:, go:, exec:, python:, http: or lambda:, got builtin: and go: and exec:`,
 			`spry.yaml:6: functions.a.instances: want 1..256, got 0`,
 			`spry.yaml:6: functions.a.concurrency: want 1..1024, got 1025`,
 			`spry.yaml:6: functions.a.timeout: want more than 0s and at most 1h, got 0s`,
@@ -460,7 +456,7 @@ func TestParseDefaults(t *testing.T) {
 		Pool:      Pool{Buffers: 1024, BufferSize: 64 << 10},
 		Limits:    Limits{Inflight: 512},
 		Functions: []*Function{{Name: "f", Index: 0, File: "spry.yaml", Line: 3,
-			Kind: Builtin, Builtin: "upper", Instances: 1, Scale: Scale{Policy: PolicyFixed, Min: 1, Max: 1}, Concurrency: 1, Timeout: 30 * time.Second}},
+			Kind: Builtin, Builtin: "upper", Instances: 1, Scale: Scale{Policy: PolicyFixed, Min: 1, Max: 1}, Concurrency: 1, Timeout: 30 * time.Second, WorkDir: "/x"}},
 		Chains: []*Chain{{Name: "c", Index: 0, File: "spry.yaml", Line: 5,
 			Route: "/c", Steps: []int{0}, Timeout: 30 * time.Second, Methods: []string{"GET", "POST"}, routeLine: 5}},
 		fnIndex: map[string]int{"f": 0},
@@ -747,24 +743,6 @@ func TestScale(t *testing.T) {
 		f := a.Function(name)
 		if f.Instances != want.instances || f.Scale != want.scale {
 			t.Errorf("%s: instances %d scale %+v, want %d %+v", name, f.Instances, f.Scale, want.instances, want.scale)
-		}
-	}
-}
-
-func TestResources(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		cpu, mem string
-		milli    int64
-		bytes    int64
-	}{{"500m", "256MiB", 500, 256 << 20}, {"2", "1GiB", 2000, 1 << 30}, {"0.25", "64KiB", 250, 64 << 10}} {
-		y := "app: a\nfunctions:\n  f:\n    builtin: echo\n    resources: {cpu: " + tc.cpu + ", memory: " + tc.mem + "}\nchains:\n  c: {route: /c, steps: [f]}\n"
-		a, err := Parse("spry.yaml", []byte(y), "", Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r := a.Functions[0].Resources; r.CPUMillis != tc.milli || r.MemoryBytes != tc.bytes {
-			t.Errorf("cpu %s memory %s: got %+v", tc.cpu, tc.mem, r)
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -44,6 +43,7 @@ type appSpec struct {
 	buffers    value[int64]
 	bufferSize value[uint64]
 	inflight   value[int64]
+	secrets    value[[]*secretSpec]
 	functions  value[[]*fnSpec]
 	chains     value[[]*chainSpec]
 }
@@ -56,13 +56,25 @@ type fnSpec struct {
 	builtin     value[string]
 	goPkg       value[string]
 	exec        value[[]item]
+	kinds       kindSpec
 	instances   value[int64]
 	concurrency value[int64]
 	timeout     value[time.Duration]
 	env         value[[]envVar]
+	envFrom     value[[]item]
+	workDir     value[string]
+	memory      value[uint64]
+	cpu         value[string]
+	limitsLine  int
 	scale       *scaleSpec
-	cpu         value[int64]  // resources.cpu, millicores
-	memory      value[uint64] // resources.memory, bytes
+}
+
+// secretSpec is one entry of secrets: a file the node reads, or a value.
+type secretSpec struct {
+	name  string
+	line  int
+	file  value[string]
+	value value[string]
 }
 
 type scaleSpec struct {
@@ -95,12 +107,14 @@ type chainSpec struct {
 
 // The keys of each mapping, in the order the docs list them.
 var (
-	appKeys   = []string{"app", "transport", "pool", "limits", "functions", "chains"}
-	poolKeys  = []string{"buffers", "bufferSize"}
-	limitKeys = []string{"inflight"}
-	fnKeys    = []string{"builtin", "go", "exec", "instances", "concurrency", "timeout", "env", "scale", "resources"}
-	scaleKeys = []string{"min", "max", "slo", "policy", "window", "idle"}
-	chainKeys = []string{"route", "steps", "timeout", "methods", "headers"}
+	appKeys    = []string{"app", "transport", "pool", "limits", "secrets", "functions", "chains"}
+	poolKeys   = []string{"buffers", "bufferSize"}
+	limitKeys  = []string{"inflight"}
+	fnKeys     = append([]string{"builtin", "go", "exec"}, append(kindKeys, "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
+	fnLimKeys  = []string{"memory", "cpu"}
+	secretKeys = []string{"file", "value"}
+	scaleKeys  = []string{"min", "max", "slo", "policy", "window", "idle"}
+	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers"}
 )
 
 const wantApp = "want a mapping with app:, functions: and chains:"
@@ -159,6 +173,24 @@ func decode(data []byte, ps *problems) *appSpec {
 			d.fields(v, "limits", limitKeys, func(key string, k, v *yaml.Node) {
 				s.inflight = d.int(v, "limits.inflight")
 			})
+		case "secrets":
+			s.secrets.line = k.Line
+			s.secrets.bad = !d.entries(v, "secrets", func(name string, k, v *yaml.Node) {
+				sp := &secretSpec{name: name, line: k.Line}
+				p := join("secrets", name)
+				if n := deref(v); n.Kind != yaml.MappingNode {
+					d.ps.add(v.Line, p, "want a mapping with file: or value:, got %s", got(n))
+					return
+				}
+				d.fields(v, p, secretKeys, func(key string, k, v *yaml.Node) {
+					if key == "file" {
+						sp.file = d.str(v, join(p, key))
+					} else {
+						sp.value = d.str(v, join(p, key))
+					}
+				})
+				s.secrets.v = append(s.secrets.v, sp)
+			})
 		case "functions":
 			s.functions.line = k.Line
 			s.functions.bad = !d.entries(v, "functions", func(name string, k, v *yaml.Node) {
@@ -182,7 +214,7 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 	f := &fnSpec{name: name, line: k.Line}
 	path := join("functions", name)
 	if n := deref(v); n.Kind != yaml.MappingNode {
-		d.ps.add(v.Line, path, "want a mapping with one of builtin:, go: or exec:, got %s", got(n))
+		d.ps.add(v.Line, path, "want a mapping with one of %s, got %s", kindList, got(n))
 		f.bad = true
 		return f
 	}
@@ -195,12 +227,29 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 			f.goPkg = d.str(v, p)
 		case "exec":
 			f.exec = d.strs(k, v, p)
+		default:
+			if d.kindField(&f.kinds, key, p, k, v) {
+				return
+			}
 		case "instances":
 			f.instances = d.int(v, p)
 		case "concurrency":
 			f.concurrency = d.int(v, p)
 		case "timeout":
 			f.timeout = d.duration(v, p)
+		case "envFrom":
+			f.envFrom = d.strs(k, v, p)
+		case "workDir":
+			f.workDir = d.str(v, p)
+		case "limits":
+			f.limitsLine = k.Line
+			d.fields(v, p, fnLimKeys, func(key string, k, v *yaml.Node) {
+				if key == "memory" {
+					f.memory = d.size(v, join(p, key))
+				} else {
+					f.cpu = d.str(v, join(p, key))
+				}
+			})
 		case "scale":
 			sc := &scaleSpec{line: k.Line}
 			f.scale = sc
@@ -223,19 +272,6 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 					sc.window = d.duration(v, pp)
 				case "idle":
 					sc.idle = d.duration(v, pp)
-				}
-			})
-		case "resources":
-			if n := deref(v); n.Kind != yaml.MappingNode && !isNull(n) {
-				d.ps.add(v.Line, p, "want a mapping with cpu: and memory:, got %s", got(n))
-				return
-			}
-			d.fields(v, p, []string{"cpu", "memory"}, func(key string, k, v *yaml.Node) {
-				switch pp := join(p, key); key {
-				case "cpu":
-					f.cpu = d.cpu(v, pp)
-				case "memory":
-					f.memory = d.size(v, pp)
 				}
 			})
 		case "env":
@@ -357,28 +393,6 @@ func (d *decoder) int(n *yaml.Node, path string) value[int64] {
 	default:
 		x.bad = false
 	}
-	return x
-}
-
-// cpu reads CPU as Kubernetes writes it: cores ("2", "0.5") or
-// millicores ("500m"); the value is in millicores.
-func (d *decoder) cpu(n *yaml.Node, path string) value[int64] {
-	x := value[int64]{line: n.Line, bad: true}
-	s, ok := d.scalar(n, path, `a CPU amount like "500m" or 2`)
-	if !ok {
-		return x
-	}
-	v := s.Value
-	milli := 1000.0
-	if strings.HasSuffix(v, "m") {
-		v, milli = strings.TrimSuffix(v, "m"), 1
-	}
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || !(f*milli >= 1) || f*milli > 1e9 || math.Trunc(f*milli) != f*milli {
-		d.ps.add(n.Line, path, `want a CPU amount like "500m" or 2 (1m..1000000), got %s`, got(s))
-		return x
-	}
-	x.v, x.bad = int64(f*milli), false
 	return x
 }
 

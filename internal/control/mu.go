@@ -197,7 +197,9 @@ func (m *mu) Tick(now time.Duration, o Observation) Decision {
 	cold := c.Mu.ColdStart.Seconds()
 	drain := max(slack, cold)
 	if slack <= 0 {
-		if !m.sloWarned {
+		// Warn about what was measured, not about the default guess of
+		// the execution time before any request ran.
+		if measured && !m.sloWarned {
 			warn, m.sloWarned = WarnSLONotAboveExec, true
 		}
 		slack, drain = 0, max(c.Tick.Seconds(), cold)

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/spry-dev/spry/internal/crash"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
@@ -32,6 +34,13 @@ type App struct {
 	ctl        func(desc.Desc)
 	noInstance func(fn uint16)
 	stats      AppStats
+	// bg counts the app's goroutines that use the pool outside an
+	// adapter's own (awaits of an instance, the ends of partial writes):
+	// Close waits for them, so the pool is never unmapped under them.
+	bg      sync.WaitGroup
+	closing atomic.Bool
+	gate    atomic.Bool // Quiesce holds every entry: admissions wait a moment
+	held    []uint32    // the entries Quiesce holds (the daemon's sweep only)
 }
 
 // idBits is the width of the entry index in a request id: enough for the
@@ -44,9 +53,9 @@ const idMask = 1<<idBits - 1
 // the request that holds the entry is in the bits above.
 const (
 	stFree      = iota // not in use
-	stWaiting          // a connection waits for the reply
-	stDone             // the reply (or a failure) was handed to the connection
-	stAbandoned        // the connection gave up (timeout); the buffer is still out
+	stWaiting          // out in its chain; the Replier waits for the reply
+	stDone             // the reply (or a failure) was handed to the Replier
+	stAbandoned        // answered by the gateway (deadline); the buffer is still out
 )
 
 // pending is one entry of the in-flight table.
@@ -54,18 +63,19 @@ const (
 // word changes only by compare-and-swap against (seq, state) of the request
 // that holds the entry, so a completion for an older use of the same entry
 // can never succeed (no ABA: seq never repeats). The other fields are
-// written by the connection before publish stores stWaiting, and read by
-// the completer after its compare-and-swap from stWaiting succeeds, which
-// orders them.
+// written by the admitting goroutine before publish stores stWaiting, and
+// read by the completer after its compare-and-swap from stWaiting succeeds,
+// which orders them.
 type pending struct {
-	word  atomic.Uint64
-	c     *conn  // the connection that answers the request
-	ch    *Chain // its chain, for the response's counters
-	began int64  // when its head arrived (mono ns)
-	head  bool   // a HEAD request: the response has no body
-	close bool   // the client asked to close after the response
-	buf   uint32 // the reply buffer, set by the completer
-	_     [24]byte
+	word     atomic.Uint64
+	deadline atomic.Int64 // the request's deadline (mono ns), for the timer
+	queued   atomic.Bool  // no instance has taken it yet (App.await retries)
+	rep      Replier      // answers the request
+	tag      uint64       // Request.Tag, handed back with the reply
+	ch       *Chain       // its chain, for the response's counters
+	began    int64        // when it arrived (mono ns)
+	timer    *time.Timer  // fires at the deadline (App.expire)
+	_        [56]byte     // entries in use by different threads share no cache line
 }
 
 // AppStats are an app's gateway counters.
@@ -77,6 +87,8 @@ type AppStats struct {
 	Rejected  atomic.Uint64 // refused 429/503 by flow control
 	Stale     atomic.Uint64 // replies for requests already answered (freed)
 	Abandoned atomic.Uint64 // buffers freed after their request timed out
+	Forged    atomic.Uint64 // descriptors whose buffer was not in transit to the gateway (dropped unread)
+	RecvErrs  atomic.Uint64 // receive errors the reply loop outlived
 }
 
 // AppConfig configures an App.
@@ -111,6 +123,8 @@ func NewApp(c AppConfig) (*App, error) {
 		a.noInstance = func(uint16) {}
 	}
 	for i := range c.Inflight {
+		a.pend[i].timer = time.AfterFunc(time.Hour, func() { a.expire(uint32(i)) })
+		a.pend[i].timer.Stop()
 		a.free <- uint32(i)
 	}
 	c.Pool.SetGateway(a.id)
@@ -135,19 +149,26 @@ func (a *App) Inflight() int { return len(a.pend) - len(a.free) }
 
 // Run receives the app's descriptors until the endpoint is closed: replies
 // complete their requests, control messages go to AppConfig.Control. It
-// locks its goroutine to an OS thread that sleeps in the kernel.
+// locks its goroutine to an OS thread that sleeps in the kernel. A receive
+// error other than the endpoint's closing does not end it: every reply of
+// the app comes through here.
 func (a *App) Run() error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var batch [transport.MaxBatch]desc.Desc
+	pause := time.Millisecond
 	for {
 		n, err := a.conn.Recv(batch[:])
 		if err != nil {
-			if errors.Is(err, transport.ErrClosed) {
+			if errors.Is(err, transport.ErrClosed) || a.closing.Load() {
 				return nil
 			}
-			return fmt.Errorf("gateway: app %s: receive: %w", a.name, err)
+			a.stats.RecvErrs.Add(1)
+			time.Sleep(pause)
+			pause = min(2*pause, 100*time.Millisecond)
+			continue
 		}
+		pause = time.Millisecond
 		for _, d := range batch[:n] {
 			if d.Is(desc.FlagControl) {
 				if d.Buf == desc.CtlNoInstance {
@@ -157,13 +178,60 @@ func (a *App) Run() error {
 				a.ctl(d)
 				continue
 			}
-			if !a.pool.Check(d.Buf, d.Gen, a.id) {
+			// The gateway takes a reply's buffer only by completing the
+			// transfer the descriptor announces: a forged one, a
+			// duplicate, one naming a buffer the gateway is still
+			// filling, or one whose buffer the daemon took back with its
+			// dead sender, finds another word and is dropped unread.
+			if !a.pool.Accept(d.Buf, d.Gen, d.Src, a.id) {
 				a.pool.CountStale()
+				a.stats.Forged.Add(1)
 				continue
 			}
+			crash.Point("gateway.accepted")
 			a.complete(d.Buf)
 		}
 	}
+}
+
+// Quiesce runs fn while the app has no request in flight and admits none
+// (new requests wait up to 10 ms), and reports whether it could: then no
+// buffer of the app may legitimately be held by anyone. The daemon repairs
+// the pool's free list under it.
+func (a *App) Quiesce(fn func()) bool {
+	if a.Inflight() != 0 {
+		return false
+	}
+	a.gate.Store(true)
+	defer a.gate.Store(false)
+	got := 0
+	defer func() {
+		for ; got > 0; got-- {
+			a.free <- a.held[got-1]
+		}
+	}()
+	if a.held == nil {
+		a.held = make([]uint32, len(a.pend))
+	}
+	for got < len(a.pend) {
+		select {
+		case a.held[got] = <-a.free:
+			got++
+		default:
+			return false
+		}
+	}
+	fn()
+	return true
+}
+
+// Close makes the app's background work end and waits for it: after it
+// returns nothing of the app's gateway touches the pool except the
+// adapters' own goroutines (stopped by the server's shutdown) and Run
+// (ended by closing the endpoint).
+func (a *App) Close() {
+	a.closing.Store(true)
+	a.bg.Wait()
 }
 
 // acquire takes a free entry for a new request, or reports false when the
@@ -173,71 +241,177 @@ func (a *App) acquire() (idx uint32, reqID uint64, ok bool) {
 	select {
 	case idx = <-a.free:
 	default:
-		return 0, 0, false
+		if !a.gate.Load() {
+			return 0, 0, false
+		}
+		// The daemon holds the table for a repair (Quiesce): wait for it.
+		t := time.NewTimer(10 * time.Millisecond)
+		select {
+		case idx = <-a.free:
+			t.Stop()
+		case <-t.C:
+			return 0, 0, false
+		}
 	}
 	seq := a.seq.Add(1)
 	return idx, seq<<idBits | uint64(idx), true
 }
 
-// publish makes entry idx completable by request reqID, to be answered on
-// connection c. Call it before the request's buffer leaves the gateway.
-func (a *App) publish(idx uint32, reqID uint64, c *conn, ch *Chain, began int64, head, close bool) {
+// publish makes entry idx completable by request reqID and arms its
+// deadline. Call it before the request's buffer leaves the gateway, after
+// the entry's other fields are set.
+func (a *App) publish(idx uint32, reqID uint64, deadline int64) {
 	e := &a.pend[idx]
-	e.c, e.ch, e.began, e.head, e.close = c, ch, began, head, close
+	e.deadline.Store(deadline)
 	// The store of stWaiting under the request's seq orders the fields
-	// above before a completer's compare-and-swap.
+	// written before it ahead of a completer's compare-and-swap.
 	e.word.Store(reqID>>idBits<<2 | stWaiting)
+	// Armed after the publication: a firing now finds this request, and
+	// one that is early for it (a stale firing of an earlier use of the
+	// entry) re-arms (see expire). Before the buffer leaves, so no reply
+	// can have stopped the timer yet.
+	e.timer.Reset(time.Duration(deadline - mono.Now()))
 }
 
 // release returns an entry whose request is finished.
 func (a *App) release(idx uint32, reqID uint64) {
 	e := &a.pend[idx]
-	e.c = nil
+	e.rep = nil
 	e.word.Store(reqID>>idBits<<2 | stFree)
 	a.free <- idx
 }
 
 // complete hands buffer buf, which came back from the app's chain, to the
 // request it belongs to, or frees it when that request is already
-// answered. The gateway must own buf.
+// answered. The gateway must hold buf.
+//
+// A reply that comes back after the request's deadline, before its timer
+// fired, answers it 504 as the timer would have: whichever side completes
+// the request, a client past its deadline gets 504 (a step handed a
+// request past its deadline hands it back unrun; its buffer then still
+// holds the client's own body).
 func (a *App) complete(buf uint32) {
-	reqID := a.pool.Header(buf).ReqID()
+	h := a.pool.Header(buf)
+	reqID := h.ReqID()
 	idx := uint32(reqID & idMask)
 	if reqID == 0 || idx >= uint32(len(a.pend)) {
 		a.stats.Stale.Add(1)
-		a.pool.Free(buf)
+		a.pool.Free(buf, a.id)
 		return
 	}
 	e := &a.pend[idx]
 	seq := reqID >> idBits
-	if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
-		e.buf = buf
-		// Answer the client from here: no thread switch before the
-		// response goes out.
-		e.c.reply(a, idx, reqID, e)
+	if mono.Now() > e.deadline.Load() && e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stAbandoned) {
+		e.timer.Stop()
+		a.stats.Timeouts.Add(1)
+		e.ch.count(ErrDeadline.Status, e.began)
+		e.rep.Reply(Reply{a: a, ch: e.ch, err: ErrDeadline, idx: idx, reqID: reqID, status: ErrDeadline.Status, tag: e.tag})
+		// Abandoned, and the buffer is back: both go below.
+	} else if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
+		crash.Point("gateway.completed")
+		e.timer.Stop()
+		status := int(h.Status())
+		if status < 100 || status > 999 {
+			status = 200
+		}
+		e.ch.count(status, e.began)
+		a.stats.Replies.Add(1)
+		// Answer from here: no thread switch before the response goes
+		// out.
+		e.rep.Reply(Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag})
 		return
 	}
-	a.pool.Free(buf)
+	a.pool.Free(buf, a.id)
 	if e.word.CompareAndSwap(seq<<2|stAbandoned, seq<<2|stFree) {
 		a.stats.Abandoned.Add(1)
-		e.c = nil
+		e.rep = nil
 		a.free <- idx
 		return
 	}
 	a.stats.Stale.Add(1)
 }
 
-// abandon gives up on a request whose deadline passed. It reports false
-// when the reply won the race (it is being answered).
-func (a *App) abandon(idx uint32, reqID uint64) bool {
-	seq := reqID >> idBits
-	return a.pend[idx].word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stAbandoned)
+// expire runs when entry idx's timer fires. A request past its deadline is
+// answered by the gateway (504, or 503 when no instance ever took it); its
+// entry stays taken, and its buffer out, until the chain gives the buffer
+// back. A firing that is early for the request now in the entry re-arms.
+func (a *App) expire(idx uint32) {
+	e := &a.pend[idx]
+	w := e.word.Load()
+	if w&3 != stWaiting {
+		return // answered, or a stale firing for an entry since freed
+	}
+	if now, dl := mono.Now(), e.deadline.Load(); now < dl {
+		e.timer.Reset(time.Duration(dl - now))
+		return
+	}
+	// Read before the compare-and-swap: once the entry is abandoned, the
+	// buffer's return may free it for the next request at any moment.
+	// Until then it is this request's (seq never repeats), and the load
+	// of w above ordered the fields after the request's publication.
+	rep, tag, ch, began, queued := e.rep, e.tag, e.ch, e.began, e.queued.Load()
+	if !e.word.CompareAndSwap(w, w&^3|stAbandoned) {
+		return // the reply won the race: it is being answered
+	}
+	err := ErrDeadline
+	if queued {
+		err = ErrNoInstance
+		a.stats.Rejected.Add(1)
+	} else {
+		a.stats.Timeouts.Add(1)
+	}
+	ch.count(err.Status, began)
+	rep.Reply(Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag})
 }
 
-// Fail answers the request of buffer buf, which the daemon took back from a
-// dead instance (pool.Reclaim), with status and msg, or frees buf when its
-// request is already answered. The daemon must own buf.
+// undispatched marks entry idx's request as not yet taken by an instance.
+func (a *App) undispatched(idx uint32) { a.pend[idx].queued.Store(true) }
+
+// await sends the buffer of d, which the gateway holds, to an instance of
+// function fn once one can take it, retrying with back-off: an instance
+// may be starting, restarting, or coming up from zero. When the request's
+// timer answers it first, the buffer is freed and the entry with it.
+func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
+	defer a.bg.Done()
+	e := &a.pend[idx]
+	want := reqID>>idBits<<2 | stWaiting
+	wait := 20 * time.Microsecond
+	asked := false
+	for {
+		time.Sleep(wait)
+		wait = min(2*wait, 5*time.Millisecond)
+		if e.word.Load() != want {
+			// Answered by the timer: the buffer never left.
+			a.complete(d.Buf)
+			return
+		}
+		if a.closing.Load() {
+			a.fail(d.Buf, 503, "spry: the node is shutting down")
+			return
+		}
+		err := transport.Forward(a.pool, a.conn, fn, d, a.rot.Add(1))
+		if err == nil || errors.Is(err, transport.ErrLost) {
+			e.queued.Store(false)
+			return
+		}
+		if errors.Is(err, transport.ErrNoInstance) && !asked {
+			asked = true
+			a.noInstance(fn)
+		}
+	}
+}
+
+// Fail answers the request of buffer buf, which the daemon took back
+// (pool.Reclaim or Seize: it holds it as pool.OwnerDaemon), with status and
+// msg, or frees buf when its request is already answered.
 func (a *App) Fail(buf uint32, status uint16, msg string) {
+	if a.pool.Move(buf, pool.OwnerDaemon, a.id) {
+		a.fail(buf, status, msg)
+	}
+}
+
+// fail is Fail for a buffer the gateway holds.
+func (a *App) fail(buf uint32, status uint16, msg string) {
 	h := a.pool.Header(buf)
 	n := copy(a.pool.Buffer(buf), msg)
 	h.SetData(0, uint32(n))
@@ -248,51 +422,32 @@ func (a *App) Fail(buf uint32, status uint16, msg string) {
 	a.complete(buf)
 }
 
-// dispatch sends the buffer of d, which the gateway holds, to an instance
-// of function fn. When no instance can take it now it retries until the
-// deadline (mono ns): an instance may be starting, restarting, or coming
-// up from zero. It reports false when the deadline passed first.
-func (a *App) dispatch(fn uint16, d desc.Desc, deadline int64) bool {
-	d.Src = a.id
-	wait := 20 * time.Microsecond
-	asked := false
-	for {
-		err := transport.Forward(a.pool, a.conn, fn, d, a.rot.Add(1))
-		if err == nil || errors.Is(err, transport.ErrLost) {
-			// Sent, or reclaimed with its instance: either way the reply
-			// (or the daemon's answer) comes back through complete.
-			return true
-		}
-		if errors.Is(err, transport.ErrNoInstance) && !asked {
-			asked = true
-			a.noInstance(fn)
-		}
-		if mono.Now()+int64(wait) >= deadline {
-			return false
-		}
-		time.Sleep(wait)
-		wait = min(2*wait, 5*time.Millisecond)
+// Deliver answers the request of buffer buf with it, as if the chain had
+// replied: the daemon calls it for a finished request it took back (it
+// holds buf as pool.OwnerDaemon) before that could reply.
+func (a *App) Deliver(buf uint32) {
+	if a.pool.Move(buf, pool.OwnerDaemon, a.id) {
+		a.complete(buf)
 	}
 }
 
-// Deliver answers the request of buffer buf with it, as if the chain had
-// replied: the daemon calls it for a finished request it took back from a
-// dead instance before that could reply. The daemon must own buf.
-func (a *App) Deliver(buf uint32) { a.complete(buf) }
-
-// Redispatch sends buffer buf, which the daemon took back from a dead
-// instance before any handler ran on it, on to step hop of its chain (an
-// instance of function fn), in the background. A request whose deadline
-// passes first is answered 504.
+// Redispatch sends buffer buf, which the daemon took back (it holds it as
+// pool.OwnerDaemon) before any handler ran on it, on to step hop of its
+// chain (an instance of function fn), in the background. A request whose
+// deadline passes first is answered 504 by its timer.
 func (a *App) Redispatch(buf uint32, fn uint16, hop uint8) {
+	if !a.pool.Move(buf, pool.OwnerDaemon, a.id) {
+		return
+	}
 	h := a.pool.Header(buf)
-	h.SetOwner(a.id)
-	d := desc.Desc{Buf: buf, Gen: h.Gen(), Chain: h.Chain(), Hop: hop}
-	deadline := h.Deadline()
-	go func() {
-		if !a.dispatch(fn, d, deadline) {
-			h.SetOwner(a.id) // dispatch left it with the gateway
-			a.Fail(buf, 504, "spry: the request missed its deadline while its instance was replaced")
-		}
-	}()
+	reqID := h.ReqID()
+	idx := uint32(reqID & idMask)
+	if reqID == 0 || idx >= uint32(len(a.pend)) {
+		a.stats.Stale.Add(1)
+		a.pool.Free(buf, a.id)
+		return
+	}
+	d := desc.Desc{Buf: buf, Chain: h.Chain(), Hop: hop}
+	a.bg.Add(1)
+	go a.await(fn, d, idx, reqID)
 }

@@ -5,14 +5,12 @@ import (
 	"net"
 	"runtime"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/mono"
 )
 
@@ -20,38 +18,38 @@ import (
 // usually, the whole body of a small request read with it.
 const readBufSize = 16 << 10
 
-// conn is one client connection. Its goroutine reads requests, admits them
-// and sends them into their chain; the chain's reply is answered by the
-// thread that receives it (see reply.go), so a response never waits for
-// this goroutine to be scheduled. Responses go out in request order: before
-// it acts on a request, the goroutine waits until the previous one is
-// answered (pipelined requests are served one after the other). Everything
-// it needs per request lives here and is reused: serving a request
-// allocates nothing.
+// conn is one client connection speaking HTTP/1.1: the adapter of that
+// protocol to the admission path (admit.go). Its goroutine reads requests
+// and admits them; the chain's reply is answered by the thread that
+// receives it (Reply, in reply.go), so a response never waits for this
+// goroutine to be scheduled. Responses go out in request order: before it
+// acts on a request, the goroutine waits until the previous one is answered
+// (pipelined requests are served one after the other). Everything it needs
+// per request lives here and is reused: serving a request allocates
+// nothing.
 type conn struct {
-	g     *Gateway
-	nc    net.Conn
-	rbuf  []byte
-	r, w  int // unread bytes are rbuf[r:w]
-	req   request
-	out   []byte // the response head being built
-	msg   []byte // the body of an error response being built
-	vec   [2][]byte
-	bufs  net.Buffers
-	busy  atomic.Bool // between reading a request head and answering it
-	ch    *Chain      // the chain of the current request, nil when none
-	began int64       // when the current request's head was complete (mono ns)
+	g    *Gateway
+	nc   net.Conn
+	rbuf []byte
+	r, w int // unread bytes are rbuf[r:w]
+	req  request
+	gr   Request // req, as the admission path takes it
+	out  []byte  // the response head being built
+	msg  []byte  // the body of an error response being built
+	ext  []byte  // extra fields of an error response being built
+	vec  [2][]byte
+	bufs net.Buffers
+	busy atomic.Bool // between reading a request head and answering it
 
-	// A request out in a chain. state is connIdle or connPending, or
-	// connWaiting while the goroutine waits for the answer; whoever
-	// answers sets it back to connIdle and signals idle if it was waiting.
+	// The request out in a chain, set before it is admitted: its response
+	// has no body (HEAD); the connection closes after it.
+	headOnly, closeAfter bool
+	// state is connIdle or connPending, or connWaiting while the goroutine
+	// waits for the answer; whoever answers sets it back to connIdle and
+	// signals idle if it was waiting.
 	state atomic.Uint32
 	idle  chan struct{}
-	// fl names the request out, for the deadline timer (which runs on its
-	// own goroutine); flMu guards it.
-	flMu  sync.Mutex
-	fl    flight
-	timer *time.Timer
+	rep   Reply // the reply writeRest finishes
 
 	raw     syscall.RawConn // for non-blocking writes off this goroutine; nil when not a socket
 	iov     [2]unix.Iovec
@@ -67,25 +65,12 @@ const (
 	connWaiting        // ... and the goroutine waits for it to be answered
 )
 
-// flight is a request a connection has out in a chain.
-type flight struct {
-	a        *App
-	idx      uint32
-	reqID    uint64
-	deadline int64
-	ch       *Chain
-	began    int64
-	close    bool
-}
-
 func newConn(g *Gateway, nc net.Conn) *conn {
 	c := &conn{
 		g: g, nc: nc, rbuf: make([]byte, readBufSize),
-		out: make([]byte, 0, 512), msg: make([]byte, 0, 512),
+		out: make([]byte, 0, 512), msg: make([]byte, 0, 512), ext: make([]byte, 0, 128),
 		idle: make(chan struct{}, 1),
 	}
-	c.timer = time.AfterFunc(time.Hour, c.expire)
-	c.timer.Stop()
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
@@ -123,7 +108,6 @@ const spinWait = int64(20 * time.Microsecond)
 // answered marks the request out as answered (on whichever goroutine
 // answered it).
 func (c *conn) answered() {
-	c.timer.Stop()
 	c.busy.Store(false)
 	if c.g.closing.Load() {
 		c.nc.Close() // shutting down: the goroutine may be waiting for a next request
@@ -148,20 +132,20 @@ func (c *conn) serve() {
 		n, err := c.readHead()
 		c.waitIdle()
 		if err != nil {
-			if err != errSilent {
-				c.writeError(err, nil)
-			}
+			c.g.count(err.Status)
+			c.writeError(err, nil)
 			return
 		}
 		c.busy.Store(true)
-		c.ch, c.began = nil, mono.Now()
+		began := mono.Now()
 		herr := parseHead(c.rbuf[c.r:c.r+n], &c.req)
 		c.r += n
 		if herr != nil {
+			c.g.count(herr.Status)
 			c.writeError(herr, nil)
 			return
 		}
-		keep := c.route()
+		keep := c.run(began)
 		if c.state.Load() == connIdle {
 			c.busy.Store(false)
 		}
@@ -171,13 +155,9 @@ func (c *conn) serve() {
 	}
 }
 
-// errSilent: the connection ends without a response (the client went away
-// or sent nothing).
-var errSilent = &httpError{0, "", true}
-
 // readHead waits for a complete request head in the read buffer and
 // returns its length.
-func (c *conn) readHead() (int, *httpError) {
+func (c *conn) readHead() (int, *Error) {
 	if c.r == c.w {
 		c.r, c.w = 0, 0
 	}
@@ -197,7 +177,7 @@ func (c *conn) readHead() (int, *httpError) {
 			return 0, errHeaderTooLarge
 		}
 		if err := c.fill(); err != nil {
-			return 0, errSilent
+			return 0, ErrSilent
 		}
 		if !started {
 			started = true
@@ -224,29 +204,60 @@ func (c *conn) fill() error {
 	return err
 }
 
-// route runs the parsed request and reports whether the connection may
+// run admits the parsed request and reports whether the connection may
 // serve another.
-func (c *conn) route() bool {
-	ch := c.g.routes[string(c.req.path)]
-	c.ch = ch
-	if ch == nil {
-		c.msg = append(append(append(c.msg[:0], "spry: no chain serves "...), c.req.path...), '\n')
-		return c.refuse(404, c.msg, nil)
+func (c *conn) run(began int64) bool {
+	length := c.req.length
+	if c.req.chunked {
+		length = -1
 	}
-	if !ch.allows(c.req.method) {
-		c.msg = append(append(append(append(c.msg[:0], "spry: "...), c.req.method...), " is not allowed on "...), ch.Route...)
-		c.msg = append(c.msg, '\n')
-		return c.refuse(405, c.msg, ch.allow)
+	c.gr = Request{
+		Method: c.req.method, Path: c.req.path, Query: c.req.query, ContentType: c.req.ctype,
+		Length: length, Headers: c, Body: c, Began: began, Reply: c,
 	}
-	return c.invoke(ch)
+	c.headOnly, c.closeAfter = string(c.req.method) == "HEAD", c.req.close
+	// Pending before the admission: the reply may be answered before
+	// Admit returns.
+	c.state.Store(connPending)
+	err := c.g.Admit(&c.gr)
+	if err == nil {
+		return true
+	}
+	c.state.Store(connIdle)
+	if err == ErrSilent {
+		return false
+	}
+	// A refusal before the body was read skips the body when it is
+	// already buffered; otherwise the connection closes.
+	keep := !err.Close && c.skipBody()
+	var extra []byte
+	switch {
+	case err == ErrMethod:
+		c.ext = append(append(append(c.ext[:0], "Allow: "...), c.gr.Routed.allow...), "\r\n"...)
+		extra = c.ext
+	case err.Retry:
+		extra = retryAfter
+	}
+	c.msg = c.gr.AppendMessage(c.msg[:0], err)
+	c.writeResponse(err.Status, textPlain, c.msg, !keep, extra)
+	return keep
 }
 
-// refuse answers a request the gateway did not run. The body of the request
-// is skipped when it is already buffered; otherwise the connection closes.
-func (c *conn) refuse(status int, body, extra []byte) bool {
-	keep := c.skipBody()
-	c.writeResponse(status, textPlain, body, !keep, extra)
-	return keep
+// Header returns the value of the current request's header field name.
+func (c *conn) Header(name string) []byte { return c.req.header(name) }
+
+// NumHeaders returns the number of the current request's header fields.
+func (c *conn) NumHeaders() int { return c.req.nh }
+
+// HeaderAt returns the current request's header field i.
+func (c *conn) HeaderAt(i int) (name, value []byte) { return c.req.hdrs[i].name, c.req.hdrs[i].value }
+
+// ReadBody reads the current request's body into dst (see Body).
+func (c *conn) ReadBody(dst []byte) (int, *Error) {
+	if c.req.expect && c.req.length != 0 && c.r == c.w {
+		c.nc.Write(continue100)
+	}
+	return c.readBody(dst)
 }
 
 func (c *conn) skipBody() bool {
@@ -268,109 +279,25 @@ var (
 	retryAfter = []byte("Retry-After: 1\r\n")
 )
 
-// invoke runs chain ch on the request and answers with its reply.
-func (c *conn) invoke(ch *Chain) bool {
-	a := ch.App
-	p := a.pool
-	if c.req.length > int64(p.BufferSize()) {
-		return c.fail(errTooLarge)
-	}
-	idx, reqID, ok := a.acquire()
-	if !ok {
-		a.stats.Rejected.Add(1)
-		c.msg = append(append(append(c.msg[:0], "spry: app "...), a.name...), " is at its in-flight limit; retry later\n"...)
-		return c.refuse(429, c.msg, retryAfter)
-	}
-	buf, ok := p.Alloc(a.id)
-	if !ok {
-		a.release(idx, reqID)
-		a.stats.Rejected.Add(1)
-		c.msg = append(append(append(c.msg[:0], "spry: app "...), a.name...), " has no free pool buffer; retry later\n"...)
-		return c.refuse(503, c.msg, retryAfter)
-	}
-	h := p.Header(buf)
-	m := h.WriteMeta()
-	ok = m.Request(c.req.method, c.req.path, c.req.query)
-	for i := 0; ok && i < len(ch.headers); i++ {
-		if v := c.req.header(ch.Headers[i]); v != nil {
-			ok = m.Header(ch.headers[i], v)
-		}
-	}
-	if !ok {
-		p.Free(buf)
-		a.release(idx, reqID)
-		return c.fail(errMetaTooLarge)
-	}
-	if c.req.expect && c.req.length != 0 && c.r == c.w {
-		c.nc.Write(continue100)
-	}
-	n, herr := c.readBody(p.Buffer(buf))
-	if herr != nil {
-		p.Free(buf)
-		a.release(idx, reqID)
-		return c.fail(herr)
-	}
-	h.SetData(0, uint32(n))
-	h.SetContentType(c.req.ctype)
-	now := c.began
-	deadline := now + int64(ch.Timeout)
-	h.SetReqID(reqID)
-	h.SetChain(ch.Index)
-	h.SetTimes(now, deadline)
-	a.stats.Requests.Add(1)
-	// Out it goes. From the publication on, the reply may be answered on
-	// another thread at any moment.
-	c.flMu.Lock()
-	c.fl = flight{a: a, idx: idx, reqID: reqID, deadline: deadline, ch: ch, began: c.began, close: c.req.close}
-	c.flMu.Unlock()
-	c.state.Store(connPending)
-	a.publish(idx, reqID, c, ch, c.began, string(c.req.method) == "HEAD", c.req.close)
-	if !a.dispatch(ch.First, desc.Desc{Buf: buf, Gen: h.Gen(), Chain: ch.Index}, deadline) {
-		// No instance took it before the deadline. Nobody but this
-		// goroutine can hold the request (its buffer never left the
-		// gateway, the timer is not armed): take it back.
-		p.Free(buf)
-		a.release(idx, reqID)
-		a.stats.Rejected.Add(1)
-		c.state.Store(connIdle)
-		c.msg = append(append(append(c.msg[:0], "spry: no instance of function "...), ch.FirstName...), " could take the request\n"...)
-		c.writeResponse(503, textPlain, c.msg, false, retryAfter)
-		return true
-	}
-	// Armed after the send: a reply may already have been answered, and
-	// then the timer's firing finds nothing to expire.
-	c.timer.Reset(time.Duration(deadline - mono.Now()))
-	return true
-}
-
 var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
 
-// fail answers a request the gateway refuses as malformed or too large.
-func (c *conn) fail(e *httpError) bool {
-	if !e.close {
-		return c.refuse(e.status, c.errorBody(e), nil)
-	}
-	c.writeError(e, nil)
-	return false
-}
-
-func (c *conn) errorBody(e *httpError) []byte {
-	c.msg = append(append(append(c.msg[:0], "spry: "...), e.msg...), '\n')
+func (c *conn) errorBody(e *Error) []byte {
+	c.msg = append(append(append(c.msg[:0], "spry: "...), e.Msg...), '\n')
 	return c.msg
 }
 
 // writeError answers with e and closes the connection when e says so.
-func (c *conn) writeError(e *httpError, extra []byte) {
-	if e == errSilent {
+func (c *conn) writeError(e *Error, extra []byte) {
+	if e == ErrSilent {
 		return
 	}
-	c.writeResponse(e.status, textPlain, c.errorBody(e), e.close, extra)
+	c.writeResponse(e.Status, textPlain, c.errorBody(e), e.Close, extra)
 }
 
 // readBody reads the request body into dst, a pool buffer: the bytes that
 // arrived with the head are moved from the read buffer, the rest is read
 // from the socket straight into dst.
-func (c *conn) readBody(dst []byte) (int, *httpError) {
+func (c *conn) readBody(dst []byte) (int, *Error) {
 	if c.req.chunked {
 		return c.readChunked(dst)
 	}
@@ -383,14 +310,14 @@ func (c *conn) readBody(dst []byte) (int, *httpError) {
 	if have < n {
 		c.nc.SetReadDeadline(time.Now().Add(c.g.header))
 		if _, err := io.ReadFull(c.nc, dst[have:n]); err != nil {
-			return 0, errSilent
+			return 0, ErrSilent
 		}
 	}
 	return n, nil
 }
 
 // readChunked decodes a chunked body into dst.
-func (c *conn) readChunked(dst []byte) (int, *httpError) {
+func (c *conn) readChunked(dst []byte) (int, *Error) {
 	c.nc.SetReadDeadline(time.Now().Add(c.g.header))
 	n := 0
 	for {
@@ -406,14 +333,14 @@ func (c *conn) readChunked(dst []byte) (int, *httpError) {
 			break
 		}
 		if size > int64(len(dst)-n) {
-			return 0, errTooLarge
+			return 0, ErrTooLarge
 		}
 		end := n + int(size)
 		have := copy(dst[n:end], c.rbuf[c.r:c.w])
 		c.r += have
 		if n+have < end {
 			if _, err := io.ReadFull(c.nc, dst[n+have:end]); err != nil {
-				return 0, errSilent
+				return 0, ErrSilent
 			}
 		}
 		n = end
@@ -440,7 +367,7 @@ func (c *conn) readChunked(dst []byte) (int, *httpError) {
 }
 
 // line returns the next CRLF-terminated line from the connection.
-func (c *conn) line() ([]byte, *httpError) {
+func (c *conn) line() ([]byte, *Error) {
 	for {
 		if line, _, ok := cutLine(c.rbuf[c.r:c.w]); ok {
 			c.r += len(line) + 2
@@ -450,22 +377,15 @@ func (c *conn) line() ([]byte, *httpError) {
 			return nil, errBadChunk
 		}
 		if err := c.fill(); err != nil {
-			return nil, errSilent
+			return nil, ErrSilent
 		}
 	}
 }
 
-// head builds a response head in c.out and counts the response as one of
-// chain ch (nil: of no chain) whose request arrived at began.
-func (c *conn) head(ch *Chain, began int64, status int, ctype []byte, n int, close bool, extra []byte) []byte {
+// head builds a response head in c.out.
+func (c *conn) head(status int, ctype []byte, n int, close bool, extra []byte) []byte {
 	if status < 100 || status > 999 {
 		status = 500
-	}
-	if ch != nil {
-		ch.codes[status].Add(1)
-		ch.latency.Observe(mono.Now() - began)
-	} else {
-		c.g.refused[status].Add(1)
 	}
 	o := append(c.out[:0], statusLines[status]...)
 	o = append(append(append(o, "Content-Type: "...), ctype...), "\r\n"...)
@@ -482,7 +402,7 @@ func (c *conn) head(ch *Chain, began int64, status int, ctype []byte, n int, clo
 // writeResponse writes a response the gateway makes itself: the head, then
 // body, with one writev.
 func (c *conn) writeResponse(status int, ctype, body []byte, close bool, extra []byte) error {
-	o := c.head(c.ch, c.began, status, ctype, len(body), close || c.req.close, extra)
+	o := c.head(status, ctype, len(body), close || c.req.close, extra)
 	if string(c.req.method) == "HEAD" {
 		body = nil
 	}

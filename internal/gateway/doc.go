@@ -1,10 +1,26 @@
-// Package gateway is a node's HTTP ingress. It does all protocol processing
+// Package gateway is a node's ingress. It does all protocol processing
 // once: it parses a request, admits it against the app's in-flight bound and
 // pool, writes the body into a buffer of the app's shared-memory pool (the
 // one copy the socket forces), records the request metadata in the buffer's
 // header so functions never re-parse HTTP, and sends the chain's first step a
 // 16-byte descriptor. Steps then route the buffer among themselves; the last
 // one sends it back, and the gateway writes the response straight from it.
+//
+// # One admission path, protocols as adapters
+//
+// Every protocol ends in the same path (admit.go): Gateway.Admit takes a
+// Request (the route or the chain, method, path, query, a Headers lookup
+// for the forwarded fields, a Body that writes the body into the pool
+// buffer it is given, and a Replier), and either refuses it with an *Error
+// (404, 405, 413, 429, 503, 431; Request.AppendMessage renders the text)
+// or sends it into its chain and later calls the Replier exactly once: with
+// the chain's reply on the app's receive thread, or with the gateway's 504
+// (503 when no instance ever took it) from the deadline timer. The Replier
+// writes what it can without blocking and calls Reply.Done when the reply
+// is out, which frees the buffer and the in-flight entry. An adapter whose
+// body arrives in pieces it pushes (HTTP/2 DATA frames) calls Begin, fills
+// Admission.Body, then Send (or Cancel). HTTP/1.1 (conn.go, reply.go) is
+// such an adapter: conn implements Headers, Body and Replier.
 //
 // Status codes the gateway itself answers with: 400 malformed request, 404
 // no chain on the path, 405 method not allowed (with Allow), 413 body larger

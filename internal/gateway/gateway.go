@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/hist"
+	"github.com/spry-dev/spry/internal/mono"
 )
 
 // Chain is a route the gateway serves: requests to Route run the app's
@@ -29,10 +30,26 @@ type Chain struct {
 	Headers   []string      // request headers forwarded to the functions
 	Timeout   time.Duration // whole-chain deadline
 
-	allow   []byte   // the Allow field for 405s
+	allow   []byte   // the methods it accepts, for the Allow field of 405s
 	headers [][]byte // Headers, as bytes for the metadata writer
 	codes   [1000]atomic.Uint64
 	latency hist.H
+
+	timeoutMsg    []byte // the body of its 504s
+	noInstanceMsg []byte // the body of its 503s for want of an instance
+}
+
+// Allow returns the methods the chain accepts, as an Allow field's value.
+func (ch *Chain) Allow() []byte { return ch.allow }
+
+// count counts a response of the chain, to a request that arrived at
+// began (mono ns).
+func (ch *Chain) count(status int, began int64) {
+	if status < 100 || status > 999 {
+		status = 500
+	}
+	ch.codes[status].Add(1)
+	ch.latency.Observe(mono.Now() - began)
 }
 
 // Codes calls fn with every status code the chain answered with and how
@@ -61,11 +78,13 @@ type Config struct {
 	IdleTimeout, HeaderTimeout time.Duration
 }
 
-// Gateway is a node's HTTP ingress: it parses each request once, writes its
-// body into a buffer of the app's pool, hands the chain a descriptor and
-// answers from the buffer that comes back.
+// Gateway is a node's ingress: the admission path every protocol ends in
+// (admit.go), and the listener whose connections speak HTTP/1.1 to it
+// (conn.go). It writes each request's body once into a buffer of the
+// app's pool, hands the chain a descriptor and answers from the buffer that
+// comes back.
 type Gateway struct {
-	routes  map[string]*Chain
+	routes  atomic.Pointer[map[string]*Chain] // swapped whole by SetChains
 	log     *slog.Logger
 	idle    time.Duration
 	header  time.Duration
@@ -84,10 +103,18 @@ type Gateway struct {
 // that reached no chain with (malformed, unknown route), and how often.
 func (g *Gateway) Refused(fn func(code int, n uint64)) { eachCode(&g.refused, fn) }
 
+// count counts a response to a request that reached no chain.
+func (g *Gateway) count(status int) {
+	if status >= 100 && status <= 999 {
+		g.refused[status].Add(1)
+	}
+}
+
 // Chains returns the chains the gateway serves.
 func (g *Gateway) Chains() []*Chain {
-	out := make([]*Chain, 0, len(g.routes))
-	for _, ch := range g.routes {
+	routes := *g.routes.Load()
+	out := make([]*Chain, 0, len(routes))
+	for _, ch := range routes {
 		out = append(out, ch)
 	}
 	return out
@@ -99,7 +126,7 @@ var ErrClosed = errors.New("gateway: closed")
 // New makes a gateway serving the given chains.
 func New(c Config) (*Gateway, error) {
 	g := &Gateway{
-		routes: map[string]*Chain{}, log: c.Log, idle: c.IdleTimeout, header: c.HeaderTimeout,
+		log: c.Log, idle: c.IdleTimeout, header: c.HeaderTimeout,
 		conns: map[*conn]struct{}{}, stop: make(chan struct{}),
 	}
 	if g.log == nil {
@@ -111,24 +138,43 @@ func New(c Config) (*Gateway, error) {
 	if g.header <= 0 {
 		g.header = 30 * time.Second
 	}
-	for _, ch := range c.Chains {
-		if old, ok := g.routes[ch.Route]; ok {
-			return nil, fmt.Errorf("gateway: route %s served by both %s/%s and %s/%s",
-				ch.Route, old.App.name, old.Name, ch.App.name, ch.Name)
-		}
-		if ch.Timeout <= 0 {
-			return nil, fmt.Errorf("gateway: chain %s has no timeout", ch.Name)
-		}
-		ch.allow = []byte("Allow: " + allowHeader(ch.Methods) + "\r\n")
-		ch.headers = make([][]byte, len(ch.Headers))
-		for i, h := range ch.Headers {
-			ch.headers[i] = []byte(h)
-		}
-		g.routes[ch.Route] = ch
+	if err := g.SetChains(c.Chains); err != nil {
+		return nil, err
 	}
 	g.tickDate(time.Now())
 	go g.dateLoop()
 	return g, nil
+}
+
+// SetChains replaces the chains the gateway serves, all at once: a request
+// whose head is parsed from then on runs on the new chains; requests
+// already admitted finish on the ones they started on. On error nothing
+// changes.
+func (g *Gateway) SetChains(chains []*Chain) error {
+	routes := make(map[string]*Chain, len(chains))
+	for _, ch := range chains {
+		if old, ok := routes[ch.Route]; ok {
+			return fmt.Errorf("gateway: route %s served by both %s/%s and %s/%s",
+				ch.Route, old.App.name, old.Name, ch.App.name, ch.Name)
+		}
+		if ch.Timeout <= 0 {
+			return fmt.Errorf("gateway: chain %s has no timeout", ch.Name)
+		}
+		if ch.allow == nil {
+			// Once, before the chain is first published (a chain that
+			// stays across SetChains is being served: left as it is).
+			ch.allow = []byte(allowHeader(ch.Methods))
+			ch.timeoutMsg = []byte("spry: chain " + ch.Name + ErrDeadline.Msg + "\n")
+			ch.noInstanceMsg = []byte("spry: no instance of function " + ch.FirstName + ErrNoInstance.Msg + "\n")
+			ch.headers = make([][]byte, len(ch.Headers))
+			for i, h := range ch.Headers {
+				ch.headers[i] = []byte(h)
+			}
+		}
+		routes[ch.Route] = ch
+	}
+	g.routes.Store(&routes)
+	return nil
 }
 
 func allowHeader(methods []string) string {

@@ -18,37 +18,37 @@ const (
 	maxChunkLine = 256
 )
 
-// httpError is a request the gateway refuses, with the status and the
-// message the client gets. They are built once: refusing allocates nothing.
-type httpError struct {
-	status int
-	msg    string
-	close  bool // the connection cannot be reused after it
+// Error is a request the gateway refuses: the HTTP status (adapters of
+// other protocols map it to theirs) and the message the client gets. They
+// are built once: refusing allocates nothing.
+type Error struct {
+	Status int
+	Msg    string
+	Close  bool // HTTP/1.1: the connection cannot be reused after it
+	Retry  bool // the refusal is momentary: suggest a retry (Retry-After)
 }
 
-func (e *httpError) Error() string { return e.msg }
+func (e *Error) Error() string { return e.Msg }
 
 var (
-	errBadRequestLine  = &httpError{400, "malformed request line", true}
-	errBadMethod       = &httpError{400, "malformed method", true}
-	errBadTarget       = &httpError{400, "malformed request target", true}
-	errBadHeader       = &httpError{400, "malformed header field", true}
-	errObsFold         = &httpError{400, "folded header lines are not accepted", true}
-	errTooManyHeaders  = &httpError{431, "too many header fields", true}
-	errHeaderTooLarge  = &httpError{431, "request header too large", true}
-	errMetaTooLarge    = &httpError{431, "request line and forwarded headers do not fit the request metadata", false}
-	errBadLength       = &httpError{400, "malformed Content-Length", true}
-	errTwoLengths      = &httpError{400, "conflicting Content-Length headers", true}
-	errLengthAndChunks = &httpError{400, "both Content-Length and Transfer-Encoding", true}
-	errBadTE           = &httpError{501, "unsupported Transfer-Encoding (only chunked)", true}
-	errTE10            = &httpError{400, "Transfer-Encoding in an HTTP/1.0 request", true}
-	errBadChunk        = &httpError{400, "malformed chunked body", true}
-	errNoHost          = &httpError{400, "missing Host header", true}
-	errTwoHosts        = &httpError{400, "more than one Host header", true}
-	errExpect          = &httpError{417, "unsupported Expect header (only 100-continue)", true}
-	errVersion         = &httpError{505, "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are)", true}
-	errTooLarge        = &httpError{413, "request body larger than a pool buffer", true}
-	errShortBody       = &httpError{400, "request body shorter than its Content-Length", true}
+	errBadRequestLine  = &Error{Status: 400, Msg: "malformed request line", Close: true}
+	errBadMethod       = &Error{Status: 400, Msg: "malformed method", Close: true}
+	errBadTarget       = &Error{Status: 400, Msg: "malformed request target", Close: true}
+	errBadHeader       = &Error{Status: 400, Msg: "malformed header field", Close: true}
+	errObsFold         = &Error{Status: 400, Msg: "folded header lines are not accepted", Close: true}
+	errTooManyHeaders  = &Error{Status: 431, Msg: "too many header fields", Close: true}
+	errHeaderTooLarge  = &Error{Status: 431, Msg: "request header too large", Close: true}
+	errBadLength       = &Error{Status: 400, Msg: "malformed Content-Length", Close: true}
+	errTwoLengths      = &Error{Status: 400, Msg: "conflicting Content-Length headers", Close: true}
+	errLengthAndChunks = &Error{Status: 400, Msg: "both Content-Length and Transfer-Encoding", Close: true}
+	errBadTE           = &Error{Status: 501, Msg: "unsupported Transfer-Encoding (only chunked)", Close: true}
+	errTE10            = &Error{Status: 400, Msg: "Transfer-Encoding in an HTTP/1.0 request", Close: true}
+	errBadChunk        = &Error{Status: 400, Msg: "malformed chunked body", Close: true}
+	errNoHost          = &Error{Status: 400, Msg: "missing Host header", Close: true}
+	errTwoHosts        = &Error{Status: 400, Msg: "more than one Host header", Close: true}
+	errExpect          = &Error{Status: 417, Msg: "unsupported Expect header (only 100-continue)", Close: true}
+	errVersion         = &Error{Status: 505, Msg: "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are)", Close: true}
+	errShortBody       = &Error{Status: 400, Msg: "request body shorter than its Content-Length", Close: true}
 )
 
 // header is one field of a request, as slices of the connection's buffer.
@@ -93,7 +93,7 @@ func headEnd(b []byte) int {
 var crlfcrlf = []byte("\r\n\r\n")
 
 // parseHead parses a request head (as delimited by headEnd) into r.
-func parseHead(b []byte, r *request) *httpError {
+func parseHead(b []byte, r *request) *Error {
 	*r = request{length: -1, hdrs: r.hdrs}
 	// Skip empty lines before the request line.
 	for len(b) >= 2 && b[0] == '\r' && b[1] == '\n' {
@@ -178,7 +178,7 @@ func parseHead(b []byte, r *request) *httpError {
 }
 
 // parseRequestLine parses "METHOD SP target SP HTTP/1.x".
-func (r *request) parseRequestLine(line []byte) *httpError {
+func (r *request) parseRequestLine(line []byte) *Error {
 	sp := bytes.IndexByte(line, ' ')
 	if sp <= 0 {
 		return errBadRequestLine

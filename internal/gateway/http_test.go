@@ -47,7 +47,7 @@ func TestParseHead(t *testing.T) {
 
 	bad := []struct {
 		name, head string
-		want       *httpError
+		want       *Error
 	}{
 		{"no version", "GET /\r\nHost: a\r\n\r\n", errBadRequestLine},
 		{"HTTP/2", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", errVersion},
@@ -112,7 +112,7 @@ func FuzzParseHead(f *testing.F) {
 		}
 		var r request
 		if err := parseHead(b[:n], &r); err != nil {
-			if err.status < 400 || err.msg == "" {
+			if err.Status < 400 || err.Msg == "" {
 				t.Fatalf("error without a status or message: %+v", err)
 			}
 			return

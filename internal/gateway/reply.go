@@ -6,41 +6,31 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/spry-dev/spry/internal/mono"
 )
 
-// The reply path. A chain's reply is answered on the thread that received
-// it: reply builds the response head and writes head and body with one
-// non-blocking writev straight from the pool buffer, frees the buffer and
-// the request's entry, and marks the connection's request answered. Only
-// when the socket does not take the whole response does a goroutine finish
-// the write. The connection's own goroutine meanwhile waits for the next
-// request (in the netpoller) and is not woken for this one: a locked
-// receive thread that readied it would hold the only free processor in a
-// blocking system call, and the goroutine would wait for the runtime to
-// notice (tens of microseconds, measured by BenchmarkRequest).
+// The HTTP/1.1 reply path. A chain's reply is answered on the thread that
+// received it: Reply builds the response head and writes head and body with
+// one non-blocking writev straight from the pool buffer, marks the
+// connection's request answered, and gives the buffer and the request's
+// entry back (Reply.Done). Only when the socket does not take the whole
+// response does a goroutine finish the write. The connection's own
+// goroutine meanwhile waits for the next request (in the netpoller) and is
+// not woken for this one: a locked receive thread that readied it would
+// hold the only free processor in a blocking system call, and the goroutine
+// would wait for the runtime to notice (tens of microseconds, measured by
+// BenchmarkRequest).
 
-// reply answers the request in entry e (index idx, id reqID) of app a with
-// reply buffer e.buf.
-func (c *conn) reply(a *App, idx uint32, reqID uint64, e *pending) {
-	p := a.pool
-	buf := e.buf
-	oh := p.Header(buf)
-	status := int(oh.Status())
-	if status < 100 || status > 999 {
-		status = 200
+// Reply answers the connection's request out with r (see Replier).
+func (c *conn) Reply(r Reply) {
+	body := r.Body()
+	var extra []byte
+	if e := r.Err(); e != nil && e.Retry {
+		extra = retryAfter
 	}
-	ctype := oh.ContentType()
-	if len(ctype) == 0 || !isFieldValue(ctype) {
-		ctype = octets
-	}
-	body := p.Data(buf)
-	o := c.head(e.ch, e.began, status, ctype, len(body), e.close, nil)
-	if e.head {
+	o := c.head(r.Status(), r.ContentType(), len(body), c.closeAfter, extra)
+	if c.headOnly {
 		body = nil
 	}
-	a.stats.Replies.Add(1)
 	c.wrote = 0
 	if c.raw != nil {
 		c.iov[0].Base, c.iov[0].Len, c.iovN = &o[0], uint64(len(o)), 1
@@ -50,13 +40,19 @@ func (c *conn) reply(a *App, idx uint32, reqID uint64, e *pending) {
 		c.raw.Write(c.writeFn)
 	}
 	if c.wrote == len(o)+len(body) {
-		c.replyDone(a, buf, idx, reqID)
+		// The connection learns first (its next request may be waiting
+		// on it); the buffer and the entry, which it does not use,
+		// follow.
+		c.answered()
+		r.Done()
 		return
 	}
 	// The socket is full (a slow reader, a large body): finish blocking,
 	// off this thread.
 	c.vec = [2][]byte{o, body}
-	go c.writeRest(a, buf, idx, reqID)
+	c.rep = r
+	r.a.bg.Add(1) // App.Close waits for it: it reads the pool buffer
+	go c.writeRest()
 }
 
 // writev writes c.iov with one non-blocking writev(2). RawConn.Write calls
@@ -69,8 +65,9 @@ func (c *conn) writev(fd uintptr) bool {
 	return true
 }
 
-// writeRest writes what the non-blocking write left of c.vec.
-func (c *conn) writeRest(a *App, buf, idx uint32, reqID uint64) {
+// writeRest writes what the non-blocking write left of c.vec, then ends
+// the request.
+func (c *conn) writeRest() {
 	w := c.wrote
 	for i := range c.vec {
 		k := min(w, len(c.vec[i]))
@@ -82,39 +79,8 @@ func (c *conn) writeRest(a *App, buf, idx uint32, reqID uint64) {
 	if _, err := c.bufs.WriteTo(c.nc); err != nil {
 		c.nc.Close() // the client is gone or stuck: the connection is done
 	}
-	c.replyDone(a, buf, idx, reqID)
-}
-
-// replyDone ends a request whose response is written. The connection
-// learns first (its next request may be waiting on it); the buffer and the
-// entry, which it does not use, follow.
-func (c *conn) replyDone(a *App, buf, idx uint32, reqID uint64) {
+	r := c.rep
+	defer r.a.bg.Done()
 	c.answered()
-	a.pool.Free(buf)
-	a.release(idx, reqID)
-}
-
-// expire runs when the deadline timer of the request out fires: unless the
-// reply is being answered, the client gets 504. The request's entry stays
-// taken, and its buffer out, until the chain gives the buffer back.
-func (c *conn) expire() {
-	c.flMu.Lock()
-	f := c.fl
-	c.flMu.Unlock()
-	if f.a == nil || mono.Now() < f.deadline {
-		return // a stale firing, for a request answered since
-	}
-	if !f.a.abandon(f.idx, f.reqID) {
-		return // answered, or being answered
-	}
-	f.a.stats.Timeouts.Add(1)
-	c.msg = append(append(append(c.msg[:0], "spry: chain "...), f.ch.Name...), " did not answer in time\n"...)
-	o := c.head(f.ch, f.began, 504, textPlain, len(c.msg), f.close, nil)
-	c.vec = [2][]byte{o, c.msg}
-	c.bufs = c.vec[:]
-	c.nc.SetWriteDeadline(time.Now().Add(c.g.header))
-	if _, err := c.bufs.WriteTo(c.nc); err != nil {
-		c.nc.Close()
-	}
-	c.answered()
+	r.Done()
 }

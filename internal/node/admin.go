@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"os"
@@ -81,7 +82,14 @@ type FunctionStatus struct {
 	Source      string           `json:"source"`
 	Concurrency int              `json:"concurrency"`
 	Scale       ScaleStatus      `json:"scale"`
+	Limits      *LimitsStatus    `json:"limits,omitempty"`
 	Instances   []InstanceStatus `json:"instances"`
+}
+
+// LimitsStatus are the kernel's limits on each instance of a function.
+type LimitsStatus struct {
+	MemoryBytes uint64  `json:"memoryBytes,omitempty"`
+	CPU         float64 `json:"cpu,omitempty"`
 }
 
 // ChainStatus is one chain.
@@ -107,7 +115,7 @@ func (n *Node) Status() Status {
 	} else if n.bpfErr != nil {
 		s.Node.EBPF.Reason = n.bpfErr.Error()
 	}
-	for _, a := range n.apps {
+	for _, a := range n.serving() {
 		p := a.pool
 		st := a.gw.Stats()
 		as := AppStatus{
@@ -127,6 +135,9 @@ func (n *Node) Status() Status {
 		}
 		for _, f := range a.fns {
 			fs := FunctionStatus{Name: f.cfg.Name, Kind: f.cfg.Kind.String(), Source: source(f.cfg), Concurrency: f.cfg.Concurrency}
+			if l := f.cfg.Limits; l != (config.FnLimits{}) {
+				fs.Limits = &LimitsStatus{MemoryBytes: l.Memory, CPU: l.CPU}
+			}
 			if sc := f.scaler(); sc != nil {
 				fs.Scale = sc.status()
 			}
@@ -160,6 +171,12 @@ func source(f *config.Function) string {
 		return f.Go
 	case config.Exec:
 		return f.Exec[0]
+	case config.Python:
+		return f.Python
+	case config.HTTP:
+		return f.HTTP[0]
+	case config.Lambda:
+		return f.Lambda[0]
 	}
 	return ""
 }
@@ -167,6 +184,7 @@ func source(f *config.Function) string {
 // adminHandler serves the admin API:
 //
 //	GET /v1/status   the node, its apps, functions, instances and chains
+//	GET /v1/logs     a function's recent output, and more as it comes (logs.go)
 //	GET /metrics     Prometheus metrics: chains, functions, pools, the daemon
 //	GET /healthz     200 while the node runs
 func (n *Node) adminHandler() http.Handler {
@@ -180,6 +198,23 @@ func (n *Node) adminHandler() http.Handler {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(n.Status())
+	})
+	mux.HandleFunc("GET /v1/logs", n.serveLogs)
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		res, err := n.Reload(r.Context())
+		if err != nil {
+			n.log.Error("reload failed; the running config stays", "err", err)
+			code := http.StatusUnprocessableEntity
+			if errors.Is(err, ErrNoReload) {
+				code = http.StatusNotImplemented
+			}
+			w.WriteHeader(code)
+			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		n.log.Info("reloaded", "apps", res.String(), "took", res.Took)
+		json.NewEncoder(w).Encode(res)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/spry-dev/spry/internal/gateway"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
+	rt "github.com/spry-dev/spry/internal/runtime"
 	"github.com/spry-dev/spry/internal/transport"
 )
 
@@ -30,10 +32,20 @@ type app struct {
 	fab       transport.Fabric
 	gwConn    transport.Conn
 	gw        *gateway.App
+	gwChains  []*gateway.Chain
 	dir       string // the app's endpoint directory
+	secrets   string // the directory of its secrets ("" when none)
+	appID     uint32 // tells it apart from every other app (and generation) of the node
 	uid, gid  int    // -1: the node's own
+	lease     *uidLease
 	fns       []*function
 	gwDone    chan struct{}
+	pollers   int
+	// fingerprint identifies what the app runs (its config and its
+	// programs): a reload replaces the app only when it changed.
+	fingerprint string
+	stopWatch   context.CancelFunc
+	watching    sync.WaitGroup
 
 	mu   sync.Mutex
 	byID map[uint16]*instance // live instances by endpoint id
@@ -42,11 +54,12 @@ type app struct {
 // function is one function of an app and its instance slots: as many as
 // its scale.max, of which the first want run.
 type function struct {
-	a     *app
-	cfg   *config.Function
-	argv  []string // program and arguments
-	base  uint32   // first pool slot
-	insts []*instance
+	a       *app
+	cfg     *config.Function
+	cmd     rt.Command // how its instances start
+	workDir string     // the instances' working directory
+	base    uint32     // first pool slot
+	insts   []*instance
 
 	mu   sync.Mutex
 	want int
@@ -113,16 +126,25 @@ func (f *function) wanted() int {
 	return f.want
 }
 
-func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]string) (a *app, err error) {
+// newApp creates app ac: its pool, transport, endpoint directory and
+// gateway side, with no instance running yet. A reload that replaces app
+// prev passes it: the new app takes over its uid (the same security
+// domain), and the two run side by side until prev has drained.
+func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev *app) (a *app, err error) {
 	a = &app{n: n, cfg: ac, uid: -1, gid: -1, byID: map[uint16]*instance{}, gwDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			a.close()
 		}
 	}()
+	a.fingerprint = fingerprint(ac, cmds)
 	if n.uids {
-		a.uid = n.cfg.AppUIDs.First + index
-		a.gid = a.uid
+		if prev != nil && prev.lease != nil {
+			a.lease = prev.lease.share()
+		} else if a.lease, err = n.uidLeases.take(n.cfg.AppUIDs); err != nil {
+			return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+		}
+		a.uid, a.gid = a.lease.uid, a.lease.uid
 	}
 	a.transport = ac.Transport
 	if n.cfg.Transport != "" {
@@ -131,6 +153,11 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 	name, why, err := transport.Resolve(a.transport, n.canBPF)
 	if err != nil {
 		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+	}
+	for _, f := range ac.Functions {
+		if err := f.CheckTransport(name); err != nil {
+			return nil, fmt.Errorf("%s:%d: app %s: %w", ac.File, f.Line, ac.Name, err)
+		}
 	}
 	if a.transport == config.TransportAuto || a.transport == "" {
 		n.log.Info("transport auto: "+name, "app", ac.Name, "reason", why)
@@ -151,6 +178,7 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 	// starts while its predecessor's endpoint is still being removed.
 	eps, ringBytes := transport.PoolLayout(name, uint32(slots+1+slots/4+4))
 	if p := transport.Pollers(name, slots+1); p > 0 {
+		a.pollers = p
 		n.pollers += p
 		if n.pollers > runtime.NumCPU() {
 			n.log.Warn("more busy-polling receivers than cores: they will share cores and slow each other down",
@@ -172,7 +200,16 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 	// The routing table: each function's slots, each chain's steps.
 	base := uint32(0)
 	for _, fc := range ac.Functions {
-		f := &function{a: a, cfg: fc, argv: exes[fc], base: base}
+		f := &function{a: a, cfg: fc, cmd: cmds[fc], base: base, workDir: fc.WorkDir}
+		if a.uid >= 0 && !reachable(f.workDir, a.uid, a.gid) {
+			if fc.WorkDirSet {
+				return nil, fmt.Errorf("%s:%d: functions.%s.workDir: %s is not reachable by the app's uid %d (a directory on the way is closed to it)",
+					ac.File, fc.Line, fc.Name, fc.WorkDir, a.uid)
+			}
+			n.log.Warn("the function's directory is closed to the app's uid: its instances start in / (make the directory reachable, or set workDir:)",
+				"app", ac.Name, "function", fc.Name, "dir", fc.WorkDir, "uid", a.uid)
+			f.workDir = "/"
+		}
 		if err := a.pool.SetFunction(uint32(fc.Index), base, uint32(fc.Scale.Max)); err != nil {
 			return nil, fmt.Errorf("app %s: function %s: %w", ac.Name, fc.Name, err)
 		}
@@ -193,7 +230,13 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 	}
 
 	// The app's endpoint directory: reachable by its instances only.
+	n.appIDs++
+	appID := n.appIDs
+	a.appID = appID
 	a.dir = filepath.Join(n.runDir, "apps", ac.Name)
+	if prev != nil {
+		a.dir += "." + strconv.Itoa(int(appID)) // beside prev's, which is still in use
+	}
 	if err := os.Mkdir(filepath.Dir(a.dir), 0o755); err != nil && !os.IsExist(err) {
 		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
 	}
@@ -206,7 +249,10 @@ func newApp(n *Node, ac *config.App, index int, exes map[*config.Function][]stri
 			return nil, fmt.Errorf("app %s: %w", ac.Name, err)
 		}
 	}
-	o := transport.Options{App: ac.Name, Dir: a.dir, UID: a.uid, GID: a.gid, Pool: a.pool, AppID: uint32(index + 1)}
+	if err := a.writeSecrets(appID); err != nil {
+		return nil, fmt.Errorf("app %s: secrets: %w", ac.Name, err)
+	}
+	o := transport.Options{App: ac.Name, Dir: a.dir, UID: a.uid, GID: a.gid, Pool: a.pool, AppID: appID}
 	if name == config.TransportSKMsg {
 		o.BPF = n.bpf
 	}
@@ -247,8 +293,12 @@ func dupFile(fd int, name string) (*os.File, error) {
 	return os.NewFile(uintptr(nfd), name), nil
 }
 
-// chains returns the gateway's view of the app's chains.
+// chains returns the gateway's view of the app's chains, made once: an
+// app a reload keeps keeps its chains' counters.
 func (a *app) chains() []*gateway.Chain {
+	if a.gwChains != nil {
+		return a.gwChains
+	}
 	var out []*gateway.Chain
 	for _, cc := range a.cfg.Chains {
 		first := a.cfg.Functions[cc.Steps[0]]
@@ -258,6 +308,7 @@ func (a *app) chains() []*gateway.Chain {
 			Methods: cc.Methods, Headers: cc.Headers, Timeout: cc.Timeout,
 		})
 	}
+	a.gwChains = out
 	return out
 }
 
@@ -322,13 +373,13 @@ func (a *app) unregister(id uint16) {
 	a.mu.Unlock()
 }
 
-func (a *app) live(id uint32) bool {
-	if id == uint32(a.gw.ID()) || id == pool.OwnerDaemon || id == pool.OwnerFree {
+func (a *app) live(id uint16) bool {
+	if id == a.gw.ID() || id == pool.OwnerDaemon || id == pool.OwnerFree {
 		return true
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.byID[uint16(id)] != nil
+	return a.byID[id] != nil
 }
 
 // watch looks after the app's instances until ctx ends: every tick it
@@ -342,7 +393,7 @@ func (a *app) watch(ctx context.Context) {
 	const tick = 100 * time.Millisecond
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	suspects := map[uint32]int{} // owner → sweeps it was seen dead
+	sw := &sweeper{suspects: map[uint16]int{}, stuck: map[uint32]uint64{}}
 	for i := 1; ; i++ {
 		select {
 		case <-ctx.Done():
@@ -370,40 +421,104 @@ func (a *app) watch(ctx context.Context) {
 			}
 		}
 		if i%5 == 0 {
-			a.sweep(suspects)
+			a.sweep(sw)
 		}
 	}
 }
 
-// sweep reclaims buffers whose owner has been dead for two sweeps in a row.
-func (a *app) sweep(suspects map[uint32]int) {
-	seen := map[uint32]bool{}
+// sweeper is the state the watcher's sweeps keep between them.
+type sweeper struct {
+	suspects map[uint16]int    // endpoint → sweeps it was seen dead holding a buffer
+	stuck    map[uint32]uint64 // buffer → ownership word seen in transit past its deadline
+}
+
+// stuckGrace is how long past its request's deadline a buffer may stay in
+// transit before the sweep takes it back.
+const stuckGrace = time.Second
+
+// sweep takes back what the app's processes lost:
+//   - buffers held by, or in transit from or to, an endpoint that has been
+//     dead for two sweeps in a row (a descriptor a transport lost with its
+//     dead destination; an instance that died before its supervisor
+//     noticed);
+//   - buffers in transit between live endpoints for longer than their
+//     request's deadline plus stuckGrace, unchanged over two sweeps: a
+//     descriptor lost or torn in a transport, or scribbled over by a
+//     process of the app (the transfer never completes, and the word says
+//     so; the receiver's Accept of a late descriptor then fails);
+//   - with nothing in flight, buffers neither on the free list nor held
+//     (a process died between taking one and recording itself its
+//     holder), and a free list a process of the app broke: rebuilt.
+//
+// It also writes the daemon's routing table over the instances' copy.
+func (a *app) sweep(sw *sweeper) {
+	a.pool.RepairRoute()
+	seen := map[uint16]bool{}
+	now := mono.Now()
 	for i := range a.pool.Buffers() {
-		o := a.pool.Header(i).Owner()
-		if !a.live(o) {
-			seen[o] = true
+		h := a.pool.Header(i)
+		o := h.Own()
+		if o.Holder == pool.OwnerFree {
+			continue
+		}
+		if !a.live(o.Holder) {
+			seen[o.Holder] = true
+		}
+		if o.Transit == 0 {
+			delete(sw.stuck, i)
+			continue
+		}
+		if !a.live(o.Transit) {
+			seen[o.Transit] = true
+			continue
+		}
+		if dl := h.Deadline(); dl == 0 || now < dl+int64(stuckGrace) {
+			continue
+		}
+		w := uint64(o.Gen) | uint64(o.Holder)<<32 | uint64(o.Transit)<<48
+		if prev, ok := sw.stuck[i]; !ok || prev != w {
+			sw.stuck[i] = w
+			continue
+		}
+		delete(sw.stuck, i)
+		if a.pool.Seize(i, o) {
+			a.n.log.Warn("took back a buffer stuck in transit", "app", a.cfg.Name, "from", o.Holder, "to", o.Transit)
+			a.salvage(i, fmt.Sprintf("spry: app %s: request lost between endpoints %d and %d", a.cfg.Name, o.Holder, o.Transit))
 		}
 	}
-	for o := range suspects {
+	for o := range sw.suspects {
 		if !seen[o] {
-			delete(suspects, o)
+			delete(sw.suspects, o)
 		}
 	}
 	for o := range seen {
-		suspects[o]++
-		if suspects[o] < 2 {
+		sw.suspects[o]++
+		if sw.suspects[o] < 2 {
 			continue
 		}
-		delete(suspects, o)
+		delete(sw.suspects, o)
 		msg := fmt.Sprintf("spry: app %s: request lost with endpoint %d", a.cfg.Name, o)
-		if k := a.pool.Reclaim(uint16(o), func(buf uint32) { a.salvage(buf, msg) }); k > 0 {
+		if k := a.pool.Reclaim(o, func(buf uint32) { a.salvage(buf, msg) }); k > 0 {
 			a.n.log.Warn("reclaimed buffers of a vanished endpoint", "app", a.cfg.Name, "endpoint", o, "buffers", k)
 		}
 	}
+	if a.pool.FreeBuffers() == int(a.pool.Buffers()) && a.pool.Audit() {
+		return
+	}
+	a.gw.Quiesce(func() {
+		if a.pool.Audit() && len(a.pool.Orphans(a.live)) == 0 {
+			return
+		}
+		n := a.pool.Rebuild(func(o pool.Own) bool { return o.Holder != pool.OwnerDaemon && a.live(o.Holder) })
+		a.n.log.Warn("rebuilt the pool's free list", "app", a.cfg.Name, "free", n, "buffers", a.pool.Buffers())
+	})
 }
 
 // close releases what the app holds. Instances must be stopped.
 func (a *app) close() {
+	if a.gw != nil {
+		a.gw.Close() // its redispatches and partial writes end before the pool goes
+	}
 	if a.gwConn != nil {
 		a.gwConn.Close()
 		<-a.gwDone
@@ -421,55 +536,79 @@ func (a *app) close() {
 	if a.dir != "" {
 		os.RemoveAll(a.dir)
 	}
+	if a.secrets != "" {
+		os.RemoveAll(a.secrets)
+	}
+	for _, f := range a.fns {
+		for _, in := range f.insts {
+			if in.group != nil {
+				in.group.remove()
+			}
+		}
+	}
+	a.n.pollers -= a.pollers
+	a.pollers = 0
+	if a.lease != nil {
+		a.lease.release()
+		a.lease = nil
+	}
 }
 
-// executables resolves every function's program: builtins run the spry
-// executable, go: functions are built (or found in the cache), exec:
-// functions run as given. When instances run under other uids, the spry
-// executable and the builds are staged in the node's bin directory, which
-// those uids can reach.
-func (n *Node) executables(ctx context.Context) (map[*config.Function][]string, error) {
-	out := map[*config.Function][]string{}
-	staged := map[string]string{}
+// executables resolves how every function's instances start (see
+// internal/runtime): builtins and adapters run the spry executable, go:
+// functions are built (or found in the cache), python: functions run the
+// interpreter on the Python SDK the node stages, exec: functions run as
+// given. When instances run under other uids, the spry executable and the
+// builds are staged in the node's bin directory, which those uids can
+// reach.
+func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config.Function]rt.Command, error) {
+	out := map[*config.Function]rt.Command{}
+	if n.staged == nil {
+		n.staged = map[string]string{}
+	}
 	stage := func(path string) (string, error) {
 		if n.binDir == "" {
 			return path, nil
 		}
-		if s, ok := staged[path]; ok {
+		// A build's path names its content (the cache key), and the
+		// spry executable does not change under a running node: a path
+		// staged once is staged for good.
+		if s, ok := n.staged[path]; ok {
 			return s, nil
 		}
-		dst := filepath.Join(n.binDir, fmt.Sprintf("%d-%s", len(staged), filepath.Base(path)))
+		dst := filepath.Join(n.binDir, fmt.Sprintf("%d-%s", len(n.staged), filepath.Base(path)))
 		if err := copyFile(path, dst, 0o755); err != nil {
 			return "", fmt.Errorf("stage %s: %w", path, err)
 		}
-		staged[path] = dst
+		n.staged[path] = dst
 		return dst, nil
 	}
-	for _, a := range n.cfg.Apps {
+	for _, a := range apps {
 		for _, f := range a.Functions {
+			p := rt.Prepared{Ready: n.cfg.ReadyTimeout}
+			var err error
 			switch f.Kind {
-			case config.Builtin:
-				exe, err := stage(n.cfg.Exe)
-				if err != nil {
-					return nil, err
-				}
-				out[f] = []string{exe, "fn", f.Builtin}
+			case config.Builtin, config.HTTP, config.Lambda:
+				p.Exe, err = stage(n.cfg.Exe)
 			case config.Go:
 				began := time.Now()
-				bin, err := buildGo(ctx, filepath.Join(n.cfg.CacheDir, "build"), f.Go, a.Dir)
-				if err != nil {
-					return nil, fmt.Errorf("%s:%d: functions.%s: %w", a.File, f.Line, f.Name, err)
+				bin, berr := buildGo(ctx, filepath.Join(n.cfg.CacheDir, "build"), f.Go, a.Dir)
+				if berr != nil {
+					return nil, fmt.Errorf("%s:%d: functions.%s: %w", a.File, f.Line, f.Name, berr)
 				}
 				n.log.Info("function built", "app", a.Name, "function", f.Name, "package", f.Go, "took", time.Since(began).Round(time.Millisecond))
-				if bin, err = stage(bin); err != nil {
-					return nil, err
-				}
-				out[f] = []string{bin}
-			case config.Exec:
-				out[f] = append([]string(nil), f.Exec...)
-			default:
-				return nil, fmt.Errorf("%s:%d: functions.%s: unknown kind %v", a.File, f.Line, f.Name, f.Kind)
+				p.Program, err = stage(bin)
+			case config.Python:
+				p.Python, p.PythonSDK, err = n.python(ctx, a, f)
 			}
+			if err != nil {
+				return nil, err
+			}
+			cmd, err := rt.Launch(f, a, p)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: functions.%s: %w", a.File, f.Line, f.Name, err)
+			}
+			out[f] = cmd
 		}
 	}
 	return out, nil
@@ -493,4 +632,42 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return os.Chmod(dst, mode)
+}
+
+// writeSecrets puts the app's secrets where its instances, and no other
+// app's, can read them: one file per secret (mode 0400) in a directory
+// (0500), both owned by the app's uid, under the node's runtime directory
+// (a tmpfs in /run as root: never on disk). The parent directory lets
+// every uid pass (0711) but list nothing.
+func (a *app) writeSecrets(appID uint32) error {
+	if len(a.cfg.Secrets) == 0 {
+		return nil
+	}
+	parent := filepath.Join(a.n.runDir, "secrets")
+	if err := os.Mkdir(parent, 0o711); err != nil && !os.IsExist(err) {
+		return err
+	}
+	os.Chmod(parent, 0o711)
+	dir := filepath.Join(parent, a.cfg.Name+"."+strconv.Itoa(int(appID)))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	a.secrets = dir
+	for _, s := range a.cfg.Secrets {
+		p := filepath.Join(dir, s.Name)
+		if err := os.WriteFile(p, s.Value, 0o400); err != nil {
+			return err
+		}
+		if a.uid >= 0 {
+			if err := os.Chown(p, a.uid, a.gid); err != nil {
+				return err
+			}
+		}
+	}
+	if a.uid >= 0 {
+		if err := os.Chown(dir, a.uid, a.gid); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(dir, 0o500)
 }

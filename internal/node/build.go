@@ -6,13 +6,41 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/spry-dev/spry/internal/config"
 )
+
+// Build builds every go: function of apps as a node would (into cacheDir,
+// "" for the default) and returns every failure, one per line, with the
+// file and line of the function: what `spry up --check` runs, so a
+// function that does not compile is not called valid.
+func Build(ctx context.Context, apps []*config.App, cacheDir string) error {
+	if cacheDir == "" {
+		cacheDir = defaultCacheDir()
+	}
+	var msgs []string
+	for _, a := range apps {
+		for _, f := range a.Functions {
+			if f.Kind != config.Go {
+				continue
+			}
+			if _, err := buildGo(ctx, filepath.Join(cacheDir, "build"), f.Go, a.Dir); err != nil {
+				msgs = append(msgs, fmt.Sprintf("%s:%d: functions.%s: %v", a.File, f.Line, f.Name, err))
+			}
+		}
+	}
+	if len(msgs) > 0 {
+		return errors.New(strings.Join(msgs, "\n"))
+	}
+	return nil
+}
 
 // buildGo builds the Go package pkg (an absolute directory or an import
 // path, built from the module of workDir) into the cache and returns the

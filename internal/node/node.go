@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -23,7 +24,10 @@ import (
 
 // Config configures a node.
 type Config struct {
-	Apps      []*config.App
+	Apps []*config.App
+	// Load reads the config again, for Reload (spry reload, SIGHUP,
+	// --watch). nil: the node cannot reload.
+	Load      func() ([]*config.App, error)
 	Listen    string // gateway address (default ":8080")
 	Admin     string // admin API address (default "127.0.0.1:8081")
 	Transport string // when set, overrides every app's transport
@@ -76,13 +80,7 @@ func (c *Config) fill() error {
 		}
 	}
 	if c.CacheDir == "" {
-		if root {
-			c.CacheDir = "/var/cache/spry"
-		} else if d, err := os.UserCacheDir(); err == nil {
-			c.CacheDir = filepath.Join(d, "spry")
-		} else {
-			c.CacheDir = filepath.Join(os.TempDir(), "spry-cache-"+strconv.Itoa(os.Getuid()))
-		}
+		c.CacheDir = defaultCacheDir()
 	}
 	if c.Exe == "" {
 		exe, err := os.Executable()
@@ -109,40 +107,66 @@ func (c *Config) fill() error {
 // Node is one running spry node: its apps, their instances, the gateway
 // and the admin API.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	ids     ids
-	apps    []*app
-	gw      *gateway.Gateway
-	httpLn  net.Listener
-	adminLn net.Listener
-	admin   *http.Server
-	spawn   *spawner
-	bpf     *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
-	bpfErr  error        // why eBPF is not available
-	bpfOnce sync.Once
-	pollers int    // busy-polling receivers of all apps
-	runDir  string // this node's own directory under RuntimeDir
-	binDir  string // executables staged for other uids ("" when not switching)
-	uids    bool   // instances run under per-app uids
-	started time.Time
-	outMu   sync.Mutex
-	supCtx  context.Context    // the supervisors' context
-	stop    context.CancelFunc // stops the supervisors
-	sup     sync.WaitGroup     // supervisors
-	failed  chan error         // the gateway or admin server stopped on its own
-	closed  sync.Once
+	cfg       Config
+	log       *slog.Logger
+	ids       ids
+	appsMu    sync.Mutex
+	apps      []*app // the apps serving now
+	retired   []*app // apps a reload replaced or removed, until they drained
+	reload    sync.Mutex
+	appIDs    uint32 // the last app id handed out (the kernel tells apps apart by it)
+	staged    map[string]string
+	uidLeases uidLeases
+	gw        *gateway.Gateway
+	httpLn    net.Listener
+	adminLn   net.Listener
+	admin     *http.Server
+	spawn     *spawner
+	bpf       *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
+	bpfErr    error        // why eBPF is not available
+	bpfOnce   sync.Once
+	cg        *cgroups // the node's cgroups, made for the first function with limits
+	cgErr     error
+	cgOnce    sync.Once
+	pollers   int    // busy-polling receivers of all apps
+	runDir    string // this node's own directory under RuntimeDir
+	binDir    string // executables staged for other uids ("" when not switching)
+	uids      bool   // instances run under per-app uids
+	started   time.Time
+	outMu     sync.Mutex
+	logsMu    sync.Mutex
+	logs      map[[2]string]*logBook // app, function → its instances' recent output
+	pyOnce    sync.Once              // the Python SDK, staged for python: functions
+	pyDir     string
+	pyErr     error
+	supCtx    context.Context    // the supervisors' context
+	stop      context.CancelFunc // stops the supervisors
+	sup       sync.WaitGroup     // supervisors
+	failed    chan error         // the gateway or admin server stopped on its own
+	closed    sync.Once
 }
 
-// Start brings a node up: it builds go: functions, creates each app's pool
-// and transport, starts every instance and waits until all have announced
-// themselves, then serves HTTP and the admin API. On error everything it
-// started is stopped again.
+// Start brings a node up: it takes its listening addresses first (a busy
+// port fails at once, before anything is built), builds go: functions,
+// creates each app's pool and transport, starts every instance and waits
+// until all have announced themselves, then serves HTTP and the admin API.
+// On error everything it started is stopped again.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Log, started: time.Now(), failed: make(chan error, 2)}
+	defer func() {
+		if err != nil {
+			n.Shutdown(context.Background())
+		}
+	}()
+	if n.httpLn, err = listen("gateway", "--listen", cfg.Listen); err != nil {
+		return nil, err
+	}
+	if n.adminLn, err = listen("admin API", "--admin", cfg.Admin); err != nil {
+		return nil, err
+	}
 	// Each app's gateway receive loop is a locked thread that sleeps in a
 	// blocking system call, and keeps its processor meanwhile (the runtime
 	// takes it back only after up to 10 ms when nothing else seems to
@@ -161,19 +185,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.spawn = newSpawner()
 	n.supCtx, n.stop = context.WithCancel(context.Background())
-	defer func() {
-		if err != nil {
-			n.Shutdown(context.Background())
-		}
-	}()
 
-	exes, err := n.executables(ctx)
+	exes, err := n.executables(ctx, cfg.Apps)
 	if err != nil {
 		return nil, err
 	}
 	var chains []*gateway.Chain
-	for i, ac := range cfg.Apps {
-		a, err := newApp(n, ac, i, exes)
+	for _, ac := range cfg.Apps {
+		a, err := newApp(n, ac, exes, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -184,54 +203,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.httpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("node: gateway: %w", err)
-	}
-	if n.adminLn, err = net.Listen("tcp", cfg.Admin); err != nil {
-		return nil, fmt.Errorf("node: admin API: %w", err)
-	}
-
-	// Every instance, then wait for all of them to be ready.
-	var first []chan error
-	for _, a := range n.apps {
-		for _, f := range a.fns {
-			f.setWant(f.cfg.Instances, func() chan<- error {
-				ch := make(chan error, 1)
-				first = append(first, ch)
-				return ch
-			})
-		}
-	}
-	for _, ch := range first {
-		select {
-		case err := <-ch:
-			if err != nil {
-				return nil, err
-			}
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	// The control loops, told how long the first instances took to start.
-	for _, a := range n.apps {
-		for _, f := range a.fns {
-			var coldStart time.Duration
-			for _, in := range f.insts {
-				coldStart = max(coldStart, in.status().startDuration())
-			}
-			sc, err := newScaler(f, coldStart)
-			if err != nil {
-				return nil, fmt.Errorf("app %s: %w", a.cfg.Name, err)
-			}
-			f.mu.Lock()
-			f.sc = sc
-			f.mu.Unlock()
-		}
-		n.sup.Add(1)
-		go func() {
-			defer n.sup.Done()
-			a.watch(n.supCtx)
-		}()
+	if err := n.launch(ctx, n.apps); err != nil {
+		return nil, err
 	}
 
 	go func() {
@@ -246,6 +219,77 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	return n, nil
+}
+
+// ErrAddrInUse is returned by Start when an address it must listen on is
+// taken (by another spry node, for instance).
+var ErrAddrInUse = errors.New("address already in use")
+
+type addrInUse string
+
+func (e addrInUse) Error() string        { return string(e) }
+func (e addrInUse) Is(target error) bool { return target == ErrAddrInUse }
+
+// listen listens on addr for what, naming the flag that sets it in the
+// error.
+func listen(what, flag, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, addrInUse(fmt.Sprintf("node: %s: %s is already in use (another spry up? %s picks another address)", what, addr, flag))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: %s: %w", what, err)
+	}
+	return ln, nil
+}
+
+// launch starts every instance of apps, waits until all are ready, then
+// starts each app's control loops, told how long the first instances took
+// to start.
+func (n *Node) launch(ctx context.Context, apps []*app) error {
+	var first []chan error
+	for _, a := range apps {
+		for _, f := range a.fns {
+			f.setWant(f.cfg.Instances, func() chan<- error {
+				ch := make(chan error, 1)
+				first = append(first, ch)
+				return ch
+			})
+		}
+	}
+	for _, ch := range first {
+		select {
+		case err := <-ch:
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for _, a := range apps {
+		for _, f := range a.fns {
+			var coldStart time.Duration
+			for _, in := range f.insts {
+				coldStart = max(coldStart, in.status().startDuration())
+			}
+			sc, err := newScaler(f, coldStart)
+			if err != nil {
+				return fmt.Errorf("app %s: %w", a.cfg.Name, err)
+			}
+			f.mu.Lock()
+			f.sc = sc
+			f.mu.Unlock()
+		}
+		ctx, cancel := context.WithCancel(n.supCtx)
+		a.stopWatch = cancel
+		a.watching.Add(1)
+		go func() {
+			defer a.watching.Done()
+			a.watch(ctx)
+		}()
+	}
+	return nil
 }
 
 // Addr returns the gateway's address.
@@ -280,8 +324,16 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			n.stop()
 		}
 		n.sup.Wait()
-		for _, a := range n.apps {
+		n.appsMu.Lock()
+		for _, a := range append(n.apps, n.retired...) {
+			a.watching.Wait()
 			a.close()
+		}
+		n.apps, n.retired = nil, nil
+		n.appsMu.Unlock()
+		n.uidLeases.closeAll()
+		if n.cg != nil {
+			n.cg.close()
 		}
 		if n.spawn != nil {
 			n.spawn.close()
@@ -306,6 +358,22 @@ func (n *Node) canBPF() error {
 		}
 	})
 	return n.bpfErr
+}
+
+// cgroups makes the node's cgroups the first time a function with limits
+// asks for them, and reports whether that worked.
+func (n *Node) cgroups() (*cgroups, error) {
+	n.cgOnce.Do(func() {
+		n.cg, n.cgErr = newCgroups()
+		if n.cgErr == nil {
+			v := "v1"
+			if n.cg.v2 {
+				v = "v2"
+			}
+			n.log.Info("cgroups ready for function limits", "version", v, "memory", n.cg.mem, "cpu", n.cg.cpu)
+		}
+	})
+	return n.cg, n.cgErr
 }
 
 // makeRunDir creates this node's runtime directory, RuntimeDir/<pid>,
@@ -388,4 +456,21 @@ func (s *spawner) run(start func() error) error {
 func (s *spawner) close() {
 	close(s.reqs)
 	<-s.done
+}
+
+// serving returns the apps the node serves now.
+func (n *Node) serving() []*app {
+	n.appsMu.Lock()
+	defer n.appsMu.Unlock()
+	return slices.Clone(n.apps)
+}
+
+func defaultCacheDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/cache/spry"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "spry")
+	}
+	return filepath.Join(os.TempDir(), "spry-cache-"+strconv.Itoa(os.Getuid()))
 }

@@ -233,7 +233,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		}
 		if m == 0 || due.UnixNano() < m || done.After(endAt) {
 			if err != nil && w.firstErr == "" && m != 0 {
-				w.firstErr = fmt.Sprintf("%s: %v", r.Name, err)
+				w.firstErr = describeErr(r.Name, err)
 			}
 			return
 		}
@@ -245,7 +245,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		if err != nil {
 			w.errs++
 			if w.firstErr == "" {
-				w.firstErr = fmt.Sprintf("%s: %v", r.Name, err)
+				w.firstErr = describeErr(r.Name, err)
 			}
 			return
 		}
@@ -410,4 +410,13 @@ func Millis(h *hdrhistogram.Histogram, q float64) float64 {
 		return math.NaN()
 	}
 	return float64(h.ValueAtQuantile(q)) / 1e6
+}
+
+// describeErr is a failed request's error for a report, prefixed with the
+// request's name when it has one.
+func describeErr(name string, err error) string {
+	if name == "" {
+		return err.Error()
+	}
+	return name + ": " + err.Error()
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -37,7 +38,7 @@ type ControllerConfig struct {
 	// Placement chooses the placement strategy.
 	Placement control.PlacementConfig
 	// DefaultDemand is what one instance holds when its function says
-	// nothing (resources: in spry.yaml). Default 250m CPU, 128 MiB.
+	// nothing (limits: in spry.yaml). Default 250m CPU, 128 MiB.
 	DefaultDemand control.Resources
 	// Builtins validates builtin function names (nil accepts all).
 	Builtins func(string) bool
@@ -329,12 +330,14 @@ func (ctl *Controller) syncApp(key string, a *SpryApp) {
 }
 
 func (ctl *Controller) demand(f *config.Function) control.Resources {
+	// An instance may use up to its limits (limits: in spry.yaml, enforced
+	// by a cgroup per instance): that is what placement reserves for it.
 	d := ctl.cfg.DefaultDemand
-	if f.Resources.CPUMillis > 0 {
-		d[control.CPU] = f.Resources.CPUMillis
+	if f.Limits.CPU > 0 {
+		d[control.CPU] = int64(math.Ceil(f.Limits.CPU * 1000))
 	}
-	if f.Resources.MemoryBytes > 0 {
-		d[control.Memory] = f.Resources.MemoryBytes
+	if f.Limits.Memory > 0 {
+		d[control.Memory] = int64(f.Limits.Memory)
 	}
 	return d
 }

@@ -28,8 +28,8 @@ import (
 const chainApp = `
 app: shop
 functions:
-  front: {builtin: upper, instances: 2, resources: {cpu: 500m, memory: 256MiB}}
-  back:  {builtin: echo,  instances: 2, resources: {cpu: 500m, memory: 256MiB}}
+  front: {builtin: upper, instances: 2, limits: {cpu: 0.5, memory: 256MiB}}
+  back:  {builtin: echo,  instances: 2, limits: {cpu: 0.5, memory: 256MiB}}
 chains:
   buy: {route: /buy, steps: [front, back]}
 `

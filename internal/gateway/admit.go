@@ -1,0 +1,394 @@
+package gateway
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/mono"
+	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/transport"
+)
+
+// The admission path. Every protocol ends here: an adapter (HTTP/1.1 in
+// conn.go, HTTP/2 and gRPC, MQTT, CloudEvents, stored async invocations,
+// hops from other nodes) turns what it received into a Request and calls
+// Gateway.Admit, or Begin and Admission.Send when the body arrives in
+// pieces the adapter pushes. The path is, in order:
+//
+//	route lookup (404) → method check (405) → length check (413)
+//	→ an entry of the app's in-flight table (429) → a pool buffer (503)
+//	→ request metadata into the buffer header (431)
+//	→ the body into the buffer (Body.ReadBody, or the adapter's pushes)
+//	→ the deadline armed → the descriptor to the first step
+//	   (no ready instance: retried in the background until the deadline, 503)
+//	→ one Reply to the request's Replier: the chain's reply, 504 past the
+//	   deadline, 502 when an instance died holding it
+//
+// A refused request gets an *Error (status and message) back from Admit or
+// Begin and nothing of it is left in the gateway; an admitted one gets
+// exactly one call of its Replier, and holds its entry (and buffer) until
+// the Replier calls Reply.Done. Nothing on this path allocates.
+
+// Body is where a request's body comes from: a socket (HTTP/1.1), a
+// message already in memory (an MQTT payload, a stored record), anything
+// that can write the body into the pool buffer it is given.
+type Body interface {
+	// ReadBody writes the whole body into dst, a pool buffer, and returns
+	// its length. A body longer than dst is ErrTooLarge (413); any other
+	// *Error is passed to the adapter as Admit's result (ErrSilent when
+	// the client went away and gets no answer).
+	ReadBody(dst []byte) (int, *Error)
+}
+
+// Headers gives the admission path (and hooks on it) the request's header
+// fields. Names are ASCII case-insensitive.
+type Headers interface {
+	// Header returns the value of field name, or nil.
+	Header(name string) []byte
+	// NumHeaders and HeaderAt walk every field, in the order received.
+	NumHeaders() int
+	HeaderAt(i int) (name, value []byte)
+}
+
+// Replier answers admitted requests. Reply is called exactly once per
+// admitted request: with the chain's reply on the app's receive thread,
+// with a 504 (or 503) from a timer's goroutine, with a 502 from the
+// daemon's. It must not block: write what the peer takes now and finish
+// the rest elsewhere. Whenever the reply is written (or given up), the
+// Replier calls r.Done, once: until then the reply's buffer and the
+// request's table entry stay taken.
+type Replier interface {
+	Reply(r Reply)
+}
+
+// Request is one request as an adapter hands it to the admission path.
+// The adapter owns it and may reuse it once Admit (or Begin) returned: the
+// path keeps only Reply and Tag.
+type Request struct {
+	// Chain, when set, is the chain to run (a trigger or a hop from
+	// another node knows it); otherwise Path selects it and the method is
+	// checked.
+	Chain *Chain
+	// Method, Path and Query go into the buffer header for the functions.
+	Method, Path, Query []byte
+	// ContentType of the body (nil when none).
+	ContentType []byte
+	// Length of the body when known before it is read, else -1. A known
+	// length larger than a pool buffer is refused before anything is
+	// taken (413).
+	Length int64
+	// Headers looks up the fields the chain forwards (nil: none).
+	Headers Headers
+	// Body writes the body for Admit (nil: an empty body). Begin ignores
+	// it: its caller writes the body itself.
+	Body Body
+	// Began is when the request arrived (mono ns; 0: now): the chain's
+	// deadline counts from it, and so does the latency.
+	Began int64
+	// Deadline, when not 0, is a client's own deadline (mono ns): the
+	// earlier of it and the chain's applies.
+	Deadline int64
+	// Hop is the step the request starts at (0: the first; a hop from
+	// another node continues its chain).
+	Hop uint8
+	// Reply receives the answer; Tag comes back with it (for example, a
+	// stream id, so one Replier can serve many requests at once).
+	Reply Replier
+	Tag   uint64
+
+	// Out, after a refusal: the chain the request was routed to (nil for
+	// none), for the adapter's Allow header (Chain.Allow).
+	Routed *Chain
+}
+
+// Errors of the admission path, with the statuses they answer with.
+// Message renders them with their details.
+var (
+	ErrNoRoute      = &Error{Status: 404, Msg: "no chain serves "}
+	ErrMethod       = &Error{Status: 405, Msg: " is not allowed on "}
+	ErrInflight     = &Error{Status: 429, Msg: " is at its in-flight limit; retry later", Retry: true}
+	ErrNoBuffer     = &Error{Status: 503, Msg: " has no free pool buffer; retry later", Retry: true}
+	ErrNoInstance   = &Error{Status: 503, Msg: " could take the request", Retry: true}
+	ErrDeadline     = &Error{Status: 504, Msg: " did not answer in time"}
+	ErrTooLarge     = &Error{Status: 413, Msg: "request body larger than a pool buffer", Close: true}
+	ErrMetaTooLarge = &Error{Status: 431, Msg: "request line and forwarded headers do not fit the request metadata"}
+	// ErrSilent: the request ends without an answer (the client is gone).
+	ErrSilent = &Error{Close: true}
+)
+
+// AppendMessage appends the text the client gets for refusal e of request
+// r (a trailing newline included): "spry: no chain serves /x\n".
+func (r *Request) AppendMessage(dst []byte, e *Error) []byte {
+	dst = append(dst, "spry: "...)
+	switch e {
+	case ErrNoRoute:
+		dst = append(append(dst, e.Msg...), r.Path...)
+	case ErrMethod:
+		dst = append(append(dst, r.Method...), e.Msg...)
+		if r.Routed != nil {
+			dst = append(dst, r.Routed.Route...)
+		}
+	case ErrTooLarge:
+		// Say how large, and which setting bounds it (all without
+		// allocating: a refusal is on the path too).
+		dst = append(dst, "request body"...)
+		if r.Length >= 0 {
+			dst = strconv.AppendInt(append(dst, " of "...), r.Length, 10)
+			dst = append(dst, " bytes"...)
+		}
+		dst = append(dst, " is larger than a pool buffer"...)
+		if ch := r.Routed; ch != nil {
+			dst = strconv.AppendUint(append(dst, " ("...), uint64(ch.App.pool.BufferSize()), 10)
+			dst = append(append(append(dst, " bytes: pool.bufferSize of app "...), ch.App.name...), ')')
+		}
+	case ErrInflight, ErrNoBuffer:
+		dst = append(dst, "app "...)
+		if r.Routed != nil {
+			dst = append(dst, r.Routed.App.name...)
+		}
+		dst = append(dst, e.Msg...)
+	default:
+		dst = append(dst, e.Msg...)
+	}
+	return append(dst, '\n')
+}
+
+// Admission is an admitted request whose body its adapter writes: Begin
+// returns it, Body is the pool buffer to fill, and exactly one of Send and
+// Cancel ends it.
+type Admission struct {
+	a        *App
+	ch       *Chain
+	idx      uint32
+	reqID    uint64
+	buf      uint32
+	fn       uint16
+	hop      uint8
+	deadline int64
+}
+
+// Body returns the pool buffer the request's body goes into.
+func (x *Admission) Body() []byte { return x.a.pool.Buffer(x.buf) }
+
+// Chain returns the request's chain.
+func (x *Admission) Chain() *Chain { return x.ch }
+
+// Admit runs r through the whole admission path, body included (r.Body).
+// It returns nil when the request is out in its chain: r.Reply will be
+// called exactly once. Otherwise nothing of the request is left in the
+// gateway and the error says why (r.AppendMessage renders it); the
+// refusal is counted for the chain it was routed to, or for the gateway.
+func (g *Gateway) Admit(r *Request) *Error {
+	x, err := g.Begin(r)
+	if err != nil {
+		return err
+	}
+	n := 0
+	if r.Body != nil {
+		if n, err = r.Body.ReadBody(x.Body()); err != nil {
+			x.Cancel()
+			x.ch.count(err.Status, r.Began)
+			return err
+		}
+	}
+	x.Send(n, r.ContentType)
+	return nil
+}
+
+// Begin admits r up to its body: the chain, an entry of the in-flight
+// table, a pool buffer with the request's metadata in its header. The
+// caller writes the body into x.Body() and then calls x.Send, or x.Cancel
+// when the request ends before (a reset stream, a malformed body).
+func (g *Gateway) Begin(r *Request) (x Admission, err *Error) {
+	if r.Began == 0 {
+		r.Began = mono.Now()
+	}
+	ch := r.Chain
+	if ch == nil {
+		ch = (*g.routes.Load())[string(r.Path)]
+		r.Routed = ch
+		if ch == nil {
+			g.refused[ErrNoRoute.Status].Add(1)
+			return x, ErrNoRoute
+		}
+		if !ch.allows(r.Method) {
+			ch.count(ErrMethod.Status, r.Began)
+			return x, ErrMethod
+		}
+	}
+	r.Routed = ch
+	a := ch.App
+	p := a.pool
+	fn := ch.First
+	if r.Hop > 0 {
+		var ok bool
+		if fn, ok = p.Step(ch.Index, int(r.Hop)); !ok {
+			ch.count(errBadHop.Status, r.Began)
+			return x, errBadHop
+		}
+	}
+	if r.Length > int64(p.BufferSize()) {
+		ch.count(ErrTooLarge.Status, r.Began)
+		return x, ErrTooLarge
+	}
+	idx, reqID, ok := a.acquire()
+	if !ok {
+		a.stats.Rejected.Add(1)
+		ch.count(ErrInflight.Status, r.Began)
+		return x, ErrInflight
+	}
+	buf, ok := p.Alloc(a.id)
+	if !ok {
+		a.release(idx, reqID)
+		a.stats.Rejected.Add(1)
+		ch.count(ErrNoBuffer.Status, r.Began)
+		return x, ErrNoBuffer
+	}
+	h := p.Header(buf)
+	m := h.WriteMeta()
+	ok = m.Request(r.Method, r.Path, r.Query)
+	if r.Headers != nil {
+		for i := 0; ok && i < len(ch.headers); i++ {
+			if v := r.Headers.Header(ch.Headers[i]); v != nil {
+				ok = m.Header(ch.headers[i], v)
+			}
+		}
+	}
+	if !ok {
+		p.Free(buf, a.id)
+		a.release(idx, reqID)
+		ch.count(ErrMetaTooLarge.Status, r.Began)
+		return x, ErrMetaTooLarge
+	}
+	deadline := r.Began + int64(ch.Timeout)
+	if r.Deadline != 0 && r.Deadline < deadline {
+		deadline = r.Deadline
+	}
+	e := &a.pend[idx]
+	e.rep, e.tag, e.ch, e.began = r.Reply, r.Tag, ch, r.Began
+	e.queued.Store(false)
+	return Admission{a: a, ch: ch, idx: idx, reqID: reqID, buf: buf, fn: fn, hop: r.Hop, deadline: deadline}, nil
+}
+
+var errBadHop = &Error{Status: 500, Msg: "the chain has no such step"}
+
+// SetReplier makes rep (with tag) the request's Replier in place of
+// Request.Reply: an adapter that answers the client itself (an
+// asynchronous invocation's 202) hands the chain's reply elsewhere.
+func (x *Admission) SetReplier(rep Replier, tag uint64) {
+	e := &x.a.pend[x.idx]
+	e.rep, e.tag = rep, tag
+}
+
+// Cancel ends an admission whose body will not be sent: its buffer and
+// entry are free again.
+func (x *Admission) Cancel() {
+	x.a.pend[x.idx].rep = nil
+	x.a.pool.Free(x.buf, x.a.id)
+	x.a.release(x.idx, x.reqID)
+}
+
+// Send sends the request, whose body is the first n bytes of x.Body(),
+// into its chain. From here on the Replier answers it, perhaps before
+// Send returns.
+func (x *Admission) Send(n int, ctype []byte) {
+	a := x.a
+	h := a.pool.Header(x.buf)
+	h.SetData(0, uint32(n))
+	h.SetContentType(ctype)
+	e := &a.pend[x.idx]
+	h.SetReqID(x.reqID)
+	h.SetChain(x.ch.Index)
+	h.SetTimes(e.began, x.deadline)
+	a.stats.Requests.Add(1)
+	a.publish(x.idx, x.reqID, x.deadline)
+	d := desc.Desc{Buf: x.buf, Chain: x.ch.Index, Hop: x.hop}
+	err := transport.Forward(a.pool, a.conn, x.fn, d, a.rot.Add(1))
+	if err == nil || errors.Is(err, transport.ErrLost) {
+		// Sent, or reclaimed with its instance: either way the reply
+		// (or the daemon's answer) comes back through complete.
+		return
+	}
+	if errors.Is(err, transport.ErrNoInstance) {
+		a.noInstance(x.fn)
+	}
+	// No instance can take it now: one may be starting, restarting or
+	// coming up from zero. Retry in the background until the deadline
+	// (the timer answers then), so that the adapter is free meanwhile.
+	a.undispatched(x.idx)
+	a.bg.Add(1)
+	go a.await(x.fn, d, x.idx, x.reqID)
+}
+
+// Reply is the answer to an admitted request, handed to its Replier: the
+// chain's reply (a pool buffer), or one the gateway made (Err() != nil).
+type Reply struct {
+	a      *App
+	ch     *Chain
+	err    *Error
+	idx    uint32
+	reqID  uint64
+	buf    uint32
+	status int
+	tag    uint64
+}
+
+// Status returns the HTTP status of the reply.
+func (r *Reply) Status() int { return r.status }
+
+// Tag returns the request's Request.Tag.
+func (r *Reply) Tag() uint64 { return r.tag }
+
+// Chain returns the request's chain.
+func (r *Reply) Chain() *Chain { return r.ch }
+
+// Err returns the gateway's reason when it answers itself (ErrDeadline,
+// or ErrNoInstance when no instance took the request before its deadline),
+// or nil for a reply from the pool (the chain's, or the daemon's 502 for a
+// request whose instance died). Its Retry says whether to suggest a retry.
+func (r *Reply) Err() *Error { return r.err }
+
+// Header returns the reply buffer's header (the reply's metadata), or nil
+// when the gateway made the reply.
+func (r *Reply) Header() *pool.BufHeader {
+	if r.err != nil {
+		return nil
+	}
+	return r.a.pool.Header(r.buf)
+}
+
+// ContentType returns the reply's media type: the chain's, when valid, or
+// application/octet-stream; text/plain for the gateway's own.
+func (r *Reply) ContentType() []byte {
+	if r.err != nil {
+		return textPlain
+	}
+	ct := r.a.pool.Header(r.buf).ContentType()
+	if len(ct) == 0 || !isFieldValue(ct) {
+		return octets
+	}
+	return ct
+}
+
+// Body returns the reply's body: a slice of the pool buffer, valid until
+// Done, or the gateway's message.
+func (r *Reply) Body() []byte {
+	if r.err != nil {
+		if r.err == ErrNoInstance {
+			return r.ch.noInstanceMsg
+		}
+		return r.ch.timeoutMsg
+	}
+	return r.a.pool.Data(r.buf)
+}
+
+// Done tells the gateway the reply is written (or given up): its buffer
+// and the request's entry are free again. Call it exactly once.
+func (r *Reply) Done() {
+	if r.err != nil {
+		return // the entry waits for the buffer (see App.complete)
+	}
+	r.a.pool.Free(r.buf, r.a.id)
+	r.a.release(r.idx, r.reqID)
+}
