@@ -179,8 +179,8 @@ type Chain struct {
 	// AuthSum identifies Auth's keys and secrets (for a reload to tell a
 	// change), without holding them.
 	AuthSum string
-	Record  string        // which sync requests get an activation record: RecordFailures, RecordAll, RecordNone
-	Async   Async         // how its asynchronous invocations run
+	Record  string // which sync requests get an activation record: RecordFailures, RecordAll, RecordNone
+	Async   Async  // how its asynchronous invocations run
 
 	routeLine int
 }
