@@ -109,6 +109,9 @@ type Response struct {
 	status uint16
 	stop   bool
 	err    error // a failed Write, reported when the handler returns
+	// outcome is the status this step answered with (0: none of its own),
+	// for the counters of client (4xx) and server (5xx) errors.
+	outcome uint16
 }
 
 // Errors a Response reports.
@@ -237,10 +240,12 @@ func (w *Response) finish(err error) (buf uint32, stop bool) {
 		h.SetContentTypeString("text/plain; charset=utf-8")
 		h.SetStatus(status)
 		h.SetFlags(h.Flags() | pool.FlagStop)
+		w.outcome = status
 		return out, true
 	}
 	if w.status != 0 {
 		h.SetStatus(w.status)
+		w.outcome = w.status
 	}
 	if w.stop || w.status >= 400 {
 		h.SetFlags(h.Flags() | pool.FlagStop)

@@ -26,6 +26,8 @@ const (
 	EnvSlot        = "SPRY_SLOT"        // the instance's slot in the pool
 	EnvConcurrency = "SPRY_CONCURRENCY" // handlers run at once
 	EnvFunction    = "SPRY_FUNCTION"    // function name, for messages
+	EnvApp         = "SPRY_APP"         // the app's name
+	EnvSecrets     = "SPRY_SECRETS"     // the directory of the app's secrets, when it has any
 )
 
 // Serve runs h as a Spry function instance until the daemon stops it. It
@@ -213,8 +215,11 @@ func (w *worker) step(s *instance, h Handler, d desc.Desc) {
 	if arrived != 0 {
 		s.st.Latency.Observe(end - arrived)
 	}
-	if err != nil {
+	switch c := w.res.outcome; {
+	case c >= 500:
 		s.st.Errors.Add(1)
+	case c >= 400:
+		s.st.ClientErrors.Add(1)
 	}
 	s.st.Served.Add(1)
 	s.st.BusySince.Store(end)

@@ -60,7 +60,7 @@ func printStatus(out io.Writer, s *node.Status) {
 			r.Inflight, r.Limit, r.Admitted, r.Answered, r.Failed, r.Timeouts, r.Rejected)
 		fmt.Fprintln(out)
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  FUNCTION\tKIND\tINSTANCE\tPID\tSTATE\tINFLIGHT\tQUEUE\tSERVED\tERRORS\tRESTARTS")
+		fmt.Fprintln(tw, "  FUNCTION\tKIND\tINSTANCE\tPID\tSTATE\tINFLIGHT\tQUEUE\tSERVED\t4XX\t5XX\tRESTARTS\tMEMORY / LIMIT, CPU LIMIT (THROTTLED)")
 		for _, f := range a.Functions {
 			shown := 0
 			for _, in := range f.Instances {
@@ -72,8 +72,8 @@ func printStatus(out io.Writer, s *node.Status) {
 					name, kind = "", ""
 				}
 				shown++
-				fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", name, kind, in.ID, in.PID, in.State,
-					in.Inflight, in.Queue, in.Served, in.Errors, in.Restarts)
+				fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", name, kind, in.ID, in.PID, in.State,
+					in.Inflight, in.Queue, in.Served, in.ClientErrors, in.Errors, in.Restarts, usage(f.Limits, in))
 			}
 		}
 		tw.Flush()
@@ -85,6 +85,23 @@ func printStatus(out io.Writer, s *node.Status) {
 		}
 		tw.Flush()
 	}
+}
+
+// usage prints an instance's memory use against its function's limits and
+// how long its CPU limit held it back; "-" without limits.
+func usage(l *node.LimitsStatus, in node.InstanceStatus) string {
+	if l == nil {
+		return "-"
+	}
+	mem := "no limit"
+	if l.MemoryBytes > 0 {
+		mem = size(in.MemoryBytes) + " / " + size(l.MemoryBytes)
+	}
+	cpu := "no cpu limit"
+	if l.CPU > 0 {
+		cpu = fmt.Sprintf("%g cpu (%s)", l.CPU, (time.Duration(in.ThrottledMillis) * time.Millisecond).String())
+	}
+	return mem + ", " + cpu
 }
 
 // size prints a byte count in binary units.

@@ -48,6 +48,9 @@ type App struct {
 	Transport string // one of the Transport constants
 	Pool      Pool
 	Limits    Limits
+	// Secrets are made readable to the app's instances only, as files in
+	// the directory $SPRY_SECRETS names.
+	Secrets   []Secret
 	Functions []*Function // in file order; Functions[i].Index == i
 	Chains    []*Chain    // in file order; Chains[i].Index == i
 
@@ -59,6 +62,13 @@ type App struct {
 type Pool struct {
 	Buffers    uint32 // number of buffers
 	BufferSize uint32 // payload bytes per buffer
+}
+
+// Secret is one of an app's secrets.
+type Secret struct {
+	Name   string // its file name in the instances' secrets directory
+	Source string // the file it was read from, or "value"
+	Value  []byte `json:"-"` // never printed
 }
 
 // Limits bound what the gateway admits for the app.
@@ -82,7 +92,18 @@ type Function struct {
 	Scale       Scale         // how the count changes with load
 	Concurrency int           // handlers at once per instance
 	Timeout     time.Duration // longest one step may run
-	Env         []string      // "KEY=value", in file order, for exec.Cmd.Env
+	Env         []string      // "KEY=value" from envFrom: then env: (env: wins), expanded, for exec.Cmd.Env
+	EnvFrom     []string      // the env files read into Env, absolute
+	WorkDir     string        // the instances' working directory, absolute
+	WorkDirSet  bool          // WorkDir was given (workDir:), not the default
+	Limits      FnLimits      // what the kernel lets one instance use
+}
+
+// FnLimits are the kernel's bounds on one instance of a function (cgroups);
+// zero is no bound.
+type FnLimits struct {
+	Memory uint64  // bytes of memory (RSS and page cache); over it the kernel kills the instance
+	CPU    float64 // CPUs' worth of time per period (0.5: half of one CPU)
 }
 
 // Scale is a function's autoscaling: Policy sizes the instance count
@@ -161,6 +182,16 @@ type Options struct {
 	// BuiltinNames lists the builtins for the message about an unknown one.
 	// Optional.
 	BuiltinNames []string
+	// Getenv looks up the node's environment for ${NAME} in values
+	// (default os.LookupEnv).
+	Getenv func(name string) (string, bool)
+}
+
+func (o Options) getenv(name string) (string, bool) {
+	if o.Getenv != nil {
+		return o.Getenv(name)
+	}
+	return os.LookupEnv(name)
 }
 
 // Load reads and validates one app's config file. Relative paths in it

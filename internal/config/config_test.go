@@ -129,7 +129,7 @@ func TestParseBad(t *testing.T) {
 			functions: {f: {builtin: upper}}
 			chains: {c: {route: /c, steps: [f]}}
 			`), []string{
-			"spry.yaml:2: function: unknown field (known: app, transport, pool, limits, functions, chains)"}},
+			"spry.yaml:2: function: unknown field (known: app, transport, pool, limits, secrets, functions, chains)"}},
 		{"the example", yml(`
 			app: hello
 			transport: auto
@@ -177,7 +177,7 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:5: pool.bufferSize: want a size like 64KiB, got "64 kb"`,
 			`spry.yaml:6: pool.buffer: unknown field (known: buffers, bufferSize)`,
 			`spry.yaml:7: limits.inflight: want 1..1024 (at most pool.buffers), got 0`,
-			`spry.yaml:11: functions.upper.instnces: unknown field (known: builtin, go, exec, instances, concurrency, timeout, env, scale)`,
+			`spry.yaml:11: functions.upper.instnces: unknown field (known: builtin, go, exec, instances, concurrency, timeout, env, envFrom, workDir, limits, scale)`,
 			`spry.yaml:12: functions.upper: duplicate key (first at line 9)`,
 			`spry.yaml:13: functions.up.builtin: unknown builtin "UPPER" (known: echo, lower, upper)`,
 			`spry.yaml:16: chains.hello.route: "hello" is not a valid route: want a path that starts with '/'`,
@@ -456,7 +456,7 @@ func TestParseDefaults(t *testing.T) {
 		Pool:      Pool{Buffers: 1024, BufferSize: 64 << 10},
 		Limits:    Limits{Inflight: 512},
 		Functions: []*Function{{Name: "f", Index: 0, File: "spry.yaml", Line: 3,
-			Kind: Builtin, Builtin: "upper", Instances: 1, Scale: Scale{Policy: PolicyFixed, Min: 1, Max: 1}, Concurrency: 1, Timeout: 30 * time.Second}},
+			Kind: Builtin, Builtin: "upper", Instances: 1, Scale: Scale{Policy: PolicyFixed, Min: 1, Max: 1}, Concurrency: 1, Timeout: 30 * time.Second, WorkDir: "/x"}},
 		Chains: []*Chain{{Name: "c", Index: 0, File: "spry.yaml", Line: 5,
 			Route: "/c", Steps: []int{0}, Timeout: 30 * time.Second, Methods: []string{"GET", "POST"}, routeLine: 5}},
 		fnIndex: map[string]int{"f": 0},

@@ -43,6 +43,7 @@ type appSpec struct {
 	buffers    value[int64]
 	bufferSize value[uint64]
 	inflight   value[int64]
+	secrets    value[[]*secretSpec]
 	functions  value[[]*fnSpec]
 	chains     value[[]*chainSpec]
 }
@@ -59,7 +60,20 @@ type fnSpec struct {
 	concurrency value[int64]
 	timeout     value[time.Duration]
 	env         value[[]envVar]
+	envFrom     value[[]item]
+	workDir     value[string]
+	memory      value[uint64]
+	cpu         value[string]
+	limitsLine  int
 	scale       *scaleSpec
+}
+
+// secretSpec is one entry of secrets: a file the node reads, or a value.
+type secretSpec struct {
+	name  string
+	line  int
+	file  value[string]
+	value value[string]
 }
 
 type scaleSpec struct {
@@ -92,12 +106,14 @@ type chainSpec struct {
 
 // The keys of each mapping, in the order the docs list them.
 var (
-	appKeys   = []string{"app", "transport", "pool", "limits", "functions", "chains"}
-	poolKeys  = []string{"buffers", "bufferSize"}
-	limitKeys = []string{"inflight"}
-	fnKeys    = []string{"builtin", "go", "exec", "instances", "concurrency", "timeout", "env", "scale"}
-	scaleKeys = []string{"min", "max", "slo", "policy", "window", "idle"}
-	chainKeys = []string{"route", "steps", "timeout", "methods", "headers"}
+	appKeys    = []string{"app", "transport", "pool", "limits", "secrets", "functions", "chains"}
+	poolKeys   = []string{"buffers", "bufferSize"}
+	limitKeys  = []string{"inflight"}
+	fnKeys     = []string{"builtin", "go", "exec", "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale"}
+	fnLimKeys  = []string{"memory", "cpu"}
+	secretKeys = []string{"file", "value"}
+	scaleKeys  = []string{"min", "max", "slo", "policy", "window", "idle"}
+	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers"}
 )
 
 const wantApp = "want a mapping with app:, functions: and chains:"
@@ -156,6 +172,24 @@ func decode(data []byte, ps *problems) *appSpec {
 			d.fields(v, "limits", limitKeys, func(key string, k, v *yaml.Node) {
 				s.inflight = d.int(v, "limits.inflight")
 			})
+		case "secrets":
+			s.secrets.line = k.Line
+			s.secrets.bad = !d.entries(v, "secrets", func(name string, k, v *yaml.Node) {
+				sp := &secretSpec{name: name, line: k.Line}
+				p := join("secrets", name)
+				if n := deref(v); n.Kind != yaml.MappingNode {
+					d.ps.add(v.Line, p, "want a mapping with file: or value:, got %s", got(n))
+					return
+				}
+				d.fields(v, p, secretKeys, func(key string, k, v *yaml.Node) {
+					if key == "file" {
+						sp.file = d.str(v, join(p, key))
+					} else {
+						sp.value = d.str(v, join(p, key))
+					}
+				})
+				s.secrets.v = append(s.secrets.v, sp)
+			})
 		case "functions":
 			s.functions.line = k.Line
 			s.functions.bad = !d.entries(v, "functions", func(name string, k, v *yaml.Node) {
@@ -198,6 +232,19 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 			f.concurrency = d.int(v, p)
 		case "timeout":
 			f.timeout = d.duration(v, p)
+		case "envFrom":
+			f.envFrom = d.strs(k, v, p)
+		case "workDir":
+			f.workDir = d.str(v, p)
+		case "limits":
+			f.limitsLine = k.Line
+			d.fields(v, p, fnLimKeys, func(key string, k, v *yaml.Node) {
+				if key == "memory" {
+					f.memory = d.size(v, join(p, key))
+				} else {
+					f.cpu = d.str(v, join(p, key))
+				}
+			})
 		case "scale":
 			sc := &scaleSpec{line: k.Line}
 			f.scale = sc

@@ -55,3 +55,6 @@ func formatSize(n uint64) string {
 	}
 	return strconv.FormatUint(n, 10) + "B"
 }
+
+// FormatSize prints a byte count the way the config writes sizes (64KiB).
+func FormatSize(n uint64) string { return formatSize(n) }

@@ -97,6 +97,7 @@ func (s *appSpec) validate(o Options, ps *problems) *App {
 		}
 	}
 
+	s.validateSecrets(a, o, ps)
 	s.validateFunctions(a, o, ps)
 	s.validateChains(a, ps)
 	return a
@@ -190,19 +191,105 @@ func (sp *fnSpec) validate(dir string, o Options, ps *problems) *Function {
 		}
 	}
 	f.Timeout = timeout(sp.timeout, path+".timeout", ps)
+	for _, it := range sp.envFrom.v {
+		p, why := expand(it.v, o.getenv)
+		if why == "" {
+			var err error
+			if p, err = resolve(p, dir); err != nil {
+				why = err.Error()
+			}
+		}
+		var kvs []string
+		if why == "" {
+			kvs, why = readEnvFile(p)
+		}
+		if why != "" {
+			ps.add(it.line, it.path, "%s", why)
+			continue
+		}
+		f.EnvFrom = append(f.EnvFrom, p)
+		for _, kv := range kvs {
+			f.Env = setEnv(f.Env, kv)
+		}
+	}
 	for _, e := range sp.env.v {
+		v, why := expand(e.val, o.getenv)
 		switch {
 		case !envName.MatchString(e.key):
 			ps.add(e.line, e.path, "not a valid variable name: want letters, digits and '_', not a digit first")
 		case strings.HasPrefix(e.key, "SPRY_"):
 			ps.add(e.line, e.path, "SPRY_ variables are reserved for spry")
-		case strings.IndexByte(e.val, 0) >= 0:
+		case why != "":
+			ps.add(e.line, e.path, "%s", why)
+		case strings.IndexByte(v, 0) >= 0:
 			ps.add(e.line, e.path, "the value contains a NUL byte")
 		default:
-			f.Env = append(f.Env, e.key+"="+e.val)
+			f.Env = setEnv(f.Env, e.key+"="+v)
 		}
 	}
+	f.WorkDir = workDir(f, sp.workDir, dir, path+".workDir", ps)
+	f.WorkDirSet = sp.workDir.ok()
+	sp.validateLimits(f, path+".limits", ps)
 	return f
+}
+
+// workDir resolves a function's working directory: workDir: against the
+// file's directory, or by default the directory of its source: a go:
+// package's directory, else the file's directory.
+func workDir(f *Function, wd value[string], dir, path string, ps *problems) string {
+	if !wd.ok() {
+		if f.Kind == Go && filepath.IsAbs(f.Go) {
+			return f.Go
+		}
+		if dir == "" {
+			return "/"
+		}
+		return dir
+	}
+	p, err := resolve(wd.v, dir)
+	if err == nil {
+		var fi fs.FileInfo
+		if fi, err = os.Stat(p); err == nil && !fi.IsDir() {
+			err = errors.New("not a directory")
+		}
+	}
+	if err != nil {
+		ps.add(wd.line, path, "%s: %s", p, reason(err))
+	}
+	return p
+}
+
+// Bounds of a function's limits.
+const (
+	MinMemoryLimit = 8 << 20
+	MaxCPULimit    = 1024
+)
+
+func (sp *fnSpec) validateLimits(f *Function, path string, ps *problems) {
+	if m := sp.memory; m.ok() {
+		if m.v < MinMemoryLimit {
+			ps.add(m.line, path+".memory", "want at least %s (an instance's runtime needs it), got %s", formatSize(MinMemoryLimit), formatSize(m.v))
+		} else {
+			f.Limits.Memory = m.v
+		}
+	}
+	if c := sp.cpu; c.ok() {
+		v, err := parseCPU(c.v)
+		if err != nil || !(v > 0 && v <= MaxCPULimit) {
+			ps.add(c.line, path+".cpu", "want CPUs, more than 0 and at most %d, like 0.5 or 500m, got %q", MaxCPULimit, c.v)
+		} else {
+			f.Limits.CPU = v
+		}
+	}
+}
+
+// parseCPU reads CPUs as a number (0.5) or millicores (500m).
+func parseCPU(s string) (float64, error) {
+	if m, ok := strings.CutSuffix(s, "m"); ok {
+		v, err := strconv.ParseUint(m, 10, 32)
+		return float64(v) / 1000, err
+	}
+	return strconv.ParseFloat(s, 64)
 }
 
 // validate fills f.Scale from a scale: block, and f.Instances (the count at

@@ -82,7 +82,14 @@ type FunctionStatus struct {
 	Source      string           `json:"source"`
 	Concurrency int              `json:"concurrency"`
 	Scale       ScaleStatus      `json:"scale"`
+	Limits      *LimitsStatus    `json:"limits,omitempty"`
 	Instances   []InstanceStatus `json:"instances"`
+}
+
+// LimitsStatus are the kernel's limits on each instance of a function.
+type LimitsStatus struct {
+	MemoryBytes uint64  `json:"memoryBytes,omitempty"`
+	CPU         float64 `json:"cpu,omitempty"`
 }
 
 // ChainStatus is one chain.
@@ -128,6 +135,9 @@ func (n *Node) Status() Status {
 		}
 		for _, f := range a.fns {
 			fs := FunctionStatus{Name: f.cfg.Name, Kind: f.cfg.Kind.String(), Source: source(f.cfg), Concurrency: f.cfg.Concurrency}
+			if l := f.cfg.Limits; l != (config.FnLimits{}) {
+				fs.Limits = &LimitsStatus{MemoryBytes: l.Memory, CPU: l.CPU}
+			}
 			if sc := f.scaler(); sc != nil {
 				fs.Scale = sc.status()
 			}

@@ -33,6 +33,8 @@ type app struct {
 	gw        *gateway.App
 	gwChains  []*gateway.Chain
 	dir       string // the app's endpoint directory
+	secrets   string // the directory of its secrets ("" when none)
+	appID     uint32 // tells it apart from every other app (and generation) of the node
 	uid, gid  int    // -1: the node's own
 	lease     *uidLease
 	fns       []*function
@@ -51,11 +53,12 @@ type app struct {
 // function is one function of an app and its instance slots: as many as
 // its scale.max, of which the first want run.
 type function struct {
-	a     *app
-	cfg   *config.Function
-	argv  []string // program and arguments
-	base  uint32   // first pool slot
-	insts []*instance
+	a       *app
+	cfg     *config.Function
+	argv    []string // program and arguments
+	workDir string   // the instances' working directory
+	base    uint32   // first pool slot
+	insts   []*instance
 
 	mu   sync.Mutex
 	want int
@@ -191,7 +194,16 @@ func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *a
 	// The routing table: each function's slots, each chain's steps.
 	base := uint32(0)
 	for _, fc := range ac.Functions {
-		f := &function{a: a, cfg: fc, argv: exes[fc], base: base}
+		f := &function{a: a, cfg: fc, argv: exes[fc], base: base, workDir: fc.WorkDir}
+		if a.uid >= 0 && !reachable(f.workDir, a.uid, a.gid) {
+			if fc.WorkDirSet {
+				return nil, fmt.Errorf("%s:%d: functions.%s.workDir: %s is not reachable by the app's uid %d (a directory on the way is closed to it)",
+					ac.File, fc.Line, fc.Name, fc.WorkDir, a.uid)
+			}
+			n.log.Warn("the function's directory is closed to the app's uid: its instances start in / (make the directory reachable, or set workDir:)",
+				"app", ac.Name, "function", fc.Name, "dir", fc.WorkDir, "uid", a.uid)
+			f.workDir = "/"
+		}
 		if err := a.pool.SetFunction(uint32(fc.Index), base, uint32(fc.Scale.Max)); err != nil {
 			return nil, fmt.Errorf("app %s: function %s: %w", ac.Name, fc.Name, err)
 		}
@@ -214,6 +226,7 @@ func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *a
 	// The app's endpoint directory: reachable by its instances only.
 	n.appIDs++
 	appID := n.appIDs
+	a.appID = appID
 	a.dir = filepath.Join(n.runDir, "apps", ac.Name)
 	if prev != nil {
 		a.dir += "." + strconv.Itoa(int(appID)) // beside prev's, which is still in use
@@ -229,6 +242,9 @@ func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *a
 		if err := os.Chown(a.dir, a.uid, a.gid); err != nil {
 			return nil, fmt.Errorf("app %s: %w", ac.Name, err)
 		}
+	}
+	if err := a.writeSecrets(appID); err != nil {
+		return nil, fmt.Errorf("app %s: secrets: %w", ac.Name, err)
 	}
 	o := transport.Options{App: ac.Name, Dir: a.dir, UID: a.uid, GID: a.gid, Pool: a.pool, AppID: appID}
 	if name == config.TransportSKMsg {
@@ -450,6 +466,16 @@ func (a *app) close() {
 	if a.dir != "" {
 		os.RemoveAll(a.dir)
 	}
+	if a.secrets != "" {
+		os.RemoveAll(a.secrets)
+	}
+	for _, f := range a.fns {
+		for _, in := range f.insts {
+			if in.group != nil {
+				in.group.remove()
+			}
+		}
+	}
 	a.n.pollers -= a.pollers
 	a.pollers = 0
 	if a.lease != nil {
@@ -533,4 +559,42 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return os.Chmod(dst, mode)
+}
+
+// writeSecrets puts the app's secrets where its instances, and no other
+// app's, can read them: one file per secret (mode 0400) in a directory
+// (0500), both owned by the app's uid, under the node's runtime directory
+// (a tmpfs in /run as root: never on disk). The parent directory lets
+// every uid pass (0711) but list nothing.
+func (a *app) writeSecrets(appID uint32) error {
+	if len(a.cfg.Secrets) == 0 {
+		return nil
+	}
+	parent := filepath.Join(a.n.runDir, "secrets")
+	if err := os.Mkdir(parent, 0o711); err != nil && !os.IsExist(err) {
+		return err
+	}
+	os.Chmod(parent, 0o711)
+	dir := filepath.Join(parent, a.cfg.Name+"."+strconv.Itoa(int(appID)))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	a.secrets = dir
+	for _, s := range a.cfg.Secrets {
+		p := filepath.Join(dir, s.Name)
+		if err := os.WriteFile(p, s.Value, 0o400); err != nil {
+			return err
+		}
+		if a.uid >= 0 {
+			if err := os.Chown(p, a.uid, a.gid); err != nil {
+				return err
+			}
+		}
+	}
+	if a.uid >= 0 {
+		if err := os.Chown(dir, a.uid, a.gid); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(dir, 0o500)
 }

@@ -34,6 +34,7 @@ type instance struct {
 	started  time.Duration      // how long the last process took from start to ready
 	ready    chan struct{}      // closed when the current process announced itself
 	kill     chan string        // asks the supervisor to kill the process (why)
+	group    *instanceGroup     // the slot's cgroup, when the function has limits
 	halt     context.CancelFunc // drains and stops the supervisor; nil when none runs
 	done     chan struct{}      // closed when the last supervisor returned
 }
@@ -75,20 +76,27 @@ func (in *instance) stop() {
 
 // InstanceStatus is an instance as /v1/status shows it.
 type InstanceStatus struct {
-	ID       uint16 `json:"id"`
-	Slot     uint32 `json:"slot"`
-	PID      int    `json:"pid"`
-	State    string `json:"state"`
-	Inflight int32  `json:"inflight"`
-	Queue    int32  `json:"queue"`
-	Served   uint64 `json:"served"`
-	Errors   uint64 `json:"errors"`
-	Stale    uint64 `json:"stale"`
-	Restarts int    `json:"restarts"`
-	LastExit string `json:"lastExit,omitempty"`
+	ID           uint16 `json:"id"`
+	Slot         uint32 `json:"slot"`
+	PID          int    `json:"pid"`
+	State        string `json:"state"`
+	Inflight     int32  `json:"inflight"`
+	Queue        int32  `json:"queue"`
+	Served       uint64 `json:"served"`
+	Errors       uint64 `json:"errors"`       // server errors: the function failed (an error, a panic, a 5xx)
+	ClientErrors uint64 `json:"clientErrors"` // the function answered 4xx: the request's fault
+	Stale        uint64 `json:"stale"`
+	Restarts     int    `json:"restarts"`
+	LastExit     string `json:"lastExit,omitempty"`
 	// StartMillis is how long the current (or last) process took from its
 	// start to its ready message: the cold start.
 	StartMillis float64 `json:"startMillis"`
+	// MemoryBytes is the memory the instance uses now, and CPUThrottled
+	// how often (and ThrottledMillis how long) the kernel held it back for
+	// its CPU limit: read from its cgroup, for functions with limits.
+	MemoryBytes     uint64  `json:"memoryBytes,omitempty"`
+	CPUThrottled    uint64  `json:"cpuThrottled,omitempty"`
+	ThrottledMillis float64 `json:"throttledMillis,omitempty"`
 	// Kernel are the eBPF program's counters of the instance's endpoint
 	// (skmsg only): descriptors sent, received, and refused by the app
 	// boundary or for naming no instance.
@@ -106,7 +114,16 @@ func (in *instance) status() InstanceStatus {
 	in.mu.Lock()
 	s := InstanceStatus{ID: in.id, Slot: in.slot, PID: in.pid, State: in.state, Restarts: in.restarts, LastExit: in.lastExit,
 		StartMillis: float64(in.started.Microseconds()) / 1000}
+	g := in.group
 	in.mu.Unlock()
+	if g != nil {
+		var ns uint64
+		s.MemoryBytes, s.CPUThrottled, ns = g.usage()
+		if s.PID == 0 {
+			s.MemoryBytes = 0
+		}
+		s.ThrottledMillis = float64(ns) / 1e6
+	}
 	st := in.f.a.pool.Stats(in.slot)
 	s.Inflight, s.Queue = st.InFlight.Load(), max(st.Queue.Load(), 0)
 	if sm := in.f.a.n.bpf; sm != nil && s.ID != 0 && in.f.a.transport == config.TransportSKMsg {
@@ -114,7 +131,7 @@ func (in *instance) status() InstanceStatus {
 			s.Kernel = &KernelCounters{Sent: c.Sent, Received: c.Received, Dropped: c.Dropped}
 		}
 	}
-	s.Served, s.Errors, s.Stale = st.Served.Load(), st.Errors.Load(), st.Stale.Load()
+	s.Served, s.Errors, s.ClientErrors, s.Stale = st.Served.Load(), st.Errors.Load(), st.ClientErrors.Load(), st.Stale.Load()
 	return s
 }
 
@@ -229,7 +246,15 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 	a.register(id, in)
 
 	cmd := in.command(id, ho)
-	if err := n.spawn.run(cmd.Start); err != nil {
+	if err := in.limit(cmd); err != nil {
+		in.cleanup(id, err.Error())
+		return err
+	}
+	err = n.spawn.run(cmd.Start)
+	if f, ok := cmd.SysProcAttr.CgroupFD, cmd.SysProcAttr.UseCgroupFD; ok {
+		syscall.Close(f)
+	}
+	if err != nil {
 		in.cleanup(id, "could not start: "+err.Error())
 		return fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
@@ -240,6 +265,14 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 	in.mu.Unlock()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	if in.group != nil {
+		if err := in.group.started(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			<-exited
+			in.cleanup(id, err.Error())
+			return err
+		}
+	}
 
 	timer := time.NewTimer(n.cfg.ReadyTimeout)
 	defer timer.Stop()
@@ -252,7 +285,7 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 		in.mu.Unlock()
 		log.Info("instance ready", "id", id, "pid", cmd.Process.Pid, "start", took.Round(10*time.Microsecond))
 	case err := <-exited:
-		why := exitReason(err)
+		why := in.exitReason(err)
 		in.cleanup(id, why)
 		return fmt.Errorf("instance exited before it was ready (%s)", why)
 	case <-timer.C:
@@ -268,7 +301,7 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 	var why string
 	select {
 	case err := <-exited:
-		why = exitReason(err)
+		why = in.exitReason(err)
 	case reason := <-in.kill:
 		log.Warn("killing instance", "id", id, "pid", cmd.Process.Pid, "why", reason)
 		cmd.Process.Kill()
@@ -333,9 +366,9 @@ func (in *instance) command(id uint16, ho transport.Handoff) *exec.Cmd {
 	a := in.f.a
 	f := in.f
 	cmd := exec.Command(f.argv[0], f.argv[1:]...)
-	cmd.Dir = "/"
-	if f.cfg.Kind == config.Exec {
-		cmd.Dir = a.cfg.Dir
+	cmd.Dir = f.workDir
+	if cmd.Dir == "" {
+		cmd.Dir = "/"
 	}
 	env := []string{"PATH=" + envOr("PATH", "/usr/local/bin:/usr/bin:/bin")}
 	for _, k := range []string{"TZ", "LANG", "LC_ALL"} {
@@ -355,9 +388,13 @@ func (in *instance) command(id uint16, ho transport.Handoff) *exec.Cmd {
 		sdk.EnvSlot+"="+strconv.Itoa(int(in.slot)),
 		sdk.EnvConcurrency+"="+strconv.Itoa(f.cfg.Concurrency),
 		sdk.EnvFunction+"="+f.cfg.Name,
+		sdk.EnvApp+"="+a.cfg.Name,
 		transport.EnvID+"="+strconv.Itoa(int(id)),
 		transport.EnvFDs+"="+strings.Join(fds, ","),
 	)
+	if a.secrets != "" {
+		env = append(env, sdk.EnvSecrets+"="+a.secrets)
+	}
 	cmd.Env = append(env, ho.Env...)
 	prefix := fmt.Sprintf("[%s/%s#%d] ", a.cfg.Name, f.cfg.Name, id)
 	cmd.Stdout = &lineWriter{mu: &a.n.outMu, out: a.n.cfg.Output, prefix: []byte(prefix)}
@@ -371,6 +408,52 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// exitReason describes how the slot's process ended, naming the memory
+// limit when the kernel killed it for going over.
+func (in *instance) exitReason(err error) string {
+	if g := in.group; g != nil && g.limits.Memory > 0 && g.oomKilled() {
+		g.ooms = g.oomKills()
+		return fmt.Sprintf("out of memory: it went over its limit of %s (limits.memory) and the kernel killed it", config.FormatSize(g.limits.Memory))
+	}
+	return exitReason(err)
+}
+
+// limit puts the slot's process under its function's limits (a cgroup
+// per slot), when it has any.
+func (in *instance) limit(cmd *exec.Cmd) error {
+	l := in.f.cfg.Limits
+	if l == (config.FnLimits{}) {
+		return nil
+	}
+	if in.group == nil {
+		cg, err := in.f.a.n.cgroups()
+		if err != nil {
+			return fmt.Errorf("%s:%d: functions.%s.limits: %w", in.f.a.cfg.File, in.f.cfg.Line, in.f.cfg.Name, err)
+		}
+		name := fmt.Sprintf("%s.%d-%s-%d", in.f.a.cfg.Name, in.f.a.appID, in.f.cfg.Name, in.slot)
+		g, err := cg.group(name, l)
+		if err != nil {
+			return fmt.Errorf("%s:%d: functions.%s.limits: %w", in.f.a.cfg.File, in.f.cfg.Line, in.f.cfg.Name, err)
+		}
+		in.mu.Lock()
+		in.group = g
+		in.mu.Unlock()
+	}
+	fd, err := in.group.intoFD()
+	if err != nil {
+		return fmt.Errorf("functions.%s.limits: %w", in.f.cfg.Name, err)
+	}
+	if fd != nil {
+		nfd, err := syscall.Dup(int(fd.Fd()))
+		fd.Close()
+		if err != nil {
+			return err
+		}
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, nfd
+	}
+	return nil
 }
 
 // exitReason describes how a process ended.

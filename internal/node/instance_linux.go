@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -29,4 +30,28 @@ func describeExit(ee *exec.ExitError) string {
 
 func dupCloexec(fd int) (int, error) {
 	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+// reachable reports whether uid (with group gid, and no other groups) may
+// enter dir: every directory on the way grants it search (x) permission.
+func reachable(dir string, uid, gid int) bool {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		var st syscall.Stat_t
+		if err := syscall.Stat(d, &st); err != nil {
+			return false
+		}
+		bit := uint32(0o001)
+		switch {
+		case int(st.Uid) == uid:
+			bit = 0o100
+		case int(st.Gid) == gid:
+			bit = 0o010
+		}
+		if st.Mode&bit == 0 {
+			return false
+		}
+		if d == "/" || d == "." {
+			return true
+		}
+	}
 }

@@ -38,7 +38,8 @@ var (
 	descFnServed = prometheus.NewDesc("spry_function_requests_total",
 		"Requests a function's instances finished (since each instance started).", []string{"app", "function"}, nil)
 	descFnErrors = prometheus.NewDesc("spry_function_errors_total",
-		"Requests a function's handler failed.", []string{"app", "function"}, nil)
+		"Requests a function answered with an error, by class: client (it answered 4xx: the request's fault) or server (an error, a panic, a 5xx).",
+		[]string{"app", "function", "class"}, nil)
 	descFnStale = prometheus.NewDesc("spry_function_stale_descriptors_total",
 		"Stale or foreign descriptors a function's instances dropped.", []string{"app", "function"}, nil)
 	descFnBusy = prometheus.NewDesc("spry_function_busy_seconds_total",
@@ -89,7 +90,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descPoolReclaimed, float64(p.Reclaimed()), name)
 		for _, f := range a.fns {
 			fn := f.cfg.Name
-			var served, errs, stale, busy uint64
+			var served, errs, clientErrs, stale, busy uint64
 			var inflight, queue int64
 			states := map[string]int{}
 			restarts := 0
@@ -100,6 +101,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 				st := p.Stats(in.slot)
 				served += st.Served.Load()
 				errs += st.Errors.Load()
+				clientErrs += st.ClientErrors.Load()
 				stale += st.Stale.Load()
 				busy += st.BusyNanos.Load()
 				if p.SlotState(in.slot) != pool.SlotEmpty {
@@ -108,7 +110,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 				}
 			}
 			counter(descFnServed, float64(served), name, fn)
-			counter(descFnErrors, float64(errs), name, fn)
+			counter(descFnErrors, float64(clientErrs), name, fn, "client")
+			counter(descFnErrors, float64(errs), name, fn, "server")
 			counter(descFnStale, float64(stale), name, fn)
 			counter(descFnBusy, time.Duration(busy).Seconds(), name, fn)
 			gauge(descFnInflight, float64(inflight), name, fn)

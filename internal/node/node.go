@@ -125,6 +125,9 @@ type Node struct {
 	bpf       *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
 	bpfErr    error        // why eBPF is not available
 	bpfOnce   sync.Once
+	cg        *cgroups // the node's cgroups, made for the first function with limits
+	cgErr     error
+	cgOnce    sync.Once
 	pollers   int    // busy-polling receivers of all apps
 	runDir    string // this node's own directory under RuntimeDir
 	binDir    string // executables staged for other uids ("" when not switching)
@@ -324,6 +327,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.apps, n.retired = nil, nil
 		n.appsMu.Unlock()
 		n.uidLeases.closeAll()
+		if n.cg != nil {
+			n.cg.close()
+		}
 		if n.spawn != nil {
 			n.spawn.close()
 		}
@@ -347,6 +353,22 @@ func (n *Node) canBPF() error {
 		}
 	})
 	return n.bpfErr
+}
+
+// cgroups makes the node's cgroups the first time a function with limits
+// asks for them, and reports whether that worked.
+func (n *Node) cgroups() (*cgroups, error) {
+	n.cgOnce.Do(func() {
+		n.cg, n.cgErr = newCgroups()
+		if n.cgErr == nil {
+			v := "v1"
+			if n.cg.v2 {
+				v = "v2"
+			}
+			n.log.Info("cgroups ready for function limits", "version", v, "memory", n.cg.mem, "cpu", n.cg.cpu)
+		}
+	})
+	return n.cg, n.cgErr
 }
 
 // makeRunDir creates this node's runtime directory, RuntimeDir/<pid>,

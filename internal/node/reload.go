@@ -224,6 +224,10 @@ func fingerprint(ac *config.App, exes map[*config.Function][]string) string {
 	c.Functions, c.Chains = nil, nil
 	enc := json.NewEncoder(h)
 	enc.Encode(c)
+	for _, s := range ac.Secrets {
+		h.Write(s.Value) // the values are not in the JSON
+		h.Write([]byte{0})
+	}
 	for _, f := range ac.Functions {
 		fc := *f
 		fc.Line, fc.File = 0, ""

@@ -75,11 +75,14 @@ type SlotStats struct {
 	_         int32         //
 	Arrivals  atomic.Uint64 // descriptors accepted
 	Served    atomic.Uint64 // handlers finished
-	Errors    atomic.Uint64 // handlers that failed
+	Errors    atomic.Uint64 // handlers that failed with a server error: an error without a 4xx status, a panic, a 5xx
 	BusyNanos atomic.Uint64 // total handler run time
 	BusySince atomic.Int64  // mono ns of the last start or finish while busy (hung detection)
 	Stale     atomic.Uint64 // stale or foreign descriptors dropped
-	_         [8]byte
+	// ClientErrors counts handlers that answered the client with a 4xx
+	// (an sdk.Errorf(4xx) or SetStatus(4xx)): the request's fault, not
+	// the function's.
+	ClientErrors atomic.Uint64
 
 	// Latency is the step latency of the requests the slot finished: from
 	// the moment the descriptor was sent to it (the previous step's end,

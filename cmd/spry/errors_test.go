@@ -1,0 +1,38 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+// A function's 4xx (the request's fault) and its failures (the function's)
+// are counted apart, in spry status and in spry_function_errors_total.
+func TestClientAndServerErrors(t *testing.T) {
+	cfg := writeConfig(t, "app: errs\nfunctions:\n  f: {builtin: fail}\nchains:\n  f: {route: /f, steps: [f]}\n")
+	n := startNode(t, "-f", cfg)
+	c := client(1)
+	for _, q := range []string{"?status=400", "?status=404", "?status=422", "?status=500", "?status=503"} {
+		if _, _, err := n.post(c, "/f"+q, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := findFunction(t, findApp(t, n.mustStatus(), "errs"), "f").Instances[0]
+	if in.ClientErrors != 3 || in.Errors != 2 {
+		t.Errorf("status: %d client errors, %d server errors; want 3 and 2", in.ClientErrors, in.Errors)
+	}
+	resp, err := adminClient.Get("http://" + n.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`spry_function_errors_total{app="errs",class="client",function="f"} 3`,
+		`spry_function_errors_total{app="errs",class="server",function="f"} 2`,
+	} {
+		if !strings.Contains(string(m), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
