@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/tls"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -121,7 +122,7 @@ func invokeCmd() *cobra.Command {
 	var (
 		admin, data, method, ctype string
 		headers                    []string
-		include                    bool
+		include, insecure          bool
 		timeout                    time.Duration
 	)
 	cmd := &cobra.Command{
@@ -157,7 +158,13 @@ func invokeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req, err := http.NewRequestWithContext(ctx, method, "http://"+dialable(s.Node.Listen)+route, body)
+			scheme, client := "http://", http.DefaultClient
+			if s.Node.TLS {
+				scheme = "https://"
+				client = &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true,
+					TLSClientConfig: &tls.Config{InsecureSkipVerify: insecure}}}
+			}
+			req, err := http.NewRequestWithContext(ctx, method, scheme+dialable(s.Node.Listen)+route, body)
 			if err != nil {
 				return exitError{2, err.Error()}
 			}
@@ -171,7 +178,7 @@ func invokeCmd() *cobra.Command {
 				}
 				req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				return err
 			}
@@ -198,6 +205,7 @@ func invokeCmd() *cobra.Command {
 	f.StringVar(&ctype, "content-type", "", "Content-Type of the body")
 	f.StringArrayVarP(&headers, "header", "H", nil, "extra request header, 'Name: value' (repeatable)")
 	f.BoolVarP(&include, "include", "i", false, "print the response status and headers")
+	f.BoolVarP(&insecure, "insecure", "k", false, "with a TLS gateway: do not verify its certificate (a self-signed one)")
 	f.DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
 	return cmd
 }
