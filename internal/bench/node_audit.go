@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"strings"
 	"time"
 
@@ -118,6 +119,19 @@ func AuditNode(ctx context.Context, o AuditOptions, w io.Writer) (*Audit, error)
 		fmt.Fprintf(w, "%d requests to %s %s, %.0f req/s, CPU %.1f µs/request over %d processes\n\n", res.Requests, method, o.Route,
 			res.RPS(), total.CPU.Seconds()/n*1e6, len(after.Procs))
 		a.Text(w)
+		fmt.Fprintln(w, "copies, protocol processing and (de)serializations count what the platform does to move the request")
+		fmt.Fprintln(w, "between components; what a function does with its payload (decoding JSON, say) is its own work,")
+		fmt.Fprintln(w, "measured as its CPU time below.")
+		var names []string
+		for k := range byComp {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		fmt.Fprint(w, "CPU per request:")
+		for _, k := range names {
+			fmt.Fprintf(w, "  %s %.1f µs", k, byComp[k].CPU.Seconds()/n*1e6)
+		}
+		fmt.Fprintln(w)
 		if !total.IOOK {
 			fmt.Fprintln(w, "(syscall counts need root: /proc/PID/io of the instances was not readable)")
 		}

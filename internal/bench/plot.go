@@ -120,6 +120,14 @@ func (r *Report) Plots(dir string) ([]string, error) {
 
 // String summarises a mode result on one line.
 func (m ModeResult) String() string {
-	return fmt.Sprintf("%-9s %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms  CPU %7.1f µs/req  ctxsw %5.1f/req  errors %d",
+	s := fmt.Sprintf("%-9s %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms  CPU %7.1f µs/req  ctxsw %5.1f/req  errors %d",
 		m.Mode, m.RPS, m.P50, m.P99, m.CPUPerReq*1e6, m.CtxSwPerReq, m.Errors)
+	if m.Mode == ModeKnative {
+		s += "  (" + KnativeNote + ")"
+	}
+	return s
 }
+
+// KnativeNote is said next to every number of the knative mode: it is not
+// Knative.
+const KnativeNote = "knative = a local emulation of Knative's data path, not a Knative deployment"

@@ -152,6 +152,12 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 		fmt.Fprintf(w, ", %d steps, %d-byte payload", c.Steps, c.Payload)
 	}
 	fmt.Fprintf(w, ". Extra CPU per step %s, cost scale %g. Knative broker: %s.\n\n", c.StepCPU, c.Scale, c.Broker)
+	for _, m := range r.Modes {
+		if m.Mode == ModeKnative {
+			fmt.Fprintf(w, "The `knative` mode is a local emulation of Knative's data path on this machine: each function an HTTP server behind its own queue-proxy-like sidecar, every hop through a broker (%s). It is not a Knative deployment (no activator, ingress gateway or cluster networking), and its numbers stand for that data path only.\n\n", c.Broker)
+			break
+		}
+	}
 
 	if len(r.Modes) == 0 {
 		return

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"strconv"
 
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/mono"
@@ -127,6 +128,19 @@ func (r *Request) AppendMessage(dst []byte, e *Error) []byte {
 		dst = append(append(dst, r.Method...), e.Msg...)
 		if r.Routed != nil {
 			dst = append(dst, r.Routed.Route...)
+		}
+	case ErrTooLarge:
+		// Say how large, and which setting bounds it (all without
+		// allocating: a refusal is on the path too).
+		dst = append(dst, "request body"...)
+		if r.Length >= 0 {
+			dst = strconv.AppendInt(append(dst, " of "...), r.Length, 10)
+			dst = append(dst, " bytes"...)
+		}
+		dst = append(dst, " is larger than a pool buffer"...)
+		if ch := r.Routed; ch != nil {
+			dst = strconv.AppendUint(append(dst, " ("...), uint64(ch.App.pool.BufferSize()), 10)
+			dst = append(append(append(dst, " bytes: pool.bufferSize of app "...), ch.App.name...), ')')
 		}
 	case ErrInflight, ErrNoBuffer:
 		dst = append(dst, "app "...)
