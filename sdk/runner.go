@@ -176,7 +176,7 @@ func (c *Call) Run(h Handler, n, hop, steps int) Output {
 // End finishes the call: its buffers go back to the runner and the call
 // must not be used again.
 func (c *Call) End() {
-	c.r.p.Free(c.out)
+	c.r.p.Free(c.out, runnerSelf)
 	c.req, c.res = Request{}, Response{}
 	c.r.free <- c
 }

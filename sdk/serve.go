@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spry-dev/spry/internal/crash"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
@@ -28,6 +29,7 @@ const (
 	EnvFunction    = "SPRY_FUNCTION"    // function name, for messages
 	EnvApp         = "SPRY_APP"         // the app's name
 	EnvSecrets     = "SPRY_SECRETS"     // the directory of the app's secrets, when it has any
+	EnvTimeout     = "SPRY_TIMEOUT_MS"  // the function's timeout: the longest one handler may run
 )
 
 // Serve runs h as a Spry function instance until the daemon stops it. It
@@ -156,10 +158,16 @@ func (s *instance) serve(h Handler) error {
 				continue // nothing for instances yet
 			}
 			s.st.Queue.Add(-1)
-			if !s.p.Check(d.Buf, d.Gen, s.id) {
+			crash.Point("recv.popped")
+			// Taking the buffer is one compare-and-swap that only the
+			// transfer this descriptor announces lets succeed: a stale,
+			// forged or duplicate descriptor, or one whose buffer the
+			// daemon took back (its sender died), is dropped unread.
+			if !s.p.Accept(d.Buf, d.Gen, d.Src, s.id) {
 				s.st.Stale.Add(1)
 				continue
 			}
+			crash.Point("recv.accepted")
 			s.st.Arrivals.Add(1)
 			if s.conc == 1 {
 				inline.step(s, h, d)
@@ -187,9 +195,10 @@ func (w *worker) step(s *instance, h Handler, d desc.Desc) {
 	hdr := s.p.Header(d.Buf)
 	start := mono.Now()
 	if dl := hdr.Deadline(); dl != 0 && start > dl {
-		// The gateway already answered 504; hand the buffer back so it
-		// can be freed, without running the handler.
-		s.reply(d.Chain, d.Hop, d.Buf)
+		// Past the deadline: the handler does not run, and the buffer
+		// goes back as the 504 it is (the gateway may not have answered
+		// yet: whichever side completes the request, the client gets 504).
+		s.fail(d.Chain, d.Hop, d.Buf, 504, "spry: the request's deadline passed before this step ran")
 		return
 	}
 	if s.st.InFlight.Add(1) == 1 {
@@ -251,7 +260,7 @@ func (s *instance) forward(chain uint16, hop uint8, buf uint32) {
 		s.reply(chain, hop, buf)
 		return
 	}
-	d := desc.Desc{Src: s.id, Buf: buf, Gen: s.p.Header(buf).Gen(), Chain: chain, Hop: hop + 1}
+	d := desc.Desc{Src: s.id, Buf: buf, Chain: chain, Hop: hop + 1}
 	deadline := time.Now().Add(s.retry)
 	asked := false
 	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
@@ -261,13 +270,19 @@ func (s *instance) forward(chain uint16, hop uint8, buf uint32) {
 			// daemon answers the request then.
 			return
 		}
+		if s.stop.Load() {
+			// Stopping: keep the finished output. This process holds
+			// the buffer when it exits, and the daemon's reclaim sends
+			// it on to the next step (see node's salvage).
+			return
+		}
 		if errors.Is(err, transport.ErrNoInstance) && !asked {
 			// The next function may be scaled to zero: ask the daemon
 			// (through the gateway) for an instance, once.
 			asked = true
 			s.c.Send(desc.Desc{Dst: s.p.Gateway(), Src: s.id, Buf: desc.CtlNoInstance, Chain: fn, Flags: desc.FlagControl})
 		}
-		if s.stop.Load() || time.Now().After(deadline) {
+		if time.Now().After(deadline) {
 			s.fail(chain, hop, buf, 503, "no instance of the next step could take the request")
 			return
 		}
@@ -288,15 +303,20 @@ func (s *instance) fail(chain uint16, hop uint8, buf uint32, status uint16, msg 
 
 // reply hands buf back to the app's gateway.
 func (s *instance) reply(chain uint16, hop uint8, buf uint32) {
-	h := s.p.Header(buf)
-	gw := s.p.Gateway()
-	h.SetOwner(gw)
-	d := desc.Desc{Dst: gw, Src: s.id, Buf: buf, Gen: h.Gen(), Chain: chain, Hop: hop, Flags: desc.FlagReply}
-	if err := s.sendPatiently(d); err != nil {
-		// The gateway is gone or wedged; the daemon reclaims buffers it
-		// cannot account for. Keep ownership honest meanwhile.
-		h.SwapOwner(gw, s.id)
-		s.log.Error("reply to gateway failed", "err", err)
+	d := desc.Desc{Dst: s.p.Gateway(), Src: s.id, Buf: buf, Chain: chain, Hop: hop, Flags: desc.FlagReply}
+	deadline := time.Now().Add(s.retry)
+	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
+		err := transport.Pass(s.p, s.c, d)
+		if err == nil || errors.Is(err, transport.ErrLost) {
+			return
+		}
+		if !errors.Is(err, transport.ErrFull) || time.Now().After(deadline) {
+			// The gateway is gone or wedged. This process still holds
+			// the buffer; the daemon takes it back when it stops.
+			s.log.Error("reply to gateway failed", "err", err)
+			return
+		}
+		time.Sleep(wait)
 	}
 }
 

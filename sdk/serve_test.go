@@ -154,7 +154,7 @@ func (r *rig) invoke(body string) (*pool.BufHeader, string) {
 	h.SetTimes(mono.Now(), mono.Now()+int64(10*time.Second))
 	r.send(0, buf)
 	d := r.recv()
-	if !d.Is(desc.FlagReply) || !r.p.Check(d.Buf, d.Gen, gwID) {
+	if !d.Is(desc.FlagReply) || !r.p.Accept(d.Buf, d.Gen, d.Src, gwID) {
 		r.t.Fatalf("reply %v is not a current reply owned by the gateway", d)
 	}
 	oh := r.p.Header(d.Buf)
@@ -162,7 +162,7 @@ func (r *rig) invoke(body string) (*pool.BufHeader, string) {
 		r.t.Fatalf("reply carries request id %d, want %d", oh.ReqID(), uint64(buf)+1000)
 	}
 	out := string(r.p.Data(d.Buf))
-	r.p.Free(d.Buf)
+	r.p.Free(d.Buf, gwID)
 	return oh, out
 }
 
@@ -176,14 +176,19 @@ func upperInPlace(req *Request, res *Response) error {
 	return nil
 }
 
+// done takes a reply as the gateway does, and frees its buffer.
+func (r *rig) done(d desc.Desc) {
+	if !r.p.Accept(d.Buf, d.Gen, d.Src, gwID) || !r.p.Free(d.Buf, gwID) {
+		panic("reply buffer not in transit to the gateway")
+	}
+}
+
 // send hands buf to instance slot s as the gateway does.
 func (r *rig) send(s uint32, buf uint32) {
 	r.t.Helper()
-	h := r.p.Header(buf)
 	id := r.p.SlotID(s)
 	r.p.Stats(s).Queue.Add(1)
-	h.SetOwner(id)
-	if err := r.gw.Send(desc.Desc{Dst: id, Src: gwID, Buf: buf, Gen: h.Gen()}); err != nil {
+	if err := transport.Pass(r.p, r.gw, desc.Desc{Dst: id, Buf: buf}); err != nil {
 		panic(err)
 	}
 }
@@ -268,11 +273,15 @@ func TestStaleDropped(t *testing.T) {
 	r := newRig(t, 1, func(req *Request, res *Response) error { ran <- true; return nil })
 	buf, _ := r.p.Alloc(gwID)
 	h := r.p.Header(buf)
-	gen := h.Gen()
+	gen, _ := r.p.Transfer(buf, gwID, r.p.SlotID(0))
 	id := r.p.SlotID(0)
-	h.SetOwner(id)
-	r.p.Free(buf) // the buffer moves on; the descriptor below is now stale
-	r.p.Header(buf).SetOwner(id)
+	r.p.Cancel(buf, gen, gwID, id)
+	r.p.Free(buf, gwID) // the buffer moves on; the descriptor below is now stale
+	buf2, _ := r.p.Alloc(gwID)
+	if buf2 != buf || h.Gen() == gen {
+		t.Fatalf("realloc: %d gen %d", buf2, h.Gen())
+	}
+	r.p.Transfer(buf, gwID, id)
 	if err := r.gw.Send(desc.Desc{Dst: id, Src: gwID, Buf: buf, Gen: gen}); err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +331,7 @@ func TestConcurrency(t *testing.T) {
 	close(gate)
 	for range 4 {
 		d := r.recv()
-		r.p.Free(d.Buf)
+		r.done(d)
 	}
 }
 
@@ -344,7 +353,7 @@ func TestRoundTripZeroAllocs(t *testing.T) {
 		if _, err := r.gw.Recv(ds[:]); err != nil {
 			panic(err)
 		}
-		r.p.Free(ds[0].Buf)
+		r.done(ds[0])
 	})
 	if n != 0 {
 		t.Fatalf("a two-step round trip allocates %v times, want 0", n)
@@ -377,7 +386,7 @@ func BenchmarkChain(b *testing.B) {
 				buf, _ := r.p.Alloc(gwID)
 				r.send(0, buf)
 				r.gw.Recv(ds[:])
-				r.p.Free(ds[0].Buf)
+				r.done(ds[0])
 			}
 		})
 	}

@@ -256,7 +256,7 @@ func (g *Gateway) Begin(r *Request) (x Admission, err *Error) {
 		}
 	}
 	if !ok {
-		p.Free(buf)
+		p.Free(buf, a.id)
 		a.release(idx, reqID)
 		ch.count(ErrMetaTooLarge.Status, r.Began)
 		return x, ErrMetaTooLarge
@@ -285,7 +285,7 @@ func (x *Admission) SetReplier(rep Replier, tag uint64) {
 // entry are free again.
 func (x *Admission) Cancel() {
 	x.a.pend[x.idx].rep = nil
-	x.a.pool.Free(x.buf)
+	x.a.pool.Free(x.buf, x.a.id)
 	x.a.release(x.idx, x.reqID)
 }
 
@@ -303,7 +303,7 @@ func (x *Admission) Send(n int, ctype []byte) {
 	h.SetTimes(e.began, x.deadline)
 	a.stats.Requests.Add(1)
 	a.publish(x.idx, x.reqID, x.deadline)
-	d := desc.Desc{Src: a.id, Buf: x.buf, Gen: h.Gen(), Chain: x.ch.Index, Hop: x.hop}
+	d := desc.Desc{Buf: x.buf, Chain: x.ch.Index, Hop: x.hop}
 	err := transport.Forward(a.pool, a.conn, x.fn, d, a.rot.Add(1))
 	if err == nil || errors.Is(err, transport.ErrLost) {
 		// Sent, or reclaimed with its instance: either way the reply
@@ -317,6 +317,7 @@ func (x *Admission) Send(n int, ctype []byte) {
 	// coming up from zero. Retry in the background until the deadline
 	// (the timer answers then), so that the adapter is free meanwhile.
 	a.undispatched(x.idx)
+	a.bg.Add(1)
 	go a.await(x.fn, d, x.idx, x.reqID)
 }
 
@@ -388,6 +389,6 @@ func (r *Reply) Done() {
 	if r.err != nil {
 		return // the entry waits for the buffer (see App.complete)
 	}
-	r.a.pool.Free(r.buf)
+	r.a.pool.Free(r.buf, r.a.id)
 	r.a.release(r.idx, r.reqID)
 }

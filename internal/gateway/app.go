@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/spry-dev/spry/internal/crash"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
@@ -32,6 +34,13 @@ type App struct {
 	ctl        func(desc.Desc)
 	noInstance func(fn uint16)
 	stats      AppStats
+	// bg counts the app's goroutines that use the pool outside an
+	// adapter's own (awaits of an instance, the ends of partial writes):
+	// Close waits for them, so the pool is never unmapped under them.
+	bg      sync.WaitGroup
+	closing atomic.Bool
+	gate    atomic.Bool // Quiesce holds every entry: admissions wait a moment
+	held    []uint32    // the entries Quiesce holds (the daemon's sweep only)
 }
 
 // idBits is the width of the entry index in a request id: enough for the
@@ -78,6 +87,8 @@ type AppStats struct {
 	Rejected  atomic.Uint64 // refused 429/503 by flow control
 	Stale     atomic.Uint64 // replies for requests already answered (freed)
 	Abandoned atomic.Uint64 // buffers freed after their request timed out
+	Forged    atomic.Uint64 // descriptors whose buffer was not in transit to the gateway (dropped unread)
+	RecvErrs  atomic.Uint64 // receive errors the reply loop outlived
 }
 
 // AppConfig configures an App.
@@ -138,19 +149,26 @@ func (a *App) Inflight() int { return len(a.pend) - len(a.free) }
 
 // Run receives the app's descriptors until the endpoint is closed: replies
 // complete their requests, control messages go to AppConfig.Control. It
-// locks its goroutine to an OS thread that sleeps in the kernel.
+// locks its goroutine to an OS thread that sleeps in the kernel. A receive
+// error other than the endpoint's closing does not end it: every reply of
+// the app comes through here.
 func (a *App) Run() error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var batch [transport.MaxBatch]desc.Desc
+	pause := time.Millisecond
 	for {
 		n, err := a.conn.Recv(batch[:])
 		if err != nil {
-			if errors.Is(err, transport.ErrClosed) {
+			if errors.Is(err, transport.ErrClosed) || a.closing.Load() {
 				return nil
 			}
-			return fmt.Errorf("gateway: app %s: receive: %w", a.name, err)
+			a.stats.RecvErrs.Add(1)
+			time.Sleep(pause)
+			pause = min(2*pause, 100*time.Millisecond)
+			continue
 		}
+		pause = time.Millisecond
 		for _, d := range batch[:n] {
 			if d.Is(desc.FlagControl) {
 				if d.Buf == desc.CtlNoInstance {
@@ -160,13 +178,60 @@ func (a *App) Run() error {
 				a.ctl(d)
 				continue
 			}
-			if !a.pool.Check(d.Buf, d.Gen, a.id) {
+			// The gateway takes a reply's buffer only by completing the
+			// transfer the descriptor announces: a forged one, a
+			// duplicate, one naming a buffer the gateway is still
+			// filling, or one whose buffer the daemon took back with its
+			// dead sender, finds another word and is dropped unread.
+			if !a.pool.Accept(d.Buf, d.Gen, d.Src, a.id) {
 				a.pool.CountStale()
+				a.stats.Forged.Add(1)
 				continue
 			}
+			crash.Point("gateway.accepted")
 			a.complete(d.Buf)
 		}
 	}
+}
+
+// Quiesce runs fn while the app has no request in flight and admits none
+// (new requests wait up to 10 ms), and reports whether it could: then no
+// buffer of the app may legitimately be held by anyone. The daemon repairs
+// the pool's free list under it.
+func (a *App) Quiesce(fn func()) bool {
+	if a.Inflight() != 0 {
+		return false
+	}
+	a.gate.Store(true)
+	defer a.gate.Store(false)
+	got := 0
+	defer func() {
+		for ; got > 0; got-- {
+			a.free <- a.held[got-1]
+		}
+	}()
+	if a.held == nil {
+		a.held = make([]uint32, len(a.pend))
+	}
+	for got < len(a.pend) {
+		select {
+		case a.held[got] = <-a.free:
+			got++
+		default:
+			return false
+		}
+	}
+	fn()
+	return true
+}
+
+// Close makes the app's background work end and waits for it: after it
+// returns nothing of the app's gateway touches the pool except the
+// adapters' own goroutines (stopped by the server's shutdown) and Run
+// (ended by closing the endpoint).
+func (a *App) Close() {
+	a.closing.Store(true)
+	a.bg.Wait()
 }
 
 // acquire takes a free entry for a new request, or reports false when the
@@ -176,7 +241,17 @@ func (a *App) acquire() (idx uint32, reqID uint64, ok bool) {
 	select {
 	case idx = <-a.free:
 	default:
-		return 0, 0, false
+		if !a.gate.Load() {
+			return 0, 0, false
+		}
+		// The daemon holds the table for a repair (Quiesce): wait for it.
+		t := time.NewTimer(10 * time.Millisecond)
+		select {
+		case idx = <-a.free:
+			t.Stop()
+		case <-t.C:
+			return 0, 0, false
+		}
 	}
 	seq := a.seq.Add(1)
 	return idx, seq<<idBits | uint64(idx), true
@@ -208,19 +283,32 @@ func (a *App) release(idx uint32, reqID uint64) {
 
 // complete hands buffer buf, which came back from the app's chain, to the
 // request it belongs to, or frees it when that request is already
-// answered. The gateway must own buf.
+// answered. The gateway must hold buf.
+//
+// A reply that comes back after the request's deadline, before its timer
+// fired, answers it 504 as the timer would have: whichever side completes
+// the request, a client past its deadline gets 504 (a step handed a
+// request past its deadline hands it back unrun; its buffer then still
+// holds the client's own body).
 func (a *App) complete(buf uint32) {
 	h := a.pool.Header(buf)
 	reqID := h.ReqID()
 	idx := uint32(reqID & idMask)
 	if reqID == 0 || idx >= uint32(len(a.pend)) {
 		a.stats.Stale.Add(1)
-		a.pool.Free(buf)
+		a.pool.Free(buf, a.id)
 		return
 	}
 	e := &a.pend[idx]
 	seq := reqID >> idBits
-	if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
+	if mono.Now() > e.deadline.Load() && e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stAbandoned) {
+		e.timer.Stop()
+		a.stats.Timeouts.Add(1)
+		e.ch.count(ErrDeadline.Status, e.began)
+		e.rep.Reply(Reply{a: a, ch: e.ch, err: ErrDeadline, idx: idx, reqID: reqID, status: ErrDeadline.Status, tag: e.tag})
+		// Abandoned, and the buffer is back: both go below.
+	} else if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
+		crash.Point("gateway.completed")
 		e.timer.Stop()
 		status := int(h.Status())
 		if status < 100 || status > 999 {
@@ -233,7 +321,7 @@ func (a *App) complete(buf uint32) {
 		e.rep.Reply(Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag})
 		return
 	}
-	a.pool.Free(buf)
+	a.pool.Free(buf, a.id)
 	if e.word.CompareAndSwap(seq<<2|stAbandoned, seq<<2|stFree) {
 		a.stats.Abandoned.Add(1)
 		e.rep = nil
@@ -284,6 +372,7 @@ func (a *App) undispatched(idx uint32) { a.pend[idx].queued.Store(true) }
 // may be starting, restarting, or coming up from zero. When the request's
 // timer answers it first, the buffer is freed and the entry with it.
 func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
+	defer a.bg.Done()
 	e := &a.pend[idx]
 	want := reqID>>idBits<<2 | stWaiting
 	wait := 20 * time.Microsecond
@@ -294,6 +383,10 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 		if e.word.Load() != want {
 			// Answered by the timer: the buffer never left.
 			a.complete(d.Buf)
+			return
+		}
+		if a.closing.Load() {
+			a.fail(d.Buf, 503, "spry: the node is shutting down")
 			return
 		}
 		err := transport.Forward(a.pool, a.conn, fn, d, a.rot.Add(1))
@@ -314,10 +407,17 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 // daemon it still has none.
 const askAgain = 250 * time.Millisecond
 
-// Fail answers the request of buffer buf, which the daemon took back from a
-// dead instance (pool.Reclaim), with status and msg, or frees buf when its
-// request is already answered. The daemon must own buf.
+// Fail answers the request of buffer buf, which the daemon took back
+// (pool.Reclaim or Seize: it holds it as pool.OwnerDaemon), with status and
+// msg, or frees buf when its request is already answered.
 func (a *App) Fail(buf uint32, status uint16, msg string) {
+	if a.pool.Move(buf, pool.OwnerDaemon, a.id) {
+		a.fail(buf, status, msg)
+	}
+}
+
+// fail is Fail for a buffer the gateway holds.
+func (a *App) fail(buf uint32, status uint16, msg string) {
 	h := a.pool.Header(buf)
 	n := copy(a.pool.Buffer(buf), msg)
 	h.SetData(0, uint32(n))
@@ -329,24 +429,31 @@ func (a *App) Fail(buf uint32, status uint16, msg string) {
 }
 
 // Deliver answers the request of buffer buf with it, as if the chain had
-// replied: the daemon calls it for a finished request it took back from a
-// dead instance before that could reply. The daemon must own buf.
-func (a *App) Deliver(buf uint32) { a.complete(buf) }
+// replied: the daemon calls it for a finished request it took back (it
+// holds buf as pool.OwnerDaemon) before that could reply.
+func (a *App) Deliver(buf uint32) {
+	if a.pool.Move(buf, pool.OwnerDaemon, a.id) {
+		a.complete(buf)
+	}
+}
 
-// Redispatch sends buffer buf, which the daemon took back from a dead
-// instance before any handler ran on it, on to step hop of its chain (an
-// instance of function fn), in the background. A request whose deadline
-// passes first is answered 504.
+// Redispatch sends buffer buf, which the daemon took back (it holds it as
+// pool.OwnerDaemon) before any handler ran on it, on to step hop of its
+// chain (an instance of function fn), in the background. A request whose
+// deadline passes first is answered 504 by its timer.
 func (a *App) Redispatch(buf uint32, fn uint16, hop uint8) {
+	if !a.pool.Move(buf, pool.OwnerDaemon, a.id) {
+		return
+	}
 	h := a.pool.Header(buf)
-	h.SetOwner(a.id)
 	reqID := h.ReqID()
 	idx := uint32(reqID & idMask)
 	if reqID == 0 || idx >= uint32(len(a.pend)) {
 		a.stats.Stale.Add(1)
-		a.pool.Free(buf)
+		a.pool.Free(buf, a.id)
 		return
 	}
-	d := desc.Desc{Src: a.id, Buf: buf, Gen: h.Gen(), Chain: h.Chain(), Hop: hop}
+	d := desc.Desc{Buf: buf, Chain: h.Chain(), Hop: hop}
+	a.bg.Add(1)
 	go a.await(fn, d, idx, reqID)
 }

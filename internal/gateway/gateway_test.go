@@ -131,7 +131,7 @@ func (r *rig) instance(done chan struct{}) {
 		}
 		for _, d := range ds[:n] {
 			r.p.Stats(0).Queue.Add(-1)
-			if !r.p.Check(d.Buf, d.Gen, instID) {
+			if !r.p.Accept(d.Buf, d.Gen, d.Src, instID) {
 				continue
 			}
 			if r.hold {
@@ -145,8 +145,7 @@ func (r *rig) instance(done chan struct{}) {
 
 // reply sends d's buffer back to the gateway as the chain's answer.
 func (r *rig) reply(d desc.Desc) {
-	r.p.Header(d.Buf).SetOwner(gwID)
-	r.inst.Send(desc.Desc{Dst: gwID, Src: instID, Buf: d.Buf, Gen: d.Gen, Flags: desc.FlagReply})
+	transport.Pass(r.p, r.inst, desc.Desc{Dst: gwID, Buf: d.Buf, Flags: desc.FlagReply})
 }
 
 // do sends one request with a fresh connection and returns the response.
@@ -228,7 +227,7 @@ func TestPoolExhausted(t *testing.T) {
 		t.Fatalf("with the pool empty: %d %q Retry-After=%q", resp.StatusCode, body, resp.Header.Get("Retry-After"))
 	}
 	for _, i := range taken {
-		r.p.Free(i)
+		r.p.Free(i, 99)
 	}
 	if resp, body := r.do("POST", "x"); resp.StatusCode != 200 || body != "x" {
 		t.Fatalf("after: %d %q", resp.StatusCode, body)

@@ -51,6 +51,7 @@ func (c *conn) Reply(r Reply) {
 	// off this thread.
 	c.vec = [2][]byte{o, body}
 	c.rep = r
+	r.a.bg.Add(1) // App.Close waits for it: it reads the pool buffer
 	go c.writeRest()
 }
 
@@ -79,6 +80,7 @@ func (c *conn) writeRest() {
 		c.nc.Close() // the client is gone or stuck: the connection is done
 	}
 	r := c.rep
+	defer r.a.bg.Done()
 	c.answered()
 	r.Done()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/spry-dev/spry/internal/gateway"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
+	rt "github.com/spry-dev/spry/internal/runtime"
 	"github.com/spry-dev/spry/internal/transport"
 )
 
@@ -55,9 +56,9 @@ type app struct {
 type function struct {
 	a       *app
 	cfg     *config.Function
-	argv    []string // program and arguments
-	workDir string   // the instances' working directory
-	base    uint32   // first pool slot
+	cmd     rt.Command // how its instances start
+	workDir string     // the instances' working directory
+	base    uint32     // first pool slot
 	insts   []*instance
 
 	mu   sync.Mutex
@@ -129,14 +130,14 @@ func (f *function) wanted() int {
 // gateway side, with no instance running yet. A reload that replaces app
 // prev passes it: the new app takes over its uid (the same security
 // domain), and the two run side by side until prev has drained.
-func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *app) (a *app, err error) {
+func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev *app) (a *app, err error) {
 	a = &app{n: n, cfg: ac, uid: -1, gid: -1, byID: map[uint16]*instance{}, gwDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			a.close()
 		}
 	}()
-	a.fingerprint = fingerprint(ac, exes)
+	a.fingerprint = fingerprint(ac, cmds)
 	if n.uids {
 		if prev != nil && prev.lease != nil {
 			a.lease = prev.lease.share()
@@ -152,6 +153,11 @@ func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *a
 	name, why, err := transport.Resolve(a.transport, n.canBPF)
 	if err != nil {
 		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+	}
+	for _, f := range ac.Functions {
+		if err := f.CheckTransport(name); err != nil {
+			return nil, fmt.Errorf("%s:%d: app %s: %w", ac.File, f.Line, ac.Name, err)
+		}
 	}
 	if a.transport == config.TransportAuto || a.transport == "" {
 		n.log.Info("transport auto: "+name, "app", ac.Name, "reason", why)
@@ -194,7 +200,7 @@ func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *a
 	// The routing table: each function's slots, each chain's steps.
 	base := uint32(0)
 	for _, fc := range ac.Functions {
-		f := &function{a: a, cfg: fc, argv: exes[fc], base: base, workDir: fc.WorkDir}
+		f := &function{a: a, cfg: fc, cmd: cmds[fc], base: base, workDir: fc.WorkDir}
 		if a.uid >= 0 && !reachable(f.workDir, a.uid, a.gid) {
 			if fc.WorkDirSet {
 				return nil, fmt.Errorf("%s:%d: functions.%s.workDir: %s is not reachable by the app's uid %d (a directory on the way is closed to it)",
@@ -367,13 +373,13 @@ func (a *app) unregister(id uint16) {
 	a.mu.Unlock()
 }
 
-func (a *app) live(id uint32) bool {
-	if id == uint32(a.gw.ID()) || id == pool.OwnerDaemon || id == pool.OwnerFree {
+func (a *app) live(id uint16) bool {
+	if id == a.gw.ID() || id == pool.OwnerDaemon || id == pool.OwnerFree {
 		return true
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.byID[uint16(id)] != nil
+	return a.byID[id] != nil
 }
 
 // watch looks after the app's instances until ctx ends: every tick it
@@ -387,7 +393,7 @@ func (a *app) watch(ctx context.Context) {
 	const tick = 100 * time.Millisecond
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	suspects := map[uint32]int{} // owner → sweeps it was seen dead
+	sw := &sweeper{suspects: map[uint16]int{}, stuck: map[uint32]uint64{}}
 	for i := 1; ; i++ {
 		select {
 		case <-ctx.Done():
@@ -415,40 +421,104 @@ func (a *app) watch(ctx context.Context) {
 			}
 		}
 		if i%5 == 0 {
-			a.sweep(suspects)
+			a.sweep(sw)
 		}
 	}
 }
 
-// sweep reclaims buffers whose owner has been dead for two sweeps in a row.
-func (a *app) sweep(suspects map[uint32]int) {
-	seen := map[uint32]bool{}
+// sweeper is the state the watcher's sweeps keep between them.
+type sweeper struct {
+	suspects map[uint16]int    // endpoint → sweeps it was seen dead holding a buffer
+	stuck    map[uint32]uint64 // buffer → ownership word seen in transit past its deadline
+}
+
+// stuckGrace is how long past its request's deadline a buffer may stay in
+// transit before the sweep takes it back.
+const stuckGrace = time.Second
+
+// sweep takes back what the app's processes lost:
+//   - buffers held by, or in transit from or to, an endpoint that has been
+//     dead for two sweeps in a row (a descriptor a transport lost with its
+//     dead destination; an instance that died before its supervisor
+//     noticed);
+//   - buffers in transit between live endpoints for longer than their
+//     request's deadline plus stuckGrace, unchanged over two sweeps: a
+//     descriptor lost or torn in a transport, or scribbled over by a
+//     process of the app (the transfer never completes, and the word says
+//     so; the receiver's Accept of a late descriptor then fails);
+//   - with nothing in flight, buffers neither on the free list nor held
+//     (a process died between taking one and recording itself its
+//     holder), and a free list a process of the app broke: rebuilt.
+//
+// It also writes the daemon's routing table over the instances' copy.
+func (a *app) sweep(sw *sweeper) {
+	a.pool.RepairRoute()
+	seen := map[uint16]bool{}
+	now := mono.Now()
 	for i := range a.pool.Buffers() {
-		o := a.pool.Header(i).Owner()
-		if !a.live(o) {
-			seen[o] = true
+		h := a.pool.Header(i)
+		o := h.Own()
+		if o.Holder == pool.OwnerFree {
+			continue
+		}
+		if !a.live(o.Holder) {
+			seen[o.Holder] = true
+		}
+		if o.Transit == 0 {
+			delete(sw.stuck, i)
+			continue
+		}
+		if !a.live(o.Transit) {
+			seen[o.Transit] = true
+			continue
+		}
+		if dl := h.Deadline(); dl == 0 || now < dl+int64(stuckGrace) {
+			continue
+		}
+		w := uint64(o.Gen) | uint64(o.Holder)<<32 | uint64(o.Transit)<<48
+		if prev, ok := sw.stuck[i]; !ok || prev != w {
+			sw.stuck[i] = w
+			continue
+		}
+		delete(sw.stuck, i)
+		if a.pool.Seize(i, o) {
+			a.n.log.Warn("took back a buffer stuck in transit", "app", a.cfg.Name, "from", o.Holder, "to", o.Transit)
+			a.salvage(i, fmt.Sprintf("spry: app %s: request lost between endpoints %d and %d", a.cfg.Name, o.Holder, o.Transit))
 		}
 	}
-	for o := range suspects {
+	for o := range sw.suspects {
 		if !seen[o] {
-			delete(suspects, o)
+			delete(sw.suspects, o)
 		}
 	}
 	for o := range seen {
-		suspects[o]++
-		if suspects[o] < 2 {
+		sw.suspects[o]++
+		if sw.suspects[o] < 2 {
 			continue
 		}
-		delete(suspects, o)
+		delete(sw.suspects, o)
 		msg := fmt.Sprintf("spry: app %s: request lost with endpoint %d", a.cfg.Name, o)
-		if k := a.pool.Reclaim(uint16(o), func(buf uint32) { a.salvage(buf, msg) }); k > 0 {
+		if k := a.pool.Reclaim(o, func(buf uint32) { a.salvage(buf, msg) }); k > 0 {
 			a.n.log.Warn("reclaimed buffers of a vanished endpoint", "app", a.cfg.Name, "endpoint", o, "buffers", k)
 		}
 	}
+	if a.pool.FreeBuffers() == int(a.pool.Buffers()) && a.pool.Audit() {
+		return
+	}
+	a.gw.Quiesce(func() {
+		if a.pool.Audit() && len(a.pool.Orphans(a.live)) == 0 {
+			return
+		}
+		n := a.pool.Rebuild(func(o pool.Own) bool { return o.Holder != pool.OwnerDaemon && a.live(o.Holder) })
+		a.n.log.Warn("rebuilt the pool's free list", "app", a.cfg.Name, "free", n, "buffers", a.pool.Buffers())
+	})
 }
 
 // close releases what the app holds. Instances must be stopped.
 func (a *app) close() {
+	if a.gw != nil {
+		a.gw.Close() // its redispatches and partial writes end before the pool goes
+	}
 	if a.gwConn != nil {
 		a.gwConn.Close()
 		<-a.gwDone
@@ -484,13 +554,15 @@ func (a *app) close() {
 	}
 }
 
-// executables resolves every function's program: builtins run the spry
-// executable, go: functions are built (or found in the cache), exec:
-// functions run as given. When instances run under other uids, the spry
-// executable and the builds are staged in the node's bin directory, which
-// those uids can reach.
-func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config.Function][]string, error) {
-	out := map[*config.Function][]string{}
+// executables resolves how every function's instances start (see
+// internal/runtime): builtins and adapters run the spry executable, go:
+// functions are built (or found in the cache), python: functions run the
+// interpreter on the Python SDK the node stages, exec: functions run as
+// given. When instances run under other uids, the spry executable and the
+// builds are staged in the node's bin directory, which those uids can
+// reach.
+func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config.Function]rt.Command, error) {
+	out := map[*config.Function]rt.Command{}
 	if n.staged == nil {
 		n.staged = map[string]string{}
 	}
@@ -513,29 +585,30 @@ func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config
 	}
 	for _, a := range apps {
 		for _, f := range a.Functions {
+			p := rt.Prepared{Ready: n.cfg.ReadyTimeout}
+			var err error
 			switch f.Kind {
-			case config.Builtin:
-				exe, err := stage(n.cfg.Exe)
-				if err != nil {
-					return nil, err
-				}
-				out[f] = []string{exe, "fn", f.Builtin}
+			case config.Builtin, config.HTTP, config.Lambda:
+				p.Exe, err = stage(n.cfg.Exe)
 			case config.Go:
 				began := time.Now()
-				bin, err := buildGo(ctx, filepath.Join(n.cfg.CacheDir, "build"), f.Go, a.Dir)
-				if err != nil {
-					return nil, fmt.Errorf("%s:%d: functions.%s: %w", a.File, f.Line, f.Name, err)
+				bin, berr := buildGo(ctx, filepath.Join(n.cfg.CacheDir, "build"), f.Go, a.Dir)
+				if berr != nil {
+					return nil, fmt.Errorf("%s:%d: functions.%s: %w", a.File, f.Line, f.Name, berr)
 				}
 				n.log.Info("function built", "app", a.Name, "function", f.Name, "package", f.Go, "took", time.Since(began).Round(time.Millisecond))
-				if bin, err = stage(bin); err != nil {
-					return nil, err
-				}
-				out[f] = []string{bin}
-			case config.Exec:
-				out[f] = append([]string(nil), f.Exec...)
-			default:
-				return nil, fmt.Errorf("%s:%d: functions.%s: unknown kind %v", a.File, f.Line, f.Name, f.Kind)
+				p.Program, err = stage(bin)
+			case config.Python:
+				p.Python, p.PythonSDK, err = n.python(ctx, a, f)
 			}
+			if err != nil {
+				return nil, err
+			}
+			cmd, err := rt.Launch(f, a, p)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: functions.%s: %w", a.File, f.Line, f.Name, err)
+			}
+			out[f] = cmd
 		}
 	}
 	return out, nil

@@ -15,15 +15,14 @@ const (
 
 // BufHeader is the header of one buffer, in shared memory.
 //
-// gen, owner and next are shared between processes and only accessed
-// atomically. The other fields belong to whoever owns the buffer: the owner
-// writes them, then hands the buffer on with a descriptor. Sending a
-// descriptor is a system call or a release store on a ring, and receiving is
-// the matching system call or acquire load, so the next owner sees every
-// write the previous owner made before sending.
+// own and next are shared between processes and only accessed atomically;
+// own is the buffer's ownership word (see own.go). The other fields belong
+// to whoever holds the buffer: the holder writes them, then hands the
+// buffer on (Transfer, then a descriptor). The receiver's Accept is a
+// compare-and-swap on own after the transfer's, so it sees every write the
+// previous holder made before its Transfer.
 type BufHeader struct {
-	gen      atomic.Uint32 // bumped by Free; descriptors carry the value they saw
-	owner    atomic.Uint32 // OwnerFree, an endpoint id, or OwnerDaemon
+	own      atomic.Uint64 // generation | holder<<32 | transit destination<<48
 	next     atomic.Uint32 // free-list link: index+1 of the next free buffer
 	length   uint32        // payload bytes
 	reqID    uint64        // gateway request id
@@ -82,33 +81,6 @@ func (p *Pool) Data(idx uint32) []byte {
 		n = uint64(len(buf)) - off
 	}
 	return buf[off : off+n]
-}
-
-// Check reports whether a descriptor naming buffer idx with generation gen
-// is current and held by owner: the test every receiver applies before
-// touching a buffer. A false result means the descriptor is stale (the
-// buffer was freed and perhaps reused since) or forged.
-func (p *Pool) Check(idx, gen uint32, owner uint16) bool {
-	if idx >= p.l.Buffers {
-		return false
-	}
-	b := &p.bufs[idx]
-	return b.gen.Load() == gen && b.owner.Load() == uint32(owner)
-}
-
-// Gen returns the buffer's generation.
-func (b *BufHeader) Gen() uint32 { return b.gen.Load() }
-
-// Owner returns the endpoint that holds the buffer.
-func (b *BufHeader) Owner() uint32 { return b.owner.Load() }
-
-// SetOwner records a new holder (the sender does this before sending).
-func (b *BufHeader) SetOwner(id uint16) { b.owner.Store(uint32(id)) }
-
-// SwapOwner moves ownership from one holder to another only if from still
-// holds the buffer (the daemon's Reclaim competes for it).
-func (b *BufHeader) SwapOwner(from, to uint16) bool {
-	return b.owner.CompareAndSwap(uint32(from), uint32(to))
 }
 
 // Len returns the payload length.

@@ -6,7 +6,8 @@
 //
 //	page 0            header: magic, version, layout, free-list head, counters
 //	routing region    gateway endpoint, functions → instance slots, chains → steps,
-//	                  slot id/state/capacity  (read-only in instances)
+//	                  slot id/state/capacity  (read-only in instances; the
+//	                  daemon reads only its own copy)
 //	stats region      per-slot counters: queue, in flight, served, busy time …
 //	ring region       per-endpoint descriptor rings (only for ring transports)
 //	buffer headers    HeaderSize bytes per buffer: generation, owner, length,
@@ -16,12 +17,13 @@
 //
 // # Ownership
 //
-// Whoever holds a descriptor owns its buffer, and the buffer header says who
-// that is. A sender sets the owner to the destination before sending; a
-// receiver accepts a descriptor only if Check finds the generation and the
-// owner it expects. Free bumps the generation, so a descriptor that outlived
-// its buffer is recognised as stale. When an instance dies, the daemon's
-// Reclaim takes back every buffer it owned.
+// Every buffer has an ownership word (generation, holder, transit; see
+// own.go). A sender marks the buffer in transit to the destination
+// (Transfer) and sends the descriptor; the receiver becomes the holder only
+// by Accept, a compare-and-swap that fails for a stale, forged or duplicate
+// descriptor. Free bumps the generation. When an endpoint dies, the
+// daemon's Reclaim takes back every buffer it held or that was in transit
+// from or to it.
 //
 // # Driving it
 //
@@ -37,7 +39,7 @@
 // An instance, with the fd it inherited:
 //
 //	p, err := pool.Attach(fd)
-//	if !p.Check(d.Buf, d.Gen, self) { /* stale: drop and count */ }
+//	if !p.Accept(d.Buf, d.Gen, d.Src, self) { /* stale or forged: drop and count */ }
 //	payload := p.Data(d.Buf) // a slice of shared memory, no copy
 //	fn, ok := p.Step(d.Chain, int(d.Hop)+1)
 //	slot, next, ok := p.Pick(fn, rotate)

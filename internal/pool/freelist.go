@@ -1,13 +1,5 @@
 package pool
 
-// Owners of a buffer, besides instance ids (1..65535).
-const (
-	// OwnerFree marks a buffer on the free list.
-	OwnerFree uint32 = 0
-	// OwnerDaemon marks a buffer the daemon took back from a dead owner.
-	OwnerDaemon uint32 = 1 << 16
-)
-
 // Alloc takes a buffer off the free list for owner and returns its index.
 // ok is false when the pool is empty (backpressure, not an error).
 //
@@ -32,30 +24,34 @@ func (p *Pool) Alloc(owner uint16) (idx uint32, ok bool) {
 		if h.head.CompareAndSwap(old, (old>>32+1)<<32|uint64(next)) {
 			h.free.Add(-1)
 			b := &p.bufs[top-1]
-			b.owner.Store(uint32(owner))
+			// A process that dies here leaves the buffer neither on the
+			// list nor owned: the daemon's audit finds it (Orphans).
+			b.own.Store(ownWord(Own{Gen: b.Gen(), Holder: owner}))
 			b.reset()
 			return top - 1, true
 		}
 	}
 }
 
-// Free returns buffer idx to the free list and bumps its generation, so
-// every descriptor still naming the old contents becomes stale. Freeing a
-// buffer that is already free is ignored and reported as false: a double
-// push would corrupt the list for every process.
-func (p *Pool) Free(idx uint32) bool {
-	if idx >= p.l.Buffers {
+// Free returns buffer idx, held by holder, to the free list and bumps its
+// generation, so every descriptor still naming the old contents becomes
+// stale. It reports false, and does nothing, when holder does not hold the
+// buffer (already freed, reclaimed, or in transit): a double push would
+// corrupt the list for every process.
+func (p *Pool) Free(idx uint32, holder uint16) bool {
+	b := p.buf(idx)
+	if b == nil || holder == OwnerFree {
 		return false
 	}
-	b := &p.bufs[idx]
-	// The generation moves before the owner is cleared and before the push,
-	// so whoever pops the buffer next sees the new generation.
-	if b.owner.Load() == OwnerFree {
+	w := b.own.Load()
+	o := ownOf(w)
+	if o.Holder != holder || o.Transit != 0 {
 		return false
 	}
-	b.gen.Add(1)
-	if b.owner.Swap(OwnerFree) == OwnerFree {
-		return false // lost a race with another Free of the same buffer
+	// The generation moves with the holder, in one step, before the push:
+	// whoever pops the buffer next sees the new generation.
+	if !b.own.CompareAndSwap(w, ownWord(Own{Gen: o.Gen + 1})) {
+		return false
 	}
 	h := p.h
 	for {
@@ -71,19 +67,31 @@ func (p *Pool) Free(idx uint32) bool {
 	}
 }
 
-// Reclaim takes back every buffer owned by the endpoint id, which must be
-// dead (no process can touch its buffers any more). For each, it sets the
-// owner to OwnerDaemon (a compare-and-swap, so a concurrent sender undoing
-// its own transfer to id does not race with it) and calls fn, which must
-// answer the buffer's request and Free it. It returns how many it took.
+// Reclaim takes back every buffer that endpoint id holds or that is in
+// transit from or to it; id must be dead (no process can touch its buffers
+// any more). Each such buffer becomes the daemon's (a compare-and-swap: a
+// live peer accepting or cancelling the same transfer either wins first or
+// finds the daemon's word), and fn, which must answer the buffer's request
+// and free it, is called for it. It returns how many it took.
 func (p *Pool) Reclaim(id uint16, fn func(idx uint32)) int {
+	if id == OwnerFree || id == OwnerDaemon {
+		return 0
+	}
 	n := 0
 	for i := range p.bufs {
 		b := &p.bufs[i]
-		if b.owner.Load() == uint32(id) && b.owner.CompareAndSwap(uint32(id), OwnerDaemon) {
-			p.h.reclaimed.Add(1)
-			n++
-			fn(uint32(i))
+		for {
+			w := b.own.Load()
+			o := ownOf(w)
+			if o.Holder == OwnerFree || (o.Holder != id && o.Transit != id) {
+				break
+			}
+			if b.own.CompareAndSwap(w, ownWord(Own{Gen: o.Gen, Holder: OwnerDaemon})) {
+				p.h.reclaimed.Add(1)
+				n++
+				fn(uint32(i))
+				break
+			}
 		}
 	}
 	return n
@@ -94,7 +102,7 @@ func (p *Pool) Reclaim(id uint16, fn func(idx uint32)) int {
 // the result is only exact while nobody allocates or frees: the daemon calls
 // it when the app has no request in flight, to find buffers lost by a
 // process that died between taking a buffer and recording itself as owner.
-func (p *Pool) Orphans(live func(owner uint32) bool) []uint32 {
+func (p *Pool) Orphans(live func(owner uint16) bool) []uint32 {
 	on := make([]bool, p.l.Buffers)
 	top := uint32(p.h.head.Load())
 	for steps := uint32(0); top != 0 && top <= p.l.Buffers && steps < p.l.Buffers; steps++ {
@@ -109,7 +117,7 @@ func (p *Pool) Orphans(live func(owner uint32) bool) []uint32 {
 		if on[i] {
 			continue
 		}
-		if o := p.bufs[i].owner.Load(); o == OwnerFree || !live(o) {
+		if o := p.bufs[i].Owner(); o == OwnerFree || !live(o) {
 			out = append(out, uint32(i))
 		}
 	}
@@ -118,9 +126,10 @@ func (p *Pool) Orphans(live func(owner uint32) bool) []uint32 {
 
 // Release frees a buffer found by Orphans whatever its owner field says.
 func (p *Pool) Release(idx uint32) bool {
-	if idx >= p.l.Buffers {
+	b := p.buf(idx)
+	if b == nil {
 		return false
 	}
-	p.bufs[idx].owner.Store(OwnerDaemon)
-	return p.Free(idx)
+	b.own.Store(ownWord(Own{Gen: b.Gen(), Holder: OwnerDaemon}))
+	return p.Free(idx, OwnerDaemon)
 }

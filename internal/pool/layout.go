@@ -9,7 +9,7 @@ import (
 // Magic and Version identify a Spry pool; an instance refuses any other.
 const (
 	Magic   uint64 = 0x4c4f4f5059525053 // "SPRYPOOL", little-endian
-	Version uint32 = 2
+	Version uint32 = 3                  // 3: ownership word (own.go), ring claims and wake counter
 )
 
 // Fixed sizes of the layout.

@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 )
@@ -58,13 +59,21 @@ type Pool struct {
 	r      regions
 	h      *header
 	route  *routeHeader
-	fns    []fnEntry
-	chains []chainEntry
-	slots  []slotInfo
-	stats  []SlotStats
-	bufs   []BufHeader
-	arena  []byte
-	daemon bool
+	fns    []fnEntry    // the daemon's own copy (see bind), else shared
+	chains []chainEntry // the daemon's own copy, else shared
+	slots  []slotInfo   // the daemon's own copy, else shared
+	// The routing table as instances see it (the daemon only): what the
+	// daemon writes goes to both; what it reads comes from its own copy,
+	// out of the instances' reach.
+	shRoute  *routeHeader
+	shFns    []fnEntry
+	shChains []chainEntry
+	shSlots  []slotInfo
+	routeMu  sync.Mutex // orders the daemon's writes of the shared table
+	stats    []SlotStats
+	bufs     []BufHeader
+	arena    []byte
+	daemon   bool
 }
 
 // at returns a pointer into the mapping.
@@ -91,6 +100,16 @@ func (p *Pool) bind() {
 	p.stats = slice[SlotStats](p.mem, r.stats, p.l.Slots)
 	p.bufs = slice[BufHeader](p.mem, r.hdr, p.l.Buffers)
 	p.arena = p.mem[r.arena:r.total]
+	if p.daemon {
+		// An instance can write the routing region (its read-only mapping
+		// is its own doing, and can be undone): the daemon indexes with
+		// nothing it reads there.
+		p.shRoute, p.shFns, p.shChains, p.shSlots = p.route, p.fns, p.chains, p.slots
+		p.route = new(routeHeader)
+		p.fns = make([]fnEntry, len(p.shFns))
+		p.chains = make([]chainEntry, len(p.shChains))
+		p.slots = make([]slotInfo, len(p.shSlots))
+	}
 }
 
 // init writes a fresh header and free list. Only Create calls it, before the
@@ -105,8 +124,7 @@ func (p *Pool) init() {
 	// Chain every buffer: 0 -> 1 -> ... -> n-1.
 	for i := range p.bufs {
 		b := &p.bufs[i]
-		b.gen.Store(1)
-		b.owner.Store(OwnerFree)
+		b.own.Store(ownWord(Own{Gen: 1}))
 		if i+1 < len(p.bufs) {
 			b.next.Store(uint32(i + 2))
 		}

@@ -144,25 +144,28 @@ func TestAllocFree(t *testing.T) {
 		t.Fatalf("free=%d fails=%d, want 0 and 1", p.FreeBuffers(), p.AllocFails())
 	}
 	g := p.Header(got[0]).Gen()
-	if !p.Free(got[0]) {
+	if p.Free(got[0], 8) {
+		t.Fatal("Free by a non-holder accepted")
+	}
+	if !p.Free(got[0], 7) {
 		t.Fatal("Free failed")
 	}
-	if p.Free(got[0]) {
+	if p.Free(got[0], 7) {
 		t.Fatal("double Free accepted")
 	}
 	if p.Header(got[0]).Gen() == g {
 		t.Fatal("Free did not bump the generation")
 	}
-	if p.Check(got[0], g, 7) {
-		t.Fatal("Check accepted a stale generation")
+	if p.Holds(got[0], g, 7) {
+		t.Fatal("Holds accepted a stale generation")
 	}
 	for _, i := range got[1:] {
-		p.Free(i)
+		p.Free(i, 7)
 	}
 	if p.FreeBuffers() != int(l.Buffers) {
 		t.Fatalf("free=%d after freeing all, want %d", p.FreeBuffers(), l.Buffers)
 	}
-	if o := p.Orphans(func(uint32) bool { return false }); len(o) != 0 {
+	if o := p.Orphans(func(uint16) bool { return false }); len(o) != 0 {
 		t.Fatalf("orphans after freeing all: %v", o)
 	}
 }
@@ -170,11 +173,11 @@ func TestAllocFree(t *testing.T) {
 func TestFreeOutOfRange(t *testing.T) {
 	t.Parallel()
 	p := newPool(t, testLayout())
-	if p.Free(1 << 30) {
+	if p.Free(1<<30, 1) {
 		t.Fatal("Free out of range accepted")
 	}
-	if p.Check(1<<30, 1, 1) {
-		t.Fatal("Check out of range accepted")
+	if p.Holds(1<<30, 1, 1) || p.Accept(1<<30, 1, 1, 2) {
+		t.Fatal("Holds or Accept out of range accepted")
 	}
 }
 
@@ -206,18 +209,18 @@ func hammer(p *Pool, owner uint16, mark uint64, n int, held int, until time.Time
 		k := rng.IntN(len(mine))
 		i := mine[k]
 		h := p.Header(i)
-		if h.ReqID()>>32 != mark || h.Owner() != uint32(owner) {
+		if h.ReqID()>>32 != mark || h.Owner() != uint16(owner) {
 			return fmt.Errorf("buffer %d: mark %#x owner %d, want mark %#x owner %d (held twice)",
 				i, h.ReqID(), h.Owner(), mark, owner)
 		}
-		if !p.Free(i) {
+		if !p.Free(i, uint16(owner)) {
 			return fmt.Errorf("Free(%d) refused", i)
 		}
 		mine[k] = mine[len(mine)-1]
 		mine = mine[:len(mine)-1]
 	}
 	for _, i := range mine {
-		p.Free(i)
+		p.Free(i, uint16(owner))
 	}
 	return nil
 }
@@ -245,7 +248,7 @@ func TestConcurrentGoroutines(t *testing.T) {
 	if p.FreeBuffers() != int(l.Buffers) {
 		t.Fatalf("free=%d, want %d", p.FreeBuffers(), l.Buffers)
 	}
-	if o := p.Orphans(func(uint32) bool { return false }); len(o) != 0 {
+	if o := p.Orphans(func(uint16) bool { return false }); len(o) != 0 {
 		t.Fatalf("lost buffers: %v", o)
 	}
 }
@@ -316,7 +319,7 @@ func TestTwoProcesses(t *testing.T) {
 	if p.FreeBuffers() != int(l.Buffers) {
 		t.Fatalf("free=%d, want %d", p.FreeBuffers(), l.Buffers)
 	}
-	if o := p.Orphans(func(uint32) bool { return false }); len(o) != 0 {
+	if o := p.Orphans(func(uint16) bool { return false }); len(o) != 0 {
 		t.Fatalf("lost buffers: %v", o)
 	}
 }
@@ -332,11 +335,11 @@ func TestZeroAllocs(t *testing.T) {
 			panic("empty")
 		}
 		h := p.Header(i)
-		if !p.Check(i, h.Gen(), 3) {
+		if !p.Holds(i, h.Gen(), 3) {
 			panic("check")
 		}
 		_ = p.Data(i)
-		p.Free(i)
+		p.Free(i, 3)
 		p.Pick(0, 0)
 	})
 	if n != 0 {
@@ -479,22 +482,22 @@ func TestReclaimAndOrphans(t *testing.T) {
 			t.Errorf("reclaimed buffer %d owned by %d", i, p.Header(i).Owner())
 		}
 		got = append(got, i)
-		p.Free(i)
+		p.Free(i, OwnerDaemon)
 	})
 	if n != 5 || len(got) != 5 || p.Reclaimed() != 5 {
 		t.Fatalf("reclaimed %d (%v), want 5", n, got)
 	}
 	// Buffers of a live owner are not orphans; of a dead one they are.
-	live := func(o uint32) bool { return o == 10 }
+	live := func(o uint16) bool { return o == 10 }
 	if o := p.Orphans(live); len(o) != 0 {
 		t.Fatalf("orphans with owner alive: %v", o)
 	}
-	if o := p.Orphans(func(uint32) bool { return false }); len(o) != 5 {
+	if o := p.Orphans(func(uint16) bool { return false }); len(o) != 5 {
 		t.Fatalf("orphans with owner dead: %v, want 5", o)
 	}
 	// A buffer popped but never owned (its taker died in between) is an orphan.
 	i, _ := p.Alloc(10)
-	p.bufs[i].owner.Store(OwnerFree)
+	p.bufs[i].own.Store(ownWord(Own{Gen: p.bufs[i].Gen()}))
 	o := p.Orphans(live)
 	if len(o) != 1 || o[0] != i {
 		t.Fatalf("orphans = %v, want [%d]", o, i)
@@ -503,7 +506,7 @@ func TestReclaimAndOrphans(t *testing.T) {
 		t.Fatal("Release failed")
 	}
 	for _, j := range b {
-		p.Free(j)
+		p.Free(j, 10)
 	}
 	if p.FreeBuffers() != int(l.Buffers) {
 		t.Fatalf("free=%d want %d", p.FreeBuffers(), l.Buffers)
@@ -600,7 +603,7 @@ func BenchmarkAllocFree(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		i, _ := p.Alloc(1)
-		p.Free(i)
+		p.Free(i, 1)
 	}
 }
 
@@ -611,7 +614,7 @@ func BenchmarkAllocFreeParallel(b *testing.B) {
 		for pb.Next() {
 			i, ok := p.Alloc(1)
 			if ok {
-				p.Free(i)
+				p.Free(i, 1)
 			}
 		}
 	})

@@ -102,7 +102,44 @@ func (p *Pool) Gateway() uint16 { return uint16(p.route.gateway.Load()) }
 // SetGateway records the app's gateway endpoint (daemon only).
 func (p *Pool) SetGateway(id uint16) {
 	p.route.gateway.Store(uint32(id))
+	p.changed()
+}
+
+// changed bumps the routing epoch and, in the daemon, publishes its own
+// copy of the routing table to the instances.
+func (p *Pool) changed() {
 	p.route.epoch.Add(1)
+	if p.daemon {
+		p.RepairRoute()
+	}
+}
+
+// RepairRoute writes the daemon's routing table over the one instances
+// read (daemon only; a no-op elsewhere). Every routing change does it; the
+// daemon's audit does it too, undoing whatever an instance scribbled there.
+func (p *Pool) RepairRoute() {
+	if !p.daemon {
+		return
+	}
+	p.routeMu.Lock()
+	defer p.routeMu.Unlock()
+	p.shRoute.gateway.Store(p.route.gateway.Load())
+	p.shRoute.epoch.Store(p.route.epoch.Load())
+	for i := range p.fns {
+		f, g := &p.fns[i], &p.shFns[i]
+		g.base, g.max = f.base, f.max
+		g.hwm.Store(f.hwm.Load())
+	}
+	for i := range p.chains {
+		p.shChains[i] = p.chains[i]
+	}
+	for i := range p.slots {
+		s, g := &p.slots[i], &p.shSlots[i]
+		g.fn.Store(s.fn.Load())
+		g.capacity.Store(s.capacity.Load())
+		g.id.Store(s.id.Load())
+		g.state.Store(s.state.Load())
+	}
 }
 
 // Epoch returns a counter that changes on every routing change.
@@ -119,6 +156,7 @@ func (p *Pool) SetFunction(fn, base, max uint32) error {
 	for s := base; s < base+max; s++ {
 		p.slots[s].fn.Store(fn)
 	}
+	p.changed()
 	return nil
 }
 
@@ -143,6 +181,7 @@ func (p *Pool) SetChain(c uint32, steps []uint16) error {
 	e := &p.chains[c]
 	copy(e.steps[:], steps)
 	e.nsteps = uint32(len(steps))
+	p.changed()
 	return nil
 }
 
@@ -186,7 +225,14 @@ func (p *Pool) SlotFunction(s uint32) uint32 { return p.slots[s].fn.Load() }
 func (p *Pool) SlotCapacity(s uint32) uint32 { return p.slots[s].capacity.Load() }
 
 // SetCapacity sets slot s's load-balancing capacity (daemon only).
-func (p *Pool) SetCapacity(s, capacity uint32) { p.slots[s].capacity.Store(max(capacity, 1)) }
+func (p *Pool) SetCapacity(s, capacity uint32) {
+	p.slots[s].capacity.Store(max(capacity, 1))
+	if p.daemon {
+		p.routeMu.Lock()
+		p.shSlots[s].capacity.Store(max(capacity, 1))
+		p.routeMu.Unlock()
+	}
+}
 
 // StartSlot puts instance id into slot s in state SlotStarting, clearing its
 // counters (daemon only). It is not yet a routing target.
@@ -199,11 +245,13 @@ func (p *Pool) StartSlot(s uint32, id uint16, capacity uint32) {
 	si.capacity.Store(max(capacity, 1))
 	si.id.Store(uint32(id))
 	si.state.Store(SlotStarting)
-	f := &p.fns[si.fn.Load()]
-	if off := s - f.base + 1; off > f.hwm.Load() {
-		f.hwm.Store(off)
+	if fn := si.fn.Load(); fn < uint32(len(p.fns)) {
+		f := &p.fns[fn]
+		if off := s - f.base + 1; off > f.hwm.Load() {
+			f.hwm.Store(off)
+		}
 	}
-	p.route.epoch.Add(1)
+	p.changed()
 }
 
 // SetSlotState moves slot s to state (daemon only). Setting SlotReady
@@ -213,7 +261,7 @@ func (p *Pool) SetSlotState(s uint32, state uint32) {
 	if state == SlotEmpty {
 		p.slots[s].id.Store(0)
 	}
-	p.route.epoch.Add(1)
+	p.changed()
 }
 
 // Pick returns the ready slot of function fn with the least load per unit
@@ -228,13 +276,15 @@ func (p *Pool) Pick(fn uint16, start uint32) (slot uint32, id uint16, ok bool) {
 		return 0, 0, false
 	}
 	f := &p.fns[fn]
-	n := min(f.hwm.Load(), f.max)
-	if n == 0 {
+	base, n := f.base, min(f.hwm.Load(), f.max)
+	// In an instance the table is shared memory another instance may
+	// have written: index only with values checked against the layout.
+	if n == 0 || base >= p.l.Slots || n > p.l.Slots-base {
 		return 0, 0, false
 	}
 	var bestLoad, bestCap uint64
 	for k := uint32(0); k < n; k++ {
-		s := f.base + (start+k)%n
+		s := base + (start+k)%n
 		si := &p.slots[s]
 		if si.state.Load() != SlotReady {
 			continue

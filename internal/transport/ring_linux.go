@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/spry-dev/spry/internal/crash"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
@@ -27,22 +29,26 @@ import (
 // Both kinds of receiver step aside (sched_yield) now and then while they
 // spin, for whatever else is runnable on their core.
 //
-// The sleep protocol:
+// The sleep protocol (an event count):
 //
 //	receiver                         sender
-//	sleep = 1                        slot.seq = pos+1   (publish)
-//	look at the ring again           if sleep == 1 && CAS(sleep, 1, 0):
-//	futex_wait(&sleep, 1)                futex_wake(&sleep)
+//	w = wake                         slot.seq = pos+1   (publish)
+//	sleep = 1                        if sleep == 1:
+//	look at the ring again               wake++
+//	futex_wait(&wake, w)                 futex_wake(&wake)
 //	sleep = 0
 //
 // No lost wake-up: both sides store, then load, with sequentially
 // consistent atomics (Go's sync/atomic), so in the single order of those
-// four operations at least one side sees the other's store: either the
+// operations at least one side sees the other's store: either the
 // receiver's second look finds the descriptor and it does not sleep, or
-// the sender sees sleep == 1 and wakes it. A wake that comes before the
-// receiver is inside futex_wait is not lost either: the sender set sleep
-// to 0 first, and futex_wait returns at once when the word is not 1. Only
-// the sender whose CAS wins makes the system call; the others see 0.
+// the sender sees sleep == 1 and bumps wake, after which futex_wait
+// returns at once (wake != w) or is woken. Only the receiver clears sleep,
+// so a sender that stops for good between its publish and its wake (killed,
+// or descheduled) does not keep the others from waking the receiver: every
+// sender that finds sleep == 1 wakes it. The descriptor of a sender killed
+// there waits for the next sender, or for the daemon, which kicks every
+// ring of the app when one of its processes dies (Remove).
 
 // Futex operations (include/uapi/linux/futex.h). The futex word is in a
 // MAP_SHARED mapping used by several processes: plain operations, not
@@ -52,8 +58,20 @@ const (
 	futexWakeOp = 1
 )
 
-func futexWait(w *atomic.Uint32, val uint32) {
-	syscall.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWaitOp, uintptr(val), 0, 0, 0)
+func futexWait(w *atomic.Uint32, val uint32, timeout int64) {
+	var ts *unix.Timespec
+	if timeout > 0 {
+		t := unix.NsecToTimespec(timeout)
+		ts = &t
+	}
+	syscall.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWaitOp, uintptr(val), uintptr(unsafe.Pointer(ts)), 0, 0)
+}
+
+// kick wakes ring i's consumer, whether or not it announced sleep.
+func (v *ringView) kick(i uint32) {
+	h := v.hdr(i)
+	h.wake.Add(1)
+	futexWake(&h.wake)
 }
 
 func futexWake(w *atomic.Uint32) {
@@ -67,7 +85,8 @@ type ringFabric struct {
 	o    Options
 	v    ringView
 	mu   sync.Mutex
-	ends map[uint16]uint32 // id → ring
+	ends map[uint16]uint32    // id → ring
+	own  map[uint16]*ringConn // the daemon's own endpoints (Open), by id
 	free freeList
 }
 
@@ -88,7 +107,7 @@ func newRingFabric(name string, o Options) (*ringFabric, error) {
 	if o.Spin == 0 {
 		o.Spin = DefaultSpin
 	}
-	return &ringFabric{name: name, o: o, v: v, ends: map[uint16]uint32{}, free: newFreeList(v.tab.n)}, nil
+	return &ringFabric{name: name, o: o, v: v, ends: map[uint16]uint32{}, own: map[uint16]*ringConn{}, free: newFreeList(v.tab.n)}, nil
 }
 
 func (f *ringFabric) Name() string { return f.name }
@@ -132,7 +151,15 @@ func (f *ringFabric) Open(id uint16) (Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newRingConn(f.name, id, i, f.o.Pool, f.o.Spin)
+	c, err := newRingConn(f.name, id, i, f.o.Pool, f.o.Spin)
+	if err != nil {
+		return nil, err
+	}
+	c.heal = true
+	f.mu.Lock()
+	f.own[id] = c
+	f.mu.Unlock()
+	return c, nil
 }
 
 func (f *ringFabric) Remove(id uint16) error {
@@ -143,12 +170,19 @@ func (f *ringFabric) Remove(id uint16) error {
 		return nil
 	}
 	delete(f.ends, id)
+	if c := f.own[id]; c != nil {
+		c.removed.Store(true) // it must not take the ring back
+		delete(f.own, id)
+	}
 	f.v.disown(i)
-	// Wake a receiver that still sleeps on the ring: it finds the ring
-	// disowned and returns.
-	h := f.v.hdr(i)
-	h.sleep.Store(0)
-	futexWake(&h.sleep)
+	// The endpoint's process is gone: no claim of it will ever be
+	// published, so pass over them in every ring of the app, and wake
+	// every receiver (one may sleep behind a descriptor whose sender died
+	// before its wake-up, or on this ring, which it finds disowned).
+	for k := range f.v.tab.n {
+		f.v.skipDead(k, id)
+		f.v.kick(k)
+	}
 	f.free.put(i)
 	return nil
 }
@@ -161,6 +195,8 @@ type ringConn struct {
 	id       uint16
 	ring     uint32
 	adaptive bool
+	heal     bool // the daemon's own endpoint: rebuild a scribbled ring rather than fail
+	removed  atomic.Bool
 	spin     int64 // ns
 	closed   atomic.Bool
 	// users counts calls in progress (closedBit once Close began), so
@@ -172,6 +208,10 @@ type ringConn struct {
 	foreign uint64
 	budget  int64         // adaptive: how long the receiver spins now, 0..spin ns
 	sleeps  atomic.Uint64 // times the receiver went to sleep (tests, metrics)
+	holeAt  uint64        // position of the hole the receiver waits at
+	holeT   int64         // since when (mono ns); 0: no hole
+	skipped atomic.Uint64 // holes passed over
+	rebuilt atomic.Uint64 // times the ring was rebuilt (heal)
 }
 
 func newRingConn(name string, id uint16, ring uint32, p *pool.Pool, spin time.Duration) (*ringConn, error) {
@@ -215,13 +255,15 @@ func (c *ringConn) Send(d desc.Desc) error {
 		if !ok {
 			return ErrGone
 		}
-		err := c.v.push(i, &d)
+		err := c.v.push(i, &d, c.id)
 		if err == nil {
+			crash.Point("ring.published")
 			// Ordering: this load follows the publish in push; see the
 			// protocol at the top of the file. A poll receiver never
 			// sets sleep, so for poll this reads a line nobody writes.
-			if h := c.v.hdr(i); h.sleep.Load() != 0 && h.sleep.CompareAndSwap(1, 0) {
-				futexWake(&h.sleep)
+			if h := c.v.hdr(i); h.sleep.Load() != 0 {
+				h.wake.Add(1)
+				futexWake(&h.wake)
 			}
 			return nil
 		}
@@ -269,8 +311,12 @@ func (c *ringConn) Recv(ds []desc.Desc) (int, error) {
 		if i%spinCheck != 0 {
 			continue
 		}
-		if ownerOf(h.tail.Load()) != c.id {
+		if ownerOf(h.tail.Load()) != c.id && !c.healed() {
 			return 0, errDisowned
+		}
+		now := mono.Now()
+		if err := c.unstick(now); err != nil {
+			return 0, err
 		}
 		if i%(64*spinCheck) == 0 {
 			osyield()
@@ -278,7 +324,6 @@ func (c *ringConn) Recv(ds []desc.Desc) (int, error) {
 		if !c.adaptive {
 			continue // busy polling is the point of poll
 		}
-		now := mono.Now()
 		if since == 0 {
 			since = now
 			continue
@@ -318,9 +363,59 @@ func (c *ringConn) learn(gap int64) {
 	}
 }
 
+// errScribbled: an instance's ring holds words no Spry process writes. The
+// instance stops (its supervisor starts a new one, with a fresh ring).
+var errScribbled = errors.New("transport: ring corrupted by a process of the app")
+
+// healed reports whether the receiver, finding its ring disowned, took it
+// back: only the daemon's own endpoints do (the daemon alone removes
+// them, after Close; an instance's ring that changed hands was removed).
+func (c *ringConn) healed() bool {
+	if !c.heal || c.closed.Load() || c.removed.Load() {
+		return false
+	}
+	c.v.rebuild(c.ring, c.id, c.head)
+	c.rebuilt.Add(1)
+	return true
+}
+
+// unstick looks at what keeps the receiver waiting: a hole it has waited
+// at long enough is skipped (see ring.go); a ring whose words make no
+// sense is rebuilt (the daemon's endpoints) or reported (an instance's).
+func (c *ringConn) unstick(now int64) error {
+	seq, wait, sane, ok := c.v.hole(c.ring, c.head)
+	if !ok {
+		c.holeT = 0
+		return nil
+	}
+	if c.holeT == 0 || c.holeAt != c.head {
+		c.holeAt, c.holeT = c.head, now
+		return nil
+	}
+	if now-c.holeT < wait {
+		return nil
+	}
+	c.holeT = 0
+	if sane && wait > 0 {
+		if c.v.skip(c.ring, c.head, seq) {
+			c.skipped.Add(1)
+		}
+		return nil
+	}
+	if !c.heal {
+		return errScribbled
+	}
+	c.v.rebuild(c.ring, c.id, c.head)
+	c.rebuilt.Add(1)
+	return nil
+}
+
 // sleep announces that the receiver sleeps, looks at the ring once more,
-// and waits on the futex until a sender (or Close, or Remove) wakes it.
+// and waits on the futex until a sender (or Close, or Remove, or the
+// daemon) wakes it. With a hole ahead it sleeps only as long as the hole
+// may stay before it is skipped.
 func (c *ringConn) sleep(h *ringHdr, ds []desc.Desc) (int, error) {
+	w := h.wake.Load()
 	h.sleep.Store(1)
 	if n := c.v.pop(c.ring, &c.head, c.id, ds, &c.foreign); n > 0 {
 		h.sleep.Store(0)
@@ -330,13 +425,23 @@ func (c *ringConn) sleep(h *ringHdr, ds []desc.Desc) (int, error) {
 		h.sleep.Store(0)
 		return 0, ErrClosed
 	}
-	if ownerOf(h.tail.Load()) != c.id {
+	if ownerOf(h.tail.Load()) != c.id && !c.healed() {
 		h.sleep.Store(0)
 		return 0, errDisowned
 	}
+	timeout := int64(0)
+	if _, wait, _, hole := c.v.hole(c.ring, c.head); hole {
+		timeout = max(wait, holeUnclaimed)
+	}
 	c.sleeps.Add(1)
-	futexWait(&h.sleep, 1)
+	crash.Point("ring.sleeping")
+	futexWait(&h.wake, w, timeout)
 	h.sleep.Store(0)
+	if timeout > 0 {
+		if err := c.unstick(mono.Now()); err != nil {
+			return 0, err
+		}
+	}
 	return 0, nil
 }
 
@@ -348,12 +453,10 @@ func (c *ringConn) Close() error {
 		return nil
 	}
 	c.users.Add(closedBit)
-	// Ordering: closed is stored before sleep is cleared and the futex
-	// woken; a receiver announces sleep before it loads closed. One of the
-	// two sees the other (the same argument as for senders).
-	h := c.v.hdr(c.ring)
-	h.sleep.Store(0)
-	futexWake(&h.sleep)
+	// Ordering: closed is stored before wake is bumped; a receiver reads
+	// wake before it loads closed, so it either sees closed or sleeps on a
+	// stale wake and returns at once (the same argument as for senders).
+	c.v.kick(c.ring)
 	waitUsers(&c.users, closeWait)
 	return nil
 }

@@ -54,9 +54,10 @@ func TestRingWrap(t *testing.T) {
 	}
 }
 
-// A ring in which a producer reserved a slot and has not published it
-// (stalled, or died there) is not handed to a new owner; once the
-// reservation is published, it is, emptied.
+// A ring in which a live producer claimed a slot and has not published it
+// (it is writing the descriptor) is not handed to a new owner; once the
+// claim is published, it is, emptied. A claim of a producer that died
+// (Remove of it) never blocks reuse.
 func TestRingInFlightNotReused(t *testing.T) {
 	p := testPool(t, "adaptive", 2)
 	f := newFabric(t, "adaptive", Options{Pool: p})
@@ -65,11 +66,16 @@ func TestRingInFlightNotReused(t *testing.T) {
 	v := c2.(*ringConn).v
 	i := c2.(*ringConn).ring
 	h := v.hdr(i)
-	// Reserve a position the way push does, and stop there.
+	// Reserve and claim a position the way push does (as producer 1),
+	// and stop there.
 	t0 := h.tail.Load()
 	pos := t0 & lowMask
 	if !h.tail.CompareAndSwap(t0, t0+1) {
 		t.Fatal("reserve")
+	}
+	s := v.slot(i, pos)
+	if !s.seq.CompareAndSwap(pos, pos|1<<tagShift) {
+		t.Fatal("claim")
 	}
 	c2.Close()
 	if err := f.Remove(2); err != nil {
@@ -79,9 +85,10 @@ func TestRingInFlightNotReused(t *testing.T) {
 		t.Fatal("a ring with a reservation in flight was reused")
 	}
 	// The stalled producer finishes.
-	s := v.slot(i, pos)
 	(&desc.Desc{Dst: 2, Buf: 1}).Encode(s.d[:])
-	s.seq.Store(pos + 1)
+	if !s.seq.CompareAndSwap(pos|1<<tagShift, pos+1) {
+		t.Fatal("publish")
+	}
 	c3 := open(t, f, 3)
 	if got := c3.(*ringConn).ring; got != i {
 		t.Fatalf("got ring %d, want the reusable %d", got, i)

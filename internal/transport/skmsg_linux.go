@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/spry-dev/spry/internal/bpf/loopback"
+	"github.com/spry-dev/spry/internal/crash"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/pool"
 	"golang.org/x/sys/unix"
@@ -236,6 +237,7 @@ func (c *skmsgConn) Send(d desc.Desc) error {
 	if err != nil {
 		return err
 	}
+	crash.Point("skmsg.reserved")
 	b := d.Array()
 	for {
 		_, _, errno := syscall.Syscall6(unix.SYS_SENDTO, uintptr(c.s.fd),
@@ -266,7 +268,17 @@ func (c *skmsgConn) Recv(ds []desc.Desc) (int, error) {
 	if n > 0 {
 		// Ordering: the reservations go back after the read that took
 		// the descriptors; a sender that sees room finds it in the kernel.
-		unreserve(c.self, c.id, uint64(n))
+		// A read that did not fill its batch emptied the kernel queue:
+		// then every reservation left is a sender's between its
+		// reservation and its write, or one a sender killed there (or a
+		// hostile writer of the app) leaked. Dropping them all bounds the
+		// leak to one batch: the count errs low by the sends under way,
+		// and unreserve never goes below zero.
+		if n < min(len(ds), MaxBatch) {
+			unreserve(c.self, c.id, Depth)
+		} else {
+			unreserve(c.self, c.id, uint64(n))
+		}
 	}
 	return n, err
 }
