@@ -6,6 +6,7 @@
 //	{"name": ""}         → an error (the Lambda error shape)
 //	{"sleep_ms": N, …}   → sleeps first
 //	$FAIL_INIT=1         → exits during init
+//	$EVENT=contract      → the contract handler (internal/contract) on v2 events
 package main
 
 import (
@@ -54,7 +55,32 @@ func api(ctx context.Context, e events.APIGatewayV2HTTPRequest) (events.APIGatew
 	}, nil
 }
 
+// contract is the contract handler (see internal/contract) on API Gateway
+// v2 events.
+func contract(ctx context.Context, e events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
+	r := events.APIGatewayV2HTTPResponse{StatusCode: 200, Body: e.Body}
+	switch e.RawPath {
+	case "/inplace":
+		r.Body = strings.ToUpper(e.Body)
+	case "/status":
+		fmt.Sscan(e.QueryStringParameters["code"], &r.StatusCode)
+		r.Body = fmt.Sprintf("status %d", r.StatusCode)
+	case "/error":
+		return r, errors.New("boom")
+	case "/meta":
+		r.Body = fmt.Sprintf("%s %s %s %s", e.RequestContext.HTTP.Method, e.RawPath, e.RawQueryString, e.Headers["x-contract"])
+	case "/sleep":
+		var ms int
+		fmt.Sscan(e.QueryStringParameters["ms"], &ms)
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+	}
+	return r, nil
+}
+
 func main() {
+	if os.Getenv("EVENT") == "contract" {
+		lambda.Start(contract)
+	}
 	if os.Getenv("FAIL_INIT") != "" {
 		fmt.Fprintln(os.Stderr, "cannot load my configuration")
 		os.Exit(3)
