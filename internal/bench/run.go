@@ -32,6 +32,7 @@ type Options struct {
 	Exe         string        // the spry executable (default: this one)
 	Dir         string        // scratch directory (default: a temporary one, removed)
 	Log         io.Writer     // progress (nil: quiet)
+	WasmSrc     string        // bench/wasmfn, for the wasm mode (default: in the working directory)
 }
 
 // Run runs the benchmark and returns its report.
@@ -82,7 +83,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for i, m := range modes {
 		results[i] = &modeAcc{mode: m.Name(), byRole: map[string]*proc.Cost{}, byComp: map[string]*proc.Cost{}}
 	}
-	env := Env{Exe: o.Exe, Dir: o.Dir}
+	env := Env{Exe: o.Exe, Dir: o.Dir, WasmSrc: o.WasmSrc}
 	per := o.Duration / time.Duration(o.Rounds)
 	for round := range o.Rounds {
 		for i, m := range modes {

@@ -41,6 +41,33 @@ type App struct {
 	closing atomic.Bool
 	gate    atomic.Bool // Quiesce holds every entry: admissions wait a moment
 	held    []uint32    // the entries Quiesce holds (the daemon's sweep only)
+
+	// readyCh is closed (and replaced) when an instance becomes ready:
+	// requests waiting for one try again at once instead of at their
+	// next poll (Ready).
+	readyMu sync.Mutex
+	readyCh chan struct{}
+}
+
+// Ready tells the app's requests that wait for an instance (scaled from
+// zero, restarting) that one became ready: they try at once.
+func (a *App) Ready() {
+	a.readyMu.Lock()
+	if a.readyCh != nil {
+		close(a.readyCh)
+		a.readyCh = nil
+	}
+	a.readyMu.Unlock()
+}
+
+// readied returns a channel closed at the next Ready.
+func (a *App) readied() <-chan struct{} {
+	a.readyMu.Lock()
+	defer a.readyMu.Unlock()
+	if a.readyCh == nil {
+		a.readyCh = make(chan struct{})
+	}
+	return a.readyCh
 }
 
 // idBits is the width of the entry index in a request id: enough for the
@@ -389,9 +416,19 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 	want := reqID>>idBits<<2 | stWaiting
 	wait := 20 * time.Microsecond
 	asked := mono.Now() // Send asked when it found no instance
+	ready := a.readied()
+	t := time.NewTimer(wait)
+	defer t.Stop()
 	for {
-		time.Sleep(wait)
-		wait = min(2*wait, 5*time.Millisecond)
+		select {
+		case <-t.C:
+			wait = min(2*wait, 5*time.Millisecond)
+		case <-ready:
+			// Taken before the last try failed: an instance that became
+			// ready since is tried now.
+			ready = a.readied()
+		}
+		t.Reset(wait) // no stale expiry survives a Reset (Go 1.23 timers)
 		if e.word.Load() != want {
 			// Answered by the timer: the buffer never left.
 			a.complete(d.Buf)

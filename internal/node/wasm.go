@@ -201,7 +201,7 @@ func (h *hostProc) load() {
 			h.mu.Unlock()
 			if ok {
 				if ev.Err != "" {
-					fail(errors.New(ev.Err))
+					fail(fmt.Errorf("%s:%d: functions.%s: %s", a.cfg.File, f.cfg.Line, f.cfg.Name, ev.Err))
 					return
 				}
 				n.log.Info("wasm function loaded", "app", a.cfg.Name, "function", f.cfg.Name,
@@ -381,6 +381,7 @@ func (in *instance) runHosted(ctx context.Context, onReady func(), log interface
 			return errors.New(ev.Err)
 		}
 		a.pool.SetSlotState(in.slot, pool.SlotReady)
+		a.gw.Ready()
 		took := time.Since(began)
 		in.mu.Lock()
 		in.state, in.started = "ready", took
@@ -444,11 +445,7 @@ func (in *instance) runHosted(ctx context.Context, onReady func(), log interface
 // modules in: one per uid (compiled code is trusted as it is loaded, so no
 // app may write another's), kept across runs.
 func (a *app) makeWasmCache() error {
-	hasWasm := false
-	for _, f := range a.cfg.Functions {
-		hasWasm = hasWasm || f.Kind == config.Wasm
-	}
-	if !hasWasm {
+	if !a.hasWasm() {
 		return nil
 	}
 	owner := "self"
@@ -471,6 +468,16 @@ func (a *app) makeWasmCache() error {
 		}
 	}
 	return nil
+}
+
+// hasWasm reports whether the app has wasm: functions.
+func (a *app) hasWasm() bool {
+	for _, f := range a.cfg.Functions {
+		if f.Kind == config.Wasm {
+			return true
+		}
+	}
+	return false
 }
 
 // wasmModule resolves a wasm: function's module: the file it names, or the
