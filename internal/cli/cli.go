@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -65,7 +66,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(upCmd(), reloadCmd(), statusCmd(), topCmd(), invokeCmd(), builtinsCmd(), fnCmd(), runtimeCmd(), logsCmd(), newCmd(), contractCmd(), versionCmd())
+	root.AddCommand(activationsCmd(), triggersCmd())
 	root.AddCommand(benchCommands()...)
+	root.AddCommand(simCmd(), controllerCmd(), deployCmd())
 	return root
 }
 
@@ -138,11 +141,13 @@ func upCmd() *cobra.Command {
 	var (
 		files                 []string
 		listen, admin, tname  string
+		tlsCert, tlsKey       string
 		check                 bool
 		uids, runDir, cache   string
 		logLevel              string
 		readyTimeout, drainTO time.Duration
 		watch                 bool
+		dataDir, mqttAddr     string
 	)
 	cmd := &cobra.Command{
 		Use:   "up [-f spry.yaml]...",
@@ -177,8 +182,12 @@ with no request lost, and a config that fails to load keeps the running one.`,
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			cfg := node.Config{
 				Apps: apps, Load: func() ([]*config.App, error) { return loadApps(files) }, Listen: listen, Admin: admin, Transport: tname,
+				TLS:        config.TLS{Cert: absPath(tlsCert), Key: absPath(tlsKey)},
 				RuntimeDir: runDir, CacheDir: cache, Log: log, Output: cmd.ErrOrStderr(),
-				ReadyTimeout: readyTimeout,
+				ReadyTimeout: readyTimeout, DataDir: dataDir, MQTT: mqttAddr,
+			}
+			if (tlsCert == "") != (tlsKey == "") {
+				return exitError{2, "--tls-cert and --tls-key go together"}
 			}
 			if cfg.AppUIDs, err = parseUIDs(uids); err != nil {
 				return exitError{2, err.Error()}
@@ -243,18 +252,34 @@ with no request lost, and a config that fails to load keeps the running one.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&files, "file", "f", nil, "an app's config file (repeat for several apps)")
-	f.StringVar(&listen, "listen", ":8080", "gateway address (HTTP)")
+	f.StringVar(&listen, "listen", ":8080", "gateway address (HTTP/1.1 and HTTP/2; TLS with --tls-cert)")
+	f.StringVar(&tlsCert, "tls-cert", "", "serve TLS on --listen with this certificate (PEM; reloaded on SIGHUP and spry reload)")
+	f.StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
 	f.StringVar(&admin, "admin", DefaultAdmin, "admin API address")
 	f.StringVar(&tname, "transport", "", "override every app's transport (auto, skmsg, uds, adaptive, poll)")
 	f.BoolVar(&check, "check", false, "validate the config files and exit")
 	f.StringVar(&uids, "app-uids", "61000-61183", "when run as root: uids for the apps' instances, FIRST-LAST, or none")
 	f.StringVar(&runDir, "runtime-dir", "", "directory for sockets and staged executables (default /run/spry as root)")
 	f.StringVar(&cache, "cache-dir", "", "directory for builds of go: functions")
+	f.StringVar(&dataDir, "data-dir", node.DefaultDataDir(), "directory of the activation store (one node per directory)")
+	f.StringVar(&mqttAddr, "mqtt", "", "run the embedded MQTT broker on this address, e.g. 127.0.0.1:1883 (off when empty)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&readyTimeout, "ready-timeout", 30*time.Second, "how long a new instance may take to start")
 	f.DurationVar(&drainTO, "drain-timeout", 10*time.Second, "on shutdown, how long requests in flight may take")
 	f.BoolVar(&watch, "watch", false, "reload when a config file or a function's source changes (for development)")
 	return cmd
+}
+
+// absPath makes a file named on the command line absolute ("" stays ""),
+// so that a reload finds it whatever the working directory.
+func absPath(f string) string {
+	if f == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(f); err == nil {
+		return a
+	}
+	return f
 }
 
 func parseUIDs(s string) (node.UIDRange, error) {

@@ -305,7 +305,11 @@ func (a *App) complete(buf uint32) {
 		e.timer.Stop()
 		a.stats.Timeouts.Add(1)
 		e.ch.count(ErrDeadline.Status, e.began)
-		e.rep.Reply(Reply{a: a, ch: e.ch, err: ErrDeadline, idx: idx, reqID: reqID, status: ErrDeadline.Status, tag: e.tag})
+		r := Reply{a: a, ch: e.ch, err: ErrDeadline, idx: idx, reqID: reqID, status: ErrDeadline.Status, tag: e.tag}
+		if e.ch.records(r.status) {
+			e.ch.record(e.rep, r, e.began)
+		}
+		e.rep.Reply(r)
 		// Abandoned, and the buffer is back: both go below.
 	} else if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
 		crash.Point("gateway.completed")
@@ -318,7 +322,11 @@ func (a *App) complete(buf uint32) {
 		a.stats.Replies.Add(1)
 		// Answer from here: no thread switch before the response goes
 		// out.
-		e.rep.Reply(Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag})
+		r := Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag}
+		if e.ch.records(status) {
+			e.ch.record(e.rep, r, e.began)
+		}
+		e.rep.Reply(r)
 		return
 	}
 	a.pool.Free(buf, a.id)
@@ -361,7 +369,11 @@ func (a *App) expire(idx uint32) {
 		a.stats.Timeouts.Add(1)
 	}
 	ch.count(err.Status, began)
-	rep.Reply(Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag})
+	r := Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag}
+	if ch.records(r.status) {
+		ch.record(rep, r, began)
+	}
+	rep.Reply(r)
 }
 
 // undispatched marks entry idx's request as not yet taken by an instance.
@@ -376,7 +388,7 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 	e := &a.pend[idx]
 	want := reqID>>idBits<<2 | stWaiting
 	wait := 20 * time.Microsecond
-	asked := false
+	asked := mono.Now() // Send asked when it found no instance
 	for {
 		time.Sleep(wait)
 		wait = min(2*wait, 5*time.Millisecond)
@@ -394,12 +406,18 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 			e.queued.Store(false)
 			return
 		}
-		if errors.Is(err, transport.ErrNoInstance) && !asked {
-			asked = true
+		// Ask again now and then: an instance started for this request
+		// may have been stopped again before it took it.
+		if now := mono.Now(); errors.Is(err, transport.ErrNoInstance) && now-asked > int64(askAgain) {
+			asked = now
 			a.noInstance(fn)
 		}
 	}
 }
+
+// askAgain is how often a request waiting for an instance tells the
+// daemon it still has none.
+const askAgain = 250 * time.Millisecond
 
 // Fail answers the request of buffer buf, which the daemon took back
 // (pool.Reclaim or Seize: it holds it as pool.OwnerDaemon), with status and

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,11 @@ type Chain struct {
 	Methods   []string      // accepted methods; HEAD is served wherever GET is
 	Headers   []string      // request headers forwarded to the functions
 	Timeout   time.Duration // whole-chain deadline
+	// Recorder, when set, gets the replies of synchronous requests that
+	// ended with 400 or more, or every reply with RecordAll (the chain's
+	// activation record setting).
+	Recorder  Recorder
+	RecordAll bool
 
 	allow   []byte   // the methods it accepts, for the Allow field of 405s
 	headers [][]byte // Headers, as bytes for the metadata writer
@@ -72,6 +78,10 @@ func eachCode(codes *[1000]atomic.Uint64, fn func(code int, n uint64)) {
 type Config struct {
 	Chains []*Chain
 	Log    *slog.Logger
+	// TLS, when set, makes every listener serve TLS (with ALPN h2 and
+	// http/1.1); certificates come from its GetCertificate, so they can
+	// change while connections stay up.
+	TLS *tls.Config
 	// IdleTimeout bounds how long a keep-alive connection waits for its
 	// next request (default 2 minutes); HeaderTimeout how long a request
 	// head and body may take to arrive (default 30 s).
@@ -85,6 +95,8 @@ type Config struct {
 // comes back.
 type Gateway struct {
 	routes  atomic.Pointer[map[string]*Chain] // swapped whole by SetChains
+	maxBuf  atomic.Int64                      // the largest pool buffer of any chain's app
+	tls     *tls.Config
 	log     *slog.Logger
 	idle    time.Duration
 	header  time.Duration
@@ -97,11 +109,18 @@ type Gateway struct {
 	stop    chan struct{}
 	stopped sync.Once
 	refused [1000]atomic.Uint64 // responses to requests no chain served
+	events  Events              // asynchronous requests and CloudEvents (nil: none)
+	// activationURL prefixes an activation id in a 202's Location (the
+	// admin API's /v1/activations/).
+	activationURL string
 }
 
 // Refused calls fn with every status code the gateway answered requests
 // that reached no chain with (malformed, unknown route), and how often.
 func (g *Gateway) Refused(fn func(code int, n uint64)) { eachCode(&g.refused, fn) }
+
+// maxBody returns the largest body any chain takes.
+func (g *Gateway) maxBody() int { return int(g.maxBuf.Load()) }
 
 // count counts a response to a request that reached no chain.
 func (g *Gateway) count(status int) {
@@ -137,6 +156,13 @@ func New(c Config) (*Gateway, error) {
 	}
 	if g.header <= 0 {
 		g.header = 30 * time.Second
+	}
+	if c.TLS != nil {
+		g.tls = c.TLS.Clone()
+		g.tls.NextProtos = []string{"h2", "http/1.1"}
+		if g.tls.MinVersion == 0 {
+			g.tls.MinVersion = tls.VersionTLS12
+		}
 	}
 	if err := g.SetChains(c.Chains); err != nil {
 		return nil, err
@@ -174,6 +200,11 @@ func (g *Gateway) SetChains(chains []*Chain) error {
 		routes[ch.Route] = ch
 	}
 	g.routes.Store(&routes)
+	for _, ch := range chains {
+		if n := int64(ch.App.pool.BufferSize()); n > g.maxBuf.Load() {
+			g.maxBuf.Store(n)
+		}
+	}
 	return nil
 }
 

@@ -27,8 +27,11 @@ type Config struct {
 	Apps []*config.App
 	// Load reads the config again, for Reload (spry reload, SIGHUP,
 	// --watch). nil: the node cannot reload.
-	Load      func() ([]*config.App, error)
-	Listen    string // gateway address (default ":8080")
+	Load   func() ([]*config.App, error)
+	Listen string // gateway address (default ":8080")
+	// TLS, when set, makes the gateway serve TLS on Listen with this
+	// certificate and key (else the apps' tls: files, if any name one).
+	TLS       config.TLS
 	Admin     string // admin API address (default "127.0.0.1:8081")
 	Transport string // when set, overrides every app's transport
 	// AppUIDs is the range of uids (and gids) the apps' instances run
@@ -40,6 +43,12 @@ type Config struct {
 	Exe        string // the spry executable; builtins run as `Exe fn NAME` (default os.Executable)
 	Log        *slog.Logger
 	Output     io.Writer // where instances' stdout and stderr go (default os.Stderr)
+	// DataDir holds the activation store (spry up's --data-dir, by
+	// default DefaultDataDir). "" keeps it in the node's runtime
+	// directory, gone when the node stops (tests).
+	DataDir string
+	// MQTT is the address of the embedded MQTT broker ("" runs none).
+	MQTT string
 	// ReadyTimeout bounds how long a new instance may take to announce
 	// itself (default 30 s); StopGrace how long a stopping one may take to
 	// finish what it holds before it is killed (default 5 s).
@@ -119,6 +128,7 @@ type Node struct {
 	uidLeases uidLeases
 	gw        *gateway.Gateway
 	httpLn    net.Listener
+	certs     *certs // the gateway's certificate, when it serves TLS
 	adminLn   net.Listener
 	admin     *http.Server
 	spawn     *spawner
@@ -144,6 +154,7 @@ type Node struct {
 	sup       sync.WaitGroup     // supervisors
 	failed    chan error         // the gateway or admin server stopped on its own
 	closed    sync.Once
+	events    *events // activations and triggers
 }
 
 // Start brings a node up: it takes its listening addresses first (a busy
@@ -199,13 +210,28 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.apps = append(n.apps, a)
 		chains = append(chains, a.chains()...)
 	}
-	n.gw, err = gateway.New(gateway.Config{Chains: chains, Log: n.log})
+	gc := gateway.Config{Chains: chains, Log: n.log}
+	if files := cfg.TLS; files != (config.TLS{}) || config.TLSOf(cfg.Apps) != (config.TLS{}) {
+		n.certs = &certs{fromFlags: files != (config.TLS{})}
+		if !n.certs.fromFlags {
+			files = config.TLSOf(cfg.Apps)
+		}
+		if err := n.certs.load(files); err != nil {
+			return nil, err
+		}
+		gc.TLS = n.certs.tlsConfig()
+	}
+	n.gw, err = gateway.New(gc)
 	if err != nil {
 		return nil, err
 	}
 	if err := n.launch(ctx, n.apps); err != nil {
 		return nil, err
 	}
+	if err := n.startEvents(); err != nil {
+		return nil, err
+	}
+	n.gw.SetEvents(n.events, "http://"+n.adminLn.Addr().String()+"/v1/activations/")
 
 	go func() {
 		if err := n.gw.Serve(n.httpLn); err != nil && !errors.Is(err, gateway.ErrClosed) {
@@ -309,8 +335,14 @@ func (n *Node) Failed() <-chan error { return n.failed }
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.closed.Do(func() {
+		if n.events != nil {
+			n.events.trig.Close() // nothing new from triggers while draining
+		}
 		if n.gw != nil {
 			err = n.gw.Shutdown(ctx)
+		}
+		if n.events != nil {
+			n.events.close()
 		}
 		if n.admin != nil {
 			n.admin.Close()
