@@ -58,10 +58,6 @@ class Step(BaseHTTPRequestHandler):
     wbufsize = 1 << 16
     disable_nagle_algorithm = True
 
-
-class Server(ThreadingHTTPServer):
-    request_queue_size = 1024  # the default backlog of 5 refuses a sidecar's burst of connections
-
     def do_POST(self):
         body = bytearray(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         n = int(bytes(body[:8])) + 1
@@ -74,6 +70,10 @@ class Server(ThreadingHTTPServer):
 
     def log_message(self, *a):
         pass
+
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default backlog of 5 refuses a sidecar's burst of connections
 
 
 Server(("127.0.0.1", int(os.environ["PORT"])), Step).serve_forever()
