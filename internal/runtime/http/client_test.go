@@ -18,11 +18,20 @@ func pair(t testing.TB, response string) *conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	// The writer owns its end until it is done with it: closing it
+	// earlier could hand the fd number to the next test while a write is
+	// still to come.
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		unix.Write(fds[1], []byte(response))
 		unix.Shutdown(fds[1], unix.SHUT_WR)
 	}()
+	t.Cleanup(func() {
+		unix.Close(fds[0]) // a writer blocked on a full socket fails now
+		<-done
+		unix.Close(fds[1])
+	})
 	return &conn{fd: fds[0]}
 }
 
