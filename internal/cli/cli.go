@@ -146,6 +146,7 @@ func upCmd() *cobra.Command {
 		readyTimeout, drainTO time.Duration
 		watch                 bool
 		dataDir, mqttAddr     string
+		cl                    clusterFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up [-f spry.yaml]...",
@@ -160,9 +161,15 @@ SIGHUP or "spry reload" reloads the config files: changed apps are replaced
 with no request lost, and a config that fails to load keeps the running one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			apps, err := loadApps(files)
-			if err != nil {
-				return exitError{2, err.Error()}
+			if cl.on && len(files) > 0 {
+				return exitError{2, "--cluster: the controller assigns the apps (spry deploy -f spry.yaml); give no -f"}
+			}
+			var apps []*config.App
+			var err error
+			if !cl.on {
+				if apps, err = loadApps(files); err != nil {
+					return exitError{2, err.Error()}
+				}
 			}
 			if check {
 				if err := node.Build(cmd.Context(), apps, cache); err != nil {
@@ -181,7 +188,10 @@ with no request lost, and a config that fails to load keeps the running one.`,
 			cfg := node.Config{
 				Apps: apps, Load: func() ([]*config.App, error) { return loadApps(files) }, Listen: listen, Admin: admin, Transport: tname,
 				RuntimeDir: runDir, CacheDir: cache, Log: log, Output: cmd.ErrOrStderr(),
-				ReadyTimeout: readyTimeout, DataDir: dataDir, MQTT: mqttAddr,
+				ReadyTimeout: readyTimeout, DataDir: dataDir, MQTT: mqttAddr, Cluster: cl.on,
+			}
+			if cl.on {
+				cfg.Load = nil // the assignment is the config
 			}
 			if cfg.AppUIDs, err = parseUIDs(uids); err != nil {
 				return exitError{2, err.Error()}
@@ -201,7 +211,14 @@ with no request lost, and a config that fails to load keeps the running one.`,
 				return err
 			}
 			log.Info("spry is up", "http", n.Addr().String(), "admin", n.AdminAddr().String())
-			if len(files) == 0 {
+			agentDone := make(chan error, 1)
+			if cl.on {
+				if err := cl.start(ctx, n, log, agentDone); err != nil {
+					stop()
+					_ = n.Shutdown(context.Background())
+					return exitError{2, err.Error()}
+				}
+			} else if len(files) == 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "\n  try:  curl -s localhost:%d/hello -d 'spry'\n        spry status%s\n\n",
 					n.Addr().(*net.TCPAddr).Port, adminFlag(n.AdminAddr().String()))
 			}
@@ -226,6 +243,9 @@ with no request lost, and a config that fails to load keeps the running one.`,
 					break wait
 				case failed = <-n.Failed():
 					log.Error("node failed", "err", failed)
+					break wait
+				case failed = <-agentDone:
+					log.Error("cluster agent stopped", "err", failed)
 					break wait
 				case <-hup:
 					reload("SIGHUP")
@@ -259,6 +279,7 @@ with no request lost, and a config that fails to load keeps the running one.`,
 	f.DurationVar(&readyTimeout, "ready-timeout", 30*time.Second, "how long a new instance may take to start")
 	f.DurationVar(&drainTO, "drain-timeout", 10*time.Second, "on shutdown, how long requests in flight may take")
 	f.BoolVar(&watch, "watch", false, "reload when a config file or a function's source changes (for development)")
+	cl.flags(f)
 	return cmd
 }
 
