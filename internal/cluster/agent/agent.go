@@ -57,7 +57,7 @@ type Config struct {
 type Agent struct {
 	cfg     Config
 	boot    string
-	applied string                // the assignment last applied (its JSON)
+	applied string                 // the assignment last applied (its JSON)
 	apps    map[string]*appliedApp // by namespace/name
 	lease   *api.Lease
 }
