@@ -8,10 +8,10 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"os/signal"
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"

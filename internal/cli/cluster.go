@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -200,4 +203,95 @@ func (c *clusterFlags) start(ctx context.Context, n *node.Node, log *slog.Logger
 	}
 	go func() { done <- a.Run(ctx) }()
 	return nil
+}
+
+// clusterStatusFlags select spry status --cluster.
+type clusterStatusFlags struct {
+	on             bool
+	kubeconfig, ns string
+}
+
+func (c *clusterStatusFlags) flags(f *pflag.FlagSet) {
+	f.BoolVar(&c.on, "cluster", false, "the cluster's apps and nodes (from Kubernetes) instead of one node's")
+	f.StringVar(&c.kubeconfig, "kubeconfig", "", "--cluster: kubeconfig file (default $KUBECONFIG, in-cluster, ~/.kube/config)")
+	f.StringVar(&c.ns, "namespace", "spry-system", "--cluster: namespace of the node leases")
+}
+
+// ClusterStatus is spry status --cluster -o json.
+type ClusterStatus struct {
+	Apps  []api.SpryApp    `json:"apps"`
+	Nodes []ClusterNodeRow `json:"nodes"`
+}
+
+// ClusterNodeRow is one node of the cluster and whether its lease is fresh.
+type ClusterNodeRow struct {
+	api.SpryNode
+	Up bool `json:"up"`
+}
+
+func clusterStatus(ctx context.Context, out io.Writer, cl clusterStatusFlags, output string) error {
+	c, err := kube.Load(cl.kubeconfig)
+	if err != nil {
+		return exitError{2, err.Error()}
+	}
+	var apps struct{ Items []api.SpryApp }
+	var nodes struct{ Items []api.SpryNode }
+	var leases struct{ Items []api.Lease }
+	if err := c.Get(ctx, "/apis/spry.dev/v1alpha1/spryapps", &apps); err != nil {
+		return err
+	}
+	if err := c.Get(ctx, kube.NodesPath(), &nodes); err != nil {
+		return err
+	}
+	if err := c.Get(ctx, kube.LeasesPath(cl.ns), &leases); err != nil {
+		return err
+	}
+	now := time.Now()
+	st := ClusterStatus{Apps: apps.Items}
+	for _, n := range nodes.Items {
+		row := ClusterNodeRow{SpryNode: n}
+		for i := range leases.Items {
+			if leases.Items[i].Metadata.Name == api.LeaseName(n.Metadata.Name) {
+				row.Up = leases.Items[i].Fresh(now)
+			}
+		}
+		st.Nodes = append(st.Nodes, row)
+	}
+	switch output {
+	case "json":
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	case "table":
+	default:
+		return exitError{2, fmt.Sprintf("-o %q: want table or json", output)}
+	}
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tUP\tGATEWAY\tCPU\tMEMORY\tINSTANCES\t")
+	for _, n := range st.Nodes {
+		inst := int32(0)
+		for _, f := range n.Status.Functions {
+			inst += f.Ready
+		}
+		fmt.Fprintf(w, "%s\t%v\t%s\t%dm\t%s\t%d\t\n", n.Metadata.Name, n.Up, n.Spec.Gateway, n.Spec.Capacity.CPUMillis,
+			fmt.Sprintf("%.1fGiB", float64(n.Spec.Capacity.MemoryBytes)/(1<<30)), inst)
+	}
+	fmt.Fprintln(w, "\t\t\t\t\t\t")
+	fmt.Fprintln(w, "APP\tREADY\tNODES\tROUTES\tSLO\tVALID\t")
+	for _, a := range st.Apps {
+		valid := "?"
+		if c := api.FindCondition(a.Status.Conditions, "Valid"); c != nil {
+			valid = c.Status
+		}
+		fmt.Fprintf(w, "%s/%s\t%s\t%d\t%s\t%s\t%s\t\n", a.Metadata.Namespace, a.Metadata.Name, a.Status.Ready,
+			a.Status.NodeCount, a.Status.RouteList, a.Status.SLOAttainment, valid)
+		for _, f := range a.Status.Functions {
+			var on []string
+			for _, ni := range f.Nodes {
+				on = append(on, fmt.Sprintf("%s=%d", ni.Node, ni.Instances))
+			}
+			fmt.Fprintf(w, "  %s\t%d/%d\t%s\t%s\t\t\t\n", f.Name, f.Ready, f.Desired, strings.Join(on, " "), f.Reason)
+		}
+	}
+	return w.Flush()
 }
