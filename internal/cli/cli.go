@@ -147,6 +147,7 @@ func upCmd() *cobra.Command {
 		logLevel              string
 		readyTimeout, drainTO time.Duration
 		watch                 bool
+		adminTokenFile        string
 		dataDir, mqttAddr     string
 		cl                    clusterFlags
 	)
@@ -195,6 +196,15 @@ with no request lost, and a config that fails to load keeps the running one.`,
 			}
 			if cl.on {
 				cfg.Load = nil // the assignment is the config
+			}
+			if adminTokenFile != "" {
+				b, err := os.ReadFile(adminTokenFile)
+				if err != nil {
+					return exitError{2, "--admin-token-file: " + err.Error()}
+				}
+				if cfg.AdminToken = strings.TrimSpace(string(b)); cfg.AdminToken == "" {
+					return exitError{2, "--admin-token-file " + adminTokenFile + ": the file is empty"}
+				}
 			}
 			if (tlsCert == "") != (tlsKey == "") {
 				return exitError{2, "--tls-cert and --tls-key go together"}
@@ -286,6 +296,7 @@ with no request lost, and a config that fails to load keeps the running one.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&readyTimeout, "ready-timeout", 30*time.Second, "how long a new instance may take to start")
 	f.DurationVar(&drainTO, "drain-timeout", 10*time.Second, "on shutdown, how long requests in flight may take")
+	f.StringVar(&adminTokenFile, "admin-token-file", "", "require this bearer token (the file's content) on the admin API; verbs send $SPRY_ADMIN_TOKEN")
 	f.BoolVar(&watch, "watch", false, "reload when a config file or a function's source changes (for development)")
 	cl.flags(f)
 	return cmd
@@ -316,7 +327,7 @@ func parseUIDs(s string) (node.UIDRange, error) {
 
 // fetchStatus gets GET /v1/status from the node at admin.
 func fetchStatus(ctx context.Context, admin string) (*node.Status, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/v1/status", nil)
+	req, err := adminRequest(ctx, "GET", admin, "/v1/status")
 	if err != nil {
 		return nil, err
 	}
@@ -343,4 +354,20 @@ func adminFlag(addr string) string {
 		return ""
 	}
 	return " --admin " + addr
+}
+
+// EnvAdminToken is where the verbs find the admin API's bearer token, for a
+// node started with --admin-token-file.
+const EnvAdminToken = "SPRY_ADMIN_TOKEN"
+
+// adminRequest makes a request to the admin API at admin, with the bearer
+// token from $SPRY_ADMIN_TOKEN when set.
+func adminRequest(ctx context.Context, method, admin, path string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+admin+path, nil)
+	if err == nil {
+		if tok := os.Getenv(EnvAdminToken); tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+	}
+	return req, err
 }

@@ -25,6 +25,9 @@ import (
 // Config configures a node.
 type Config struct {
 	Apps []*config.App
+	// AdminToken, when set, is the bearer token every admin API request
+	// but GET /healthz must present.
+	AdminToken string
 	// Load reads the config again, for Reload (spry reload, SIGHUP,
 	// --watch). nil: the node cannot reload.
 	Load   func() ([]*config.App, error)
