@@ -15,6 +15,7 @@ import (
 
 	"github.com/spry-dev/spry/bench"
 	ibench "github.com/spry-dev/spry/internal/bench"
+	"github.com/spry-dev/spry/internal/transport"
 	"github.com/spry-dev/spry/internal/bench/baseline"
 )
 
@@ -35,9 +36,10 @@ func benchCmd() *cobra.Command {
 		Use:   "bench WORKLOAD",
 		Short: "Benchmark a workload on Spry's transports against Knative-style, HTTP and gRPC baselines",
 		Long: `Benchmark a workload (` + strings.Join(bench.Names, ", ") + `) on every mode given: each Spry
-transport of this build (` + strings.Join(ibench.ModeNames()[:len(ibench.ModeNames())-3], ", ") + `) and the baselines knative (function +
-sidecar per instance, a broker on every hop), http (functions call each other over
-HTTP/1.1) and grpc (over gRPC). Every process runs separately; their CPU, context switches
+transport of this build (` + strings.Join(transport.Names, ", ") + `), wasm (the steps as wasm: functions in
+the app's sandbox host, on the transport auto picks; wasm-TRANSPORT for another), and the
+baselines knative (function + sidecar per instance, a broker on every hop), http
+(functions call each other over HTTP/1.1) and grpc (over gRPC). Every process runs separately; their CPU, context switches
 and read/write syscalls are read from /proc. Writes report.json, report.md and plots to --out.
 See docs/benchmarks.md.`,
 		Example: `  spry bench chain --steps 2 --payload 64 --modes uds,knative,http,grpc --duration 30s --out results/chain
@@ -244,11 +246,16 @@ func auditCmd() *cobra.Command {
 // benchProcCmd runs one process of a baseline (the bench starts these).
 func benchProcCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "bench-proc",
+		Use:    "bench-proc [ROLE]",
 		Short:  "Run one process of a benchmark baseline (spry bench does this)",
 		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:   cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				// A role without a config (httpfn: the chain step as a
+				// plain HTTP server on $PORT, run as an http: function).
+				os.Setenv(baseline.EnvConfig, `{"role":"`+args[0]+`"}`)
+			}
 			if err := baseline.Main(); err != nil {
 				return exitError{2, err.Error()}
 			}
