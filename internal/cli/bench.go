@@ -15,8 +15,8 @@ import (
 
 	"github.com/spry-dev/spry/bench"
 	ibench "github.com/spry-dev/spry/internal/bench"
-	"github.com/spry-dev/spry/internal/transport"
 	"github.com/spry-dev/spry/internal/bench/baseline"
+	"github.com/spry-dev/spry/internal/transport"
 )
 
 // benchCommands are the benchmark verbs: bench, audit, and the hidden
