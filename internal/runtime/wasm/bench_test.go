@@ -3,7 +3,15 @@ package wasm
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/transport"
 )
 
 // BenchmarkNew is the start of an instance: a clone of the function's
@@ -45,5 +53,105 @@ func BenchmarkStep(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// hopRig is a host with two instances of the suite guest in a chain of
+// MaxSteps steps, not receiving: steps are driven by hand.
+type hopRig struct {
+	h  *Host
+	p  *pool.Pool
+	hi *hostInst
+	d  desc.Desc
+}
+
+func newHopRig(tb testing.TB) *hopRig {
+	ctx := context.Background()
+	mod := filepath.Join(tb.TempDir(), "suite.wasm")
+	if err := os.WriteFile(mod, guest(tb, "suite"), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	p, err := pool.Create("hopbench", pool.Layout{Buffers: 8, BufferSize: testWindow, Functions: 1, Chains: 1, Slots: 2})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	f, err := transport.New("uds", transport.Options{App: "hopbench", Dir: tb.TempDir(), UID: -1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { f.Close() })
+	hc, err := f.Open(hostID)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.SetFunction(0, 0, 2)
+	p.SetChain(0, make([]uint16, pool.MaxSteps)) // function 0, MaxSteps times
+	e, err := NewEngine(ctx, EngineConfig{CacheDir: filepath.Join(os.TempDir(), "spry-wasm-test-cache")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { e.Close(ctx) })
+	h := NewHost(HostConfig{Engine: e, Pool: p, Conn: hc, Output: io.Discard})
+	if err := h.Load(ctx, Command{Fn: 0, Name: "suite", Module: mod, Timeout: time.Minute}); err != nil {
+		tb.Fatal(err)
+	}
+	for slot := range uint32(2) {
+		if err := h.Start(ctx, 0, slot, uint16(10+slot)); err != nil {
+			tb.Fatal(err)
+		}
+		p.StartHosted(slot, uint16(10+slot), hostID, 1)
+		p.SetSlotState(slot, pool.SlotReady)
+	}
+	hi := h.inst(10)
+	buf, _ := p.Alloc(hi.id)
+	hdr := p.Header(buf)
+	m := hdr.WriteMeta()
+	m.Request([]byte("POST"), []byte("/"), nil)
+	hdr.SetData(0, 64)
+	d := desc.Desc{Buf: buf}
+	tb.Cleanup(func() {
+		for _, id := range []uint16{10, 11} {
+			h.Stop(id)
+		}
+	})
+	return &hopRig{h: h, p: p, hi: hi, d: d}
+}
+
+// hop runs one step and its in-memory hand-over.
+func (r *hopRig) hop(tb testing.TB) {
+	r.hi.st.Queue.Add(1) // as a sender would have
+	next, nd := r.h.step(r.hi, r.d)
+	if next == nil {
+		tb.Fatal("the step did not hand over in memory")
+	}
+	// Stay below the last step (whose output goes to the gateway).
+	if nd.Hop == pool.MaxSteps-1 {
+		nd.Hop = 0
+	}
+	r.hi, r.d = next, nd
+	next.st.Queue.Add(-1) // step counts it again
+}
+
+// BenchmarkHop is one step and one in-memory hop of a wasm chain in the
+// host: the step (payload copied in and out, the guest's call), then the
+// hand-over to the next wasm instance — picking it, moving the buffer to
+// it, its counters — with no descriptor sent. Compare Step/64: the
+// difference is the hop.
+func BenchmarkHop(b *testing.B) {
+	r := newHopRig(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.hop(b)
+	}
+}
+
+// The host's per-request path allocates nothing: a step, and a hop between
+// two wasm instances.
+func TestHopZeroAllocs(t *testing.T) {
+	r := newHopRig(t)
+	r.hop(t) // warm: the guests' first calls grow their heaps
+	if n := testing.AllocsPerRun(200, func() { r.hop(t) }); n != 0 {
+		t.Errorf("%v allocations per step and hop, want 0", n)
 	}
 }

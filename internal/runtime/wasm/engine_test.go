@@ -332,3 +332,19 @@ func TestSnapshotClones(t *testing.T) {
 		}
 	}
 }
+
+func TestStepZeroAllocs(t *testing.T) {
+	r := newRig(t, FunctionConfig{})
+	in := r.instance()
+	buf := r.request("POST", "/", "some payload")
+	defer r.p.Free(buf, self)
+	step := func() {
+		if _, _, err := in.Step(context.Background(), r.p, self, buf, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step()
+	if n := testing.AllocsPerRun(200, step); n != 0 {
+		t.Errorf("%v allocations per step, want 0", n)
+	}
+}
