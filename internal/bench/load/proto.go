@@ -42,7 +42,7 @@ type doer interface {
 type h1 struct{ *client }
 
 func (c h1) do(r *Request) (int, []byte, error) { return c.client.do(r.Raw) }
-func (c h1) close()                               { c.client.close() }
+func (c h1) close()                             { c.client.close() }
 
 // newDoer makes a connection's client for proto.
 func newDoer(proto, addr string, timeout time.Duration) (doer, error) {
