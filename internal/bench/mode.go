@@ -18,6 +18,7 @@ import (
 
 	"github.com/spry-dev/spry/bench"
 	"github.com/spry-dev/spry/internal/bench/baseline"
+	"github.com/spry-dev/spry/internal/bench/load"
 	"github.com/spry-dev/spry/internal/bpf"
 	"github.com/spry-dev/spry/internal/transport"
 )
@@ -49,8 +50,9 @@ type System interface {
 
 // Env is what modes need to start a workload.
 type Env struct {
-	Exe string // the spry executable
-	Dir string // a scratch directory for configs and logs
+	Exe   string // the spry executable
+	Dir   string // a scratch directory for configs and logs
+	Proto string // what the load generator speaks to Spry (load.Proto*)
 	// WasmSrc is bench/wasmfn for the wasm mode (default: in the working
 	// directory).
 	WasmSrc string
@@ -190,6 +192,17 @@ func appYAML(w *bench.Workload, transport, wasmSrc string) string {
 }
 
 func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (System, error) {
+	args := []string{"--log-level", "warn"}
+	if !m.wasm {
+		args = append(args, "--transport", m.transport)
+	}
+	if env.Proto == load.ProtoTLS || env.Proto == load.ProtoH2 {
+		cert, key, err := selfSigned(env.Dir)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--tls-cert", cert, "--tls-key", key)
+	}
 	var n *spryNode
 	var err error
 	if m.wasm {
@@ -199,11 +212,10 @@ func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (Syste
 		}
 		// Compiled modules are kept across runs (by content): a fresh
 		// compile of the handlers' module takes seconds.
-		n, err = startNode(env.Exe, filepath.Join(env.Dir, m.Name()), "spry node ("+m.Name()+")", appYAML(w, cmp.Or(m.transport, "auto"), src),
-			"--log-level", "warn", "--cache-dir", filepath.Join(os.TempDir(), "spry-bench-cache"))
+		args = append(args, "--cache-dir", filepath.Join(os.TempDir(), "spry-bench-cache"))
+		n, err = startNode(env.Exe, filepath.Join(env.Dir, m.Name()), "spry node ("+m.Name()+")", appYAML(w, cmp.Or(m.transport, "auto"), src), args...)
 	} else {
-		n, err = startNode(env.Exe, filepath.Join(env.Dir, m.transport), "spry node ("+m.transport+")", appYAML(w, m.transport, ""),
-			"--transport", m.transport, "--log-level", "warn")
+		n, err = startNode(env.Exe, filepath.Join(env.Dir, m.transport), "spry node ("+m.transport+")", appYAML(w, m.transport, ""), args...)
 	}
 	if err != nil {
 		return nil, err

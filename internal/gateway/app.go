@@ -33,6 +33,7 @@ type App struct {
 	rot        atomic.Uint32
 	ctl        func(desc.Desc)
 	noInstance func(fn uint16)
+	ready      atomic.Pointer[chan struct{}] // closed when an instance becomes ready (InstanceReady)
 	stats      AppStats
 	// bg counts the app's goroutines that use the pool outside an
 	// adapter's own (awaits of an instance, the ends of partial writes):
@@ -41,33 +42,6 @@ type App struct {
 	closing atomic.Bool
 	gate    atomic.Bool // Quiesce holds every entry: admissions wait a moment
 	held    []uint32    // the entries Quiesce holds (the daemon's sweep only)
-
-	// readyCh is closed (and replaced) when an instance becomes ready:
-	// requests waiting for one try again at once instead of at their
-	// next poll (Ready).
-	readyMu sync.Mutex
-	readyCh chan struct{}
-}
-
-// Ready tells the app's requests that wait for an instance (scaled from
-// zero, restarting) that one became ready: they try at once.
-func (a *App) Ready() {
-	a.readyMu.Lock()
-	if a.readyCh != nil {
-		close(a.readyCh)
-		a.readyCh = nil
-	}
-	a.readyMu.Unlock()
-}
-
-// readied returns a channel closed at the next Ready.
-func (a *App) readied() <-chan struct{} {
-	a.readyMu.Lock()
-	defer a.readyMu.Unlock()
-	if a.readyCh == nil {
-		a.readyCh = make(chan struct{})
-	}
-	return a.readyCh
 }
 
 // idBits is the width of the entry index in a request id: enough for the
@@ -154,6 +128,7 @@ func NewApp(c AppConfig) (*App, error) {
 		a.pend[i].timer.Stop()
 		a.free <- uint32(i)
 	}
+	a.InstanceReady()
 	c.Pool.SetGateway(a.id)
 	return a, nil
 }
@@ -403,6 +378,15 @@ func (a *App) expire(idx uint32) {
 	rep.Reply(r)
 }
 
+// InstanceReady tells the app that an instance became ready: requests
+// waiting for one try again at once.
+func (a *App) InstanceReady() {
+	ch := make(chan struct{})
+	if old := a.ready.Swap(&ch); old != nil {
+		close(*old)
+	}
+}
+
 // undispatched marks entry idx's request as not yet taken by an instance.
 func (a *App) undispatched(idx uint32) { a.pend[idx].queued.Store(true) }
 
@@ -416,19 +400,19 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 	want := reqID>>idBits<<2 | stWaiting
 	wait := 20 * time.Microsecond
 	asked := mono.Now() // Send asked when it found no instance
-	ready := a.readied()
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
+		// Until the back-off passes, or an instance becomes ready (a
+		// cold start's end is not left to the back-off).
+		ready := a.ready.Load()
 		select {
 		case <-t.C:
-			wait = min(2*wait, 5*time.Millisecond)
-		case <-ready:
-			// Taken before the last try failed: an instance that became
-			// ready since is tried now.
-			ready = a.readied()
+		case <-*ready:
+			t.Stop()
 		}
-		t.Reset(wait) // no stale expiry survives a Reset (Go 1.23 timers)
+		wait = min(2*wait, 5*time.Millisecond)
+		t.Reset(wait)
 		if e.word.Load() != want {
 			// Answered by the timer: the buffer never left.
 			a.complete(d.Buf)

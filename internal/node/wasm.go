@@ -381,7 +381,7 @@ func (in *instance) runHosted(ctx context.Context, onReady func(), log interface
 			return errors.New(ev.Err)
 		}
 		a.pool.SetSlotState(in.slot, pool.SlotReady)
-		a.gw.Ready()
+		a.gw.InstanceReady()
 		took := time.Since(began)
 		in.mu.Lock()
 		in.state, in.started = "ready", took
