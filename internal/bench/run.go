@@ -34,7 +34,7 @@ type Options struct {
 	Log         io.Writer     // progress (nil: quiet)
 	// Proto is what the load generator speaks to Spry's gateway (load.Proto*:
 	// http1, h2c, tls, h2, grpc); the baselines' own ingress is HTTP/1.1.
-	Proto string
+	Proto   string
 	WasmSrc string // bench/wasmfn, for the wasm mode (default: in the working directory)
 }
 
