@@ -12,3 +12,10 @@ func (b *BufHeader) SetRawMeta(m []byte) {
 	n := copy(b.meta[:], m)
 	b.metaLen = uint16(n)
 }
+
+// BufferOffset returns where buffer idx's payload area lies in the pool's
+// memfd (Fd), for mapping it elsewhere, such as into a wasm guest's memory.
+// It is page-aligned when BufferSize is a multiple of PageSize.
+func (p *Pool) BufferOffset(idx uint32) int64 {
+	return int64(p.r.arena + uint64(idx)*p.r.stride)
+}

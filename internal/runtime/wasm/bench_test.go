@@ -155,3 +155,31 @@ func TestHopZeroAllocs(t *testing.T) {
 		t.Errorf("%v allocations per step and hop, want 0", n)
 	}
 }
+
+// BenchmarkStepLarge compares the two ways a payload enters a guest: copied
+// into its window and back, or the buffer's pages mapped into it.
+func BenchmarkStepLarge(b *testing.B) {
+	ctx := context.Background()
+	for _, how := range []struct {
+		name string
+		min  int
+	}{{"copy", -1}, {"map", 1}} {
+		t := &testing.T{}
+		r := newRig(t, FunctionConfig{Window: 1 << 20, MapMin: how.min})
+		in := r.instance()
+		for _, size := range []int{4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20} {
+			b.Run(fmt.Sprintf("%s/%d", how.name, size), func(b *testing.B) {
+				// A handler that does not touch the payload: what is
+				// measured is getting it in and out.
+				buf := r.request("POST", "/?do=stop", string(make([]byte, size)))
+				defer r.p.Free(buf, self)
+				b.SetBytes(int64(size))
+				for b.Loop() {
+					if _, _, err := in.Step(ctx, r.p, self, buf, 0); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -176,7 +176,16 @@ type FunctionConfig struct {
 	// InitTimeout bounds the guest's own initialisation (its main up to
 	// sdk.Serve); default 30 s.
 	InitTimeout time.Duration
+	// MapMin is the smallest payload whose pages are mapped into the
+	// guest instead of copied (see mapping_linux.go); 0 means
+	// DefaultMapMin, negative never.
+	MapMin int
 }
+
+// DefaultMapMin is the payload size from which mapping the buffer's pages
+// into a guest costs less than copying the payload in and the output out
+// (BenchmarkStep, on the machine in BENCHMARKS.md).
+const DefaultMapMin = 64 << 10
 
 // DefaultMemory is an instance's memory limit when its config names none.
 const DefaultMemory = 128 << 20
@@ -191,6 +200,7 @@ type Function struct {
 	mc   wazero.ModuleConfig
 
 	limit   uint64
+	mapMin  int      // see FunctionConfig.MapMin; 0: never
 	img     *image   // nil when every instance initialises itself
 	globals []uint64 // snapshot values of prep.Globals
 	frame   uint32   // the frame's address in the snapshot
@@ -240,7 +250,13 @@ func (e *Engine) Load(ctx context.Context, c FunctionConfig) (*Function, error) 
 	if uint64(prep.Memory.Min)*wasmPage > limit {
 		return nil, fmt.Errorf("%w: it needs %d KiB of memory to start; its limit is %d KiB", ErrModule, uint64(prep.Memory.Min)*64, limit>>10)
 	}
-	f := &Function{e: e, cfg: c, prep: prep, limit: limit}
+	f := &Function{e: e, cfg: c, prep: prep, limit: limit, mapMin: c.MapMin}
+	if f.mapMin == 0 {
+		f.mapMin = DefaultMapMin
+	}
+	if f.mapMin < 0 {
+		f.mapMin = 0
+	}
 	began := time.Now()
 	if f.cm, f.key, err = e.compile(ctx, prep.Binary); err != nil {
 		return nil, fmt.Errorf("%w: compile: %v", ErrModule, err)

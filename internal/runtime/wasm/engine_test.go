@@ -78,13 +78,15 @@ func newRig(t *testing.T, c FunctionConfig) *rig {
 	if c.Name == "" {
 		c.Name = "suite"
 	}
-	c.Window = testWindow
+	if c.Window == 0 {
+		c.Window = testWindow
+	}
 	f, err := e.Load(ctx, c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close(ctx) })
-	p, err := pool.Create("wasmtest", pool.Layout{Buffers: 16, BufferSize: testWindow, Functions: 1, Chains: 1, Slots: 1})
+	p, err := pool.Create("wasmtest", pool.Layout{Buffers: 16, BufferSize: c.Window, Functions: 1, Chains: 1, Slots: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,5 +348,63 @@ func TestStepZeroAllocs(t *testing.T) {
 	step()
 	if n := testing.AllocsPerRun(200, step); n != 0 {
 		t.Errorf("%v allocations per step, want 0", n)
+	}
+}
+
+// A payload of MapMin or more is mapped into the guest, not copied: the
+// answers are the same, nothing of the buffer beyond the payload shows,
+// output beyond the mapped pages comes back, and after the step the guest
+// no longer sees the buffer.
+func TestMappedPayload(t *testing.T) {
+	r := newRig(t, FunctionConfig{MapMin: 4096})
+	in := r.instance()
+	// A buffer full of another request's bytes, then a payload at an odd
+	// offset in the middle of it.
+	put := func(target string, off int, payload string) uint32 {
+		buf := r.request("POST", target, "")
+		b := r.p.Buffer(buf)
+		for i := range b {
+			b[i] = 'S'
+		}
+		copy(b[off:], payload)
+		r.p.Header(buf).SetData(uint32(off), uint32(len(payload)))
+		return buf
+	}
+	run := func(buf uint32) result {
+		out, stop, err := in.Step(context.Background(), r.p, self, buf, 0)
+		h := r.p.Header(out)
+		res := result{status: int(h.Status()), body: string(r.p.Data(out)), stop: stop, err: err}
+		r.p.Free(out, self)
+		return res
+	}
+	payload := strings.Repeat("abc", 4000) // 12000 bytes: mapped
+	if got := run(put("/", 5000, payload)); got.err != nil || got.body != strings.ToUpper(payload) {
+		t.Fatalf("upper, mapped: %v, %d bytes", got.err, len(got.body))
+	}
+	if got := run(put("/?do=around", 5000, payload)); got.body != "dirty=0" {
+		t.Errorf("around a mapped payload: %q, want nothing of the buffer's other bytes", got.body)
+	}
+	if got := run(put("/?do=grow", 5000, payload)); got.err != nil || got.body != payload+strings.Repeat("g", 5000) {
+		t.Errorf("output grown past the mapped pages: %v, %d bytes", got.err, len(got.body))
+	}
+	if got := run(put("/?do=error", 9000, payload)); got.status != 409 || !strings.HasPrefix(got.body, "conflict: abcabc") {
+		t.Errorf("error message outside the mapped pages: %d %.40q", got.status, got.body)
+	}
+	if got := run(put("/?do=wrap", 5000, payload)); !strings.HasSuffix(got.body, "["+payload+"]") {
+		t.Errorf("fresh output from a mapped payload: %.60q", got.body)
+	}
+	// The window is the guest's own memory again: the last mapped payload
+	// (now upper-cased in the pool only) is nowhere in it.
+	secret := strings.Repeat("xyz", 2000) // 6000 bytes: mapped
+	run(put("/", 5000, secret))
+	rev := []byte(strings.ToUpper(secret)[:64])
+	for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
+		rev[i], rev[j] = rev[j], rev[i]
+	}
+	if got := run(put("/?do=scan", 0, string(rev))); got.err != nil || !strings.HasPrefix(got.body, "found=false") {
+		t.Errorf("after the step, the guest still sees the buffer: %+v", got)
+	}
+	if in.Dead() {
+		t.Error("instance dead")
 	}
 }

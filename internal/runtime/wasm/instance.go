@@ -47,6 +47,7 @@ type Instance struct {
 
 	interrupted atomic.Bool
 	dead        bool
+	mapped      mapping // the buffer pages mapped into the input window during a step
 }
 
 // bind points the instance at its function's frame and windows.
@@ -111,15 +112,34 @@ func (in *Instance) Step(ctx context.Context, p *pool.Pool, self uint16, buf uin
 		in.dead = true
 		return buf, true, fmt.Errorf("%w: its window is %d bytes, the pool's buffers %d", ErrTrap, len(in.in), len(whole))
 	}
-	copy(in.in[off:], data)
+	in.mapped = mapping{}
+	if m := in.f.mapMin; m > 0 && len(data) >= m && canMap(p) {
+		if mp, err := mapIn(p, buf, in.in, off, len(data)); err == nil {
+			in.mapped = mp
+		}
+	}
+	if in.mapped.end == 0 {
+		copy(in.in[off:], data)
+	}
 	in.request(p, h, off, len(data), hop)
 
 	in.stack[0] = 0
-	if err := in.handle.CallWithStack(ctx, in.stack[:]); err != nil {
+	err = in.handle.CallWithStack(ctx, in.stack[:])
+	if err == nil {
+		out, stop, err = in.response(p, self, buf, h)
+	} else {
 		in.dead = true
-		return buf, true, describe(err, in)
+		out, stop, err = buf, true, describe(err, in)
 	}
-	return in.response(p, self, buf, h)
+	if in.mapped.end != 0 {
+		if merr := mapOut(in.in, in.mapped); merr != nil {
+			// The window still shows the buffer: never run this instance
+			// again.
+			in.dead = true
+		}
+		in.mapped = mapping{}
+	}
+	return out, stop, err
 }
 
 // request writes the request block of the frame.
@@ -213,7 +233,7 @@ func (in *Instance) response(p *pool.Pool, self uint16, buf uint32, h *pool.BufH
 			in.dead = true
 			return buf, true, errBadOutput
 		}
-		copy(p.Buffer(buf)[off:], in.in[off:off+n])
+		in.copyBack(p.Buffer(buf), int(off), int(off+n))
 		h.SetData(uint32(off), uint32(n))
 	}
 	if ctLen != abi.NoContentType {
@@ -232,6 +252,22 @@ func (in *Instance) response(p *pool.Pool, self uint16, buf uint32, h *pool.BufH
 		h.SetFlags(h.Flags() | pool.FlagStop)
 	}
 	return out, h.Flags()&pool.FlagStop != 0, nil
+}
+
+// copyBack copies the in-place output [from, to) of the input window into
+// the buffer b, except what lies in the pages mapped from b itself.
+func (in *Instance) copyBack(b []byte, from, to int) {
+	m := in.mapped
+	if m.end == 0 || to <= m.start || from >= m.end {
+		copy(b[from:to], in.in[from:to])
+		return
+	}
+	if from < m.start {
+		copy(b[from:m.start], in.in[from:m.start])
+	}
+	if to > m.end {
+		copy(b[m.end:to], in.in[m.end:to])
+	}
 }
 
 // describe turns what a failed call returned into ErrInterrupted or

@@ -2,6 +2,8 @@
 
 package wasm
 
+import "github.com/spry-dev/spry/internal/pool"
+
 const supported = false
 
 type linearMemory struct {
@@ -24,3 +26,11 @@ func (m *linearMemory) Free()                               {}
 func (m *linearMemory) bytes() []byte                       { return nil }
 func newImage(string, []byte) (*image, error)               { return nil, ErrNotSupported }
 func (img *image) close()                                   {}
+
+type mapping struct{ start, end int }
+
+func canMap(*pool.Pool) bool { return false }
+func mapIn(*pool.Pool, uint32, []byte, int, int) (mapping, error) {
+	return mapping{}, ErrNotSupported
+}
+func mapOut([]byte, mapping) error { return nil }

@@ -81,6 +81,28 @@ func main() {
 				return sdk.Errorf(403, "dial: %v", err)
 			}
 			c.Close()
+		case "around":
+			// What lies in the window just outside the payload.
+			base := uintptr(unsafe.Pointer(&p[0]))
+			before := unsafe.Slice((*byte)(unsafe.Pointer(base-64)), 64)
+			after := unsafe.Slice((*byte)(unsafe.Pointer(base+uintptr(len(p)))), 64)
+			dirty := 0
+			for i := range 64 {
+				if before[i] != 0 {
+					dirty++
+				}
+				if after[i] != 0 {
+					dirty++
+				}
+			}
+			res.WriteString("dirty=" + strconv.Itoa(dirty))
+		case "grow":
+			b := res.Buffer()
+			n := len(p) + 5000
+			for i := len(p); i < n; i++ {
+				b[i] = 'g'
+			}
+			res.SetLen(n)
 		case "scan":
 			// Look for the payload's reverse (another request's secret)
 			// anywhere in this instance's data, heap and windows.
