@@ -6,6 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,4 +185,61 @@ func BenchmarkStepLarge(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkDensity reports what one more warm instance of a Go guest costs
+// the host: the growth of the process's proportional set size (its own
+// pages, plus its share of the snapshot's) over b.N instances that each
+// served a request, per instance; and how many such instances fit in 1 GiB.
+func BenchmarkDensity(b *testing.B) {
+	ctx := context.Background()
+	r := newRig(&testing.T{}, FunctionConfig{})
+	warm := func(in *Instance) {
+		buf := r.request("POST", "/", "warm me up")
+		out, _, err := in.Step(ctx, r.p, self, buf, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.p.Free(out, self)
+	}
+	// The first instance pays for what every instance shares.
+	first, _ := r.f.New(ctx)
+	warm(first)
+	defer first.Close()
+	runtime.GC()
+	before := pss(b)
+	ins := make([]*Instance, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		in, err := r.f.New(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		warm(in)
+		ins = append(ins, in)
+	}
+	b.StopTimer()
+	runtime.GC()
+	per := float64(pss(b)-before) / float64(b.N)
+	b.ReportMetric(per, "B/instance")
+	b.ReportMetric(float64(1<<30)/per, "instances/GiB")
+	for _, in := range ins {
+		in.Close()
+	}
+}
+
+// pss returns the process's proportional set size in bytes.
+func pss(tb testing.TB) int64 {
+	b, err := os.ReadFile("/proc/self/smaps_rollup")
+	if err != nil {
+		tb.Skip("no /proc/self/smaps_rollup")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	tb.Fatal("no Pss in smaps_rollup")
+	return 0
 }

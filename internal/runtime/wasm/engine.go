@@ -426,6 +426,7 @@ func (f *Function) instantiate(ctx context.Context, img *image) (*Instance, erro
 	}
 	in := &Instance{f: f, mod: mod, mem: mem}
 	in.irq = mod.ExportedGlobal(wasmbin.InterruptExport).(api.MutableGlobal)
+	in.fuel = mod.ExportedGlobal(wasmbin.FuelExport).(api.MutableGlobal)
 	return in, nil
 }
 

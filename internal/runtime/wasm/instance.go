@@ -39,6 +39,7 @@ type Instance struct {
 	mod    api.Module
 	mem    *linearMemory
 	irq    api.MutableGlobal
+	fuel   api.MutableGlobal
 	handle api.Function
 	frame  []byte // views into mem: its reservation never moves
 	in     []byte
@@ -62,9 +63,15 @@ func (in *Instance) bind(f *Function) {
 // Interrupt makes the instance's running step trap at its next function
 // call or loop iteration (ErrInterrupted); an instance interrupted between
 // steps refuses the next one. It may be called from any goroutine.
+//
+// A guest also passes a safe point every wasmbin.SafePointEvery checks:
+// compiled wasm cannot be preempted by the Go runtime, so without them a
+// guest that never calls out would hold up every garbage collection of the
+// host — and with it the goroutine that would interrupt it.
 func (in *Instance) Interrupt() {
 	in.interrupted.Store(true)
 	in.irq.Set(1)
+	in.fuel.Set(0) // the next check is a safe point, which sees the flag
 }
 
 // Interrupted reports whether Interrupt was called.

@@ -46,7 +46,11 @@ const (
 	opIf          = 0x04
 	opEnd         = 0x0b
 	opDelegate    = 0x18
+	opDrop        = 0x1a
 	opGlobalGet   = 0x23
+	opGlobalSet   = 0x24
+	opMemoryGrow  = 0x40
+	opI32LeS      = 0x4c
 	opTableSet    = 0x26
 	opI32Const    = 0x41
 	opI64Const    = 0x42

@@ -9,9 +9,19 @@ import (
 // Names the prepared module exports for the host.
 const (
 	// InterruptExport is an i32 global added to the module: while it is
-	// not zero, the guest traps (unreachable) at its next function entry
-	// or loop iteration. The guest's own code cannot name it.
+	// not zero, the guest traps (unreachable) at its next safe point. The
+	// guest's own code cannot name it.
 	InterruptExport = "spry.interrupt"
+	// FuelExport is an i32 global added to the module that counts down at
+	// every function entry and loop header; at zero the guest passes a
+	// safe point: it calls out of its compiled code into the host's Go
+	// (memory.grow by 0 pages), where the Go runtime can stop it for a
+	// garbage collection (compiled wasm cannot be preempted otherwise),
+	// then checks InterruptExport and refills the fuel (SafePointEvery).
+	// Setting it to 0 makes the next check a safe point at once.
+	FuelExport = "spry.fuel"
+	// SafePointEvery is how many checks pass between two safe points.
+	SafePointEvery = 1 << 16
 	// StartExport is the module's start function, which Prepare removes
 	// from the start section so that instantiating does not run it.
 	StartExport = "spry.start"
@@ -327,7 +337,7 @@ func (m *module) check() error {
 	if m.importGlobals > 0 {
 		m.p.NoSnapshot = "it imports globals"
 	}
-	for _, name := range []string{InterruptExport, StartExport} {
+	for _, name := range []string{InterruptExport, FuelExport, StartExport} {
 		if m.exportNames[name] {
 			return fmt.Errorf("%w: the module exports %q, a name spry reserves", ErrFormat, name)
 		}
@@ -358,20 +368,24 @@ func passiveSegment(b []byte) []byte {
 	return append(out, b...)
 }
 
-// interruptIndex is the index of the added interrupt global.
+// interruptIndex and fuelIndex are the indexes of the added globals.
 func (m *module) interruptIndex() uint32 { return m.importGlobals + uint32(len(m.globals)) }
+func (m *module) fuelIndex() uint32      { return m.interruptIndex() + 1 }
 
 func (m *module) globalSection() []byte {
-	out := appendU32(nil, uint32(len(m.globals)+1))
+	out := appendU32(nil, uint32(len(m.globals)+2))
 	for _, g := range m.globals {
 		out = append(out, g...)
 	}
-	// The interrupt flag: a mutable i32, 0.
-	return append(out, I32, 1, opI32Const, 0, opEnd)
+	// The interrupt flag: a mutable i32, 0; the fuel, full.
+	out = append(out, I32, 1, opI32Const, 0, opEnd)
+	out = append(out, I32, 1, opI32Const)
+	out = appendS64(out, SafePointEvery)
+	return append(out, opEnd)
 }
 
 func (m *module) exportSection() []byte {
-	n := m.nexports + 1 + uint32(len(m.p.Globals))
+	n := m.nexports + 2 + uint32(len(m.p.Globals))
 	if m.start != nil {
 		n++
 	}
@@ -380,6 +394,9 @@ func (m *module) exportSection() []byte {
 	out = appendName(out, InterruptExport)
 	out = append(out, kindGlobal)
 	out = appendU32(out, m.interruptIndex())
+	out = appendName(out, FuelExport)
+	out = append(out, kindGlobal)
+	out = appendU32(out, m.fuelIndex())
 	for _, g := range m.p.Globals {
 		idx, _ := strconv.Atoi(g.Export[len(globalExportPrefix):])
 		out = appendName(out, g.Export)
@@ -404,10 +421,33 @@ func (m *module) passiveData() []byte {
 
 // check is the instruction sequence Prepare puts at every function entry
 // and loop header: if the interrupt flag is set, trap.
+//
+//	global.get $fuel  i32.const 1  i32.sub  global.set $fuel
+//	global.get $fuel  i32.const 0  i32.le_s
+//	if
+//	  i32.const 0  memory.grow 0  drop      ;; a safe point, in the host
+//	  global.get $interrupt  if  unreachable  end
+//	  i32.const SafePointEvery  global.set $fuel
+//	end
+//
+// The common path is a decrement and a test of one global; the guest's
+// code cannot name either global (they come after its own).
 func (m *module) checkSeq() []byte {
+	fuel, irq := appendU32(nil, m.fuelIndex()), appendU32(nil, m.interruptIndex())
 	seq := []byte{opGlobalGet}
-	seq = appendU32(seq, m.interruptIndex())
-	return append(seq, opIf, blockEmpty, opUnreachable, opEnd)
+	seq = append(seq, fuel...)
+	seq = append(seq, opI32Const, 1, opI32Sub, opGlobalSet)
+	seq = append(seq, fuel...)
+	seq = append(seq, opGlobalGet)
+	seq = append(seq, fuel...)
+	seq = append(seq, opI32Const, 0, opI32LeS, opIf, blockEmpty,
+		opI32Const, 0, opMemoryGrow, 0, opDrop, opGlobalGet)
+	seq = append(seq, irq...)
+	seq = append(seq, opIf, blockEmpty, opUnreachable, opEnd, opI32Const)
+	seq = appendS64(seq, SafePointEvery)
+	seq = append(seq, opGlobalSet)
+	seq = append(seq, fuel...)
+	return append(seq, opEnd)
 }
 
 // instrument rewrites the code section: each body gets the interrupt check

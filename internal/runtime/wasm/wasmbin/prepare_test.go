@@ -33,14 +33,16 @@ func TestPrepareTiny(t *testing.T) {
 	if p.NoSnapshot != "" || p.Start || p.Memory != (Limits{Min: 1}) {
 		t.Errorf("prepared %+v", p)
 	}
-	// The check (global.get 1; if; unreachable; end) at entry and after
-	// the loop's block type.
+	// The check (its interrupt part: global.get 1; if; unreachable; end)
+	// at entry and after the loop's block type.
 	check := []byte{opGlobalGet, 1, opIf, blockEmpty, opUnreachable, opEnd}
 	if n := bytes.Count(p.Binary, check); n != 2 {
 		t.Errorf("%d interrupt checks, want 2", n)
 	}
-	if !bytes.Contains(p.Binary, []byte(InterruptExport)) {
-		t.Error("no interrupt export")
+	for _, x := range []string{InterruptExport, FuelExport} {
+		if !bytes.Contains(p.Binary, []byte(x)) {
+			t.Errorf("no %s export", x)
+		}
 	}
 	// A second preparation of the result is well formed too.
 	if _, err := Prepare(p.Binary); err == nil || !errors.Is(err, ErrFormat) {
