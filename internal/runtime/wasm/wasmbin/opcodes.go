@@ -47,6 +47,9 @@ const (
 	opEnd         = 0x0b
 	opDelegate    = 0x18
 	opDrop        = 0x1a
+	opLocalGet    = 0x20
+	opLocalSet    = 0x21
+	opLocalTee    = 0x22
 	opGlobalGet   = 0x23
 	opGlobalSet   = 0x24
 	opMemoryGrow  = 0x40

@@ -194,6 +194,8 @@ type module struct {
 	start         *uint32
 	data          [][]byte // each segment's bytes as written (passive form)
 	funcs         uint32   // defined functions (function section)
+	typeParams    []uint32 // parameters of each type
+	funcTypes     []uint32 // type of each defined function
 	bodies        uint32
 	tableWrite    bool
 	dataRefs      bool // code names data segments (memory.init, data.drop)
@@ -227,10 +229,39 @@ func (m *module) read(s section) error {
 				r.fail("unknown import kind %d", kind)
 			}
 		}
+	case secType:
+		n := r.u32()
+		if uint64(n) > uint64(len(r.b)) {
+			r.fail("%d types", n)
+		}
+		for ; n > 0 && r.err == nil; n-- {
+			if form := r.byte(); form != 0x60 {
+				r.fail("unsupported type form %#x (only function types)", form)
+				break
+			}
+			params := r.u32()
+			if uint64(params) > uint64(len(r.b)) {
+				r.fail("%d parameters", params)
+			}
+			for i := uint32(0); i < params && r.err == nil; i++ {
+				r.valType()
+			}
+			for results := r.u32(); results > 0 && r.err == nil; results-- {
+				r.valType()
+			}
+			m.typeParams = append(m.typeParams, params)
+		}
 	case secFunction:
 		m.funcs = r.u32()
+		if uint64(m.funcs) > uint64(len(r.b)) {
+			r.fail("%d functions", m.funcs)
+		}
 		for i := uint32(0); i < m.funcs && r.err == nil; i++ {
-			r.u32()
+			t := r.u32()
+			if r.err == nil && t >= uint32(len(m.typeParams)) {
+				r.fail("function %d has type %d of %d", i, t, len(m.typeParams))
+			}
+			m.funcTypes = append(m.funcTypes, t)
 		}
 	case secMemory:
 		n := r.u32()
@@ -308,10 +339,10 @@ func (m *module) read(s section) error {
 		// Read in instrument.
 	case secDataCount:
 		m.dataCount = true
-	case secElement, secType, secTable, secTag, secCustom:
+	case secElement, secTable, secTag, secCustom:
 		// Kept as they are.
 	}
-	if r.err == nil && s.id != secCustom && s.id != secCode && s.id != secElement && s.id != secType &&
+	if r.err == nil && s.id != secCustom && s.id != secCode && s.id != secElement &&
 		s.id != secTable && s.id != secTag && s.id != secDataCount && r.off != len(r.b) {
 		r.fail("%d bytes left over in section %d", len(r.b)-r.off, s.id)
 	}
@@ -419,41 +450,67 @@ func (m *module) passiveData() []byte {
 	return out
 }
 
-// check is the instruction sequence Prepare puts at every function entry
-// and loop header: if the interrupt flag is set, trap.
+// The checks Prepare puts into every function: at its entry,
 //
+//	i32.const SafePointEvery  local.set $f          ;; the loops' own fuel
 //	global.get $fuel  i32.const 1  i32.sub  global.set $fuel
 //	global.get $fuel  i32.const 0  i32.le_s
-//	if
-//	  i32.const 0  memory.grow 0  drop      ;; a safe point, in the host
-//	  global.get $interrupt  if  unreachable  end
-//	  i32.const SafePointEvery  global.set $fuel
-//	end
+//	if  <safe point>  i32.const SafePointEvery  global.set $fuel  end
 //
-// The common path is a decrement and a test of one global; the guest's
-// code cannot name either global (they come after its own).
-func (m *module) checkSeq() []byte {
-	fuel, irq := appendU32(nil, m.fuelIndex()), appendU32(nil, m.interruptIndex())
-	seq := []byte{opGlobalGet}
-	seq = append(seq, fuel...)
+// and after every loop instruction (once per iteration),
+//
+//	local.get $f  i32.const 1  i32.sub  local.tee $f  i32.const 0  i32.le_s
+//	if  <safe point>  i32.const SafePointEvery  local.set $f  end
+//
+// where a safe point is
+//
+//	i32.const 0  memory.grow 0  drop          ;; a call into the host's Go
+//	global.get $interrupt  if  unreachable  end
+//
+// $f is a local added to the function: a loop's counter stays in a
+// register, so a tight loop pays a decrement and a branch per iteration.
+// Calls count down the global $fuel, which Interrupt empties so that the
+// next call stops the guest at once (a loop stops within SafePointEvery
+// iterations). The guest's code can name neither global nor the local.
+
+// safePoint returns the safe point sequence.
+func (m *module) safePoint() []byte {
+	seq := []byte{opI32Const, 0, opMemoryGrow, 0, opDrop, opGlobalGet}
+	seq = appendU32(seq, m.interruptIndex())
+	return append(seq, opIf, blockEmpty, opUnreachable, opEnd)
+}
+
+// entryCheck returns the check at the entry of a function whose loop
+// counter is local f.
+func (m *module) entryCheck(f uint32) []byte {
+	fuel := appendU32(nil, m.fuelIndex())
+	seq := appendS64([]byte{opI32Const}, SafePointEvery)
+	seq = appendU32(append(seq, opLocalSet), f)
+	seq = append(append(seq, opGlobalGet), fuel...)
 	seq = append(seq, opI32Const, 1, opI32Sub, opGlobalSet)
-	seq = append(seq, fuel...)
-	seq = append(seq, opGlobalGet)
-	seq = append(seq, fuel...)
-	seq = append(seq, opI32Const, 0, opI32LeS, opIf, blockEmpty,
-		opI32Const, 0, opMemoryGrow, 0, opDrop, opGlobalGet)
-	seq = append(seq, irq...)
-	seq = append(seq, opIf, blockEmpty, opUnreachable, opEnd, opI32Const)
-	seq = appendS64(seq, SafePointEvery)
-	seq = append(seq, opGlobalSet)
-	seq = append(seq, fuel...)
+	seq = append(append(seq, fuel...), opGlobalGet)
+	seq = append(append(seq, fuel...), opI32Const, 0, opI32LeS, opIf, blockEmpty)
+	seq = append(seq, m.safePoint()...)
+	seq = appendS64(append(seq, opI32Const), SafePointEvery)
+	seq = append(append(seq, opGlobalSet), fuel...)
+	return append(seq, opEnd)
+}
+
+// loopCheck returns the check after a loop instruction.
+func (m *module) loopCheck(f uint32) []byte {
+	seq := appendU32([]byte{opLocalGet}, f)
+	seq = append(seq, opI32Const, 1, opI32Sub, opLocalTee)
+	seq = appendU32(seq, f)
+	seq = append(seq, opI32Const, 0, opI32LeS, opIf, blockEmpty)
+	seq = append(seq, m.safePoint()...)
+	seq = appendS64(append(seq, opI32Const), SafePointEvery)
+	seq = appendU32(append(seq, opLocalSet), f)
 	return append(seq, opEnd)
 }
 
 // instrument rewrites the code section: each body gets the interrupt check
 // at its entry and after every loop instruction.
 func (m *module) instrument(code []byte) ([]byte, error) {
-	check := m.checkSeq()
 	r := &reader{b: code}
 	n := r.u32()
 	if r.err == nil && n != m.funcs {
@@ -467,7 +524,7 @@ func (m *module) instrument(code []byte) ([]byte, error) {
 			break
 		}
 		var err error
-		body, err = m.instrumentBody(body[:0], b, check)
+		body, err = m.instrumentBody(body[:0], b, m.typeParams[m.funcTypes[i]])
 		if err != nil {
 			return nil, fmt.Errorf("function %d: %w", m.importFuncs+i, err)
 		}
@@ -481,19 +538,28 @@ func (m *module) instrument(code []byte) ([]byte, error) {
 	return out, r.err
 }
 
-func (m *module) instrumentBody(out, b, check []byte) ([]byte, error) {
+func (m *module) instrumentBody(out, b []byte, params uint32) ([]byte, error) {
 	r := &reader{b: b}
-	// Locals: vec of (count, type).
+	// Locals: vec of (count, type), and one more for the loop counter.
 	var locals uint64
-	for n := r.u32(); n > 0 && r.err == nil; n-- {
+	groups := r.u32()
+	afterCount := r.off
+	for n := groups; n > 0 && r.err == nil; n-- {
 		locals += uint64(r.u32())
 		r.valType()
 		if locals > 50000 {
 			r.fail("too many locals")
 		}
 	}
-	out = append(out, b[:r.off]...)
-	out = append(out, check...)
+	if r.err != nil {
+		return nil, r.err
+	}
+	f := params + uint32(locals)
+	out = appendU32(out, groups+1)
+	out = append(out, b[afterCount:r.off]...)
+	out = append(out, 1, I32)
+	out = append(out, m.entryCheck(f)...)
+	loop := m.loopCheck(f)
 	depth := 1
 	for r.err == nil && depth > 0 {
 		start := r.off
@@ -589,7 +655,7 @@ func (m *module) instrumentBody(out, b, check []byte) ([]byte, error) {
 		}
 		out = append(out, b[start:r.off]...)
 		if op == opLoop {
-			out = append(out, check...)
+			out = append(out, loop...)
 		}
 	}
 	if r.err != nil {

@@ -33,11 +33,16 @@ func TestPrepareTiny(t *testing.T) {
 	if p.NoSnapshot != "" || p.Start || p.Memory != (Limits{Min: 1}) {
 		t.Errorf("prepared %+v", p)
 	}
-	// The check (its interrupt part: global.get 1; if; unreachable; end)
-	// at entry and after the loop's block type.
-	check := []byte{opGlobalGet, 1, opIf, blockEmpty, opUnreachable, opEnd}
-	if n := bytes.Count(p.Binary, check); n != 2 {
-		t.Errorf("%d interrupt checks, want 2", n)
+	// A safe point (memory.grow 0, then the interrupt flag, global 1) in
+	// the entry check and in the loop's.
+	safe := []byte{opI32Const, 0, opMemoryGrow, 0, opDrop, opGlobalGet, 1, opIf, blockEmpty, opUnreachable, opEnd}
+	if n := bytes.Count(p.Binary, safe); n != 2 {
+		t.Errorf("%d safe points, want 2", n)
+	}
+	// The loop counter is a new local: (1, i32) after the function's own
+	// (none here).
+	if !bytes.Contains(p.Binary, []byte{0x01, 0x01, I32, opI32Const}) {
+		t.Error("no loop counter local")
 	}
 	for _, x := range []string{InterruptExport, FuelExport} {
 		if !bytes.Contains(p.Binary, []byte(x)) {
