@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -236,6 +237,18 @@ func TestInterruptSpinningGuest(t *testing.T) {
 	case <-done:
 		t.Fatal("a spinning guest returned by itself")
 	default:
+	}
+	// The host's garbage collections go on while the guest spins: compiled
+	// wasm cannot be preempted, so the guest must pass safe points.
+	gc := make(chan struct{})
+	go func() {
+		runtime.GC()
+		close(gc)
+	}()
+	select {
+	case <-gc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a garbage collection waited for the spinning guest")
 	}
 	in.Interrupt()
 	select {
