@@ -48,6 +48,17 @@ func (r *Request) Query() string { _, _, q := r.h.Request(); return view(q) }
 // spry.yaml), or "".
 func (r *Request) Header(name string) string { return view(r.h.Header(name)) }
 
+// NumHeaders returns how many request headers the chain forwards with this
+// request (those of `headers:` in spry.yaml that the client sent).
+func (r *Request) NumHeaders() int { return r.h.NumHeaders() }
+
+// HeaderAt returns the i-th forwarded header (0 <= i < NumHeaders), as the
+// client spelled its name.
+func (r *Request) HeaderAt(i int) (name, value string) {
+	n, v := r.h.HeaderAt(i)
+	return view(n), view(v)
+}
+
 // ContentType returns the content type of the payload.
 func (r *Request) ContentType() string { return view(r.h.ContentType()) }
 

@@ -29,6 +29,7 @@ const (
 	EnvFunction    = "SPRY_FUNCTION"    // function name, for messages
 	EnvApp         = "SPRY_APP"         // the app's name
 	EnvSecrets     = "SPRY_SECRETS"     // the directory of the app's secrets, when it has any
+	EnvTimeout     = "SPRY_TIMEOUT_MS"  // the function's timeout: the longest one handler may run
 )
 
 // Serve runs h as a Spry function instance until the daemon stops it. It

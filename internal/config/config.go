@@ -24,6 +24,9 @@ const (
 	Builtin Kind = iota + 1 // compiled into the spry binary
 	Go                      // a Go package built against the SDK
 	Exec                    // a prebuilt executable
+	Python                  // a Python handler file, run by the Python SDK
+	HTTP                    // an existing HTTP server, behind spry's http adapter
+	Lambda                  // an AWS Lambda function, behind spry's Lambda Runtime API
 )
 
 func (k Kind) String() string {
@@ -34,6 +37,12 @@ func (k Kind) String() string {
 		return "go"
 	case Exec:
 		return "exec"
+	case Python:
+		return "python"
+	case HTTP:
+		return "http"
+	case Lambda:
+		return "lambda"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -87,6 +96,17 @@ type Function struct {
 	Builtin string   // Kind Builtin: the builtin's name
 	Go      string   // Kind Go: an absolute directory, or an import path (never starts with '/')
 	Exec    []string // Kind Exec: the absolute program path, then its arguments
+	Python  string   // Kind Python: the absolute path of the handler file
+	HTTP    []string // Kind HTTP: the absolute program path, then its arguments
+	Lambda  []string // Kind Lambda: the absolute program path, then its arguments
+
+	// Options of the kinds above (see kinds.go).
+	Virtualenv   string // Python: a virtualenv directory whose interpreter runs the handler
+	Requirements string // Python: a requirements file spry installs into a virtualenv of its own
+	Port         int    // HTTP: the fixed port the server listens on (0: spry picks one, in $PORT)
+	Health       string // HTTP: the path that answers 2xx once the server is ready ("": it accepts connections)
+	Event        string // Lambda: the event shape, EventPayload or EventHTTP
+	Handler      string // Lambda: the handler name a runtime reads from $_HANDLER
 
 	Instances   int           // instances at start (the count, without scale:)
 	Scale       Scale         // how the count changes with load

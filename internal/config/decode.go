@@ -56,6 +56,7 @@ type fnSpec struct {
 	builtin     value[string]
 	goPkg       value[string]
 	exec        value[[]item]
+	kinds       kindSpec
 	instances   value[int64]
 	concurrency value[int64]
 	timeout     value[time.Duration]
@@ -109,7 +110,7 @@ var (
 	appKeys    = []string{"app", "transport", "pool", "limits", "secrets", "functions", "chains"}
 	poolKeys   = []string{"buffers", "bufferSize"}
 	limitKeys  = []string{"inflight"}
-	fnKeys     = []string{"builtin", "go", "exec", "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale"}
+	fnKeys     = append([]string{"builtin", "go", "exec"}, append(kindKeys, "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
 	fnLimKeys  = []string{"memory", "cpu"}
 	secretKeys = []string{"file", "value"}
 	scaleKeys  = []string{"min", "max", "slo", "policy", "window", "idle"}
@@ -213,7 +214,7 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 	f := &fnSpec{name: name, line: k.Line}
 	path := join("functions", name)
 	if n := deref(v); n.Kind != yaml.MappingNode {
-		d.ps.add(v.Line, path, "want a mapping with one of builtin:, go: or exec:, got %s", got(n))
+		d.ps.add(v.Line, path, "want a mapping with one of %s, got %s", kindList, got(n))
 		f.bad = true
 		return f
 	}
@@ -226,6 +227,10 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 			f.goPkg = d.str(v, p)
 		case "exec":
 			f.exec = d.strs(k, v, p)
+		default:
+			if d.kindField(&f.kinds, key, p, k, v) {
+				return
+			}
 		case "instances":
 			f.instances = d.int(v, p)
 		case "concurrency":

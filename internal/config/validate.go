@@ -99,6 +99,7 @@ func (s *appSpec) validate(o Options, ps *problems) *App {
 
 	s.validateSecrets(a, o, ps)
 	s.validateFunctions(a, o, ps)
+	s.checkTransports(a, ps)
 	s.validateChains(a, ps)
 	return a
 }
@@ -138,19 +139,19 @@ func (sp *fnSpec) validate(dir string, o Options, ps *problems) *Function {
 	}
 
 	var kinds []string
-	for _, k := range []struct {
+	for _, k := range append([]struct {
 		key  string
 		line int
-	}{{"builtin:", sp.builtin.line}, {"go:", sp.goPkg.line}, {"exec:", sp.exec.line}} {
+	}{{"builtin:", sp.builtin.line}, {"go:", sp.goPkg.line}, {"exec:", sp.exec.line}}, sp.kinds.lines()...) {
 		if k.line != 0 {
 			kinds = append(kinds, k.key)
 		}
 	}
 	switch {
 	case len(kinds) == 0:
-		ps.add(sp.line, path, "want one of builtin:, go: or exec:")
+		ps.add(sp.line, path, "want one of %s", kindList)
 	case len(kinds) > 1:
-		ps.add(sp.line, path, "want only one of builtin:, go: or exec:, got %s", strings.Join(kinds, " and "))
+		ps.add(sp.line, path, "want only one of %s, got %s", kindList, strings.Join(kinds, " and "))
 	case sp.builtin.ok():
 		f.Kind, f.Builtin = Builtin, sp.builtin.v
 		if o.Builtins != nil && !o.Builtins(f.Builtin) {
@@ -166,6 +167,8 @@ func (sp *fnSpec) validate(dir string, o Options, ps *problems) *Function {
 	case sp.exec.ok():
 		f.Kind = Exec
 		f.Exec = program(sp.exec.v, dir, sp.exec.line, path+".exec", ps)
+	default:
+		sp.kinds.validate(f, dir, path, ps)
 	}
 
 	if n := sp.instances; n.ok() {
@@ -191,6 +194,7 @@ func (sp *fnSpec) validate(dir string, o Options, ps *problems) *Function {
 		}
 	}
 	f.Timeout = timeout(sp.timeout, path+".timeout", ps)
+	sp.kinds.check(f, sp, path, ps)
 	for _, it := range sp.envFrom.v {
 		p, why := expand(it.v, o.getenv)
 		if why == "" {
@@ -240,6 +244,9 @@ func workDir(f *Function, wd value[string], dir, path string, ps *problems) stri
 	if !wd.ok() {
 		if f.Kind == Go && filepath.IsAbs(f.Go) {
 			return f.Go
+		}
+		if f.Kind == Python && f.Python != "" {
+			return filepath.Dir(f.Python)
 		}
 		if dir == "" {
 			return "/"

@@ -171,6 +171,12 @@ func source(f *config.Function) string {
 		return f.Go
 	case config.Exec:
 		return f.Exec[0]
+	case config.Python:
+		return f.Python
+	case config.HTTP:
+		return f.HTTP[0]
+	case config.Lambda:
+		return f.Lambda[0]
 	}
 	return ""
 }
@@ -178,6 +184,7 @@ func source(f *config.Function) string {
 // adminHandler serves the admin API:
 //
 //	GET /v1/status   the node, its apps, functions, instances and chains
+//	GET /v1/logs     a function's recent output, and more as it comes (logs.go)
 //	GET /metrics     Prometheus metrics: chains, functions, pools, the daemon
 //	GET /healthz     200 while the node runs
 func (n *Node) adminHandler() http.Handler {
@@ -192,6 +199,7 @@ func (n *Node) adminHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(n.Status())
 	})
+	mux.HandleFunc("GET /v1/logs", n.serveLogs)
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		res, err := n.Reload(r.Context())

@@ -17,6 +17,7 @@ import (
 	"github.com/spry-dev/spry/internal/gateway"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
+	rt "github.com/spry-dev/spry/internal/runtime"
 	"github.com/spry-dev/spry/internal/transport"
 )
 
@@ -55,9 +56,9 @@ type app struct {
 type function struct {
 	a       *app
 	cfg     *config.Function
-	argv    []string // program and arguments
-	workDir string   // the instances' working directory
-	base    uint32   // first pool slot
+	cmd     rt.Command // how its instances start
+	workDir string     // the instances' working directory
+	base    uint32     // first pool slot
 	insts   []*instance
 
 	mu   sync.Mutex
@@ -129,14 +130,14 @@ func (f *function) wanted() int {
 // gateway side, with no instance running yet. A reload that replaces app
 // prev passes it: the new app takes over its uid (the same security
 // domain), and the two run side by side until prev has drained.
-func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *app) (a *app, err error) {
+func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev *app) (a *app, err error) {
 	a = &app{n: n, cfg: ac, uid: -1, gid: -1, byID: map[uint16]*instance{}, gwDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			a.close()
 		}
 	}()
-	a.fingerprint = fingerprint(ac, exes)
+	a.fingerprint = fingerprint(ac, cmds)
 	if n.uids {
 		if prev != nil && prev.lease != nil {
 			a.lease = prev.lease.share()
@@ -152,6 +153,11 @@ func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *a
 	name, why, err := transport.Resolve(a.transport, n.canBPF)
 	if err != nil {
 		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+	}
+	for _, f := range ac.Functions {
+		if err := f.CheckTransport(name); err != nil {
+			return nil, fmt.Errorf("%s:%d: app %s: %w", ac.File, f.Line, ac.Name, err)
+		}
 	}
 	if a.transport == config.TransportAuto || a.transport == "" {
 		n.log.Info("transport auto: "+name, "app", ac.Name, "reason", why)
@@ -194,7 +200,7 @@ func newApp(n *Node, ac *config.App, exes map[*config.Function][]string, prev *a
 	// The routing table: each function's slots, each chain's steps.
 	base := uint32(0)
 	for _, fc := range ac.Functions {
-		f := &function{a: a, cfg: fc, argv: exes[fc], base: base, workDir: fc.WorkDir}
+		f := &function{a: a, cfg: fc, cmd: cmds[fc], base: base, workDir: fc.WorkDir}
 		if a.uid >= 0 && !reachable(f.workDir, a.uid, a.gid) {
 			if fc.WorkDirSet {
 				return nil, fmt.Errorf("%s:%d: functions.%s.workDir: %s is not reachable by the app's uid %d (a directory on the way is closed to it)",
@@ -589,13 +595,15 @@ func (a *app) close() {
 	}
 }
 
-// executables resolves every function's program: builtins run the spry
-// executable, go: functions are built (or found in the cache), exec:
-// functions run as given. When instances run under other uids, the spry
-// executable and the builds are staged in the node's bin directory, which
-// those uids can reach.
-func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config.Function][]string, error) {
-	out := map[*config.Function][]string{}
+// executables resolves how every function's instances start (see
+// internal/runtime): builtins and adapters run the spry executable, go:
+// functions are built (or found in the cache), python: functions run the
+// interpreter on the Python SDK the node stages, exec: functions run as
+// given. When instances run under other uids, the spry executable and the
+// builds are staged in the node's bin directory, which those uids can
+// reach.
+func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config.Function]rt.Command, error) {
+	out := map[*config.Function]rt.Command{}
 	if n.staged == nil {
 		n.staged = map[string]string{}
 	}
@@ -618,29 +626,30 @@ func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config
 	}
 	for _, a := range apps {
 		for _, f := range a.Functions {
+			p := rt.Prepared{Ready: n.cfg.ReadyTimeout}
+			var err error
 			switch f.Kind {
-			case config.Builtin:
-				exe, err := stage(n.cfg.Exe)
-				if err != nil {
-					return nil, err
-				}
-				out[f] = []string{exe, "fn", f.Builtin}
+			case config.Builtin, config.HTTP, config.Lambda:
+				p.Exe, err = stage(n.cfg.Exe)
 			case config.Go:
 				began := time.Now()
-				bin, err := buildGo(ctx, filepath.Join(n.cfg.CacheDir, "build"), f.Go, a.Dir)
-				if err != nil {
-					return nil, fmt.Errorf("%s:%d: functions.%s: %w", a.File, f.Line, f.Name, err)
+				bin, berr := buildGo(ctx, filepath.Join(n.cfg.CacheDir, "build"), f.Go, a.Dir)
+				if berr != nil {
+					return nil, fmt.Errorf("%s:%d: functions.%s: %w", a.File, f.Line, f.Name, berr)
 				}
 				n.log.Info("function built", "app", a.Name, "function", f.Name, "package", f.Go, "took", time.Since(began).Round(time.Millisecond))
-				if bin, err = stage(bin); err != nil {
-					return nil, err
-				}
-				out[f] = []string{bin}
-			case config.Exec:
-				out[f] = append([]string(nil), f.Exec...)
-			default:
-				return nil, fmt.Errorf("%s:%d: functions.%s: unknown kind %v", a.File, f.Line, f.Name, f.Kind)
+				p.Program, err = stage(bin)
+			case config.Python:
+				p.Python, p.PythonSDK, err = n.python(ctx, a, f)
 			}
+			if err != nil {
+				return nil, err
+			}
+			cmd, err := rt.Launch(f, a, p)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: functions.%s: %w", a.File, f.Line, f.Name, err)
+			}
+			out[f] = cmd
 		}
 	}
 	return out, nil

@@ -1,19 +1,19 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/pool"
+	rt "github.com/spry-dev/spry/internal/runtime"
 	"github.com/spry-dev/spry/internal/transport"
 	"github.com/spry-dev/spry/sdk"
 )
@@ -245,7 +245,7 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 	in.mu.Unlock()
 	a.register(id, in)
 
-	cmd := in.command(id, ho)
+	cmd, out := in.command(id, ho)
 	if err := in.limit(cmd); err != nil {
 		in.cleanup(id, err.Error())
 		return err
@@ -287,11 +287,11 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 	case err := <-exited:
 		why := in.exitReason(err)
 		in.cleanup(id, why)
-		return fmt.Errorf("instance exited before it was ready (%s)", why)
+		return fmt.Errorf("instance exited before it was ready (%s)%s", why, out.lastWords())
 	case <-timer.C:
 		cmd.Process.Kill()
 		in.cleanup(id, exitReason(<-exited))
-		return fmt.Errorf("%w (%s)", errNotReady, n.cfg.ReadyTimeout)
+		return fmt.Errorf("%w (%s)%s", errNotReady, n.cfg.ReadyTimeout, out.lastWords())
 	case <-ctx.Done():
 		cmd.Process.Kill()
 		in.cleanup(id, exitReason(<-exited))
@@ -362,55 +362,32 @@ func (in *instance) cleanup(id uint16, why string) {
 	in.mu.Unlock()
 }
 
-// command prepares the process for endpoint id: its program, a clean
-// environment (the function's env plus what the SDK needs), the pool and
-// the endpoint's files, its uid, and its output going to the node's.
-func (in *instance) command(id uint16, ho transport.Handoff) *exec.Cmd {
+// command prepares the process for endpoint id: its program (see
+// internal/runtime), a clean environment (the function's env plus the
+// contract's SPRY_* variables), the pool and the endpoint's files, its
+// uid, and its output going to the node's and to the function's log.
+func (in *instance) command(id uint16, ho transport.Handoff) (*exec.Cmd, *lineWriter) {
 	a := in.f.a
 	f := in.f
-	cmd := exec.Command(f.argv[0], f.argv[1:]...)
-	cmd.Dir = f.workDir
-	if cmd.Dir == "" {
-		cmd.Dir = "/"
-	}
-	env := []string{"PATH=" + envOr("PATH", "/usr/local/bin:/usr/bin:/bin")}
-	for _, k := range []string{"TZ", "LANG", "LC_ALL"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
+	cmd := exec.Command(f.cmd.Argv[0], f.cmd.Argv[1:]...)
+	cmd.Dir = cmp.Or(f.workDir, f.cmd.Dir, "/")
+	env := append(rt.BaseEnv(), f.cmd.Env...)
 	env = append(env, f.cfg.Env...)
 	// fd 3 is the pool; the endpoint's files follow.
 	cmd.ExtraFiles = append([]*os.File{a.poolFile}, ho.Files...)
-	fds := make([]string, len(ho.Files))
-	for i := range ho.Files {
-		fds[i] = strconv.Itoa(4 + i)
-	}
-	env = append(env,
-		sdk.EnvPoolFD+"=3",
-		sdk.EnvSlot+"="+strconv.Itoa(int(in.slot)),
-		sdk.EnvConcurrency+"="+strconv.Itoa(f.cfg.Concurrency),
-		sdk.EnvFunction+"="+f.cfg.Name,
-		sdk.EnvApp+"="+a.cfg.Name,
-		transport.EnvID+"="+strconv.Itoa(int(id)),
-		transport.EnvFDs+"="+strings.Join(fds, ","),
-	)
+	env = append(env, rt.Instance{
+		App: a.cfg.Name, Function: f.cfg.Name, Slot: in.slot, ID: id,
+		Concurrency: f.cfg.Concurrency, Timeout: f.cfg.Timeout, Files: len(ho.Files),
+	}.Env()...)
 	if a.secrets != "" {
 		env = append(env, sdk.EnvSecrets+"="+a.secrets)
 	}
 	cmd.Env = append(env, ho.Env...)
-	prefix := fmt.Sprintf("[%s/%s#%d] ", a.cfg.Name, f.cfg.Name, id)
-	cmd.Stdout = &lineWriter{mu: &a.n.outMu, out: a.n.cfg.Output, prefix: []byte(prefix)}
-	cmd.Stderr = cmd.Stdout
+	out := a.n.output(a.cfg.Name, f.cfg.Name, id)
+	cmd.Stdout = out
+	cmd.Stderr = out
 	cmd.SysProcAttr = procAttr(a.uid, a.gid)
-	return cmd
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
+	return cmd, out
 }
 
 // exitReason describes how the slot's process ended, naming the memory

@@ -134,6 +134,11 @@ type Node struct {
 	uids      bool   // instances run under per-app uids
 	started   time.Time
 	outMu     sync.Mutex
+	logsMu    sync.Mutex
+	logs      map[[2]string]*logBook // app, function → its instances' recent output
+	pyOnce    sync.Once              // the Python SDK, staged for python: functions
+	pyDir     string
+	pyErr     error
 	supCtx    context.Context    // the supervisors' context
 	stop      context.CancelFunc // stops the supervisors
 	sup       sync.WaitGroup     // supervisors

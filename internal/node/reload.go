@@ -15,6 +15,7 @@ import (
 
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/gateway"
+	rt "github.com/spry-dev/spry/internal/runtime"
 )
 
 // A reload swaps the apps a node runs for those of a new config, app by
@@ -216,8 +217,9 @@ func (a *app) stopAndClose() {
 
 // fingerprint identifies what app ac runs: its resolved config (without
 // the lines it came from) and its programs (a go: build's path names its
-// content; an exec: program is hashed).
-func fingerprint(ac *config.App, exes map[*config.Function][]string) string {
+// content; an exec: program, a python: handler and an http: or lambda:
+// program are hashed).
+func fingerprint(ac *config.App, exes map[*config.Function]rt.Command) string {
 	h := sha256.New()
 	c := *ac
 	c.Line, c.File = 0, ""
@@ -233,8 +235,15 @@ func fingerprint(ac *config.App, exes map[*config.Function][]string) string {
 		fc.Line, fc.File = 0, ""
 		enc.Encode(fc)
 		enc.Encode(exes[f])
-		if f.Kind == config.Exec {
-			hashProgram(h, exes[f][0])
+		switch f.Kind {
+		case config.Exec:
+			hashProgram(h, f.Exec[0])
+		case config.Python:
+			hashProgram(h, f.Python)
+		case config.HTTP:
+			hashProgram(h, f.HTTP[0])
+		case config.Lambda:
+			hashProgram(h, f.Lambda[0])
 		}
 	}
 	for _, ch := range ac.Chains {

@@ -1,0 +1,485 @@
+"""The instance loop: receive descriptors, run the handler, pass the output on."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Callable, Optional, Tuple
+
+from . import _atomic as A
+from . import _pool as P
+from . import _transport as T
+
+ENV_POOL_FD = "SPRY_POOL_FD"
+ENV_SLOT = "SPRY_SLOT"
+ENV_CONCURRENCY = "SPRY_CONCURRENCY"
+ENV_FUNCTION = "SPRY_FUNCTION"
+
+_RETRY = 2.0  # seconds a send waits for a full or missing destination
+
+
+class Error(Exception):
+    """An error with the HTTP status the client gets (400..599); any other
+    exception a handler raises is a 502 with its message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
+class Request:
+    """The input of one step. payload is a memoryview into the app's pool:
+    nothing was copied to give it to you, and it is valid only until the
+    handler returns (copy what you keep, e.g. bytes(req.payload))."""
+
+    __slots__ = ("_p", "_buf", "_hop", "_steps", "_meta")
+
+    def __init__(self, pool, buf, hop, steps):
+        self._p, self._buf, self._hop, self._steps, self._meta = pool, buf, hop, steps, None
+
+    @property
+    def payload(self) -> memoryview:
+        """The body as this step received it (writable: change it in place)."""
+        return self._p.data(self._buf)
+
+    def _m(self):
+        if self._meta is None:
+            self._meta = self._p.meta(self._buf)
+        return self._meta
+
+    @property
+    def method(self) -> str:
+        return self._m()[0].decode("latin-1")
+
+    @property
+    def path(self) -> str:
+        return self._m()[1].decode("latin-1")
+
+    @property
+    def query(self) -> str:
+        """The raw query string, without the '?'."""
+        return self._m()[2].decode("latin-1")
+
+    def header(self, name: str) -> str:
+        """A request header the chain forwards (headers: in spry.yaml), or ""."""
+        n = name.lower().encode("latin-1")
+        for k, v in self._m()[3]:
+            if k.lower() == n:
+                return v.decode("latin-1")
+        return ""
+
+    @property
+    def headers(self):
+        """Every forwarded header, as (name, value) pairs."""
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._m()[3]]
+
+    @property
+    def content_type(self) -> str:
+        return self._p.content_type(self._buf).decode("latin-1")
+
+    @property
+    def id(self) -> int:
+        """The request's id, unique on this node while it runs."""
+        return self._p.u32(self._p.h(self._buf) + P.B_REQID) | self._p.u32(self._p.h(self._buf) + P.B_REQID + 4) << 32
+
+    @property
+    def hop(self) -> int:
+        """Which step of the chain this is, from 0."""
+        return self._hop
+
+    @property
+    def steps(self) -> int:
+        """The number of steps in the chain."""
+        return self._steps
+
+    def remaining(self) -> float:
+        """Seconds left before the chain's deadline (negative once past)."""
+        d = self._p.i64(self._p.h(self._buf) + P.B_DEADLINE)
+        if d == 0:
+            return float("inf")
+        return (d - P.now()) / 1e9
+
+    def hop_timing(self, hop: int) -> Tuple[float, float]:
+        """When step hop started and ended, in seconds from the gateway's
+        receipt of the request (0 when not recorded)."""
+        s, e = self._p.hop_times(self._buf, hop)
+        ingress = self._p.i64(self._p.h(self._buf) + P.B_INGRESS)
+        return ((s - ingress) / 1e9 if s else 0.0, (e - ingress) / 1e9 if e else 0.0)
+
+
+class Response:
+    """The output of one step. By default a step passes its input on
+    unchanged; a handler changes it in place (req.payload, or buffer() and
+    set_len()) or writes a new output with write(), into a fresh buffer."""
+
+    __slots__ = ("_p", "_self", "_in", "_out", "_n", "_status", "_stop", "_err", "_outcome")
+
+    def __init__(self, pool, me, buf):
+        self._p, self._self, self._in = pool, me, buf
+        self._out, self._n, self._status, self._stop, self._err = None, 0, 0, False, None
+        self._outcome = 0  # the status this step answered with (0: none of its own)
+
+    def buffer(self) -> memoryview:
+        """The whole room for in-place output: the input buffer from the start
+        of the payload to its end. Write there and call set_len."""
+        off = self._p.u32(self._p.h(self._in) + P.B_OFF)
+        return self._p.buffer(self._in)[off:]
+
+    def set_len(self, n: int):
+        """The in-place output is the first n bytes of buffer()."""
+        room = len(self.buffer())
+        if n < 0 or n > room:
+            self._err = Error(502, f"spry: output larger than a pool buffer ({room} bytes)")
+            return
+        off = self._p.u32(self._p.h(self._in) + P.B_OFF)
+        self._p.set_data(self._in, off, n)
+
+    def write(self, data) -> int:
+        """Appends data (bytes-like or str) to the output, in a fresh buffer
+        allocated at the first call."""
+        if isinstance(data, str):
+            data = data.encode()
+        if self._err is not None:
+            raise self._err
+        p = self._p
+        if self._out is None:
+            i = p.alloc(self._self)
+            if i is None:
+                self._err = Error(503, "spry: pool exhausted")
+                raise self._err
+            self._out = i
+            p.copy_meta(i, self._in)
+        buf = p.buffer(self._out)
+        if len(data) > len(buf) - self._n:
+            self._err = Error(502, f"spry: output larger than a pool buffer ({len(buf)} bytes)")
+            raise self._err
+        buf[self._n:self._n + len(data)] = data
+        self._n += len(data)
+        return len(data)
+
+    def set_status(self, code: int):
+        """The HTTP status the client gets; 400 or more ends the chain here."""
+        if 100 <= code <= 999:
+            self._status = code
+
+    def set_content_type(self, ct: str):
+        ct = ct.encode("latin-1")
+        self._p.set_content_type(self._in, ct)
+        if self._out is not None:
+            self._p.set_content_type(self._out, ct)
+
+    def stop(self):
+        """End the chain after this step: the output goes back to the client."""
+        self._stop = True
+
+    def _finish(self, err: Optional[BaseException]):
+        """Settles the output into one buffer: (buffer, stop)."""
+        p = self._p
+        if err is None:
+            err = self._err
+        out = self._in
+        if self._out is not None:
+            p.set_data(self._out, 0, self._n)
+            p.set_content_type(self._out, p.content_type(self._in))
+            if err is not None:
+                p.free(self._out, self._self)
+            else:
+                p.free(self._in, self._self)
+                out = self._out
+        h = p.h(out)
+        if err is not None:
+            status = 502
+            if isinstance(err, Error) and 400 <= err.status <= 599:
+                status = err.status
+            msg = str(err) if isinstance(err, Error) else f"{type(err).__name__}: {err}"
+            b = msg.encode("utf-8", "replace")[:p.buffer_size]
+            p.buffer(out)[:len(b)] = b
+            p.set_data(out, 0, len(b))
+            p.set_content_type(out, b"text/plain; charset=utf-8")
+            P._u16.pack_into(p.mm, h + P.B_STATUS, status)
+            p.mm[h + P.B_FLAGS] |= P.FLAG_STOP
+            self._outcome = status
+            return out, True
+        self._outcome = self._status
+        if self._status:
+            P._u16.pack_into(p.mm, h + P.B_STATUS, self._status)
+        if self._stop or self._status >= 400:
+            p.mm[h + P.B_FLAGS] |= P.FLAG_STOP
+            return out, True
+        return out, bool(p.mm[h + P.B_FLAGS] & P.FLAG_STOP)
+
+
+Handler = Callable[[Request, Response], None]
+
+
+def _call(h: Handler, req: Request, res: Response) -> Optional[BaseException]:
+    try:
+        h(req, res)
+        return None
+    except Exception as e:  # a handler's error is the request's, not the instance's
+        if not isinstance(e, Error):
+            traceback.print_exc()
+        return e
+
+
+class _Stop(BaseException):
+    pass
+
+
+class Instance:
+    """One running instance."""
+
+    def __init__(self, env=os.environ):
+        if not env.get("SPRY_TRANSPORT"):
+            raise RuntimeError("spry: not started by spry: run this file as a python: function in spry.yaml")
+        try:
+            fd = int(env.get(ENV_POOL_FD, ""))
+        except ValueError:
+            raise RuntimeError(f"spry: {ENV_POOL_FD}={env.get(ENV_POOL_FD)!r} is not an fd") from None
+        self.p = P.Pool.attach(fd)
+        os.set_inheritable(fd, False)
+        try:
+            self.slot = int(env.get(ENV_SLOT, ""))
+        except ValueError:
+            self.slot = -1
+        if not 0 <= self.slot < self.p.slots:
+            raise RuntimeError(f"spry: {ENV_SLOT}={env.get(ENV_SLOT)!r} is not a slot of this pool")
+        try:
+            self.conc = max(int(env.get(ENV_CONCURRENCY, "1")), 1)
+        except ValueError:
+            self.conc = 1
+        self.name = env.get(ENV_FUNCTION, "")
+        self.c = T.attach(env, self.p)
+        self.id = self.c.id
+        self.st = self.p.stats_addr(self.slot)
+        self.rot = 0
+        self.stopping = False
+        self.in_recv = False
+        self.lock = threading.Lock()  # the rotation counter, with concurrency > 1
+
+    # ---- sending ----
+
+    def _send_patiently(self, d: bytes):
+        deadline = time.monotonic() + _RETRY
+        wait = 20e-6
+        while True:
+            try:
+                return self.c.send(d)
+            except T.Full:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(wait)
+                wait = min(2 * wait, 5e-3)
+
+    def _pass(self, dst, buf, chain, hop, flags):
+        """Hands buffer buf to endpoint dst: transfer, send, cancel if the
+        send failed. Returns True when sent, False when the daemon has the
+        buffer (lost); raises Full or Gone with the buffer held again."""
+        p = self.p
+        gen = p.transfer(buf, self.id, dst)
+        if gen is None:
+            return False
+        try:
+            self.c.send(T.encode(dst, self.id, buf, gen, chain, hop, flags))
+            return True
+        except (T.Full, T.Gone, T.Closed):
+            if not p.cancel(buf, gen, self.id, dst):
+                return False
+            raise
+
+    def _reply(self, chain, hop, buf):
+        """Hands buf back to the app's gateway."""
+        deadline = time.monotonic() + _RETRY
+        wait = 20e-6
+        while True:
+            try:
+                self._pass(self.p.gateway(), buf, chain, hop, T.FLAG_REPLY)
+                return
+            except T.Full:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(wait)
+                wait = min(2 * wait, 5e-3)
+            except (T.Gone, T.Closed):
+                break
+        # The gateway is gone or wedged: this process still holds the
+        # buffer; the daemon takes it back when the instance stops.
+        print(f"spry: function {self.name}: reply to the gateway failed", file=sys.stderr)
+
+    def _fail(self, chain, hop, buf, status, msg):
+        p = self.p
+        b = msg.encode()
+        p.buffer(buf)[:len(b)] = b
+        p.set_data(buf, 0, len(b))
+        p.set_content_type(buf, b"text/plain; charset=utf-8")
+        h = p.h(buf)
+        P._u16.pack_into(p.mm, h + P.B_STATUS, status)
+        p.mm[h + P.B_FLAGS] |= P.FLAG_STOP
+        self._reply(chain, hop, buf)
+
+    def _forward(self, chain, hop, buf):
+        """Direct function routing: the next step's least-loaded instance."""
+        p = self.p
+        fn = p.step(chain, hop + 1)
+        if fn is None:
+            return self._reply(chain, hop, buf)
+        deadline = time.monotonic() + _RETRY
+        wait = 20e-6
+        asked = False
+        while True:
+            with self.lock:
+                self.rot = (self.rot + 1) & A.M32
+                rot = self.rot
+            pick = p.pick(fn, rot)
+            if pick is not None:
+                slot, dst = pick
+                st = p.stats_addr(slot)
+                A.add32(st + P.S_QUEUE, 1)  # before the send: the receiver decrements it
+                try:
+                    if not self._pass(dst, buf, chain, hop + 1, 0):
+                        A.add32(st + P.S_QUEUE, A.M32)
+                    return  # sent, or the daemon took the buffer and answers it
+                except (T.Full, T.Gone, T.Closed):
+                    A.add32(st + P.S_QUEUE, A.M32)  # -1
+                if self.stopping:
+                    # Keep the finished output: the daemon's reclaim sends it
+                    # on when this process exits.
+                    return
+            elif not asked:
+                # The next function may be scaled to zero: ask the daemon, once.
+                asked = True
+                try:
+                    self.c.send(T.encode(p.gateway(), self.id, T.CTL_NO_INSTANCE, 0, fn, 0, T.FLAG_CONTROL))
+                except Exception:
+                    pass
+            if time.monotonic() > deadline:
+                return self._fail(chain, hop, buf, 503, "no instance of the next step could take the request")
+            time.sleep(wait)
+            wait = min(2 * wait, 5e-3)
+
+    # ---- one step ----
+
+    def _step(self, h: Handler, buf, gen, chain, hop):
+        p, st = self.p, self.st
+        hdr = p.h(buf)
+        start = P.now()
+        dl = p.i64(hdr + P.B_DEADLINE)
+        if dl != 0 and start > dl:
+            # Past the deadline: the handler does not run, and the buffer
+            # goes back as the 504 it is.
+            return self._fail(chain, hop, buf, 504, "spry: the request's deadline passed before this step ran")
+        if A.add32(st + P.S_INFLIGHT, 1) == 0:
+            A.store64(st + P.S_BUSY_SINCE, start)
+        arrived = p.i64(hdr + P.B_INGRESS)
+        if hop > 0:
+            _, e = p.hop_times(buf, hop - 1)
+            if e:
+                arrived = e
+        p.hop_start(buf, hop, start)
+        req = Request(p, buf, hop, p.steps(chain))
+        res = Response(p, self.id, buf)
+        err = _call(h, req, res)
+        out, stop = res._finish(err)
+        end = P.now()
+        p.hop_end(out, hop, end)
+        A.add64(st + P.S_BUSY_NANOS, end - start)
+        if arrived:
+            P.observe(st, end - arrived)
+        if res._outcome >= 500:
+            A.add64(st + P.S_ERRORS, 1)
+        elif res._outcome >= 400:
+            A.add64(st + P.S_CLIENT_ERRORS, 1)
+        A.add64(st + P.S_SERVED, 1)
+        A.store64(st + P.S_BUSY_SINCE, end)
+        A.add32(st + P.S_INFLIGHT, A.M32)  # -1
+        if stop:
+            self._reply(chain, hop, out)
+        else:
+            self._forward(chain, hop, out)
+
+    # ---- the loop ----
+
+    def _on_signal(self, signum, frame):
+        self.stopping = True
+        if self.in_recv:
+            raise _Stop()
+
+    def serve(self, h: Handler):
+        if not callable(h):
+            raise TypeError("spry.serve: want a handler(req, res)")
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        work = None
+        threads = []
+        if self.conc > 1:
+            work = queue.Queue(self.conc)
+
+            def worker():
+                while True:
+                    d = work.get()
+                    if d is None:
+                        return
+                    self._step(h, *d)
+
+            for _ in range(self.conc):
+                t = threading.Thread(target=worker, daemon=True)
+                t.start()
+                threads.append(t)
+        p = self.p
+        self._send_patiently(T.encode(p.gateway(), self.id, T.CTL_READY, 0, 0, 0, T.FLAG_CONTROL))
+        st = self.st
+        try:
+            while not self.stopping:
+                self.in_recv = True
+                try:
+                    if self.stopping:
+                        break
+                    batch = self.c.recv()
+                except (_Stop, T.Closed):
+                    break
+                finally:
+                    self.in_recv = False
+                for d in batch:
+                    dst, src, buf, gen, chain, hop, flags = T.DESC.unpack(d)
+                    if flags & T.FLAG_CONTROL:
+                        continue
+                    A.add32(st + P.S_QUEUE, A.M32)  # -1
+                    # Taking the buffer is the one compare-and-swap that only
+                    # the transfer this descriptor announces lets succeed.
+                    if not p.accept(buf, gen, src, self.id):
+                        A.add64(st + P.S_STALE, 1)
+                        continue
+                    A.add64(st + P.S_ARRIVALS, 1)
+                    if work is None:
+                        self._step(h, buf, gen, chain, hop)
+                    else:
+                        work.put((buf, gen, chain, hop))
+        finally:
+            if work is not None:
+                for _ in threads:
+                    work.put(None)
+                for t in threads:
+                    t.join()
+
+
+def serve(handler: Handler):
+    """Runs handler as a Spry function instance until the node stops it
+    (SIGTERM: what runs finishes, then the process exits 0). It does not
+    return: on a setup error (e.g. not started by spry) it prints the reason
+    and exits with status 2."""
+    try:
+        inst = Instance()
+    except (RuntimeError, P.PoolError, OSError) as e:
+        print(f"spry function: {e}", file=sys.stderr)
+        sys.exit(2)
+    inst.serve(handler)
+    sys.exit(0)

@@ -1,0 +1,187 @@
+"""Unit tests of the Python SDK without a node (python3 -m unittest)."""
+
+import ctypes
+import threading
+import unittest
+
+import spry
+from spry import _atomic as A
+from spry import _pool as P
+
+
+class InvokeTest(unittest.TestCase):
+    def test_in_place(self):
+        def upper(req, res):
+            p = req.payload
+            p[:] = bytes(p).upper()
+
+        r = spry.invoke(upper, body=b"hello")
+        self.assertEqual((r.status, r.body, r.stop), (200, b"HELLO", False))
+
+    def test_fresh_buffer_and_metadata(self):
+        def meta(req, res):
+            res.write(f"{req.method} {req.path} {req.query} {req.header('x-test')} ".encode())
+            res.write(req.payload)
+            res.set_content_type("text/plain")
+            res.set_status(201)
+
+        r = spry.invoke(meta, "PUT", "/a/b?x=1", b"body", headers=[("X-Test", "v")])
+        self.assertEqual((r.status, r.content_type, r.body), (201, "text/plain", b"PUT /a/b x=1 v body"))
+
+    def test_set_len(self):
+        def shorten(req, res):
+            b = res.buffer()
+            b[:2] = b"ok"
+            res.set_len(2)
+
+        self.assertEqual(spry.invoke(shorten, body=b"longer input").body, b"ok")
+
+    def test_errors(self):
+        def taken(req, res):
+            raise spry.Error(409, "name taken")
+
+        r = spry.invoke(taken)
+        self.assertEqual((r.status, r.body, r.stop), (409, b"name taken", True))
+
+        def crash(req, res):
+            raise KeyError("k")
+
+        r = spry.invoke(crash)
+        self.assertEqual((r.status, r.body, r.stop), (502, b"KeyError: 'k'", True))
+
+    def test_status_ends_chain(self):
+        r = spry.invoke(lambda req, res: res.set_status(404))
+        self.assertTrue(r.stop)
+        r = spry.invoke(lambda req, res: res.stop())
+        self.assertEqual((r.status, r.stop), (200, True))
+
+    def test_too_large(self):
+        def big(req, res):
+            res.write(b"x" * (1 << 20))
+
+        r = spry.invoke(big)
+        self.assertEqual(r.status, 502)
+        self.assertIn(b"larger than a pool buffer", r.body)
+
+
+class PoolTest(unittest.TestCase):
+    def test_alloc_free_generations(self):
+        p = P.Pool.create(4, 1024)
+        try:
+            got = [p.alloc(7) for _ in range(4)]
+            self.assertEqual(sorted(got), [0, 1, 2, 3])
+            self.assertIsNone(p.alloc(7))
+            self.assertEqual(p.free_buffers(), 0)
+            g = p.gen(got[0])
+            self.assertTrue(p.holds(got[0], g, 7))
+            self.assertFalse(p.free(got[0], 8), "only the holder frees")
+            self.assertTrue(p.free(got[0], 7))
+            self.assertFalse(p.free(got[0], 7), "a double free is refused")
+            self.assertFalse(p.holds(got[0], g, 7), "a freed buffer's descriptor is stale")
+            for i in got[1:]:
+                p.free(i, 7)
+            self.assertEqual(p.free_buffers(), 4)
+        finally:
+            p.close()
+
+    def test_version_mismatch(self):
+        p = P.Pool.create(2, 1024)
+        try:
+            P._u32.pack_into(p.mm, P.H_VERSION, P.VERSION + 1)
+            with self.assertRaisesRegex(P.PoolError, f"layout version {P.VERSION + 1}, this Python SDK speaks {P.VERSION}"):
+                P.Pool(p.mm)
+        finally:
+            P._u32.pack_into(p.mm, P.H_VERSION, P.VERSION)
+            p.close()
+
+    def test_concurrent_alloc_free(self):
+        # Threads hammer the free list; every buffer comes back exactly once.
+        p = P.Pool.create(8, 1024)
+        errors = []
+
+        def work():
+            for _ in range(2000):
+                i = p.alloc(3)
+                if i is None:
+                    continue
+                if not p.free(i, 3):
+                    errors.append(i)
+
+        ts = [threading.Thread(target=work) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(p.free_buffers(), 8)
+        p.close()
+
+
+class TransferTest(unittest.TestCase):
+    def test_transfer_accept_cancel(self):
+        p = P.Pool.create(2, 1024)
+        try:
+            i = p.alloc(5)
+            g = p.transfer(i, 5, 9)
+            self.assertIsNotNone(g)
+            self.assertIsNone(p.transfer(i, 5, 9), "one transfer at a time")
+            self.assertFalse(p.accept(i, g, 4, 9), "a forged source is refused")
+            self.assertFalse(p.accept(i, g + 1, 5, 9), "a stale generation is refused")
+            self.assertTrue(p.accept(i, g, 5, 9))
+            self.assertFalse(p.accept(i, g, 5, 9), "a duplicate is refused")
+            self.assertTrue(p.holds(i, g, 9))
+            g = p.transfer(i, 9, 5)
+            self.assertTrue(p.cancel(i, g, 9, 5))
+            self.assertTrue(p.holds(i, g, 9))
+            self.assertTrue(p.free(i, 9))
+        finally:
+            p.close()
+
+
+class AtomicTest(unittest.TestCase):
+    def test_ops(self):
+        w = (ctypes.c_uint64 * 2)()
+        a = ctypes.addressof(w)
+        self.assertEqual(A.add64(a, 5), 0)
+        self.assertEqual(A.add64(a, A.M64), 5)  # -1
+        self.assertEqual(A.load64(a), 4)
+        self.assertFalse(A.cas64(a, 3, 9))
+        self.assertTrue(A.cas64(a, 4, 9))
+        self.assertEqual(A.load64(a), 9)
+        self.assertEqual(A.add32(a + 8, A.M32), 0)
+        self.assertEqual(A.signed32(A.load32(a + 8)), -1)
+        self.assertEqual(A.swap32(a + 8, 7), A.M32)
+        self.assertTrue(A.cas32(a + 8, 7, 8))
+        A.store64(a, 1 << 40)
+        self.assertEqual(A.load64(a), 1 << 40)
+
+    def test_add_is_atomic(self):
+        w = (ctypes.c_uint64 * 1)()
+        a = ctypes.addressof(w)
+
+        def work():
+            for _ in range(20000):
+                A.add64(a, 1)
+
+        ts = [threading.Thread(target=work) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(A.load64(a), 80000)
+
+
+class NotStartedBySpry(unittest.TestCase):
+    def test_clear_error(self):
+        import subprocess
+        import sys
+        import os
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPRY_")}
+        out = subprocess.run([sys.executable, "-c", "import spry; spry.serve(lambda q, r: None)"],
+                             env=env, capture_output=True, text=True)
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("not started by spry", out.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
