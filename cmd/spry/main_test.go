@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -96,6 +97,11 @@ var upLine = regexp.MustCompile(`msg="spry is up" http=(\S+) admin=(\S+)`)
 func startNode(t testing.TB, args ...string) *spryNode {
 	t.Helper()
 	args = append([]string{"up", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, args...)
+	if !slices.Contains(args, "--data-dir") {
+		// Each node its own activation store (the default one is shared
+		// by the machine, and one node at a time may use it).
+		args = append(args, "--data-dir", t.TempDir())
+	}
 	n := &spryNode{t: t, exit: make(chan error, 1)}
 	n.cmd = exec.Command(spryBin, args...)
 	n.cmd.Dir = repoRoot(t)

@@ -212,6 +212,7 @@ func startNode(exe, dir, name, yaml string, args ...string) (*spryNode, error) {
 	}
 	argv := append([]string{"up", "-f", cfg, "--listen", ports[0], "--admin", ports[1],
 		"--runtime-dir", filepath.Join(dir, "run"), "--cache-dir", filepath.Join(dir, "cache"),
+		"--data-dir", filepath.Join(dir, "data"),
 		"--log-level", "info", "--drain-timeout", "5s"}, args...)
 	cmd := exec.Command(exe, argv...)
 	cmd.Env = os.Environ()

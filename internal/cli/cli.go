@@ -65,6 +65,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(upCmd(), reloadCmd(), statusCmd(), topCmd(), invokeCmd(), builtinsCmd(), fnCmd(), runtimeCmd(), logsCmd(), newCmd(), contractCmd(), versionCmd())
+	root.AddCommand(activationsCmd(), triggersCmd())
 	root.AddCommand(benchCommands()...)
 	return root
 }
@@ -143,6 +144,7 @@ func upCmd() *cobra.Command {
 		logLevel              string
 		readyTimeout, drainTO time.Duration
 		watch                 bool
+		dataDir, mqttAddr     string
 	)
 	cmd := &cobra.Command{
 		Use:   "up [-f spry.yaml]...",
@@ -178,7 +180,7 @@ with no request lost, and a config that fails to load keeps the running one.`,
 			cfg := node.Config{
 				Apps: apps, Load: func() ([]*config.App, error) { return loadApps(files) }, Listen: listen, Admin: admin, Transport: tname,
 				RuntimeDir: runDir, CacheDir: cache, Log: log, Output: cmd.ErrOrStderr(),
-				ReadyTimeout: readyTimeout,
+				ReadyTimeout: readyTimeout, DataDir: dataDir, MQTT: mqttAddr,
 			}
 			if cfg.AppUIDs, err = parseUIDs(uids); err != nil {
 				return exitError{2, err.Error()}
@@ -250,6 +252,8 @@ with no request lost, and a config that fails to load keeps the running one.`,
 	f.StringVar(&uids, "app-uids", "61000-61183", "when run as root: uids for the apps' instances, FIRST-LAST, or none")
 	f.StringVar(&runDir, "runtime-dir", "", "directory for sockets and staged executables (default /run/spry as root)")
 	f.StringVar(&cache, "cache-dir", "", "directory for builds of go: functions")
+	f.StringVar(&dataDir, "data-dir", node.DefaultDataDir(), "directory of the activation store (one node per directory)")
+	f.StringVar(&mqttAddr, "mqtt", "", "run the embedded MQTT broker on this address, e.g. 127.0.0.1:1883 (off when empty)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&readyTimeout, "ready-timeout", 30*time.Second, "how long a new instance may take to start")
 	f.DurationVar(&drainTO, "drain-timeout", 10*time.Second, "on shutdown, how long requests in flight may take")

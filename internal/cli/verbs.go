@@ -121,7 +121,8 @@ func invokeCmd() *cobra.Command {
 	var (
 		admin, data, method, ctype string
 		headers                    []string
-		include                    bool
+		include, async             bool
+		key, callback              string
 		timeout                    time.Duration
 	)
 	cmd := &cobra.Command{
@@ -130,7 +131,9 @@ func invokeCmd() *cobra.Command {
 		Example: `  spry invoke /hello -d 'spry'
   spry invoke /hello -d @input.txt
   echo spry | spry invoke /hello -d @-
-  spry invoke /hello -X GET -i`,
+  spry invoke /hello -X GET -i
+  spry invoke /hello -d 'spry' --async          # 202: prints the activation id
+  spry invoke /report --async --idempotency-key nightly-2024-05-01 --callback http://127.0.0.1:9000/done`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			route := args[0]
@@ -164,6 +167,15 @@ func invokeCmd() *cobra.Command {
 			if ctype != "" {
 				req.Header.Set("Content-Type", ctype)
 			}
+			if async {
+				req.Header.Set("Prefer", "respond-async")
+			}
+			if key != "" {
+				req.Header.Set("Idempotency-Key", key)
+			}
+			if callback != "" {
+				req.Header.Set("X-Callback-Url", callback)
+			}
 			for _, h := range headers {
 				k, v, ok := strings.Cut(h, ":")
 				if !ok {
@@ -177,6 +189,20 @@ func invokeCmd() *cobra.Command {
 			}
 			defer resp.Body.Close()
 			out := cmd.OutOrStdout()
+			if async && resp.StatusCode == http.StatusAccepted && !include {
+				var a struct {
+					ID        string
+					Duplicate bool
+				}
+				if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+					return fmt.Errorf("202 without an activation id: %w", err)
+				}
+				fmt.Fprintln(out, a.ID)
+				if a.Duplicate {
+					fmt.Fprintln(cmd.ErrOrStderr(), "spry: an earlier invocation with this idempotency key made it")
+				}
+				return nil
+			}
 			if include {
 				fmt.Fprintf(out, "%s %s\n", resp.Proto, resp.Status)
 				resp.Header.Write(out)
@@ -198,6 +224,9 @@ func invokeCmd() *cobra.Command {
 	f.StringVar(&ctype, "content-type", "", "Content-Type of the body")
 	f.StringArrayVarP(&headers, "header", "H", nil, "extra request header, 'Name: value' (repeatable)")
 	f.BoolVarP(&include, "include", "i", false, "print the response status and headers")
+	f.BoolVar(&async, "async", false, "invoke asynchronously (Prefer: respond-async): print the activation id once it is stored")
+	f.StringVar(&key, "idempotency-key", "", "with --async: the same key returns the same activation (Idempotency-Key)")
+	f.StringVar(&callback, "callback", "", "with --async: POST the result here when done (X-Callback-Url)")
 	f.DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
 	return cmd
 }

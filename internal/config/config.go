@@ -62,6 +62,10 @@ type App struct {
 	Secrets   []Secret
 	Functions []*Function // in file order; Functions[i].Index == i
 	Chains    []*Chain    // in file order; Chains[i].Index == i
+	// Triggers start chains on MQTT messages, times and CloudEvents, in
+	// file order; Activations says how activation records are kept.
+	Triggers    []*Trigger
+	Activations Activations
 
 	fnIndex map[string]int
 }
@@ -83,6 +87,7 @@ type Secret struct {
 // Limits bound what the gateway admits for the app.
 type Limits struct {
 	Inflight int // requests in flight at once
+	Async    int // of those, asynchronous activations at once (default Inflight/2)
 }
 
 // Function is one function of an app.
@@ -166,6 +171,8 @@ type Chain struct {
 	Timeout time.Duration // deadline for the whole chain
 	Methods []string      // upper case
 	Headers []string      // canonical header names (textproto.CanonicalMIMEHeaderKey)
+	Record  string        // which sync requests get an activation record: RecordFailures, RecordAll, RecordNone
+	Async   Async         // how its asynchronous invocations run
 
 	routeLine int
 }

@@ -129,7 +129,7 @@ func TestParseBad(t *testing.T) {
 			functions: {f: {builtin: upper}}
 			chains: {c: {route: /c, steps: [f]}}
 			`), []string{
-			"spry.yaml:2: function: unknown field (known: app, transport, pool, limits, secrets, functions, chains)"}},
+			"spry.yaml:2: function: unknown field (known: app, transport, pool, limits, secrets, functions, chains, activations, triggers)"}},
 		{"the example", yml(`
 			app: hello
 			transport: auto
@@ -452,13 +452,15 @@ func TestParseDefaults(t *testing.T) {
 	}
 	want := &App{
 		Name: "min", File: "spry.yaml", Dir: "/x", Line: 1,
-		Transport: TransportAuto,
-		Pool:      Pool{Buffers: 1024, BufferSize: 64 << 10},
-		Limits:    Limits{Inflight: 512},
+		Transport:   TransportAuto,
+		Pool:        Pool{Buffers: 1024, BufferSize: 64 << 10},
+		Limits:      Limits{Inflight: 512, Async: 256},
+		Activations: Activations{Retention: Retention{Age: DefaultRetentionAge, Count: DefaultRetentionCount}, Result: DefaultResult},
 		Functions: []*Function{{Name: "f", Index: 0, File: "spry.yaml", Line: 3,
 			Kind: Builtin, Builtin: "upper", Instances: 1, Scale: Scale{Policy: PolicyFixed, Min: 1, Max: 1}, Concurrency: 1, Timeout: 30 * time.Second, WorkDir: "/x"}},
 		Chains: []*Chain{{Name: "c", Index: 0, File: "spry.yaml", Line: 5,
-			Route: "/c", Steps: []int{0}, Timeout: 30 * time.Second, Methods: []string{"GET", "POST"}, routeLine: 5}},
+			Route: "/c", Steps: []int{0}, Timeout: 30 * time.Second, Methods: []string{"GET", "POST"}, routeLine: 5,
+			Record: RecordFailures, Async: Async{Attempts: DefaultAttempts, MaxAge: DefaultMaxAge, Backoff: DefaultBackoff, Queue: DefaultQueue}}},
 		fnIndex: map[string]int{"f": 0},
 	}
 	if !reflect.DeepEqual(a, want) {

@@ -46,6 +46,10 @@ type appSpec struct {
 	secrets    value[[]*secretSpec]
 	functions  value[[]*fnSpec]
 	chains     value[[]*chainSpec]
+
+	async       value[int64] // limits.async
+	activations *activationsSpec
+	triggers    value[[]*triggerSpec]
 }
 
 type fnSpec struct {
@@ -103,18 +107,20 @@ type chainSpec struct {
 	timeout value[time.Duration]
 	methods value[[]item]
 	headers value[[]item]
+	record  value[string]
+	async   *asyncSpec
 }
 
 // The keys of each mapping, in the order the docs list them.
 var (
-	appKeys    = []string{"app", "transport", "pool", "limits", "secrets", "functions", "chains"}
+	appKeys    = []string{"app", "transport", "pool", "limits", "secrets", "functions", "chains", "activations", "triggers"}
 	poolKeys   = []string{"buffers", "bufferSize"}
-	limitKeys  = []string{"inflight"}
+	limitKeys  = []string{"inflight", "async"}
 	fnKeys     = append([]string{"builtin", "go", "exec"}, append(kindKeys, "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
 	fnLimKeys  = []string{"memory", "cpu"}
 	secretKeys = []string{"file", "value"}
 	scaleKeys  = []string{"min", "max", "slo", "policy", "window", "idle"}
-	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers"}
+	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers", "record", "async"}
 )
 
 const wantApp = "want a mapping with app:, functions: and chains:"
@@ -171,7 +177,12 @@ func decode(data []byte, ps *problems) *appSpec {
 			})
 		case "limits":
 			d.fields(v, "limits", limitKeys, func(key string, k, v *yaml.Node) {
-				s.inflight = d.int(v, "limits.inflight")
+				switch key {
+				case "inflight":
+					s.inflight = d.int(v, "limits.inflight")
+				case "async":
+					s.async = d.int(v, "limits.async")
+				}
 			})
 		case "secrets":
 			s.secrets.line = k.Line
@@ -200,6 +211,13 @@ func decode(data []byte, ps *problems) *appSpec {
 			s.chains.line = k.Line
 			s.chains.bad = !d.entries(v, "chains", func(name string, k, v *yaml.Node) {
 				s.chains.v = append(s.chains.v, d.chain(name, k, v))
+			})
+		case "activations":
+			s.activations = d.activations(k, v)
+		case "triggers":
+			s.triggers.line = k.Line
+			s.triggers.bad = !d.entries(v, "triggers", func(name string, k, v *yaml.Node) {
+				s.triggers.v = append(s.triggers.v, d.trigger(name, k, v))
 			})
 		}
 	})
@@ -308,6 +326,10 @@ func (d *decoder) chain(name string, k, v *yaml.Node) *chainSpec {
 			c.methods = d.strs(k, v, p)
 		case "headers":
 			c.headers = d.strs(k, v, p)
+		case "record":
+			c.record = d.str(v, p)
+		case "async":
+			c.async = d.async(p, k, v)
 		}
 	})
 	return c

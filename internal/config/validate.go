@@ -101,6 +101,7 @@ func (s *appSpec) validate(o Options, ps *problems) *App {
 	s.validateFunctions(a, o, ps)
 	s.checkTransports(a, ps)
 	s.validateChains(a, ps)
+	s.validateEvents(a, ps)
 	return a
 }
 

@@ -330,7 +330,11 @@ func (a *App) complete(buf uint32) {
 		e.timer.Stop()
 		a.stats.Timeouts.Add(1)
 		e.ch.count(ErrDeadline.Status, e.began)
-		e.rep.Reply(Reply{a: a, ch: e.ch, err: ErrDeadline, idx: idx, reqID: reqID, status: ErrDeadline.Status, tag: e.tag})
+		r := Reply{a: a, ch: e.ch, err: ErrDeadline, idx: idx, reqID: reqID, status: ErrDeadline.Status, tag: e.tag}
+		if e.ch.records(r.status) {
+			e.ch.record(e.rep, r, e.began)
+		}
+		e.rep.Reply(r)
 		// Abandoned, and the buffer is back: both go below.
 	} else if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
 		crash.Point("gateway.completed")
@@ -343,7 +347,11 @@ func (a *App) complete(buf uint32) {
 		a.stats.Replies.Add(1)
 		// Answer from here: no thread switch before the response goes
 		// out.
-		e.rep.Reply(Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag})
+		r := Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag}
+		if e.ch.records(status) {
+			e.ch.record(e.rep, r, e.began)
+		}
+		e.rep.Reply(r)
 		return
 	}
 	a.pool.Free(buf, a.id)
@@ -386,7 +394,11 @@ func (a *App) expire(idx uint32) {
 		a.stats.Timeouts.Add(1)
 	}
 	ch.count(err.Status, began)
-	rep.Reply(Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag})
+	r := Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag}
+	if ch.records(r.status) {
+		ch.record(rep, r, began)
+	}
+	rep.Reply(r)
 }
 
 // undispatched marks entry idx's request as not yet taken by an instance.

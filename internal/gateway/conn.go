@@ -216,6 +216,11 @@ func (c *conn) run(began int64) bool {
 		Length: length, Headers: c, Body: c, Began: began, Reply: c,
 	}
 	c.headOnly, c.closeAfter = string(c.req.method) == "HEAD", c.req.close
+	if c.g.events != nil {
+		if v := c.req.header("Prefer"); v != nil && preferAsync(v) {
+			return c.runAsync()
+		}
+	}
 	// Pending before the admission: the reply may be answered before
 	// Admit returns.
 	c.state.Store(connPending)
@@ -224,6 +229,12 @@ func (c *conn) run(began int64) bool {
 		return true
 	}
 	c.state.Store(connIdle)
+	return c.refuse(err)
+}
+
+// refuse answers a request the admission path refused, and reports
+// whether the connection may serve another.
+func (c *conn) refuse(err *Error) bool {
 	if err == ErrSilent {
 		return false
 	}

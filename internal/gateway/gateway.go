@@ -29,6 +29,11 @@ type Chain struct {
 	Methods   []string      // accepted methods; HEAD is served wherever GET is
 	Headers   []string      // request headers forwarded to the functions
 	Timeout   time.Duration // whole-chain deadline
+	// Recorder, when set, gets the replies of synchronous requests that
+	// ended with 400 or more, or every reply with RecordAll (the chain's
+	// activation record setting).
+	Recorder  Recorder
+	RecordAll bool
 
 	allow   []byte   // the methods it accepts, for the Allow field of 405s
 	headers [][]byte // Headers, as bytes for the metadata writer
@@ -97,6 +102,10 @@ type Gateway struct {
 	stop    chan struct{}
 	stopped sync.Once
 	refused [1000]atomic.Uint64 // responses to requests no chain served
+	events  Events              // asynchronous requests and CloudEvents (nil: none)
+	// activationURL prefixes an activation id in a 202's Location (the
+	// admin API's /v1/activations/).
+	activationURL string
 }
 
 // Refused calls fn with every status code the gateway answered requests

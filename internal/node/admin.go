@@ -17,8 +17,9 @@ import (
 
 // Status is what GET /v1/status returns: the node and everything it runs.
 type Status struct {
-	Node NodeStatus  `json:"node"`
-	Apps []AppStatus `json:"apps"`
+	Node   NodeStatus    `json:"node"`
+	Apps   []AppStatus   `json:"apps"`
+	Events *EventsStatus `json:"events,omitempty"` // activations, their store, the MQTT broker
 }
 
 // NodeStatus describes the node itself.
@@ -109,7 +110,7 @@ func (n *Node) Status() Status {
 	s := Status{Node: NodeStatus{
 		PID: os.Getpid(), Listen: n.httpLn.Addr().String(), Admin: n.adminLn.Addr().String(),
 		Uptime: time.Since(n.started).Seconds(), Version: Version, RuntimeDir: n.runDir,
-	}}
+	}, Events: n.eventsStatus()}
 	if n.bpf != nil {
 		s.Node.EBPF = EBPFStatus{Loaded: true, Refused: n.bpf.Refused()}
 	} else if n.bpfErr != nil {
@@ -190,7 +191,7 @@ func source(f *config.Function) string {
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{n}, collectors.NewGoCollector(),
+	reg.MustRegister(collector{n}, eventsCollector{n}, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "spry"}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelError)}))
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -216,6 +217,7 @@ func (n *Node) adminHandler() http.Handler {
 		n.log.Info("reloaded", "apps", res.String(), "took", res.Took)
 		json.NewEncoder(w).Encode(res)
 	})
+	n.eventsRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

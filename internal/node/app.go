@@ -302,11 +302,15 @@ func (a *app) chains() []*gateway.Chain {
 	var out []*gateway.Chain
 	for _, cc := range a.cfg.Chains {
 		first := a.cfg.Functions[cc.Steps[0]]
-		out = append(out, &gateway.Chain{
+		ch := &gateway.Chain{
 			Name: cc.Name, Route: cc.Route, App: a.gw, Index: uint16(cc.Index),
 			First: uint16(first.Index), FirstName: first.Name,
 			Methods: cc.Methods, Headers: cc.Headers, Timeout: cc.Timeout,
-		})
+		}
+		if cc.Record != config.RecordNone {
+			ch.Recorder, ch.RecordAll = a.n.record(a.cfg.Name, a.stepNames(cc.Name)), cc.Record == config.RecordAll
+		}
+		out = append(out, ch)
 	}
 	a.gwChains = out
 	return out

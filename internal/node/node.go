@@ -40,6 +40,12 @@ type Config struct {
 	Exe        string // the spry executable; builtins run as `Exe fn NAME` (default os.Executable)
 	Log        *slog.Logger
 	Output     io.Writer // where instances' stdout and stderr go (default os.Stderr)
+	// DataDir holds the activation store (spry up's --data-dir, by
+	// default DefaultDataDir). "" keeps it in the node's runtime
+	// directory, gone when the node stops (tests).
+	DataDir string
+	// MQTT is the address of the embedded MQTT broker ("" runs none).
+	MQTT string
 	// ReadyTimeout bounds how long a new instance may take to announce
 	// itself (default 30 s); StopGrace how long a stopping one may take to
 	// finish what it holds before it is killed (default 5 s).
@@ -144,6 +150,7 @@ type Node struct {
 	sup       sync.WaitGroup     // supervisors
 	failed    chan error         // the gateway or admin server stopped on its own
 	closed    sync.Once
+	events    *events // activations and triggers
 }
 
 // Start brings a node up: it takes its listening addresses first (a busy
@@ -206,6 +213,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.launch(ctx, n.apps); err != nil {
 		return nil, err
 	}
+	if err := n.startEvents(); err != nil {
+		return nil, err
+	}
+	n.gw.SetEvents(n.events, "http://"+n.adminLn.Addr().String()+"/v1/activations/")
 
 	go func() {
 		if err := n.gw.Serve(n.httpLn); err != nil && !errors.Is(err, gateway.ErrClosed) {
@@ -309,8 +320,14 @@ func (n *Node) Failed() <-chan error { return n.failed }
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.closed.Do(func() {
+		if n.events != nil {
+			n.events.trig.Close() // nothing new from triggers while draining
+		}
 		if n.gw != nil {
 			err = n.gw.Shutdown(ctx)
+		}
+		if n.events != nil {
+			n.events.close()
 		}
 		if n.admin != nil {
 			n.admin.Close()

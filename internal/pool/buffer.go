@@ -192,9 +192,15 @@ func (b *BufHeader) CopyMeta(src *BufHeader) {
 // gateway:
 //
 //	u8 len, method | u16 len, path | u16 len, query | u8 count |
-//	count × (u8 len, name | u16 len, value)
+//	count × (u8 len, name | u16 len, value) |
+//	[ u8 count | count × (u8 len, name | u16 len, value) ]
 //
-// The accessors decode it in place and never read past metaLen.
+// The second list, when present, holds the invocation's attributes: the
+// attributes of a CloudEvent under their own names (id, source, type,
+// specversion, …), and Spry's under names starting with "spry." (its
+// activation id, cause, trigger, MQTT topic). A reader that knows only the
+// headers stops before it. The accessors decode it in place and never read
+// past metaLen.
 
 // Meta is a writer for request metadata. Use it in order: Reset, then
 // Method, Path and Query once each, then Header for each header to forward.
@@ -204,6 +210,7 @@ type Meta struct {
 	b     *BufHeader
 	n     int
 	count int // offset of the header count byte
+	attrs int // offset of the attribute count byte (0: none yet)
 }
 
 // WriteMeta starts writing b's metadata.
@@ -244,9 +251,9 @@ func (m *Meta) Request(method, path, query []byte) bool {
 	return true
 }
 
-// Header adds a forwarded request header.
+// Header adds a forwarded request header. Headers come before attributes.
 func (m *Meta) Header(name, value []byte) bool {
-	if m.count < 0 || m.b.meta[m.count] == 0xff {
+	if m.count < 0 || m.attrs != 0 || m.b.meta[m.count] == 0xff {
 		return false
 	}
 	if !m.put8(name) || !m.put16(value) {
@@ -254,6 +261,33 @@ func (m *Meta) Header(name, value []byte) bool {
 	}
 	m.b.meta[m.count]++
 	return true
+}
+
+// Attr adds an attribute of the invocation (after the headers).
+func (m *Meta) Attr(name, value []byte) bool {
+	if m.count < 0 || len(name) == 0 || len(name) > 0xff || len(value) > 0xffff ||
+		m.n+1+1+len(name)+2+len(value) > MaxMeta {
+		return false // all or nothing: never half an entry
+	}
+	if m.attrs == 0 {
+		if m.n+1 > MaxMeta {
+			return false
+		}
+		m.attrs = m.n
+		m.b.meta[m.n] = 0
+		m.n++
+		m.b.metaLen = uint16(m.n)
+	}
+	if m.b.meta[m.attrs] == 0xff || !m.put8(name) || !m.put16(value) {
+		return false
+	}
+	m.b.meta[m.attrs]++
+	return true
+}
+
+// AttrString is Attr for strings, without converting.
+func (m *Meta) AttrString(name, value string) bool {
+	return m.Attr(unsafe.Slice(unsafe.StringData(name), len(name)), unsafe.Slice(unsafe.StringData(value), len(value)))
 }
 
 // metaReader walks the metadata without allocating.
@@ -352,6 +386,84 @@ func (b *BufHeader) Header(name string) []byte {
 	for j := 0; j < n && r.off < len(r.m); j++ {
 		k, v := r.get8(), r.get16()
 		if EqualFold(k, name) {
+			return v
+		}
+	}
+	return nil
+}
+
+// attrs returns a reader positioned at the attribute list's first entry
+// and the number of entries (0 when there is none).
+func (b *BufHeader) attrs() (metaReader, int) {
+	r := metaReader{m: b.metaBytes()}
+	r.get8()
+	r.get16()
+	r.get16()
+	if r.off >= len(r.m) {
+		return r, 0
+	}
+	n := int(r.m[r.off])
+	r.off++
+	for j := 0; j < n && r.off < len(r.m); j++ {
+		r.get8()
+		r.get16()
+	}
+	if r.off >= len(r.m) {
+		return r, 0
+	}
+	n = int(r.m[r.off])
+	r.off++
+	return r, n
+}
+
+// AppendAttr adds an attribute to metadata written earlier (by another
+// writer: the gateway's admission path writes the request, an adapter adds
+// what it learns later). It reports false when it does not fit.
+func (b *BufHeader) AppendAttr(name, value []byte) bool {
+	r := metaReader{m: b.metaBytes()}
+	r.get8()
+	r.get16()
+	r.get16()
+	if r.off >= len(r.m) || len(name) == 0 {
+		return false // no request written
+	}
+	n := int(r.m[r.off])
+	r.off++
+	for j := 0; j < n && r.off < len(r.m); j++ {
+		r.get8()
+		r.get16()
+	}
+	m := Meta{b: b, n: len(r.m), count: 0, attrs: r.off}
+	if r.off >= len(r.m) {
+		m.attrs = 0 // no list yet: Attr starts one at the end
+	}
+	return m.Attr(name, value)
+}
+
+// NumAttrs returns how many attributes the metadata holds.
+func (b *BufHeader) NumAttrs() int {
+	_, n := b.attrs()
+	return n
+}
+
+// AttrAt returns the i-th attribute.
+func (b *BufHeader) AttrAt(i int) (name, value []byte) {
+	r, n := b.attrs()
+	for j := 0; j < n && r.off < len(r.m); j++ {
+		name, value = r.get8(), r.get16()
+		if j == i {
+			return name, value
+		}
+	}
+	return nil, nil
+}
+
+// Attr returns the value of attribute name (exact), or nil.
+func (b *BufHeader) Attr(name string) []byte {
+	r, n := b.attrs()
+	for j := 0; j < n && r.off < len(r.m); j++ {
+		k, v := r.get8(), r.get16()
+		if string(k) == name {
 			return v
 		}
 	}

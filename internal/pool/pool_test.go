@@ -572,6 +572,62 @@ func TestMeta(t *testing.T) {
 	}
 }
 
+func TestMetaAttrs(t *testing.T) {
+	p := newPool(t, testLayout())
+	i, _ := p.Alloc(1)
+	h := p.Header(i)
+	m := h.WriteMeta()
+	m.Request([]byte("POST"), []byte("/e"), nil)
+	if h.NumAttrs() != 0 || h.Attr("id") != nil {
+		t.Fatal("attributes before any was written")
+	}
+	m.Header([]byte("X-A"), []byte("1"))
+	if !m.AttrString("id", "e-1") || !m.Attr([]byte("spry.activation"), []byte("abc")) {
+		t.Fatal("Attr did not fit")
+	}
+	if m.Header([]byte("X-B"), []byte("2")) {
+		t.Fatal("a header after the attributes was accepted")
+	}
+	if h.NumHeaders() != 1 || string(h.Header("x-a")) != "1" {
+		t.Fatal("attributes broke the headers")
+	}
+	if h.NumAttrs() != 2 || string(h.Attr("id")) != "e-1" || string(h.Attr("spry.activation")) != "abc" || h.Attr("ID") != nil {
+		t.Fatalf("attrs: %d %q", h.NumAttrs(), h.Attr("id"))
+	}
+	if k, v := h.AttrAt(1); string(k) != "spry.activation" || string(v) != "abc" {
+		t.Fatalf("AttrAt(1) = %q %q", k, v)
+	}
+	if k, _ := h.AttrAt(2); k != nil {
+		t.Fatal("AttrAt past the end")
+	}
+	// Without headers, too.
+	m = h.WriteMeta()
+	m.Request([]byte("GET"), []byte("/"), nil)
+	m.AttrString("type", "t")
+	if h.NumHeaders() != 0 || string(h.Attr("type")) != "t" {
+		t.Fatal("attributes without headers")
+	}
+	// Added later, to metadata another writer wrote.
+	m = h.WriteMeta()
+	m.Request([]byte("GET"), []byte("/"), nil)
+	m.Header([]byte("X-A"), []byte("1"))
+	if !h.AppendAttr([]byte("id"), []byte("1")) || !h.AppendAttr([]byte("source"), []byte("/s")) {
+		t.Fatal("AppendAttr did not fit")
+	}
+	if h.NumHeaders() != 1 || h.NumAttrs() != 2 || string(h.Attr("source")) != "/s" || string(h.Attr("id")) != "1" {
+		t.Fatalf("after AppendAttr: %d headers, %d attrs", h.NumHeaders(), h.NumAttrs())
+	}
+	if h.AppendAttr([]byte("big"), make([]byte, MaxMeta)) {
+		t.Fatal("an attribute larger than the metadata fit")
+	}
+	if h.NumAttrs() != 2 {
+		t.Fatal("a refused attribute changed the list")
+	}
+	if n := testing.AllocsPerRun(100, func() { h.Attr("type"); h.AttrAt(0) }); n != 0 {
+		t.Fatalf("attribute readers allocate %v", n)
+	}
+}
+
 // The metadata lives in memory that any instance of the app can write, so
 // the readers must survive any bytes.
 func FuzzMetaReader(f *testing.F) {
@@ -591,6 +647,11 @@ func FuzzMetaReader(f *testing.F) {
 			h.HeaderAt(i)
 		}
 		h.Header("a")
+		k = h.NumAttrs()
+		for i := -1; i <= k; i++ {
+			h.AttrAt(i)
+		}
+		h.Attr("id")
 		h.ctypeLen = uint8(n)
 		h.ContentType()
 		h.off, h.length = uint32(n)*1000, uint32(n)*77
