@@ -67,6 +67,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(upCmd(), reloadCmd(), statusCmd(), topCmd(), invokeCmd(), builtinsCmd(), fnCmd(), runtimeCmd(), logsCmd(), newCmd(), contractCmd(), versionCmd())
 	root.AddCommand(activationsCmd(), triggersCmd())
 	root.AddCommand(benchCommands()...)
+	root.AddCommand(simCmd(), controllerCmd(), deployCmd())
 	return root
 }
 
