@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -140,6 +141,7 @@ func upCmd() *cobra.Command {
 	var (
 		files                 []string
 		listen, admin, tname  string
+		tlsCert, tlsKey       string
 		check                 bool
 		uids, runDir, cache   string
 		logLevel              string
@@ -180,8 +182,12 @@ with no request lost, and a config that fails to load keeps the running one.`,
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			cfg := node.Config{
 				Apps: apps, Load: func() ([]*config.App, error) { return loadApps(files) }, Listen: listen, Admin: admin, Transport: tname,
+				TLS:        config.TLS{Cert: absPath(tlsCert), Key: absPath(tlsKey)},
 				RuntimeDir: runDir, CacheDir: cache, Log: log, Output: cmd.ErrOrStderr(),
 				ReadyTimeout: readyTimeout, DataDir: dataDir, MQTT: mqttAddr,
+			}
+			if (tlsCert == "") != (tlsKey == "") {
+				return exitError{2, "--tls-cert and --tls-key go together"}
 			}
 			if cfg.AppUIDs, err = parseUIDs(uids); err != nil {
 				return exitError{2, err.Error()}
@@ -246,7 +252,9 @@ with no request lost, and a config that fails to load keeps the running one.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&files, "file", "f", nil, "an app's config file (repeat for several apps)")
-	f.StringVar(&listen, "listen", ":8080", "gateway address (HTTP)")
+	f.StringVar(&listen, "listen", ":8080", "gateway address (HTTP/1.1 and HTTP/2; TLS with --tls-cert)")
+	f.StringVar(&tlsCert, "tls-cert", "", "serve TLS on --listen with this certificate (PEM; reloaded on SIGHUP and spry reload)")
+	f.StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
 	f.StringVar(&admin, "admin", DefaultAdmin, "admin API address")
 	f.StringVar(&tname, "transport", "", "override every app's transport (auto, skmsg, uds, adaptive, poll)")
 	f.BoolVar(&check, "check", false, "validate the config files and exit")
@@ -260,6 +268,18 @@ with no request lost, and a config that fails to load keeps the running one.`,
 	f.DurationVar(&drainTO, "drain-timeout", 10*time.Second, "on shutdown, how long requests in flight may take")
 	f.BoolVar(&watch, "watch", false, "reload when a config file or a function's source changes (for development)")
 	return cmd
+}
+
+// absPath makes a file named on the command line absolute ("" stays ""),
+// so that a reload finds it whatever the working directory.
+func absPath(f string) string {
+	if f == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(f); err == nil {
+		return a
+	}
+	return f
 }
 
 func parseUIDs(s string) (node.UIDRange, error) {

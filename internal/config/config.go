@@ -57,6 +57,7 @@ type App struct {
 	Transport string // one of the Transport constants
 	Pool      Pool
 	Limits    Limits
+	TLS       TLS // the node's gateway certificate, when the file names one
 	// Secrets are made readable to the app's instances only, as files in
 	// the directory $SPRY_SECRETS names.
 	Secrets   []Secret
@@ -82,6 +83,24 @@ type Secret struct {
 	Name   string // its file name in the instances' secrets directory
 	Source string // the file it was read from, or "value"
 	Value  []byte `json:"-"` // never printed
+}
+
+// TLSOf returns the certificate the apps name (the same in each that names
+// one; Conflicts checks), or the zero TLS.
+func TLSOf(apps []*App) TLS {
+	for _, a := range apps {
+		if a.TLS != (TLS{}) {
+			return a.TLS
+		}
+	}
+	return TLS{}
+}
+
+// TLS names the certificate and key (PEM files, absolute paths) the
+// node's gateway serves TLS with. It is the node's, not the app's: every
+// file that sets it must name the same files.
+type TLS struct {
+	Cert, Key string
 }
 
 // Limits bound what the gateway admits for the app.
@@ -323,7 +342,16 @@ func conflicts(apps []*App) []Problem {
 		chain *Chain
 	}
 	routes := map[string]served{}
+	var tlsFrom *App
 	for _, a := range apps {
+		if a.TLS != (TLS{}) {
+			if tlsFrom != nil && tlsFrom.TLS != a.TLS {
+				ps = append(ps, Problem{File: a.File, Line: a.Line, Path: "tls",
+					Msg: fmt.Sprintf("the node serves one certificate: %s names %s, this file %s", tlsFrom.File, tlsFrom.TLS.Cert, a.TLS.Cert)})
+			} else if tlsFrom == nil {
+				tlsFrom = a
+			}
+		}
 		if a.Name == "" {
 			continue // its problem was reported
 		}

@@ -43,6 +43,9 @@ type appSpec struct {
 	buffers    value[int64]
 	bufferSize value[uint64]
 	inflight   value[int64]
+	tlsLine    int
+	tlsCert    value[string]
+	tlsKey     value[string]
 	secrets    value[[]*secretSpec]
 	functions  value[[]*fnSpec]
 	chains     value[[]*chainSpec]
@@ -113,7 +116,8 @@ type chainSpec struct {
 
 // The keys of each mapping, in the order the docs list them.
 var (
-	appKeys    = []string{"app", "transport", "pool", "limits", "secrets", "functions", "chains", "activations", "triggers"}
+	appKeys    = []string{"app", "transport", "pool", "limits", "tls", "secrets", "functions", "chains", "activations", "triggers"}
+	tlsKeys    = []string{"cert", "key"}
 	poolKeys   = []string{"buffers", "bufferSize"}
 	limitKeys  = []string{"inflight", "async"}
 	fnKeys     = append([]string{"builtin", "go", "exec"}, append(kindKeys, "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
@@ -182,6 +186,16 @@ func decode(data []byte, ps *problems) *appSpec {
 					s.inflight = d.int(v, "limits.inflight")
 				case "async":
 					s.async = d.int(v, "limits.async")
+				}
+			})
+		case "tls":
+			s.tlsLine = k.Line
+			d.fields(v, "tls", tlsKeys, func(key string, k, v *yaml.Node) {
+				switch key {
+				case "cert":
+					s.tlsCert = d.str(v, "tls.cert")
+				case "key":
+					s.tlsKey = d.str(v, "tls.key")
 				}
 			})
 		case "secrets":

@@ -98,11 +98,46 @@ func (s *appSpec) validate(o Options, ps *problems) *App {
 	}
 
 	s.validateSecrets(a, o, ps)
+	s.validateTLS(a, ps)
 	s.validateFunctions(a, o, ps)
 	s.checkTransports(a, ps)
 	s.validateChains(a, ps)
 	s.validateEvents(a, ps)
 	return a
+}
+
+// validateTLS checks the gateway's certificate and key files: both or
+// neither, each a readable file (relative to the config's directory).
+func (s *appSpec) validateTLS(a *App, ps *problems) {
+	if s.tlsLine == 0 {
+		return
+	}
+	file := func(v value[string], path, what string) string {
+		switch {
+		case v.line == 0:
+			ps.add(s.tlsLine, path, "missing; want the %s file (PEM) beside tls.%s", what, map[string]string{"tls.cert": "key", "tls.key": "cert"}[path])
+			return ""
+		case v.bad:
+			return ""
+		}
+		f := v.v
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(s.dir, f)
+		}
+		if st, err := os.Stat(f); err != nil {
+			ps.add(v.line, path, "%s: %s", v.v, reason(err))
+			return ""
+		} else if st.IsDir() {
+			ps.add(v.line, path, "%s is a directory; want the %s file (PEM)", v.v, what)
+			return ""
+		}
+		return f
+	}
+	a.TLS.Cert = file(s.tlsCert, "tls.cert", "certificate")
+	a.TLS.Key = file(s.tlsKey, "tls.key", "private key")
+	if a.TLS.Cert == "" || a.TLS.Key == "" {
+		a.TLS = TLS{}
+	}
 }
 
 func (s *appSpec) validateFunctions(a *App, o Options, ps *problems) {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,6 +78,10 @@ func eachCode(codes *[1000]atomic.Uint64, fn func(code int, n uint64)) {
 type Config struct {
 	Chains []*Chain
 	Log    *slog.Logger
+	// TLS, when set, makes every listener serve TLS (with ALPN h2 and
+	// http/1.1); certificates come from its GetCertificate, so they can
+	// change while connections stay up.
+	TLS *tls.Config
 	// IdleTimeout bounds how long a keep-alive connection waits for its
 	// next request (default 2 minutes); HeaderTimeout how long a request
 	// head and body may take to arrive (default 30 s).
@@ -90,6 +95,8 @@ type Config struct {
 // comes back.
 type Gateway struct {
 	routes  atomic.Pointer[map[string]*Chain] // swapped whole by SetChains
+	maxBuf  atomic.Int64                      // the largest pool buffer of any chain's app
+	tls     *tls.Config
 	log     *slog.Logger
 	idle    time.Duration
 	header  time.Duration
@@ -111,6 +118,9 @@ type Gateway struct {
 // Refused calls fn with every status code the gateway answered requests
 // that reached no chain with (malformed, unknown route), and how often.
 func (g *Gateway) Refused(fn func(code int, n uint64)) { eachCode(&g.refused, fn) }
+
+// maxBody returns the largest body any chain takes.
+func (g *Gateway) maxBody() int { return int(g.maxBuf.Load()) }
 
 // count counts a response to a request that reached no chain.
 func (g *Gateway) count(status int) {
@@ -146,6 +156,13 @@ func New(c Config) (*Gateway, error) {
 	}
 	if g.header <= 0 {
 		g.header = 30 * time.Second
+	}
+	if c.TLS != nil {
+		g.tls = c.TLS.Clone()
+		g.tls.NextProtos = []string{"h2", "http/1.1"}
+		if g.tls.MinVersion == 0 {
+			g.tls.MinVersion = tls.VersionTLS12
+		}
 	}
 	if err := g.SetChains(c.Chains); err != nil {
 		return nil, err
@@ -183,6 +200,11 @@ func (g *Gateway) SetChains(chains []*Chain) error {
 		routes[ch.Route] = ch
 	}
 	g.routes.Store(&routes)
+	for _, ch := range chains {
+		if n := int64(ch.App.pool.BufferSize()); n > g.maxBuf.Load() {
+			g.maxBuf.Store(n)
+		}
+	}
 	return nil
 }
 

@@ -26,6 +26,7 @@ type Status struct {
 type NodeStatus struct {
 	PID        int     `json:"pid"`
 	Listen     string  `json:"listen"`
+	TLS        bool    `json:"tls,omitempty"` // the gateway serves TLS on Listen
 	Admin      string  `json:"admin"`
 	Uptime     float64 `json:"uptimeSeconds"`
 	Version    string  `json:"version"`
@@ -108,7 +109,7 @@ var Version = "dev"
 // Status reports the node's state now.
 func (n *Node) Status() Status {
 	s := Status{Node: NodeStatus{
-		PID: os.Getpid(), Listen: n.httpLn.Addr().String(), Admin: n.adminLn.Addr().String(),
+		PID: os.Getpid(), Listen: n.httpLn.Addr().String(), Admin: n.adminLn.Addr().String(), TLS: n.certs != nil,
 		Uptime: time.Since(n.started).Seconds(), Version: Version, RuntimeDir: n.runDir,
 	}, Events: n.eventsStatus()}
 	if n.bpf != nil {
