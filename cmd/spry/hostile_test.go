@@ -79,6 +79,10 @@ chains:
 		t.Fatalf("the hostile instance never attacked\n%s", n.logs())
 	}
 	if t.Failed() {
+		// Where every goroutine of the node is (SIGQUIT: Go prints the
+		// stacks), for the log below.
+		n.cmd.Process.Signal(syscall.SIGQUIT)
+		time.Sleep(time.Second)
 		t.Fatalf("under attack\n%s", n.logs())
 	}
 	// The attack ends; the hostile instance is replaced.
