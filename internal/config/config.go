@@ -5,6 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/spry-dev/spry/internal/auth"
+	"github.com/spry-dev/spry/internal/route"
 )
 
 // Transports an app may name.
@@ -190,8 +193,13 @@ type Chain struct {
 	Timeout time.Duration // deadline for the whole chain
 	Methods []string      // upper case
 	Headers []string      // canonical header names (textproto.CanonicalMIMEHeaderKey)
-	Record  string        // which sync requests get an activation record: RecordFailures, RecordAll, RecordNone
-	Async   Async         // how its asynchronous invocations run
+	// Auth is what a request must present to run the chain (nil: nothing).
+	Auth *auth.Config `json:"-"`
+	// AuthSum identifies Auth's keys and secrets (for a reload to tell a
+	// change), without holding them.
+	AuthSum string
+	Record  string // which sync requests get an activation record: RecordFailures, RecordAll, RecordNone
+	Async   Async  // how its asynchronous invocations run
 
 	routeLine int
 }
@@ -365,15 +373,15 @@ func conflicts(apps []*App) []Problem {
 			if c.Route == "" {
 				continue
 			}
-			if s, ok := routes[c.Route]; ok {
+			if s, ok := routes[route.Shape(c.Route)]; ok {
 				if s.app == a {
 					continue // reported by validate
 				}
 				ps = append(ps, Problem{File: a.File, Line: c.routeLine, Path: "chains." + pathKey(c.Name) + ".route",
-					Msg: fmt.Sprintf("%s is already served by app %q (%s:%d)", c.Route, s.app.Name, s.app.File, s.chain.routeLine)})
+					Msg: fmt.Sprintf("%s is already served by app %q (%s:%d)%s", c.Route, s.app.Name, s.app.File, s.chain.routeLine, sameAs(c.Route, s.chain.Route))})
 				continue
 			}
-			routes[c.Route] = served{a, c}
+			routes[route.Shape(c.Route)] = served{a, c}
 		}
 	}
 	return ps

@@ -110,8 +110,22 @@ type chainSpec struct {
 	timeout value[time.Duration]
 	methods value[[]item]
 	headers value[[]item]
+	auth    *authSpec
 	record  value[string]
 	async   *asyncSpec
+}
+
+type authSpec struct {
+	line         int
+	apiKeys      value[[]item]
+	apiKeysFile  value[string]
+	apiKeyHeader value[string]
+	jwtLine      int
+	secret       value[string]
+	jwks         value[string]
+	issuer       value[string]
+	audience     value[string]
+	leeway       value[time.Duration]
 }
 
 // The keys of each mapping, in the order the docs list them.
@@ -124,7 +138,9 @@ var (
 	fnLimKeys  = []string{"memory", "cpu"}
 	secretKeys = []string{"file", "value"}
 	scaleKeys  = []string{"min", "max", "slo", "policy", "window", "idle"}
-	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers", "record", "async"}
+	authKeys   = []string{"apiKeys", "apiKeysFile", "apiKeyHeader", "jwt"}
+	jwtKeys    = []string{"secret", "jwks", "issuer", "audience", "leeway"}
+	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers", "auth", "record", "async"}
 )
 
 const wantApp = "want a mapping with app:, functions: and chains:"
@@ -340,6 +356,41 @@ func (d *decoder) chain(name string, k, v *yaml.Node) *chainSpec {
 			c.methods = d.strs(k, v, p)
 		case "headers":
 			c.headers = d.strs(k, v, p)
+		case "auth":
+			a := &authSpec{line: k.Line}
+			c.auth = a
+			if n := deref(v); n.Kind != yaml.MappingNode {
+				d.ps.add(v.Line, p, "want a mapping with apiKeys: and/or jwt:, got %s", got(n))
+				return
+			}
+			d.fields(v, p, authKeys, func(key string, k, v *yaml.Node) {
+				pp := join(p, key)
+				switch key {
+				case "apiKeys":
+					a.apiKeys = d.strs(k, v, pp)
+				case "apiKeysFile":
+					a.apiKeysFile = d.str(v, pp)
+				case "apiKeyHeader":
+					a.apiKeyHeader = d.str(v, pp)
+				case "jwt":
+					a.jwtLine = k.Line
+					d.fields(v, pp, jwtKeys, func(key string, k, v *yaml.Node) {
+						ppp := join(pp, key)
+						switch key {
+						case "secret":
+							a.secret = d.str(v, ppp)
+						case "jwks":
+							a.jwks = d.str(v, ppp)
+						case "issuer":
+							a.issuer = d.str(v, ppp)
+						case "audience":
+							a.audience = d.str(v, ppp)
+						case "leeway":
+							a.leeway = d.duration(v, ppp)
+						}
+					})
+				}
+			})
 		case "record":
 			c.record = d.str(v, p)
 		case "async":

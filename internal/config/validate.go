@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/route"
 )
 
 // Defaults and limits. The pool's limits are the pool package's own.
@@ -101,7 +102,7 @@ func (s *appSpec) validate(o Options, ps *problems) *App {
 	s.validateTLS(a, ps)
 	s.validateFunctions(a, o, ps)
 	s.checkTransports(a, ps)
-	s.validateChains(a, ps)
+	s.validateChains(a, o, ps)
 	s.validateEvents(a, ps)
 	return a
 }
@@ -523,7 +524,7 @@ func reason(err error) string {
 	return err.Error()
 }
 
-func (s *appSpec) validateChains(a *App, ps *problems) {
+func (s *appSpec) validateChains(a *App, o Options, ps *problems) {
 	switch cs := s.chains; {
 	case cs.line == 0:
 		ps.add(s.line, "chains", "missing; want at least one chain")
@@ -539,21 +540,21 @@ func (s *appSpec) validateChains(a *App, ps *problems) {
 	}
 	routes := map[string]*Chain{}
 	for _, cs := range s.chains.v {
-		c := cs.validate(a, fnNames, ps)
+		c := cs.validate(a, fnNames, o, ps)
 		c.Index, c.File = len(a.Chains), s.file
 		a.Chains = append(a.Chains, c)
 		if c.Route == "" {
 			continue
 		}
-		if first, ok := routes[c.Route]; ok {
-			ps.add(c.routeLine, join(join("chains", c.Name), "route"), "%s is already served by chain %q (line %d)", c.Route, first.Name, first.routeLine)
+		if first, ok := routes[route.Shape(c.Route)]; ok {
+			ps.add(c.routeLine, join(join("chains", c.Name), "route"), "%s is already served by chain %q (line %d)%s", c.Route, first.Name, first.routeLine, sameAs(c.Route, first.Route))
 			continue
 		}
-		routes[c.Route] = c
+		routes[route.Shape(c.Route)] = c
 	}
 }
 
-func (cs *chainSpec) validate(a *App, fnNames []string, ps *problems) *Chain {
+func (cs *chainSpec) validate(a *App, fnNames []string, o Options, ps *problems) *Chain {
 	path := join("chains", cs.name)
 	c := &Chain{Name: cs.name, Line: cs.line, Timeout: DefaultTimeout, Methods: slices.Clone(DefaultMethods)}
 	if len(cs.name) > maxName || !name.MatchString(cs.name) {
@@ -594,6 +595,9 @@ func (cs *chainSpec) validate(a *App, fnNames []string, ps *problems) *Chain {
 	}
 
 	c.Timeout = timeout(cs.timeout, path+".timeout", ps)
+	if cs.auth != nil {
+		c.Auth, c.AuthSum = cs.auth.validate(a.Dir, o, path+".auth", ps)
+	}
 
 	if m := cs.methods; m.ok() {
 		c.Methods = nil
@@ -653,6 +657,11 @@ func checkRoute(r string) string {
 			return "want a path without . or .. segments"
 		}
 	}
+	if route.IsPattern(r) {
+		if err := route.Check(r); err != nil {
+			return err.Error()
+		}
+	}
 	return ""
 }
 
@@ -677,4 +686,13 @@ func list(names []string) string {
 		return strings.Join(names[:most], ", ") + fmt.Sprintf(", … (%d more)", len(names)-most)
 	}
 	return strings.Join(names, ", ")
+}
+
+// sameAs explains a conflict between two routes of one shape that are not
+// written alike.
+func sameAs(r, other string) string {
+	if r == other {
+		return ""
+	}
+	return " as " + other + " (the same route: parameter names do not tell routes apart)"
 }

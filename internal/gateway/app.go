@@ -458,7 +458,7 @@ func (a *App) fail(buf uint32, status uint16, msg string) {
 	h := a.pool.Header(buf)
 	n := copy(a.pool.Buffer(buf), msg)
 	h.SetData(0, uint32(n))
-	h.SetContentTypeString("text/plain; charset=utf-8")
+	h.SetReplyContentType("text/plain; charset=utf-8")
 	h.SetStatus(status)
 	h.SetFlags(h.Flags() | pool.FlagStop)
 	a.stats.Failed.Add(1)

@@ -43,6 +43,7 @@ type conn struct {
 	out  []byte  // the response head being built
 	msg  []byte  // the body of an error response being built
 	ext  []byte  // extra fields of an error response being built
+	hdr  []byte  // the functions' response headers of the reply being written
 	vec  [2][]byte
 	bufs net.Buffers
 	busy atomic.Bool // between reading a request head and answering it
@@ -78,7 +79,7 @@ const (
 func newConn(g *Gateway, nc net.Conn) *conn {
 	c := &conn{
 		g: g, nc: nc, rbuf: make([]byte, readBufSize),
-		out: make([]byte, 0, 512), msg: make([]byte, 0, 512), ext: make([]byte, 0, 128),
+		out: make([]byte, 0, 512), msg: make([]byte, 0, 512), ext: make([]byte, 0, 128), hdr: make([]byte, 0, 256),
 		idle: make(chan struct{}, 1),
 	}
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -457,6 +458,9 @@ func (c *conn) refuse(err *Error) bool {
 		extra = c.ext
 	case err.Retry:
 		extra = retryAfter
+	case err.Status == 401 && c.gr.Routed != nil && c.gr.Routed.Auth != nil:
+		c.ext = append(append(append(c.ext[:0], "WWW-Authenticate: "...), c.gr.Routed.Auth.Challenge...), "\r\n"...)
+		extra = c.ext
 	}
 	c.msg = c.gr.AppendMessage(c.msg[:0], err)
 	c.writeResponse(err.Status, textPlain, c.msg, !keep, extra)

@@ -26,6 +26,9 @@ func (c *conn) Reply(r Reply) {
 	var extra []byte
 	if e := r.Err(); e != nil && e.Retry {
 		extra = retryAfter
+	} else if e == nil {
+		c.hdr = r.AppendHeaders(c.hdr[:0])
+		extra = c.hdr
 	}
 	o := c.head(r.Status(), r.ContentType(), len(body), c.closeAfter, extra)
 	if c.headOnly {

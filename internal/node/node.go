@@ -25,6 +25,9 @@ import (
 // Config configures a node.
 type Config struct {
 	Apps []*config.App
+	// AdminToken, when set, is the bearer token every admin API request
+	// but GET /healthz must present.
+	AdminToken string
 	// Load reads the config again, for Reload (spry reload, SIGHUP,
 	// --watch). nil: the node cannot reload.
 	Load   func() ([]*config.App, error)
@@ -53,6 +56,11 @@ type Config struct {
 	// itself (default 30 s); StopGrace how long a stopping one may take to
 	// finish what it holds before it is killed (default 5 s).
 	ReadyTimeout, StopGrace time.Duration
+	// Cluster puts the node under a cluster controller (spry up --cluster):
+	// it may run no app, and how many instances of each function run here
+	// comes from SetInstances, not from this node's autoscalers (which
+	// still measure, and balance load by measured speed).
+	Cluster bool
 }
 
 // UIDRange is an inclusive range of uids.
@@ -62,7 +70,7 @@ type UIDRange struct{ First, Last int }
 var DefaultUIDs = UIDRange{61000, 61183}
 
 func (c *Config) fill() error {
-	if len(c.Apps) == 0 {
+	if len(c.Apps) == 0 && !c.Cluster {
 		return errors.New("node: no apps to run")
 	}
 	if c.Listen == "" {
