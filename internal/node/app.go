@@ -618,7 +618,13 @@ func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config
 			p := rt.Prepared{Ready: n.cfg.ReadyTimeout}
 			var err error
 			switch f.Kind {
-			case config.Builtin, config.HTTP, config.Lambda:
+			case config.Builtin:
+				if r := n.runner(); r != "" {
+					p.Runner, err = stage(r)
+				} else {
+					p.Exe, err = stage(n.cfg.Exe)
+				}
+			case config.HTTP, config.Lambda:
 				p.Exe, err = stage(n.cfg.Exe)
 			case config.Go:
 				began := time.Now()

@@ -137,32 +137,35 @@ type Node struct {
 	gw        *gateway.Gateway
 	httpLn    net.Listener
 	certs     *certs // the gateway's certificate, when it serves TLS
-	adminLn   net.Listener
-	admin     *http.Server
-	spawn     *spawner
-	bpf       *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
-	bpfErr    error        // why eBPF is not available
-	bpfOnce   sync.Once
-	cg        *cgroups // the node's cgroups, made for the first function with limits
-	cgErr     error
-	cgOnce    sync.Once
-	pollers   int    // busy-polling receivers of all apps
-	runDir    string // this node's own directory under RuntimeDir
-	binDir    string // executables staged for other uids ("" when not switching)
-	uids      bool   // instances run under per-app uids
-	started   time.Time
-	outMu     sync.Mutex
-	logsMu    sync.Mutex
-	logs      map[[2]string]*logBook // app, function → its instances' recent output
-	pyOnce    sync.Once              // the Python SDK, staged for python: functions
-	pyDir     string
-	pyErr     error
-	supCtx    context.Context    // the supervisors' context
-	stop      context.CancelFunc // stops the supervisors
-	sup       sync.WaitGroup     // supervisors
-	failed    chan error         // the gateway or admin server stopped on its own
-	closed    sync.Once
-	events    *events // activations and triggers
+
+	runnerOnce sync.Once
+	runnerPath string // the builtin runner (spry-fn), when one is beside spry
+	adminLn    net.Listener
+	admin      *http.Server
+	spawn      *spawner
+	bpf        *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
+	bpfErr     error        // why eBPF is not available
+	bpfOnce    sync.Once
+	cg         *cgroups // the node's cgroups, made for the first function with limits
+	cgErr      error
+	cgOnce     sync.Once
+	pollers    int    // busy-polling receivers of all apps
+	runDir     string // this node's own directory under RuntimeDir
+	binDir     string // executables staged for other uids ("" when not switching)
+	uids       bool   // instances run under per-app uids
+	started    time.Time
+	outMu      sync.Mutex
+	logsMu     sync.Mutex
+	logs       map[[2]string]*logBook // app, function → its instances' recent output
+	pyOnce     sync.Once              // the Python SDK, staged for python: functions
+	pyDir      string
+	pyErr      error
+	supCtx     context.Context    // the supervisors' context
+	stop       context.CancelFunc // stops the supervisors
+	sup        sync.WaitGroup     // supervisors
+	failed     chan error         // the gateway or admin server stopped on its own
+	closed     sync.Once
+	events     *events // activations and triggers
 }
 
 // Start brings a node up: it takes its listening addresses first (a busy
