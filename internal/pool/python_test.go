@@ -52,7 +52,7 @@ print(json.dumps({k: v for k, v in vars(P).items() if k.isupper() and isinstance
 		"ROUTE_HEADER": unsafe.Sizeof(routeHeader{}), "FN_ENTRY": unsafe.Sizeof(fnEntry{}),
 		"CHAIN_ENTRY": unsafe.Sizeof(chainEntry{}), "SLOT_INFO": unsafe.Sizeof(slotInfo{}),
 		"SLOT_READY": SlotReady,
-		"S_QUEUE": unsafe.Offsetof(st.Queue), "S_INFLIGHT": unsafe.Offsetof(st.InFlight), "S_ARRIVALS": unsafe.Offsetof(st.Arrivals),
+		"S_QUEUE":    unsafe.Offsetof(st.Queue), "S_INFLIGHT": unsafe.Offsetof(st.InFlight), "S_ARRIVALS": unsafe.Offsetof(st.Arrivals),
 		"S_SERVED": unsafe.Offsetof(st.Served), "S_ERRORS": unsafe.Offsetof(st.Errors), "S_BUSY_NANOS": unsafe.Offsetof(st.BusyNanos),
 		"S_BUSY_SINCE": unsafe.Offsetof(st.BusySince), "S_STALE": unsafe.Offsetof(st.Stale),
 		"S_CLIENT_ERRORS": unsafe.Offsetof(st.ClientErrors), "S_LATENCY": unsafe.Offsetof(st.Latency),
