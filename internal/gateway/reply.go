@@ -26,6 +26,8 @@ func (c *conn) Reply(r Reply) {
 	var extra []byte
 	if e := r.Err(); e != nil && e.Retry {
 		extra = retryAfter
+	} else if len(c.ceReply) > 0 && e == nil {
+		extra = c.ceReply // the reply to a CloudEvent is one
 	}
 	o := c.head(r.Status(), r.ContentType(), len(body), c.closeAfter, extra)
 	if c.headOnly {

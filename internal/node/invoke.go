@@ -254,3 +254,55 @@ func (n *Node) record(app string, steps []string) gateway.Recorder {
 		e.mgr.RecordSync(app, r.Chain().Name, req, &o)
 	}
 }
+
+// CloudEvents makes an activation of each event (gateway.Events): of chain
+// ch, or of every chain whose cloudevent trigger matches (ch nil: the
+// node's event endpoint). An event's source and id are its idempotency
+// key (the CloudEvents duplicate rule): a batch sent again after a
+// refusal makes no second activation of what was accepted.
+func (e *events) CloudEvents(ch *gateway.Chain, r *gateway.Request, evs []gateway.CloudEvent) ([]gateway.EventResult, *gateway.Error) {
+	var out []gateway.EventResult
+	for i := range evs {
+		ev := &evs[i]
+		attrs := make(map[string]string, len(ev.Attrs))
+		for _, a := range ev.Attrs {
+			attrs[a[0]] = a[1]
+		}
+		spec := activation.Spec{
+			Cause:   activation.Cause{Kind: activation.CauseCloudEvent},
+			Request: activation.Request{Method: "POST", ContentType: ev.ContentType},
+			Body:    ev.Data, Event: attrs,
+			Key: "ce:" + attrs["source"] + "\x00" + attrs["id"],
+		}
+		if ch == nil {
+			fired, err := e.trig.FireEvent(attrs["type"], attrs["source"], spec)
+			for _, f := range fired {
+				out = append(out, gateway.EventResult{ID: f.ID, Trigger: f.Trigger, Duplicate: f.Duplicate})
+			}
+			if err != nil {
+				return nil, eventErr(err)
+			}
+			continue
+		}
+		spec.App, spec.Chain, spec.Request.Path = ch.App.Name(), ch.Name, ch.Route
+		if r != nil {
+			spec.Request.Query = string(r.Query)
+		}
+		acc, err := e.mgr.Accept(spec)
+		if err != nil {
+			return nil, eventErr(err)
+		}
+		out = append(out, gateway.EventResult{ID: acc.ID, Duplicate: acc.Duplicate})
+	}
+	return out, nil
+}
+
+func eventErr(err error) *gateway.Error {
+	if errors.Is(err, activation.ErrQueueFull) {
+		return &gateway.Error{Status: 429, Msg: err.Error() + "; retry later (events already accepted are recognised by source and id)", Retry: true}
+	}
+	if strings.Contains(err.Error(), "larger than a pool buffer") {
+		return &gateway.Error{Status: 413, Msg: err.Error()}
+	}
+	return &gateway.Error{Status: 503, Msg: "not stored: " + err.Error(), Retry: true}
+}

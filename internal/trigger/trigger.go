@@ -183,6 +183,32 @@ func (s *Set) fire(t *trig, spec activation.Spec) (activation.Accepted, error) {
 	return a, nil
 }
 
+// Fired is an activation a trigger made from an event.
+type Fired struct {
+	Trigger string
+	activation.Accepted
+}
+
+// FireEvent makes an activation of spec for every cloudevent trigger
+// whose filter matches an event of type typ from source (the node's event
+// endpoint). It stops at the first that is not accepted.
+func (s *Set) FireEvent(typ, source string, spec activation.Spec) ([]Fired, error) {
+	var out []Fired
+	for _, t := range s.events {
+		if !t.def.CloudEvent.Match(typ, source) {
+			continue
+		}
+		sp := spec
+		sp.Request.Path = ""
+		a, err := s.fire(t, sp)
+		if err != nil {
+			return out, fmt.Errorf("trigger %s: %w", t.def.Name, err)
+		}
+		out = append(out, Fired{Trigger: t.def.Name, Accepted: a})
+	}
+	return out, nil
+}
+
 func (t *trig) reject(err error) {
 	t.rejected.Add(1)
 	msg := err.Error()
