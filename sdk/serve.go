@@ -295,7 +295,7 @@ func (s *instance) fail(chain uint16, hop uint8, buf uint32, status uint16, msg 
 	h := s.p.Header(buf)
 	n := copy(s.p.Buffer(buf), msg)
 	h.SetData(0, uint32(n))
-	h.SetContentTypeString("text/plain; charset=utf-8")
+	h.SetReplyContentType("text/plain; charset=utf-8")
 	h.SetStatus(status)
 	h.SetFlags(h.Flags() | pool.FlagStop)
 	s.reply(chain, hop, buf)

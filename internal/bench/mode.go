@@ -72,7 +72,7 @@ const (
 // ModeNames lists every mode this build offers: each Spry transport, then
 // the baselines.
 func ModeNames() []string {
-	return append(slices.Clone(transport.Names), ModeKnative, ModeHTTP, ModeGRPC)
+	return append(append(slices.Clone(transport.Names), ModeKnative, ModeHTTP, ModeGRPC), KindModes...)
 }
 
 // DefaultModes are the modes `spry bench` compares when not told: the
@@ -98,6 +98,10 @@ func NewMode(name string) (Mode, error) {
 	switch name {
 	case ModeKnative, ModeHTTP, ModeGRPC:
 		return &baselineMode{name: name}, nil
+	case ModeSpryPython, ModeSpryHTTP, ModeSpryLambda:
+		return &kindMode{name: name}, nil
+	case ModeKnativePython, ModeKnativeHTTP:
+		return &seqMode{name: name}, nil
 	}
 	if slices.Contains(transport.Names, name) {
 		return &spryMode{transport: name}, nil

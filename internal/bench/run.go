@@ -180,7 +180,11 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 		roots[i] = p.PID
 		comp[p.PID] = p
 	}
-	for _, p := range procs {
+	// A process not listed belongs to the nearest listed ancestor: the
+	// most specific first (an http: or lambda: function's program is its
+	// adapter instance's, not the node's).
+	for i := len(procs) - 1; i >= 0; i-- {
+		p := procs[i]
 		for _, d := range proc.Descendants(p.PID) {
 			if _, ok := comp[d]; !ok {
 				comp[d] = p

@@ -244,11 +244,16 @@ func auditCmd() *cobra.Command {
 // benchProcCmd runs one process of a baseline (the bench starts these).
 func benchProcCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "bench-proc",
+		Use:    "bench-proc [ROLE]",
 		Short:  "Run one process of a benchmark baseline (spry bench does this)",
 		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:   cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				// A role without a config (httpfn: the chain step as a
+				// plain HTTP server on $PORT, run as an http: function).
+				os.Setenv(baseline.EnvConfig, `{"role":"`+args[0]+`"}`)
+			}
 			if err := baseline.Main(); err != nil {
 				return exitError{2, err.Error()}
 			}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -67,6 +68,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(upCmd(), reloadCmd(), statusCmd(), topCmd(), invokeCmd(), builtinsCmd(), fnCmd(), runtimeCmd(), logsCmd(), newCmd(), contractCmd(), versionCmd())
 	root.AddCommand(activationsCmd(), triggersCmd())
 	root.AddCommand(benchCommands()...)
+	root.AddCommand(simCmd(), controllerCmd(), deployCmd())
 	return root
 }
 
@@ -139,11 +141,13 @@ func upCmd() *cobra.Command {
 	var (
 		files                 []string
 		listen, admin, tname  string
+		tlsCert, tlsKey       string
 		check                 bool
 		uids, runDir, cache   string
 		logLevel              string
 		readyTimeout, drainTO time.Duration
 		watch                 bool
+		adminTokenFile        string
 		dataDir, mqttAddr     string
 	)
 	cmd := &cobra.Command{
@@ -179,8 +183,21 @@ with no request lost, and a config that fails to load keeps the running one.`,
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			cfg := node.Config{
 				Apps: apps, Load: func() ([]*config.App, error) { return loadApps(files) }, Listen: listen, Admin: admin, Transport: tname,
+				TLS:        config.TLS{Cert: absPath(tlsCert), Key: absPath(tlsKey)},
 				RuntimeDir: runDir, CacheDir: cache, Log: log, Output: cmd.ErrOrStderr(),
 				ReadyTimeout: readyTimeout, DataDir: dataDir, MQTT: mqttAddr,
+			}
+			if adminTokenFile != "" {
+				b, err := os.ReadFile(adminTokenFile)
+				if err != nil {
+					return exitError{2, "--admin-token-file: " + err.Error()}
+				}
+				if cfg.AdminToken = strings.TrimSpace(string(b)); cfg.AdminToken == "" {
+					return exitError{2, "--admin-token-file " + adminTokenFile + ": the file is empty"}
+				}
+			}
+			if (tlsCert == "") != (tlsKey == "") {
+				return exitError{2, "--tls-cert and --tls-key go together"}
 			}
 			if cfg.AppUIDs, err = parseUIDs(uids); err != nil {
 				return exitError{2, err.Error()}
@@ -245,7 +262,9 @@ with no request lost, and a config that fails to load keeps the running one.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&files, "file", "f", nil, "an app's config file (repeat for several apps)")
-	f.StringVar(&listen, "listen", ":8080", "gateway address (HTTP)")
+	f.StringVar(&listen, "listen", ":8080", "gateway address (HTTP/1.1 and HTTP/2; TLS with --tls-cert)")
+	f.StringVar(&tlsCert, "tls-cert", "", "serve TLS on --listen with this certificate (PEM; reloaded on SIGHUP and spry reload)")
+	f.StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
 	f.StringVar(&admin, "admin", DefaultAdmin, "admin API address")
 	f.StringVar(&tname, "transport", "", "override every app's transport (auto, skmsg, uds, adaptive, poll)")
 	f.BoolVar(&check, "check", false, "validate the config files and exit")
@@ -257,8 +276,21 @@ with no request lost, and a config that fails to load keeps the running one.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&readyTimeout, "ready-timeout", 30*time.Second, "how long a new instance may take to start")
 	f.DurationVar(&drainTO, "drain-timeout", 10*time.Second, "on shutdown, how long requests in flight may take")
+	f.StringVar(&adminTokenFile, "admin-token-file", "", "require this bearer token (the file's content) on the admin API; verbs send $SPRY_ADMIN_TOKEN")
 	f.BoolVar(&watch, "watch", false, "reload when a config file or a function's source changes (for development)")
 	return cmd
+}
+
+// absPath makes a file named on the command line absolute ("" stays ""),
+// so that a reload finds it whatever the working directory.
+func absPath(f string) string {
+	if f == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(f); err == nil {
+		return a
+	}
+	return f
 }
 
 func parseUIDs(s string) (node.UIDRange, error) {
@@ -274,7 +306,7 @@ func parseUIDs(s string) (node.UIDRange, error) {
 
 // fetchStatus gets GET /v1/status from the node at admin.
 func fetchStatus(ctx context.Context, admin string) (*node.Status, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/v1/status", nil)
+	req, err := adminRequest(ctx, "GET", admin, "/v1/status")
 	if err != nil {
 		return nil, err
 	}
@@ -301,4 +333,20 @@ func adminFlag(addr string) string {
 		return ""
 	}
 	return " --admin " + addr
+}
+
+// EnvAdminToken is where the verbs find the admin API's bearer token, for a
+// node started with --admin-token-file.
+const EnvAdminToken = "SPRY_ADMIN_TOKEN"
+
+// adminRequest makes a request to the admin API at admin, with the bearer
+// token from $SPRY_ADMIN_TOKEN when set.
+func adminRequest(ctx context.Context, method, admin, path string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+admin+path, nil)
+	if err == nil {
+		if tok := os.Getenv(EnvAdminToken); tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+	}
+	return req, err
 }

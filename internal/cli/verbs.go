@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -121,7 +122,7 @@ func invokeCmd() *cobra.Command {
 	var (
 		admin, data, method, ctype string
 		headers                    []string
-		include, async             bool
+		include, async, insecure   bool
 		key, callback              string
 		timeout                    time.Duration
 	)
@@ -160,7 +161,13 @@ func invokeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req, err := http.NewRequestWithContext(ctx, method, "http://"+dialable(s.Node.Listen)+route, body)
+			scheme, client := "http://", http.DefaultClient
+			if s.Node.TLS {
+				scheme = "https://"
+				client = &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true,
+					TLSClientConfig: &tls.Config{InsecureSkipVerify: insecure}}}
+			}
+			req, err := http.NewRequestWithContext(ctx, method, scheme+dialable(s.Node.Listen)+route, body)
 			if err != nil {
 				return exitError{2, err.Error()}
 			}
@@ -183,7 +190,7 @@ func invokeCmd() *cobra.Command {
 				}
 				req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				return err
 			}
@@ -227,6 +234,7 @@ func invokeCmd() *cobra.Command {
 	f.BoolVar(&async, "async", false, "invoke asynchronously (Prefer: respond-async): print the activation id once it is stored")
 	f.StringVar(&key, "idempotency-key", "", "with --async: the same key returns the same activation (Idempotency-Key)")
 	f.StringVar(&callback, "callback", "", "with --async: POST the result here when done (X-Callback-Url)")
+	f.BoolVarP(&insecure, "insecure", "k", false, "with a TLS gateway: do not verify its certificate (a self-signed one)")
 	f.DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
 	return cmd
 }

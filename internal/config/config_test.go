@@ -123,13 +123,22 @@ func TestParseBad(t *testing.T) {
 			"spry.yaml:3: app: missing; want the app's name, e.g. app: hello",
 			"spry.yaml:3: functions: missing; want at least one function",
 			"spry.yaml:3: chains: missing; want at least one chain"}},
+		{"tls without a key, a missing certificate", yml(`
+			app: a
+			tls:
+			  cert: nope.pem
+			functions: {f: {builtin: upper}}
+			chains: {c: {route: /c, steps: [f]}}
+			`), []string{
+			"spry.yaml:2: tls.key: missing; want the private key file (PEM) beside tls.cert",
+			"spry.yaml:3: tls.cert: nope.pem: no such file or directory"}},
 		{"unknown top-level field", yml(`
 			app: a
 			function: {f: {builtin: upper}}
 			functions: {f: {builtin: upper}}
 			chains: {c: {route: /c, steps: [f]}}
 			`), []string{
-			"spry.yaml:2: function: unknown field (known: app, transport, pool, limits, secrets, functions, chains, activations, triggers)"}},
+			"spry.yaml:2: function: unknown field (known: app, transport, pool, limits, tls, secrets, functions, chains, activations, triggers)"}},
 		{"the example", yml(`
 			app: hello
 			transport: auto

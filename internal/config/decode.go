@@ -43,6 +43,9 @@ type appSpec struct {
 	buffers    value[int64]
 	bufferSize value[uint64]
 	inflight   value[int64]
+	tlsLine    int
+	tlsCert    value[string]
+	tlsKey     value[string]
 	secrets    value[[]*secretSpec]
 	functions  value[[]*fnSpec]
 	chains     value[[]*chainSpec]
@@ -107,20 +110,37 @@ type chainSpec struct {
 	timeout value[time.Duration]
 	methods value[[]item]
 	headers value[[]item]
+	auth    *authSpec
 	record  value[string]
 	async   *asyncSpec
 }
 
+type authSpec struct {
+	line         int
+	apiKeys      value[[]item]
+	apiKeysFile  value[string]
+	apiKeyHeader value[string]
+	jwtLine      int
+	secret       value[string]
+	jwks         value[string]
+	issuer       value[string]
+	audience     value[string]
+	leeway       value[time.Duration]
+}
+
 // The keys of each mapping, in the order the docs list them.
 var (
-	appKeys    = []string{"app", "transport", "pool", "limits", "secrets", "functions", "chains", "activations", "triggers"}
+	appKeys    = []string{"app", "transport", "pool", "limits", "tls", "secrets", "functions", "chains", "activations", "triggers"}
+	tlsKeys    = []string{"cert", "key"}
 	poolKeys   = []string{"buffers", "bufferSize"}
 	limitKeys  = []string{"inflight", "async"}
 	fnKeys     = append([]string{"builtin", "go", "exec"}, append(kindKeys, "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
 	fnLimKeys  = []string{"memory", "cpu"}
 	secretKeys = []string{"file", "value"}
 	scaleKeys  = []string{"min", "max", "slo", "policy", "window", "idle"}
-	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers", "record", "async"}
+	authKeys   = []string{"apiKeys", "apiKeysFile", "apiKeyHeader", "jwt"}
+	jwtKeys    = []string{"secret", "jwks", "issuer", "audience", "leeway"}
+	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers", "auth", "record", "async"}
 )
 
 const wantApp = "want a mapping with app:, functions: and chains:"
@@ -182,6 +202,16 @@ func decode(data []byte, ps *problems) *appSpec {
 					s.inflight = d.int(v, "limits.inflight")
 				case "async":
 					s.async = d.int(v, "limits.async")
+				}
+			})
+		case "tls":
+			s.tlsLine = k.Line
+			d.fields(v, "tls", tlsKeys, func(key string, k, v *yaml.Node) {
+				switch key {
+				case "cert":
+					s.tlsCert = d.str(v, "tls.cert")
+				case "key":
+					s.tlsKey = d.str(v, "tls.key")
 				}
 			})
 		case "secrets":
@@ -326,6 +356,41 @@ func (d *decoder) chain(name string, k, v *yaml.Node) *chainSpec {
 			c.methods = d.strs(k, v, p)
 		case "headers":
 			c.headers = d.strs(k, v, p)
+		case "auth":
+			a := &authSpec{line: k.Line}
+			c.auth = a
+			if n := deref(v); n.Kind != yaml.MappingNode {
+				d.ps.add(v.Line, p, "want a mapping with apiKeys: and/or jwt:, got %s", got(n))
+				return
+			}
+			d.fields(v, p, authKeys, func(key string, k, v *yaml.Node) {
+				pp := join(p, key)
+				switch key {
+				case "apiKeys":
+					a.apiKeys = d.strs(k, v, pp)
+				case "apiKeysFile":
+					a.apiKeysFile = d.str(v, pp)
+				case "apiKeyHeader":
+					a.apiKeyHeader = d.str(v, pp)
+				case "jwt":
+					a.jwtLine = k.Line
+					d.fields(v, pp, jwtKeys, func(key string, k, v *yaml.Node) {
+						ppp := join(pp, key)
+						switch key {
+						case "secret":
+							a.secret = d.str(v, ppp)
+						case "jwks":
+							a.jwks = d.str(v, ppp)
+						case "issuer":
+							a.issuer = d.str(v, ppp)
+						case "audience":
+							a.audience = d.str(v, ppp)
+						case "leeway":
+							a.leeway = d.duration(v, ppp)
+						}
+					})
+				}
+			})
 		case "record":
 			c.record = d.str(v, p)
 		case "async":

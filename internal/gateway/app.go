@@ -388,7 +388,7 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 	e := &a.pend[idx]
 	want := reqID>>idBits<<2 | stWaiting
 	wait := 20 * time.Microsecond
-	asked := false
+	asked := mono.Now() // Send asked when it found no instance
 	for {
 		time.Sleep(wait)
 		wait = min(2*wait, 5*time.Millisecond)
@@ -406,12 +406,18 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 			e.queued.Store(false)
 			return
 		}
-		if errors.Is(err, transport.ErrNoInstance) && !asked {
-			asked = true
+		// Ask again now and then: an instance started for this request
+		// may have been stopped again before it took it.
+		if now := mono.Now(); errors.Is(err, transport.ErrNoInstance) && now-asked > int64(askAgain) {
+			asked = now
 			a.noInstance(fn)
 		}
 	}
 }
+
+// askAgain is how often a request waiting for an instance tells the
+// daemon it still has none.
+const askAgain = 250 * time.Millisecond
 
 // Fail answers the request of buffer buf, which the daemon took back
 // (pool.Reclaim or Seize: it holds it as pool.OwnerDaemon), with status and
@@ -427,7 +433,7 @@ func (a *App) fail(buf uint32, status uint16, msg string) {
 	h := a.pool.Header(buf)
 	n := copy(a.pool.Buffer(buf), msg)
 	h.SetData(0, uint32(n))
-	h.SetContentTypeString("text/plain; charset=utf-8")
+	h.SetReplyContentType("text/plain; charset=utf-8")
 	h.SetStatus(status)
 	h.SetFlags(h.Flags() | pool.FlagStop)
 	a.stats.Failed.Add(1)

@@ -42,7 +42,7 @@ func (c *conn) runEvent() (keep, done bool) {
 	if !async && mode == "" && string(c.req.path) != EventsPath {
 		return false, false
 	}
-	ch := (*c.g.routes.Load())[string(c.req.path)]
+	ch, _ := c.g.routes.Load().Lookup(c.req.path, &c.gr.params)
 	if ch == nil {
 		if string(c.req.path) != EventsPath {
 			return false, false // 404 from the admission path
@@ -61,6 +61,10 @@ func (c *conn) runEvent() (keep, done bool) {
 	}
 	switch {
 	case mode == "batch" || mode != "" && async:
+		if e := ch.authorize(&c.gr); e != nil {
+			c.gr.Routed = ch
+			return c.refuse(e), true
+		}
 		return c.runEvents(ch), true
 	case mode != "":
 		return c.runCloudEvent(mode), true

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -38,7 +39,30 @@ const (
 
 func newRig(t testing.TB, buffers uint32, inflight int, timeout time.Duration, hold bool) *rig {
 	t.Helper()
-	p, err := pool.Create("gwtest", pool.Layout{Buffers: buffers, BufferSize: 4096, Functions: 1, Chains: 1, Slots: 1})
+	return newRigWith(t, rigOpts{buffers: buffers, inflight: inflight, timeout: timeout, hold: hold})
+}
+
+// rigOpts are newRig's arguments, and more.
+type rigOpts struct {
+	buffers    uint32
+	bufferSize uint32 // default 4096
+	inflight   int
+	timeout    time.Duration
+	hold       bool
+	route      string // default /c
+	tls        *tls.Config
+}
+
+func newRigWith(t testing.TB, o rigOpts) *rig {
+	t.Helper()
+	buffers, inflight, timeout, hold := o.buffers, o.inflight, o.timeout, o.hold
+	if o.bufferSize == 0 {
+		o.bufferSize = 4096
+	}
+	if o.route == "" {
+		o.route = "/c"
+	}
+	p, err := pool.Create("gwtest", pool.Layout{Buffers: buffers, BufferSize: o.bufferSize, Functions: 1, Chains: 1, Slots: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,9 +93,9 @@ func newRig(t testing.TB, buffers uint32, inflight int, timeout time.Duration, h
 	p.SetSlotState(0, pool.SlotReady)
 
 	r.g, err = New(Config{Chains: []*Chain{{
-		Name: "c", Route: "/c", App: app, Index: 0, First: 0, FirstName: "fn",
+		Name: "c", Route: o.route, App: app, Index: 0, First: 0, FirstName: "fn",
 		Methods: []string{"POST"}, Timeout: timeout,
-	}}})
+	}}, TLS: o.tls})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,8 +26,12 @@ func (c *conn) Reply(r Reply) {
 	var extra []byte
 	if e := r.Err(); e != nil && e.Retry {
 		extra = retryAfter
-	} else if len(c.ceReply) > 0 && e == nil {
-		extra = c.ceReply // the reply to a CloudEvent is one
+	} else if e == nil {
+		c.hdr = r.AppendHeaders(c.hdr[:0])
+		if len(c.ceReply) > 0 {
+			c.hdr = append(c.hdr, c.ceReply...) // the reply to a CloudEvent is one
+		}
+		extra = c.hdr
 	}
 	o := c.head(r.Status(), r.ContentType(), len(body), c.closeAfter, extra)
 	if c.headOnly {

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -26,6 +28,7 @@ type Status struct {
 type NodeStatus struct {
 	PID        int     `json:"pid"`
 	Listen     string  `json:"listen"`
+	TLS        bool    `json:"tls,omitempty"` // the gateway serves TLS on Listen
 	Admin      string  `json:"admin"`
 	Uptime     float64 `json:"uptimeSeconds"`
 	Version    string  `json:"version"`
@@ -108,7 +111,7 @@ var Version = "dev"
 // Status reports the node's state now.
 func (n *Node) Status() Status {
 	s := Status{Node: NodeStatus{
-		PID: os.Getpid(), Listen: n.httpLn.Addr().String(), Admin: n.adminLn.Addr().String(),
+		PID: os.Getpid(), Listen: n.httpLn.Addr().String(), Admin: n.adminLn.Addr().String(), TLS: n.certs != nil,
 		Uptime: time.Since(n.started).Seconds(), Version: Version, RuntimeDir: n.runDir,
 	}, Events: n.eventsStatus()}
 	if n.bpf != nil {
@@ -224,5 +227,19 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":"no such admin endpoint; try GET /v1/status or /metrics"}`, http.StatusNotFound)
 	})
-	return mux
+	if n.cfg.AdminToken == "" {
+		return mux
+	}
+	want := sha256.Sum256([]byte("Bearer " + n.cfg.AdminToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="spry admin"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"error":"the admin API wants Authorization: Bearer <token> (spry verbs send $SPRY_ADMIN_TOKEN)"}` + "\n"))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }

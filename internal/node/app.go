@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spry-dev/spry/internal/auth"
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/control"
 	"github.com/spry-dev/spry/internal/desc"
@@ -33,10 +34,11 @@ type app struct {
 	gwConn    transport.Conn
 	gw        *gateway.App
 	gwChains  []*gateway.Chain
-	dir       string // the app's endpoint directory
-	secrets   string // the directory of its secrets ("" when none)
-	appID     uint32 // tells it apart from every other app (and generation) of the node
-	uid, gid  int    // -1: the node's own
+	auth      map[int]*auth.Checker // by chain index, for chains with auth:
+	dir       string                // the app's endpoint directory
+	secrets   string                // the directory of its secrets ("" when none)
+	appID     uint32                // tells it apart from every other app (and generation) of the node
+	uid, gid  int                   // -1: the node's own
 	lease     *uidLease
 	fns       []*function
 	gwDone    chan struct{}
@@ -138,6 +140,19 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 		}
 	}()
 	a.fingerprint = fingerprint(ac, cmds)
+	for _, cc := range ac.Chains {
+		if cc.Auth == nil {
+			continue
+		}
+		k, err := auth.New(*cc.Auth)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: chains.%s.auth: %w", ac.File, cc.Line, cc.Name, err)
+		}
+		if a.auth == nil {
+			a.auth = map[int]*auth.Checker{}
+		}
+		a.auth[cc.Index] = k
+	}
 	if n.uids {
 		if prev != nil && prev.lease != nil {
 			a.lease = prev.lease.share()
@@ -305,7 +320,7 @@ func (a *app) chains() []*gateway.Chain {
 		ch := &gateway.Chain{
 			Name: cc.Name, Route: cc.Route, App: a.gw, Index: uint16(cc.Index),
 			First: uint16(first.Index), FirstName: first.Name,
-			Methods: cc.Methods, Headers: cc.Headers, Timeout: cc.Timeout,
+			Methods: cc.Methods, Headers: cc.Headers, Timeout: cc.Timeout, Auth: a.auth[cc.Index],
 		}
 		if cc.Record != config.RecordNone {
 			ch.Recorder, ch.RecordAll = a.n.record(a.cfg.Name, a.stepNames(cc.Name)), cc.Record == config.RecordAll

@@ -25,10 +25,16 @@ import (
 // Config configures a node.
 type Config struct {
 	Apps []*config.App
+	// AdminToken, when set, is the bearer token every admin API request
+	// but GET /healthz must present.
+	AdminToken string
 	// Load reads the config again, for Reload (spry reload, SIGHUP,
 	// --watch). nil: the node cannot reload.
-	Load      func() ([]*config.App, error)
-	Listen    string // gateway address (default ":8080")
+	Load   func() ([]*config.App, error)
+	Listen string // gateway address (default ":8080")
+	// TLS, when set, makes the gateway serve TLS on Listen with this
+	// certificate and key (else the apps' tls: files, if any name one).
+	TLS       config.TLS
 	Admin     string // admin API address (default "127.0.0.1:8081")
 	Transport string // when set, overrides every app's transport
 	// AppUIDs is the range of uids (and gids) the apps' instances run
@@ -125,6 +131,7 @@ type Node struct {
 	uidLeases uidLeases
 	gw        *gateway.Gateway
 	httpLn    net.Listener
+	certs     *certs // the gateway's certificate, when it serves TLS
 	adminLn   net.Listener
 	admin     *http.Server
 	spawn     *spawner
@@ -206,7 +213,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.apps = append(n.apps, a)
 		chains = append(chains, a.chains()...)
 	}
-	n.gw, err = gateway.New(gateway.Config{Chains: chains, Log: n.log})
+	gc := gateway.Config{Chains: chains, Log: n.log}
+	if files := cfg.TLS; files != (config.TLS{}) || config.TLSOf(cfg.Apps) != (config.TLS{}) {
+		n.certs = &certs{fromFlags: files != (config.TLS{})}
+		if !n.certs.fromFlags {
+			files = config.TLSOf(cfg.Apps)
+		}
+		if err := n.certs.load(files); err != nil {
+			return nil, err
+		}
+		gc.TLS = n.certs.tlsConfig()
+	}
+	n.gw, err = gateway.New(gc)
 	if err != nil {
 		return nil, err
 	}

@@ -76,6 +76,11 @@ func (n *Node) Reload(ctx context.Context) (ReloadResult, error) {
 	if err != nil {
 		return ReloadResult{}, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	// The certificate first (a renewed one is the usual reason to
+	// reload); on error nothing changes.
+	if err := n.ReloadCerts(config.TLSOf(apps)); err != nil {
+		return ReloadResult{}, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	return n.Apply(ctx, apps)
 }
 

@@ -8,8 +8,12 @@ import (
 
 // Magic and Version identify a Spry pool; an instance refuses any other.
 const (
-	Magic   uint64 = 0x4c4f4f5059525053 // "SPRYPOOL", little-endian
-	Version uint32 = 3                  // 3: ownership word (own.go), ring claims and wake counter
+	Magic uint64 = 0x4c4f4f5059525053 // "SPRYPOOL", little-endian
+	// Version 3: ownership word (own.go), ring claims and wake counter.
+	// Version 4: request metadata ends in tagged sections (route
+	// parameters, response headers), BufHeader flag FlagContentType, and
+	// SlotStats.ClientErrors (see docs/contract.md).
+	Version uint32 = 4
 )
 
 // Fixed sizes of the layout.

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -693,5 +695,58 @@ func BenchmarkPick(b *testing.B) {
 	for b.Loop() {
 		p.Pick(0, k)
 		k++
+	}
+}
+
+// Route parameters and response headers travel as tagged sections after
+// the request's metadata; setting a header replaces, adding appends,
+// deleting compacts, and a full metadata area is an error, not an overrun.
+func TestMetaSections(t *testing.T) {
+	p := newPool(t, Layout{Buffers: 2, BufferSize: 1024, Functions: 1, Chains: 1, Slots: 1})
+	h := p.Header(0)
+	m := h.WriteMeta()
+	if !m.Request([]byte("GET"), []byte("/users/42/files/a.txt"), []byte("q=1")) || !m.Header([]byte("X-A"), []byte("a")) {
+		t.Fatal("request meta")
+	}
+	names := [8]string{"id", "*"}
+	vals := [8][]byte{[]byte("42"), []byte("/a.txt")}
+	if !m.Params(&names, &vals, 2) {
+		t.Fatal("params")
+	}
+	if string(h.Param("id")) != "42" || string(h.Param("*")) != "/a.txt" || h.Param("nope") != nil {
+		t.Fatalf("params: %q %q", h.Param("id"), h.Param("*"))
+	}
+	if string(h.Header("x-a")) != "a" || h.NumHeaders() != 1 {
+		t.Fatal("forwarded header lost")
+	}
+	for _, kv := range [][2]string{{"Location", "/a"}, {"Set-Cookie", "a=1"}, {"Cache-Control", "no-store"}} {
+		if err := h.AddRespHeader(kv[0], kv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.AddRespHeader("Set-Cookie", "b=2")
+	h.SetRespHeader("location", "/b") // replaces, case-insensitively
+	var got []string
+	for k, v, pos, ok := h.NextRespHeader(0); ok; k, v, pos, ok = h.NextRespHeader(pos) {
+		got = append(got, string(k)+": "+string(v))
+	}
+	want := "Set-Cookie: a=1|Cache-Control: no-store|Set-Cookie: b=2|location: /b"
+	if strings.Join(got, "|") != want {
+		t.Fatalf("response headers %q, want %q", strings.Join(got, "|"), want)
+	}
+	if string(h.Param("id")) != "42" {
+		t.Fatal("params lost after header edits")
+	}
+	// A copy carries everything over.
+	p.Header(1).CopyMeta(h)
+	if string(p.Header(1).Param("*")) != "/a.txt" {
+		t.Fatal("CopyMeta lost the sections")
+	}
+	big := strings.Repeat("v", 1000)
+	if err := h.AddRespHeader("X-Big", big); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddRespHeader("X-Big2", big); !errors.Is(err, ErrMetaFull) {
+		t.Fatalf("over MaxMeta: %v", err)
 	}
 }

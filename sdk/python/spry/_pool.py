@@ -16,7 +16,7 @@ import time
 from . import _atomic as A
 
 MAGIC = 0x4C4F4F5059525053  # "SPRYPOOL", little-endian
-VERSION = 3  # the pool layout version this SDK speaks
+VERSION = 4  # the pool layout version this SDK speaks
 
 PAGE = 4096
 HEADER_SIZE = 2048  # one buffer header
@@ -57,6 +57,7 @@ B_STATUS, B_FLAGS, B_HOPS, B_CHAIN, B_CTYPE_LEN, B_META_LEN = 28, 30, 31, 32, 34
 B_INGRESS, B_DEADLINE, B_CTYPE, B_TIMES = 40, 48, 64, 192
 
 FLAG_STOP = 1  # buffer flag: the chain ends here
+FLAG_CONTENT_TYPE = 2  # buffer flag: a step chose the content type (else the client gets application/octet-stream)
 
 OWNER_FREE = 0
 OWNER_DAEMON = 0xFFFF
@@ -301,11 +302,14 @@ class Pool:
         n = min(self.mm[h + B_CTYPE_LEN], MAX_CTYPE)
         return self.mm[h + B_CTYPE:h + B_CTYPE + n]
 
-    def set_content_type(self, idx, ct: bytes):
+    def set_content_type(self, idx, ct: bytes, chosen: bool = False):
+        """Set the content type; chosen marks it a step's choice for the reply."""
         h = self.h(idx)
         ct = ct[:MAX_CTYPE]
         self.mm[h + B_CTYPE:h + B_CTYPE + len(ct)] = ct
         self.mm[h + B_CTYPE_LEN] = len(ct)
+        if chosen:
+            self.mm[h + B_FLAGS] |= FLAG_CONTENT_TYPE
 
     def hop_start(self, idx, hop, t):
         if 0 <= hop < MAX_HOPS:

@@ -173,9 +173,9 @@ class Response:
 
     def set_content_type(self, ct: str):
         ct = ct.encode("latin-1")
-        self._p.set_content_type(self._in, ct)
+        self._p.set_content_type(self._in, ct, chosen=True)
         if self._out is not None:
-            self._p.set_content_type(self._out, ct)
+            self._p.set_content_type(self._out, ct, chosen=True)
 
     def stop(self):
         """End the chain after this step: the output goes back to the client."""
@@ -204,7 +204,7 @@ class Response:
             b = msg.encode("utf-8", "replace")[:p.buffer_size]
             p.buffer(out)[:len(b)] = b
             p.set_data(out, 0, len(b))
-            p.set_content_type(out, b"text/plain; charset=utf-8")
+            p.set_content_type(out, b"text/plain; charset=utf-8", chosen=True)
             P._u16.pack_into(p.mm, h + P.B_STATUS, status)
             p.mm[h + P.B_FLAGS] |= P.FLAG_STOP
             self._outcome = status
@@ -320,7 +320,7 @@ class Instance:
         b = msg.encode()
         p.buffer(buf)[:len(b)] = b
         p.set_data(buf, 0, len(b))
-        p.set_content_type(buf, b"text/plain; charset=utf-8")
+        p.set_content_type(buf, b"text/plain; charset=utf-8", chosen=True)
         h = p.h(buf)
         P._u16.pack_into(p.mm, h + P.B_STATUS, status)
         p.mm[h + P.B_FLAGS] |= P.FLAG_STOP

@@ -7,6 +7,7 @@
 //	{"sleep_ms": N, …}   → sleeps first
 //	$FAIL_INIT=1         → exits during init
 //	$EVENT=contract      → the contract handler (internal/contract) on v2 events
+//	$EVENT=chain         → the bench's chain step on the raw payload
 package main
 
 import (
@@ -77,7 +78,33 @@ func contract(ctx context.Context, e events.APIGatewayV2HTTPRequest) (events.API
 	return r, nil
 }
 
+// chainStep is the bench's chain step, as a raw-payload Lambda handler:
+// it increments the eight-digit counter at the start of the event.
+type chainStep struct{}
+
+func (chainStep) Invoke(_ context.Context, p []byte) ([]byte, error) {
+	if len(p) < 8 {
+		return nil, errors.New("want a payload that starts with an 8-digit counter")
+	}
+	n := 0
+	for _, c := range p[:8] {
+		if c < '0' || c > '9' {
+			return nil, errors.New("want a payload that starts with an 8-digit counter")
+		}
+		n = 10*n + int(c-'0')
+	}
+	n++
+	for i := 7; i >= 0; i-- {
+		p[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return p, nil
+}
+
 func main() {
+	if os.Getenv("EVENT") == "chain" {
+		lambda.Start(chainStep{})
+	}
 	if os.Getenv("EVENT") == "contract" {
 		lambda.Start(contract)
 	}
