@@ -270,7 +270,15 @@ func (m *Manager) Start() (int, error) {
 			continue
 		}
 		// A running one was cut short by the restart: that attempt
-		// counts, and it runs again (at least once).
+		// counts, and it runs again (at least once) unless it was its
+		// last (a node that dies in every attempt must not loop).
+		if r.State == Running && r.Attempts >= ch.cfg.Attempts {
+			r.State, r.End = Dead, time.Now()
+			r.Error = fmt.Sprintf("dead after %d attempts: the node stopped during the last", r.Attempts)
+			ch.stats.Dead.Add(1)
+			m.store.Save(r, nil, false)
+			continue
+		}
 		r.State = Queued
 		a := &act{rec: r, ch: ch}
 		ch.depth.Add(1)
@@ -363,7 +371,7 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 	now := time.Now()
 	s.Request.Size = len(s.Body)
 	if s.ID == "" {
-		s.ID = NewID(now)
+		s.ID = m.store.NewID(now, s.App, s.Chain, s.Key)
 	}
 	rec := &Record{
 		ID: s.ID, App: s.App, Chain: s.Chain, Cause: s.Cause, State: Queued,
@@ -464,11 +472,13 @@ func (m *Manager) attempt(q *appQ, a *act) {
 	if r.Attempts > 0 {
 		a.ch.stats.Retries.Add(1)
 	}
+	m.mu.Lock()
 	r.Attempts++
 	r.State = Running
 	r.Start = time.Now()
 	r.Next = time.Time{}
-	m.store.Save(r, nil, false) // in order before the outcome's write
+	m.mu.Unlock()
+	m.store.MarkStarted(r.ID, r.Attempts) // in order before the outcome's write
 
 	out := make(chan result, 1)
 	done := func(o *Outcome) {
@@ -537,6 +547,8 @@ func retryable(status int) bool { return status >= 500 || status == http.StatusT
 func (m *Manager) settle(a *act, res result) {
 	r := a.rec
 	cfg := &a.ch.cfg
+	// The fields Get's overlay reads change under m.mu.
+	m.mu.Lock()
 	r.Status = res.status
 	if !res.start.IsZero() {
 		r.Start = res.start
@@ -548,6 +560,7 @@ func (m *Manager) settle(a *act, res result) {
 	r.Steps = res.steps
 	r.Result = ResultInfo{Size: res.size, Kept: len(res.body), Truncated: len(res.body) < res.size, ContentType: res.ctype}
 	r.Error = ""
+	retry := time.Duration(-1)
 	switch {
 	case res.status < 400:
 		r.State = Succeeded
@@ -561,11 +574,9 @@ func (m *Manager) settle(a *act, res result) {
 		age := time.Since(r.Accepted)
 		if r.Attempts < cfg.Attempts && age < cfg.MaxAge {
 			r.State = Queued
-			delay := backoff(cfg.Backoff, cfg.MaxBackoff, r.Attempts)
-			r.Next = time.Now().Add(delay)
-			m.store.Save(r, res.body, false)
-			m.schedule(a, delay)
-			return
+			retry = backoff(cfg.Backoff, cfg.MaxBackoff, r.Attempts)
+			r.Next = time.Now().Add(retry)
+			break
 		}
 		r.State = Dead
 		if r.Attempts >= cfg.Attempts {
@@ -575,10 +586,16 @@ func (m *Manager) settle(a *act, res result) {
 		}
 		a.ch.stats.Dead.Add(1)
 	}
-	a.ch.depth.Add(-1)
-	m.mu.Lock()
-	delete(m.active, r.ID)
+	if retry < 0 {
+		delete(m.active, r.ID)
+	}
 	m.mu.Unlock()
+	if retry >= 0 {
+		m.store.Save(r, res.body, false)
+		m.schedule(a, retry)
+		return
+	}
+	a.ch.depth.Add(-1)
 	rec := *r // the copy others may read from now on
 	m.store.Save(&rec, res.body, false)
 	if m.onDone != nil {
@@ -618,6 +635,13 @@ func backoff(base, limit time.Duration, n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
+// NewID returns an id for an activation of app/chain with idempotency key
+// (""): for a caller that must name the activation before Accept (the
+// gateway writes it into the request's metadata).
+func (m *Manager) NewID(app, chain, key string) string {
+	return m.store.NewID(time.Now(), app, chain, key)
+}
+
 // Active reports whether activation id is unfinished on this node.
 func (m *Manager) Active(id string) bool {
 	m.mu.Lock()
@@ -625,12 +649,28 @@ func (m *Manager) Active(id string) bool {
 	return m.active[id] != nil
 }
 
-// Get returns activation id.
+// Get returns activation id: its stored record, with the live state of
+// an attempt in progress here (an attempt's start is not written to the
+// record, only noted).
 func (m *Manager) Get(id string) (*Record, error) {
 	if err := CheckID(id); err != nil {
 		return nil, err
 	}
-	return m.store.Get(id)
+	r, err := m.store.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	m.overlay(r)
+	return r, nil
+}
+
+// overlay puts the live state of an unfinished activation into r.
+func (m *Manager) overlay(r *Record) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a := m.active[r.ID]; a != nil && a.rec.State == Running {
+		r.State, r.Attempts, r.Start = Running, a.rec.Attempts, a.rec.Start
+	}
 }
 
 // Result returns the kept result of activation id.
@@ -646,8 +686,17 @@ func (m *Manager) Result(id string) (*Record, []byte, error) {
 	return rec, b, err
 }
 
-// List lists activations (see Store.List).
-func (m *Manager) List(f Filter) ([]*Record, string, error) { return m.store.List(f) }
+// List lists activations (see Store.List), with the live state of those
+// running here.
+func (m *Manager) List(f Filter) ([]*Record, string, error) {
+	recs, next, err := m.store.List(f)
+	for _, r := range recs {
+		if !r.State.Terminal() {
+			m.overlay(r)
+		}
+	}
+	return recs, next, err
+}
 
 // Redrive runs dead (or failed) activations again, from a fresh count of
 // attempts. It returns the ids it re-queued; ids that are not dead or

@@ -207,8 +207,7 @@ func (e *events) Async(x *gateway.Admission, r *gateway.Request, n int) gateway.
 			return cancel(&gateway.Error{Status: 400, Msg: headerCallback + ": " + why})
 		}
 	}
-	now := time.Now()
-	id := activation.NewID(now)
+	id := e.mgr.NewID(app, ch.Name, key)
 	rec := activation.Record{ID: id, Cause: activation.Cause{Kind: activation.CauseAsync}}
 	if !appendAttrs(x, &rec) {
 		return cancel(gateway.ErrMetaTooLarge)
