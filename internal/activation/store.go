@@ -35,7 +35,6 @@ var (
 	buckets  = [][]byte{bRecords, bBodies, bResults, bKeys, bPending, bDead, bStarted}
 )
 
-
 // Store errors.
 var (
 	// ErrNotFound: no activation of that id (never, or pruned).
@@ -74,8 +73,6 @@ type StoreStats struct {
 	Batch   float64 `json:"batch"`   // mean writes per commit
 	FlushMs float64 `json:"flushMs"` // mean milliseconds per commit
 }
-
-
 
 // openShard opens (or creates) the shard file at path. A second process
 // opening it waits up to a second for the first to let go, then fails.

@@ -36,11 +36,11 @@ type AsyncOptions struct {
 
 // AsyncRound is one round's numbers.
 type AsyncRound struct {
-	SyncRPS       float64 `json:"syncRps"`       // the chain, synchronous, record: failures (default)
-	SyncNoRecRPS  float64 `json:"syncNoRecRps"`  // the same on the twin node, record: none
-	AcceptedPS    float64 `json:"acceptedPs"`    // Prefer: respond-async, 202s per second
-	CompletedPS   float64 `json:"completedPs"`   // accepted activations finished per second (until the backlog drained)
-	LatencyRate   float64 `json:"latencyRate"`   // the open-loop rate the latency was measured at
+	SyncRPS       float64 `json:"syncRps"`      // the chain, synchronous, record: failures (default)
+	SyncNoRecRPS  float64 `json:"syncNoRecRps"` // the same on the twin node, record: none
+	AcceptedPS    float64 `json:"acceptedPs"`   // Prefer: respond-async, 202s per second
+	CompletedPS   float64 `json:"completedPs"`  // accepted activations finished per second (until the backlog drained)
+	LatencyRate   float64 `json:"latencyRate"`  // the open-loop rate the latency was measured at
 	CompletionP50 float64 `json:"completionP50Ms"`
 	CompletionP99 float64 `json:"completionP99Ms"`
 	AcceptP50     float64 `json:"acceptP50Ms"` // the 202's latency at that rate
