@@ -2,6 +2,9 @@
 // `spry controller`): mu autoscaling and DRF placement over the node
 // agents, on Kubernetes with controller-runtime. It is a binary of its own
 // so that spry, the node binary, links no client-go. See docs/cluster.md.
+//
+//	spry-controller [--kubeconfig F] [--placement drf-alignment] ...   the controller
+//	spry-controller local --nodes 3                                   a whole cluster on this machine
 package main
 
 import (
@@ -23,6 +26,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "local" {
+		os.Exit(local(os.Args[2:]))
+	}
 	fs := flag.NewFlagSet("spry-controller", flag.ExitOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default $KUBECONFIG, in-cluster, ~/.kube/config)")
 	ns := fs.String("namespace", "spry-system", "namespace of the node leases and the leader-election lease")

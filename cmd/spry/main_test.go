@@ -44,6 +44,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build spry: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// The builtin runner beside it, as an install has it.
+	out, err = exec.Command("go", "build", "-o", filepath.Join(dir, "spry-fn"), "../spry-fn").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build spry-fn: %v\n%s", err, out)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

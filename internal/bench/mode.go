@@ -17,6 +17,7 @@ import (
 
 	"github.com/spry-dev/spry/bench"
 	"github.com/spry-dev/spry/internal/bench/baseline"
+	"github.com/spry-dev/spry/internal/bench/load"
 	"github.com/spry-dev/spry/internal/bpf"
 	"github.com/spry-dev/spry/internal/transport"
 )
@@ -48,8 +49,9 @@ type System interface {
 
 // Env is what modes need to start a workload.
 type Env struct {
-	Exe string // the spry executable
-	Dir string // a scratch directory for configs and logs
+	Exe   string // the spry executable
+	Dir   string // a scratch directory for configs and logs
+	Proto string // what the load generator speaks to Spry (load.Proto*)
 }
 
 // Mode is a way to run a workload's chains.
@@ -152,8 +154,15 @@ func appYAML(w *bench.Workload, transport string) string {
 }
 
 func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (System, error) {
-	n, err := startNode(env.Exe, filepath.Join(env.Dir, m.transport), "spry node ("+m.transport+")", appYAML(w, m.transport),
-		"--transport", m.transport, "--log-level", "warn")
+	args := []string{"--transport", m.transport, "--log-level", "warn"}
+	if env.Proto == load.ProtoTLS || env.Proto == load.ProtoH2 {
+		cert, key, err := selfSigned(env.Dir)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--tls-cert", cert, "--tls-key", key)
+	}
+	n, err := startNode(env.Exe, filepath.Join(env.Dir, m.transport), "spry node ("+m.transport+")", appYAML(w, m.transport), args...)
 	if err != nil {
 		return nil, err
 	}

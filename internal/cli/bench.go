@@ -76,6 +76,7 @@ See docs/benchmarks.md.`,
 	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "warm-up before each measurement")
 	f.IntVar(&o.Rounds, "rounds", 3, "the modes take turns this many times, so drift hits all alike")
 	f.IntVarP(&o.Connections, "connections", "c", 8, "connections of the load generator")
+	f.StringVar(&o.Proto, "proto", "http1", "what the load generator speaks to Spry's gateway: http1, h2c, tls (HTTP/1.1 over TLS), h2 (over TLS), grpc (the baselines are driven over HTTP/1.1)")
 	f.Float64Var(&o.Rate, "rate", 0, "open loop at this many requests/s (0: closed loop)")
 	f.BoolVar(&o.Poisson, "poisson", false, "open loop with Poisson arrivals instead of a constant rate")
 	f.DurationVar(&o.Idle, "idle", 2*time.Second, "window with no traffic in which idle CPU is measured")

@@ -149,6 +149,7 @@ func upCmd() *cobra.Command {
 		watch                 bool
 		adminTokenFile        string
 		dataDir, mqttAddr     string
+		cl                    clusterFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up [-f spry.yaml]...",
@@ -163,9 +164,15 @@ SIGHUP or "spry reload" reloads the config files: changed apps are replaced
 with no request lost, and a config that fails to load keeps the running one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			apps, err := loadApps(files)
-			if err != nil {
-				return exitError{2, err.Error()}
+			if cl.on && len(files) > 0 {
+				return exitError{2, "--cluster: the controller assigns the apps (spry deploy -f spry.yaml); give no -f"}
+			}
+			var apps []*config.App
+			var err error
+			if !cl.on {
+				if apps, err = loadApps(files); err != nil {
+					return exitError{2, err.Error()}
+				}
 			}
 			if check {
 				if err := node.Build(cmd.Context(), apps, cache); err != nil {
@@ -185,7 +192,10 @@ with no request lost, and a config that fails to load keeps the running one.`,
 				Apps: apps, Load: func() ([]*config.App, error) { return loadApps(files) }, Listen: listen, Admin: admin, Transport: tname,
 				TLS:        config.TLS{Cert: absPath(tlsCert), Key: absPath(tlsKey)},
 				RuntimeDir: runDir, CacheDir: cache, Log: log, Output: cmd.ErrOrStderr(),
-				ReadyTimeout: readyTimeout, DataDir: dataDir, MQTT: mqttAddr,
+				ReadyTimeout: readyTimeout, DataDir: dataDir, MQTT: mqttAddr, Cluster: cl.on,
+			}
+			if cl.on {
+				cfg.Load = nil // the assignment is the config
 			}
 			if adminTokenFile != "" {
 				b, err := os.ReadFile(adminTokenFile)
@@ -217,7 +227,14 @@ with no request lost, and a config that fails to load keeps the running one.`,
 				return err
 			}
 			log.Info("spry is up", "http", n.Addr().String(), "admin", n.AdminAddr().String())
-			if len(files) == 0 {
+			agentDone := make(chan error, 1)
+			if cl.on {
+				if err := cl.start(ctx, n, log, agentDone); err != nil {
+					stop()
+					_ = n.Shutdown(context.Background())
+					return exitError{2, err.Error()}
+				}
+			} else if len(files) == 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "\n  try:  curl -s localhost:%d/hello -d 'spry'\n        spry status%s\n\n",
 					n.Addr().(*net.TCPAddr).Port, adminFlag(n.AdminAddr().String()))
 			}
@@ -242,6 +259,9 @@ with no request lost, and a config that fails to load keeps the running one.`,
 					break wait
 				case failed = <-n.Failed():
 					log.Error("node failed", "err", failed)
+					break wait
+				case failed = <-agentDone:
+					log.Error("cluster agent stopped", "err", failed)
 					break wait
 				case <-hup:
 					reload("SIGHUP")
@@ -278,6 +298,7 @@ with no request lost, and a config that fails to load keeps the running one.`,
 	f.DurationVar(&drainTO, "drain-timeout", 10*time.Second, "on shutdown, how long requests in flight may take")
 	f.StringVar(&adminTokenFile, "admin-token-file", "", "require this bearer token (the file's content) on the admin API; verbs send $SPRY_ADMIN_TOKEN")
 	f.BoolVar(&watch, "watch", false, "reload when a config file or a function's source changes (for development)")
+	cl.flags(f)
 	return cmd
 }
 

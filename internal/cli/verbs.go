@@ -21,13 +21,17 @@ import (
 
 func statusCmd() *cobra.Command {
 	var admin, output string
+	var cl clusterStatusFlags
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show a running node's apps, functions, instances and pool use",
+		Short: "Show a running node's apps, functions, instances and pool use (--cluster: the cluster's)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
+			if cl.on {
+				return clusterStatus(ctx, cmd.OutOrStdout(), cl, output)
+			}
 			s, err := fetchStatus(ctx, admin)
 			if err != nil {
 				return err
@@ -46,6 +50,7 @@ func statusCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&admin, "admin", DefaultAdmin, "the node's admin API address")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cl.flags(cmd.Flags())
 	return cmd
 }
 

@@ -33,6 +33,7 @@ type App struct {
 	rot        atomic.Uint32
 	ctl        func(desc.Desc)
 	noInstance func(fn uint16)
+	ready      atomic.Pointer[chan struct{}] // closed when an instance becomes ready (InstanceReady)
 	stats      AppStats
 	// bg counts the app's goroutines that use the pool outside an
 	// adapter's own (awaits of an instance, the ends of partial writes):
@@ -127,6 +128,7 @@ func NewApp(c AppConfig) (*App, error) {
 		a.pend[i].timer.Stop()
 		a.free <- uint32(i)
 	}
+	a.InstanceReady()
 	c.Pool.SetGateway(a.id)
 	return a, nil
 }
@@ -376,6 +378,15 @@ func (a *App) expire(idx uint32) {
 	rep.Reply(r)
 }
 
+// InstanceReady tells the app that an instance became ready: requests
+// waiting for one try again at once.
+func (a *App) InstanceReady() {
+	ch := make(chan struct{})
+	if old := a.ready.Swap(&ch); old != nil {
+		close(*old)
+	}
+}
+
 // undispatched marks entry idx's request as not yet taken by an instance.
 func (a *App) undispatched(idx uint32) { a.pend[idx].queued.Store(true) }
 
@@ -389,9 +400,19 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 	want := reqID>>idBits<<2 | stWaiting
 	wait := 20 * time.Microsecond
 	asked := mono.Now() // Send asked when it found no instance
+	t := time.NewTimer(wait)
+	defer t.Stop()
 	for {
-		time.Sleep(wait)
+		// Until the back-off passes, or an instance becomes ready (a
+		// cold start's end is not left to the back-off).
+		ready := a.ready.Load()
+		select {
+		case <-t.C:
+		case <-*ready:
+			t.Stop()
+		}
 		wait = min(2*wait, 5*time.Millisecond)
+		t.Reset(wait)
 		if e.word.Load() != want {
 			// Answered by the timer: the buffer never left.
 			a.complete(d.Buf)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spry-dev/spry/internal/auth"
@@ -16,6 +18,7 @@ import (
 	"github.com/spry-dev/spry/internal/control"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/gateway"
+	"github.com/spry-dev/spry/internal/hist"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 	rt "github.com/spry-dev/spry/internal/runtime"
@@ -66,6 +69,8 @@ type function struct {
 	mu   sync.Mutex
 	want int
 	sc   *scaler // nil for a fixed count
+
+	asked atomic.Int64 // cluster mode: when a request last found no instance (Unix ns)
 }
 
 // setWant runs instances in slots [0, n) and drains the others. The
@@ -352,6 +357,12 @@ func (a *app) noInstance(fn uint16) {
 		return
 	}
 	f := a.fns[fn]
+	if a.n.cfg.Cluster {
+		// The cluster controller starts instances: tell it, through the
+		// next heartbeat, that requests wait here.
+		f.asked.Store(time.Now().UnixNano())
+		return
+	}
 	if f.scaler() != nil && f.cfg.Scale.Min == 0 && f.wanted() == 0 {
 		a.n.log.Info("cold start", "app", a.cfg.Name, "function", f.cfg.Name)
 		f.setWant(1, nil)
@@ -607,7 +618,13 @@ func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config
 			p := rt.Prepared{Ready: n.cfg.ReadyTimeout}
 			var err error
 			switch f.Kind {
-			case config.Builtin, config.HTTP, config.Lambda:
+			case config.Builtin:
+				if r := n.runner(); r != "" {
+					p.Runner, err = stage(r)
+				} else {
+					p.Exe, err = stage(n.cfg.Exe)
+				}
+			case config.HTTP, config.Lambda:
 				p.Exe, err = stage(n.cfg.Exe)
 			case config.Go:
 				began := time.Now()
@@ -689,4 +706,78 @@ func (a *app) writeSecrets(appID uint32) error {
 		}
 	}
 	return os.Chmod(dir, 0o500)
+}
+
+// ErrNoFunction is returned by SetInstances for an app or function the
+// node does not run.
+var ErrNoFunction = errors.New("node: no such app or function")
+
+// SetInstances runs k instances of an app's function on this node (at
+// most its scale.max), starting or draining the difference: how a cluster
+// agent applies the controller's assignment.
+func (n *Node) SetInstances(appName, fn string, k int) error {
+	for _, a := range n.serving() {
+		if a.cfg.Name != appName {
+			continue
+		}
+		for _, f := range a.fns {
+			if f.cfg.Name == fn {
+				if f.wanted() != k {
+					n.log.Info("scale", "app", appName, "function", fn, "from", f.wanted(), "to", k, "reason", "cluster")
+					f.setWant(k, nil)
+				}
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%w: %s/%s", ErrNoFunction, appName, fn)
+}
+
+// FunctionCounters are one function's counters on this node, cumulative
+// since the app started, and its gauges now: what a cluster agent's
+// heartbeat carries.
+type FunctionCounters struct {
+	App, Function                  string
+	Arrivals, Completions, Busy    uint64 // Busy in nanoseconds
+	SLOMet                         uint64 // completions within the SLO (all of them for fixed functions)
+	Queued, InFlight, Ready, Start int
+}
+
+// Counters reads every function's counters from the pools.
+func (n *Node) Counters() []FunctionCounters {
+	var out []FunctionCounters
+	for _, a := range n.serving() {
+		p := a.pool
+		for _, f := range a.fns {
+			c := FunctionCounters{App: a.cfg.Name, Function: f.cfg.Name}
+			var lat hist.Snapshot
+			for _, in := range f.insts {
+				st := p.Stats(in.slot)
+				c.Arrivals += st.Arrivals.Load()
+				c.Completions += st.Served.Load()
+				c.Busy += st.BusyNanos.Load()
+				lat = addSnapshots(lat, st.Latency.Snapshot())
+				switch p.SlotState(in.slot) {
+				case pool.SlotReady:
+					c.Ready++
+				case pool.SlotStarting:
+					c.Start++
+				}
+			}
+			o := f.scaler()
+			if o != nil {
+				now := o.now()
+				c.Queued, c.InFlight = now.Queued, now.InFlight
+			}
+			if c.Ready+c.Start == 0 && time.Since(time.Unix(0, f.asked.Load())) < 2*time.Second {
+				c.Queued = max(c.Queued, 1) // requests wait for a first instance
+			}
+			c.SLOMet = c.Completions
+			if f.cfg.Scale.Policy != config.PolicyFixed && lat.Count() > 0 {
+				c.SLOMet = uint64(float64(c.Completions) * lat.Below(int64(f.cfg.Scale.SLO)))
+			}
+			out = append(out, c)
+		}
+	}
+	return out
 }

@@ -56,6 +56,11 @@ type Config struct {
 	// itself (default 30 s); StopGrace how long a stopping one may take to
 	// finish what it holds before it is killed (default 5 s).
 	ReadyTimeout, StopGrace time.Duration
+	// Cluster puts the node under a cluster controller (spry up --cluster):
+	// it may run no app, and how many instances of each function run here
+	// comes from SetInstances, not from this node's autoscalers (which
+	// still measure, and balance load by measured speed).
+	Cluster bool
 }
 
 // UIDRange is an inclusive range of uids.
@@ -65,7 +70,7 @@ type UIDRange struct{ First, Last int }
 var DefaultUIDs = UIDRange{61000, 61183}
 
 func (c *Config) fill() error {
-	if len(c.Apps) == 0 {
+	if len(c.Apps) == 0 && !c.Cluster {
 		return errors.New("node: no apps to run")
 	}
 	if c.Listen == "" {
@@ -132,32 +137,35 @@ type Node struct {
 	gw        *gateway.Gateway
 	httpLn    net.Listener
 	certs     *certs // the gateway's certificate, when it serves TLS
-	adminLn   net.Listener
-	admin     *http.Server
-	spawn     *spawner
-	bpf       *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
-	bpfErr    error        // why eBPF is not available
-	bpfOnce   sync.Once
-	cg        *cgroups // the node's cgroups, made for the first function with limits
-	cgErr     error
-	cgOnce    sync.Once
-	pollers   int    // busy-polling receivers of all apps
-	runDir    string // this node's own directory under RuntimeDir
-	binDir    string // executables staged for other uids ("" when not switching)
-	uids      bool   // instances run under per-app uids
-	started   time.Time
-	outMu     sync.Mutex
-	logsMu    sync.Mutex
-	logs      map[[2]string]*logBook // app, function → its instances' recent output
-	pyOnce    sync.Once              // the Python SDK, staged for python: functions
-	pyDir     string
-	pyErr     error
-	supCtx    context.Context    // the supervisors' context
-	stop      context.CancelFunc // stops the supervisors
-	sup       sync.WaitGroup     // supervisors
-	failed    chan error         // the gateway or admin server stopped on its own
-	closed    sync.Once
-	events    *events // activations and triggers
+
+	runnerOnce sync.Once
+	runnerPath string // the builtin runner (spry-fn), when one is beside spry
+	adminLn    net.Listener
+	admin      *http.Server
+	spawn      *spawner
+	bpf        *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
+	bpfErr     error        // why eBPF is not available
+	bpfOnce    sync.Once
+	cg         *cgroups // the node's cgroups, made for the first function with limits
+	cgErr      error
+	cgOnce     sync.Once
+	pollers    int    // busy-polling receivers of all apps
+	runDir     string // this node's own directory under RuntimeDir
+	binDir     string // executables staged for other uids ("" when not switching)
+	uids       bool   // instances run under per-app uids
+	started    time.Time
+	outMu      sync.Mutex
+	logsMu     sync.Mutex
+	logs       map[[2]string]*logBook // app, function → its instances' recent output
+	pyOnce     sync.Once              // the Python SDK, staged for python: functions
+	pyDir      string
+	pyErr      error
+	supCtx     context.Context    // the supervisors' context
+	stop       context.CancelFunc // stops the supervisors
+	sup        sync.WaitGroup     // supervisors
+	failed     chan error         // the gateway or admin server stopped on its own
+	closed     sync.Once
+	events     *events // activations and triggers
 }
 
 // Start brings a node up: it takes its listening addresses first (a busy

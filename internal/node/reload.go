@@ -91,7 +91,7 @@ func (n *Node) Apply(ctx context.Context, apps []*config.App) (res ReloadResult,
 	n.reload.Lock()
 	defer n.reload.Unlock()
 	began := time.Now()
-	if len(apps) == 0 {
+	if len(apps) == 0 && !n.cfg.Cluster {
 		return res, fmt.Errorf("%w: no apps to run", ErrConfig)
 	}
 	if err := config.Conflicts(apps); err != nil {
