@@ -111,8 +111,9 @@ type Manager struct {
 	client    *http.Client
 	onDone    func(*Record, []byte)
 	retention map[string]Retention
+	invoker   func(app string) Invoker
 	apps      map[string]*appQ
-	chains    map[string]*chainQ // app/chain
+	chains    atomic.Pointer[map[string]*chainQ] // app/chain; replaced whole by Configure
 
 	mu     sync.Mutex
 	active map[string]*act // unfinished, by id
@@ -130,9 +131,12 @@ type act struct {
 	held Admitted // the first attempt's admitted request, or nil
 }
 
+// chain returns the chain of key app/chain, or nil.
+func (m *Manager) chain(key string) *chainQ { return (*m.chains.Load())[key] }
+
 // chainQ is one chain's settings and counters.
 type chainQ struct {
-	cfg   ChainConfig
+	cfg   atomic.Pointer[ChainConfig] // replaced by Configure
 	app   *appQ
 	depth atomic.Int64 // unfinished activations
 	stats ChainStats
@@ -150,6 +154,15 @@ type ChainStats struct {
 	Recorded  atomic.Uint64 // sync requests recorded
 }
 
+func newChainQ(cc ChainConfig, q *appQ) *chainQ {
+	ch := &chainQ{app: q}
+	ch.cfg.Store(&cc)
+	return ch
+}
+
+// conf returns the chain's settings now.
+func (ch *chainQ) conf() *ChainConfig { return ch.cfg.Load() }
+
 // appQ is an app's queue of activations ready to run, and the workers that
 // run them (Concurrency of them).
 type appQ struct {
@@ -160,6 +173,7 @@ type appQ struct {
 	ready   []*act
 	head    int
 	waiting int // workers waiting for work
+	workers int // workers running (guarded by Manager.mu)
 	stop    bool
 }
 
@@ -209,7 +223,7 @@ func New(c Config) (*Manager, error) {
 	}
 	m := &Manager{
 		store: c.Store, log: c.Log, client: c.Client, onDone: c.OnDone, retention: c.Retention,
-		apps: map[string]*appQ{}, chains: map[string]*chainQ{},
+		apps: map[string]*appQ{}, invoker: c.Invoker,
 		active: map[string]*act{}, timers: map[*time.Timer]struct{}{},
 	}
 	if m.log == nil {
@@ -219,6 +233,8 @@ func New(c Config) (*Manager, error) {
 		m.client = &http.Client{Timeout: 10 * time.Second}
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	chains := map[string]*chainQ{}
+	m.chains.Store(&chains)
 	for _, a := range c.Apps {
 		q := &appQ{name: a.Name}
 		if c.Invoker != nil {
@@ -229,6 +245,7 @@ func New(c Config) (*Manager, error) {
 			return nil, fmt.Errorf("activation: app %s: concurrency %d", a.Name, a.Concurrency)
 		}
 		m.apps[a.Name] = q
+		q.workers = a.Concurrency
 		for range a.Concurrency {
 			m.wg.Add(1)
 			go m.worker(q)
@@ -244,9 +261,66 @@ func New(c Config) (*Manager, error) {
 			m.Close()
 			return nil, fmt.Errorf("activation: chain %s/%s: attempts %d, queue %d", cc.App, cc.Chain, cc.Attempts, cc.Queue)
 		}
-		m.chains[cc.App+"/"+cc.Chain] = &chainQ{cfg: cc, app: q}
+		chains[cc.App+"/"+cc.Chain] = newChainQ(cc, q)
 	}
 	return m, nil
+}
+
+// Configure applies a new set of apps and chains (a reload): new apps get
+// workers, new chains a queue; a chain that stays keeps its queue and
+// counters and takes the new settings; a chain that is gone keeps its
+// unfinished activations, whose attempts fail (not admitted) until they
+// are dead, unless it comes back. An app's worker count only grows.
+func (m *Manager) Configure(apps []AppConfig, chains []ChainConfig, retention map[string]Retention) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("activation: manager closed")
+	}
+	known := map[string]bool{}
+	for _, a := range apps {
+		known[a.Name] = true
+	}
+	for _, cc := range chains {
+		if cc.Attempts < 1 || cc.Queue < 1 || !known[cc.App] && m.apps[cc.App] == nil {
+			return fmt.Errorf("activation: chain %s/%s: attempts %d, queue %d", cc.App, cc.Chain, cc.Attempts, cc.Queue)
+		}
+	}
+	for _, a := range apps {
+		q := m.apps[a.Name]
+		have := 0
+		if q == nil {
+			q = &appQ{name: a.Name}
+			q.cond = sync.NewCond(&q.mu)
+			if m.invoker != nil {
+				q.inv = m.invoker(a.Name)
+			}
+			m.apps[a.Name] = q
+		} else {
+			have = q.workers
+		}
+		for range max(a.Concurrency-have, 0) {
+			q.workers++
+			m.wg.Add(1)
+			go m.worker(q)
+		}
+	}
+	old := *m.chains.Load()
+	next := make(map[string]*chainQ, len(old)+len(chains))
+	for k, ch := range old {
+		next[k] = ch // gone chains keep their queue for what is unfinished
+	}
+	for _, cc := range chains {
+		k := cc.App + "/" + cc.Chain
+		if ch := next[k]; ch != nil {
+			ch.cfg.Store(&cc)
+			continue
+		}
+		next[k] = newChainQ(cc, m.apps[cc.App])
+	}
+	m.chains.Store(&next)
+	m.retention = retention
+	return nil
 }
 
 // Start re-queues every activation the store says is owed (accepted
@@ -259,7 +333,7 @@ func (m *Manager) Start() (int, error) {
 	}
 	n := 0
 	for _, r := range recs {
-		ch := m.chains[r.App+"/"+r.Chain]
+		ch := m.chain(r.App+"/"+r.Chain)
 		if ch == nil {
 			m.log.Warn("activation of a chain this node does not run: kept, not run", "id", r.ID, "app", r.App, "chain", r.Chain)
 			continue
@@ -272,7 +346,7 @@ func (m *Manager) Start() (int, error) {
 		// A running one was cut short by the restart: that attempt
 		// counts, and it runs again (at least once) unless it was its
 		// last (a node that dies in every attempt must not loop).
-		if r.State == Running && r.Attempts >= ch.cfg.Attempts {
+		if r.State == Running && r.Attempts >= ch.conf().Attempts {
 			r.State, r.End = Dead, time.Now()
 			r.Error = fmt.Sprintf("dead after %d attempts: the node stopped during the last", r.Attempts)
 			ch.stats.Dead.Add(1)
@@ -353,14 +427,14 @@ type Spec struct {
 // the activation would survive a crash of the node: only then may the
 // caller answer 202 (or acknowledge the MQTT PUBLISH).
 func (m *Manager) Accept(s Spec) (Accepted, error) {
-	ch := m.chains[s.App+"/"+s.Chain]
+	ch := m.chain(s.App+"/"+s.Chain)
 	if ch == nil {
 		if s.Held != nil {
 			s.Held.Release()
 		}
 		return Accepted{}, fmt.Errorf("%w: %s/%s", ErrUnknownChain, s.App, s.Chain)
 	}
-	if ch.depth.Add(1) > int64(ch.cfg.Queue) {
+	if ch.depth.Add(1) > int64(ch.conf().Queue) {
 		ch.depth.Add(-1)
 		ch.stats.Rejected.Add(1)
 		if s.Held != nil {
@@ -468,7 +542,7 @@ type result struct {
 // attempt runs one attempt of a and settles its outcome.
 func (m *Manager) attempt(q *appQ, a *act) {
 	r := a.rec
-	cfg := &a.ch.cfg
+	cfg := a.ch.conf()
 	if r.Attempts > 0 {
 		a.ch.stats.Retries.Add(1)
 	}
@@ -546,7 +620,7 @@ func retryable(status int) bool { return status >= 500 || status == http.StatusT
 
 func (m *Manager) settle(a *act, res result) {
 	r := a.rec
-	cfg := &a.ch.cfg
+	cfg := a.ch.conf()
 	// The fields Get's overlay reads change under m.mu.
 	m.mu.Lock()
 	r.Status = res.status
@@ -718,12 +792,12 @@ func (m *Manager) Redrive(ids []string) (queued []string, skipped map[string]str
 			skipped[id] = "it is " + string(r.State) + ", not dead or failed"
 			continue
 		}
-		ch := m.chains[r.App+"/"+r.Chain]
+		ch := m.chain(r.App+"/"+r.Chain)
 		if ch == nil {
 			skipped[id] = "this node does not run chain " + r.App + "/" + r.Chain
 			continue
 		}
-		if ch.depth.Add(1) > int64(ch.cfg.Queue) {
+		if ch.depth.Add(1) > int64(ch.conf().Queue) {
 			ch.depth.Add(-1)
 			skipped[id] = ErrQueueFull.Error()
 			continue
@@ -758,7 +832,7 @@ func (m *Manager) Redrive(ids []string) (queued []string, skipped map[string]str
 // the chain's record setting asks for it. It never blocks: a record the
 // store cannot take at once is dropped and counted. The body is copied.
 func (m *Manager) RecordSync(app, chain string, req Request, o *Outcome) {
-	ch := m.chains[app+"/"+chain]
+	ch := m.chain(app+"/"+chain)
 	if ch == nil || !ch.wants(o.Status) {
 		return
 	}
@@ -770,7 +844,7 @@ func (m *Manager) RecordSync(app, chain string, req Request, o *Outcome) {
 	if r.End.IsZero() {
 		r.End = now
 	}
-	body := bytes.Clone(o.Body[:min(len(o.Body), ch.cfg.ResultMax)])
+	body := bytes.Clone(o.Body[:min(len(o.Body), ch.conf().ResultMax)])
 	r.Result = ResultInfo{Size: len(o.Body), Kept: len(body), Truncated: len(body) < len(o.Body), ContentType: string(o.ContentType)}
 	if o.Status >= 400 {
 		r.State = Failed
@@ -785,12 +859,12 @@ func (m *Manager) RecordSync(app, chain string, req Request, o *Outcome) {
 // ended with status is recorded: the gateway asks before it copies
 // anything.
 func (m *Manager) RecordsSync(app, chain string, status int) bool {
-	ch := m.chains[app+"/"+chain]
+	ch := m.chain(app+"/"+chain)
 	return ch != nil && ch.wants(status)
 }
 
 func (ch *chainQ) wants(status int) bool {
-	switch ch.cfg.Record {
+	switch ch.conf().Record {
 	case RecordAll:
 		return true
 	case RecordNone:
@@ -819,10 +893,11 @@ type ChainStatus struct {
 // Status returns every chain's counters.
 func (m *Manager) Status() []ChainStatus {
 	var out []ChainStatus
-	for _, ch := range m.chains {
+	for _, ch := range *m.chains.Load() {
 		s := &ch.stats
+		c := ch.conf()
 		out = append(out, ChainStatus{
-			App: ch.cfg.App, Chain: ch.cfg.Chain, Depth: ch.depth.Load(), Queue: ch.cfg.Queue,
+			App: c.App, Chain: c.Chain, Depth: ch.depth.Load(), Queue: c.Queue,
 			Accepted: s.Accepted.Load(), Duplicate: s.Duplicate.Load(), Rejected: s.Rejected.Load(),
 			Succeeded: s.Succeeded.Load(), Failed: s.Failed.Load(), Dead: s.Dead.Load(),
 			Retries: s.Retries.Load(), Recorded: s.Recorded.Load(),
@@ -859,14 +934,14 @@ func (m *Manager) goCallback(r *Record, body []byte) {
 }
 
 func (m *Manager) callback(r *Record, body []byte) {
-	ch := m.chains[r.App+"/"+r.Chain]
+	ch := m.chain(r.App+"/"+r.Chain)
 	if ch == nil {
 		return
 	}
 	if body == nil {
 		body, _ = m.store.Result(r.ID)
 	}
-	cfg := &ch.cfg
+	cfg := ch.conf()
 	status := -1
 	for n := 1; ; n++ {
 		req, err := http.NewRequestWithContext(m.ctx, http.MethodPost, r.Reply.Callback, bytes.NewReader(body))
