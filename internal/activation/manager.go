@@ -333,7 +333,7 @@ func (m *Manager) Start() (int, error) {
 	}
 	n := 0
 	for _, r := range recs {
-		ch := m.chain(r.App+"/"+r.Chain)
+		ch := m.chain(r.App + "/" + r.Chain)
 		if ch == nil {
 			m.log.Warn("activation of a chain this node does not run: kept, not run", "id", r.ID, "app", r.App, "chain", r.Chain)
 			continue
@@ -427,7 +427,7 @@ type Spec struct {
 // the activation would survive a crash of the node: only then may the
 // caller answer 202 (or acknowledge the MQTT PUBLISH).
 func (m *Manager) Accept(s Spec) (Accepted, error) {
-	ch := m.chain(s.App+"/"+s.Chain)
+	ch := m.chain(s.App + "/" + s.Chain)
 	if ch == nil {
 		if s.Held != nil {
 			s.Held.Release()
@@ -792,7 +792,7 @@ func (m *Manager) Redrive(ids []string) (queued []string, skipped map[string]str
 			skipped[id] = "it is " + string(r.State) + ", not dead or failed"
 			continue
 		}
-		ch := m.chain(r.App+"/"+r.Chain)
+		ch := m.chain(r.App + "/" + r.Chain)
 		if ch == nil {
 			skipped[id] = "this node does not run chain " + r.App + "/" + r.Chain
 			continue
@@ -832,7 +832,7 @@ func (m *Manager) Redrive(ids []string) (queued []string, skipped map[string]str
 // the chain's record setting asks for it. It never blocks: a record the
 // store cannot take at once is dropped and counted. The body is copied.
 func (m *Manager) RecordSync(app, chain string, req Request, o *Outcome) {
-	ch := m.chain(app+"/"+chain)
+	ch := m.chain(app + "/" + chain)
 	if ch == nil || !ch.wants(o.Status) {
 		return
 	}
@@ -859,7 +859,7 @@ func (m *Manager) RecordSync(app, chain string, req Request, o *Outcome) {
 // ended with status is recorded: the gateway asks before it copies
 // anything.
 func (m *Manager) RecordsSync(app, chain string, status int) bool {
-	ch := m.chain(app+"/"+chain)
+	ch := m.chain(app + "/" + chain)
 	return ch != nil && ch.wants(status)
 }
 
@@ -934,7 +934,7 @@ func (m *Manager) goCallback(r *Record, body []byte) {
 }
 
 func (m *Manager) callback(r *Record, body []byte) {
-	ch := m.chain(r.App+"/"+r.Chain)
+	ch := m.chain(r.App + "/" + r.Chain)
 	if ch == nil {
 		return
 	}
