@@ -414,8 +414,10 @@ type Spec struct {
 	Event      map[string]string // CloudEvent attributes, when the input was one
 	Topic      string            // the MQTT topic, when it was a PUBLISH
 	Reply      Reply
-	// Volatile: store it without waiting for the disk (MQTT QoS 0): Accept
-	// returns at once, and a crash of the node may lose it.
+	// Volatile: at most once (MQTT QoS 0): it runs at once, like a
+	// synchronous request — not stored first, not queued, not retried —
+	// and is recorded by the chain's record setting; Accept returns once
+	// it is sent (an error: not admitted, dropped).
 	Volatile bool
 	// Held, when set, is the admitted request that carries Body in the
 	// pool: the first attempt goes out in it. Accept takes it over
@@ -434,6 +436,9 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 		}
 		return Accepted{}, fmt.Errorf("%w: %s/%s", ErrUnknownChain, s.App, s.Chain)
 	}
+	if s.Volatile {
+		return m.direct(ch, s)
+	}
 	if ch.depth.Add(1) > int64(ch.conf().Queue) {
 		ch.depth.Add(-1)
 		ch.stats.Rejected.Add(1)
@@ -451,13 +456,7 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 		ID: s.ID, App: s.App, Chain: s.Chain, Cause: s.Cause, State: Queued,
 		Accepted: now, Key: s.Key, Event: s.Event, Topic: s.Topic, Request: s.Request, Reply: s.Reply,
 	}
-	var existing string
-	var err error
-	if s.Volatile {
-		err = m.store.CreateVolatile(rec, s.Body)
-	} else {
-		existing, err = m.store.Create(rec, s.Body)
-	}
+	existing, err := m.store.Create(rec, s.Body)
 	if err != nil || existing != "" {
 		ch.depth.Add(-1)
 		if s.Held != nil {
@@ -490,6 +489,70 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 	m.mu.Unlock()
 	ch.app.push(a)
 	return Accepted{ID: rec.ID}, nil
+}
+
+// direct runs an at-most-once invocation at once through the gateway: the
+// payload is copied once, into the pool buffer; the outcome is recorded by
+// the chain's record setting and handed to OnDone (the MQTT reply).
+func (m *Manager) direct(ch *chainQ, s Spec) (Accepted, error) {
+	if s.Held != nil {
+		s.Held.Release()
+	}
+	q := ch.app
+	if q.inv == nil {
+		return Accepted{}, errors.New("activation: no invoker")
+	}
+	now := time.Now()
+	s.Request.Size = len(s.Body)
+	rec := &Record{
+		ID: NewID(now), App: s.App, Chain: s.Chain, Cause: s.Cause, State: Running, Accepted: now, Start: now, Attempts: 1,
+		Event: s.Event, Topic: s.Topic, Request: s.Request, Reply: s.Reply,
+	}
+	cfg := ch.conf()
+	err := q.inv.Invoke(rec, func(dst []byte) (int, error) {
+		if len(s.Body) > len(dst) {
+			return 0, fmt.Errorf("payload of %d bytes is larger than a pool buffer", len(s.Body))
+		}
+		return copy(dst, s.Body), nil
+	}, func(o *Outcome) {
+		// On the gateway's receive thread: copy what is kept, then off it.
+		res := result{status: o.Status, ctype: string(o.ContentType), size: len(o.Body), steps: o.Steps, start: o.Start, end: o.End}
+		keep := cfg.ResultMax
+		if rec.Reply.Topic != "" {
+			keep = len(o.Body) // the reply is the whole result
+		}
+		res.body = bytes.Clone(o.Body[:min(len(o.Body), keep)])
+		go m.finishDirect(ch, rec, res, cfg.ResultMax)
+	})
+	if err != nil {
+		ch.stats.Rejected.Add(1)
+		return Accepted{}, err
+	}
+	ch.stats.Accepted.Add(1)
+	return Accepted{ID: rec.ID}, nil
+}
+
+func (m *Manager) finishDirect(ch *chainQ, r *Record, res result, resultMax int) {
+	r.Status, r.End, r.Steps = res.status, res.end, res.steps
+	if !res.start.IsZero() {
+		r.Start = res.start
+	}
+	kept := res.body[:min(len(res.body), resultMax)]
+	r.Result = ResultInfo{Size: res.size, Kept: len(kept), Truncated: len(kept) < res.size, ContentType: res.ctype}
+	if res.status < 400 {
+		r.State = Succeeded
+		ch.stats.Succeeded.Add(1)
+	} else {
+		r.State = Failed
+		r.Error = errorText(res)
+		ch.stats.Failed.Add(1)
+	}
+	if ch.wants(res.status) && m.store.Record(r, kept) == nil {
+		ch.stats.Recorded.Add(1)
+	}
+	if m.onDone != nil {
+		m.onDone(r, res.body)
+	}
 }
 
 // schedule queues a after delay.

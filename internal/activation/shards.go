@@ -86,11 +86,6 @@ func (s *Store) Create(rec *Record, body []byte) (existing string, err error) {
 	return s.of(rec.ID).Create(rec, body)
 }
 
-// CreateVolatile stores a new activation without waiting for the disk.
-func (s *Store) CreateVolatile(rec *Record, body []byte) error {
-	return s.of(rec.ID).CreateVolatile(rec, body)
-}
-
 // Save writes rec's new state (see shard.Save).
 func (s *Store) Save(rec *Record, result []byte, wait bool) error {
 	return s.of(rec.ID).Save(rec, result, wait)

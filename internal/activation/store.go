@@ -242,16 +242,6 @@ func (s *shard) Create(rec *Record, body []byte) (existing string, err error) {
 	return s.create(rec, body, waitCommit)
 }
 
-// CreateVolatile stores a new activation without waiting for the disk: it
-// survives a crash only if the batch it went in was committed (MQTT QoS 0,
-// at most once). It has no idempotency key.
-func (s *shard) CreateVolatile(rec *Record, body []byte) error {
-	rec.Key = ""
-	// The write happens after the caller moved on: keep a copy.
-	_, err := s.create(rec, bytes.Clone(body), enqueue)
-	return err
-}
-
 func (s *shard) create(rec *Record, body []byte, m mode) (existing string, err error) {
 	data, err := json.Marshal(rec)
 	if err != nil {

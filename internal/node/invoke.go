@@ -23,13 +23,15 @@ type invoker struct{ n *Node }
 
 // gwChain returns the gateway's chain name of app, and its step names.
 func (n *Node) gwChain(app, chain string) (*gateway.Chain, []string) {
-	for _, a := range n.serving() {
+	n.appsMu.Lock()
+	defer n.appsMu.Unlock()
+	for _, a := range n.apps {
 		if a.cfg.Name != app {
 			continue
 		}
-		for _, ch := range a.chains() {
+		for i, ch := range a.chains() {
 			if ch.Name == chain {
-				return ch, a.stepNames(chain)
+				return ch, a.steps[i]
 			}
 		}
 	}
