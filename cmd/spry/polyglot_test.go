@@ -218,6 +218,14 @@ func TestPolyglotFailures(t *testing.T) {
 	if s, b, err := n.post(c, "/py?raise=1", "gold"); err != nil || s != 502 || b != "ValueError: no such thing: gold" {
 		t.Errorf("a raising handler: %d %q %v, want 502 with its message", s, b, err)
 	}
+	// Its traceback is in the function's log.
+	out, err := exec.Command(spryBin, "logs", "py", "--admin", n.admin, "--tail", "50").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ValueError: no such thing: gold") || !strings.Contains(string(out), "Traceback") {
+		t.Errorf("spry logs py: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(spryBin, "logs", "nope", "--admin", n.admin).CombinedOutput(); err == nil || !strings.Contains(string(out), "no function nope") {
+		t.Errorf("spry logs nope: %v\n%s", err, out)
+	}
 
 	killMidFlight := func(fn, route string, pid func(pid int) int) {
 		t.Helper()
