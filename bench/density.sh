@@ -1,15 +1,16 @@
 #!/bin/bash
-# Memory per idle instance of a process kind (issue 16): the cold-start
-# probe (bench/startprobe/fn) as N go: processes, each having served
-# requests, then idle; an instance costs its proportional set size (Pss: its
-# own pages plus its share of the executable's and libraries'). For
-# comparison, the sandbox host's Pss with the same function as N wasm:
-# instances — which includes the compiled module, the snapshot and whatever
-# garbage the host's Go heap has not returned yet; the clean per-instance
-# cost of a wasm instance is BenchmarkDensity (internal/runtime/wasm), which
-# collects garbage before it measures.
+# Memory per idle instance (issue 16): the cold-start probe
+# (bench/startprobe/fn) as N go: processes, each having served requests,
+# then idle; an instance costs its proportional set size (Pss: its own pages
+# plus its share of the executable's and libraries'). Then the same package
+# as wasm: instances in the app's sandbox host: an instance costs what the
+# host's Pss grows by from 1 instance to N, per instance (the host's own
+# cost, with the compiled module and the snapshot, is paid once per app;
+# its Go heap is not collected first: BenchmarkDensity in
+# internal/runtime/wasm is the clean per-instance cost, measured after a
+# garbage collection).
 #
-#   bench/density.sh SPRY_BINARY [N]     # run in a checkout of spry; N=100
+#   bench/density.sh SPRY_BINARY [N]     # run in a checkout of spry; N=100 (>1)
 set -euo pipefail
 spry=$(realpath "$1"); n=${2:-100}
 src=$(realpath bench/startprobe/fn)
@@ -50,9 +51,14 @@ total=0; for p in $(pids); do total=$((total + $(pss "$p"))); done
 proc=$((total / n))
 down
 
+up wasm 1
+host1=$(pss "$(pids)")
+down
 up wasm "$n"
 host=$(pss "$(pids)")
 down
+wasm=$(((host - host1) / (n - 1)))
 
 printf 'go: process        %8d KiB per idle instance  %6d per GiB\n' $((proc / 1024)) $(((1 << 30) / proc))
-printf 'wasm: the sandbox host with %d instances: %d KiB Pss in all\n' "$n" $((host / 1024))
+printf 'wasm: sandbox host %8d KiB per idle instance  %6d per GiB  (host Pss: %d KiB with 1 instance, %d KiB with %d)\n' \
+  $((wasm / 1024)) $(((1 << 30) / wasm)) $((host1 / 1024)) $((host / 1024)) "$n"
