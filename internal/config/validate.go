@@ -29,16 +29,16 @@ const (
 	// not set (at most what the pool's extent region holds).
 	DefaultMaxBody = 32 << 20
 	// MaxMemory bounds pool.memory.
-	MaxMemory = 1 << 40
-	DefaultTimeout    = 30 * time.Second // of a step and of a chain
-	MaxTimeout        = time.Hour
-	MaxInstances      = 256
-	MaxConcurrency    = 1024
-	MaxSteps          = pool.MaxSteps
-	MaxHeaders        = 16
-	MaxRoute          = 256 // bytes
-	maxAppName        = 32
-	maxName           = 64
+	MaxMemory      = 1 << 40
+	DefaultTimeout = 30 * time.Second // of a step and of a chain
+	MaxTimeout     = time.Hour
+	MaxInstances   = 256
+	MaxConcurrency = 1024
+	MaxSteps       = pool.MaxSteps
+	MaxHeaders     = 16
+	MaxRoute       = 256 // bytes
+	maxAppName     = 32
+	maxName        = 64
 )
 
 // DefaultMethods are the methods a chain answers when it names none.

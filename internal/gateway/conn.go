@@ -41,7 +41,7 @@ type conn struct {
 	vec  [1 + pool.MaxSegs][]byte
 	nvec int
 	bufs net.Buffers
-	part bodyPart // the body being read by ReadPart
+	part bodyPart    // the body being read by ReadPart
 	busy atomic.Bool // between reading a request head and answering it
 
 	// The request out in a chain, set before it is admitted: its response

@@ -44,15 +44,15 @@ type BufHeader struct {
 	// running at, or finished at node (phase), which successors a
 	// handler chose, the join frames of the fan-outs it is a branch of,
 	// and, for a call, whom to return to.
-	node   uint8  // graph node (CallNode for a call)
-	phase  uint8  // Phase*
-	nseg   uint8  // segments of the payload in segs; 0: the buffer's own area
-	depth  uint8  // join frames in frames
-	kind   uint8  // Kind*
-	refBit uint8  // this buffer's bit in its data buffer's held word
-	chosen uint16 // successors the handler chose (bit i: next[i]); 0: the graph's default
-	ref    uint32 // index+1 of the shared buffer whose payload this one reads (0: its own)
-	refGen uint32 // that buffer's generation
+	node   uint8         // graph node (CallNode for a call)
+	phase  uint8         // Phase*
+	nseg   uint8         // segments of the payload in segs; 0: the buffer's own area
+	depth  uint8         // join frames in frames
+	kind   uint8         // Kind*
+	refBit uint8         // this buffer's bit in its data buffer's held word
+	chosen uint16        // successors the handler chose (bit i: next[i]); 0: the graph's default
+	ref    uint32        // index+1 of the shared buffer whose payload this one reads (0: its own)
+	refGen uint32        // that buffer's generation
 	held   atomic.Uint64 // a shared buffer's references: gen<<32 | one bit per reference
 	call   CallFrame
 	frames [MaxDepth]Frame

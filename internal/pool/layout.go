@@ -82,7 +82,7 @@ var ErrLayout = errors.New("pool: bad layout")
 // regions are the byte offsets of a pool's parts, all page-aligned, in order.
 type regions struct {
 	route, stats, ring, hdr, arena, extmap, ext, total uint64
-	stride                                            uint64 // distance between buffer payloads
+	stride                                             uint64 // distance between buffer payloads
 }
 
 // routeBytes is the size of the routing region for l (before page rounding).

@@ -172,7 +172,6 @@ func (p *Pool) dropRef(b *BufHeader, self uint16) {
 	b.ref = 0
 }
 
-
 // UnusedShares returns the shared buffers that no token reads any more but
 // that are still shared: a process died between dropping the last
 // reference and freeing the buffer, or a reader's reference was lost with
