@@ -3,10 +3,13 @@ package bench
 import (
 	"math"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Environment the benchmark's functions read (names may not start with
@@ -109,16 +112,19 @@ func Work(d time.Duration) {
 }
 
 // Calibrate measures how many work units this machine runs per
-// microsecond: the best of a few short runs, so that a busy moment does not
-// make every later step longer.
+// microsecond of CPU: the best of a few short runs, timed by the thread's
+// own CPU clock, so that time the thread spent preempted by other load
+// does not make every later step shorter than asked.
 func Calibrate() float64 {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	best := 0.0
 	for range 5 {
 		n := int64(1000)
 		for {
-			t := time.Now()
+			t := ThreadCPU()
 			sink.Add(work(n))
-			el := time.Since(t)
+			el := ThreadCPU() - t
 			if el > 10*time.Millisecond {
 				best = max(best, float64(n)/(float64(el)/float64(time.Microsecond)))
 				break
@@ -127,4 +133,12 @@ func Calibrate() float64 {
 		}
 	}
 	return best
+}
+
+// ThreadCPU returns the CPU time the calling OS thread has used (lock the
+// goroutine to its thread around a measurement).
+func ThreadCPU() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
+	return time.Duration(ts.Nano())
 }

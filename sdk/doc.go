@@ -51,6 +51,24 @@
 // more also ends the chain, with the output as the body; Stop ends it with
 // any status. A panic in a handler is an error, not a crash.
 //
+// # Requests, routes and responses
+//
+// Method, Path, Query and Header read the request's metadata, which the
+// gateway parsed once. Param reads a parameter of the chain's route
+// (route: "/users/{id}" gives Param("id")); on a route ending in /* Path is
+// the rest of the path and FullPath the whole. SetContentType sets the
+// answer's content type (without it the client gets
+// application/octet-stream, never the request's own), SetHeader and
+// AddHeader set response headers (Location, Cache-Control, Set-Cookie,
+// CORS), which travel in the buffer's metadata and reach the client from
+// any step.
+//
+// # Configuration and secrets
+//
+// An instance runs in its function's directory (workDir: in spry.yaml), with
+// the env: and envFrom: of its function. Secret reads one of the app's
+// secrets: (files readable by this app's instances only).
+//
 // # Concurrency
 //
 // An instance runs up to `concurrency:` handlers at once (spry.yaml, default

@@ -123,8 +123,30 @@ func (r *Request) Segment(i int) []byte { return r.p.Piece(r.buf, i) }
 // Method returns the HTTP method of the client's request.
 func (r *Request) Method() string { m, _, _ := r.h.Request(); return view(m) }
 
-// Path returns the request path (not unescaped).
-func (r *Request) Path() string { _, p, _ := r.h.Request(); return view(p) }
+// Path returns the request path (not unescaped). On a route that ends in
+// /* it is the rest of the path that the * matched, from its slash
+// ("/css/site.css" for /static/css/site.css on /static/*; "/" when
+// nothing is left), as a file server mounted there wants it; FullPath is
+// the whole path.
+func (r *Request) Path() string {
+	if rest := r.h.Param("*"); rest != nil {
+		if len(rest) == 0 {
+			return "/"
+		}
+		return view(rest)
+	}
+	_, p, _ := r.h.Request()
+	return view(p)
+}
+
+// FullPath returns the whole request path, as the client sent it (not
+// unescaped).
+func (r *Request) FullPath() string { _, p, _ := r.h.Request(); return view(p) }
+
+// Param returns the value of the route's parameter name ({name} in the
+// chain's route), as it appears in the path (not unescaped), or "" when the
+// route has no such parameter.
+func (r *Request) Param(name string) string { return view(r.h.Param(name)) }
 
 // Query returns the raw query string, without the '?'.
 func (r *Request) Query() string { _, _, q := r.h.Request(); return view(q) }
@@ -464,17 +486,88 @@ func (w *Response) SetStatus(code int) {
 	}
 }
 
-// SetContentType sets the content type of the output.
+// SetContentType sets the content type of the output. The client gets the
+// content type the last step that set one chose, or
+// application/octet-stream when no step did (never the request's own).
 func (w *Response) SetContentType(ct string) {
-	if !w.shared() {
-		w.p.Header(w.in).SetContentTypeString(ct)
-	}
-	if w.fresh || w.shared() {
-		if w.freshOut() {
-			w.p.Header(w.out).SetContentTypeString(ct)
-		}
+	w.p.Header(w.in).SetReplyContentType(ct)
+	if w.fresh {
+		w.p.Header(w.out).SetReplyContentType(ct)
 	}
 }
+
+// SetHeader sets a response header the client gets (Location,
+// Cache-Control, Set-Cookie, Access-Control-Allow-Origin, …), replacing
+// the values it had; AddHeader adds a value. Headers set by every step of
+// the chain reach the client. They travel in the buffer's metadata, which
+// they share with the request's (about 3 KiB in all): past that, or for
+// a name or value that is not valid HTTP, the step fails (502) with the
+// reason. Content-Type goes through SetContentType; the framing headers
+// (Content-Length, Transfer-Encoding, Connection, Date, …) are the
+// gateway's and are refused.
+func (w *Response) SetHeader(name, value string) { w.header(name, value, true) }
+
+// AddHeader adds a value to a response header (see SetHeader), as
+// Set-Cookie needs.
+func (w *Response) AddHeader(name, value string) { w.header(name, value, false) }
+
+// ErrBadHeader is the failure of a SetHeader or AddHeader the gateway
+// could not send.
+var ErrBadHeader = errors.New("sdk: response header")
+
+func (w *Response) header(name, value string, replace bool) {
+	if w.err != nil {
+		return
+	}
+	if why := checkHeader(name, value); why != "" {
+		w.err = fmt.Errorf("%w %q: %s", ErrBadHeader, name, why)
+		return
+	}
+	if strings.EqualFold(name, "Content-Type") {
+		w.SetContentType(value)
+		return
+	}
+	h := w.p.Header(w.in)
+	if w.fresh {
+		h = w.p.Header(w.out)
+	}
+	var err error
+	if replace {
+		err = h.SetRespHeader(name, value)
+	} else {
+		err = h.AddRespHeader(name, value)
+	}
+	if err != nil {
+		w.err = fmt.Errorf("%w %q: the response headers do not fit the buffer's metadata (%d bytes with the request's)", ErrBadHeader, name, pool.MaxMeta)
+	}
+}
+
+// checkHeader returns why name: value cannot be a response header, or "".
+func checkHeader(name, value string) string {
+	if name == "" {
+		return "empty name"
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return "not a valid header name"
+		}
+	}
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return "the value has a control character (CR, LF, …)"
+		}
+	}
+	for _, f := range gatewayHeaders {
+		if strings.EqualFold(name, f) {
+			return "the gateway sets it"
+		}
+	}
+	return ""
+}
+
+// gatewayHeaders are the response headers only the gateway writes.
+var gatewayHeaders = []string{"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Upgrade", "Trailer", "TE", "Date", "Proxy-Connection"}
 
 // Stop ends the chain after this step: the output goes back to the client
 // without running the remaining steps. In a branch of a fan-out it ends
@@ -562,7 +655,7 @@ func (w *Response) finish(err error) uint32 {
 		p.Clear(out, w.self)
 		n := copy(p.Buffer(out), err.Error())
 		h.SetData(0, uint32(n))
-		h.SetContentTypeString("text/plain; charset=utf-8")
+		h.SetReplyContentType("text/plain; charset=utf-8")
 		h.SetStatus(status)
 		h.SetChosen(0)
 		h.SetFlags(h.Flags() | pool.FlagStop)

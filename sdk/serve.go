@@ -395,7 +395,7 @@ func (s *instance) fail(buf uint32, status uint16, msg string) {
 	h := p.Header(buf)
 	n := copy(p.Buffer(buf), msg)
 	h.SetData(0, uint32(n))
-	h.SetContentTypeString("text/plain; charset=utf-8")
+	h.SetReplyContentType("text/plain; charset=utf-8")
 	h.SetStatus(status)
 	h.SetFlags(h.Flags() | pool.FlagStop)
 	h.SetPlace(h.Node(), pool.PhaseDone)

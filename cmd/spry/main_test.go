@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,6 +42,12 @@ func TestMain(m *testing.M) {
 	out, err := exec.Command("go", "build", "-o", spryBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build spry: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	// The builtin runner beside it, as an install has it.
+	out, err = exec.Command("go", "build", "-o", filepath.Join(dir, "spry-fn"), "../spry-fn").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build spry-fn: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -91,6 +98,11 @@ var upLine = regexp.MustCompile(`msg="spry is up" http=(\S+) admin=(\S+)`)
 func startNode(t testing.TB, args ...string) *spryNode {
 	t.Helper()
 	args = append([]string{"up", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, args...)
+	if !slices.Contains(args, "--data-dir") {
+		// Each node its own activation store (the default one is shared
+		// by the machine, and one node at a time may use it).
+		args = append(args, "--data-dir", t.TempDir())
+	}
 	n := &spryNode{t: t, exit: make(chan error, 1)}
 	n.cmd = exec.Command(spryBin, args...)
 	n.cmd.Dir = repoRoot(t)

@@ -390,3 +390,28 @@ func TestPolyglotBadInput(t *testing.T) {
 		t.Errorf("--check on python + poll: %v\n%s", err, out)
 	}
 }
+
+// A python: function with requirements: runs in a virtualenv spry makes
+// (python3 -m venv, pip install -r), here installing a package from a
+// local directory (no index needed).
+func TestPythonRequirements(t *testing.T) {
+	py := python3(t)
+	if exec.Command(py, "-c", "import venv, ensurepip").Run() != nil {
+		if os.Getenv("SPRY_REQUIRE_PYTHON") == "1" {
+			t.Fatal("python3 has no venv (Debian: apt-get install python3-venv)")
+		}
+		t.Skip("python3 has no venv (Debian: apt-get install python3-venv)")
+	}
+	dir := openDir(t)
+	writeFile(t, dir, "requirements.txt", "--no-index\n"+filepath.Join(repoRoot(t), "sdk", "python")+"\n")
+	writeFile(t, dir, "fn.py", `import sys, importlib.metadata
+
+def handler(req, res):
+    res.write(("venv" if sys.prefix != sys.base_prefix else "system") + " " + importlib.metadata.version("spry"))
+`)
+	cfg := writeFile(t, dir, "spry.yaml", "app: req\nfunctions:\n  fn: {python: ./fn.py, requirements: ./requirements.txt}\nchains:\n  c: {route: /c, steps: [fn]}\n")
+	n := startNode(t, "--transport", "uds", "--cache-dir", openDir(t), "-f", cfg)
+	if s, b, err := n.post(client(1), "/c", ""); err != nil || s != 200 || b != "venv 0.1.0" {
+		t.Errorf("got %d %q %v, want the handler running in the virtualenv with the requirement installed", s, b, err)
+	}
+}

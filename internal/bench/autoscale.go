@@ -481,7 +481,7 @@ func fetchFnMetrics(admin, fn string) (fnMetrics, error) {
 // the node measured for the same requests.
 func measureOverhead(ctx context.Context, addr, admin, fn string, reqs []load.Request) (time.Duration, error) {
 	// One request first: it may wake the function from zero.
-	if err := probe(ctx, addr, reqs[:1]); err != nil {
+	if err := probe(ctx, addr, "", reqs[:1]); err != nil {
 		return 0, err
 	}
 	m0, err := fetchFnMetrics(admin, fn)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spry-dev/spry/bench"
 	"github.com/spry-dev/spry/internal/bench/baseline"
+	"github.com/spry-dev/spry/internal/bench/load"
 	"github.com/spry-dev/spry/internal/bpf"
 	"github.com/spry-dev/spry/internal/transport"
 )
@@ -48,8 +49,9 @@ type System interface {
 
 // Env is what modes need to start a workload.
 type Env struct {
-	Exe string // the spry executable
-	Dir string // a scratch directory for configs and logs
+	Exe   string // the spry executable
+	Dir   string // a scratch directory for configs and logs
+	Proto string // what the load generator speaks to Spry (load.Proto*)
 }
 
 // Mode is a way to run a workload's chains.
@@ -72,7 +74,7 @@ const (
 // ModeNames lists every mode this build offers: each Spry transport, then
 // the baselines.
 func ModeNames() []string {
-	return append(slices.Clone(transport.Names), ModeKnative, ModeHTTP, ModeGRPC)
+	return append(append(slices.Clone(transport.Names), ModeKnative, ModeHTTP, ModeGRPC), KindModes...)
 }
 
 // DefaultModes are the modes `spry bench` compares when not told: the
@@ -98,6 +100,10 @@ func NewMode(name string) (Mode, error) {
 	switch name {
 	case ModeKnative, ModeHTTP, ModeGRPC:
 		return &baselineMode{name: name}, nil
+	case ModeSpryPython, ModeSpryHTTP, ModeSpryLambda:
+		return &kindMode{name: name}, nil
+	case ModeKnativePython, ModeKnativeHTTP:
+		return &seqMode{name: name}, nil
 	}
 	if slices.Contains(transport.Names, name) {
 		return &spryMode{transport: name}, nil
@@ -148,8 +154,15 @@ func appYAML(w *bench.Workload, transport string) string {
 }
 
 func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (System, error) {
-	n, err := startNode(env.Exe, filepath.Join(env.Dir, m.transport), "spry node ("+m.transport+")", appYAML(w, m.transport),
-		"--transport", m.transport, "--log-level", "warn")
+	args := []string{"--transport", m.transport, "--log-level", "warn"}
+	if env.Proto == load.ProtoTLS || env.Proto == load.ProtoH2 {
+		cert, key, err := selfSigned(env.Dir)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--tls-cert", cert, "--tls-key", key)
+	}
+	n, err := startNode(env.Exe, filepath.Join(env.Dir, m.transport), "spry node ("+m.transport+")", appYAML(w, m.transport), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +225,7 @@ func startNode(exe, dir, name, yaml string, args ...string) (*spryNode, error) {
 	}
 	argv := append([]string{"up", "-f", cfg, "--listen", ports[0], "--admin", ports[1],
 		"--runtime-dir", filepath.Join(dir, "run"), "--cache-dir", filepath.Join(dir, "cache"),
+		"--data-dir", filepath.Join(dir, "data"),
 		"--log-level", "info", "--drain-timeout", "5s"}, args...)
 	cmd := exec.Command(exe, argv...)
 	cmd.Env = os.Environ()

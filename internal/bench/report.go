@@ -38,6 +38,7 @@ type RunConfig struct {
 	Warmup      string   `json:"warmup"`
 	Rounds      int      `json:"rounds"`
 	Connections int      `json:"connections"`
+	Proto       string   `json:"proto,omitempty"` // what the load generator spoke to Spry (default http1)
 	Loop        string   `json:"loop"`
 	Idle        string   `json:"idle"`
 	WorkRate    float64  `json:"work_rate"`

@@ -32,6 +32,9 @@ type Options struct {
 	Exe         string        // the spry executable (default: this one)
 	Dir         string        // scratch directory (default: a temporary one, removed)
 	Log         io.Writer     // progress (nil: quiet)
+	// Proto is what the load generator speaks to Spry's gateway (load.Proto*:
+	// http1, h2c, tls, h2, grpc); the baselines' own ingress is HTTP/1.1.
+	Proto string
 }
 
 // Run runs the benchmark and returns its report.
@@ -82,7 +85,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for i, m := range modes {
 		results[i] = &modeAcc{mode: m.Name(), byRole: map[string]*proc.Cost{}, byComp: map[string]*proc.Cost{}}
 	}
-	env := Env{Exe: o.Exe, Dir: o.Dir}
+	env := Env{Exe: o.Exe, Dir: o.Dir, Proto: o.Proto}
 	per := o.Duration / time.Duration(o.Rounds)
 	for round := range o.Rounds {
 		for i, m := range modes {
@@ -169,8 +172,12 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 			err = serr
 		}
 	}()
+	proto := ""
+	if _, ok := m.(*spryMode); ok {
+		proto = o.Proto
+	}
 	// Every distinct request once, checked, before anything is measured.
-	if err := probe(ctx, sys.Addr(), reqs); err != nil {
+	if err := probe(ctx, sys.Addr(), proto, reqs); err != nil {
 		return err
 	}
 	procs := sys.Procs()
@@ -180,7 +187,11 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 		roots[i] = p.PID
 		comp[p.PID] = p
 	}
-	for _, p := range procs {
+	// A process not listed belongs to the nearest listed ancestor: the
+	// most specific first (an http: or lambda: function's program is its
+	// adapter instance's, not the node's).
+	for i := len(procs) - 1; i >= 0; i-- {
+		p := procs[i]
 		for _, d := range proc.Descendants(p.PID) {
 			if _, ok := comp[d]; !ok {
 				comp[d] = p
@@ -202,7 +213,7 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 	var sampler sync.WaitGroup
 	stopSampling := make(chan struct{})
 	tick := 100 * time.Millisecond
-	cfg := load.Config{Addr: sys.Addr(), Requests: reqs, Mix: mix, Connections: o.Connections,
+	cfg := load.Config{Addr: sys.Addr(), Proto: proto, Requests: reqs, Mix: mix, Connections: o.Connections,
 		Warmup: o.Warmup, Duration: dur, Tick: tick,
 		OnMeasure: func() {
 			before = proc.Take(roots)
@@ -286,8 +297,8 @@ func allPIDs(roots []int) []int {
 }
 
 // probe sends every request once and checks its answer.
-func probe(ctx context.Context, addr string, reqs []load.Request) error {
-	res, err := load.Run(ctx, load.Config{Addr: addr, Requests: reqs, Connections: 1, Duration: time.Hour,
+func probe(ctx context.Context, addr, proto string, reqs []load.Request) error {
+	res, err := load.Run(ctx, load.Config{Addr: addr, Proto: proto, Requests: reqs, Connections: 1, Duration: time.Hour,
 		Schedule: &countSchedule{n: len(reqs)}, Timeout: 60 * time.Second})
 	if err != nil {
 		return err
@@ -369,7 +380,7 @@ func (a *modeAcc) audit(m Mode, w *bench.Workload, weights map[string]float64) A
 }
 
 func runConfig(o Options, w *bench.Workload) RunConfig {
-	c := RunConfig{Duration: o.Duration.String(), Warmup: o.Warmup.String(), Rounds: o.Rounds, Connections: o.Connections,
+	c := RunConfig{Duration: o.Duration.String(), Warmup: o.Warmup.String(), Rounds: o.Rounds, Connections: o.Connections, Proto: o.Proto,
 		Idle: o.Idle.String(), WorkRate: w.Settings.WorkRate, StepCPU: w.Settings.StepCPU.String(), Scale: w.Settings.Scale,
 		Loop: "closed"}
 	switch {

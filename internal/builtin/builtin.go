@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/spry-dev/spry/internal/pool"
 	"github.com/spry-dev/spry/sdk"
 )
 
@@ -31,6 +32,13 @@ var (
 	mu       sync.Mutex
 	registry = map[string]Function{}
 )
+
+// Identity names what a runner of builtins can run and the pool layout it
+// speaks: a node runs builtins with a runner (cmd/spry-fn) only when its
+// Identity is the node's own.
+func Identity() string {
+	return "spry-fn layout=" + strconv.FormatUint(uint64(pool.Version), 10) + " builtins=" + strings.Join(Names(), ",")
+}
 
 // Register adds a builtin. It panics on a duplicate name (a programming
 // error, found at init).

@@ -76,6 +76,7 @@ See docs/benchmarks.md.`,
 	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "warm-up before each measurement")
 	f.IntVar(&o.Rounds, "rounds", 3, "the modes take turns this many times, so drift hits all alike")
 	f.IntVarP(&o.Connections, "connections", "c", 8, "connections of the load generator")
+	f.StringVar(&o.Proto, "proto", "http1", "what the load generator speaks to Spry's gateway: http1, h2c, tls (HTTP/1.1 over TLS), h2 (over TLS), grpc (the baselines are driven over HTTP/1.1)")
 	f.Float64Var(&o.Rate, "rate", 0, "open loop at this many requests/s (0: closed loop)")
 	f.BoolVar(&o.Poisson, "poisson", false, "open loop with Poisson arrivals instead of a constant rate")
 	f.DurationVar(&o.Idle, "idle", 2*time.Second, "window with no traffic in which idle CPU is measured")
@@ -244,11 +245,16 @@ func auditCmd() *cobra.Command {
 // benchProcCmd runs one process of a baseline (the bench starts these).
 func benchProcCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "bench-proc",
+		Use:    "bench-proc [ROLE]",
 		Short:  "Run one process of a benchmark baseline (spry bench does this)",
 		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:   cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				// A role without a config (httpfn: the chain step as a
+				// plain HTTP server on $PORT, run as an http: function).
+				os.Setenv(baseline.EnvConfig, `{"role":"`+args[0]+`"}`)
+			}
 			if err := baseline.Main(); err != nil {
 				return exitError{2, err.Error()}
 			}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -64,8 +65,10 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(upCmd(), reloadCmd(), statusCmd(), topCmd(), invokeCmd(), builtinsCmd(), fnCmd(), runtimeCmd(), logsCmd(), newCmd(), versionCmd())
+	root.AddCommand(upCmd(), reloadCmd(), statusCmd(), topCmd(), invokeCmd(), builtinsCmd(), fnCmd(), runtimeCmd(), logsCmd(), newCmd(), contractCmd(), versionCmd())
+	root.AddCommand(activationsCmd(), triggersCmd())
 	root.AddCommand(benchCommands()...)
+	root.AddCommand(simCmd(), controllerCmd(), deployCmd())
 	return root
 }
 
@@ -138,11 +141,15 @@ func upCmd() *cobra.Command {
 	var (
 		files                 []string
 		listen, admin, tname  string
+		tlsCert, tlsKey       string
 		check                 bool
 		uids, runDir, cache   string
 		logLevel              string
 		readyTimeout, drainTO time.Duration
 		watch                 bool
+		adminTokenFile        string
+		dataDir, mqttAddr     string
+		cl                    clusterFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up [-f spry.yaml]...",
@@ -157,9 +164,15 @@ SIGHUP or "spry reload" reloads the config files: changed apps are replaced
 with no request lost, and a config that fails to load keeps the running one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			apps, err := loadApps(files)
-			if err != nil {
-				return exitError{2, err.Error()}
+			if cl.on && len(files) > 0 {
+				return exitError{2, "--cluster: the controller assigns the apps (spry deploy -f spry.yaml); give no -f"}
+			}
+			var apps []*config.App
+			var err error
+			if !cl.on {
+				if apps, err = loadApps(files); err != nil {
+					return exitError{2, err.Error()}
+				}
 			}
 			if check {
 				if err := node.Build(cmd.Context(), apps, cache); err != nil {
@@ -177,8 +190,24 @@ with no request lost, and a config that fails to load keeps the running one.`,
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			cfg := node.Config{
 				Apps: apps, Load: func() ([]*config.App, error) { return loadApps(files) }, Listen: listen, Admin: admin, Transport: tname,
+				TLS:        config.TLS{Cert: absPath(tlsCert), Key: absPath(tlsKey)},
 				RuntimeDir: runDir, CacheDir: cache, Log: log, Output: cmd.ErrOrStderr(),
-				ReadyTimeout: readyTimeout,
+				ReadyTimeout: readyTimeout, DataDir: dataDir, MQTT: mqttAddr, Cluster: cl.on,
+			}
+			if cl.on {
+				cfg.Load = nil // the assignment is the config
+			}
+			if adminTokenFile != "" {
+				b, err := os.ReadFile(adminTokenFile)
+				if err != nil {
+					return exitError{2, "--admin-token-file: " + err.Error()}
+				}
+				if cfg.AdminToken = strings.TrimSpace(string(b)); cfg.AdminToken == "" {
+					return exitError{2, "--admin-token-file " + adminTokenFile + ": the file is empty"}
+				}
+			}
+			if (tlsCert == "") != (tlsKey == "") {
+				return exitError{2, "--tls-cert and --tls-key go together"}
 			}
 			if cfg.AppUIDs, err = parseUIDs(uids); err != nil {
 				return exitError{2, err.Error()}
@@ -198,7 +227,14 @@ with no request lost, and a config that fails to load keeps the running one.`,
 				return err
 			}
 			log.Info("spry is up", "http", n.Addr().String(), "admin", n.AdminAddr().String())
-			if len(files) == 0 {
+			agentDone := make(chan error, 1)
+			if cl.on {
+				if err := cl.start(ctx, n, log, agentDone); err != nil {
+					stop()
+					_ = n.Shutdown(context.Background())
+					return exitError{2, err.Error()}
+				}
+			} else if len(files) == 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "\n  try:  curl -s localhost:%d/hello -d 'spry'\n        spry status%s\n\n",
 					n.Addr().(*net.TCPAddr).Port, adminFlag(n.AdminAddr().String()))
 			}
@@ -224,6 +260,9 @@ with no request lost, and a config that fails to load keeps the running one.`,
 				case failed = <-n.Failed():
 					log.Error("node failed", "err", failed)
 					break wait
+				case failed = <-agentDone:
+					log.Error("cluster agent stopped", "err", failed)
+					break wait
 				case <-hup:
 					reload("SIGHUP")
 				case what := <-changed:
@@ -243,18 +282,36 @@ with no request lost, and a config that fails to load keeps the running one.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&files, "file", "f", nil, "an app's config file (repeat for several apps)")
-	f.StringVar(&listen, "listen", ":8080", "gateway address (HTTP)")
+	f.StringVar(&listen, "listen", ":8080", "gateway address (HTTP/1.1 and HTTP/2; TLS with --tls-cert)")
+	f.StringVar(&tlsCert, "tls-cert", "", "serve TLS on --listen with this certificate (PEM; reloaded on SIGHUP and spry reload)")
+	f.StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
 	f.StringVar(&admin, "admin", DefaultAdmin, "admin API address")
 	f.StringVar(&tname, "transport", "", "override every app's transport (auto, skmsg, uds, adaptive, poll)")
 	f.BoolVar(&check, "check", false, "validate the config files and exit")
 	f.StringVar(&uids, "app-uids", "61000-61183", "when run as root: uids for the apps' instances, FIRST-LAST, or none")
 	f.StringVar(&runDir, "runtime-dir", "", "directory for sockets and staged executables (default /run/spry as root)")
 	f.StringVar(&cache, "cache-dir", "", "directory for builds of go: functions")
+	f.StringVar(&dataDir, "data-dir", node.DefaultDataDir(), "directory of the activation store (one node per directory)")
+	f.StringVar(&mqttAddr, "mqtt", "", "run the embedded MQTT broker on this address, e.g. 127.0.0.1:1883 (off when empty)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&readyTimeout, "ready-timeout", 30*time.Second, "how long a new instance may take to start")
 	f.DurationVar(&drainTO, "drain-timeout", 10*time.Second, "on shutdown, how long requests in flight may take")
+	f.StringVar(&adminTokenFile, "admin-token-file", "", "require this bearer token (the file's content) on the admin API; verbs send $SPRY_ADMIN_TOKEN")
 	f.BoolVar(&watch, "watch", false, "reload when a config file or a function's source changes (for development)")
+	cl.flags(f)
 	return cmd
+}
+
+// absPath makes a file named on the command line absolute ("" stays ""),
+// so that a reload finds it whatever the working directory.
+func absPath(f string) string {
+	if f == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(f); err == nil {
+		return a
+	}
+	return f
 }
 
 func parseUIDs(s string) (node.UIDRange, error) {
@@ -270,7 +327,7 @@ func parseUIDs(s string) (node.UIDRange, error) {
 
 // fetchStatus gets GET /v1/status from the node at admin.
 func fetchStatus(ctx context.Context, admin string) (*node.Status, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/v1/status", nil)
+	req, err := adminRequest(ctx, "GET", admin, "/v1/status")
 	if err != nil {
 		return nil, err
 	}
@@ -297,4 +354,20 @@ func adminFlag(addr string) string {
 		return ""
 	}
 	return " --admin " + addr
+}
+
+// EnvAdminToken is where the verbs find the admin API's bearer token, for a
+// node started with --admin-token-file.
+const EnvAdminToken = "SPRY_ADMIN_TOKEN"
+
+// adminRequest makes a request to the admin API at admin, with the bearer
+// token from $SPRY_ADMIN_TOKEN when set.
+func adminRequest(ctx context.Context, method, admin, path string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+admin+path, nil)
+	if err == nil {
+		if tok := os.Getenv(EnvAdminToken); tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+	}
+	return req, err
 }

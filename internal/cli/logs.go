@@ -59,7 +59,7 @@ func streamLogs(ctx context.Context, admin string, q url.Values, times bool, w i
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/v1/logs?"+q.Encode(), nil)
+	req, err := adminRequest(ctx, "GET", admin, "/v1/logs?"+q.Encode())
 	if err != nil {
 		return err
 	}

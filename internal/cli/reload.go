@@ -35,7 +35,7 @@ build or start changes nothing, and the reason is printed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, "POST", "http://"+admin+"/v1/reload", nil)
+			req, err := adminRequest(ctx, "POST", admin, "/v1/reload")
 			if err != nil {
 				return exitError{2, err.Error()}
 			}

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,13 +21,17 @@ import (
 
 func statusCmd() *cobra.Command {
 	var admin, output string
+	var cl clusterStatusFlags
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show a running node's apps, functions, instances and pool use",
+		Short: "Show a running node's apps, functions, instances and pool use (--cluster: the cluster's)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
+			if cl.on {
+				return clusterStatus(ctx, cmd.OutOrStdout(), cl, output)
+			}
 			s, err := fetchStatus(ctx, admin)
 			if err != nil {
 				return err
@@ -45,6 +50,7 @@ func statusCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&admin, "admin", DefaultAdmin, "the node's admin API address")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cl.flags(cmd.Flags())
 	return cmd
 }
 
@@ -121,7 +127,8 @@ func invokeCmd() *cobra.Command {
 	var (
 		admin, data, method, ctype string
 		headers                    []string
-		include                    bool
+		include, async, insecure   bool
+		key, callback              string
 		timeout                    time.Duration
 	)
 	cmd := &cobra.Command{
@@ -130,7 +137,9 @@ func invokeCmd() *cobra.Command {
 		Example: `  spry invoke /hello -d 'spry'
   spry invoke /hello -d @input.txt
   echo spry | spry invoke /hello -d @-
-  spry invoke /hello -X GET -i`,
+  spry invoke /hello -X GET -i
+  spry invoke /hello -d 'spry' --async          # 202: prints the activation id
+  spry invoke /report --async --idempotency-key nightly-2024-05-01 --callback http://127.0.0.1:9000/done`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			route := args[0]
@@ -157,12 +166,27 @@ func invokeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req, err := http.NewRequestWithContext(ctx, method, "http://"+dialable(s.Node.Listen)+route, body)
+			scheme, client := "http://", http.DefaultClient
+			if s.Node.TLS {
+				scheme = "https://"
+				client = &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true,
+					TLSClientConfig: &tls.Config{InsecureSkipVerify: insecure}}}
+			}
+			req, err := http.NewRequestWithContext(ctx, method, scheme+dialable(s.Node.Listen)+route, body)
 			if err != nil {
 				return exitError{2, err.Error()}
 			}
 			if ctype != "" {
 				req.Header.Set("Content-Type", ctype)
+			}
+			if async {
+				req.Header.Set("Prefer", "respond-async")
+			}
+			if key != "" {
+				req.Header.Set("Idempotency-Key", key)
+			}
+			if callback != "" {
+				req.Header.Set("X-Callback-Url", callback)
 			}
 			for _, h := range headers {
 				k, v, ok := strings.Cut(h, ":")
@@ -171,12 +195,26 @@ func invokeCmd() *cobra.Command {
 				}
 				req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				return err
 			}
 			defer resp.Body.Close()
 			out := cmd.OutOrStdout()
+			if async && resp.StatusCode == http.StatusAccepted && !include {
+				var a struct {
+					ID        string
+					Duplicate bool
+				}
+				if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+					return fmt.Errorf("202 without an activation id: %w", err)
+				}
+				fmt.Fprintln(out, a.ID)
+				if a.Duplicate {
+					fmt.Fprintln(cmd.ErrOrStderr(), "spry: an earlier invocation with this idempotency key made it")
+				}
+				return nil
+			}
 			if include {
 				fmt.Fprintf(out, "%s %s\n", resp.Proto, resp.Status)
 				resp.Header.Write(out)
@@ -198,6 +236,10 @@ func invokeCmd() *cobra.Command {
 	f.StringVar(&ctype, "content-type", "", "Content-Type of the body")
 	f.StringArrayVarP(&headers, "header", "H", nil, "extra request header, 'Name: value' (repeatable)")
 	f.BoolVarP(&include, "include", "i", false, "print the response status and headers")
+	f.BoolVar(&async, "async", false, "invoke asynchronously (Prefer: respond-async): print the activation id once it is stored")
+	f.StringVar(&key, "idempotency-key", "", "with --async: the same key returns the same activation (Idempotency-Key)")
+	f.StringVar(&callback, "callback", "", "with --async: POST the result here when done (X-Callback-Url)")
+	f.BoolVarP(&insecure, "insecure", "k", false, "with a TLS gateway: do not verify its certificate (a self-signed one)")
 	f.DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
 	return cmd
 }

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spry-dev/spry/internal/auth"
 	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/route"
 )
 
 // Transports an app may name.
@@ -59,11 +61,16 @@ type App struct {
 	Transport string // one of the Transport constants
 	Pool      Pool
 	Limits    Limits
+	TLS       TLS // the node's gateway certificate, when the file names one
 	// Secrets are made readable to the app's instances only, as files in
 	// the directory $SPRY_SECRETS names.
 	Secrets   []Secret
 	Functions []*Function // in file order; Functions[i].Index == i
 	Chains    []*Chain    // in file order; Chains[i].Index == i
+	// Triggers start chains on MQTT messages, times and CloudEvents, in
+	// file order; Activations says how activation records are kept.
+	Triggers    []*Trigger
+	Activations Activations
 
 	fnIndex map[string]int
 }
@@ -98,9 +105,28 @@ type Secret struct {
 	Value  []byte `json:"-"` // never printed
 }
 
+// TLSOf returns the certificate the apps name (the same in each that names
+// one; Conflicts checks), or the zero TLS.
+func TLSOf(apps []*App) TLS {
+	for _, a := range apps {
+		if a.TLS != (TLS{}) {
+			return a.TLS
+		}
+	}
+	return TLS{}
+}
+
+// TLS names the certificate and key (PEM files, absolute paths) the
+// node's gateway serves TLS with. It is the node's, not the app's: every
+// file that sets it must name the same files.
+type TLS struct {
+	Cert, Key string
+}
+
 // Limits bound what the gateway admits for the app.
 type Limits struct {
 	Inflight int    // requests in flight at once
+	Async    int    // of those, asynchronous activations at once (default Inflight/2)
 	MaxBody  uint64 // the largest request body, in bytes
 }
 
@@ -190,6 +216,13 @@ type Chain struct {
 	Timeout time.Duration // deadline for the whole chain
 	Methods []string      // upper case
 	Headers []string      // canonical header names (textproto.CanonicalMIMEHeaderKey)
+	// Auth is what a request must present to run the chain (nil: nothing).
+	Auth *auth.Config `json:"-"`
+	// AuthSum identifies Auth's keys and secrets (for a reload to tell a
+	// change), without holding them.
+	AuthSum string
+	Record  string // which sync requests get an activation record: RecordFailures, RecordAll, RecordNone
+	Async   Async  // how its asynchronous invocations run
 
 	routeLine int
 }
@@ -384,7 +417,16 @@ func conflicts(apps []*App) []Problem {
 		chain *Chain
 	}
 	routes := map[string]served{}
+	var tlsFrom *App
 	for _, a := range apps {
+		if a.TLS != (TLS{}) {
+			if tlsFrom != nil && tlsFrom.TLS != a.TLS {
+				ps = append(ps, Problem{File: a.File, Line: a.Line, Path: "tls",
+					Msg: fmt.Sprintf("the node serves one certificate: %s names %s, this file %s", tlsFrom.File, tlsFrom.TLS.Cert, a.TLS.Cert)})
+			} else if tlsFrom == nil {
+				tlsFrom = a
+			}
+		}
 		if a.Name == "" {
 			continue // its problem was reported
 		}
@@ -398,15 +440,15 @@ func conflicts(apps []*App) []Problem {
 			if c.Route == "" {
 				continue
 			}
-			if s, ok := routes[c.Route]; ok {
+			if s, ok := routes[route.Shape(c.Route)]; ok {
 				if s.app == a {
 					continue // reported by validate
 				}
 				ps = append(ps, Problem{File: a.File, Line: c.routeLine, Path: "chains." + pathKey(c.Name) + ".route",
-					Msg: fmt.Sprintf("%s is already served by app %q (%s:%d)", c.Route, s.app.Name, s.app.File, s.chain.routeLine)})
+					Msg: fmt.Sprintf("%s is already served by app %q (%s:%d)%s", c.Route, s.app.Name, s.app.File, s.chain.routeLine, sameAs(c.Route, s.chain.Route))})
 				continue
 			}
-			routes[c.Route] = served{a, c}
+			routes[route.Shape(c.Route)] = served{a, c}
 		}
 	}
 	return ps

@@ -123,13 +123,22 @@ func TestParseBad(t *testing.T) {
 			"spry.yaml:3: app: missing; want the app's name, e.g. app: hello",
 			"spry.yaml:3: functions: missing; want at least one function",
 			"spry.yaml:3: chains: missing; want at least one chain"}},
+		{"tls without a key, a missing certificate", yml(`
+			app: a
+			tls:
+			  cert: nope.pem
+			functions: {f: {builtin: upper}}
+			chains: {c: {route: /c, steps: [f]}}
+			`), []string{
+			"spry.yaml:2: tls.key: missing; want the private key file (PEM) beside tls.cert",
+			"spry.yaml:3: tls.cert: nope.pem: no such file or directory"}},
 		{"unknown top-level field", yml(`
 			app: a
 			function: {f: {builtin: upper}}
 			functions: {f: {builtin: upper}}
 			chains: {c: {route: /c, steps: [f]}}
 			`), []string{
-			"spry.yaml:2: function: unknown field (known: app, transport, pool, limits, secrets, functions, chains)"}},
+			"spry.yaml:2: function: unknown field (known: app, transport, pool, limits, tls, secrets, functions, chains, activations, triggers)"}},
 		{"the example", yml(`
 			app: hello
 			transport: auto
@@ -452,14 +461,16 @@ func TestParseDefaults(t *testing.T) {
 	}
 	want := &App{
 		Name: "min", File: "spry.yaml", Dir: "/x", Line: 1,
-		Transport: TransportAuto,
-		Pool:      Pool{Buffers: 1024, BufferSize: 64 << 10, Memory: 1 << 30},
-		Limits:    Limits{Inflight: 512, MaxBody: 32 << 20},
+		Transport:   TransportAuto,
+		Pool:        Pool{Buffers: 1024, BufferSize: 64 << 10, Memory: 1 << 30},
+		Limits:      Limits{Inflight: 512, Async: 256, MaxBody: 32 << 20},
+		Activations: Activations{Retention: Retention{Age: DefaultRetentionAge, Count: DefaultRetentionCount}, Result: DefaultResult},
 		Functions: []*Function{{Name: "f", Index: 0, File: "spry.yaml", Line: 3,
 			Kind: Builtin, Builtin: "upper", Instances: 1, Scale: Scale{Policy: PolicyFixed, Min: 1, Max: 1}, Concurrency: 1, Timeout: 30 * time.Second, WorkDir: "/x"}},
 		Chains: []*Chain{{Name: "c", Index: 0, File: "spry.yaml", Line: 5,
 			Route: "/c", Steps: []int{0}, Graph: []Step{{Name: "f", Fn: 0, Line: 5, JoinAt: -1}},
-			Timeout: 30 * time.Second, Methods: []string{"GET", "POST"}, routeLine: 5}},
+			Timeout: 30 * time.Second, Methods: []string{"GET", "POST"}, routeLine: 5,
+			Record: RecordFailures, Async: Async{Attempts: DefaultAttempts, MaxAge: DefaultMaxAge, Backoff: DefaultBackoff, Queue: DefaultQueue}}},
 		fnIndex: map[string]int{"f": 0},
 	}
 	if !reflect.DeepEqual(a, want) {

@@ -46,9 +46,16 @@ type appSpec struct {
 	poolLine   int
 	inflight   value[int64]
 	maxBody    value[uint64]
+	tlsLine    int
+	tlsCert    value[string]
+	tlsKey     value[string]
 	secrets    value[[]*secretSpec]
 	functions  value[[]*fnSpec]
 	chains     value[[]*chainSpec]
+
+	async       value[int64] // limits.async
+	activations *activationsSpec
+	triggers    value[[]*triggerSpec]
 }
 
 type fnSpec struct {
@@ -107,6 +114,22 @@ type chainSpec struct {
 	timeout value[time.Duration]
 	methods value[[]item]
 	headers value[[]item]
+	auth    *authSpec
+	record  value[string]
+	async   *asyncSpec
+}
+
+type authSpec struct {
+	line         int
+	apiKeys      value[[]item]
+	apiKeysFile  value[string]
+	apiKeyHeader value[string]
+	jwtLine      int
+	secret       value[string]
+	jwks         value[string]
+	issuer       value[string]
+	audience     value[string]
+	leeway       value[time.Duration]
 }
 
 // stepSpec is one step of a graph (steps: as a mapping).
@@ -124,15 +147,18 @@ type stepSpec struct {
 
 // The keys of each mapping, in the order the docs list them.
 var (
-	appKeys    = []string{"app", "transport", "pool", "limits", "secrets", "functions", "chains"}
+	appKeys    = []string{"app", "transport", "pool", "limits", "tls", "secrets", "functions", "chains", "activations", "triggers"}
+	tlsKeys    = []string{"cert", "key"}
 	poolKeys   = []string{"memory", "buffers", "bufferSize"}
-	limitKeys  = []string{"inflight", "maxBody"}
+	limitKeys  = []string{"inflight", "async", "maxBody"}
 	stepKeys   = []string{"function", "next", "choose", "join", "wait"}
 	fnKeys     = append([]string{"builtin", "go", "exec"}, append(kindKeys, "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
 	fnLimKeys  = []string{"memory", "cpu"}
 	secretKeys = []string{"file", "value"}
 	scaleKeys  = []string{"min", "max", "slo", "policy", "window", "idle"}
-	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers"}
+	authKeys   = []string{"apiKeys", "apiKeysFile", "apiKeyHeader", "jwt"}
+	jwtKeys    = []string{"secret", "jwks", "issuer", "audience", "leeway"}
+	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers", "auth", "record", "async"}
 )
 
 const wantApp = "want a mapping with app:, functions: and chains:"
@@ -197,6 +223,18 @@ func decode(data []byte, ps *problems) *appSpec {
 					s.inflight = d.int(v, "limits.inflight")
 				case "maxBody":
 					s.maxBody = d.size(v, "limits.maxBody")
+				case "async":
+					s.async = d.int(v, "limits.async")
+				}
+			})
+		case "tls":
+			s.tlsLine = k.Line
+			d.fields(v, "tls", tlsKeys, func(key string, k, v *yaml.Node) {
+				switch key {
+				case "cert":
+					s.tlsCert = d.str(v, "tls.cert")
+				case "key":
+					s.tlsKey = d.str(v, "tls.key")
 				}
 			})
 		case "secrets":
@@ -226,6 +264,13 @@ func decode(data []byte, ps *problems) *appSpec {
 			s.chains.line = k.Line
 			s.chains.bad = !d.entries(v, "chains", func(name string, k, v *yaml.Node) {
 				s.chains.v = append(s.chains.v, d.chain(name, k, v))
+			})
+		case "activations":
+			s.activations = d.activations(k, v)
+		case "triggers":
+			s.triggers.line = k.Line
+			s.triggers.bad = !d.entries(v, "triggers", func(name string, k, v *yaml.Node) {
+				s.triggers.v = append(s.triggers.v, d.trigger(name, k, v))
 			})
 		}
 	})
@@ -354,6 +399,45 @@ func (d *decoder) chain(name string, k, v *yaml.Node) *chainSpec {
 			c.methods = d.strs(k, v, p)
 		case "headers":
 			c.headers = d.strs(k, v, p)
+		case "auth":
+			a := &authSpec{line: k.Line}
+			c.auth = a
+			if n := deref(v); n.Kind != yaml.MappingNode {
+				d.ps.add(v.Line, p, "want a mapping with apiKeys: and/or jwt:, got %s", got(n))
+				return
+			}
+			d.fields(v, p, authKeys, func(key string, k, v *yaml.Node) {
+				pp := join(p, key)
+				switch key {
+				case "apiKeys":
+					a.apiKeys = d.strs(k, v, pp)
+				case "apiKeysFile":
+					a.apiKeysFile = d.str(v, pp)
+				case "apiKeyHeader":
+					a.apiKeyHeader = d.str(v, pp)
+				case "jwt":
+					a.jwtLine = k.Line
+					d.fields(v, pp, jwtKeys, func(key string, k, v *yaml.Node) {
+						ppp := join(pp, key)
+						switch key {
+						case "secret":
+							a.secret = d.str(v, ppp)
+						case "jwks":
+							a.jwks = d.str(v, ppp)
+						case "issuer":
+							a.issuer = d.str(v, ppp)
+						case "audience":
+							a.audience = d.str(v, ppp)
+						case "leeway":
+							a.leeway = d.duration(v, ppp)
+						}
+					})
+				}
+			})
+		case "record":
+			c.record = d.str(v, p)
+		case "async":
+			c.async = d.async(p, k, v)
 		}
 	})
 	return c

@@ -58,3 +58,6 @@ func formatSize(n uint64) string {
 
 // FormatSize prints a byte count the way the config writes sizes (64KiB).
 func FormatSize(n uint64) string { return formatSize(n) }
+
+// ParseSize reads a size like 64KiB, 8GiB (what spry.yaml's sizes accept).
+func ParseSize(s string) (uint64, error) { return parseSize(s) }

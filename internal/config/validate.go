@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/route"
 )
 
 // Defaults and limits. The pool's limits are the pool package's own.
@@ -134,10 +135,46 @@ func (s *appSpec) validate(o Options, ps *problems) *App {
 	}
 
 	s.validateSecrets(a, o, ps)
+	s.validateTLS(a, ps)
 	s.validateFunctions(a, o, ps)
 	s.checkTransports(a, ps)
-	s.validateChains(a, ps)
+	s.validateChains(a, o, ps)
+	s.validateEvents(a, ps)
 	return a
+}
+
+// validateTLS checks the gateway's certificate and key files: both or
+// neither, each a readable file (relative to the config's directory).
+func (s *appSpec) validateTLS(a *App, ps *problems) {
+	if s.tlsLine == 0 {
+		return
+	}
+	file := func(v value[string], path, what string) string {
+		switch {
+		case v.line == 0:
+			ps.add(s.tlsLine, path, "missing; want the %s file (PEM) beside tls.%s", what, map[string]string{"tls.cert": "key", "tls.key": "cert"}[path])
+			return ""
+		case v.bad:
+			return ""
+		}
+		f := v.v
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(s.dir, f)
+		}
+		if st, err := os.Stat(f); err != nil {
+			ps.add(v.line, path, "%s: %s", v.v, reason(err))
+			return ""
+		} else if st.IsDir() {
+			ps.add(v.line, path, "%s is a directory; want the %s file (PEM)", v.v, what)
+			return ""
+		}
+		return f
+	}
+	a.TLS.Cert = file(s.tlsCert, "tls.cert", "certificate")
+	a.TLS.Key = file(s.tlsKey, "tls.key", "private key")
+	if a.TLS.Cert == "" || a.TLS.Key == "" {
+		a.TLS = TLS{}
+	}
 }
 
 func (s *appSpec) validateFunctions(a *App, o Options, ps *problems) {
@@ -523,7 +560,7 @@ func reason(err error) string {
 	return err.Error()
 }
 
-func (s *appSpec) validateChains(a *App, ps *problems) {
+func (s *appSpec) validateChains(a *App, o Options, ps *problems) {
 	switch cs := s.chains; {
 	case cs.line == 0:
 		ps.add(s.line, "chains", "missing; want at least one chain")
@@ -539,21 +576,21 @@ func (s *appSpec) validateChains(a *App, ps *problems) {
 	}
 	routes := map[string]*Chain{}
 	for _, cs := range s.chains.v {
-		c := cs.validate(a, fnNames, ps)
+		c := cs.validate(a, fnNames, o, ps)
 		c.Index, c.File = len(a.Chains), s.file
 		a.Chains = append(a.Chains, c)
 		if c.Route == "" {
 			continue
 		}
-		if first, ok := routes[c.Route]; ok {
-			ps.add(c.routeLine, join(join("chains", c.Name), "route"), "%s is already served by chain %q (line %d)", c.Route, first.Name, first.routeLine)
+		if first, ok := routes[route.Shape(c.Route)]; ok {
+			ps.add(c.routeLine, join(join("chains", c.Name), "route"), "%s is already served by chain %q (line %d)%s", c.Route, first.Name, first.routeLine, sameAs(c.Route, first.Route))
 			continue
 		}
-		routes[c.Route] = c
+		routes[route.Shape(c.Route)] = c
 	}
 }
 
-func (cs *chainSpec) validate(a *App, fnNames []string, ps *problems) *Chain {
+func (cs *chainSpec) validate(a *App, fnNames []string, o Options, ps *problems) *Chain {
 	path := join("chains", cs.name)
 	c := &Chain{Name: cs.name, Line: cs.line, Timeout: DefaultTimeout, Methods: slices.Clone(DefaultMethods)}
 	if len(cs.name) > maxName || !name.MatchString(cs.name) {
@@ -579,6 +616,9 @@ func (cs *chainSpec) validate(a *App, fnNames []string, ps *problems) *Chain {
 	cs.validateSteps(a, c, fnNames, path, ps)
 	c.Timeout = timeout(cs.timeout, path+".timeout", ps)
 	cs.checkWaits(c, path+".steps", ps)
+	if cs.auth != nil {
+		c.Auth, c.AuthSum = cs.auth.validate(a.Dir, o, path+".auth", ps)
+	}
 
 	if m := cs.methods; m.ok() {
 		c.Methods = nil
@@ -638,6 +678,11 @@ func checkRoute(r string) string {
 			return "want a path without . or .. segments"
 		}
 	}
+	if route.IsPattern(r) {
+		if err := route.Check(r); err != nil {
+			return err.Error()
+		}
+	}
 	return ""
 }
 
@@ -662,4 +707,13 @@ func list(names []string) string {
 		return strings.Join(names[:most], ", ") + fmt.Sprintf(", … (%d more)", len(names)-most)
 	}
 	return strings.Join(names, ", ")
+}
+
+// sameAs explains a conflict between two routes of one shape that are not
+// written alike.
+func sameAs(r, other string) string {
+	if r == other {
+		return ""
+	}
+	return " as " + other + " (the same route: parameter names do not tell routes apart)"
 }

@@ -49,7 +49,7 @@ func TestScenarios(t *testing.T) {
 	for _, f := range files {
 		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
 			t.Parallel()
-			runScenarioFile(t, f)
+			runScenarioFile(t, f, &scenario{})
 		})
 	}
 }
@@ -89,9 +89,10 @@ func parseScenario(t *testing.T, path string) []block {
 	return bs
 }
 
-func runScenarioFile(t *testing.T, path string) {
+// runScenarioFile replays one file through s, which runs each command and
+// returns its output lines.
+func runScenarioFile(t *testing.T, path string, s interface{ run(string) []string }) {
 	bs := parseScenario(t, path)
-	s := &scenario{}
 	var out strings.Builder
 	for i, b := range bs {
 		got := s.run(b.cmd)

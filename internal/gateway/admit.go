@@ -3,10 +3,13 @@ package gateway
 import (
 	"errors"
 	"strconv"
+	"time"
 
+	"github.com/spry-dev/spry/internal/auth"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/route"
 	"github.com/spry-dev/spry/internal/transport"
 )
 
@@ -116,6 +119,10 @@ type Request struct {
 	// Out, after a refusal: the chain the request was routed to (nil for
 	// none), for the adapter's Allow header (Chain.Allow).
 	Routed *Chain
+
+	// The route's parameters, as matched (reused: no allocation).
+	params route.Params
+	pvals  [route.MaxParams][]byte
 }
 
 // Errors of the admission path, with the statuses they answer with.
@@ -329,8 +336,9 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 		r.Began = mono.Now()
 	}
 	ch := r.Chain
+	r.params.N = 0
 	if ch == nil {
-		ch = (*g.routes.Load())[string(r.Path)]
+		ch, _ = g.routes.Load().Lookup(r.Path, &r.params)
 		r.Routed = ch
 		if ch == nil {
 			g.refused[ErrNoRoute.Status].Add(1)
@@ -339,6 +347,17 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 		if !ch.allows(r.Method) {
 			ch.count(ErrMethod.Status, r.Began)
 			return x, ErrMethod
+		}
+		if ch.Auth != nil {
+			var h auth.Headers = noHeaders{}
+			if r.Headers != nil {
+				h = r.Headers
+			}
+			if d := ch.Auth.Check(h, time.Now()); d != nil {
+				e := authErrors[d]
+				ch.count(e.Status, r.Began)
+				return x, e
+			}
 		}
 	}
 	r.Routed = ch
@@ -390,6 +409,13 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 			}
 		}
 	}
+	if ok && r.params.N > 0 {
+		for i := range r.params.N {
+			s := r.params.Vals[i]
+			r.pvals[i] = r.Path[s.Off : s.Off+s.N]
+		}
+		ok = m.Params(&r.params.Names, &r.pvals, r.params.N)
+	}
 	if !ok {
 		p.Free(buf, a.id)
 		a.release(idx, reqID)
@@ -407,6 +433,19 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 }
 
 var errBadHop = &Error{Status: 500, Msg: "the chain has no such step"}
+
+// authErrors are the refusals of the chains' auth checks, one per denial.
+var authErrors = func() map[*auth.Denial]*Error {
+	m := map[*auth.Denial]*Error{}
+	for _, d := range auth.Denials {
+		m[d] = &Error{Status: d.Status, Msg: d.Msg}
+	}
+	return m
+}()
+
+type noHeaders struct{}
+
+func (noHeaders) Header(string) []byte { return nil }
 
 // SetReplier makes rep (with tag) the request's Replier in place of
 // Request.Reply: an adapter that answers the client itself (an
@@ -497,14 +536,16 @@ func (r *Reply) Header() *pool.BufHeader {
 	return r.a.pool.Header(r.buf)
 }
 
-// ContentType returns the reply's media type: the chain's, when valid, or
-// application/octet-stream; text/plain for the gateway's own.
+// ContentType returns the reply's media type: the one a step chose
+// (Response.SetContentType), when valid, else application/octet-stream
+// (never the request's own); text/plain for the gateway's own.
 func (r *Reply) ContentType() []byte {
 	if r.err != nil {
 		return textPlain
 	}
-	ct := r.a.pool.Header(r.buf).ContentType()
-	if len(ct) == 0 || !isFieldValue(ct) {
+	h := r.a.pool.Header(r.buf)
+	ct := h.ContentType()
+	if h.Flags()&pool.FlagContentType == 0 || len(ct) == 0 || !isFieldValue(ct) {
 		return octets
 	}
 	return ct
@@ -538,6 +579,45 @@ func (r *Reply) Piece(i int) []byte {
 	}
 	return r.a.pool.Piece(r.buf, i)
 }
+
+// NextHeader returns the first response header the chain's functions set
+// at or after position pos (0 to start) and the position after it, or ok
+// false when there is none. Headers that are not valid HTTP, and those only
+// the gateway writes (framing, Date), are skipped.
+func (r *Reply) NextHeader(pos int) (name, value []byte, next int, ok bool) {
+	if r.err != nil {
+		return nil, nil, 0, false
+	}
+	h := r.a.pool.Header(r.buf)
+	for {
+		name, value, pos, ok = h.NextRespHeader(pos)
+		if !ok || isToken(name) && isFieldValue(value) && !gatewayField(name) {
+			return name, value, pos, ok
+		}
+	}
+}
+
+// AppendHeaders appends the chain's response headers as HTTP/1.1 fields
+// ("Name: value\r\n" each).
+func (r *Reply) AppendHeaders(dst []byte) []byte {
+	for name, value, pos, ok := r.NextHeader(0); ok; name, value, pos, ok = r.NextHeader(pos) {
+		dst = append(append(append(append(dst, name...), ": "...), value...), "\r\n"...)
+	}
+	return dst
+}
+
+// gatewayField reports whether name is a field only the gateway writes.
+func gatewayField(name []byte) bool {
+	for _, f := range gatewayFields {
+		if pool.EqualFold(name, f) {
+			return true
+		}
+	}
+	return false
+}
+
+var gatewayFields = []string{"content-type", "content-length", "transfer-encoding", "connection", "keep-alive",
+	"upgrade", "trailer", "te", "date", "proxy-connection"}
 
 // Body returns the reply's body: a slice of the pool buffer, valid until
 // Done, or the gateway's message. A body in several pieces is its first

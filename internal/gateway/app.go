@@ -34,6 +34,7 @@ type App struct {
 	rot        atomic.Uint32
 	ctl        func(desc.Desc)
 	noInstance func(fn uint16)
+	ready      atomic.Pointer[chan struct{}] // closed when an instance becomes ready (InstanceReady)
 	stats      AppStats
 	// bg counts the app's goroutines that use the pool outside an
 	// adapter's own (awaits of an instance, the ends of partial writes):
@@ -143,6 +144,7 @@ func NewApp(c AppConfig) (*App, error) {
 		a.pend[i].timer.Stop()
 		a.free <- uint32(i)
 	}
+	a.InstanceReady()
 	c.Pool.SetGateway(a.id)
 	return a, nil
 }
@@ -329,7 +331,11 @@ func (a *App) complete(buf uint32) {
 		e.timer.Stop()
 		a.stats.Timeouts.Add(1)
 		e.ch.count(ErrDeadline.Status, e.began)
-		e.rep.Reply(Reply{a: a, ch: e.ch, err: ErrDeadline, idx: idx, reqID: reqID, status: ErrDeadline.Status, tag: e.tag})
+		r := Reply{a: a, ch: e.ch, err: ErrDeadline, idx: idx, reqID: reqID, status: ErrDeadline.Status, tag: e.tag}
+		if e.ch.records(r.status) {
+			e.ch.record(e.rep, r, e.began)
+		}
+		e.rep.Reply(r)
 		// Abandoned, and the buffer is back: both go below.
 	} else if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
 		crash.Point("gateway.completed")
@@ -342,7 +348,11 @@ func (a *App) complete(buf uint32) {
 		a.stats.Replies.Add(1)
 		// Answer from here: no thread switch before the response goes
 		// out.
-		e.rep.Reply(Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag})
+		r := Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag}
+		if e.ch.records(status) {
+			e.ch.record(e.rep, r, e.began)
+		}
+		e.rep.Reply(r)
 		return
 	}
 	a.pool.Free(buf, a.id)
@@ -391,7 +401,20 @@ func (a *App) expire(idx uint32) {
 		a.stats.Timeouts.Add(1)
 	}
 	ch.count(err.Status, began)
-	rep.Reply(Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag})
+	r := Reply{a: a, ch: ch, err: err, idx: idx, reqID: w>>2<<idBits | uint64(idx), status: err.Status, tag: tag}
+	if ch.records(r.status) {
+		ch.record(rep, r, began)
+	}
+	rep.Reply(r)
+}
+
+// InstanceReady tells the app that an instance became ready: requests
+// waiting for one try again at once.
+func (a *App) InstanceReady() {
+	ch := make(chan struct{})
+	if old := a.ready.Swap(&ch); old != nil {
+		close(*old)
+	}
 }
 
 // undispatched marks entry idx's request as not yet taken by an instance.
@@ -406,10 +429,20 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 	e := &a.pend[idx]
 	want := reqID>>idBits<<2 | stWaiting
 	wait := 20 * time.Microsecond
-	asked := false
+	asked := mono.Now() // Send asked when it found no instance
+	t := time.NewTimer(wait)
+	defer t.Stop()
 	for {
-		time.Sleep(wait)
+		// Until the back-off passes, or an instance becomes ready (a
+		// cold start's end is not left to the back-off).
+		ready := a.ready.Load()
+		select {
+		case <-t.C:
+		case <-*ready:
+			t.Stop()
+		}
 		wait = min(2*wait, 5*time.Millisecond)
+		t.Reset(wait)
 		if e.word.Load() != want {
 			// Answered by the timer: the buffer never left.
 			a.complete(d.Buf)
@@ -424,12 +457,18 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 			e.queued.Store(false)
 			return
 		}
-		if errors.Is(err, transport.ErrNoInstance) && !asked {
-			asked = true
+		// Ask again now and then: an instance started for this request
+		// may have been stopped again before it took it.
+		if now := mono.Now(); errors.Is(err, transport.ErrNoInstance) && now-asked > int64(askAgain) {
+			asked = now
 			a.noInstance(fn)
 		}
 	}
 }
+
+// askAgain is how often a request waiting for an instance tells the
+// daemon it still has none.
+const askAgain = 250 * time.Millisecond
 
 // Fail answers the request of buffer buf, which the daemon took back
 // (pool.Reclaim or Seize: it holds it as pool.OwnerDaemon), with status and

@@ -1,14 +1,20 @@
 package gateway
 
 import (
+	"bytes"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
 	"io"
 	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 
 	"github.com/spry-dev/spry/internal/mono"
@@ -38,6 +44,7 @@ type conn struct {
 	out  []byte  // the response head being built
 	msg  []byte  // the body of an error response being built
 	ext  []byte  // extra fields of an error response being built
+	hdr  []byte  // the functions' response headers of the reply being written
 	vec  [1 + pool.MaxSegs][]byte
 	nvec int
 	bufs net.Buffers
@@ -47,6 +54,10 @@ type conn struct {
 	// The request out in a chain, set before it is admitted: its response
 	// has no body (HEAD); the connection closes after it.
 	headOnly, closeAfter bool
+	// h2 is the HTTP/2 connection this one became (h2c, or ALPN h2);
+	// h2away: it was told to go away. Under g.mu.
+	h2     *h2conn
+	h2away bool
 	// state is connIdle or connPending, or connWaiting while the goroutine
 	// waits for the answer; whoever answers sets it back to connIdle and
 	// signals idle if it was waiting.
@@ -71,7 +82,7 @@ const (
 func newConn(g *Gateway, nc net.Conn) *conn {
 	c := &conn{
 		g: g, nc: nc, rbuf: make([]byte, readBufSize),
-		out: make([]byte, 0, 512), msg: make([]byte, 0, 512), ext: make([]byte, 0, 128),
+		out: make([]byte, 0, 512), msg: make([]byte, 0, 512), ext: make([]byte, 0, 128), hdr: make([]byte, 0, 256),
 		idle: make(chan struct{}, 1),
 	}
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -120,23 +131,217 @@ func (c *conn) answered() {
 	}
 }
 
-// closeIfIdle closes the connection unless it is handling a request.
+// closeIfIdle closes the connection unless it is handling a request (an
+// HTTP/2 connection is told to go away and closes once its streams are
+// done). The caller holds g.mu.
 func (c *conn) closeIfIdle() {
-	if !c.busy.Load() {
+	switch {
+	case c.h2 != nil:
+		if !c.h2away {
+			c.h2away = true
+			go c.h2.shutdown()
+		} else if c.h2.idle() {
+			c.nc.Close()
+		}
+	case !c.busy.Load():
 		c.nc.Close()
 	}
 }
 
+// setConn replaces the connection's net.Conn (TLS over the socket).
+func (c *conn) setConn(nc net.Conn) {
+	c.g.mu.Lock()
+	c.nc = nc
+	c.g.mu.Unlock()
+	c.raw, c.writeFn = nil, nil
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+			c.writeFn = c.writev
+		}
+	}
+}
+
+// startTLS runs the TLS handshake on a connection to a TLS listener, and
+// reports the protocol agreed by ALPN ("h2", or "" for HTTP/1.1). A client
+// that speaks plain HTTP gets a clear answer instead.
+func (c *conn) startTLS() (proto string, ok bool) {
+	c.nc.SetReadDeadline(time.Now().Add(c.g.header))
+	if err := c.fill(); err != nil {
+		return "", false
+	}
+	if c.rbuf[0] != 0x16 { // not a TLS handshake record
+		c.g.count(400)
+		c.nc.SetWriteDeadline(time.Now().Add(c.g.header))
+		c.nc.Write(plainToTLS)
+		c.lingerClose()
+		return "", false
+	}
+	tc := tls.Server(&prefixConn{Conn: c.nc, pre: c.rbuf[c.r:c.w]}, c.g.tls)
+	c.r, c.w = 0, 0
+	if err := tc.Handshake(); err != nil {
+		return "", false
+	}
+	c.setConn(tc)
+	return tc.ConnectionState().NegotiatedProtocol, true
+}
+
+var plainToTLS = []byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" +
+	"spry: this port serves HTTPS (TLS): use https://\n")
+
+// prefixConn is a net.Conn whose first bytes were read already.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// serveH2 turns the connection into an HTTP/2 one; pre are bytes of it
+// already read. up, when not nil, admits an upgraded HTTP/1.1 request as
+// stream 1 once the server's preface is out.
+func (c *conn) serveH2(up func(h *h2conn)) {
+	h := c.g.newH2(c.nc)
+	c.g.mu.Lock()
+	c.h2 = h
+	away := c.g.closing.Load()
+	c.g.mu.Unlock()
+	if away || !h.start() {
+		h.close()
+		return
+	}
+	if up != nil {
+		up(h)
+	}
+	h.serve(append([]byte(nil), c.rbuf[c.r:c.w]...))
+}
+
+var (
+	h2PriLine     = []byte("PRI * HTTP/2.0\r\n\r\n")
+	switching101  = []byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+	errH2Settings = &Error{Status: 400, Msg: "malformed HTTP2-Settings header", Close: true}
+)
+
+// wantsH2C reports whether the request asks to upgrade to HTTP/2 in the
+// clear (RFC 7540 3.2).
+func (c *conn) wantsH2C() bool {
+	up := c.req.header("upgrade")
+	return up != nil && hasToken(up, "h2c") && c.req.header("http2-settings") != nil &&
+		hasToken(c.req.header("connection"), "upgrade")
+}
+
+// upgradeH2C answers an Upgrade: h2c request with 101 and serves the rest
+// of the connection as HTTP/2; the request (its body read as HTTP/1.1
+// framing) is stream 1.
+func (c *conn) upgradeH2C(began int64) {
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(string(c.req.header("http2-settings")), "="))
+	if err != nil || len(raw)%6 != 0 {
+		c.g.count(errH2Settings.Status)
+		c.writeError(errH2Settings, nil)
+		c.lingerClose()
+		return
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(c.g.header))
+	if _, err := c.nc.Write(switching101); err != nil {
+		return
+	}
+	c.serveH2(func(h *h2conn) {
+		for i := 0; i < len(raw); i += 6 {
+			s := http2.Setting{ID: http2.SettingID(binary.BigEndian.Uint16(raw[i:])), Val: binary.BigEndian.Uint32(raw[i+2:])}
+			if h.setting(s) != nil {
+				return
+			}
+		}
+		st := h.newStream(1)
+		st.head = string(c.req.method) == "HEAD"
+		st.ended, st.pending = true, true
+		h.mu.Lock()
+		h.lastID, h.opened = 1, 1
+		h.streams[1] = st
+		h.mu.Unlock()
+		length := c.req.length
+		if c.req.chunked {
+			length = -1
+		}
+		st.req = Request{Method: c.req.method, Path: c.req.path, Query: c.req.query, ContentType: c.req.ctype,
+			Length: length, Headers: c, Body: c, Began: began, Reply: h, Tag: 1}
+		if err := c.g.Admit(&st.req); err != nil {
+			if err == ErrSilent {
+				h.mu.Lock()
+				st.pending = false
+				h.mu.Unlock()
+				h.close()
+				return
+			}
+			h.refuse(st, err, true)
+		}
+	})
+}
+
+// lingerClose ends a connection whose client may still be sending (a
+// request refused before its body was read, a head too large): the answer
+// is out, so stop reading the request, half-close, and drain what arrives
+// for a bounded time and amount before the close. Closing with unread
+// input would make the kernel reset the connection, and the client would
+// often see the reset instead of the answer.
+func (c *conn) lingerClose() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		if cw.CloseWrite() != nil {
+			return
+		}
+	}
+	c.nc.SetReadDeadline(time.Now().Add(lingerTime))
+	for n := 0; n < lingerBytes; {
+		k, err := c.nc.Read(c.rbuf)
+		n += k
+		if err != nil {
+			return
+		}
+	}
+}
+
+// lingerTime and lingerBytes bound how long and how much lingerClose
+// drains.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 4 << 20
+)
+
 func (c *conn) serve() {
 	defer c.g.forget(c)
-	defer c.nc.Close()
+	defer func() { c.nc.Close() }()
 	defer c.waitIdle() // a response still out goes out before the close
+	if c.g.tls != nil {
+		proto, ok := c.startTLS()
+		if !ok {
+			return
+		}
+		if proto == "h2" {
+			c.serveH2(nil)
+			return
+		}
+	}
 	for !c.g.closing.Load() {
 		n, err := c.readHead()
 		c.waitIdle()
 		if err != nil {
 			c.g.count(err.Status)
 			c.writeError(err, nil)
+			if err != ErrSilent {
+				c.lingerClose()
+			}
+			return
+		}
+		if c.g.tls == nil && bytes.HasPrefix(c.rbuf[c.r:c.w], h2PriLine) {
+			// HTTP/2 with prior knowledge (h2c).
+			c.serveH2(nil)
 			return
 		}
 		c.busy.Store(true)
@@ -146,6 +351,11 @@ func (c *conn) serve() {
 		if herr != nil {
 			c.g.count(herr.Status)
 			c.writeError(herr, nil)
+			c.lingerClose()
+			return
+		}
+		if c.g.tls == nil && c.wantsH2C() {
+			c.upgradeH2C(began)
 			return
 		}
 		keep := c.run(began)
@@ -220,6 +430,11 @@ func (c *conn) run(began int64) bool {
 	}
 	c.headOnly, c.closeAfter = string(c.req.method) == "HEAD", c.req.close
 	c.part = bodyPart{}
+	if c.g.events != nil {
+		if v := c.req.header("Prefer"); v != nil && preferAsync(v) {
+			return c.runAsync()
+		}
+	}
 	// Pending before the admission: the reply may be answered before
 	// Admit returns.
 	c.state.Store(connPending)
@@ -228,6 +443,12 @@ func (c *conn) run(began int64) bool {
 		return true
 	}
 	c.state.Store(connIdle)
+	return c.refuse(err)
+}
+
+// refuse answers a request the admission path refused, and reports
+// whether the connection may serve another.
+func (c *conn) refuse(err *Error) bool {
 	if err == ErrSilent {
 		return false
 	}
@@ -241,9 +462,15 @@ func (c *conn) run(began int64) bool {
 		extra = c.ext
 	case err.Retry:
 		extra = retryAfter
+	case err.Status == 401 && c.gr.Routed != nil && c.gr.Routed.Auth != nil:
+		c.ext = append(append(append(c.ext[:0], "WWW-Authenticate: "...), c.gr.Routed.Auth.Challenge...), "\r\n"...)
+		extra = c.ext
 	}
 	c.msg = c.gr.AppendMessage(c.msg[:0], err)
 	c.writeResponse(err.Status, textPlain, c.msg, !keep, extra)
+	if !keep {
+		c.lingerClose()
+	}
 	return keep
 }
 

@@ -20,7 +20,13 @@
 // is out, which frees the buffer and the in-flight entry. An adapter whose
 // body arrives in pieces it pushes (HTTP/2 DATA frames) calls Begin, fills
 // Admission.Body, then Send (or Cancel). HTTP/1.1 (conn.go, reply.go) is
-// such an adapter: conn implements Headers, Body and Replier.
+// such an adapter: conn implements Headers, Body and Replier. HTTP/2
+// (h2.go: h2c by prior knowledge or upgrade, h2 over TLS by ALPN) and gRPC
+// unary calls (grpc.go) are another: a stream's HEADERS Begin, its DATA
+// frames go straight into the pool buffer, END_STREAM Sends, and the
+// connection is the Replier (the stream id is the tag). Config.TLS makes
+// the listener serve TLS; its GetCertificate lets the node swap
+// certificates without dropping connections.
 //
 // Status codes the gateway itself answers with: 400 malformed request, 404
 // no chain on the path, 405 method not allowed (with Allow), 413 body larger

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,8 +14,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spry-dev/spry/internal/auth"
 	"github.com/spry-dev/spry/internal/hist"
 	"github.com/spry-dev/spry/internal/mono"
+	"github.com/spry-dev/spry/internal/route"
 )
 
 // Chain is a route the gateway serves: requests to Route run the app's
@@ -29,6 +32,16 @@ type Chain struct {
 	Methods   []string      // accepted methods; HEAD is served wherever GET is
 	Headers   []string      // request headers forwarded to the functions
 	Timeout   time.Duration // whole-chain deadline
+	// Auth, when set, checks every request routed to the chain by its path
+	// before anything is taken for it (401/403 otherwise). Requests that
+	// name the chain themselves (Request.Chain: triggers, hops from other
+	// nodes) are the platform's own and are not checked.
+	Auth *auth.Checker
+	// Recorder, when set, gets the replies of synchronous requests that
+	// ended with 400 or more, or every reply with RecordAll (the chain's
+	// activation record setting).
+	Recorder  Recorder
+	RecordAll bool
 
 	allow   []byte   // the methods it accepts, for the Allow field of 405s
 	headers [][]byte // Headers, as bytes for the metadata writer
@@ -72,6 +85,10 @@ func eachCode(codes *[1000]atomic.Uint64, fn func(code int, n uint64)) {
 type Config struct {
 	Chains []*Chain
 	Log    *slog.Logger
+	// TLS, when set, makes every listener serve TLS (with ALPN h2 and
+	// http/1.1); certificates come from its GetCertificate, so they can
+	// change while connections stay up.
+	TLS *tls.Config
 	// IdleTimeout bounds how long a keep-alive connection waits for its
 	// next request (default 2 minutes); HeaderTimeout how long a request
 	// head and body may take to arrive (default 30 s).
@@ -84,7 +101,9 @@ type Config struct {
 // app's pool, hands the chain a descriptor and answers from the buffer that
 // comes back.
 type Gateway struct {
-	routes  atomic.Pointer[map[string]*Chain] // swapped whole by SetChains
+	routes  atomic.Pointer[route.Table[*Chain]] // swapped whole by SetChains
+	maxBuf  atomic.Int64                        // the largest pool buffer of any chain's app
+	tls     *tls.Config
 	log     *slog.Logger
 	idle    time.Duration
 	header  time.Duration
@@ -97,11 +116,18 @@ type Gateway struct {
 	stop    chan struct{}
 	stopped sync.Once
 	refused [1000]atomic.Uint64 // responses to requests no chain served
+	events  Events              // asynchronous requests and CloudEvents (nil: none)
+	// activationURL prefixes an activation id in a 202's Location (the
+	// admin API's /v1/activations/).
+	activationURL string
 }
 
 // Refused calls fn with every status code the gateway answered requests
 // that reached no chain with (malformed, unknown route), and how often.
 func (g *Gateway) Refused(fn func(code int, n uint64)) { eachCode(&g.refused, fn) }
+
+// maxBody returns the largest body any chain takes.
+func (g *Gateway) maxBody() int { return int(g.maxBuf.Load()) }
 
 // count counts a response to a request that reached no chain.
 func (g *Gateway) count(status int) {
@@ -112,11 +138,9 @@ func (g *Gateway) count(status int) {
 
 // Chains returns the chains the gateway serves.
 func (g *Gateway) Chains() []*Chain {
-	routes := *g.routes.Load()
-	out := make([]*Chain, 0, len(routes))
-	for _, ch := range routes {
-		out = append(out, ch)
-	}
+	t := g.routes.Load()
+	out := make([]*Chain, 0, t.Len())
+	t.Each(func(ch *Chain) { out = append(out, ch) })
 	return out
 }
 
@@ -138,6 +162,13 @@ func New(c Config) (*Gateway, error) {
 	if g.header <= 0 {
 		g.header = 30 * time.Second
 	}
+	if c.TLS != nil {
+		g.tls = c.TLS.Clone()
+		g.tls.NextProtos = []string{"h2", "http/1.1"}
+		if g.tls.MinVersion == 0 {
+			g.tls.MinVersion = tls.VersionTLS12
+		}
+	}
 	if err := g.SetChains(c.Chains); err != nil {
 		return nil, err
 	}
@@ -151,12 +182,7 @@ func New(c Config) (*Gateway, error) {
 // already admitted finish on the ones they started on. On error nothing
 // changes.
 func (g *Gateway) SetChains(chains []*Chain) error {
-	routes := make(map[string]*Chain, len(chains))
 	for _, ch := range chains {
-		if old, ok := routes[ch.Route]; ok {
-			return fmt.Errorf("gateway: route %s served by both %s/%s and %s/%s",
-				ch.Route, old.App.name, old.Name, ch.App.name, ch.Name)
-		}
 		if ch.Timeout <= 0 {
 			return fmt.Errorf("gateway: chain %s has no timeout", ch.Name)
 		}
@@ -171,9 +197,26 @@ func (g *Gateway) SetChains(chains []*Chain) error {
 				ch.headers[i] = []byte(h)
 			}
 		}
-		routes[ch.Route] = ch
 	}
-	g.routes.Store(&routes)
+	t := &route.Table[*Chain]{}
+	byRoute := map[string]*Chain{}
+	for _, ch := range chains {
+		if err := t.Add(ch.Route, ch); err != nil {
+			var c *route.ErrConflict
+			if errors.As(err, &c) {
+				old := byRoute[c.Other]
+				return fmt.Errorf("gateway: route %s served by both %s/%s and %s/%s", ch.Route, old.App.name, old.Name, ch.App.name, ch.Name)
+			}
+			return fmt.Errorf("gateway: chain %s: route %s: %w", ch.Name, ch.Route, err)
+		}
+		byRoute[ch.Route] = ch
+	}
+	g.routes.Store(t)
+	for _, ch := range chains {
+		if n := int64(ch.App.pool.BufferSize()); n > g.maxBuf.Load() {
+			g.maxBuf.Store(n)
+		}
+	}
 	return nil
 }
 

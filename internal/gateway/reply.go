@@ -26,6 +26,9 @@ func (c *conn) Reply(r Reply) {
 	var extra []byte
 	if e := r.Err(); e != nil && e.Retry {
 		extra = retryAfter
+	} else if e == nil {
+		c.hdr = r.AppendHeaders(c.hdr[:0])
+		extra = c.hdr
 	}
 	o := c.head(r.Status(), r.ContentType(), n, c.closeAfter, extra)
 	c.vec[0], c.nvec = o, 1

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -17,14 +19,16 @@ import (
 
 // Status is what GET /v1/status returns: the node and everything it runs.
 type Status struct {
-	Node NodeStatus  `json:"node"`
-	Apps []AppStatus `json:"apps"`
+	Node   NodeStatus    `json:"node"`
+	Apps   []AppStatus   `json:"apps"`
+	Events *EventsStatus `json:"events,omitempty"` // activations, their store, the MQTT broker
 }
 
 // NodeStatus describes the node itself.
 type NodeStatus struct {
 	PID        int     `json:"pid"`
 	Listen     string  `json:"listen"`
+	TLS        bool    `json:"tls,omitempty"` // the gateway serves TLS on Listen
 	Admin      string  `json:"admin"`
 	Uptime     float64 `json:"uptimeSeconds"`
 	Version    string  `json:"version"`
@@ -107,9 +111,9 @@ var Version = "dev"
 // Status reports the node's state now.
 func (n *Node) Status() Status {
 	s := Status{Node: NodeStatus{
-		PID: os.Getpid(), Listen: n.httpLn.Addr().String(), Admin: n.adminLn.Addr().String(),
+		PID: os.Getpid(), Listen: n.httpLn.Addr().String(), Admin: n.adminLn.Addr().String(), TLS: n.certs != nil,
 		Uptime: time.Since(n.started).Seconds(), Version: Version, RuntimeDir: n.runDir,
-	}}
+	}, Events: n.eventsStatus()}
 	if n.bpf != nil {
 		s.Node.EBPF = EBPFStatus{Loaded: true, Refused: n.bpf.Refused()}
 	} else if n.bpfErr != nil {
@@ -190,7 +194,7 @@ func source(f *config.Function) string {
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{n}, collectors.NewGoCollector(),
+	reg.MustRegister(collector{n}, eventsCollector{n}, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "spry"}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelError)}))
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -216,11 +220,26 @@ func (n *Node) adminHandler() http.Handler {
 		n.log.Info("reloaded", "apps", res.String(), "took", res.Took)
 		json.NewEncoder(w).Encode(res)
 	})
+	n.eventsRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":"no such admin endpoint; try GET /v1/status or /metrics"}`, http.StatusNotFound)
 	})
-	return mux
+	if n.cfg.AdminToken == "" {
+		return mux
+	}
+	want := sha256.Sum256([]byte("Bearer " + n.cfg.AdminToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="spry admin"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"error":"the admin API wants Authorization: Bearer <token> (spry verbs send $SPRY_ADMIN_TOKEN)"}` + "\n"))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }

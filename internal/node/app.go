@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,12 +10,15 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/spry-dev/spry/internal/auth"
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/control"
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/gateway"
+	"github.com/spry-dev/spry/internal/hist"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 	rt "github.com/spry-dev/spry/internal/runtime"
@@ -33,10 +37,11 @@ type app struct {
 	gwConn    transport.Conn
 	gw        *gateway.App
 	gwChains  []*gateway.Chain
-	dir       string // the app's endpoint directory
-	secrets   string // the directory of its secrets ("" when none)
-	appID     uint32 // tells it apart from every other app (and generation) of the node
-	uid, gid  int    // -1: the node's own
+	auth      map[int]*auth.Checker // by chain index, for chains with auth:
+	dir       string                // the app's endpoint directory
+	secrets   string                // the directory of its secrets ("" when none)
+	appID     uint32                // tells it apart from every other app (and generation) of the node
+	uid, gid  int                   // -1: the node's own
 	lease     *uidLease
 	fns       []*function
 	gwDone    chan struct{}
@@ -64,6 +69,8 @@ type function struct {
 	mu   sync.Mutex
 	want int
 	sc   *scaler // nil for a fixed count
+
+	asked atomic.Int64 // cluster mode: when a request last found no instance (Unix ns)
 }
 
 // setWant runs instances in slots [0, n) and drains the others. The
@@ -138,6 +145,19 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 		}
 	}()
 	a.fingerprint = fingerprint(ac, cmds)
+	for _, cc := range ac.Chains {
+		if cc.Auth == nil {
+			continue
+		}
+		k, err := auth.New(*cc.Auth)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: chains.%s.auth: %w", ac.File, cc.Line, cc.Name, err)
+		}
+		if a.auth == nil {
+			a.auth = map[int]*auth.Checker{}
+		}
+		a.auth[cc.Index] = k
+	}
 	if n.uids {
 		if prev != nil && prev.lease != nil {
 			a.lease = prev.lease.share()
@@ -320,11 +340,15 @@ func (a *app) chains() []*gateway.Chain {
 	var out []*gateway.Chain
 	for _, cc := range a.cfg.Chains {
 		first := a.cfg.Functions[cc.Steps[0]]
-		out = append(out, &gateway.Chain{
+		ch := &gateway.Chain{
 			Name: cc.Name, Route: cc.Route, App: a.gw, Index: uint16(cc.Index),
 			First: uint16(first.Index), FirstName: first.Name,
-			Methods: cc.Methods, Headers: cc.Headers, Timeout: cc.Timeout,
-		})
+			Methods: cc.Methods, Headers: cc.Headers, Timeout: cc.Timeout, Auth: a.auth[cc.Index],
+		}
+		if cc.Record != config.RecordNone {
+			ch.Recorder, ch.RecordAll = a.n.record(a.cfg.Name, a.stepNames(cc.Name)), cc.Record == config.RecordAll
+		}
+		out = append(out, ch)
 	}
 	a.gwChains = out
 	return out
@@ -351,6 +375,12 @@ func (a *app) noInstance(fn uint16) {
 		return
 	}
 	f := a.fns[fn]
+	if a.n.cfg.Cluster {
+		// The cluster controller starts instances: tell it, through the
+		// next heartbeat, that requests wait here.
+		f.asked.Store(time.Now().UnixNano())
+		return
+	}
 	if f.scaler() != nil && f.cfg.Scale.Min == 0 && f.wanted() == 0 {
 		a.n.log.Info("cold start", "app", a.cfg.Name, "function", f.cfg.Name)
 		f.setWant(1, nil)
@@ -643,7 +673,13 @@ func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config
 			p := rt.Prepared{Ready: n.cfg.ReadyTimeout}
 			var err error
 			switch f.Kind {
-			case config.Builtin, config.HTTP, config.Lambda:
+			case config.Builtin:
+				if r := n.runner(); r != "" {
+					p.Runner, err = stage(r)
+				} else {
+					p.Exe, err = stage(n.cfg.Exe)
+				}
+			case config.HTTP, config.Lambda:
 				p.Exe, err = stage(n.cfg.Exe)
 			case config.Go:
 				began := time.Now()
@@ -725,4 +761,78 @@ func (a *app) writeSecrets(appID uint32) error {
 		}
 	}
 	return os.Chmod(dir, 0o500)
+}
+
+// ErrNoFunction is returned by SetInstances for an app or function the
+// node does not run.
+var ErrNoFunction = errors.New("node: no such app or function")
+
+// SetInstances runs k instances of an app's function on this node (at
+// most its scale.max), starting or draining the difference: how a cluster
+// agent applies the controller's assignment.
+func (n *Node) SetInstances(appName, fn string, k int) error {
+	for _, a := range n.serving() {
+		if a.cfg.Name != appName {
+			continue
+		}
+		for _, f := range a.fns {
+			if f.cfg.Name == fn {
+				if f.wanted() != k {
+					n.log.Info("scale", "app", appName, "function", fn, "from", f.wanted(), "to", k, "reason", "cluster")
+					f.setWant(k, nil)
+				}
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%w: %s/%s", ErrNoFunction, appName, fn)
+}
+
+// FunctionCounters are one function's counters on this node, cumulative
+// since the app started, and its gauges now: what a cluster agent's
+// heartbeat carries.
+type FunctionCounters struct {
+	App, Function                  string
+	Arrivals, Completions, Busy    uint64 // Busy in nanoseconds
+	SLOMet                         uint64 // completions within the SLO (all of them for fixed functions)
+	Queued, InFlight, Ready, Start int
+}
+
+// Counters reads every function's counters from the pools.
+func (n *Node) Counters() []FunctionCounters {
+	var out []FunctionCounters
+	for _, a := range n.serving() {
+		p := a.pool
+		for _, f := range a.fns {
+			c := FunctionCounters{App: a.cfg.Name, Function: f.cfg.Name}
+			var lat hist.Snapshot
+			for _, in := range f.insts {
+				st := p.Stats(in.slot)
+				c.Arrivals += st.Arrivals.Load()
+				c.Completions += st.Served.Load()
+				c.Busy += st.BusyNanos.Load()
+				lat = addSnapshots(lat, st.Latency.Snapshot())
+				switch p.SlotState(in.slot) {
+				case pool.SlotReady:
+					c.Ready++
+				case pool.SlotStarting:
+					c.Start++
+				}
+			}
+			o := f.scaler()
+			if o != nil {
+				now := o.now()
+				c.Queued, c.InFlight = now.Queued, now.InFlight
+			}
+			if c.Ready+c.Start == 0 && time.Since(time.Unix(0, f.asked.Load())) < 2*time.Second {
+				c.Queued = max(c.Queued, 1) // requests wait for a first instance
+			}
+			c.SLOMet = c.Completions
+			if f.cfg.Scale.Policy != config.PolicyFixed && lat.Count() > 0 {
+				c.SLOMet = uint64(float64(c.Completions) * lat.Below(int64(f.cfg.Scale.SLO)))
+			}
+			out = append(out, c)
+		}
+	}
+	return out
 }

@@ -279,6 +279,7 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 	select {
 	case <-ready:
 		a.pool.SetSlotState(in.slot, pool.SlotReady)
+		a.gw.InstanceReady() // requests waiting for one go now
 		took := time.Since(spawned)
 		in.mu.Lock()
 		in.state, in.started = "ready", took

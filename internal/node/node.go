@@ -25,10 +25,16 @@ import (
 // Config configures a node.
 type Config struct {
 	Apps []*config.App
+	// AdminToken, when set, is the bearer token every admin API request
+	// but GET /healthz must present.
+	AdminToken string
 	// Load reads the config again, for Reload (spry reload, SIGHUP,
 	// --watch). nil: the node cannot reload.
-	Load      func() ([]*config.App, error)
-	Listen    string // gateway address (default ":8080")
+	Load   func() ([]*config.App, error)
+	Listen string // gateway address (default ":8080")
+	// TLS, when set, makes the gateway serve TLS on Listen with this
+	// certificate and key (else the apps' tls: files, if any name one).
+	TLS       config.TLS
 	Admin     string // admin API address (default "127.0.0.1:8081")
 	Transport string // when set, overrides every app's transport
 	// AppUIDs is the range of uids (and gids) the apps' instances run
@@ -40,10 +46,21 @@ type Config struct {
 	Exe        string // the spry executable; builtins run as `Exe fn NAME` (default os.Executable)
 	Log        *slog.Logger
 	Output     io.Writer // where instances' stdout and stderr go (default os.Stderr)
+	// DataDir holds the activation store (spry up's --data-dir, by
+	// default DefaultDataDir). "" keeps it in the node's runtime
+	// directory, gone when the node stops (tests).
+	DataDir string
+	// MQTT is the address of the embedded MQTT broker ("" runs none).
+	MQTT string
 	// ReadyTimeout bounds how long a new instance may take to announce
 	// itself (default 30 s); StopGrace how long a stopping one may take to
 	// finish what it holds before it is killed (default 5 s).
 	ReadyTimeout, StopGrace time.Duration
+	// Cluster puts the node under a cluster controller (spry up --cluster):
+	// it may run no app, and how many instances of each function run here
+	// comes from SetInstances, not from this node's autoscalers (which
+	// still measure, and balance load by measured speed).
+	Cluster bool
 }
 
 // UIDRange is an inclusive range of uids.
@@ -53,7 +70,7 @@ type UIDRange struct{ First, Last int }
 var DefaultUIDs = UIDRange{61000, 61183}
 
 func (c *Config) fill() error {
-	if len(c.Apps) == 0 {
+	if len(c.Apps) == 0 && !c.Cluster {
 		return errors.New("node: no apps to run")
 	}
 	if c.Listen == "" {
@@ -119,31 +136,36 @@ type Node struct {
 	uidLeases uidLeases
 	gw        *gateway.Gateway
 	httpLn    net.Listener
-	adminLn   net.Listener
-	admin     *http.Server
-	spawn     *spawner
-	bpf       *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
-	bpfErr    error        // why eBPF is not available
-	bpfOnce   sync.Once
-	cg        *cgroups // the node's cgroups, made for the first function with limits
-	cgErr     error
-	cgOnce    sync.Once
-	pollers   int    // busy-polling receivers of all apps
-	runDir    string // this node's own directory under RuntimeDir
-	binDir    string // executables staged for other uids ("" when not switching)
-	uids      bool   // instances run under per-app uids
-	started   time.Time
-	outMu     sync.Mutex
-	logsMu    sync.Mutex
-	logs      map[[2]string]*logBook // app, function → its instances' recent output
-	pyOnce    sync.Once              // the Python SDK, staged for python: functions
-	pyDir     string
-	pyErr     error
-	supCtx    context.Context    // the supervisors' context
-	stop      context.CancelFunc // stops the supervisors
-	sup       sync.WaitGroup     // supervisors
-	failed    chan error         // the gateway or admin server stopped on its own
-	closed    sync.Once
+	certs     *certs // the gateway's certificate, when it serves TLS
+
+	runnerOnce sync.Once
+	runnerPath string // the builtin runner (spry-fn), when one is beside spry
+	adminLn    net.Listener
+	admin      *http.Server
+	spawn      *spawner
+	bpf        *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
+	bpfErr     error        // why eBPF is not available
+	bpfOnce    sync.Once
+	cg         *cgroups // the node's cgroups, made for the first function with limits
+	cgErr      error
+	cgOnce     sync.Once
+	pollers    int    // busy-polling receivers of all apps
+	runDir     string // this node's own directory under RuntimeDir
+	binDir     string // executables staged for other uids ("" when not switching)
+	uids       bool   // instances run under per-app uids
+	started    time.Time
+	outMu      sync.Mutex
+	logsMu     sync.Mutex
+	logs       map[[2]string]*logBook // app, function → its instances' recent output
+	pyOnce     sync.Once              // the Python SDK, staged for python: functions
+	pyDir      string
+	pyErr      error
+	supCtx     context.Context    // the supervisors' context
+	stop       context.CancelFunc // stops the supervisors
+	sup        sync.WaitGroup     // supervisors
+	failed     chan error         // the gateway or admin server stopped on its own
+	closed     sync.Once
+	events     *events // activations and triggers
 }
 
 // Start brings a node up: it takes its listening addresses first (a busy
@@ -199,13 +221,28 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.apps = append(n.apps, a)
 		chains = append(chains, a.chains()...)
 	}
-	n.gw, err = gateway.New(gateway.Config{Chains: chains, Log: n.log})
+	gc := gateway.Config{Chains: chains, Log: n.log}
+	if files := cfg.TLS; files != (config.TLS{}) || config.TLSOf(cfg.Apps) != (config.TLS{}) {
+		n.certs = &certs{fromFlags: files != (config.TLS{})}
+		if !n.certs.fromFlags {
+			files = config.TLSOf(cfg.Apps)
+		}
+		if err := n.certs.load(files); err != nil {
+			return nil, err
+		}
+		gc.TLS = n.certs.tlsConfig()
+	}
+	n.gw, err = gateway.New(gc)
 	if err != nil {
 		return nil, err
 	}
 	if err := n.launch(ctx, n.apps); err != nil {
 		return nil, err
 	}
+	if err := n.startEvents(); err != nil {
+		return nil, err
+	}
+	n.gw.SetEvents(n.events, "http://"+n.adminLn.Addr().String()+"/v1/activations/")
 
 	go func() {
 		if err := n.gw.Serve(n.httpLn); err != nil && !errors.Is(err, gateway.ErrClosed) {
@@ -309,8 +346,14 @@ func (n *Node) Failed() <-chan error { return n.failed }
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.closed.Do(func() {
+		if n.events != nil {
+			n.events.trig.Close() // nothing new from triggers while draining
+		}
 		if n.gw != nil {
 			err = n.gw.Shutdown(ctx)
+		}
+		if n.events != nil {
+			n.events.close()
 		}
 		if n.admin != nil {
 			n.admin.Close()

@@ -141,9 +141,9 @@ var venvMu sync.Mutex
 // requirements file installed, made with python3 -m venv and pip in the
 // cache directory, keyed by the file's content and the python3 version.
 func (n *Node) requirementsVenv(ctx context.Context, req string) (string, error) {
-	py, err := exec.LookPath("python3")
+	py, err := n.lookPython() // the virtualenv's python runs it: the apps' uids must reach it
 	if err != nil {
-		return "", fmt.Errorf("python3 not found in $PATH (needed to make a virtualenv)")
+		return "", fmt.Errorf("%w (needed to make a virtualenv)", err)
 	}
 	content, err := os.ReadFile(req)
 	if err != nil {

@@ -76,6 +76,11 @@ func (n *Node) Reload(ctx context.Context) (ReloadResult, error) {
 	if err != nil {
 		return ReloadResult{}, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	// The certificate first (a renewed one is the usual reason to
+	// reload); on error nothing changes.
+	if err := n.ReloadCerts(config.TLSOf(apps)); err != nil {
+		return ReloadResult{}, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	return n.Apply(ctx, apps)
 }
 
@@ -86,7 +91,7 @@ func (n *Node) Apply(ctx context.Context, apps []*config.App) (res ReloadResult,
 	n.reload.Lock()
 	defer n.reload.Unlock()
 	began := time.Now()
-	if len(apps) == 0 {
+	if len(apps) == 0 && !n.cfg.Cluster {
 		return res, fmt.Errorf("%w: no apps to run", ErrConfig)
 	}
 	if err := config.Conflicts(apps); err != nil {

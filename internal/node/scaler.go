@@ -148,7 +148,7 @@ func (s *scaler) sample() {
 	s.inSystem += float64(o.Queued + o.InFlight)
 	s.samples++
 	u, ok := s.as.(control.Urgent)
-	if !ok {
+	if !ok || s.f.a.n.cfg.Cluster {
 		return
 	}
 	f := s.f
@@ -205,6 +205,9 @@ func (s *scaler) decide() {
 		a.n.log.Warn("autoscaler", "app", a.cfg.Name, "function", f.cfg.Name, "warning", d.Warning)
 	}
 	want := f.wanted()
+	if a.n.cfg.Cluster {
+		d.Desired = want // the cluster controller decides (SetInstances)
+	}
 	if d.Desired != want {
 		a.n.log.Info("scale", "app", a.cfg.Name, "function", f.cfg.Name, "from", want, "to", d.Desired,
 			"reason", d.Reason, "rps", o.Arrivals, "predicted", fmt.Sprintf("%.1f", d.Predicted), "queue", o.Queued)

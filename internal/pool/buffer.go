@@ -2,6 +2,7 @@ package pool
 
 import (
 	"encoding/binary"
+	"errors"
 	"sync/atomic"
 	"unsafe"
 )
@@ -75,7 +76,17 @@ type BufHeader struct {
 const (
 	// FlagStop: a step ended the chain early (an error or an explicit status).
 	FlagStop uint8 = 1 << iota
+	// FlagContentType: a function (or the daemon) chose the content type
+	// of the payload; without it the gateway answers with
+	// application/octet-stream rather than the request's own type.
+	FlagContentType
 )
+
+// SetReplyContentType sets the content type a step chose for its output.
+func (b *BufHeader) SetReplyContentType(ct string) {
+	b.SetContentTypeString(ct)
+	b.flags |= FlagContentType
+}
 
 // Phases of a buffer at its node (BufHeader.Phase): what the daemon does
 // with a buffer it takes back from a dead process depends on it.
@@ -419,12 +430,35 @@ func (b *BufHeader) CopyMeta(src *BufHeader) {
 }
 
 // Request metadata is a byte string in the header, written once by the
-// gateway:
+// gateway, followed by tagged sections:
 //
 //	u8 len, method | u16 len, path | u16 len, query | u8 count |
-//	count × (u8 len, name | u16 len, value)
+//	count × (u8 len, name | u16 len, value) |
+//	sections: (u8 tag | u16 len | len bytes)…
 //
-// The accessors decode it in place and never read past metaLen.
+// Lengths are little-endian. A reader skips sections whose tag it does not
+// know. The sections of this version:
+//
+//	SectionParams      the route's parameters: u8 count | count × (u8 len, name | u16 len, value)
+//	SectionRespHeader  one response header a function set: u8 len, name | u16 len, value
+//	                   (one section per header, in the order set)
+//	SectionAttributes  the invocation's attributes: u8 count | count × (u8 len, name | u16 len, value);
+//	                   several such sections read in order as one list
+//
+// Layout Version 4 introduced the sections (and FlagContentType); an SDK in
+// another language reads them the same way.
+//
+// The attributes are those of a CloudEvent under their own names (id,
+// source, type, specversion, …), and Spry's under names starting with
+// "spry." (its activation id, cause, trigger, MQTT topic). The accessors
+// decode it all in place and never read past metaLen.
+
+// Metadata section tags.
+const (
+	SectionParams     = 1
+	SectionRespHeader = 2
+	SectionAttributes = 3
+)
 
 // Meta is a writer for request metadata. Use it in order: Reset, then
 // Method, Path and Query once each, then Header for each header to forward.
@@ -434,6 +468,10 @@ type Meta struct {
 	b     *BufHeader
 	n     int
 	count int // offset of the header count byte
+	// The attributes section being written (its offset; 0: none) and
+	// where it ends; sections: one was written (headers are closed).
+	attrs, attrEnd int
+	sections       bool
 }
 
 // WriteMeta starts writing b's metadata.
@@ -474,9 +512,10 @@ func (m *Meta) Request(method, path, query []byte) bool {
 	return true
 }
 
-// Header adds a forwarded request header.
+// Header adds a forwarded request header. Headers come before any
+// section (parameters, attributes).
 func (m *Meta) Header(name, value []byte) bool {
-	if m.count < 0 || m.b.meta[m.count] == 0xff {
+	if m.count < 0 || m.sections || m.b.meta[m.count] == 0xff {
 		return false
 	}
 	if !m.put8(name) || !m.put16(value) {
@@ -484,6 +523,39 @@ func (m *Meta) Header(name, value []byte) bool {
 	}
 	m.b.meta[m.count]++
 	return true
+}
+
+// Attr adds an attribute of the invocation (after the headers): to the
+// attributes section being written when it is the last one, else in a new
+// one.
+func (m *Meta) Attr(name, value []byte) bool {
+	if m.count < 0 || len(name) == 0 || len(name) > 0xff || len(value) > 0xffff {
+		return false
+	}
+	need := 1 + len(name) + 2 + len(value)
+	if m.attrs == 0 || m.attrEnd != m.n || m.b.meta[m.attrs+3] == 0xff {
+		if m.n+3+1+need > MaxMeta {
+			return false // all or nothing: never half an entry
+		}
+		m.attrs, m.sections = m.n, true
+		m.b.meta[m.n] = SectionAttributes
+		m.b.meta[m.n+3] = 0
+		m.n += 4
+	} else if m.n+need > MaxMeta {
+		return false
+	}
+	m.put8(name)
+	m.put16(value)
+	m.b.meta[m.attrs+3]++
+	binary.LittleEndian.PutUint16(m.b.meta[m.attrs+1:], uint16(m.n-m.attrs-3))
+	m.attrEnd = m.n
+	m.b.metaLen = uint16(m.n)
+	return true
+}
+
+// AttrString is Attr for strings, without converting.
+func (m *Meta) AttrString(name, value string) bool {
+	return m.Attr(unsafe.Slice(unsafe.StringData(name), len(name)), unsafe.Slice(unsafe.StringData(value), len(value)))
 }
 
 // metaReader walks the metadata without allocating.
@@ -588,6 +660,76 @@ func (b *BufHeader) Header(name string) []byte {
 	return nil
 }
 
+// eachAttr calls fn with each attribute, in order, until it returns false.
+func (b *BufHeader) eachAttr(fn func(name, value []byte) bool) {
+	for off := b.sections(); ; {
+		tag, body, next, ok := b.nextSection(off)
+		if !ok {
+			return
+		}
+		off = next
+		if tag != SectionAttributes || len(body) == 0 {
+			continue
+		}
+		r := metaReader{m: body, off: 1}
+		for j := 0; j < int(body[0]) && r.off < len(body); j++ {
+			if k, v := r.get8(), r.get16(); !fn(k, v) {
+				return
+			}
+		}
+	}
+}
+
+// AppendAttr adds an attribute to metadata written earlier (by another
+// writer: the gateway's admission path writes the request, an adapter adds
+// what it learns later), as a section of its own at the end. It reports
+// false when it does not fit.
+func (b *BufHeader) AppendAttr(name, value []byte) bool {
+	r := metaReader{m: b.metaBytes()}
+	r.get8()
+	r.get16()
+	r.get16()
+	if r.off >= len(r.m) || len(name) == 0 {
+		return false // no request written
+	}
+	n := len(r.m)
+	m := Meta{b: b, n: n, count: 0, sections: true}
+	return m.Attr(name, value)
+}
+
+// NumAttrs returns how many attributes the metadata holds.
+func (b *BufHeader) NumAttrs() int {
+	n := 0
+	b.eachAttr(func(_, _ []byte) bool { n++; return true })
+	return n
+}
+
+// AttrAt returns the i-th attribute.
+func (b *BufHeader) AttrAt(i int) (name, value []byte) {
+	j := 0
+	b.eachAttr(func(k, v []byte) bool {
+		if j == i {
+			name, value = k, v
+			return false
+		}
+		j++
+		return true
+	})
+	return name, value
+}
+
+// Attr returns the value of attribute name (exact), or nil.
+func (b *BufHeader) Attr(name string) (value []byte) {
+	b.eachAttr(func(k, v []byte) bool {
+		if string(k) == name {
+			value = v
+			return false
+		}
+		return true
+	})
+	return value
+}
+
 // EqualFold reports whether b and s are equal under ASCII case folding, as
 // HTTP header names and tokens compare; it allocates nothing.
 func EqualFold(b []byte, s string) bool {
@@ -607,4 +749,170 @@ func EqualFold(b []byte, s string) bool {
 		}
 	}
 	return true
+}
+
+// Params writes the route's parameters (names[i] = values[i], for i < n) as
+// a SectionParams section. It reports false when they do not fit.
+func (m *Meta) Params(names *[8]string, values *[8][]byte, n int) bool {
+	if m.count < 0 || n == 0 {
+		return m.count >= 0
+	}
+	start := m.n
+	if start+3+1 > MaxMeta {
+		return false
+	}
+	m.sections = true
+	m.b.meta[start] = SectionParams
+	m.n += 3
+	m.b.meta[m.n] = byte(n)
+	m.n++
+	for i := range n {
+		if !m.put8s(names[i]) || !m.put16(values[i]) {
+			m.n = start
+			m.b.metaLen = uint16(start)
+			return false
+		}
+	}
+	binary.LittleEndian.PutUint16(m.b.meta[start+1:], uint16(m.n-start-3))
+	m.b.metaLen = uint16(m.n)
+	return true
+}
+
+func (m *Meta) put8s(s string) bool {
+	if len(s) > 0xff || m.n+1+len(s) > MaxMeta {
+		return false
+	}
+	m.b.meta[m.n] = byte(len(s))
+	m.n += 1 + copy(m.b.meta[m.n+1:], s)
+	return true
+}
+
+// sections returns the offset of the first section: past the request part.
+func (b *BufHeader) sections() int {
+	r := metaReader{m: b.metaBytes()}
+	r.get8()
+	r.get16()
+	r.get16()
+	if r.off >= len(r.m) {
+		return len(r.m)
+	}
+	n := int(r.m[r.off])
+	r.off++
+	for j := 0; j < n && r.off < len(r.m); j++ {
+		r.get8()
+		r.get16()
+	}
+	return r.off
+}
+
+// nextSection reads the section at off: its tag, body, and the offset of
+// the next one. ok is false at the end (or at a malformed section).
+func (b *BufHeader) nextSection(off int) (tag byte, body []byte, next int, ok bool) {
+	m := b.metaBytes()
+	if off+3 > len(m) {
+		return 0, nil, len(m), false
+	}
+	n := int(binary.LittleEndian.Uint16(m[off+1:]))
+	if off+3+n > len(m) {
+		return 0, nil, len(m), false
+	}
+	return m[off], m[off+3 : off+3+n : off+3+n], off + 3 + n, true
+}
+
+// Param returns the value of route parameter name (a view into the
+// header), or nil.
+func (b *BufHeader) Param(name string) []byte {
+	for off := b.sections(); ; {
+		tag, body, next, ok := b.nextSection(off)
+		if !ok {
+			return nil
+		}
+		off = next
+		if tag != SectionParams || len(body) == 0 {
+			continue
+		}
+		r := metaReader{m: body, off: 1}
+		for j := 0; j < int(body[0]) && r.off < len(body); j++ {
+			k, v := r.get8(), r.get16()
+			if string(k) == name {
+				return v
+			}
+		}
+	}
+}
+
+// NextRespHeader returns the first response header a function set at or
+// after position pos (0 to start), and the position after it; ok is false
+// when there is none. The slices are views into the header:
+//
+//	for name, value, pos, ok := h.NextRespHeader(0); ok; name, value, pos, ok = h.NextRespHeader(pos) {…}
+func (b *BufHeader) NextRespHeader(pos int) (name, value []byte, next int, ok bool) {
+	off := pos
+	if off == 0 {
+		off = b.sections()
+	}
+	for {
+		tag, body, nx, ok := b.nextSection(off)
+		if !ok {
+			return nil, nil, nx, false
+		}
+		off = nx
+		if tag != SectionRespHeader {
+			continue
+		}
+		r := metaReader{m: body}
+		if k, v := r.get8(), r.get16(); k != nil {
+			return k, v, off, true
+		}
+	}
+}
+
+// ErrMetaFull is returned when a response header does not fit the
+// metadata area (MaxMeta bytes, shared with the request's metadata).
+var ErrMetaFull = errors.New("pool: buffer metadata full")
+
+// SetRespHeader sets response header name to value, replacing the values
+// it had (ASCII case-insensitive names); AddRespHeader adds one more
+// value. The caller checks that name and value are valid header text.
+func (b *BufHeader) SetRespHeader(name, value string) error {
+	b.DelRespHeader(name)
+	return b.AddRespHeader(name, value)
+}
+
+// AddRespHeader appends a response header (see SetRespHeader).
+func (b *BufHeader) AddRespHeader(name, value string) error {
+	n := int(min(b.metaLen, MaxMeta))
+	need := 3 + 1 + len(name) + 2 + len(value)
+	if len(name) > 0xff || n+need > MaxMeta {
+		return ErrMetaFull
+	}
+	m := b.meta[:]
+	m[n] = SectionRespHeader
+	binary.LittleEndian.PutUint16(m[n+1:], uint16(need-3))
+	m[n+3] = byte(len(name))
+	copy(m[n+4:], name)
+	binary.LittleEndian.PutUint16(m[n+4+len(name):], uint16(len(value)))
+	copy(m[n+6+len(name):], value)
+	b.metaLen = uint16(n + need)
+	return nil
+}
+
+// DelRespHeader removes every value of response header name.
+func (b *BufHeader) DelRespHeader(name string) {
+	for off := b.sections(); ; {
+		tag, body, next, ok := b.nextSection(off)
+		if !ok {
+			return
+		}
+		if tag == SectionRespHeader {
+			r := metaReader{m: body}
+			if k := r.get8(); EqualFold(k, name) {
+				n := int(min(b.metaLen, MaxMeta))
+				copy(b.meta[off:], b.meta[next:n])
+				b.metaLen = uint16(n - (next - off))
+				continue // the next section is at off now
+			}
+		}
+		off = next
+	}
 }

@@ -8,8 +8,17 @@ import (
 
 // Magic and Version identify a Spry pool; an instance refuses any other.
 const (
-	Magic   uint64 = 0x4c4f4f5059525053 // "SPRYPOOL", little-endian
-	Version uint32 = 4                  // 4: large extents, shared buffers, graph routing table, 4 KiB headers
+	Magic uint64 = 0x4c4f4f5059525053 // "SPRYPOOL", little-endian
+	// Version 3: ownership word (own.go), ring claims and wake counter.
+	// Version 4: request metadata ends in tagged sections (route
+	// parameters, response headers), BufHeader flag FlagContentType, and
+	// SlotStats.ClientErrors (see docs/contract.md).
+	// Version 5: 4 KiB buffer headers; payloads larger than a buffer in a
+	// large-extent region (extent.go); shared buffers (share.go) and joins'
+	// inputs (join.go); the routing table holds each chain's graph and the
+	// functions' names; buffer headers say where the buffer is in its
+	// graph (node, phase, join frames, call frame).
+	Version uint32 = 5
 )
 
 // Fixed sizes of the layout.

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -572,6 +574,62 @@ func TestMeta(t *testing.T) {
 	}
 }
 
+func TestMetaAttrs(t *testing.T) {
+	p := newPool(t, testLayout())
+	i, _ := p.Alloc(1)
+	h := p.Header(i)
+	m := h.WriteMeta()
+	m.Request([]byte("POST"), []byte("/e"), nil)
+	if h.NumAttrs() != 0 || h.Attr("id") != nil {
+		t.Fatal("attributes before any was written")
+	}
+	m.Header([]byte("X-A"), []byte("1"))
+	if !m.AttrString("id", "e-1") || !m.Attr([]byte("spry.activation"), []byte("abc")) {
+		t.Fatal("Attr did not fit")
+	}
+	if m.Header([]byte("X-B"), []byte("2")) {
+		t.Fatal("a header after the attributes was accepted")
+	}
+	if h.NumHeaders() != 1 || string(h.Header("x-a")) != "1" {
+		t.Fatal("attributes broke the headers")
+	}
+	if h.NumAttrs() != 2 || string(h.Attr("id")) != "e-1" || string(h.Attr("spry.activation")) != "abc" || h.Attr("ID") != nil {
+		t.Fatalf("attrs: %d %q", h.NumAttrs(), h.Attr("id"))
+	}
+	if k, v := h.AttrAt(1); string(k) != "spry.activation" || string(v) != "abc" {
+		t.Fatalf("AttrAt(1) = %q %q", k, v)
+	}
+	if k, _ := h.AttrAt(2); k != nil {
+		t.Fatal("AttrAt past the end")
+	}
+	// Without headers, too.
+	m = h.WriteMeta()
+	m.Request([]byte("GET"), []byte("/"), nil)
+	m.AttrString("type", "t")
+	if h.NumHeaders() != 0 || string(h.Attr("type")) != "t" {
+		t.Fatal("attributes without headers")
+	}
+	// Added later, to metadata another writer wrote.
+	m = h.WriteMeta()
+	m.Request([]byte("GET"), []byte("/"), nil)
+	m.Header([]byte("X-A"), []byte("1"))
+	if !h.AppendAttr([]byte("id"), []byte("1")) || !h.AppendAttr([]byte("source"), []byte("/s")) {
+		t.Fatal("AppendAttr did not fit")
+	}
+	if h.NumHeaders() != 1 || h.NumAttrs() != 2 || string(h.Attr("source")) != "/s" || string(h.Attr("id")) != "1" {
+		t.Fatalf("after AppendAttr: %d headers, %d attrs", h.NumHeaders(), h.NumAttrs())
+	}
+	if h.AppendAttr([]byte("big"), make([]byte, MaxMeta)) {
+		t.Fatal("an attribute larger than the metadata fit")
+	}
+	if h.NumAttrs() != 2 {
+		t.Fatal("a refused attribute changed the list")
+	}
+	if n := testing.AllocsPerRun(100, func() { h.Attr("type"); h.AttrAt(0) }); n != 0 {
+		t.Fatalf("attribute readers allocate %v", n)
+	}
+}
+
 // The metadata lives in memory that any instance of the app can write, so
 // the readers must survive any bytes.
 func FuzzMetaReader(f *testing.F) {
@@ -591,6 +649,11 @@ func FuzzMetaReader(f *testing.F) {
 			h.HeaderAt(i)
 		}
 		h.Header("a")
+		k = h.NumAttrs()
+		for i := -1; i <= k; i++ {
+			h.AttrAt(i)
+		}
+		h.Attr("id")
 		h.ctypeLen = uint8(n)
 		h.ContentType()
 		h.off, h.length = uint32(n)*1000, uint32(n)*77
@@ -632,5 +695,58 @@ func BenchmarkPick(b *testing.B) {
 	for b.Loop() {
 		p.Pick(0, k)
 		k++
+	}
+}
+
+// Route parameters and response headers travel as tagged sections after
+// the request's metadata; setting a header replaces, adding appends,
+// deleting compacts, and a full metadata area is an error, not an overrun.
+func TestMetaSections(t *testing.T) {
+	p := newPool(t, Layout{Buffers: 2, BufferSize: 1024, Functions: 1, Chains: 1, Slots: 1})
+	h := p.Header(0)
+	m := h.WriteMeta()
+	if !m.Request([]byte("GET"), []byte("/users/42/files/a.txt"), []byte("q=1")) || !m.Header([]byte("X-A"), []byte("a")) {
+		t.Fatal("request meta")
+	}
+	names := [8]string{"id", "*"}
+	vals := [8][]byte{[]byte("42"), []byte("/a.txt")}
+	if !m.Params(&names, &vals, 2) {
+		t.Fatal("params")
+	}
+	if string(h.Param("id")) != "42" || string(h.Param("*")) != "/a.txt" || h.Param("nope") != nil {
+		t.Fatalf("params: %q %q", h.Param("id"), h.Param("*"))
+	}
+	if string(h.Header("x-a")) != "a" || h.NumHeaders() != 1 {
+		t.Fatal("forwarded header lost")
+	}
+	for _, kv := range [][2]string{{"Location", "/a"}, {"Set-Cookie", "a=1"}, {"Cache-Control", "no-store"}} {
+		if err := h.AddRespHeader(kv[0], kv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.AddRespHeader("Set-Cookie", "b=2")
+	h.SetRespHeader("location", "/b") // replaces, case-insensitively
+	var got []string
+	for k, v, pos, ok := h.NextRespHeader(0); ok; k, v, pos, ok = h.NextRespHeader(pos) {
+		got = append(got, string(k)+": "+string(v))
+	}
+	want := "Set-Cookie: a=1|Cache-Control: no-store|Set-Cookie: b=2|location: /b"
+	if strings.Join(got, "|") != want {
+		t.Fatalf("response headers %q, want %q", strings.Join(got, "|"), want)
+	}
+	if string(h.Param("id")) != "42" {
+		t.Fatal("params lost after header edits")
+	}
+	// A copy carries everything over.
+	p.Header(1).CopyMeta(h)
+	if string(p.Header(1).Param("*")) != "/a.txt" {
+		t.Fatal("CopyMeta lost the sections")
+	}
+	big := strings.Repeat("v", 1000)
+	if err := h.AddRespHeader("X-Big", big); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddRespHeader("X-Big2", big); !errors.Is(err, ErrMetaFull) {
+		t.Fatalf("over MaxMeta: %v", err)
 	}
 }

@@ -24,6 +24,7 @@ type Command struct {
 // holding the Python SDK for python: functions.
 type Prepared struct {
 	Exe       string
+	Runner    string        // builtins: the runner (cmd/spry-fn), or "" to run them as `Exe fn NAME`
 	Program   string        // go: the built executable
 	Python    string        // python: the interpreter
 	PythonSDK string        // python: a directory with the spry package, for PYTHONPATH
@@ -34,6 +35,9 @@ type Prepared struct {
 func Launch(f *config.Function, app *config.App, p Prepared) (Command, error) {
 	switch f.Kind {
 	case config.Builtin:
+		if p.Runner != "" {
+			return Command{Argv: []string{p.Runner, f.Builtin}, Dir: "/"}, nil
+		}
 		return Command{Argv: []string{p.Exe, "fn", f.Builtin}, Dir: "/"}, nil
 	case config.Go:
 		return Command{Argv: []string{p.Program}, Dir: "/"}, nil

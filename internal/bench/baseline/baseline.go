@@ -82,6 +82,7 @@ type Config struct {
 	// broker (the Go one)
 	Routes    map[string]string   `json:"routes,omitempty"`    // chain route → first function
 	Upstreams map[string][]string `json:"upstreams,omitempty"` // function → sidecar addresses
+	Sequences map[string][]string `json:"sequences,omitempty"` // chain route → its steps, run one after another by the broker
 }
 
 // Main runs the process described by the JSON in EnvConfig until SIGTERM
@@ -100,6 +101,8 @@ func Main() error {
 		return runSidecar(ctx, &c)
 	case RoleBroker:
 		return runBroker(ctx, &c)
+	case RoleHTTPFn:
+		return runHTTPFn(ctx, &c)
 	}
 	return fmt.Errorf("bench-proc: unknown role %q", c.Role)
 }

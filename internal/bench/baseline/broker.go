@@ -20,7 +20,9 @@ import (
 type broker struct {
 	routes map[string]*upstream
 	fns    map[string]*upstream
+	seqs   map[string][]*upstream // route → its steps, for Sequences
 	proxy  *httputil.ReverseProxy
+	client *http.Client
 }
 
 type upstream struct {
@@ -48,7 +50,8 @@ func (u *upstream) pick() *url.URL { return u.addrs[int(u.n.Add(1))%len(u.addrs)
 type upstreamKey struct{}
 
 func runBroker(ctx context.Context, c *Config) error {
-	b := &broker{routes: map[string]*upstream{}, fns: map[string]*upstream{}}
+	b := &broker{routes: map[string]*upstream{}, fns: map[string]*upstream{}, seqs: map[string][]*upstream{},
+		client: &http.Client{Transport: transport()}}
 	for fn, addrs := range c.Upstreams {
 		u, err := newUpstream(addrs)
 		if err != nil {
@@ -61,6 +64,14 @@ func runBroker(ctx context.Context, c *Config) error {
 			return fmt.Errorf("broker: route %s: no upstream %s", route, fn)
 		}
 		b.routes[route] = b.fns[fn]
+	}
+	for route, steps := range c.Sequences {
+		for _, fn := range steps {
+			if b.fns[fn] == nil {
+				return fmt.Errorf("broker: sequence %s: no upstream %s", route, fn)
+			}
+			b.seqs[route] = append(b.seqs[route], b.fns[fn])
+		}
 	}
 	b.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -76,6 +87,10 @@ func runBroker(ctx context.Context, c *Config) error {
 }
 
 func (b *broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if steps := b.seqs[r.URL.Path]; steps != nil {
+		b.serveSequence(w, r, steps)
+		return
+	}
 	var u *upstream
 	if rest, ok := strings.CutPrefix(r.URL.Path, fnPrefix); ok {
 		name, _, _ := strings.Cut(rest, "/")

@@ -17,6 +17,8 @@ type Request struct {
 	WantBody   []byte // nil: any body
 	WantPrefix bool   // the body must only start with WantBody
 	Name       string // for messages (chain name)
+
+	parsed *parsed // Raw taken apart, for clients other than HTTP/1.1's
 }
 
 // answers reports whether body is the answer r wants.

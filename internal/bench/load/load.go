@@ -108,6 +108,9 @@ type Config struct {
 	// Result.Samples (open loop: for accounting by time, e.g. per second
 	// of a replayed trace).
 	Record bool
+	// Proto is the protocol the connections speak (Proto*; default
+	// HTTP/1.1).
+	Proto string
 }
 
 // Sample is one measured request: when it was due and when its answer
@@ -155,7 +158,7 @@ func (r *Result) Quantile(q float64) time.Duration {
 }
 
 type worker struct {
-	cl       *client
+	cl       doer
 	hist     *hdrhistogram.Histogram
 	byName   map[string]*hdrhistogram.Histogram
 	ok, errs uint64
@@ -203,9 +206,26 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		schedIdx int
 	)
 	ticks := int(c.Duration/c.Tick) + 1
+	if c.Proto != "" && c.Proto != ProtoHTTP1 {
+		reqs := make([]Request, len(c.Requests))
+		for i, r := range c.Requests {
+			p, err := parseRaw(r.Raw)
+			if err != nil {
+				return nil, err
+			}
+			r.parsed = p
+			reqs[i] = r
+		}
+		c.Requests = reqs
+	}
 	workers := make([]*worker, c.Connections)
 	for i := range workers {
-		workers[i] = &worker{cl: newClient(c.Addr, c.Timeout), hist: NewHistogram(), byName: map[string]*hdrhistogram.Histogram{}, timeline: make([]uint64, ticks)}
+		cl, err := newDoer(c.Proto, c.Addr, c.Timeout)
+		if err != nil {
+			return nil, err
+		}
+		defer cl.close()
+		workers[i] = &worker{cl: cl, hist: NewHistogram(), byName: map[string]*hdrhistogram.Histogram{}, timeline: make([]uint64, ticks)}
 		if c.Record {
 			workers[i].samples = make([]Sample, 0, 4096)
 		}
@@ -217,7 +237,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	// one sends request r, due at due (the send time in closed loop), and
 	// records the outcome when the measurement is on.
 	one := func(w *worker, r *Request, due time.Time) {
-		status, body, err := w.cl.do(r.Raw)
+		status, body, err := w.cl.do(r)
 		done := time.Now()
 		if err == nil && status != r.WantStatus {
 			err = fmt.Errorf("status %d, want %d: %.200q", status, r.WantStatus, body)

@@ -37,13 +37,14 @@ const (
 // socket read and written with plain system calls from the handler's
 // thread.
 type conn struct {
-	fd     int
-	wbuf   []byte // the request head
-	rbuf   [headRoom]byte
-	r, w   int // unread bytes of the response are rbuf[r:w]
-	ctype  [maxCtype]byte
-	nctype int
-	used   bool // served a request before: a failure may be a stale keep-alive
+	fd      int
+	wbuf    []byte // the request head
+	rbuf    [headRoom]byte
+	r, w    int // unread bytes of the response are rbuf[r:w]
+	ctype   [maxCtype]byte
+	nctype  int
+	used    bool // served a request before: a failure may be a stale keep-alive
+	partial bool // the response being read took a read already
 }
 
 // Errors of the exchange with the program; the step answers 502 with them.
@@ -237,14 +238,7 @@ func (cn *conn) writev(head, body []byte) error {
 }
 
 // read reads into p, retrying on EINTR; 0 bytes is end of stream.
-//
-// Before each read it asks for quick ACKs: a server that writes its
-// response head and body in two writes with Nagle's algorithm on (Python's
-// http.server does) would otherwise wait for the delayed ACK of the head,
-// 40 ms, before it sends the body. The kernel turns quick ACKs off again
-// by itself, hence every time.
 func (cn *conn) read(p []byte) (int, error) {
-	unix.SetsockoptInt(cn.fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
 	for {
 		n, err := unix.Read(cn.fd, p)
 		switch err {
@@ -259,6 +253,17 @@ func (cn *conn) read(p []byte) (int, error) {
 	}
 }
 
+// more reads the rest of a response that did not come whole. Before it
+// reads, it asks for quick ACKs: a server that writes its response head
+// and body in two writes with Nagle's algorithm on (Python's http.server
+// does) would otherwise wait for the delayed ACK of the head, 40 ms, before
+// it sends the body; turning quick ACKs on sends an ACK that is due at
+// once. A response that comes in one piece (most do) pays nothing for it.
+func (cn *conn) more(p []byte) (int, error) {
+	unix.SetsockoptInt(cn.fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+	return cn.read(p)
+}
+
 // fill reads more of the response into rbuf, compacting it first.
 func (cn *conn) fill() error {
 	if cn.r > 0 {
@@ -268,7 +273,11 @@ func (cn *conn) fill() error {
 	if cn.w == len(cn.rbuf) {
 		return errHead
 	}
-	n, err := cn.read(cn.rbuf[cn.w:])
+	read := cn.read
+	if cn.partial {
+		read = cn.more
+	}
+	n, err := read(cn.rbuf[cn.w:])
 	if err != nil {
 		return err
 	}
@@ -276,6 +285,7 @@ func (cn *conn) fill() error {
 		return errClosed
 	}
 	cn.w += n
+	cn.partial = true
 	return nil
 }
 
@@ -299,6 +309,7 @@ var crlf = []byte("\r\n")
 // readResponse reads one response: status and content type into cn, the
 // body into out. keep says whether the connection may serve another.
 func (cn *conn) readResponse(out []byte, head bool) (status, n int, keep bool, err error) {
+	cn.partial = false
 	for {
 		// The whole head must be in rbuf at once (its lines are views).
 		for bytes.Index(cn.rbuf[cn.r:cn.w], []byte("\r\n\r\n")) < 0 {
@@ -378,7 +389,7 @@ func (cn *conn) body(out []byte, full bool) (int, error) {
 	n := copy(out, cn.rbuf[cn.r:cn.w])
 	cn.r += n
 	for n < len(out) {
-		m, err := cn.read(out[n:])
+		m, err := cn.more(out[n:])
 		if err != nil {
 			return n, err
 		}
@@ -396,7 +407,7 @@ func (cn *conn) body(out []byte, full bool) (int, error) {
 		if cn.r < cn.w {
 			return n, tooLarge(n+cn.w-cn.r, len(out))
 		}
-		if m, err := cn.read(one[:]); err != nil || m > 0 {
+		if m, err := cn.more(one[:]); err != nil || m > 0 {
 			return n, tooLarge(n+1, len(out))
 		}
 	}

@@ -46,7 +46,7 @@ def invoke(handler, method: str = "POST", target: str = "/", body=b"", headers=(
         out, stop = res._finish(_call(handler, Request(p, buf, 0, 1), res))
         status = p.u16(p.h(out) + P.B_STATUS) or 200
         r = Result(status, p.content_type(out).decode("latin-1"), bytes(p.data(out)), stop)
-        p.free(out)
+        p.free(out, _SELF)
         return r
     finally:
         p.close()

@@ -16,7 +16,7 @@ import time
 from . import _atomic as A
 
 MAGIC = 0x4C4F4F5059525053  # "SPRYPOOL", little-endian
-VERSION = 2  # the pool layout version this SDK speaks
+VERSION = 4  # the pool layout version this SDK speaks
 
 PAGE = 4096
 HEADER_SIZE = 2048  # one buffer header
@@ -50,15 +50,22 @@ S_BUSY_NANOS, S_BUSY_SINCE, S_STALE, S_CLIENT_ERRORS, S_LATENCY = 96, 104, 112, 
 BOUNDS = [b * 1000 for b in (50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
                              100000, 250000, 500000, 1000000, 2500000, 10000000)]
 
-# Buffer header fields.
-B_GEN, B_OWNER, B_NEXT, B_LEN, B_REQID, B_OFF = 0, 4, 8, 12, 16, 24
+# Buffer header fields. B_OWN is the ownership word: generation (bits
+# 0..31) | holder << 32 | transit destination << 48, changed only by CAS.
+B_OWN, B_NEXT, B_LEN, B_REQID, B_OFF = 0, 8, 12, 16, 24
 B_STATUS, B_FLAGS, B_HOPS, B_CHAIN, B_CTYPE_LEN, B_META_LEN = 28, 30, 31, 32, 34, 36
 B_INGRESS, B_DEADLINE, B_CTYPE, B_TIMES = 40, 48, 64, 192
 
 FLAG_STOP = 1  # buffer flag: the chain ends here
+FLAG_CONTENT_TYPE = 2  # buffer flag: a step chose the content type (else the client gets application/octet-stream)
 
 OWNER_FREE = 0
-OWNER_DAEMON = 1 << 16
+OWNER_DAEMON = 0xFFFF
+
+
+def own(gen: int, holder: int, transit: int = 0) -> int:
+    """An ownership word."""
+    return (gen & A.M32) | holder << 32 | transit << 48
 
 _layout = struct.Struct("<7I")
 _regions = struct.Struct("<7Q")
@@ -155,7 +162,7 @@ class Pool:
         p = cls(mm, fd)
         for i in range(buffers):
             h = p.hdr + i * HEADER_SIZE
-            _u32.pack_into(mm, h + B_GEN, 1)
+            _u64.pack_into(mm, h + B_OWN, own(1, OWNER_FREE))
             _u32.pack_into(mm, h + B_NEXT, i + 2 if i + 1 < buffers else 0)
         _u64.pack_into(mm, H_HEAD, 1)
         _u64.pack_into(mm, H_FREE, buffers)
@@ -200,21 +207,35 @@ class Pool:
         start = self.arena + idx * self.stride + off
         return self.mv[start:start + n]
 
-    def check(self, idx: int, gen: int, owner: int) -> bool:
-        """Is a descriptor for buffer idx of generation gen, held by owner, current?"""
-        if idx >= self.buffers:
-            return False
-        a = self.base + self.h(idx)
-        return A.load32(a + B_GEN) == gen and A.load32(a + B_OWNER) == owner
-
     def gen(self, idx: int) -> int:
-        return A.load32(self.base + self.h(idx) + B_GEN)
+        return A.load64(self.base + self.h(idx) + B_OWN) & A.M32
 
-    def set_owner(self, idx: int, owner: int):
-        A.store32(self.base + self.h(idx) + B_OWNER, owner)
+    def holds(self, idx: int, gen: int, holder: int) -> bool:
+        """Does holder hold buffer idx at generation gen, with no transfer under way?"""
+        return idx < self.buffers and A.load64(self.base + self.h(idx) + B_OWN) == own(gen, holder)
 
-    def swap_owner(self, idx: int, frm: int, to: int) -> bool:
-        return bool(A.cas32(self.base + self.h(idx) + B_OWNER, frm, to))
+    def transfer(self, idx: int, frm: int, to: int):
+        """Marks buffer idx, held by frm, in transit to to; returns the
+        generation the descriptor carries, or None when frm does not hold it."""
+        if idx >= self.buffers or to == 0:
+            return None
+        a = self.base + self.h(idx) + B_OWN
+        w = A.load64(a)
+        gen, holder, transit = w & A.M32, (w >> 32) & 0xFFFF, w >> 48
+        if holder != frm or transit != 0:
+            return None
+        return gen if A.cas64(a, w, own(gen, frm, to)) else None
+
+    def cancel(self, idx: int, gen: int, frm: int, to: int) -> bool:
+        """Undoes a transfer whose descriptor was not sent; False when the
+        daemon took the buffer meanwhile (leave it alone then)."""
+        return idx < self.buffers and bool(A.cas64(self.base + self.h(idx) + B_OWN, own(gen, frm, to), own(gen, frm)))
+
+    def accept(self, idx: int, gen: int, frm: int, to: int) -> bool:
+        """Completes the transfer a received descriptor announces; False for a
+        stale, forged or duplicate one (drop it unread)."""
+        return idx < self.buffers and to != 0 and bool(
+            A.cas64(self.base + self.h(idx) + B_OWN, own(gen, frm, to), own(gen, to)))
 
     def alloc(self, owner: int):
         """A buffer off the free list for owner, or None when the pool is empty."""
@@ -229,7 +250,8 @@ class Pool:
             if A.cas64(head, old, ((((old >> 32) + 1) & A.M32) << 32) | nxt):
                 A.add64(self.base + H_FREE, A.M64)  # -1
                 i = top - 1
-                A.store32(self.base + self.h(i) + B_OWNER, owner)
+                a = self.base + self.h(i) + B_OWN
+                A.store64(a, own(A.load64(a) & A.M32, owner))
                 self._reset(i)
                 return i
 
@@ -240,15 +262,16 @@ class Pool:
         # ingress, deadline: bytes 12..56, owned by the new holder.
         mm[h + B_LEN:h + 56] = bytes(56 - B_LEN)
 
-    def free(self, idx: int) -> bool:
-        """Returns buffer idx to the free list (its generation moves on)."""
-        if idx >= self.buffers:
+    def free(self, idx: int, holder: int) -> bool:
+        """Returns buffer idx, held by holder, to the free list (its generation
+        moves on). False, and nothing done, when holder does not hold it."""
+        if idx >= self.buffers or holder == OWNER_FREE:
             return False
         b = self.base + self.h(idx)
-        if A.load32(b + B_OWNER) == OWNER_FREE:
+        w = A.load64(b + B_OWN)
+        if (w >> 32) & 0xFFFF != holder or w >> 48 != 0:
             return False
-        A.add32(b + B_GEN, 1)
-        if A.swap32(b + B_OWNER, OWNER_FREE) == OWNER_FREE:
+        if not A.cas64(b + B_OWN, w, own((w & A.M32) + 1, OWNER_FREE)):
             return False
         head = self.base + H_HEAD
         while True:
@@ -279,11 +302,14 @@ class Pool:
         n = min(self.mm[h + B_CTYPE_LEN], MAX_CTYPE)
         return self.mm[h + B_CTYPE:h + B_CTYPE + n]
 
-    def set_content_type(self, idx, ct: bytes):
+    def set_content_type(self, idx, ct: bytes, chosen: bool = False):
+        """Set the content type; chosen marks it a step's choice for the reply."""
         h = self.h(idx)
         ct = ct[:MAX_CTYPE]
         self.mm[h + B_CTYPE:h + B_CTYPE + len(ct)] = ct
         self.mm[h + B_CTYPE_LEN] = len(ct)
+        if chosen:
+            self.mm[h + B_FLAGS] |= FLAG_CONTENT_TYPE
 
     def hop_start(self, idx, hop, t):
         if 0 <= hop < MAX_HOPS:

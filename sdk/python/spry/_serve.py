@@ -173,9 +173,9 @@ class Response:
 
     def set_content_type(self, ct: str):
         ct = ct.encode("latin-1")
-        self._p.set_content_type(self._in, ct)
+        self._p.set_content_type(self._in, ct, chosen=True)
         if self._out is not None:
-            self._p.set_content_type(self._out, ct)
+            self._p.set_content_type(self._out, ct, chosen=True)
 
     def stop(self):
         """End the chain after this step: the output goes back to the client."""
@@ -191,9 +191,9 @@ class Response:
             p.set_data(self._out, 0, self._n)
             p.set_content_type(self._out, p.content_type(self._in))
             if err is not None:
-                p.free(self._out)
+                p.free(self._out, self._self)
             else:
-                p.free(self._in)
+                p.free(self._in, self._self)
                 out = self._out
         h = p.h(out)
         if err is not None:
@@ -204,7 +204,7 @@ class Response:
             b = msg.encode("utf-8", "replace")[:p.buffer_size]
             p.buffer(out)[:len(b)] = b
             p.set_data(out, 0, len(b))
-            p.set_content_type(out, b"text/plain; charset=utf-8")
+            p.set_content_type(out, b"text/plain; charset=utf-8", chosen=True)
             P._u16.pack_into(p.mm, h + P.B_STATUS, status)
             p.mm[h + P.B_FLAGS] |= P.FLAG_STOP
             self._outcome = status
@@ -280,23 +280,47 @@ class Instance:
                 time.sleep(wait)
                 wait = min(2 * wait, 5e-3)
 
-    def _reply(self, chain, hop, buf):
+    def _pass(self, dst, buf, chain, hop, flags):
+        """Hands buffer buf to endpoint dst: transfer, send, cancel if the
+        send failed. Returns True when sent, False when the daemon has the
+        buffer (lost); raises Full or Gone with the buffer held again."""
         p = self.p
-        gw = p.gateway()
-        p.set_owner(buf, gw)
-        d = T.encode(gw, self.id, buf, p.gen(buf), chain, hop, T.FLAG_REPLY)
+        gen = p.transfer(buf, self.id, dst)
+        if gen is None:
+            return False
         try:
-            self._send_patiently(d)
-        except Exception as e:
-            p.swap_owner(buf, gw, self.id)
-            print(f"spry: function {self.name}: reply to the gateway failed: {e!r}", file=sys.stderr)
+            self.c.send(T.encode(dst, self.id, buf, gen, chain, hop, flags))
+            return True
+        except (T.Full, T.Gone, T.Closed):
+            if not p.cancel(buf, gen, self.id, dst):
+                return False
+            raise
+
+    def _reply(self, chain, hop, buf):
+        """Hands buf back to the app's gateway."""
+        deadline = time.monotonic() + _RETRY
+        wait = 20e-6
+        while True:
+            try:
+                self._pass(self.p.gateway(), buf, chain, hop, T.FLAG_REPLY)
+                return
+            except T.Full:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(wait)
+                wait = min(2 * wait, 5e-3)
+            except (T.Gone, T.Closed):
+                break
+        # The gateway is gone or wedged: this process still holds the
+        # buffer; the daemon takes it back when the instance stops.
+        print(f"spry: function {self.name}: reply to the gateway failed", file=sys.stderr)
 
     def _fail(self, chain, hop, buf, status, msg):
         p = self.p
         b = msg.encode()
         p.buffer(buf)[:len(b)] = b
         p.set_data(buf, 0, len(b))
-        p.set_content_type(buf, b"text/plain; charset=utf-8")
+        p.set_content_type(buf, b"text/plain; charset=utf-8", chosen=True)
         h = p.h(buf)
         P._u16.pack_into(p.mm, h + P.B_STATUS, status)
         p.mm[h + P.B_FLAGS] |= P.FLAG_STOP
@@ -308,7 +332,6 @@ class Instance:
         fn = p.step(chain, hop + 1)
         if fn is None:
             return self._reply(chain, hop, buf)
-        gen = p.gen(buf)
         deadline = time.monotonic() + _RETRY
         wait = 20e-6
         asked = False
@@ -321,14 +344,16 @@ class Instance:
                 slot, dst = pick
                 st = p.stats_addr(slot)
                 A.add32(st + P.S_QUEUE, 1)  # before the send: the receiver decrements it
-                p.set_owner(buf, dst)  # ownership moves before the send; the send orders it
                 try:
-                    self.c.send(T.encode(dst, self.id, buf, gen, chain, hop + 1, 0))
-                    return
-                except (T.Full, T.Gone):
+                    if not self._pass(dst, buf, chain, hop + 1, 0):
+                        A.add32(st + P.S_QUEUE, A.M32)
+                    return  # sent, or the daemon took the buffer and answers it
+                except (T.Full, T.Gone, T.Closed):
                     A.add32(st + P.S_QUEUE, A.M32)  # -1
-                    if not p.swap_owner(buf, dst, self.id):
-                        return  # the destination died; the daemon took the buffer and answers it
+                if self.stopping:
+                    # Keep the finished output: the daemon's reclaim sends it
+                    # on when this process exits.
+                    return
             elif not asked:
                 # The next function may be scaled to zero: ask the daemon, once.
                 asked = True
@@ -336,7 +361,7 @@ class Instance:
                     self.c.send(T.encode(p.gateway(), self.id, T.CTL_NO_INSTANCE, 0, fn, 0, T.FLAG_CONTROL))
                 except Exception:
                     pass
-            if self.stopping or time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 return self._fail(chain, hop, buf, 503, "no instance of the next step could take the request")
             time.sleep(wait)
             wait = min(2 * wait, 5e-3)
@@ -349,8 +374,9 @@ class Instance:
         start = P.now()
         dl = p.i64(hdr + P.B_DEADLINE)
         if dl != 0 and start > dl:
-            # The gateway answered 504 already: hand the buffer back unrun.
-            return self._reply(chain, hop, buf)
+            # Past the deadline: the handler does not run, and the buffer
+            # goes back as the 504 it is.
+            return self._fail(chain, hop, buf, 504, "spry: the request's deadline passed before this step ran")
         if A.add32(st + P.S_INFLIGHT, 1) == 0:
             A.store64(st + P.S_BUSY_SINCE, start)
         arrived = p.i64(hdr + P.B_INGRESS)
@@ -427,7 +453,9 @@ class Instance:
                     if flags & T.FLAG_CONTROL:
                         continue
                     A.add32(st + P.S_QUEUE, A.M32)  # -1
-                    if not p.check(buf, gen, self.id):
+                    # Taking the buffer is the one compare-and-swap that only
+                    # the transfer this descriptor announces lets succeed.
+                    if not p.accept(buf, gen, src, self.id):
                         A.add64(st + P.S_STALE, 1)
                         continue
                     A.add64(st + P.S_ARRIVALS, 1)

@@ -160,7 +160,11 @@ class Skmsg:
             n = len(b) // SIZE
             self.carry = b[n * SIZE:]
             if n:
-                self._unreserve(self.self_word, self.id, n)
+                # A read that did not fill its batch emptied the kernel
+                # queue: every reservation left is a sender's between its
+                # reservation and its write, or one a dead sender leaked;
+                # dropping them all bounds such a leak (as the Go SDK does).
+                self._unreserve(self.self_word, self.id, DEPTH if n < MAX_BATCH else n)
                 return [b[i * SIZE:(i + 1) * SIZE] for i in range(n)]
 
     def close(self):

@@ -73,12 +73,13 @@ class PoolTest(unittest.TestCase):
             self.assertIsNone(p.alloc(7))
             self.assertEqual(p.free_buffers(), 0)
             g = p.gen(got[0])
-            self.assertTrue(p.check(got[0], g, 7))
-            self.assertTrue(p.free(got[0]))
-            self.assertFalse(p.free(got[0]), "a double free is refused")
-            self.assertFalse(p.check(got[0], g, 7), "a freed buffer's descriptor is stale")
+            self.assertTrue(p.holds(got[0], g, 7))
+            self.assertFalse(p.free(got[0], 8), "only the holder frees")
+            self.assertTrue(p.free(got[0], 7))
+            self.assertFalse(p.free(got[0], 7), "a double free is refused")
+            self.assertFalse(p.holds(got[0], g, 7), "a freed buffer's descriptor is stale")
             for i in got[1:]:
-                p.free(i)
+                p.free(i, 7)
             self.assertEqual(p.free_buffers(), 4)
         finally:
             p.close()
@@ -87,7 +88,7 @@ class PoolTest(unittest.TestCase):
         p = P.Pool.create(2, 1024)
         try:
             P._u32.pack_into(p.mm, P.H_VERSION, P.VERSION + 1)
-            with self.assertRaisesRegex(P.PoolError, "layout version 3, this Python SDK speaks 2"):
+            with self.assertRaisesRegex(P.PoolError, f"layout version {P.VERSION + 1}, this Python SDK speaks {P.VERSION}"):
                 P.Pool(p.mm)
         finally:
             P._u32.pack_into(p.mm, P.H_VERSION, P.VERSION)
@@ -103,7 +104,7 @@ class PoolTest(unittest.TestCase):
                 i = p.alloc(3)
                 if i is None:
                     continue
-                if not p.free(i):
+                if not p.free(i, 3):
                     errors.append(i)
 
         ts = [threading.Thread(target=work) for _ in range(4)]
@@ -114,6 +115,27 @@ class PoolTest(unittest.TestCase):
         self.assertEqual(errors, [])
         self.assertEqual(p.free_buffers(), 8)
         p.close()
+
+
+class TransferTest(unittest.TestCase):
+    def test_transfer_accept_cancel(self):
+        p = P.Pool.create(2, 1024)
+        try:
+            i = p.alloc(5)
+            g = p.transfer(i, 5, 9)
+            self.assertIsNotNone(g)
+            self.assertIsNone(p.transfer(i, 5, 9), "one transfer at a time")
+            self.assertFalse(p.accept(i, g, 4, 9), "a forged source is refused")
+            self.assertFalse(p.accept(i, g + 1, 5, 9), "a stale generation is refused")
+            self.assertTrue(p.accept(i, g, 5, 9))
+            self.assertFalse(p.accept(i, g, 5, 9), "a duplicate is refused")
+            self.assertTrue(p.holds(i, g, 9))
+            g = p.transfer(i, 9, 5)
+            self.assertTrue(p.cancel(i, g, 9, 5))
+            self.assertTrue(p.holds(i, g, 9))
+            self.assertTrue(p.free(i, 9))
+        finally:
+            p.close()
 
 
 class AtomicTest(unittest.TestCase):

@@ -10,6 +10,10 @@
 //	secret:NAME   the app's secret NAME (sdk.Secret)
 //	alloc:N       allocate and touch N MiB (and keep them until it answers)
 //	spin:D        burn CPU for D (a Go duration) of CPU time
+//	param:NAME    the route's parameter NAME (req.Param)
+//	path:         req.Path(); fullpath: req.FullPath()
+//	header:K=V    set response header K to V (res.SetHeader); add:K=V adds one
+//	ctype:T       set the response's content type
 package main
 
 import (
@@ -51,6 +55,23 @@ func main() {
 					}
 					keep = append(keep, b)
 				}
+				fmt.Fprintf(&out, "%s: ok\n", path)
+			case "param":
+				fmt.Fprintf(&out, "%s: %s\n", path, req.Param(arg))
+			case "path":
+				fmt.Fprintf(&out, "%s: %s\n", path, req.Path())
+			case "fullpath":
+				fmt.Fprintf(&out, "%s: %s\n", path, req.FullPath())
+			case "header", "add":
+				k, v, _ := strings.Cut(arg, "=")
+				if verb == "add" {
+					res.AddHeader(k, v)
+				} else {
+					res.SetHeader(k, v)
+				}
+				fmt.Fprintf(&out, "%s: ok\n", path)
+			case "ctype":
+				res.SetContentType(arg)
 				fmt.Fprintf(&out, "%s: ok\n", path)
 			case "spin":
 				d, _ := time.ParseDuration(arg)

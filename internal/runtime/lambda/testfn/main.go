@@ -6,6 +6,8 @@
 //	{"name": ""}         → an error (the Lambda error shape)
 //	{"sleep_ms": N, …}   → sleeps first
 //	$FAIL_INIT=1         → exits during init
+//	$EVENT=contract      → the contract handler (internal/contract) on v2 events
+//	$EVENT=chain         → the bench's chain step on the raw payload
 package main
 
 import (
@@ -54,7 +56,58 @@ func api(ctx context.Context, e events.APIGatewayV2HTTPRequest) (events.APIGatew
 	}, nil
 }
 
+// contract is the contract handler (see internal/contract) on API Gateway
+// v2 events.
+func contract(ctx context.Context, e events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
+	r := events.APIGatewayV2HTTPResponse{StatusCode: 200, Body: e.Body}
+	switch e.RawPath {
+	case "/inplace":
+		r.Body = strings.ToUpper(e.Body)
+	case "/status":
+		fmt.Sscan(e.QueryStringParameters["code"], &r.StatusCode)
+		r.Body = fmt.Sprintf("status %d", r.StatusCode)
+	case "/error":
+		return r, errors.New("boom")
+	case "/meta":
+		r.Body = fmt.Sprintf("%s %s %s %s", e.RequestContext.HTTP.Method, e.RawPath, e.RawQueryString, e.Headers["x-contract"])
+	case "/sleep":
+		var ms int
+		fmt.Sscan(e.QueryStringParameters["ms"], &ms)
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+	}
+	return r, nil
+}
+
+// chainStep is the bench's chain step, as a raw-payload Lambda handler:
+// it increments the eight-digit counter at the start of the event.
+type chainStep struct{}
+
+func (chainStep) Invoke(_ context.Context, p []byte) ([]byte, error) {
+	if len(p) < 8 {
+		return nil, errors.New("want a payload that starts with an 8-digit counter")
+	}
+	n := 0
+	for _, c := range p[:8] {
+		if c < '0' || c > '9' {
+			return nil, errors.New("want a payload that starts with an 8-digit counter")
+		}
+		n = 10*n + int(c-'0')
+	}
+	n++
+	for i := 7; i >= 0; i-- {
+		p[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return p, nil
+}
+
 func main() {
+	if os.Getenv("EVENT") == "chain" {
+		lambda.Start(chainStep{})
+	}
+	if os.Getenv("EVENT") == "contract" {
+		lambda.Start(contract)
+	}
 	if os.Getenv("FAIL_INIT") != "" {
 		fmt.Fprintln(os.Stderr, "cannot load my configuration")
 		os.Exit(3)

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/spry-dev/spry/internal/builtin"
+	"github.com/spry-dev/spry/internal/cluster/controller"
+)
+
+// local runs a whole cluster on this machine for development and
+// benchmarks: etcd and kube-apiserver (built by deploy/kubernetes/testbin.sh),
+// Spry's CRDs, the controller, and N node agents on 127.0.0.1 with
+// gateways on consecutive ports. Ctrl-C stops everything.
+func local(args []string) int {
+	fs := flag.NewFlagSet("spry-controller local", flag.ExitOnError)
+	nodes := fs.Int("nodes", 3, "node agents to start")
+	port := fs.Int("port", 8080, "first node's gateway port (node i: port+i; admin port+100+i)")
+	assets := fs.String("assets", os.Getenv("KUBEBUILDER_ASSETS"), "directory with kube-apiserver, etcd, kubectl (default: deploy/kubernetes/testbin.sh's cache)")
+	spry := fs.String("spry", "", "the spry binary (default: beside this one, then PATH)")
+	crds := fs.String("crds", "deploy/kubernetes/crds.yaml", "the CRDs file")
+	_ = fs.Parse(args)
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "spry-controller local:", err); return 1 }
+	if *assets == "" {
+		home, _ := os.UserHomeDir()
+		*assets = filepath.Join(home, ".cache", "spry", "k8s-v1.37.2")
+	}
+	if *spry == "" {
+		self, _ := os.Executable()
+		*spry = filepath.Join(filepath.Dir(self), "spry")
+		if _, err := os.Stat(*spry); err != nil {
+			if p, err := exec.LookPath("spry"); err == nil {
+				*spry = p
+			}
+		}
+	}
+	ctx, stop := signalContext()
+	defer stop()
+
+	env := &envtest.Environment{BinaryAssetsDirectory: *assets, ErrorIfCRDPathMissing: true,
+		CRDInstallOptions: envtest.CRDInstallOptions{Paths: []string{*crds}, ErrorIfPathMissing: true},
+		Scheme:            controller.Scheme()}
+	cfg, err := env.Start()
+	if err != nil {
+		return fail(fmt.Errorf("control plane (run deploy/kubernetes/testbin.sh first?): %w", err))
+	}
+	defer env.Stop()
+	user, err := env.AddUser(envtest.User{Name: "spry-local", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fail(err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		return fail(err)
+	}
+	dir, err := os.MkdirTemp("", "spry-local-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		return fail(err)
+	}
+	s := controller.Scheme()
+	_ = corev1.AddToScheme(s)
+	c, err := client.New(cfg, client.Options{Scheme: s})
+	if err != nil {
+		return fail(err)
+	}
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "spry-system"}}); err != nil {
+		return fail(err)
+	}
+
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			_ = p.Process.Signal(syscall.SIGTERM)
+		}
+		for _, p := range procs {
+			_ = p.Wait()
+		}
+	}()
+	for i := range *nodes {
+		name := "node-" + strconv.Itoa(i+1)
+		cmd := exec.Command(*spry, "up", "--cluster", "--node-name", name, "--kubeconfig", kubeconfig,
+			"--listen", "127.0.0.1:"+strconv.Itoa(*port+i), "--admin", "127.0.0.1:"+strconv.Itoa(*port+100+i),
+			"--data-dir", filepath.Join(dir, name))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+		out, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			return fail(fmt.Errorf("start %s (%s): %w", name, *spry, err))
+		}
+		procs = append(procs, cmd)
+		go prefix(name, out)
+	}
+	fmt.Fprintf(os.Stderr, `
+  a local Spry cluster: %d nodes, gateways on 127.0.0.1:%d..%d
+  export KUBECONFIG=%s
+  spry deploy -f examples/hello/spry.yaml
+  %s/kubectl get spryapps,sprynodes
+  curl -s 127.0.0.1:%d/hello -d spry
+  (Ctrl-C stops it all)
+
+`, *nodes, *port, *port+*nodes-1, kubeconfig, *assets, *port)
+	ccfg := controller.ControllerConfig{Namespace: "spry-system", Logger: log,
+		Builtins: func(name string) bool { _, ok := builtin.Lookup(name); return ok }}
+	if err := controller.RunController(ctx, cfg, ccfg, controller.RunOptions{LeaderElection: true}); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+func prefix(name string, r interface{ Read([]byte) (int, error) }) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		fmt.Fprintf(os.Stderr, "[%s] %s\n", name, strings.TrimSpace(sc.Text()))
+	}
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signalNotify(ch)
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+func signalNotify(ch chan os.Signal) { signal.Notify(ch, os.Interrupt, syscall.SIGTERM) }

@@ -1,0 +1,884 @@
+package activation
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Outcome is how one attempt ended, as the gateway saw it. Body and
+// ContentType are views valid only during the done callback.
+type Outcome struct {
+	Status      int
+	ContentType []byte
+	Body        []byte
+	Steps       []Step
+	Start, End  time.Time
+}
+
+// Invoker runs attempts through the gateway's one admission path: the same
+// in-flight bound, pool and dispatch as a synchronous request.
+type Invoker interface {
+	// Invoke admits one attempt of rec into its chain: it takes an
+	// in-flight entry and a pool buffer, writes the request's metadata,
+	// calls fill with the buffer to put the body in (fill returns the
+	// length), and dispatches it. done is called exactly once, on any
+	// goroutine, with the outcome (a deadline is a 504, an instance that
+	// died holding it a 502). An error means it was not admitted (the
+	// app is at its in-flight bound, the pool is exhausted, the body does
+	// not fit): done is not called.
+	Invoke(rec *Record, fill func(dst []byte) (int, error), done func(*Outcome)) error
+}
+
+// Admitted is a request the gateway has already admitted for an
+// activation: its body is in a pool buffer, its in-flight entry taken. The
+// first attempt of an activation accepted over HTTP goes out in it, so the
+// body is written into the pool once.
+type Admitted interface {
+	Dispatch(rec *Record, done func(*Outcome))
+	Release() // not dispatched: give the entry and buffer back
+}
+
+// Errors of Accept.
+var (
+	// ErrQueueFull: the chain has as many unfinished activations as its
+	// queue holds (answer 429).
+	ErrQueueFull = errors.New("activation: the chain's async queue is full")
+	// ErrUnknownChain: no chain of that name.
+	ErrUnknownChain = errors.New("activation: no such chain")
+)
+
+// Record modes for synchronous requests (ChainConfig.Record).
+const (
+	RecordFailures = "failures" // default: requests answered 400 or more
+	RecordAll      = "all"
+	RecordNone     = "none"
+)
+
+// ChainConfig is how a chain's activations are run and kept.
+type ChainConfig struct {
+	App, Chain string
+	Steps      []string      // the chain's functions, for step timings
+	Attempts   int           // attempts before an activation is dead (>= 1)
+	MaxAge     time.Duration // an activation older than this is dead instead of retried
+	Backoff    time.Duration // delay before the first retry; doubles per attempt
+	MaxBackoff time.Duration // the longest delay between attempts
+	Queue      int           // unfinished activations at once (a full queue answers 429)
+	Record     string        // RecordFailures, RecordAll or RecordNone (sync requests)
+	ResultMax  int           // bytes of a result kept in the record
+}
+
+// AppConfig bounds an app's async work.
+type AppConfig struct {
+	Name string
+	// Concurrency bounds the activations of the app in its chains at
+	// once: async work takes in-flight entries from the same table as
+	// sync requests, and leaves the rest to them.
+	Concurrency int
+}
+
+// Config configures a Manager.
+type Config struct {
+	Store     *Store
+	Invoker   func(app string) Invoker
+	Apps      []AppConfig
+	Chains    []ChainConfig
+	Retention map[string]Retention // by app
+	Log       *slog.Logger
+	// Client posts callbacks (default: a client with a 10 s timeout).
+	Client *http.Client
+	// OnDone, when set, is called when an activation reaches a terminal
+	// state, with its result (up to ResultMax): the MQTT trigger publishes
+	// replies from it.
+	OnDone func(rec *Record, result []byte)
+}
+
+// Manager runs activations: it accepts them durably, runs each in its
+// chain through the gateway, retries what can succeed later, keeps what
+// cannot as dead letters, and delivers callbacks.
+type Manager struct {
+	store     *Store
+	log       *slog.Logger
+	client    *http.Client
+	onDone    func(*Record, []byte)
+	retention map[string]Retention
+	apps      map[string]*appQ
+	chains    map[string]*chainQ // app/chain
+
+	mu     sync.Mutex
+	active map[string]*act // unfinished, by id
+	timers map[*time.Timer]struct{}
+	closed bool
+	wg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// act is one unfinished activation.
+type act struct {
+	rec  *Record
+	ch   *chainQ
+	held Admitted // the first attempt's admitted request, or nil
+}
+
+// chainQ is one chain's settings and counters.
+type chainQ struct {
+	cfg   ChainConfig
+	app   *appQ
+	depth atomic.Int64 // unfinished activations
+	stats ChainStats
+}
+
+// ChainStats are a chain's activation counters.
+type ChainStats struct {
+	Accepted  atomic.Uint64 // async activations accepted
+	Duplicate atomic.Uint64 // requests answered with an existing activation (idempotency)
+	Rejected  atomic.Uint64 // refused: queue full
+	Succeeded atomic.Uint64
+	Failed    atomic.Uint64
+	Dead      atomic.Uint64
+	Retries   atomic.Uint64 // attempts after the first
+	Recorded  atomic.Uint64 // sync requests recorded
+}
+
+// appQ is an app's queue of activations ready to run, and the workers that
+// run them (Concurrency of them).
+type appQ struct {
+	name    string
+	inv     Invoker
+	mu      sync.Mutex
+	cond    *sync.Cond
+	ready   []*act
+	head    int
+	waiting int // workers waiting for work
+	stop    bool
+}
+
+// idle reports whether a worker waits with nothing to do.
+func (q *appQ) idle() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.waiting > len(q.ready)-q.head
+}
+
+func (q *appQ) push(a *act) {
+	q.mu.Lock()
+	q.ready = append(q.ready, a)
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+func (q *appQ) pop() *act {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.head == len(q.ready) && !q.stop {
+		q.waiting++
+		q.cond.Wait()
+		q.waiting--
+	}
+	if q.stop {
+		return nil
+	}
+	a := q.ready[q.head]
+	q.ready[q.head] = nil
+	q.head++
+	if q.head == len(q.ready) {
+		q.ready, q.head = q.ready[:0], 0
+	} else if q.head > 1024 && q.head*2 > len(q.ready) {
+		n := copy(q.ready, q.ready[q.head:])
+		clear(q.ready[n:])
+		q.ready, q.head = q.ready[:n], 0
+	}
+	return a
+}
+
+// New makes a Manager. Start recovers what the store holds and starts the
+// workers.
+func New(c Config) (*Manager, error) {
+	if c.Store == nil {
+		return nil, errors.New("activation: no store")
+	}
+	m := &Manager{
+		store: c.Store, log: c.Log, client: c.Client, onDone: c.OnDone, retention: c.Retention,
+		apps: map[string]*appQ{}, chains: map[string]*chainQ{},
+		active: map[string]*act{}, timers: map[*time.Timer]struct{}{},
+	}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
+	if m.client == nil {
+		m.client = &http.Client{Timeout: 10 * time.Second}
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	for _, a := range c.Apps {
+		q := &appQ{name: a.Name}
+		if c.Invoker != nil {
+			q.inv = c.Invoker(a.Name)
+		}
+		q.cond = sync.NewCond(&q.mu)
+		if a.Concurrency < 1 {
+			return nil, fmt.Errorf("activation: app %s: concurrency %d", a.Name, a.Concurrency)
+		}
+		m.apps[a.Name] = q
+		for range a.Concurrency {
+			m.wg.Add(1)
+			go m.worker(q)
+		}
+	}
+	for _, cc := range c.Chains {
+		q := m.apps[cc.App]
+		if q == nil {
+			m.Close()
+			return nil, fmt.Errorf("activation: chain %s of unknown app %s", cc.Chain, cc.App)
+		}
+		if cc.Attempts < 1 || cc.Queue < 1 {
+			m.Close()
+			return nil, fmt.Errorf("activation: chain %s/%s: attempts %d, queue %d", cc.App, cc.Chain, cc.Attempts, cc.Queue)
+		}
+		m.chains[cc.App+"/"+cc.Chain] = &chainQ{cfg: cc, app: q}
+	}
+	return m, nil
+}
+
+// Start re-queues every activation the store says is owed (accepted
+// before a restart and not finished), and starts pruning the store. It
+// returns how many it re-queued.
+func (m *Manager) Start() (int, error) {
+	recs, err := m.store.Pending()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range recs {
+		ch := m.chains[r.App+"/"+r.Chain]
+		if ch == nil {
+			m.log.Warn("activation of a chain this node does not run: kept, not run", "id", r.ID, "app", r.App, "chain", r.Chain)
+			continue
+		}
+		if r.State.Terminal() {
+			// Finished, but its callback was not delivered.
+			m.goCallback(r, nil)
+			continue
+		}
+		// A running one was cut short by the restart: that attempt
+		// counts, and it runs again (at least once).
+		r.State = Queued
+		a := &act{rec: r, ch: ch}
+		ch.depth.Add(1)
+		m.mu.Lock()
+		m.active[r.ID] = a
+		m.mu.Unlock()
+		m.schedule(a, time.Until(r.Next))
+		n++
+	}
+	if len(m.retention) > 0 {
+		m.wg.Add(1)
+		go m.pruneLoop()
+	}
+	return n, nil
+}
+
+// Close stops the workers and timers. Unfinished activations stay in the
+// store and run again after the next Start.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	for t := range m.timers {
+		t.Stop()
+	}
+	m.mu.Unlock()
+	m.cancel()
+	for _, q := range m.apps {
+		q.mu.Lock()
+		q.stop = true
+		for _, a := range q.ready[q.head:] {
+			if a != nil && a.held != nil {
+				a.held.Release()
+			}
+		}
+		q.mu.Unlock()
+		q.cond.Broadcast()
+	}
+	m.wg.Wait()
+}
+
+// Accepted is what Accept hands back.
+type Accepted struct {
+	ID        string
+	Duplicate bool // an earlier activation of the same idempotency key (or CloudEvent source and id)
+}
+
+// Spec is a new activation for Accept.
+type Spec struct {
+	ID         string // its id, when the caller chose it (NewID) to tell the functions; "" makes one
+	App, Chain string
+	Cause      Cause
+	Request    Request // Size is set from Body
+	Body       []byte
+	Key        string            // idempotency key ("" none)
+	Event      map[string]string // CloudEvent attributes, when the input was one
+	Topic      string            // the MQTT topic, when it was a PUBLISH
+	Reply      Reply
+	// Volatile: store it without waiting for the disk (MQTT QoS 0): Accept
+	// returns at once, and a crash of the node may lose it.
+	Volatile bool
+	// Held, when set, is the admitted request that carries Body in the
+	// pool: the first attempt goes out in it. Accept takes it over
+	// (dispatches or releases it) whatever it returns.
+	Held Admitted
+}
+
+// Accept stores a new activation durably and queues it. It returns once
+// the activation would survive a crash of the node: only then may the
+// caller answer 202 (or acknowledge the MQTT PUBLISH).
+func (m *Manager) Accept(s Spec) (Accepted, error) {
+	ch := m.chains[s.App+"/"+s.Chain]
+	if ch == nil {
+		if s.Held != nil {
+			s.Held.Release()
+		}
+		return Accepted{}, fmt.Errorf("%w: %s/%s", ErrUnknownChain, s.App, s.Chain)
+	}
+	if ch.depth.Add(1) > int64(ch.cfg.Queue) {
+		ch.depth.Add(-1)
+		ch.stats.Rejected.Add(1)
+		if s.Held != nil {
+			s.Held.Release()
+		}
+		return Accepted{}, ErrQueueFull
+	}
+	now := time.Now()
+	s.Request.Size = len(s.Body)
+	if s.ID == "" {
+		s.ID = NewID(now)
+	}
+	rec := &Record{
+		ID: s.ID, App: s.App, Chain: s.Chain, Cause: s.Cause, State: Queued,
+		Accepted: now, Key: s.Key, Event: s.Event, Topic: s.Topic, Request: s.Request, Reply: s.Reply,
+	}
+	var existing string
+	var err error
+	if s.Volatile {
+		err = m.store.CreateVolatile(rec, s.Body)
+	} else {
+		existing, err = m.store.Create(rec, s.Body)
+	}
+	if err != nil || existing != "" {
+		ch.depth.Add(-1)
+		if s.Held != nil {
+			s.Held.Release()
+		}
+		if err != nil {
+			return Accepted{}, err
+		}
+		ch.stats.Duplicate.Add(1)
+		return Accepted{ID: existing, Duplicate: true}, nil
+	}
+	ch.stats.Accepted.Add(1)
+	if s.Held != nil && !ch.app.idle() {
+		// No worker is free to send it now: do not sit on a pool buffer
+		// and an in-flight entry meanwhile (sync requests need them); the
+		// attempt reads the body from the store when its turn comes.
+		s.Held.Release()
+		s.Held = nil
+	}
+	a := &act{rec: rec, ch: ch, held: s.Held}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		if s.Held != nil {
+			s.Held.Release()
+		}
+		return Accepted{ID: rec.ID}, nil // stored: the next start runs it
+	}
+	m.active[rec.ID] = a
+	m.mu.Unlock()
+	ch.app.push(a)
+	return Accepted{ID: rec.ID}, nil
+}
+
+// schedule queues a after delay.
+func (m *Manager) schedule(a *act, delay time.Duration) {
+	if delay <= 0 {
+		a.ch.app.push(a)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(delay, func() {
+		m.mu.Lock()
+		delete(m.timers, t)
+		closed := m.closed
+		m.mu.Unlock()
+		if !closed {
+			a.ch.app.push(a)
+		}
+	})
+	m.timers[t] = struct{}{}
+}
+
+func (m *Manager) worker(q *appQ) {
+	defer m.wg.Done()
+	for {
+		a := q.pop()
+		if a == nil {
+			return
+		}
+		m.attempt(q, a)
+	}
+}
+
+// result is what the done callback hands the worker.
+type result struct {
+	status int
+	ctype  string
+	body   []byte // up to ResultMax
+	errMsg []byte // the start of the body of a failure (up to 512 bytes)
+	size   int
+	steps  []Step
+	start  time.Time
+	end    time.Time
+}
+
+// attempt runs one attempt of a and settles its outcome.
+func (m *Manager) attempt(q *appQ, a *act) {
+	r := a.rec
+	cfg := &a.ch.cfg
+	if r.Attempts > 0 {
+		a.ch.stats.Retries.Add(1)
+	}
+	r.Attempts++
+	r.State = Running
+	r.Start = time.Now()
+	r.Next = time.Time{}
+	m.store.Save(r, nil, false) // in order before the outcome's write
+
+	out := make(chan result, 1)
+	done := func(o *Outcome) {
+		res := result{status: o.Status, ctype: string(o.ContentType), size: len(o.Body), steps: o.Steps, start: o.Start, end: o.End}
+		res.body = bytes.Clone(o.Body[:min(len(o.Body), cfg.ResultMax)])
+		if o.Status >= 400 && len(o.Body) > len(res.body) {
+			res.errMsg = bytes.Clone(o.Body[:min(len(o.Body), maxErrText)])
+		}
+		out <- res
+	}
+	var err error
+	if a.held != nil {
+		h := a.held
+		a.held = nil
+		h.Dispatch(r, done)
+	} else if q.inv == nil {
+		err = errors.New("no invoker")
+	} else {
+		err = q.inv.Invoke(r, func(dst []byte) (int, error) {
+			n := 0
+			err := m.store.ReadBody(r.ID, func(b []byte) {
+				if len(b) <= len(dst) {
+					n = copy(dst, b)
+				} else {
+					n = -1
+				}
+			})
+			if err == nil && n < 0 {
+				err = fmt.Errorf("activation %s: body of %d bytes is larger than a pool buffer", r.ID, r.Request.Size)
+			}
+			return n, err
+		}, done)
+	}
+	var res result
+	if err != nil {
+		// Not admitted: the app is at its in-flight bound (429), the pool
+		// is exhausted (503): it can succeed later; a request the gateway
+		// refuses as such (413, 431) cannot.
+		status := http.StatusServiceUnavailable
+		var st interface{ StatusCode() int }
+		if errors.As(err, &st) {
+			status = st.StatusCode()
+		}
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "spry: ") {
+			msg = "spry: " + msg
+		}
+		res = result{status: status, body: []byte(msg), ctype: "text/plain; charset=utf-8", start: r.Start, end: time.Now()}
+		res.size = len(res.body)
+	} else {
+		select {
+		case res = <-out:
+		case <-m.ctx.Done():
+			return // shutting down: it stays running in the store, runs again after restart
+		}
+	}
+	m.settle(a, res)
+}
+
+// retryable reports whether an attempt that ended with status may succeed
+// later: the chain failed (5xx: a step error, a crashed instance, a
+// deadline, no instance) or the app was at its limits (429/503). A 4xx
+// says the request itself is wrong; running it again cannot help.
+func retryable(status int) bool { return status >= 500 || status == http.StatusTooManyRequests }
+
+func (m *Manager) settle(a *act, res result) {
+	r := a.rec
+	cfg := &a.ch.cfg
+	r.Status = res.status
+	if !res.start.IsZero() {
+		r.Start = res.start
+	}
+	r.End = res.end
+	if r.End.IsZero() {
+		r.End = time.Now()
+	}
+	r.Steps = res.steps
+	r.Result = ResultInfo{Size: res.size, Kept: len(res.body), Truncated: len(res.body) < res.size, ContentType: res.ctype}
+	r.Error = ""
+	switch {
+	case res.status < 400:
+		r.State = Succeeded
+		a.ch.stats.Succeeded.Add(1)
+	case !retryable(res.status):
+		r.State = Failed
+		r.Error = errorText(res)
+		a.ch.stats.Failed.Add(1)
+	default:
+		r.Error = errorText(res)
+		age := time.Since(r.Accepted)
+		if r.Attempts < cfg.Attempts && age < cfg.MaxAge {
+			r.State = Queued
+			delay := backoff(cfg.Backoff, cfg.MaxBackoff, r.Attempts)
+			r.Next = time.Now().Add(delay)
+			m.store.Save(r, res.body, false)
+			m.schedule(a, delay)
+			return
+		}
+		r.State = Dead
+		if r.Attempts >= cfg.Attempts {
+			r.Error = fmt.Sprintf("dead after %d attempts: %s", r.Attempts, r.Error)
+		} else {
+			r.Error = fmt.Sprintf("dead: older than %s: %s", cfg.MaxAge, r.Error)
+		}
+		a.ch.stats.Dead.Add(1)
+	}
+	a.ch.depth.Add(-1)
+	m.mu.Lock()
+	delete(m.active, r.ID)
+	m.mu.Unlock()
+	rec := *r // the copy others may read from now on
+	m.store.Save(&rec, res.body, false)
+	if m.onDone != nil {
+		m.onDone(&rec, res.body)
+	}
+	if rec.Reply.Callback != "" {
+		m.goCallback(&rec, res.body)
+	}
+}
+
+// maxErrText bounds the error text a record keeps.
+const maxErrText = 512
+
+func errorText(res result) string {
+	msg := res.errMsg
+	if msg == nil {
+		msg = res.body
+	}
+	if len(msg) > maxErrText {
+		msg = msg[:maxErrText]
+	}
+	msg = bytes.TrimSpace(msg)
+	if len(msg) == 0 {
+		return "status " + strconv.Itoa(res.status)
+	}
+	return fmt.Sprintf("status %d: %s", res.status, msg)
+}
+
+// backoff is the delay before attempt n+1: base·2^(n-1), capped, with
+// jitter (between half and all of it) so retries of a burst spread out.
+func backoff(base, limit time.Duration, n int) time.Duration {
+	d := base
+	for i := 1; i < n && d < limit; i++ {
+		d *= 2
+	}
+	d = min(d, limit)
+	return d/2 + rand.N(d/2+1)
+}
+
+// Active reports whether activation id is unfinished on this node.
+func (m *Manager) Active(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.active[id] != nil
+}
+
+// Get returns activation id.
+func (m *Manager) Get(id string) (*Record, error) {
+	if err := CheckID(id); err != nil {
+		return nil, err
+	}
+	return m.store.Get(id)
+}
+
+// Result returns the kept result of activation id.
+func (m *Manager) Result(id string) (*Record, []byte, error) {
+	if err := CheckID(id); err != nil {
+		return nil, nil, err
+	}
+	rec, err := m.store.Get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := m.store.Result(id)
+	return rec, b, err
+}
+
+// List lists activations (see Store.List).
+func (m *Manager) List(f Filter) ([]*Record, string, error) { return m.store.List(f) }
+
+// Redrive runs dead (or failed) activations again, from a fresh count of
+// attempts. It returns the ids it re-queued; ids that are not dead or
+// failed, or whose chain this node does not run, are skipped with the
+// reason in skipped.
+func (m *Manager) Redrive(ids []string) (queued []string, skipped map[string]string, err error) {
+	skipped = map[string]string{}
+	for _, id := range ids {
+		if err := CheckID(id); err != nil {
+			skipped[id] = err.Error()
+			continue
+		}
+		r, err := m.store.Get(id)
+		if err != nil {
+			skipped[id] = err.Error()
+			continue
+		}
+		if r.State != Dead && r.State != Failed {
+			skipped[id] = "it is " + string(r.State) + ", not dead or failed"
+			continue
+		}
+		ch := m.chains[r.App+"/"+r.Chain]
+		if ch == nil {
+			skipped[id] = "this node does not run chain " + r.App + "/" + r.Chain
+			continue
+		}
+		if ch.depth.Add(1) > int64(ch.cfg.Queue) {
+			ch.depth.Add(-1)
+			skipped[id] = ErrQueueFull.Error()
+			continue
+		}
+		m.mu.Lock()
+		if m.active[id] != nil {
+			m.mu.Unlock()
+			ch.depth.Add(-1)
+			skipped[id] = "already re-driven"
+			continue
+		}
+		a := &act{rec: r, ch: ch}
+		m.active[id] = a
+		m.mu.Unlock()
+		r.State, r.Attempts, r.Next, r.Error = Queued, 0, time.Time{}, ""
+		r.Accepted = time.Now() // its age starts again
+		r.Reply.CallbackStatus = 0
+		if err := m.store.Save(r, nil, true); err != nil {
+			m.mu.Lock()
+			delete(m.active, id)
+			m.mu.Unlock()
+			ch.depth.Add(-1)
+			return queued, skipped, err
+		}
+		ch.app.push(a)
+		queued = append(queued, id)
+	}
+	return queued, skipped, nil
+}
+
+// RecordSync records a synchronous request that ended with status, when
+// the chain's record setting asks for it. It never blocks: a record the
+// store cannot take at once is dropped and counted. The body is copied.
+func (m *Manager) RecordSync(app, chain string, req Request, o *Outcome) {
+	ch := m.chains[app+"/"+chain]
+	if ch == nil || !ch.wants(o.Status) {
+		return
+	}
+	now := time.Now()
+	r := &Record{
+		ID: NewID(o.Start), App: app, Chain: chain, Cause: Cause{Kind: CauseHTTP}, State: Succeeded,
+		Status: o.Status, Accepted: o.Start, Start: o.Start, End: o.End, Steps: o.Steps, Attempts: 1, Request: req,
+	}
+	if r.End.IsZero() {
+		r.End = now
+	}
+	body := bytes.Clone(o.Body[:min(len(o.Body), ch.cfg.ResultMax)])
+	r.Result = ResultInfo{Size: len(o.Body), Kept: len(body), Truncated: len(body) < len(o.Body), ContentType: string(o.ContentType)}
+	if o.Status >= 400 {
+		r.State = Failed
+		r.Error = errorText(result{status: o.Status, body: o.Body})
+	}
+	if m.store.Record(r, body) == nil {
+		ch.stats.Recorded.Add(1)
+	}
+}
+
+// RecordsSync reports whether a synchronous request of the chain that
+// ended with status is recorded: the gateway asks before it copies
+// anything.
+func (m *Manager) RecordsSync(app, chain string, status int) bool {
+	ch := m.chains[app+"/"+chain]
+	return ch != nil && ch.wants(status)
+}
+
+func (ch *chainQ) wants(status int) bool {
+	switch ch.cfg.Record {
+	case RecordAll:
+		return true
+	case RecordNone:
+		return false
+	}
+	return status >= 400
+}
+
+// ChainStatus is one chain's activation counters, for the admin API and
+// /metrics.
+type ChainStatus struct {
+	App       string `json:"app"`
+	Chain     string `json:"chain"`
+	Depth     int64  `json:"queueDepth"` // unfinished activations (queued, running, waiting to retry)
+	Queue     int    `json:"queueLimit"`
+	Accepted  uint64 `json:"accepted"`
+	Duplicate uint64 `json:"duplicates"`
+	Rejected  uint64 `json:"rejected"`
+	Succeeded uint64 `json:"succeeded"`
+	Failed    uint64 `json:"failed"`
+	Dead      uint64 `json:"dead"`
+	Retries   uint64 `json:"retries"`
+	Recorded  uint64 `json:"recorded"`
+}
+
+// Status returns every chain's counters.
+func (m *Manager) Status() []ChainStatus {
+	var out []ChainStatus
+	for _, ch := range m.chains {
+		s := &ch.stats
+		out = append(out, ChainStatus{
+			App: ch.cfg.App, Chain: ch.cfg.Chain, Depth: ch.depth.Load(), Queue: ch.cfg.Queue,
+			Accepted: s.Accepted.Load(), Duplicate: s.Duplicate.Load(), Rejected: s.Rejected.Load(),
+			Succeeded: s.Succeeded.Load(), Failed: s.Failed.Load(), Dead: s.Dead.Load(),
+			Retries: s.Retries.Load(), Recorded: s.Recorded.Load(),
+		})
+	}
+	return out
+}
+
+// Store returns the manager's store.
+func (m *Manager) Store() *Store { return m.store }
+
+// Callback headers.
+const (
+	HeaderActivationID = "X-Spry-Activation-Id"
+	HeaderStatus       = "X-Spry-Status"
+	HeaderState        = "X-Spry-State"
+)
+
+// callback POSTs the result of finished activation r to its callback URL,
+// retried like an attempt (the chain's attempts, back-off and age), and
+// records how it went. body nil: read the kept result from the store
+// (after a restart).
+func (m *Manager) goCallback(r *Record, body []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return // delivered after the next start
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.callback(r, body)
+	}()
+}
+
+func (m *Manager) callback(r *Record, body []byte) {
+	ch := m.chains[r.App+"/"+r.Chain]
+	if ch == nil {
+		return
+	}
+	if body == nil {
+		body, _ = m.store.Result(r.ID)
+	}
+	cfg := &ch.cfg
+	status := -1
+	for n := 1; ; n++ {
+		req, err := http.NewRequestWithContext(m.ctx, http.MethodPost, r.Reply.Callback, bytes.NewReader(body))
+		if err != nil {
+			m.log.Warn("activation callback: bad URL", "id", r.ID, "url", r.Reply.Callback, "err", err)
+			break
+		}
+		ct := r.Result.ContentType
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		req.Header.Set("Content-Type", ct)
+		req.Header.Set(HeaderActivationID, r.ID)
+		req.Header.Set(HeaderStatus, strconv.Itoa(r.Status))
+		req.Header.Set(HeaderState, string(r.State))
+		resp, err := m.client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode < 300 {
+				status = resp.StatusCode
+				break
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+			if !retryable(resp.StatusCode) {
+				status = resp.StatusCode
+				break
+			}
+		}
+		if m.ctx.Err() != nil {
+			return // shutting down: delivered after the restart
+		}
+		if n >= cfg.Attempts || time.Since(r.End) > cfg.MaxAge {
+			m.log.Warn("activation callback: giving up", "id", r.ID, "url", r.Reply.Callback, "attempts", n, "err", err)
+			break
+		}
+		select {
+		case <-time.After(backoff(cfg.Backoff, cfg.MaxBackoff, n)):
+		case <-m.ctx.Done():
+			return
+		}
+	}
+	rec := *r
+	rec.Reply.CallbackStatus = status
+	m.store.Save(&rec, nil, false)
+}
+
+// pruneLoop applies the retention bounds now and every minute.
+func (m *Manager) pruneLoop() {
+	defer m.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if n, err := m.store.Prune(func(app string) Retention { return m.retention[app] }, time.Now()); err != nil {
+			m.log.Warn("activation store: prune", "err", err)
+		} else if n > 0 {
+			m.log.Info("activation store: pruned finished activations", "count", n)
+		}
+		select {
+		case <-t.C:
+		case <-m.ctx.Done():
+			return
+		}
+	}
+}

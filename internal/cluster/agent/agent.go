@@ -1,0 +1,309 @@
+// Package agent is the node agent of a Spry cluster (`spry up --cluster`):
+// it registers the node (a SpryNode with its capacity), keeps its lease,
+// sends the node's per-function counters as its heartbeat, and makes the
+// node run what the controller's SpryAssignment for it says. It talks to
+// Kubernetes through internal/cluster/kube (no client-go), and drives the
+// node through the small Node interface.
+//
+// Every period it does, in order: renew the lease, read the assignment
+// and apply it if it changed, write the heartbeat. A failed step is
+// logged and retried next period; the node keeps serving what it runs.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spry-dev/spry/internal/cluster/api"
+	"github.com/spry-dev/spry/internal/cluster/kube"
+	"github.com/spry-dev/spry/internal/config"
+	"github.com/spry-dev/spry/internal/node"
+)
+
+// Node is what the agent needs of the node it runs (a *node.Node).
+type Node interface {
+	Apply(ctx context.Context, apps []*config.App) (node.ReloadResult, error)
+	SetInstances(app, fn string, n int) error
+	Counters() []node.FunctionCounters
+}
+
+// Config configures an agent.
+type Config struct {
+	Name      string // the node's name (its SpryNode, assignment and lease)
+	Namespace string // where its lease lives; default spry-system
+	Client    *kube.Client
+	Node      Node
+	Spec      api.NodeSpec // gateway and peer addresses, capacity (zero: this machine's)
+	Period    time.Duration
+	// LeaseDuration is how long the node counts as up after a renewal.
+	// Default 10 s; renewed every Period.
+	LeaseDuration time.Duration
+	// Options validates the apps' specs (builtins).
+	Options config.Options
+	Log     *slog.Logger
+}
+
+// Agent runs one node's side of the cluster.
+type Agent struct {
+	cfg     Config
+	boot    string
+	applied string                 // the assignment last applied (its JSON)
+	apps    map[string]*appliedApp // by namespace/name
+	lease   *api.Lease
+}
+
+type appliedApp struct {
+	generation int64
+	cfg        *config.App
+}
+
+// New returns an agent; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("agent: a node name is required (--node-name)")
+	}
+	if cfg.Client == nil || cfg.Node == nil {
+		return nil, errors.New("agent: client and node are required")
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = "spry-system"
+	}
+	if cfg.Period <= 0 {
+		cfg.Period = time.Second
+	}
+	if cfg.LeaseDuration <= 0 {
+		cfg.LeaseDuration = 10 * time.Second
+	}
+	if cfg.LeaseDuration < 2*cfg.Period {
+		return nil, fmt.Errorf("agent: lease duration %v is under two periods (%v)", cfg.LeaseDuration, cfg.Period)
+	}
+	if cfg.Spec.Capacity == (api.Capacity{}) {
+		cfg.Spec.Capacity = MachineCapacity()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return &Agent{cfg: cfg, boot: hex.EncodeToString(b), apps: map[string]*appliedApp{}}, nil
+}
+
+// MachineCapacity is this machine's CPUs (in millicores) and memory.
+func MachineCapacity() api.Capacity {
+	c := api.Capacity{CPUMillis: int64(runtime.NumCPU()) * 1000}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				c.MemoryBytes = kb << 10
+			}
+		}
+	}
+	return c
+}
+
+// Register creates or updates the node's SpryNode.
+func (a *Agent) Register(ctx context.Context) error { return a.register(ctx) }
+
+// Run runs a period at a time until ctx ends (Register first).
+func (a *Agent) Run(ctx context.Context) error {
+	a.cfg.Log.Info("cluster agent registered", "node", a.cfg.Name, "cpu_millis", a.cfg.Spec.Capacity.CPUMillis,
+		"memory", a.cfg.Spec.Capacity.MemoryBytes, "gateway", a.cfg.Spec.Gateway)
+	t := time.NewTicker(a.cfg.Period)
+	defer t.Stop()
+	for {
+		a.Step(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// register creates or updates the node's SpryNode.
+func (a *Agent) register(ctx context.Context) error {
+	c := a.cfg.Client
+	var cur api.SpryNode
+	err := c.Get(ctx, kube.NodePath(a.cfg.Name), &cur)
+	switch {
+	case errors.Is(err, kube.ErrNotFound):
+		err = c.Create(ctx, kube.NodesPath(), kube.NewNode(a.cfg.Name, a.cfg.Spec), nil)
+	case err == nil:
+		cur.Spec = a.cfg.Spec
+		err = c.Update(ctx, kube.NodePath(a.cfg.Name), &cur, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("agent: register node %s: %w", a.cfg.Name, err)
+	}
+	return nil
+}
+
+// Step runs one period: lease, assignment, heartbeat.
+func (a *Agent) Step(ctx context.Context) {
+	if err := a.renew(ctx); err != nil {
+		a.cfg.Log.Warn("cluster agent: lease", "err", err)
+	}
+	if err := a.reconcile(ctx); err != nil {
+		a.cfg.Log.Warn("cluster agent: assignment", "err", err)
+	}
+	if err := a.heartbeat(ctx); err != nil {
+		a.cfg.Log.Warn("cluster agent: heartbeat", "err", err)
+	}
+}
+
+func (a *Agent) renew(ctx context.Context) error {
+	c, ns, name := a.cfg.Client, a.cfg.Namespace, api.LeaseName(a.cfg.Name)
+	now := time.Now()
+	if a.lease == nil {
+		var l api.Lease
+		err := c.Get(ctx, kube.LeasePath(ns, name), &l)
+		if errors.Is(err, kube.ErrNotFound) {
+			nl := kube.NewLease(ns, name, a.cfg.Name, a.cfg.LeaseDuration, now)
+			if err := c.Create(ctx, kube.LeasesPath(ns), nl, &l); err != nil {
+				return err
+			}
+			a.lease = &l
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		a.lease = &l
+	}
+	d := int32(a.cfg.LeaseDuration / time.Second)
+	a.lease.Spec.RenewTime = &api.MicroTime{Time: now}
+	a.lease.Spec.LeaseDurationSeconds = &d
+	a.lease.Spec.HolderIdentity = &a.cfg.Name
+	var l api.Lease
+	if err := c.Update(ctx, kube.LeasePath(ns, name), a.lease, &l); err != nil {
+		a.lease = nil // read it again next time
+		return err
+	}
+	a.lease = &l
+	return nil
+}
+
+// reconcile makes the node run what its assignment says.
+func (a *Agent) reconcile(ctx context.Context) error {
+	var asg api.SpryAssignment
+	err := a.cfg.Client.Get(ctx, kube.AssignmentPath(a.cfg.Name), &asg)
+	if errors.Is(err, kube.ErrNotFound) {
+		return nil // the controller has not written one yet
+	}
+	if err != nil {
+		return err
+	}
+	key := fmt.Sprintf("%v", asg.Spec.Apps)
+	if key == a.applied {
+		return nil
+	}
+	// The apps, parsed once per generation; counts rewritten per node.
+	var apps []*config.App
+	next := map[string]*appliedApp{}
+	for _, aa := range asg.Spec.Apps {
+		prev := a.apps[aa.Name]
+		if prev == nil || prev.generation != aa.Generation {
+			cfg, err := config.Parse(aa.Name, aa.Spec, "", a.cfg.Options)
+			if err != nil {
+				a.cfg.Log.Warn("cluster agent: app spec invalid, skipped", "app", aa.Name, "err", err)
+				continue
+			}
+			prev = &appliedApp{generation: aa.Generation, cfg: forCluster(cfg, aa.Instances)}
+		}
+		next[aa.Name] = prev
+		apps = append(apps, prev.cfg)
+	}
+	if _, err := a.cfg.Node.Apply(ctx, apps); err != nil {
+		return fmt.Errorf("apply %d apps: %w", len(apps), err)
+	}
+	a.apps = next
+	var errs []error
+	for _, aa := range asg.Spec.Apps {
+		ap := next[aa.Name]
+		if ap == nil {
+			continue
+		}
+		for _, f := range ap.cfg.Functions {
+			n := 0
+			for _, in := range aa.Instances {
+				if in.Function == f.Name {
+					n = int(in.N)
+				}
+			}
+			if err := a.cfg.Node.SetInstances(ap.cfg.Name, f.Name, n); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	a.applied = key
+	return nil
+}
+
+// forCluster adapts an app's config to a node under the controller: each
+// function starts with the instances assigned here and has slots for as
+// many as the whole cluster may run (scale.max), and its count is set by
+// the agent from then on.
+func forCluster(cfg *config.App, assigned []api.Instances) *config.App {
+	for _, f := range cfg.Functions {
+		n := 0
+		for _, in := range assigned {
+			if in.Function == f.Name {
+				n = int(in.N)
+			}
+		}
+		f.Scale.Max = max(f.Scale.Max, f.Instances, n, 1)
+		f.Scale.Min = 0
+		f.Instances = n
+		if f.Scale.Policy == config.PolicyFixed {
+			// The node's own loop then only measures; it never sizes.
+			f.Scale.SLO = 0
+		}
+	}
+	return cfg
+}
+
+// heartbeat writes the node's counters into its SpryNode's status.
+func (a *Agent) heartbeat(ctx context.Context) error {
+	byApp := map[string]string{} // node app name → namespace/name
+	for k, ap := range a.apps {
+		byApp[ap.cfg.Name] = k
+	}
+	var fcs []api.FunctionCounts
+	for _, c := range a.cfg.Node.Counters() {
+		k, ok := byApp[c.App]
+		if !ok {
+			continue
+		}
+		fcs = append(fcs, api.FunctionCounts{App: k, Function: c.Function, Arrivals: c.Arrivals,
+			Completions: c.Completions, BusyNanos: c.Busy, SLOMet: c.SLOMet, Queued: int32(c.Queued),
+			InFlight: int32(c.InFlight), Ready: int32(c.Ready), Starting: int32(c.Start)})
+	}
+	slices.SortFunc(fcs, func(x, y api.FunctionCounts) int {
+		return strings.Compare(x.App+"/"+x.Function, y.App+"/"+y.Function)
+	})
+	c := a.cfg.Client
+	var cur api.SpryNode
+	if err := c.Get(ctx, kube.NodePath(a.cfg.Name), &cur); err != nil {
+		if errors.Is(err, kube.ErrNotFound) {
+			return a.register(ctx) // deleted under us: register again
+		}
+		return err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	cur.Status = api.NodeStatus{Heartbeat: &now, Boot: a.boot, Functions: fcs}
+	return c.Update(ctx, kube.NodePath(a.cfg.Name)+"/status", &cur, nil)
+}

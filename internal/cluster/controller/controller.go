@@ -1,0 +1,509 @@
+// Package controller is Spry's cluster controller (`spry controller`,
+// the spry-controller binary): it runs the control.Fleet — mu autoscaling
+// on cluster-wide counters, then DRF placement — over the node agents
+// registered in Kubernetes, and writes each node's SpryAssignment. It
+// lives in its own binary so that the node (and every function instance
+// it starts) carries no client-go or controller-runtime.
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/spry-dev/spry/internal/cluster/api"
+	"github.com/spry-dev/spry/internal/config"
+	"github.com/spry-dev/spry/internal/control"
+)
+
+// ControllerConfig configures the cluster controller.
+type ControllerConfig struct {
+	// Namespace holds the node leases and the leader-election lease.
+	// Default "spry-system".
+	Namespace string
+	// Period is the control period. Default 1s.
+	Period time.Duration
+	// Placement chooses the placement strategy.
+	Placement control.PlacementConfig
+	// DefaultDemand is what one instance holds when its function says
+	// nothing (limits: in spry.yaml). Default 250m CPU, 128 MiB.
+	DefaultDemand control.Resources
+	// Builtins validates builtin function names (nil accepts all).
+	Builtins func(string) bool
+	Logger   *slog.Logger
+}
+
+func (c *ControllerConfig) fill() {
+	if c.Namespace == "" {
+		c.Namespace = "spry-system"
+	}
+	if c.Period <= 0 {
+		c.Period = time.Second
+	}
+	if c.DefaultDemand == (control.Resources{}) {
+		c.DefaultDemand = control.Resources{250, 128 << 20}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Controller decides how many instances of each function run on which
+// node: every period it reads the apps, the nodes and their leases and
+// heartbeats, runs the fleet (mu autoscaling on cluster-wide counters,
+// then DRF placement), and writes each node's SpryAssignment and each
+// app's status. Its only state between rounds is the autoscalers' memory
+// and the counters of the previous heartbeat; after a restart it reads the
+// placement back from the assignments it wrote.
+type Controller struct {
+	c        client.Client
+	cfg      ControllerConfig
+	fleet    *control.Fleet
+	start    time.Time
+	restored bool
+	apps     map[string]*appState // by namespace/name
+	nodes    map[string]*nodeState
+	fnApp    map[string]string // fleet function name → app key
+	log      *slog.Logger
+}
+
+type appState struct {
+	key        string
+	generation int64
+	spec       json.RawMessage
+	cfg        *config.App
+	fns        []string // fleet names
+}
+
+type nodeState struct {
+	up   bool
+	boot string
+	last map[string]api.FunctionCounts // by fleet function name
+	obs  map[string]control.Observation
+}
+
+// NewController returns a controller using c.
+func NewController(c client.Client, cfg ControllerConfig) (*Controller, error) {
+	cfg.fill()
+	f, err := control.NewFleet(cfg.Placement)
+	if err != nil {
+		return nil, err
+	}
+	return &Controller{c: c, cfg: cfg, fleet: f, start: time.Now(),
+		apps: map[string]*appState{}, nodes: map[string]*nodeState{}, fnApp: map[string]string{}, log: cfg.Logger}, nil
+}
+
+// Run runs rounds every period until ctx ends; poke starts one early.
+func (ctl *Controller) Run(ctx context.Context, poke <-chan struct{}) error {
+	t := time.NewTicker(ctl.cfg.Period)
+	defer t.Stop()
+	for {
+		if err := ctl.Round(ctx); err != nil && ctx.Err() == nil {
+			ctl.log.Warn("cluster controller round", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-poke:
+		}
+	}
+}
+
+// fnName is a function's name in the fleet.
+func fnName(app, fn string) string { return app + "/" + fn }
+
+// Round runs one control round.
+func (ctl *Controller) Round(ctx context.Context) error {
+	var apps SpryAppList
+	var nodes SpryNodeList
+	var asg SpryAssignmentList
+	var leases coordinationv1.LeaseList
+	if err := ctl.c.List(ctx, &apps); err != nil {
+		return fmt.Errorf("list spryapps: %w", err)
+	}
+	if err := ctl.c.List(ctx, &nodes); err != nil {
+		return fmt.Errorf("list sprynodes: %w", err)
+	}
+	if err := ctl.c.List(ctx, &asg); err != nil {
+		return fmt.Errorf("list spryassignments: %w", err)
+	}
+	if err := ctl.c.List(ctx, &leases, client.InNamespace(ctl.cfg.Namespace)); err != nil {
+		return fmt.Errorf("list leases: %w", err)
+	}
+	now := time.Now()
+	p := ctl.fleet.Placer()
+
+	// Nodes: up while their lease is fresh.
+	leaseOf := map[string]*coordinationv1.Lease{}
+	for i := range leases.Items {
+		leaseOf[leases.Items[i].Name] = &leases.Items[i]
+	}
+	seen := map[string]bool{}
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		seen[n.Name] = true
+		st := ctl.nodes[n.Name]
+		if st == nil {
+			st = &nodeState{last: map[string]api.FunctionCounts{}, obs: map[string]control.Observation{}}
+			ctl.nodes[n.Name] = st
+		}
+		up := fresh(leaseOf[api.LeaseName(n.Name)], now)
+		switch {
+		case up:
+			if !st.up {
+				ctl.log.Info("node up", "node", n.Name, "cpu_millis", n.Spec.Capacity.CPUMillis, "memory", n.Spec.Capacity.MemoryBytes)
+			}
+			p.SetNode(n.Name, control.Resources{n.Spec.Capacity.CPUMillis, n.Spec.Capacity.MemoryBytes})
+		case st.up:
+			ctl.log.Warn("node lost: lease expired, re-placing its instances", "node", n.Name)
+			p.RemoveNode(n.Name)
+		}
+		st.up = up
+		ctl.observe(n, st)
+	}
+	for name, st := range ctl.nodes {
+		if !seen[name] {
+			if st.up {
+				ctl.log.Warn("node deregistered", "node", name)
+			}
+			p.RemoveNode(name)
+			delete(ctl.nodes, name)
+		}
+	}
+
+	// Apps.
+	live := map[string]bool{}
+	for i := range apps.Items {
+		a := &apps.Items[i]
+		key := a.Namespace + "/" + a.Name
+		live[key] = true
+		ctl.syncApp(key, a)
+	}
+	for key, st := range ctl.apps {
+		if !live[key] {
+			for _, f := range st.fns {
+				ctl.fleet.RemoveFunction(f)
+				delete(ctl.fnApp, f)
+			}
+			delete(ctl.apps, key)
+		}
+	}
+
+	// After a (re)start, take back the placement the assignments hold.
+	if !ctl.restored {
+		for _, a := range asg.Items {
+			for _, app := range a.Spec.Apps {
+				for _, in := range app.Instances {
+					p.Restore(fnName(app.Name, in.Function), a.Name, int(in.N))
+				}
+			}
+		}
+		ctl.restored = true
+	}
+
+	changes := ctl.fleet.Tick(now.Sub(ctl.start), ctl.observation)
+	for _, c := range changes {
+		ctl.log.Debug("place", "fn", c.Function, "node", c.Node, "delta", c.Delta)
+	}
+	errs := ctl.writeAssignments(ctx, nodes.Items, asg.Items)
+	for i := range apps.Items {
+		if err := ctl.writeStatus(ctx, &apps.Items[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func fresh(l *coordinationv1.Lease, now time.Time) bool {
+	if l == nil || l.Spec.RenewTime == nil {
+		return false
+	}
+	al := api.Lease{Spec: api.LeaseSpec{LeaseDurationSeconds: l.Spec.LeaseDurationSeconds, RenewTime: &api.MicroTime{Time: l.Spec.RenewTime.Time}}}
+	return al.Fresh(now)
+}
+
+// observe turns a node's heartbeat counters into deltas since the last
+// one (a new boot restarts them).
+func (ctl *Controller) observe(n *SpryNode, st *nodeState) {
+	clear(st.obs)
+	if !st.up {
+		return
+	}
+	if n.Status.Boot != st.boot {
+		st.boot = n.Status.Boot
+		clear(st.last)
+	}
+	for _, fc := range n.Status.Functions {
+		name := fnName(fc.App, fc.Function)
+		prev, had := st.last[name]
+		st.last[name] = fc
+		o := control.Observation{Queued: int(fc.Queued), InFlight: int(fc.InFlight),
+			Ready: int(fc.Ready), Starting: int(fc.Starting)}
+		if had && fc.Arrivals >= prev.Arrivals && fc.Completions >= prev.Completions && fc.BusyNanos >= prev.BusyNanos {
+			o.Arrivals = fc.Arrivals - prev.Arrivals
+			o.Completions = fc.Completions - prev.Completions
+			o.Busy = time.Duration(fc.BusyNanos - prev.BusyNanos)
+		}
+		st.obs[name] = o
+	}
+}
+
+// observation sums a function's observations over the nodes that are up.
+func (ctl *Controller) observation(name string) control.Observation {
+	var o control.Observation
+	for _, st := range ctl.nodes {
+		if x, ok := st.obs[name]; ok && st.up {
+			o.Arrivals += x.Arrivals
+			o.Completions += x.Completions
+			o.Busy += x.Busy
+			o.Queued += x.Queued
+			o.InFlight += x.InFlight
+			o.Ready += x.Ready
+			o.Starting += x.Starting
+		}
+	}
+	// What is placed but not yet reported ready is starting.
+	if placed := ctl.fleet.Placer().Placed(name); placed > o.Ready+o.Starting {
+		o.Starting = placed - o.Ready
+	}
+	return o
+}
+
+// syncApp parses an app's spec when it changed and updates its functions
+// in the fleet.
+func (ctl *Controller) syncApp(key string, a *SpryApp) {
+	st := ctl.apps[key]
+	if st != nil && st.generation == a.Generation && bytes.Equal(st.spec, a.Spec) {
+		return
+	}
+	if st == nil {
+		st = &appState{key: key}
+		ctl.apps[key] = st
+	}
+	st.generation, st.spec = a.Generation, slices.Clone(a.Spec)
+	cfg, err := ParseApp(key, a.Spec, ctl.cfg.Builtins)
+	if err != nil {
+		// Keep what runs; report the problem in the status.
+		ctl.log.Warn("app invalid", "app", key, "err", err)
+		st.cfg = nil
+		return
+	}
+	st.cfg = cfg
+	var names []string
+	for _, f := range cfg.Functions {
+		name := fnName(key, f.Name)
+		names = append(names, name)
+		ctl.fnApp[name] = key
+		var links []string
+		for _, c := range cfg.Chains {
+			for i, s := range c.Steps {
+				if s == f.Index && i+1 < len(c.Steps) {
+					links = append(links, fnName(key, cfg.Functions[c.Steps[i+1]].Name))
+				}
+			}
+		}
+		spec := control.FleetFunction{Name: name, Demand: ctl.demand(f), Scale: scaleConfig(f, ctl.cfg.Period), Links: links}
+		if err := ctl.fleet.SetFunction(spec); err != nil {
+			ctl.log.Warn("app function", "app", key, "fn", f.Name, "err", err)
+		}
+	}
+	for _, old := range st.fns {
+		if !slices.Contains(names, old) {
+			ctl.fleet.RemoveFunction(old)
+			delete(ctl.fnApp, old)
+		}
+	}
+	st.fns = names
+}
+
+func (ctl *Controller) demand(f *config.Function) control.Resources {
+	// An instance may use up to its limits (limits: in spry.yaml, enforced
+	// by a cgroup per instance): that is what placement reserves for it.
+	d := ctl.cfg.DefaultDemand
+	if f.Limits.CPU > 0 {
+		d[control.CPU] = int64(math.Ceil(f.Limits.CPU * 1000))
+	}
+	if f.Limits.Memory > 0 {
+		d[control.Memory] = int64(f.Limits.Memory)
+	}
+	return d
+}
+
+// scaleConfig is a function's autoscaler config, as one node builds it.
+func scaleConfig(f *config.Function, period time.Duration) control.Config {
+	sc := f.Scale
+	cfg := control.Config{Policy: sc.Policy, MinInstances: sc.Min, MaxInstances: sc.Max,
+		Concurrency: f.Concurrency, SLO: sc.SLO, Tick: period}
+	if sc.Policy == config.PolicyFixed {
+		cfg.Fixed.Instances = f.Instances
+		cfg.SLO = 0
+	}
+	cfg.Mu.ColdStart = 50 * time.Millisecond
+	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod = sc.Window, sc.Idle
+	cfg.KPA.StableWindow, cfg.KPA.ScaleToZeroGrace = sc.Window, sc.Idle
+	return cfg
+}
+
+// ParseApp validates a SpryApp's spec (the spry.yaml app, as JSON, which
+// is YAML) with the same rules as `spry up --check`.
+func ParseApp(key string, spec json.RawMessage, builtins func(string) bool) (*config.App, error) {
+	if len(spec) == 0 {
+		return nil, errors.New("spec: empty, want the app's spry.yaml")
+	}
+	return config.Parse(key, spec, "", config.Options{Builtins: builtins})
+}
+
+// writeAssignments makes every node's SpryAssignment say what the placer
+// decided; a node that is down gets an empty one.
+func (ctl *Controller) writeAssignments(ctx context.Context, nodes []SpryNode, existing []SpryAssignment) []error {
+	have := map[string]*SpryAssignment{}
+	for i := range existing {
+		have[existing[i].Name] = &existing[i]
+	}
+	var peers []api.Peer
+	for _, n := range nodes {
+		if ctl.nodes[n.Name] != nil && ctl.nodes[n.Name].up && n.Spec.Peer != "" {
+			peers = append(peers, api.Peer{Node: n.Name, Address: n.Spec.Peer})
+		}
+	}
+	byNode := map[string]*api.AssignmentSpec{}
+	for _, n := range nodes {
+		byNode[n.Name] = &api.AssignmentSpec{Peers: peers}
+	}
+	keys := make([]string, 0, len(ctl.apps))
+	for k := range ctl.apps {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	p := ctl.fleet.Placer()
+	for _, k := range keys {
+		st := ctl.apps[k]
+		perNode := map[string]*api.AssignedApp{}
+		for _, fn := range st.fns {
+			for _, nc := range p.Assignment(fn) {
+				s := byNode[nc.Node]
+				if s == nil {
+					continue
+				}
+				aa := perNode[nc.Node]
+				if aa == nil {
+					aa = &api.AssignedApp{Name: k, Generation: st.generation, Spec: st.spec}
+					perNode[nc.Node] = aa
+				}
+				aa.Instances = append(aa.Instances, api.Instances{Function: strings.TrimPrefix(fn, k+"/"), N: int32(nc.N)})
+			}
+		}
+		for _, n := range nodes {
+			if aa := perNode[n.Name]; aa != nil {
+				byNode[n.Name].Apps = append(byNode[n.Name].Apps, *aa)
+			}
+		}
+	}
+	var errs []error
+	for _, n := range nodes {
+		want := byNode[n.Name]
+		if st := ctl.nodes[n.Name]; st == nil || !st.up {
+			want = &api.AssignmentSpec{}
+		}
+		cur := have[n.Name]
+		if cur == nil {
+			a := &SpryAssignment{ObjectMeta: metav1.ObjectMeta{Name: n.Name}, Spec: *want}
+			if err := ctl.c.Create(ctx, a); err != nil && !apierrors.IsAlreadyExists(err) {
+				errs = append(errs, fmt.Errorf("create assignment %s: %w", n.Name, err))
+			}
+			continue
+		}
+		if equalAssignment(cur.Spec, *want) {
+			continue
+		}
+		cur.Spec = *want
+		if err := ctl.c.Update(ctx, cur); err != nil {
+			errs = append(errs, fmt.Errorf("update assignment %s: %w", n.Name, err))
+		}
+	}
+	return errs
+}
+
+func equalAssignment(a, b api.AssignmentSpec) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return bytes.Equal(x, y)
+}
+
+// writeStatus updates an app's status when it changed.
+func (ctl *Controller) writeStatus(ctx context.Context, a *SpryApp) error {
+	key := a.Namespace + "/" + a.Name
+	st := ctl.apps[key]
+	s := deepCopy(a.Status)
+	s.ObservedGeneration = a.Generation
+	cond := api.Condition{Type: "Valid", Status: "True", Reason: "Parsed", Message: "spec is a valid spry.yaml app", ObservedGeneration: a.Generation}
+	if _, err := ParseApp(key, a.Spec, ctl.cfg.Builtins); err != nil {
+		cond.Status, cond.Reason, cond.Message = "False", "Invalid", err.Error()
+	}
+	s.Conditions = api.SetCondition(s.Conditions, cond, time.Now().Truncate(time.Second))
+	if st != nil && st.cfg != nil {
+		p := ctl.fleet.Placer()
+		var ready, desired int32
+		nodes := map[string]bool{}
+		s.Functions = s.Functions[:0]
+		var met, total uint64
+		for _, f := range st.cfg.Functions {
+			name := fnName(key, f.Name)
+			d := ctl.fleet.Decision(name)
+			o := ctl.observation(name)
+			fs := api.FunctionStatus{Name: f.Name, Desired: int32(d.Desired), Placed: int32(p.Placed(name)),
+				Ready: int32(o.Ready), Reason: d.Reason}
+			if d.Predicted > 0 {
+				fs.Predicted = fmt.Sprintf("%.1f", d.Predicted)
+			}
+			for _, nc := range p.Assignment(name) {
+				fs.Nodes = append(fs.Nodes, api.NodeInstances{Node: nc.Node, Instances: int32(nc.N)})
+				nodes[nc.Node] = true
+			}
+			ready += fs.Ready
+			desired += fs.Desired
+			s.Functions = append(s.Functions, fs)
+			for _, ns := range ctl.nodes {
+				if ns.up {
+					if fc, ok := ns.last[name]; ok {
+						met += fc.SLOMet
+						total += fc.Completions
+					}
+				}
+			}
+		}
+		s.Ready = fmt.Sprintf("%d/%d", ready, desired)
+		s.NodeCount = int32(len(nodes))
+		s.Routes = s.Routes[:0]
+		for _, c := range st.cfg.Chains {
+			s.Routes = append(s.Routes, c.Route)
+		}
+		s.RouteList = strings.Join(s.Routes, ",")
+		if total > 0 {
+			s.SLOAttainment = fmt.Sprintf("%.1f%%", 100*float64(met)/float64(total))
+		}
+	}
+	old, _ := json.Marshal(a.Status)
+	now, _ := json.Marshal(s)
+	if bytes.Equal(old, now) {
+		return nil
+	}
+	a.Status = s
+	if err := ctl.c.Status().Update(ctx, a); err != nil && !apierrors.IsConflict(err) {
+		return fmt.Errorf("status of %s: %w", key, err)
+	}
+	return nil
+}

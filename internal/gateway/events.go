@@ -1,0 +1,116 @@
+package gateway
+
+import "github.com/spry-dev/spry/internal/pool"
+
+// Events: what the gateway hands the node's activation layer (package
+// activation, wired by the node) instead of running it as a plain
+// synchronous request.
+//
+//   - A request that asks to be run asynchronously (Prefer:
+//     respond-async, RFC 7240) is admitted up to its body like any other;
+//     then Events.Async stores it durably and sends the same pool buffer
+//     into the chain, and the client gets 202 with the activation's id.
+//   - A CloudEvent (binary, structured or batched mode) on a chain's route,
+//     and any event sent to the node's event endpoint, goes to
+//     Events.CloudEvent (cloudevents.go).
+//   - The reply of a synchronous request that the chain's record setting
+//     asks for (by default only failures: a status of 400 or more) is
+//     handed to Chain.Recorder before it is written, so the synchronous
+//     fast path pays one comparison for it.
+type Events interface {
+	// Async takes over admitted request x, whose body (n bytes) is in
+	// x.Body(): it stores it durably and dispatches it (x.SetReplier and
+	// x.Send), or cancels it, whatever it returns. r.Headers gives the
+	// request's header fields (Idempotency-Key, X-Callback-Url).
+	Async(x *Admission, r *Request, n int) AsyncResult
+}
+
+// AsyncResult is what the client of an asynchronous request is told.
+type AsyncResult struct {
+	ID        string // the activation's id (202)
+	Duplicate bool   // an earlier request with the same idempotency key made it
+	Err       *Error // not accepted (nil: accepted)
+}
+
+// ErrQueueFull: the chain's queue of asynchronous work is full.
+var ErrQueueFull = &Error{Status: 429, Msg: "the chain's async queue is full; retry later", Retry: true}
+
+// SetEvents makes e take the gateway's asynchronous requests and events;
+// a 202's Location is records (the admin API's address of
+// /v1/activations/) followed by the activation's id. Call it before
+// Serve.
+func (g *Gateway) SetEvents(e Events, records string) { g.events, g.activationURL = e, records }
+
+// Recorder receives the replies of a chain's synchronous requests that its
+// record setting keeps (Chain.Recorder). It runs on the thread that
+// answers the request: copy what it keeps, never block.
+type Recorder func(r Reply, began int64)
+
+// records reports whether the chain's record setting keeps a reply with
+// status: one comparison on the synchronous path by default.
+func (ch *Chain) records(status int) bool {
+	return ch.Recorder != nil && (status >= 400 || ch.RecordAll)
+}
+
+// noRecord is implemented by Repliers whose requests are recorded
+// elsewhere (an activation's attempts are recorded by the activation
+// layer itself).
+type noRecord interface{ activationReplier() }
+
+// record hands reply r to its chain's recorder (the caller checked
+// recording that the setting keeps it: Chain.records).
+func (ch *Chain) record(rep Replier, r Reply, began int64) {
+	if _, ok := rep.(noRecord); ok {
+		return
+	}
+	ch.Recorder(r, began)
+}
+
+// ActivationReplier is embedded by the activation layer's Repliers: their
+// requests are recorded by it, not by Chain.Recorder.
+type ActivationReplier struct{}
+
+func (ActivationReplier) activationReplier() {}
+
+// AppendAttr adds an attribute of the invocation (a CloudEvent's context
+// attribute, an activation id) to the request's metadata, after its
+// headers. It reports false when the metadata is full (431).
+func (x *Admission) AppendAttr(name, value []byte) bool {
+	return x.a.pool.Header(x.buf).AppendAttr(name, value)
+}
+
+// AppendAttrString is AppendAttr for strings.
+func (x *Admission) AppendAttrString(name, value string) bool {
+	return x.AppendAttr([]byte(name), []byte(value))
+}
+
+// Began returns when the request arrived (mono ns).
+func (x *Admission) Began() int64 { return x.a.pend[x.idx].began }
+
+// preferAsync reports whether a Prefer field value asks for respond-async
+// (RFC 7240: a comma-separated list of preferences, case-insensitive,
+// each perhaps with parameters).
+func preferAsync(v []byte) bool {
+	for len(v) > 0 {
+		i := 0
+		for i < len(v) && v[i] != ',' {
+			i++
+		}
+		tok := v[:i]
+		for j := 0; j < len(tok); j++ {
+			if tok[j] == ';' || tok[j] == '=' {
+				tok = tok[:j]
+				break
+			}
+		}
+		tok = trimOWS(tok)
+		if pool.EqualFold(tok, "respond-async") {
+			return true
+		}
+		if i == len(v) {
+			break
+		}
+		v = v[i+1:]
+	}
+	return false
+}

@@ -1,0 +1,243 @@
+package trigger
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spry-dev/spry/internal/activation"
+	"github.com/spry-dev/spry/internal/config"
+)
+
+// Def is one trigger of one app, with what firing it needs.
+type Def struct {
+	App     string
+	Chain   string // the chain's name
+	Route   string // its route: the path the functions see
+	MaxBody int    // the largest payload (the app's pool buffer size)
+	config.Trigger
+}
+
+// Target is where triggers send what they fire: the node accepts it as an
+// activation, through the gateway's admission path.
+type Target interface {
+	Accept(activation.Spec) (activation.Accepted, error)
+	// Active reports whether an activation is unfinished (for triggers
+	// that must not overlap).
+	Active(id string) bool
+}
+
+// Config configures a Set.
+type Config struct {
+	Triggers []Def
+	Target   Target
+	// MQTT is the address of the embedded broker ("" runs none; then mqtt
+	// triggers need a broker: of their own).
+	MQTT string
+	Log  *slog.Logger
+}
+
+// Set runs an app's (or a node's) triggers: the cron schedules, the MQTT
+// subscriptions, and the CloudEvent filters the node's event endpoint
+// applies.
+type Set struct {
+	log    *slog.Logger
+	target Target
+	trigs  []*trig
+	timers *timers
+	broker *broker
+	remote map[string]*remote // by broker URL
+	events []*trig            // cloudevent triggers
+	closed atomic.Bool
+	mu     sync.Mutex
+}
+
+// trig is one running trigger and its counters.
+type trig struct {
+	def      Def
+	fired    atomic.Uint64 // events it got (firings, messages, matching CloudEvents)
+	accepted atomic.Uint64 // activations made
+	rejected atomic.Uint64 // refused (queue full, too large, store error)
+	skipped  atomic.Uint64 // firings skipped: the last one was still running (overlap: false)
+	last     atomic.Int64  // when it last fired (Unix ns)
+	lastErr  atomic.Pointer[string]
+	lastID   atomic.Pointer[string]
+}
+
+// ErrNoBroker: an mqtt trigger names no broker and the node runs none.
+var ErrNoBroker = errors.New("trigger: mqtt triggers need the embedded broker (spry up --mqtt ADDR) or a broker: of their own")
+
+// Start starts every trigger. On error nothing is left running.
+func Start(c Config) (_ *Set, err error) {
+	s := &Set{log: c.Log, target: c.Target, remote: map[string]*remote{}}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	for _, d := range c.Triggers {
+		t := &trig{def: d}
+		s.trigs = append(s.trigs, t)
+	}
+	var local, timed []*trig
+	for _, t := range s.trigs {
+		switch t.def.Kind {
+		case config.TriggerCron, config.TriggerEvery:
+			timed = append(timed, t)
+		case config.TriggerCloudEvent:
+			s.events = append(s.events, t)
+		case config.TriggerMQTT:
+			if t.def.MQTT.Broker == "" {
+				local = append(local, t)
+			}
+		}
+	}
+	if c.MQTT != "" || len(local) > 0 {
+		if c.MQTT == "" {
+			return nil, fmt.Errorf("%w (trigger %s of app %s)", ErrNoBroker, local[0].def.Name, local[0].def.App)
+		}
+		if s.broker, err = startBroker(s, c.MQTT, local); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range s.trigs {
+		if t.def.Kind != config.TriggerMQTT || t.def.MQTT.Broker == "" {
+			continue
+		}
+		r := s.remote[t.def.MQTT.Broker]
+		if r == nil {
+			r = &remote{s: s, url: t.def.MQTT.Broker}
+			s.remote[r.url] = r
+		}
+		r.trigs = append(r.trigs, t)
+	}
+	for _, r := range s.remote {
+		if err := r.start(); err != nil {
+			return nil, err
+		}
+	}
+	if len(timed) > 0 {
+		if s.timers, err = startTimers(s, timed); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Close stops every trigger.
+func (s *Set) Close() {
+	if s.closed.Swap(true) {
+		return
+	}
+	if s.timers != nil {
+		s.timers.stop()
+	}
+	for _, r := range s.remote {
+		r.stop()
+	}
+	if s.broker != nil {
+		s.broker.stop()
+	}
+}
+
+// BrokerAddr returns the embedded broker's address, or nil.
+func (s *Set) BrokerAddr() string {
+	if s.broker == nil {
+		return ""
+	}
+	return s.broker.addr
+}
+
+// fire makes one activation for t.
+func (s *Set) fire(t *trig, spec activation.Spec) (activation.Accepted, error) {
+	t.fired.Add(1)
+	t.last.Store(time.Now().UnixNano())
+	spec.App, spec.Chain = t.def.App, t.def.Chain
+	spec.Cause.Trigger = t.def.Name
+	if spec.Request.Method == "" {
+		spec.Request.Method = "POST"
+	}
+	if spec.Request.Path == "" {
+		spec.Request.Path = t.def.Route
+	}
+	if len(spec.Body) > t.def.MaxBody {
+		err := fmt.Errorf("trigger %s: payload of %d bytes is larger than a pool buffer (%d)", t.def.Name, len(spec.Body), t.def.MaxBody)
+		t.reject(err)
+		return activation.Accepted{}, err
+	}
+	a, err := s.target.Accept(spec)
+	if err != nil {
+		t.reject(err)
+		return a, err
+	}
+	t.accepted.Add(1)
+	id := a.ID
+	t.lastID.Store(&id)
+	return a, nil
+}
+
+func (t *trig) reject(err error) {
+	t.rejected.Add(1)
+	msg := err.Error()
+	t.lastErr.Store(&msg)
+}
+
+// Status is one trigger's state, for `spry triggers` and /metrics.
+type Status struct {
+	Name      string    `json:"name"`
+	App       string    `json:"app"`
+	Chain     string    `json:"chain"`
+	Kind      string    `json:"kind"`
+	Source    string    `json:"source"`
+	Fired     uint64    `json:"fired"`
+	Accepted  uint64    `json:"accepted"`
+	Rejected  uint64    `json:"rejected"`
+	Skipped   uint64    `json:"skipped"`
+	LastFire  time.Time `json:"lastFire,omitzero"`
+	NextFire  time.Time `json:"nextFire,omitzero"`
+	LastID    string    `json:"lastActivation,omitempty"`
+	LastError string    `json:"lastError,omitempty"`
+	Connected *bool     `json:"connected,omitempty"` // mqtt with a broker of its own: is the client connected
+}
+
+// Status returns every trigger's state, by app and name.
+func (s *Set) Status() []Status {
+	var out []Status
+	for _, t := range s.trigs {
+		st := Status{
+			Name: t.def.Name, App: t.def.App, Chain: t.def.Chain, Kind: t.def.Kind, Source: t.def.Source(),
+			Fired: t.fired.Load(), Accepted: t.accepted.Load(), Rejected: t.rejected.Load(), Skipped: t.skipped.Load(),
+		}
+		if ns := t.last.Load(); ns != 0 {
+			st.LastFire = time.Unix(0, ns)
+		}
+		if p := t.lastID.Load(); p != nil {
+			st.LastID = *p
+		}
+		if p := t.lastErr.Load(); p != nil {
+			st.LastError = *p
+		}
+		if s.timers != nil {
+			st.NextFire = s.timers.next(t)
+		}
+		if r := s.remote[t.def.MQTT.Broker]; t.def.Kind == config.TriggerMQTT && r != nil {
+			c := r.connected.Load()
+			st.Connected = &c
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].App != out[j].App {
+			return out[i].App < out[j].App
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
