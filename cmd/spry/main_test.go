@@ -252,7 +252,7 @@ func (n *spryNode) waitFreeBuffers(app string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		a := findApp(n.t, n.mustStatus(), app)
-		if a.Pool.Free == int(a.Pool.Buffers) && a.Requests.Inflight == 0 {
+		if a.Pool.Free == int(a.Pool.Buffers) && a.Requests.Inflight == 0 && a.Pool.ExtentUsed == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
