@@ -25,6 +25,7 @@ import (
 
 	"github.com/spry-dev/spry/internal/bpf"
 	"github.com/spry-dev/spry/internal/bpf/bpftest"
+	"github.com/spry-dev/spry/internal/crash"
 	"github.com/spry-dev/spry/internal/node"
 )
 
@@ -39,7 +40,11 @@ func TestMain(m *testing.M) {
 	// Instances of other uids run a staged copy, so the binary's directory
 	// needs no special permissions.
 	spryBin = filepath.Join(dir, "spry")
-	out, err := exec.Command("go", "build", "-o", spryBin, ".").CombinedOutput()
+	args := []string{"build", "-o", spryBin}
+	if crash.Enabled {
+		args = append(args, "-tags", "spry_crash") // the crash-point walk (crash_test.go)
+	}
+	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build spry: %v\n%s", err, out)
 		os.Exit(1)
@@ -249,15 +254,21 @@ func (n *spryNode) mustStatus() *node.Status {
 // the test if that does not happen in time (a leak).
 func (n *spryNode) waitFreeBuffers(app string) {
 	n.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	n.waitFreeBuffersWithin(app, 10*time.Second)
+}
+
+// waitFreeBuffersWithin is waitFreeBuffers with its own bound.
+func (n *spryNode) waitFreeBuffersWithin(app string, within time.Duration) {
+	n.t.Helper()
+	deadline := time.Now().Add(within)
 	for {
 		a := findApp(n.t, n.mustStatus(), app)
 		if a.Pool.Free == int(a.Pool.Buffers) && a.Requests.Inflight == 0 && a.Pool.ExtentUsed == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			n.t.Fatalf("app %s: %d of %d buffers free, %d requests in flight, 10s after the load ended: leaked",
-				app, a.Pool.Free, a.Pool.Buffers, a.Requests.Inflight)
+			n.t.Fatalf("app %s: %d of %d buffers free, %d requests in flight, %v after the load ended: leaked",
+				app, a.Pool.Free, a.Pool.Buffers, a.Requests.Inflight, within)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

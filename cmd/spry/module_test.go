@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -59,4 +60,14 @@ func main() {
 	if err != nil || status != 200 || got != "hello, world" {
 		t.Fatalf("/greet: %d %q %v", status, got, err)
 	}
+
+	// Edit the function and reload: spry rebuilds it and swaps it in.
+	src := strings.Replace(files["main.go"], "res.Write(req.Payload())", "res.Write(req.Payload())\n\t\tres.WriteString(\"!\")", 1)
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := n.reload(t); err != nil || !strings.Contains(out, "changed greeter") {
+		t.Fatalf("spry reload after an edit: %v\n%s", err, out)
+	}
+	n.waitFor("/greet", "world", func(st int, got string) bool { return st == 200 && got == "hello, world!" })
 }

@@ -78,6 +78,20 @@ type ModeResult struct {
 	FirstError       string             `json:"first_error,omitempty"`
 }
 
+// MarshalJSON writes a latency that was not measured (no request answered:
+// load.Millis is NaN) as null; JSON has no NaN, and one mode that answered
+// nothing must not cost the whole report.
+func (r ModeResult) MarshalJSON() ([]byte, error) {
+	type plain ModeResult // without this method
+	return json.Marshal(struct {
+		plain
+		P50  *float64 `json:"p50_ms"`
+		P99  *float64 `json:"p99_ms"`
+		P999 *float64 `json:"p999_ms"`
+		Mean *float64 `json:"mean_ms"`
+	}{plain(r), measured(r.P50), measured(r.P99), measured(r.P999), measured(r.Mean)})
+}
+
 // Cost is a role's share per request.
 type Cost struct {
 	CPUPerReq      float64 `json:"cpu_s_per_req"`
@@ -90,6 +104,24 @@ type Latency struct {
 	Requests int64   `json:"requests"`
 	P50      float64 `json:"p50_ms"`
 	P99      float64 `json:"p99_ms"`
+}
+
+// MarshalJSON writes an unmeasured latency as null (see ModeResult's).
+func (l Latency) MarshalJSON() ([]byte, error) {
+	type plain Latency
+	return json.Marshal(struct {
+		plain
+		P50 *float64 `json:"p50_ms"`
+		P99 *float64 `json:"p99_ms"`
+	}{plain(l), measured(l.P50), measured(l.P99)})
+}
+
+// measured is v, or nil when v is NaN (not measured) or infinite.
+func measured(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
 }
 
 // Write writes report.json, report.md and the plots into dir.

@@ -17,7 +17,7 @@ const Enabled = true
 
 // EnvPoint arms a point in a process at its start: NAME, or NAME@N to die
 // at the N-th pass (1 = the first).
-const EnvPoint = "SPRY_CRASH_POINT"
+const EnvPoint = "CRASH_POINT" // not SPRY_: a function's env: in spry.yaml may set it
 
 var (
 	mu    sync.Mutex

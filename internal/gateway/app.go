@@ -250,6 +250,31 @@ func (a *App) Quiesce(fn func()) bool {
 	return true
 }
 
+// Reap frees the entries of requests answered at their deadline whose
+// buffer has not come back within grace after it (the daemon calls it with
+// grace longer than any step may hold a buffer: its function's timeout,
+// after which the instance is killed and its buffers reclaimed). Such a
+// buffer was lost to a process of the app that scribbled on the pool; if
+// it does come back, complete frees it as stale (the entry's sequence has
+// moved on). It returns how many entries it freed.
+func (a *App) Reap(grace time.Duration) int {
+	now := mono.Now()
+	n := 0
+	for i := range a.pend {
+		e := &a.pend[i]
+		w := e.word.Load()
+		if w&3 != stAbandoned || now < e.deadline.Load()+int64(grace) {
+			continue
+		}
+		if e.word.CompareAndSwap(w, w&^3|stFree) {
+			e.rep = nil
+			a.free <- uint32(i)
+			n++
+		}
+	}
+	return n
+}
+
 // Close makes the app's background work end and waits for it: after it
 // returns nothing of the app's gateway touches the pool except the
 // adapters' own goroutines (stopped by the server's shutdown) and Run

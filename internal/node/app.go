@@ -434,7 +434,7 @@ func (a *app) watch(ctx context.Context) {
 	const tick = 100 * time.Millisecond
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	sw := &sweeper{suspects: map[uint16]int{}, stuck: map[uint32]uint64{}}
+	sw := &sweeper{suspects: map[uint16]int{}, stuck: map[uint32]uint64{}, idle: map[uint32]uint64{}}
 	for i := 1; ; i++ {
 		select {
 		case <-ctx.Done():
@@ -472,6 +472,7 @@ type sweeper struct {
 	suspects map[uint16]int    // endpoint → sweeps it was seen dead holding a buffer
 	stuck    map[uint32]uint64 // buffer → ownership word seen in transit past its deadline
 	lost     map[lostKey]bool  // what the last repair found lost (see repair)
+	idle     map[uint32]uint64 // buffer → ownership word seen off the free list with nothing in flight
 }
 
 // stuckGrace is how long past its request's deadline a buffer may stay in
@@ -488,13 +489,21 @@ const stuckGrace = time.Second
 //     descriptor lost or torn in a transport, or scribbled over by a
 //     process of the app (the transfer never completes, and the word says
 //     so; the receiver's Accept of a late descriptor then fails);
-//   - with nothing in flight, buffers neither on the free list nor held
-//     (a process died between taking one and recording itself its
-//     holder), and a free list a process of the app broke: rebuilt.
+//   - with nothing in flight (gateway.App.Quiesce), every buffer belongs
+//     on the free list: one seen off it with the same ownership word at two
+//     such sweeps in a row (a process died between taking it and naming
+//     itself holder; a word a process of the app scribbled on) is freed,
+//     and a free list a process of the app broke is rebuilt; a request
+//     answered at its deadline whose buffer never came back (gone with
+//     such a word) gives its entry back after its functions' timeouts.
 //
-// It also writes the daemon's routing table over the instances' copy.
+// It also writes the daemon's routing table over the instances' copy, and
+// the endpoints' owners over the endpoint table (transport.Repairer).
 func (a *app) sweep(sw *sweeper) {
 	a.pool.RepairRoute()
+	if r, ok := a.fab.(transport.Repairer); ok {
+		r.Repair()
+	}
 	seen := map[uint16]bool{}
 	now := mono.Now()
 	for i := range a.pool.Buffers() {
@@ -544,17 +553,69 @@ func (a *app) sweep(sw *sweeper) {
 			a.n.log.Warn("reclaimed buffers of a vanished endpoint", "app", a.cfg.Name, "endpoint", o, "buffers", k)
 		}
 	}
+	grace := 2 * time.Second
+	for _, f := range a.fns {
+		grace = max(grace, f.cfg.Timeout+2*time.Second)
+	}
+	if k := a.gw.Reap(grace); k > 0 {
+		a.n.log.Warn("freed requests whose buffer never came back", "app", a.cfg.Name, "requests", k)
+	}
 	if a.pool.FreeBuffers() == int(a.pool.Buffers()) && a.pool.Audit() && a.pool.ExtentUsed() == 0 {
+		clear(sw.idle)
 		sw.lost = nil
 		return
 	}
 	a.gw.Quiesce(func() {
-		if !a.pool.Audit() || len(a.pool.Orphans(a.live)) != 0 {
-			n := a.pool.Rebuild(func(o pool.Own) bool { return o.Holder != pool.OwnerDaemon && a.live(o.Holder) })
-			a.n.log.Warn("rebuilt the pool's free list", "app", a.cfg.Name, "free", n, "buffers", a.pool.Buffers())
+		// Every buffer off the list now, by its word; those seen so at the
+		// last quiescent sweep too are lost. Not those a request that is
+		// over may still have out for good reason: a fan-out's branch that
+		// runs on after its join ran without it (a quorum, a wait, the
+		// deadline), a call a handler did not wait for — held by an
+		// instance that is running a handler — nor shared buffers and
+		// joins' inputs, which their readers and lists account for (see
+		// repair).
+		broken := !a.pool.Audit()
+		seen := map[uint32]uint64{}
+		word := func(i uint32) uint64 {
+			o := a.pool.Header(i).Own()
+			return uint64(o.Gen) | uint64(o.Holder)<<32 | uint64(o.Transit)<<48
+		}
+		for i := range a.pool.Buffers() {
+			switch o := a.pool.Header(i).Own(); {
+			case o.Holder == pool.OwnerFree, o.Holder == pool.OwnerShared, o.Holder == pool.OwnerJoined:
+			case o.Transit == 0 && a.busy(o.Holder):
+			default:
+				seen[i] = word(i)
+			}
+		}
+		for _, i := range a.pool.Orphans(func(uint16) bool { return true }) {
+			seen[i] = word(i) // popped and never named holder
+		}
+		lost := map[uint32]bool{}
+		for i, w := range seen {
+			if prev, ok := sw.idle[i]; ok && prev == w {
+				lost[i] = true
+			}
+		}
+		sw.idle = seen
+		if broken || len(lost) > 0 {
+			n := a.pool.Rebuild(func(i uint32, o pool.Own) bool {
+				return !broken && !lost[i] || o.Holder == pool.OwnerShared || o.Holder == pool.OwnerJoined
+			})
+			clear(sw.idle)
+			a.n.log.Warn("rebuilt the pool's free list", "app", a.cfg.Name, "free", n, "buffers", a.pool.Buffers(), "list_broken", broken, "lost", len(lost))
 		}
 		a.repair(sw)
 	})
+}
+
+// busy reports whether endpoint id is a live instance running a handler:
+// a buffer it holds is its request's, even when the request is over.
+func (a *app) busy(id uint16) bool {
+	a.mu.Lock()
+	in := a.byID[id]
+	a.mu.Unlock()
+	return in != nil && a.pool.Stats(in.slot).InFlight.Load() > 0
 }
 
 // lostKey names something the pool's own bookkeeping lost: a shared buffer

@@ -176,25 +176,29 @@ func (p *Pool) Audit() bool {
 }
 
 // Rebuild makes a new free list of every buffer for which keep returns
-// false (given the buffer's ownership word), bumping their generations, and
+// false (given the buffer's index and ownership word; buffers held by
+// nobody always go on it), bumping their generations, and
 // leaves the others as they are: the daemon's repair of a list a process of
 // the app broke, or of buffers lost by a process that died between taking
 // one off the list and recording itself as its holder. Nobody may allocate
 // or free meanwhile (the daemon calls it with the app's admission held and
 // nothing in flight). It returns how many buffers are free after.
-func (p *Pool) Rebuild(keep func(Own) bool) int {
+func (p *Pool) Rebuild(keep func(idx uint32, o Own) bool) int {
 	head := uint32(0)
 	n := int64(0)
 	for i := len(p.bufs) - 1; i >= 0; i-- {
 		b := &p.bufs[i]
 		o := b.Own()
-		if o.Holder != OwnerFree && keep(o) {
+		if o.Holder != OwnerFree && keep(uint32(i), o) {
 			continue
 		}
-		// Its payload goes with it (extents, a token's reference).
-		p.dropSegs(b)
-		p.dropRef(b, OwnerDaemon)
-		p.dropInputs(b, OwnerDaemon)
+		if o.Holder != OwnerFree {
+			// Its payload goes with it (extents, a token's reference, a
+			// join's inputs); a buffer that was free owns none.
+			p.dropSegs(b)
+			p.dropRef(b, OwnerDaemon)
+			p.dropInputs(b, OwnerDaemon)
+		}
 		b.own.Store(ownWord(Own{Gen: o.Gen + 1}))
 		b.next.Store(head)
 		head = uint32(i) + 1

@@ -155,7 +155,7 @@ func TestAuditRebuild(t *testing.T) {
 	if p.Audit() {
 		t.Fatal("audit passed a broken list")
 	}
-	n := p.Rebuild(func(o Own) bool { return o.Holder == 6 })
+	n := p.Rebuild(func(_ uint32, o Own) bool { return o.Holder == 6 })
 	if n != int(p.Buffers())-1 || !p.Audit() || p.Header(j).Owner() != 6 {
 		t.Fatalf("rebuild: %d free, audit %v", n, p.Audit())
 	}

@@ -175,6 +175,10 @@ func (p *Pool) RepairRoute() {
 	}
 	p.routeMu.Lock()
 	defer p.routeMu.Unlock()
+	// The header's fixed part too: an instance that starts checks it.
+	h, r := p.h, p.r
+	h.magic, h.version, h.layout = Magic, Version, p.l
+	h.route, h.stats, h.ring, h.hdr, h.arena, h.total, h.stride = r.route, r.stats, r.ring, r.hdr, r.arena, r.total, r.stride
 	p.shRoute.gateway.Store(p.route.gateway.Load())
 	p.shRoute.epoch.Store(p.route.epoch.Load())
 	for i := range p.fns {

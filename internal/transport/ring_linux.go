@@ -187,6 +187,21 @@ func (f *ringFabric) Remove(id uint16) error {
 	return nil
 }
 
+// Repair gives every ring back to its endpoint (see Repairer). A ring
+// whose positions are then garbage is rebuilt by its receiver (the
+// gateway's) or makes its instance stop (see unstick).
+func (f *ringFabric) Repair() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, i := range f.ends {
+		h := f.v.hdr(i)
+		if t := h.tail.Load(); ownerOf(t) != id {
+			h.tail.CompareAndSwap(t, uint64(id)<<ownerShift|t&lowMask)
+			f.v.kick(i)
+		}
+	}
+}
+
 func (f *ringFabric) Close() error { return removeAll(&f.mu, f.ends, f.Remove) }
 
 // ringConn is one endpoint of the poll or adaptive transport.

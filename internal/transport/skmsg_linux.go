@@ -143,6 +143,19 @@ func (f *skmsgFabric) Remove(id uint16) error {
 	return nil
 }
 
+// Repair gives every entry back to its endpoint, with no reservation (see
+// Repairer).
+func (f *skmsgFabric) Repair() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, e := range f.ends {
+		w := f.tab.word(e.ep)
+		if v := w.Load(); ownerOf(v) != id || v&lowMask > Depth {
+			w.CompareAndSwap(v, uint64(id)<<ownerShift)
+		}
+	}
+}
+
 func (f *skmsgFabric) Close() error { return removeAll(&f.mu, f.ends, f.Remove) }
 
 // skmsgConn is one endpoint.

@@ -144,6 +144,15 @@ type Fabric interface {
 	Close() error
 }
 
+// Repairer is implemented by fabrics whose endpoint table is in the app's
+// pool (skmsg, poll, adaptive), where any process of the app can write it.
+// Repair writes every endpoint's owner back into its entry, so that a
+// process of the app that scribbled there cannot cut the others off for
+// good; the daemon calls it now and then.
+type Repairer interface {
+	Repair()
+}
+
 // Handoff is what an instance process inherits for its endpoint.
 type Handoff struct {
 	Files []*os.File // appended to the process's ExtraFiles

@@ -8,7 +8,10 @@ SDK::
         p[:] = bytes(p).upper()       # in place: the next step gets the same buffer
         # or: res.write(b"new output") (a fresh buffer), res.set_status(201),
         #     res.set_content_type("application/json"), res.stop(),
+        #     res.set_header("Location", "/orders/7"), res.add_header("Set-Cookie", "a=1"),
         #     raise spry.Error(409, "taken")  (any other exception is a 502)
+        # req.method, req.path, req.query, req.header(name), req.param("id") (route
+        # "/orders/{id}"), req.full_path (on a /* route, req.path is the rest)
 
 In spry.yaml, ``python: ./fn/handler.py`` runs it (the node starts
 ``python3 -m spry ./fn/handler.py`` with the SDK that matches it); a program

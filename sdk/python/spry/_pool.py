@@ -83,6 +83,7 @@ PHASE_QUEUED, PHASE_RUNNING, PHASE_DONE = 0, 1, 2
 KIND_DATA, KIND_JOIN = 0, 1
 
 FLAG_STOP = 1  # buffer flag: the chain ends here
+SECTION_PARAMS, SECTION_RESP_HEADER, SECTION_ATTRIBUTES = 1, 2, 3  # metadata section tags
 FLAG_CONTENT_TYPE = 2  # buffer flag: a step chose the content type (else the client gets application/octet-stream)
 
 OWNER_FREE = 0
@@ -563,6 +564,92 @@ class Pool:
                 v = get(2)
                 headers.append((k, v))
         return method, path, query, headers
+
+    # ---- metadata sections (layout 4): u8 tag | u16 len | body, after the headers ----
+
+    def _sections_start(self, idx) -> int:
+        h = self.h(idx)
+        n = min(self.u16(h + B_META_LEN), MAX_META)
+        m = self.mm[h + OFF_META:h + OFF_META + n]
+        off = 0
+        for width in (1, 2, 2):
+            if off + width > n:
+                return n
+            k = m[off] if width == 1 else _u16.unpack_from(m, off)[0]
+            off += width + k
+        if off >= n:
+            return n
+        count = m[off]
+        off += 1
+        for _ in range(count):
+            if off >= n:
+                return n
+            off += 1 + m[off]
+            if off + 2 > n:
+                return n
+            off += 2 + _u16.unpack_from(m, off)[0]
+        return min(off, n)
+
+    def sections(self, idx):
+        """The metadata sections: (tag, body, start, end) each, offsets
+        relative to the metadata."""
+        h = self.h(idx)
+        n = min(self.u16(h + B_META_LEN), MAX_META)
+        m = bytes(self.mm[h + OFF_META:h + OFF_META + n])
+        off = self._sections_start(idx)
+        out = []
+        while off + 3 <= n:
+            ln = _u16.unpack_from(m, off + 1)[0]
+            if off + 3 + ln > n:
+                break
+            out.append((m[off], m[off + 3:off + 3 + ln], off, off + 3 + ln))
+            off += 3 + ln
+        return out
+
+    @staticmethod
+    def _pairs(body, start=0):
+        out, off = [], start
+        while off < len(body):
+            k = body[off + 1:off + 1 + body[off]]
+            off += 1 + body[off]
+            if off + 2 > len(body):
+                break
+            ln = _u16.unpack_from(body, off)[0]
+            out.append((k, body[off + 2:off + 2 + ln]))
+            off += 2 + ln
+        return out
+
+    def params(self, idx):
+        """The route's parameters, as (name, value) pairs."""
+        out = []
+        for tag, body, _, _ in self.sections(idx):
+            if tag == SECTION_PARAMS and body:
+                out += self._pairs(body, 1)[:body[0]]
+        return out
+
+    def resp_headers(self, idx):
+        """The response headers steps set, as (name, value) pairs, in order."""
+        return [self._pairs(body)[0] for tag, body, _, _ in self.sections(idx)
+                if tag == SECTION_RESP_HEADER and body]
+
+    def add_resp_header(self, idx, name: bytes, value: bytes):
+        h = self.h(idx)
+        n = min(self.u16(h + B_META_LEN), MAX_META)
+        body = bytes([len(name)]) + name + _u16.pack(len(value)) + value
+        sec = bytes([SECTION_RESP_HEADER]) + _u16.pack(len(body)) + body
+        if len(name) > 0xff or n + len(sec) > MAX_META:
+            raise ValueError("full")
+        self.mm[h + OFF_META + n:h + OFF_META + n + len(sec)] = sec
+        _u16.pack_into(self.mm, h + B_META_LEN, n + len(sec))
+
+    def del_resp_header(self, idx, name: bytes):
+        h = self.h(idx)
+        for tag, body, start, end in reversed(self.sections(idx)):
+            if tag == SECTION_RESP_HEADER and body and body[1:1 + body[0]].lower() == name.lower():
+                n = min(self.u16(h + B_META_LEN), MAX_META)
+                base = h + OFF_META
+                self.mm[base + start:base + n - (end - start)] = self.mm[base + end:base + n]
+                _u16.pack_into(self.mm, h + B_META_LEN, n - (end - start))
 
     def write_meta(self, idx, method: bytes, path: bytes, query: bytes, headers=()):
         """Writes request metadata (for invoke)."""

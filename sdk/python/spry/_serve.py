@@ -96,7 +96,25 @@ class Request:
 
     @property
     def path(self) -> str:
+        """The request path; on a route ending in /* the rest that the *
+        matched, from its slash ("/" when nothing is left), as in the Go SDK."""
+        rest = self.param("*", None)
+        if rest is not None:
+            return rest or "/"
         return self._m()[1].decode("latin-1")
+
+    @property
+    def full_path(self) -> str:
+        """The whole request path."""
+        return self._m()[1].decode("latin-1")
+
+    def param(self, name: str, default: str = ""):
+        """A parameter of the chain's route ({name} in route:), as in the path."""
+        n = name.encode("latin-1")
+        for k, v in self._p.params(self._buf):
+            if k == n:
+                return v.decode("latin-1")
+        return default
 
     @property
     def query(self) -> str:
@@ -271,6 +289,45 @@ class Response:
     def stop(self):
         """End the chain after this step: the output goes back to the client."""
         self._stop = True
+
+    _GATEWAY_HEADERS = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
+                        b"upgrade", b"trailer", b"te", b"date", b"proxy-connection"}
+    _TOKEN = set(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+    def set_header(self, name: str, value: str):
+        """Sets a response header the client gets (Location, Cache-Control,
+        Set-Cookie, CORS), replacing its values; add_header adds one. As in
+        the Go SDK: Content-Type goes to set_content_type, the framing
+        headers are the gateway's, and a bad header fails the step (502)."""
+        self._header(name, value, True)
+
+    def add_header(self, name: str, value: str):
+        self._header(name, value, False)
+
+    def _header(self, name: str, value: str, replace: bool):
+        if self._err is not None:
+            return
+        k, v = name.encode("latin-1"), value.encode("latin-1")
+        why = ""
+        if not k or any(c not in self._TOKEN for c in k):
+            why = "not a valid header name"
+        elif any(c < 0x20 and c != 0x09 or c == 0x7f for c in v):
+            why = "the value has a control character (CR, LF, …)"
+        elif k.lower() in self._GATEWAY_HEADERS:
+            why = "the gateway sets it"
+        if why:
+            self._err = Error(502, f'sdk: response header "{name}": {why}')
+            return
+        if k.lower() == b"content-type":
+            self.set_content_type(value)
+            return
+        buf = self._out if self._out is not None else self._in
+        if replace:
+            self._p.del_resp_header(buf, k)
+        try:
+            self._p.add_resp_header(buf, k, v)
+        except ValueError:
+            self._err = Error(502, f'sdk: response header "{name}": the response headers do not fit the buffer\'s metadata ({P.MAX_META} bytes with the request\'s)')
 
     def _finish(self, err: Optional[BaseException]):
         """Settles the output into one buffer: (buffer, stop)."""

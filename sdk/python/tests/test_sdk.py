@@ -28,6 +28,39 @@ class InvokeTest(unittest.TestCase):
         r = spry.invoke(meta, "PUT", "/a/b?x=1", b"body", headers=[("X-Test", "v")])
         self.assertEqual((r.status, r.content_type, r.body), (201, "text/plain", b"PUT /a/b x=1 v body"))
 
+    def test_params_and_response_headers(self):
+        def h(req, res):
+            res.set_header("Location", "/a")
+            res.add_header("Set-Cookie", "a=1")
+            res.add_header("Set-Cookie", "b=2")
+            res.set_header("location", "/b")
+            res.write(f"{req.param('id')} {req.path} {req.full_path}".encode())
+            res.set_header("Cache-Control", "no-store")  # after write: on the fresh buffer
+
+        p = P.Pool.create(4, 4096)
+        try:
+            buf = p.alloc(1)
+            p.write_meta(buf, b"GET", b"/users/7/files/a.txt", b"", [])
+            # what the gateway writes for route /users/{id}/files/*: a params section
+            body = bytes([2]) + bytes([2]) + b"id" + P._u16.pack(1) + b"7" + bytes([1]) + b"*" + P._u16.pack(6) + b"/a.txt"
+            h0 = p.h(buf)
+            n = p.u16(h0 + P.B_META_LEN)
+            sec = bytes([P.SECTION_PARAMS]) + P._u16.pack(len(body)) + body
+            p.mm[h0 + P.OFF_META + n:h0 + P.OFF_META + n + len(sec)] = sec
+            P._u16.pack_into(p.mm, h0 + P.B_META_LEN, n + len(sec))
+            res = spry._serve.Response(p, 1, buf)
+            out, stop = res._finish(spry._serve._call(h, spry._serve.Request(p, buf, 0, 1), res))
+            self.assertEqual(bytes(p.data(out)), b"7 /a.txt /users/7/files/a.txt")
+            self.assertEqual(p.resp_headers(out), [(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"),
+                                                   (b"location", b"/b"), (b"Cache-Control", b"no-store")])
+        finally:
+            p.close()
+
+    def test_bad_header_fails_the_step(self):
+        r = spry.invoke(lambda req, res: res.set_header("Content-Length", "5"))
+        self.assertEqual((r.status, r.stop), (502, True))
+        self.assertIn(b"the gateway sets it", r.body)
+
     def test_set_len(self):
         def shorten(req, res):
             b = res.buffer()
