@@ -551,12 +551,17 @@ func (r *Reply) ContentType() []byte {
 	return ct
 }
 
-// Len returns the length of the reply's body.
+// Len returns the length of the reply's body: its pieces' (each clamped
+// to the memory it may lie in, whatever its header says).
 func (r *Reply) Len() int {
 	if r.err != nil {
 		return len(r.Body())
 	}
-	return int(r.a.pool.Size(r.buf))
+	n := 0
+	for i := range r.a.pool.Pieces(r.buf) {
+		n += len(r.a.pool.Piece(r.buf, i))
+	}
+	return n
 }
 
 // Pieces returns how many contiguous pieces the reply's body has: 1, or

@@ -289,6 +289,11 @@ func (a *App) send(d desc.Desc, fn uint16) {
 		a.noInstance(fn)
 	}
 	reqID := a.pool.Header(d.Buf).ReqID()
+	if reqID == 0 || reqID&idMask >= uint64(len(a.pend)) {
+		a.stats.Stale.Add(1) // a header a process of the app wrote over
+		a.pool.Free(d.Buf, a.id)
+		return
+	}
 	a.bg.Add(1)
 	go a.await(fn, d, uint32(reqID&idMask), reqID)
 }

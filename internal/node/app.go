@@ -560,7 +560,7 @@ func (a *app) sweep(sw *sweeper) {
 	if k := a.gw.Reap(grace); k > 0 {
 		a.n.log.Warn("freed requests whose buffer never came back", "app", a.cfg.Name, "requests", k)
 	}
-	if a.pool.FreeBuffers() == int(a.pool.Buffers()) && a.pool.Audit() && a.pool.ExtentUsed() == 0 {
+	if a.pool.FreeBuffers() == int(a.pool.Buffers()) && a.pool.Audit() && a.pool.ExtentClaimed() == 0 {
 		clear(sw.idle)
 		sw.lost = nil
 		return

@@ -481,6 +481,26 @@ func (p *Pool) ExtentLeaks() []Seg {
 	return out
 }
 
+// ExtentClaimed counts the chunks the bitmap says are taken, and sets the
+// chunks-claimed counter to it (a process of the app may have written
+// over the counter; the bitmap is the truth). The daemon calls it now and
+// then.
+func (p *Pool) ExtentClaimed() uint64 {
+	if p.l.Chunks == 0 {
+		return 0
+	}
+	n := 0
+	for w := range p.extmap {
+		v := p.extmap[w].Load()
+		if c := p.l.Chunks; w == len(p.extmap)-1 && c%64 != 0 {
+			v &^= ^uint64(0) << (c % 64)
+		}
+		n += bits.OnesCount64(v)
+	}
+	p.h.used.Store(int64(n))
+	return uint64(n) * ChunkSize
+}
+
 // ReleaseLeaks gives back chunks ExtentLeaks found.
 func (p *Pool) ReleaseLeaks(leaks []Seg) {
 	for _, s := range leaks {

@@ -179,6 +179,7 @@ func (p *Pool) RepairRoute() {
 	h, r := p.h, p.r
 	h.magic, h.version, h.layout = Magic, Version, p.l
 	h.route, h.stats, h.ring, h.hdr, h.arena, h.total, h.stride = r.route, r.stats, r.ring, r.hdr, r.arena, r.total, r.stride
+	h.extmap, h.ext = r.extmap, r.ext
 	p.shRoute.gateway.Store(p.route.gateway.Load())
 	p.shRoute.epoch.Store(p.route.epoch.Load())
 	for i := range p.fns {
