@@ -50,7 +50,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	// The builtin runner beside it, as an install has it.
-	out, err = exec.Command("go", "build", "-o", filepath.Join(dir, "spry-fn"), "../spry-fn").CombinedOutput()
+	args = []string{"build", "-o", filepath.Join(dir, "spry-fn")}
+	if crash.Enabled {
+		args = append(args, "-tags", "spry_crash") // builtins run here: their crash points too
+	}
+	out, err = exec.Command("go", append(args, "../spry-fn")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build spry-fn: %v\n%s", err, out)
 		os.Exit(1)

@@ -472,6 +472,9 @@ class Instance:
 
     def _fail(self, chain, hop, buf, status, msg):
         p = self.p
+        w = A.load64(p.base + p.h(buf) + P.B_OWN)
+        if (w >> 32) & 0xFFFF != self.id or w >> 48:
+            return  # not ours any more (its request is over: the node took it)
         b = msg.encode()
         p.clear(buf, self.id)
         p.buffer(buf)[:len(b)] = b
