@@ -36,11 +36,12 @@ func (w *Workload) RunLocal(r *sdk.Runner, req *Request) (Reply, error) {
 				}
 			}
 		}
-		if len(in) > len(call.Input()) {
+		room := call.InputN(len(in))
+		if room == nil {
 			call.End()
-			return Reply{}, fmt.Errorf("bench: %s: input of %d bytes at step %s is larger than a buffer", w.Name, len(in), step)
+			return Reply{}, fmt.Errorf("bench: %s: input of %d bytes at step %s does not fit the runner", w.Name, len(in), step)
 		}
-		n := copy(call.Input(), in)
+		n := copy(room, in)
 		call.SetContentType(rep.ContentType)
 		out := call.Run(w.Handler(step), n, hop, len(c.Steps))
 		rep = Reply{Status: out.Status, ContentType: string(out.ContentType), Body: append([]byte(nil), out.Body...)}

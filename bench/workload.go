@@ -71,7 +71,7 @@ func (t Traffic) Bursty() bool { return t.Every > 0 && t.Burst > 0 }
 // Options shape a workload.
 type Options struct {
 	Steps      int           // chain: steps (1..10, default 2)
-	Payload    int           // chain: payload bytes (64 B .. 1 MiB, default 64)
+	Payload    int           // chain: payload bytes (64 B .. 256 MiB, default 64)
 	StepCPU    time.Duration // extra CPU per step
 	Scale      float64       // motion, parking: cost multiplier (default 1 motion, 0.05 parking)
 	Chains     []string      // boutique: only these chains (default all six)

@@ -122,12 +122,7 @@ type spryRun struct{ node *spryNode }
 // appYAML writes w as a spry.yaml.
 func appYAML(w *bench.Workload, transport string) string {
 	var b strings.Builder
-	bufSize := max(w.BufferSize, 16<<10)
-	bufs := 512
-	if bufSize >= 512<<10 {
-		bufs = 256
-	}
-	fmt.Fprintf(&b, "app: bench\ntransport: %s\npool:\n  buffers: %d\n  bufferSize: %d\nlimits:\n  inflight: %d\nfunctions:\n", transport, bufs, bufSize, bufs/2)
+	fmt.Fprintf(&b, "app: bench\ntransport: %s\n%sfunctions:\n", transport, poolYAML(w, 512))
 	env := w.Settings.Env()
 	keys := make([]string, 0, len(env))
 	for k := range env {
@@ -151,6 +146,23 @@ func appYAML(w *bench.Workload, transport string) string {
 		}
 	}
 	return b.String()
+}
+
+// poolYAML is a workload's pool: and limits: (with up to bufs buffers).
+// Payloads up to 1 MiB fit one buffer; larger ones (the payload sweep goes
+// to 256 MiB) go to the large-extent region, sized for a few at once.
+func poolYAML(w *bench.Workload, bufs int) string {
+	if w.BufferSize <= 1<<20 {
+		size := max(w.BufferSize, 16<<10)
+		if size >= 512<<10 {
+			bufs /= 2
+		}
+		return fmt.Sprintf("pool:\n  buffers: %d\n  bufferSize: %d\nlimits:\n  inflight: %d\n", bufs, size, bufs/2)
+	}
+	const bufSize = 64 << 10
+	memory := uint64(bufs)*bufSize + 16*uint64(w.BufferSize) + 64<<20
+	return fmt.Sprintf("pool:\n  memory: %d\n  buffers: %d\n  bufferSize: %d\nlimits:\n  inflight: %d\n  maxBody: %d\n",
+		memory, bufs, bufSize, bufs/2, w.BufferSize)
 }
 
 func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (System, error) {
@@ -504,7 +516,7 @@ func (m *baselineMode) Start(ctx context.Context, w *bench.Workload, env Env) (_
 	var waits []func() error
 	for _, in := range insts {
 		c := baseline.Config{Role: baseline.RoleFn, Function: in.fn.Name, Builtin: in.fn.Builtin, Proto: m.name,
-			Chains: chains, Next: next, BufferSize: max(w.BufferSize, 16<<10), Broker: brokerAddr}
+			Chains: chains, Next: next, BufferSize: min(max(w.BufferSize, 16<<10), 1<<20), MaxPayload: w.BufferSize, Broker: brokerAddr}
 		switch m.name {
 		case ModeGRPC:
 			c.GRPC = in.grpc

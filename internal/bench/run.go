@@ -110,7 +110,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // prepare builds the raw requests and their expected answers, computed by
 // running each chain in this process.
 func prepare(w *bench.Workload) ([]load.Request, map[string]float64, error) {
-	r, err := sdk.NewRunner(sdk.RunnerOptions{BufferSize: max(w.BufferSize, 16<<10), Calls: 1})
+	r, err := sdk.NewRunner(sdk.RunnerOptions{BufferSize: min(max(w.BufferSize, 16<<10), 1<<20), MaxPayload: w.BufferSize, Calls: 1})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -30,6 +30,7 @@ func benchCmd() *cobra.Command {
 		modes, out, chains string
 		payload            string
 		goBroker           bool
+		systemCPUs         string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench WORKLOAD",
@@ -59,6 +60,13 @@ See docs/benchmarks.md.`,
 				o.Shape.Payload = int(n)
 			}
 			ibench.ForceGoBroker = goBroker
+			for _, c := range splitList(systemCPUs) {
+				n, err := strconv.Atoi(c)
+				if err != nil || n < 0 {
+					return exitError{2, fmt.Sprintf("--system-cpus %q: want CPU numbers, e.g. 0 or 0,1", systemCPUs)}
+				}
+				ibench.SystemCPUs = append(ibench.SystemCPUs, n)
+			}
 			o.Log = cmd.ErrOrStderr()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -82,7 +90,8 @@ See docs/benchmarks.md.`,
 	f.DurationVar(&o.Idle, "idle", 2*time.Second, "window with no traffic in which idle CPU is measured")
 	f.StringVarP(&out, "out", "o", "", "directory for report.json, report.md and the plots")
 	f.IntVar(&o.Shape.Steps, "steps", 0, "chain: number of steps, 1..10 (default 2)")
-	f.StringVar(&payload, "payload", "", "chain: payload size, 64B..1MiB (default 64B)")
+	f.StringVar(&payload, "payload", "", "chain: payload size, 64B..256MiB (default 64B; past 1MiB in the pool's large-extent region)")
+	f.StringVar(&systemCPUs, "system-cpus", "", "run the processes under test on these CPUs (e.g. 0); with `taskset -c 1 spry bench …` the load generator keeps a core of its own")
 	f.DurationVar(&o.Shape.StepCPU, "cpu", 0, "extra CPU per step (boutique, chain), e.g. 50us")
 	f.Float64Var(&o.Shape.Scale, "scale", 0, "motion, parking: multiply the steps' costs (default 1 and 0.05)")
 	f.StringVar(&chains, "chains", "", "boutique: only these chains (home,product,viewcart,addcart,setcurrency,checkout)")
@@ -282,6 +291,8 @@ func parseBytes(s string) (int64, error) {
 		return n << 10, nil
 	case "m", "mb", "mib":
 		return n << 20, nil
+	case "g", "gb", "gib":
+		return n << 30, nil
 	}
 	return 0, fmt.Errorf("unknown unit")
 }

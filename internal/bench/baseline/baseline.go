@@ -70,6 +70,7 @@ type Config struct {
 	Next       map[string][]string `json:"next,omitempty"`   // function → its instances' addresses (http, grpc)
 	Broker     string              `json:"broker,omitempty"` // knative: the broker's address
 	BufferSize int                 `json:"bufferSize,omitempty"`
+	MaxPayload int                 `json:"maxPayload,omitempty"` // larger than BufferSize: the runner's extent region
 	Calls      int                 `json:"calls,omitempty"` // handler runs at once
 
 	// sidecar

@@ -79,7 +79,7 @@ func runFn(ctx context.Context, c *Config) error {
 	if c.Calls <= 0 {
 		c.Calls = 256
 	}
-	r, err := sdk.NewRunner(sdk.RunnerOptions{BufferSize: c.BufferSize, Calls: c.Calls})
+	r, err := sdk.NewRunner(sdk.RunnerOptions{BufferSize: c.BufferSize, MaxPayload: c.MaxPayload, Calls: c.Calls})
 	if err != nil {
 		return err
 	}
@@ -174,6 +174,9 @@ func (s *fnServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	call.SetContentType(r.Header.Get("Content-Type"))
 	// The body, from the socket into the handler's buffer.
 	in := call.Input()
+	if r.ContentLength > int64(len(in)) {
+		in = call.InputN(int(r.ContentLength))
+	}
 	n := 0
 	if r.ContentLength > int64(len(in)) {
 		http.Error(w, "bench: body too large", http.StatusRequestEntityTooLarge)
