@@ -71,7 +71,7 @@ type Config struct {
 	Broker     string              `json:"broker,omitempty"` // knative: the broker's address
 	BufferSize int                 `json:"bufferSize,omitempty"`
 	MaxPayload int                 `json:"maxPayload,omitempty"` // larger than BufferSize: the runner's extent region
-	Calls      int                 `json:"calls,omitempty"` // handler runs at once
+	Calls      int                 `json:"calls,omitempty"`      // handler runs at once
 
 	// sidecar
 	Listen      string        `json:"listen,omitempty"`
