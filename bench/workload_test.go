@@ -99,7 +99,7 @@ func TestBoutiqueErrors(t *testing.T) {
 }
 
 func TestChainLimits(t *testing.T) {
-	for _, o := range []Options{{Steps: 11}, {Payload: 10}, {Payload: 2 << 20}} {
+	for _, o := range []Options{{Steps: 11}, {Payload: 10}, {Payload: 256<<20 + 1}} {
 		if _, err := New("chain", o); err == nil {
 			t.Errorf("%+v: no error", o)
 		}
