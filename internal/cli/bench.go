@@ -21,7 +21,7 @@ import (
 // benchCommands are the benchmark verbs: bench, audit, and the hidden
 // bench-proc that runs the baselines' processes.
 func benchCommands() []*cobra.Command {
-	return []*cobra.Command{benchCmd(), auditCmd(), benchProcCmd()}
+	return []*cobra.Command{benchCmd(), auditCmd(), benchProcCmd(), benchMQTTProcCmd()}
 }
 
 func benchCmd() *cobra.Command {
@@ -77,7 +77,7 @@ See docs/benchmarks.md.`,
 			return printReport(cmd.OutOrStdout(), rep, out, rep.Modes)
 		},
 	}
-	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd())
+	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd(), benchAsyncCmd(), benchMQTTCmd())
 	f := cmd.Flags()
 	f.StringVar(&modes, "modes", "", "modes to compare, the first is the reference (default: this machine's auto transport, knative, http, grpc; all: "+strings.Join(ibench.ModeNames(), ",")+")")
 	f.DurationVar(&o.Duration, "duration", 30*time.Second, "measured time per mode (split over the rounds)")

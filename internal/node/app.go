@@ -37,6 +37,7 @@ type app struct {
 	gwConn    transport.Conn
 	gw        *gateway.App
 	gwChains  []*gateway.Chain
+	steps     [][]string            // each chain's step names, for activation records
 	auth      map[int]*auth.Checker // by chain index, for chains with auth:
 	dir       string                // the app's endpoint directory
 	secrets   string                // the directory of its secrets ("" when none)
@@ -351,6 +352,10 @@ func (a *app) chains() []*gateway.Chain {
 		out = append(out, ch)
 	}
 	a.gwChains = out
+	a.steps = make([][]string, len(a.cfg.Chains))
+	for i, cc := range a.cfg.Chains {
+		a.steps[i] = a.stepNames(cc.Name)
+	}
 	return out
 }
 

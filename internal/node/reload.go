@@ -159,6 +159,9 @@ func (n *Node) Apply(ctx context.Context, apps []*config.App) (res ReloadResult,
 	n.retired = append(n.retired, replaced...)
 	n.cfg.Apps = apps
 	n.appsMu.Unlock()
+	if n.events != nil {
+		n.events.reconfigure(apps)
+	}
 	for _, a := range replaced {
 		n.sup.Add(1)
 		go func() {
