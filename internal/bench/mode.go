@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -52,6 +53,9 @@ type Env struct {
 	Exe   string // the spry executable
 	Dir   string // a scratch directory for configs and logs
 	Proto string // what the load generator speaks to Spry (load.Proto*)
+	// WasmSrc is bench/wasmfn for the wasm mode (default: in the working
+	// directory).
+	WasmSrc string
 }
 
 // Mode is a way to run a workload's chains.
@@ -71,10 +75,15 @@ const (
 	ModeGRPC    = "grpc"
 )
 
-// ModeNames lists every mode this build offers: each Spry transport, then
-// the baselines.
+// ModeWasm runs the workload's steps as wasm: functions in the app's
+// sandbox host (on the transport auto picks), built from the very same
+// handlers (bench/wasmfn).
+const ModeWasm = "wasm"
+
+// ModeNames lists every mode this build offers: each Spry transport, Spry
+// with wasm steps, then the baselines.
 func ModeNames() []string {
-	return append(append(slices.Clone(transport.Names), ModeKnative, ModeHTTP, ModeGRPC), KindModes...)
+	return append(append(slices.Clone(transport.Names), ModeWasm, ModeKnative, ModeHTTP, ModeGRPC), KindModes...)
 }
 
 // DefaultModes are the modes `spry bench` compares when not told: the
@@ -105,6 +114,13 @@ func NewMode(name string) (Mode, error) {
 	case ModeKnativePython, ModeKnativeHTTP:
 		return &seqMode{name: name}, nil
 	}
+	if name == ModeWasm {
+		return &spryMode{wasm: true}, nil
+	}
+	// wasm-TRANSPORT: wasm steps on a transport other than auto's.
+	if tr, ok := strings.CutPrefix(name, ModeWasm+"-"); ok && slices.Contains(transport.Names, tr) {
+		return &spryMode{wasm: true, transport: tr}, nil
+	}
 	if t, variant, ok := strings.Cut(name, "+"); ok && slices.Contains(transport.Names, t) && variant != "" {
 		return &spryMode{transport: t, variant: variant}, nil
 	}
@@ -119,11 +135,19 @@ func NewMode(name string) (Mode, error) {
 // spryMode runs a workload on a node with one transport; with a variant,
 // the workload shaped otherwise (bench.Workload.Variants).
 type spryMode struct {
-	transport, variant string
-	chains             map[string]*bench.Chain // the variant's, by name (set by Start, for Path)
+	transport string // "" for wasm: the one auto picks
+	wasm      bool
+	variant   string
+	chains    map[string]*bench.Chain // the variant's, by name (set by Start, for Path)
 }
 
 func (m *spryMode) Name() string {
+	if m.wasm {
+		if m.transport != "" {
+			return ModeWasm + "-" + m.transport
+		}
+		return ModeWasm
+	}
 	if m.variant != "" {
 		return m.transport + "+" + m.variant
 	}
@@ -132,8 +156,10 @@ func (m *spryMode) Name() string {
 
 type spryRun struct{ node *spryNode }
 
-// appYAML writes w (shaped as variant) as a spry.yaml.
-func appYAML(w *bench.Workload, transport, variant string) (string, error) {
+// appYAML writes w (shaped as variant) as a spry.yaml; with wasmSrc, its
+// functions are wasm: functions built from that package (bench/wasmfn),
+// each running its builtin.
+func appYAML(w *bench.Workload, transport, variant, wasmSrc string) (string, error) {
 	fns, chains, err := w.Shaped(variant)
 	if err != nil {
 		return "", err
@@ -147,12 +173,21 @@ func appYAML(w *bench.Workload, transport, variant string) (string, error) {
 	}
 	sort.Strings(keys)
 	for _, f := range fns {
-		fmt.Fprintf(&b, "  %s:\n    builtin: %s\n    instances: %d\n    concurrency: %d\n    timeout: 10m\n", f.Name, f.Builtin, f.Instances, f.Concurrency)
-		if len(keys) > 0 {
-			b.WriteString("    env:\n")
-			for _, k := range keys {
-				fmt.Fprintf(&b, "      %s: %q\n", k, env[k])
+		if wasmSrc != "" {
+			// A wasm instance runs one step at a time: as many instances
+			// as the process mode has handlers. The clock is granted: the
+			// handlers are the same code as in the process modes, and
+			// some sleep.
+			fmt.Fprintf(&b, "  %s:\n    wasm: %s\n    instances: %d\n    timeout: 10m\n    grants: [clock]\n    env:\n      %s: %s\n",
+				f.Name, wasmSrc, f.Instances*f.Concurrency, envBuiltin, f.Builtin)
+		} else {
+			fmt.Fprintf(&b, "  %s:\n    builtin: %s\n    instances: %d\n    concurrency: %d\n    timeout: 10m\n", f.Name, f.Builtin, f.Instances, f.Concurrency)
+			if len(keys) > 0 {
+				b.WriteString("    env:\n")
 			}
+		}
+		for _, k := range keys {
+			fmt.Fprintf(&b, "      %s: %q\n", k, env[k])
 		}
 	}
 	b.WriteString("chains:\n")
@@ -198,7 +233,10 @@ func poolYAML(w *bench.Workload, bufs int) string {
 }
 
 func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (System, error) {
-	args := []string{"--transport", m.transport, "--log-level", "warn"}
+	args := []string{"--log-level", "warn"}
+	if !m.wasm {
+		args = append(args, "--transport", m.transport)
+	}
 	if env.Proto == load.ProtoTLS || env.Proto == load.ProtoH2 {
 		cert, key, err := selfSigned(env.Dir)
 		if err != nil {
@@ -206,7 +244,18 @@ func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (Syste
 		}
 		args = append(args, "--tls-cert", cert, "--tls-key", key)
 	}
-	yaml, err := appYAML(w, m.transport, m.variant)
+	tr, src := m.transport, ""
+	if m.wasm {
+		var err error
+		if src, err = wasmSource(env); err != nil {
+			return nil, err
+		}
+		tr = cmp.Or(m.transport, "auto")
+		// Compiled modules are kept across runs (by content): a fresh
+		// compile of the handlers' module takes seconds.
+		args = append(args, "--cache-dir", filepath.Join(os.TempDir(), "spry-bench-cache"))
+	}
+	yaml, err := appYAML(w, tr, m.variant, src)
 	if err != nil {
 		return nil, err
 	}
@@ -436,8 +485,23 @@ func survivors(ps []Proc) error {
 // pool; from there every hop is a descriptor over the transport (to every
 // branch of a fan-out, from every branch to the join, to a called function
 // and back), and the last step's descriptor goes straight back to the
-// gateway.
+// gateway. With wasm steps, the hops between them are calls inside the
+// sandbox host.
 func (m *spryMode) Path(c *bench.Chain) []Transfer {
+	if m.wasm {
+		t := []Transfer{{From: "client", To: "gateway", Medium: MediumTCP, Codec: CodecHTTP}}
+		prev := "gateway"
+		for i, s := range c.Steps {
+			medium := "descriptor/" + cmp.Or(m.transport, "auto")
+			if i > 0 {
+				medium = MediumCall
+			}
+			t = append(t, Transfer{From: prev, To: "fn:" + s, Medium: medium, Codec: CodecNone})
+			prev = "fn:" + s
+		}
+		return append(t, Transfer{From: prev, To: "gateway", Medium: "descriptor/" + cmp.Or(m.transport, "auto"), Codec: CodecNone, Answer: true},
+			Transfer{From: "gateway", To: "client", Medium: MediumTCP, Codec: CodecHTTP, Answer: true})
+	}
 	if m.variant != "" {
 		// The variant's chain of that name (the audit is per name).
 		if v, ok := m.shaped(c.Name); ok {
@@ -743,4 +807,24 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// envBuiltin names the builtin bench/wasmfn runs.
+const envBuiltin = "BENCH_BUILTIN"
+
+// wasmSource finds bench/wasmfn, the package the wasm mode builds: from
+// the environment (Env.WasmSrc), else in the working directory, a checkout
+// of spry.
+func wasmSource(env Env) (string, error) {
+	src := env.WasmSrc
+	if src == "" {
+		src = filepath.Join("bench", "wasmfn")
+	}
+	abs, err := filepath.Abs(src)
+	if err == nil {
+		if _, err = os.Stat(filepath.Join(abs, "main.go")); err == nil {
+			return abs, nil
+		}
+	}
+	return "", fmt.Errorf("bench: mode wasm builds the workload's handlers for WebAssembly from spry's source (bench/wasmfn): run spry bench in a checkout of spry")
 }
