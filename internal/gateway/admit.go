@@ -371,6 +371,7 @@ type Reply struct {
 	buf    uint32
 	status int
 	tag    uint64
+	own    bool // the gateway rewrote the chain's reply (badStatus): no function headers
 }
 
 // Status returns the HTTP status of the reply.
@@ -417,7 +418,7 @@ func (r *Reply) ContentType() []byte {
 // false when there is none. Headers that are not valid HTTP, and those only
 // the gateway writes (framing, Date), are skipped.
 func (r *Reply) NextHeader(pos int) (name, value []byte, next int, ok bool) {
-	if r.err != nil {
+	if r.err != nil || r.own {
 		return nil, nil, 0, false
 	}
 	h := r.a.pool.Header(r.buf)
@@ -430,10 +431,36 @@ func (r *Reply) NextHeader(pos int) (name, value []byte, next int, ok bool) {
 }
 
 // AppendHeaders appends the chain's response headers as HTTP/1.1 fields
-// ("Name: value\r\n" each).
+// ("Name: value\r\n" each). Each is checked in the copy, not in the pool:
+// a process of the app may write the header meanwhile, and a CR LF written
+// between a check in place and the copy would end the response head early
+// (a client would then read the body up to a close that never comes).
 func (r *Reply) AppendHeaders(dst []byte) []byte {
-	for name, value, pos, ok := r.NextHeader(0); ok; name, value, pos, ok = r.NextHeader(pos) {
-		dst = append(append(append(append(dst, name...), ": "...), value...), "\r\n"...)
+	if r.err != nil || r.own {
+		return dst
+	}
+	h := r.a.pool.Header(r.buf)
+	for name, value, pos, ok := h.NextRespHeader(0); ok; name, value, pos, ok = h.NextRespHeader(pos) {
+		k := len(dst)
+		dst = append(append(dst, name...), ": "...)
+		v := len(dst)
+		dst = append(dst, value...)
+		if n := dst[k : k+len(name)]; !isToken(n) || gatewayField(n) || !isFieldValue(dst[v:]) {
+			dst = dst[:k]
+			continue
+		}
+		dst = append(dst, "\r\n"...)
+	}
+	return dst
+}
+
+// AppendContentType appends the reply's media type (see ContentType),
+// checked in the copy (see AppendHeaders).
+func (r *Reply) AppendContentType(dst []byte) []byte {
+	k := len(dst)
+	dst = append(dst, r.ContentType()...)
+	if !isFieldValue(dst[k:]) {
+		dst = append(dst[:k], octets...)
 	}
 	return dst
 }
@@ -452,7 +479,8 @@ var gatewayFields = []string{"content-type", "content-length", "transfer-encodin
 	"upgrade", "trailer", "te", "date", "proxy-connection"}
 
 // Body returns the reply's body: a slice of the pool buffer, valid until
-// Done, or the gateway's message.
+// Done, or the gateway's message. A 204 or 304 has none (Bodyless),
+// whatever the buffer holds.
 func (r *Reply) Body() []byte {
 	if r.err != nil {
 		if r.err == ErrNoInstance {
@@ -460,8 +488,16 @@ func (r *Reply) Body() []byte {
 		}
 		return r.ch.timeoutMsg
 	}
+	if Bodyless(r.status) {
+		return nil
+	}
 	return r.a.pool.Data(r.buf)
 }
+
+// Bodyless reports whether a response with status s has no body, nor a
+// Content-Length (RFC 9110 6.4.1, 8.6: 204 and 304; the gateway never
+// answers 1xx).
+func Bodyless(s int) bool { return s == 204 || s == 304 }
 
 // Done tells the gateway the reply is written (or given up): its buffer
 // and the request's entry are free again. Call it exactly once.

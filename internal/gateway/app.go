@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +91,7 @@ type AppStats struct {
 	Abandoned atomic.Uint64 // buffers freed after their request timed out
 	Forged    atomic.Uint64 // descriptors whose buffer was not in transit to the gateway (dropped unread)
 	RecvErrs  atomic.Uint64 // receive errors the reply loop outlived
+	BadStatus atomic.Uint64 // replies whose status was no final HTTP status (answered 502)
 }
 
 // AppConfig configures an App.
@@ -341,15 +343,19 @@ func (a *App) complete(buf uint32) {
 	} else if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
 		crash.Point("gateway.completed")
 		e.timer.Stop()
-		status := int(h.Status())
-		if status < 100 || status > 999 {
+		// The status word is the app's shared memory: read once, and
+		// only a final status an HTTP client can take goes out.
+		status, own := int(h.Status()), false
+		if status == 0 {
 			status = 200
+		} else if status < 200 || status > 599 {
+			status, own = a.badStatus(buf, e.ch, status), true
 		}
 		e.ch.count(status, e.began)
 		a.stats.Replies.Add(1)
 		// Answer from here: no thread switch before the response goes
 		// out.
-		r := Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag}
+		r := Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag, own: own}
 		if e.ch.records(status) {
 			e.ch.record(e.rep, r, e.began)
 		}
@@ -364,6 +370,26 @@ func (a *App) complete(buf uint32) {
 		return
 	}
 	a.stats.Stale.Add(1)
+}
+
+// badStatus turns buf, a reply of chain ch with status s, into a 502 that
+// says why, and returns 502. A status outside 200..599 is no final answer
+// for an HTTP client: a 1xx is an interim response, after which the client
+// waits on for one that never comes; there is no status above 599. A
+// function may set one by mistake, and any process of the app may write
+// one into the header. The functions' response headers do not go out with
+// it (see Reply.own).
+func (a *App) badStatus(buf uint32, ch *Chain, s int) int {
+	var m [128]byte
+	b := append(append(m[:0], "spry: chain "...), ch.Name...)
+	b = strconv.AppendInt(append(b, " answered with status "...), int64(s), 10)
+	b = append(b, ", which is no final HTTP status (200..599)\n"...)
+	h := a.pool.Header(buf)
+	h.SetData(0, uint32(copy(a.pool.Buffer(buf), b)))
+	h.SetReplyContentType("text/plain; charset=utf-8")
+	h.SetStatus(502)
+	a.stats.BadStatus.Add(1)
+	return 502
 }
 
 // expire runs when entry idx's timer fires. A request past its deadline is

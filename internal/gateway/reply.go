@@ -30,7 +30,8 @@ func (c *conn) Reply(r Reply) {
 		c.hdr = r.AppendHeaders(c.hdr[:0])
 		extra = c.hdr
 	}
-	o := c.head(r.Status(), r.ContentType(), len(body), c.closeAfter, extra)
+	c.ct = r.AppendContentType(c.ct[:0])
+	o := c.head(r.Status(), c.ct, len(body), c.closeAfter, extra)
 	if c.headOnly {
 		body = nil
 	}
