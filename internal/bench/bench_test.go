@@ -62,6 +62,12 @@ func atoi(s string) int {
 // Every mode this build offers runs every workload for a moment: every
 // answer is checked against the chain run in-process, nothing fails, and
 // no process is left behind.
+//
+// Each mode answers requests of its window, but on a machine shared by
+// many busy processes a request may take longer than the whole 600 ms
+// window: one answered correctly after it (Overtime) shows the mode works
+// as well as one inside it. A mode that hangs fails the requests in flight
+// (timeouts count as errors however late), so it cannot pass as slow.
 func TestEveryModeEveryWorkload(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
@@ -94,8 +100,10 @@ func TestEveryModeEveryWorkload(t *testing.T) {
 				t.Fatalf("%d mode results for %d modes", len(rep.Modes), len(modes))
 			}
 			for _, m := range rep.Modes {
-				if m.Errors != 0 || m.Requests == 0 {
-					t.Errorf("%s: %d answered, %d errors: %s", m.Mode, m.Requests, m.Errors, m.FirstError)
+				if m.Errors != 0 || m.Requests+m.Overtime == 0 {
+					t.Errorf("%s: %d answered (%d after the window), %d errors: %s", m.Mode, m.Requests, m.Overtime, m.Errors, m.FirstError)
+				} else if m.Requests == 0 {
+					t.Logf("%s: answered only after its window (%d requests): a busy machine", m.Mode, m.Overtime)
 				}
 				if m.CPUPerReq <= 0 || m.Processes < 2 {
 					t.Errorf("%s: CPU %v s/req over %d processes", m.Mode, m.CPUPerReq, m.Processes)
