@@ -118,6 +118,8 @@ var (
 	ErrNoBuffer     = &Error{Status: 503, Msg: " has no free pool buffer; retry later", Retry: true}
 	ErrNoInstance   = &Error{Status: 503, Msg: " could take the request", Retry: true}
 	ErrDeadline     = &Error{Status: 504, Msg: " did not answer in time"}
+	// ErrShutdown: the node stopped before the chain answered (App.Abort).
+	ErrShutdown = &Error{Status: 503, Msg: "the node is shutting down", Retry: true}
 	ErrTooLarge     = &Error{Status: 413, Msg: "request body larger than a pool buffer", Close: true}
 	ErrMetaTooLarge = &Error{Status: 431, Msg: "request line and forwarded headers do not fit the request metadata"}
 	// ErrSilent: the request ends without an answer (the client is gone).
@@ -483,8 +485,11 @@ var gatewayFields = []string{"content-type", "content-length", "transfer-encodin
 // whatever the buffer holds.
 func (r *Reply) Body() []byte {
 	if r.err != nil {
-		if r.err == ErrNoInstance {
+		switch r.err {
+		case ErrNoInstance:
 			return r.ch.noInstanceMsg
+		case ErrShutdown:
+			return shutdownMsg
 		}
 		return r.ch.timeoutMsg
 	}
@@ -493,6 +498,8 @@ func (r *Reply) Body() []byte {
 	}
 	return r.a.pool.Data(r.buf)
 }
+
+var shutdownMsg = []byte("spry: " + ErrShutdown.Msg + "\n")
 
 // Bodyless reports whether a response with status s has no body, nor a
 // Content-Length (RFC 9110 6.4.1, 8.6: 204 and 304; the gateway never

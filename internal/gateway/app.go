@@ -429,6 +429,31 @@ func (a *App) expire(idx uint32) {
 	rep.Reply(r)
 }
 
+// Abort answers every request of the app still waiting for its chain with
+// 503 (ErrShutdown) now, as its deadline would later, and ends the app's
+// retries: the node calls it when its time to drain is up, so that no
+// client, and no connection of the gateway, waits for a chain's deadline
+// after that. The buffers come back (or not) as after a deadline.
+func (a *App) Abort() {
+	a.closing.Store(true) // waiting for an instance ends (await)
+	for i := range a.pend {
+		e := &a.pend[i]
+		w := e.word.Load()
+		if w&3 != stWaiting {
+			continue
+		}
+		// As in expire: read before the compare-and-swap.
+		rep, tag, ch, began := e.rep, e.tag, e.ch, e.began
+		if !e.word.CompareAndSwap(w, w&^3|stAbandoned) {
+			continue
+		}
+		e.timer.Stop()
+		a.stats.Rejected.Add(1)
+		ch.count(ErrShutdown.Status, began)
+		rep.Reply(Reply{a: a, ch: ch, err: ErrShutdown, idx: uint32(i), reqID: w>>2<<idBits | uint64(i), status: ErrShutdown.Status, tag: tag})
+	}
+}
+
 // InstanceReady tells the app that an instance became ready: requests
 // waiting for one try again at once.
 func (a *App) InstanceReady() {
