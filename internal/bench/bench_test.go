@@ -88,10 +88,19 @@ func TestEveryModeEveryWorkload(t *testing.T) {
 			// The kinds' modes have the chain workload's step only.
 			modes = slices.DeleteFunc(modes, func(m string) bool { return slices.Contains(KindModes, m) })
 		}
+		if wl.name != "hello" && wl.name != "chain" {
+			// The wasm mode builds and loads a module per run: seconds.
+			// The demo and the synthetic chain show it runs the same
+			// handlers; `spry bench` covers the rest.
+			modes = slices.DeleteFunc(modes, func(m string) bool { return m == ModeWasm })
+		}
 		t.Run(wl.name, func(t *testing.T) {
+			// On a machine other work shares, a busy-polling mode can be
+			// starved for the whole short window: its answers come after
+			// it (Overtime; see the comment above), no second run needed.
 			rep, err := Run(context.Background(), Options{
 				Workload: wl.name, Shape: wl.shape, Modes: modes, Duration: 600 * time.Millisecond,
-				Rounds: 1, Connections: 2, Idle: 100 * time.Millisecond, Exe: spryBin,
+				Rounds: 1, Connections: 2, Idle: 100 * time.Millisecond, Exe: spryBin, WasmSrc: "../../bench/wasmfn",
 			})
 			if err != nil {
 				t.Fatal(err)
