@@ -118,12 +118,12 @@ var (
 	ErrNoBuffer     = &Error{Status: 503, Msg: " has no free pool buffer; retry later", Retry: true}
 	ErrNoInstance   = &Error{Status: 503, Msg: " could take the request", Retry: true}
 	ErrDeadline     = &Error{Status: 504, Msg: " did not answer in time"}
-	// ErrShutdown: the node stopped before the chain answered (App.Abort).
-	ErrShutdown = &Error{Status: 503, Msg: "the node is shutting down", Retry: true}
 	ErrTooLarge     = &Error{Status: 413, Msg: "request body larger than a pool buffer", Close: true}
 	ErrMetaTooLarge = &Error{Status: 431, Msg: "request line and forwarded headers do not fit the request metadata"}
 	// ErrSilent: the request ends without an answer (the client is gone).
 	ErrSilent = &Error{Close: true}
+	// ErrShutdown: the node stopped before the chain answered (App.Abort).
+	ErrShutdown = &Error{Status: 503, Msg: "the node is shutting down", Retry: true}
 )
 
 // AppendMessage appends the text the client gets for refusal e of request
