@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -310,4 +312,75 @@ chains:
 	if a, b := uid(hosts["wasm"]), uid(hosts["other"]); a == b || a == "0" || b == "0" {
 		t.Errorf("sandbox hosts run as uids %s and %s, want each app's own", a, b)
 	}
+}
+
+// The autoscaler treats wasm instances like any other: a burst scales a
+// wasm function up (new instances in the same sandbox host), idleness back
+// down, and every request is answered meanwhile.
+func TestWasmScales(t *testing.T) {
+	fn := filepath.Join(repoRoot(t), "cmd", "spry", "testdata", "wasmfn")
+	cfg := writeConfig(t, fmt.Sprintf(`
+app: elastic
+limits: {inflight: 256}
+functions:
+  work:
+    wasm: %s
+    env: {MODE: upper}
+    grants: [clock]
+    scale: {min: 1, max: 3, slo: 60ms, window: 1s}
+chains:
+  work: {route: /work, steps: [work], methods: [POST], timeout: 20s}
+`, fn))
+	n := startNode(t, "--transport", "uds", "-f", cfg)
+	n.waitInstances("elastic", "work", 1, 10*time.Second)
+	c := client(12)
+	var sent, ok atomic.Int64
+	var failures sync.Map
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body := fmt.Sprintf("c%d-%d", w, i)
+				sent.Add(1)
+				s, b, err := n.post(c, "/work?do=nap", body)
+				if err == nil && s == 200 && b == strings.ToUpper(body) {
+					ok.Add(1)
+				} else {
+					failures.Store(body, fmt.Sprintf("%d %q %v", s, b, err))
+				}
+			}
+		}()
+	}
+	// 12 clients of 20 ms steps on instances that run one at a time.
+	began := time.Now()
+	n.waitInstances("elastic", "work", 3, 20*time.Second)
+	t.Logf("up after %v", time.Since(began))
+	pids := map[int]bool{}
+	for _, in := range findFunction(t, findApp(t, n.mustStatus(), "elastic"), "work").Instances {
+		pids[in.PID] = true
+	}
+	close(stop)
+	wg.Wait()
+	began = time.Now()
+	n.waitInstances("elastic", "work", 1, 20*time.Second)
+	t.Logf("down after %v", time.Since(began))
+	failures.Range(func(k, v any) bool {
+		t.Errorf("request %s: %s", k, v)
+		return true
+	})
+	if sent.Load() != ok.Load() || ok.Load() == 0 {
+		t.Fatalf("%d sent, %d answered correctly", sent.Load(), ok.Load())
+	}
+	if len(pids) != 1 {
+		t.Errorf("the scaled instances in %d processes, want the one sandbox host", len(pids))
+	}
+	n.waitFreeBuffers("elastic")
 }

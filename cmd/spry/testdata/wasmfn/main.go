@@ -5,6 +5,7 @@ package main
 
 import (
 	"os"
+	"time"
 	"unsafe"
 
 	"github.com/spry-dev/spry/sdk"
@@ -17,6 +18,8 @@ func main() {
 		case "do=spin":
 			for {
 			}
+		case "do=nap": // 20 ms, with the clock grant
+			time.Sleep(20 * time.Millisecond)
 		case "do=oob":
 			req.Payload()[0] = *(*byte)(unsafe.Pointer(uintptr(0xfffffff0)))
 		}
