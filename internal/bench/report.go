@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -39,6 +40,7 @@ type RunConfig struct {
 	Rounds      int      `json:"rounds"`
 	Connections int      `json:"connections"`
 	Proto       string   `json:"proto,omitempty"` // what the load generator spoke to Spry (default http1)
+	LoadCPUs    []int    `json:"load_cpus,omitempty"`
 	Loop        string   `json:"loop"`
 	Idle        string   `json:"idle"`
 	WorkRate    float64  `json:"work_rate"`
@@ -184,6 +186,9 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 	if c.Steps > 0 {
 		fmt.Fprintf(w, ", %d steps, %d-byte payload", c.Steps, c.Payload)
 	}
+	if len(c.LoadCPUs) > 0 {
+		fmt.Fprintf(w, ", load generator pinned to CPU %s", intList(c.LoadCPUs))
+	}
 	fmt.Fprintf(w, ". Extra CPU per step %s, cost scale %g. Knative broker: %s.\n\n", c.StepCPU, c.Scale, c.Broker)
 	for _, m := range r.Modes {
 		if m.Mode == ModeKnative {
@@ -265,4 +270,12 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 			fmt.Fprintf(w, "![%s](%s)\n\n", strings.TrimSuffix(p, ".png"), p)
 		}
 	}
+}
+
+func intList(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
 }

@@ -35,6 +35,9 @@ type Options struct {
 	// Proto is what the load generator speaks to Spry's gateway (load.Proto*:
 	// http1, h2c, tls, h2, grpc); the baselines' own ingress is HTTP/1.1.
 	Proto string
+	// LoadCPUs pins the load generator to these CPUs while it runs (none:
+	// it runs anywhere).
+	LoadCPUs []int
 }
 
 // Run runs the benchmark and returns its report.
@@ -214,7 +217,7 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 	stopSampling := make(chan struct{})
 	tick := 100 * time.Millisecond
 	cfg := load.Config{Addr: sys.Addr(), Proto: proto, Requests: reqs, Mix: mix, Connections: o.Connections,
-		Warmup: o.Warmup, Duration: dur, Tick: tick,
+		Warmup: o.Warmup, Duration: dur, Tick: tick, CPUs: o.LoadCPUs,
 		OnMeasure: func() {
 			before = proc.Take(roots)
 			genBefore, _ = proc.Read(os.Getpid())
@@ -380,7 +383,7 @@ func (a *modeAcc) audit(m Mode, w *bench.Workload, weights map[string]float64) A
 }
 
 func runConfig(o Options, w *bench.Workload) RunConfig {
-	c := RunConfig{Duration: o.Duration.String(), Warmup: o.Warmup.String(), Rounds: o.Rounds, Connections: o.Connections, Proto: o.Proto,
+	c := RunConfig{Duration: o.Duration.String(), Warmup: o.Warmup.String(), Rounds: o.Rounds, Connections: o.Connections, Proto: o.Proto, LoadCPUs: o.LoadCPUs,
 		Idle: o.Idle.String(), WorkRate: w.Settings.WorkRate, StepCPU: w.Settings.StepCPU.String(), Scale: w.Settings.Scale,
 		Loop: "closed"}
 	switch {

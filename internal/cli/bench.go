@@ -28,7 +28,7 @@ func benchCmd() *cobra.Command {
 	var (
 		o                  ibench.Options
 		modes, out, chains string
-		payload            string
+		payload, loadCPUs  string
 		goBroker           bool
 	)
 	cmd := &cobra.Command{
@@ -59,6 +59,13 @@ See docs/benchmarks.md.`,
 				o.Shape.Payload = int(n)
 			}
 			ibench.ForceGoBroker = goBroker
+			if loadCPUs != "" {
+				cpus, err := parseCPUList(loadCPUs)
+				if err != nil {
+					return exitError{2, fmt.Sprintf("--load-cpus %q: %v", loadCPUs, err)}
+				}
+				o.LoadCPUs = cpus
+			}
 			o.Log = cmd.ErrOrStderr()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -91,7 +98,28 @@ See docs/benchmarks.md.`,
 	f.IntVar(&o.Shape.Instances, "instances", 1, "instances of every function")
 	f.StringVar(&o.Dir, "workdir", "", "keep the processes' configs and logs in this directory (default: a temporary one, removed)")
 	f.BoolVar(&goBroker, "go-broker", false, "knative: use the Go broker even when nginx is installed")
+	f.StringVar(&loadCPUs, "load-cpus", "", "pin the load generator to these CPUs while it runs, as taskset -c (e.g. 1, or 0-1,4): its CPU then stays off the other cores")
 	return cmd
+}
+
+// parseCPUList parses a CPU list as taskset -c takes it: "1", "0,2", "0-3,6".
+func parseCPUList(s string) ([]int, error) {
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil || a < 0 || b < a || b >= 1024 {
+			return nil, fmt.Errorf("want CPU numbers and ranges like 0-3,6")
+		}
+		for c := a; c <= b; c++ {
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }
 
 func benchAutoscaleCmd() *cobra.Command {
