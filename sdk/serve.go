@@ -147,9 +147,14 @@ func (s *instance) serve(h Handler) error {
 	var inline worker
 	var batch [transport.MaxBatch]desc.Desc
 	var err error
+	lastSched := mono.Now()
 	for {
 		var n int
 		n, err = s.c.Recv(batch[:])
+		if now := mono.Now(); now-lastSched > 5e6 {
+			lastSched = now
+			runtime.Gosched()
+		}
 		if err != nil {
 			break
 		}
