@@ -114,3 +114,24 @@ func preferAsync(v []byte) bool {
 	}
 	return false
 }
+
+// eventLike reports whether the connection's current request is one for
+// the activation layer rather than a plain synchronous request: it asks
+// to run asynchronously, or it may be a CloudEvent, or it goes to the
+// node's event endpoint. An event loop hands such a request (and its
+// connection) to a goroutine of its own: storing it durably may block.
+func (c *conn) eventLike() bool {
+	if v := c.req.header("Prefer"); v != nil && preferAsync(v) {
+		return true
+	}
+	if c.req.header("Ce-Specversion") != nil || string(c.req.path) == "/events" {
+		return true
+	}
+	const ce = "cloudevents"
+	for i := 0; i+len(ce) <= len(c.req.ctype); i++ {
+		if pool.EqualFold(c.req.ctype[i:i+len(ce)], ce) {
+			return true
+		}
+	}
+	return false
+}

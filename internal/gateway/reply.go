@@ -35,11 +35,14 @@ func (c *conn) Reply(r Reply) {
 		body = nil
 	}
 	c.wrote = 0
-	if c.raw != nil {
-		c.iov[0].Base, c.iov[0].Len, c.iovN = &o[0], uint64(len(o)), 1
-		if len(body) > 0 {
-			c.iov[1].Base, c.iov[1].Len, c.iovN = &body[0], uint64(len(body)), 2
-		}
+	c.iov[0].Base, c.iov[0].Len, c.iovN = &o[0], uint64(len(o)), 1
+	if len(body) > 0 {
+		c.iov[1].Base, c.iov[1].Len, c.iovN = &body[0], uint64(len(body)), 2
+	}
+	switch {
+	case c.lp != nil:
+		c.writev(uintptr(c.fd))
+	case c.raw != nil:
 		c.raw.Write(c.writeFn)
 	}
 	if c.wrote == len(o)+len(body) {
@@ -50,9 +53,15 @@ func (c *conn) Reply(r Reply) {
 		r.Done()
 		return
 	}
+	c.vec = [2][]byte{o, body}
+	if c.lp != nil {
+		// The socket is full: the connection's loop writes the rest as
+		// it drains.
+		c.handOver(r)
+		return
+	}
 	// The socket is full (a slow reader, a large body): finish blocking,
 	// off this thread.
-	c.vec = [2][]byte{o, body}
 	c.rep = r
 	r.a.bg.Add(1) // App.Close waits for it: it reads the pool buffer
 	go c.writeRest()
