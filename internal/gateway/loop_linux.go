@@ -584,7 +584,7 @@ func (c *conn) step(l *loop) {
 			if !c.canWrite {
 				return
 			}
-			if !c.writeMore() {
+			if !c.writeMore(l) {
 				c.canWrite = false
 				return
 			}
@@ -777,17 +777,14 @@ func (c *conn) loopError(l *loop, e *Error) {
 	}
 }
 
-// writeMore writes what is left of c.vec without blocking, and reports
-// whether all of it is out (or the connection failed: then nothing more
-// will be).
-func (c *conn) writeMore() bool {
-	for c.vec[0] != nil || c.vec[1] != nil {
-		i := 0
-		if len(c.vec[0]) == 0 {
-			i = 1
-		}
+// writeMore writes what is left of c.vec[:c.nvec] without blocking, and
+// reports whether all of it is out (or the connection failed: then
+// nothing more will be). A write that makes progress pushes the
+// deadline on: it bounds a stalled client, not a large answer.
+func (c *conn) writeMore(l *loop) bool {
+	for {
 		c.iovN = 0
-		for _, b := range c.vec[i:] {
+		for _, b := range c.vec[:c.nvec] {
 			if len(b) > 0 {
 				c.iov[c.iovN].Base, c.iov[c.iovN].Len = &b[0], uint64(len(b))
 				c.iovN++
@@ -807,20 +804,22 @@ func (c *conn) writeMore() bool {
 			// The client is gone: nothing more goes out.
 			unix.Shutdown(c.fd, unix.SHUT_RDWR)
 			c.ending = true
-			c.vec = [2][]byte{}
+			clear(c.vec[:c.nvec])
+			c.nvec = 0
 			return true
 		}
 		w := int(k)
-		for j := range c.vec {
+		for j := range c.vec[:c.nvec] {
 			d := min(w, len(c.vec[j]))
 			c.vec[j] = c.vec[j][d:]
 			w -= d
 		}
-		if len(c.vec[0]) == 0 && len(c.vec[1]) == 0 {
-			break
+		if c.due != 0 && k > 0 {
+			c.due = l.now + int64(c.g.header)
 		}
 	}
-	c.vec = [2][]byte{}
+	clear(c.vec[:c.nvec])
+	c.nvec = 0
 	return true
 }
 
@@ -828,8 +827,8 @@ func (c *conn) writeMore() bool {
 // body) from the loop: what the socket does not take now is written as it
 // drains.
 func (c *conn) loopWrite(o, body []byte) {
-	c.vec = [2][]byte{o, body}
-	if c.writeMore() {
+	c.vec[0], c.vec[1], c.nvec = o, body, 2
+	if c.writeMore(c.lp) {
 		return
 	}
 	c.ph = phWrite
@@ -840,7 +839,7 @@ func (c *conn) loopWrite(o, body []byte) {
 // bytes) to the loop to write, from the thread that answered.
 func (c *conn) handOver(r Reply) {
 	w := c.wrote
-	for i := range c.vec {
+	for i := range c.vec[:c.nvec] {
 		k := min(w, len(c.vec[i]))
 		c.vec[i] = c.vec[i][k:]
 		w -= k
@@ -894,7 +893,8 @@ func (c *conn) expired(l *loop) {
 	case phWrite:
 		// The client does not read its response: give up on it.
 		unix.Shutdown(c.fd, unix.SHUT_RDWR)
-		c.vec = [2][]byte{}
+		clear(c.vec[:c.nvec])
+		c.nvec = 0
 		c.canWrite = true
 		c.ending = true
 		c.step(l)

@@ -111,9 +111,6 @@ type Config struct {
 	// Proto is the protocol the connections speak (Proto*; default
 	// HTTP/1.1).
 	Proto string
-	// CPUs, when not empty, are the only CPUs the load generator (this
-	// process's threads) runs on during the run (as taskset -c would).
-	CPUs []int
 }
 
 // Sample is one measured request: when it was due and when its answer
@@ -191,13 +188,6 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	// test than it needs.
 	if want := 2 * runtime.NumCPU(); runtime.GOMAXPROCS(0) < want {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(want))
-	}
-	if len(c.CPUs) > 0 {
-		restore, err := pinThreads(c.CPUs)
-		if err != nil {
-			return nil, fmt.Errorf("load: pin to CPUs %v: %w", c.CPUs, err)
-		}
-		defer restore()
 	}
 	mix := c.Mix
 	if len(mix) == 0 {
