@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spry-dev/spry/internal/desc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/encoding/gzip" // a client that compresses
 	"google.golang.org/grpc/status"
@@ -15,6 +17,19 @@ import (
 )
 
 const grpcRoute = "/spry.test.Echo/Say"
+
+// waitReady connects cc and waits until it is ready.
+func waitReady(t *testing.T, cc *grpc.ClientConn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cc.Connect()
+	for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+		if !cc.WaitForStateChange(ctx, s) {
+			t.Fatalf("the client did not connect: %v", s)
+		}
+	}
+}
 
 func grpcClient(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
@@ -63,14 +78,22 @@ func TestGRPCDeadlineAndErrors(t *testing.T) {
 	cc := grpcClient(t, r.addr)
 
 	// The client's deadline is the request's: the gateway answers
-	// DEADLINE_EXCEEDED when it passes.
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	// DEADLINE_EXCEEDED when it passes. The connection is made first:
+	// the deadline is for the call, not for setting up the connection
+	// (which on a loaded machine may take longer than it).
+	waitReady(t, cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	err := cc.Invoke(ctx, grpcRoute, wrapperspb.String("slow"), new(wrapperspb.StringValue))
 	cancel()
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("past the deadline: %v", err)
 	}
-	d := <-r.held
+	var d desc.Desc
+	select {
+	case d = <-r.held:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the request never reached the step (requests %d, timeouts %d)", r.app.Stats().Requests.Load(), r.app.Stats().Timeouts.Load())
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for r.app.Stats().Timeouts.Load() != 1 {
 		if time.Now().After(deadline) {
