@@ -6,10 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spry-dev/spry/internal/desc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/encoding/gzip" // a client that compresses
 	"google.golang.org/grpc/status"
@@ -17,19 +15,6 @@ import (
 )
 
 const grpcRoute = "/spry.test.Echo/Say"
-
-// waitReady connects cc and waits until it is ready.
-func waitReady(t *testing.T, cc *grpc.ClientConn) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cc.Connect()
-	for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
-		if !cc.WaitForStateChange(ctx, s) {
-			t.Fatalf("the client did not connect: %v", s)
-		}
-	}
-}
 
 func grpcClient(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
@@ -74,26 +59,34 @@ func TestGRPCUnary(t *testing.T) {
 }
 
 func TestGRPCDeadlineAndErrors(t *testing.T) {
-	r := newRigWith(t, rigOpts{buffers: 16, inflight: 8, timeout: 5 * time.Second, hold: true, route: grpcRoute})
+	// The chain's own timeout is far longer than the waits below: only
+	// the client's deadline can time the slow request out in time.
+	r := newRigWith(t, rigOpts{buffers: 16, inflight: 8, timeout: 60 * time.Second, hold: true, route: grpcRoute})
 	cc := grpcClient(t, r.addr)
 
+	// The connection first: grpc-go connects on the first call, inside
+	// its deadline, and on a busy machine the connection and the HTTP/2
+	// preface took longer than the 100 ms below, so the call ended
+	// DEADLINE_EXCEEDED in the client without reaching the gateway, and
+	// the test waited for a request that never came (hung 10 minutes).
+	warm := make(chan error, 1)
+	go func() {
+		warm <- cc.Invoke(context.Background(), grpcRoute, wrapperspb.String("warm"), new(wrapperspb.StringValue))
+	}()
+	r.reply(r.take(t))
+	if err := <-warm; err != nil {
+		t.Fatalf("first call: %v", err)
+	}
+
 	// The client's deadline is the request's: the gateway answers
-	// DEADLINE_EXCEEDED when it passes. The connection is made first:
-	// the deadline is for the call, not for setting up the connection
-	// (which on a loaded machine may take longer than it).
-	waitReady(t, cc)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// DEADLINE_EXCEEDED when it passes.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	err := cc.Invoke(ctx, grpcRoute, wrapperspb.String("slow"), new(wrapperspb.StringValue))
 	cancel()
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("past the deadline: %v", err)
 	}
-	var d desc.Desc
-	select {
-	case d = <-r.held:
-	case <-time.After(5 * time.Second):
-		t.Fatalf("the request never reached the step (requests %d, timeouts %d)", r.app.Stats().Requests.Load(), r.app.Stats().Timeouts.Load())
-	}
+	d := r.take(t)
 	deadline := time.Now().Add(5 * time.Second)
 	for r.app.Stats().Timeouts.Load() != 1 {
 		if time.Now().After(deadline) {
@@ -112,7 +105,7 @@ func TestGRPCDeadlineAndErrors(t *testing.T) {
 		go func() {
 			got <- cc.Invoke(context.Background(), grpcRoute, wrapperspb.String("x"), new(wrapperspb.StringValue))
 		}()
-		d := <-r.held
+		d := r.take(t)
 		h := r.p.Header(d.Buf)
 		n := copy(r.p.Buffer(d.Buf), "not for you\n")
 		h.SetData(0, uint32(n))
