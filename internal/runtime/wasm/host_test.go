@@ -205,23 +205,22 @@ func TestHostChainInMemory(t *testing.T) {
 
 func TestHostRunawayAnswered504OthersServed(t *testing.T) {
 	r := newHostRig(t)
+	const deadline = 2 * time.Second
 	began := time.Now()
-	spin := r.send(1, "/?do=spin", "x", 300*time.Millisecond)
+	spin := r.send(1, "/?do=spin", "x", deadline)
 	time.Sleep(20 * time.Millisecond)
-	// The other instance serves meanwhile, without waiting for the runaway.
+	// The other instance serves meanwhile, without waiting for the
+	// runaway: its answer comes first (the runaway's only at its deadline).
 	r.send(1, "/", "meanwhile", 0)
-	if got := r.recv(5 * time.Second); got.body != "MEANWHILE" {
-		t.Fatalf("other request: %+v", got)
+	if got := r.recv(10 * time.Second); got.body != "MEANWHILE" {
+		t.Fatalf("the other request's answer came after the runaway's (it waited for it): %+v", got)
 	}
-	if time.Since(began) > 250*time.Millisecond {
-		t.Errorf("the other request took %v: it waited for the runaway", time.Since(began))
-	}
-	got := r.recv(5 * time.Second)
+	got := r.recv(10 * time.Second)
 	if got.status != 504 || got.id != uint64(spin)+1 || !strings.Contains(got.body, "deadline") {
 		t.Fatalf("runaway: %+v", got)
 	}
-	if took := time.Since(began); took < 300*time.Millisecond || took > 2*time.Second {
-		t.Errorf("runaway answered after %v, want its deadline (300ms)", took)
+	if took := time.Since(began); took < deadline {
+		t.Errorf("runaway answered after %v, before its deadline (%v)", took, deadline)
 	}
 	// The instance was replaced: both serve again.
 	for range 4 {
