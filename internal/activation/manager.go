@@ -511,21 +511,20 @@ func (m *Manager) Submit(s Spec) (*Submission, error) {
 		Accepted: now, Key: s.Key, Event: s.Event, Topic: s.Topic, Request: s.Request, Reply: s.Reply,
 	}
 	x := &Submission{m: m, a: &act{rec: rec, ch: ch}, held: s.Held}
-	if x.held != nil {
-		if ch.app.reserve() {
-			// Its first attempt starts once it is durable, in the pool
-			// buffer it came in: the record says so from the start (no
-			// separate note that the attempt started; after a crash it
-			// counts).
-			x.inline = true
-			rec.State, rec.Attempts, rec.Start = Running, 1, now
-		} else {
-			// Not now: do not sit on a pool buffer and an in-flight
-			// entry meanwhile (sync requests need them); the attempt
-			// reads the body from the store when its turn comes.
-			x.held.Release()
-			x.held = nil
-		}
+	if ch.app.reserve() {
+		// Its first attempt starts as soon as it is durable (in the pool
+		// buffer it came in, when it came with one; else the body is
+		// copied from the store's memory into a fresh one): the record
+		// says so from the start (no separate note that the attempt
+		// started; after a crash it counts).
+		x.inline = true
+		rec.State, rec.Attempts, rec.Start = Running, 1, now
+	} else if x.held != nil {
+		// Not now: do not sit on a pool buffer and an in-flight entry
+		// meanwhile (sync requests need them); the attempt reads the
+		// body from the store when its turn comes.
+		x.held.Release()
+		x.held = nil
 	}
 	p, err := m.store.CreateAsync(rec, s.Body)
 	if err != nil {
@@ -577,7 +576,7 @@ func (x *Submission) Wait() (Accepted, error) {
 	m.active[a.rec.ID] = a
 	m.mu.Unlock()
 	if x.inline {
-		m.launch(a, x.held)
+		m.launch(a, x.held, true)
 	} else {
 		ch.app.push(a)
 		m.wake()
@@ -723,7 +722,7 @@ func (m *Manager) loop() {
 		}
 		for _, q := range *m.appList.Load() {
 			for a := q.next(); a != nil; a = q.next() {
-				m.launch(a, nil)
+				m.launch(a, nil, false)
 			}
 		}
 	}
@@ -751,13 +750,14 @@ func resultOf(o *Outcome, keep int) result {
 	return res
 }
 
-// launch starts an attempt of a (room for it taken): in held, the
-// request it came in, or in a fresh pool buffer its body is copied into
-// from the store. Its outcome goes to the loop.
-func (m *Manager) launch(a *act, held Admitted) {
+// launch starts an attempt of a (room for it taken; counted: the record
+// already counts it as started): in held, the request it came in, or in a
+// fresh pool buffer its body is copied into from the store. Its outcome
+// goes to the loop.
+func (m *Manager) launch(a *act, held Admitted, counted bool) {
 	r := a.rec
 	cfg := a.ch.conf()
-	if held == nil {
+	if !counted {
 		if r.Attempts > 0 {
 			a.ch.stats.Retries.Add(1)
 		}
