@@ -212,7 +212,7 @@ func (o *op) apply(tx *bolt.Tx) error {
 		if err := tx.Bucket(bBodies).Put(o.id, nonNil(o.data)); err != nil {
 			return err
 		}
-		return tx.Bucket(bPending).Put(o.id, nil)
+		return tx.Bucket(bPending).Put(o.id, present)
 	case opSave, opRecord:
 		if err := tx.Bucket(bRecords).Put(o.id, o.rec); err != nil {
 			return err
@@ -224,12 +224,12 @@ func (o *op) apply(tx *bolt.Tx) error {
 		}
 		err := tx.Bucket(bStarted).Delete(o.id)
 		if o.flags&saveOwed != 0 {
-			err = errors.Join(err, tx.Bucket(bPending).Put(o.id, nil))
+			err = errors.Join(err, tx.Bucket(bPending).Put(o.id, present))
 		} else {
 			err = errors.Join(err, tx.Bucket(bPending).Delete(o.id))
 		}
 		if o.flags&saveDead != 0 {
-			err = errors.Join(err, tx.Bucket(bDead).Put(o.id, nil))
+			err = errors.Join(err, tx.Bucket(bDead).Put(o.id, present))
 		} else {
 			err = errors.Join(err, tx.Bucket(bDead).Delete(o.id))
 		}
@@ -247,6 +247,11 @@ func (o *op) apply(tx *bolt.Tx) error {
 	}
 	return nil
 }
+
+// present is the value of a key in the pending and dead lists. Not nil:
+// within the transaction that put it, bbolt's Get returns the value as
+// put, and a nil value reads as no key (TestListMembershipInOneTransaction).
+var present = []byte{}
 
 func nonNil(b []byte) []byte {
 	if b == nil {

@@ -88,6 +88,7 @@ type wal struct {
 	dir     string
 	cur     *segment
 	spare   chan spareSeg // the next segment, made ahead of need
+	making  bool          // a segment is being made for spare, or waits in it
 	frames  []frame       // the frames of the group not yet written, for the current segment
 	pending int64         // their bytes
 	iov     [][]byte
@@ -347,8 +348,10 @@ func listFree(dir string) ([]uint64, error) {
 }
 
 // prepare makes segment idx in the background: a retired one renamed, or
-// a new one.
+// a new one. The next segment is made once the current one has its first
+// frame (an idle log makes no files).
 func (w *wal) prepare(idx uint64) {
+	w.making = true
 	w.segMu.Lock()
 	reuse, ok := uint64(0), false
 	if n := len(w.free); n > 0 {
@@ -396,6 +399,9 @@ func reuseSegment(dir string, old, idx uint64) (*segment, error) {
 // number. payload must not change until the group is synced.
 func (w *wal) frame(payload []byte) (uint64, error) {
 	size := int64(frameHeader + len(payload))
+	if !w.making {
+		w.prepare(w.cur.idx + 1)
+	}
 	used := w.cur.pos + w.pending
 	if used > 0 && used+size+frameHeader+9 > w.cur.size {
 		if err := w.roll(); err != nil {
@@ -420,10 +426,13 @@ func (w *wal) add(seq uint64, payload []byte) {
 // roll ends the current segment with a roll frame naming the next (its
 // frames are written now, flushed with the group) and moves on to it.
 func (w *wal) roll() error {
+	if !w.making {
+		w.prepare(w.cur.idx + 1)
+	}
 	sp := <-w.spare
+	w.making = false
 	if sp.err != nil {
-		w.prepare(w.cur.idx + 1) // try again next time
-		return fmt.Errorf("new segment: %w", sp.err)
+		return fmt.Errorf("new segment: %w", sp.err) // tried again by the next frame
 	}
 	w.seq++
 	p := make([]byte, 9)
@@ -437,7 +446,6 @@ func (w *wal) roll() error {
 	w.full = append(w.full, w.cur)
 	w.segMu.Unlock()
 	w.cur = sp.s
-	w.prepare(sp.s.idx + 1)
 	return nil
 }
 
@@ -547,9 +555,10 @@ func (w *wal) retire(applied uint64) error {
 // nothing, and the next open removes it).
 func (w *wal) close() error {
 	err := w.cur.f.Close()
-	sp := <-w.spare
-	if sp.s != nil {
-		sp.s.f.Close()
+	if w.making {
+		if sp := <-w.spare; sp.s != nil {
+			sp.s.f.Close()
+		}
 	}
 	return err
 }
