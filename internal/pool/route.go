@@ -276,6 +276,14 @@ func (p *Pool) SetSlotState(s uint32, state uint32) {
 // Pick compares by cross-multiplication (no division, no floats) and
 // allocates nothing.
 func (p *Pool) Pick(fn uint16, start uint32) (slot uint32, id uint16, ok bool) {
+	return p.PickExcept(fn, start, 0)
+}
+
+// PickExcept is Pick among the instances other than endpoint except (0:
+// none): a request a node took over from another must run on this node's
+// own instances, not go on to a third through the endpoint that stands for
+// the other nodes' instances (see internal/cluster/peer).
+func (p *Pool) PickExcept(fn uint16, start uint32, except uint16) (slot uint32, id uint16, ok bool) {
 	if uint32(fn) >= p.l.Functions {
 		return 0, 0, false
 	}
@@ -298,7 +306,7 @@ func (p *Pool) Pick(fn uint16, start uint32) (slot uint32, id uint16, ok bool) {
 		c := uint64(max(si.capacity.Load(), 1))
 		if !ok || load*bestCap < bestLoad*c {
 			i := si.id.Load()
-			if i == 0 {
+			if i == 0 || i == uint32(except) {
 				continue
 			}
 			slot, id, ok = s, uint16(i), true

@@ -31,7 +31,13 @@ var (
 // again: try later or elsewhere. On ErrLost it does not. Forward allocates
 // nothing.
 func Forward(p *pool.Pool, c Conn, fn uint16, d desc.Desc, rot uint32) error {
-	slot, id, ok := p.Pick(fn, rot)
+	return ForwardExcept(p, c, fn, d, rot, 0)
+}
+
+// ForwardExcept is Forward to an instance other than endpoint except (0:
+// any; see pool.PickExcept).
+func ForwardExcept(p *pool.Pool, c Conn, fn uint16, d desc.Desc, rot uint32, except uint16) error {
+	slot, id, ok := p.PickExcept(fn, rot, except)
 	if !ok {
 		return ErrNoInstance
 	}
