@@ -517,4 +517,3 @@ func (h *Hub) Links() []LinkStatus {
 	})
 	return out
 }
-
