@@ -30,7 +30,7 @@ import (
 func local(args []string) int {
 	fs := flag.NewFlagSet("spry-controller local", flag.ExitOnError)
 	nodes := fs.Int("nodes", 3, "node agents to start")
-	port := fs.Int("port", 8080, "first node's gateway port (node i: port+i; admin port+100+i)")
+	port := fs.Int("port", 8080, "first node's gateway port (node i: port+i; admin port+100+i; peer links port+200+i)")
 	assets := fs.String("assets", os.Getenv("KUBEBUILDER_ASSETS"), "directory with kube-apiserver, etcd, kubectl (default: deploy/kubernetes/testbin.sh's cache)")
 	spry := fs.String("spry", "", "the spry binary (default: beside this one, then PATH)")
 	crds := fs.String("crds", "deploy/kubernetes/crds.yaml", "the CRDs file")
@@ -101,6 +101,7 @@ func local(args []string) int {
 		name := "node-" + strconv.Itoa(i+1)
 		cmd := exec.Command(*spry, "up", "--cluster", "--node-name", name, "--kubeconfig", kubeconfig,
 			"--listen", "127.0.0.1:"+strconv.Itoa(*port+i), "--admin", "127.0.0.1:"+strconv.Itoa(*port+100+i),
+			"--peer-listen", "127.0.0.1:"+strconv.Itoa(*port+200+i),
 			"--data-dir", filepath.Join(dir, name))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 		out, _ := cmd.StderrPipe()

@@ -196,6 +196,9 @@ with no request lost, and a config that fails to load keeps the running one.`,
 			}
 			if cl.on {
 				cfg.Load = nil // the assignment is the config
+				if cfg.Peers, err = cl.peers(); err != nil {
+					return exitError{2, err.Error()}
+				}
 			}
 			if adminTokenFile != "" {
 				b, err := os.ReadFile(adminTokenFile)

@@ -144,6 +144,7 @@ type clusterFlags struct {
 	cpuMillis                     int64
 	memory                        string
 	period, lease                 time.Duration
+	peerListen, peerToken         string
 }
 
 func (c *clusterFlags) flags(f *pflag.FlagSet) {
@@ -156,6 +157,39 @@ func (c *clusterFlags) flags(f *pflag.FlagSet) {
 	f.StringVar(&c.memory, "capacity-memory", "", "--cluster: memory offered to instances, a size like 8GiB (default all)")
 	f.DurationVar(&c.period, "heartbeat", time.Second, "--cluster: heartbeat and lease renewal period")
 	f.DurationVar(&c.lease, "lease", 10*time.Second, "--cluster: how long the node counts as up after a heartbeat")
+	f.StringVar(&c.peerListen, "peer-listen", ":7946", "--cluster: where this node takes the links of other nodes (hops of chains between nodes)")
+	f.StringVar(&c.peerToken, "peer-token-file", "", "--cluster: the cluster's shared secret for links between nodes (default: links only from the nodes' own addresses)")
+}
+
+// nodeName is the node's name: --node-name, else the host name.
+func (c *clusterFlags) nodeName() (string, error) {
+	if c.name != "" {
+		return c.name, nil
+	}
+	name, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("--node-name: %w", err)
+	}
+	return name, nil
+}
+
+// peers is the node's side of the hops between nodes.
+func (c *clusterFlags) peers() (node.PeerConfig, error) {
+	name, err := c.nodeName()
+	if err != nil {
+		return node.PeerConfig{}, err
+	}
+	pc := node.PeerConfig{Name: name, Listen: c.peerListen}
+	if c.peerToken != "" {
+		b, err := os.ReadFile(c.peerToken)
+		if err != nil {
+			return pc, fmt.Errorf("--peer-token-file: %w", err)
+		}
+		if pc.Token = []byte(strings.TrimSpace(string(b))); len(pc.Token) == 0 {
+			return pc, fmt.Errorf("--peer-token-file %s: the file is empty", c.peerToken)
+		}
+	}
+	return pc, nil
 }
 
 // start registers the node and runs its agent until ctx ends; a failure
@@ -165,11 +199,9 @@ func (c *clusterFlags) start(ctx context.Context, n *node.Node, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	name := c.name
-	if name == "" {
-		if name, err = os.Hostname(); err != nil {
-			return fmt.Errorf("--node-name: %w", err)
-		}
+	name, err := c.nodeName()
+	if err != nil {
+		return err
 	}
 	spec := api.NodeSpec{Capacity: agent.MachineCapacity()}
 	if c.cpuMillis > 0 {
@@ -183,13 +215,19 @@ func (c *clusterFlags) start(ctx context.Context, n *node.Node, log *slog.Logger
 		spec.Capacity.MemoryBytes = int64(m)
 	}
 	port := strconv.Itoa(n.Addr().(*net.TCPAddr).Port)
-	switch host, p, err := net.SplitHostPort(c.gateway); {
+	host := "127.0.0.1"
+	switch h, p, err := net.SplitHostPort(c.gateway); {
 	case c.gateway == "":
-		spec.Gateway = net.JoinHostPort("127.0.0.1", port)
+		spec.Gateway = net.JoinHostPort(host, port)
 	case err != nil: // a host alone
-		spec.Gateway = net.JoinHostPort(c.gateway, port)
+		host = c.gateway
+		spec.Gateway = net.JoinHostPort(host, port)
 	default:
-		spec.Gateway = net.JoinHostPort(host, p)
+		host = h
+		spec.Gateway = net.JoinHostPort(h, p)
+	}
+	if pa, ok := n.PeerAddr().(*net.TCPAddr); ok {
+		spec.Peer = net.JoinHostPort(host, strconv.Itoa(pa.Port))
 	}
 	a, err := agent.New(agent.Config{Name: name, Namespace: c.ns, Client: kc, Node: n, Spec: spec,
 		Period: c.period, LeaseDuration: c.lease, Options: configOptions(), Log: log})

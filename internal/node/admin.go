@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/spry-dev/spry/internal/cluster/peer"
 	"github.com/spry-dev/spry/internal/config"
 )
 
@@ -36,6 +37,8 @@ type NodeStatus struct {
 	// EBPF says whether the node's eBPF data path is loaded, and how many
 	// descriptors it refused (across apps, or naming no instance).
 	EBPF EBPFStatus `json:"ebpf"`
+	// Links are the node's links to the other nodes of its cluster.
+	Links []peer.LinkStatus `json:"links,omitempty"`
 }
 
 // EBPFStatus is the node's eBPF data path.
@@ -88,6 +91,8 @@ type FunctionStatus struct {
 	Scale       ScaleStatus      `json:"scale"`
 	Limits      *LimitsStatus    `json:"limits,omitempty"`
 	Instances   []InstanceStatus `json:"instances"`
+	// Remote is the function's instances on other nodes (a cluster node).
+	Remote *RemoteStatus `json:"remote,omitempty"`
 }
 
 // LimitsStatus are the kernel's limits on each instance of a function.
@@ -113,6 +118,7 @@ func (n *Node) Status() Status {
 	s := Status{Node: NodeStatus{
 		PID: os.Getpid(), Listen: n.httpLn.Addr().String(), Admin: n.adminLn.Addr().String(), TLS: n.certs != nil,
 		Uptime: time.Since(n.started).Seconds(), Version: Version, RuntimeDir: n.runDir,
+		Links: n.Links(),
 	}, Events: n.eventsStatus()}
 	if n.bpf != nil {
 		s.Node.EBPF = EBPFStatus{Loaded: true, Refused: n.bpf.Refused()}
@@ -153,6 +159,7 @@ func (n *Node) Status() Status {
 				}
 				fs.Instances = append(fs.Instances, is)
 			}
+			fs.Remote = f.remoteState()
 			as.Functions = append(as.Functions, fs)
 		}
 		for _, c := range a.cfg.Chains {

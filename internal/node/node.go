@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/bpf"
+	"github.com/spry-dev/spry/internal/cluster/peer"
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/gateway"
 )
@@ -61,6 +62,9 @@ type Config struct {
 	// comes from SetInstances, not from this node's autoscalers (which
 	// still measure, and balance load by measured speed).
 	Cluster bool
+	// Peers is a cluster node's side of the hops between nodes (Cluster
+	// only): a step with no ready instance here goes to another node.
+	Peers PeerConfig
 }
 
 // UIDRange is an inclusive range of uids.
@@ -141,6 +145,8 @@ type Node struct {
 	runnerOnce sync.Once
 	runnerPath string // the builtin runner (spry-fn), when one is beside spry
 	adminLn    net.Listener
+	peerLn     net.Listener // links from other nodes (a cluster node)
+	hub        *peer.Hub    // this node's side of the hops between nodes
 	admin      *http.Server
 	spawn      *spawner
 	bpf        *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
@@ -189,6 +195,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.adminLn, err = listen("admin API", "--admin", cfg.Admin); err != nil {
 		return nil, err
 	}
+	if err := n.listenPeers(); err != nil {
+		return nil, err
+	}
 	// Each app's gateway receive loop is a locked thread that sleeps in a
 	// blocking system call, and keeps its processor meanwhile (the runtime
 	// takes it back only after up to 10 ms when nothing else seems to
@@ -234,6 +243,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.gw, err = gateway.New(gc)
 	if err != nil {
+		return nil, err
+	}
+	if err := n.startHub(); err != nil {
 		return nil, err
 	}
 	if err := n.launch(ctx, n.apps); err != nil {
@@ -351,6 +363,13 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 		if n.gw != nil {
 			err = n.gw.Shutdown(ctx)
+		}
+		// Other nodes' requests here end (their nodes answer them 502),
+		// this node's out there too: nothing is admitted from here on.
+		if n.hub != nil {
+			n.hub.Close()
+		} else if n.peerLn != nil {
+			n.peerLn.Close()
 		}
 		if n.events != nil {
 			n.events.close()

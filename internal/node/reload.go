@@ -130,6 +130,9 @@ func (n *Node) Apply(ctx context.Context, apps []*config.App) (res ReloadResult,
 			return ReloadResult{}, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 		started = append(started, a)
+		if err := a.joinPeers(); err != nil {
+			return ReloadResult{}, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
 		next = append(next, a)
 		if prev != nil {
 			replaced = append(replaced, prev)
