@@ -1,3 +1,5 @@
+//go:build !wasip1
+
 package sdk
 
 import (
@@ -126,6 +128,15 @@ func (c *Call) SetRequest(method, path, query string) bool {
 // added after SetRequest; it reports false when the metadata is full.
 func (c *Call) AddHeader(name, value string) bool {
 	return c.meta.Header(bytesOf(name), bytesOf(value))
+}
+
+// AddAttr adds an attribute of the invocation after the headers: a
+// CloudEvent's context attribute (id, source, type, specversion, …) or
+// Spry's (spry.activation, spry.cause, spry.trigger, spry.topic), as the
+// gateway writes them for Request.Event, ActivationID, Cause, Trigger and
+// Topic. It reports false when the metadata is full.
+func (c *Call) AddAttr(name, value string) bool {
+	return c.r.p.Header(c.in).AppendAttr([]byte(name), []byte(value))
 }
 
 // SetContentType sets the content type of the input.

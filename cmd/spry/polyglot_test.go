@@ -200,6 +200,9 @@ func TestPolyglotChain(t *testing.T) {
 			if want := "GET\n/gohttp\nmeta=1&b=2\nforwarded\ngohttp"; resp.StatusCode != 200 || string(body) != want {
 				t.Errorf("GET /gohttp?meta=1&b=2: %d %q, want %q", resp.StatusCode, body, want)
 			}
+			if h := resp.Header; h.Get("X-From-Function") != "gohttp" || strings.Join(h.Values("Set-Cookie"), ";") != "a=1;b=2" {
+				t.Errorf("the function's response headers did not reach the client: %v", h)
+			}
 			st, b, err := n.post(c, "/gohttp?status=418", "x")
 			if err != nil || st != 418 || b != "status 418" {
 				t.Errorf("status from the function: %d %q %v, want 418", st, b, err)

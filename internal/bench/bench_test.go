@@ -82,13 +82,33 @@ func TestEveryModeEveryWorkload(t *testing.T) {
 			// The kinds' modes have the chain workload's step only.
 			modes = slices.DeleteFunc(modes, func(m string) bool { return slices.Contains(KindModes, m) })
 		}
+		if wl.name != "hello" && wl.name != "chain" {
+			// The wasm mode builds and loads a module per run: seconds.
+			// The demo and the synthetic chain show it runs the same
+			// handlers; `spry bench` covers the rest.
+			modes = slices.DeleteFunc(modes, func(m string) bool { return m == ModeWasm })
+		}
 		t.Run(wl.name, func(t *testing.T) {
-			rep, err := Run(context.Background(), Options{
-				Workload: wl.name, Shape: wl.shape, Modes: modes, Duration: 600 * time.Millisecond,
-				Rounds: 1, Connections: 2, Idle: 100 * time.Millisecond, Exe: spryBin,
-			})
-			if err != nil {
-				t.Fatal(err)
+			run := func(d time.Duration) *Report {
+				rep, err := Run(context.Background(), Options{
+					Workload: wl.name, Shape: wl.shape, Modes: modes, Duration: d,
+					Rounds: 1, Connections: 2, Idle: 100 * time.Millisecond, Exe: spryBin, WasmSrc: "../../bench/wasmfn",
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return rep
+			}
+			rep := run(600 * time.Millisecond)
+			// On a machine other work shares, a busy-polling mode can be
+			// starved for the whole short window (nothing answered, nothing
+			// wrong): measure once more, longer, before calling it a failure.
+			for _, m := range rep.Modes {
+				if m.Requests == 0 && m.Errors == 0 {
+					t.Logf("%s answered nothing in 600ms (starved?): running again for 3s", m.Mode)
+					rep = run(3 * time.Second)
+					break
+				}
 			}
 			if len(rep.Modes) != len(modes) {
 				t.Fatalf("%d mode results for %d modes", len(rep.Modes), len(modes))

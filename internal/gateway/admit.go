@@ -242,16 +242,8 @@ func (g *Gateway) Begin(r *Request) (x Admission, err *Error) {
 			ch.count(ErrMethod.Status, r.Began)
 			return x, ErrMethod
 		}
-		if ch.Auth != nil {
-			var h auth.Headers = noHeaders{}
-			if r.Headers != nil {
-				h = r.Headers
-			}
-			if d := ch.Auth.Check(h, time.Now()); d != nil {
-				e := authErrors[d]
-				ch.count(e.Status, r.Began)
-				return x, e
-			}
+		if e := ch.authorize(r); e != nil {
+			return x, e
 		}
 	}
 	r.Routed = ch
@@ -328,6 +320,23 @@ func writeMeta(h *pool.BufHeader, r *Request, ch *Chain) bool {
 		ok = m.Params(&r.params.Names, &r.pvals, r.params.N)
 	}
 	return ok
+}
+
+// authorize checks r against ch's auth: setting (counted when refused).
+func (ch *Chain) authorize(r *Request) *Error {
+	if ch.Auth == nil {
+		return nil
+	}
+	var h auth.Headers = noHeaders{}
+	if r.Headers != nil {
+		h = r.Headers
+	}
+	if d := ch.Auth.Check(h, time.Now()); d != nil {
+		e := authErrors[d]
+		ch.count(e.Status, r.Began)
+		return e
+	}
+	return nil
 }
 
 var errBadHop = &Error{Status: 500, Msg: "the chain has no such step"}

@@ -338,21 +338,6 @@ func (b *BufHeader) metaBytes() []byte {
 	return b.meta[:min(int(b.metaLen), MaxMeta)]
 }
 
-// MetaBytes returns the metadata as it is laid out (a view into the
-// header): what a hop to another node carries over whole.
-func (b *BufHeader) MetaBytes() []byte { return b.metaBytes() }
-
-// SetMetaBytes writes m as the whole metadata (laid out as MetaBytes
-// returns it: a hop from another node). It reports false, writing
-// nothing, when m does not fit.
-func (b *BufHeader) SetMetaBytes(m []byte) bool {
-	if len(m) > MaxMeta {
-		return false
-	}
-	b.metaLen = uint16(copy(b.meta[:], m))
-	return true
-}
-
 func (r *metaReader) get8() []byte {
 	if r.off+1 > len(r.m) {
 		return nil

@@ -317,7 +317,7 @@ func (a *App) ship(buf uint32, chain, fn uint16, hop uint8, tried uint64) {
 func (a *App) send(l *link, tag uint64, buf uint32, chain, fn uint16, hop uint8, hdr *pool.BufHeader, now int64) bool {
 	body := a.pool.Data(buf)
 	return l.enqueue(func(f *frame) {
-		ct, meta := hdr.ContentType(), hdr.MetaBytes()
+		ct, meta := hdr.ContentType(), hdr.RawMeta()
 		ch := a.chains[chain]
 		nt := min(hdr.Hops(), int(hop))
 		left := int64(1 << 62) // no deadline
@@ -432,7 +432,7 @@ func (a *App) answer(buf uint32, e *entry, h *head, meta, ctype, msg []byte) {
 	}
 	hdr.SetData(0, n)
 	hdr.SetContentType(ctype)
-	hdr.SetMetaBytes(meta)
+	hdr.SetRawMeta(meta) // at most MaxMeta: the frame's head says so
 	hdr.SetStatus(h.status)
 	hdr.SetFlags(h.flags&pool.FlagContentType | pool.FlagStop)
 	a.pool.Stats(a.fns[e.fn].remote).Served.Add(1)

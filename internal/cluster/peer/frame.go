@@ -31,7 +31,7 @@ import (
 //
 // then, for a request: app, chain, function (the step's, as a check that
 // both nodes run the same spec), content type, metadata (pool.BufHeader's,
-// as it is laid out: pool.MetaBytes), the hops' times (start, end as
+// as it is laid out: pool.BufHeader.RawMeta), the hops' times (start, end as
 // nanoseconds relative to the moment the frame was written; timeNone for
 // none), the body. For a reply: content type, metadata, body.
 //

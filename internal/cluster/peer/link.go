@@ -338,9 +338,10 @@ type continuation struct {
 }
 
 func (c *continuation) WriteHeader(hdr *pool.BufHeader) bool {
-	if !hdr.SetMetaBytes(c.meta) {
+	if len(c.meta) > pool.MaxMeta {
 		return false
 	}
+	hdr.SetRawMeta(c.meta)
 	setTimes(hdr, c.times, c.now)
 	hdr.SetStatus(c.h.status)
 	hdr.SetFlags(c.h.flags & pool.FlagContentType)
@@ -449,7 +450,7 @@ func (l *link) Reply(r gateway.Reply) {
 	ok := l.enqueue(func(f *frame) {
 		hd := head{typ: frameReply, tag: r.Tag(), status: uint16(r.Status())}
 		if bh := r.Header(); bh != nil {
-			ct, meta := bh.ContentType(), bh.MetaBytes()
+			ct, meta := bh.ContentType(), bh.RawMeta()
 			hd.ctypeLen, hd.metaLen, hd.flags = uint8(len(ct)), uint16(len(meta)), bh.Flags()&pool.FlagContentType
 			f.add(ct)
 			f.add(meta)
