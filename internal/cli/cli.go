@@ -193,6 +193,7 @@ with no request lost, and a config that fails to load keeps the running one.`,
 				TLS:        config.TLS{Cert: absPath(tlsCert), Key: absPath(tlsKey)},
 				RuntimeDir: runDir, CacheDir: cache, Log: log, Output: cmd.ErrOrStderr(),
 				ReadyTimeout: readyTimeout, DataDir: dataDir, MQTT: mqttAddr, Cluster: cl.on,
+				Options: configOptions(),
 			}
 			if cl.on {
 				cfg.Load = nil // the assignment is the config

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -69,72 +68,6 @@ func yamlToJSON(data []byte) (json.RawMessage, error) {
 		return nil, err
 	}
 	return json.Marshal(v)
-}
-
-func deployCmd() *cobra.Command {
-	var kubeconfig, ns, file string
-	cmd := &cobra.Command{
-		Use:   "deploy -f spry.yaml",
-		Short: "Deploy an app to a cluster: the spry.yaml becomes a SpryApp's spec",
-		Long: `Validates spry.yaml as spry up --check does, then creates or updates the SpryApp
-of that name (the app: key) in the namespace, with the file as its spec. The
-controller places it; kubectl get spryapps shows it.`,
-		Example: `  spry deploy -f examples/hello/spry.yaml              # kubeconfig: $KUBECONFIG or ~/.kube/config
-  spry deploy -f spry.yaml -n shop --kubeconfig ./kc`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" {
-				return exitError{2, "deploy: -f spry.yaml is required"}
-			}
-			data, err := os.ReadFile(file)
-			if err != nil {
-				return exitError{2, err.Error()}
-			}
-			app, err := config.Parse(file, data, filepath.Dir(file), configOptions())
-			if err != nil {
-				return exitError{2, err.Error()}
-			}
-			spec, err := yamlToJSON(data)
-			if err != nil {
-				return exitError{2, fmt.Sprintf("%s: %v", file, err)}
-			}
-			c, err := kube.Load(kubeconfig)
-			if err != nil {
-				return exitError{2, err.Error()}
-			}
-			if ns == "" {
-				ns = c.Namespace
-			}
-			if ns == "" {
-				ns = "default"
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			var cur api.SpryApp
-			err = c.Get(ctx, kube.AppPath(ns, app.Name), &cur)
-			switch {
-			case errors.Is(err, kube.ErrNotFound):
-				if err := c.Create(ctx, kube.AppsPath(ns), kube.NewApp(ns, app.Name, spec), &cur); err != nil {
-					return fmt.Errorf("create spryapp %s/%s: %w", ns, app.Name, err)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "spryapp %s/%s created\n", ns, app.Name)
-			case err != nil:
-				return fmt.Errorf("get spryapp %s/%s: %w", ns, app.Name, err)
-			default:
-				cur.Spec = spec
-				if err := c.Update(ctx, kube.AppPath(ns, app.Name), &cur, &cur); err != nil {
-					return fmt.Errorf("update spryapp %s/%s: %w", ns, app.Name, err)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "spryapp %s/%s updated (generation %d)\n", ns, app.Name, cur.Metadata.Generation)
-			}
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.StringVarP(&file, "file", "f", "", "the app's spry.yaml")
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, in-cluster, ~/.kube/config)")
-	f.StringVarP(&ns, "namespace", "n", "", "namespace of the SpryApp (default: the kubeconfig's, else default)")
-	return cmd
 }
 
 // clusterFlags are spry up's flags for a node agent (--cluster).

@@ -197,6 +197,7 @@ func source(f *config.Function) string {
 //	GET /v1/status   the node, its apps, functions, instances and chains
 //	GET /v1/logs     a function's recent output, and more as it comes (logs.go)
 //	GET /metrics     Prometheus metrics: chains, functions, pools, the daemon
+//	PUT /v1/apps     deploy an app (spry deploy; deploy.go), DELETE /v1/apps/{name}
 //	GET /healthz     200 while the node runs
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -228,6 +229,7 @@ func (n *Node) adminHandler() http.Handler {
 		json.NewEncoder(w).Encode(res)
 	})
 	n.eventsRoutes(mux)
+	n.serveDeploy(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

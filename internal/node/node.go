@@ -65,6 +65,8 @@ type Config struct {
 	// Peers is a cluster node's side of the hops between nodes (Cluster
 	// only): a step with no ready instance here goes to another node.
 	Peers PeerConfig
+	// Options validate apps deployed to the node (spry deploy; builtins).
+	Options config.Options
 }
 
 // UIDRange is an inclusive range of uids.
@@ -173,6 +175,8 @@ type Node struct {
 	failed     chan error         // the gateway or admin server stopped on its own
 	closed     sync.Once
 	events     *events // activations and triggers
+	deployMu   sync.Mutex
+	deployed   map[string]deployment // apps spry deploy gave the node, by name
 }
 
 // Start brings a node up: it takes its listening addresses first (a busy
@@ -190,6 +194,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.Shutdown(context.Background())
 		}
 	}()
+	n.cfg.Apps = append(slices.Clone(cfg.Apps), n.loadDeployed()...)
+	cfg.Apps = n.cfg.Apps
 	if n.httpLn, err = listen("gateway", "--listen", cfg.Listen); err != nil {
 		return nil, err
 	}

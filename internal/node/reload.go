@@ -73,6 +73,9 @@ func (n *Node) Reload(ctx context.Context) (ReloadResult, error) {
 		return ReloadResult{}, ErrNoReload
 	}
 	apps, err := n.cfg.Load()
+	if err == nil {
+		apps, err = n.reloadDeployed(apps)
+	}
 	if err != nil {
 		return ReloadResult{}, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
