@@ -273,4 +273,3 @@ type RemoteStatus struct {
 	Inflight int               `json:"inflight"`
 	Sent     uint64            `json:"sent"` // requests sent to other nodes
 }
-

@@ -26,8 +26,8 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/cluster/api"
-	"github.com/spry-dev/spry/internal/cluster/peer"
 	"github.com/spry-dev/spry/internal/cluster/kube"
+	"github.com/spry-dev/spry/internal/cluster/peer"
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/node"
 )
