@@ -155,9 +155,10 @@ func (f *function) wanted() int {
 func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev *app) (a *app, err error) {
 	a = &app{n: n, cfg: ac, uid: -1, gid: -1, byID: map[uint16]*instance{}, gwDone: make(chan struct{})}
 	a.sandbox.a = a
+	made := a // the error returns below set a to nil
 	defer func() {
 		if err != nil {
-			a.close()
+			made.close()
 		}
 	}()
 	a.fingerprint = fingerprint(ac, cmds)
@@ -177,8 +178,11 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 	if n.uids {
 		if prev != nil && prev.lease != nil {
 			a.lease = prev.lease.share()
-		} else if a.lease, err = n.uidLeases.take(n.cfg.AppUIDs); err != nil {
-			return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+		}
+		if a.lease == nil {
+			if a.lease, err = n.uidLeases.take(n.cfg.AppUIDs); err != nil {
+				return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+			}
 		}
 		a.uid, a.gid = a.lease.uid, a.lease.uid
 	}

@@ -128,7 +128,14 @@ func (n *Node) Apply(ctx context.Context, apps []*config.App) (res ReloadResult,
 			res.Unchanged = append(res.Unchanged, ac.Name)
 			continue
 		}
-		a, err := newApp(n, ac, exes, prev)
+		beside := prev
+		if beside == nil {
+			// Removed a moment ago and back (a cluster node that was
+			// counted lost): the old one may still be draining; the new
+			// one starts beside it as beside a replaced one.
+			beside = n.draining(ac.Name)
+		}
+		a, err := newApp(n, ac, exes, beside)
 		if err != nil {
 			return ReloadResult{}, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
@@ -177,6 +184,18 @@ func (n *Node) Apply(ctx context.Context, apps []*config.App) (res ReloadResult,
 	}
 	res.Took = time.Since(began).Round(time.Millisecond).String()
 	return res, nil
+}
+
+// draining is the retired app named name still draining, or nil.
+func (n *Node) draining(name string) *app {
+	n.appsMu.Lock()
+	defer n.appsMu.Unlock()
+	for i := len(n.retired) - 1; i >= 0; i-- {
+		if n.retired[i].cfg.Name == name {
+			return n.retired[i]
+		}
+	}
+	return nil
 }
 
 // retire drains app a, which the gateway no longer routes to: once every

@@ -125,10 +125,30 @@ func (a *Agent) Register(ctx context.Context) error { return a.register(ctx) }
 func (a *Agent) Run(ctx context.Context) error {
 	a.cfg.Log.Info("cluster agent registered", "node", a.cfg.Name, "cpu_millis", a.cfg.Spec.Capacity.CPUMillis,
 		"memory", a.cfg.Spec.Capacity.MemoryBytes, "gateway", a.cfg.Spec.Gateway)
+	// The lease has a loop of its own: an assignment that takes long to
+	// apply (apps starting, builds) or a slow API call must not cost the
+	// node its lease, which would make the controller move its instances.
+	leaseDone := make(chan struct{})
+	defer func() { <-leaseDone }()
+	go func() {
+		defer close(leaseDone)
+		t := time.NewTicker(a.cfg.Period)
+		defer t.Stop()
+		for {
+			if err := a.renew(ctx); err != nil && ctx.Err() == nil {
+				a.cfg.Log.Warn("cluster agent: lease", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	t := time.NewTicker(a.cfg.Period)
 	defer t.Stop()
 	for {
-		a.Step(ctx)
+		a.step(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -160,6 +180,11 @@ func (a *Agent) Step(ctx context.Context) {
 	if err := a.renew(ctx); err != nil {
 		a.cfg.Log.Warn("cluster agent: lease", "err", err)
 	}
+	a.step(ctx)
+}
+
+// step runs one period but the lease: assignment, heartbeat.
+func (a *Agent) step(ctx context.Context) {
 	if err := a.reconcile(ctx); err != nil {
 		a.cfg.Log.Warn("cluster agent: assignment", "err", err)
 	}

@@ -192,6 +192,7 @@ func TestControllerPlaces(t *testing.T) {
 	h := newHarness(t)
 	h.node("n1", 4000, 8<<30)
 	h.node("n2", 4000, 8<<30)
+	h.keepAlive("n1", "n2") // a loaded machine may take longer than a lease between the rounds
 	h.app("shop", chainApp)
 	c := h.controller()
 	h.round(c)

@@ -24,10 +24,15 @@ import (
 // nonces are fresh) or reflected (the roles differ). Without a token the
 // accepting side takes links only from the nodes its cluster map names,
 // at their addresses.
+//
+// Last, the accepting side writes its verdict, one byte: 1 the link is
+// taken, 0 refused (the dialing node is not in its cluster map yet, or not
+// at its address). The dialing side puts nothing on a link before it has
+// read a 1, so no request is ever sent on a link about to be closed.
 
 const (
 	magic        = "SPRYPEER"
-	version      = 1
+	version      = 2
 	flagToken    = 1
 	nonceSize    = 16
 	handshakeMax = 5 * time.Second
@@ -131,4 +136,36 @@ func handshake(nc net.Conn, self string, token []byte, dial bool) (string, error
 		return other.name, fmt.Errorf("%w: node %s does not know this cluster's token", ErrHandshake, other.name)
 	}
 	return other.name, nil
+}
+
+// Verdicts the accepting side writes after the handshake.
+const (
+	verdictRefused  = 0
+	verdictAccepted = 1
+)
+
+// writeVerdict ends the handshake on the accepting side.
+func writeVerdict(nc net.Conn, ok bool) error {
+	nc.SetWriteDeadline(time.Now().Add(handshakeMax))
+	defer nc.SetWriteDeadline(time.Time{})
+	v := byte(verdictRefused)
+	if ok {
+		v = verdictAccepted
+	}
+	_, err := nc.Write([]byte{v})
+	return err
+}
+
+// readVerdict ends the handshake on the dialing side.
+func readVerdict(nc net.Conn, name string) error {
+	nc.SetReadDeadline(time.Now().Add(handshakeMax))
+	defer nc.SetReadDeadline(time.Time{})
+	var b [1]byte
+	if _, err := io.ReadFull(nc, b[:]); err != nil {
+		return fmt.Errorf("%w: node %s closed the link (it does not know this node yet?): %w", ErrHandshake, name, err)
+	}
+	if b[0] != verdictAccepted {
+		return fmt.Errorf("%w: node %s refused the link (this node is not in its cluster map yet, or not at its address)", ErrHandshake, name)
+	}
+	return nil
 }

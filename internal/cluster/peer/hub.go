@@ -126,6 +126,9 @@ func (h *Hub) accept(nc net.Conn) {
 	name, err := handshake(nc, h.cfg.Name, h.cfg.Token, false)
 	if err == nil {
 		err = h.admissible(name, nc.RemoteAddr())
+		if werr := writeVerdict(nc, err == nil); err == nil {
+			err = werr
+		}
 	}
 	if err != nil {
 		h.cfg.Log.Warn("peer link refused", "from", nc.RemoteAddr(), "node", name, "err", err)
@@ -265,6 +268,9 @@ func (d *dialer) run() {
 			if err == nil && name != d.name {
 				err = fmt.Errorf("%w: %s answers as node %s", ErrHandshake, d.addr, name)
 			}
+			if err == nil {
+				err = readVerdict(nc, name)
+			}
 			if err != nil {
 				nc.Close()
 			}
@@ -288,6 +294,7 @@ func (d *dialer) run() {
 		d.mu.Unlock()
 		h.setLink(d.name, l)
 		h.cfg.Log.Info("peer link up", "node", d.name, "address", d.addr)
+		up := time.Now()
 		err = l.run()
 		d.mu.Lock()
 		d.cur = nil
@@ -295,7 +302,9 @@ func (d *dialer) run() {
 		if !d.stopped.Load() {
 			h.cfg.Log.Warn("peer link down", "node", d.name, "err", err)
 		}
-		wait = 0
+		if time.Since(up) > 2*time.Second {
+			wait = 0 // a link that lived: dial again at once; one that died young backs off
+		}
 	}
 }
 

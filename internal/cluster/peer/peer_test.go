@@ -247,7 +247,10 @@ func TestHandshake(t *testing.T) {
 	}
 	defer nc.Close()
 	if _, err := handshake(nc, "d", nil, true); err != nil {
-		t.Fatal(err) // the hello goes through; then the link is closed
+		t.Fatal(err) // the hello goes through; then the verdict says no
+	}
+	if err := readVerdict(nc, "c"); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("a node not in the map: verdict %v", err)
 	}
 	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := nc.Read(make([]byte, 1)); err != io.EOF {
