@@ -47,7 +47,7 @@ func TestReplyStatuses(t *testing.T) {
 			if _, err := io.WriteString(nc, "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"); err != nil {
 				t.Fatal(err)
 			}
-			d := <-r.held
+			d := r.take(t)
 			r.p.Header(d.Buf).SetStatus(tc.set)
 			r.reply(d)
 			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
