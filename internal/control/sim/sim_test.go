@@ -24,9 +24,9 @@ const (
 
 func loadTrace(t testing.TB, name string) trace.Trace {
 	t.Helper()
-	tr, err := trace.Load("../trace/testdata/" + name + ".json")
-	if err != nil {
-		t.Fatal(err)
+	tr, ok := trace.Builtin(name)
+	if !ok {
+		t.Fatalf("no builtin trace %s", name)
 	}
 	return tr
 }
