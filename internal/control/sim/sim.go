@@ -48,18 +48,18 @@ type Config struct {
 	// execution time. 0: no stalls.
 	StallProb float64
 	StallMean time.Duration
-	SLO         time.Duration // latency objective for the report; default 1s
-	Tick        time.Duration // control period; default 1s
+	SLO       time.Duration // latency objective for the report; default 1s
+	Tick      time.Duration // control period; default 1s
 	// Sample is how often the daemon looks between ticks (a divisor of
 	// Tick; default Tick: never). A policy implementing control.Urgent
 	// is asked at every sample that is not a tick, as the node does.
 	Sample time.Duration
 	// Bucket is the length of a violation "second" (default 1s): a
 	// replay compressed in time counts trace seconds, each Bucket long.
-	Bucket time.Duration
-	Initial     int           // instances ready at time 0
-	Drain       time.Duration // longest run past the trace's end; default 120s
-	Seed        uint64
+	Bucket  time.Duration
+	Initial int           // instances ready at time 0
+	Drain   time.Duration // longest run past the trace's end; default 120s
+	Seed    uint64
 }
 
 func (c *Config) validate() error {
