@@ -172,6 +172,7 @@ func RunAutoscale(ctx context.Context, o AutoscaleOptions) (*AutoscaleReport, er
 			WallSecondsPerTraceSecond:    sec.Seconds() / tr.Interval,
 			TraceSecondsPerControlPeriod: nodeControlPeriod.Seconds() * o.Speedup,
 			StatusPollMillis:             ms(o.Poll),
+			MuSLOWindowMillis:            ms(sloWindow(o.Speedup)),
 			WallSeconds:                  (time.Duration(len(tr.RPS)) * sec).Seconds(),
 		},
 	}
