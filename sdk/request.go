@@ -1,3 +1,5 @@
+//go:build !wasip1
+
 package sdk
 
 import (
@@ -10,11 +12,6 @@ import (
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 )
-
-// Handler runs one step of a chain. It reads the request from req and
-// writes its output to res. Returning an error ends the chain: the client
-// gets the error's message with status 502, or the status of an *Error.
-type Handler func(req *Request, res *Response) error
 
 // Request is the input of one step. Its payload and metadata are views into
 // the app's shared-memory pool: nothing was copied to give them to you, and
@@ -147,14 +144,6 @@ type Response struct {
 	// for the counters of client (4xx) and server (5xx) errors.
 	outcome uint16
 }
-
-// Errors a Response reports.
-var (
-	// ErrTooLarge: the output does not fit in one pool buffer.
-	ErrTooLarge = errors.New("sdk: output larger than a pool buffer")
-	// ErrPoolExhausted: no free buffer in the app's pool.
-	ErrPoolExhausted = errors.New("sdk: pool exhausted")
-)
 
 func (w *Response) reset(p *pool.Pool, self uint16, in uint32) {
 	*w = Response{p: p, self: self, in: in}
@@ -300,19 +289,6 @@ var gatewayHeaders = []string{"Content-Length", "Transfer-Encoding", "Connection
 // Stop ends the chain after this step: the output goes back to the client
 // without running the remaining steps.
 func (w *Response) Stop() { w.stop = true }
-
-// Error is an error with the HTTP status the client should get.
-type Error struct {
-	Status int
-	Msg    string
-}
-
-func (e *Error) Error() string { return e.Msg }
-
-// Errorf returns an *Error with status and a formatted message.
-func Errorf(status int, format string, args ...any) error {
-	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
-}
 
 // finish settles the step's output into one buffer and returns it, with
 // whether the chain stops here. It frees the buffer that is not passed on.

@@ -171,9 +171,10 @@ func RunAsync(ctx context.Context, o AsyncOptions) (*AsyncReport, error) {
 			rd.Batch, rd.FlushMs = st.Batch, st.FlushMs
 		}
 
-		// Completion latency at half the synchronous rate (open loop):
-		// accepted → finished, from the records' own times.
-		rd.LatencyRate = rd.SyncRPS / 2
+		// Completion latency at half the rate the node accepts (open
+		// loop, below saturation): accepted → finished, from the records'
+		// own times.
+		rd.LatencyRate = min(rd.SyncRPS, rd.AcceptedPS) / 2
 		since := time.Now()
 		d := max(o.Duration/2, 2*time.Second)
 		res, _, err = run(n, asyncReq, &load.Constant{Rate: rd.LatencyRate}, d)

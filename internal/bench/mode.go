@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -52,6 +53,9 @@ type Env struct {
 	Exe   string // the spry executable
 	Dir   string // a scratch directory for configs and logs
 	Proto string // what the load generator speaks to Spry (load.Proto*)
+	// WasmSrc is bench/wasmfn for the wasm mode (default: in the working
+	// directory).
+	WasmSrc string
 }
 
 // Mode is a way to run a workload's chains.
@@ -71,10 +75,15 @@ const (
 	ModeGRPC    = "grpc"
 )
 
-// ModeNames lists every mode this build offers: each Spry transport, then
-// the baselines.
+// ModeWasm runs the workload's steps as wasm: functions in the app's
+// sandbox host (on the transport auto picks), built from the very same
+// handlers (bench/wasmfn).
+const ModeWasm = "wasm"
+
+// ModeNames lists every mode this build offers: each Spry transport, Spry
+// with wasm steps, then the baselines.
 func ModeNames() []string {
-	return append(append(slices.Clone(transport.Names), ModeKnative, ModeHTTP, ModeGRPC), KindModes...)
+	return append(append(slices.Clone(transport.Names), ModeWasm, ModeKnative, ModeHTTP, ModeGRPC), KindModes...)
 }
 
 // DefaultModes are the modes `spry bench` compares when not told: the
@@ -108,19 +117,39 @@ func NewMode(name string) (Mode, error) {
 	if slices.Contains(transport.Names, name) {
 		return &spryMode{transport: name}, nil
 	}
+	if name == ModeWasm {
+		return &spryMode{wasm: true}, nil
+	}
+	// wasm-TRANSPORT: wasm steps on a transport other than auto's.
+	if tr, ok := strings.CutPrefix(name, ModeWasm+"-"); ok && slices.Contains(transport.Names, tr) {
+		return &spryMode{wasm: true, transport: tr}, nil
+	}
 	return nil, fmt.Errorf("bench: no mode %q (this build has: %s)", name, strings.Join(ModeNames(), ", "))
 }
 
 // ---- Spry ----
 
-type spryMode struct{ transport string }
+type spryMode struct {
+	transport string // "" for wasm: the one auto picks
+	wasm      bool
+}
 
-func (m *spryMode) Name() string { return m.transport }
+func (m *spryMode) Name() string {
+	if m.wasm {
+		if m.transport != "" {
+			return ModeWasm + "-" + m.transport
+		}
+		return ModeWasm
+	}
+	return m.transport
+}
 
 type spryRun struct{ node *spryNode }
 
-// appYAML writes w as a spry.yaml.
-func appYAML(w *bench.Workload, transport string) string {
+// appYAML writes w as a spry.yaml; with wasmSrc, its functions are wasm:
+// functions built from that package (bench/wasmfn), each running its
+// builtin.
+func appYAML(w *bench.Workload, transport, wasmSrc string) string {
 	var b strings.Builder
 	bufSize := max(w.BufferSize, 16<<10)
 	bufs := 512
@@ -135,12 +164,21 @@ func appYAML(w *bench.Workload, transport string) string {
 	}
 	sort.Strings(keys)
 	for _, f := range w.Functions {
-		fmt.Fprintf(&b, "  %s:\n    builtin: %s\n    instances: %d\n    concurrency: %d\n    timeout: 10m\n", f.Name, f.Builtin, f.Instances, f.Concurrency)
-		if len(keys) > 0 {
-			b.WriteString("    env:\n")
-			for _, k := range keys {
-				fmt.Fprintf(&b, "      %s: %q\n", k, env[k])
+		if wasmSrc != "" {
+			// A wasm instance runs one step at a time: as many instances
+			// as the process mode has handlers. The clock is granted: the
+			// handlers are the same code as in the process modes, and
+			// some sleep.
+			fmt.Fprintf(&b, "  %s:\n    wasm: %s\n    instances: %d\n    timeout: 10m\n    grants: [clock]\n    env:\n      %s: %s\n",
+				f.Name, wasmSrc, f.Instances*f.Concurrency, envBuiltin, f.Builtin)
+		} else {
+			fmt.Fprintf(&b, "  %s:\n    builtin: %s\n    instances: %d\n    concurrency: %d\n    timeout: 10m\n", f.Name, f.Builtin, f.Instances, f.Concurrency)
+			if len(keys) > 0 {
+				b.WriteString("    env:\n")
 			}
+		}
+		for _, k := range keys {
+			fmt.Fprintf(&b, "      %s: %q\n", k, env[k])
 		}
 	}
 	b.WriteString("chains:\n")
@@ -154,7 +192,10 @@ func appYAML(w *bench.Workload, transport string) string {
 }
 
 func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (System, error) {
-	args := []string{"--transport", m.transport, "--log-level", "warn"}
+	args := []string{"--log-level", "warn"}
+	if !m.wasm {
+		args = append(args, "--transport", m.transport)
+	}
 	if env.Proto == load.ProtoTLS || env.Proto == load.ProtoH2 {
 		cert, key, err := selfSigned(env.Dir)
 		if err != nil {
@@ -162,7 +203,20 @@ func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (Syste
 		}
 		args = append(args, "--tls-cert", cert, "--tls-key", key)
 	}
-	n, err := startNode(env.Exe, filepath.Join(env.Dir, m.transport), "spry node ("+m.transport+")", appYAML(w, m.transport), args...)
+	var n *spryNode
+	var err error
+	if m.wasm {
+		src, serr := wasmSource(env)
+		if serr != nil {
+			return nil, serr
+		}
+		// Compiled modules are kept across runs (by content): a fresh
+		// compile of the handlers' module takes seconds.
+		args = append(args, "--cache-dir", filepath.Join(os.TempDir(), "spry-bench-cache"))
+		n, err = startNode(env.Exe, filepath.Join(env.Dir, m.Name()), "spry node ("+m.Name()+")", appYAML(w, cmp.Or(m.transport, "auto"), src), args...)
+	} else {
+		n, err = startNode(env.Exe, filepath.Join(env.Dir, m.transport), "spry node ("+m.transport+")", appYAML(w, m.transport, ""), args...)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -356,8 +410,23 @@ func survivors(ps []Proc) error {
 
 // Path: the gateway parses the request once and writes the body into the
 // pool; from there every hop is a descriptor over the transport, and the
-// last step's descriptor goes straight back to the gateway.
+// last step's descriptor goes straight back to the gateway. With wasm
+// steps, the hops between them are calls inside the sandbox host.
 func (m *spryMode) Path(c *bench.Chain) []Transfer {
+	if m.wasm {
+		t := []Transfer{{From: "client", To: "gateway", Medium: MediumTCP, Codec: CodecHTTP}}
+		prev := "gateway"
+		for i, s := range c.Steps {
+			medium := "descriptor/" + cmp.Or(m.transport, "auto")
+			if i > 0 {
+				medium = MediumCall
+			}
+			t = append(t, Transfer{From: prev, To: "fn:" + s, Medium: medium, Codec: CodecNone})
+			prev = "fn:" + s
+		}
+		return append(t, Transfer{From: prev, To: "gateway", Medium: "descriptor/" + cmp.Or(m.transport, "auto"), Codec: CodecNone, Answer: true},
+			Transfer{From: "gateway", To: "client", Medium: MediumTCP, Codec: CodecHTTP, Answer: true})
+	}
 	desc := "descriptor/" + m.transport
 	t := []Transfer{{From: "client", To: "gateway", Medium: MediumTCP, Codec: CodecHTTP}}
 	prev := "gateway"
@@ -616,4 +685,24 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// envBuiltin names the builtin bench/wasmfn runs.
+const envBuiltin = "BENCH_BUILTIN"
+
+// wasmSource finds bench/wasmfn, the package the wasm mode builds: from
+// the environment (Env.WasmSrc), else in the working directory, a checkout
+// of spry.
+func wasmSource(env Env) (string, error) {
+	src := env.WasmSrc
+	if src == "" {
+		src = filepath.Join("bench", "wasmfn")
+	}
+	abs, err := filepath.Abs(src)
+	if err == nil {
+		if _, err = os.Stat(filepath.Join(abs, "main.go")); err == nil {
+			return abs, nil
+		}
+	}
+	return "", fmt.Errorf("bench: mode wasm builds the workload's handlers for WebAssembly from spry's source (bench/wasmfn): run spry bench in a checkout of spry")
 }

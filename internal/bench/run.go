@@ -34,7 +34,8 @@ type Options struct {
 	Log         io.Writer     // progress (nil: quiet)
 	// Proto is what the load generator speaks to Spry's gateway (load.Proto*:
 	// http1, h2c, tls, h2, grpc); the baselines' own ingress is HTTP/1.1.
-	Proto string
+	Proto   string
+	WasmSrc string // bench/wasmfn, for the wasm mode (default: in the working directory)
 }
 
 // Run runs the benchmark and returns its report.
@@ -85,7 +86,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for i, m := range modes {
 		results[i] = &modeAcc{mode: m.Name(), byRole: map[string]*proc.Cost{}, byComp: map[string]*proc.Cost{}}
 	}
-	env := Env{Exe: o.Exe, Dir: o.Dir, Proto: o.Proto}
+	env := Env{Exe: o.Exe, Dir: o.Dir, Proto: o.Proto, WasmSrc: o.WasmSrc}
 	per := o.Duration / time.Duration(o.Rounds)
 	for round := range o.Rounds {
 		for i, m := range modes {

@@ -16,6 +16,7 @@ import (
 	"github.com/spry-dev/spry/bench"
 	ibench "github.com/spry-dev/spry/internal/bench"
 	"github.com/spry-dev/spry/internal/bench/baseline"
+	"github.com/spry-dev/spry/internal/transport"
 )
 
 // benchCommands are the benchmark verbs: bench, audit, and the hidden
@@ -35,9 +36,10 @@ func benchCmd() *cobra.Command {
 		Use:   "bench WORKLOAD",
 		Short: "Benchmark a workload on Spry's transports against Knative-style, HTTP and gRPC baselines",
 		Long: `Benchmark a workload (` + strings.Join(bench.Names, ", ") + `) on every mode given: each Spry
-transport of this build (` + strings.Join(ibench.ModeNames()[:len(ibench.ModeNames())-3], ", ") + `) and the baselines knative (function +
-sidecar per instance, a broker on every hop), http (functions call each other over
-HTTP/1.1) and grpc (over gRPC). Every process runs separately; their CPU, context switches
+transport of this build (` + strings.Join(transport.Names, ", ") + `), wasm (the steps as wasm: functions in
+the app's sandbox host, on the transport auto picks; wasm-TRANSPORT for another), and the
+baselines knative (function + sidecar per instance, a broker on every hop), http
+(functions call each other over HTTP/1.1) and grpc (over gRPC). Every process runs separately; their CPU, context switches
 and read/write syscalls are read from /proc. Writes report.json, report.md and plots to --out.
 See docs/benchmarks.md.`,
 		Example: `  spry bench chain --steps 2 --payload 64 --modes uds,knative,http,grpc --duration 30s --out results/chain

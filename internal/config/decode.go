@@ -64,6 +64,7 @@ type fnSpec struct {
 	goPkg       value[string]
 	exec        value[[]item]
 	kinds       kindSpec
+	wasm        wasmSpec
 	instances   value[int64]
 	concurrency value[int64]
 	timeout     value[time.Duration]
@@ -135,7 +136,7 @@ var (
 	tlsKeys    = []string{"cert", "key"}
 	poolKeys   = []string{"buffers", "bufferSize"}
 	limitKeys  = []string{"inflight", "async"}
-	fnKeys     = append([]string{"builtin", "go", "exec"}, append(kindKeys, "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
+	fnKeys     = append([]string{"builtin", "go", "exec"}, append(append(kindKeys, wasmKeys...), "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
 	fnLimKeys  = []string{"memory", "cpu"}
 	secretKeys = []string{"file", "value"}
 	scaleKeys  = []string{"min", "max", "slo", "sloWindow", "policy", "window", "idle"}
@@ -277,7 +278,7 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 		case "exec":
 			f.exec = d.strs(k, v, p)
 		default:
-			if d.kindField(&f.kinds, key, p, k, v) {
+			if d.kindField(&f.kinds, key, p, k, v) || d.wasmField(&f.wasm, key, p, k, v) {
 				return
 			}
 		case "instances":

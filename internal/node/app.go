@@ -41,6 +41,8 @@ type app struct {
 	auth      map[int]*auth.Checker // by chain index, for chains with auth:
 	dir       string                // the app's endpoint directory
 	secrets   string                // the directory of its secrets ("" when none)
+	sandbox   sandbox               // the sandbox host of its wasm: functions
+	wasmCache string                // where its sandbox host keeps compiled modules
 	appID     uint32                // tells it apart from every other app (and generation) of the node
 	uid, gid  int                   // -1: the node's own
 	lease     *uidLease
@@ -63,6 +65,7 @@ type function struct {
 	a       *app
 	cfg     *config.Function
 	cmd     rt.Command // how its instances start
+	wasm    string     // wasm: its module (staged)
 	workDir string     // the instances' working directory
 	base    uint32     // first pool slot
 	insts   []*instance
@@ -140,6 +143,7 @@ func (f *function) wanted() int {
 // domain), and the two run side by side until prev has drained.
 func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev *app) (a *app, err error) {
 	a = &app{n: n, cfg: ac, uid: -1, gid: -1, byID: map[uint16]*instance{}, gwDone: make(chan struct{})}
+	a.sandbox.a = a
 	defer func() {
 		if err != nil {
 			a.close()
@@ -222,7 +226,10 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 	base := uint32(0)
 	for _, fc := range ac.Functions {
 		f := &function{a: a, cfg: fc, cmd: cmds[fc], base: base, workDir: fc.WorkDir}
-		if a.uid >= 0 && !reachable(f.workDir, a.uid, a.gid) {
+		if fc.Kind == config.Wasm {
+			// No process: the sandbox host runs its module.
+			f.wasm, f.cmd = f.cmd.Argv[0], rt.Command{}
+		} else if a.uid >= 0 && !reachable(f.workDir, a.uid, a.gid) {
 			if fc.WorkDirSet {
 				return nil, fmt.Errorf("%s:%d: functions.%s.workDir: %s is not reachable by the app's uid %d (a directory on the way is closed to it)",
 					ac.File, fc.Line, fc.Name, fc.WorkDir, a.uid)
@@ -272,6 +279,9 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 	}
 	if err := a.writeSecrets(appID); err != nil {
 		return nil, fmt.Errorf("app %s: secrets: %w", ac.Name, err)
+	}
+	if err := a.makeWasmCache(); err != nil {
+		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
 	}
 	o := transport.Options{App: ac.Name, Dir: a.dir, UID: a.uid, GID: a.gid, Pool: a.pool, AppID: appID}
 	if name == config.TransportSKMsg {
@@ -592,6 +602,7 @@ func (a *app) sweep(sw *sweeper) {
 
 // close releases what the app holds. Instances must be stopped.
 func (a *app) close() {
+	a.sandbox.stop(a.n.cfg.StopGrace)
 	if a.gw != nil {
 		a.gw.Close() // its redispatches and partial writes end before the pool goes
 	}
@@ -682,6 +693,19 @@ func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config
 				p.Program, err = stage(bin)
 			case config.Python:
 				p.Python, p.PythonSDK, err = n.python(ctx, a, f)
+			case config.Wasm:
+				// The app's sandbox host (spry itself) runs the module.
+				var mod string
+				if mod, err = n.wasmModule(ctx, a, f); err == nil {
+					if n.wasmExe, err = stage(n.cfg.Exe); err == nil {
+						mod, err = stage(mod)
+					}
+				}
+				if err != nil {
+					return nil, err
+				}
+				out[f] = rt.Command{Argv: []string{mod}}
+				continue
 			}
 			if err != nil {
 				return nil, err

@@ -252,6 +252,10 @@ func fingerprint(ac *config.App, exes map[*config.Function]rt.Command) string {
 			hashProgram(h, f.HTTP[0])
 		case config.Lambda:
 			hashProgram(h, f.Lambda[0])
+		case config.Wasm:
+			if !f.WasmBuild {
+				hashProgram(h, f.Wasm)
+			}
 		}
 	}
 	for _, ch := range ac.Chains {

@@ -13,7 +13,9 @@ const (
 	// Version 4: request metadata ends in tagged sections (route
 	// parameters, response headers), BufHeader flag FlagContentType, and
 	// SlotStats.ClientErrors (see docs/contract.md).
-	Version uint32 = 4
+	// Version 5: a slot's id word names the endpoint its descriptors go
+	// to (instances in a sandbox host, route.go).
+	Version uint32 = 5
 )
 
 // Fixed sizes of the layout.
