@@ -12,9 +12,11 @@ type Handler func(req *Request, res *Response) error
 
 // Errors a Response reports.
 var (
-	// ErrTooLarge: the output does not fit in one pool buffer.
+	// ErrTooLarge: the output does not fit in one pool buffer, and the
+	// pool has no large-extent region (pool.memory) to grow into.
 	ErrTooLarge = errors.New("sdk: output larger than a pool buffer")
-	// ErrPoolExhausted: no free buffer in the app's pool.
+	// ErrPoolExhausted: no free buffer, or no room for the output, in the
+	// app's pool.
 	ErrPoolExhausted = errors.New("sdk: pool exhausted")
 )
 

@@ -30,14 +30,19 @@ import (
 //	c.End()
 type Runner struct {
 	p     *pool.Pool
+	inst  *instance // the runner's stand-in for an instance: no transport, no calls
 	calls []Call
 	free  chan *Call
 }
 
 // RunnerOptions size a Runner.
 type RunnerOptions struct {
-	// BufferSize is the largest input or output of one call (default 64 KiB).
+	// BufferSize is the size of a call's buffers (default 64 KiB).
 	BufferSize int
+	// MaxPayload, when larger than BufferSize, is the largest input or
+	// output of one call: the runner's pool gets a large-extent region
+	// (committed only as it is used) and Call.InputN gives room for it.
+	MaxPayload int
 	// Calls is the number of calls that may be in progress at once
 	// (default 1).
 	Calls int
@@ -61,14 +66,22 @@ func NewRunner(o RunnerOptions) (*Runner, error) {
 	if size > pool.MaxBufferSize {
 		return nil, fmt.Errorf("sdk: runner buffer of %d bytes is larger than the largest pool buffer", o.BufferSize)
 	}
-	// Two buffers per call: the input, and a fresh output from Write.
-	p, err := pool.Create("runner", pool.Layout{Buffers: uint32(2*o.Calls + 2), BufferSize: size, Functions: 1, Chains: 1, Slots: 1})
+	// Two buffers per call: the input, and a fresh output from Write;
+	// as many large payloads, in the extent region, for a few calls at
+	// once (more wait for room: Call.InputN).
+	var chunks uint32
+	if o.MaxPayload > int(size) {
+		per := (uint64(o.MaxPayload) + pool.ChunkSize - 1) / pool.ChunkSize
+		chunks = uint32(min(per*uint64(2*min(o.Calls, 8)), pool.MaxChunks))
+	}
+	p, err := pool.Create("runner", pool.Layout{Buffers: uint32(2*o.Calls + 2), BufferSize: size, Functions: 1, Chains: 1, Slots: 1, Chunks: chunks})
 	if err != nil {
 		return nil, err
 	}
 	p.SetFunction(0, 0, 1)
 	p.SetChain(0, []uint16{0})
-	r := &Runner{p: p, calls: make([]Call, o.Calls), free: make(chan *Call, o.Calls)}
+	r := &Runner{p: p, inst: &instance{p: p, id: runnerSelf, conc: 1}, calls: make([]Call, o.Calls), free: make(chan *Call, o.Calls)}
+	r.inst.calls.init(r.inst)
 	for i := range r.calls {
 		r.calls[i].r = r
 		r.free <- &r.calls[i]
@@ -115,6 +128,19 @@ func (r *Runner) Begin() *Call {
 // Input returns the whole input buffer: write (or read) the request body
 // into it and pass its length to Run.
 func (c *Call) Input() []byte { return c.r.p.Buffer(c.in) }
+
+// InputN returns room for an input of n bytes, contiguous however large
+// (up to RunnerOptions.MaxPayload), or nil when the runner's pool has none
+// now.
+func (c *Call) InputN(n int) []byte {
+	if n <= len(c.Input()) {
+		return c.Input()[:n]
+	}
+	if c.r.p.Reserve(c.in, uint64(n), false) != nil {
+		return nil
+	}
+	return c.r.p.Data(c.in)
+}
 
 // SetRequest records the request's method, path and query (without '?').
 // It resets the headers added so far and reports false when the metadata
@@ -165,19 +191,29 @@ func (c *Call) Run(h Handler, n, hop, steps int) Output {
 	c.ran = true
 	p := c.r.p
 	hdr := p.Header(c.in)
-	if n < 0 || n > len(p.Buffer(c.in)) {
+	if n < 0 || n > len(p.Room(c.in)) {
 		n = 0
 	}
 	hdr.SetData(0, uint32(n))
-	c.req.reset(p, c.in, hop)
+	c.req.reset(c.r.inst, c.in, uint8(hop))
 	c.req.steps = steps
-	c.res.reset(p, runnerSelf, c.in)
+	c.res.reset(c.r.inst, &c.req)
 	hdr.HopStart(hop, mono.Now())
-	out, stop := c.res.finish(call(h, &c.req, &c.res))
+	out := c.res.finish(call(h, &c.req, &c.res))
+	stop := p.Header(out).Flags()&pool.FlagStop != 0
 	c.out = out
 	oh := p.Header(out)
 	oh.HopEnd(hop, mono.Now())
-	o := Output{Status: int(oh.Status()), ContentType: oh.ContentType(), Body: p.Data(out), Stop: stop}
+	body := p.Data(out)
+	if p.Pieces(out) > 1 {
+		// An output the pool holds in pieces (its extents were
+		// fragmented): one slice, as the adapters want it.
+		body = nil
+		for i := range p.Pieces(out) {
+			body = append(body, p.Piece(out, i)...)
+		}
+	}
+	o := Output{Status: int(oh.Status()), ContentType: oh.ContentType(), Body: body, Stop: stop}
 	if o.Status == 0 {
 		o.Status = 200
 	}
@@ -187,6 +223,7 @@ func (c *Call) Run(h Handler, n, hop, steps int) Output {
 // End finishes the call: its buffers go back to the runner and the call
 // must not be used again.
 func (c *Call) End() {
+	c.req.end()
 	c.r.p.Free(c.out, runnerSelf)
 	c.req, c.res = Request{}, Response{}
 	c.r.free <- c

@@ -205,3 +205,42 @@ func TestNewWasm(t *testing.T) {
 		}
 	}
 }
+
+// A Go function calls wasm functions (their answers come back through the
+// sandbox host to the caller), a wasm step takes a line's hop after a
+// process step, and a payload larger than a wasm guest's input window (one
+// pool buffer) is refused 413 with nothing left allocated.
+func TestWasmCallsAndLargePayloads(t *testing.T) {
+	wfn := filepath.Join(repoRoot(t), "cmd", "spry", "testdata", "wasmfn")
+	gfn := filepath.Join(repoRoot(t), "cmd", "spry", "testdata", "graphfn")
+	cfg := writeConfig(t, fmt.Sprintf(`
+app: wasm
+pool: {memory: 256MiB, bufferSize: 64KiB}
+limits: {maxBody: 8MiB}
+functions:
+  up: {wasm: %[1]s, env: {MODE: upper}}
+  wrap: {wasm: %[1]s, env: {MODE: wrap}}
+  front: {go: %[2]s}
+  pass: {go: %[2]s}
+chains:
+  front: {route: /front, steps: [front], methods: [POST]}
+  big: {route: /big, steps: [pass, up], methods: [POST]}
+`, wfn, gfn))
+	n := startNode(t, "--transport", "uds", "-f", cfg)
+	c := client(8)
+	if s, b, err := n.post(c, "/front", "up,wrap\nhello"); err != nil || s != 200 || b != "HELLO|w(hello)" {
+		t.Errorf("calls to wasm functions: %d %q %v", s, b, err)
+	}
+	if s, b, err := n.post(c, "/big", "small"); err != nil || s != 200 || b != "SMALL" {
+		t.Errorf("a small payload: %d %q %v", s, b, err)
+	}
+	large := strings.Repeat("x", 1<<20)
+	s, b, err := n.post(c, "/big", large)
+	if err != nil || s != 413 || !strings.Contains(b, "larger than wasm function up's input window") {
+		t.Errorf("a 1 MiB payload to a wasm step: %d %.200q %v, want 413", s, b, err)
+	}
+	n.waitFreeBuffers("wasm")
+	if u := findApp(t, n.mustStatus(), "wasm").Pool.ExtentUsed; u != 0 {
+		t.Errorf("%d bytes of extents still used", u)
+	}
+}

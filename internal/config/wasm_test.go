@@ -79,3 +79,34 @@ func TestWasmKindBad(t *testing.T) {
 		}
 	}
 }
+
+// A wasm: function runs in a line of steps: a graph with a fan-out, a join
+// or a choice that has one at a step is refused there.
+func TestWasmInGraph(t *testing.T) {
+	t.Parallel()
+	dir := testDir(t)
+	must(t, os.WriteFile(filepath.Join(dir, "w.wasm"), []byte("\x00asm\x01\x00\x00\x00"), 0o644))
+	y := yml(`
+		app: a
+		functions:
+		  w: {wasm: ./w.wasm}
+		  u: {builtin: upper}
+		chains:
+		  line: {route: /l, steps: {u: w, w: }}
+		  fan:
+		    route: /f
+		    steps:
+		      u: [w, x]
+		      w: j
+		      x: {function: u, next: j}
+		      j: {function: u, join: all}
+		`)
+	_, err := Parse("spry.yaml", []byte(y), dir, Options{})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	want := "spry.yaml:11: chains.fan.steps.w: function w is wasm:, which runs in a line of steps only (no fan-out, join or choose: in its chain)"
+	if got := err.Error(); !strings.Contains(got, want) || strings.Contains(got, "chains.line") {
+		t.Errorf("got:\n%s\nwant %q", got, want)
+	}
+}

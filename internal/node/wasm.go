@@ -281,7 +281,7 @@ func (h *hostProc) wait(conn net.Conn) {
 	h.why = exitReason(err)
 	msg := fmt.Sprintf("spry: app %s: the sandbox host failed while running the request (%s)", a.cfg.Name, h.why)
 	// Buffers the host itself held (a reply or a forward under way).
-	a.pool.Reclaim(h.id, func(buf uint32) { a.salvage(buf, msg) })
+	a.reclaim(h.id, msg)
 	a.fab.Remove(h.id)
 	a.unregister(h.id)
 	a.n.ids.free(h.id)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/graph"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 	"github.com/spry-dev/spry/internal/transport"
@@ -464,10 +465,18 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 		h.fail(hi.id, d.Chain, d.Hop, d.Buf, 504, "spry: the request's deadline passed before this step ran")
 		return nil, d
 	}
+	// A guest reads its payload in its input window, one pool buffer:
+	// a larger payload (in the pool's large-extent region) is refused.
+	if room := uint64(len(p.Buffer(d.Buf))) - uint64(min(hdr.Off(), uint32(len(p.Buffer(d.Buf))))); p.Pieces(d.Buf) > 1 || p.Size(d.Buf) > room {
+		h.fail(hi.id, d.Chain, d.Hop, d.Buf, 413, fmt.Sprintf("spry: a payload of %d bytes is larger than wasm function %s's input window (one pool buffer, %d bytes)",
+			p.Size(d.Buf), hi.fn.name, len(p.Buffer(d.Buf))))
+		return nil, d
+	}
 	if st.InFlight.Add(1) == 1 {
 		st.BusySince.Store(start)
 	}
 	hop := int(d.Hop)
+	hdr.SetPlace(d.Hop, pool.PhaseRunning)
 	arrived := hdr.Ingress()
 	if hop > 0 {
 		if _, e := hdr.HopTimes(hop - 1); e != 0 {
@@ -511,17 +520,23 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 	}
 	oh := p.Header(out)
 	oh.HopEnd(hop, end)
+	oh.SetPlace(d.Hop, pool.PhaseDone)
 	h.account(st, start, end, arrived, oh.Status())
-	if stop {
+	// Where the output goes, by the chain's graph (a line: the next step;
+	// a call's answer: its caller; else the gateway).
+	r, err := graph.Next(p, out)
+	if stop || err != nil || r.Kind != graph.Forward {
 		h.reply(hi.id, d.Chain, d.Hop, out)
 		return nil, d
 	}
-	fn, ok := p.Step(d.Chain, hop+1)
+	fn, ok := p.Step(d.Chain, int(r.Node))
 	if !ok {
 		h.reply(hi.id, d.Chain, d.Hop, out)
 		return nil, d
 	}
-	nd := desc.Desc{Src: hi.id, Buf: out, Chain: d.Chain, Hop: d.Hop + 1}
+	oh.SetPlace(r.Node, pool.PhaseQueued)
+	oh.SetSent(mono.Now())
+	nd := desc.Desc{Src: hi.id, Buf: out, Chain: d.Chain, Hop: r.Node}
 	if slot, id, ep, ok := p.PickRoute(fn, h.rot.Add(1)); ok && ep == h.id {
 		if x := h.inst(id); x != nil && x.slot == slot && p.Move(out, hi.id, x.id) {
 			p.Stats(slot).Queue.Add(1)
@@ -596,6 +611,7 @@ func (h *Host) fail(from uint16, chain uint16, hop uint8, buf uint32, status uin
 }
 
 func (h *Host) failHeld(holder uint16, chain uint16, hop uint8, buf uint32, status uint16, msg string) {
+	h.p.Clear(buf, holder) // the message goes in the buffer's own room: its payload (extents) goes
 	hdr := h.p.Header(buf)
 	n := copy(h.p.Buffer(buf), msg)
 	hdr.SetData(0, uint32(n))
@@ -613,11 +629,18 @@ func (h *Host) reply(from uint16, chain uint16, hop uint8, buf uint32) {
 	h.replyHeld(chain, hop, buf)
 }
 
+// The answer goes to the gateway, or a call's to its caller (graph.Next
+// says which).
 func (h *Host) replyHeld(chain uint16, hop uint8, buf uint32) {
-	d := desc.Desc{Dst: h.p.Gateway(), Buf: buf, Chain: chain, Hop: hop, Flags: desc.FlagReply}
+	r, err := graph.Next(h.p, buf)
+	if err != nil || r.Kind != graph.Return && r.Kind != graph.Join {
+		r = graph.Route{Kind: graph.Reply}
+	}
+	send := graph.ToGateway
 	deadline := time.Now().Add(h.Retry)
 	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
-		err := transport.Pass(h.p, h.c, d)
+		err := send(h.p, h.c, buf, r)
+		send = graph.ToGatewayAgain
 		if err == nil || errors.Is(err, transport.ErrLost) {
 			return
 		}
