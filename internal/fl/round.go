@@ -72,7 +72,7 @@ type Round struct {
 	n       int
 	opened  int64
 	sealed  bool
-	late    bool // the deadline passed (and sealed it)
+	late    bool           // the deadline passed (and sealed it)
 	clients map[string]int // client → its live entry (pending or folded)
 	entries []entry
 	pending int
