@@ -36,6 +36,7 @@ type Aggregator struct {
 	slots   []*partial
 	held    [][]float32 // WaitAll: the round's updates, by ticket index
 	model   []float32   // the latest model (never written once published)
+	prev    []float32   // the one before
 	results []Result
 	done    bool
 }
@@ -240,7 +241,7 @@ func (a *Aggregator) closeIfDue() {
 			p.empty = true
 		}
 	}
-	a.model = model
+	a.prev, a.model = a.model, model
 	a.results = append(a.results, a.round.Close(a.now()))
 	if a.job.Rounds > 0 && a.round.N() >= a.job.Rounds {
 		a.done = true
@@ -257,11 +258,34 @@ func (a *Aggregator) Model() ([]float32, int) {
 	return a.model, len(a.results)
 }
 
+// ModelOf returns the model of round n (0: the initial one), if it is the
+// latest or the one before; the answer's error says why not.
+func (a *Aggregator) ModelOf(n int) ([]float32, *Error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return PickModel(&a.job, n, len(a.results), a.model, a.prev, a.round)
+}
+
+// PickModel returns the model of round n out of the latest (of round
+// latest) and the one before, or why it cannot.
+func PickModel(job *Job, n, latest int, model, prev []float32, r *Round) ([]float32, *Error) {
+	switch {
+	case n == latest:
+		return model, nil
+	case n == latest-1 && prev != nil:
+		return prev, nil
+	case n > latest:
+		pending, folded := r.Counts()
+		return nil, errorf(http.StatusConflict, "the model of round %d is not ready: round %d is open (%d updates folded, %d being folded, goal %d)", n, r.N(), folded, pending, job.Updates)
+	}
+	return nil, errorf(http.StatusGone, "the model of round %d is no longer kept (the latest is round %d's)", n, latest)
+}
+
 // Status returns the job's state.
 func (a *Aggregator) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return statusOf(&a.job, a.round, a.done, a.results)
+	return StatusOf(&a.job, a.round, a.done, a.results)
 }
 
 // Status is a job's state, as GET /fl/{job} answers it.
@@ -283,7 +307,9 @@ const (
 	StateDone    = "done"
 )
 
-func statusOf(job *Job, r *Round, done bool, results []Result) Status {
+// StatusOf is the Status of a job in round r (done: it ran its rounds)
+// with the results of its closed rounds.
+func StatusOf(job *Job, r *Round, done bool, results []Result) Status {
 	st := Status{Job: *job, Round: r.N(), State: StateOpen, ModelRound: len(results), Lost: r.LostUpdates()}
 	st.Pending, st.Folded = r.Counts()
 	if r.Sealed() {
