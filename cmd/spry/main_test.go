@@ -40,17 +40,17 @@ func TestMain(m *testing.M) {
 	// Instances of other uids run a staged copy, so the binary's directory
 	// needs no special permissions.
 	spryBin = filepath.Join(dir, "spry")
-	args := []string{"build", "-o", spryBin}
+	var tags []string
 	if crash.Enabled {
-		args = append(args, "-tags", "spry_crash") // the crash-point walk (crash_test.go)
+		tags = []string{"-tags", "spry_crash"} // the crash-point walk (crash_test.go)
 	}
-	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+	out, err := exec.Command("go", append(append([]string{"build", "-o", spryBin}, tags...), ".")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build spry: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	// The builtin runner beside it, as an install has it.
-	out, err = exec.Command("go", "build", "-o", filepath.Join(dir, "spry-fn"), "../spry-fn").CombinedOutput()
+	out, err = exec.Command("go", append(append([]string{"build", "-o", filepath.Join(dir, "spry-fn")}, tags...), "../spry-fn")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build spry-fn: %v\n%s", err, out)
 		os.Exit(1)

@@ -200,6 +200,9 @@ func TestPolyglotChain(t *testing.T) {
 			if want := "GET\n/gohttp\nmeta=1&b=2\nforwarded\ngohttp"; resp.StatusCode != 200 || string(body) != want {
 				t.Errorf("GET /gohttp?meta=1&b=2: %d %q, want %q", resp.StatusCode, body, want)
 			}
+			if h := resp.Header; h.Get("X-From-Function") != "gohttp" || strings.Join(h.Values("Set-Cookie"), ";") != "a=1;b=2" {
+				t.Errorf("the function's response headers did not reach the client: %v", h)
+			}
 			st, b, err := n.post(c, "/gohttp?status=418", "x")
 			if err != nil || st != 418 || b != "status 418" {
 				t.Errorf("status from the function: %d %q %v, want 418", st, b, err)
@@ -217,6 +220,14 @@ func TestPolyglotFailures(t *testing.T) {
 	c := client(8)
 	if s, b, err := n.post(c, "/py?raise=1", "gold"); err != nil || s != 502 || b != "ValueError: no such thing: gold" {
 		t.Errorf("a raising handler: %d %q %v, want 502 with its message", s, b, err)
+	}
+	// Its traceback is in the function's log.
+	out, err := exec.Command(spryBin, "logs", "py", "--admin", n.admin, "--tail", "50").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ValueError: no such thing: gold") || !strings.Contains(string(out), "Traceback") {
+		t.Errorf("spry logs py: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(spryBin, "logs", "nope", "--admin", n.admin).CombinedOutput(); err == nil || !strings.Contains(string(out), "no function nope") {
+		t.Errorf("spry logs nope: %v\n%s", err, out)
 	}
 
 	killMidFlight := func(fn, route string, pid func(pid int) int) {

@@ -53,6 +53,15 @@ func newCmd() *cobra.Command {
 					return err
 				}
 			}
+			if files["go.mod"] != "" {
+				// go.sum, so that spry up builds it at once.
+				tidy := exec.Command("go", "mod", "tidy")
+				tidy.Dir = name
+				if out, err := tidy.CombinedOutput(); err != nil {
+					os.RemoveAll(name)
+					return fmt.Errorf("go mod tidy in %s: %v\n%s", name, err, out)
+				}
+			}
 			created, err := addToConfig("spry.yaml", name, entry)
 			if err != nil {
 				os.RemoveAll(name)
@@ -64,9 +73,6 @@ func newCmd() *cobra.Command {
 				verb = "created"
 			}
 			fmt.Fprintf(w, "%s/: a %s function; spry.yaml %s with chain /%s\n\n  spry up -f spry.yaml\n  curl -s localhost:8080/%s -d spry\n", name, kind, verb, name, name)
-			if kind == "go" && files["go.mod"] != "" {
-				fmt.Fprintf(w, "\n  (cd %s && go mod tidy) once, for its go.sum\n", name)
-			}
 			return nil
 		},
 	}

@@ -72,6 +72,7 @@ func topCmd() *cobra.Command {
 		admin, output string
 		once          bool
 		interval      time.Duration
+		cl            clusterStatusFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "top",
@@ -84,6 +85,29 @@ func topCmd() *cobra.Command {
 				return exitError{2, fmt.Sprintf("-o %q: want table or json", output)}
 			}
 			out := cmd.OutOrStdout()
+			for cl.on {
+				// Cluster-wide: nodes and apps with each function's
+				// placement, ready and wanted instances, refreshed.
+				var b strings.Builder
+				if !once && output == "table" {
+					b.WriteString("\x1b[H\x1b[2J")
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+				err := clusterStatus(ctx, &b, cl, output)
+				cancel()
+				if err != nil {
+					return err
+				}
+				io.WriteString(out, b.String())
+				if once {
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
 			for {
 				ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 				s, err := fetchStatus(ctx, admin)
@@ -126,5 +150,6 @@ func topCmd() *cobra.Command {
 	f.StringVarP(&output, "output", "o", "table", "table or json")
 	f.BoolVar(&once, "once", false, "print once and exit")
 	f.DurationVar(&interval, "interval", time.Second, "refresh period")
+	cl.flags(f)
 	return cmd
 }

@@ -111,6 +111,8 @@ type Placer struct {
 	scratch   []float64 // per node: the linked functions' share there
 	touched   []int32
 	groupBuf  []int32
+	roomBound Resources // see boundRoom
+	shares    []float64 // preemptFor's cache of dominant shares
 }
 
 type pnode struct {
@@ -430,9 +432,26 @@ func (p *Placer) share(fi int32, k int) float64 {
 	return s
 }
 
+// boundRoom sets roomBound to the most of each resource free on any node
+// that is up: an instance needing more of one cannot be placed, without a
+// scan. Placing only lowers what is free, so the bound stays an upper
+// bound until something is stopped; callers that stop instances set it
+// again.
+func (p *Placer) boundRoom() {
+	p.roomBound = Resources{}
+	for i := range p.nodes {
+		if n := &p.nodes[i]; n.up {
+			for r := range n.cap {
+				p.roomBound[r] = max(p.roomBound[r], n.cap[r]-n.used[r])
+			}
+		}
+	}
+}
+
 // drf places missing instances, lowest dominant share first, and returns
 // the functions that found no room (in index order).
 func (p *Placer) drf() []int32 {
+	p.boundRoom()
 	var h shareHeap
 	for fi := range p.funcs {
 		if p.funcs[fi].placed < p.funcs[fi].desired {
@@ -464,6 +483,7 @@ func (p *Placer) drf() []int32 {
 // fifo is the spreading baseline: functions in the order they were added,
 // every missing instance on the least allocated node that fits.
 func (p *Placer) fifo() {
+	p.boundRoom()
 	for fi := range p.funcs {
 		f := &p.funcs[fi]
 		for f.placed < f.desired {
@@ -485,6 +505,11 @@ func (p *Placer) preemptFor(blocked []int32) bool {
 		return false
 	}
 	budget := p.preempt
+	// Dominant shares, cached: only the two functions of a swap change.
+	p.shares = slices.Grow(p.shares[:0], len(p.funcs))[:len(p.funcs)]
+	for fi := range p.funcs {
+		p.shares[fi] = p.share(int32(fi), 0)
+	}
 	// Victims: functions with instances, highest share first.
 	victims := make([]int32, 0, len(p.funcs))
 	for fi := range p.funcs {
@@ -493,7 +518,7 @@ func (p *Placer) preemptFor(blocked []int32) bool {
 		}
 	}
 	byShare := func(a, b int32) int {
-		sa, sb := p.share(a, 0), p.share(b, 0)
+		sa, sb := p.shares[a], p.shares[b]
 		if sa != sb {
 			if sa > sb {
 				return -1
@@ -502,15 +527,25 @@ func (p *Placer) preemptFor(blocked []int32) bool {
 		}
 		return int(a - b)
 	}
+	slices.SortFunc(victims, byShare)
+	// fix moves victims[i] to its place after its share changed.
+	fix := func(f int32) {
+		i := slices.Index(victims, f)
+		if i < 0 {
+			return
+		}
+		victims = slices.Delete(victims, i, i+1)
+		j, _ := slices.BinarySearchFunc(victims, f, byShare)
+		victims = slices.Insert(victims, j, f)
+	}
+	slices.SortFunc(blocked, func(a, b int32) int { return -byShare(a, b) })
 	for budget > 0 && len(blocked) > 0 {
 		// The blocked function with the lowest share gets the next one.
-		slices.SortStableFunc(blocked, func(a, b int32) int { return -byShare(a, b) })
 		f := blocked[0]
 		if p.funcs[f].placed >= p.funcs[f].desired {
 			blocked = blocked[1:]
 			continue
 		}
-		slices.SortFunc(victims, byShare)
 		done := false
 		for _, g := range victims {
 			if g == f || p.funcs[g].placed == 0 {
@@ -522,8 +557,13 @@ func (p *Placer) preemptFor(blocked []int32) bool {
 			if ni := p.swapNode(g, f); ni >= 0 {
 				p.remove(g, ni)
 				p.add(f, ni, true)
-				if !slices.Contains(victims, f) {
-					victims = append(victims, f)
+				p.shares[g], p.shares[f] = p.share(g, 0), p.share(f, 0)
+				fix(g)
+				if slices.Contains(victims, f) {
+					fix(f)
+				} else {
+					j, _ := slices.BinarySearchFunc(victims, f, byShare)
+					victims = slices.Insert(victims, j, f)
 				}
 				budget--
 				done = true
@@ -532,7 +572,15 @@ func (p *Placer) preemptFor(blocked []int32) bool {
 		}
 		if !done {
 			blocked = blocked[1:]
+			continue
 		}
+		// f's share grew: keep blocked ordered (it moves back at most).
+		j := 1
+		for j < len(blocked) && byShare(blocked[j], f) > 0 {
+			j++
+		}
+		copy(blocked, blocked[1:j])
+		blocked[j-1] = f
 	}
 	return budget < p.preempt
 }
@@ -564,6 +612,9 @@ func (p *Placer) swapNode(g, f int32) int32 {
 // for spread the least allocated node.
 func (p *Placer) pickNode(fi int32) int32 {
 	d := p.funcs[fi].demand
+	if !d.fits(p.roomBound) {
+		return -1 // no node has that much of some resource free
+	}
 	if p.strategy != spread {
 		p.linkShares(fi)
 	}

@@ -62,6 +62,7 @@ type conn struct {
 	idle  chan struct{}
 	rep   Reply // the reply writeRest finishes
 
+	dl      time.Time       // the read deadline armed (armRead)
 	raw     syscall.RawConn // for non-blocking writes off this goroutine; nil when not a socket
 	iov     [2]unix.Iovec
 	iovN    int
@@ -163,7 +164,7 @@ func (c *conn) setConn(nc net.Conn) {
 // reports the protocol agreed by ALPN ("h2", or "" for HTTP/1.1). A client
 // that speaks plain HTTP gets a clear answer instead.
 func (c *conn) startTLS() (proto string, ok bool) {
-	c.nc.SetReadDeadline(time.Now().Add(c.g.header))
+	c.armRead(c.g.header) // kept by the TLS connection over this one
 	if err := c.fill(); err != nil {
 		return "", false
 	}
@@ -371,10 +372,8 @@ func (c *conn) readHead() (int, *Error) {
 	if c.r == c.w {
 		c.r, c.w = 0, 0
 	}
-	c.nc.SetReadDeadline(time.Now().Add(c.g.idle))
-	started := c.r < c.w
-	if started {
-		c.nc.SetReadDeadline(time.Now().Add(c.g.header))
+	if c.r == c.w {
+		c.armRead(c.g.idle) // waiting for the next request
 	}
 	for {
 		if n := headEnd(c.rbuf[c.r:c.w]); n >= 0 {
@@ -386,13 +385,24 @@ func (c *conn) readHead() (int, *Error) {
 		if c.w-c.r >= MaxHeaderBytes {
 			return 0, errHeaderTooLarge
 		}
+		if c.r < c.w {
+			c.armRead(c.g.header) // a head has begun: the rest is due
+		}
 		if err := c.fill(); err != nil {
 			return 0, ErrSilent
 		}
-		if !started {
-			started = true
-			c.nc.SetReadDeadline(time.Now().Add(c.g.header))
-		}
+	}
+}
+
+// armRead makes the connection's read deadline d from now, unless the one
+// armed already falls within d/8 before that: re-arming the runtime's
+// timer on every request costs more than parsing the request, and a
+// timeout a little early is no worse than one to the nanosecond.
+func (c *conn) armRead(d time.Duration) {
+	want := time.Now().Add(d)
+	if c.dl.After(want) || c.dl.Before(want.Add(-d/8)) {
+		c.nc.SetReadDeadline(want)
+		c.dl = want
 	}
 }
 
@@ -535,7 +545,7 @@ func (c *conn) readBody(dst []byte) (int, *Error) {
 	have := copy(dst[:n], c.rbuf[c.r:c.w])
 	c.r += have
 	if have < n {
-		c.nc.SetReadDeadline(time.Now().Add(c.g.header))
+		c.armRead(c.g.header)
 		if _, err := io.ReadFull(c.nc, dst[have:n]); err != nil {
 			return 0, ErrSilent
 		}
@@ -545,7 +555,7 @@ func (c *conn) readBody(dst []byte) (int, *Error) {
 
 // readChunked decodes a chunked body into dst.
 func (c *conn) readChunked(dst []byte) (int, *Error) {
-	c.nc.SetReadDeadline(time.Now().Add(c.g.header))
+	c.armRead(c.g.header)
 	n := 0
 	for {
 		line, err := c.line()

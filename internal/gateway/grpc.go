@@ -211,6 +211,7 @@ func (c *h2conn) writeGRPC(st *h2stream, status int, body []byte, gerr *Error) b
 		c.hbuf.Reset()
 		c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
 		c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+		c.respHeaders(&st.rep) // the chain's response headers: the call's metadata
 		c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
 		st.wroteHdr = true
 		st.grpc.pre[0] = 0

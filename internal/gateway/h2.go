@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -761,6 +762,9 @@ func (c *h2conn) write(st *h2stream) bool {
 		if gerr == ErrMethod && st.req.Routed != nil {
 			c.henc.WriteField(hpack.HeaderField{Name: "allow", Value: string(st.req.Routed.allow)})
 		}
+		if gw == nil {
+			c.respHeaders(&st.rep)
+		}
 		c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: c.hbuf.Bytes(),
 			EndStream: len(body) == 0, EndHeaders: true})
 		st.wroteHdr = true
@@ -770,6 +774,14 @@ func (c *h2conn) write(st *h2stream) bool {
 	}
 	c.finish(st, true)
 	return true
+}
+
+// respHeaders encodes the chain's response headers (res.SetHeader), their
+// names in lower case as HTTP/2 wants them. The caller holds wmu.
+func (c *h2conn) respHeaders(r *Reply) {
+	for name, value, pos, ok := r.NextHeader(0); ok; name, value, pos, ok = r.NextHeader(pos) {
+		c.henc.WriteField(hpack.HeaderField{Name: strings.ToLower(string(name)), Value: string(value)})
+	}
 }
 
 // writeData writes body[st.off:] as the windows allow; it reports whether

@@ -291,3 +291,31 @@ func TestH2RapidReset(t *testing.T) {
 	}
 	r.waitFree(t, 64)
 }
+
+// A step's response headers (res.SetHeader) reach an HTTP/2 client, named
+// in lower case.
+func TestH2ResponseHeaders(t *testing.T) {
+	r := newRig(t, 16, 8, 5*time.Second, true)
+	got := make(chan *http.Response, 1)
+	go func() {
+		resp, err := h2cClient().Post("http://"+r.addr+"/c", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Error(err)
+			got <- nil
+			return
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- resp
+	}()
+	d := <-r.held
+	if err := r.p.Header(d.Buf).SetRespHeader("X-Step", "upper"); err != nil {
+		t.Fatal(err)
+	}
+	r.reply(d)
+	resp := <-got
+	if resp == nil || resp.Header.Get("X-Step") != "upper" {
+		t.Fatalf("response headers: %v", resp)
+	}
+	r.waitFree(t, 16)
+}

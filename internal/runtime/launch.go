@@ -63,7 +63,10 @@ func Launch(f *config.Function, app *config.App, p Prepared) (Command, error) {
 func AdapterArgv(exe string, f *config.Function, ready time.Duration) []string {
 	argv := []string{exe, "runtime", f.Kind.String()}
 	if ready > 0 {
-		argv = append(argv, "--ready-timeout", (ready * 9 / 10).String())
+		// A margin of a tenth, at least a second (but at most half): the
+		// adapter starts, and reports, on a machine that may be busy.
+		margin := min(max(ready/10, time.Second), ready/2)
+		argv = append(argv, "--ready-timeout", (ready - margin).String())
 	}
 	var prog []string
 	switch f.Kind {

@@ -166,14 +166,18 @@ func TestAgentsEndToEnd(t *testing.T) {
 	waitFor(t, 30*time.Second, func() bool { return h.status("shop").Ready == "4/4" }, "status 4/4 ready")
 
 	// kill -9 one agent: the other keeps answering, and gets everything.
+	killed := time.Now()
 	a1.kill()
 	waitFor(t, 30*time.Second, func() bool { return h.assignedOK("e2") == "shop/back=2 shop/front=2" }, "instances re-placed on e2")
+	replaced := time.Since(killed)
 	for range 20 {
 		if code, body := post(h.ctx, gw["e2"], "/buy", "spry"); code != 200 || body != "SPRY" {
 			t.Fatalf("survivor answered %d %q", code, body)
 		}
 	}
 	waitFor(t, 30*time.Second, func() bool { return h.status("shop").Ready == "4/4" }, "4/4 ready again after the loss")
+	t.Logf("node loss (lease 2s, heartbeat 300ms, period 300ms): re-placed after %v, all instances ready after %v",
+		replaced.Round(10*time.Millisecond), time.Since(killed).Round(10*time.Millisecond))
 
 	// e1 comes back and is used when the app grows.
 	startAgent(t, h, kubeconfig, "e1")
@@ -194,4 +198,16 @@ func TestAgentsEndToEnd(t *testing.T) {
 		return code == 200 && body == "SPRY"
 	}, "the returning node serves the chain")
 	waitFor(t, 30*time.Second, func() bool { return h.status("shop").Ready == "8/8" }, "8/8 ready")
+
+	// spry status --cluster shows both nodes up and the app.
+	bin, _ := spryBin()
+	out, err := exec.CommandContext(h.ctx, bin, "status", "--cluster", "--kubeconfig", kubeconfig, "--namespace", h.ns).CombinedOutput()
+	if err != nil {
+		t.Fatalf("spry status --cluster: %v\n%s", err, out)
+	}
+	for _, want := range []string{"e1", "e2", "true", h.ns + "/shop", "8/8", "/buy", "front", "back"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("spry status --cluster lacks %q:\n%s", want, out)
+		}
+	}
 }

@@ -84,6 +84,7 @@ type appState struct {
 	generation int64
 	spec       json.RawMessage
 	cfg        *config.App
+	err        error    // why spec is not a valid app (cfg is nil then)
 	fns        []string // fleet names
 }
 
@@ -295,6 +296,7 @@ func (ctl *Controller) syncApp(key string, a *SpryApp) {
 	}
 	st.generation, st.spec = a.Generation, slices.Clone(a.Spec)
 	cfg, err := ParseApp(key, a.Spec, ctl.cfg.Builtins)
+	st.err = err
 	if err != nil {
 		// Keep what runs; report the problem in the status.
 		ctl.log.Warn("app invalid", "app", key, "err", err)
@@ -450,8 +452,8 @@ func (ctl *Controller) writeStatus(ctx context.Context, a *SpryApp) error {
 	s := deepCopy(a.Status)
 	s.ObservedGeneration = a.Generation
 	cond := api.Condition{Type: "Valid", Status: "True", Reason: "Parsed", Message: "spec is a valid spry.yaml app", ObservedGeneration: a.Generation}
-	if _, err := ParseApp(key, a.Spec, ctl.cfg.Builtins); err != nil {
-		cond.Status, cond.Reason, cond.Message = "False", "Invalid", err.Error()
+	if st != nil && st.err != nil {
+		cond.Status, cond.Reason, cond.Message = "False", "Invalid", st.err.Error()
 	}
 	s.Conditions = api.SetCondition(s.Conditions, cond, time.Now().Truncate(time.Second))
 	if st != nil && st.cfg != nil {

@@ -43,8 +43,9 @@ type conn struct {
 	r, w    int // unread bytes of the response are rbuf[r:w]
 	ctype   [maxCtype]byte
 	nctype  int
-	used    bool // served a request before: a failure may be a stale keep-alive
-	partial bool // the response being read took a read already
+	hdrs    []byte // the response's headers for the client: name NUL value NUL, repeated
+	used    bool   // served a request before: a failure may be a stale keep-alive
+	partial bool   // the response being read took a read already
 }
 
 // Errors of the exchange with the program; the step answers 502 with them.
@@ -124,6 +125,14 @@ func (c *client) handle(req *sdk.Request, res *sdk.Response) error {
 		res.SetLen(n)
 		if cn.nctype > 0 {
 			res.SetContentType(unsafe.String(&cn.ctype[0], cn.nctype))
+		}
+		// The function's other response headers go to the client, as a
+		// native step's SetHeader would send them.
+		for h := cn.hdrs; len(h) > 0; {
+			k, rest, _ := bytes.Cut(h, nul)
+			v, rest, _ := bytes.Cut(rest, nul)
+			res.AddHeader(unsafe.String(unsafe.SliceData(k), len(k)), unsafe.String(unsafe.SliceData(v), len(v)))
+			h = rest
 		}
 		res.SetStatus(status)
 		if keep {
@@ -304,7 +313,25 @@ func (cn *conn) line() ([]byte, error) {
 	}
 }
 
-var crlf = []byte("\r\n")
+var (
+	crlf = []byte("\r\n")
+	nul  = []byte{0}
+)
+
+// dropHeaders are the response headers the adapter does not pass on: the
+// framing of its connection to the function (the gateway frames the
+// client's), and the function server's own Date and Server.
+var dropHeaders = [...]string{"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Upgrade",
+	"Trailer", "TE", "Date", "Proxy-Connection", "Server", "Content-Type"}
+
+func dropHeader(k []byte) bool {
+	for _, h := range dropHeaders {
+		if len(k) == len(h) && bytes.EqualFold(k, []byte(h)) {
+			return true
+		}
+	}
+	return false
+}
 
 // readResponse reads one response: status and content type into cn, the
 // body into out. keep says whether the connection may serve another.
@@ -331,6 +358,7 @@ func (cn *conn) readResponse(out []byte, head bool) (status, n int, keep bool, e
 		keep = st[7] == '1'
 		length, chunked := -1, false
 		cn.nctype = 0
+		cn.hdrs = cn.hdrs[:0]
 		for {
 			l, err := cn.line()
 			if err != nil {
@@ -360,6 +388,9 @@ func (cn *conn) readResponse(out []byte, head bool) (status, n int, keep bool, e
 				}
 			case bytes.EqualFold(k, []byte("Content-Type")):
 				cn.nctype = copy(cn.ctype[:], v)
+			}
+			if !dropHeader(k) && bytes.IndexByte(k, 0) < 0 && bytes.IndexByte(v, 0) < 0 {
+				cn.hdrs = append(append(append(append(cn.hdrs, k...), 0), v...), 0)
 			}
 		}
 		if status < 200 {

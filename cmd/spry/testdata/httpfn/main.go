@@ -29,6 +29,9 @@ func main() {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		if q.Get("meta") != "" {
+			w.Header().Set("X-From-Function", "gohttp")
+			w.Header().Add("Set-Cookie", "a=1")
+			w.Header().Add("Set-Cookie", "b=2")
 			fmt.Fprintf(w, "%s\n%s\n%s\n%s\n%s", r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("X-Test"), os.Getenv("K_SERVICE"))
 			return
 		}
