@@ -44,6 +44,19 @@
 // the last step, back to the gateway. The gateway is not on the path between
 // steps.
 //
+// # Graphs, calls and large payloads
+//
+// A chain may be a graph (spry.yaml's steps: as a mapping): a step's output
+// can go to several steps at once (a fan-out: each branch reads the same
+// buffer, so read your input and write your output with Write), to the
+// step the handler picks (Response.Next), or to a join, whose handler reads
+// its inputs with Request.Input. A handler can call another function of
+// its app and wait for its answer (Request.Call, or Request.Go and
+// Future.Wait for several at once). A payload may be far larger than a
+// buffer: Request.Payload is still one slice of the pool (Segments reads a
+// payload the pool holds in pieces without gathering it), and Write, Alloc
+// build large outputs.
+//
 // # Errors and status
 //
 // Returning an error ends the chain: the client gets the message with status

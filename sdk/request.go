@@ -3,6 +3,7 @@ package sdk
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"strings"
 	"time"
 	"unsafe"
@@ -20,21 +21,104 @@ type Handler func(req *Request, res *Response) error
 // the app's shared-memory pool: nothing was copied to give them to you, and
 // they are valid only until the handler returns (copy what you keep).
 type Request struct {
+	s     *instance // nil outside a node (Invoke, Runner)
 	p     *pool.Pool
 	buf   uint32
 	h     *pool.BufHeader
 	hop   int
 	steps int
+	// What the step holds besides its input, freed when it ends: the
+	// answers of its calls, a gathered copy of a payload in pieces.
+	held     []uint32
+	calls    []callRef
+	gathered []byte
 }
 
-func (r *Request) reset(p *pool.Pool, buf uint32, hop int) {
-	r.p, r.buf, r.h, r.hop = p, buf, p.Header(buf), hop
-	r.steps = p.Steps(r.h.Chain())
+func (r *Request) reset(s *instance, buf uint32, node uint8) {
+	held, calls := r.held[:0], r.calls[:0]
+	*r = Request{s: s, p: s.p, buf: buf, h: s.p.Header(buf), hop: int(node), held: held, calls: calls}
+	r.steps = r.p.Steps(r.h.Chain())
+}
+
+// end frees what the step held: its calls' answers (and the calls it did
+// not wait for: their answers are dropped when they come).
+func (r *Request) end() {
+	for _, c := range r.calls {
+		r.s.calls.abandon(c)
+	}
+	for _, b := range r.held {
+		r.p.Free(b, r.self())
+	}
+	r.held, r.calls, r.gathered = r.held[:0], r.calls[:0], nil
+}
+
+func (r *Request) self() uint16 {
+	if r.s != nil {
+		return r.s.id
+	}
+	return runnerSelf
 }
 
 // Payload returns the request body as this step received it: the client's
-// body at the first step, the previous step's output after that.
-func (r *Request) Payload() []byte { return r.p.Data(r.buf) }
+// body at the first step, the previous step's output after that. It is one
+// contiguous slice of the pool, however large. A body the pool had to
+// store in several pieces (only when its free space was fragmented, see
+// Segments) is gathered into one the first time you ask: use Segments to
+// avoid that copy. A join's own payload is empty: its inputs are Input(i).
+func (r *Request) Payload() []byte {
+	if r.p.Pieces(r.buf) == 1 {
+		return r.p.Data(r.buf)
+	}
+	if r.gathered == nil {
+		r.gathered = r.gather(r.buf)
+	}
+	return r.gathered
+}
+
+// gather copies the pieces of buffer buf's payload into a fresh extent the
+// step holds until it ends, and returns it (nil when the pool has no room).
+func (r *Request) gather(buf uint32) []byte {
+	p := r.p
+	g, ok := p.Alloc(r.self())
+	if !ok {
+		return nil
+	}
+	if p.Reserve(g, p.Size(buf), false) != nil {
+		p.Free(g, r.self())
+		return nil
+	}
+	r.held = append(r.held, g)
+	out := p.Data(g)
+	n := 0
+	for i := range p.Pieces(buf) {
+		n += copy(out[n:], p.Piece(buf, i))
+	}
+	return out
+}
+
+// Len returns the length of the payload.
+func (r *Request) Len() int { return int(r.p.Size(r.buf)) }
+
+// Segments returns the payload's contiguous pieces, in order, without
+// copying: one for a payload that is one slice of the pool (nearly
+// always), several for a large one the pool holds in several extents.
+//
+//	for seg := range req.Segments() { h.Write(seg) }
+func (r *Request) Segments() iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		for i := range r.p.Pieces(r.buf) {
+			if !yield(r.p.Piece(r.buf, i)) {
+				return
+			}
+		}
+	}
+}
+
+// NumSegments and Segment are Segments without an iterator.
+func (r *Request) NumSegments() int { return r.p.Pieces(r.buf) }
+
+// Segment returns the i-th piece of the payload (see Segments).
+func (r *Request) Segment(i int) []byte { return r.p.Piece(r.buf, i) }
 
 // Method returns the HTTP method of the client's request.
 func (r *Request) Method() string { m, _, _ := r.h.Request(); return view(m) }
@@ -88,11 +172,26 @@ func (r *Request) ContentType() string { return view(r.h.ContentType()) }
 // ID returns the request's id, unique on this node while it runs.
 func (r *Request) ID() uint64 { return r.h.ReqID() }
 
-// Hop returns which step of the chain this is, from 0.
-func (r *Request) Hop() int { return r.hop }
+// Hop returns which step of the chain this is: its index among the
+// chain's steps (a line's steps are 0, 1, 2, …); -1 in a call.
+func (r *Request) Hop() int {
+	if r.hop == pool.CallNode {
+		return -1
+	}
+	return r.hop
+}
 
 // Steps returns the number of steps in the chain.
 func (r *Request) Steps() int { return r.steps }
+
+// Step returns the name of this step in its chain ("" in a call).
+func (r *Request) Step() string {
+	v, ok := r.p.NodeAt(r.h.Chain(), r.hop)
+	if !ok {
+		return ""
+	}
+	return view(v.Name())
+}
 
 // Remaining returns the time left before the chain's deadline (negative when
 // it passed; the gateway has then answered 504 already).
@@ -118,6 +217,100 @@ func (r *Request) HopTiming(hop int) (start, end time.Duration) {
 	return start, end
 }
 
+// IsJoin reports whether this step joins the branches of a fan-out: its
+// inputs are Input(0) … Input(NumInputs()-1).
+func (r *Request) IsJoin() bool { return r.h.Kind() == pool.KindJoin }
+
+// NumInputs returns how many inputs a join has: one per successor of the
+// fan-out, in the order spry.yaml lists them, whether or not it arrived.
+func (r *Request) NumInputs() int { return r.p.Inputs(r.buf).Width }
+
+// Arrived returns how many of a join's inputs arrived before it ran (all,
+// unless the join's quorum was met or its wait passed first).
+func (r *Request) Arrived() int { return r.p.Inputs(r.buf).Arrived }
+
+// Input returns a join's i-th input: the output of the fan-out's i-th
+// branch.
+func (r *Request) Input(i int) Input {
+	b, ok := r.p.Input(r.buf, i)
+	return Input{r: r, i: i, buf: b, ok: ok}
+}
+
+// Input is one input of a join: what one branch of the fan-out produced.
+// Like the payload it is a view of the pool, valid until the handler
+// returns.
+type Input struct {
+	r   *Request
+	i   int
+	buf uint32
+	ok  bool
+}
+
+// Arrived reports whether the branch's output arrived before the join ran
+// (a missing one was not sent, is late, or was lost with its instance).
+func (in Input) Arrived() bool { return in.ok }
+
+// Payload returns the branch's output (nil when it did not arrive).
+func (in Input) Payload() []byte {
+	if !in.ok {
+		return nil
+	}
+	if in.r.p.Pieces(in.buf) == 1 {
+		return in.r.p.Data(in.buf)
+	}
+	return in.r.gather(in.buf)
+}
+
+// Status returns the status the branch ended with: 200 unless it set one
+// or failed (an error is 502, or its *Error's status; a branch whose
+// instance died is 502); 0 when it did not arrive.
+func (in Input) Status() int {
+	if !in.ok {
+		return 0
+	}
+	if s := int(in.r.p.Header(in.buf).Status()); s >= 100 && s <= 999 {
+		return s
+	}
+	return 200
+}
+
+// Err returns the branch's failure as an *Error (its status and message),
+// or nil when it succeeded. A missing input is an *Error with status 0.
+func (in Input) Err() error {
+	switch s := in.Status(); {
+	case s == 0:
+		return &Error{Status: 0, Msg: "the branch's output did not arrive"}
+	case s >= 400:
+		return &Error{Status: s, Msg: string(in.Payload())}
+	}
+	return nil
+}
+
+// ContentType returns the content type of the branch's output.
+func (in Input) ContentType() string {
+	if !in.ok {
+		return ""
+	}
+	return view(in.r.p.Header(in.buf).ContentType())
+}
+
+// Step returns the name of the branch's first step.
+func (in Input) Step() string {
+	r := in.r
+	h := r.h
+	// The fan-out is the step whose successors the join's inputs are:
+	// found from the graph (the input's own frame is gone with the join).
+	for n := range r.steps {
+		v, ok := r.p.NodeAt(h.Chain(), n)
+		if ok && v.FanOut() && int(v.JoinAt()) == r.hop && in.i < v.NumNext() {
+			if s, ok := r.p.NodeAt(h.Chain(), int(v.Next(in.i))); ok {
+				return view(s.Name())
+			}
+		}
+	}
+	return ""
+}
+
 // view is a string over shared memory, without copying.
 func view(b []byte) string {
 	if len(b) == 0 {
@@ -127,22 +320,31 @@ func view(b []byte) string {
 }
 
 // Response is the output of one step. By default a step passes its input on
-// unchanged; a handler changes the output in one of two ways:
+// unchanged; a handler changes the output in one of three ways:
 //
 //   - in place: modify req.Payload() directly, or write into Buffer() and
 //     call SetLen. No buffer is allocated and nothing is copied.
 //   - into a fresh buffer: Write (or WriteString) appends to a new buffer
-//     from the pool, which replaces the input when the handler returns.
+//     from the pool, which replaces the input when the handler returns; it
+//     grows into the pool's large-extent region as needed.
+//   - into a fresh buffer of a known size: Alloc(n) returns n contiguous
+//     bytes of the pool to fill (a large output written in place).
+//
+// In a branch of a fan-out the input is shared with the other branches:
+// read it, do not change it in place (Buffer then is a fresh buffer's).
 type Response struct {
-	p      *pool.Pool
-	self   uint16
-	in     uint32 // input buffer
-	out    uint32 // fresh output buffer, when fresh
-	fresh  bool
-	n      int // bytes written to the fresh buffer
-	status uint16
-	stop   bool
-	err    error // a failed Write, reported when the handler returns
+	r       *Request
+	p       *pool.Pool
+	self    uint16
+	in      uint32 // input buffer
+	out     uint32 // fresh output buffer, when fresh
+	fresh   bool
+	fill    pool.Filler
+	filling bool
+	status  uint16
+	stop    bool
+	next    uint16 // successors chosen with Next
+	err     error  // a failed Write or Next, reported when the handler returns
 	// outcome is the status this step answered with (0: none of its own),
 	// for the counters of client (4xx) and server (5xx) errors.
 	outcome uint16
@@ -150,55 +352,125 @@ type Response struct {
 
 // Errors a Response reports.
 var (
-	// ErrTooLarge: the output does not fit in one pool buffer.
+	// ErrTooLarge: the output does not fit in one pool buffer, and the
+	// pool has no large-extent region (pool.memory) to grow into.
 	ErrTooLarge = errors.New("sdk: output larger than a pool buffer")
-	// ErrPoolExhausted: no free buffer in the app's pool.
+	// ErrPoolExhausted: no free buffer, or no room for the output, in the
+	// app's pool.
 	ErrPoolExhausted = errors.New("sdk: pool exhausted")
 )
 
-func (w *Response) reset(p *pool.Pool, self uint16, in uint32) {
-	*w = Response{p: p, self: self, in: in}
+func (w *Response) reset(s *instance, r *Request) {
+	*w = Response{r: r, p: s.p, self: s.id, in: r.buf}
 }
 
-// Buffer returns the whole room for in-place output: the input buffer from
-// the start of the payload to its end. Write the output there and call
-// SetLen.
+// shared reports whether the input is another's too (a fan-out's branch):
+// it is not this step's to change.
+func (w *Response) shared() bool {
+	_, reads := w.p.Reads(w.in)
+	return reads
+}
+
+// freshOut makes the fresh output buffer, with the request's identity.
+func (w *Response) freshOut() bool {
+	if w.fresh {
+		return true
+	}
+	i, ok := w.p.Alloc(w.self)
+	if !ok {
+		w.err = ErrPoolExhausted
+		return false
+	}
+	w.out, w.fresh = i, true
+	w.p.Header(i).CopyMeta(w.p.Header(w.in))
+	return true
+}
+
+// Buffer returns the whole room for in-place output: the input's buffer
+// from the start of the payload to its end (for a large payload, to the
+// end of its first extent). Write the output there and call SetLen. In a
+// fan-out's branch, whose input is shared, and in a join, it is a fresh
+// buffer's room instead.
 func (w *Response) Buffer() []byte {
-	return w.p.Buffer(w.in)[w.p.Header(w.in).Off():]
+	if w.fresh || w.shared() {
+		if !w.freshOut() {
+			return nil
+		}
+		return w.p.Room(w.out)
+	}
+	return w.p.Room(w.in)[w.p.Header(w.in).Off():]
 }
 
 // SetLen sets the in-place output to the first n bytes of Buffer().
 func (w *Response) SetLen(n int) {
-	h := w.p.Header(w.in)
+	b := w.in
+	if w.fresh {
+		b = w.out
+	}
 	if n < 0 || n > len(w.Buffer()) {
 		w.err = ErrTooLarge
+		return
+	}
+	h := w.p.Header(b)
+	if b == w.out {
+		w.filling = false
+		h.SetData(0, uint32(n))
 		return
 	}
 	h.SetData(h.Off(), uint32(n))
 }
 
+// Alloc makes the output a fresh buffer of n bytes, contiguous however
+// large (in the pool's large-extent region past one buffer), and returns
+// it to be filled: a large output built in place, with no copy. It
+// replaces what Write wrote.
+func (w *Response) Alloc(n int) ([]byte, error) {
+	if n < 0 {
+		return nil, ErrTooLarge
+	}
+	if !w.freshOut() {
+		return nil, w.err
+	}
+	w.filling = false
+	if err := w.p.Reserve(w.out, uint64(n), false); err != nil {
+		return nil, w.roomErr(err, n)
+	}
+	return w.p.Data(w.out), nil
+}
+
+func (w *Response) roomErr(err error, n int) error {
+	if w.p.ExtentBytes() == 0 || errors.Is(err, pool.ErrPayloadTooLarge) {
+		return fmt.Errorf("%w (%d bytes)", ErrTooLarge, w.p.BufferSize())
+	}
+	return fmt.Errorf("%w: no room for an output of %d bytes or more", ErrPoolExhausted, n)
+}
+
 // Write appends p to the output, in a fresh buffer allocated at the first
-// call. It implements io.Writer.
+// call, which grows into the pool's large-extent region as needed. It
+// implements io.Writer.
 func (w *Response) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	if !w.fresh {
-		i, ok := w.p.Alloc(w.self)
-		if !ok {
-			w.err = ErrPoolExhausted
-			return 0, w.err
-		}
-		w.out, w.fresh = i, true
-		w.p.Header(i).CopyMeta(w.p.Header(w.in))
-	}
-	buf := w.p.Buffer(w.out)
-	if len(p) > len(buf)-w.n {
-		w.err = fmt.Errorf("%w (%d bytes)", ErrTooLarge, len(buf))
+	if !w.freshOut() {
 		return 0, w.err
 	}
-	w.n += copy(buf[w.n:], p)
-	return len(p), nil
+	if !w.filling {
+		w.fill = w.p.Fill(w.out, pool.MaxPayload)
+		w.filling = true
+	}
+	n := 0
+	for n < len(p) {
+		room, err := w.fill.Room()
+		if err != nil {
+			w.err = w.roomErr(err, int(w.fill.Len())+len(p)-n)
+			return n, w.err
+		}
+		k := copy(room, p[n:])
+		w.fill.Wrote(k)
+		n += k
+	}
+	return n, nil
 }
 
 // WriteString is Write for a string.
@@ -228,7 +500,7 @@ func (w *Response) SetContentType(ct string) {
 // Cache-Control, Set-Cookie, Access-Control-Allow-Origin, …), replacing
 // the values it had; AddHeader adds a value. Headers set by every step of
 // the chain reach the client. They travel in the buffer's metadata, which
-// they share with the request's (about 1.5 KiB in all): past that, or for
+// they share with the request's (about 3 KiB in all): past that, or for
 // a name or value that is not valid HTTP, the step fails (502) with the
 // reason. Content-Type goes through SetContentType; the framing headers
 // (Content-Length, Transfer-Encoding, Connection, Date, …) are the
@@ -298,8 +570,42 @@ func checkHeader(name, value string) string {
 var gatewayHeaders = []string{"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Upgrade", "Trailer", "TE", "Date", "Proxy-Connection"}
 
 // Stop ends the chain after this step: the output goes back to the client
-// without running the remaining steps.
+// without running the remaining steps. In a branch of a fan-out it ends
+// the branch: the output goes to the join.
 func (w *Response) Stop() { w.stop = true }
+
+// Next chooses the step the output goes to: one of those spry.yaml lets
+// this step go to (its next: or choose:). Where the graph has choose:, the
+// output goes to the chosen one (by default the first); where next: lists
+// several (a fan-out), it goes to those chosen (by default all). Any other
+// name ends the request with a 502 naming the step.
+func (w *Response) Next(step string) {
+	r := w.r
+	v, ok := w.p.NodeAt(r.h.Chain(), r.hop)
+	k := -1
+	if ok {
+		k = v.Succ(w.p, r.h.Chain(), step)
+	}
+	if k < 0 {
+		var allowed []string
+		for i := range v.NumNext() {
+			if s, ok := w.p.NodeAt(r.h.Chain(), int(v.Next(i))); ok {
+				allowed = append(allowed, string(s.Name()))
+			}
+		}
+		why := "it ends the chain"
+		if len(allowed) > 0 {
+			why = "it goes on to " + strings.Join(allowed, ", ")
+		}
+		w.err = &Error{Status: 502, Msg: fmt.Sprintf("spry: step %s chose next step %q, which its chain does not allow (%s)", r.Step(), step, why)}
+		return
+	}
+	if v.Choose() && w.next != 0 && w.next != 1<<k {
+		w.err = &Error{Status: 502, Msg: fmt.Sprintf("spry: step %s chose two next steps, and its chain lets it choose one", r.Step())}
+		return
+	}
+	w.next |= 1 << k
+}
 
 // Error is an error with the HTTP status the client should get.
 type Error struct {
@@ -314,26 +620,28 @@ func Errorf(status int, format string, args ...any) error {
 	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
 }
 
-// finish settles the step's output into one buffer and returns it, with
-// whether the chain stops here. It frees the buffer that is not passed on.
-func (w *Response) finish(err error) (buf uint32, stop bool) {
+// finish settles the step's output into one buffer and returns it (the
+// chain's stop, status and chosen successors in its header). It frees the
+// buffer that is not passed on.
+func (w *Response) finish(err error) uint32 {
 	if err == nil {
 		err = w.err
 	}
+	p := w.p
 	out := w.in
 	if w.fresh {
-		oh := w.p.Header(w.out)
-		oh.SetData(0, uint32(w.n))
-		oh.SetContentType(w.p.Header(w.in).ContentType())
-		if err != nil {
-			// The error message goes in the input buffer; drop the output.
-			w.p.Free(w.out, w.self)
-		} else {
-			w.p.Free(w.in, w.self)
-			out = w.out
+		out = w.out
+		if w.filling {
+			w.fill.Done()
 		}
+		// The input goes: a join's with its inputs, a branch's with its
+		// reference to the shared payload.
+		p.Free(w.in, w.self)
+	} else if p.Header(w.in).Kind() == pool.KindJoin {
+		p.DropInputs(w.in, w.self) // the join ran: its output is its own buffer
 	}
-	h := w.p.Header(out)
+	h := p.Header(out)
+	h.SetChosen(w.next)
 	if err != nil {
 		status := uint16(502)
 		var e *Error
@@ -342,15 +650,17 @@ func (w *Response) finish(err error) (buf uint32, stop bool) {
 		} else if errors.Is(err, ErrPoolExhausted) {
 			status = 503
 		}
-		msg := err.Error()
-		b := w.p.Buffer(out)
-		n := copy(b, msg)
+		// The message goes in the output's own buffer, whatever its
+		// payload was (shared, or in extents).
+		p.Clear(out, w.self)
+		n := copy(p.Buffer(out), err.Error())
 		h.SetData(0, uint32(n))
 		h.SetReplyContentType("text/plain; charset=utf-8")
 		h.SetStatus(status)
+		h.SetChosen(0)
 		h.SetFlags(h.Flags() | pool.FlagStop)
 		w.outcome = status
-		return out, true
+		return out
 	}
 	if w.status != 0 {
 		h.SetStatus(w.status)
@@ -358,7 +668,6 @@ func (w *Response) finish(err error) (buf uint32, stop bool) {
 	}
 	if w.stop || w.status >= 400 {
 		h.SetFlags(h.Flags() | pool.FlagStop)
-		return out, true
 	}
-	return out, h.Flags()&pool.FlagStop != 0
+	return out
 }

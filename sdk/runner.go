@@ -28,6 +28,7 @@ import (
 //	c.End()
 type Runner struct {
 	p     *pool.Pool
+	inst  *instance // the runner's stand-in for an instance: no transport, no calls
 	calls []Call
 	free  chan *Call
 }
@@ -66,7 +67,8 @@ func NewRunner(o RunnerOptions) (*Runner, error) {
 	}
 	p.SetFunction(0, 0, 1)
 	p.SetChain(0, []uint16{0})
-	r := &Runner{p: p, calls: make([]Call, o.Calls), free: make(chan *Call, o.Calls)}
+	r := &Runner{p: p, inst: &instance{p: p, id: runnerSelf, conc: 1}, calls: make([]Call, o.Calls), free: make(chan *Call, o.Calls)}
+	r.inst.calls.init(r.inst)
 	for i := range r.calls {
 		r.calls[i].r = r
 		r.free <- &r.calls[i]
@@ -158,11 +160,12 @@ func (c *Call) Run(h Handler, n, hop, steps int) Output {
 		n = 0
 	}
 	hdr.SetData(0, uint32(n))
-	c.req.reset(p, c.in, hop)
+	c.req.reset(c.r.inst, c.in, uint8(hop))
 	c.req.steps = steps
-	c.res.reset(p, runnerSelf, c.in)
+	c.res.reset(c.r.inst, &c.req)
 	hdr.HopStart(hop, mono.Now())
-	out, stop := c.res.finish(call(h, &c.req, &c.res))
+	out := c.res.finish(call(h, &c.req, &c.res))
+	stop := p.Header(out).Flags()&pool.FlagStop != 0
 	c.out = out
 	oh := p.Header(out)
 	oh.HopEnd(hop, mono.Now())
@@ -176,6 +179,7 @@ func (c *Call) Run(h Handler, n, hop, steps int) Output {
 // End finishes the call: its buffers go back to the runner and the call
 // must not be used again.
 func (c *Call) End() {
+	c.req.end()
 	c.r.p.Free(c.out, runnerSelf)
 	c.req, c.res = Request{}, Response{}
 	c.r.free <- c

@@ -14,8 +14,11 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/spry-dev/spry/internal/crash"
 	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/graph"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 	"github.com/spry-dev/spry/internal/transport"
@@ -72,6 +75,17 @@ type instance struct {
 	rot   atomic.Uint32 // rotates load-balancing ties
 	stop  atomic.Bool
 	retry time.Duration // longest a send waits for a full or missing destination
+
+	h       Handler
+	calls   callTable
+	work    chan desc.Desc // concurrency > 1: requests for the workers
+	recvTid int            // the receive thread (a handler on it that waits for a call receives meanwhile)
+	// backlog holds requests a handler waiting for a call received on the
+	// receive thread and could not run (nested too deep): the receive
+	// loop runs them next.
+	backlog []desc.Desc
+	nest    int // handlers running nested on the receive thread
+	inline  []*worker
 }
 
 func attach(env func(string) string) (*instance, error) {
@@ -99,11 +113,13 @@ func attach(env func(string) string) (*instance, error) {
 		return nil, err
 	}
 	name := env(EnvFunction)
-	return &instance{
+	s := &instance{
 		p: p, c: c, id: c.ID(), slot: uint32(slot), st: p.Stats(uint32(slot)), conc: conc, name: name,
 		log:   slog.New(slog.NewTextHandler(os.Stderr, nil)).With("function", name, "instance", c.ID()),
 		retry: 2 * time.Second,
-	}, nil
+	}
+	s.calls.init(s)
+	return s, nil
 }
 
 // shutdown makes serve return after the handlers that are running finish.
@@ -114,9 +130,10 @@ func (s *instance) shutdown() {
 
 // serve receives descriptors and runs h on them until shut down.
 func (s *instance) serve(h Handler) error {
-	work := make(chan desc.Desc, s.conc)
+	s.h = h
 	var wg sync.WaitGroup
 	if s.conc > 1 {
+		s.work = make(chan desc.Desc, s.conc)
 		// The receive thread below keeps its processor while it sleeps
 		// in the kernel; the handlers get their own.
 		if os.Getenv("GOMAXPROCS") == "" {
@@ -126,9 +143,9 @@ func (s *instance) serve(h Handler) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				var w worker
-				for d := range work {
-					w.step(s, h, d)
+				w := new(worker)
+				for d := range s.work {
+					w.step(s, d)
 				}
 			}()
 		}
@@ -144,44 +161,84 @@ func (s *instance) serve(h Handler) error {
 	// Receive on a locked OS thread: the thread sleeps in the kernel, and
 	// a wake-up goes straight to it rather than through the netpoller.
 	runtime.LockOSThread()
-	var inline worker
+	s.recvTid = unix.Gettid()
 	var batch [transport.MaxBatch]desc.Desc
 	var err error
 	for {
+		for len(s.backlog) > 0 {
+			d := s.backlog[0]
+			s.backlog = s.backlog[1:]
+			s.run(d)
+		}
 		var n int
 		n, err = s.c.Recv(batch[:])
 		if err != nil {
 			break
 		}
 		for _, d := range batch[:n] {
-			if d.Is(desc.FlagControl) {
-				continue // nothing for instances yet
-			}
-			s.st.Queue.Add(-1)
-			crash.Point("recv.popped")
-			// Taking the buffer is one compare-and-swap that only the
-			// transfer this descriptor announces lets succeed: a stale,
-			// forged or duplicate descriptor, or one whose buffer the
-			// daemon took back (its sender died), is dropped unread.
-			if !s.p.Accept(d.Buf, d.Gen, d.Src, s.id) {
-				s.st.Stale.Add(1)
-				continue
-			}
-			crash.Point("recv.accepted")
-			s.st.Arrivals.Add(1)
-			if s.conc == 1 {
-				inline.step(s, h, d)
-			} else {
-				work <- d
+			if s.take(d) {
+				s.run(d)
 			}
 		}
 	}
-	close(work)
+	s.calls.abandonAll()
+	if s.work != nil {
+		close(s.work)
+	}
 	wg.Wait()
 	if s.stop.Load() && errors.Is(err, transport.ErrClosed) {
 		return nil
 	}
 	return err
+}
+
+// onRecvThread reports whether the caller runs on the receive thread.
+func (s *instance) onRecvThread() bool { return s.recvTid != 0 && unix.Gettid() == s.recvTid }
+
+// take accepts what descriptor d announces and reports whether it is a
+// request to run: a call's answer goes to its waiting call, control
+// messages and stale or forged descriptors are dropped.
+func (s *instance) take(d desc.Desc) bool {
+	if d.Is(desc.FlagControl) {
+		return false // wake-ups of a waiting call; nothing else for instances yet
+	}
+	if d.Is(desc.FlagReturn) {
+		if s.p.Accept(d.Buf, d.Gen, d.Src, s.id) {
+			s.calls.complete(d.Buf)
+		} else {
+			s.st.Stale.Add(1)
+		}
+		return false
+	}
+	s.st.Queue.Add(-1)
+	crash.Point("recv.popped")
+	// Taking the buffer is one compare-and-swap that only the transfer
+	// this descriptor announces lets succeed: a stale, forged or
+	// duplicate descriptor, or one whose buffer the daemon took back (its
+	// sender died), is dropped unread.
+	if !s.p.Accept(d.Buf, d.Gen, d.Src, s.id) {
+		s.st.Stale.Add(1)
+		return false
+	}
+	crash.Point("recv.accepted")
+	s.st.Arrivals.Add(1)
+	return true
+}
+
+// run runs the step d names: on this thread (concurrency 1), or on a
+// worker.
+func (s *instance) run(d desc.Desc) {
+	if s.work != nil {
+		s.work <- d
+		return
+	}
+	if s.nest >= len(s.inline) {
+		s.inline = append(s.inline, new(worker))
+	}
+	w := s.inline[s.nest]
+	s.nest++
+	w.step(s, d)
+	s.nest--
 }
 
 // worker holds the per-request state one handler goroutine reuses.
@@ -190,36 +247,42 @@ type worker struct {
 	res Response
 }
 
-// step runs h on the buffer d names and passes the result on.
-func (w *worker) step(s *instance, h Handler, d desc.Desc) {
-	hdr := s.p.Header(d.Buf)
+// step runs the handler on the buffer d names and sends the output on.
+func (w *worker) step(s *instance, d desc.Desc) {
+	p := s.p
+	hdr := p.Header(d.Buf)
 	start := mono.Now()
+	node := d.Hop
+	if d.Is(desc.FlagCall) {
+		node = pool.CallNode
+	}
+	hdr.SetPlace(node, pool.PhaseRunning)
 	if dl := hdr.Deadline(); dl != 0 && start > dl {
 		// Past the deadline: the handler does not run, and the buffer
 		// goes back as the 504 it is (the gateway may not have answered
 		// yet: whichever side completes the request, the client gets 504).
-		s.fail(d.Chain, d.Hop, d.Buf, 504, "spry: the request's deadline passed before this step ran")
+		s.fail(d.Buf, 504, "spry: the request's deadline passed before this step ran")
 		return
 	}
 	if s.st.InFlight.Add(1) == 1 {
 		s.st.BusySince.Store(start)
 	}
-	hop := int(d.Hop)
-	// When the request reached this step: the previous step's end, or the
+	// When the request reached this step: when it was sent here, or the
 	// gateway's receipt. Read now: the input buffer may be freed below.
-	arrived := hdr.Ingress()
-	if hop > 0 {
-		if _, e := hdr.HopTimes(hop - 1); e != 0 {
-			arrived = e
-		}
+	arrived := hdr.Sent()
+	if arrived == 0 {
+		arrived = hdr.Ingress()
 	}
-	hdr.HopStart(hop, start)
-	w.req.reset(s.p, d.Buf, hop)
-	w.res.reset(s.p, s.id, d.Buf)
-	err := call(h, &w.req, &w.res)
-	out, stop := w.res.finish(err)
+	hdr.HopStart(int(node), start)
+	w.req.reset(s, d.Buf, node)
+	w.res.reset(s, &w.req)
+	err := call(s.h, &w.req, &w.res)
+	out := w.res.finish(err)
+	w.req.end()
 	end := mono.Now()
-	s.p.Header(out).HopEnd(hop, end)
+	oh := p.Header(out)
+	oh.HopEnd(int(node), end)
+	oh.SetPlace(node, pool.PhaseDone)
 	s.st.BusyNanos.Add(uint64(end - start))
 	if arrived != 0 {
 		s.st.Latency.Observe(end - arrived)
@@ -233,11 +296,7 @@ func (w *worker) step(s *instance, h Handler, d desc.Desc) {
 	s.st.Served.Add(1)
 	s.st.BusySince.Store(end)
 	s.st.InFlight.Add(-1)
-	if stop {
-		s.reply(d.Chain, d.Hop, out)
-		return
-	}
-	s.forward(d.Chain, d.Hop, out)
+	s.route(out)
 }
 
 // call runs the handler, turning a panic into an error.
@@ -251,69 +310,120 @@ func call(h Handler, req *Request, res *Response) (err error) {
 	return h(req, res)
 }
 
-// forward sends buf to the least-loaded ready instance of the next step
-// (direct function routing: the gateway is not on the path), or back to
-// the gateway after the last step.
-func (s *instance) forward(chain uint16, hop uint8, buf uint32) {
-	fn, ok := s.p.Step(chain, int(hop)+1)
-	if !ok {
-		s.reply(chain, hop, buf)
+// route sends out, which this instance holds and whose step is done (its
+// header says where it is), where its chain's graph sends it: the next
+// step's least-loaded instance (direct function routing: the gateway is
+// not on the path), every branch of a fan-out, the gateway (a join's
+// input, or the answer), or the caller of a call.
+func (s *instance) route(out uint32) {
+	r, err := graph.Next(s.p, out)
+	if err != nil {
+		s.fail(out, 502, "spry: "+err.Error())
 		return
 	}
-	d := desc.Desc{Src: s.id, Buf: buf, Chain: chain, Hop: hop + 1}
+	switch r.Kind {
+	case graph.Forward:
+		s.forward(out, r.Node)
+	case graph.FanOut:
+		var bs [pool.MaxNext]graph.Branch
+		branches, err := graph.Split(s.p, s.id, out, r, mono.Now(), &bs)
+		switch {
+		case errors.Is(err, transport.ErrLost):
+			return
+		case errors.Is(err, pool.ErrNoRoom):
+			s.fail(out, 503, "spry: no free pool buffer for the branches of a fan-out")
+			return
+		case err != nil:
+			s.fail(out, 502, "spry: "+err.Error())
+			return
+		}
+		for _, b := range branches {
+			if b.Join {
+				s.toGateway(b.Buf, graph.Route{Kind: graph.Join, Node: b.Node})
+			} else {
+				s.forward(b.Buf, b.Node)
+			}
+		}
+	default:
+		s.toGateway(out, r)
+	}
+}
+
+// forward sends buf to the least-loaded ready instance of node's function,
+// retrying while no instance can take it (one may be starting).
+func (s *instance) forward(buf uint32, node uint8) {
 	deadline := time.Now().Add(s.retry)
 	asked := false
 	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
-		err := transport.Forward(s.p, s.c, fn, d, s.rot.Add(1))
+		err := graph.Send(s.p, s.c, buf, node, s.rot.Add(1))
 		if err == nil || errors.Is(err, transport.ErrLost) {
 			// Sent, or reclaimed with a destination that died: the
 			// daemon answers the request then.
 			return
 		}
+		if errors.Is(err, graph.ErrBadGraph) {
+			s.fail(buf, 502, "spry: "+err.Error())
+			return
+		}
 		if s.stop.Load() {
 			// Stopping: keep the finished output. This process holds
 			// the buffer when it exits, and the daemon's reclaim sends
-			// it on to the next step (see node's salvage).
+			// it on (see node's salvage).
+			s.p.Header(buf).SetPlace(s.p.Header(buf).Node(), pool.PhaseQueued)
 			return
 		}
 		if errors.Is(err, transport.ErrNoInstance) && !asked {
 			// The next function may be scaled to zero: ask the daemon
 			// (through the gateway) for an instance, once.
 			asked = true
+			fn, _ := s.p.Step(s.p.Header(buf).Chain(), int(node))
 			s.c.Send(desc.Desc{Dst: s.p.Gateway(), Src: s.id, Buf: desc.CtlNoInstance, Chain: fn, Flags: desc.FlagControl})
 		}
 		if time.Now().After(deadline) {
-			s.fail(chain, hop, buf, 503, "no instance of the next step could take the request")
+			s.fail(buf, 503, "spry: no instance of the next step could take the request")
 			return
 		}
 		time.Sleep(wait)
 	}
 }
 
-// fail ends the chain with status and msg in buf.
-func (s *instance) fail(chain uint16, hop uint8, buf uint32, status uint16, msg string) {
-	h := s.p.Header(buf)
-	n := copy(s.p.Buffer(buf), msg)
+// fail ends buf's part of the chain with status and msg: its join gets it
+// as a failed input, its caller as a failed answer, or the client.
+func (s *instance) fail(buf uint32, status uint16, msg string) {
+	p := s.p
+	p.Clear(buf, s.id) // its payload may be shared: the message goes in its own
+	h := p.Header(buf)
+	n := copy(p.Buffer(buf), msg)
 	h.SetData(0, uint32(n))
 	h.SetReplyContentType("text/plain; charset=utf-8")
 	h.SetStatus(status)
 	h.SetFlags(h.Flags() | pool.FlagStop)
-	s.reply(chain, hop, buf)
+	h.SetPlace(h.Node(), pool.PhaseDone)
+	r, err := graph.Next(p, buf)
+	if err != nil {
+		r = graph.Route{Kind: graph.Reply}
+	}
+	s.toGateway(buf, r)
 }
 
-// reply hands buf back to the app's gateway.
-func (s *instance) reply(chain uint16, hop uint8, buf uint32) {
-	d := desc.Desc{Dst: s.p.Gateway(), Src: s.id, Buf: buf, Chain: chain, Hop: hop, Flags: desc.FlagReply}
+// toGateway hands buf to the gateway (the answer, or a join's input), or a
+// call's answer to its caller.
+func (s *instance) toGateway(buf uint32, r graph.Route) {
 	deadline := time.Now().Add(s.retry)
 	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
-		err := transport.Pass(s.p, s.c, d)
+		err := graph.ToGateway(s.p, s.c, buf, r)
 		if err == nil || errors.Is(err, transport.ErrLost) {
+			return
+		}
+		if r.Kind == graph.Return && errors.Is(err, transport.ErrGone) {
+			// The caller is gone: nobody wants the answer.
+			s.p.Free(buf, s.id)
 			return
 		}
 		if !errors.Is(err, transport.ErrFull) || time.Now().After(deadline) {
 			// The gateway is gone or wedged. This process still holds
 			// the buffer; the daemon takes it back when it stops.
-			s.log.Error("reply to gateway failed", "err", err)
+			s.log.Error("send to the gateway failed", "err", err)
 			return
 		}
 		time.Sleep(wait)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spry-dev/spry/internal/bpf/bpftest"
 )
 
 // The crash-point walk at the node (issue 17): for every transport and
@@ -34,15 +36,61 @@ func TestCrashPoints(t *testing.T) {
 	})
 }
 
+// The same walk over a fan-out and its join (issue 12): the fan-out step,
+// its branches and the join are killed at every point they pass, the
+// fan-out's own among them (its tokens made, its output published).
+func TestCrashPointsGraph(t *testing.T) {
+	points := []string{"recv.popped", "recv.accepted", "send.transferred", "send.sent", "fanout.tokens", "fanout.published"}
+	for _, tr := range []string{"uds", "skmsg"} {
+		t.Run(tr, func(t *testing.T) {
+			if tr == "skmsg" {
+				if err := bpfAvailable(); err != nil {
+					bpftest.Unavailable(t, err)
+				}
+			}
+			for _, point := range points {
+				t.Run(point, func(t *testing.T) { crashWalkGraph(t, tr, point) })
+			}
+		})
+	}
+}
+
 func crashWalk(t *testing.T, tr, point string) {
-	cfg := writeConfig(t, fmt.Sprintf(`
+	crashRun(t, tr, point, fmt.Sprintf(`
 app: crash
 functions:
   a: {builtin: echo, env: {CRASH_POINT: "%[1]s@5"}}
   b: {builtin: echo, env: {CRASH_POINT: "%[1]s@5"}}
 chains:
   c: {route: /c, steps: [a, b], timeout: 2s}
-`, point))
+`, point), func(body string) string { return body }, "a", "b")
+}
+
+func crashWalkGraph(t *testing.T, tr, point string) {
+	crashRun(t, tr, point, fmt.Sprintf(`
+app: crash
+functions:
+  a: {builtin: echo, env: {CRASH_POINT: "%[1]s@5"}}
+  b: {builtin: echo, instances: 2, env: {CRASH_POINT: "%[1]s@5"}}
+  j: {builtin: concat, env: {CRASH_POINT: "%[1]s@5"}}
+chains:
+  c:
+    route: /c
+    timeout: 2s
+    steps:
+      a: [b1, b2, b3]
+      b1: {function: b, next: j}
+      b2: {function: b, next: j}
+      b3: {function: b, next: j}
+      j: {join: all}
+`, point), func(body string) string { return body + body + body }, "a", "b", "j")
+}
+
+// crashRun sends requests to a node running cfg, whose functions fns are
+// killed at point, and checks what the walk promises; a request's
+// answer when nothing failed is want(body).
+func crashRun(t *testing.T, tr, point, cfg string, want func(string) string, fns ...string) {
+	cfg = writeConfig(t, cfg)
 	n := startNode(t, "--transport", tr, "-f", cfg)
 	c := client(4)
 	const total = 40
@@ -62,8 +110,8 @@ chains:
 				switch {
 				case err != nil:
 					t.Errorf("request %d: %v", i, err)
-				case s == 200 && got != body:
-					t.Errorf("request %d: 200 with %q, want its own body %q", i, got, body)
+				case s == 200 && got != want(body):
+					t.Errorf("request %d: 200 with %q, want %q", i, got, want(body))
 				case s != 200 && s != 502 && s != 503 && s != 504:
 					t.Errorf("request %d: %d %q", i, s, got)
 				case s != 200 && !strings.HasPrefix(got, "spry"):
@@ -75,7 +123,12 @@ chains:
 	wg.Wait()
 	n.waitFreeBuffers("crash")
 	a := findApp(t, n.mustStatus(), "crash")
-	restarts := findFunction(t, a, "a").Instances[0].Restarts + findFunction(t, a, "b").Instances[0].Restarts
+	restarts := 0
+	for _, fn := range fns {
+		for _, in := range findFunction(t, a, fn).Instances {
+			restarts += in.Restarts
+		}
+	}
 	if restarts == 0 {
 		t.Fatalf("no instance died at %s (codes %v)", point, codes)
 	}
@@ -83,7 +136,7 @@ chains:
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		s, got, err := n.post(c, "/c", "after")
-		if err == nil && s == 200 && got == "after" {
+		if err == nil && s == 200 && got == want("after") {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -297,6 +297,7 @@ func testHostileClients(t *testing.T, tr string) {
 	cfg := writeConfig(t, `
 app: edge
 pool: {buffers: 128, bufferSize: 1KiB}
+limits: {maxBody: 1KiB}
 functions:
   echo: {builtin: echo, concurrency: 4}
 chains:
@@ -339,8 +340,8 @@ chains:
 	}{
 		{"unknown route", "POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", "HTTP/1.1 404 "},
 		{"wrong method", "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "HTTP/1.1 405 "},
-		{"body over a buffer", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n" + strings.Repeat("a", 2048), "HTTP/1.1 413 "},
-		{"chunked body over a buffer", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" + strings.Repeat("a", 2048) + "\r\n0\r\n\r\n", "HTTP/1.1 413 "},
+		{"body over the limit", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n" + strings.Repeat("a", 2048), "HTTP/1.1 413 "},
+		{"chunked body over the limit", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" + strings.Repeat("a", 2048) + "\r\n0\r\n\r\n", "HTTP/1.1 413 "},
 		{"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n", "HTTP/1.1 400 "},
 		{"no Host", "POST /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 400 "},
 		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "\x00\x00\x18\x04\x00"}, // h2c: the server's SETTINGS

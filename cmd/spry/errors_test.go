@@ -39,10 +39,10 @@ func TestClientAndServerErrors(t *testing.T) {
 
 // A 413 names the body's size and the setting that bounds it.
 func TestTooLargeSaysWhy(t *testing.T) {
-	cfg := writeConfig(t, "app: small\npool: {bufferSize: 1KiB}\nfunctions:\n  f: {builtin: echo}\nchains:\n  f: {route: /f, steps: [f]}\n")
+	cfg := writeConfig(t, "app: small\npool: {bufferSize: 1KiB}\nlimits: {maxBody: 1KiB}\nfunctions:\n  f: {builtin: echo}\nchains:\n  f: {route: /f, steps: [f]}\n")
 	n := startNode(t, "-f", cfg)
 	status, body, err := n.post(client(1), "/f", strings.Repeat("x", 2048))
-	if err != nil || status != 413 || !strings.Contains(body, "2048 bytes") || !strings.Contains(body, "1024 bytes: pool.bufferSize of app small") {
+	if err != nil || status != 413 || !strings.Contains(body, "2048 bytes") || !strings.Contains(body, "larger than limits.maxBody (1024 bytes) of app small") {
 		t.Fatalf("413: %d %q %v", status, body, err)
 	}
 }

@@ -54,7 +54,11 @@ chains:
 			for i := 0; time.Now().Before(stop); i++ {
 				body := "w" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
 				if w < 4 {
-					s, _, err := n.post(c, "/victim", body)
+					route := []string{"/victim", "/victim-fan", "/victim-big"}[i%3]
+					if route == "/victim-big" {
+						body += strings.Repeat("b", 300<<10) // the extent region
+					}
+					s, _, err := n.post(c, route, body)
 					if err != nil {
 						t.Errorf("victim request unanswered: %v", err)
 						return
@@ -91,18 +95,27 @@ chains:
 	if pid := findFunction(t, a, "hostile").Instances[0].PID; pid != 0 {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
-	// Victim recovers: twenty correct answers in a row, every buffer back.
+	// Victim recovers: twenty correct answers in a row on each of its
+	// chains, every buffer back.
 	deadline := time.Now().Add(30 * time.Second)
-	for ok := 0; ok < 20; {
+	for ok := 0; ok < 60; {
 		body := "after-" + strconv.Itoa(ok)
-		s, got, err := n.post(c, "/victim", body)
-		if err == nil && s == 200 && got == body {
+		route, want := "/victim", body
+		switch ok % 3 {
+		case 1:
+			route, want = "/victim-fan", body+body
+		case 2:
+			body += strings.Repeat("b", 300<<10)
+			route, want = "/victim-big", body
+		}
+		s, got, err := n.post(c, route, body)
+		if err == nil && s == 200 && got == want {
 			ok++
 			continue
 		}
 		ok = 0
 		if time.Now().After(deadline) {
-			t.Fatalf("victim did not recover: %d %q %v\n%s", s, got, err, n.logs())
+			t.Fatalf("victim did not recover on %s: %d %q %v\n%s", route, s, got[:min(len(got), 200)], err, n.logs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

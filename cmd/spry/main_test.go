@@ -263,7 +263,7 @@ func (n *spryNode) waitFreeBuffersWithin(app string, within time.Duration) {
 	deadline := time.Now().Add(within)
 	for {
 		a := findApp(n.t, n.mustStatus(), app)
-		if a.Pool.Free == int(a.Pool.Buffers) && a.Requests.Inflight == 0 {
+		if a.Pool.Free == int(a.Pool.Buffers) && a.Requests.Inflight == 0 && a.Pool.ExtentUsed == 0 {
 			return
 		}
 		if time.Now().After(deadline) {

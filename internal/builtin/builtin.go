@@ -78,6 +78,7 @@ func init() {
 	Register("wrap", "wraps the text in a JSON object with the hop count and per-hop timings", Wrap)
 	Register("sleep", "sleeps for ?ms=N milliseconds (default 100), then passes its input on", Sleep)
 	Register("fail", "fails with ?status=N (default 500) and the input as the message", Fail)
+	Register("concat", "a join: its inputs' payloads one after the other (fails as the first input that failed or did not arrive); elsewhere passes its input on", Concat)
 }
 
 // Echo passes its input on unchanged.
@@ -227,3 +228,33 @@ func queryValue(q, key string) string {
 //
 //go:embed demo.yaml
 var DemoYAML []byte
+
+// Concat joins the branches of a fan-out: its output is their payloads in
+// the order spry.yaml lists them. A branch that failed fails the join with
+// its status and message, one that did not arrive with 502.
+func Concat(req *sdk.Request, res *sdk.Response) error {
+	if !req.IsJoin() {
+		return nil
+	}
+	n := 0
+	for i := range req.NumInputs() {
+		in := req.Input(i)
+		if err := in.Err(); err != nil {
+			if !in.Arrived() {
+				return sdk.Errorf(502, "concat: the output of branch %s did not arrive", in.Step())
+			}
+			return err
+		}
+		n += len(in.Payload())
+	}
+	out, err := res.Alloc(n)
+	if err != nil {
+		return err
+	}
+	n = 0
+	for i := range req.NumInputs() {
+		n += copy(out[n:], req.Input(i).Payload())
+	}
+	res.SetContentType(req.Input(0).ContentType())
+	return nil
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/auth"
+	"github.com/spry-dev/spry/internal/pool"
 	"github.com/spry-dev/spry/internal/route"
 )
 
@@ -74,12 +75,28 @@ type App struct {
 	fnIndex map[string]int
 }
 
-// Pool sizes the app's shared-memory pool; the fields go straight into
-// pool.Layout.
+// Pool sizes the app's shared-memory pool; the fields go into pool.Layout.
 type Pool struct {
 	Buffers    uint32 // number of buffers
 	BufferSize uint32 // payload bytes per buffer
+	// Memory is all the pool's payloads may take: the buffers, and the
+	// large-extent region that holds payloads larger than one buffer
+	// (the rest). Committed only as it is used.
+	Memory uint64
 }
+
+// ExtentBytes returns the size of the pool's large-extent region: what
+// Memory leaves after the buffers, in whole chunks.
+func (p Pool) ExtentBytes() uint64 {
+	arena := uint64(p.Buffers) * uint64(p.BufferSize)
+	if p.Memory <= arena {
+		return 0
+	}
+	return (p.Memory - arena) / pool.ChunkSize * pool.ChunkSize
+}
+
+// Chunks returns the large-extent region in pool chunks.
+func (p Pool) Chunks() uint32 { return uint32(min(p.ExtentBytes()/pool.ChunkSize, pool.MaxChunks)) }
 
 // Secret is one of an app's secrets.
 type Secret struct {
@@ -108,8 +125,9 @@ type TLS struct {
 
 // Limits bound what the gateway admits for the app.
 type Limits struct {
-	Inflight int // requests in flight at once
-	Async    int // of those, asynchronous activations at once (default Inflight/2)
+	Inflight int    // requests in flight at once
+	Async    int    // of those, asynchronous activations at once (default Inflight/2)
+	MaxBody  uint64 // the largest request body, in bytes
 }
 
 // Function is one function of an app.
@@ -188,8 +206,13 @@ type Chain struct {
 	File  string // for messages: where it is defined
 	Line  int
 
-	Route   string
-	Steps   []int         // indexes into App.Functions
+	Route string
+	// Steps is the function (an index into App.Functions) of each step,
+	// in Graph's order.
+	Steps []int
+	// Graph is the chain's graph: Graph[0] is where requests enter. A
+	// line (steps: [a, b]) is a graph whose steps each lead to the next.
+	Graph   []Step
 	Timeout time.Duration // deadline for the whole chain
 	Methods []string      // upper case
 	Headers []string      // canonical header names (textproto.CanonicalMIMEHeaderKey)
@@ -202,6 +225,50 @@ type Chain struct {
 	Async   Async  // how its asynchronous invocations run
 
 	routeLine int
+}
+
+// Step is one step of a chain's graph.
+type Step struct {
+	Name string // unique in the chain; by default its function's name
+	Fn   int    // the function it runs (an index into App.Functions)
+	Line int
+	// Next are the steps the output goes to (indexes into the graph): none
+	// ends the chain; several are a fan-out (all at once, sharing the
+	// output) unless Choose, when the handler picks one (res.Next), by
+	// default the first.
+	Next   []int
+	Choose bool
+	// JoinAt is, for a fan-out, the step its branches meet at (-1 for
+	// other steps).
+	JoinAt int
+	// Join, when set, makes the step join the branches of a fan-out.
+	Join *Join
+	// Depth is how many fan-outs the step is a branch of.
+	Depth int
+}
+
+// Join says when a join step runs.
+type Join struct {
+	// Quorum is how many branches must have succeeded (0: all of them).
+	// The step runs once that many did, or when every branch ended.
+	Quorum int
+	// Wait, when not 0, bounds how long after the fan-out the join waits:
+	// then it runs with the branches that arrived.
+	Wait time.Duration
+	// Ordinal numbers the chain's joins, from 0.
+	Ordinal int
+	// Of is how many branches the fan-out sends.
+	Of int
+}
+
+// IsLine reports whether the chain is a plain line of steps.
+func (c *Chain) IsLine() bool {
+	for i, s := range c.Graph {
+		if s.Join != nil || s.Choose || len(s.Next) > 1 || (len(s.Next) == 1 && s.Next[0] != i+1) {
+			return false
+		}
+	}
+	return true
 }
 
 // FunctionIndex returns the index of the function called name.

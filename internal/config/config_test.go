@@ -184,7 +184,7 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:2: transport: unknown transport "tcp" (known: auto, skmsg, uds, poll, adaptive)`,
 			`spry.yaml:4: pool.buffers: want an integer, got "many"`,
 			`spry.yaml:5: pool.bufferSize: want a size like 64KiB, got "64 kb"`,
-			`spry.yaml:6: pool.buffer: unknown field (known: buffers, bufferSize)`,
+			`spry.yaml:6: pool.buffer: unknown field (known: memory, buffers, bufferSize)`,
 			`spry.yaml:7: limits.inflight: want 1..1024 (at most pool.buffers), got 0`,
 			`spry.yaml:11: functions.upper.instnces: unknown field (known: builtin, go, exec, python, http, lambda, virtualenv, requirements, port, health, event, handler, instances, concurrency, timeout, env, envFrom, workDir, limits, scale)`,
 			`spry.yaml:12: functions.upper: duplicate key (first at line 9)`,
@@ -330,7 +330,7 @@ func TestParseBad(t *testing.T) {
 			chains:
 			  a: {steps: [f]}
 			  b: {route: "/b?x=1", steps: f}
-			  c: {route: "/c d", steps: [f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f]}
+			  c: {route: "/c d", steps: [f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f]}
 			  d: {route: /d/../e, steps: []}
 			  e: {route: /e#x, steps: [f], timeout: 2h, methods: [GET, get, "B AD"]}
 			  f: {route: /f/., steps: [f], methods: []}
@@ -342,9 +342,9 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:4: chains.a.route: missing; want an HTTP path, e.g. route: /a`,
 			`spry.yaml:5: chains.b.route: "/b?x=1" is not a valid route: want a path without '?' or '#'`,
 			`spry.yaml:6: chains.c.route: "/c d" is not a valid route: want a path without spaces or control characters`,
-			`spry.yaml:6: chains.c.steps: want 1..16 steps, got 17`,
+			`spry.yaml:6: chains.c.steps: want 1..32 steps, got 33`,
 			`spry.yaml:7: chains.d.route: "/d/../e" is not a valid route: want a path without . or .. segments`,
-			`spry.yaml:7: chains.d.steps: want 1..16 steps, got 0`,
+			`spry.yaml:7: chains.d.steps: want 1..32 steps, got 0`,
 			`spry.yaml:8: chains.e.route: "/e#x" is not a valid route: want a path without '?' or '#'`,
 			`spry.yaml:8: chains.e.timeout: want more than 0s and at most 1h, got 2h0m0s`,
 			`spry.yaml:8: chains.e.methods[1]: duplicate method GET`,
@@ -462,13 +462,14 @@ func TestParseDefaults(t *testing.T) {
 	want := &App{
 		Name: "min", File: "spry.yaml", Dir: "/x", Line: 1,
 		Transport:   TransportAuto,
-		Pool:        Pool{Buffers: 1024, BufferSize: 64 << 10},
-		Limits:      Limits{Inflight: 512, Async: 256},
+		Pool:        Pool{Buffers: 1024, BufferSize: 64 << 10, Memory: 1 << 30},
+		Limits:      Limits{Inflight: 512, Async: 256, MaxBody: 32 << 20},
 		Activations: Activations{Retention: Retention{Age: DefaultRetentionAge, Count: DefaultRetentionCount}, Result: DefaultResult},
 		Functions: []*Function{{Name: "f", Index: 0, File: "spry.yaml", Line: 3,
 			Kind: Builtin, Builtin: "upper", Instances: 1, Scale: Scale{Policy: PolicyFixed, Min: 1, Max: 1}, Concurrency: 1, Timeout: 30 * time.Second, WorkDir: "/x"}},
 		Chains: []*Chain{{Name: "c", Index: 0, File: "spry.yaml", Line: 5,
-			Route: "/c", Steps: []int{0}, Timeout: 30 * time.Second, Methods: []string{"GET", "POST"}, routeLine: 5,
+			Route: "/c", Steps: []int{0}, Graph: []Step{{Name: "f", Fn: 0, Line: 5, JoinAt: -1}},
+			Timeout: 30 * time.Second, Methods: []string{"GET", "POST"}, routeLine: 5,
 			Record: RecordFailures, Async: Async{Attempts: DefaultAttempts, MaxAge: DefaultMaxAge, Backoff: DefaultBackoff, Queue: DefaultQueue}}},
 		fnIndex: map[string]int{"f": 0},
 	}
@@ -545,7 +546,7 @@ func TestParseFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Name != "shop-1" || a.Transport != "uds" || a.Pool != (Pool{64, 1 << 20}) || a.Limits.Inflight != 64 {
+	if a.Name != "shop-1" || a.Transport != "uds" || a.Pool != (Pool{64, 1 << 20, 1 << 30}) || a.Limits.MaxBody != 32<<20 || a.Limits.Inflight != 64 {
 		t.Errorf("app: %s", dump(a))
 	}
 	var names []string

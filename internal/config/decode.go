@@ -42,7 +42,10 @@ type appSpec struct {
 	transport  value[string]
 	buffers    value[int64]
 	bufferSize value[uint64]
+	memory     value[uint64]
+	poolLine   int
 	inflight   value[int64]
+	maxBody    value[uint64]
 	tlsLine    int
 	tlsCert    value[string]
 	tlsKey     value[string]
@@ -106,7 +109,8 @@ type chainSpec struct {
 	bad  bool // not a mapping: reported already
 
 	route   value[string]
-	steps   value[[]item]
+	steps   value[[]item]      // a line: steps: [a, b]
+	graph   value[[]*stepSpec] // a graph: steps: {a: [b, c], …}
 	timeout value[time.Duration]
 	methods value[[]item]
 	headers value[[]item]
@@ -128,12 +132,26 @@ type authSpec struct {
 	leeway       value[time.Duration]
 }
 
+// stepSpec is one step of a graph (steps: as a mapping).
+type stepSpec struct {
+	name string
+	line int
+	bad  bool // reported already
+
+	function value[string]
+	next     value[[]item]
+	choose   value[[]item]
+	join     value[string]
+	wait     value[time.Duration]
+}
+
 // The keys of each mapping, in the order the docs list them.
 var (
 	appKeys    = []string{"app", "transport", "pool", "limits", "tls", "secrets", "functions", "chains", "activations", "triggers"}
 	tlsKeys    = []string{"cert", "key"}
-	poolKeys   = []string{"buffers", "bufferSize"}
-	limitKeys  = []string{"inflight", "async"}
+	poolKeys   = []string{"memory", "buffers", "bufferSize"}
+	limitKeys  = []string{"inflight", "async", "maxBody"}
+	stepKeys   = []string{"function", "next", "choose", "join", "wait"}
 	fnKeys     = append([]string{"builtin", "go", "exec"}, append(kindKeys, "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
 	fnLimKeys  = []string{"memory", "cpu"}
 	secretKeys = []string{"file", "value"}
@@ -187,8 +205,11 @@ func decode(data []byte, ps *problems) *appSpec {
 		case "transport":
 			s.transport = d.str(v, "transport")
 		case "pool":
+			s.poolLine = k.Line
 			d.fields(v, "pool", poolKeys, func(key string, k, v *yaml.Node) {
 				switch key {
+				case "memory":
+					s.memory = d.size(v, "pool.memory")
 				case "buffers":
 					s.buffers = d.int(v, "pool.buffers")
 				case "bufferSize":
@@ -200,6 +221,8 @@ func decode(data []byte, ps *problems) *appSpec {
 				switch key {
 				case "inflight":
 					s.inflight = d.int(v, "limits.inflight")
+				case "maxBody":
+					s.maxBody = d.size(v, "limits.maxBody")
 				case "async":
 					s.async = d.int(v, "limits.async")
 				}
@@ -349,6 +372,26 @@ func (d *decoder) chain(name string, k, v *yaml.Node) *chainSpec {
 		case "route":
 			c.route = d.str(v, p)
 		case "steps":
+			n := deref(v)
+			if n.Kind == yaml.MappingNode {
+				c.graph.line = k.Line
+				c.graph.bad = !d.entries(v, p, func(name string, k, v *yaml.Node) {
+					c.graph.v = append(c.graph.v, d.step(name, k, v, join(p, name)))
+				})
+				return
+			}
+			if n.Kind == yaml.SequenceNode {
+				for i, e := range n.Content {
+					if deref(e).Kind != yaml.ScalarNode {
+						d.ps.add(e.Line, p+"["+strconv.Itoa(i)+"]", "want a step name, got %s: a list is a line of steps; for a graph (fan-out, join, choices), make steps: a mapping of each step to what follows it", got(deref(e)))
+						c.steps.bad = true
+					}
+				}
+				if c.steps.bad {
+					c.steps.line = k.Line
+					return
+				}
+			}
 			c.steps = d.strs(k, v, p)
 		case "timeout":
 			c.timeout = d.duration(v, p)
@@ -398,6 +441,42 @@ func (d *decoder) chain(name string, k, v *yaml.Node) *chainSpec {
 		}
 	})
 	return c
+}
+
+// step reads one step of a graph: a mapping of its settings, or as a
+// shorthand what follows it — a name, a list (a fan-out), or nothing (the
+// chain ends here).
+func (d *decoder) step(name string, k, v *yaml.Node, path string) *stepSpec {
+	st := &stepSpec{name: name, line: k.Line}
+	n := deref(v)
+	switch {
+	case isNull(n):
+		return st
+	case n.Kind == yaml.ScalarNode || n.Kind == yaml.SequenceNode:
+		st.next = d.strs(k, v, path)
+		st.bad = st.next.bad
+		return st
+	case n.Kind != yaml.MappingNode:
+		d.ps.add(v.Line, path, "want what follows the step (a name, a list) or a mapping with next:, choose:, join:, got %s", got(n))
+		st.bad = true
+		return st
+	}
+	d.fields(v, path, stepKeys, func(key string, k, v *yaml.Node) {
+		p := join(path, key)
+		switch key {
+		case "function":
+			st.function = d.str(v, p)
+		case "next":
+			st.next = d.strs(k, v, p)
+		case "choose":
+			st.choose = d.strs(k, v, p)
+		case "join":
+			st.join = d.str(v, p)
+		case "wait":
+			st.wait = d.duration(v, p)
+		}
+	})
+	return st
 }
 
 // entries walks the mapping n at path, calling fn for each key and its

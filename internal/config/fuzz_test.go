@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/spry-dev/spry/internal/pool"
 )
 
 // FuzzParse checks that Parse never panics and that what it returns holds
@@ -34,6 +36,24 @@ func FuzzParse(f *testing.F) {
 			`),
 		"app: &a a\nfunctions: &f {f: {builtin: *a}}\nchains: {c: {route: /c, steps: *f}}\n",
 		"app: a\n---\napp: b\n",
+		yml(`
+			app: g
+			pool: {memory: 2GiB}
+			limits: {maxBody: 256MiB}
+			functions: {a: {builtin: upper}, b: {builtin: upper}, j: {builtin: upper}}
+			chains:
+			  x:
+			    route: /x
+			    steps:
+			      a: [b, c]
+			      b: {choose: [j, d]}
+			      c: {function: a, next: j}
+			      d: {function: b, next: j}
+			      j: {join: 1, wait: 10ms, next: e}
+			      e: {function: a}
+			`),
+		"app: g\nfunctions: {a: {builtin: upper}}\nchains: {x: {route: /x, steps: {a: a}}}\n",
+		"app: g\nfunctions: {a: {builtin: upper}}\nchains: {x: {route: /x, steps: {a: [b, c], b: j, c: j, j: {function: a, join: all}}}}\n",
 		"a: [1\n",
 		"functions: {<<: {f: 1}}\n",
 	} {
@@ -122,5 +142,60 @@ func checkApp(t *testing.T, a *App) {
 				t.Errorf("chain %s: step %d of %d functions", c.Name, s, len(a.Functions))
 			}
 		}
+		checkGraph(t, c)
+	}
+	if a.Pool.Memory < uint64(a.Pool.Buffers)*uint64(a.Pool.BufferSize) || a.Pool.Memory > MaxMemory ||
+		a.Limits.MaxBody < 1 || (a.Limits.MaxBody > uint64(a.Pool.BufferSize) && a.Limits.MaxBody > a.Pool.ExtentBytes()) {
+		t.Errorf("pool %+v, limits %+v", a.Pool, a.Limits)
+	}
+}
+
+// checkGraph checks that a chain's graph can run: what the routing table
+// and the gateway rely on.
+func checkGraph(t *testing.T, c *Chain) {
+	g := c.Graph
+	if len(g) != len(c.Steps) || len(g) == 0 || len(g) > MaxSteps || g[0].Join != nil {
+		t.Fatalf("chain %s: graph %+v, steps %v", c.Name, g, c.Steps)
+	}
+	state := make([]int, len(g))
+	var visit func(i int)
+	visit = func(i int) {
+		if state[i] == 1 {
+			t.Fatalf("chain %s: a cycle through %s", c.Name, g[i].Name)
+		}
+		if state[i] == 2 {
+			return
+		}
+		state[i] = 1
+		for _, j := range g[i].Next {
+			if j < 0 || j >= len(g) {
+				t.Fatalf("chain %s: step %s leads to %d", c.Name, g[i].Name, j)
+			}
+			visit(j)
+		}
+		state[i] = 2
+	}
+	visit(0)
+	joins := 0
+	for i, s := range g {
+		if state[i] != 2 {
+			t.Errorf("chain %s: step %s unreachable", c.Name, s.Name)
+		}
+		if s.Fn != c.Steps[i] || s.Depth > pool.MaxDepth || len(s.Next) > pool.MaxNext {
+			t.Errorf("chain %s: step %+v", c.Name, s)
+		}
+		fan := !s.Choose && len(s.Next) > 1
+		if fan != (s.JoinAt >= 0) || (fan && (s.JoinAt >= len(g) || g[s.JoinAt].Join == nil || g[s.JoinAt].Join.Of != len(s.Next))) {
+			t.Errorf("chain %s: fan-out %+v", c.Name, s)
+		}
+		if s.Join != nil {
+			if s.Join.Ordinal != joins || s.Join.Quorum > s.Join.Of || s.Join.Of < 2 || s.Join.Wait >= c.Timeout {
+				t.Errorf("chain %s: join %+v", c.Name, *s.Join)
+			}
+			joins++
+		}
+	}
+	if joins > pool.MaxJoins {
+		t.Errorf("chain %s: %d joins", c.Name, joins)
 	}
 }

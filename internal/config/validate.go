@@ -1,7 +1,6 @@
 package config
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -24,15 +23,23 @@ import (
 const (
 	DefaultBuffers    = 1024
 	DefaultBufferSize = 64 << 10
-	DefaultTimeout    = 30 * time.Second // of a step and of a chain
-	MaxTimeout        = time.Hour
-	MaxInstances      = 256
-	MaxConcurrency    = 1024
-	MaxSteps          = pool.MaxSteps
-	MaxHeaders        = 16
-	MaxRoute          = 256 // bytes
-	maxAppName        = 32
-	maxName           = 64
+	// DefaultMemory is a pool's memory when pool.memory is not set: the
+	// buffers plus the large-extent region (committed only as it is used).
+	DefaultMemory = 1 << 30
+	// DefaultMaxBody is the largest request body when limits.maxBody is
+	// not set (at most what the pool's extent region holds).
+	DefaultMaxBody = 32 << 20
+	// MaxMemory bounds pool.memory.
+	MaxMemory      = 1 << 40
+	DefaultTimeout = 30 * time.Second // of a step and of a chain
+	MaxTimeout     = time.Hour
+	MaxInstances   = 256
+	MaxConcurrency = 1024
+	MaxSteps       = pool.MaxSteps
+	MaxHeaders     = 16
+	MaxRoute       = 256 // bytes
+	maxAppName     = 32
+	maxName        = 64
 )
 
 // DefaultMethods are the methods a chain answers when it names none.
@@ -87,6 +94,35 @@ func (s *appSpec) validate(o Options, ps *problems) *App {
 				formatSize(pool.MinBufferSize), formatSize(pool.MaxBufferSize), formatSize(b.v))
 		} else {
 			a.Pool.BufferSize = uint32(b.v)
+		}
+	}
+	arena := uint64(a.Pool.Buffers) * uint64(a.Pool.BufferSize)
+	a.Pool.Memory = max(DefaultMemory, arena)
+	if m := s.memory; m.ok() {
+		switch {
+		case m.v > MaxMemory:
+			ps.add(m.line, "pool.memory", "want at most %s, got %s", formatSize(MaxMemory), formatSize(m.v))
+		case m.v < arena:
+			ps.add(m.line, "pool.memory", "%s is less than the buffers need (pool.buffers × pool.bufferSize = %s)", formatSize(m.v), formatSize(arena))
+		default:
+			a.Pool.Memory = m.v
+		}
+	}
+	ext := a.Pool.ExtentBytes()
+	a.Limits.MaxBody = uint64(a.Pool.BufferSize)
+	if ext > 0 {
+		a.Limits.MaxBody = max(a.Limits.MaxBody, min(DefaultMaxBody, ext))
+	}
+	if mb := s.maxBody; mb.ok() {
+		switch {
+		case mb.v < 1:
+			ps.add(mb.line, "limits.maxBody", "want at least 1 byte, got 0")
+		case mb.v > pool.MaxPayload:
+			ps.add(mb.line, "limits.maxBody", "want at most %s, got %s", formatSize(pool.MaxPayload), formatSize(mb.v))
+		case mb.v > uint64(a.Pool.BufferSize) && mb.v > ext:
+			ps.add(mb.line, "limits.maxBody", "%s does not fit the pool: bodies larger than pool.bufferSize (%s) go to the large-extent region, and pool.memory (%s) leaves %s for it after the buffers; raise pool.memory", formatSize(mb.v), formatSize(uint64(a.Pool.BufferSize)), formatSize(a.Pool.Memory), formatSize(ext))
+		default:
+			a.Limits.MaxBody = mb.v
 		}
 	}
 	a.Limits.Inflight = max(1, int(a.Pool.Buffers)/2)
@@ -577,24 +613,9 @@ func (cs *chainSpec) validate(a *App, fnNames []string, o Options, ps *problems)
 		}
 	}
 
-	switch st := cs.steps; {
-	case st.line == 0:
-		ps.add(cs.line, path+".steps", "missing; want the functions to run, e.g. steps: [%s]", cmp.Or(strings.Join(fnNames[:min(len(fnNames), 2)], ", "), "fn"))
-	case st.bad:
-	case len(st.v) == 0 || len(st.v) > MaxSteps:
-		ps.add(st.line, path+".steps", "want 1..%d steps, got %d", MaxSteps, len(st.v))
-	default:
-		for _, s := range st.v {
-			i, ok := a.fnIndex[s.v]
-			if !ok {
-				ps.add(s.line, s.path, "unknown function %q (functions: %s)", s.v, list(fnNames))
-				continue
-			}
-			c.Steps = append(c.Steps, i)
-		}
-	}
-
+	cs.validateSteps(a, c, fnNames, path, ps)
 	c.Timeout = timeout(cs.timeout, path+".timeout", ps)
+	cs.checkWaits(c, path+".steps", ps)
 	if cs.auth != nil {
 		c.Auth, c.AuthSum = cs.auth.validate(a.Dir, o, path+".auth", ps)
 	}

@@ -49,6 +49,17 @@ const (
 	// FlagControl marks a control message between an instance and the daemon
 	// (Buf then holds a Ctl* code, not a buffer index).
 	FlagControl
+	// FlagJoin marks an input of a join, on its way to the gateway, which
+	// collects a join's inputs (Hop is the join's node).
+	FlagJoin
+	// FlagCall marks a call (Hop is pool.CallNode): the receiver runs its
+	// handler and returns the output to the caller named in the buffer.
+	FlagCall
+	// FlagReturn marks a call's answer, on its way to the caller.
+	FlagReturn
+	// FlagRoute marks a step's output handed to the gateway for it to route
+	// on (an SDK that leaves graph routing to the gateway).
+	FlagRoute
 )
 
 // Control codes, carried in Buf of a descriptor with FlagControl.
@@ -61,6 +72,9 @@ const (
 	// whose index is in Chain (sent to the app's gateway, which tells the
 	// daemon: a cold start is due).
 	CtlNoInstance uint32 = 3
+	// CtlWake: wakes a receive loop (sent by an endpoint to itself: a
+	// handler waiting for a call on the receive thread, at its deadline).
+	CtlWake uint32 = 4
 )
 
 // None is the zero instance id: no instance has it.

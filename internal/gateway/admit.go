@@ -44,6 +44,20 @@ type Body interface {
 	ReadBody(dst []byte) (int, *Error)
 }
 
+// StreamBody is a Body that can also be read in parts: a body of unknown
+// length (chunked) that grows from one buffer into the pool's large-extent
+// region as it arrives, or a large one the pool holds in several extents.
+// The HTTP/1.1 adapter's bodies are; an adapter whose bodies are not gets
+// one contiguous room for a body of known length, and one buffer for one
+// of unknown length.
+type StreamBody interface {
+	Body
+	// ReadPart reads the next bytes of the body into dst (at most
+	// len(dst), at least 1 unless the body ended) and reports how many,
+	// and whether the body ended with them. Errors are ReadBody's.
+	ReadPart(dst []byte) (n int, done bool, err *Error)
+}
+
 // Headers gives the admission path (and hooks on it) the request's header
 // fields. Names are ASCII case-insensitive.
 type Headers interface {
@@ -78,8 +92,10 @@ type Request struct {
 	// ContentType of the body (nil when none).
 	ContentType []byte
 	// Length of the body when known before it is read, else -1. A known
-	// length larger than a pool buffer is refused before anything is
-	// taken (413).
+	// length larger than the app's limits.maxBody is refused before
+	// anything is taken (413); one larger than a pool buffer gets its room
+	// in the pool's large-extent region, or a 503 at once when there is
+	// none.
 	Length int64
 	// Headers looks up the fields the chain forwards (nil: none).
 	Headers Headers
@@ -118,7 +134,8 @@ var (
 	ErrNoBuffer     = &Error{Status: 503, Msg: " has no free pool buffer; retry later", Retry: true}
 	ErrNoInstance   = &Error{Status: 503, Msg: " could take the request", Retry: true}
 	ErrDeadline     = &Error{Status: 504, Msg: " did not answer in time"}
-	ErrTooLarge     = &Error{Status: 413, Msg: "request body larger than a pool buffer", Close: true}
+	ErrTooLarge     = &Error{Status: 413, Msg: "request body larger than limits.maxBody", Close: true}
+	ErrNoRoom       = &Error{Status: 503, Msg: " has no room in its pool for the request body; retry later", Retry: true, Close: true}
 	ErrMetaTooLarge = &Error{Status: 431, Msg: "request line and forwarded headers do not fit the request metadata"}
 	// ErrSilent: the request ends without an answer (the client is gone).
 	ErrSilent = &Error{Close: true}
@@ -144,11 +161,22 @@ func (r *Request) AppendMessage(dst []byte, e *Error) []byte {
 			dst = strconv.AppendInt(append(dst, " of "...), r.Length, 10)
 			dst = append(dst, " bytes"...)
 		}
-		dst = append(dst, " is larger than a pool buffer"...)
+		dst = append(dst, " is larger than limits.maxBody"...)
 		if ch := r.Routed; ch != nil {
-			dst = strconv.AppendUint(append(dst, " ("...), uint64(ch.App.pool.BufferSize()), 10)
-			dst = append(append(append(dst, " bytes: pool.bufferSize of app "...), ch.App.name...), ')')
+			dst = strconv.AppendUint(append(dst, " ("...), ch.App.maxBody, 10)
+			dst = append(append(dst, " bytes) of app "...), ch.App.name...)
 		}
+	case ErrNoRoom:
+		dst = append(dst, "app "...)
+		if r.Routed != nil {
+			dst = append(dst, r.Routed.App.name...)
+		}
+		dst = append(dst, " has no room in its pool for a request body"...)
+		if r.Length >= 0 {
+			dst = strconv.AppendInt(append(dst, " of "...), r.Length, 10)
+			dst = append(dst, " bytes"...)
+		}
+		dst = append(dst, "; retry later"...)
 	case ErrInflight, ErrNoBuffer:
 		dst = append(dst, "app "...)
 		if r.Routed != nil {
@@ -173,10 +201,41 @@ type Admission struct {
 	fn       uint16
 	hop      uint8
 	deadline int64
+	fill     pool.Filler // the body, when written with Room and Wrote
+	filling  bool
 }
 
-// Body returns the pool buffer the request's body goes into.
-func (x *Admission) Body() []byte { return x.a.pool.Buffer(x.buf) }
+// Body returns the pool buffer the request's body goes into: one buffer,
+// or for a body whose length Begin knew and which is larger, one
+// contiguous extent of the pool that holds all of it.
+func (x *Admission) Body() []byte { return x.a.pool.Room(x.buf) }
+
+// Room returns where the next bytes of a body the adapter pushes go, when
+// it may not fit Body (its length unknown, or larger than a buffer): the
+// buffer grows into the pool's large-extent region as it fills. Past the
+// app's limits.maxBody it is ErrTooLarge; when the pool has no room,
+// ErrNoRoom. Record what was written with Wrote; Send then takes the body
+// as written (its n is ignored).
+func (x *Admission) Room() ([]byte, *Error) {
+	if !x.filling {
+		x.fill = x.a.pool.Fill(x.buf, x.a.maxBody)
+		x.filling = true
+	}
+	b, err := x.fill.Room()
+	switch {
+	case err == nil:
+		return b, nil
+	case errors.Is(err, pool.ErrPayloadTooLarge):
+		return nil, ErrTooLarge
+	}
+	return nil, ErrNoRoom
+}
+
+// Wrote records that the first n bytes of the last Room hold body.
+func (x *Admission) Wrote(n int) { x.fill.Wrote(n) }
+
+// Written returns how many bytes of body Room and Wrote took so far.
+func (x *Admission) Written() uint64 { return x.fill.Len() }
 
 // Chain returns the request's chain.
 func (x *Admission) Chain() *Chain { return x.ch }
@@ -187,13 +246,19 @@ func (x *Admission) Chain() *Chain { return x.ch }
 // gateway and the error says why (r.AppendMessage renders it); the
 // refusal is counted for the chain it was routed to, or for the gateway.
 func (g *Gateway) Admit(r *Request) *Error {
-	x, err := g.Begin(r)
+	sb, stream := r.Body.(StreamBody)
+	x, err := g.begin(r, stream)
 	if err != nil {
 		return err
 	}
 	n := 0
 	if r.Body != nil {
-		if n, err = r.Body.ReadBody(x.Body()); err != nil {
+		if stream && (r.Length < 0 || x.a.pool.Pieces(x.buf) > 1) {
+			n, err = x.stream(sb, r.Length)
+		} else {
+			n, err = r.Body.ReadBody(x.Body())
+		}
+		if err != nil {
 			x.Cancel()
 			x.ch.count(err.Status, r.Began)
 			return err
@@ -203,11 +268,70 @@ func (g *Gateway) Admit(r *Request) *Error {
 	return nil
 }
 
+// stream reads a body in parts: into the extents Begin reserved for a body
+// of known length, or, of unknown length, into the buffer and then the
+// extents it grows into.
+func (x *Admission) stream(sb StreamBody, length int64) (int, *Error) {
+	p := x.a.pool
+	if length >= 0 {
+		left := length
+		for i := range p.Pieces(x.buf) {
+			piece := p.Piece(x.buf, i)
+			for off := 0; off < len(piece); {
+				k, done, err := sb.ReadPart(piece[off:])
+				if err != nil {
+					return 0, err
+				}
+				off += k
+				left -= int64(k)
+				if done && left > 0 {
+					return 0, errShortBody
+				}
+			}
+		}
+		return int(length), nil
+	}
+	for {
+		room, err := x.Room()
+		if err == ErrTooLarge {
+			// Full to the limit: the body is too large only if more of
+			// it follows.
+			var one [1]byte
+			k, done, rerr := sb.ReadPart(one[:])
+			if rerr != nil {
+				return 0, rerr
+			}
+			if k != 0 || !done {
+				return 0, ErrTooLarge
+			}
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+		k, done, rerr := sb.ReadPart(room)
+		if rerr != nil {
+			return 0, rerr
+		}
+		x.Wrote(k)
+		if done {
+			break
+		}
+	}
+	x.fill.Done()
+	return int(x.fill.Len()), nil
+}
+
 // Begin admits r up to its body: the chain, an entry of the in-flight
 // table, a pool buffer with the request's metadata in its header. The
 // caller writes the body into x.Body() and then calls x.Send, or x.Cancel
 // when the request ends before (a reset stream, a malformed body).
-func (g *Gateway) Begin(r *Request) (x Admission, err *Error) {
+func (g *Gateway) Begin(r *Request) (x Admission, err *Error) { return g.begin(r, false) }
+
+// begin is Begin; split lets a body of known length larger than a buffer
+// take several extents when no run of the pool is long enough (its reader
+// reads it in parts).
+func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 	if r.Began == 0 {
 		r.Began = mono.Now()
 	}
@@ -247,7 +371,7 @@ func (g *Gateway) Begin(r *Request) (x Admission, err *Error) {
 			return x, errBadHop
 		}
 	}
-	if r.Length > int64(p.BufferSize()) {
+	if r.Length > int64(a.maxBody) {
 		ch.count(ErrTooLarge.Status, r.Began)
 		return x, ErrTooLarge
 	}
@@ -263,6 +387,17 @@ func (g *Gateway) Begin(r *Request) (x Admission, err *Error) {
 		a.stats.Rejected.Add(1)
 		ch.count(ErrNoBuffer.Status, r.Began)
 		return x, ErrNoBuffer
+	}
+	if r.Length > int64(p.BufferSize()) {
+		// A large body's room is taken now, whole, or the request is
+		// refused at once: never a body half written.
+		if p.Reserve(buf, uint64(r.Length), split) != nil {
+			p.Free(buf, a.id)
+			a.release(idx, reqID)
+			a.stats.Rejected.Add(1)
+			ch.count(ErrNoRoom.Status, r.Began)
+			return x, ErrNoRoom
+		}
 	}
 	h := p.Header(buf)
 	m := h.WriteMeta()
@@ -334,6 +469,10 @@ func (x *Admission) Cancel() {
 func (x *Admission) Send(n int, ctype []byte) {
 	a := x.a
 	h := a.pool.Header(x.buf)
+	if x.filling {
+		x.fill.Done()
+		n = int(x.fill.Len())
+	}
 	h.SetData(0, uint32(n))
 	h.SetContentType(ctype)
 	e := &a.pend[x.idx]
@@ -412,6 +551,40 @@ func (r *Reply) ContentType() []byte {
 	return ct
 }
 
+// Len returns the length of the reply's body: its pieces' (each clamped
+// to the memory it may lie in, whatever its header says).
+func (r *Reply) Len() int {
+	if r.err != nil {
+		return len(r.Body())
+	}
+	n := 0
+	for i := range r.a.pool.Pieces(r.buf) {
+		n += len(r.a.pool.Piece(r.buf, i))
+	}
+	return n
+}
+
+// Pieces returns how many contiguous pieces the reply's body has: 1, or
+// more for a large body the pool holds in several extents (see Piece).
+func (r *Reply) Pieces() int {
+	if r.err != nil {
+		return 1
+	}
+	return r.a.pool.Pieces(r.buf)
+}
+
+// Piece returns piece i of the reply's body (slices of the pool, valid
+// until Done); Body is piece 0.
+func (r *Reply) Piece(i int) []byte {
+	if r.err != nil {
+		if i == 0 {
+			return r.Body()
+		}
+		return nil
+	}
+	return r.a.pool.Piece(r.buf, i)
+}
+
 // NextHeader returns the first response header the chain's functions set
 // at or after position pos (0 to start) and the position after it, or ok
 // false when there is none. Headers that are not valid HTTP, and those only
@@ -452,7 +625,8 @@ var gatewayFields = []string{"content-type", "content-length", "transfer-encodin
 	"upgrade", "trailer", "te", "date", "proxy-connection"}
 
 // Body returns the reply's body: a slice of the pool buffer, valid until
-// Done, or the gateway's message.
+// Done, or the gateway's message. A body in several pieces is its first
+// (see Pieces).
 func (r *Reply) Body() []byte {
 	if r.err != nil {
 		if r.err == ErrNoInstance {

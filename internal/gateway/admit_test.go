@@ -82,9 +82,9 @@ func TestAdmitAdapter(t *testing.T) {
 	}{
 		{Request{Method: []byte("POST"), Path: []byte("/nope")}, ErrNoRoute, "spry: no chain serves /nope\n"},
 		{Request{Method: []byte("GET"), Path: []byte("/c")}, ErrMethod, "spry: GET is not allowed on /c\n"},
-		{Request{Method: []byte("POST"), Path: []byte("/c"), Length: 5000}, ErrTooLarge, "spry: request body of 5000 bytes is larger than a pool buffer (4096 bytes: pool.bufferSize of app gwtest)\n"},
+		{Request{Method: []byte("POST"), Path: []byte("/c"), Length: 5000}, ErrTooLarge, "spry: request body of 5000 bytes is larger than limits.maxBody (4096 bytes) of app gwtest\n"},
 		{Request{Method: []byte("POST"), Path: []byte("/c"), Length: -1, Body: &memBody{make([]byte, 5000)}}, ErrTooLarge, ""},
-		{Request{Method: []byte("POST"), Path: []byte(strings.Repeat("/p", 1000)), Chain: ch, Length: -1}, ErrMetaTooLarge, ""},
+		{Request{Method: []byte("POST"), Path: []byte(strings.Repeat("/p", 2000)), Chain: ch, Length: -1}, ErrMetaTooLarge, ""},
 	} {
 		tc.req.Reply = rep
 		if err := r.g.Admit(&tc.req); err != tc.want {

@@ -24,6 +24,7 @@ import (
 // that makes every use of an entry distinct.
 type App struct {
 	name       string
+	maxBody    uint64 // limits.maxBody
 	pool       *pool.Pool
 	conn       transport.Conn
 	id         uint16
@@ -42,6 +43,8 @@ type App struct {
 	closing atomic.Bool
 	gate    atomic.Bool // Quiesce holds every entry: admissions wait a moment
 	held    []uint32    // the entries Quiesce holds (the daemon's sweep only)
+	jmu     sync.Mutex
+	jfree   []*joins // join tables of requests that ended, for reuse
 }
 
 // idBits is the width of the entry index in a request id: enough for the
@@ -76,7 +79,10 @@ type pending struct {
 	ch       *Chain       // its chain, for the response's counters
 	began    int64        // when it arrived (mono ns)
 	timer    *time.Timer  // fires at the deadline (App.expire)
-	_        [56]byte     // entries in use by different threads share no cache line
+	idx      uint32       // the entry's index
+	jmu      sync.Mutex   // guards joins
+	joins    *joins       // the request's joins collecting their inputs (graph.go)
+	_        [40]byte     // entries in use by different threads share no cache line
 }
 
 // AppStats are an app's gateway counters.
@@ -90,6 +96,9 @@ type AppStats struct {
 	Abandoned atomic.Uint64 // buffers freed after their request timed out
 	Forged    atomic.Uint64 // descriptors whose buffer was not in transit to the gateway (dropped unread)
 	RecvErrs  atomic.Uint64 // receive errors the reply loop outlived
+	// LateInputs are join inputs dropped: late (the join ran already),
+	// duplicate (its branch had arrived), or of a request answered.
+	LateInputs atomic.Uint64
 }
 
 // AppConfig configures an App.
@@ -98,6 +107,9 @@ type AppConfig struct {
 	Pool     *pool.Pool
 	Conn     transport.Conn // the gateway's endpoint in the app's fabric
 	Inflight int            // requests in flight at once (<= buffers)
+	// MaxBody bounds a request's body (0: one pool buffer). Larger than a
+	// buffer needs the pool's large-extent region.
+	MaxBody uint64
 	// Control receives control descriptors from the app's instances (for
 	// example, readiness). It runs on the receive thread: keep it short.
 	Control func(desc.Desc)
@@ -112,8 +124,11 @@ func NewApp(c AppConfig) (*App, error) {
 	if c.Inflight < 1 || c.Inflight > idMask || uint32(c.Inflight) > c.Pool.Buffers() {
 		return nil, fmt.Errorf("gateway: app %s: in-flight bound %d not in 1..%d", c.Name, c.Inflight, c.Pool.Buffers())
 	}
+	if c.MaxBody == 0 {
+		c.MaxBody = uint64(c.Pool.BufferSize())
+	}
 	a := &App{
-		name: c.Name, pool: c.Pool, conn: c.Conn, id: c.Conn.ID(), ctl: c.Control, noInstance: c.NoInstance,
+		name: c.Name, maxBody: c.MaxBody, pool: c.Pool, conn: c.Conn, id: c.Conn.ID(), ctl: c.Control, noInstance: c.NoInstance,
 		pend: make([]pending, c.Inflight),
 		free: make(chan uint32, c.Inflight),
 	}
@@ -124,6 +139,7 @@ func NewApp(c AppConfig) (*App, error) {
 		a.noInstance = func(uint16) {}
 	}
 	for i := range c.Inflight {
+		a.pend[i].idx = uint32(i)
 		a.pend[i].timer = time.AfterFunc(time.Hour, func() { a.expire(uint32(i)) })
 		a.pend[i].timer.Stop()
 		a.free <- uint32(i)
@@ -191,7 +207,14 @@ func (a *App) Run() error {
 				continue
 			}
 			crash.Point("gateway.accepted")
-			a.complete(d.Buf)
+			switch {
+			case d.Is(desc.FlagJoin):
+				a.join(d.Buf, d.Hop)
+			case d.Is(desc.FlagRoute):
+				a.route(d.Buf)
+			default:
+				a.complete(d.Buf)
+			}
 		}
 	}
 }
@@ -304,6 +327,7 @@ func (a *App) publish(idx uint32, reqID uint64, deadline int64) {
 func (a *App) release(idx uint32, reqID uint64) {
 	e := &a.pend[idx]
 	e.rep = nil
+	a.recycle(e)
 	e.word.Store(reqID>>idBits<<2 | stFree)
 	a.free <- idx
 }
@@ -360,6 +384,7 @@ func (a *App) complete(buf uint32) {
 	if e.word.CompareAndSwap(seq<<2|stAbandoned, seq<<2|stFree) {
 		a.stats.Abandoned.Add(1)
 		e.rep = nil
+		a.recycle(e)
 		a.free <- idx
 		return
 	}
@@ -376,8 +401,13 @@ func (a *App) expire(idx uint32) {
 	if w&3 != stWaiting {
 		return // answered, or a stale firing for an entry since freed
 	}
-	if now, dl := mono.Now(), e.deadline.Load(); now < dl {
-		e.timer.Reset(time.Duration(dl - now))
+	now := mono.Now()
+	next := a.expireJoins(e, now) // joins whose wait passed run with what arrived
+	if dl := e.deadline.Load(); now < dl {
+		if next == 0 || next > dl {
+			next = dl
+		}
+		e.timer.Reset(time.Duration(next - now))
 		return
 	}
 	// Read before the compare-and-swap: once the entry is abandoned, the
@@ -474,44 +504,23 @@ func (a *App) Fail(buf uint32, status uint16, msg string) {
 	}
 }
 
-// fail is Fail for a buffer the gateway holds.
-func (a *App) fail(buf uint32, status uint16, msg string) {
-	h := a.pool.Header(buf)
-	n := copy(a.pool.Buffer(buf), msg)
-	h.SetData(0, uint32(n))
-	h.SetReplyContentType("text/plain; charset=utf-8")
-	h.SetStatus(status)
-	h.SetFlags(h.Flags() | pool.FlagStop)
-	a.stats.Failed.Add(1)
-	a.complete(buf)
-}
-
-// Deliver answers the request of buffer buf with it, as if the chain had
-// replied: the daemon calls it for a finished request it took back (it
-// holds buf as pool.OwnerDaemon) before that could reply.
+// Deliver sends on buffer buf, a finished step's output, as its chain's
+// graph does (the answer, when the chain is done): the daemon calls it for
+// an output it took back (it holds buf as pool.OwnerDaemon) before it
+// could be sent.
 func (a *App) Deliver(buf uint32) {
 	if a.pool.Move(buf, pool.OwnerDaemon, a.id) {
-		a.complete(buf)
+		a.route(buf)
 	}
 }
 
 // Redispatch sends buffer buf, which the daemon took back (it holds it as
-// pool.OwnerDaemon) before any handler ran on it, on to step hop of its
+// pool.OwnerDaemon) before any handler ran on it, on to node hop of its
 // chain (an instance of function fn), in the background. A request whose
 // deadline passes first is answered 504 by its timer.
 func (a *App) Redispatch(buf uint32, fn uint16, hop uint8) {
 	if !a.pool.Move(buf, pool.OwnerDaemon, a.id) {
 		return
 	}
-	h := a.pool.Header(buf)
-	reqID := h.ReqID()
-	idx := uint32(reqID & idMask)
-	if reqID == 0 || idx >= uint32(len(a.pend)) {
-		a.stats.Stale.Add(1)
-		a.pool.Free(buf, a.id)
-		return
-	}
-	d := desc.Desc{Buf: buf, Chain: h.Chain(), Hop: hop}
-	a.bg.Add(1)
-	go a.await(fn, d, idx, reqID)
+	a.dispatch(buf, hop)
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/spry-dev/spry/internal/mono"
+	"github.com/spry-dev/spry/internal/pool"
 )
 
 // readBufSize is a connection's read buffer: room for a request head and,
@@ -44,8 +45,10 @@ type conn struct {
 	msg  []byte  // the body of an error response being built
 	ext  []byte  // extra fields of an error response being built
 	hdr  []byte  // the functions' response headers of the reply being written
-	vec  [2][]byte
+	vec  [1 + pool.MaxSegs][]byte
+	nvec int
 	bufs net.Buffers
+	part bodyPart    // the body being read by ReadPart
 	busy atomic.Bool // between reading a request head and answering it
 
 	// The request out in a chain, set before it is admitted: its response
@@ -64,7 +67,7 @@ type conn struct {
 
 	dl      time.Time       // the read deadline armed (armRead)
 	raw     syscall.RawConn // for non-blocking writes off this goroutine; nil when not a socket
-	iov     [2]unix.Iovec
+	iov     [1 + pool.MaxSegs]unix.Iovec
 	iovN    int
 	wrote   int // bytes the last non-blocking write took
 	writeFn func(fd uintptr) bool
@@ -436,6 +439,7 @@ func (c *conn) run(began int64) bool {
 		Length: length, Headers: c, Body: c, Began: began, Reply: c,
 	}
 	c.headOnly, c.closeAfter = string(c.req.method) == "HEAD", c.req.close
+	c.part = bodyPart{}
 	if c.g.events != nil {
 		if v := c.req.header("Prefer"); v != nil && preferAsync(v) {
 			return c.runAsync()
@@ -495,6 +499,111 @@ func (c *conn) ReadBody(dst []byte) (int, *Error) {
 		c.nc.Write(continue100)
 	}
 	return c.readBody(dst)
+}
+
+// bodyPart is where ReadPart is in the current request's body.
+type bodyPart struct {
+	started, ended bool
+	left           int64 // Content-Length: bytes left; chunked: bytes left of the current chunk
+	chunks         int   // chunks begun
+}
+
+// ReadPart reads the next part of the current request's body into dst
+// (see StreamBody): a large body streams from the socket straight into
+// the pool, as much per read as the kernel has.
+func (c *conn) ReadPart(dst []byte) (int, bool, *Error) {
+	b := &c.part
+	if !b.started {
+		b.started = true
+		if c.req.expect && c.req.length != 0 && c.r == c.w {
+			c.nc.Write(continue100)
+		}
+		if !c.req.chunked {
+			b.left = max(c.req.length, 0)
+		}
+	}
+	if b.ended || len(dst) == 0 {
+		return 0, b.ended, nil
+	}
+	// The deadline bounds the wait for the next bytes, not the whole
+	// body: a large body over a slow link takes its time.
+	c.nc.SetReadDeadline(time.Now().Add(c.g.header))
+	if !c.req.chunked {
+		if b.left == 0 {
+			b.ended = true
+			return 0, true, nil
+		}
+		n, err := c.readSome(dst[:min(int64(len(dst)), b.left)])
+		b.left -= int64(n)
+		b.ended = b.left == 0
+		return n, b.ended, err
+	}
+	if b.left == 0 {
+		if b.chunks > 0 {
+			// The CRLF that ends the previous chunk's data.
+			if line, err := c.line(); err != nil || len(line) != 0 {
+				if err == nil {
+					err = errBadChunk
+				}
+				return 0, false, err
+			}
+		}
+		line, err := c.line()
+		if err != nil {
+			return 0, false, err
+		}
+		size, ok := parseChunkSize(line)
+		if !ok {
+			return 0, false, errBadChunk
+		}
+		b.chunks++
+		if size == 0 {
+			if err := c.trailers(); err != nil {
+				return 0, false, err
+			}
+			b.ended = true
+			return 0, true, nil
+		}
+		b.left = size
+	}
+	n, err := c.readSome(dst[:min(int64(len(dst)), b.left)])
+	b.left -= int64(n)
+	return n, false, err
+}
+
+// readSome reads at least one byte of body into dst: what the read buffer
+// holds, else straight from the socket.
+func (c *conn) readSome(dst []byte) (int, *Error) {
+	if c.r < c.w {
+		n := copy(dst, c.rbuf[c.r:c.w])
+		c.r += n
+		return n, nil
+	}
+	n, err := c.nc.Read(dst)
+	if n > 0 {
+		return n, nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return 0, ErrSilent
+}
+
+// trailers reads a chunked body's trailer fields, up to the blank line,
+// and ignores them.
+func (c *conn) trailers() *Error {
+	for total := 0; ; {
+		line, err := c.line()
+		if err != nil {
+			return err
+		}
+		if len(line) == 0 {
+			return nil
+		}
+		if total += len(line); total > MaxHeaderBytes {
+			return errHeaderTooLarge
+		}
+	}
 }
 
 func (c *conn) skipBody() bool {
@@ -588,19 +697,10 @@ func (c *conn) readChunked(dst []byte) (int, *Error) {
 			return 0, err
 		}
 	}
-	// Trailer fields, up to the blank line: read and ignored.
-	for total := 0; ; {
-		line, err := c.line()
-		if err != nil {
-			return 0, err
-		}
-		if len(line) == 0 {
-			return n, nil
-		}
-		if total += len(line); total > MaxHeaderBytes {
-			return 0, errHeaderTooLarge
-		}
+	if err := c.trailers(); err != nil {
+		return 0, err
 	}
+	return n, nil
 }
 
 // line returns the next CRLF-terminated line from the connection.
@@ -648,8 +748,8 @@ func (c *conn) writeResponse(status int, ctype, body []byte, close bool, extra [
 	if len(body) == 0 {
 		_, err = c.nc.Write(o)
 	} else {
-		c.vec = [2][]byte{o, body}
-		c.bufs = c.vec[:]
+		c.vec[0], c.vec[1] = o, body
+		c.bufs = c.vec[:2]
 		_, err = c.bufs.WriteTo(c.nc)
 	}
 	return err

@@ -56,7 +56,10 @@ type rigOpts struct {
 	route      string // default /c
 	tls        *tls.Config
 	auth       *auth.Checker
-	others     []string // more routes in the table (of no app: never matched)
+	others     []string    // more routes in the table (of no app: never matched)
+	graph      []pool.Node // the chain's graph (default: one step); every node runs the rig's function
+	chunks     uint32      // the pool's large-extent region
+	maxBody    uint64
 }
 
 func newRigWith(t testing.TB, o rigOpts) *rig {
@@ -68,12 +71,18 @@ func newRigWith(t testing.TB, o rigOpts) *rig {
 	if o.route == "" {
 		o.route = "/c"
 	}
-	p, err := pool.Create("gwtest", pool.Layout{Buffers: buffers, BufferSize: o.bufferSize, Functions: 1, Chains: 1, Slots: 1})
+	p, err := pool.Create("gwtest", pool.Layout{Buffers: buffers, BufferSize: o.bufferSize, Functions: 1, Chains: 1, Slots: 1, Chunks: o.chunks})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.SetFunction(0, 0, 1)
-	p.SetChain(0, []uint16{0})
+	if o.graph != nil {
+		if err := p.SetGraph(0, o.graph); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		p.SetChain(0, []uint16{0})
+	}
 	f, err := transport.New("uds", transport.Options{App: "gwtest", Dir: t.TempDir(), UID: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +91,7 @@ func newRigWith(t testing.TB, o rigOpts) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app, err := NewApp(AppConfig{Name: "gwtest", Pool: p, Conn: gwc, Inflight: inflight})
+	app, err := NewApp(AppConfig{Name: "gwtest", Pool: p, Conn: gwc, Inflight: inflight, MaxBody: o.maxBody})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 
 // Reply answers the connection's request out with r (see Replier).
 func (c *conn) Reply(r Reply) {
-	body := r.Body()
+	n := r.Len()
 	var extra []byte
 	if e := r.Err(); e != nil && e.Retry {
 		extra = retryAfter
@@ -30,19 +30,27 @@ func (c *conn) Reply(r Reply) {
 		c.hdr = r.AppendHeaders(c.hdr[:0])
 		extra = c.hdr
 	}
-	o := c.head(r.Status(), r.ContentType(), len(body), c.closeAfter, extra)
-	if c.headOnly {
-		body = nil
+	o := c.head(r.Status(), r.ContentType(), n, c.closeAfter, extra)
+	c.vec[0], c.nvec = o, 1
+	total := len(o)
+	if !c.headOnly {
+		for i := range min(r.Pieces(), len(c.vec)-1) {
+			if p := r.Piece(i); len(p) > 0 {
+				c.vec[c.nvec] = p
+				c.nvec++
+				total += len(p)
+			}
+		}
 	}
 	c.wrote = 0
 	if c.raw != nil {
-		c.iov[0].Base, c.iov[0].Len, c.iovN = &o[0], uint64(len(o)), 1
-		if len(body) > 0 {
-			c.iov[1].Base, c.iov[1].Len, c.iovN = &body[0], uint64(len(body)), 2
+		for i := range c.nvec {
+			c.iov[i].Base, c.iov[i].Len = &c.vec[i][0], uint64(len(c.vec[i]))
 		}
+		c.iovN = c.nvec
 		c.raw.Write(c.writeFn)
 	}
-	if c.wrote == len(o)+len(body) {
+	if c.wrote == total {
 		// The connection learns first (its next request may be waiting
 		// on it); the buffer and the entry, which it does not use,
 		// follow.
@@ -52,7 +60,6 @@ func (c *conn) Reply(r Reply) {
 	}
 	// The socket is full (a slow reader, a large body): finish blocking,
 	// off this thread.
-	c.vec = [2][]byte{o, body}
 	c.rep = r
 	r.a.bg.Add(1) // App.Close waits for it: it reads the pool buffer
 	go c.writeRest()
@@ -68,20 +75,34 @@ func (c *conn) writev(fd uintptr) bool {
 	return true
 }
 
-// writeRest writes what the non-blocking write left of c.vec, then ends
-// the request.
+// writeSlice bounds one blocking write of a large body, so that the write
+// deadline bounds a stalled client, not a large answer.
+const writeSlice = 16 << 20
+
+// writeRest writes what the non-blocking write left of c.vec, straight
+// from the pool (the kernel's copy into the socket is the only one; not
+// sendfile, whose pages the socket may still read after the buffer is
+// reused), then ends the request.
 func (c *conn) writeRest() {
 	w := c.wrote
-	for i := range c.vec {
+	for i := range c.nvec {
 		k := min(w, len(c.vec[i]))
 		c.vec[i] = c.vec[i][k:]
 		w -= k
 	}
-	c.bufs = c.vec[:]
-	c.nc.SetWriteDeadline(time.Now().Add(c.g.header))
-	if _, err := c.bufs.WriteTo(c.nc); err != nil {
-		c.nc.Close() // the client is gone or stuck: the connection is done
+write:
+	for i := range c.nvec {
+		for len(c.vec[i]) > 0 {
+			c.nc.SetWriteDeadline(time.Now().Add(c.g.header))
+			n, err := c.nc.Write(c.vec[i][:min(len(c.vec[i]), writeSlice)])
+			c.vec[i] = c.vec[i][n:]
+			if err != nil {
+				c.nc.Close() // the client is gone or stuck: the connection is done
+				break write
+			}
+		}
 	}
+	clear(c.vec[:c.nvec])
 	r := c.rep
 	defer r.a.bg.Done()
 	c.answered()

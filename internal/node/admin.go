@@ -65,6 +65,13 @@ type PoolStatus struct {
 	AllocFails uint64 `json:"allocFails"`
 	Reclaimed  uint64 `json:"reclaimed"`
 	Stale      uint64 `json:"stale"`
+	// The large-extent region: its size (pool.memory less the buffers),
+	// what payloads larger than a buffer take of it now, and the claims
+	// that found no room (503s).
+	ExtentBytes uint64 `json:"extentBytes"`
+	ExtentUsed  uint64 `json:"extentUsed"`
+	ExtentFails uint64 `json:"extentFails"`
+	MaxBody     uint64 `json:"maxBody"`
 }
 
 // RequestStatus are an app's gateway counters.
@@ -77,6 +84,9 @@ type RequestStatus struct {
 	Timeouts  uint64 `json:"timeouts"`
 	Rejected  uint64 `json:"rejected"`
 	Abandoned uint64 `json:"abandoned"`
+	// LateInputs are join inputs dropped: late (the join had run),
+	// duplicate, or of a request already answered.
+	LateInputs uint64 `json:"lateInputs"`
 }
 
 // FunctionStatus is one function and its instances.
@@ -127,11 +137,14 @@ func (n *Node) Status() Status {
 			Pool: PoolStatus{
 				Buffers: p.Buffers(), Free: p.FreeBuffers(), BufferSize: p.BufferSize(), Bytes: p.Layout().Size(),
 				AllocFails: p.AllocFails(), Reclaimed: p.Reclaimed(), Stale: p.Stale(),
+				ExtentBytes: p.ExtentBytes(), ExtentUsed: p.ExtentUsed(), ExtentFails: p.ExtentFails(),
+				MaxBody: a.cfg.Limits.MaxBody,
 			},
 			Requests: RequestStatus{
 				Inflight: a.gw.Inflight(), Limit: a.cfg.Limits.Inflight,
 				Admitted: st.Requests.Load(), Answered: st.Replies.Load(), Failed: st.Failed.Load(),
 				Timeouts: st.Timeouts.Load(), Rejected: st.Rejected.Load(), Abandoned: st.Abandoned.Load(),
+				LateInputs: st.LateInputs.Load(),
 			},
 		}
 		if as.UID < 0 {

@@ -208,7 +208,7 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 	l := pool.Layout{
 		Buffers: ac.Pool.Buffers, BufferSize: ac.Pool.BufferSize,
 		Functions: uint32(len(ac.Functions)), Chains: uint32(len(ac.Chains)), Slots: uint32(slots),
-		Endpoints: eps, RingBytes: ringBytes,
+		Endpoints: eps, RingBytes: ringBytes, Chunks: ac.Pool.Chunks(),
 	}
 	if a.pool, err = pool.Create(ac.Name, l); err != nil {
 		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
@@ -233,6 +233,9 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 		if err := a.pool.SetFunction(uint32(fc.Index), base, uint32(fc.Scale.Max)); err != nil {
 			return nil, fmt.Errorf("app %s: function %s: %w", ac.Name, fc.Name, err)
 		}
+		if err := a.pool.SetFunctionName(uint32(fc.Index), fc.Name); err != nil {
+			return nil, fmt.Errorf("app %s: function %s: %w", ac.Name, fc.Name, err)
+		}
 		for k := range fc.Scale.Max {
 			f.insts = append(f.insts, &instance{f: f, slot: base + uint32(k), state: "stopped"})
 		}
@@ -240,11 +243,7 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 		a.fns = append(a.fns, f)
 	}
 	for _, cc := range ac.Chains {
-		steps := make([]uint16, len(cc.Steps))
-		for i, s := range cc.Steps {
-			steps[i] = uint16(s)
-		}
-		if err := a.pool.SetChain(uint32(cc.Index), steps); err != nil {
+		if err := a.pool.SetGraph(uint32(cc.Index), graphOf(cc)); err != nil {
 			return nil, fmt.Errorf("app %s: chain %s: %w", ac.Name, cc.Name, err)
 		}
 	}
@@ -288,7 +287,7 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 		return nil, fmt.Errorf("app %s: gateway endpoint: %w", ac.Name, err)
 	}
 	a.gw, err = gateway.NewApp(gateway.AppConfig{
-		Name: ac.Name, Pool: a.pool, Conn: a.gwConn, Inflight: ac.Limits.Inflight, Control: a.control,
+		Name: ac.Name, Pool: a.pool, Conn: a.gwConn, Inflight: ac.Limits.Inflight, MaxBody: ac.Limits.MaxBody, Control: a.control,
 		NoInstance: a.noInstance,
 	})
 	if err != nil {
@@ -303,6 +302,25 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 	n.log.Info("app ready", "app", ac.Name, "transport", a.transport, "buffers", l.Buffers,
 		"buffer_size", l.BufferSize, "pool_bytes", l.Size(), "uid", a.uid)
 	return a, nil
+}
+
+// graphOf is chain cc's graph as the routing table holds it.
+func graphOf(cc *config.Chain) []pool.Node {
+	nodes := make([]pool.Node, len(cc.Graph))
+	for i, st := range cc.Graph {
+		n := pool.Node{Name: st.Name, Fn: uint16(st.Fn), Choose: st.Choose, JoinAt: pool.NoNode}
+		for _, j := range st.Next {
+			n.Next = append(n.Next, uint8(j))
+		}
+		if st.JoinAt >= 0 {
+			n.JoinAt = uint8(st.JoinAt)
+		}
+		if j := st.Join; j != nil {
+			n.IsJoin, n.Ordinal, n.Quorum, n.Wait = true, uint8(j.Ordinal), uint16(j.Quorum), j.Wait
+		}
+		nodes[i] = n
+	}
+	return nodes
 }
 
 func dupFile(fd int, name string) (*os.File, error) {
@@ -369,26 +387,15 @@ func (a *app) noInstance(fn uint16) {
 	}
 }
 
-// salvage handles buffer buf, which the daemon took back from an endpoint
-// that is gone. A request that was between steps goes on: to the next
-// step's instances, or to the client when its chain is done. One whose
-// handler was running is answered 502 with msg: running it again could
-// repeat its effects.
-func (a *app) salvage(buf uint32, msg string) {
-	h := a.pool.Header(buf)
-	hop := h.Hops()
-	if hop > 0 {
-		if _, end := h.HopTimes(hop - 1); end == 0 {
-			a.gw.Fail(buf, 502, msg) // the last step started and did not end
-			return
-		}
-	}
-	fn, next := a.pool.Step(h.Chain(), hop)
-	if h.Flags()&pool.FlagStop != 0 || !next || h.ReqID() == 0 {
-		a.gw.Deliver(buf)
-		return
-	}
-	a.gw.Redispatch(buf, fn, uint8(hop))
+// reclaim takes back every buffer endpoint id (gone) held or had in
+// transit, and salvages their requests (gateway.App.Salvage: each goes on,
+// or is answered; msg is the 502's message for one whose handler was
+// running). It returns how many it took.
+func (a *app) reclaim(id uint16, msg string) int {
+	var bufs []uint32
+	k := a.pool.Reclaim(id, func(buf uint32) { bufs = append(bufs, buf) })
+	a.gw.Salvage(bufs, msg)
+	return k
 }
 
 func (a *app) register(id uint16, in *instance) {
@@ -403,8 +410,12 @@ func (a *app) unregister(id uint16) {
 	a.mu.Unlock()
 }
 
+// live reports whether holder id may hold buffers: a live endpoint, the
+// daemon, or the pool's own holders (shared buffers, joins' inputs, whose
+// lifetimes their readers and lists decide).
 func (a *app) live(id uint16) bool {
-	if id == a.gw.ID() || id == pool.OwnerDaemon || id == pool.OwnerFree {
+	switch id {
+	case a.gw.ID(), pool.OwnerDaemon, pool.OwnerFree, pool.OwnerShared, pool.OwnerJoined:
 		return true
 	}
 	a.mu.Lock()
@@ -460,6 +471,7 @@ func (a *app) watch(ctx context.Context) {
 type sweeper struct {
 	suspects map[uint16]int    // endpoint → sweeps it was seen dead holding a buffer
 	stuck    map[uint32]uint64 // buffer → ownership word seen in transit past its deadline
+	lost     map[lostKey]bool  // what the last repair found lost (see repair)
 	idle     map[uint32]uint64 // buffer → ownership word seen off the free list with nothing in flight
 }
 
@@ -522,7 +534,7 @@ func (a *app) sweep(sw *sweeper) {
 		delete(sw.stuck, i)
 		if a.pool.Seize(i, o) {
 			a.n.log.Warn("took back a buffer stuck in transit", "app", a.cfg.Name, "from", o.Holder, "to", o.Transit)
-			a.salvage(i, fmt.Sprintf("spry: app %s: request lost between endpoints %d and %d", a.cfg.Name, o.Holder, o.Transit))
+			a.gw.Salvage([]uint32{i}, fmt.Sprintf("spry: app %s: request lost between endpoints %d and %d", a.cfg.Name, o.Holder, o.Transit))
 		}
 	}
 	for o := range sw.suspects {
@@ -537,7 +549,7 @@ func (a *app) sweep(sw *sweeper) {
 		}
 		delete(sw.suspects, o)
 		msg := fmt.Sprintf("spry: app %s: request lost with endpoint %d", a.cfg.Name, o)
-		if k := a.pool.Reclaim(o, func(buf uint32) { a.salvage(buf, msg) }); k > 0 {
+		if k := a.reclaim(o, msg); k > 0 {
 			a.n.log.Warn("reclaimed buffers of a vanished endpoint", "app", a.cfg.Name, "endpoint", o, "buffers", k)
 		}
 	}
@@ -548,13 +560,20 @@ func (a *app) sweep(sw *sweeper) {
 	if k := a.gw.Reap(grace); k > 0 {
 		a.n.log.Warn("freed requests whose buffer never came back", "app", a.cfg.Name, "requests", k)
 	}
-	if a.pool.FreeBuffers() == int(a.pool.Buffers()) && a.pool.Audit() {
+	if a.pool.FreeBuffers() == int(a.pool.Buffers()) && a.pool.Audit() && a.pool.ExtentClaimed() == 0 {
 		clear(sw.idle)
+		sw.lost = nil
 		return
 	}
 	a.gw.Quiesce(func() {
 		// Every buffer off the list now, by its word; those seen so at the
-		// last quiescent sweep too are lost.
+		// last quiescent sweep too are lost. Not those a request that is
+		// over may still have out for good reason: a fan-out's branch that
+		// runs on after its join ran without it (a quorum, a wait, the
+		// deadline), a call a handler did not wait for — held by an
+		// instance that is running a handler — nor shared buffers and
+		// joins' inputs, which their readers and lists account for (see
+		// repair).
 		broken := !a.pool.Audit()
 		seen := map[uint32]uint64{}
 		word := func(i uint32) uint64 {
@@ -562,7 +581,10 @@ func (a *app) sweep(sw *sweeper) {
 			return uint64(o.Gen) | uint64(o.Holder)<<32 | uint64(o.Transit)<<48
 		}
 		for i := range a.pool.Buffers() {
-			if a.pool.Header(i).Owner() != pool.OwnerFree {
+			switch o := a.pool.Header(i).Own(); {
+			case o.Holder == pool.OwnerFree, o.Holder == pool.OwnerShared, o.Holder == pool.OwnerJoined:
+			case o.Transit == 0 && a.busy(o.Holder):
+			default:
 				seen[i] = word(i)
 			}
 		}
@@ -576,13 +598,66 @@ func (a *app) sweep(sw *sweeper) {
 			}
 		}
 		sw.idle = seen
-		if !broken && len(lost) == 0 {
-			return
+		if broken || len(lost) > 0 {
+			n := a.pool.Rebuild(func(i uint32, o pool.Own) bool {
+				return !broken && !lost[i] || o.Holder == pool.OwnerShared || o.Holder == pool.OwnerJoined
+			})
+			clear(sw.idle)
+			a.n.log.Warn("rebuilt the pool's free list", "app", a.cfg.Name, "free", n, "buffers", a.pool.Buffers(), "list_broken", broken, "lost", len(lost))
 		}
-		n := a.pool.Rebuild(func(i uint32, o pool.Own) bool { return !broken && !lost[i] })
-		clear(sw.idle)
-		a.n.log.Warn("rebuilt the pool's free list", "app", a.cfg.Name, "free", n, "buffers", a.pool.Buffers(), "list_broken", broken, "lost", len(lost))
+		a.repair(sw)
 	})
+}
+
+// busy reports whether endpoint id is a live instance running a handler:
+// a buffer it holds is its request's, even when the request is over.
+func (a *app) busy(id uint16) bool {
+	a.mu.Lock()
+	in := a.byID[id]
+	a.mu.Unlock()
+	return in != nil && a.pool.Stats(in.slot).InFlight.Load() > 0
+}
+
+// lostKey names something the pool's own bookkeeping lost: a shared buffer
+// no token reads, a join's input no list holds, chunks of the extent
+// region no buffer lists.
+type lostKey struct {
+	kind      byte
+	idx, more uint32
+}
+
+// repair gives back, with nothing in flight, what a process that died in
+// the middle of sharing, joining or claiming left behind (see
+// pool.UnusedShares, UnlistedInputs, ExtentLeaks) — only what two sweeps
+// in a row found, so that nothing a live process is about to record is
+// taken from it.
+func (a *app) repair(sw *sweeper) {
+	p := a.pool
+	found := map[lostKey]bool{}
+	n := 0
+	for _, r := range p.UnusedShares() {
+		k := lostKey{'s', r.Idx, r.Gen}
+		if found[k] = true; sw.lost[k] && p.FreeShared(r) {
+			n++
+		}
+	}
+	for _, r := range p.UnlistedInputs() {
+		k := lostKey{'j', r.Idx, r.Gen}
+		if found[k] = true; sw.lost[k] && p.FreeUnlisted(r) {
+			n++
+		}
+	}
+	for _, l := range p.ExtentLeaks() {
+		k := lostKey{'x', l.First, l.Count}
+		if found[k] = true; sw.lost[k] {
+			p.ReleaseLeaks([]pool.Seg{l})
+			n++
+		}
+	}
+	if n > 0 {
+		a.n.log.Warn("gave back what dead processes left in the pool", "app", a.cfg.Name, "items", n)
+	}
+	sw.lost = found
 }
 
 // close releases what the app holds. Instances must be stopped.

@@ -350,7 +350,7 @@ func (in *instance) cleanup(id uint16, why string) {
 	a := in.f.a
 	a.pool.SetSlotState(in.slot, pool.SlotDead)
 	msg := fmt.Sprintf("spry: function %s: instance %d failed while running the request (%s)", in.f.cfg.Name, id, why)
-	k := a.pool.Reclaim(id, func(buf uint32) { a.salvage(buf, msg) })
+	k := a.reclaim(id, msg)
 	if k > 0 {
 		a.n.log.Warn("took back the requests of a gone instance", "app", a.cfg.Name, "function", in.f.cfg.Name, "id", id, "requests", k)
 	}

@@ -35,6 +35,14 @@ var (
 		"Allocations that found the app's pool empty.", []string{"app"}, nil)
 	descPoolReclaimed = prometheus.NewDesc("spry_pool_reclaimed_total",
 		"Buffers taken back from failed instances.", []string{"app"}, nil)
+	descPoolExtent = prometheus.NewDesc("spry_pool_extent_bytes",
+		"The app's large-extent region (payloads larger than a buffer): its size (pool.memory less the buffers).", []string{"app"}, nil)
+	descPoolExtentUsed = prometheus.NewDesc("spry_pool_extent_used_bytes",
+		"Bytes of the large-extent region payloads take now.", []string{"app"}, nil)
+	descPoolExtentFails = prometheus.NewDesc("spry_pool_extent_failures_total",
+		"Payloads larger than a buffer the large-extent region had no room for.", []string{"app"}, nil)
+	descJoinLate = prometheus.NewDesc("spry_app_join_inputs_dropped_total",
+		"Inputs of joins dropped: late (the join had run, e.g. on its quorum or wait), duplicate, or of a request already answered.", []string{"app"}, nil)
 	descFnServed = prometheus.NewDesc("spry_function_requests_total",
 		"Requests a function's instances finished (since each instance started).", []string{"app", "function"}, nil)
 	descFnErrors = prometheus.NewDesc("spry_function_errors_total",
@@ -58,6 +66,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descChainRequests, descChainLatency, descRefused, descInflight, descInflightLimit,
 		descPoolBuffers, descPoolFree, descPoolAllocFails, descPoolReclaimed,
+		descPoolExtent, descPoolExtentUsed, descPoolExtentFails, descJoinLate,
 		descFnServed, descFnErrors, descFnStale, descFnBusy, descFnInflight, descFnQueue,
 		descFnInstances, descFnRestarts,
 	} {
@@ -88,6 +97,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descPoolFree, float64(p.FreeBuffers()), name)
 		counter(descPoolAllocFails, float64(p.AllocFails()), name)
 		counter(descPoolReclaimed, float64(p.Reclaimed()), name)
+		gauge(descPoolExtent, float64(p.ExtentBytes()), name)
+		gauge(descPoolExtentUsed, float64(p.ExtentUsed()), name)
+		counter(descPoolExtentFails, float64(p.ExtentFails()), name)
+		counter(descJoinLate, float64(a.gw.Stats().LateInputs.Load()), name)
 		for _, f := range a.fns {
 			fn := f.cfg.Name
 			var served, errs, clientErrs, stale, busy uint64

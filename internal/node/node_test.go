@@ -80,7 +80,7 @@ func TestIDs(t *testing.T) {
 	if a != 1 || b != 2 || c != 3 {
 		t.Fatalf("ids %d %d %d: a freed id must not come back before the others", a, b, c)
 	}
-	for range 65534 - 3 { // 65535 is pool.OwnerDaemon
+	for range 65532 - 3 { // 65533..65535 are pool.OwnerJoined, OwnerShared, OwnerDaemon
 		if _, err := s.alloc(); err != nil {
 			t.Fatal(err)
 		}

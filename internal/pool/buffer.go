@@ -9,17 +9,18 @@ import (
 
 // Offsets inside a buffer header (HeaderSize bytes).
 const (
-	offCtype = 64
+	offCtype = 400
 	offTimes = offCtype + MaxContentType + 1
 	offMeta  = offTimes + MaxHops*16
 )
 
 // BufHeader is the header of one buffer, in shared memory.
 //
-// own and next are shared between processes and only accessed atomically;
-// own is the buffer's ownership word (see own.go). The other fields belong
-// to whoever holds the buffer: the holder writes them, then hands the
-// buffer on (Transfer, then a descriptor). The receiver's Accept is a
+// own, next and held are shared between processes and only accessed
+// atomically; own is the buffer's ownership word (see own.go), held the
+// references to a shared buffer (see share.go). The other fields belong to
+// whoever holds the buffer: the holder writes them, then hands the buffer
+// on (Transfer, then a descriptor). The receiver's Accept is a
 // compare-and-swap on own after the transfer's, so it sees every write the
 // previous holder made before its Transfer.
 type BufHeader struct {
@@ -27,10 +28,10 @@ type BufHeader struct {
 	next     atomic.Uint32 // free-list link: index+1 of the next free buffer
 	length   uint32        // payload bytes
 	reqID    uint64        // gateway request id
-	off      uint32        // payload offset inside the buffer
+	off      uint32        // payload offset inside the buffer (or its first segment)
 	status   uint16        // HTTP status the chain answers with (0 = 200)
 	flags    uint8         // Flag*
-	hops     uint8         // hops with timestamps
+	hops     uint8         // 1 + the highest node with timestamps
 	chain    uint16        // chain index
 	ctypeLen uint8
 	_        uint8
@@ -38,10 +39,37 @@ type BufHeader struct {
 	_        uint16
 	ingress  int64 // gateway receive time, mono ns
 	deadline int64 // chain deadline, mono ns
-	_        [8]byte
-	ctype    [MaxContentType + 1]byte
-	times    [MaxHops][2]int64 // per hop: start, end (mono ns)
-	meta     [MaxMeta]byte
+	sent     int64 // when the buffer was sent to its node, mono ns
+
+	// Where the buffer is in its chain's graph (graph.go): headed to,
+	// running at, or finished at node (phase), which successors a
+	// handler chose, the join frames of the fan-outs it is a branch of,
+	// and, for a call, whom to return to.
+	node   uint8         // graph node (CallNode for a call)
+	phase  uint8         // Phase*
+	nseg   uint8         // segments of the payload in segs; 0: the buffer's own area
+	depth  uint8         // join frames in frames
+	kind   uint8         // Kind*
+	refBit uint8         // this buffer's bit in its data buffer's held word
+	chosen uint16        // successors the handler chose (bit i: next[i]); 0: the graph's default
+	ref    uint32        // index+1 of the shared buffer whose payload this one reads (0: its own)
+	refGen uint32        // that buffer's generation
+	held   atomic.Uint64 // a shared buffer's references: gen<<32 | one bit per reference
+	call   CallFrame
+	frames [MaxDepth]Frame
+	segs   [MaxSegs]Seg
+	// A join's inputs (KindJoin, see join.go): input i is the branch of the
+	// fan-out's i-th successor, owned through this buffer.
+	inputs  [MaxNext]Ref
+	width   uint8 // inputs listed (the fan-out's successors)
+	of      uint8 // branches the fan-out sent
+	arrived uint8 // inputs that arrived before the join ran
+	okays   uint8 // inputs that succeeded
+	_       [4]byte
+
+	ctype [MaxContentType + 1]byte
+	times [MaxHops][2]int64 // per node: start, end (mono ns)
+	meta  [MaxMeta]byte
 }
 
 // Buffer flags, kept in the header.
@@ -60,13 +88,71 @@ func (b *BufHeader) SetReplyContentType(ct string) {
 	b.flags |= FlagContentType
 }
 
+// Phases of a buffer at its node (BufHeader.Phase): what the daemon does
+// with a buffer it takes back from a dead process depends on it.
+const (
+	// PhaseQueued: sent to node (or about to be); no handler ran on it
+	// there. It can go to another instance of the node's function.
+	PhaseQueued uint8 = iota
+	// PhaseRunning: a handler runs on it at node. Running it again could
+	// repeat its effects: its request is failed (502).
+	PhaseRunning
+	// PhaseDone: the output of node, on its way to what follows node.
+	PhaseDone
+)
+
+// Kinds of buffer.
+const (
+	// KindData: a payload (the default).
+	KindData uint8 = iota
+	// KindJoin: the buffer a join step runs on: its header lists the
+	// join's inputs (join.go); made by the gateway.
+	KindJoin
+)
+
+// CallNode is the node of a call's buffer: a call runs one function, not a
+// node of the chain's graph.
+const CallNode = 0xff
+
+// CallFrame says where a call's answer goes: the calling endpoint, and the
+// tag that matches it to the waiting call there.
+type CallFrame struct {
+	Caller uint16 // endpoint id of the caller (0: not a call)
+	Callee uint16 // the called function
+	Depth  uint8  // calls nested above this one
+	_      [3]uint8
+	Tag    uint32 // the caller's, returned with the answer
+}
+
+// Frame is one fan-out a buffer is a branch of: its output goes to Join
+// once the branch ends, as input Slot of Of.
+type Frame struct {
+	At    int64 // when the fan-out sent the branch (mono ns)
+	Join  uint8 // the join node
+	_     uint8
+	Slot  uint16 // which branch (the fan-out's successor index)
+	Of    uint16 // how many branches the fan-out sent
+	Width uint16 // the fan-out's successors (Slot < Width)
+}
+
+// Seg is one extent of a payload: Count chunks from chunk First of the
+// extent region.
+type Seg struct {
+	First, Count uint32
+}
+
 var _ [HeaderSize - unsafe.Sizeof(BufHeader{})]byte // BufHeader fits its slot
 var _ [unsafe.Sizeof(BufHeader{}) - HeaderSize]byte
+var _ [offCtype - unsafe.Offsetof(BufHeader{}.ctype)]byte // the offsets above are the struct's
+var _ [unsafe.Offsetof(BufHeader{}.ctype) - offCtype]byte
 
 // reset clears what a new owner must not inherit from the last one.
 func (b *BufHeader) reset() {
 	b.length, b.reqID, b.off, b.status, b.flags, b.hops = 0, 0, 0, 0, 0, 0
-	b.chain, b.ctypeLen, b.metaLen, b.ingress, b.deadline = 0, 0, 0, 0, 0
+	b.chain, b.ctypeLen, b.metaLen, b.ingress, b.deadline, b.sent = 0, 0, 0, 0, 0, 0
+	b.node, b.phase, b.nseg, b.depth, b.kind, b.refBit, b.chosen = 0, 0, 0, 0, 0, 0, 0
+	b.ref, b.refGen, b.call = 0, 0, CallFrame{}
+	b.width, b.of, b.arrived, b.okays = 0, 0, 0, 0
 }
 
 // Header returns buffer idx's header. idx must be < Buffers.
@@ -79,19 +165,152 @@ func (p *Pool) Buffer(idx uint32) []byte {
 	return p.arena[off:end:end]
 }
 
-// Data returns the payload of buffer idx: Buffer(idx)[off : off+len],
-// clamped to the buffer so a corrupt header cannot reach past it.
-func (p *Pool) Data(idx uint32) []byte {
-	buf := p.Buffer(idx)
-	b := &p.bufs[idx]
+// holder returns the index of the buffer that holds buffer idx's payload:
+// idx itself, or the shared buffer it reads (following at most MaxDepth+1
+// links, each checked: the header is shared memory).
+func (p *Pool) holder(idx uint32) uint32 {
+	for k := 0; k <= MaxDepth; k++ {
+		r := p.bufs[idx].ref
+		if r == 0 || r > p.l.Buffers {
+			break
+		}
+		idx = r - 1
+	}
+	return idx
+}
+
+// Data returns the payload of buffer idx when it is contiguous (in the
+// buffer's own area, or in one extent), else its first piece (see Pieces):
+// a slice of the pool, clamped so that a corrupt header cannot reach past
+// the payload's area.
+func (p *Pool) Data(idx uint32) []byte { return p.Piece(idx, 0) }
+
+// Pieces returns how many contiguous pieces buffer idx's payload has: 1,
+// or its number of extents when it has several.
+func (p *Pool) Pieces(idx uint32) int {
+	b := &p.bufs[p.holder(idx)]
+	return max(min(int(b.nseg), MaxSegs), 1)
+}
+
+// Piece returns piece i of buffer idx's payload (see Pieces), nil past the
+// last.
+func (p *Pool) Piece(idx uint32, i int) []byte {
+	h := p.holder(idx)
+	b := &p.bufs[h]
 	off, n := uint64(b.off), uint64(b.length)
-	if off > uint64(len(buf)) {
-		off = uint64(len(buf))
+	if b.nseg == 0 {
+		if i != 0 {
+			return nil
+		}
+		buf := p.Buffer(h)
+		off = min(off, uint64(len(buf)))
+		n = min(n, uint64(len(buf))-off)
+		return buf[off : off+n : off+n]
 	}
-	if n > uint64(len(buf))-off {
-		n = uint64(len(buf)) - off
+	for k, s := range b.segsOf() {
+		seg := p.segBytes(s)
+		if k == 0 {
+			off = min(off, uint64(len(seg)))
+			seg = seg[off:]
+		}
+		take := min(n, uint64(len(seg)))
+		if k == i {
+			return seg[:take:take]
+		}
+		n -= take
 	}
-	return buf[off : off+n]
+	return nil
+}
+
+// Size returns the length of buffer idx's payload.
+func (p *Pool) Size(idx uint32) uint64 { return uint64(p.bufs[p.holder(idx)].length) }
+
+// Room returns the area buffer idx's payload may be written in, in place:
+// the buffer's own area, or its first extent. It is nil for a buffer that
+// reads a shared buffer's payload (that one is read-only to it).
+func (p *Pool) Room(idx uint32) []byte {
+	b := &p.bufs[idx]
+	if b.ref != 0 {
+		return nil
+	}
+	if b.nseg == 0 {
+		return p.Buffer(idx)
+	}
+	return p.segBytes(b.segs[0])
+}
+
+// Node returns the graph node the buffer is headed to, runs at, or
+// finished at (see Phase); pool.CallNode for a call.
+func (b *BufHeader) Node() uint8 { return b.node }
+
+// Phase returns the buffer's phase at its node.
+func (b *BufHeader) Phase() uint8 { return b.phase }
+
+// SetPlace records the buffer's node and phase.
+func (b *BufHeader) SetPlace(node, phase uint8) { b.node, b.phase = node, phase }
+
+// Chosen returns the successors a handler chose (bit k: the node's k-th).
+func (b *BufHeader) Chosen() uint16 { return b.chosen }
+
+// SetChosen records the successors a handler chose.
+func (b *BufHeader) SetChosen(m uint16) { b.chosen = m }
+
+// Kind returns the buffer's kind (KindData, KindJoin).
+func (b *BufHeader) Kind() uint8 { return b.kind }
+
+// SetKind sets the buffer's kind.
+func (b *BufHeader) SetKind(k uint8) { b.kind = k }
+
+// Call returns the buffer's call frame (Caller 0: not a call).
+func (b *BufHeader) Call() CallFrame { return b.call }
+
+// SetCall sets the buffer's call frame.
+func (b *BufHeader) SetCall(c CallFrame) { b.call = c }
+
+// Depth returns how many fan-outs the buffer is a branch of.
+func (b *BufHeader) Depth() int { return min(int(b.depth), MaxDepth) }
+
+// TopFrame returns the innermost fan-out the buffer is a branch of.
+func (b *BufHeader) TopFrame() (Frame, bool) {
+	d := b.Depth()
+	if d == 0 {
+		return Frame{}, false
+	}
+	return b.frames[d-1], true
+}
+
+// PushFrame makes the buffer a branch of one more fan-out. It reports
+// false when MaxDepth fan-outs nest already.
+func (b *BufHeader) PushFrame(f Frame) bool {
+	d := b.Depth()
+	if d >= MaxDepth {
+		return false
+	}
+	b.frames[d] = f
+	b.depth = uint8(d + 1)
+	return true
+}
+
+// PopFrame ends the innermost fan-out the buffer is a branch of (its join
+// ran).
+func (b *BufHeader) PopFrame() {
+	if d := b.Depth(); d > 0 {
+		b.depth = uint8(d - 1)
+	}
+}
+
+// ClearFrames makes the buffer a branch of no fan-out (a call's buffer).
+func (b *BufHeader) ClearFrames() { b.depth = 0 }
+
+// MergeTimes takes the stamps of nodes src has and b has not (a join's
+// list gathers its branches' timings).
+func (b *BufHeader) MergeTimes(src *BufHeader) {
+	for i := range src.Hops() {
+		if b.times[i][0] == 0 && src.times[i][0] != 0 {
+			b.times[i] = src.times[i]
+		}
+	}
+	b.hops = max(b.hops, min(src.hops, MaxHops))
 }
 
 // Len returns the payload length.
@@ -132,6 +351,13 @@ func (b *BufHeader) Ingress() int64 { return b.ingress }
 
 // Deadline returns the chain deadline (mono ns; 0 = none).
 func (b *BufHeader) Deadline() int64 { return b.deadline }
+
+// Sent returns when the buffer was sent to its node (mono ns; 0: by the
+// gateway, at Ingress).
+func (b *BufHeader) Sent() int64 { return b.sent }
+
+// SetSent records when the buffer was sent to its node.
+func (b *BufHeader) SetSent(t int64) { b.sent = t }
 
 // SetTimes sets the ingress time and the deadline.
 func (b *BufHeader) SetTimes(ingress, deadline int64) { b.ingress, b.deadline = ingress, deadline }
@@ -187,13 +413,17 @@ func (b *BufHeader) HopTimes(hop int) (start, end int64) {
 }
 
 // CopyMeta copies request metadata, content type, request id, chain,
-// timestamps and deadline from src: a step that writes its output into a
-// fresh buffer carries the request's identity over with it.
+// timestamps, deadline and the buffer's place in the graph (node, phase,
+// join frames, call frame) from src: a step that writes its output into a
+// fresh buffer carries the request's identity over with it. The payload
+// (segments, shared data) is not copied.
 func (b *BufHeader) CopyMeta(src *BufHeader) {
 	b.reqID, b.chain, b.ingress, b.deadline = src.reqID, src.chain, src.ingress, src.deadline
 	b.status, b.flags = src.status, src.flags
 	b.ctype, b.ctypeLen = src.ctype, src.ctypeLen
 	b.hops, b.times = src.hops, src.times
+	b.node, b.phase, b.chosen, b.call = src.node, src.phase, src.chosen, src.call
+	b.depth, b.frames = min(src.depth, MaxDepth), src.frames
 	n := min(int(src.metaLen), MaxMeta)
 	copy(b.meta[:n], src.meta[:n])
 	b.metaLen = uint16(n)

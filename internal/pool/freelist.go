@@ -35,19 +35,44 @@ func (p *Pool) Alloc(owner uint16) (idx uint32, ok bool) {
 
 // Free returns buffer idx, held by holder, to the free list and bumps its
 // generation, so every descriptor still naming the old contents becomes
-// stale. It reports false, and does nothing, when holder does not hold the
-// buffer (already freed, reclaimed, or in transit): a double push would
-// corrupt the list for every process.
-func (p *Pool) Free(idx uint32, holder uint16) bool {
+// stale. Its payload goes with it: the extents it lists are released, and
+// if it is a token, its reference to the shared buffer it reads is dropped
+// (the last one frees that one too). It reports false, and does nothing,
+// when holder does not hold the buffer (already freed, reclaimed, or in
+// transit): a double push would corrupt the list for every process.
+func (p *Pool) Free(idx uint32, holder uint16) bool { return p.free(idx, 0, false, holder, holder) }
+
+// free frees buffer idx if holder holds it (at generation gen, when
+// checkGen). self is the endpoint freeing it: a shared buffer, which nobody
+// holds, is made self's first, so that only one of the processes that may
+// free it drops its payload, and a freer that dies leaves it where
+// Reclaim(self) finds it.
+func (p *Pool) free(idx, gen uint32, checkGen bool, holder, self uint16) bool {
 	b := p.buf(idx)
 	if b == nil || holder == OwnerFree {
 		return false
 	}
 	w := b.own.Load()
 	o := ownOf(w)
-	if o.Holder != holder || o.Transit != 0 {
+	if o.Holder != holder || o.Transit != 0 || (checkGen && o.Gen != gen) {
 		return false
 	}
+	if holder == OwnerShared {
+		if self == OwnerFree || self == OwnerShared {
+			return false
+		}
+		taken := ownWord(Own{o.Gen, self, 0})
+		if !b.own.CompareAndSwap(w, taken) {
+			return false
+		}
+		w = taken
+	}
+	// The payload goes before the buffer: what a process dying in between
+	// leaves is a buffer still held (reclaimed and freed again, with no
+	// payload left to drop), never a payload dropped twice.
+	p.dropSegs(b)
+	p.dropRef(b, self)
+	p.dropInputs(b, self)
 	// The generation moves with the holder, in one step, before the push:
 	// whoever pops the buffer next sees the new generation.
 	if !b.own.CompareAndSwap(w, ownWord(Own{Gen: o.Gen + 1})) {

@@ -13,18 +13,38 @@ const (
 	// Version 4: request metadata ends in tagged sections (route
 	// parameters, response headers), BufHeader flag FlagContentType, and
 	// SlotStats.ClientErrors (see docs/contract.md).
-	Version uint32 = 4
+	// Version 5: 4 KiB buffer headers; payloads larger than a buffer in a
+	// large-extent region (extent.go); shared buffers (share.go) and joins'
+	// inputs (join.go); the routing table holds each chain's graph and the
+	// functions' names; buffer headers say where the buffer is in its
+	// graph (node, phase, join frames, call frame).
+	Version uint32 = 5
 )
 
 // Fixed sizes of the layout.
 const (
 	PageSize = 4096
 	// HeaderSize is the size of one buffer header.
-	HeaderSize = 2048
-	// MaxHops is the longest chain whose hops have timestamps.
-	MaxHops = 16
-	// MaxSteps is the longest chain the routing table holds.
-	MaxSteps = 16
+	HeaderSize = 4096
+	// MaxHops is how many nodes of a chain's graph have timestamps (a
+	// node's stamps are at its index).
+	MaxHops = 32
+	// MaxNodes is the most steps (graph nodes) a chain has.
+	MaxNodes = 32
+	// MaxSteps is the most steps of a chain (MaxNodes; the name is older).
+	MaxSteps = MaxNodes
+	// MaxNext is the most successors one node has (a fan-out's width).
+	MaxNext = 16
+	// MaxName is the longest step or function name the routing table holds.
+	MaxName = 64
+	// MaxDepth is how deeply fan-outs nest (join frames a buffer carries).
+	MaxDepth = 4
+	// MaxJoins is the most join nodes of one chain.
+	MaxJoins = 8
+	// MaxSegs is the most segments (extents) one payload has.
+	MaxSegs = 12
+	// ChunkSize is the unit of the large-extent region.
+	ChunkSize = 64 << 10
 	// StatsSize is the size of one instance slot's counters.
 	StatsSize = 512
 	// MaxContentType is the longest content type a buffer carries.
@@ -45,6 +65,10 @@ type Layout struct {
 	Slots      uint32 // instance slots (sum over functions of their maximum instances)
 	Endpoints  uint32 // descriptor endpoints with a ring (slots + gateways); 0 when RingBytes is 0
 	RingBytes  uint32 // bytes of one endpoint's ring (transports that use rings); 0 = none
+	// Chunks sizes the large-extent region, in ChunkSize units (0: none):
+	// payloads larger than a buffer live there, in runs of chunks
+	// (extent.go). Its memory is committed only as it is written.
+	Chunks uint32
 }
 
 // Limits on a Layout.
@@ -57,6 +81,8 @@ const (
 	MaxChains     = 1024
 	MaxSlots      = 1 << 14
 	maxRingBytes  = 1 << 24
+	// MaxChunks bounds the large-extent region (1 TiB).
+	MaxChunks = 1 << 24
 )
 
 // ErrLayout is returned for a Layout outside the limits.
@@ -64,8 +90,8 @@ var ErrLayout = errors.New("pool: bad layout")
 
 // regions are the byte offsets of a pool's parts, all page-aligned, in order.
 type regions struct {
-	route, stats, ring, hdr, arena, total uint64
-	stride                                uint64 // distance between buffer payloads
+	route, stats, ring, hdr, arena, extmap, ext, total uint64
+	stride                                             uint64 // distance between buffer payloads
 }
 
 // routeBytes is the size of the routing region for l (before page rounding).
@@ -92,6 +118,8 @@ func (l Layout) check() error {
 		return fmt.Errorf("%w: ring of %d bytes, want a multiple of 64 up to %d", ErrLayout, l.RingBytes, maxRingBytes)
 	case l.RingBytes != 0 && (l.Endpoints == 0 || l.Endpoints > MaxSlots+1024):
 		return fmt.Errorf("%w: %d ring endpoints", ErrLayout, l.Endpoints)
+	case l.Chunks > MaxChunks:
+		return fmt.Errorf("%w: %d chunks of large extents, want at most %d", ErrLayout, l.Chunks, MaxChunks)
 	}
 	return nil
 }
@@ -110,9 +138,23 @@ func (l Layout) regions() regions {
 	r.hdr = r.ring + pageUp(rings)
 	r.arena = r.hdr + pageUp(uint64(l.Buffers)*HeaderSize)
 	r.stride = (uint64(l.BufferSize) + 63) &^ 63
-	r.total = r.arena + pageUp(uint64(l.Buffers)*r.stride)
+	r.extmap = r.arena + pageUp(uint64(l.Buffers)*r.stride)
+	// The extent region starts on a 2 MiB boundary (huge pages, if the
+	// kernel uses them for the memfd, map it whole).
+	r.ext = (r.extmap + pageUp(uint64(extWords(l.Chunks))*8) + extAlign - 1) &^ (extAlign - 1)
+	r.total = r.ext + uint64(l.Chunks)*ChunkSize
+	if l.Chunks == 0 {
+		r.ext = r.extmap
+		r.total = r.extmap
+	}
 	return r
 }
+
+// extAlign aligns the extent region.
+const extAlign = 2 << 20
+
+// extWords returns the bitmap words for chunks chunks.
+func extWords(chunks uint32) uint32 { return (chunks + 63) / 64 }
 
 // Size returns the total bytes of a pool with layout l.
 func (l Layout) Size() int64 { return int64(l.regions().total) }

@@ -9,7 +9,8 @@ package pool
 //	bits  0..31  generation: bumped by Free, so a descriptor of an earlier
 //	             use of the buffer never matches again
 //	bits 32..47  holder: the endpoint that owns the buffer (OwnerFree on the
-//	             free list, OwnerDaemon after a reclaim)
+//	             free list, OwnerDaemon after a reclaim, OwnerShared while
+//	             tokens read it: see share.go)
 //	bits 48..63  transit: the endpoint the holder is sending it to, 0 when
 //	             no transfer is under way
 //
@@ -38,7 +39,8 @@ package pool
 // hostile writer of the app) without losing a buffer: a buffer left in
 // transit is found by the daemon's sweep and reclaimed.
 
-// Owners of a buffer besides instance and gateway ids (1..65534).
+// Owners of a buffer besides instance and gateway ids (1..65533); OwnerShared
+// is in share.go.
 const (
 	// OwnerFree is the holder of a buffer on the free list.
 	OwnerFree uint16 = 0
@@ -189,6 +191,13 @@ func (p *Pool) Rebuild(keep func(idx uint32, o Own) bool) int {
 		o := b.Own()
 		if o.Holder != OwnerFree && keep(uint32(i), o) {
 			continue
+		}
+		if o.Holder != OwnerFree {
+			// Its payload goes with it (extents, a token's reference, a
+			// join's inputs); a buffer that was free owns none.
+			p.dropSegs(b)
+			p.dropRef(b, OwnerDaemon)
+			p.dropInputs(b, OwnerDaemon)
 		}
 		b.own.Store(ownWord(Own{Gen: o.Gen + 1}))
 		b.next.Store(head)

@@ -113,8 +113,8 @@ func TestDaemonIgnoresScribbledRoute(t *testing.T) {
 		p.shSlots[i].state.Store(SlotReady)
 		p.shSlots[i].id.Store(9)
 	}
-	p.shChains[0].nsteps = 1 << 31
-	p.shChains[0].steps[0] = 0xffff
+	p.shChains[0].nnodes = 1 << 31
+	p.shChains[0].nodes[0].fn = 0xffff
 	slot, id, ok := p.Pick(1, 0)
 	if !ok || slot != 2 || id != 7 {
 		t.Fatalf("Pick = %d %d %v, want slot 2, instance 7", slot, id, ok)
@@ -124,7 +124,7 @@ func TestDaemonIgnoresScribbledRoute(t *testing.T) {
 	}
 	p.StartSlot(3, 8, 1) // indexed with the shared slot's fn before
 	p.RepairRoute()
-	if p.shFns[1].base != 2 || p.shSlots[0].state.Load() != SlotEmpty || p.shChains[0].steps[0] != 0 {
+	if p.shFns[1].base != 2 || p.shSlots[0].state.Load() != SlotEmpty || p.shChains[0].nodes[0].fn != 0 {
 		t.Fatal("RepairRoute did not restore the instances' table")
 	}
 }

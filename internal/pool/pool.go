@@ -15,19 +15,20 @@ var (
 	ErrRange        = errors.New("pool: index out of range")
 )
 
-// header is page 0 of the pool. Fields up to regions are written once by
-// Create before any other process maps the pool.
+// header is page 0 of the pool. Fields up to the free list are written once
+// by Create before any other process maps the pool.
 type header struct {
 	magic   uint64
 	version uint32
 	_       uint32
-	layout  Layout
-	_       uint32
+	layout  Layout // 8 × uint32
 	route   uint64
 	stats   uint64
 	ring    uint64
 	hdr     uint64
 	arena   uint64
+	extmap  uint64
+	ext     uint64
 	total   uint64
 	stride  uint64
 	_       [8]byte // to 128
@@ -45,6 +46,13 @@ type header struct {
 	reclaimed  atomic.Uint64 // buffers taken back from dead owners
 	stale      atomic.Uint64 // stale descriptors dropped by the gateway
 	_          [40]byte
+
+	// The large-extent region (extent.go): where the next search starts
+	// (a bitmap word), chunks claimed, and claims that found no room.
+	cursor   atomic.Uint64
+	used     atomic.Int64
+	extFails atomic.Uint64
+	_        [40]byte
 }
 
 // Pool is one app's shared-memory pool as mapped by one process.
@@ -73,6 +81,8 @@ type Pool struct {
 	stats    []SlotStats
 	bufs     []BufHeader
 	arena    []byte
+	extmap   []atomic.Uint64 // one bit per chunk of the extent region: 1 = taken
+	ext      []byte          // the extent region
 	daemon   bool
 }
 
@@ -99,7 +109,9 @@ func (p *Pool) bind() {
 	p.slots = slice[slotInfo](p.mem, off, p.l.Slots)
 	p.stats = slice[SlotStats](p.mem, r.stats, p.l.Slots)
 	p.bufs = slice[BufHeader](p.mem, r.hdr, p.l.Buffers)
-	p.arena = p.mem[r.arena:r.total]
+	p.arena = p.mem[r.arena:r.extmap]
+	p.extmap = slice[atomic.Uint64](p.mem, r.extmap, extWords(p.l.Chunks))
+	p.ext = p.mem[r.ext:r.total]
 	if p.daemon {
 		// An instance can write the routing region (its read-only mapping
 		// is its own doing, and can be undone): the daemon indexes with
@@ -121,6 +133,11 @@ func (p *Pool) init() {
 	h.layout = p.l
 	r := p.r
 	h.route, h.stats, h.ring, h.hdr, h.arena, h.total, h.stride = r.route, r.stats, r.ring, r.hdr, r.arena, r.total, r.stride
+	h.extmap, h.ext = r.extmap, r.ext
+	// Bits past the last chunk are taken for good, so no search finds them.
+	if c := p.l.Chunks; c%64 != 0 {
+		p.extmap[len(p.extmap)-1].Store(^uint64(0) << (c % 64))
+	}
 	// Chain every buffer: 0 -> 1 -> ... -> n-1.
 	for i := range p.bufs {
 		b := &p.bufs[i]
@@ -151,7 +168,7 @@ func validate(mem []byte) (Layout, regions, error) {
 	}
 	r := l.regions()
 	if r.route != h.route || r.stats != h.stats || r.ring != h.ring || r.hdr != h.hdr ||
-		r.arena != h.arena || r.total != h.total || r.stride != h.stride {
+		r.arena != h.arena || r.extmap != h.extmap || r.ext != h.ext || r.total != h.total || r.stride != h.stride {
 		return Layout{}, regions{}, fmt.Errorf("%w: region offsets disagree with layout", ErrCorrupt)
 	}
 	if r.total != uint64(len(mem)) {

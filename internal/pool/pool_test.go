@@ -742,7 +742,7 @@ func TestMetaSections(t *testing.T) {
 	if string(p.Header(1).Param("*")) != "/a.txt" {
 		t.Fatal("CopyMeta lost the sections")
 	}
-	big := strings.Repeat("v", 1000)
+	big := strings.Repeat("v", MaxMeta/2)
 	if err := h.AddRespHeader("X-Big", big); err != nil {
 		t.Fatal(err)
 	}

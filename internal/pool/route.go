@@ -2,6 +2,7 @@ package pool
 
 import (
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/spry-dev/spry/internal/hist"
@@ -44,16 +45,67 @@ type routeHeader struct {
 }
 
 type fnEntry struct {
-	base uint32        // first slot of the function
-	max  uint32        // slots reserved for it
-	hwm  atomic.Uint32 // 1 + highest slot offset ever given an instance
-	_    uint32
+	base    uint32        // first slot of the function
+	max     uint32        // slots reserved for it
+	hwm     atomic.Uint32 // 1 + highest slot offset ever given an instance
+	nameLen uint8
+	_       [3]byte
+	name    [MaxName]byte // for calls by name (sdk Request.Call)
 }
 
+// chainEntry is one chain's graph: nodes[0] is where requests enter; a
+// line of n steps is nodes 0..n-1, each with the next as its successor.
 type chainEntry struct {
-	nsteps uint32
+	nnodes uint32
 	_      uint32
-	steps  [MaxSteps]uint16 // function index of each step
+	nodes  [MaxNodes]nodeEntry
+}
+
+// nodeEntry is one step of a chain's graph (see Node).
+type nodeEntry struct {
+	fn      uint16
+	flags   uint8 // node*
+	nnext   uint8
+	join    uint8 // a fan-out: the node its branches meet at
+	jord    uint8 // a join: its ordinal among the chain's joins
+	quorum  uint16
+	waitMs  uint32
+	nameLen uint8
+	_       [3]byte
+	next    [MaxNext]uint8
+	name    [MaxName]byte
+}
+
+const (
+	nodeChoose = 1 << iota // the successors are alternatives: one runs
+	nodeJoin               // the node joins the branches of a fan-out
+)
+
+// NoNode is "no node" wherever a node index is optional.
+const NoNode = 0xff
+
+// Node describes one step of a chain's graph, as the daemon writes it
+// (SetGraph) and instances and the gateway read it (NodeAt).
+type Node struct {
+	Name string // the step's name (res.Next names it), at most MaxName bytes
+	Fn   uint16 // the function it runs
+	// Next are the successors (node indexes). None: the chain ends here
+	// (the output is the answer). Several: a fan-out to all of them at
+	// once, sharing the output, unless Choose.
+	Next []uint8
+	// Choose: the successors are alternatives; the handler picks one
+	// (res.Next), by default the first.
+	Choose bool
+	// JoinAt is, for a fan-out, the join node its branches meet at.
+	JoinAt uint8
+	// IsJoin: the node joins the branches of a fan-out; Ordinal numbers
+	// the chain's joins (0..MaxJoins-1); it runs once Quorum branches
+	// succeeded (0: all of them), or all ended, or Wait passed since the
+	// fan-out (0: no wait; the chain's deadline bounds it).
+	IsJoin  bool
+	Ordinal uint8
+	Quorum  uint16
+	Wait    time.Duration
 }
 
 type slotInfo struct {
@@ -127,6 +179,7 @@ func (p *Pool) RepairRoute() {
 	h, r := p.h, p.r
 	h.magic, h.version, h.layout = Magic, Version, p.l
 	h.route, h.stats, h.ring, h.hdr, h.arena, h.total, h.stride = r.route, r.stats, r.ring, r.hdr, r.arena, r.total, r.stride
+	h.extmap, h.ext = r.extmap, r.ext
 	p.shRoute.gateway.Store(p.route.gateway.Load())
 	p.shRoute.epoch.Store(p.route.epoch.Load())
 	for i := range p.fns {
@@ -136,6 +189,10 @@ func (p *Pool) RepairRoute() {
 	}
 	for i := range p.chains {
 		p.shChains[i] = p.chains[i]
+	}
+	for i := range p.fns {
+		f, g := &p.fns[i], &p.shFns[i]
+		g.nameLen, g.name = f.nameLen, f.name
 	}
 	for i := range p.slots {
 		s, g := &p.slots[i], &p.shSlots[i]
@@ -172,42 +229,190 @@ func (p *Pool) FunctionSlots(fn uint32) (base, max uint32) {
 	return p.fns[fn].base, p.fns[fn].max
 }
 
-// SetChain records the steps of chain c (daemon only, before instances start).
-func (p *Pool) SetChain(c uint32, steps []uint16) error {
-	if c >= p.l.Chains || len(steps) == 0 || len(steps) > MaxSteps {
+// SetFunctionName records function fn's name, for calls by name (daemon
+// only, before instances start). Names longer than MaxName are refused.
+func (p *Pool) SetFunctionName(fn uint32, name string) error {
+	if fn >= p.l.Functions || len(name) > MaxName {
 		return ErrRange
 	}
-	for _, s := range steps {
-		if uint32(s) >= p.l.Functions {
-			return ErrRange
-		}
-	}
-	e := &p.chains[c]
-	copy(e.steps[:], steps)
-	e.nsteps = uint32(len(steps))
+	f := &p.fns[fn]
+	f.nameLen = uint8(copy(f.name[:], name))
 	p.changed()
 	return nil
 }
 
-// Step returns the function that runs step hop of chain c, and whether
-// there is such a step (false past the last step or for a bad chain).
-func (p *Pool) Step(c uint16, hop int) (fn uint16, ok bool) {
-	if uint32(c) >= p.l.Chains {
-		return 0, false
+// FunctionByName returns the index of the function called name.
+func (p *Pool) FunctionByName(name string) (uint16, bool) {
+	for i := range p.fns {
+		f := &p.fns[i]
+		if n := min(int(f.nameLen), MaxName); n == len(name) && string(f.name[:n]) == name {
+			return uint16(i), true
+		}
 	}
-	e := &p.chains[c]
-	if hop < 0 || hop >= int(min(e.nsteps, MaxSteps)) {
-		return 0, false
-	}
-	return e.steps[hop], true
+	return 0, false
 }
 
-// Steps returns the number of steps of chain c.
+// FunctionName returns function fn's name (a view of the routing table).
+func (p *Pool) FunctionName(fn uint16) []byte {
+	if uint32(fn) >= p.l.Functions {
+		return nil
+	}
+	f := &p.fns[fn]
+	return f.name[:min(int(f.nameLen), MaxName)]
+}
+
+// SetChain records chain c as a line of steps (daemon only, before
+// instances start).
+func (p *Pool) SetChain(c uint32, steps []uint16) error {
+	if len(steps) == 0 || len(steps) > MaxNodes {
+		return ErrRange
+	}
+	nodes := make([]Node, len(steps))
+	for i, fn := range steps {
+		nodes[i] = Node{Fn: fn, JoinAt: NoNode}
+		if i+1 < len(steps) {
+			nodes[i].Next = []uint8{uint8(i + 1)}
+		}
+	}
+	return p.SetGraph(c, nodes)
+}
+
+// SetGraph records chain c's graph (daemon only, before instances start).
+// It checks what an instance indexes with: functions, successors, sizes;
+// the shape (no cycles, fan-outs that meet at their join) is config's to
+// check.
+func (p *Pool) SetGraph(c uint32, nodes []Node) error {
+	if c >= p.l.Chains || len(nodes) == 0 || len(nodes) > MaxNodes {
+		return ErrRange
+	}
+	var e chainEntry
+	for i, n := range nodes {
+		if uint32(n.Fn) >= p.l.Functions || len(n.Next) > MaxNext || len(n.Name) > MaxName ||
+			(n.IsJoin && n.Ordinal >= MaxJoins) || n.Wait < 0 || n.Wait > time.Duration(1<<32-1)*time.Millisecond {
+			return ErrRange
+		}
+		x := &e.nodes[i]
+		x.fn, x.nnext, x.join, x.jord = n.Fn, uint8(len(n.Next)), NoNode, NoNode
+		for k, s := range n.Next {
+			if int(s) >= len(nodes) {
+				return ErrRange
+			}
+			x.next[k] = s
+		}
+		if n.Choose {
+			x.flags |= nodeChoose
+		} else if len(n.Next) > 1 {
+			if int(n.JoinAt) >= len(nodes) {
+				return ErrRange
+			}
+			x.join = n.JoinAt
+		}
+		if n.IsJoin {
+			x.flags |= nodeJoin
+			x.jord, x.quorum = n.Ordinal, n.Quorum
+			x.waitMs = uint32((n.Wait + time.Millisecond - 1) / time.Millisecond)
+		}
+		x.nameLen = uint8(copy(x.name[:], n.Name))
+	}
+	e.nnodes = uint32(len(nodes))
+	p.chains[c] = e
+	p.changed()
+	return nil
+}
+
+// NodeView is a read-only view of one node of a chain's graph, with every
+// index checked against the layout (an instance reads the table from
+// shared memory).
+type NodeView struct {
+	e *nodeEntry
+	n uint8 // nodes in the chain
+}
+
+// NodeAt returns node n of chain c, and whether there is one.
+func (p *Pool) NodeAt(c uint16, n int) (NodeView, bool) {
+	if uint32(c) >= p.l.Chains {
+		return NodeView{}, false
+	}
+	ce := &p.chains[c]
+	nn := min(ce.nnodes, MaxNodes)
+	if n < 0 || n >= int(nn) {
+		return NodeView{}, false
+	}
+	return NodeView{e: &ce.nodes[n], n: uint8(nn)}, true
+}
+
+// Fn returns the node's function.
+func (v NodeView) Fn() uint16 { return v.e.fn }
+
+// NumNext returns how many successors the node has.
+func (v NodeView) NumNext() int { return int(min(v.e.nnext, MaxNext)) }
+
+// Next returns successor k (a node index below the chain's count; NoNode
+// for a bad table).
+func (v NodeView) Next(k int) uint8 {
+	if k < 0 || k >= v.NumNext() || v.e.next[k] >= v.n {
+		return NoNode
+	}
+	return v.e.next[k]
+}
+
+// Choose reports whether the successors are alternatives.
+func (v NodeView) Choose() bool { return v.e.flags&nodeChoose != 0 }
+
+// FanOut reports whether the output goes to every successor at once.
+func (v NodeView) FanOut() bool { return !v.Choose() && v.NumNext() > 1 }
+
+// JoinAt returns, for a fan-out, the node its branches meet at.
+func (v NodeView) JoinAt() uint8 {
+	if v.e.join >= v.n {
+		return NoNode
+	}
+	return v.e.join
+}
+
+// IsJoin reports whether the node joins a fan-out's branches.
+func (v NodeView) IsJoin() bool { return v.e.flags&nodeJoin != 0 }
+
+// Ordinal returns a join's ordinal among the chain's joins.
+func (v NodeView) Ordinal() int { return int(min(v.e.jord, MaxJoins-1)) }
+
+// Quorum returns a join's quorum (0: all).
+func (v NodeView) Quorum() int { return int(v.e.quorum) }
+
+// Wait returns a join's wait (0: none).
+func (v NodeView) Wait() time.Duration { return time.Duration(v.e.waitMs) * time.Millisecond }
+
+// Name returns the step's name (a view of the routing table).
+func (v NodeView) Name() []byte { return v.e.name[:min(int(v.e.nameLen), MaxName)] }
+
+// Succ returns the index k of the successor called name, or -1.
+func (v NodeView) Succ(p *Pool, c uint16, name string) int {
+	for k := range v.NumNext() {
+		if s, ok := p.NodeAt(c, int(v.Next(k))); ok {
+			if n := s.Name(); len(n) == len(name) && string(n) == name {
+				return k
+			}
+		}
+	}
+	return -1
+}
+
+// Step returns the function that runs node hop of chain c, and whether
+// there is such a node.
+func (p *Pool) Step(c uint16, hop int) (fn uint16, ok bool) {
+	v, ok := p.NodeAt(c, hop)
+	if !ok {
+		return 0, false
+	}
+	return v.Fn(), true
+}
+
+// Steps returns the number of nodes of chain c.
 func (p *Pool) Steps(c uint16) int {
 	if uint32(c) >= p.l.Chains {
 		return 0
 	}
-	return int(min(p.chains[c].nsteps, MaxSteps))
+	return int(min(p.chains[c].nnodes, MaxNodes))
 }
 
 // Slots returns the number of instance slots.

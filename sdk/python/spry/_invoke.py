@@ -42,7 +42,7 @@ def invoke(handler, method: str = "POST", target: str = "/", body=b"", headers=(
             p.set_content_type(buf, content_type.encode("latin-1"))
         P._2i64.pack_into(p.mm, p.h(buf) + P.B_INGRESS, P.now(), 0)
         p.hop_start(buf, 0, P.now())
-        res = Response(p, _SELF, buf)
+        res = Response(p, _SELF, buf, 0, 0)
         out, stop = res._finish(_call(handler, Request(p, buf, 0, 1), res))
         status = p.u16(p.h(out) + P.B_STATUS) or 200
         r = Result(status, p.content_type(out).decode("latin-1"), bytes(p.data(out)), stop)

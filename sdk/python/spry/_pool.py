@@ -16,26 +16,39 @@ import time
 from . import _atomic as A
 
 MAGIC = 0x4C4F4F5059525053  # "SPRYPOOL", little-endian
-VERSION = 4  # the pool layout version this SDK speaks
+VERSION = 5  # the pool layout version this SDK speaks
 
 PAGE = 4096
-HEADER_SIZE = 2048  # one buffer header
-MAX_HOPS = 16
-MAX_STEPS = 16
+HEADER_SIZE = 4096  # one buffer header
+MAX_HOPS = 32  # nodes with timestamps
+MAX_NODES = 32  # steps of a chain's graph
+MAX_STEPS = MAX_NODES
+MAX_NEXT = 16
+MAX_NAME = 64
+MAX_DEPTH = 4
+MAX_SEGS = 12
+CHUNK = 64 << 10  # the unit of the large-extent region
+EXT_ALIGN = 2 << 20
 STATS_SIZE = 512
 MAX_CTYPE = 127
-OFF_META = 448
+OFF_META = 1040
 MAX_META = HEADER_SIZE - OFF_META
+NO_NODE = 0xFF
+CALL_NODE = 0xFF  # the node of a call's buffer
 
 # Pool header (page 0).
-H_MAGIC, H_VERSION, H_LAYOUT = 0, 8, 16
-H_REGIONS = 48  # route, stats, ring, hdr, arena, total, stride: 7 x u64
-H_HEAD, H_FREE, H_ALLOC_FAILS, H_RECLAIMED, H_STALE = 112, 120, 176, 184, 192
+H_MAGIC, H_VERSION, H_LAYOUT = 0, 8, 16  # layout: 8 x u32
+H_REGIONS = 48  # route, stats, ring, hdr, arena, extmap, ext, total, stride: 9 x u64
+H_HEAD, H_FREE, H_ALLOC_FAILS, H_RECLAIMED, H_STALE = 128, 136, 192, 200, 208
+H_EXT_CURSOR, H_EXT_USED, H_EXT_FAILS = 256, 264, 272
 
 # Routing region.
 ROUTE_HEADER = 64  # gateway u32 @0, epoch u32 @4
-FN_ENTRY = 16  # base u32 @0, max u32 @4, hwm u32 @8
-CHAIN_ENTRY = 40  # nsteps u32 @0, steps [16]u16 @8
+FN_ENTRY = 80  # base u32 @0, max u32 @4, hwm u32 @8, nameLen u8 @12, name [64] @16
+CHAIN_ENTRY = 8 + MAX_NODES * 96  # nnodes u32 @0, nodes @8
+NODE_ENTRY = 96  # fn u16 @0, flags u8 @2, nnext u8 @3, join u8 @4, jord u8 @5, quorum u16 @6,
+#                  waitMs u32 @8, nameLen u8 @12, next [16]u8 @16, name [64] @32
+NODE_CHOOSE, NODE_JOIN = 1, 2
 SLOT_INFO = 16  # id u32 @0, state u32 @4, fn u32 @8, capacity u32 @12
 
 # Slot states.
@@ -54,13 +67,28 @@ BOUNDS = [b * 1000 for b in (50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 
 # 0..31) | holder << 32 | transit destination << 48, changed only by CAS.
 B_OWN, B_NEXT, B_LEN, B_REQID, B_OFF = 0, 8, 12, 16, 24
 B_STATUS, B_FLAGS, B_HOPS, B_CHAIN, B_CTYPE_LEN, B_META_LEN = 28, 30, 31, 32, 34, 36
-B_INGRESS, B_DEADLINE, B_CTYPE, B_TIMES = 40, 48, 64, 192
+B_INGRESS, B_DEADLINE, B_SENT = 40, 48, 56
+# Where the buffer is in its graph, its payload's extents, shared data and
+# a join's inputs (see docs/contract.md).
+B_NODE, B_PHASE, B_NSEG, B_DEPTH, B_KIND, B_REF_BIT, B_CHOSEN = 64, 65, 66, 67, 68, 69, 70
+B_REF, B_REF_GEN, B_HELD = 72, 76, 80
+B_CALL = 88  # caller u16, callee u16, depth u8, pad [3], tag u32
+B_FRAMES = 104  # [4] x (at i64, join u8, pad u8, slot u16, of u16, width u16)
+B_SEGS = 168  # [12] x (first u32, count u32)
+B_INPUTS = 264  # [16] x (buffer+1 u32, gen u32)
+B_WIDTH, B_OF, B_ARRIVED, B_OKAYS = 392, 393, 394, 395
+B_CTYPE, B_TIMES = 400, 528
+
+PHASE_QUEUED, PHASE_RUNNING, PHASE_DONE = 0, 1, 2
+KIND_DATA, KIND_JOIN = 0, 1
 
 FLAG_STOP = 1  # buffer flag: the chain ends here
 SECTION_PARAMS, SECTION_RESP_HEADER, SECTION_ATTRIBUTES = 1, 2, 3  # metadata section tags
 FLAG_CONTENT_TYPE = 2  # buffer flag: a step chose the content type (else the client gets application/octet-stream)
 
 OWNER_FREE = 0
+OWNER_JOINED = 0xFFFD  # a join's input, owned through the join's buffer
+OWNER_SHARED = 0xFFFE  # a shared buffer, owned through its tokens
 OWNER_DAEMON = 0xFFFF
 
 
@@ -68,13 +96,14 @@ def own(gen: int, holder: int, transit: int = 0) -> int:
     """An ownership word."""
     return (gen & A.M32) | holder << 32 | transit << 48
 
-_layout = struct.Struct("<7I")
-_regions = struct.Struct("<7Q")
+_layout = struct.Struct("<8I")
+_regions = struct.Struct("<9Q")
 _u16 = struct.Struct("<H")
 _u32 = struct.Struct("<I")
 _i64 = struct.Struct("<q")
 _u64 = struct.Struct("<Q")
 _2i64 = struct.Struct("<qq")
+_2u32 = struct.Struct("<II")
 
 
 class PoolError(Exception):
@@ -90,7 +119,7 @@ def _page_up(n: int) -> int:
     return (n + PAGE - 1) & ~(PAGE - 1)
 
 
-def regions(buffers, buffer_size, functions, chains, slots, endpoints, ring_bytes):
+def regions(buffers, buffer_size, functions, chains, slots, endpoints, ring_bytes, chunks):
     """The offsets of a pool's regions, as the daemon computes them."""
     route = PAGE
     stats = route + _page_up(ROUTE_HEADER + functions * FN_ENTRY + chains * CHAIN_ENTRY + slots * SLOT_INFO)
@@ -98,8 +127,11 @@ def regions(buffers, buffer_size, functions, chains, slots, endpoints, ring_byte
     hdr = ring + _page_up(endpoints * ring_bytes if ring_bytes else 0)
     arena = hdr + _page_up(buffers * HEADER_SIZE)
     stride = (buffer_size + 63) & ~63
-    total = arena + _page_up(buffers * stride)
-    return route, stats, ring, hdr, arena, total, stride
+    extmap = arena + _page_up(buffers * stride)
+    if chunks == 0:
+        return route, stats, ring, hdr, arena, extmap, extmap, extmap, stride
+    ext = (extmap + _page_up((chunks + 63) // 64 * 8) + EXT_ALIGN - 1) & ~(EXT_ALIGN - 1)
+    return route, stats, ring, hdr, arena, extmap, ext, ext + chunks * CHUNK, stride
 
 
 class Pool:
@@ -120,13 +152,13 @@ class Pool:
                 f"spry: the pool has layout version {version}, this Python SDK speaks {VERSION}: "
                 "use the SDK that comes with your spry binary (python: functions get it automatically)")
         (self.buffers, self.buffer_size, self.functions, self.chains, self.slots,
-         self.endpoints, self.ring_bytes) = _layout.unpack_from(mm, H_LAYOUT)
+         self.endpoints, self.ring_bytes, self.chunks) = _layout.unpack_from(mm, H_LAYOUT)
         got = _regions.unpack_from(mm, H_REGIONS)
         want = regions(self.buffers, self.buffer_size, self.functions, self.chains, self.slots,
-                       self.endpoints, self.ring_bytes)
+                       self.endpoints, self.ring_bytes, self.chunks)
         if got != want:
             raise PoolError("spry: pool region offsets disagree with its layout")
-        self.route, self.stats, self.ring, self.hdr, self.arena, total, self.stride = got
+        self.route, self.stats, self.ring, self.hdr, self.arena, self.extmap, self.ext, total, self.stride = got
         if total != len(mm):
             raise PoolError(f"spry: {len(mm)} bytes mapped, the layout needs {total}")
         self.fns = self.route + ROUTE_HEADER
@@ -153,14 +185,18 @@ class Pool:
                slots: int = 1) -> "Pool":
         """Makes a private pool, laid out and initialised as the daemon does
         (for invoke: running a handler without a node)."""
-        r = regions(buffers, buffer_size, functions, chains, slots, 0, 0)
+        r = regions(buffers, buffer_size, functions, chains, slots, 0, 0, 0)
         fd = os.memfd_create("spry-pool-python", os.MFD_CLOEXEC)
-        os.ftruncate(fd, r[5])
-        mm = mmap.mmap(fd, r[5], flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        os.ftruncate(fd, r[7])
+        mm = mmap.mmap(fd, r[7], flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         struct.pack_into("<QI", mm, 0, MAGIC, VERSION)
-        _layout.pack_into(mm, H_LAYOUT, buffers, buffer_size, functions, chains, slots, 0, 0)
+        _layout.pack_into(mm, H_LAYOUT, buffers, buffer_size, functions, chains, slots, 0, 0, 0)
         _regions.pack_into(mm, H_REGIONS, *r)
         p = cls(mm, fd)
+        for k in range(chains):  # each chain: a graph of one step, function 0
+            _u32.pack_into(mm, p.chain_tab + k * CHAIN_ENTRY, 1)
+            mm[p.chain_tab + k * CHAIN_ENTRY + 8 + 4] = NO_NODE
+            mm[p.chain_tab + k * CHAIN_ENTRY + 8 + 5] = NO_NODE
         for i in range(buffers):
             h = p.hdr + i * HEADER_SIZE
             _u64.pack_into(mm, h + B_OWN, own(1, OWNER_FREE))
@@ -198,15 +234,55 @@ class Pool:
         off = self.arena + idx * self.stride
         return self.mv[off:off + self.buffer_size]
 
+    def _holder(self, idx: int) -> int:
+        """The buffer that holds idx's payload: idx, or the shared buffer it
+        reads (a fan-out's branch)."""
+        for _ in range(MAX_DEPTH + 1):
+            r = self.u32(self.h(idx) + B_REF)
+            if r == 0 or r > self.buffers:
+                break
+            idx = r - 1
+        return idx
+
+    def _seg(self, first, count) -> memoryview:
+        """Chunks [first, first+count) of the extent region, clamped."""
+        a = min(first * CHUNK, self.chunks * CHUNK)
+        e = min((first + count) * CHUNK, self.chunks * CHUNK)
+        return self.mv[self.ext + a:self.ext + e]
+
+    def pieces(self, idx: int):
+        """Buffer idx's payload as a list of contiguous memoryviews: one,
+        or one per extent of a large payload the pool holds in several."""
+        i = self._holder(idx)
+        h = self.h(i)
+        n, off = self.u32(h + B_LEN), self.u32(h + B_OFF)
+        nseg = min(self.mm[h + B_NSEG], MAX_SEGS)
+        if nseg == 0:
+            off = min(off, self.buffer_size)
+            n = min(n, self.buffer_size - off)
+            start = self.arena + i * self.stride + off
+            return [self.mv[start:start + n]]
+        out = []
+        for k in range(nseg):
+            first, count = _2u32.unpack_from(self.mm, h + B_SEGS + 8 * k)
+            seg = self._seg(first, count)
+            if k == 0:
+                seg = seg[min(off, len(seg)):]
+            take = min(n, len(seg))
+            out.append(seg[:take])
+            n -= take
+        return out
+
     def data(self, idx: int) -> memoryview:
-        """Buffer idx's payload, clamped to the buffer."""
-        h = self.h(idx)
-        n, = _u32.unpack_from(self.mm, h + B_LEN)
-        off, = _u32.unpack_from(self.mm, h + B_OFF)
-        off = min(off, self.buffer_size)
-        n = min(n, self.buffer_size - off)
-        start = self.arena + idx * self.stride + off
-        return self.mv[start:start + n]
+        """Buffer idx's payload when it is contiguous (its first piece otherwise)."""
+        return self.pieces(idx)[0]
+
+    def size(self, idx: int) -> int:
+        return self.u32(self.h(self._holder(idx)) + B_LEN)
+
+    def reads_shared(self, idx: int) -> bool:
+        """Does buffer idx read a shared buffer's payload (a fan-out's branch)?"""
+        return self.u32(self.h(idx) + B_REF) != 0
 
     def gen(self, idx: int) -> int:
         return A.load64(self.base + self.h(idx) + B_OWN) & A.M32
@@ -260,18 +336,35 @@ class Pool:
         h = self.h(idx)
         mm = self.mm
         # length, reqID, off, status, flags, hops, chain, ctypeLen, metaLen,
-        # ingress, deadline: bytes 12..56, owned by the new holder.
-        mm[h + B_LEN:h + 56] = bytes(56 - B_LEN)
+        # ingress, deadline, sent (bytes 12..64), the graph fields up to the
+        # held word (64..80), the call frame (88..100), a join's counts
+        # (392..396): the new holder's.
+        mm[h + B_LEN:h + 80] = bytes(80 - B_LEN)
+        mm[h + B_CALL:h + B_CALL + 12] = bytes(12)
+        mm[h + B_WIDTH:h + B_WIDTH + 4] = bytes(4)
 
     def free(self, idx: int, holder: int) -> bool:
         """Returns buffer idx, held by holder, to the free list (its generation
-        moves on). False, and nothing done, when holder does not hold it."""
+        moves on), with its payload: its extents, its reference to a shared
+        buffer, a join's inputs. False, and nothing done, when holder does
+        not hold it."""
+        return self._free(idx, None, holder, holder)
+
+    def _free(self, idx, gen, holder, me) -> bool:
         if idx >= self.buffers or holder == OWNER_FREE:
             return False
         b = self.base + self.h(idx)
         w = A.load64(b + B_OWN)
-        if (w >> 32) & 0xFFFF != holder or w >> 48 != 0:
+        if (w >> 32) & 0xFFFF != holder or w >> 48 != 0 or (gen is not None and w & A.M32 != gen):
             return False
+        if holder in (OWNER_SHARED, OWNER_JOINED):
+            # Nobody holds these: take it first, so that one freer drops
+            # its payload.
+            taken = own(w & A.M32, me)
+            if me in (OWNER_FREE, OWNER_SHARED, OWNER_JOINED) or not A.cas64(b + B_OWN, w, taken):
+                return False
+            w = taken
+        self._drop_payload(idx, me)
         if not A.cas64(b + B_OWN, w, own((w & A.M32) + 1, OWNER_FREE)):
             return False
         head = self.base + H_HEAD
@@ -281,6 +374,95 @@ class Pool:
             if A.cas64(head, old, ((((old >> 32) + 1) & A.M32) << 32) | (idx + 1)):
                 A.add64(self.base + H_FREE, 1)
                 return True
+
+    def _drop_payload(self, idx, me):
+        """Forgets, then gives back, what buffer idx's header owns (as the Go
+        SDK: a process that dies in between leaks, never frees twice)."""
+        h = self.h(idx)
+        mm = self.mm
+        nseg = min(mm[h + B_NSEG], MAX_SEGS)
+        if nseg:
+            segs = [_2u32.unpack_from(mm, h + B_SEGS + 8 * k) for k in range(nseg)]
+            mm[h + B_NSEG] = 0
+            for first, count in segs:
+                self._release(first, count)
+        r = self.u32(h + B_REF)
+        if r:
+            if r <= self.buffers:
+                self._unref(r - 1, self.u32(h + B_REF_GEN), mm[h + B_REF_BIT], me)
+            _u32.pack_into(mm, h + B_REF, 0)
+        width = min(mm[h + B_WIDTH], MAX_NEXT)
+        if mm[h + B_KIND] == KIND_JOIN and width:
+            ins = [_2u32.unpack_from(mm, h + B_INPUTS + 8 * k) for k in range(width)]
+            mm[h + B_WIDTH] = 0
+            for i1, gen in ins:
+                if 0 < i1 <= self.buffers:
+                    self._free(i1 - 1, gen, OWNER_JOINED, me)
+
+    def _unref(self, idx, gen, bit, me):
+        """Drops reference bit of shared buffer idx; the last one frees it."""
+        if bit >= 32:
+            return
+        a = self.base + self.h(idx) + B_HELD
+        m = 1 << bit
+        while True:
+            w = A.load64(a)
+            if w >> 32 != gen or w & m == 0:
+                return
+            if A.cas64(a, w, w & ~m):
+                if w & A.M32 == m:
+                    self._free(idx, gen, OWNER_SHARED, me)
+                return
+
+    def _release(self, first, count):
+        """Gives back chunks [first, first+count) of the extent region."""
+        if count == 0 or first + count > self.chunks:
+            return
+        for i in range(first // 64, (first + count - 1) // 64 + 1):
+            lo = max(first, i * 64) - i * 64
+            hi = min(first + count, i * 64 + 64) - i * 64
+            m = ((1 << (hi - lo)) - 1) << lo
+            a = self.base + self.extmap + 8 * i
+            while True:
+                w = A.load64(a)
+                if A.cas64(a, w, w & ~m & A.M64):
+                    break
+        A.add64(self.base + H_EXT_USED, (-count) & A.M64)
+
+    def clear(self, idx, holder):
+        """Makes buffer idx's payload empty and its own (an error message goes there)."""
+        b = self.base + self.h(idx)
+        if (A.load64(b + B_OWN) >> 32) & 0xFFFF != holder:
+            return
+        self._drop_payload(idx, holder)
+        self.set_data(idx, 0, 0)
+
+    def drop_inputs(self, idx):
+        """Frees a join's inputs now (the join ran)."""
+        h = self.h(idx)
+        width = min(self.mm[h + B_WIDTH], MAX_NEXT)
+        if self.mm[h + B_KIND] != KIND_JOIN or not width:
+            return
+        me = (A.load64(self.base + h + B_OWN) >> 32) & 0xFFFF
+        ins = [_2u32.unpack_from(self.mm, h + B_INPUTS + 8 * k) for k in range(width)]
+        self.mm[h + B_WIDTH] = 0
+        for i1, gen in ins:
+            if 0 < i1 <= self.buffers:
+                self._free(i1 - 1, gen, OWNER_JOINED, me)
+
+    # A join's inputs (the buffer a join step runs on lists them).
+
+    def inputs(self, idx):
+        """A join's inputs: a list, None where one did not arrive."""
+        h = self.h(idx)
+        if self.mm[h + B_KIND] != KIND_JOIN:
+            return []
+        out = []
+        for k in range(min(self.mm[h + B_WIDTH], MAX_NEXT)):
+            i1, gen = _2u32.unpack_from(self.mm, h + B_INPUTS + 8 * k)
+            ok = 0 < i1 <= self.buffers and A.load64(self.base + self.h(i1 - 1) + B_OWN) == own(gen, OWNER_JOINED)
+            out.append(i1 - 1 if ok else None)
+        return out
 
     # Plain fields of a buffer header: written only by the buffer's owner.
 
@@ -312,6 +494,12 @@ class Pool:
         if chosen:
             self.mm[h + B_FLAGS] |= FLAG_CONTENT_TYPE
 
+    def place(self, idx, node, phase):
+        """Records where buffer idx is in its graph."""
+        h = self.h(idx)
+        self.mm[h + B_NODE] = node
+        self.mm[h + B_PHASE] = phase
+
     def hop_start(self, idx, hop, t):
         if 0 <= hop < MAX_HOPS:
             h = self.h(idx)
@@ -329,11 +517,16 @@ class Pool:
         return 0, 0
 
     def copy_meta(self, dst, src):
-        """Carries the request's identity to a fresh output buffer."""
+        """Carries the request's identity, and its place in the graph, to a
+        fresh output buffer (not the payload)."""
         d, s, mm = self.h(dst), self.h(src), self.mm
         mm[d + B_REQID:d + B_REQID + 8] = mm[s + B_REQID:s + B_REQID + 8]
         mm[d + B_STATUS:d + 36] = mm[s + B_STATUS:s + 36]  # status, flags, hops, chain, ctypeLen
-        mm[d + B_INGRESS:d + 56] = mm[s + B_INGRESS:s + 56]
+        mm[d + B_INGRESS:d + 64] = mm[s + B_INGRESS:s + 64]
+        mm[d + B_NODE:d + B_NODE + 2] = mm[s + B_NODE:s + B_NODE + 2]  # node, phase
+        mm[d + B_DEPTH] = min(mm[s + B_DEPTH], MAX_DEPTH)
+        mm[d + B_CHOSEN:d + B_CHOSEN + 2] = mm[s + B_CHOSEN:s + B_CHOSEN + 2]
+        mm[d + B_CALL:d + B_SEGS] = mm[s + B_CALL:s + B_SEGS]  # the call and join frames
         mm[d + B_CTYPE:d + B_TIMES + MAX_HOPS * 16] = mm[s + B_CTYPE:s + B_TIMES + MAX_HOPS * 16]
         n = min(self.u16(s + B_META_LEN), MAX_META)
         mm[d + OFF_META:d + OFF_META + n] = mm[s + OFF_META:s + OFF_META + n]
@@ -474,19 +667,48 @@ class Pool:
 
     # ---- routing table (read-only) ----
 
-    def step(self, chain: int, hop: int):
-        """The function running step hop of chain, or None past its end."""
-        if chain >= self.chains or hop < 0:
+    def _node(self, chain: int, node: int):
+        """The offset of node of chain's graph, or None."""
+        if chain >= self.chains or node < 0:
             return None
         e = self.chain_tab + chain * CHAIN_ENTRY
-        if hop >= min(self.u32(e), MAX_STEPS):
+        if node >= min(self.u32(e), MAX_NODES):
             return None
-        return self.u16(e + 8 + 2 * hop)
+        return e + 8 + node * NODE_ENTRY
+
+    def step(self, chain: int, node: int):
+        """The function running node of chain, or None."""
+        n = self._node(chain, node)
+        return None if n is None else self.u16(n)
 
     def steps(self, chain: int) -> int:
         if chain >= self.chains:
             return 0
-        return min(self.u32(self.chain_tab + chain * CHAIN_ENTRY), MAX_STEPS)
+        return min(self.u32(self.chain_tab + chain * CHAIN_ENTRY), MAX_NODES)
+
+    def node_next(self, chain: int, node: int):
+        """node's successors (node indexes) and whether they are
+        alternatives (choose:), or ([], False) for none."""
+        n = self._node(chain, node)
+        if n is None:
+            return [], False
+        nn = self.steps(chain)
+        succ = [x for x in self.mm[n + 16:n + 16 + min(self.mm[n + 3], MAX_NEXT)] if x < nn]
+        return succ, bool(self.mm[n + 2] & NODE_CHOOSE)
+
+    def node_name(self, chain: int, node: int) -> str:
+        n = self._node(chain, node)
+        if n is None:
+            return ""
+        return bytes(self.mm[n + 32:n + 32 + min(self.mm[n + 12], MAX_NAME)]).decode("utf-8", "replace")
+
+    def top_join(self, idx):
+        """The join node of the innermost fan-out buffer idx is a branch of, or None."""
+        h = self.h(idx)
+        d = min(self.mm[h + B_DEPTH], MAX_DEPTH)
+        if d == 0:
+            return None
+        return self.mm[h + B_FRAMES + 16 * (d - 1) + 8]
 
     def pick(self, fn: int, start: int):
         """The ready slot of fn with the least (queued + running + 1) / capacity,

@@ -41,15 +41,49 @@ class Request:
     nothing was copied to give it to you, and it is valid only until the
     handler returns (copy what you keep, e.g. bytes(req.payload))."""
 
-    __slots__ = ("_p", "_buf", "_hop", "_steps", "_meta")
+    __slots__ = ("_p", "_buf", "_hop", "_steps", "_meta", "_gathered")
 
     def __init__(self, pool, buf, hop, steps):
         self._p, self._buf, self._hop, self._steps, self._meta = pool, buf, hop, steps, None
+        self._gathered = None
 
     @property
     def payload(self) -> memoryview:
-        """The body as this step received it (writable: change it in place)."""
-        return self._p.data(self._buf)
+        """The body as this step received it (writable: change it in place,
+        except in a fan-out's branch, whose input the other branches share).
+        A large body the pool holds in several extents (see segments) is
+        gathered into one copy the first time you ask."""
+        pieces = self._p.pieces(self._buf)
+        if len(pieces) == 1:
+            return pieces[0]
+        if self._gathered is None:
+            self._gathered = memoryview(bytearray(b"".join(pieces)))
+        return self._gathered
+
+    @property
+    def segments(self):
+        """The payload's contiguous pieces, without copying: one, or one per
+        extent of a large payload the pool holds in several."""
+        return self._p.pieces(self._buf)
+
+    def __len__(self):
+        return self._p.size(self._buf)
+
+    @property
+    def step(self) -> str:
+        """This step's name in its chain ("" in a call)."""
+        return self._p.node_name(self._p.u16(self._p.h(self._buf) + P.B_CHAIN), self._hop)
+
+    @property
+    def is_join(self) -> bool:
+        """Whether this step joins the branches of a fan-out (see inputs)."""
+        return self._p.mm[self._p.h(self._buf) + P.B_KIND] == P.KIND_JOIN
+
+    @property
+    def inputs(self):
+        """A join's inputs, one per branch of the fan-out in spry.yaml's
+        order: an Input, or None for a branch whose output did not arrive."""
+        return [None if i is None else Input(self._p, i) for i in self._p.inputs(self._buf)]
 
     def _m(self):
         if self._meta is None:
@@ -134,23 +168,66 @@ class Request:
         return ((s - ingress) / 1e9 if s else 0.0, (e - ingress) / 1e9 if e else 0.0)
 
 
+class Input:
+    """One input of a join: what one branch of the fan-out produced (a view
+    of the pool, valid until the handler returns)."""
+
+    __slots__ = ("_p", "_buf")
+
+    def __init__(self, pool, buf):
+        self._p, self._buf = pool, buf
+
+    @property
+    def payload(self) -> memoryview:
+        pieces = self._p.pieces(self._buf)
+        return pieces[0] if len(pieces) == 1 else memoryview(b"".join(pieces))
+
+    @property
+    def status(self) -> int:
+        """The branch's status: 200 unless it set one or failed."""
+        s = self._p.u16(self._p.h(self._buf) + P.B_STATUS)
+        return s if 100 <= s <= 999 else 200
+
+    @property
+    def content_type(self) -> str:
+        return self._p.content_type(self._buf).decode("latin-1")
+
+
 class Response:
     """The output of one step. By default a step passes its input on
     unchanged; a handler changes it in place (req.payload, or buffer() and
     set_len()) or writes a new output with write(), into a fresh buffer."""
 
-    __slots__ = ("_p", "_self", "_in", "_out", "_n", "_status", "_stop", "_err", "_outcome")
+    __slots__ = ("_p", "_self", "_in", "_out", "_n", "_status", "_stop", "_err", "_outcome",
+                 "_chain", "_node", "_next")
 
-    def __init__(self, pool, me, buf):
+    def __init__(self, pool, me, buf, chain=0, node=0):
         self._p, self._self, self._in = pool, me, buf
         self._out, self._n, self._status, self._stop, self._err = None, 0, 0, False, None
         self._outcome = 0  # the status this step answered with (0: none of its own)
+        self._chain, self._node, self._next = chain, node, 0
+
+    def _fresh(self):
+        p = self._p
+        if self._out is None:
+            i = p.alloc(self._self)
+            if i is None:
+                self._err = Error(503, "spry: pool exhausted")
+                raise self._err
+            self._out = i
+            p.copy_meta(i, self._in)
+        return self._out
 
     def buffer(self) -> memoryview:
         """The whole room for in-place output: the input buffer from the start
-        of the payload to its end. Write there and call set_len."""
-        off = self._p.u32(self._p.h(self._in) + P.B_OFF)
-        return self._p.buffer(self._in)[off:]
+        of the payload to its end. Write there and call set_len. In a
+        fan-out's branch (its input is shared) and in a join, a fresh
+        buffer's room."""
+        p = self._p
+        if self._out is not None or p.reads_shared(self._in) or p.mm[p.h(self._in) + P.B_NSEG]:
+            return p.buffer(self._fresh())
+        off = p.u32(p.h(self._in) + P.B_OFF)
+        return p.buffer(self._in)[off:]
 
     def set_len(self, n: int):
         """The in-place output is the first n bytes of buffer()."""
@@ -158,8 +235,28 @@ class Response:
         if n < 0 or n > room:
             self._err = Error(502, f"spry: output larger than a pool buffer ({room} bytes)")
             return
+        if self._out is not None:
+            self._n = n
+            return
         off = self._p.u32(self._p.h(self._in) + P.B_OFF)
         self._p.set_data(self._in, off, n)
+
+    def next(self, step: str):
+        """Chooses the step the output goes to, among those spry.yaml lets
+        this step go to (next: or choose:); any other ends the request with
+        a 502 naming the step."""
+        p = self._p
+        succ, choose = p.node_next(self._chain, self._node)
+        for k, s in enumerate(succ):
+            if p.node_name(self._chain, s) == step:
+                if choose and self._next and self._next != 1 << k:
+                    self._err = Error(502, f"spry: step {p.node_name(self._chain, self._node)} chose two next steps, and its chain lets it choose one")
+                    return
+                self._next |= 1 << k
+                return
+        allowed = ", ".join(p.node_name(self._chain, s) for s in succ)
+        why = f"it goes on to {allowed}" if allowed else "it ends the chain"
+        self._err = Error(502, f"spry: step {p.node_name(self._chain, self._node)} chose next step {step!r}, which its chain does not allow ({why})")
 
     def write(self, data) -> int:
         """Appends data (bytes-like or str) to the output, in a fresh buffer
@@ -169,16 +266,10 @@ class Response:
         if self._err is not None:
             raise self._err
         p = self._p
-        if self._out is None:
-            i = p.alloc(self._self)
-            if i is None:
-                self._err = Error(503, "spry: pool exhausted")
-                raise self._err
-            self._out = i
-            p.copy_meta(i, self._in)
-        buf = p.buffer(self._out)
+        buf = p.buffer(self._fresh())
         if len(data) > len(buf) - self._n:
-            self._err = Error(502, f"spry: output larger than a pool buffer ({len(buf)} bytes)")
+            self._err = Error(502, f"spry: output larger than a pool buffer ({len(buf)} bytes; "
+                                   "the Python SDK writes outputs of one buffer, the Go SDK larger ones)")
             raise self._err
         buf[self._n:self._n + len(data)] = data
         self._n += len(data)
@@ -246,19 +337,22 @@ class Response:
         out = self._in
         if self._out is not None:
             p.set_data(self._out, 0, self._n)
-            p.set_content_type(self._out, p.content_type(self._in))
-            if err is not None:
-                p.free(self._out, self._self)
-            else:
-                p.free(self._in, self._self)
-                out = self._out
+            # The input goes: a join's with its inputs, a branch's with
+            # its reference to the shared payload.
+            p.free(self._in, self._self)
+            out = self._out
+        elif p.mm[p.h(self._in) + P.B_KIND] == P.KIND_JOIN:
+            p.drop_inputs(self._in)  # the join ran: its output is its own buffer
         h = p.h(out)
+        P._u16.pack_into(p.mm, h + P.B_CHOSEN, self._next)
         if err is not None:
             status = 502
             if isinstance(err, Error) and 400 <= err.status <= 599:
                 status = err.status
             msg = str(err) if isinstance(err, Error) else f"{type(err).__name__}: {err}"
             b = msg.encode("utf-8", "replace")[:p.buffer_size]
+            p.clear(out, self._self)  # its payload may be shared: the message goes in its own
+            P._u16.pack_into(p.mm, h + P.B_CHOSEN, 0)
             p.buffer(out)[:len(b)] = b
             p.set_data(out, 0, len(b))
             p.set_content_type(out, b"text/plain; charset=utf-8", chosen=True)
@@ -353,42 +447,86 @@ class Instance:
                 return False
             raise
 
-    def _reply(self, chain, hop, buf):
-        """Hands buf back to the app's gateway."""
+    def _to(self, dst, buf, chain, hop, flags):
+        """Hands buf to dst (the gateway, or a caller), retrying while it is
+        full; True when it got it (or the daemon has it)."""
         deadline = time.monotonic() + _RETRY
         wait = 20e-6
         while True:
             try:
-                self._pass(self.p.gateway(), buf, chain, hop, T.FLAG_REPLY)
-                return
+                self._pass(dst, buf, chain, hop, flags)
+                return True
             except T.Full:
                 if time.monotonic() > deadline:
-                    break
+                    return False
                 time.sleep(wait)
                 wait = min(2 * wait, 5e-3)
             except (T.Gone, T.Closed):
-                break
-        # The gateway is gone or wedged: this process still holds the
-        # buffer; the daemon takes it back when the instance stops.
-        print(f"spry: function {self.name}: reply to the gateway failed", file=sys.stderr)
+                return False
+
+    def _gateway(self, buf, chain, hop, flags):
+        if not self._to(self.p.gateway(), buf, chain, hop, flags):
+            # The gateway is gone or wedged: this process still holds the
+            # buffer; the daemon takes it back when the instance stops.
+            print(f"spry: function {self.name}: send to the gateway failed", file=sys.stderr)
 
     def _fail(self, chain, hop, buf, status, msg):
         p = self.p
         b = msg.encode()
+        p.clear(buf, self.id)
         p.buffer(buf)[:len(b)] = b
         p.set_data(buf, 0, len(b))
         p.set_content_type(buf, b"text/plain; charset=utf-8", chosen=True)
         h = p.h(buf)
         P._u16.pack_into(p.mm, h + P.B_STATUS, status)
+        P._u16.pack_into(p.mm, h + P.B_CHOSEN, 0)
         p.mm[h + P.B_FLAGS] |= P.FLAG_STOP
-        self._reply(chain, hop, buf)
+        self._route(chain, hop, buf)
 
-    def _forward(self, chain, hop, buf):
-        """Direct function routing: the next step's least-loaded instance."""
+    def _route(self, chain, node, buf):
+        """Sends buf, the output of node (done), where its chain's graph
+        sends it: a call's caller, the gateway (the answer, a join's input,
+        or a fan-out, which the gateway splits), or the next step's
+        least-loaded instance."""
         p = self.p
-        fn = p.step(chain, hop + 1)
+        h = p.h(buf)
+        p.place(buf, node, P.PHASE_DONE)
+        if node == P.CALL_NODE:
+            caller = p.u16(h + P.B_CALL)
+            if not self._to(caller, buf, chain, node, T.FLAG_RETURN):
+                p.free(buf, self.id)  # the caller is gone: nobody wants the answer
+            return
+        join = p.top_join(buf)
+        if p.mm[h + P.B_FLAGS] & P.FLAG_STOP:
+            if join is None:
+                return self._gateway(buf, chain, node, T.FLAG_REPLY)
+            p.place(buf, join, P.PHASE_QUEUED)
+            return self._gateway(buf, chain, join, T.FLAG_JOIN)
+        succ, choose = p.node_next(chain, node)
+        chosen = p.u16(h + P.B_CHOSEN)
+        if not succ:
+            if join is None:
+                return self._gateway(buf, chain, node, T.FLAG_REPLY)
+            p.place(buf, join, P.PHASE_QUEUED)
+            return self._gateway(buf, chain, join, T.FLAG_JOIN)
+        if len(succ) > 1 and not choose:
+            # A fan-out: the gateway makes the branches.
+            return self._gateway(buf, chain, node, T.FLAG_ROUTE)
+        k = (chosen & -chosen).bit_length() - 1 if chosen else 0
+        nxt = succ[k] if k < len(succ) else succ[0]
+        if join is not None and nxt == join:
+            p.place(buf, join, P.PHASE_QUEUED)
+            return self._gateway(buf, chain, join, T.FLAG_JOIN)
+        self._forward(chain, nxt, buf)
+
+    def _forward(self, chain, node, buf):
+        """Direct function routing: node's least-loaded instance."""
+        p = self.p
+        fn = p.step(chain, node)
         if fn is None:
-            return self._reply(chain, hop, buf)
+            return self._fail(chain, node, buf, 502, "spry: the buffer's place in its graph is not valid")
+        p.place(buf, node, P.PHASE_QUEUED)
+        P._i64.pack_into(p.mm, p.h(buf) + P.B_SENT, P.now())
         deadline = time.monotonic() + _RETRY
         wait = 20e-6
         asked = False
@@ -402,7 +540,7 @@ class Instance:
                 st = p.stats_addr(slot)
                 A.add32(st + P.S_QUEUE, 1)  # before the send: the receiver decrements it
                 try:
-                    if not self._pass(dst, buf, chain, hop + 1, 0):
+                    if not self._pass(dst, buf, chain, node, 0):
                         A.add32(st + P.S_QUEUE, A.M32)
                     return  # sent, or the daemon took the buffer and answers it
                 except (T.Full, T.Gone, T.Closed):
@@ -419,35 +557,33 @@ class Instance:
                 except Exception:
                     pass
             if time.monotonic() > deadline:
-                return self._fail(chain, hop, buf, 503, "no instance of the next step could take the request")
+                return self._fail(chain, node, buf, 503, "no instance of the next step could take the request")
             time.sleep(wait)
             wait = min(2 * wait, 5e-3)
 
     # ---- one step ----
 
-    def _step(self, h: Handler, buf, gen, chain, hop):
+    def _step(self, h: Handler, buf, gen, chain, hop, flags=0):
         p, st = self.p, self.st
         hdr = p.h(buf)
+        node = P.CALL_NODE if flags & T.FLAG_CALL else hop
+        p.place(buf, node, P.PHASE_RUNNING)
         start = P.now()
         dl = p.i64(hdr + P.B_DEADLINE)
         if dl != 0 and start > dl:
             # Past the deadline: the handler does not run, and the buffer
             # goes back as the 504 it is.
-            return self._fail(chain, hop, buf, 504, "spry: the request's deadline passed before this step ran")
+            return self._fail(chain, node, buf, 504, "spry: the request's deadline passed before this step ran")
         if A.add32(st + P.S_INFLIGHT, 1) == 0:
             A.store64(st + P.S_BUSY_SINCE, start)
-        arrived = p.i64(hdr + P.B_INGRESS)
-        if hop > 0:
-            _, e = p.hop_times(buf, hop - 1)
-            if e:
-                arrived = e
-        p.hop_start(buf, hop, start)
-        req = Request(p, buf, hop, p.steps(chain))
-        res = Response(p, self.id, buf)
+        arrived = p.i64(hdr + P.B_SENT) or p.i64(hdr + P.B_INGRESS)
+        p.hop_start(buf, node, start)
+        req = Request(p, buf, -1 if node == P.CALL_NODE else node, p.steps(chain))
+        res = Response(p, self.id, buf, chain, node)
         err = _call(h, req, res)
         out, stop = res._finish(err)
         end = P.now()
-        p.hop_end(out, hop, end)
+        p.hop_end(out, node, end)
         A.add64(st + P.S_BUSY_NANOS, end - start)
         if arrived:
             P.observe(st, end - arrived)
@@ -458,10 +594,7 @@ class Instance:
         A.add64(st + P.S_SERVED, 1)
         A.store64(st + P.S_BUSY_SINCE, end)
         A.add32(st + P.S_INFLIGHT, A.M32)  # -1
-        if stop:
-            self._reply(chain, hop, out)
-        else:
-            self._forward(chain, hop, out)
+        self._route(chain, node, out)
 
     # ---- the loop ----
 
@@ -509,6 +642,12 @@ class Instance:
                     dst, src, buf, gen, chain, hop, flags = T.DESC.unpack(d)
                     if flags & T.FLAG_CONTROL:
                         continue
+                    if flags & T.FLAG_RETURN:
+                        # An answer to a call: this SDK makes none (a late
+                        # one of a Go handler's? no: answers go to callers).
+                        if p.accept(buf, gen, src, self.id):
+                            p.free(buf, self.id)
+                        continue
                     A.add32(st + P.S_QUEUE, A.M32)  # -1
                     # Taking the buffer is the one compare-and-swap that only
                     # the transfer this descriptor announces lets succeed.
@@ -517,9 +656,9 @@ class Instance:
                         continue
                     A.add64(st + P.S_ARRIVALS, 1)
                     if work is None:
-                        self._step(h, buf, gen, chain, hop)
+                        self._step(h, buf, gen, chain, hop, flags)
                     else:
-                        work.put((buf, gen, chain, hop))
+                        work.put((buf, gen, chain, hop, flags))
         finally:
             if work is not None:
                 for _ in threads:

@@ -51,7 +51,8 @@ func scribble(flag string) {
 	}
 	// The regions, from the pool header (read before it is scribbled on).
 	u64 := func(off int) uint64 { return binary.LittleEndian.Uint64(mem[off:]) }
-	edges := []uint64{0, 4096, u64(48), u64(56), u64(64), u64(72), u64(80), uint64(len(mem))}
+	// route, stats, ring, hdr, arena, extmap (the extent bitmap), ext.
+	edges := []uint64{0, 4096, u64(48), u64(56), u64(64), u64(72), u64(80), u64(88), u64(96), uint64(len(mem))}
 	words := []uint64{0, 1, 2, 0xff, 0xffff, 1 << 16, 1 << 31, 1 << 32, 1<<48 | 1, ^uint64(0), ^uint64(0) >> 1}
 	fmt.Fprintf(os.Stderr, "hostile: scribbling over %d bytes of the pool\n", len(mem))
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
