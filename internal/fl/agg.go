@@ -131,12 +131,18 @@ func (a *Aggregator) Update(client string, round int, samples float64, u []float
 }
 
 func notFiniteErr(u []float32, bad int, samples float64) *Error {
-	if bad >= 0 && bad < len(u) && finite(u[bad]) {
-		return errorf(http.StatusUnprocessableEntity, "parameter %d (%g) times samples (%g) overflows float32: the update is refused", bad, u[bad], samples)
-	}
 	v := float32(0)
 	if bad >= 0 && bad < len(u) {
 		v = u[bad]
+	}
+	return refusedErr(bad, v, samples)
+}
+
+// refusedErr is the refusal of an update whose parameter bad (value v) is
+// not finite, or overflows the sum.
+func refusedErr(bad int, v float32, samples float64) *Error {
+	if finite(v) {
+		return errorf(http.StatusUnprocessableEntity, "parameter %d (%g) times samples (%g) overflows float32: the update is refused", bad, v, samples)
 	}
 	return errorf(http.StatusUnprocessableEntity, "parameter %d is %v: an update must hold finite numbers; it is refused", bad, v)
 }
@@ -211,6 +217,7 @@ func (a *Aggregator) closeIfDue() {
 	}
 	model := make([]float32, a.job.Params)
 	s := float32(1 / a.round.Samples())
+	used := 1
 	if a.mode == WaitAll {
 		acc := model
 		first := true
@@ -237,12 +244,15 @@ func (a *Aggregator) closeIfDue() {
 			}
 		}
 		CombineParallel(model, parts, s, 0)
+		used = len(parts)
 		for _, p := range a.slots {
 			p.empty = true
 		}
 	}
 	a.prev, a.model = a.model, model
-	a.results = append(a.results, a.round.Close(a.now()))
+	r := a.round.Close(a.now())
+	r.Partials = used
+	a.results = append(a.results, r)
 	if a.job.Rounds > 0 && a.round.N() >= a.job.Rounds {
 		a.done = true
 		return
@@ -285,7 +295,9 @@ func PickModel(job *Job, n, latest int, model, prev []float32, r *Round) ([]floa
 func (a *Aggregator) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return StatusOf(&a.job, a.round, a.done, a.results)
+	st := StatusOf(&a.job, a.round, a.done, a.results)
+	st.Partials = len(a.slots)
+	return st
 }
 
 // Status is a job's state, as GET /fl/{job} answers it.
@@ -297,6 +309,7 @@ type Status struct {
 	Folded     int      `json:"folded"`     // updates folded this round
 	Lost       []Lost   `json:"lost"`       // this round's lost updates (their clients may send again)
 	ModelRound int      `json:"modelRound"` // the latest model's round (0: the initial model)
+	Partials   int      `json:"partials"`   // partial sums the round folds into now
 	Results    []Result `json:"results"`    // the closed rounds, oldest first (the last 100)
 }
 

@@ -16,7 +16,7 @@ const (
 	// MaxRoundUpdates bounds the updates admitted in one round (the
 	// attribution bitmaps of the shared-memory round table are this
 	// many bits per partial sum).
-	MaxRoundUpdates = 16384
+	MaxRoundUpdates = 8192
 	// MaxClientID is the longest client id.
 	MaxClientID = 128
 )

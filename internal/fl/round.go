@@ -321,6 +321,8 @@ type Result struct {
 	OpenedNs int64 `json:"openedNs"`
 	LastNs   int64 `json:"lastNs"`
 	ReadyNs  int64 `json:"readyNs"`
+	// Partials is how many partial sums the model was combined from.
+	Partials int `json:"partials"`
 }
 
 // Close returns the round's result, its model ready at now.
