@@ -37,7 +37,7 @@ const (
 )
 
 // FLModes are the modes `spry bench fl` knows, in their default order.
-var FLModes = []string{FLModeServerful, FLModeKnative}
+var FLModes = []string{FLModeSpry, FLModeServerful, FLModeKnative}
 
 // FLPresets are model sizes by name: the parameters of torchvision's
 // ResNet-18 and ResNet-152, and a small one for tests.
@@ -306,7 +306,7 @@ func runFLMode(ctx context.Context, mode string, o FLOptions, w *flWorkload, pat
 	case FLModeKnative:
 		sys, err = startKnativeFL(o, dir)
 	case FLModeSpry:
-		err = fmt.Errorf("not built yet")
+		sys, err = startSpryFL(ctx, o, dir)
 	}
 	if err != nil {
 		return nil, err
@@ -716,4 +716,37 @@ func startKnativeFL(o FLOptions, dir string) (_ flSystem, err error) {
 	base := "http://" + broker + "/_fn/"
 	s.c = newHTTPFL(base+baseline.FLTop, base+baseline.FLLeaves)
 	return s, nil
+}
+
+// spryFL is a node running the aggregation app.
+type spryFL struct {
+	node *spryNode
+	c    flClient
+}
+
+func (s *spryFL) client() flClient { return s.c }
+func (s *spryFL) roots() []int     { return []int{s.node.pid()} }
+func (s *spryFL) stop() error      { return s.node.shutdown() }
+
+// startSpryFL starts a node with the aggregation app (spry fl config),
+// its pool sized for the bench's uploads in flight.
+func startSpryFL(ctx context.Context, o FLOptions, dir string) (flSystem, error) {
+	app := fl.AppOptions{Params: o.Params, Uploads: o.Concurrency, MaxLeaves: max(o.Leaves, 2)}
+	yaml := fl.AppYAML(app)
+	node, err := startNode(o.Exe, dir, "spry node (fl)", yaml)
+	if err != nil {
+		return nil, err
+	}
+	c := newHTTPFL("http://"+node.addr, "http://"+node.addr)
+	if err := node.waitUp(ctx, time.Minute, func() error {
+		_, err := c.Status(ctx, "none")
+		if err != nil && strings.Contains(err.Error(), "404") {
+			return nil // the top answers: no such job
+		}
+		return fmt.Errorf("not up: %v", err)
+	}); err != nil {
+		node.shutdown()
+		return nil, err
+	}
+	return &spryFL{node: node, c: c}, nil
 }

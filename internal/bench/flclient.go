@@ -73,7 +73,8 @@ func (c *httpFL) Create(ctx context.Context, job fl.Job) error {
 	if err != nil {
 		return err
 	}
-	if st, msg := answer(resp); st != http.StatusCreated {
+	st, msg := answer(resp)
+	if st != http.StatusCreated {
 		return fmt.Errorf("create job %s: %d %s", job.ID, st, msg)
 	}
 	return nil
