@@ -28,6 +28,6 @@ func init() {
 			return func(int) {}
 		}
 		st := r.s.st
-		return func(delta int) { st.InFlight.Add(int32(delta)) }
+		return func(delta int) { st.Keeps.Add(int32(delta)) }
 	}
 }

@@ -51,4 +51,3 @@ func flConfigCmd() *cobra.Command {
 	f.DurationVar(&o.Idle, "idle", fl.DefaultTTL, "how long a job may go without a request (the top's scale.idle; a job's ttl may not be longer)")
 	return cmd
 }
-

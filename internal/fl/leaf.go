@@ -52,13 +52,17 @@ func fold(p *pool.Pool, self uint16, req *sdk.Request, l lend) record {
 	}
 	// Claim the update before anything else (the top tells a leaf that
 	// died before its fold by it).
-	t.claims[l.ticket].Store(uint32(leafPid))
+	// A claim is taken once: an update handed to a second leaf (the
+	// first died after it took it) is not folded twice.
+	if !t.claims[l.ticket].CompareAndSwap(0, uint32(leafPid)) && t.claims[l.ticket].Load() != uint32(leafPid) {
+		return record{outcome: outTaken}
+	}
 	if int(t.round.Load()) != l.round || t.sealed.Load() != 0 {
 		return record{outcome: outClosed}
 	}
-	u, ok := Floats(req.Payload())
-	if !ok || len(u) != l.params {
-		return record{outcome: outRefused, bad: -1}
+	_, _, buf := sdkhook.Pool(req)
+	if n := int(p.Size(buf)); n != 4*l.params {
+		return record{outcome: outRefused, bad: -1, value: float32(n)}
 	}
 	s, slot, err := lock(t, l, req)
 	switch {
@@ -89,18 +93,7 @@ func fold(p *pool.Pool, self uint16, req *sdk.Request, l lend) record {
 		return record{outcome: outGone}
 	}
 	acc = acc[:l.params]
-	w := float32(l.samples)
-	var bad int
-	if s.empty.Load() != 0 {
-		bad, ok = Store(acc, u, w)
-	} else {
-		bad, ok = Fold(acc, u, w)
-	}
-	if !ok {
-		v := float32(0)
-		if bad >= 0 && bad < len(u) {
-			v = u[bad]
-		}
+	if bad, v, ok := foldPieces(p, buf, acc, float32(l.samples), s.empty.Load() != 0); !ok {
 		return record{outcome: outRefused, bad: bad, value: v}
 	}
 	s.empty.Store(0)
@@ -109,6 +102,58 @@ func fold(p *pool.Pool, self uint16, req *sdk.Request, l lend) record {
 	// The bit last, before the unlock: with it set, the fold is whole.
 	s.bits[l.ticket/64].Or(1 << (l.ticket % 64))
 	return record{outcome: outFolded, slot: slot}
+}
+
+// foldPieces folds (or, into an empty sum, stores) w times the update in
+// buffer buf into acc, reading it where it lies: in one piece, or in the
+// extents the gateway wrote a large body into (each a whole number of
+// chunks, so of float32s). On a value that is not finite it takes back
+// what it folded and returns the value's index and the value.
+func foldPieces(p *pool.Pool, buf uint32, acc []float32, w float32, empty bool) (bad int, v float32, ok bool) {
+	off := 0
+	for i := range p.Pieces(buf) {
+		u, ok := Floats(p.Piece(buf, i))
+		if !ok || off+len(u) > len(acc) {
+			undoPieces(p, buf, acc[:off], w, empty)
+			return -1, float32(p.Size(buf)), false
+		}
+		dst := acc[off : off+len(u)]
+		var at int
+		if empty {
+			at, ok = Store(dst, u, w)
+		} else {
+			at, ok = Fold(dst, u, w)
+		}
+		if !ok {
+			undoPieces(p, buf, acc[:off], w, empty)
+			if at >= 0 && at < len(u) {
+				v = u[at]
+			}
+			return off + at, v, false
+		}
+		off += len(u)
+	}
+	if off != len(acc) {
+		undoPieces(p, buf, acc[:off], w, empty)
+		return -1, float32(p.Size(buf)), false
+	}
+	return 0, 0, true
+}
+
+// undoPieces takes w times the update's first len(acc) values out of acc
+// again (nothing to do when they were stored into an empty sum: it holds
+// nothing of value).
+func undoPieces(p *pool.Pool, buf uint32, acc []float32, w float32, empty bool) {
+	if empty {
+		return
+	}
+	off := 0
+	for i := 0; off < len(acc); i++ {
+		u, _ := Floats(p.Piece(buf, i))
+		n := min(len(u), len(acc)-off)
+		undo(acc[off:off+n], u[:n], w)
+		off += n
+	}
 }
 
 // lock takes a free slot of the table, starting at the ticket's, waiting

@@ -241,6 +241,15 @@ func (r *Round) LoseSlot(slot int, why string) int {
 	return n
 }
 
+// Live returns client's live update in the round (pending or folded).
+func (r *Round) Live(client string) (t Ticket, pending, ok bool) {
+	i, ok := r.clients[client]
+	if !ok {
+		return Ticket{}, false, false
+	}
+	return Ticket{r.n, i}, r.entries[i].state == statePending, true
+}
+
 // InSlot returns the tickets folded into slot.
 func (r *Round) InSlot(slot int) []Ticket {
 	var out []Ticket

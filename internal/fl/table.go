@@ -153,12 +153,13 @@ const (
 	outGone    = 4 // the job is gone (its table was freed)
 	outLate    = 5 // the request's deadline passed before the fold
 	outBusy    = 6 // no partial sum came free before the deadline
+	outTaken   = 7 // another leaf took the update first
 	recordLen  = 16
 )
 
 type record struct {
 	outcome, slot, bad int
-	value             float32
+	value              float32
 }
 
 func (r record) put(b *[recordLen]byte) []byte {

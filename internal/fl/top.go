@@ -41,9 +41,9 @@ func Top(req *sdk.Request, res *sdk.Response) error {
 var theTop top
 
 type top struct {
-	once sync.Once
-	mu   sync.Mutex
-	jobs map[string]*topJob
+	once  sync.Once
+	mu    sync.Mutex
+	jobs  map[string]*topJob
 	p     *pool.Pool
 	self  uint16
 	timer *time.Timer // the next sweep: a deadline, a ttl, or soon while folds are pending
@@ -235,6 +235,10 @@ func (t *top) create(req *sdk.Request, res *sdk.Response, id string, j *topJob, 
 	if err != nil {
 		return fail(res, &Error{Status: http.StatusBadRequest, Msg: err.Error()})
 	}
+	var set struct{ TTL *Duration }
+	if json.Unmarshal(req.Payload(), &set) == nil && set.TTL == nil && time.Duration(job.TTL) > t.maxTTL {
+		job.TTL = Duration(t.maxTTL) // the default, no longer than the top lives
+	}
 	if time.Duration(job.TTL) > t.maxTTL {
 		return fail(res, &Error{Status: http.StatusBadRequest, Msg: fmt.Sprintf("job %s: ttl: %v, at most %v (fl-top's scale.idle: the top must outlive its jobs)", id, time.Duration(job.TTL), t.maxTTL)})
 	}
@@ -329,6 +333,9 @@ func (t *top) admit(req *sdk.Request, res *sdk.Response, id string, j *topJob, n
 	if j.done {
 		return fail(res, &Error{Status: http.StatusGone, Msg: fmt.Sprintf("job %s ran its %d rounds", j.job.ID, j.job.Rounds)})
 	}
+	if e := t.supersede(j, args.Client, args.Round); e != nil {
+		return fail(res, e)
+	}
 	tk, e := j.round.Admit(string([]byte(args.Client)), args.Round, args.Samples, now)
 	if e != nil {
 		return fail(res, e)
@@ -372,6 +379,35 @@ func (t *top) admit(req *sdk.Request, res *sdk.Response, id string, j *topJob, n
 	return nil // the update goes on, unchanged, to a leaf
 }
 
+// revoked is the claim of an update that no leaf may fold any more (its
+// client sent it again): no process has pid 1 but init.
+const revoked = 1
+
+// supersede makes room for a client that sends its update for round
+// again while the one it sent before is still pending: its request ended
+// without an answer from the top (the gateway answered it: a leaf died
+// with it, its deadline passed), so the client sent it again. When no leaf
+// has taken the earlier one yet, its claim is revoked (a leaf that gets it
+// later does not fold it) and it is lost, so the new one is admitted;
+// when a live leaf is folding it, the client is told so (409). Called
+// with mu held.
+func (t *top) supersede(j *topJob, client string, round int) *Error {
+	old, pending, ok := j.round.Live(client)
+	if !ok || !pending || round != j.round.N() {
+		return nil
+	}
+	c := &j.tbl.claims[old.Index]
+	if c.CompareAndSwap(0, revoked) {
+		j.round.Lose(old, "its client sent it again before a leaf took it")
+		return nil
+	}
+	if pid := int(c.Load()); pid != revoked && !alive(pid) {
+		t.settle(j) // its leaf died: folded whole, or lost
+		return nil
+	}
+	return &Error{Status: http.StatusConflict, Msg: fmt.Sprintf("client %s's update of round %d is being folded now (send it again only if that fails)", client, round)}
+}
+
 // commit is step 2 of an update: the leaf's record.
 func (t *top) commit(req *sdk.Request, res *sdk.Response, j *topJob, now int64) error {
 	p, _, buf := sdkhook.Pool(req)
@@ -399,7 +435,7 @@ func (t *top) commit(req *sdk.Request, res *sdk.Response, j *topJob, now int64) 
 	case outRefused:
 		j.round.Refused(tk)
 		if rec.bad < 0 {
-			return fail(res, &Error{Status: http.StatusBadRequest, Msg: "the update could not be read as little-endian float32s"})
+			return fail(res, &Error{Status: http.StatusBadRequest, Msg: fmt.Sprintf("the leaf read %d bytes of update, want %d: little-endian float32s", int(rec.value), j.job.Bytes())})
 		}
 		return fail(res, refusedErr(rec.bad, rec.value, l.samples))
 	case outLate:
@@ -408,6 +444,17 @@ func (t *top) commit(req *sdk.Request, res *sdk.Response, j *topJob, now int64) 
 	case outBusy:
 		j.round.Lose(tk, "no partial sum came free before its deadline")
 		return fail(res, &Error{Status: http.StatusServiceUnavailable, Msg: "the aggregators were busy until the request's deadline (send it again)"})
+	case outTaken:
+		// Another leaf took it (this one came from a redelivery): the
+		// table says what became of it.
+		t.settle(j)
+		switch {
+		case j.folded(tk):
+		case j.round.Pending(tk):
+			return fail(res, &Error{Status: http.StatusConflict, Msg: "the update is being folded by another leaf aggregator"})
+		default:
+			return fail(res, &Error{Status: http.StatusGone, Msg: "the update was lost: " + j.lostWhy(tk) + " (send it again)"})
+		}
 	case outClosed:
 		j.round.Lose(tk, "the round closed before a leaf folded it")
 		return fail(res, &Error{Status: http.StatusGone, Msg: fmt.Sprintf("round %d closed before the update was folded", l.round)})
@@ -432,6 +479,15 @@ func (j *topJob) foldedIn(tk Ticket, slot int) bool {
 	return false
 }
 
+func (j *topJob) folded(tk Ticket) bool {
+	for i := range j.slots {
+		if j.foldedIn(tk, i) {
+			return true
+		}
+	}
+	return false
+}
+
 func (j *topJob) lostWhy(tk Ticket) string {
 	c := j.round.Client(tk)
 	for _, l := range j.round.LostUpdates() {
@@ -441,7 +497,6 @@ func (j *topJob) lostWhy(tk Ticket) string {
 	}
 	return "it is not in the round"
 }
-
 
 // model answers a model: a token that reads it where it lies, so the
 // gateway writes the answer straight from the shared buffer; a copy only
@@ -619,7 +674,7 @@ func popcount(x uint64) int {
 
 // alive reports whether process pid exists.
 func alive(pid int) bool {
-	if pid <= 0 {
+	if pid <= revoked || pid > 1<<22 { // pid_max is at most 2^22
 		return false
 	}
 	err := syscall.Kill(pid, 0)

@@ -319,7 +319,9 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 		// no buffer and has none in transit (a finished step's output
 		// on its way to the next step): the ownership words say so.
 	drain:
-		for (st.Queue.Load() > 0 || st.InFlight.Load() > 0 || a.pool.Holding(id) > 0) && time.Now().Before(limit) {
+		// An instance that keeps state (Keeps > 0) holds its buffers on
+		// purpose: they go with it, not before it.
+		for (st.Queue.Load() > 0 || st.InFlight.Load() > 0 || a.pool.Holding(id) > 0 && st.Keeps.Load() <= 0) && time.Now().Before(limit) {
 			select {
 			case err := <-exited:
 				why = exitReason(err) + " while draining"

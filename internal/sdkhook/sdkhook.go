@@ -20,10 +20,10 @@ var (
 	SetOutput func(res any, buf uint32)
 	// Keeper returns a function that counts, by delta, the state the
 	// instance running req holds between requests (buffers it keeps: a
-	// stateful aggregator's jobs) as work in progress. An instance that
-	// keeps something looks busy: the daemon's sweep does not take its
-	// buffers for lost, and the control plane does not scale it to zero
-	// (nor drain it) until it keeps nothing. Outside a node it does
-	// nothing.
+	// stateful aggregator's jobs) in its slot's Keeps counter. While it
+	// keeps something, the daemon's sweep does not take its buffers for
+	// lost and the control plane does not scale it to zero; a drain (a
+	// shutdown, a reload) stops it without waiting for them. Outside a
+	// node it does nothing.
 	Keeper func(req any) func(delta int)
 )
