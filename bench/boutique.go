@@ -124,6 +124,17 @@ func Frontend(req *sdk.Request, res *sdk.Response) error {
 }
 
 func frontendParse(req *sdk.Request, res *sdk.Response) error {
+	doc, err := parseDoc(req)
+	if err != nil {
+		return err
+	}
+	res.SetContentType("text/plain")
+	_, err = res.WriteString(doc)
+	return err
+}
+
+// parseDoc turns the HTTP request into the context document.
+func parseDoc(req *sdk.Request) (string, error) {
 	var route string
 	switch m, p := req.Method(), req.Path(); {
 	case p == "/" && m == "GET":
@@ -139,11 +150,11 @@ func frontendParse(req *sdk.Request, res *sdk.Response) error {
 	case p == "/cart/checkout" && m == "POST":
 		route = "checkout"
 	default:
-		return sdk.Errorf(404, "frontend: no page %s %s", m, p)
+		return "", sdk.Errorf(404, "frontend: no page %s %s", m, p)
 	}
 	user := req.Header("X-Session")
 	if user == "" {
-		return sdk.Errorf(400, "frontend: no session (X-Session)")
+		return "", sdk.Errorf(400, "frontend: no session (X-Session)")
 	}
 	cur := req.Header("X-Currency")
 	if cur == "" {
@@ -162,7 +173,7 @@ func frontendParse(req *sdk.Request, res *sdk.Response) error {
 	if len(req.Payload()) > 0 {
 		form, err := url.ParseQuery(string(req.Payload()))
 		if err != nil {
-			return sdk.Errorf(400, "frontend: bad form: %v", err)
+			return "", sdk.Errorf(400, "frontend: bad form: %v", err)
 		}
 		keys := make([]string, 0, len(form))
 		for k := range form {
@@ -173,9 +184,7 @@ func frontendParse(req *sdk.Request, res *sdk.Response) error {
 			line("f."+k, strings.ReplaceAll(form.Get(k), "\n", " "))
 		}
 	}
-	res.SetContentType("text/plain")
-	_, err := res.WriteString(b.String())
-	return err
+	return b.String(), nil
 }
 
 // cartItems parses "ID:qty,ID:qty".
@@ -402,19 +411,27 @@ func Shipping(req *sdk.Request, res *sdk.Response) error {
 // Checkout validates the order form and gives the order its id.
 func Checkout(req *sdk.Request, res *sdk.Response) error {
 	obWork()
-	doc := req.Payload()
+	order, err := orderID(req.Payload())
+	if err != nil {
+		return err
+	}
+	a := newAppender(req, res)
+	a.line("order", order)
+	return a.done()
+}
+
+// orderID validates the order form of doc and returns the order's id.
+func orderID(doc []byte) (string, error) {
 	email := field(doc, "f.email")
 	if !bytes.Contains(email, []byte{'@'}) {
-		return sdk.Errorf(400, "checkout: %q is not an email address", email)
+		return "", sdk.Errorf(400, "checkout: %q is not an email address", email)
 	}
 	for _, k := range []string{"f.street_address", "f.zip_code", "f.city", "f.country"} {
 		if len(field(doc, k)) == 0 {
-			return sdk.Errorf(400, "checkout: missing %s", k[2:])
+			return "", sdk.Errorf(400, "checkout: missing %s", k[2:])
 		}
 	}
-	a := newAppender(req, res)
-	a.line("order", fmt.Sprintf("%016x", hashOf(field(doc, "user"), field(doc, "cart"), email)))
-	return a.done()
+	return fmt.Sprintf("%016x", hashOf(field(doc, "user"), field(doc, "cart"), email)), nil
 }
 
 // Payment validates the card (Luhn, Visa or MasterCard, not expired) and
@@ -512,7 +529,11 @@ func Email(req *sdk.Request, res *sdk.Response) error {
 
 // frontendRender renders the page from the context document.
 func frontendRender(req *sdk.Request, res *sdk.Response) error {
-	doc := req.Payload()
+	return renderPage(req.Payload(), res)
+}
+
+// renderPage renders the page of context document doc.
+func renderPage(doc []byte, res *sdk.Response) error {
 	cur := string(field(doc, "currency"))
 	route := string(field(doc, "route"))
 	px := map[string]int64{}
@@ -675,5 +696,30 @@ func boutique(o Options) (*Workload, error) {
 		used[r.Chain] = true
 	}
 	w.Chains = slices.DeleteFunc(w.Chains, func(c Chain) bool { return !used[c.Name] })
+	// The variant with call and return: every page is the frontend's one
+	// step, which calls the services (and checkout calls others).
+	calls := Variant{Doc: "the frontend calls the services (call/return), as the demo does"}
+	for _, s := range boutiqueServices {
+		b := "ob-" + s
+		if s == "frontend" || s == "checkout" {
+			b += "-calls"
+		}
+		calls.Functions = append(calls.Functions, Function{Name: s, Builtin: b})
+	}
+	for _, c := range w.Chains {
+		vc := Chain{Name: c.Name, Route: c.Route, Methods: c.Methods, Headers: c.Headers, Steps: []string{"frontend"}}
+		for _, cs := range pageCalls[c.Name] {
+			vc.Calls = append(vc.Calls, [2]string{"frontend", cs.fn})
+			if cs.fn == "checkout" {
+				for _, fn := range placeOrder {
+					if fn != "" {
+						vc.Calls = append(vc.Calls, [2]string{"checkout", fn})
+					}
+				}
+			}
+		}
+		calls.Chains = append(calls.Chains, vc)
+	}
+	w.Variants = map[string]Variant{"calls": calls}
 	return w, nil
 }

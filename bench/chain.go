@@ -15,7 +15,7 @@ import (
 // Limits of the synthetic chain.
 const (
 	MinPayload = 64
-	MaxPayload = 1 << 20
+	MaxPayload = 256 << 20
 	MaxSteps   = 10
 )
 
@@ -75,8 +75,13 @@ func chain(o Options) (*Workload, error) {
 		c.Steps = append(c.Steps, name)
 	}
 	w.Chains = []Chain{c}
-	// A few distinct payloads: counter 0, then printable filler.
-	for k := range 4 {
+	// A few distinct payloads: counter 0, then printable filler (one
+	// only when they are large: each is held in memory, with its answer).
+	distinct := 4
+	if size > 1<<20 {
+		distinct = 1
+	}
+	for k := range distinct {
 		body := make([]byte, size)
 		copy(body, "00000000")
 		for i := 8; i < size; i++ {

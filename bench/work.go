@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Environment the benchmark's functions read (names may not start with
@@ -133,12 +131,4 @@ func Calibrate() float64 {
 		}
 	}
 	return best
-}
-
-// ThreadCPU returns the CPU time the calling OS thread has used (lock the
-// goroutine to its thread around a measurement).
-func ThreadCPU() time.Duration {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
-	return time.Duration(ts.Nano())
 }

@@ -26,6 +26,19 @@ type Workload struct {
 	// every run (the demo's wrap ends in measured hop durations): answers
 	// are checked up to and including its first occurrence.
 	Varies []byte
+	// Variants are the same application shaped otherwise on Spry (the
+	// fan-out as a line of steps, the boutique's pages as calls): a Spry
+	// mode named TRANSPORT+VARIANT runs one. Its chains have the names,
+	// routes and answers of Chains.
+	Variants map[string]Variant
+}
+
+// Variant is a workload's application shaped otherwise (see
+// Workload.Variants): its functions and chains replace the workload's.
+type Variant struct {
+	Doc       string
+	Functions []Function
+	Chains    []Chain
 }
 
 // Function is one function of a workload.
@@ -43,6 +56,27 @@ type Chain struct {
 	Steps   []string // function names
 	Methods []string
 	Headers []string // request headers the functions read
+	// Branches, when set, make the chain a fan-out: the last step's output
+	// goes to every branch at once, and Join joins the branches' outputs
+	// (all of them, in this order) into the answer.
+	Branches []string
+	Join     string
+	// Calls, for the audit, are the calls the chain's steps make
+	// (caller, callee), in order: one exchange each.
+	Calls [][2]string
+}
+
+// Graph reports whether the chain fans out.
+func (c *Chain) Graph() bool { return len(c.Branches) > 0 }
+
+// Functions lists every function the chain runs as a step.
+func (c *Chain) Functions() []string {
+	fns := slices.Clone(c.Steps)
+	fns = append(fns, c.Branches...)
+	if c.Join != "" {
+		fns = append(fns, c.Join)
+	}
+	return fns
 }
 
 // Request is one request of the mix.
@@ -71,7 +105,8 @@ func (t Traffic) Bursty() bool { return t.Every > 0 && t.Burst > 0 }
 // Options shape a workload.
 type Options struct {
 	Steps      int           // chain: steps (1..10, default 2)
-	Payload    int           // chain: payload bytes (64 B .. 1 MiB, default 64)
+	Payload    int           // chain: payload bytes (64 B .. 256 MiB, default 64); fanout: default 4 KiB
+	Branches   int           // fanout: branches (2..16, default 8)
 	StepCPU    time.Duration // extra CPU per step
 	Scale      float64       // motion, parking: cost multiplier (default 1 motion, 0.05 parking)
 	Chains     []string      // boutique: only these chains (default all six)
@@ -82,7 +117,7 @@ type Options struct {
 }
 
 // Names lists the workloads.
-var Names = []string{"boutique", "motion", "parking", "chain", "hello"}
+var Names = []string{"boutique", "motion", "parking", "chain", "fanout", "hello"}
 
 // New makes workload name.
 func New(name string, o Options) (*Workload, error) {
@@ -100,6 +135,8 @@ func New(name string, o Options) (*Workload, error) {
 		w, err = parking(o)
 	case "chain":
 		w, err = chain(o)
+	case "fanout":
+		w, err = fanout(o)
 	case "hello":
 		w, err = hello(o)
 	default:
@@ -108,13 +145,19 @@ func New(name string, o Options) (*Workload, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i := range w.Functions {
-		if w.Functions[i].Instances == 0 {
-			w.Functions[i].Instances = o.Instances
+	defaults := func(fns []Function) {
+		for i := range fns {
+			if fns[i].Instances == 0 {
+				fns[i].Instances = o.Instances
+			}
+			if fns[i].Concurrency == 0 {
+				fns[i].Concurrency = 1
+			}
 		}
-		if w.Functions[i].Concurrency == 0 {
-			w.Functions[i].Concurrency = 1
-		}
+	}
+	defaults(w.Functions)
+	for _, v := range w.Variants {
+		defaults(v.Functions)
 	}
 	w.Settings.StepCPU = o.StepCPU
 	w.Settings.WorkRate = o.WorkRate
@@ -126,24 +169,22 @@ func New(name string, o Options) (*Workload, error) {
 
 // check verifies that the workload is consistent.
 func (w *Workload) check() error {
-	fns := map[string]bool{}
-	for _, f := range w.Functions {
-		if _, ok := builtin.Lookup(f.Builtin); !ok {
-			return fmt.Errorf("bench: %s: function %s runs unknown builtin %q", w.Name, f.Name, f.Builtin)
-		}
-		fns[f.Name] = true
-	}
 	chains := map[string]bool{}
+	if err := checkShape(w.Name, w.Functions, w.Chains); err != nil {
+		return err
+	}
 	for _, c := range w.Chains {
-		if len(c.Methods) == 0 {
-			return fmt.Errorf("bench: %s: chain %s: no methods", w.Name, c.Name)
+		chains[c.Name] = true
+	}
+	for name, v := range w.Variants {
+		if err := checkShape(w.Name+"+"+name, v.Functions, v.Chains); err != nil {
+			return err
 		}
-		for _, s := range c.Steps {
-			if !fns[s] {
-				return fmt.Errorf("bench: %s: chain %s: unknown function %q", w.Name, c.Name, s)
+		for _, c := range v.Chains {
+			if !chains[c.Name] || w.Chain(c.Name).Route != c.Route {
+				return fmt.Errorf("bench: %s+%s: chain %s is not one of the workload's (by name and route)", w.Name, name, c.Name)
 			}
 		}
-		chains[c.Name] = true
 	}
 	if len(w.Requests) == 0 {
 		return fmt.Errorf("bench: %s: no requests", w.Name)
@@ -157,6 +198,54 @@ func (w *Workload) check() error {
 		}
 	}
 	return nil
+}
+
+// checkShape verifies functions and chains.
+func checkShape(name string, functions []Function, chains []Chain) error {
+	fns := map[string]bool{}
+	for _, f := range functions {
+		if _, ok := builtin.Lookup(f.Builtin); !ok {
+			return fmt.Errorf("bench: %s: function %s runs unknown builtin %q", name, f.Name, f.Builtin)
+		}
+		fns[f.Name] = true
+	}
+	for _, c := range chains {
+		if len(c.Methods) == 0 {
+			return fmt.Errorf("bench: %s: chain %s: no methods", name, c.Name)
+		}
+		if len(c.Steps) == 0 || c.Graph() != (c.Join != "") {
+			return fmt.Errorf("bench: %s: chain %s: no steps, or branches without a join", name, c.Name)
+		}
+		for _, s := range c.Functions() {
+			if !fns[s] {
+				return fmt.Errorf("bench: %s: chain %s: unknown function %q", name, c.Name, s)
+			}
+		}
+		for _, call := range c.Calls {
+			if !fns[call[0]] || !fns[call[1]] {
+				return fmt.Errorf("bench: %s: chain %s: a call between unknown functions %q", name, c.Name, call)
+			}
+		}
+	}
+	return nil
+}
+
+// Shaped returns the functions and chains of variant ("" for the
+// workload's own).
+func (w *Workload) Shaped(variant string) ([]Function, []Chain, error) {
+	if variant == "" {
+		return w.Functions, w.Chains, nil
+	}
+	v, ok := w.Variants[variant]
+	if !ok {
+		names := make([]string, 0, len(w.Variants))
+		for n := range w.Variants {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return nil, nil, fmt.Errorf("bench: workload %s has no variant %q (variants: %s)", w.Name, variant, strings.Join(names, ", "))
+	}
+	return v.Functions, v.Chains, nil
 }
 
 // Stable returns the part of answer body that is the same on every run:

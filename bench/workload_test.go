@@ -35,6 +35,7 @@ func TestWorkloadsAnswer(t *testing.T) {
 		{"parking", Options{}, map[string][]string{"parking": {`"charge_cents":`, `"plate":"`}}},
 		{"chain", Options{Steps: 3, Payload: 100}, map[string][]string{"chain": {"00000003"}}},
 		{"hello", Options{}, map[string][]string{"hello": {`"hops":3,"hop_us":[`}}},
+		{"fanout", Options{Branches: 3, Payload: 1000}, map[string][]string{"fanout": {"b01 ", "\nb02 ", "\nb03 "}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,6 +81,40 @@ func TestWorkloadsAnswer(t *testing.T) {
 	}
 }
 
+// The fan-out's line of steps answers what its graph does.
+func TestFanoutSeqAnswersTheSame(t *testing.T) {
+	w, err := New("fanout", Options{Branches: 8, Payload: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fns, chains, err := w.Shaped("seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := *w
+	seq.Functions, seq.Chains = fns, chains
+	r, _ := sdk.NewRunner(sdk.RunnerOptions{BufferSize: w.BufferSize, Calls: 1})
+	defer r.Close()
+	for i := range w.Requests {
+		want, err := w.RunLocal(r, &w.Requests[i])
+		if err != nil || want.Status != 200 || len(want.Body) != 8*16 {
+			t.Fatalf("graph: %v %d %q", err, want.Status, want.Body)
+		}
+		got, err := seq.RunLocal(r, &w.Requests[i])
+		if err != nil || got.Status != 200 || !bytes.Equal(got.Body, want.Body) {
+			t.Fatalf("line: %v %d %q, want %q", err, got.Status, got.Body, want.Body)
+		}
+	}
+	if _, _, err := w.Shaped("nope"); err == nil || !strings.Contains(err.Error(), "seq") {
+		t.Errorf("unknown variant: %v", err)
+	}
+	for _, o := range []Options{{Branches: 1}, {Branches: 17}, {Branches: 8, Payload: 100}} {
+		if _, err := New("fanout", o); err == nil {
+			t.Errorf("%+v: no error", o)
+		}
+	}
+}
+
 func TestBoutiqueErrors(t *testing.T) {
 	w, _ := New("boutique", Options{})
 	r, _ := sdk.NewRunner(sdk.RunnerOptions{BufferSize: w.BufferSize})
@@ -99,7 +134,7 @@ func TestBoutiqueErrors(t *testing.T) {
 }
 
 func TestChainLimits(t *testing.T) {
-	for _, o := range []Options{{Steps: 11}, {Payload: 10}, {Payload: 2 << 20}} {
+	for _, o := range []Options{{Steps: 11}, {Payload: 10}, {Payload: 256<<20 + 1}} {
 		if _, err := New("chain", o); err == nil {
 			t.Errorf("%+v: no error", o)
 		}

@@ -1,3 +1,5 @@
+//go:build !wasip1
+
 package sdk
 
 import (
@@ -11,11 +13,6 @@ import (
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 )
-
-// Handler runs one step of a chain. It reads the request from req and
-// writes its output to res. Returning an error ends the chain: the client
-// gets the error's message with status 502, or the status of an *Error.
-type Handler func(req *Request, res *Response) error
 
 // Request is the input of one step. Its payload and metadata are views into
 // the app's shared-memory pool: nothing was copied to give them to you, and
@@ -350,16 +347,6 @@ type Response struct {
 	outcome uint16
 }
 
-// Errors a Response reports.
-var (
-	// ErrTooLarge: the output does not fit in one pool buffer, and the
-	// pool has no large-extent region (pool.memory) to grow into.
-	ErrTooLarge = errors.New("sdk: output larger than a pool buffer")
-	// ErrPoolExhausted: no free buffer, or no room for the output, in the
-	// app's pool.
-	ErrPoolExhausted = errors.New("sdk: pool exhausted")
-)
-
 func (w *Response) reset(s *instance, r *Request) {
 	*w = Response{r: r, p: s.p, self: s.id, in: r.buf}
 }
@@ -605,19 +592,6 @@ func (w *Response) Next(step string) {
 		return
 	}
 	w.next |= 1 << k
-}
-
-// Error is an error with the HTTP status the client should get.
-type Error struct {
-	Status int
-	Msg    string
-}
-
-func (e *Error) Error() string { return e.Msg }
-
-// Errorf returns an *Error with status and a formatted message.
-func Errorf(status int, format string, args ...any) error {
-	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
 }
 
 // finish settles the step's output into one buffer and returns it (the

@@ -1,3 +1,5 @@
+//go:build !wasip1
+
 package sdk
 
 import (
@@ -35,8 +37,12 @@ type Runner struct {
 
 // RunnerOptions size a Runner.
 type RunnerOptions struct {
-	// BufferSize is the largest input or output of one call (default 64 KiB).
+	// BufferSize is the size of a call's buffers (default 64 KiB).
 	BufferSize int
+	// MaxPayload, when larger than BufferSize, is the largest input or
+	// output of one call: the runner's pool gets a large-extent region
+	// (committed only as it is used) and Call.InputN gives room for it.
+	MaxPayload int
 	// Calls is the number of calls that may be in progress at once
 	// (default 1).
 	Calls int
@@ -60,8 +66,15 @@ func NewRunner(o RunnerOptions) (*Runner, error) {
 	if size > pool.MaxBufferSize {
 		return nil, fmt.Errorf("sdk: runner buffer of %d bytes is larger than the largest pool buffer", o.BufferSize)
 	}
-	// Two buffers per call: the input, and a fresh output from Write.
-	p, err := pool.Create("runner", pool.Layout{Buffers: uint32(2*o.Calls + 2), BufferSize: size, Functions: 1, Chains: 1, Slots: 1})
+	// Two buffers per call: the input, and a fresh output from Write;
+	// as many large payloads, in the extent region, for a few calls at
+	// once (more wait for room: Call.InputN).
+	var chunks uint32
+	if o.MaxPayload > int(size) {
+		per := (uint64(o.MaxPayload) + pool.ChunkSize - 1) / pool.ChunkSize
+		chunks = uint32(min(per*uint64(2*min(o.Calls, 8)), pool.MaxChunks))
+	}
+	p, err := pool.Create("runner", pool.Layout{Buffers: uint32(2*o.Calls + 2), BufferSize: size, Functions: 1, Chains: 1, Slots: 1, Chunks: chunks})
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +129,19 @@ func (r *Runner) Begin() *Call {
 // into it and pass its length to Run.
 func (c *Call) Input() []byte { return c.r.p.Buffer(c.in) }
 
+// InputN returns room for an input of n bytes, contiguous however large
+// (up to RunnerOptions.MaxPayload), or nil when the runner's pool has none
+// now.
+func (c *Call) InputN(n int) []byte {
+	if n <= len(c.Input()) {
+		return c.Input()[:n]
+	}
+	if c.r.p.Reserve(c.in, uint64(n), false) != nil {
+		return nil
+	}
+	return c.r.p.Data(c.in)
+}
+
 // SetRequest records the request's method, path and query (without '?').
 // It resets the headers added so far and reports false when the metadata
 // does not fit.
@@ -128,6 +154,15 @@ func (c *Call) SetRequest(method, path, query string) bool {
 // added after SetRequest; it reports false when the metadata is full.
 func (c *Call) AddHeader(name, value string) bool {
 	return c.meta.Header(bytesOf(name), bytesOf(value))
+}
+
+// AddAttr adds an attribute of the invocation after the headers: a
+// CloudEvent's context attribute (id, source, type, specversion, …) or
+// Spry's (spry.activation, spry.cause, spry.trigger, spry.topic), as the
+// gateway writes them for Request.Event, ActivationID, Cause, Trigger and
+// Topic. It reports false when the metadata is full.
+func (c *Call) AddAttr(name, value string) bool {
+	return c.r.p.Header(c.in).AppendAttr([]byte(name), []byte(value))
 }
 
 // SetContentType sets the content type of the input.
@@ -156,7 +191,7 @@ func (c *Call) Run(h Handler, n, hop, steps int) Output {
 	c.ran = true
 	p := c.r.p
 	hdr := p.Header(c.in)
-	if n < 0 || n > len(p.Buffer(c.in)) {
+	if n < 0 || n > len(p.Room(c.in)) {
 		n = 0
 	}
 	hdr.SetData(0, uint32(n))
@@ -169,7 +204,16 @@ func (c *Call) Run(h Handler, n, hop, steps int) Output {
 	c.out = out
 	oh := p.Header(out)
 	oh.HopEnd(hop, mono.Now())
-	o := Output{Status: int(oh.Status()), ContentType: oh.ContentType(), Body: p.Data(out), Stop: stop}
+	body := p.Data(out)
+	if p.Pieces(out) > 1 {
+		// An output the pool holds in pieces (its extents were
+		// fragmented): one slice, as the adapters want it.
+		body = nil
+		for i := range p.Pieces(out) {
+			body = append(body, p.Piece(out, i)...)
+		}
+	}
+	o := Output{Status: int(oh.Status()), ContentType: oh.ContentType(), Body: body, Stop: stop}
 	if o.Status == 0 {
 		o.Status = 200
 	}

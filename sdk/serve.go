@@ -1,3 +1,5 @@
+//go:build !wasip1
+
 package sdk
 
 import (
@@ -354,8 +356,10 @@ func (s *instance) route(out uint32) {
 func (s *instance) forward(buf uint32, node uint8) {
 	deadline := time.Now().Add(s.retry)
 	asked := false
+	send := graph.Send
 	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
-		err := graph.Send(s.p, s.c, buf, node, s.rot.Add(1))
+		err := send(s.p, s.c, buf, node, s.rot.Add(1))
+		send = graph.Resend
 		if err == nil || errors.Is(err, transport.ErrLost) {
 			// Sent, or reclaimed with a destination that died: the
 			// daemon answers the request then.
@@ -366,10 +370,9 @@ func (s *instance) forward(buf uint32, node uint8) {
 			return
 		}
 		if s.stop.Load() {
-			// Stopping: keep the finished output. This process holds
-			// the buffer when it exits, and the daemon's reclaim sends
-			// it on (see node's salvage).
-			s.p.Header(buf).SetPlace(s.p.Header(buf).Node(), pool.PhaseQueued)
+			// Stopping: keep the finished output (queued at its next
+			// step). This process holds the buffer when it exits, and
+			// the daemon's reclaim sends it on (see node's salvage).
 			return
 		}
 		if errors.Is(err, transport.ErrNoInstance) && !asked {
@@ -391,6 +394,9 @@ func (s *instance) forward(buf uint32, node uint8) {
 // as a failed input, its caller as a failed answer, or the client.
 func (s *instance) fail(buf uint32, status uint16, msg string) {
 	p := s.p
+	if o := p.Header(buf).Own(); o.Holder != s.id || o.Transit != 0 {
+		return // not ours any more (its request is over: the daemon took it)
+	}
 	p.Clear(buf, s.id) // its payload may be shared: the message goes in its own
 	h := p.Header(buf)
 	n := copy(p.Buffer(buf), msg)
@@ -410,8 +416,10 @@ func (s *instance) fail(buf uint32, status uint16, msg string) {
 // call's answer to its caller.
 func (s *instance) toGateway(buf uint32, r graph.Route) {
 	deadline := time.Now().Add(s.retry)
+	send := graph.ToGateway
 	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
-		err := graph.ToGateway(s.p, s.c, buf, r)
+		err := send(s.p, s.c, buf, r)
+		send = graph.ToGatewayAgain
 		if err == nil || errors.Is(err, transport.ErrLost) {
 			return
 		}

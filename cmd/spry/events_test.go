@@ -43,6 +43,10 @@ chains:
     steps: [fail]
     record: all
     async: {attempts: 3, backoff: 20ms}
+  tiny:
+    route: /tiny
+    steps: [sleep]
+    async: {queue: 1}
 `
 
 // getJSON GETs an admin API path into v and returns the status.
@@ -194,6 +198,14 @@ func TestAsyncInvocation(t *testing.T) {
 		}
 		return false
 	})
+
+	// A full async queue answers 429 with Retry-After, never a backlog.
+	if _, _, err := n.postAsync(c, "/tiny?ms=1000", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, resp, err := n.postAsync(c, "/tiny?ms=1000", "b"); err == nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("second async request on a queue of 1: %v", err)
+	}
 
 	// Bad input is refused with a reason.
 	if _, resp, err := n.postAsync(c, "/up", "x", "X-Callback-Url", "ftp://nowhere"); err == nil || resp.StatusCode != 400 {
@@ -357,7 +369,11 @@ func TestRedriveAfterFix(t *testing.T) {
 	if r := n.waitActivation(id, 10*time.Second); r.State != activation.Dead {
 		t.Fatalf("%+v", r)
 	}
-	fixed := strings.Replace(eventsYAML, "steps: [fail]", "steps: [upper]", 1)
+	// The fix also adds a chain with a trigger: the reload brings both.
+	fixed := strings.Replace(eventsYAML, "steps: [fail]", "steps: [upper]", 1) + `  late: {route: /late, steps: [upper]}
+triggers:
+  late-tick: {every: 200ms, chain: late, body: tick}
+`
 	if err := os.WriteFile(cfg, []byte(fixed), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -376,4 +392,21 @@ func TestRedriveAfterFix(t *testing.T) {
 	if string(out) != "FIX ME" {
 		t.Fatalf("spry activations result: %q", out)
 	}
+	late, _, err := n.postAsync(c, "/late", "new")
+	if err != nil {
+		t.Fatalf("async on a chain the reload added: %v", err)
+	}
+	if r := n.waitActivation(late, 10*time.Second); r.State != activation.Succeeded {
+		t.Fatalf("%+v", r)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		var list struct{ Activations []activation.Record }
+		n.getJSON("/v1/activations?chain=late&limit=50", &list)
+		for _, a := range list.Activations {
+			if a.Cause.Trigger == "late-tick" && a.State == activation.Succeeded {
+				return true
+			}
+		}
+		return false
+	})
 }

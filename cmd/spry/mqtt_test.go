@@ -139,8 +139,22 @@ func TestMQTTTriggers(t *testing.T) {
 				t.Fatalf("a topic outside the filter triggered: %+v", a)
 			}
 		}
-		return kinds["mqtt:motion"] == 2 && kinds["mqtt:raw"] == 1 && kinds["cron:tick"] > 0
+		// QoS 0 runs like a synchronous request: recorded only when it
+		// fails (the chain's default record setting).
+		return kinds["mqtt:motion"] == 2 && kinds["mqtt:raw"] == 0 && kinds["cron:tick"] > 0
 	})
+	var trigs struct {
+		Triggers []struct {
+			Name     string
+			Accepted uint64
+		}
+	}
+	n.getJSON("/v1/triggers", &trigs)
+	for _, tr := range trigs.Triggers {
+		if tr.Name == "raw" && tr.Accepted != 1 {
+			t.Fatalf("trigger raw accepted %d, want 1", tr.Accepted)
+		}
+	}
 	out, err := exec.Command(spryBin, "triggers", "--admin", n.admin).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "mqtt sensors/+/motion qos 1 (embedded broker)") || !strings.Contains(string(out), "every 200ms") {
 		t.Fatalf("spry triggers: %v\n%s", err, out)

@@ -2,10 +2,11 @@
 // records: one per invocation of a chain, with what caused it, its state,
 // status, times, each step's duration, attempts, result and error.
 //
-// The Store is one bbolt file under the node's data directory. Every write
-// goes through one writer goroutine that commits all waiting writes in one
-// transaction (group commit), so durability costs one disk flush per batch
-// rather than per activation; a kill -9 at any instant leaves the file
+// The Store is Shards bbolt files under the node's data directory. Every
+// write to a shard goes through its one writer goroutine, which commits
+// all waiting writes in one transaction (group commit), so durability
+// costs one disk flush per batch rather than per activation, and the
+// shards flush side by side; a kill -9 at any instant leaves every file
 // consistent and every acknowledged activation in it (TestKillMidBatch).
 //
 // The Manager owns the life of an activation:

@@ -111,8 +111,9 @@ type Manager struct {
 	client    *http.Client
 	onDone    func(*Record, []byte)
 	retention map[string]Retention
+	invoker   func(app string) Invoker
 	apps      map[string]*appQ
-	chains    map[string]*chainQ // app/chain
+	chains    atomic.Pointer[map[string]*chainQ] // app/chain; replaced whole by Configure
 
 	mu     sync.Mutex
 	active map[string]*act // unfinished, by id
@@ -130,9 +131,12 @@ type act struct {
 	held Admitted // the first attempt's admitted request, or nil
 }
 
+// chain returns the chain of key app/chain, or nil.
+func (m *Manager) chain(key string) *chainQ { return (*m.chains.Load())[key] }
+
 // chainQ is one chain's settings and counters.
 type chainQ struct {
-	cfg   ChainConfig
+	cfg   atomic.Pointer[ChainConfig] // replaced by Configure
 	app   *appQ
 	depth atomic.Int64 // unfinished activations
 	stats ChainStats
@@ -150,6 +154,15 @@ type ChainStats struct {
 	Recorded  atomic.Uint64 // sync requests recorded
 }
 
+func newChainQ(cc ChainConfig, q *appQ) *chainQ {
+	ch := &chainQ{app: q}
+	ch.cfg.Store(&cc)
+	return ch
+}
+
+// conf returns the chain's settings now.
+func (ch *chainQ) conf() *ChainConfig { return ch.cfg.Load() }
+
 // appQ is an app's queue of activations ready to run, and the workers that
 // run them (Concurrency of them).
 type appQ struct {
@@ -160,6 +173,7 @@ type appQ struct {
 	ready   []*act
 	head    int
 	waiting int // workers waiting for work
+	workers int // workers running (guarded by Manager.mu)
 	stop    bool
 }
 
@@ -209,7 +223,7 @@ func New(c Config) (*Manager, error) {
 	}
 	m := &Manager{
 		store: c.Store, log: c.Log, client: c.Client, onDone: c.OnDone, retention: c.Retention,
-		apps: map[string]*appQ{}, chains: map[string]*chainQ{},
+		apps: map[string]*appQ{}, invoker: c.Invoker,
 		active: map[string]*act{}, timers: map[*time.Timer]struct{}{},
 	}
 	if m.log == nil {
@@ -219,6 +233,8 @@ func New(c Config) (*Manager, error) {
 		m.client = &http.Client{Timeout: 10 * time.Second}
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	chains := map[string]*chainQ{}
+	m.chains.Store(&chains)
 	for _, a := range c.Apps {
 		q := &appQ{name: a.Name}
 		if c.Invoker != nil {
@@ -229,6 +245,7 @@ func New(c Config) (*Manager, error) {
 			return nil, fmt.Errorf("activation: app %s: concurrency %d", a.Name, a.Concurrency)
 		}
 		m.apps[a.Name] = q
+		q.workers = a.Concurrency
 		for range a.Concurrency {
 			m.wg.Add(1)
 			go m.worker(q)
@@ -244,9 +261,66 @@ func New(c Config) (*Manager, error) {
 			m.Close()
 			return nil, fmt.Errorf("activation: chain %s/%s: attempts %d, queue %d", cc.App, cc.Chain, cc.Attempts, cc.Queue)
 		}
-		m.chains[cc.App+"/"+cc.Chain] = &chainQ{cfg: cc, app: q}
+		chains[cc.App+"/"+cc.Chain] = newChainQ(cc, q)
 	}
 	return m, nil
+}
+
+// Configure applies a new set of apps and chains (a reload): new apps get
+// workers, new chains a queue; a chain that stays keeps its queue and
+// counters and takes the new settings; a chain that is gone keeps its
+// unfinished activations, whose attempts fail (not admitted) until they
+// are dead, unless it comes back. An app's worker count only grows.
+func (m *Manager) Configure(apps []AppConfig, chains []ChainConfig, retention map[string]Retention) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("activation: manager closed")
+	}
+	known := map[string]bool{}
+	for _, a := range apps {
+		known[a.Name] = true
+	}
+	for _, cc := range chains {
+		if cc.Attempts < 1 || cc.Queue < 1 || !known[cc.App] && m.apps[cc.App] == nil {
+			return fmt.Errorf("activation: chain %s/%s: attempts %d, queue %d", cc.App, cc.Chain, cc.Attempts, cc.Queue)
+		}
+	}
+	for _, a := range apps {
+		q := m.apps[a.Name]
+		have := 0
+		if q == nil {
+			q = &appQ{name: a.Name}
+			q.cond = sync.NewCond(&q.mu)
+			if m.invoker != nil {
+				q.inv = m.invoker(a.Name)
+			}
+			m.apps[a.Name] = q
+		} else {
+			have = q.workers
+		}
+		for range max(a.Concurrency-have, 0) {
+			q.workers++
+			m.wg.Add(1)
+			go m.worker(q)
+		}
+	}
+	old := *m.chains.Load()
+	next := make(map[string]*chainQ, len(old)+len(chains))
+	for k, ch := range old {
+		next[k] = ch // gone chains keep their queue for what is unfinished
+	}
+	for _, cc := range chains {
+		k := cc.App + "/" + cc.Chain
+		if ch := next[k]; ch != nil {
+			ch.cfg.Store(&cc)
+			continue
+		}
+		next[k] = newChainQ(cc, m.apps[cc.App])
+	}
+	m.chains.Store(&next)
+	m.retention = retention
+	return nil
 }
 
 // Start re-queues every activation the store says is owed (accepted
@@ -259,7 +333,7 @@ func (m *Manager) Start() (int, error) {
 	}
 	n := 0
 	for _, r := range recs {
-		ch := m.chains[r.App+"/"+r.Chain]
+		ch := m.chain(r.App + "/" + r.Chain)
 		if ch == nil {
 			m.log.Warn("activation of a chain this node does not run: kept, not run", "id", r.ID, "app", r.App, "chain", r.Chain)
 			continue
@@ -270,7 +344,15 @@ func (m *Manager) Start() (int, error) {
 			continue
 		}
 		// A running one was cut short by the restart: that attempt
-		// counts, and it runs again (at least once).
+		// counts, and it runs again (at least once) unless it was its
+		// last (a node that dies in every attempt must not loop).
+		if r.State == Running && r.Attempts >= ch.conf().Attempts {
+			r.State, r.End = Dead, time.Now()
+			r.Error = fmt.Sprintf("dead after %d attempts: the node stopped during the last", r.Attempts)
+			ch.stats.Dead.Add(1)
+			m.store.Save(r, nil, false)
+			continue
+		}
 		r.State = Queued
 		a := &act{rec: r, ch: ch}
 		ch.depth.Add(1)
@@ -332,8 +414,10 @@ type Spec struct {
 	Event      map[string]string // CloudEvent attributes, when the input was one
 	Topic      string            // the MQTT topic, when it was a PUBLISH
 	Reply      Reply
-	// Volatile: store it without waiting for the disk (MQTT QoS 0): Accept
-	// returns at once, and a crash of the node may lose it.
+	// Volatile: at most once (MQTT QoS 0): it runs at once, like a
+	// synchronous request — not stored first, not queued, not retried —
+	// and is recorded by the chain's record setting; Accept returns once
+	// it is sent (an error: not admitted, dropped).
 	Volatile bool
 	// Held, when set, is the admitted request that carries Body in the
 	// pool: the first attempt goes out in it. Accept takes it over
@@ -345,14 +429,17 @@ type Spec struct {
 // the activation would survive a crash of the node: only then may the
 // caller answer 202 (or acknowledge the MQTT PUBLISH).
 func (m *Manager) Accept(s Spec) (Accepted, error) {
-	ch := m.chains[s.App+"/"+s.Chain]
+	ch := m.chain(s.App + "/" + s.Chain)
 	if ch == nil {
 		if s.Held != nil {
 			s.Held.Release()
 		}
 		return Accepted{}, fmt.Errorf("%w: %s/%s", ErrUnknownChain, s.App, s.Chain)
 	}
-	if ch.depth.Add(1) > int64(ch.cfg.Queue) {
+	if s.Volatile {
+		return m.direct(ch, s)
+	}
+	if ch.depth.Add(1) > int64(ch.conf().Queue) {
 		ch.depth.Add(-1)
 		ch.stats.Rejected.Add(1)
 		if s.Held != nil {
@@ -363,19 +450,13 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 	now := time.Now()
 	s.Request.Size = len(s.Body)
 	if s.ID == "" {
-		s.ID = NewID(now)
+		s.ID = m.store.NewID(now, s.App, s.Chain, s.Key)
 	}
 	rec := &Record{
 		ID: s.ID, App: s.App, Chain: s.Chain, Cause: s.Cause, State: Queued,
 		Accepted: now, Key: s.Key, Event: s.Event, Topic: s.Topic, Request: s.Request, Reply: s.Reply,
 	}
-	var existing string
-	var err error
-	if s.Volatile {
-		err = m.store.CreateVolatile(rec, s.Body)
-	} else {
-		existing, err = m.store.Create(rec, s.Body)
-	}
+	existing, err := m.store.Create(rec, s.Body)
 	if err != nil || existing != "" {
 		ch.depth.Add(-1)
 		if s.Held != nil {
@@ -408,6 +489,70 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 	m.mu.Unlock()
 	ch.app.push(a)
 	return Accepted{ID: rec.ID}, nil
+}
+
+// direct runs an at-most-once invocation at once through the gateway: the
+// payload is copied once, into the pool buffer; the outcome is recorded by
+// the chain's record setting and handed to OnDone (the MQTT reply).
+func (m *Manager) direct(ch *chainQ, s Spec) (Accepted, error) {
+	if s.Held != nil {
+		s.Held.Release()
+	}
+	q := ch.app
+	if q.inv == nil {
+		return Accepted{}, errors.New("activation: no invoker")
+	}
+	now := time.Now()
+	s.Request.Size = len(s.Body)
+	rec := &Record{
+		ID: NewID(now), App: s.App, Chain: s.Chain, Cause: s.Cause, State: Running, Accepted: now, Start: now, Attempts: 1,
+		Event: s.Event, Topic: s.Topic, Request: s.Request, Reply: s.Reply,
+	}
+	cfg := ch.conf()
+	err := q.inv.Invoke(rec, func(dst []byte) (int, error) {
+		if len(s.Body) > len(dst) {
+			return 0, fmt.Errorf("payload of %d bytes is larger than a pool buffer", len(s.Body))
+		}
+		return copy(dst, s.Body), nil
+	}, func(o *Outcome) {
+		// On the gateway's receive thread: copy what is kept, then off it.
+		res := result{status: o.Status, ctype: string(o.ContentType), size: len(o.Body), steps: o.Steps, start: o.Start, end: o.End}
+		keep := cfg.ResultMax
+		if rec.Reply.Topic != "" {
+			keep = len(o.Body) // the reply is the whole result
+		}
+		res.body = bytes.Clone(o.Body[:min(len(o.Body), keep)])
+		go m.finishDirect(ch, rec, res, cfg.ResultMax)
+	})
+	if err != nil {
+		ch.stats.Rejected.Add(1)
+		return Accepted{}, err
+	}
+	ch.stats.Accepted.Add(1)
+	return Accepted{ID: rec.ID}, nil
+}
+
+func (m *Manager) finishDirect(ch *chainQ, r *Record, res result, resultMax int) {
+	r.Status, r.End, r.Steps = res.status, res.end, res.steps
+	if !res.start.IsZero() {
+		r.Start = res.start
+	}
+	kept := res.body[:min(len(res.body), resultMax)]
+	r.Result = ResultInfo{Size: res.size, Kept: len(kept), Truncated: len(kept) < res.size, ContentType: res.ctype}
+	if res.status < 400 {
+		r.State = Succeeded
+		ch.stats.Succeeded.Add(1)
+	} else {
+		r.State = Failed
+		r.Error = errorText(res)
+		ch.stats.Failed.Add(1)
+	}
+	if ch.wants(res.status) && m.store.Record(r, kept) == nil {
+		ch.stats.Recorded.Add(1)
+	}
+	if m.onDone != nil {
+		m.onDone(r, res.body)
+	}
 }
 
 // schedule queues a after delay.
@@ -460,15 +605,17 @@ type result struct {
 // attempt runs one attempt of a and settles its outcome.
 func (m *Manager) attempt(q *appQ, a *act) {
 	r := a.rec
-	cfg := &a.ch.cfg
+	cfg := a.ch.conf()
 	if r.Attempts > 0 {
 		a.ch.stats.Retries.Add(1)
 	}
+	m.mu.Lock()
 	r.Attempts++
 	r.State = Running
 	r.Start = time.Now()
 	r.Next = time.Time{}
-	m.store.Save(r, nil, false) // in order before the outcome's write
+	m.mu.Unlock()
+	m.store.MarkStarted(r.ID, r.Attempts) // in order before the outcome's write
 
 	out := make(chan result, 1)
 	done := func(o *Outcome) {
@@ -536,7 +683,9 @@ func retryable(status int) bool { return status >= 500 || status == http.StatusT
 
 func (m *Manager) settle(a *act, res result) {
 	r := a.rec
-	cfg := &a.ch.cfg
+	cfg := a.ch.conf()
+	// The fields Get's overlay reads change under m.mu.
+	m.mu.Lock()
 	r.Status = res.status
 	if !res.start.IsZero() {
 		r.Start = res.start
@@ -548,6 +697,7 @@ func (m *Manager) settle(a *act, res result) {
 	r.Steps = res.steps
 	r.Result = ResultInfo{Size: res.size, Kept: len(res.body), Truncated: len(res.body) < res.size, ContentType: res.ctype}
 	r.Error = ""
+	retry := time.Duration(-1)
 	switch {
 	case res.status < 400:
 		r.State = Succeeded
@@ -561,11 +711,9 @@ func (m *Manager) settle(a *act, res result) {
 		age := time.Since(r.Accepted)
 		if r.Attempts < cfg.Attempts && age < cfg.MaxAge {
 			r.State = Queued
-			delay := backoff(cfg.Backoff, cfg.MaxBackoff, r.Attempts)
-			r.Next = time.Now().Add(delay)
-			m.store.Save(r, res.body, false)
-			m.schedule(a, delay)
-			return
+			retry = backoff(cfg.Backoff, cfg.MaxBackoff, r.Attempts)
+			r.Next = time.Now().Add(retry)
+			break
 		}
 		r.State = Dead
 		if r.Attempts >= cfg.Attempts {
@@ -575,10 +723,16 @@ func (m *Manager) settle(a *act, res result) {
 		}
 		a.ch.stats.Dead.Add(1)
 	}
-	a.ch.depth.Add(-1)
-	m.mu.Lock()
-	delete(m.active, r.ID)
+	if retry < 0 {
+		delete(m.active, r.ID)
+	}
 	m.mu.Unlock()
+	if retry >= 0 {
+		m.store.Save(r, res.body, false)
+		m.schedule(a, retry)
+		return
+	}
+	a.ch.depth.Add(-1)
 	rec := *r // the copy others may read from now on
 	m.store.Save(&rec, res.body, false)
 	if m.onDone != nil {
@@ -618,6 +772,13 @@ func backoff(base, limit time.Duration, n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
+// NewID returns an id for an activation of app/chain with idempotency key
+// (""): for a caller that must name the activation before Accept (the
+// gateway writes it into the request's metadata).
+func (m *Manager) NewID(app, chain, key string) string {
+	return m.store.NewID(time.Now(), app, chain, key)
+}
+
 // Active reports whether activation id is unfinished on this node.
 func (m *Manager) Active(id string) bool {
 	m.mu.Lock()
@@ -625,12 +786,28 @@ func (m *Manager) Active(id string) bool {
 	return m.active[id] != nil
 }
 
-// Get returns activation id.
+// Get returns activation id: its stored record, with the live state of
+// an attempt in progress here (an attempt's start is not written to the
+// record, only noted).
 func (m *Manager) Get(id string) (*Record, error) {
 	if err := CheckID(id); err != nil {
 		return nil, err
 	}
-	return m.store.Get(id)
+	r, err := m.store.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	m.overlay(r)
+	return r, nil
+}
+
+// overlay puts the live state of an unfinished activation into r.
+func (m *Manager) overlay(r *Record) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a := m.active[r.ID]; a != nil && a.rec.State == Running {
+		r.State, r.Attempts, r.Start = Running, a.rec.Attempts, a.rec.Start
+	}
 }
 
 // Result returns the kept result of activation id.
@@ -646,8 +823,17 @@ func (m *Manager) Result(id string) (*Record, []byte, error) {
 	return rec, b, err
 }
 
-// List lists activations (see Store.List).
-func (m *Manager) List(f Filter) ([]*Record, string, error) { return m.store.List(f) }
+// List lists activations (see Store.List), with the live state of those
+// running here.
+func (m *Manager) List(f Filter) ([]*Record, string, error) {
+	recs, next, err := m.store.List(f)
+	for _, r := range recs {
+		if !r.State.Terminal() {
+			m.overlay(r)
+		}
+	}
+	return recs, next, err
+}
 
 // Redrive runs dead (or failed) activations again, from a fresh count of
 // attempts. It returns the ids it re-queued; ids that are not dead or
@@ -669,12 +855,12 @@ func (m *Manager) Redrive(ids []string) (queued []string, skipped map[string]str
 			skipped[id] = "it is " + string(r.State) + ", not dead or failed"
 			continue
 		}
-		ch := m.chains[r.App+"/"+r.Chain]
+		ch := m.chain(r.App + "/" + r.Chain)
 		if ch == nil {
 			skipped[id] = "this node does not run chain " + r.App + "/" + r.Chain
 			continue
 		}
-		if ch.depth.Add(1) > int64(ch.cfg.Queue) {
+		if ch.depth.Add(1) > int64(ch.conf().Queue) {
 			ch.depth.Add(-1)
 			skipped[id] = ErrQueueFull.Error()
 			continue
@@ -709,7 +895,7 @@ func (m *Manager) Redrive(ids []string) (queued []string, skipped map[string]str
 // the chain's record setting asks for it. It never blocks: a record the
 // store cannot take at once is dropped and counted. The body is copied.
 func (m *Manager) RecordSync(app, chain string, req Request, o *Outcome) {
-	ch := m.chains[app+"/"+chain]
+	ch := m.chain(app + "/" + chain)
 	if ch == nil || !ch.wants(o.Status) {
 		return
 	}
@@ -721,7 +907,7 @@ func (m *Manager) RecordSync(app, chain string, req Request, o *Outcome) {
 	if r.End.IsZero() {
 		r.End = now
 	}
-	body := bytes.Clone(o.Body[:min(len(o.Body), ch.cfg.ResultMax)])
+	body := bytes.Clone(o.Body[:min(len(o.Body), ch.conf().ResultMax)])
 	r.Result = ResultInfo{Size: len(o.Body), Kept: len(body), Truncated: len(body) < len(o.Body), ContentType: string(o.ContentType)}
 	if o.Status >= 400 {
 		r.State = Failed
@@ -736,12 +922,12 @@ func (m *Manager) RecordSync(app, chain string, req Request, o *Outcome) {
 // ended with status is recorded: the gateway asks before it copies
 // anything.
 func (m *Manager) RecordsSync(app, chain string, status int) bool {
-	ch := m.chains[app+"/"+chain]
+	ch := m.chain(app + "/" + chain)
 	return ch != nil && ch.wants(status)
 }
 
 func (ch *chainQ) wants(status int) bool {
-	switch ch.cfg.Record {
+	switch ch.conf().Record {
 	case RecordAll:
 		return true
 	case RecordNone:
@@ -770,10 +956,11 @@ type ChainStatus struct {
 // Status returns every chain's counters.
 func (m *Manager) Status() []ChainStatus {
 	var out []ChainStatus
-	for _, ch := range m.chains {
+	for _, ch := range *m.chains.Load() {
 		s := &ch.stats
+		c := ch.conf()
 		out = append(out, ChainStatus{
-			App: ch.cfg.App, Chain: ch.cfg.Chain, Depth: ch.depth.Load(), Queue: ch.cfg.Queue,
+			App: c.App, Chain: c.Chain, Depth: ch.depth.Load(), Queue: c.Queue,
 			Accepted: s.Accepted.Load(), Duplicate: s.Duplicate.Load(), Rejected: s.Rejected.Load(),
 			Succeeded: s.Succeeded.Load(), Failed: s.Failed.Load(), Dead: s.Dead.Load(),
 			Retries: s.Retries.Load(), Recorded: s.Recorded.Load(),
@@ -810,14 +997,14 @@ func (m *Manager) goCallback(r *Record, body []byte) {
 }
 
 func (m *Manager) callback(r *Record, body []byte) {
-	ch := m.chains[r.App+"/"+r.Chain]
+	ch := m.chain(r.App + "/" + r.Chain)
 	if ch == nil {
 		return
 	}
 	if body == nil {
 		body, _ = m.store.Result(r.ID)
 	}
-	cfg := &ch.cfg
+	cfg := ch.conf()
 	status := -1
 	for n := 1; ; n++ {
 		req, err := http.NewRequestWithContext(m.ctx, http.MethodPost, r.Reply.Callback, bytes.NewReader(body))

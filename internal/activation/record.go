@@ -133,13 +133,13 @@ func (r *Record) Duration() time.Duration {
 }
 
 // An ID is 16 bytes, printed as 32 hex digits: 8 bytes of the accept time
-// (Unix ns, big-endian, so ids sort by time), then 4 random bytes chosen
-// at start and a 4-byte counter, so ids of one node never repeat and ids
-// of two nodes do not collide.
+// (Unix ns, big-endian, so ids sort by time), 3 random bytes chosen at
+// start, the store shard it lives in, and a 4-byte counter, so ids of one
+// node never repeat and ids of two nodes do not collide.
 const IDLen = 32
 
 var (
-	idNode [4]byte
+	idNode [3]byte
 	idSeq  atomic.Uint32
 )
 
@@ -152,13 +152,30 @@ func init() {
 	idSeq.Store(binary.BigEndian.Uint32(b[:]))
 }
 
-// NewID returns a fresh activation id for an activation accepted at t.
+// NewID returns a fresh activation id for an activation accepted at t,
+// in a shard chosen round-robin.
 func NewID(t time.Time) string {
+	seq := idSeq.Add(1)
+	return newID(t, byte(seq%Shards), seq)
+}
+
+func newID(t time.Time, shard byte, seq uint32) string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(t.UnixNano()))
-	copy(b[8:12], idNode[:])
-	binary.BigEndian.PutUint32(b[12:], idSeq.Add(1))
+	copy(b[8:11], idNode[:])
+	b[11] = shard
+	binary.BigEndian.PutUint32(b[12:], seq)
 	return hex.EncodeToString(b[:])
+}
+
+// idShard returns the shard an id names (a well-formed id).
+func idShard(id string) int {
+	if len(id) != IDLen {
+		return 0
+	}
+	var b [1]byte
+	hex.Decode(b[:], []byte(id[22:24]))
+	return int(b[0]) % Shards
 }
 
 // idAt returns the smallest id of an activation accepted at t: the bound

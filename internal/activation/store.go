@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +20,8 @@ import (
 //	keys     app \0 chain \0 idempotency key → id
 //	pending  id → nil, for every queued or running activation (read at start)
 //	dead     id → nil, for every dead activation (the dead-letter list)
+//	started  id → the attempt running now (a few bytes: cheaper than
+//	         rewriting the record when an attempt starts)
 //
 // Ids sort by accept time, so records is also the time index.
 var (
@@ -31,11 +31,9 @@ var (
 	bKeys    = []byte("keys")
 	bPending = []byte("pending")
 	bDead    = []byte("dead")
-	buckets  = [][]byte{bRecords, bBodies, bResults, bKeys, bPending, bDead}
+	bStarted = []byte("started")
+	buckets  = [][]byte{bRecords, bBodies, bResults, bKeys, bPending, bDead, bStarted}
 )
-
-// FileName is the store's file inside the data directory.
-const FileName = "activations.db"
 
 // Store errors.
 var (
@@ -51,11 +49,11 @@ var (
 // maxBatch bounds the writes one commit carries.
 const maxBatch = 4096
 
-// Store keeps activation records in a crash-safe file. Every write goes
-// through one writer goroutine, which commits whatever writes are waiting
-// in one transaction (group commit): durability costs one disk flush per
-// batch, not per activation.
-type Store struct {
+// shard is one crash-safe file of the store. Every write goes through one
+// writer goroutine, which commits whatever writes are waiting in one
+// transaction (group commit): durability costs one disk flush per batch,
+// not per activation.
+type shard struct {
 	db      *bolt.DB
 	ops     chan *op
 	quit    chan struct{}
@@ -76,23 +74,9 @@ type StoreStats struct {
 	FlushMs float64 `json:"flushMs"` // mean milliseconds per commit
 }
 
-// Stats returns the writer's counters.
-func (s *Store) Stats() StoreStats {
-	st := StoreStats{Commits: s.commits.Load(), Writes: s.written.Load(), Dropped: s.dropped.Load()}
-	if st.Commits > 0 {
-		st.Batch = float64(st.Writes) / float64(st.Commits)
-		st.FlushMs = float64(s.flushNs.Load()) / float64(st.Commits) / 1e6
-	}
-	return st
-}
-
-// Open opens (or creates) the store in dir. A second process opening the
-// same store waits up to a second for the first to let go, then fails.
-func Open(dir string) (*Store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("activation: data directory: %w", err)
-	}
-	path := filepath.Join(dir, FileName)
+// openShard opens (or creates) the shard file at path. A second process
+// opening it waits up to a second for the first to let go, then fails.
+func openShard(path string) (*shard, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: time.Second,
 		// The freelist is rebuilt at open instead of written by every
@@ -120,16 +104,16 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("activation: open %s: %w", path, err)
 	}
-	s := &Store{db: db, ops: make(chan *op, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
+	s := &shard{db: db, ops: make(chan *op, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
 	go s.writer()
 	return s, nil
 }
 
 // Path returns the store's file.
-func (s *Store) Path() string { return s.db.Path() }
+func (s *shard) Path() string { return s.db.Path() }
 
 // Close finishes the writes already submitted and closes the file.
-func (s *Store) Close() error {
+func (s *shard) Close() error {
 	s.closeMu.Lock()
 	if s.closed.Swap(true) {
 		s.closeMu.Unlock()
@@ -149,7 +133,7 @@ type op struct {
 	done  chan error // nil: nobody waits
 }
 
-func (s *Store) writer() {
+func (s *shard) writer() {
 	defer close(s.done)
 	batch := make([]*op, 0, maxBatch)
 	errs := make([]error, 0, maxBatch)
@@ -184,7 +168,7 @@ func (s *Store) writer() {
 }
 
 // commit applies batch in one transaction and tells each waiter.
-func (s *Store) commit(batch []*op, errs []error) {
+func (s *shard) commit(batch []*op, errs []error) {
 	errs = errs[:0]
 	began := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -218,7 +202,7 @@ const (
 )
 
 // submit hands a write to the writer.
-func (s *Store) submit(apply func(*bolt.Tx) error, m mode) error {
+func (s *shard) submit(apply func(*bolt.Tx) error, m mode) error {
 	s.closeMu.RLock()
 	if s.closed.Load() {
 		s.closeMu.RUnlock()
@@ -254,21 +238,11 @@ func scopedKey(app, chain, key string) []byte {
 // Create stores a new activation and its body durably. When rec.Key is set
 // and an activation of the same app, chain and key is still kept, nothing
 // is written and that activation's id comes back as existing.
-func (s *Store) Create(rec *Record, body []byte) (existing string, err error) {
+func (s *shard) Create(rec *Record, body []byte) (existing string, err error) {
 	return s.create(rec, body, waitCommit)
 }
 
-// CreateVolatile stores a new activation without waiting for the disk: it
-// survives a crash only if the batch it went in was committed (MQTT QoS 0,
-// at most once). It has no idempotency key.
-func (s *Store) CreateVolatile(rec *Record, body []byte) error {
-	rec.Key = ""
-	// The write happens after the caller moved on: keep a copy.
-	_, err := s.create(rec, bytes.Clone(body), enqueue)
-	return err
-}
-
-func (s *Store) create(rec *Record, body []byte, m mode) (existing string, err error) {
+func (s *shard) create(rec *Record, body []byte, m mode) (existing string, err error) {
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return "", fmt.Errorf("activation: encode: %w", err)
@@ -302,7 +276,7 @@ func (s *Store) create(rec *Record, body []byte, m mode) (existing string, err e
 // state: an activation the node still owes something (a pending state, or
 // a callback not yet delivered) is in the pending list, a dead one in the
 // dead list, and a succeeded one drops its body.
-func (s *Store) Save(rec *Record, result []byte, wait bool) error {
+func (s *shard) Save(rec *Record, result []byte, wait bool) error {
 	m := enqueue
 	if wait {
 		m = waitCommit
@@ -310,7 +284,7 @@ func (s *Store) Save(rec *Record, result []byte, wait bool) error {
 	return s.save(rec, result, m)
 }
 
-func (s *Store) save(rec *Record, result []byte, m mode) error {
+func (s *shard) save(rec *Record, result []byte, m mode) error {
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("activation: encode: %w", err)
@@ -327,7 +301,7 @@ func (s *Store) save(rec *Record, result []byte, m mode) error {
 				return err
 			}
 		}
-		var err error
+		err := tx.Bucket(bStarted).Delete(id)
 		if owed {
 			err = errors.Join(err, tx.Bucket(bPending).Put(id, nil))
 		} else {
@@ -345,15 +319,28 @@ func (s *Store) save(rec *Record, result []byte, m mode) error {
 	}, m)
 }
 
+// MarkStarted notes, without waiting, that attempt n of activation id
+// started: after a crash, that attempt counts (Pending reports it).
+func (s *shard) MarkStarted(id string, n int) error {
+	k := []byte(id)
+	v := []byte{byte(min(n, 255))}
+	return s.submit(func(tx *bolt.Tx) error {
+		if tx.Bucket(bPending).Get(k) == nil {
+			return nil // finished meanwhile
+		}
+		return tx.Bucket(bStarted).Put(k, v)
+	}, enqueue)
+}
+
 // Record writes the record of a synchronous request without waiting: when
 // the writer is behind, it is dropped (and counted) rather than slowing
 // the request path.
-func (s *Store) Record(rec *Record, result []byte) error {
+func (s *shard) Record(rec *Record, result []byte) error {
 	return s.save(rec, result, tryEnqueue)
 }
 
 // Get returns the activation id.
-func (s *Store) Get(id string) (*Record, error) {
+func (s *shard) Get(id string) (*Record, error) {
 	var rec *Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bRecords).Get([]byte(id))
@@ -367,7 +354,7 @@ func (s *Store) Get(id string) (*Record, error) {
 }
 
 // Body returns a copy of activation id's request body.
-func (s *Store) Body(id string) ([]byte, error) {
+func (s *shard) Body(id string) ([]byte, error) {
 	var out []byte
 	err := s.ReadBody(id, func(b []byte) { out = bytes.Clone(b) })
 	return out, err
@@ -375,7 +362,7 @@ func (s *Store) Body(id string) ([]byte, error) {
 
 // ReadBody calls fn with activation id's request body, a view into the
 // store valid only during the call (copy it into a pool buffer there).
-func (s *Store) ReadBody(id string, fn func([]byte)) error {
+func (s *shard) ReadBody(id string, fn func([]byte)) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bBodies).Get([]byte(id))
 		if v == nil {
@@ -390,7 +377,7 @@ func (s *Store) ReadBody(id string, fn func([]byte)) error {
 }
 
 // Result returns a copy of activation id's kept result (nil when none).
-func (s *Store) Result(id string) ([]byte, error) {
+func (s *shard) Result(id string) ([]byte, error) {
 	var out []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if tx.Bucket(bRecords).Get([]byte(id)) == nil {
@@ -404,10 +391,11 @@ func (s *Store) Result(id string) ([]byte, error) {
 
 // Pending returns every queued or running activation, oldest first: what
 // a node owes after a restart.
-func (s *Store) Pending() ([]*Record, error) {
+func (s *shard) Pending() ([]*Record, error) {
 	var out []*Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		recs := tx.Bucket(bRecords)
+		started := tx.Bucket(bStarted)
 		return tx.Bucket(bPending).ForEach(func(k, _ []byte) error {
 			v := recs.Get(k)
 			if v == nil {
@@ -416,6 +404,10 @@ func (s *Store) Pending() ([]*Record, error) {
 			r := new(Record)
 			if err := json.Unmarshal(v, r); err != nil {
 				return fmt.Errorf("activation %s: %w", k, err)
+			}
+			if a := started.Get(k); len(a) == 1 && !r.State.Terminal() {
+				// An attempt was running when the node stopped.
+				r.State, r.Attempts = Running, max(r.Attempts, int(a[0]))
 			}
 			out = append(out, r)
 			return nil
@@ -439,7 +431,7 @@ const MaxList = 1000
 
 // List returns activations matching f, newest first, and the cursor of
 // the next page ("" when this is the last).
-func (s *Store) List(f Filter) ([]*Record, string, error) {
+func (s *shard) List(f Filter) ([]*Record, string, error) {
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
@@ -510,57 +502,42 @@ type Retention struct {
 	Count int           // keep at most this many finished activations (0: no count bound)
 }
 
-// Prune drops finished activations past their app's retention bounds
-// (ret: the bounds of an app; zero bounds keep everything), oldest first,
-// with their bodies, results and idempotency keys; activations still owed
-// something are kept whatever their age. It returns how many it dropped.
-func (s *Store) Prune(ret func(app string) Retention, now time.Time) (int, error) {
-	var victims []string
+// finished lists the shard's finished activations (those owed nothing),
+// oldest first, with their apps.
+func (s *shard) finished() ([]kept, error) {
+	var out []kept
 	err := s.db.View(func(tx *bolt.Tx) error {
-		recs := tx.Bucket(bRecords)
 		pending := tx.Bucket(bPending)
-		// How many finished activations each app keeps.
-		count := map[string]int{}
-		c := recs.Cursor()
+		c := tx.Bucket(bRecords).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if pending.Get(k) == nil {
-				count[appOf(v)]++
-			}
-		}
-		bounds := map[string]Retention{}
-		for app := range count {
-			bounds[app] = ret(app)
-		}
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if pending.Get(k) != nil {
-				continue
-			}
-			app := appOf(v)
-			r := bounds[app]
-			old := r.Age > 0 && string(k) < idAt(now.Add(-r.Age))
-			over := r.Count > 0 && count[app] > r.Count
-			if old || over {
-				victims = append(victims, string(k))
-				count[app]--
+				out = append(out, kept{id: string(k), app: appOf(v)})
 			}
 		}
 		return nil
 	})
-	if err != nil || len(victims) == 0 {
-		return 0, err
-	}
-	dropped := len(victims)
-	for len(victims) > 0 {
-		n := min(len(victims), 1000)
-		chunk := victims[:n]
-		victims = victims[n:]
+	return out, err
+}
+
+// kept is a finished activation: its id and app.
+type kept struct{ id, app string }
+
+// drop deletes finished activations ids with their bodies, results and
+// idempotency keys (one that is owed something again, redriven since it
+// was listed, stays), and returns how many it dropped.
+func (s *shard) drop(ids []string) (int, error) {
+	dropped := 0
+	for len(ids) > 0 {
+		n := min(len(ids), 1000)
+		chunk := ids[:n]
+		ids = ids[n:]
 		err := s.submit(func(tx *bolt.Tx) error {
 			recs := tx.Bucket(bRecords)
 			for _, id := range chunk {
 				k := []byte(id)
 				v := recs.Get(k)
 				if v == nil || tx.Bucket(bPending).Get(k) != nil {
-					continue // gone, or owed again (redriven) since the scan
+					continue
 				}
 				var r Record
 				if json.Unmarshal(v, &r) == nil && r.Key != "" {
@@ -569,16 +546,17 @@ func (s *Store) Prune(ret func(app string) Retention, now time.Time) (int, error
 						tx.Bucket(bKeys).Delete(sk)
 					}
 				}
-				for _, b := range [][]byte{bRecords, bBodies, bResults, bDead} {
+				for _, b := range [][]byte{bRecords, bBodies, bResults, bDead, bStarted} {
 					if err := tx.Bucket(b).Delete(k); err != nil {
 						return err
 					}
 				}
+				dropped++
 			}
 			return nil
 		}, waitCommit)
 		if err != nil {
-			return dropped - len(victims) - len(chunk), err
+			return dropped, err
 		}
 	}
 	return dropped, nil
@@ -601,7 +579,7 @@ func appOf(v []byte) string {
 
 // Count returns how many activations the store keeps, and how many of
 // them are pending and dead.
-func (s *Store) Count() (total, pending, dead int) {
+func (s *shard) Count() (total, pending, dead int) {
 	s.db.View(func(tx *bolt.Tx) error {
 		total = tx.Bucket(bRecords).Stats().KeyN
 		pending = tx.Bucket(bPending).Stats().KeyN

@@ -9,7 +9,8 @@ import (
 
 // Media and codecs a transfer can use.
 const (
-	MediumTCP = "tcp" // a loopback TCP connection through the kernel's network stack
+	MediumTCP  = "tcp"       // a loopback TCP connection through the kernel's network stack
+	MediumCall = "wasm-call" // a call inside a sandbox host: the payload copied into the guest and out
 	// Spry's descriptor transfers are "descriptor/<transport>".
 
 	CodecHTTP = "http/1.1"

@@ -363,7 +363,7 @@ func TestAutoscaleEndToEnd(t *testing.T) {
 	}
 }
 
-// Cold starts of the three kinds, once each: every answer says when its
+// Cold starts of the four kinds, once each: every answer says when its
 // handler started, the node's startMillis is there, and nothing is left.
 func TestColdStartEndToEnd(t *testing.T) {
 	if testing.Short() {
@@ -375,11 +375,11 @@ func TestColdStartEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Kinds) != 3 {
+	if len(rep.Kinds) != 4 {
 		t.Fatalf("%d kinds", len(rep.Kinds))
 	}
 	for i, k := range rep.Kinds {
-		if k.Kind != []string{"builtin", "go", "exec"}[i] {
+		if k.Kind != []string{"builtin", "go", "exec", "wasm"}[i] {
 			t.Errorf("kind %d: %s", i, k.Kind)
 		}
 		// The handler started after the instance did, and the client saw

@@ -15,8 +15,8 @@ import (
 )
 
 // ColdStartOptions configure `spry bench coldstart`: the cold start of the
-// same function (bench/startprobe) as a builtin, a go: function and an
-// exec: function, each scaled from zero Runs times.
+// same function (bench/startprobe) as a builtin, a go: function, an exec:
+// function and a wasm: function, each scaled from zero Runs times.
 type ColdStartOptions struct {
 	Runs  int    // cold starts per kind (default 10)
 	GoDir string // the go: function's package (default ./bench/startprobe/fn, if it exists)
@@ -34,7 +34,7 @@ type ColdStartReport struct {
 
 // ColdStartResult is one kind of function's cold starts, in milliseconds.
 type ColdStartResult struct {
-	Kind   string `json:"kind"`   // builtin, go, exec
+	Kind   string `json:"kind"`   // builtin, go, exec, wasm
 	Source string `json:"source"` // what the config names
 	// FirstWork: from the gateway's receipt of the request to the start of
 	// the new instance's handler (the node's clock, read by the handler).
@@ -104,7 +104,10 @@ func RunColdStart(ctx context.Context, o ColdStartOptions) (*ColdStartReport, er
 			return nil, fmt.Errorf("bench coldstart: go build %s: %v\n%s", o.GoDir, err, out)
 		}
 		os.Chmod(bin, 0o755)
-		kinds = append(kinds, kind{"go", o.GoDir, "go: " + o.GoDir}, kind{"exec", bin, "exec: [" + bin + "]"})
+		// The wasm: function is the same package again, built for WASI and
+		// run in the app's sandbox host.
+		kinds = append(kinds, kind{"go", o.GoDir, "go: " + o.GoDir}, kind{"exec", bin, "exec: [" + bin + "]"},
+			kind{"wasm", o.GoDir, "wasm: " + o.GoDir})
 	}
 	rep := &ColdStartReport{Machine: machine(), Runs: o.Runs}
 	for _, k := range kinds {

@@ -588,18 +588,6 @@ func checkModel(w *flWorkload, model []byte, clients []int) string {
 	return ""
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	c := slices.Clone(v)
-	slices.Sort(c)
-	if len(c)%2 == 1 {
-		return c[len(c)/2]
-	}
-	return (c[len(c)/2-1] + c[len(c)/2]) / 2
-}
-
 // The baselines' processes.
 
 type procSystem struct {

@@ -161,7 +161,7 @@ func (m *kindMode) Start(ctx context.Context, w *bench.Workload, env Env) (Syste
 		fn = "lambda: " + bin + "\n    env: {EVENT: chain}"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "app: bench\npool:\n  buffers: 512\n  bufferSize: %d\nlimits:\n  inflight: 256\nfunctions:\n", max(w.BufferSize, 16<<10))
+	fmt.Fprintf(&b, "app: bench\n%sfunctions:\n", poolYAML(w, 512))
 	for _, f := range w.Functions {
 		conc := f.Concurrency
 		if m.name == ModeSpryLambda {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -52,6 +53,9 @@ type Env struct {
 	Exe   string // the spry executable
 	Dir   string // a scratch directory for configs and logs
 	Proto string // what the load generator speaks to Spry (load.Proto*)
+	// WasmSrc is bench/wasmfn for the wasm mode (default: in the working
+	// directory).
+	WasmSrc string
 }
 
 // Mode is a way to run a workload's chains.
@@ -71,10 +75,15 @@ const (
 	ModeGRPC    = "grpc"
 )
 
-// ModeNames lists every mode this build offers: each Spry transport, then
-// the baselines.
+// ModeWasm runs the workload's steps as wasm: functions in the app's
+// sandbox host (on the transport auto picks), built from the very same
+// handlers (bench/wasmfn).
+const ModeWasm = "wasm"
+
+// ModeNames lists every mode this build offers: each Spry transport, Spry
+// with wasm steps, then the baselines.
 func ModeNames() []string {
-	return append(append(slices.Clone(transport.Names), ModeKnative, ModeHTTP, ModeGRPC), KindModes...)
+	return append(append(slices.Clone(transport.Names), ModeWasm, ModeKnative, ModeHTTP, ModeGRPC), KindModes...)
 }
 
 // DefaultModes are the modes `spry bench` compares when not told: the
@@ -105,6 +114,16 @@ func NewMode(name string) (Mode, error) {
 	case ModeKnativePython, ModeKnativeHTTP:
 		return &seqMode{name: name}, nil
 	}
+	if name == ModeWasm {
+		return &spryMode{wasm: true}, nil
+	}
+	// wasm-TRANSPORT: wasm steps on a transport other than auto's.
+	if tr, ok := strings.CutPrefix(name, ModeWasm+"-"); ok && slices.Contains(transport.Names, tr) {
+		return &spryMode{wasm: true, transport: tr}, nil
+	}
+	if t, variant, ok := strings.Cut(name, "+"); ok && slices.Contains(transport.Names, t) && variant != "" {
+		return &spryMode{transport: t, variant: variant}, nil
+	}
 	if slices.Contains(transport.Names, name) {
 		return &spryMode{transport: name}, nil
 	}
@@ -113,48 +132,111 @@ func NewMode(name string) (Mode, error) {
 
 // ---- Spry ----
 
-type spryMode struct{ transport string }
+// spryMode runs a workload on a node with one transport; with a variant,
+// the workload shaped otherwise (bench.Workload.Variants).
+type spryMode struct {
+	transport string // "" for wasm: the one auto picks
+	wasm      bool
+	variant   string
+	chains    map[string]*bench.Chain // the variant's, by name (set by Start, for Path)
+}
 
-func (m *spryMode) Name() string { return m.transport }
+func (m *spryMode) Name() string {
+	if m.wasm {
+		if m.transport != "" {
+			return ModeWasm + "-" + m.transport
+		}
+		return ModeWasm
+	}
+	if m.variant != "" {
+		return m.transport + "+" + m.variant
+	}
+	return m.transport
+}
 
 type spryRun struct{ node *spryNode }
 
-// appYAML writes w as a spry.yaml.
-func appYAML(w *bench.Workload, transport string) string {
-	var b strings.Builder
-	bufSize := max(w.BufferSize, 16<<10)
-	bufs := 512
-	if bufSize >= 512<<10 {
-		bufs = 256
+// appYAML writes w (shaped as variant) as a spry.yaml; with wasmSrc, its
+// functions are wasm: functions built from that package (bench/wasmfn),
+// each running its builtin.
+func appYAML(w *bench.Workload, transport, variant, wasmSrc string) (string, error) {
+	fns, chains, err := w.Shaped(variant)
+	if err != nil {
+		return "", err
 	}
-	fmt.Fprintf(&b, "app: bench\ntransport: %s\npool:\n  buffers: %d\n  bufferSize: %d\nlimits:\n  inflight: %d\nfunctions:\n", transport, bufs, bufSize, bufs/2)
+	var b strings.Builder
+	fmt.Fprintf(&b, "app: bench\ntransport: %s\n%sfunctions:\n", transport, poolYAML(w, 512))
 	env := w.Settings.Env()
 	keys := make([]string, 0, len(env))
 	for k := range env {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	for _, f := range w.Functions {
-		fmt.Fprintf(&b, "  %s:\n    builtin: %s\n    instances: %d\n    concurrency: %d\n    timeout: 10m\n", f.Name, f.Builtin, f.Instances, f.Concurrency)
-		if len(keys) > 0 {
-			b.WriteString("    env:\n")
-			for _, k := range keys {
-				fmt.Fprintf(&b, "      %s: %q\n", k, env[k])
+	for _, f := range fns {
+		if wasmSrc != "" {
+			// A wasm instance runs one step at a time: as many instances
+			// as the process mode has handlers. The clock is granted: the
+			// handlers are the same code as in the process modes, and
+			// some sleep.
+			fmt.Fprintf(&b, "  %s:\n    wasm: %s\n    instances: %d\n    timeout: 10m\n    grants: [clock]\n    env:\n      %s: %s\n",
+				f.Name, wasmSrc, f.Instances*f.Concurrency, envBuiltin, f.Builtin)
+		} else {
+			fmt.Fprintf(&b, "  %s:\n    builtin: %s\n    instances: %d\n    concurrency: %d\n    timeout: 10m\n", f.Name, f.Builtin, f.Instances, f.Concurrency)
+			if len(keys) > 0 {
+				b.WriteString("    env:\n")
 			}
+		}
+		for _, k := range keys {
+			fmt.Fprintf(&b, "      %s: %q\n", k, env[k])
 		}
 	}
 	b.WriteString("chains:\n")
-	for _, c := range w.Chains {
-		fmt.Fprintf(&b, "  %s:\n    route: %s\n    steps: [%s]\n    methods: [%s]\n    timeout: 10m\n", c.Name, c.Route, strings.Join(c.Steps, ", "), strings.Join(c.Methods, ", "))
+	for _, c := range chains {
+		fmt.Fprintf(&b, "  %s:\n    route: %s\n    methods: [%s]\n    timeout: 10m\n", c.Name, c.Route, strings.Join(c.Methods, ", "))
+		if !c.Graph() {
+			fmt.Fprintf(&b, "    steps: [%s]\n", strings.Join(c.Steps, ", "))
+		} else {
+			// A graph: the steps in a line up to the fan-out, the
+			// branches, their join.
+			b.WriteString("    steps:\n")
+			for i, s := range c.Steps[:len(c.Steps)-1] {
+				fmt.Fprintf(&b, "      %s: %s\n", s, c.Steps[i+1])
+			}
+			fmt.Fprintf(&b, "      %s: [%s]\n", c.Steps[len(c.Steps)-1], strings.Join(c.Branches, ", "))
+			for _, br := range c.Branches {
+				fmt.Fprintf(&b, "      %s: %s\n", br, c.Join)
+			}
+			fmt.Fprintf(&b, "      %s: {join: all}\n", c.Join)
+		}
 		if len(c.Headers) > 0 {
 			fmt.Fprintf(&b, "    headers: [%s]\n", strings.Join(c.Headers, ", "))
 		}
 	}
-	return b.String()
+	return b.String(), nil
+}
+
+// poolYAML is a workload's pool: and limits: (with up to bufs buffers).
+// Payloads up to 1 MiB fit one buffer; larger ones (the payload sweep goes
+// to 256 MiB) go to the large-extent region, sized for a few at once.
+func poolYAML(w *bench.Workload, bufs int) string {
+	if w.BufferSize <= 1<<20 {
+		size := max(w.BufferSize, 16<<10)
+		if size >= 512<<10 {
+			bufs /= 2
+		}
+		return fmt.Sprintf("pool:\n  buffers: %d\n  bufferSize: %d\nlimits:\n  inflight: %d\n", bufs, size, bufs/2)
+	}
+	const bufSize = 64 << 10
+	memory := uint64(bufs)*bufSize + 16*uint64(w.BufferSize) + 64<<20
+	return fmt.Sprintf("pool:\n  memory: %d\n  buffers: %d\n  bufferSize: %d\nlimits:\n  inflight: %d\n  maxBody: %d\n",
+		memory, bufs, bufSize, bufs/2, w.BufferSize)
 }
 
 func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (System, error) {
-	args := []string{"--transport", m.transport, "--log-level", "warn"}
+	args := []string{"--log-level", "warn"}
+	if !m.wasm {
+		args = append(args, "--transport", m.transport)
+	}
 	if env.Proto == load.ProtoTLS || env.Proto == load.ProtoH2 {
 		cert, key, err := selfSigned(env.Dir)
 		if err != nil {
@@ -162,7 +244,28 @@ func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (Syste
 		}
 		args = append(args, "--tls-cert", cert, "--tls-key", key)
 	}
-	n, err := startNode(env.Exe, filepath.Join(env.Dir, m.transport), "spry node ("+m.transport+")", appYAML(w, m.transport), args...)
+	tr, src := m.transport, ""
+	if m.wasm {
+		var err error
+		if src, err = wasmSource(env); err != nil {
+			return nil, err
+		}
+		tr = cmp.Or(m.transport, "auto")
+		// Compiled modules are kept across runs (by content): a fresh
+		// compile of the handlers' module takes seconds.
+		args = append(args, "--cache-dir", filepath.Join(os.TempDir(), "spry-bench-cache"))
+	}
+	yaml, err := appYAML(w, tr, m.variant, src)
+	if err != nil {
+		return nil, err
+	}
+	if _, chains, _ := w.Shaped(m.variant); m.variant != "" {
+		m.chains = map[string]*bench.Chain{}
+		for i := range chains {
+			m.chains[chains[i].Name] = &chains[i]
+		}
+	}
+	n, err := startNode(env.Exe, filepath.Join(env.Dir, m.Name()), "spry node ("+m.Name()+")", yaml, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +389,31 @@ type status struct {
 			Route string   `json:"route"`
 			Steps []string `json:"steps"`
 		} `json:"chains"`
+		Requests struct {
+			Transits  uint64 `json:"transits"`
+			TransitNs uint64 `json:"transitNs"`
+		} `json:"requests"`
 	} `json:"apps"`
+}
+
+// Transits reads how many hops from one step to the next the node's
+// chains took, and their time in all (System's optional hop stamps).
+func (r *spryRun) Transits() (n, ns uint64, err error) {
+	s, err := fetchStatus(r.node.admin)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, a := range s.Apps {
+		n += a.Requests.Transits
+		ns += a.Requests.TransitNs
+	}
+	return n, ns, nil
+}
+
+// transiter is a System that measures the hops inside its chains (Spry's,
+// from the buffers' hop stamps).
+type transiter interface {
+	Transits() (n, ns uint64, err error)
 }
 
 func fetchStatus(admin string) (*status, error) {
@@ -355,19 +482,67 @@ func survivors(ps []Proc) error {
 }
 
 // Path: the gateway parses the request once and writes the body into the
-// pool; from there every hop is a descriptor over the transport, and the
-// last step's descriptor goes straight back to the gateway.
+// pool; from there every hop is a descriptor over the transport (to every
+// branch of a fan-out, from every branch to the join, to a called function
+// and back), and the last step's descriptor goes straight back to the
+// gateway. With wasm steps, the hops between them are calls inside the
+// sandbox host.
 func (m *spryMode) Path(c *bench.Chain) []Transfer {
+	if m.wasm {
+		t := []Transfer{{From: "client", To: "gateway", Medium: MediumTCP, Codec: CodecHTTP}}
+		prev := "gateway"
+		for i, s := range c.Steps {
+			medium := "descriptor/" + cmp.Or(m.transport, "auto")
+			if i > 0 {
+				medium = MediumCall
+			}
+			t = append(t, Transfer{From: prev, To: "fn:" + s, Medium: medium, Codec: CodecNone})
+			prev = "fn:" + s
+		}
+		return append(t, Transfer{From: prev, To: "gateway", Medium: "descriptor/" + cmp.Or(m.transport, "auto"), Codec: CodecNone, Answer: true},
+			Transfer{From: "gateway", To: "client", Medium: MediumTCP, Codec: CodecHTTP, Answer: true})
+	}
+	if m.variant != "" {
+		// The variant's chain of that name (the audit is per name).
+		if v, ok := m.shaped(c.Name); ok {
+			c = v
+		}
+	}
 	desc := "descriptor/" + m.transport
 	t := []Transfer{{From: "client", To: "gateway", Medium: MediumTCP, Codec: CodecHTTP}}
+	hop := func(from, to string, answer bool) {
+		t = append(t, Transfer{From: from, To: to, Medium: desc, Codec: CodecNone, Answer: answer})
+	}
+	var calls func(caller string, depth int)
+	calls = func(caller string, depth int) {
+		for _, call := range c.Calls {
+			if call[0] == caller && depth < 8 {
+				hop("fn:"+call[0], "fn:"+call[1], false)
+				calls(call[1], depth+1)
+				hop("fn:"+call[1], "fn:"+call[0], true)
+			}
+		}
+	}
 	prev := "gateway"
 	for _, s := range c.Steps {
-		t = append(t, Transfer{From: prev, To: "fn:" + s, Medium: desc, Codec: CodecNone})
+		hop(prev, "fn:"+s, false)
+		calls(s, 0)
 		prev = "fn:" + s
 	}
-	t = append(t, Transfer{From: prev, To: "gateway", Medium: desc, Codec: CodecNone, Answer: true},
-		Transfer{From: "gateway", To: "client", Medium: MediumTCP, Codec: CodecHTTP, Answer: true})
-	return t
+	if c.Graph() {
+		for _, b := range c.Branches {
+			hop(prev, "fn:"+b, false)
+			hop("fn:"+b, "fn:"+c.Join, false)
+		}
+		prev = "fn:" + c.Join
+	}
+	hop(prev, "gateway", true)
+	return append(t, Transfer{From: "gateway", To: "client", Medium: MediumTCP, Codec: CodecHTTP, Answer: true})
+}
+
+func (m *spryMode) shaped(name string) (*bench.Chain, bool) {
+	c, ok := m.chains[name]
+	return c, ok
 }
 
 // ---- baselines ----
@@ -440,7 +615,10 @@ func (m *baselineMode) Start(ctx context.Context, w *bench.Workload, env Env) (_
 	}()
 	var chains []baseline.ChainInfo
 	for _, c := range w.Chains {
-		chains = append(chains, baseline.ChainInfo{Name: c.Name, Route: c.Route, Steps: c.Steps, Headers: c.Headers})
+		if len(c.Calls) > 0 {
+			return nil, fmt.Errorf("bench: %s: chain %s makes calls: the baselines run the workload's chains only", m.name, c.Name)
+		}
+		chains = append(chains, baseline.ChainInfo{Name: c.Name, Route: c.Route, Steps: c.Steps, Headers: c.Headers, Branches: c.Branches, Join: c.Join})
 	}
 	// Addresses: per instance an HTTP port (and a gRPC one, or a sidecar
 	// one), and the broker's.
@@ -504,7 +682,7 @@ func (m *baselineMode) Start(ctx context.Context, w *bench.Workload, env Env) (_
 	var waits []func() error
 	for _, in := range insts {
 		c := baseline.Config{Role: baseline.RoleFn, Function: in.fn.Name, Builtin: in.fn.Builtin, Proto: m.name,
-			Chains: chains, Next: next, BufferSize: max(w.BufferSize, 16<<10), Broker: brokerAddr}
+			Chains: chains, Next: next, BufferSize: min(max(w.BufferSize, 16<<10), 1<<20), MaxPayload: w.BufferSize, Broker: brokerAddr}
 		switch m.name {
 		case ModeGRPC:
 			c.GRPC = in.grpc
@@ -579,36 +757,49 @@ func (m *baselineMode) Start(ctx context.Context, w *bench.Workload, env Env) (_
 // Path: nested calls. knative: client → broker → sidecar → function, and
 // every later hop function → broker → sidecar → function; the answers come
 // back the same way. http and grpc: client → first function, then function
-// to function directly (gRPC between functions).
+// to function directly (gRPC between functions). A fan-out: the last step
+// calls every branch (each answers), then the join (which answers).
 func (m *baselineMode) Path(c *bench.Chain) []Transfer {
 	codec := CodecHTTP
 	if m.name == ModeGRPC {
 		codec = CodecGRPC
 	}
+	leg := func(from, s string, cd string) []Transfer {
+		fn := "fn:" + s
+		if m.name == ModeKnative {
+			return []Transfer{
+				{From: from, To: "broker", Medium: MediumTCP, Codec: CodecHTTP},
+				{From: "broker", To: "sidecar:" + s, Medium: MediumTCP, Codec: CodecHTTP},
+				{From: "sidecar:" + s, To: fn, Medium: MediumTCP, Codec: CodecHTTP}}
+		}
+		return []Transfer{{From: from, To: fn, Medium: MediumTCP, Codec: cd}}
+	}
+	back := func(req []Transfer) []Transfer {
+		var t []Transfer
+		for i := len(req) - 1; i >= 0; i-- {
+			a := req[i]
+			t = append(t, Transfer{From: a.To, To: a.From, Medium: a.Medium, Codec: a.Codec, Answer: true})
+		}
+		return t
+	}
 	var req []Transfer
 	prev := "client"
 	for i, s := range c.Steps {
-		fn := "fn:" + s
 		cd := codec
 		if i == 0 {
 			cd = CodecHTTP // the client speaks HTTP/1.1
 		}
-		if m.name == ModeKnative {
-			req = append(req,
-				Transfer{From: prev, To: "broker", Medium: MediumTCP, Codec: CodecHTTP},
-				Transfer{From: "broker", To: "sidecar:" + s, Medium: MediumTCP, Codec: CodecHTTP},
-				Transfer{From: "sidecar:" + s, To: fn, Medium: MediumTCP, Codec: CodecHTTP})
-		} else {
-			req = append(req, Transfer{From: prev, To: fn, Medium: MediumTCP, Codec: cd})
-		}
-		prev = fn
+		req = append(req, leg(prev, s, cd)...)
+		prev = "fn:" + s
 	}
 	t := slices.Clone(req)
-	for i := len(req) - 1; i >= 0; i-- {
-		a := req[i]
-		t = append(t, Transfer{From: a.To, To: a.From, Medium: a.Medium, Codec: a.Codec, Answer: true})
+	if c.Graph() {
+		for _, s := range append(slices.Clone(c.Branches), c.Join) {
+			l := leg(prev, s, codec)
+			t = append(append(t, l...), back(l)...)
+		}
 	}
-	return t
+	return append(t, back(req)...)
 }
 
 func tail(b []byte, n int) string {
@@ -616,4 +807,24 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// envBuiltin names the builtin bench/wasmfn runs.
+const envBuiltin = "BENCH_BUILTIN"
+
+// wasmSource finds bench/wasmfn, the package the wasm mode builds: from
+// the environment (Env.WasmSrc), else in the working directory, a checkout
+// of spry.
+func wasmSource(env Env) (string, error) {
+	src := env.WasmSrc
+	if src == "" {
+		src = filepath.Join("bench", "wasmfn")
+	}
+	abs, err := filepath.Abs(src)
+	if err == nil {
+		if _, err = os.Stat(filepath.Join(abs, "main.go")); err == nil {
+			return abs, nil
+		}
+	}
+	return "", fmt.Errorf("bench: mode wasm builds the workload's handlers for WebAssembly from spry's source (bench/wasmfn): run spry bench in a checkout of spry")
 }

@@ -122,6 +122,9 @@ func (r *Report) Plots(dir string) ([]string, error) {
 func (m ModeResult) String() string {
 	s := fmt.Sprintf("%-9s %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms  CPU %7.1f µs/req  ctxsw %5.1f/req  errors %d",
 		m.Mode, m.RPS, m.P50, m.P99, m.CPUPerReq*1e6, m.CtxSwPerReq, m.Errors)
+	if m.HopUs != nil {
+		s += fmt.Sprintf("  hop %.1f µs", *m.HopUs)
+	}
 	if m.Mode == ModeKnative {
 		s += "  (" + KnativeNote + ")"
 	}

@@ -76,6 +76,10 @@ type ModeResult struct {
 	RPSTimeline      []float64          `json:"rps_timeline,omitempty"`
 	TickS            float64            `json:"tick_s"`
 	FirstError       string             `json:"first_error,omitempty"`
+	// HopUs is the mean time of a hop from one step to the next inside
+	// the chain (Spry: from the buffers' hop stamps; not measured in the
+	// baselines).
+	HopUs *float64 `json:"hop_us,omitempty"`
 }
 
 // MarshalJSON writes a latency that was not measured (no request answered:
@@ -206,6 +210,11 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", x.Mode, x.Requests, x.Errors,
 			num(x.RPS, 0), num(x.P50, 3), num(x.P99, 3), num(x.P999, 3), num(x.CPUPerReq*1e6, 1), num(x.CtxSwPerReq, 1), sys,
 			num(x.CPUCores, 2), num(x.IdleCPUCores, 3), x.Processes, num(x.LoadgenCPUPerReq*1e6, 1))
+	}
+	for _, x := range r.Modes {
+		if x.HopUs != nil {
+			fmt.Fprintf(w, "\n`%s`: a hop from one step to the next inside the chain took %s µs on average (from the buffers' hop stamps: a step's end to the next step's start).\n", x.Mode, num(*x.HopUs, 1))
+		}
 	}
 	fmt.Fprintf(w, "\nEach mode against `%s` (same run):\n\n", ref.Mode)
 	fmt.Fprintln(w, "| mode | req/s | p50 | p99 | CPU/req | ctx sw/req | syscalls/req | idle cores |")

@@ -34,7 +34,8 @@ type Options struct {
 	Log         io.Writer     // progress (nil: quiet)
 	// Proto is what the load generator speaks to Spry's gateway (load.Proto*:
 	// http1, h2c, tls, h2, grpc); the baselines' own ingress is HTTP/1.1.
-	Proto string
+	Proto   string
+	WasmSrc string // bench/wasmfn, for the wasm mode (default: in the working directory)
 }
 
 // Run runs the benchmark and returns its report.
@@ -85,7 +86,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for i, m := range modes {
 		results[i] = &modeAcc{mode: m.Name(), byRole: map[string]*proc.Cost{}, byComp: map[string]*proc.Cost{}}
 	}
-	env := Env{Exe: o.Exe, Dir: o.Dir, Proto: o.Proto}
+	env := Env{Exe: o.Exe, Dir: o.Dir, Proto: o.Proto, WasmSrc: o.WasmSrc}
 	per := o.Duration / time.Duration(o.Rounds)
 	for round := range o.Rounds {
 		for i, m := range modes {
@@ -110,7 +111,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // prepare builds the raw requests and their expected answers, computed by
 // running each chain in this process.
 func prepare(w *bench.Workload) ([]load.Request, map[string]float64, error) {
-	r, err := sdk.NewRunner(sdk.RunnerOptions{BufferSize: max(w.BufferSize, 16<<10), Calls: 1})
+	r, err := sdk.NewRunner(sdk.RunnerOptions{BufferSize: min(max(w.BufferSize, 16<<10), 1<<20), MaxPayload: w.BufferSize, Calls: 1})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -158,6 +159,9 @@ type modeAcc struct {
 	tick     time.Duration
 	elapsed  time.Duration
 	gen      time.Duration // the load generator's CPU
+	// hops inside the chains and their time (Spry: from the hop stamps)
+	transits, transitNs uint64
+	transitOK           bool
 }
 
 // runOnce starts the mode, checks it answers, measures it idle (first
@@ -209,6 +213,9 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 
 	var before, after proc.Snapshot
 	var genBefore, genAfter proc.Usage // the bench itself: the load generator
+	tr, hasTransits := sys.(transiter)
+	var trN, trNs [2]uint64
+	var trErr [2]error
 	var samples []float64
 	var sampler sync.WaitGroup
 	stopSampling := make(chan struct{})
@@ -218,6 +225,9 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 		OnMeasure: func() {
 			before = proc.Take(roots)
 			genBefore, _ = proc.Read(os.Getpid())
+			if hasTransits {
+				trN[0], trNs[0], trErr[0] = tr.Transits()
+			}
 			if !first {
 				return
 			}
@@ -243,6 +253,9 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 		OnEnd: func() {
 			after = proc.Take(roots)
 			genAfter, _ = proc.Read(os.Getpid())
+			if hasTransits {
+				trN[1], trNs[1], trErr[1] = tr.Transits()
+			}
 			close(stopSampling)
 		},
 	}
@@ -278,6 +291,11 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 	}
 	acc.procs = len(costs)
 	acc.gen += genAfter.CPUTick - genBefore.CPUTick
+	if hasTransits && trErr[0] == nil && trErr[1] == nil && trN[1] > trN[0] {
+		acc.transits += trN[1] - trN[0]
+		acc.transitNs += trNs[1] - trNs[0]
+		acc.transitOK = true
+	}
 	acc.elapsed += after.At.Sub(before.At)
 	if acc.res == nil {
 		acc.res = res
@@ -325,6 +343,10 @@ func (a *modeAcc) result() ModeResult {
 		RPS: a.res.RPS(), P50: load.Millis(a.res.Hist, 50), P99: load.Millis(a.res.Hist, 99), P999: load.Millis(a.res.Hist, 99.9),
 		Mean: a.res.Hist.Mean() / 1e6, FirstError: a.res.FirstErr, Processes: a.procs, ByRole: map[string]Cost{}, ByChain: map[string]Latency{}}
 	n := float64(max(a.res.Requests, 1))
+	if a.transitOK {
+		us := float64(a.transitNs) / float64(a.transits) / 1e3
+		r.HopUs = &us
+	}
 	r.CPUPerReq = a.cost.CPU.Seconds() / n
 	r.CtxSwPerReq = float64(a.cost.CtxSw()) / n
 	r.SyscallsPerReq = float64(a.cost.Syscalls()) / n

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // spawner starts processes from one OS thread that lives as long as the
@@ -24,6 +26,12 @@ type spawner struct {
 var (
 	spawnOnce sync.Once
 	theSpawn  spawner
+	// SystemCPUs, when set before the first process starts, are the CPUs
+	// the processes under test (node, instances, baselines) run on: the
+	// spawner's thread takes that affinity, and every process it forks
+	// inherits it. Run the bench itself elsewhere (taskset -c) so that the
+	// load generator does not steal the system's cores.
+	SystemCPUs []int
 )
 
 func spawn(cmd *exec.Cmd) error {
@@ -31,6 +39,13 @@ func spawn(cmd *exec.Cmd) error {
 		theSpawn.reqs = make(chan func())
 		go func() {
 			runtime.LockOSThread()
+			if len(SystemCPUs) > 0 {
+				var set unix.CPUSet
+				for _, c := range SystemCPUs {
+					set.Set(c)
+				}
+				unix.SchedSetaffinity(0, &set) // this thread: its children inherit it
+			}
 			for f := range theSpawn.reqs {
 				f()
 			}

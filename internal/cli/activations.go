@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -26,6 +27,9 @@ func adminCall(ctx context.Context, admin, method, path string, body io.Reader) 
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+admin+path, body)
 	if err != nil {
 		return nil, err
+	}
+	if tok := os.Getenv(EnvAdminToken); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

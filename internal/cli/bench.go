@@ -16,12 +16,13 @@ import (
 	"github.com/spry-dev/spry/bench"
 	ibench "github.com/spry-dev/spry/internal/bench"
 	"github.com/spry-dev/spry/internal/bench/baseline"
+	"github.com/spry-dev/spry/internal/transport"
 )
 
 // benchCommands are the benchmark verbs: bench, audit, and the hidden
 // bench-proc that runs the baselines' processes.
 func benchCommands() []*cobra.Command {
-	return []*cobra.Command{benchCmd(), auditCmd(), benchProcCmd()}
+	return []*cobra.Command{benchCmd(), auditCmd(), benchProcCmd(), benchMQTTProcCmd()}
 }
 
 func benchCmd() *cobra.Command {
@@ -30,18 +31,22 @@ func benchCmd() *cobra.Command {
 		modes, out, chains string
 		payload            string
 		goBroker           bool
+		systemCPUs         string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench WORKLOAD",
 		Short: "Benchmark a workload on Spry's transports against Knative-style, HTTP and gRPC baselines",
 		Long: `Benchmark a workload (` + strings.Join(bench.Names, ", ") + `) on every mode given: each Spry
-transport of this build (` + strings.Join(ibench.ModeNames()[:len(ibench.ModeNames())-3], ", ") + `) and the baselines knative (function +
-sidecar per instance, a broker on every hop), http (functions call each other over
-HTTP/1.1) and grpc (over gRPC). Every process runs separately; their CPU, context switches
+transport of this build (` + strings.Join(transport.Names, ", ") + `), wasm (the steps as wasm: functions in
+the app's sandbox host, on the transport auto picks; wasm-TRANSPORT for another), and the
+baselines knative (function + sidecar per instance, a broker on every hop), http
+(functions call each other over HTTP/1.1) and grpc (over gRPC). Every process runs separately; their CPU, context switches
 and read/write syscalls are read from /proc. Writes report.json, report.md and plots to --out.
 See docs/benchmarks.md.`,
 		Example: `  spry bench chain --steps 2 --payload 64 --modes uds,knative,http,grpc --duration 30s --out results/chain
   spry bench boutique --chains home --connections 32 --out results/home
+  spry bench boutique --chains home,checkout --modes skmsg,skmsg+calls,knative,grpc
+  spry bench fanout --branches 8 --cpu 200us --modes skmsg,skmsg+seq,http
   spry bench parking --scale 0.05 --duration 60s`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -59,6 +64,13 @@ See docs/benchmarks.md.`,
 				o.Shape.Payload = int(n)
 			}
 			ibench.ForceGoBroker = goBroker
+			for _, c := range splitList(systemCPUs) {
+				n, err := strconv.Atoi(c)
+				if err != nil || n < 0 {
+					return exitError{2, fmt.Sprintf("--system-cpus %q: want CPU numbers, e.g. 0 or 0,1", systemCPUs)}
+				}
+				ibench.SystemCPUs = append(ibench.SystemCPUs, n)
+			}
 			o.Log = cmd.ErrOrStderr()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -69,9 +81,9 @@ See docs/benchmarks.md.`,
 			return printReport(cmd.OutOrStdout(), rep, out, rep.Modes)
 		},
 	}
-	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd(), benchFLCmd())
+	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd(), benchAsyncCmd(), benchMQTTCmd(), benchFLCmd())
 	f := cmd.Flags()
-	f.StringVar(&modes, "modes", "", "modes to compare, the first is the reference (default: this machine's auto transport, knative, http, grpc; all: "+strings.Join(ibench.ModeNames(), ",")+")")
+	f.StringVar(&modes, "modes", "", "modes to compare, the first is the reference (default: this machine's auto transport, knative, http, grpc; all: "+strings.Join(ibench.ModeNames(), ",")+"; a Spry transport with +VARIANT runs the workload shaped otherwise: boutique +calls, fanout +seq)")
 	f.DurationVar(&o.Duration, "duration", 30*time.Second, "measured time per mode (split over the rounds)")
 	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "warm-up before each measurement")
 	f.IntVar(&o.Rounds, "rounds", 3, "the modes take turns this many times, so drift hits all alike")
@@ -82,7 +94,9 @@ See docs/benchmarks.md.`,
 	f.DurationVar(&o.Idle, "idle", 2*time.Second, "window with no traffic in which idle CPU is measured")
 	f.StringVarP(&out, "out", "o", "", "directory for report.json, report.md and the plots")
 	f.IntVar(&o.Shape.Steps, "steps", 0, "chain: number of steps, 1..10 (default 2)")
-	f.StringVar(&payload, "payload", "", "chain: payload size, 64B..1MiB (default 64B)")
+	f.StringVar(&payload, "payload", "", "chain, fanout: payload size, up to 256MiB (default 64B, fanout 4KiB; past 1MiB in the pool's large-extent region)")
+	f.IntVar(&o.Shape.Branches, "branches", 0, "fanout: branches of the fan-out, 2..16 (default 8)")
+	f.StringVar(&systemCPUs, "system-cpus", "", "run the processes under test on these CPUs (e.g. 0); with `taskset -c 1 spry bench …` the load generator keeps a core of its own")
 	f.DurationVar(&o.Shape.StepCPU, "cpu", 0, "extra CPU per step (boutique, chain), e.g. 50us")
 	f.Float64Var(&o.Shape.Scale, "scale", 0, "motion, parking: multiply the steps' costs (default 1 and 0.05)")
 	f.StringVar(&chains, "chains", "", "boutique: only these chains (home,product,viewcart,addcart,setcurrency,checkout)")
@@ -282,6 +296,8 @@ func parseBytes(s string) (int64, error) {
 		return n << 10, nil
 	case "m", "mb", "mib":
 		return n << 20, nil
+	case "g", "gb", "gib":
+		return n << 30, nil
 	}
 	return 0, fmt.Errorf("unknown unit")
 }

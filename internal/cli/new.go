@@ -13,12 +13,12 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// newCmd is `spry new go|python|http NAME`: a function NAME/ in the
+// newCmd is `spry new go|python|http|wasm NAME`: a function NAME/ in the
 // current directory and a spry.yaml that runs it at /NAME.
 func newCmd() *cobra.Command {
 	var src string
 	cmd := &cobra.Command{
-		Use:   "new go|python|http NAME",
+		Use:   "new go|python|http|wasm NAME",
 		Short: "Scaffold a function NAME/ and add it (with a chain /NAME) to ./spry.yaml",
 		Example: `  spry new python greet && spry up -f spry.yaml
   curl -s localhost:8080/greet -d spry`,
@@ -30,16 +30,16 @@ func newCmd() *cobra.Command {
 			}
 			files, entry, ok := scaffolds(kind, name, src)
 			if !ok {
-				return exitError{2, fmt.Sprintf("no template %q (known: go, python, http)", kind)}
+				return exitError{2, fmt.Sprintf("no template %q (known: go, python, http, wasm)", kind)}
 			}
 			if _, err := os.Stat(name); err == nil {
 				return exitError{1, fmt.Sprintf("%s already exists", name)}
 			}
-			if kind == "go" {
+			if kind == "go" || kind == "wasm" {
 				gomod, _ := exec.Command("go", "env", "GOMOD").Output()
 				if m := strings.TrimSpace(string(gomod)); m == "" || m == os.DevNull {
 					if src == "" {
-						return exitError{2, "a go: function needs a Go module with the Spry SDK: run this inside one, or give --spry-src DIR (a checkout of spry) for a go.mod that points at it"}
+						return exitError{2, "a " + kind + ": function needs a Go module with the Spry SDK: run this inside one, or give --spry-src DIR (a checkout of spry) for a go.mod that points at it"}
 					}
 					abs, _ := filepath.Abs(src)
 					files["go.mod"] = fmt.Sprintf("module %s\n\ngo 1.24\n\nrequire github.com/spry-dev/spry v0.0.0\n\nreplace github.com/spry-dev/spry => %s\n", name, abs)
@@ -85,7 +85,10 @@ var fnName = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$`)
 // scaffolds returns a template's files and its function entry in spry.yaml.
 func scaffolds(kind, name, src string) (map[string]string, map[string]any, bool) {
 	switch kind {
-	case "go":
+	case "go", "wasm":
+		// One source, two ways to run it: a process (go:), or a module in
+		// the app's sandbox host (wasm:, built with GOOS=wasip1).
+		entry := map[string]any{kind: "./" + name}
 		return map[string]string{"main.go": `package main
 
 import (
@@ -104,7 +107,7 @@ func main() {
 		return err
 	})
 }
-`}, map[string]any{"go": "./" + name}, true
+`}, entry, true
 	case "python":
 		return map[string]string{"handler.py": `import spry
 

@@ -31,6 +31,7 @@ const (
 	Python                  // a Python handler file, run by the Python SDK
 	HTTP                    // an existing HTTP server, behind spry's http adapter
 	Lambda                  // an AWS Lambda function, behind spry's Lambda Runtime API
+	Wasm                    // a WebAssembly module, run in the app's sandbox host
 )
 
 func (k Kind) String() string {
@@ -47,6 +48,8 @@ func (k Kind) String() string {
 		return "http"
 	case Lambda:
 		return "lambda"
+	case Wasm:
+		return "wasm"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -144,14 +147,17 @@ type Function struct {
 	Python  string   // Kind Python: the absolute path of the handler file
 	HTTP    []string // Kind HTTP: the absolute program path, then its arguments
 	Lambda  []string // Kind Lambda: the absolute program path, then its arguments
+	Wasm    string   // Kind Wasm: an absolute .wasm file, or a Go package (as Go) spry builds for WASI
 
 	// Options of the kinds above (see kinds.go).
-	Virtualenv   string // Python: a virtualenv directory whose interpreter runs the handler
-	Requirements string // Python: a requirements file spry installs into a virtualenv of its own
-	Port         int    // HTTP: the fixed port the server listens on (0: spry picks one, in $PORT)
-	Health       string // HTTP: the path that answers 2xx once the server is ready ("": it accepts connections)
-	Event        string // Lambda: the event shape, EventPayload or EventHTTP
-	Handler      string // Lambda: the handler name a runtime reads from $_HANDLER
+	Virtualenv   string   // Python: a virtualenv directory whose interpreter runs the handler
+	Requirements string   // Python: a requirements file spry installs into a virtualenv of its own
+	Port         int      // HTTP: the fixed port the server listens on (0: spry picks one, in $PORT)
+	Health       string   // HTTP: the path that answers 2xx once the server is ready ("": it accepts connections)
+	Event        string   // Lambda: the event shape, EventPayload or EventHTTP
+	Handler      string   // Lambda: the handler name a runtime reads from $_HANDLER
+	WasmBuild    bool     // Wasm: Wasm is a Go package to build, not a .wasm file
+	Grants       []string // Wasm: what the guest may use beyond its memory (GrantClock, GrantRandom)
 
 	Instances   int           // instances at start (the count, without scale:)
 	Scale       Scale         // how the count changes with load

@@ -186,7 +186,7 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:5: pool.bufferSize: want a size like 64KiB, got "64 kb"`,
 			`spry.yaml:6: pool.buffer: unknown field (known: memory, buffers, bufferSize)`,
 			`spry.yaml:7: limits.inflight: want 1..1024 (at most pool.buffers), got 0`,
-			`spry.yaml:11: functions.upper.instnces: unknown field (known: builtin, go, exec, python, http, lambda, virtualenv, requirements, port, health, event, handler, instances, concurrency, timeout, env, envFrom, workDir, limits, scale)`,
+			`spry.yaml:11: functions.upper.instnces: unknown field (known: builtin, go, exec, python, http, lambda, virtualenv, requirements, port, health, event, handler, wasm, grants, instances, concurrency, timeout, env, envFrom, workDir, limits, scale)`,
 			`spry.yaml:12: functions.upper: duplicate key (first at line 9)`,
 			`spry.yaml:13: functions.up.builtin: unknown builtin "UPPER" (known: echo, lower, upper)`,
 			`spry.yaml:16: chains.hello.route: "hello" is not a valid route: want a path that starts with '/'`,
@@ -211,8 +211,8 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:6: functions.f.concurrency: want an integer, got true`,
 			`spry.yaml:6: functions.f.timeout: want a duration like "30s", got "soon"`,
 			`spry.yaml:6: functions.f.env: want a mapping, got a list`,
-			`spry.yaml:7: functions.g: want a mapping with one of builtin:, go:, exec:, python:, http: or lambda:, got "upper"`,
-			`spry.yaml:8: functions.h: want a mapping with one of builtin:, go:, exec:, python:, http: or lambda:, got nothing`,
+			`spry.yaml:7: functions.g: want a mapping with one of builtin:, go:, exec:, python:, http:, lambda: or wasm:, got "upper"`,
+			`spry.yaml:8: functions.h: want a mapping with one of builtin:, go:, exec:, python:, http:, lambda: or wasm:, got nothing`,
 			`spry.yaml:9: chains: want a mapping, got a list`}},
 		{"duplicate keys", yml(`
 			app: a
@@ -239,7 +239,7 @@ func TestParseBad(t *testing.T) {
 			`), []string{
 			`spry.yaml:3: functions["a b"]: "a b" is not a valid function name: want lower-case letters, digits, '-' and '_' (not '-' or '_' at either end), at most 64 characters`,
 			`spry.yaml:4: functions: want a name as key, got a list`,
-			`spry.yaml:6: functions.g: want one of builtin:, go:, exec:, python:, http: or lambda:`,
+			`spry.yaml:6: functions.g: want one of builtin:, go:, exec:, python:, http:, lambda: or wasm:`,
 			`spry.yaml:7: functions.g: merge keys (<<) are not supported`}},
 		{"scale", yml(`
 			app: a
@@ -276,9 +276,9 @@ func TestParseBad(t *testing.T) {
 			chains:
 			  c: {route: /c, steps: [a]}
 			`), []string{
-			`spry.yaml:3: functions.none: want one of builtin:, go:, exec:, python:, http: or lambda:`,
-			`spry.yaml:4: functions.both: want only one of builtin:, go:, exec:, python:, http: or lambda:, got builtin: and exec:`,
-			`spry.yaml:5: functions.all: want only one of builtin:, go:, exec:, python:, http: or lambda:, got builtin: and go: and exec:`,
+			`spry.yaml:3: functions.none: want one of builtin:, go:, exec:, python:, http:, lambda: or wasm:`,
+			`spry.yaml:4: functions.both: want only one of builtin:, go:, exec:, python:, http:, lambda: or wasm:, got builtin: and exec:`,
+			`spry.yaml:5: functions.all: want only one of builtin:, go:, exec:, python:, http:, lambda: or wasm:, got builtin: and go: and exec:`,
 			`spry.yaml:6: functions.a.instances: want 1..256, got 0`,
 			`spry.yaml:6: functions.a.concurrency: want 1..1024, got 1025`,
 			`spry.yaml:6: functions.a.timeout: want more than 0s and at most 1h, got 0s`,

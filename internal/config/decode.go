@@ -67,6 +67,7 @@ type fnSpec struct {
 	goPkg       value[string]
 	exec        value[[]item]
 	kinds       kindSpec
+	wasm        wasmSpec
 	instances   value[int64]
 	concurrency value[int64]
 	timeout     value[time.Duration]
@@ -152,7 +153,7 @@ var (
 	poolKeys   = []string{"memory", "buffers", "bufferSize"}
 	limitKeys  = []string{"inflight", "async", "maxBody"}
 	stepKeys   = []string{"function", "next", "choose", "join", "wait"}
-	fnKeys     = append([]string{"builtin", "go", "exec"}, append(kindKeys, "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
+	fnKeys     = append([]string{"builtin", "go", "exec"}, append(append(kindKeys, wasmKeys...), "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
 	fnLimKeys  = []string{"memory", "cpu"}
 	secretKeys = []string{"file", "value"}
 	scaleKeys  = []string{"min", "max", "slo", "policy", "window", "idle"}
@@ -299,7 +300,7 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 		case "exec":
 			f.exec = d.strs(k, v, p)
 		default:
-			if d.kindField(&f.kinds, key, p, k, v) {
+			if d.kindField(&f.kinds, key, p, k, v) || d.wasmField(&f.wasm, key, p, k, v) {
 				return
 			}
 		case "instances":

@@ -41,6 +41,7 @@ func (cs *chainSpec) validateSteps(a *App, c *Chain, fnNames []string, path stri
 	case cs.graph.line != 0:
 		if !cs.graph.bad {
 			cs.validateGraph(a, c, fnNames, p, ps)
+			cs.wasmInLine(a, c, p, ps)
 		}
 	case cs.steps.line == 0:
 		ps.add(cs.line, p, "missing; want the functions to run, e.g. steps: [%s]", cmp.Or(strings.Join(fnNames[:min(len(fnNames), 2)], ", "), "fn"))
@@ -67,6 +68,19 @@ func (cs *chainSpec) validateSteps(a *App, c *Chain, fnNames []string, path stri
 				st.Next = []int{i + 1}
 			}
 			c.Graph = append(c.Graph, st)
+		}
+	}
+}
+
+// wasmInLine reports wasm: functions at steps of a graph that is not a
+// line: their sandbox host runs a line of steps only.
+func (cs *chainSpec) wasmInLine(a *App, c *Chain, p string, ps *problems) {
+	if c.IsLine() {
+		return
+	}
+	for _, s := range c.Graph {
+		if s.Fn >= 0 && s.Fn < len(a.Functions) && a.Functions[s.Fn].Kind == Wasm {
+			ps.add(s.Line, join(p, s.Name), "function %s is wasm:, which runs in a line of steps only (no fan-out, join or choose: in its chain)", a.Functions[s.Fn].Name)
 		}
 	}
 }

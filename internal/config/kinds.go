@@ -30,7 +30,7 @@ const MaxPort = 65535
 var kindKeys = []string{"python", "http", "lambda", "virtualenv", "requirements", "port", "health", "event", "handler"}
 
 // kindList names every kind, for messages.
-const kindList = "builtin:, go:, exec:, python:, http: or lambda:"
+const kindList = "builtin:, go:, exec:, python:, http:, lambda: or wasm:"
 
 // kindSpec is what a function's mapping says about these kinds.
 type kindSpec struct {

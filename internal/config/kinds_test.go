@@ -88,7 +88,7 @@ func TestKindsBad(t *testing.T) {
 		`spry.yaml:9: functions.f.event: unknown event shape "sqs" (known: payload, http)`,
 		`spry.yaml:9: functions.f.concurrency: a Lambda runtime takes one invocation at a time: want 1, got 2 (scale with instances: or scale:)`,
 		`spry.yaml:10: functions.g.event: only for lambda: functions (this one is builtin:)`,
-		`spry.yaml:11: functions.h: want only one of builtin:, go:, exec:, python:, http: or lambda:, got python: and http:`,
+		`spry.yaml:11: functions.h: want only one of builtin:, go:, exec:, python:, http:, lambda: or wasm:, got python: and http:`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing:\n%s\nin:\n%s", want, got)

@@ -215,7 +215,7 @@ func (sp *fnSpec) validate(dir string, o Options, ps *problems) *Function {
 	for _, k := range append([]struct {
 		key  string
 		line int
-	}{{"builtin:", sp.builtin.line}, {"go:", sp.goPkg.line}, {"exec:", sp.exec.line}}, sp.kinds.lines()...) {
+	}{{"builtin:", sp.builtin.line}, {"go:", sp.goPkg.line}, {"exec:", sp.exec.line}, {"wasm:", sp.wasm.wasm.line}}, sp.kinds.lines()...) {
 		if k.line != 0 {
 			kinds = append(kinds, k.key)
 		}
@@ -240,6 +240,8 @@ func (sp *fnSpec) validate(dir string, o Options, ps *problems) *Function {
 	case sp.exec.ok():
 		f.Kind = Exec
 		f.Exec = program(sp.exec.v, dir, sp.exec.line, path+".exec", ps)
+	case sp.wasm.wasm.ok():
+		sp.wasm.validate(f, dir, path, ps)
 	default:
 		sp.kinds.validate(f, dir, path, ps)
 	}
@@ -307,6 +309,7 @@ func (sp *fnSpec) validate(dir string, o Options, ps *problems) *Function {
 	f.WorkDir = workDir(f, sp.workDir, dir, path+".workDir", ps)
 	f.WorkDirSet = sp.workDir.ok()
 	sp.validateLimits(f, path+".limits", ps)
+	sp.wasm.check(f, sp, path, ps)
 	return f
 }
 

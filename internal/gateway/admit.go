@@ -348,16 +348,8 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 			ch.count(ErrMethod.Status, r.Began)
 			return x, ErrMethod
 		}
-		if ch.Auth != nil {
-			var h auth.Headers = noHeaders{}
-			if r.Headers != nil {
-				h = r.Headers
-			}
-			if d := ch.Auth.Check(h, time.Now()); d != nil {
-				e := authErrors[d]
-				ch.count(e.Status, r.Began)
-				return x, e
-			}
+		if e := ch.authorize(r); e != nil {
+			return x, e
 		}
 	}
 	r.Routed = ch
@@ -430,6 +422,23 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 	e.rep, e.tag, e.ch, e.began = r.Reply, r.Tag, ch, r.Began
 	e.queued.Store(false)
 	return Admission{a: a, ch: ch, idx: idx, reqID: reqID, buf: buf, fn: fn, hop: r.Hop, deadline: deadline}, nil
+}
+
+// authorize checks r against ch's auth: setting (counted when refused).
+func (ch *Chain) authorize(r *Request) *Error {
+	if ch.Auth == nil {
+		return nil
+	}
+	var h auth.Headers = noHeaders{}
+	if r.Headers != nil {
+		h = r.Headers
+	}
+	if d := ch.Auth.Check(h, time.Now()); d != nil {
+		e := authErrors[d]
+		ch.count(e.Status, r.Began)
+		return e
+	}
+	return nil
 }
 
 var errBadHop = &Error{Status: 500, Msg: "the chain has no such step"}

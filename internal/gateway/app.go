@@ -99,6 +99,36 @@ type AppStats struct {
 	// LateInputs are join inputs dropped: late (the join ran already),
 	// duplicate (its branch had arrived), or of a request answered.
 	LateInputs atomic.Uint64
+	// Transits and TransitNs measure the hops inside chains from the
+	// buffers' hop stamps: from one step's end to the next step's start
+	// (the descriptor's way between the instances, with any wait for the
+	// next one), over the answered requests' steps in a line.
+	Transits  atomic.Uint64
+	TransitNs atomic.Uint64
+}
+
+// transits adds the hops of answered buffer h that went from a step
+// straight to the next (one successor, the following node) to the stats.
+func (a *App) transits(h *pool.BufHeader) {
+	n := h.Hops()
+	var k, ns uint64
+	for i := 1; i < n; i++ {
+		v, ok := a.pool.NodeAt(h.Chain(), i-1)
+		if !ok || v.NumNext() != 1 || int(v.Next(0)) != i {
+			continue
+		}
+		_, end := h.HopTimes(i - 1)
+		start, _ := h.HopTimes(i)
+		if end == 0 || start < end {
+			continue
+		}
+		k++
+		ns += uint64(start - end)
+	}
+	if k > 0 {
+		a.stats.Transits.Add(k)
+		a.stats.TransitNs.Add(ns)
+	}
 }
 
 // AppConfig configures an App.
@@ -371,6 +401,7 @@ func (a *App) complete(buf uint32) {
 		}
 		e.ch.count(status, e.began)
 		a.stats.Replies.Add(1)
+		a.transits(h)
 		// Answer from here: no thread switch before the response goes
 		// out.
 		r := Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag}

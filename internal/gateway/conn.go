@@ -45,11 +45,15 @@ type conn struct {
 	msg  []byte  // the body of an error response being built
 	ext  []byte  // extra fields of an error response being built
 	hdr  []byte  // the functions' response headers of the reply being written
-	vec  [1 + pool.MaxSegs][]byte
-	nvec int
-	bufs net.Buffers
-	part bodyPart    // the body being read by ReadPart
-	busy atomic.Bool // between reading a request head and answering it
+	// ceReply holds the CloudEvent fields of the reply to a CloudEvent
+	// (set before the request is sent, read by Reply); evbuf a batch of
+	// events being read.
+	ceReply, evbuf []byte
+	vec            [1 + pool.MaxSegs][]byte
+	nvec           int
+	bufs           net.Buffers
+	part           bodyPart    // the body being read by ReadPart
+	busy           atomic.Bool // between reading a request head and answering it
 
 	// The request out in a chain, set before it is admitted: its response
 	// has no body (HEAD); the connection closes after it.
@@ -440,9 +444,10 @@ func (c *conn) run(began int64) bool {
 	}
 	c.headOnly, c.closeAfter = string(c.req.method) == "HEAD", c.req.close
 	c.part = bodyPart{}
+	c.ceReply = c.ceReply[:0] // the last reply is out (waitIdle)
 	if c.g.events != nil {
-		if v := c.req.header("Prefer"); v != nil && preferAsync(v) {
-			return c.runAsync()
+		if keep, done := c.runEvent(); done {
+			return keep
 		}
 	}
 	// Pending before the admission: the reply may be answered before

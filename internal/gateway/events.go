@@ -23,6 +23,55 @@ type Events interface {
 	// x.Send), or cancels it, whatever it returns. r.Headers gives the
 	// request's header fields (Idempotency-Key, X-Callback-Url).
 	Async(x *Admission, r *Request, n int) AsyncResult
+	// CloudEvents makes an activation of each event: of chain ch (a batch
+	// or an asynchronous event on its route), or, for the node's event
+	// endpoint (ch nil), of every chain whose cloudevent trigger matches
+	// it. It returns once every one is durable.
+	CloudEvents(ch *Chain, r *Request, evs []CloudEvent) ([]EventResult, *Error)
+}
+
+// runEvent sends a request that is not a plain synchronous one where it
+// goes: an asynchronous one, a CloudEvent, one to the node's event
+// endpoint. done is false for a plain request (the caller admits it).
+func (c *conn) runEvent() (keep, done bool) {
+	async := false
+	if v := c.req.header("Prefer"); v != nil {
+		async = preferAsync(v)
+	}
+	mode := ceMode(c.req.ctype, c)
+	if !async && mode == "" && string(c.req.path) != EventsPath {
+		return false, false
+	}
+	ch, _ := c.g.routes.Load().Lookup(c.req.path, &c.gr.params)
+	if ch == nil {
+		if string(c.req.path) != EventsPath {
+			return false, false // 404 from the admission path
+		}
+		if string(c.req.method) != "POST" {
+			c.ext = append(c.ext[:0], "Allow: POST\r\n"...)
+			c.msg = append(c.msg[:0], "spry: the event endpoint takes POST\n"...)
+			keep := c.skipBody()
+			c.writeResponse(405, textPlain, c.msg, !keep, c.ext)
+			return keep, true
+		}
+		return c.runEvents(nil), true
+	}
+	if !ch.allows(c.req.method) {
+		return false, false // 405 from the admission path
+	}
+	switch {
+	case mode == "batch" || mode != "" && async:
+		if e := ch.authorize(&c.gr); e != nil {
+			c.gr.Routed = ch
+			return c.refuse(e), true
+		}
+		return c.runEvents(ch), true
+	case mode != "":
+		return c.runCloudEvent(mode), true
+	case async:
+		return c.runAsync(), true
+	}
+	return false, false
 }
 
 // AsyncResult is what the client of an asynchronous request is told.

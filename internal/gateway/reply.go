@@ -28,6 +28,9 @@ func (c *conn) Reply(r Reply) {
 		extra = retryAfter
 	} else if e == nil {
 		c.hdr = r.AppendHeaders(c.hdr[:0])
+		if len(c.ceReply) > 0 {
+			c.hdr = append(c.hdr, c.ceReply...) // the reply to a CloudEvent is one
+		}
 		extra = c.hdr
 	}
 	o := c.head(r.Status(), r.ContentType(), n, c.closeAfter, extra)

@@ -141,29 +141,46 @@ func Next(p *pool.Pool, out uint32) (Route, error) {
 
 // Send hands buffer b, held by c, to the least-loaded ready instance of
 // node's function (direct function routing), marking it queued there.
-// Errors are transport.Forward's.
+// Errors are transport.Forward's. Retry with Resend: once Send failed, the
+// buffer may not be the caller's any more (the daemon's sweep may take a
+// buffer a request that is over left behind), and only the transfer's
+// compare-and-swap may touch it.
 func Send(p *pool.Pool, c transport.Conn, b uint32, node uint8, rot uint32) error {
 	h := p.Header(b)
-	fn, ok := p.Step(h.Chain(), int(node))
+	h.SetPlace(node, pool.PhaseQueued)
+	h.SetSent(mono.Now())
+	return Resend(p, c, b, node, rot)
+}
+
+// Resend is Send again, after a Send that failed: it writes nothing.
+func Resend(p *pool.Pool, c transport.Conn, b uint32, node uint8, rot uint32) error {
+	chain := p.Header(b).Chain()
+	fn, ok := p.Step(chain, int(node))
 	if !ok {
 		return ErrBadGraph
 	}
-	h.SetPlace(node, pool.PhaseQueued)
-	h.SetSent(mono.Now())
-	return transport.Forward(p, c, fn, desc.Desc{Buf: b, Chain: h.Chain(), Hop: node}, rot)
+	return transport.Forward(p, c, fn, desc.Desc{Buf: b, Chain: chain, Hop: node}, rot)
 }
 
 // ToGateway hands buffer b, held by c, to where r (a Reply, Join or
 // Return) sends it: the app's gateway, or a caller. Errors are
-// transport.Pass's.
+// transport.Pass's; retry with ToGatewayAgain (see Resend).
 func ToGateway(p *pool.Pool, c transport.Conn, b uint32, r Route) error {
+	if r.Kind == Join {
+		p.Header(b).SetPlace(r.Node, pool.PhaseQueued)
+	}
+	return ToGatewayAgain(p, c, b, r)
+}
+
+// ToGatewayAgain is ToGateway again, after one that failed: it writes
+// nothing.
+func ToGatewayAgain(p *pool.Pool, c transport.Conn, b uint32, r Route) error {
 	h := p.Header(b)
 	d := desc.Desc{Dst: p.Gateway(), Buf: b, Chain: h.Chain(), Hop: h.Node()}
 	switch r.Kind {
 	case Reply:
 		d.Flags = desc.FlagReply
 	case Join:
-		h.SetPlace(r.Node, pool.PhaseQueued)
 		d.Hop, d.Flags = r.Node, desc.FlagJoin
 	case Return:
 		d.Dst, d.Flags = r.Dst, desc.FlagReturn

@@ -87,6 +87,11 @@ type RequestStatus struct {
 	// LateInputs are join inputs dropped: late (the join had run),
 	// duplicate, or of a request already answered.
 	LateInputs uint64 `json:"lateInputs"`
+	// Transits and TransitNs: the hops from one step to the next inside
+	// the answered requests' chains, and their time in all (from the
+	// buffers' hop stamps: a step's end to the next step's start).
+	Transits  uint64 `json:"transits"`
+	TransitNs uint64 `json:"transitNs"`
 }
 
 // FunctionStatus is one function and its instances.
@@ -145,6 +150,7 @@ func (n *Node) Status() Status {
 				Admitted: st.Requests.Load(), Answered: st.Replies.Load(), Failed: st.Failed.Load(),
 				Timeouts: st.Timeouts.Load(), Rejected: st.Rejected.Load(), Abandoned: st.Abandoned.Load(),
 				LateInputs: st.LateInputs.Load(),
+				Transits:   st.Transits.Load(), TransitNs: st.TransitNs.Load(),
 			},
 		}
 		if as.UID < 0 {

@@ -37,9 +37,12 @@ type app struct {
 	gwConn    transport.Conn
 	gw        *gateway.App
 	gwChains  []*gateway.Chain
+	steps     [][]string            // each chain's step names, for activation records
 	auth      map[int]*auth.Checker // by chain index, for chains with auth:
 	dir       string                // the app's endpoint directory
 	secrets   string                // the directory of its secrets ("" when none)
+	sandbox   sandbox               // the sandbox host of its wasm: functions
+	wasmCache string                // where its sandbox host keeps compiled modules
 	appID     uint32                // tells it apart from every other app (and generation) of the node
 	uid, gid  int                   // -1: the node's own
 	lease     *uidLease
@@ -62,6 +65,7 @@ type function struct {
 	a       *app
 	cfg     *config.Function
 	cmd     rt.Command // how its instances start
+	wasm    string     // wasm: its module (staged)
 	workDir string     // the instances' working directory
 	base    uint32     // first pool slot
 	insts   []*instance
@@ -139,6 +143,7 @@ func (f *function) wanted() int {
 // domain), and the two run side by side until prev has drained.
 func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev *app) (a *app, err error) {
 	a = &app{n: n, cfg: ac, uid: -1, gid: -1, byID: map[uint16]*instance{}, gwDone: make(chan struct{})}
+	a.sandbox.a = a
 	defer func() {
 		if err != nil {
 			a.close()
@@ -221,7 +226,10 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 	base := uint32(0)
 	for _, fc := range ac.Functions {
 		f := &function{a: a, cfg: fc, cmd: cmds[fc], base: base, workDir: fc.WorkDir}
-		if a.uid >= 0 && !reachable(f.workDir, a.uid, a.gid) {
+		if fc.Kind == config.Wasm {
+			// No process: the sandbox host runs its module.
+			f.wasm, f.cmd = f.cmd.Argv[0], rt.Command{}
+		} else if a.uid >= 0 && !reachable(f.workDir, a.uid, a.gid) {
 			if fc.WorkDirSet {
 				return nil, fmt.Errorf("%s:%d: functions.%s.workDir: %s is not reachable by the app's uid %d (a directory on the way is closed to it)",
 					ac.File, fc.Line, fc.Name, fc.WorkDir, a.uid)
@@ -270,6 +278,9 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 	}
 	if err := a.writeSecrets(appID); err != nil {
 		return nil, fmt.Errorf("app %s: secrets: %w", ac.Name, err)
+	}
+	if err := a.makeWasmCache(); err != nil {
+		return nil, fmt.Errorf("app %s: %w", ac.Name, err)
 	}
 	o := transport.Options{App: ac.Name, Dir: a.dir, UID: a.uid, GID: a.gid, Pool: a.pool, AppID: appID}
 	if name == config.TransportSKMsg {
@@ -351,6 +362,10 @@ func (a *app) chains() []*gateway.Chain {
 		out = append(out, ch)
 	}
 	a.gwChains = out
+	a.steps = make([][]string, len(a.cfg.Chains))
+	for i, cc := range a.cfg.Chains {
+		a.steps[i] = a.stepNames(cc.Name)
+	}
 	return out
 }
 
@@ -666,6 +681,7 @@ func (a *app) repair(sw *sweeper) {
 
 // close releases what the app holds. Instances must be stopped.
 func (a *app) close() {
+	a.sandbox.stop(a.n.cfg.StopGrace)
 	if a.gw != nil {
 		a.gw.Close() // its redispatches and partial writes end before the pool goes
 	}
@@ -756,6 +772,19 @@ func (n *Node) executables(ctx context.Context, apps []*config.App) (map[*config
 				p.Program, err = stage(bin)
 			case config.Python:
 				p.Python, p.PythonSDK, err = n.python(ctx, a, f)
+			case config.Wasm:
+				// The app's sandbox host (spry itself) runs the module.
+				var mod string
+				if mod, err = n.wasmModule(ctx, a, f); err == nil {
+					if n.wasmExe, err = stage(n.cfg.Exe); err == nil {
+						mod, err = stage(mod)
+					}
+				}
+				if err != nil {
+					return nil, err
+				}
+				out[f] = rt.Command{Argv: []string{mod}}
+				continue
 			}
 			if err != nil {
 				return nil, err

@@ -50,15 +50,29 @@ func Build(ctx context.Context, apps []*config.App, cacheDir string) error {
 // cache, and the module@version of the others. An unchanged function is not
 // rebuilt.
 func buildGo(ctx context.Context, cacheDir, pkg, workDir string) (string, error) {
+	return buildGoFor(ctx, cacheDir, pkg, workDir, buildTarget{})
+}
+
+// buildTarget is what a build makes besides a program for this machine:
+// environment (GOOS, GOARCH) and flags for go build, and the output's
+// file name suffix.
+type buildTarget struct {
+	env    []string
+	flags  []string
+	suffix string
+}
+
+// buildGoFor is buildGo for target t.
+func buildGoFor(ctx context.Context, cacheDir, pkg, workDir string, t buildTarget) (string, error) {
 	dir, target := workDir, pkg
 	if filepath.IsAbs(pkg) {
 		dir, target = pkg, "."
 	}
-	key, err := buildKey(ctx, dir, target)
+	key, err := buildKey(ctx, dir, target, t.env)
 	if err != nil {
 		return "", err
 	}
-	name := filepath.Base(pkg)
+	name := filepath.Base(pkg) + t.suffix
 	out := filepath.Join(cacheDir, key[:32], name)
 	if st, err := os.Stat(out); err == nil && st.Mode().IsRegular() {
 		return out, nil
@@ -67,8 +81,12 @@ func buildGo(ctx context.Context, cacheDir, pkg, workDir string) (string, error)
 		return "", fmt.Errorf("build %s: %w", pkg, err)
 	}
 	tmp := out + ".tmp" + fmt.Sprint(os.Getpid())
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, target)
+	args := append(append([]string{"build"}, t.flags...), "-o", tmp, target)
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = dir
+	if t.env != nil {
+		cmd.Env = append(os.Environ(), t.env...)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
@@ -86,18 +104,25 @@ func buildGo(ctx context.Context, cacheDir, pkg, workDir string) (string, error)
 }
 
 // buildKey hashes what a build of target in dir depends on.
-func buildKey(ctx context.Context, dir, target string) (string, error) {
+func buildKey(ctx context.Context, dir, target string, goenv []string) (string, error) {
 	const format = `{{if not .Standard}}{{.ImportPath}}|{{.Dir}}|{{with .Module}}{{.Path}}@{{.Version}}|{{.GoMod}}{{end}}|` +
 		`{{join .GoFiles ","}}|{{join .CgoFiles ","}}|{{join .EmbedFiles ","}}|{{join .CFiles ","}}|{{join .HFiles ","}}|{{.Name}}{{end}}`
 	cmd := exec.CommandContext(ctx, "go", "list", "-deps", "-f", format, target)
 	cmd.Dir = dir
+	if goenv != nil {
+		cmd.Env = append(os.Environ(), goenv...)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("go list %s: %w\n%s", target, err, strings.TrimSpace(stderr.String()))
 	}
-	env, err := exec.CommandContext(ctx, "go", "env", "GOVERSION", "GOOS", "GOARCH", "CGO_ENABLED", "GOFLAGS").Output()
+	ecmd := exec.CommandContext(ctx, "go", "env", "GOVERSION", "GOOS", "GOARCH", "CGO_ENABLED", "GOFLAGS")
+	if goenv != nil {
+		ecmd.Env = append(os.Environ(), goenv...)
+	}
+	env, err := ecmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("go env: %w", err)
 	}

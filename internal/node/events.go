@@ -122,6 +122,18 @@ func (n *Node) startEvents() error {
 	return nil
 }
 
+// reconfigure applies a reload's apps to the activation manager and the
+// triggers. A trigger that fails to start is logged: the apps run anyway.
+func (e *events) reconfigure(apps []*config.App) {
+	as, cs, ret := managerConfig(apps)
+	if err := e.mgr.Configure(as, cs, ret); err != nil {
+		e.n.log.Error("reload: activations keep their former settings", "err", err)
+	}
+	if err := e.trig.Update(triggerDefs(apps)); err != nil {
+		e.n.log.Error("reload: triggers", "err", err)
+	}
+}
+
 // close stops the triggers first (nothing new comes in), then the manager
 // (what is unfinished stays owed in the store), then the store.
 func (e *events) close() {

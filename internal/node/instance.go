@@ -222,6 +222,9 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 	Info(string, ...any)
 	Warn(string, ...any)
 }) error {
+	if in.f.cfg.Kind == config.Wasm {
+		return in.runHosted(ctx, onReady, log)
+	}
 	a := in.f.a
 	n := a.n
 	select {

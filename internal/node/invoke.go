@@ -23,13 +23,15 @@ type invoker struct{ n *Node }
 
 // gwChain returns the gateway's chain name of app, and its step names.
 func (n *Node) gwChain(app, chain string) (*gateway.Chain, []string) {
-	for _, a := range n.serving() {
+	n.appsMu.Lock()
+	defer n.appsMu.Unlock()
+	for _, a := range n.apps {
 		if a.cfg.Name != app {
 			continue
 		}
-		for _, ch := range a.chains() {
+		for i, ch := range a.chains() {
 			if ch.Name == chain {
-				return ch, a.stepNames(chain)
+				return ch, a.steps[i]
 			}
 		}
 	}
@@ -207,8 +209,7 @@ func (e *events) Async(x *gateway.Admission, r *gateway.Request, n int) gateway.
 			return cancel(&gateway.Error{Status: 400, Msg: headerCallback + ": " + why})
 		}
 	}
-	now := time.Now()
-	id := activation.NewID(now)
+	id := e.mgr.NewID(app, ch.Name, key)
 	rec := activation.Record{ID: id, Cause: activation.Cause{Kind: activation.CauseAsync}}
 	if !appendAttrs(x, &rec) {
 		return cancel(gateway.ErrMetaTooLarge)
@@ -253,4 +254,56 @@ func (n *Node) record(app string, steps []string) gateway.Recorder {
 		}
 		e.mgr.RecordSync(app, r.Chain().Name, req, &o)
 	}
+}
+
+// CloudEvents makes an activation of each event (gateway.Events): of chain
+// ch, or of every chain whose cloudevent trigger matches (ch nil: the
+// node's event endpoint). An event's source and id are its idempotency
+// key (the CloudEvents duplicate rule): a batch sent again after a
+// refusal makes no second activation of what was accepted.
+func (e *events) CloudEvents(ch *gateway.Chain, r *gateway.Request, evs []gateway.CloudEvent) ([]gateway.EventResult, *gateway.Error) {
+	var out []gateway.EventResult
+	for i := range evs {
+		ev := &evs[i]
+		attrs := make(map[string]string, len(ev.Attrs))
+		for _, a := range ev.Attrs {
+			attrs[a[0]] = a[1]
+		}
+		spec := activation.Spec{
+			Cause:   activation.Cause{Kind: activation.CauseCloudEvent},
+			Request: activation.Request{Method: "POST", ContentType: ev.ContentType},
+			Body:    ev.Data, Event: attrs,
+			Key: "ce:" + attrs["source"] + "\x00" + attrs["id"],
+		}
+		if ch == nil {
+			fired, err := e.trig.FireEvent(attrs["type"], attrs["source"], spec)
+			for _, f := range fired {
+				out = append(out, gateway.EventResult{ID: f.ID, Trigger: f.Trigger, Duplicate: f.Duplicate})
+			}
+			if err != nil {
+				return nil, eventErr(err)
+			}
+			continue
+		}
+		spec.App, spec.Chain, spec.Request.Path = ch.App.Name(), ch.Name, ch.Route
+		if r != nil {
+			spec.Request.Query = string(r.Query)
+		}
+		acc, err := e.mgr.Accept(spec)
+		if err != nil {
+			return nil, eventErr(err)
+		}
+		out = append(out, gateway.EventResult{ID: acc.ID, Duplicate: acc.Duplicate})
+	}
+	return out, nil
+}
+
+func eventErr(err error) *gateway.Error {
+	if errors.Is(err, activation.ErrQueueFull) {
+		return &gateway.Error{Status: 429, Msg: err.Error() + "; retry later (events already accepted are recognised by source and id)", Retry: true}
+	}
+	if strings.Contains(err.Error(), "larger than a pool buffer") {
+		return &gateway.Error{Status: 413, Msg: err.Error()}
+	}
+	return &gateway.Error{Status: 503, Msg: "not stored: " + err.Error(), Retry: true}
 }

@@ -43,6 +43,10 @@ var (
 		"Payloads larger than a buffer the large-extent region had no room for.", []string{"app"}, nil)
 	descJoinLate = prometheus.NewDesc("spry_app_join_inputs_dropped_total",
 		"Inputs of joins dropped: late (the join had run, e.g. on its quorum or wait), duplicate, or of a request already answered.", []string{"app"}, nil)
+	descTransits = prometheus.NewDesc("spry_app_hop_transits_total",
+		"Hops from one step to the next inside answered requests' chains (steps in a line), measured from the buffers' hop stamps.", []string{"app"}, nil)
+	descTransitSecs = prometheus.NewDesc("spry_app_hop_transit_seconds_total",
+		"Time of those hops in all: from a step's end to the next step's start (the descriptor's way, and any wait for the next instance).", []string{"app"}, nil)
 	descFnServed = prometheus.NewDesc("spry_function_requests_total",
 		"Requests a function's instances finished (since each instance started).", []string{"app", "function"}, nil)
 	descFnErrors = prometheus.NewDesc("spry_function_errors_total",
@@ -66,7 +70,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descChainRequests, descChainLatency, descRefused, descInflight, descInflightLimit,
 		descPoolBuffers, descPoolFree, descPoolAllocFails, descPoolReclaimed,
-		descPoolExtent, descPoolExtentUsed, descPoolExtentFails, descJoinLate,
+		descPoolExtent, descPoolExtentUsed, descPoolExtentFails, descJoinLate, descTransits, descTransitSecs,
 		descFnServed, descFnErrors, descFnStale, descFnBusy, descFnInflight, descFnQueue,
 		descFnInstances, descFnRestarts,
 	} {
@@ -101,6 +105,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descPoolExtentUsed, float64(p.ExtentUsed()), name)
 		counter(descPoolExtentFails, float64(p.ExtentFails()), name)
 		counter(descJoinLate, float64(a.gw.Stats().LateInputs.Load()), name)
+		counter(descTransits, float64(a.gw.Stats().Transits.Load()), name)
+		counter(descTransitSecs, float64(a.gw.Stats().TransitNs.Load())/1e9, name)
 		for _, f := range a.fns {
 			fn := f.cfg.Name
 			var served, errs, clientErrs, stale, busy uint64

@@ -133,6 +133,7 @@ type Node struct {
 	reload    sync.Mutex
 	appIDs    uint32 // the last app id handed out (the kernel tells apps apart by it)
 	staged    map[string]string
+	wasmExe   string // the spry executable sandbox hosts run as (staged)
 	uidLeases uidLeases
 	gw        *gateway.Gateway
 	httpLn    net.Listener
@@ -284,6 +285,16 @@ func listen(what, flag, addr string) (net.Listener, error) {
 // starts each app's control loops, told how long the first instances took
 // to start.
 func (n *Node) launch(ctx context.Context, apps []*app) error {
+	// Sandbox hosts first: loading wasm functions (compiling, then
+	// initialising each once) belongs to the app's start, not to its
+	// first cold start, and a module that cannot run fails the start.
+	for _, a := range apps {
+		if a.hasWasm() {
+			if _, err := a.sandbox.host(ctx); err != nil {
+				return err
+			}
+		}
+	}
 	var first []chan error
 	for _, a := range apps {
 		for _, f := range a.fns {

@@ -159,6 +159,9 @@ func (n *Node) Apply(ctx context.Context, apps []*config.App) (res ReloadResult,
 	n.retired = append(n.retired, replaced...)
 	n.cfg.Apps = apps
 	n.appsMu.Unlock()
+	if n.events != nil {
+		n.events.reconfigure(apps)
+	}
 	for _, a := range replaced {
 		n.sup.Add(1)
 		go func() {
@@ -249,6 +252,10 @@ func fingerprint(ac *config.App, exes map[*config.Function]rt.Command) string {
 			hashProgram(h, f.HTTP[0])
 		case config.Lambda:
 			hashProgram(h, f.Lambda[0])
+		case config.Wasm:
+			if !f.WasmBuild {
+				hashProgram(h, f.Wasm)
+			}
 		}
 	}
 	for _, ch := range ac.Chains {

@@ -13,12 +13,14 @@ const (
 	// Version 4: request metadata ends in tagged sections (route
 	// parameters, response headers), BufHeader flag FlagContentType, and
 	// SlotStats.ClientErrors (see docs/contract.md).
-	// Version 5: 4 KiB buffer headers; payloads larger than a buffer in a
+	// Version 5: a slot's id word names the endpoint its descriptors go
+	// to (instances in a sandbox host, route.go).
+	// Version 6: 4 KiB buffer headers; payloads larger than a buffer in a
 	// large-extent region (extent.go); shared buffers (share.go) and joins'
 	// inputs (join.go); the routing table holds each chain's graph and the
 	// functions' names; buffer headers say where the buffer is in its
 	// graph (node, phase, join frames, call frame).
-	Version uint32 = 5
+	Version uint32 = 6
 )
 
 // Fixed sizes of the layout.

@@ -64,6 +64,20 @@ print(json.dumps({k: v for k, v in vars(P).items() if k.isupper() and isinstance
 		"B_CTYPE": unsafe.Offsetof(b.ctype), "B_TIMES": unsafe.Offsetof(b.times),
 		"FLAG_STOP": FlagStop, "FLAG_CONTENT_TYPE": FlagContentType, "OWNER_FREE": OwnerFree, "OWNER_DAEMON": OwnerDaemon,
 		"BOUNDS": hist.Bounds[:],
+		// Layout 5: graphs, shared buffers, joins, calls, large payloads.
+		"MAX_NODES": MaxNodes, "MAX_NEXT": MaxNext, "MAX_NAME": MaxName, "MAX_DEPTH": MaxDepth, "MAX_SEGS": MaxSegs,
+		"CHUNK": ChunkSize, "EXT_ALIGN": extAlign, "NO_NODE": NoNode, "CALL_NODE": CallNode,
+		"H_EXT_CURSOR": unsafe.Offsetof(h.cursor), "H_EXT_USED": unsafe.Offsetof(h.used), "H_EXT_FAILS": unsafe.Offsetof(h.extFails),
+		"NODE_ENTRY": unsafe.Sizeof(nodeEntry{}), "NODE_CHOOSE": nodeChoose, "NODE_JOIN": nodeJoin,
+		"B_SENT": unsafe.Offsetof(b.sent), "B_NODE": unsafe.Offsetof(b.node), "B_PHASE": unsafe.Offsetof(b.phase),
+		"B_NSEG": unsafe.Offsetof(b.nseg), "B_DEPTH": unsafe.Offsetof(b.depth), "B_KIND": unsafe.Offsetof(b.kind),
+		"B_REF_BIT": unsafe.Offsetof(b.refBit), "B_CHOSEN": unsafe.Offsetof(b.chosen), "B_REF": unsafe.Offsetof(b.ref),
+		"B_REF_GEN": unsafe.Offsetof(b.refGen), "B_HELD": unsafe.Offsetof(b.held), "B_CALL": unsafe.Offsetof(b.call),
+		"B_FRAMES": unsafe.Offsetof(b.frames), "B_SEGS": unsafe.Offsetof(b.segs), "B_INPUTS": unsafe.Offsetof(b.inputs),
+		"B_WIDTH": unsafe.Offsetof(b.width), "B_OF": unsafe.Offsetof(b.of), "B_ARRIVED": unsafe.Offsetof(b.arrived),
+		"B_OKAYS":      unsafe.Offsetof(b.okays),
+		"PHASE_QUEUED": PhaseQueued, "PHASE_RUNNING": PhaseRunning, "PHASE_DONE": PhaseDone,
+		"KIND_DATA": KindData, "KIND_JOIN": KindJoin, "OWNER_JOINED": OwnerJoined, "OWNER_SHARED": OwnerShared,
 	}
 	for k, w := range want {
 		wj, _ := json.Marshal(w)

@@ -109,7 +109,11 @@ type Node struct {
 }
 
 type slotInfo struct {
-	id       atomic.Uint32 // instance id; 0 while empty
+	// id holds the instance id (bits 0..15; 0 while empty) and the
+	// endpoint its descriptors go to (bits 16..31; 0: the instance's
+	// own). An instance in a sandbox host shares the host's endpoint:
+	// the buffer's transit names the instance, the descriptor the host.
+	id       atomic.Uint32
 	state    atomic.Uint32 // Slot*
 	fn       atomic.Uint32 // function index
 	capacity atomic.Uint32 // relative capacity for load balancing (>= 1)
@@ -426,6 +430,17 @@ func (p *Pool) Slots() uint32 { return p.l.Slots }
 // Stats returns slot s's counters.
 func (p *Pool) Stats(s uint32) *SlotStats { return &p.stats[s] }
 
+// SlotEndpoint returns the endpoint that receives slot s's descriptors:
+// its instance's own, or its sandbox host's.
+func (p *Pool) SlotEndpoint(s uint32) uint16 { return endpointOf(p.slots[s].id.Load()) }
+
+func endpointOf(w uint32) uint16 {
+	if ep := uint16(w >> 16); ep != 0 {
+		return ep
+	}
+	return uint16(w)
+}
+
 // SlotID returns the instance id in slot s (0 when empty).
 func (p *Pool) SlotID(s uint32) uint16 { return uint16(p.slots[s].id.Load()) }
 
@@ -450,7 +465,11 @@ func (p *Pool) SetCapacity(s, capacity uint32) {
 
 // StartSlot puts instance id into slot s in state SlotStarting, clearing its
 // counters (daemon only). It is not yet a routing target.
-func (p *Pool) StartSlot(s uint32, id uint16, capacity uint32) {
+func (p *Pool) StartSlot(s uint32, id uint16, capacity uint32) { p.StartHosted(s, id, 0, capacity) }
+
+// StartHosted is StartSlot for an instance whose descriptors go to
+// endpoint host, the sandbox host that runs it (0: its own endpoint).
+func (p *Pool) StartHosted(s uint32, id, host uint16, capacity uint32) {
 	si := &p.slots[s]
 	st := &p.stats[s]
 	st.Queue.Store(0)
@@ -458,7 +477,7 @@ func (p *Pool) StartSlot(s uint32, id uint16, capacity uint32) {
 	st.Keeps.Store(0)
 	st.BusySince.Store(0)
 	si.capacity.Store(max(capacity, 1))
-	si.id.Store(uint32(id))
+	si.id.Store(uint32(id) | uint32(host)<<16)
 	si.state.Store(SlotStarting)
 	if fn := si.fn.Load(); fn < uint32(len(p.fns)) {
 		f := &p.fns[fn]
@@ -487,15 +506,22 @@ func (p *Pool) SetSlotState(s uint32, state uint32) {
 // Pick compares by cross-multiplication (no division, no floats) and
 // allocates nothing.
 func (p *Pool) Pick(fn uint16, start uint32) (slot uint32, id uint16, ok bool) {
+	slot, id, _, ok = p.PickRoute(fn, start)
+	return slot, id, ok
+}
+
+// PickRoute is Pick that also returns the endpoint to send the instance's
+// descriptor to (see StartHosted): the instance's own, or its host's.
+func (p *Pool) PickRoute(fn uint16, start uint32) (slot uint32, id, ep uint16, ok bool) {
 	if uint32(fn) >= p.l.Functions {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	f := &p.fns[fn]
 	base, n := f.base, min(f.hwm.Load(), f.max)
 	// In an instance the table is shared memory another instance may
 	// have written: index only with values checked against the layout.
 	if n == 0 || base >= p.l.Slots || n > p.l.Slots-base {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	var bestLoad, bestCap uint64
 	for k := uint32(0); k < n; k++ {
@@ -508,13 +534,13 @@ func (p *Pool) Pick(fn uint16, start uint32) (slot uint32, id uint16, ok bool) {
 		load := uint64(max(st.Queue.Load(), 0)) + uint64(max(st.InFlight.Load(), 0)) + 1
 		c := uint64(max(si.capacity.Load(), 1))
 		if !ok || load*bestCap < bestLoad*c {
-			i := si.id.Load()
-			if i == 0 {
+			w := si.id.Load()
+			if uint16(w) == 0 {
 				continue
 			}
-			slot, id, ok = s, uint16(i), true
+			slot, id, ep, ok = s, uint16(w), endpointOf(w), true
 			bestLoad, bestCap = load, c
 		}
 	}
-	return slot, id, ok
+	return slot, id, ep, ok
 }

@@ -159,7 +159,7 @@ func TestUnusedShares(t *testing.T) {
 	if !p.FreeShared(u[0]) || p.FreeShared(u[0]) {
 		t.Fatal("FreeShared")
 	}
-	p.Rebuild(func(Own) bool { return false }) // the tokens' lost pushes
+	p.Rebuild(func(uint32, Own) bool { return false }) // the tokens' lost pushes
 	checkEmpty(t, p)
 }
 

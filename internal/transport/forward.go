@@ -30,8 +30,12 @@ var (
 // On ErrFull or ErrGone the transfer is cancelled and c holds the buffer
 // again: try later or elsewhere. On ErrLost it does not. Forward allocates
 // nothing.
+//
+// An instance in a sandbox host (pool.StartHosted) receives through the
+// host's endpoint: the descriptor goes to the host, the buffer is in
+// transit to the instance, and the host reads which one from there.
 func Forward(p *pool.Pool, c Conn, fn uint16, d desc.Desc, rot uint32) error {
-	slot, id, ok := p.Pick(fn, rot)
+	slot, id, ep, ok := p.PickRoute(fn, rot)
 	if !ok {
 		return ErrNoInstance
 	}
@@ -39,8 +43,8 @@ func Forward(p *pool.Pool, c Conn, fn uint16, d desc.Desc, rot uint32) error {
 	// The queue count goes up before the send so that a receiver, which
 	// decrements it, never drives it below zero.
 	st.Queue.Add(1)
-	d.Dst = id
-	err := Pass(p, c, d)
+	d.Dst = ep
+	err := pass(p, c, d, id)
 	if err != nil {
 		st.Queue.Add(-1)
 	}
@@ -50,9 +54,12 @@ func Forward(p *pool.Pool, c Conn, fn uint16, d desc.Desc, rot uint32) error {
 // Pass hands buffer d.Buf, held by c, to endpoint d.Dst: Transfer, Send,
 // and Cancel if the send failed. On ErrFull or ErrGone c holds the buffer
 // again; on ErrLost the daemon has it.
-func Pass(p *pool.Pool, c Conn, d desc.Desc) error {
+func Pass(p *pool.Pool, c Conn, d desc.Desc) error { return pass(p, c, d, d.Dst) }
+
+// pass sends d to endpoint d.Dst with the buffer in transit to to.
+func pass(p *pool.Pool, c Conn, d desc.Desc, to uint16) error {
 	d.Src = c.ID()
-	gen, ok := p.Transfer(d.Buf, d.Src, d.Dst)
+	gen, ok := p.Transfer(d.Buf, d.Src, to)
 	if !ok {
 		return ErrLost
 	}
@@ -63,7 +70,7 @@ func Pass(p *pool.Pool, c Conn, d desc.Desc) error {
 		crash.Point("send.sent")
 		return nil
 	}
-	if !p.Cancel(d.Buf, gen, d.Src, d.Dst) {
+	if !p.Cancel(d.Buf, gen, d.Src, to) {
 		return ErrLost
 	}
 	return err

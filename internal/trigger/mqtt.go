@@ -33,15 +33,18 @@ type broker struct {
 	srv   *mqtt.Server
 	ln    net.Listener
 	addr  string
-	trigs []*trig
+	trigs atomic.Pointer[[]*trig] // the triggers on this broker (Update swaps them)
 }
+
+func (b *broker) setTrigs(ts []*trig) { b.trigs.Store(&ts) }
 
 func startBroker(s *Set, addr string, trigs []*trig) (*broker, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("trigger: mqtt broker: %w", err)
 	}
-	b := &broker{s: s, ln: ln, addr: ln.Addr().String(), trigs: trigs}
+	b := &broker{s: s, ln: ln, addr: ln.Addr().String()}
+	b.setTrigs(trigs)
 	log := s.log.With("component", "mqtt")
 	b.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(levelFilter{log.Handler(), slog.LevelWarn})})
 	if err := b.srv.AddHook(new(allowHook), nil); err != nil {
@@ -113,7 +116,7 @@ func (h *publishHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	if cl.Net.Inline {
 		return pk, nil // a reply the node publishes
 	}
-	for _, t := range h.b.trigs {
+	for _, t := range *h.b.trigs.Load() {
 		if !Match(t.def.MQTT.Topic, pk.TopicName) {
 			continue
 		}
@@ -171,7 +174,9 @@ func (s *Set) Publish(r activation.Reply, payload []byte) (bool, error) {
 		}
 		return true, s.broker.publish(r, payload)
 	}
+	s.mu.Lock()
 	rm := s.remote[r.Broker]
+	s.mu.Unlock()
 	if rm == nil {
 		return true, fmt.Errorf("trigger: no connection to %s to publish the reply on", r.Broker)
 	}

@@ -47,13 +47,14 @@ type Config struct {
 type Set struct {
 	log    *slog.Logger
 	target Target
+	broker *broker
+	closed atomic.Bool
+
+	mu     sync.Mutex // guards the rest, replaced whole by Update
 	trigs  []*trig
 	timers *timers
-	broker *broker
 	remote map[string]*remote // by broker URL
 	events []*trig            // cloudevent triggers
-	closed atomic.Bool
-	mu     sync.Mutex
 }
 
 // trig is one running trigger and its counters.
@@ -82,23 +83,7 @@ func Start(c Config) (_ *Set, err error) {
 			s.Close()
 		}
 	}()
-	for _, d := range c.Triggers {
-		t := &trig{def: d}
-		s.trigs = append(s.trigs, t)
-	}
-	var local, timed []*trig
-	for _, t := range s.trigs {
-		switch t.def.Kind {
-		case config.TriggerCron, config.TriggerEvery:
-			timed = append(timed, t)
-		case config.TriggerCloudEvent:
-			s.events = append(s.events, t)
-		case config.TriggerMQTT:
-			if t.def.MQTT.Broker == "" {
-				local = append(local, t)
-			}
-		}
-	}
+	trigs, local := s.build(c.Triggers)
 	if c.MQTT != "" || len(local) > 0 {
 		if c.MQTT == "" {
 			return nil, fmt.Errorf("%w (trigger %s of app %s)", ErrNoBroker, local[0].def.Name, local[0].def.App)
@@ -107,28 +92,91 @@ func Start(c Config) (_ *Set, err error) {
 			return nil, err
 		}
 	}
-	for _, t := range s.trigs {
-		if t.def.Kind != config.TriggerMQTT || t.def.MQTT.Broker == "" {
-			continue
+	return s, s.run(trigs)
+}
+
+// build makes the triggers of defs, and returns those on the embedded
+// broker apart.
+func (s *Set) build(defs []Def) (trigs, local []*trig) {
+	for _, d := range defs {
+		t := &trig{def: d}
+		trigs = append(trigs, t)
+		if t.def.Kind == config.TriggerMQTT && t.def.MQTT.Broker == "" {
+			local = append(local, t)
 		}
-		r := s.remote[t.def.MQTT.Broker]
-		if r == nil {
-			r = &remote{s: s, url: t.def.MQTT.Broker}
-			s.remote[r.url] = r
-		}
-		r.trigs = append(r.trigs, t)
 	}
-	for _, r := range s.remote {
+	return trigs, local
+}
+
+// run starts trigs' timers and broker connections and makes them the
+// set's (the embedded broker's were handed to it).
+func (s *Set) run(trigs []*trig) error {
+	var timed, events []*trig
+	rs := map[string]*remote{}
+	for _, t := range trigs {
+		switch t.def.Kind {
+		case config.TriggerCron, config.TriggerEvery:
+			timed = append(timed, t)
+		case config.TriggerCloudEvent:
+			events = append(events, t)
+		case config.TriggerMQTT:
+			if t.def.MQTT.Broker == "" {
+				continue
+			}
+			r := rs[t.def.MQTT.Broker]
+			if r == nil {
+				r = &remote{s: s, url: t.def.MQTT.Broker}
+				rs[r.url] = r
+			}
+			r.trigs = append(r.trigs, t)
+		}
+	}
+	s.mu.Lock()
+	s.trigs, s.events, s.remote = trigs, events, rs
+	s.mu.Unlock()
+	for _, r := range rs {
 		if err := r.start(); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if len(timed) > 0 {
-		if s.timers, err = startTimers(s, timed); err != nil {
-			return nil, err
+		tm, err := startTimers(s, timed)
+		if err != nil {
+			return err
 		}
+		s.mu.Lock()
+		s.timers = tm
+		s.mu.Unlock()
 	}
-	return s, nil
+	return nil
+}
+
+// Update replaces the triggers with those of defs (a reload): timers and
+// client connections restart; the embedded broker keeps running and its
+// clients stay connected. Counters start again.
+func (s *Set) Update(defs []Def) error {
+	trigs, local := s.build(defs)
+	if len(local) > 0 && s.broker == nil {
+		return fmt.Errorf("%w (trigger %s of app %s)", ErrNoBroker, local[0].def.Name, local[0].def.App)
+	}
+	s.stopRunning()
+	if s.broker != nil {
+		s.broker.setTrigs(local)
+	}
+	return s.run(trigs)
+}
+
+func (s *Set) stopRunning() {
+	s.mu.Lock()
+	tm, rs := s.timers, s.remote
+	s.timers, s.remote = nil, map[string]*remote{}
+	s.mu.Unlock()
+	if tm != nil {
+		tm.stop()
+	}
+	for _, r := range rs {
+		r.stop()
+	}
 }
 
 // Close stops every trigger.
@@ -136,12 +184,7 @@ func (s *Set) Close() {
 	if s.closed.Swap(true) {
 		return
 	}
-	if s.timers != nil {
-		s.timers.stop()
-	}
-	for _, r := range s.remote {
-		r.stop()
-	}
+	s.stopRunning()
 	if s.broker != nil {
 		s.broker.stop()
 	}
@@ -183,6 +226,35 @@ func (s *Set) fire(t *trig, spec activation.Spec) (activation.Accepted, error) {
 	return a, nil
 }
 
+// Fired is an activation a trigger made from an event.
+type Fired struct {
+	Trigger string
+	activation.Accepted
+}
+
+// FireEvent makes an activation of spec for every cloudevent trigger
+// whose filter matches an event of type typ from source (the node's event
+// endpoint). It stops at the first that is not accepted.
+func (s *Set) FireEvent(typ, source string, spec activation.Spec) ([]Fired, error) {
+	var out []Fired
+	s.mu.Lock()
+	events := s.events
+	s.mu.Unlock()
+	for _, t := range events {
+		if !t.def.CloudEvent.Match(typ, source) {
+			continue
+		}
+		sp := spec
+		sp.Request.Path = ""
+		a, err := s.fire(t, sp)
+		if err != nil {
+			return out, fmt.Errorf("trigger %s: %w", t.def.Name, err)
+		}
+		out = append(out, Fired{Trigger: t.def.Name, Accepted: a})
+	}
+	return out, nil
+}
+
 func (t *trig) reject(err error) {
 	t.rejected.Add(1)
 	msg := err.Error()
@@ -210,6 +282,8 @@ type Status struct {
 // Status returns every trigger's state, by app and name.
 func (s *Set) Status() []Status {
 	var out []Status
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, t := range s.trigs {
 		st := Status{
 			Name: t.def.Name, App: t.def.App, Chain: t.def.Chain, Kind: t.def.Kind, Source: t.def.Source(),

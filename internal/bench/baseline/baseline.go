@@ -54,6 +54,35 @@ type ChainInfo struct {
 	Route   string   `json:"route"`
 	Steps   []string `json:"steps"`
 	Headers []string `json:"headers,omitempty"`
+	// A fan-out after the last step: the step calls every branch at once
+	// (parallel calls), then Join on their answers, one after another in
+	// one body. Hops number the steps, then the branches, then the join.
+	Branches []string `json:"branches,omitempty"`
+	Join     string   `json:"join,omitempty"`
+}
+
+// fnAt returns the function of hop ("" when there is none).
+func (c *ChainInfo) fnAt(hop int) string {
+	switch n := len(c.Steps); {
+	case hop < 0:
+		return ""
+	case hop < n:
+		return c.Steps[hop]
+	case hop < n+len(c.Branches):
+		return c.Branches[hop-n]
+	case hop == n+len(c.Branches) && c.Join != "":
+		return c.Join
+	}
+	return ""
+}
+
+// hops counts the chain's steps, branches and join.
+func (c *ChainInfo) hops() int {
+	n := len(c.Steps) + len(c.Branches)
+	if c.Join != "" {
+		n++
+	}
+	return n
 }
 
 // Config configures one baseline process.
@@ -70,7 +99,8 @@ type Config struct {
 	Next       map[string][]string `json:"next,omitempty"`   // function → its instances' addresses (http, grpc)
 	Broker     string              `json:"broker,omitempty"` // knative: the broker's address
 	BufferSize int                 `json:"bufferSize,omitempty"`
-	Calls      int                 `json:"calls,omitempty"` // handler runs at once
+	MaxPayload int                 `json:"maxPayload,omitempty"` // larger than BufferSize: the runner's extent region
+	Calls      int                 `json:"calls,omitempty"`      // handler runs at once
 
 	// sidecar
 	Listen      string        `json:"listen,omitempty"`

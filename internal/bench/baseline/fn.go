@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,7 +80,7 @@ func runFn(ctx context.Context, c *Config) error {
 	if c.Calls <= 0 {
 		c.Calls = 256
 	}
-	r, err := sdk.NewRunner(sdk.RunnerOptions{BufferSize: c.BufferSize, Calls: c.Calls})
+	r, err := sdk.NewRunner(sdk.RunnerOptions{BufferSize: c.BufferSize, MaxPayload: c.MaxPayload, Calls: c.Calls})
 	if err != nil {
 		return err
 	}
@@ -158,7 +159,7 @@ func (s *fnServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		m.chain = s.byRoute[m.path]
 	}
-	if m.chain == nil || m.hop < 0 || m.hop >= len(m.chain.Steps) || m.chain.Steps[m.hop] != s.c.Function {
+	if m.chain == nil || m.chain.fnAt(m.hop) != s.c.Function {
 		http.Error(w, "bench: no chain step here for "+m.path, http.StatusNotFound)
 		return
 	}
@@ -174,6 +175,9 @@ func (s *fnServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	call.SetContentType(r.Header.Get("Content-Type"))
 	// The body, from the socket into the handler's buffer.
 	in := call.Input()
+	if r.ContentLength > int64(len(in)) {
+		in = call.InputN(int(r.ContentLength))
+	}
 	n := 0
 	if r.ContentLength > int64(len(in)) {
 		http.Error(w, "bench: body too large", http.StatusRequestEntityTooLarge)
@@ -217,16 +221,70 @@ func writeAnswer(w http.ResponseWriter, status int, ctype []byte, body []byte) {
 // step runs the handler on the call's n input bytes and, unless the chain
 // ends here, the rest of the chain; it returns the answer to send back.
 func (s *fnServer) step(ctx context.Context, call *sdk.Call, m *meta, n int) (int, []byte, []byte, *reply) {
-	out := call.Run(s.h, n, m.hop, len(m.chain.Steps))
-	if out.Stop || m.hop+1 == len(m.chain.Steps) {
+	out := call.Run(s.h, n, m.hop, m.chain.hops())
+	last := len(m.chain.Steps) - 1
+	if out.Stop || m.hop > last || m.hop == last && len(m.chain.Branches) == 0 {
 		return out.Status, out.ContentType, out.Body, nil
+	}
+	if m.hop == last {
+		return s.fanOut(ctx, m, out)
 	}
 	next := m.chain.Steps[m.hop+1]
 	nm := *m
 	nm.hop++
 	rep, err := s.fwd.forward(ctx, next, &nm, out.ContentType, out.Body)
 	if err != nil {
-		return http.StatusBadGateway, []byte("text/plain; charset=utf-8"), []byte("bench: " + next + ": " + err.Error()), nil
+		return badGateway(next, err)
+	}
+	return rep.status, []byte(rep.ctype), rep.body, rep
+}
+
+func badGateway(next string, err error) (int, []byte, []byte, *reply) {
+	return http.StatusBadGateway, []byte("text/plain; charset=utf-8"), []byte("bench: " + next + ": " + err.Error()), nil
+}
+
+// fanOut calls every branch with out at once, then the join with their
+// answers one after another in one body, as a microservice fanning out
+// with parallel calls would.
+func (s *fnServer) fanOut(ctx context.Context, m *meta, out sdk.Output) (int, []byte, []byte, *reply) {
+	c := m.chain
+	reps := make([]*reply, len(c.Branches))
+	errs := make([]error, len(c.Branches))
+	var wg sync.WaitGroup
+	for k, b := range c.Branches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nm := *m
+			nm.hop = len(c.Steps) + k
+			reps[k], errs[k] = s.fwd.forward(ctx, b, &nm, out.ContentType, out.Body)
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, r := range reps {
+			releaseReply(r)
+		}
+	}()
+	size := 0
+	for k, r := range reps {
+		if errs[k] != nil {
+			return badGateway(c.Branches[k], errs[k])
+		}
+		if r.status >= 400 {
+			return r.status, []byte(r.ctype), slices.Clone(r.body), nil
+		}
+		size += len(r.body)
+	}
+	joined := make([]byte, 0, size)
+	for _, r := range reps {
+		joined = append(joined, r.body...)
+	}
+	nm := *m
+	nm.hop = len(c.Steps) + len(c.Branches)
+	rep, err := s.fwd.forward(ctx, c.Join, &nm, nil, joined)
+	if err != nil {
+		return badGateway(c.Join, err)
 	}
 	return rep.status, []byte(rep.ctype), rep.body, rep
 }

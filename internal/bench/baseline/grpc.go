@@ -217,7 +217,7 @@ func (s *fnServer) grpcHop(ctx context.Context, dec func(any) error) (any, error
 		return nil, err
 	}
 	m := meta{chain: s.byName[in.chain], hop: int(in.hop), method: in.method, path: in.path, query: in.query, headers: in.headers}
-	if m.chain == nil || m.hop >= len(m.chain.Steps) || m.chain.Steps[m.hop] != s.c.Function {
+	if m.chain == nil || m.chain.fnAt(m.hop) != s.c.Function {
 		call.End()
 		return nil, fmt.Errorf("bench: no step %d of chain %q here", in.hop, in.chain)
 	}

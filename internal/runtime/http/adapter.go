@@ -12,8 +12,9 @@
 // keep-alive connection to the program: method, path, query, the chain's
 // forwarded headers, content type and the payload as the body, written
 // straight from the pool; the response's body is read straight into the
-// same pool buffer, its status and content type into the buffer header,
-// and the SDK forwards the buffer as for any step. That is one copy in and
+// same pool buffer, its status, content type and other headers (Location,
+// Set-Cookie, …; not the connection's framing, Date or Server) into the
+// buffer header, and the SDK forwards the buffer as for any step. That is one copy in and
 // one out per hop (the kernel's, through the loopback socket), where a
 // native function has none.
 //

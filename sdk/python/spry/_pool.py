@@ -16,7 +16,7 @@ import time
 from . import _atomic as A
 
 MAGIC = 0x4C4F4F5059525053  # "SPRYPOOL", little-endian
-VERSION = 5  # the pool layout version this SDK speaks
+VERSION = 6  # the pool layout version this SDK speaks
 
 PAGE = 4096
 HEADER_SIZE = 4096  # one buffer header
@@ -712,7 +712,8 @@ class Pool:
 
     def pick(self, fn: int, start: int):
         """The ready slot of fn with the least (queued + running + 1) / capacity,
-        as (slot, instance id), or None."""
+        as (slot, instance id, endpoint), or None. The endpoint is where the
+        descriptor goes: the instance's own, or the sandbox host's that runs it."""
         if fn >= self.functions:
             return None
         f = self.base + self.fns + fn * FN_ENTRY
@@ -729,10 +730,11 @@ class Pool:
             load = max(A.signed32(A.load32(st + S_QUEUE)), 0) + max(A.signed32(A.load32(st + S_INFLIGHT)), 0) + 1
             cap = max(A.load32(si + 12), 1)
             if best is None or load * best_cap < best_load * cap:
-                i = A.load32(si)
+                w = A.load32(si)
+                i = w & 0xFFFF
                 if i == 0:
                     continue
-                best, best_load, best_cap = (s, i), load, cap
+                best, best_load, best_cap = (s, i, (w >> 16) or i), load, cap
         return best
 
     def stats_addr(self, slot: int) -> int:

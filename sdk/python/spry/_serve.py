@@ -431,16 +431,18 @@ class Instance:
                 time.sleep(wait)
                 wait = min(2 * wait, 5e-3)
 
-    def _pass(self, dst, buf, chain, hop, flags):
+    def _pass(self, dst, buf, chain, hop, flags, ep=0):
         """Hands buffer buf to endpoint dst: transfer, send, cancel if the
         send failed. Returns True when sent, False when the daemon has the
-        buffer (lost); raises Full or Gone with the buffer held again."""
+        buffer (lost); raises Full or Gone with the buffer held again. An
+        instance in a sandbox host takes its descriptors at the host's
+        endpoint ep: the transfer names the instance, the send the host."""
         p = self.p
         gen = p.transfer(buf, self.id, dst)
         if gen is None:
             return False
         try:
-            self.c.send(T.encode(dst, self.id, buf, gen, chain, hop, flags))
+            self.c.send(T.encode(ep or dst, self.id, buf, gen, chain, hop, flags))
             return True
         except (T.Full, T.Gone, T.Closed):
             if not p.cancel(buf, gen, self.id, dst):
@@ -472,6 +474,9 @@ class Instance:
 
     def _fail(self, chain, hop, buf, status, msg):
         p = self.p
+        w = A.load64(p.base + p.h(buf) + P.B_OWN)
+        if (w >> 32) & 0xFFFF != self.id or w >> 48:
+            return  # not ours any more (its request is over: the node took it)
         b = msg.encode()
         p.clear(buf, self.id)
         p.buffer(buf)[:len(b)] = b
@@ -536,11 +541,11 @@ class Instance:
                 rot = self.rot
             pick = p.pick(fn, rot)
             if pick is not None:
-                slot, dst = pick
+                slot, dst, ep = pick
                 st = p.stats_addr(slot)
                 A.add32(st + P.S_QUEUE, 1)  # before the send: the receiver decrements it
                 try:
-                    if not self._pass(dst, buf, chain, node, 0):
+                    if not self._pass(dst, buf, chain, node, 0, ep):
                         A.add32(st + P.S_QUEUE, A.M32)
                     return  # sent, or the daemon took the buffer and answers it
                 except (T.Full, T.Gone, T.Closed):

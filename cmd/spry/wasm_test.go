@@ -1,0 +1,246 @@
+package main
+
+// End-to-end tests of wasm: functions: chains that mix them with process
+// steps, a runaway guest, a trapping guest, and kill -9 of the sandbox
+// host, through the real binary.
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func wasmConfig(t *testing.T, extra string) string {
+	fn := filepath.Join(repoRoot(t), "cmd", "spry", "testdata", "wasmfn")
+	return writeConfig(t, fmt.Sprintf(`
+app: wasm
+functions:
+  up: {wasm: %[1]s, instances: 2, env: {MODE: upper}}
+  wrap: {wasm: %[1]s, env: {MODE: wrap}}
+  rev: {builtin: reverse}
+  wrapgo: {go: %[1]s, env: {MODE: wrap}}
+chains:
+  same: {route: /same, steps: [up, wrapgo], methods: [POST]}
+  mixed: {route: /mixed, steps: [up, rev, wrap], methods: [POST]}
+  pure: {route: /pure, steps: [up, wrap], methods: [POST]}
+  up: {route: /up, steps: [up], methods: [POST], timeout: 500ms}
+  slow: {route: /slow, steps: [up], methods: [POST], timeout: 30s}
+%[2]s`, fn, extra))
+}
+
+// Wasm steps and a process step in one chain, and wasm steps alone (their
+// hops are calls in the sandbox host), under 64 concurrent clients.
+func TestWasmChain(t *testing.T) {
+	for _, tr := range []string{"uds", "skmsg"} {
+		t.Run(tr, func(t *testing.T) {
+			if tr == "skmsg" {
+				if err := bpfAvailable(); err != nil {
+					t.Skip(err)
+				}
+			}
+			n := startNode(t, "--transport", tr, "-f", wasmConfig(t, ""))
+			for _, route := range []string{"/mixed", "/pure", "/same"} {
+				load(t, n, 64, 500, route, func(i int) (string, []string, func(int, string) error) {
+					in := fmt.Sprintf("req %d", i)
+					want := "w(" + strings.ToUpper(in) + ")"
+					if route == "/mixed" {
+						want = "w(" + reverse(strings.ToUpper(in)) + ")"
+					}
+					return in, nil, func(status int, got string) error {
+						if status != 200 || got != want {
+							return fmt.Errorf("got %d %q, want 200 %q", status, got, want)
+						}
+						return nil
+					}
+				})
+			}
+			n.waitFreeBuffers("wasm")
+			// Every wasm instance is in one host process.
+			a := findApp(t, n.mustStatus(), "wasm")
+			pids := map[int]bool{}
+			for _, name := range []string{"up", "wrap"} {
+				for _, in := range findFunction(t, a, name).Instances {
+					if in.State != "ready" || in.PID == 0 {
+						t.Errorf("%s instance %+v", name, in)
+					}
+					pids[in.PID] = true
+				}
+			}
+			if len(pids) != 1 {
+				t.Errorf("wasm instances in %d processes, want 1 sandbox host", len(pids))
+			}
+		})
+	}
+}
+
+// A runaway guest is stopped at its chain's deadline (504) while the host
+// serves others; a trapping one answers 502; kill -9 of the sandbox host
+// answers what it held 502, and the host and its instances come back.
+func TestWasmFailures(t *testing.T) {
+	n := startNode(t, "--transport", "uds", "-f", wasmConfig(t, ""))
+	c := client(8)
+
+	began := time.Now()
+	runaway := make(chan int, 1)
+	go func() {
+		s, _, _ := n.post(c, "/up?do=spin", "x")
+		runaway <- s
+	}()
+	time.Sleep(50 * time.Millisecond)
+	for range 20 {
+		if s, b, err := n.post(c, "/pure", "meanwhile"); err != nil || s != 200 || b != "w(MEANWHILE)" {
+			t.Fatalf("while a guest spins: %d %q %v", s, b, err)
+		}
+	}
+	if s := <-runaway; s != 504 {
+		t.Errorf("runaway guest: %d, want 504", s)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("runaway answered after %v", took)
+	}
+	if s, b, err := n.post(c, "/up?do=oob", "x"); err != nil || s != 502 || !strings.Contains(b, "out of bounds") {
+		t.Errorf("out-of-bounds guest: %d %q %v, want 502", s, b, err)
+	}
+	// The host reports each replacement on its control socket, which may
+	// trail the answer a little.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		restarts := 0
+		for _, in := range findFunction(t, findApp(t, n.mustStatus(), "wasm"), "up").Instances {
+			restarts += in.Restarts
+		}
+		if restarts >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d restarts of up's instances, want 2 (the runaway and the trap)", restarts)
+		}
+	}
+
+	// kill -9 of the host with requests in it.
+	host := findFunction(t, findApp(t, n.mustStatus(), "wasm"), "up").Instances[0].PID
+	results := make(chan int, 2)
+	for range 2 {
+		go func() {
+			s, _, _ := n.post(c, "/slow?do=spin", "x")
+			results <- s
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		inflight := 0
+		for _, in := range findFunction(t, findApp(t, n.mustStatus(), "wasm"), "up").Instances {
+			inflight += int(in.Inflight)
+		}
+		if inflight == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the requests did not reach the host")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := syscall.Kill(host, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if s := <-results; s != 502 {
+			t.Errorf("a request in the killed host: %d, want 502", s)
+		}
+	}
+	for {
+		ok := true
+		for _, name := range []string{"up", "wrap"} {
+			for _, in := range findFunction(t, findApp(t, n.mustStatus(), "wasm"), name).Instances {
+				ok = ok && in.State == "ready" && in.PID != host && in.PID != 0
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the host did not come back:\n%s", n.logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s, b, err := n.post(c, "/mixed", "back"); err != nil || s != 200 || b != "w(KCAB)" {
+		t.Errorf("after the host restarted: %d %q %v", s, b, err)
+	}
+	n.waitFreeBuffers("wasm")
+}
+
+// spry new wasm scaffolds a function that runs as it is; the same source
+// as a go: function answers the same.
+func TestNewWasm(t *testing.T) {
+	dir := openDir(t)
+	cmd := exec.Command(spryBin, "new", "wasm", "hello", "--spry-src", repoRoot(t))
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "spry up -f spry.yaml") {
+		t.Fatalf("spry new wasm: %v\n%s", err, out)
+	}
+	tidy := exec.Command("go", "mod", "tidy")
+	tidy.Dir = filepath.Join(dir, "hello")
+	if out, err := tidy.CombinedOutput(); err != nil {
+		t.Fatalf("go mod tidy: %v\n%s", err, out)
+	}
+	y, err := os.ReadFile(filepath.Join(dir, "spry.yaml"))
+	if err != nil || !strings.Contains(string(y), "wasm: ./hello") {
+		t.Fatalf("spry.yaml: %v\n%s", err, y)
+	}
+	// The same package as a process too.
+	y = []byte(strings.Replace(string(y), "functions:\n", "functions:\n  hellogo: {go: ./hello}\n", 1) +
+		"  hellogo: {route: /hellogo, steps: [hellogo], methods: [POST]}\n")
+	if err := os.WriteFile(filepath.Join(dir, "spry.yaml"), y, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, "--transport", "uds", "-f", filepath.Join(dir, "spry.yaml"))
+	c := client(1)
+	for _, route := range []string{"/hello", "/hellogo"} {
+		if s, b, err := n.post(c, route, "spry"); err != nil || s != 200 || b != "Hello, SPRY!" {
+			t.Errorf("%s: %d %q %v\n%s", route, s, b, err, y)
+		}
+	}
+}
+
+// A Go function calls wasm functions (their answers come back through the
+// sandbox host to the caller), a wasm step takes a line's hop after a
+// process step, and a payload larger than a wasm guest's input window (one
+// pool buffer) is refused 413 with nothing left allocated.
+func TestWasmCallsAndLargePayloads(t *testing.T) {
+	wfn := filepath.Join(repoRoot(t), "cmd", "spry", "testdata", "wasmfn")
+	gfn := filepath.Join(repoRoot(t), "cmd", "spry", "testdata", "graphfn")
+	cfg := writeConfig(t, fmt.Sprintf(`
+app: wasm
+pool: {memory: 256MiB, bufferSize: 64KiB}
+limits: {maxBody: 8MiB}
+functions:
+  up: {wasm: %[1]s, env: {MODE: upper}}
+  wrap: {wasm: %[1]s, env: {MODE: wrap}}
+  front: {go: %[2]s}
+  pass: {go: %[2]s}
+chains:
+  front: {route: /front, steps: [front], methods: [POST]}
+  big: {route: /big, steps: [pass, up], methods: [POST]}
+`, wfn, gfn))
+	n := startNode(t, "--transport", "uds", "-f", cfg)
+	c := client(8)
+	if s, b, err := n.post(c, "/front", "up,wrap\nhello"); err != nil || s != 200 || b != "HELLO|w(hello)" {
+		t.Errorf("calls to wasm functions: %d %q %v", s, b, err)
+	}
+	if s, b, err := n.post(c, "/big", "small"); err != nil || s != 200 || b != "SMALL" {
+		t.Errorf("a small payload: %d %q %v", s, b, err)
+	}
+	large := strings.Repeat("x", 1<<20)
+	s, b, err := n.post(c, "/big", large)
+	if err != nil || s != 413 || !strings.Contains(b, "larger than wasm function up's input window") {
+		t.Errorf("a 1 MiB payload to a wasm step: %d %.200q %v, want 413", s, b, err)
+	}
+	n.waitFreeBuffers("wasm")
+	if u := findApp(t, n.mustStatus(), "wasm").Pool.ExtentUsed; u != 0 {
+		t.Errorf("%d bytes of extents still used", u)
+	}
+}

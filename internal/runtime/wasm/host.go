@@ -1,0 +1,726 @@
+package wasm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/graph"
+	"github.com/spry-dev/spry/internal/mono"
+	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/transport"
+)
+
+// Host is a sandbox host: one app's wasm instances in one process, behind
+// one descriptor endpoint. A descriptor for any of its instances comes to
+// the host's endpoint (pool.StartHosted); the buffer's transit names the
+// instance. A step whose next step is an instance of this host hands the
+// buffer over in memory and calls it: no descriptor, no system call, no
+// thread switch. Hops to anything else go through the app's transport.
+//
+// # Threads
+//
+// One goroutine at a time receives, on a locked thread, and runs what it
+// received itself, one step after another (the fast path: the thread that
+// woke up does the work). If it is still busy after PromoteAfter, the
+// watchdog makes another goroutine the receiver, which takes over what the
+// busy one had not started yet: a slow guest delays only the requests
+// queued for its own instance. A guest past its deadline is interrupted.
+// The watchdog ticks only while requests flow.
+//
+// An instance runs one step at a time; a step for a busy instance waits in
+// its queue and is run by whoever finishes the instance's current step.
+type Host struct {
+	e   *Engine
+	p   *pool.Pool
+	c   transport.Conn
+	id  uint16
+	log *slog.Logger
+	out io.Writer // the guests' output
+
+	fnMu sync.Mutex
+	fns  map[int]*hostFn
+
+	mu    sync.Mutex
+	insts atomic.Pointer[map[uint16]*hostInst] // copy on write
+
+	// The receiver: generation<<1 | working.
+	state  atomic.Uint64
+	since  atomic.Int64 // when the receiver started working (mono ns)
+	cur    atomic.Pointer[batch]
+	rot    atomic.Uint32
+	active atomic.Int64 // last time a batch arrived (mono ns)
+	parked atomic.Bool
+	wake   chan struct{}
+	stop   atomic.Bool
+	done   chan struct{}
+	wg     sync.WaitGroup // receivers and steps
+
+	// PromoteAfter is how long a receiver may be busy before another takes
+	// over receiving; Tick the watchdog's period while requests flow.
+	PromoteAfter, Tick time.Duration
+	// Retry bounds how long a step's output waits for a full or missing
+	// next instance before the chain answers 503.
+	Retry time.Duration
+	// Events receives what the host reports to the node (may be nil).
+	Events func(Event)
+}
+
+// hostFn is a loaded function of the host.
+type hostFn struct {
+	index   int
+	name    string
+	f       *Function
+	timeout time.Duration
+	spares  chan *Instance
+	ready   chan struct{} // closed when loaded (or failed: err)
+	err     error
+}
+
+// hostInst is an instance of the host: a slot of the app, its id, and the
+// module instance now running in it (replaced after a trap).
+type hostInst struct {
+	id   uint16
+	slot uint32
+	fn   *hostFn
+	st   *pool.SlotStats
+	in   atomic.Pointer[Instance]
+
+	deadline atomic.Int64 // of the running step (mono ns); 0 when idle
+
+	mu       sync.Mutex
+	busy     bool
+	queue    []desc.Desc
+	stopping chan struct{} // non-nil once stopped: closed when it is idle
+	gone     bool
+}
+
+type batch struct {
+	ds   [transport.MaxBatch]desc.Desc
+	n    int32
+	next atomic.Int32
+}
+
+// HostConfig configures a Host.
+type HostConfig struct {
+	Engine *Engine
+	Pool   *pool.Pool
+	Conn   transport.Conn // the host's endpoint
+	Log    *slog.Logger
+	Output io.Writer // the guests' standard output and error (default os.Stderr)
+	Events func(Event)
+}
+
+// NewHost makes a host; Run receives until Close.
+func NewHost(c HostConfig) *Host {
+	h := &Host{
+		e: c.Engine, p: c.Pool, c: c.Conn, id: c.Conn.ID(), log: c.Log, out: c.Output,
+		fns: map[int]*hostFn{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		PromoteAfter: 2 * time.Millisecond, Tick: time.Millisecond, Retry: 2 * time.Second,
+		Events: c.Events,
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if h.out == nil {
+		h.out = os.Stderr
+	}
+	if h.Events == nil {
+		h.Events = func(Event) {}
+	}
+	m := map[uint16]*hostInst{}
+	h.insts.Store(&m)
+	return h
+}
+
+// ID returns the host's endpoint id.
+func (h *Host) ID() uint16 { return h.id }
+
+// Run receives and runs steps until Close; it returns when every step
+// that was running has finished.
+func (h *Host) Run() {
+	h.wg.Add(2)
+	go h.watch()
+	h.state.Store(1<<1 | 1)
+	h.receive(1, nil)
+	<-h.done
+}
+
+// Close stops receiving; Run returns once the steps under way finish.
+func (h *Host) Close() {
+	if h.stop.Swap(true) {
+		return
+	}
+	h.c.Close()
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+	go func() {
+		h.wg.Wait()
+		close(h.done)
+	}()
+}
+
+// Load loads function fn (see Command). Starts of its instances wait for
+// it.
+func (h *Host) Load(ctx context.Context, c Command) error {
+	hf := h.fn(c.Fn)
+	hf.name = c.Name
+	hf.timeout = c.Timeout
+	if hf.timeout <= 0 {
+		hf.timeout = 30 * time.Second
+	}
+	bin, err := os.ReadFile(c.Module)
+	if err == nil {
+		hf.f, err = h.e.Load(ctx, FunctionConfig{
+			Name: c.Name, Module: bin, Memory: c.Memory, Window: h.p.BufferSize(), Grants: c.Grants, InitTimeout: c.InitTimeout,
+			Output: &prefixWriter{w: h.out, prefix: []byte("[" + c.Name + "] ")},
+		})
+	}
+	if err != nil {
+		hf.err = fmt.Errorf("function %s: %w", c.Name, err)
+		close(hf.ready)
+		return hf.err
+	}
+	hf.spares = make(chan *Instance, max(c.Spares, 0))
+	close(hf.ready)
+	h.refill(hf)
+	return nil
+}
+
+// fn returns the entry of function index, made on first use.
+func (h *Host) fn(index int) *hostFn {
+	h.fnMu.Lock()
+	defer h.fnMu.Unlock()
+	hf := h.fns[index]
+	if hf == nil {
+		hf = &hostFn{index: index, ready: make(chan struct{})}
+		h.fns[index] = hf
+	}
+	return hf
+}
+
+// refill makes clones until the function's spares are full, in the
+// background.
+func (h *Host) refill(hf *hostFn) {
+	if cap(hf.spares) == 0 {
+		return
+	}
+	go func() {
+		for len(hf.spares) < cap(hf.spares) && !h.stop.Load() {
+			in, err := hf.f.New(context.Background())
+			if err != nil {
+				h.log.Warn("could not make a spare instance", "function", hf.name, "err", err)
+				return
+			}
+			select {
+			case hf.spares <- in:
+			default:
+				in.Close()
+				return
+			}
+		}
+	}()
+}
+
+// instance returns a new module instance of hf: a spare when there is
+// one, else a fresh clone.
+func (h *Host) instance(ctx context.Context, hf *hostFn) (*Instance, error) {
+	select {
+	case in := <-hf.spares:
+		h.refill(hf)
+		return in, nil
+	default:
+	}
+	return hf.f.New(ctx)
+}
+
+// Start starts instance id of function fn in slot: it is ready to take
+// steps when Start returns nil.
+func (h *Host) Start(ctx context.Context, fn int, slot uint32, id uint16) error {
+	hf := h.fn(fn)
+	select {
+	case <-hf.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if hf.err != nil {
+		return hf.err
+	}
+	if slot >= h.p.Slots() || id == 0 || id == h.id {
+		return fmt.Errorf("wasm: start: bad slot %d or id %d", slot, id)
+	}
+	in, err := h.instance(ctx, hf)
+	if err != nil {
+		return err
+	}
+	hi := &hostInst{id: id, slot: slot, fn: hf, st: h.p.Stats(slot)}
+	hi.in.Store(in)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old := *h.insts.Load()
+	if _, dup := old[id]; dup {
+		in.Close()
+		return fmt.Errorf("wasm: start: instance %d exists", id)
+	}
+	m := make(map[uint16]*hostInst, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[id] = hi
+	h.insts.Store(&m)
+	return nil
+}
+
+// Stop removes instance id once it has finished what it runs and what
+// waits for it; the node stops routing to it first.
+func (h *Host) Stop(id uint16) error {
+	hi := h.inst(id)
+	if hi == nil {
+		return fmt.Errorf("wasm: stop: no instance %d", id)
+	}
+	hi.mu.Lock()
+	if hi.stopping == nil {
+		hi.stopping = make(chan struct{})
+		if !hi.busy {
+			close(hi.stopping)
+		}
+	}
+	idle := hi.stopping
+	hi.mu.Unlock()
+	<-idle
+	h.mu.Lock()
+	old := *h.insts.Load()
+	m := make(map[uint16]*hostInst, len(old))
+	for k, v := range old {
+		if k != id {
+			m[k] = v
+		}
+	}
+	h.insts.Store(&m)
+	h.mu.Unlock()
+	hi.mu.Lock()
+	hi.gone = true
+	in := hi.in.Load()
+	hi.mu.Unlock()
+	in.Close()
+	return nil
+}
+
+func (h *Host) inst(id uint16) *hostInst { return (*h.insts.Load())[id] }
+
+// receive is the receiver of generation gen: it receives batches and runs
+// them until another receiver takes over or the host closes. inherit is
+// the batch of the receiver it took over from.
+func (h *Host) receive(gen uint64, inherit *batch) {
+	defer h.wg.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if inherit != nil {
+		if !h.work(gen, inherit) {
+			return
+		}
+	}
+	b := new(batch)
+	for {
+		// Back to receiving, unless a newer receiver took over.
+		if !h.state.CompareAndSwap(gen<<1|1, gen<<1) {
+			return
+		}
+		n, err := h.c.Recv(b.ds[:])
+		if err != nil {
+			if !errors.Is(err, transport.ErrClosed) {
+				h.log.Error("sandbox host: receive", "err", err)
+			}
+			h.state.Store(gen<<1 | 1)
+			h.Close()
+			return
+		}
+		now := mono.Now()
+		h.since.Store(now)
+		h.state.Store(gen<<1 | 1)
+		h.active.Store(now)
+		if h.parked.Load() && h.parked.CompareAndSwap(true, false) {
+			select {
+			case h.wake <- struct{}{}:
+			default:
+			}
+		}
+		b.n = int32(n)
+		b.next.Store(0)
+		h.cur.Store(b)
+		if !h.work(gen, b) {
+			return
+		}
+	}
+}
+
+// work runs the descriptors of b not yet taken; it reports false when a
+// newer receiver took over meanwhile (which takes the rest of b).
+func (h *Host) work(gen uint64, b *batch) bool {
+	for {
+		i := b.next.Add(1) - 1
+		if i >= b.n {
+			return true
+		}
+		h.handle(b.ds[i])
+		if h.state.Load() != gen<<1|1 {
+			return false
+		}
+	}
+}
+
+// handle takes the buffer a descriptor announces and runs its step.
+func (h *Host) handle(d desc.Desc) {
+	if d.Is(desc.FlagControl) {
+		return
+	}
+	if d.Buf >= h.p.Buffers() {
+		h.p.CountStale()
+		return
+	}
+	hi := h.inst(h.p.Header(d.Buf).Own().Transit)
+	if hi == nil {
+		h.p.CountStale()
+		return
+	}
+	if !h.p.Accept(d.Buf, d.Gen, d.Src, hi.id) {
+		hi.st.Queue.Add(-1)
+		hi.st.Stale.Add(1)
+		return
+	}
+	hi.st.Arrivals.Add(1)
+	h.run(hi, d)
+}
+
+// run runs d on hi, or queues it when hi is busy; then it runs what the
+// step hands on in memory, and what queued for each instance meanwhile.
+func (h *Host) run(hi *hostInst, d desc.Desc) {
+	for hi != nil {
+		hi.mu.Lock()
+		if hi.busy || hi.gone {
+			if hi.gone {
+				hi.mu.Unlock()
+				h.lost(hi, d)
+				return
+			}
+			hi.queue = append(hi.queue, d)
+			hi.mu.Unlock()
+			return
+		}
+		hi.busy = true
+		hi.mu.Unlock()
+		next, nd := h.step(hi, d)
+		for {
+			hi.mu.Lock()
+			if len(hi.queue) == 0 {
+				hi.busy = false
+				if hi.stopping != nil {
+					select {
+					case <-hi.stopping:
+					default:
+						close(hi.stopping)
+					}
+				}
+				hi.mu.Unlock()
+				break
+			}
+			qd := hi.queue[0]
+			hi.queue = hi.queue[1:]
+			hi.mu.Unlock()
+			if n2, d2 := h.step(hi, qd); n2 != nil {
+				h.run(n2, d2)
+			}
+		}
+		hi, d = next, nd
+	}
+}
+
+// lost answers a request that reached an instance already removed.
+func (h *Host) lost(hi *hostInst, d desc.Desc) {
+	h.fail(hi.id, d.Chain, d.Hop, d.Buf, 502, "spry: the instance of "+hi.fn.name+" was stopped with the request")
+}
+
+// step runs one step of hi on d's buffer, which hi holds, and passes the
+// output on. When the next step is an instance of this host it returns
+// that instance and the descriptor to run there instead (a call, not a
+// send).
+func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
+	st := hi.st
+	st.Queue.Add(-1)
+	p := h.p
+	hdr := p.Header(d.Buf)
+	start := mono.Now()
+	dl := hdr.Deadline()
+	if dl != 0 && start > dl {
+		h.fail(hi.id, d.Chain, d.Hop, d.Buf, 504, "spry: the request's deadline passed before this step ran")
+		return nil, d
+	}
+	// A guest reads its payload in its input window, one pool buffer:
+	// a larger payload (in the pool's large-extent region) is refused.
+	if room := uint64(len(p.Buffer(d.Buf))) - uint64(min(hdr.Off(), uint32(len(p.Buffer(d.Buf))))); p.Pieces(d.Buf) > 1 || p.Size(d.Buf) > room {
+		h.fail(hi.id, d.Chain, d.Hop, d.Buf, 413, fmt.Sprintf("spry: a payload of %d bytes is larger than wasm function %s's input window (one pool buffer, %d bytes)",
+			p.Size(d.Buf), hi.fn.name, len(p.Buffer(d.Buf))))
+		return nil, d
+	}
+	if st.InFlight.Add(1) == 1 {
+		st.BusySince.Store(start)
+	}
+	hop := int(d.Hop)
+	hdr.SetPlace(d.Hop, pool.PhaseRunning)
+	arrived := hdr.Ingress()
+	if hop > 0 {
+		if _, e := hdr.HopTimes(hop - 1); e != 0 {
+			arrived = e
+		}
+	}
+	hdr.HopStart(hop, start)
+	limit := start + int64(hi.fn.timeout)
+	if dl != 0 && dl < limit {
+		limit = dl
+	}
+	var out uint32
+	var stop bool
+	var err error
+	for tries := 0; ; tries++ {
+		in := hi.in.Load()
+		hi.deadline.Store(limit)
+		out, stop, err = in.Step(context.Background(), p, hi.id, d.Buf, hop)
+		hi.deadline.Store(0)
+		if !errors.Is(err, errRefused) || tries > 0 {
+			break
+		}
+		// Interrupted between steps (the watchdog raced the end of the
+		// last one): nothing ran; run it on a fresh instance.
+		h.replace(hi, in, "interrupted between steps")
+	}
+	end := mono.Now()
+	if err != nil {
+		in := hi.in.Load()
+		status, msg := uint16(502), fmt.Sprintf("spry: function %s: instance %d failed: %v", hi.fn.name, hi.id, err)
+		if errors.Is(err, ErrInterrupted) {
+			status = 504
+			msg = fmt.Sprintf("spry: function %s ran past its deadline and was stopped", hi.fn.name)
+		}
+		h.log.Warn("wasm instance failed; replacing it", "function", hi.fn.name, "id", hi.id, "err", err)
+		hdr.HopEnd(hop, end)
+		h.account(st, start, end, arrived, status)
+		h.replace(hi, in, err.Error())
+		h.fail(hi.id, d.Chain, d.Hop, d.Buf, status, msg)
+		return nil, d
+	}
+	oh := p.Header(out)
+	oh.HopEnd(hop, end)
+	oh.SetPlace(d.Hop, pool.PhaseDone)
+	h.account(st, start, end, arrived, oh.Status())
+	// Where the output goes, by the chain's graph (a line: the next step;
+	// a call's answer: its caller; else the gateway).
+	r, err := graph.Next(p, out)
+	if stop || err != nil || r.Kind != graph.Forward {
+		h.reply(hi.id, d.Chain, d.Hop, out)
+		return nil, d
+	}
+	fn, ok := p.Step(d.Chain, int(r.Node))
+	if !ok {
+		h.reply(hi.id, d.Chain, d.Hop, out)
+		return nil, d
+	}
+	oh.SetPlace(r.Node, pool.PhaseQueued)
+	oh.SetSent(mono.Now())
+	nd := desc.Desc{Src: hi.id, Buf: out, Chain: d.Chain, Hop: r.Node}
+	if slot, id, ep, ok := p.PickRoute(fn, h.rot.Add(1)); ok && ep == h.id {
+		if x := h.inst(id); x != nil && x.slot == slot && p.Move(out, hi.id, x.id) {
+			p.Stats(slot).Queue.Add(1)
+			return x, nd
+		}
+	}
+	h.forward(hi.id, fn, nd)
+	return nil, d
+}
+
+// account updates the slot's counters for a finished step.
+func (h *Host) account(st *pool.SlotStats, start, end, arrived int64, status uint16) {
+	st.BusyNanos.Add(uint64(end - start))
+	if arrived != 0 {
+		st.Latency.Observe(end - arrived)
+	}
+	switch {
+	case status >= 500:
+		st.Errors.Add(1)
+	case status >= 400:
+		st.ClientErrors.Add(1)
+	}
+	st.Served.Add(1)
+	st.BusySince.Store(end)
+	st.InFlight.Add(-1)
+}
+
+// replace puts a new module instance into hi in place of in, which failed.
+func (h *Host) replace(hi *hostInst, in *Instance, why string) {
+	in.Close()
+	n, err := h.instance(context.Background(), hi.fn)
+	if err != nil {
+		// Keep the dead one: its next step fails, and says so.
+		h.log.Error("could not replace a wasm instance", "function", hi.fn.name, "id", hi.id, "err", err)
+		return
+	}
+	hi.in.Store(n)
+	h.Events(Event{Ev: EvRestarted, Fn: hi.fn.index, ID: hi.id, Why: why})
+}
+
+// forward sends buf (held by from, an instance of this host) to an
+// instance of function fn elsewhere, through the host's endpoint.
+func (h *Host) forward(from uint16, fn uint16, d desc.Desc) {
+	if !h.p.Move(d.Buf, from, h.id) {
+		return // the node took it back
+	}
+	deadline := time.Now().Add(h.Retry)
+	asked := false
+	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
+		err := transport.Forward(h.p, h.c, fn, d, h.rot.Add(1))
+		if err == nil || errors.Is(err, transport.ErrLost) {
+			return
+		}
+		if errors.Is(err, transport.ErrNoInstance) && !asked {
+			asked = true
+			h.c.Send(desc.Desc{Dst: h.p.Gateway(), Src: h.id, Buf: desc.CtlNoInstance, Chain: fn, Flags: desc.FlagControl})
+		}
+		if h.stop.Load() || time.Now().After(deadline) {
+			h.failHeld(h.id, d.Chain, d.Hop-1, d.Buf, 503, "no instance of the next step could take the request")
+			return
+		}
+		time.Sleep(wait)
+	}
+}
+
+// fail ends the chain with status and msg in buf, held by from.
+func (h *Host) fail(from uint16, chain uint16, hop uint8, buf uint32, status uint16, msg string) {
+	if !h.p.Move(buf, from, h.id) {
+		return
+	}
+	h.failHeld(h.id, chain, hop, buf, status, msg)
+}
+
+func (h *Host) failHeld(holder uint16, chain uint16, hop uint8, buf uint32, status uint16, msg string) {
+	h.p.Clear(buf, holder) // the message goes in the buffer's own room: its payload (extents) goes
+	hdr := h.p.Header(buf)
+	n := copy(h.p.Buffer(buf), msg)
+	hdr.SetData(0, uint32(n))
+	hdr.SetContentTypeString("text/plain; charset=utf-8")
+	hdr.SetStatus(status)
+	hdr.SetFlags(hdr.Flags() | pool.FlagStop)
+	h.replyHeld(chain, hop, buf)
+}
+
+// reply hands buf, held by from, back to the app's gateway.
+func (h *Host) reply(from uint16, chain uint16, hop uint8, buf uint32) {
+	if !h.p.Move(buf, from, h.id) {
+		return
+	}
+	h.replyHeld(chain, hop, buf)
+}
+
+// The answer goes to the gateway, or a call's to its caller (graph.Next
+// says which).
+func (h *Host) replyHeld(chain uint16, hop uint8, buf uint32) {
+	r, err := graph.Next(h.p, buf)
+	if err != nil || r.Kind != graph.Return && r.Kind != graph.Join {
+		r = graph.Route{Kind: graph.Reply}
+	}
+	send := graph.ToGateway
+	deadline := time.Now().Add(h.Retry)
+	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
+		err := send(h.p, h.c, buf, r)
+		send = graph.ToGatewayAgain
+		if err == nil || errors.Is(err, transport.ErrLost) {
+			return
+		}
+		if !errors.Is(err, transport.ErrFull) || time.Now().After(deadline) {
+			// The host keeps the buffer; the node takes it back when the
+			// host stops.
+			h.log.Error("reply to gateway failed", "err", err)
+			return
+		}
+		time.Sleep(wait)
+	}
+}
+
+// watch is the watchdog: while requests flow it hands receiving on from a
+// receiver busy for longer than PromoteAfter, and interrupts steps past
+// their deadline; after a second without requests it sleeps until one
+// comes.
+func (h *Host) watch() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.Tick)
+	defer t.Stop()
+	for !h.stop.Load() {
+		now := mono.Now()
+		running := false
+		for _, hi := range *h.insts.Load() {
+			if dl := hi.deadline.Load(); dl != 0 {
+				running = true
+				if now > dl {
+					if in := hi.in.Load(); !in.Interrupted() {
+						in.Interrupt()
+					}
+				}
+			}
+		}
+		if s := h.state.Load(); s&1 == 1 && now-h.since.Load() > int64(h.PromoteAfter) {
+			gen := s >> 1
+			if h.state.CompareAndSwap(s, (gen+1)<<1|1) {
+				h.since.Store(now)
+				h.wg.Add(1)
+				go h.receive(gen+1, h.cur.Load())
+			}
+		}
+		if !running && now-h.active.Load() > int64(time.Second) {
+			h.parked.Store(true)
+			// A batch that arrived between the check and the store must
+			// not be slept through.
+			if now2 := mono.Now(); h.active.Load() < now2-int64(time.Second) {
+				<-h.wake
+			}
+			h.parked.Store(false)
+			continue
+		}
+		<-t.C
+	}
+}
+
+// prefixWriter writes each line of a guest's output with a prefix.
+type prefixWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	prefix []byte
+	mid    bool // the last write ended inside a line
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]byte, 0, len(b)+len(p.prefix))
+	for _, c := range b {
+		if !p.mid {
+			out = append(out, p.prefix...)
+			p.mid = true
+		}
+		out = append(out, c)
+		if c == '\n' {
+			p.mid = false
+		}
+	}
+	if _, err := p.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}

@@ -1,0 +1,242 @@
+package wasm
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/mono"
+	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/transport"
+)
+
+// hostRig is an app in miniature around a Host: a pool whose function 0
+// is the suite guest with two instances in the host, chain 0 running it
+// twice and chain 1 once, and a gateway endpoint the test drives.
+type hostRig struct {
+	t  *testing.T
+	p  *pool.Pool
+	gw transport.Conn
+	h  *Host
+
+	mu     sync.Mutex
+	events []Event
+}
+
+const (
+	gwID   = 1
+	hostID = 2
+)
+
+func newHostRig(t *testing.T) *hostRig {
+	t.Helper()
+	ctx := context.Background()
+	mod := filepath.Join(t.TempDir(), "suite.wasm")
+	if err := os.WriteFile(mod, guest(t, "suite"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pool.Create("hosttest", pool.Layout{Buffers: 32, BufferSize: testWindow, Functions: 1, Chains: 2, Slots: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := transport.New("uds", transport.Options{App: "hosttest", Dir: t.TempDir(), UID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := f.Open(gwID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := f.Open(hostID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetGateway(gwID)
+	p.SetFunction(0, 0, 2)
+	p.SetChain(0, []uint16{0, 0})
+	p.SetChain(1, []uint16{0})
+	e, err := NewEngine(ctx, EngineConfig{CacheDir: filepath.Join(os.TempDir(), "spry-wasm-test-cache")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &hostRig{t: t, p: p, gw: gw}
+	r.h = NewHost(HostConfig{Engine: e, Pool: p, Conn: hc, Output: io.Discard, Events: func(ev Event) {
+		r.mu.Lock()
+		r.events = append(r.events, ev)
+		r.mu.Unlock()
+	}})
+	if err := r.h.Load(ctx, Command{Op: OpLoad, Fn: 0, Name: "suite", Module: mod, Memory: 32 << 20, Timeout: 10 * time.Second, Spares: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for slot := range uint32(2) {
+		id := uint16(10 + slot)
+		if err := r.h.Start(ctx, 0, slot, id); err != nil {
+			t.Fatal(err)
+		}
+		p.StartHosted(slot, id, hostID, 1)
+		p.SetSlotState(slot, pool.SlotReady)
+	}
+	done := make(chan struct{})
+	go func() {
+		r.h.Run()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		r.h.Close()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("host did not stop")
+		}
+		for _, id := range []uint16{10, 11} {
+			r.h.Stop(id)
+		}
+		if free := p.FreeBuffers(); free != int(p.Buffers()) {
+			t.Errorf("pool: %d of %d buffers free after the test", free, p.Buffers())
+		}
+		gw.Close()
+		f.Close()
+		e.Close(ctx)
+		p.Close()
+	})
+	return r
+}
+
+// send admits a request on chain with the given deadline from now (0:
+// none) and returns its buffer.
+func (r *hostRig) send(chain uint16, target, body string, timeout time.Duration) uint32 {
+	r.t.Helper()
+	buf, ok := r.p.Alloc(gwID)
+	if !ok {
+		r.t.Fatal("pool exhausted")
+	}
+	h := r.p.Header(buf)
+	path, query, _ := strings.Cut(target, "?")
+	m := h.WriteMeta()
+	m.Request([]byte("POST"), []byte(path), []byte(query))
+	now := mono.Now()
+	var dl int64
+	if timeout > 0 {
+		dl = now + int64(timeout)
+	}
+	h.SetTimes(now, dl)
+	h.SetReqID(uint64(buf) + 1)
+	h.SetChain(chain)
+	h.SetData(0, uint32(copy(r.p.Buffer(buf), body)))
+	fn, _ := r.p.Step(chain, 0)
+	if err := transport.Forward(r.p, r.gw, fn, desc.Desc{Buf: buf, Chain: chain}, 0); err != nil {
+		r.t.Fatal(err)
+	}
+	return buf
+}
+
+type reply struct {
+	status int
+	body   string
+	hops   int
+	id     uint64
+}
+
+// recv takes the next reply and frees its buffer.
+func (r *hostRig) recv(within time.Duration) reply {
+	r.t.Helper()
+	ch := make(chan desc.Desc, 1)
+	go func() {
+		runtime.LockOSThread()
+		var ds [1]desc.Desc
+		if _, err := r.gw.Recv(ds[:]); err == nil {
+			ch <- ds[0]
+		}
+	}()
+	select {
+	case d := <-ch:
+		if !r.p.Accept(d.Buf, d.Gen, d.Src, gwID) {
+			r.t.Fatalf("reply %v: not accepted", d)
+		}
+		h := r.p.Header(d.Buf)
+		rep := reply{status: int(h.Status()), body: string(r.p.Data(d.Buf)), hops: h.Hops(), id: h.ReqID()}
+		r.p.Free(d.Buf, gwID)
+		return rep
+	case <-time.After(within):
+		r.t.Fatalf("no reply within %v", within)
+	}
+	return reply{}
+}
+
+func TestHostChainInMemory(t *testing.T) {
+	r := newHostRig(t)
+	for i := range 20 {
+		r.send(0, "/", "hello", 0)
+		got := r.recv(10 * time.Second)
+		if got.status != 0 || got.body != "HELLO" || got.hops != 2 {
+			t.Fatalf("request %d: %+v", i, got)
+		}
+	}
+	var served uint64
+	for s := range uint32(2) {
+		st := r.p.Stats(s)
+		served += st.Served.Load()
+		if q, f := st.Queue.Load(), st.InFlight.Load(); q != 0 || f != 0 {
+			t.Errorf("slot %d: queue %d, in flight %d after the requests", s, q, f)
+		}
+	}
+	if served != 40 {
+		t.Errorf("%d steps served, want 40", served)
+	}
+}
+
+func TestHostRunawayAnswered504OthersServed(t *testing.T) {
+	r := newHostRig(t)
+	began := time.Now()
+	spin := r.send(1, "/?do=spin", "x", 300*time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
+	// The other instance serves meanwhile, without waiting for the runaway.
+	r.send(1, "/", "meanwhile", 0)
+	if got := r.recv(5 * time.Second); got.body != "MEANWHILE" {
+		t.Fatalf("other request: %+v", got)
+	}
+	if time.Since(began) > 250*time.Millisecond {
+		t.Errorf("the other request took %v: it waited for the runaway", time.Since(began))
+	}
+	got := r.recv(5 * time.Second)
+	if got.status != 504 || got.id != uint64(spin)+1 || !strings.Contains(got.body, "deadline") {
+		t.Fatalf("runaway: %+v", got)
+	}
+	if took := time.Since(began); took < 300*time.Millisecond || took > 2*time.Second {
+		t.Errorf("runaway answered after %v, want its deadline (300ms)", took)
+	}
+	// The instance was replaced: both serve again.
+	for range 4 {
+		r.send(1, "/", "again", 0)
+		if got := r.recv(5 * time.Second); got.body != "AGAIN" {
+			t.Fatalf("after the runaway: %+v", got)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.events) != 1 || r.events[0].Ev != EvRestarted || !strings.Contains(r.events[0].Why, "interrupted") {
+		t.Errorf("events %+v, want one restart for the interrupt", r.events)
+	}
+}
+
+func TestHostTrapAnswered502(t *testing.T) {
+	r := newHostRig(t)
+	for _, do := range []string{"oob", "exit", "recurse"} {
+		r.send(1, "/?do="+do, "x", 0)
+		got := r.recv(20 * time.Second)
+		if got.status != 502 || !strings.Contains(got.body, "failed") {
+			t.Errorf("%s: %+v", do, got)
+		}
+		r.send(0, "/", "fine", 0)
+		if got := r.recv(5 * time.Second); got.body != "FINE" {
+			t.Errorf("after %s: %+v", do, got)
+		}
+	}
+}

@@ -1,0 +1,4 @@
+package wasm
+
+// supported: the sandbox host needs mmap of memfds at fixed addresses.
+const supported = true
