@@ -9,6 +9,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -430,4 +432,21 @@ func TestFLLeafKilled(t *testing.T) {
 		t.Fatalf("delete: %d %s", st, b)
 	}
 	n.waitFreeBuffersWithin("fl", 20*time.Second)
+}
+
+// TestFLExample runs examples/fl (a logistic regression trained across
+// simulated clients, Spry as the server) and holds it to the accuracy a
+// correct FedAvg reaches.
+func TestFLExample(t *testing.T) {
+	_, f := flNode(t, 4096)
+	exe := filepath.Join(t.TempDir(), "flexample")
+	if out, err := exec.Command("go", "build", "-o", exe, "../../examples/fl").CombinedOutput(); err != nil {
+		t.Fatalf("build examples/fl: %v\n%s", err, out)
+	}
+	out, err := exec.Command(exe, "--server", "http://"+f.n.http, "--rounds", "6", "--min-accuracy", "0.9").CombinedOutput()
+	if err != nil {
+		t.Fatalf("examples/fl: %v\n%s", err, out)
+	}
+	t.Logf("examples/fl:\n%s", out)
+	f.n.waitFreeBuffers("fl")
 }

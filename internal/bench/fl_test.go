@@ -23,7 +23,7 @@ func TestFLBench(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rep, err := RunFL(ctx, FLOptions{Clients: 6, Params: 4099, Rounds: 2, Pattern: "stragglers:0.2", Concurrency: 4,
-		Modes: FLModes, Idle: 200 * time.Millisecond, Exe: spryBin, Dir: t.TempDir()})
+		Modes: FLModes, Idle: 200 * time.Millisecond, Exe: spryBin})
 	if err != nil {
 		t.Fatal(err)
 	}
