@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -144,17 +145,32 @@ func TestChainLimits(t *testing.T) {
 	}
 }
 
+// Calibrated work takes the CPU time it was calibrated for (it is not
+// optimized away, and the rate is units per microsecond, not per
+// nanosecond). Thread CPU time is the measure, but not an exact one on a
+// shared machine: without IRQ time accounting (this kernel has none) the
+// interrupts a thread happens to run under are charged to it, and a
+// sibling hyperthread's load changes how fast it runs; a calibration under
+// one and the work under the other can differ by more than the factor of
+// two allowed. So a few tries, each calibrated afresh: noise passes one
+// of them, while work that is elided, or a rate off by a scale, fails
+// them all.
 func TestWorkTakesTime(t *testing.T) {
-	rate := Calibrate()
-	if rate <= 0 {
-		t.Fatalf("rate %v", rate)
-	}
-	units := int64(rate * 2000)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	start := ThreadCPU()
-	sink.Add(work(units))
-	if el := ThreadCPU() - start; el < time.Millisecond {
-		t.Errorf("2 ms of work took %v of CPU", el)
+	var tries []string
+	for range 5 {
+		rate := Calibrate()
+		if rate <= 0 {
+			t.Fatalf("rate %v", rate)
+		}
+		start := ThreadCPU()
+		sink.Add(work(int64(rate * 2000)))
+		el := ThreadCPU() - start
+		if el >= time.Millisecond {
+			return
+		}
+		tries = append(tries, fmt.Sprintf("%v (at %.1f units/µs)", el, rate))
 	}
+	t.Errorf("2 ms of work took %s of CPU", strings.Join(tries, ", "))
 }

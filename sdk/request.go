@@ -466,7 +466,9 @@ func (w *Response) WriteString(s string) (int, error) {
 }
 
 // SetStatus sets the HTTP status the client gets. A status of 400 or more
-// ends the chain here: the output goes straight back to the client.
+// ends the chain here: the output goes straight back to the client. The
+// client gets a 204 or 304 without a body, and a 502 in place of a status
+// outside 200..599 (a 1xx is no final answer to an HTTP client).
 func (w *Response) SetStatus(code int) {
 	if code >= 100 && code <= 999 {
 		w.status = uint16(code)

@@ -11,7 +11,7 @@ import (
 
 // limits: an instance over its memory limit is killed by the kernel, its
 // request answered 502 with the reason, and it is restarted; an instance
-// over its CPU limit is throttled (the kernel's count, not a timing).
+// over its CPU limit gets no more CPU than its quota.
 func TestLimits(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("cgroups need root")
@@ -54,8 +54,15 @@ chains:
 	}
 	took := time.Since(began)
 	slow := findFunction(t, findApp(t, n.mustStatus(), "lim"), "slow").Instances[0]
-	if slow.CPUThrottled == 0 {
-		t.Errorf("300ms of CPU at a limit of 0.2 CPU was never throttled: %+v", slow)
+	// 0.2 CPU is a quota of 20 ms per 100 ms period (cpu.max): in 1.2 s
+	// the instance can get at most 13 periods' quota plus what each CPU
+	// kept of an earlier grant (a 5 ms slice), 270 ms, so 300 ms of CPU
+	// take longer however idle the machine (unlimited: about 300 ms); a
+	// busy machine only makes them slower. Whether the kernel throttles it
+	// depends on the machine, so that count is logged, not checked: a
+	// process the others keep below its quota never reaches it.
+	if took < 1200*time.Millisecond {
+		t.Errorf("300ms of CPU at a limit of 0.2 CPU took only %s: the limit does not hold (%+v)", took, slow)
 	}
 	t.Logf("300ms of CPU under a 0.2 CPU limit took %s; throttled %d times, %.0fms", took, slow.CPUThrottled, slow.ThrottledMillis)
 	out, err := exec.Command(spryBin, "status", "--admin", n.admin).CombinedOutput()

@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Routes with parameters and prefixes reach their chain, the function sees
@@ -73,6 +75,30 @@ chains:
 	resp, body = post("/users/1", "header:Content-Length=5")
 	if resp.StatusCode != 502 || !strings.Contains(body, `"Content-Length": the gateway sets it`) {
 		t.Errorf("framing header: %d %q", resp.StatusCode, body)
+	}
+	// A status no HTTP client takes as a final answer (1xx is interim: the
+	// client would wait on for another) is answered 502 with the reason;
+	// 204 and 304 go out without the body, and the connection (one, kept
+	// alive) still frames the next response.
+	quick := &http.Client{Timeout: 10 * time.Second, Transport: c.Transport}
+	for _, code := range []int{100, 103, 199, 600} {
+		resp, err := quick.Post("http://"+n.http+"/users/1", "text/plain", strings.NewReader("status:"+strconv.Itoa(code)))
+		if err != nil {
+			t.Fatalf("status %d: %v", code, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := "answered with status " + strconv.Itoa(code) + ", which is no final HTTP status"; resp.StatusCode != 502 || !strings.Contains(string(b), want) {
+			t.Errorf("status %d: %d %q", code, resp.StatusCode, b)
+		}
+	}
+	for _, code := range []int{204, 304} {
+		if resp, body := post("/users/1", "status:"+strconv.Itoa(code)); resp.StatusCode != code || body != "" {
+			t.Errorf("status %d: %d %q", code, resp.StatusCode, body)
+		}
+		if resp, body := post("/users/me", "next"); resp.StatusCode != 200 || body != "next" {
+			t.Errorf("after %d: %d %q", code, resp.StatusCode, body)
+		}
 	}
 }
 

@@ -63,6 +63,12 @@ func atoi(s string) int {
 // Every mode this build offers runs every workload for a moment: every
 // answer is checked against the chain run in-process, nothing fails, and
 // no process is left behind.
+//
+// Each mode answers requests of its window, but on a machine shared by
+// many busy processes a request may take longer than the whole 600 ms
+// window: one answered correctly after it (Overtime) shows the mode works
+// as well as one inside it. A mode that hangs fails the requests in flight
+// (timeouts count as errors however late), so it cannot pass as slow.
 func TestEveryModeEveryWorkload(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
@@ -93,33 +99,24 @@ func TestEveryModeEveryWorkload(t *testing.T) {
 		}
 		modes = append(modes, wl.extra...)
 		t.Run(wl.name, func(t *testing.T) {
-			run := func(d time.Duration) *Report {
-				rep, err := Run(context.Background(), Options{
-					Workload: wl.name, Shape: wl.shape, Modes: modes, Duration: d,
-					Rounds: 1, Connections: 2, Idle: 100 * time.Millisecond, Exe: spryBin, WasmSrc: "../../bench/wasmfn",
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return rep
-			}
-			rep := run(600 * time.Millisecond)
 			// On a machine other work shares, a busy-polling mode can be
-			// starved for the whole short window (nothing answered, nothing
-			// wrong): measure once more, longer, before calling it a failure.
-			for _, m := range rep.Modes {
-				if m.Requests == 0 && m.Errors == 0 {
-					t.Logf("%s answered nothing in 600ms (starved?): running again for 3s", m.Mode)
-					rep = run(3 * time.Second)
-					break
-				}
+			// starved for the whole short window: its answers come after
+			// it (Overtime; see the comment above), no second run needed.
+			rep, err := Run(context.Background(), Options{
+				Workload: wl.name, Shape: wl.shape, Modes: modes, Duration: 600 * time.Millisecond,
+				Rounds: 1, Connections: 2, Idle: 100 * time.Millisecond, Exe: spryBin, WasmSrc: "../../bench/wasmfn",
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
 			if len(rep.Modes) != len(modes) {
 				t.Fatalf("%d mode results for %d modes", len(rep.Modes), len(modes))
 			}
 			for _, m := range rep.Modes {
-				if m.Errors != 0 || m.Requests == 0 {
-					t.Errorf("%s: %d answered, %d errors: %s", m.Mode, m.Requests, m.Errors, m.FirstError)
+				if m.Errors != 0 || m.Requests+m.Overtime == 0 {
+					t.Errorf("%s: %d answered (%d after the window), %d errors: %s", m.Mode, m.Requests, m.Overtime, m.Errors, m.FirstError)
+				} else if m.Requests == 0 {
+					t.Logf("%s: answered only after its window (%d requests): a busy machine", m.Mode, m.Overtime)
 				}
 				if m.CPUPerReq <= 0 || m.Processes < 2 {
 					t.Errorf("%s: CPU %v s/req over %d processes", m.Mode, m.CPUPerReq, m.Processes)

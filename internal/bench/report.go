@@ -55,6 +55,7 @@ type ModeResult struct {
 	Mode             string             `json:"mode"`
 	Requests         uint64             `json:"requests"`
 	Errors           uint64             `json:"errors"`
+	Overtime         uint64             `json:"overtime,omitempty"` // answered correctly, but not wholly inside the measurement (load.Result.Overtime)
 	Late             uint64             `json:"late,omitempty"`
 	RPS              float64            `json:"rps"`
 	P50              float64            `json:"p50_ms"`

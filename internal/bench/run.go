@@ -339,7 +339,7 @@ func (s *countSchedule) Next() (time.Duration, bool) {
 }
 
 func (a *modeAcc) result() ModeResult {
-	r := ModeResult{Mode: a.mode, Requests: a.res.Requests, Errors: a.res.Errors, Late: a.res.Late,
+	r := ModeResult{Mode: a.mode, Requests: a.res.Requests, Errors: a.res.Errors, Overtime: a.res.Overtime, Late: a.res.Late,
 		RPS: a.res.RPS(), P50: load.Millis(a.res.Hist, 50), P99: load.Millis(a.res.Hist, 99), P999: load.Millis(a.res.Hist, 99.9),
 		Mean: a.res.Hist.Mean() / 1e6, FirstError: a.res.FirstErr, Processes: a.procs, ByRole: map[string]Cost{}, ByChain: map[string]Latency{}}
 	n := float64(max(a.res.Requests, 1))

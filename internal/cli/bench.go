@@ -172,9 +172,10 @@ func benchColdStartCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "coldstart",
-		Short: "Measure the cold start of a builtin, a go: and an exec: function (scaled from zero)",
+		Short: "Measure the cold start of a builtin, a go:, an exec: and a wasm: function (scaled from zero)",
 		Long: `Measure cold starts: the same function (bench/startprobe) as a builtin, as a go:
-function and, prebuilt, as an exec: function, each on its own node at zero instances
+function, prebuilt as an exec: function and built for WASI as a wasm: function (in the
+app's sandbox host), each on its own node at zero instances
 (min: 0), woken --runs times by a request. Reports the time from the gateway's receipt of
 the request to the new instance's handler, the client's latency, the instance's
 startMillis and a warm request's latency. Run it from the repository (or give --go).`,

@@ -139,6 +139,8 @@ var (
 	ErrMetaTooLarge = &Error{Status: 431, Msg: "request line and forwarded headers do not fit the request metadata"}
 	// ErrSilent: the request ends without an answer (the client is gone).
 	ErrSilent = &Error{Close: true}
+	// ErrShutdown: the node stopped before the chain answered (App.Abort).
+	ErrShutdown = &Error{Status: 503, Msg: "the node is shutting down", Retry: true}
 )
 
 // AppendMessage appends the text the client gets for refusal e of request
@@ -519,6 +521,7 @@ type Reply struct {
 	buf    uint32
 	status int
 	tag    uint64
+	own    bool // the gateway rewrote the chain's reply (badStatus): no function headers
 }
 
 // Status returns the HTTP status of the reply.
@@ -567,17 +570,21 @@ func (r *Reply) Len() int {
 		return len(r.Body())
 	}
 	n := 0
-	for i := range r.a.pool.Pieces(r.buf) {
+	for i := range r.Pieces() {
 		n += len(r.a.pool.Piece(r.buf, i))
 	}
 	return n
 }
 
 // Pieces returns how many contiguous pieces the reply's body has: 1, or
-// more for a large body the pool holds in several extents (see Piece).
+// more for a large body the pool holds in several extents (see Piece); 0
+// for a 204 or 304 (Bodyless).
 func (r *Reply) Pieces() int {
 	if r.err != nil {
 		return 1
+	}
+	if Bodyless(r.status) {
+		return 0
 	}
 	return r.a.pool.Pieces(r.buf)
 }
@@ -591,6 +598,9 @@ func (r *Reply) Piece(i int) []byte {
 		}
 		return nil
 	}
+	if Bodyless(r.status) {
+		return nil
+	}
 	return r.a.pool.Piece(r.buf, i)
 }
 
@@ -599,7 +609,7 @@ func (r *Reply) Piece(i int) []byte {
 // false when there is none. Headers that are not valid HTTP, and those only
 // the gateway writes (framing, Date), are skipped.
 func (r *Reply) NextHeader(pos int) (name, value []byte, next int, ok bool) {
-	if r.err != nil {
+	if r.err != nil || r.own {
 		return nil, nil, 0, false
 	}
 	h := r.a.pool.Header(r.buf)
@@ -612,10 +622,36 @@ func (r *Reply) NextHeader(pos int) (name, value []byte, next int, ok bool) {
 }
 
 // AppendHeaders appends the chain's response headers as HTTP/1.1 fields
-// ("Name: value\r\n" each).
+// ("Name: value\r\n" each). Each is checked in the copy, not in the pool:
+// a process of the app may write the header meanwhile, and a CR LF written
+// between a check in place and the copy would end the response head early
+// (a client would then read the body up to a close that never comes).
 func (r *Reply) AppendHeaders(dst []byte) []byte {
-	for name, value, pos, ok := r.NextHeader(0); ok; name, value, pos, ok = r.NextHeader(pos) {
-		dst = append(append(append(append(dst, name...), ": "...), value...), "\r\n"...)
+	if r.err != nil || r.own {
+		return dst
+	}
+	h := r.a.pool.Header(r.buf)
+	for name, value, pos, ok := h.NextRespHeader(0); ok; name, value, pos, ok = h.NextRespHeader(pos) {
+		k := len(dst)
+		dst = append(append(dst, name...), ": "...)
+		v := len(dst)
+		dst = append(dst, value...)
+		if n := dst[k : k+len(name)]; !isToken(n) || gatewayField(n) || !isFieldValue(dst[v:]) {
+			dst = dst[:k]
+			continue
+		}
+		dst = append(dst, "\r\n"...)
+	}
+	return dst
+}
+
+// AppendContentType appends the reply's media type (see ContentType),
+// checked in the copy (see AppendHeaders).
+func (r *Reply) AppendContentType(dst []byte) []byte {
+	k := len(dst)
+	dst = append(dst, r.ContentType()...)
+	if !isFieldValue(dst[k:]) {
+		dst = append(dst[:k], octets...)
 	}
 	return dst
 }
@@ -635,16 +671,30 @@ var gatewayFields = []string{"content-type", "content-length", "transfer-encodin
 
 // Body returns the reply's body: a slice of the pool buffer, valid until
 // Done, or the gateway's message. A body in several pieces is its first
-// (see Pieces).
+// (see Pieces). A 204 or 304 has none (Bodyless), whatever the buffer
+// holds.
 func (r *Reply) Body() []byte {
 	if r.err != nil {
-		if r.err == ErrNoInstance {
+		switch r.err {
+		case ErrNoInstance:
 			return r.ch.noInstanceMsg
+		case ErrShutdown:
+			return shutdownMsg
 		}
 		return r.ch.timeoutMsg
 	}
+	if Bodyless(r.status) {
+		return nil
+	}
 	return r.a.pool.Data(r.buf)
 }
+
+var shutdownMsg = []byte("spry: " + ErrShutdown.Msg + "\n")
+
+// Bodyless reports whether a response with status s has no body, nor a
+// Content-Length (RFC 9110 6.4.1, 8.6: 204 and 304; the gateway never
+// answers 1xx).
+func Bodyless(s int) bool { return s == 204 || s == 304 }
 
 // Done tells the gateway the reply is written (or given up): its buffer
 // and the request's entry are free again. Call it exactly once.

@@ -118,7 +118,7 @@ func TestAdmitClientDeadline(t *testing.T) {
 	if r.app.Inflight() != 1 {
 		t.Fatalf("%d in flight while the step holds the buffer", r.app.Inflight())
 	}
-	r.reply(<-r.held)
+	r.reply(r.take(t))
 	r.waitFree(t, 8)
 }
 

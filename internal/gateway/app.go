@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +97,7 @@ type AppStats struct {
 	Abandoned atomic.Uint64 // buffers freed after their request timed out
 	Forged    atomic.Uint64 // descriptors whose buffer was not in transit to the gateway (dropped unread)
 	RecvErrs  atomic.Uint64 // receive errors the reply loop outlived
+	BadStatus atomic.Uint64 // replies whose status was no final HTTP status (answered 502)
 	// LateInputs are join inputs dropped: late (the join ran already),
 	// duplicate (its branch had arrived), or of a request answered.
 	LateInputs atomic.Uint64
@@ -395,16 +397,20 @@ func (a *App) complete(buf uint32) {
 	} else if e.word.CompareAndSwap(seq<<2|stWaiting, seq<<2|stDone) {
 		crash.Point("gateway.completed")
 		e.timer.Stop()
-		status := int(h.Status())
-		if status < 100 || status > 999 {
+		// The status word is the app's shared memory: read once, and
+		// only a final status an HTTP client can take goes out.
+		status, own := int(h.Status()), false
+		if status == 0 {
 			status = 200
+		} else if status < 200 || status > 599 {
+			status, own = a.badStatus(buf, e.ch, status), true
 		}
 		e.ch.count(status, e.began)
 		a.stats.Replies.Add(1)
 		a.transits(h)
 		// Answer from here: no thread switch before the response goes
 		// out.
-		r := Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag}
+		r := Reply{a: a, ch: e.ch, idx: idx, reqID: reqID, buf: buf, status: status, tag: e.tag, own: own}
 		if e.ch.records(status) {
 			e.ch.record(e.rep, r, e.began)
 		}
@@ -420,6 +426,27 @@ func (a *App) complete(buf uint32) {
 		return
 	}
 	a.stats.Stale.Add(1)
+}
+
+// badStatus turns buf, a reply of chain ch with status s, into a 502 that
+// says why, and returns 502. A status outside 200..599 is no final answer
+// for an HTTP client: a 1xx is an interim response, after which the client
+// waits on for one that never comes; there is no status above 599. A
+// function may set one by mistake, and any process of the app may write
+// one into the header. The functions' response headers do not go out with
+// it (see Reply.own).
+func (a *App) badStatus(buf uint32, ch *Chain, s int) int {
+	var m [128]byte
+	b := append(append(m[:0], "spry: chain "...), ch.Name...)
+	b = strconv.AppendInt(append(b, " answered with status "...), int64(s), 10)
+	b = append(b, ", which is no final HTTP status (200..599)\n"...)
+	a.pool.Clear(buf, a.id) // a body in extents, or shared, is not the reply
+	h := a.pool.Header(buf)
+	h.SetData(0, uint32(copy(a.pool.Buffer(buf), b)))
+	h.SetReplyContentType("text/plain; charset=utf-8")
+	h.SetStatus(502)
+	a.stats.BadStatus.Add(1)
+	return 502
 }
 
 // expire runs when entry idx's timer fires. A request past its deadline is
@@ -462,6 +489,31 @@ func (a *App) expire(idx uint32) {
 		ch.record(rep, r, began)
 	}
 	rep.Reply(r)
+}
+
+// Abort answers every request of the app still waiting for its chain with
+// 503 (ErrShutdown) now, as its deadline would later, and ends the app's
+// retries: the node calls it when its time to drain is up, so that no
+// client, and no connection of the gateway, waits for a chain's deadline
+// after that. The buffers come back (or not) as after a deadline.
+func (a *App) Abort() {
+	a.closing.Store(true) // waiting for an instance ends (await)
+	for i := range a.pend {
+		e := &a.pend[i]
+		w := e.word.Load()
+		if w&3 != stWaiting {
+			continue
+		}
+		// As in expire: read before the compare-and-swap.
+		rep, tag, ch, began := e.rep, e.tag, e.ch, e.began
+		if !e.word.CompareAndSwap(w, w&^3|stAbandoned) {
+			continue
+		}
+		e.timer.Stop()
+		a.stats.Rejected.Add(1)
+		ch.count(ErrShutdown.Status, began)
+		rep.Reply(Reply{a: a, ch: ch, err: ErrShutdown, idx: uint32(i), reqID: w>>2<<idBits | uint64(i), status: ErrShutdown.Status, tag: tag})
+	}
 }
 
 // InstanceReady tells the app that an instance became ready: requests

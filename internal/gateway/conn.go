@@ -45,6 +45,7 @@ type conn struct {
 	msg  []byte  // the body of an error response being built
 	ext  []byte  // extra fields of an error response being built
 	hdr  []byte  // the functions' response headers of the reply being written
+	ct   []byte  // its content type (copied out of the pool)
 	// ceReply holds the CloudEvent fields of the reply to a CloudEvent
 	// (set before the request is sent, read by Reply); evbuf a batch of
 	// events being read.
@@ -87,7 +88,7 @@ const (
 func newConn(g *Gateway, nc net.Conn) *conn {
 	c := &conn{
 		g: g, nc: nc, rbuf: make([]byte, readBufSize),
-		out: make([]byte, 0, 512), msg: make([]byte, 0, 512), ext: make([]byte, 0, 128), hdr: make([]byte, 0, 256),
+		out: make([]byte, 0, 512), msg: make([]byte, 0, 512), ext: make([]byte, 0, 128), hdr: make([]byte, 0, 256), ct: make([]byte, 0, 128),
 		idle: make(chan struct{}, 1),
 	}
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -731,7 +732,9 @@ func (c *conn) head(status int, ctype []byte, n int, close bool, extra []byte) [
 	}
 	o := append(c.out[:0], statusLines[status]...)
 	o = append(append(append(o, "Content-Type: "...), ctype...), "\r\n"...)
-	o = append(strconv.AppendInt(append(o, "Content-Length: "...), int64(n), 10), "\r\n"...)
+	if !Bodyless(status) {
+		o = append(strconv.AppendInt(append(o, "Content-Length: "...), int64(n), 10), "\r\n"...)
+	}
 	o = append(append(append(o, "Date: "...), *c.g.date.Load()...), "\r\n"...)
 	if close || c.g.closing.Load() {
 		o = append(o, "Connection: close\r\n"...)

@@ -20,7 +20,7 @@ func TestLateReplyIs504(t *testing.T) {
 	if err := r.g.Admit(&req); err != nil {
 		t.Fatal(err)
 	}
-	d := <-r.held
+	d := r.take(t)
 	idx := uint32(r.p.Header(d.Buf).ReqID() & idMask)
 	r.app.pend[idx].timer.Stop() // the timer is late (a busy machine)
 	time.Sleep(80 * time.Millisecond)
@@ -56,7 +56,7 @@ func TestForgedRepliesDropped(t *testing.T) {
 	n := copy(x.Body(), "filling")
 	waitFor(t, func() bool { return r.app.Stats().Forged.Load() == 1 })
 	x.Send(n, nil)
-	d := <-r.held
+	d := r.take(t)
 	r.reply(d)
 	got := <-rep.c
 	// The genuine reply is being written: a duplicate arrives meanwhile.
@@ -110,7 +110,7 @@ func TestQuiesce(t *testing.T) {
 	if r.app.Quiesce(func() { t.Error("ran with a request in flight") }) {
 		t.Fatal("Quiesce with a request in flight")
 	}
-	r.reply(<-r.held)
+	r.reply(r.take(t))
 	got := <-rep.c
 	got.Done()
 	ran := false
@@ -120,7 +120,7 @@ func TestQuiesce(t *testing.T) {
 	if err := r.g.Admit(&req); err != nil {
 		t.Fatalf("admission after Quiesce: %v", err)
 	}
-	r.reply(<-r.held)
+	r.reply(r.take(t))
 	got = <-rep.c
 	got.Done()
 	r.waitFree(t, 8)

@@ -162,6 +162,20 @@ func (r *rig) instance(done chan struct{}) {
 	}
 }
 
+// take returns the next request the held step received, or fails the test
+// when none comes within 10 s (a test that waits for one the gateway never
+// sent must fail, not hang until the test binary's timeout).
+func (r *rig) take(t *testing.T) desc.Desc {
+	t.Helper()
+	select {
+	case d := <-r.held:
+		return d
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request reached the step within 10s")
+		return desc.Desc{}
+	}
+}
+
 // reply sends d's buffer back to the gateway as the chain's answer.
 func (r *rig) reply(d desc.Desc) {
 	transport.Pass(r.p, r.inst, desc.Desc{Dst: gwID, Buf: d.Buf, Flags: desc.FlagReply})
@@ -261,7 +275,7 @@ func TestInflightBound(t *testing.T) {
 		resp, _ := r.do("POST", "first")
 		first <- resp.StatusCode
 	}()
-	d := <-r.held
+	d := r.take(t)
 	resp, body := r.do("POST", "second")
 	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("over the bound: %d %q", resp.StatusCode, body)
@@ -281,7 +295,7 @@ func TestTimeoutThenLateReply(t *testing.T) {
 	if resp.StatusCode != 504 {
 		t.Fatalf("got %d %q, want 504", resp.StatusCode, body)
 	}
-	d := <-r.held
+	d := r.take(t)
 	if r.p.FreeBuffers() != 7 || r.app.Inflight() != 1 {
 		t.Fatalf("before the late reply: %d free, %d in flight", r.p.FreeBuffers(), r.app.Inflight())
 	}
@@ -300,7 +314,7 @@ func TestFailOnReclaim(t *testing.T) {
 		resp, body := r.do("POST", "doomed")
 		got <- strconv.Itoa(resp.StatusCode) + " " + body
 	}()
-	<-r.held
+	r.take(t)
 	n := r.p.Reclaim(instID, func(buf uint32) { r.app.Fail(buf, 502, "instance died") })
 	if n != 1 {
 		t.Fatalf("reclaimed %d buffers", n)

@@ -59,8 +59,24 @@ func TestGRPCUnary(t *testing.T) {
 }
 
 func TestGRPCDeadlineAndErrors(t *testing.T) {
-	r := newRigWith(t, rigOpts{buffers: 16, inflight: 8, timeout: 5 * time.Second, hold: true, route: grpcRoute})
+	// The chain's own timeout is far longer than the waits below: only
+	// the client's deadline can time the slow request out in time.
+	r := newRigWith(t, rigOpts{buffers: 16, inflight: 8, timeout: 60 * time.Second, hold: true, route: grpcRoute})
 	cc := grpcClient(t, r.addr)
+
+	// The connection first: grpc-go connects on the first call, inside
+	// its deadline, and on a busy machine the connection and the HTTP/2
+	// preface took longer than the 100 ms below, so the call ended
+	// DEADLINE_EXCEEDED in the client without reaching the gateway, and
+	// the test waited for a request that never came (hung 10 minutes).
+	warm := make(chan error, 1)
+	go func() {
+		warm <- cc.Invoke(context.Background(), grpcRoute, wrapperspb.String("warm"), new(wrapperspb.StringValue))
+	}()
+	r.reply(r.take(t))
+	if err := <-warm; err != nil {
+		t.Fatalf("first call: %v", err)
+	}
 
 	// The client's deadline is the request's: the gateway answers
 	// DEADLINE_EXCEEDED when it passes.
@@ -70,7 +86,7 @@ func TestGRPCDeadlineAndErrors(t *testing.T) {
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("past the deadline: %v", err)
 	}
-	d := <-r.held
+	d := r.take(t)
 	deadline := time.Now().Add(5 * time.Second)
 	for r.app.Stats().Timeouts.Load() != 1 {
 		if time.Now().After(deadline) {
@@ -89,7 +105,7 @@ func TestGRPCDeadlineAndErrors(t *testing.T) {
 		go func() {
 			got <- cc.Invoke(context.Background(), grpcRoute, wrapperspb.String("x"), new(wrapperspb.StringValue))
 		}()
-		d := <-r.held
+		d := r.take(t)
 		h := r.p.Header(d.Buf)
 		n := copy(r.p.Buffer(d.Buf), "not for you\n")
 		h.SetData(0, uint32(n))

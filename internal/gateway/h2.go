@@ -755,7 +755,9 @@ func (c *h2conn) write(st *h2stream) bool {
 		c.hbuf.Reset()
 		c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
 		c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: string(ctype)})
-		c.henc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
+		if !Bodyless(status) {
+			c.henc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
+		}
 		if gerr != nil && gerr.Retry {
 			c.henc.WriteField(hpack.HeaderField{Name: "retry-after", Value: "1"})
 		}

@@ -175,7 +175,7 @@ func TestH2Conformance(t *testing.T) {
 		r := newRig(t, 16, 8, 5*time.Second, true)
 		h := dialH2(t, r.addr)
 		h.post(1, true)
-		<-r.held // the request is in its chain
+		r.take(t) // the request is in its chain
 		h.fr.WriteData(1, true, []byte("late"))
 		if rst, ok := h.next().(*http2.RSTStreamFrame); !ok || rst.ErrCode != http2.ErrCodeStreamClosed {
 			t.Fatalf("want RST_STREAM STREAM_CLOSED")
@@ -308,7 +308,7 @@ func TestH2ResponseHeaders(t *testing.T) {
 		resp.Body.Close()
 		got <- resp
 	}()
-	d := <-r.held
+	d := r.take(t)
 	if err := r.p.Header(d.Buf).SetRespHeader("X-Step", "upper"); err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,8 @@ func (c *conn) Reply(r Reply) {
 		}
 		extra = c.hdr
 	}
-	o := c.head(r.Status(), r.ContentType(), n, c.closeAfter, extra)
+	c.ct = r.AppendContentType(c.ct[:0])
+	o := c.head(r.Status(), c.ct, n, c.closeAfter, extra)
 	c.vec[0], c.nvec = o, 1
 	total := len(o)
 	if !c.headOnly {

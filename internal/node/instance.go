@@ -320,11 +320,27 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 		limit := time.Now().Add(in.f.cfg.Timeout + n.cfg.StopGrace)
 		// Done means nothing sent to it waits, nothing runs, and it holds
 		// no buffer and has none in transit (a finished step's output
-		// on its way to the next step): the ownership words say so.
+		// on its way to the next step): the ownership words say so. The
+		// queue and in-flight counters say it sooner (a sender counts a
+		// descriptor before it marks the buffer in transit), but they
+		// are hints: a sender that died between counting a descriptor
+		// and sending it leaves a count nobody takes back, and the
+		// instance writes them itself. So with nothing held or in
+		// transit for staleHints, the drain is over whatever they say.
+		var clear time.Time
 	drain:
-		// An instance that keeps state (Keeps > 0) holds its buffers on
-		// purpose: they go with it, not before it.
-		for (st.Queue.Load() > 0 || st.InFlight.Load() > 0 || a.pool.Holding(id) > 0 && st.Keeps.Load() <= 0) && time.Now().Before(limit) {
+		for now := time.Now(); now.Before(limit); now = time.Now() {
+			// An instance that keeps state (Keeps > 0) holds its
+			// buffers on purpose: they go with it, not before it.
+			if a.pool.Holding(id) > 0 && st.Keeps.Load() <= 0 {
+				clear = time.Time{}
+			} else if st.Queue.Load() <= 0 && st.InFlight.Load() <= 0 {
+				break
+			} else if clear.IsZero() {
+				clear = now
+			} else if now.Sub(clear) > staleHints {
+				break
+			}
 			select {
 			case err := <-exited:
 				why = exitReason(err) + " while draining"
@@ -347,6 +363,11 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 	in.cleanup(id, why)
 	return errors.New(why)
 }
+
+// staleHints is how long a draining instance's queue and in-flight
+// counters may disagree with the ownership words before the drain trusts
+// the words (see runOnce).
+const staleHints = 200 * time.Millisecond
 
 // cleanup releases endpoint id after its process is gone: the slot leaves
 // the routing table, every buffer the process held is taken back and its

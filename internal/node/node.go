@@ -361,7 +361,29 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			n.events.trig.Close() // nothing new from triggers while draining
 		}
 		if n.gw != nil {
-			err = n.gw.Shutdown(ctx)
+			gctx, cut := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- n.gw.Shutdown(gctx) }()
+			select {
+			case err = <-done:
+			case <-ctx.Done():
+				// The time to drain is up: what still waits for a chain
+				// (an instance that never came, a step past the drain
+				// time) is answered 503 now, before the gateway closes
+				// the connections, so that none waits for the chain's
+				// deadline.
+				n.appsMu.Lock()
+				for _, a := range append(n.apps, n.retired...) {
+					if a.gw != nil {
+						a.gw.Abort()
+					}
+				}
+				n.appsMu.Unlock()
+				cut()
+				<-done
+				err = ctx.Err()
+			}
+			cut()
 		}
 		if n.events != nil {
 			n.events.close()

@@ -63,6 +63,7 @@ type client struct {
 var (
 	errClosed   = errors.New("connection closed by the server")
 	errBadReply = errors.New("malformed HTTP response")
+	errTimeout  = errors.New("no answer within the timeout")
 )
 
 // conn is a client connection: a blocking socket on Linux (see rawConn),
@@ -147,6 +148,9 @@ func (c *client) fill() error {
 	}
 	if err == nil || err == io.EOF {
 		return errClosed
+	}
+	if te, ok := err.(interface{ Timeout() bool }); ok && te.Timeout() {
+		return errTimeout // the socket's receive timeout: EAGAIN, or a deadline
 	}
 	return err
 }

@@ -123,8 +123,16 @@ type Sample struct {
 
 // Result is what a run measured.
 type Result struct {
-	Requests uint64        // answered correctly within the measurement
-	Errors   uint64        // failed: transport error, wrong status or body
+	Requests uint64 // due in the measurement and answered correctly within it
+	// Errors counts requests that failed (transport error, timeout, wrong
+	// status or body) and were in flight at some time during the
+	// measurement: one sent before it or answered after it counts too,
+	// since a system that hangs fails exactly those.
+	Errors uint64
+	// Overtime counts requests in flight during the measurement that were
+	// answered correctly but not wholly inside it (sent before it began,
+	// or answered after it ended): not in Requests, nor in the latencies.
+	Overtime uint64
 	Late     uint64        // open loop: due before the end but never sent
 	Elapsed  time.Duration // the measurement's length
 	Hist     *hdrhistogram.Histogram
@@ -162,6 +170,7 @@ type worker struct {
 	hist     *hdrhistogram.Histogram
 	byName   map[string]*hdrhistogram.Histogram
 	ok, errs uint64
+	over     uint64
 	firstErr string
 	timeline []uint64
 	samples  []Sample
@@ -201,6 +210,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	var (
 		next     atomic.Uint64 // closed loop: next request of the mix
 		measure  atomic.Int64  // start of the measurement (unix ns), 0 before
+		end      atomic.Int64  // its end (unix ns), stored before measure
 		stop     atomic.Bool
 		schedMu  sync.Mutex
 		schedIdx int
@@ -231,8 +241,15 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		}
 	}
 	start := time.Now()
+	// The measurement: open loop, the schedule's offsets count from
+	// measureAt and what is due before endAt is sent. Closed loop, it
+	// starts when the clock marks it (after OnMeasure, which may take a
+	// while on a busy machine) and lasts Duration from there.
 	measureAt := start.Add(c.Warmup)
 	endAt := measureAt.Add(c.Duration)
+	if c.Schedule != nil {
+		end.Store(endAt.UnixNano())
+	}
 
 	// one sends request r, due at due (the send time in closed loop), and
 	// records the outcome when the measurement is on.
@@ -251,13 +268,12 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 			// it went out before the clock's goroutine marked the start.
 			m = measureAt.UnixNano()
 		}
-		if m == 0 || due.UnixNano() < m || done.After(endAt) {
-			if err != nil && w.firstErr == "" && m != 0 {
-				w.firstErr = describeErr(r.Name, err)
-			}
-			return
+		e := end.Load()
+		if m == 0 || done.UnixNano() < m || due.UnixNano() > e {
+			return // not in flight during the measurement
 		}
-		if c.Record {
+		inside := due.UnixNano() >= m && done.UnixNano() <= e
+		if c.Record && inside {
 			// Amortised growth from a preallocated slice: no allocation
 			// on most requests.
 			w.samples = append(w.samples, Sample{Due: due.Sub(measureAt), Done: done.Sub(measureAt), Failed: err != nil})
@@ -267,6 +283,10 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 			if w.firstErr == "" {
 				w.firstErr = describeErr(r.Name, err)
 			}
+			return
+		}
+		if !inside {
+			w.over++ // answered, but not wholly inside the measurement
 			return
 		}
 		w.ok++
@@ -356,16 +376,23 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		c.OnMeasure()
 	}
 	measured := time.Now()
+	if c.Schedule == nil {
+		endAt = measured.Add(c.Duration)
+		end.Store(endAt.UnixNano())
+	}
 	measure.Store(measured.UnixNano())
 	if !sleep(endAt) {
 		stop.Store(true)
 		wg.Wait()
 		return nil, ctx.Err()
 	}
+	ended := time.Now()
+	if ended.After(endAt) {
+		ended = endAt // what was answered after endAt is not in Requests
+	}
 	if c.OnEnd != nil {
 		c.OnEnd()
 	}
-	ended := time.Now()
 	stop.Store(true)
 	wg.Wait()
 	var late uint64
@@ -387,6 +414,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	for _, w := range workers {
 		res.Requests += w.ok
 		res.Errors += w.errs
+		res.Overtime += w.over
 		res.Hist.Merge(w.hist)
 		for n, h := range w.byName {
 			if res.ByName[n] == nil {
@@ -409,6 +437,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 func (r *Result) Merge(o *Result) {
 	r.Requests += o.Requests
 	r.Errors += o.Errors
+	r.Overtime += o.Overtime
 	r.Late += o.Late
 	r.Elapsed += o.Elapsed
 	r.Hist.Merge(o.Hist)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -144,6 +145,67 @@ func TestOpenLoopCountsQueueing(t *testing.T) {
 	closed, _ := Run(context.Background(), Config{Addr: addr, Requests: reqs, Connections: 1, Duration: 300 * time.Millisecond})
 	if p99 := closed.Quantile(99); p99 > 100*time.Millisecond {
 		t.Errorf("closed loop p99 %v", p99)
+	}
+}
+
+// The measurement lasts Duration from when it starts, however long
+// OnMeasure takes (it reads /proc for every process of the system under
+// test, which on a busy machine takes a while): it used to end Duration
+// after the run began, so a slow OnMeasure left no window at all, and the
+// run reported 0 answered and 0 errors.
+func TestSlowOnMeasureKeepsTheWindow(t *testing.T) {
+	addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	reqs := []Request{{Raw: Build("GET", "/", addr, nil, nil), WantStatus: 200, WantBody: []byte("ok")}}
+	res, err := Run(context.Background(), Config{Addr: addr, Requests: reqs, Connections: 1,
+		Duration: 200 * time.Millisecond, OnMeasure: func() { time.Sleep(300 * time.Millisecond) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests == 0 || res.Errors != 0 || res.Elapsed < 200*time.Millisecond {
+		t.Fatalf("%d answered, %d errors in %v", res.Requests, res.Errors, res.Elapsed)
+	}
+}
+
+// A request in flight during the measurement that fails counts as an
+// error even when it fails after the measurement ended: a system that
+// hangs fails exactly those (each connection's request times out), and it
+// used to read as 0 answered and 0 errors. One answered correctly after
+// the end is Overtime, not an error, nor in the throughput.
+func TestFailuresAfterTheEndCount(t *testing.T) {
+	release := make(chan struct{})
+	var hang atomic.Bool
+	addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer close(release)
+	reqs := []Request{{Raw: Build("GET", "/", addr, nil, nil), WantStatus: 200, WantBody: []byte("ok")}}
+	hang.Store(true)
+	res, err := Run(context.Background(), Config{Addr: addr, Requests: reqs, Connections: 2,
+		Duration: 100 * time.Millisecond, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 0 || res.Errors != 2 || !strings.Contains(res.FirstErr, "timeout") {
+		t.Fatalf("hung server: %d answered, %d errors (%s), want 0 and 2 timeouts", res.Requests, res.Errors, res.FirstErr)
+	}
+	// Slow, not hung: answered after the end.
+	slow := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(150 * time.Millisecond)
+		w.Write([]byte("ok"))
+	}))
+	reqs = []Request{{Raw: Build("GET", "/", slow, nil, nil), WantStatus: 200, WantBody: []byte("ok")}}
+	res, err = Run(context.Background(), Config{Addr: slow, Requests: reqs, Connections: 2, Duration: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 0 || res.Errors != 0 || res.Overtime == 0 {
+		t.Fatalf("slow server: %d answered, %d errors, %d overtime", res.Requests, res.Errors, res.Overtime)
 	}
 }
 

@@ -170,7 +170,7 @@ func BenchmarkStepLarge(b *testing.B) {
 		t := &testing.T{}
 		r := newRig(t, FunctionConfig{Window: 1 << 20, MapMin: how.min})
 		in := r.instance()
-		for _, size := range []int{4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20} {
+		for _, size := range []int{4 << 10, 16 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20} {
 			b.Run(fmt.Sprintf("%s/%d", how.name, size), func(b *testing.B) {
 				// A handler that does not touch the payload: what is
 				// measured is getting it in and out.

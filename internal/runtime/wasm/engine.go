@@ -184,8 +184,9 @@ type FunctionConfig struct {
 
 // DefaultMapMin is the payload size from which mapping the buffer's pages
 // into a guest costs less than copying the payload in and the output out
-// (BenchmarkStep, on the machine in BENCHMARKS.md).
-const DefaultMapMin = 64 << 10
+// (BenchmarkStepLarge on the machine in BENCHMARKS.md: copying wins up to
+// 512 KiB, 40 µs against 80; mapping from 1 MiB, 110 µs against 150-380).
+const DefaultMapMin = 1 << 20
 
 // DefaultMemory is an instance's memory limit when its config names none.
 const DefaultMemory = 128 << 20

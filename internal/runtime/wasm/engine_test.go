@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -301,6 +302,47 @@ func TestGrants(t *testing.T) {
 	if got := some.step(some.instance(), "/?do=env", ""); got.body != "yes||1" {
 		t.Errorf("env grant: %q", got.body)
 	}
+}
+
+// Without grants a guest's clocks and randomness are not the host's: its
+// wall clock is not the host's time, its sleeps return at once, and every
+// instance draws the same random bytes; with them it has the real ones.
+func TestClockAndRandomGrants(t *testing.T) {
+	none := newRig(t, FunctionConfig{})
+	a, b := none.instance(), none.instance()
+	if got := none.step(a, "/?do=now", ""); got.err != nil || unixNear(got.body, 24*time.Hour) {
+		t.Errorf("no clock grant: the guest's wall clock %+v is the host's", got)
+	}
+	slept := make(chan result, 1)
+	go func() { slept <- none.step(a, "/?do=sleep", "") }()
+	select {
+	case got := <-slept:
+		if got.err != nil || got.body != "slept" {
+			t.Errorf("no clock grant: sleep %+v", got)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no clock grant: an hour's sleep slept")
+	}
+	ra, rb := none.step(a, "/?do=random", ""), none.step(b, "/?do=random", "")
+	if ra.err != nil || rb.err != nil || ra.body != rb.body {
+		t.Errorf("no random grant: two instances drew %+v and %+v, want the same bytes", ra, rb)
+	}
+
+	granted := newRig(t, FunctionConfig{Grants: Grants{Clock: true, Random: true}})
+	a, b = granted.instance(), granted.instance()
+	if got := granted.step(a, "/?do=now", ""); got.err != nil || !unixNear(got.body, time.Minute) {
+		t.Errorf("clock grant: the guest's wall clock %+v, want the host's", got)
+	}
+	ra, rb = granted.step(a, "/?do=random", ""), granted.step(b, "/?do=random", "")
+	if ra.err != nil || rb.err != nil || ra.body == rb.body || len(ra.body) != 32 {
+		t.Errorf("random grant: two instances drew %+v and %+v, want different bytes", ra, rb)
+	}
+}
+
+// unixNear says whether s, seconds since the epoch, is within d of now.
+func unixNear(s string, d time.Duration) bool {
+	sec, err := strconv.ParseInt(s, 10, 64)
+	return err == nil && time.Since(time.Unix(sec, 0)).Abs() < d
 }
 
 func TestLoadRefusesForeignImports(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -688,6 +689,9 @@ func (h *Host) watch() {
 			// A batch that arrived between the check and the store must
 			// not be slept through.
 			if now2 := mono.Now(); h.active.Load() < now2-int64(time.Second) {
+				// Idle: hand back what the heap does not use (starting
+				// instances leaves garbage behind) before sleeping.
+				debug.FreeOSMemory()
 				<-h.wake
 			}
 			h.parked.Store(false)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -111,6 +112,9 @@ func (h *Host) control(ctx context.Context, w *Wire) {
 					ev.CompileMicros, ev.InitMicros = float64(f.Compile.Microseconds()), float64(f.Init.Microseconds())
 				}
 				w.Send(ev)
+				// Compiling and initialising leave tens of MiB of garbage
+				// the host would otherwise hold while it idles.
+				debug.FreeOSMemory()
 			}()
 		case OpStart:
 			go func() {

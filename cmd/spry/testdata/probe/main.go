@@ -14,6 +14,7 @@
 //	path:         req.Path(); fullpath: req.FullPath()
 //	header:K=V    set response header K to V (res.SetHeader); add:K=V adds one
 //	ctype:T       set the response's content type
+//	status:N      set the response's status (res.SetStatus)
 package main
 
 import (
@@ -72,6 +73,10 @@ func main() {
 				fmt.Fprintf(&out, "%s: ok\n", path)
 			case "ctype":
 				res.SetContentType(arg)
+				fmt.Fprintf(&out, "%s: ok\n", path)
+			case "status":
+				code, _ := strconv.Atoi(arg)
+				res.SetStatus(code)
 				fmt.Fprintf(&out, "%s: ok\n", path)
 			case "spin":
 				d, _ := time.ParseDuration(arg)

@@ -4,10 +4,13 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
+	"time"
 	"unsafe"
 
 	"github.com/spry-dev/spry/sdk"
@@ -75,6 +78,18 @@ func main() {
 			res.Write(b)
 		case "env":
 			res.WriteString(os.Getenv("GRANTED") + "|" + os.Getenv("HOME") + "|" + strconv.Itoa(len(os.Environ())))
+		case "now":
+			res.WriteString(strconv.FormatInt(time.Now().Unix(), 10))
+		case "sleep":
+			// An hour: without the clock grant the host's sleeps return at once.
+			time.Sleep(time.Hour)
+			res.WriteString("slept")
+		case "random":
+			b := make([]byte, 16)
+			if _, err := rand.Read(b); err != nil {
+				return err
+			}
+			res.WriteString(hex.EncodeToString(b))
 		case "socket":
 			c, err := net.Dial("tcp", "127.0.0.1:1")
 			if err != nil {
