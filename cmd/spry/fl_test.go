@@ -379,6 +379,9 @@ func TestFLRoundRules(t *testing.T) {
 		}
 	}
 	f.n.waitFreeBuffers("fl")
+	// A job left running does not hold the node's shutdown up (the top
+	// keeps its buffers on purpose; stop checks the node is gone in time).
+	f.create("left", `{"params": 64, "updates": 3}`)
 }
 
 // TestFLLeafKilled kills leaf aggregators with SIGKILL while a round's
