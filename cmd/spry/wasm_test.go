@@ -6,6 +6,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,6 +74,23 @@ func TestWasmChain(t *testing.T) {
 			}
 			if len(pids) != 1 {
 				t.Errorf("wasm instances in %d processes, want 1 sandbox host", len(pids))
+			}
+			// Prometheus counts them like any other instances.
+			resp, err := adminClient.Get("http://" + n.admin + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			metrics, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, want := range []string{
+				`spry_function_requests_total{app="wasm",function="up"} 1500`,
+				`spry_function_requests_total{app="wasm",function="wrap"} 1000`,
+				`spry_function_instances{app="wasm",function="up",state="ready"} 2`,
+				`spry_function_inflight_requests{app="wasm",function="wrap"} 0`,
+			} {
+				if !strings.Contains(string(metrics), want) {
+					t.Errorf("/metrics lacks %s", want)
+				}
 			}
 		})
 	}
@@ -242,5 +260,54 @@ chains:
 	n.waitFreeBuffers("wasm")
 	if u := findApp(t, n.mustStatus(), "wasm").Pool.ExtentUsed; u != 0 {
 		t.Errorf("%d bytes of extents still used", u)
+	}
+}
+
+// Apps never share a sandbox host: two apps with wasm functions on one
+// node get a host each, under each app's own uid (as root).
+func TestWasmAppsNeverShareAHost(t *testing.T) {
+	fn := filepath.Join(repoRoot(t), "cmd", "spry", "testdata", "wasmfn")
+	other := writeConfig(t, fmt.Sprintf(`
+app: other
+functions:
+  up: {wasm: %s, env: {MODE: upper}}
+chains:
+  oup: {route: /oup, steps: [up], methods: [POST]}
+`, fn))
+	n := startNode(t, "--transport", "uds", "-f", wasmConfig(t, ""), "-f", other)
+	c := client(2)
+	for route, want := range map[string]string{"/pure": "w(ONE)", "/oup": "ONE"} {
+		if s, b, err := n.post(c, route, "one"); err != nil || s != 200 || b != want {
+			t.Fatalf("%s: %d %q %v, want 200 %q", route, s, b, err, want)
+		}
+	}
+	st := n.mustStatus()
+	hosts := map[string]int{}
+	for _, app := range []string{"wasm", "other"} {
+		for _, in := range findFunction(t, findApp(t, st, app), "up").Instances {
+			hosts[app] = in.PID
+		}
+	}
+	if hosts["wasm"] == 0 || hosts["wasm"] == hosts["other"] {
+		t.Fatalf("sandbox hosts by app: %v, want one each", hosts)
+	}
+	if os.Geteuid() != 0 {
+		return // without root every app runs as the node's own user
+	}
+	uid := func(pid int) string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
+				return f[1]
+			}
+		}
+		t.Fatalf("no Uid in /proc/%d/status", pid)
+		return ""
+	}
+	if a, b := uid(hosts["wasm"]), uid(hosts["other"]); a == b || a == "0" || b == "0" {
+		t.Errorf("sandbox hosts run as uids %s and %s, want each app's own", a, b)
 	}
 }

@@ -35,7 +35,7 @@ const (
 	hostID = 2
 )
 
-func newHostRig(t *testing.T) *hostRig {
+func newHostRig(t *testing.T, grants ...Grants) *hostRig {
 	t.Helper()
 	ctx := context.Background()
 	mod := filepath.Join(t.TempDir(), "suite.wasm")
@@ -72,7 +72,11 @@ func newHostRig(t *testing.T) *hostRig {
 		r.events = append(r.events, ev)
 		r.mu.Unlock()
 	}})
-	if err := r.h.Load(ctx, Command{Op: OpLoad, Fn: 0, Name: "suite", Module: mod, Memory: 32 << 20, Timeout: 10 * time.Second, Spares: 1}); err != nil {
+	c := Command{Op: OpLoad, Fn: 0, Name: "suite", Module: mod, Memory: 32 << 20, Timeout: 10 * time.Second, Spares: 1}
+	for _, g := range grants {
+		c.Grants = g
+	}
+	if err := r.h.Load(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	for slot := range uint32(2) {
@@ -113,6 +117,17 @@ func newHostRig(t *testing.T) *hostRig {
 // none) and returns its buffer.
 func (r *hostRig) send(chain uint16, target, body string, timeout time.Duration) uint32 {
 	r.t.Helper()
+	buf := r.request(chain, target, body, timeout)
+	fn, _ := r.p.Step(chain, 0)
+	if err := transport.Forward(r.p, r.gw, fn, desc.Desc{Buf: buf, Chain: chain}, 0); err != nil {
+		r.t.Fatal(err)
+	}
+	return buf
+}
+
+// request writes a request on chain into a new buffer the gateway holds.
+func (r *hostRig) request(chain uint16, target, body string, timeout time.Duration) uint32 {
+	r.t.Helper()
 	buf, ok := r.p.Alloc(gwID)
 	if !ok {
 		r.t.Fatal("pool exhausted")
@@ -130,10 +145,6 @@ func (r *hostRig) send(chain uint16, target, body string, timeout time.Duration)
 	h.SetReqID(uint64(buf) + 1)
 	h.SetChain(chain)
 	h.SetData(0, uint32(copy(r.p.Buffer(buf), body)))
-	fn, _ := r.p.Step(chain, 0)
-	if err := transport.Forward(r.p, r.gw, fn, desc.Desc{Buf: buf, Chain: chain}, 0); err != nil {
-		r.t.Fatal(err)
-	}
 	return buf
 }
 
@@ -237,6 +248,92 @@ func TestHostTrapAnswered502(t *testing.T) {
 		r.send(0, "/", "fine", 0)
 		if got := r.recv(5 * time.Second); got.body != "FINE" {
 			t.Errorf("after %s: %+v", do, got)
+		}
+	}
+}
+
+// The function contract's stale-descriptor case, for the host: a
+// descriptor with a stale generation or a forged source is dropped unread
+// and counted, the buffer left as it was; then the real one is served.
+func TestHostDropsStaleDescriptors(t *testing.T) {
+	r := newHostRig(t)
+	const id, slot = 10, 0
+	buf := r.request(1, "/", "real", 0)
+	gen, ok := r.p.Transfer(buf, gwID, id)
+	if !ok {
+		t.Fatal("transfer failed")
+	}
+	st := r.p.Stats(slot)
+	for _, d := range []desc.Desc{
+		{Dst: hostID, Src: gwID, Buf: buf, Gen: gen + 1, Chain: 1},
+		{Dst: hostID, Src: 99, Buf: buf, Gen: gen, Chain: 1},
+	} {
+		st.Queue.Add(1)
+		if err := r.gw.Send(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stale := r.p.Stale()
+	if err := r.gw.Send(desc.Desc{Dst: hostID, Src: gwID, Buf: r.p.Buffers() + 5, Gen: gen, Chain: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); st.Stale.Load() < 2 || r.p.Stale() <= stale; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stale: %d for the instance, %d in the pool: the host did not drop them", st.Stale.Load(), r.p.Stale()-stale)
+		}
+	}
+	if o := r.p.Header(buf).Own(); o.Holder != gwID || o.Transit != id {
+		t.Fatalf("a stale descriptor moved the buffer: %+v", o)
+	}
+	st.Queue.Add(1)
+	if err := r.gw.Send(desc.Desc{Dst: hostID, Src: gwID, Buf: buf, Gen: gen, Chain: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.recv(10 * time.Second); got.body != "REAL" {
+		t.Fatalf("the real descriptor: %+v", got)
+	}
+	if q := st.Queue.Load(); q != 0 {
+		t.Errorf("queue %d after the stale descriptors, want 0", q)
+	}
+}
+
+// The function contract's shutdown case, for the host: stopping an
+// instance (the node drained it first) lets the step it runs finish and
+// pass its output on; the host's other instance serves on.
+func TestHostStopFinishesTheRunningStep(t *testing.T) {
+	r := newHostRig(t, Grants{Clock: true})
+	r.send(1, "/?do=nap", "x", 0)
+	var slot uint32
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if r.p.Stats(0).InFlight.Load() == 1 {
+			break
+		}
+		if r.p.Stats(1).InFlight.Load() == 1 {
+			slot = 1
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the step did not start")
+		}
+	}
+	r.p.SetSlotState(slot, pool.SlotDraining)
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.h.Stop(uint16(10 + slot)) }()
+	if got := r.recv(10 * time.Second); got.status != 0 || got.body != "napped" {
+		t.Fatalf("the step running at the stop: %+v", got)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stop did not return after the step")
+	}
+	for range 3 {
+		r.send(1, "/", "on", 0)
+		if got := r.recv(5 * time.Second); got.body != "ON" {
+			t.Fatalf("after the stop: %+v", got)
 		}
 	}
 }

@@ -84,6 +84,10 @@ func main() {
 			// An hour: without the clock grant the host's sleeps return at once.
 			time.Sleep(time.Hour)
 			res.WriteString("slept")
+		case "nap":
+			// A step that takes a while (with the clock grant).
+			time.Sleep(200 * time.Millisecond)
+			res.WriteString("napped")
 		case "random":
 			b := make([]byte, 16)
 			if _, err := rand.Read(b); err != nil {
