@@ -166,6 +166,7 @@ func (s *instance) serve(h Handler) error {
 	s.recvTid = unix.Gettid()
 	var batch [transport.MaxBatch]desc.Desc
 	var err error
+	lastSched := mono.Now()
 	for {
 		for len(s.backlog) > 0 {
 			d := s.backlog[0]
@@ -174,6 +175,10 @@ func (s *instance) serve(h Handler) error {
 		}
 		var n int
 		n, err = s.c.Recv(batch[:])
+		if now := mono.Now(); now-lastSched > 5e6 {
+			lastSched = now
+			runtime.Gosched()
+		}
 		if err != nil {
 			break
 		}

@@ -198,15 +198,21 @@ func (a *App) Stats() *AppStats { return &a.stats }
 func (a *App) Inflight() int { return len(a.pend) - len(a.free) }
 
 // Run receives the app's descriptors until the endpoint is closed: replies
-// complete their requests, control messages go to AppConfig.Control. It
-// locks its goroutine to an OS thread that sleeps in the kernel. A receive
-// error other than the endpoint's closing does not end it: every reply of
-// the app comes through here.
+// complete their requests, control messages go to AppConfig.Control. When
+// the transport delivers them on a socket (skmsg, uds) an event loop
+// watches it, with the connections (loop_linux.go); otherwise Run locks
+// its goroutine to an OS thread that sleeps in the kernel. A receive error
+// other than the endpoint's closing does not end it: every reply of the
+// app comes through here.
 func (a *App) Run() error {
+	if err, ok := a.runLoop(); ok {
+		return err
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var batch [transport.MaxBatch]desc.Desc
 	pause := time.Millisecond
+	lastSched := mono.Now()
 	for {
 		n, err := a.conn.Recv(batch[:])
 		if err != nil {
@@ -219,34 +225,46 @@ func (a *App) Run() error {
 			continue
 		}
 		pause = time.Millisecond
-		for _, d := range batch[:n] {
-			if d.Is(desc.FlagControl) {
-				if d.Buf == desc.CtlNoInstance {
-					a.noInstance(d.Chain)
-					continue
-				}
-				a.ctl(d)
+		a.handle(batch[:n])
+		// See loop.run: a thread that only makes system calls must pass
+		// through the scheduler now and then.
+		if now := mono.Now(); now-lastSched > schedEvery {
+			lastSched = now
+			runtime.Gosched()
+		}
+	}
+}
+
+// handle takes descriptors the app's endpoint received: replies complete
+// their requests, control messages go to AppConfig.Control.
+func (a *App) handle(batch []desc.Desc) {
+	for _, d := range batch {
+		if d.Is(desc.FlagControl) {
+			if d.Buf == desc.CtlNoInstance {
+				a.noInstance(d.Chain)
 				continue
 			}
-			// The gateway takes a reply's buffer only by completing the
-			// transfer the descriptor announces: a forged one, a
-			// duplicate, one naming a buffer the gateway is still
-			// filling, or one whose buffer the daemon took back with its
-			// dead sender, finds another word and is dropped unread.
-			if !a.pool.Accept(d.Buf, d.Gen, d.Src, a.id) {
-				a.pool.CountStale()
-				a.stats.Forged.Add(1)
-				continue
-			}
-			crash.Point("gateway.accepted")
-			switch {
-			case d.Is(desc.FlagJoin):
-				a.join(d.Buf, d.Hop)
-			case d.Is(desc.FlagRoute):
-				a.route(d.Buf)
-			default:
-				a.complete(d.Buf)
-			}
+			a.ctl(d)
+			continue
+		}
+		// The gateway takes a reply's buffer only by completing the
+		// transfer the descriptor announces: a forged one, a
+		// duplicate, one naming a buffer the gateway is still
+		// filling, or one whose buffer the daemon took back with its
+		// dead sender, finds another word and is dropped unread.
+		if !a.pool.Accept(d.Buf, d.Gen, d.Src, a.id) {
+			a.pool.CountStale()
+			a.stats.Forged.Add(1)
+			continue
+		}
+		crash.Point("gateway.accepted")
+		switch {
+		case d.Is(desc.FlagJoin):
+			a.join(d.Buf, d.Hop)
+		case d.Is(desc.FlagRoute):
+			a.route(d.Buf)
+		default:
+			a.complete(d.Buf)
 		}
 	}
 }

@@ -76,6 +76,23 @@ type conn struct {
 	iovN    int
 	wrote   int // bytes the last non-blocking write took
 	writeFn func(fd uintptr) bool
+
+	// On an event loop (loop_linux.go): the socket and the loop that
+	// serves it (nil: the connection has a goroutine of its own), and
+	// what the loop keeps of it. lp changes (to nil, when the connection
+	// leaves the loop) only while no request is out, under g.mu.
+	fd                int
+	lp                *loop
+	slot              int32
+	ph                uint8 // phHead, phOut, phWrite, phLinger
+	canRead, canWrite bool  // the socket may have bytes, room (edge-triggered)
+	rdhup             bool  // the client's end of stream was signalled
+	ending            bool  // close once the request out is answered and written (the loop's own flag: closeAfter is read by the answerer)
+	handover          bool  // a post: the rest of rep's response is the loop's to write
+	lingerAfter       bool  // linger once the response is out
+	idleDue           bool  // due is the keep-alive deadline
+	lingered          int   // bytes drained while lingering
+	due               int64 // the deadline of what the connection waits for (mono ns; 0: none)
 }
 
 // Connection states (conn.state).
@@ -89,7 +106,7 @@ func newConn(g *Gateway, nc net.Conn) *conn {
 	c := &conn{
 		g: g, nc: nc, rbuf: make([]byte, readBufSize),
 		out: make([]byte, 0, 512), msg: make([]byte, 0, 512), ext: make([]byte, 0, 128), hdr: make([]byte, 0, 256), ct: make([]byte, 0, 128),
-		idle: make(chan struct{}, 1),
+		idle: make(chan struct{}, 1), fd: -1,
 	}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
@@ -129,6 +146,14 @@ const spinWait = int64(20 * time.Microsecond)
 // answered it).
 func (c *conn) answered() {
 	c.busy.Store(false)
+	if l := c.lp; l != nil {
+		// The loop goes on with the connection (and closes it if the
+		// gateway is shutting down): told only when it waits for that.
+		if c.state.Swap(connIdle) == connWaiting {
+			l.post(c)
+		}
+		return
+	}
 	if c.g.closing.Load() {
 		c.nc.Close() // shutting down: the goroutine may be waiting for a next request
 	}
@@ -142,6 +167,10 @@ func (c *conn) answered() {
 // done). The caller holds g.mu.
 func (c *conn) closeIfIdle() {
 	switch {
+	case c.lp != nil:
+		c.closeLoop(false)
+	case c.nc == nil:
+		// Leaving its loop for a goroutine: closed on a later round.
 	case c.h2 != nil:
 		if !c.h2away {
 			c.h2away = true
@@ -154,10 +183,12 @@ func (c *conn) closeIfIdle() {
 	}
 }
 
-// setConn replaces the connection's net.Conn (TLS over the socket).
+// setConn replaces the connection's net.Conn (TLS over the socket; a
+// connection leaving its event loop).
 func (c *conn) setConn(nc net.Conn) {
 	c.g.mu.Lock()
 	c.nc = nc
+	c.lp = nil
 	c.g.mu.Unlock()
 	c.raw, c.writeFn = nil, nil
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -298,6 +329,14 @@ func (c *conn) upgradeH2C(began int64) {
 // input would make the kernel reset the connection, and the client would
 // often see the reset instead of the answer.
 func (c *conn) lingerClose() {
+	if c.lp != nil {
+		if c.ph == phWrite {
+			c.lingerAfter = true
+		} else {
+			c.startLinger(c.lp)
+		}
+		return
+	}
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		if cw.CloseWrite() != nil {
 			return
@@ -334,6 +373,21 @@ func (c *conn) serve() {
 			return
 		}
 	}
+	c.serveHTTP1()
+}
+
+// serveRest serves a connection an event loop handed over, from the
+// request at the start of its read buffer on.
+func (c *conn) serveRest() {
+	defer c.g.forget(c)
+	defer func() { c.nc.Close() }()
+	defer c.waitIdle()
+	c.serveHTTP1()
+}
+
+// serveHTTP1 serves the connection's HTTP/1.1 requests (or turns it to
+// HTTP/2) until it ends.
+func (c *conn) serveHTTP1() {
 	for !c.g.closing.Load() {
 		n, err := c.readHead()
 		c.waitIdle()
@@ -532,8 +586,11 @@ func (c *conn) ReadPart(dst []byte) (int, bool, *Error) {
 		return 0, b.ended, nil
 	}
 	// The deadline bounds the wait for the next bytes, not the whole
-	// body: a large body over a slow link takes its time.
-	c.nc.SetReadDeadline(time.Now().Add(c.g.header))
+	// body: a large body over a slow link takes its time. (On a loop the
+	// whole body is in the read buffer already.)
+	if c.lp == nil {
+		c.nc.SetReadDeadline(time.Now().Add(c.g.header))
+	}
 	if !c.req.chunked {
 		if b.left == 0 {
 			b.ended = true
@@ -584,6 +641,9 @@ func (c *conn) readSome(dst []byte) (int, *Error) {
 		n := copy(dst, c.rbuf[c.r:c.w])
 		c.r += n
 		return n, nil
+	}
+	if c.lp != nil {
+		return 0, ErrSilent // a loop admits only bodies it has whole
 	}
 	n, err := c.nc.Read(dst)
 	if n > 0 {
@@ -660,6 +720,9 @@ func (c *conn) readBody(dst []byte) (int, *Error) {
 	have := copy(dst[:n], c.rbuf[c.r:c.w])
 	c.r += have
 	if have < n {
+		if c.lp != nil {
+			return 0, ErrSilent // a loop admits only bodies it has whole
+		}
 		c.armRead(c.g.header)
 		if _, err := io.ReadFull(c.nc, dst[have:n]); err != nil {
 			return 0, ErrSilent
@@ -750,6 +813,10 @@ func (c *conn) writeResponse(status int, ctype, body []byte, close bool, extra [
 	o := c.head(status, ctype, len(body), close || c.req.close, extra)
 	if string(c.req.method) == "HEAD" {
 		body = nil
+	}
+	if c.lp != nil {
+		c.loopWrite(o, body)
+		return nil
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.g.header))
 	var err error

@@ -163,3 +163,15 @@ func preferAsync(v []byte) bool {
 	}
 	return false
 }
+
+// eventLike reports whether the connection's current request is one for
+// the activation layer rather than a plain synchronous request: it asks
+// to run asynchronously, or it may be a CloudEvent, or it goes to the
+// node's event endpoint. An event loop hands such a request (and its
+// connection) to a goroutine of its own: storing it durably may block.
+func (c *conn) eventLike() bool {
+	if v := c.req.header("Prefer"); v != nil && preferAsync(v) {
+		return true
+	}
+	return ceMode(c.req.ctype, c) != "" || string(c.req.path) == EventsPath
+}

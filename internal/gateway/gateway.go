@@ -110,6 +110,7 @@ type Gateway struct {
 	date    atomic.Pointer[[]byte]
 	mu      sync.Mutex
 	lns     []net.Listener
+	loopLns []func() // stop the event loops' listeners
 	conns   map[*conn]struct{}
 	closing atomic.Bool
 	wg      sync.WaitGroup
@@ -279,6 +280,9 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	}
 	g.lns = append(g.lns, ln)
 	g.mu.Unlock()
+	if err, ok := g.serveLoop(ln); ok {
+		return err
+	}
 	var wait time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -322,6 +326,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	for _, ln := range g.lns {
 		ln.Close()
 	}
+	for _, stop := range g.loopLns {
+		stop()
+	}
 	for c := range g.conns {
 		c.closeIfIdle()
 	}
@@ -344,7 +351,12 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			g.mu.Lock()
 			for c := range g.conns {
-				c.nc.Close()
+				switch {
+				case c.lp != nil:
+					c.closeLoop(true)
+				case c.nc != nil:
+					c.nc.Close()
+				}
 			}
 			g.mu.Unlock()
 			<-done

@@ -60,6 +60,8 @@ type rigOpts struct {
 	graph      []pool.Node // the chain's graph (default: one step); every node runs the rig's function
 	chunks     uint32      // the pool's large-extent region
 	maxBody    uint64
+	header     time.Duration      // the gateway's HeaderTimeout (default its own)
+	recorder   func(Reply, int64) // the chain's Recorder
 }
 
 func newRigWith(t testing.TB, o rigOpts) *rig {
@@ -109,12 +111,12 @@ func newRigWith(t testing.TB, o rigOpts) *rig {
 
 	chains := []*Chain{{
 		Name: "c", Route: o.route, App: app, Index: 0, First: 0, FirstName: "fn",
-		Methods: []string{"POST"}, Timeout: timeout, Auth: o.auth,
+		Methods: []string{"POST"}, Timeout: timeout, Auth: o.auth, Recorder: o.recorder,
 	}}
 	for i, rt := range o.others {
 		chains = append(chains, &Chain{Name: "o" + strconv.Itoa(i), Route: rt, App: app, Methods: []string{"POST"}, Timeout: timeout})
 	}
-	r.g, err = New(Config{Chains: chains, TLS: o.tls})
+	r.g, err = New(Config{Chains: chains, TLS: o.tls, HeaderTimeout: o.header})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,8 +476,7 @@ func FuzzConn(f *testing.F) {
 	f.Add([]byte("POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 9999\r\n\r\n"))
 	f.Add([]byte("GET /nope HTTP/1.0\r\n\r\n"))
 	f.Add([]byte("POST /c HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"))
-	r := newRig(f, 16, 8, 2*time.Second, false)
-	r.g.header = 200 * time.Millisecond
+	r := newRigWith(f, rigOpts{buffers: 16, inflight: 8, timeout: 2 * time.Second, header: 200 * time.Millisecond})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c, err := net.Dial("tcp", r.addr)
 		if err != nil {

@@ -364,9 +364,13 @@ func (c *h2conn) headers(f *http2.MetaHeadersFrame) http2.ErrCode {
 	c.mu.Lock()
 	if id <= c.lastID {
 		st := c.streams[id]
-		ended := st == nil || st.ended
 		c.mu.Unlock()
-		if ended {
+		if st == nil {
+			// Not a stream the client has open, nor a new one (new ids
+			// grow): RFC 9113 5.1.1.
+			return http2.ErrCodeProtocol
+		}
+		if st.ended {
 			c.streamError(id, http2.ErrCodeStreamClosed)
 			return http2.ErrCodeNo
 		}
@@ -430,6 +434,11 @@ func (c *h2conn) headers(f *http2.MetaHeadersFrame) http2.ErrCode {
 				c.streamError(id, http2.ErrCodeProtocol)
 				return http2.ErrCodeNo
 			}
+		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+			// Connection-specific fields make a request malformed in
+			// HTTP/2 (RFC 9113 8.2.2).
+			c.streamError(id, http2.ErrCodeProtocol)
+			return http2.ErrCodeNo
 		}
 	}
 	if f.StreamEnded() && st.length > 0 {
@@ -528,6 +537,12 @@ func (c *h2conn) data(f *http2.DataFrame) http2.ErrCode {
 				c.refuse(st, err, f.StreamEnded())
 				return http2.ErrCodeNo
 			}
+		}
+		if st.length >= 0 && st.grpc == nil && int64(st.n+len(p)) > st.length {
+			// More DATA than its content-length: malformed (RFC 9113
+			// 8.1.1).
+			c.streamError(id, http2.ErrCodeProtocol)
+			return http2.ErrCodeNo
 		}
 		dst := st.x.Body()
 		if st.n+len(p) > len(dst) {
@@ -763,6 +778,9 @@ func (c *h2conn) write(st *h2stream) bool {
 		}
 		if gerr == ErrMethod && st.req.Routed != nil {
 			c.henc.WriteField(hpack.HeaderField{Name: "allow", Value: string(st.req.Routed.allow)})
+		}
+		if gerr != nil && gerr.Status == 401 && st.req.Routed != nil && st.req.Routed.Auth != nil {
+			c.henc.WriteField(hpack.HeaderField{Name: "www-authenticate", Value: st.req.Routed.Auth.Challenge})
 		}
 		if gw == nil {
 			c.respHeaders(&st.rep)

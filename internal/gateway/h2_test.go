@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/spry-dev/spry/internal/auth"
 )
 
 // h2cClient is an HTTP/2 client that speaks h2c with prior knowledge.
@@ -318,4 +320,214 @@ func TestH2ResponseHeaders(t *testing.T) {
 		t.Fatalf("response headers: %v", resp)
 	}
 	r.waitFree(t, 16)
+}
+
+// More of h2spec's cases for a server (RFC 9113), each driven frame by
+// frame with x/net/http2's framer: the error a peer must see, as a
+// connection error (GOAWAY) or a stream error (RST_STREAM), and the
+// frames a server must answer or ignore.
+func TestH2ConformanceMore(t *testing.T) {
+	r := newRig(t, 16, 8, 5*time.Second, false)
+	goaway := func(t *testing.T, h *rawH2, code http2.ErrCode) {
+		t.Helper()
+		if g, ok := h.next().(*http2.GoAwayFrame); !ok || g.ErrCode != code {
+			t.Fatalf("want GOAWAY %v", code)
+		}
+	}
+	rst := func(t *testing.T, h *rawH2, id uint32, code http2.ErrCode) {
+		t.Helper()
+		if f, ok := h.next().(*http2.RSTStreamFrame); !ok || f.StreamID != id || f.ErrCode != code {
+			t.Fatalf("want RST_STREAM %d %v, got %v", id, code, f)
+		}
+	}
+	answered := func(t *testing.T, h *rawH2, id uint32, status, body string) {
+		t.Helper()
+		f, ok := h.next().(*http2.MetaHeadersFrame)
+		if !ok || f.StreamID != id || f.PseudoValue("status") != status {
+			t.Fatalf("want HEADERS :status %s on stream %d, got %v", status, id, f)
+		}
+		if body == "" {
+			for end := f.StreamEnded(); !end; {
+				d, ok := h.next().(*http2.DataFrame)
+				if !ok || d.StreamID != id {
+					t.Fatalf("want the rest of stream %d's answer", id)
+				}
+				end = d.StreamEnded()
+			}
+			return
+		}
+		d, ok := h.next().(*http2.DataFrame)
+		if !ok || string(d.Data()) != body || !d.StreamEnded() {
+			t.Fatalf("want DATA %q ending stream %d", body, id)
+		}
+	}
+
+	t.Run("PING is answered with an ACK carrying the same data", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		data := [8]byte{'s', 'p', 'r', 'y', 1, 2, 3, 4}
+		h.fr.WritePing(false, data)
+		h.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			f, err := h.fr.ReadFrame()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p, ok := f.(*http2.PingFrame); ok {
+				if !p.IsAck() || p.Data != data {
+					t.Fatalf("PING answered with ack %v data %v", p.IsAck(), p.Data)
+				}
+				return
+			}
+		}
+	})
+	t.Run("a header block split over CONTINUATION frames", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.hbuf.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/c"}, {":authority", "x"}, {"x-long", strings.Repeat("v", 300)}} {
+			h.henc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		block := h.hbuf.Bytes()
+		h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:100], EndStream: false})
+		h.fr.WriteContinuation(1, false, block[100:200])
+		h.fr.WriteContinuation(1, true, block[200:])
+		h.fr.WriteData(1, true, []byte("split"))
+		answered(t, h, 1, "200", "split")
+	})
+	t.Run("a frame other than CONTINUATION inside a header block", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.hbuf.Reset()
+		h.henc.WriteField(hpack.HeaderField{Name: ":method", Value: "POST"})
+		h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.hbuf.Bytes(), EndStream: true})
+		h.fr.WriteData(1, true, []byte("x"))
+		goaway(t, h, http2.ErrCodeProtocol)
+	})
+	t.Run("SETTINGS_ENABLE_PUSH other than 0 or 1", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 2})
+		goaway(t, h, http2.ErrCodeProtocol)
+	})
+	t.Run("SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 31})
+		goaway(t, h, http2.ErrCodeFlowControl)
+	})
+	t.Run("SETTINGS_MAX_FRAME_SIZE below 16384", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1000})
+		goaway(t, h, http2.ErrCodeProtocol)
+	})
+	t.Run("SETTINGS ACK with a payload", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.fr.WriteRawFrame(http2.FrameSettings, http2.FlagSettingsAck, 0, make([]byte, 6))
+		goaway(t, h, http2.ErrCodeFrameSize)
+	})
+	t.Run("PING of the wrong length", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.fr.WriteRawFrame(http2.FramePing, 0, 0, make([]byte, 6))
+		goaway(t, h, http2.ErrCodeFrameSize)
+	})
+	t.Run("DATA on stream 0", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.fr.WriteRawFrame(http2.FrameData, 0, 0, []byte("x"))
+		goaway(t, h, http2.ErrCodeProtocol)
+	})
+	t.Run("WINDOW_UPDATE of 0 on the connection", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 0})
+		goaway(t, h, http2.ErrCodeProtocol)
+	})
+	t.Run("unknown frame types are ignored", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.fr.WriteRawFrame(0x42, 0xff, 0, []byte("whatever"))
+		h.post(1, false)
+		h.fr.WriteRawFrame(0x42, 0, 1, []byte("inside a stream"))
+		h.fr.WriteData(1, true, []byte("ok"))
+		answered(t, h, 1, "200", "ok")
+	})
+	t.Run("a stream id lower than one used before", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.post(5, false)
+		h.fr.WriteData(5, true, []byte("five"))
+		answered(t, h, 5, "200", "five")
+		h.post(3, true)
+		goaway(t, h, http2.ErrCodeProtocol)
+	})
+	t.Run("upper-case header name", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.headers(1, true, ":method", "POST", ":scheme", "http", ":path", "/c", ":authority", "x", "X-Upper", "1")
+		rst(t, h, 1, http2.ErrCodeProtocol)
+	})
+	t.Run("connection-specific header field", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.headers(1, true, ":method", "POST", ":scheme", "http", ":path", "/c", ":authority", "x", "connection", "keep-alive")
+		rst(t, h, 1, http2.ErrCodeProtocol)
+	})
+	// A malformed request may be answered before the stream is reset
+	// (RFC 9113 8.1.1): a 400, or RST_STREAM PROTOCOL_ERROR.
+	refused := func(t *testing.T, h *rawH2, id uint32) {
+		t.Helper()
+		switch f := h.next().(type) {
+		case *http2.RSTStreamFrame:
+			if f.StreamID != id || f.ErrCode != http2.ErrCodeProtocol {
+				t.Fatalf("RST_STREAM %d %v", f.StreamID, f.ErrCode)
+			}
+		case *http2.MetaHeadersFrame:
+			if f.StreamID != id || f.PseudoValue("status") != "400" {
+				t.Fatalf("HEADERS on %d :status %s, want 400", f.StreamID, f.PseudoValue("status"))
+			}
+		default:
+			t.Fatalf("want RST_STREAM or a 400, got %T", f)
+		}
+	}
+	t.Run("DATA shorter than content-length", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.headers(1, false, ":method", "POST", ":scheme", "http", ":path", "/c", ":authority", "x", "content-length", "10")
+		h.fr.WriteData(1, true, []byte("short"))
+		refused(t, h, 1)
+	})
+	t.Run("DATA longer than content-length", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.headers(1, false, ":method", "POST", ":scheme", "http", ":path", "/c", ":authority", "x", "content-length", "3")
+		h.fr.WriteData(1, true, []byte("too long"))
+		refused(t, h, 1)
+	})
+	t.Run("unknown route and method are answered like HTTP/1.1", func(t *testing.T) {
+		h := dialH2(t, r.addr)
+		h.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/nope", ":authority", "x")
+		answered(t, h, 1, "404", "")
+		h.headers(3, true, ":method", "DELETE", ":scheme", "http", ":path", "/c", ":authority", "x")
+		answered(t, h, 3, "405", "")
+	})
+	r.waitFree(t, 16)
+}
+
+// A 401 over HTTP/2 tells the client how to authenticate, as over
+// HTTP/1.1.
+func TestH2Unauthorized(t *testing.T) {
+	keys, err := auth.New(auth.Config{APIKeys: []string{"k1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRigWith(t, rigOpts{buffers: 8, inflight: 4, timeout: 5 * time.Second, auth: keys})
+	resp, err := h2cClient().Post("http://"+r.addr+"/c", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != keys.Challenge {
+		t.Fatalf("HTTP/%d %d, WWW-Authenticate %q (want %q)", resp.ProtoMajor, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), keys.Challenge)
+	}
+	req, _ := http.NewRequest("POST", "http://"+r.addr+"/c", strings.NewReader("in"))
+	req.Header.Set("X-API-Key", "k1")
+	resp, err = h2cClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "in" {
+		t.Fatalf("with the key: %d %q", resp.StatusCode, b)
+	}
+	r.waitFree(t, 8)
 }

@@ -47,11 +47,14 @@ func (c *conn) Reply(r Reply) {
 		}
 	}
 	c.wrote = 0
-	if c.raw != nil {
-		for i := range c.nvec {
-			c.iov[i].Base, c.iov[i].Len = &c.vec[i][0], uint64(len(c.vec[i]))
-		}
-		c.iovN = c.nvec
+	for i := range c.nvec {
+		c.iov[i].Base, c.iov[i].Len = &c.vec[i][0], uint64(len(c.vec[i]))
+	}
+	c.iovN = c.nvec
+	switch {
+	case c.lp != nil:
+		c.writev(uintptr(c.fd))
+	case c.raw != nil:
 		c.raw.Write(c.writeFn)
 	}
 	if c.wrote == total {
@@ -60,6 +63,12 @@ func (c *conn) Reply(r Reply) {
 		// follow.
 		c.answered()
 		r.Done()
+		return
+	}
+	if c.lp != nil {
+		// The socket is full: the connection's loop writes the rest as
+		// it drains.
+		c.handOver(r)
 		return
 	}
 	// The socket is full (a slow reader, a large body): finish blocking,

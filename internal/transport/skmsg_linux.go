@@ -276,8 +276,16 @@ func (c *skmsgConn) Send(d desc.Desc) error {
 	}
 }
 
-func (c *skmsgConn) Recv(ds []desc.Desc) (int, error) {
-	n, err := c.r.recv(&c.s, ds)
+func (c *skmsgConn) Recv(ds []desc.Desc) (int, error) { return c.recv(ds, true) }
+
+// TryRecv takes the descriptors queued now (see Poller).
+func (c *skmsgConn) TryRecv(ds []desc.Desc) (int, error) { return c.recv(ds, false) }
+
+// FD returns the endpoint's socket (see Poller).
+func (c *skmsgConn) FD() int { return c.s.fd }
+
+func (c *skmsgConn) recv(ds []desc.Desc, wait bool) (int, error) {
+	n, err := c.r.recv(&c.s, ds, wait)
 	if n > 0 {
 		// Ordering: the reservations go back after the read that took
 		// the descriptors; a sender that sees room finds it in the kernel.
@@ -318,7 +326,7 @@ type streamReader struct {
 	carry int // bytes of a partial descriptor at the start of buf
 }
 
-func (r *streamReader) recv(s *sockFD, ds []desc.Desc) (int, error) {
+func (r *streamReader) recv(s *sockFD, ds []desc.Desc, wait bool) (int, error) {
 	want := min(len(ds), MaxBatch)
 	if want == 0 {
 		return 0, nil
@@ -328,14 +336,25 @@ func (r *streamReader) recv(s *sockFD, ds []desc.Desc) (int, error) {
 	}
 	defer s.release()
 	for {
-		// Blocking: the thread sleeps in the kernel until bytes arrive,
-		// then takes everything queued up to the size asked for.
-		m, _, errno := syscall.Syscall(unix.SYS_READ, uintptr(s.fd),
-			uintptr(unsafe.Pointer(&r.buf[r.carry])), uintptr(want*desc.Size-r.carry))
+		var m uintptr
+		var errno syscall.Errno
+		if wait {
+			// Blocking: the thread sleeps in the kernel until bytes
+			// arrive, then takes everything queued up to the size asked
+			// for.
+			m, _, errno = syscall.Syscall(unix.SYS_READ, uintptr(s.fd),
+				uintptr(unsafe.Pointer(&r.buf[r.carry])), uintptr(want*desc.Size-r.carry))
+		} else {
+			m, _, errno = syscall.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd),
+				uintptr(unsafe.Pointer(&r.buf[r.carry])), uintptr(want*desc.Size-r.carry), unix.MSG_DONTWAIT, 0, 0)
+		}
 		switch {
 		case errno == unix.EINTR:
 			continue
 		case errno == unix.EAGAIN && !s.closed():
+			if !wait {
+				return 0, nil
+			}
 			// A wake-up without data: tcp_bpf returns EAGAIN for it.
 			continue
 		case errno != 0:
@@ -355,7 +374,7 @@ func (r *streamReader) recv(s *sockFD, ds []desc.Desc) (int, error) {
 			ds[i], _ = desc.Decode(r.buf[i*desc.Size:])
 		}
 		r.carry = copy(r.buf[:], r.buf[n*desc.Size:total])
-		if n > 0 {
+		if n > 0 || !wait {
 			return n, nil
 		}
 	}

@@ -150,7 +150,7 @@ func TestStreamReaderPartial(t *testing.T) {
 		if piece == 7 {
 			continue // no whole descriptor yet: a Recv now would block
 		}
-		n, err := r.recv(s, ds[:])
+		n, err := r.recv(s, ds[:], true)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -90,7 +90,7 @@ func (r *batchReader) init() {
 
 // recv blocks for at least one datagram and decodes what arrived. Messages
 // that are not exactly one descriptor are skipped and counted in bad.
-func (r *batchReader) recv(s *sockFD, ds []desc.Desc) (n, bad int, err error) {
+func (r *batchReader) recv(s *sockFD, ds []desc.Desc, wait bool) (n, bad int, err error) {
 	want := min(len(ds), MaxBatch)
 	if want == 0 {
 		return 0, 0, nil
@@ -102,10 +102,17 @@ func (r *batchReader) recv(s *sockFD, ds []desc.Desc) (n, bad int, err error) {
 	for {
 		// Blocking: this goroutine's thread sleeps in the kernel until a
 		// datagram arrives (MSG_WAITFORONE then takes what else is queued).
+		flags := uintptr(unix.MSG_WAITFORONE)
+		if !wait {
+			flags = unix.MSG_DONTWAIT
+		}
 		m, _, errno := syscall.Syscall6(unix.SYS_RECVMMSG, uintptr(s.fd),
-			uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(want), unix.MSG_WAITFORONE, 0, 0)
+			uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(want), flags, 0, 0)
 		if errno == unix.EINTR {
 			continue
+		}
+		if errno == unix.EAGAIN && !wait && !s.closed() {
+			return 0, 0, nil
 		}
 		if errno != 0 {
 			if s.closed() {
@@ -127,6 +134,9 @@ func (r *batchReader) recv(s *sockFD, ds []desc.Desc) (n, bad int, err error) {
 		if s.closed() {
 			return 0, bad, ErrClosed
 		}
-		// Only malformed datagrams: wait for the next.
+		if !wait && m == 0 {
+			return 0, bad, nil
+		}
+		// Only malformed datagrams: look for the next.
 	}
 }

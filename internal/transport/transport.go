@@ -127,6 +127,21 @@ type Conn interface {
 	Close() error
 }
 
+// Poller is implemented by endpoints whose descriptors arrive on a file
+// descriptor (skmsg, uds): an event loop can watch FD for readability
+// among its other sockets and take what arrived with TryRecv, instead of
+// giving the endpoint a thread that sleeps in Recv. Only one goroutine
+// may receive, by Recv or TryRecv.
+type Poller interface {
+	// FD returns the socket the descriptors arrive on. The caller may
+	// duplicate it to watch it, never close it; Close makes it readable
+	// (end of file), and TryRecv then returns ErrClosed.
+	FD() int
+	// TryRecv fills ds with the descriptors queued now, up to len(ds),
+	// without blocking: 0 and nil when none are.
+	TryRecv(ds []desc.Desc) (int, error)
+}
+
 // Fabric is the daemon's side of a transport for one app.
 type Fabric interface {
 	// Name returns the transport's name ("uds", …).

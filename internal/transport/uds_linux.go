@@ -187,8 +187,16 @@ func (c *udsConn) Send(d desc.Desc) error {
 	}
 }
 
-func (c *udsConn) Recv(ds []desc.Desc) (int, error) {
-	n, bad, err := c.r.recv(&c.s, ds)
+func (c *udsConn) Recv(ds []desc.Desc) (int, error) { return c.recv(ds, true) }
+
+// TryRecv takes the descriptors queued now (see Poller).
+func (c *udsConn) TryRecv(ds []desc.Desc) (int, error) { return c.recv(ds, false) }
+
+// FD returns the endpoint's socket (see Poller).
+func (c *udsConn) FD() int { return c.s.fd }
+
+func (c *udsConn) recv(ds []desc.Desc, wait bool) (int, error) {
+	n, bad, err := c.r.recv(&c.s, ds, wait)
 	c.bad += uint64(bad)
 	return n, err
 }
