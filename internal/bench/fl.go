@@ -106,7 +106,7 @@ type FLModeResult struct {
 	AggregateS []float64 `json:"aggregate_s"`
 	CPUS       []float64 `json:"cpu_s"` // per round
 	Refused    int       `json:"refused"`
-	Retries    int       `json:"retries"` // updates sent again after a 503 (a full pool)
+	Retries    int       `json:"retries"` // updates and fetches sent again after a 503 (a full pool, a model with every reader it can have at once)
 	IdleCPU    float64   `json:"idle_cpu_s_per_s"`
 	Leaves     []int     `json:"leaves,omitempty"` // partial sums per round (spry: sized by the control plane)
 	Note       string    `json:"note,omitempty"`
@@ -465,6 +465,15 @@ func runFLJob(ctx context.Context, sys flSystem, o FLOptions, w *flWorkload, pat
 						into = model
 					}
 					got, n, err := c.Model(ctx, id, "bench", r-1, into)
+					// A model fetched by many at once: Spry's app answers
+					// 503 past pool.MaxShare readers; fetch it again.
+					for wait := time.Now().Add(2 * time.Minute); err != nil && strings.Contains(err.Error(), "503") && time.Now().Before(wait); {
+						mu.Lock()
+						res.Retries++
+						mu.Unlock()
+						time.Sleep(10 * time.Millisecond)
+						got, n, err = c.Model(ctx, id, "bench", r-1, into)
+					}
 					mu.Lock()
 					switch {
 					case err != nil:
@@ -484,15 +493,23 @@ func runFLJob(ctx context.Context, sys flSystem, o FLOptions, w *flWorkload, pat
 				case pat.kind == "spread":
 					time.Sleep(time.Duration(uint64(cl)*2654435761%1000) * pat.spread / 1000)
 				}
-				for try := 0; ; try++ {
+				for giveUp := time.Now().Add(2 * time.Minute); ; {
 					slots <- struct{}{}
 					st, msg, err := c.Update(ctx, "bench", r, id, w.samples[cl], w.body(cl))
 					<-slots
 					mu.Lock()
+					retry := time.Now().Before(giveUp) && ctx.Err() == nil
 					switch {
+					case err != nil && retry && strings.Contains(err.Error(), "broken pipe"):
+						// The server answered (503: no room for the body
+						// now) and closed before the body was sent.
+						res.Retries++
+						mu.Unlock()
+						time.Sleep(20 * time.Millisecond)
+						continue
 					case err != nil:
 						fail("round %d: client %d: update: %v", r, cl, err)
-					case st == http.StatusServiceUnavailable && try < 200:
+					case st == http.StatusServiceUnavailable && retry:
 						res.Retries++
 						mu.Unlock()
 						time.Sleep(20 * time.Millisecond)

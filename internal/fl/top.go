@@ -299,8 +299,8 @@ func (j *topJob) status() Status {
 }
 
 // leafCapacity is how many updates the leaves the control plane runs now
-// can fold at once: the ready instances of the update chain's next step,
-// times their concurrency.
+// can fold at once: the ready instances of the update chain's next step
+// (a leaf folds one update at a time).
 func (t *top) leafCapacity(req *sdk.Request) int {
 	p := t.p
 	_, _, buf := sdkhook.Pool(req)
@@ -312,7 +312,7 @@ func (t *top) leafCapacity(req *sdk.Request) int {
 	c := 0
 	for s := base; s < base+n && s < p.Slots(); s++ {
 		if p.SlotState(s) == pool.SlotReady {
-			c += int(max(p.SlotCapacity(s), 1))
+			c++
 		}
 	}
 	return c
@@ -499,8 +499,11 @@ func (j *topJob) lostWhy(tk Ticket) string {
 }
 
 // model answers a model: a token that reads it where it lies, so the
-// gateway writes the answer straight from the shared buffer; a copy only
-// when the model has every reader it can (pool.MaxShare).
+// gateway writes the answer straight from the shared buffer. When the
+// model has every reader it can at once (pool.MaxShare clients fetching
+// it now), a small one is copied; a large one is answered 503 with
+// Retry-After: the fetch is over in a moment, and a copy of a model per
+// client is what the app is built not to make.
 func (t *top) model(req *sdk.Request, res *sdk.Response, j *topJob) error {
 	n, e := ParseModelRound(req.Query())
 	if e != nil {
@@ -529,6 +532,9 @@ func (t *top) model(req *sdk.Request, res *sdk.Response, j *topJob) error {
 		sdkhook.SetOutput(res, tok)
 		return nil
 	}
+	if j.job.Bytes() > copyModelBelow {
+		return fail(res, &Error{Status: http.StatusServiceUnavailable, Msg: fmt.Sprintf("the model is being sent to %d clients at once: fetch it again in a moment", pool.MaxShare)})
+	}
 	out, err := res.Alloc(int(j.job.Bytes()))
 	if err != nil {
 		return err
@@ -536,6 +542,10 @@ func (t *top) model(req *sdk.Request, res *sdk.Response, j *topJob) error {
 	copy(out, t.p.Data(m.idx))
 	return nil
 }
+
+// copyModelBelow is the largest model answered by a copy when it cannot be
+// pinned.
+const copyModelBelow = 1 << 20
 
 // initModel sets the model of round 0 (before any update of round 1).
 func (t *top) initModel(req *sdk.Request, res *sdk.Response, j *topJob) error {
