@@ -250,6 +250,13 @@ func (r *Round) Live(client string) (t Ticket, pending, ok bool) {
 	return Ticket{r.n, i}, r.entries[i].state == statePending, true
 }
 
+// IsFolded reports whether t's update is folded (in the round's model, once
+// it closes).
+func (r *Round) IsFolded(t Ticket) bool {
+	e := r.entry(t)
+	return e != nil && e.state == stateFolded
+}
+
 // InSlot returns the tickets folded into slot.
 func (r *Round) InSlot(slot int) []Ticket {
 	var out []Ticket

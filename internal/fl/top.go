@@ -111,6 +111,7 @@ type shared struct {
 type topJob struct {
 	job     Job
 	round   *Round
+	prev    *Round // the round before (its commits may come after it closed)
 	table   shared
 	tbl     *table
 	slots   []shared // the partial sums
@@ -423,6 +424,11 @@ func (t *top) commit(req *sdk.Request, res *sdk.Response, j *topJob, now int64) 
 		return fail(res, &Error{Status: http.StatusGone, Msg: "the job was deleted while the update was being folded"})
 	}
 	tk := Ticket{Round: l.round, Index: l.ticket}
+	if j.prev != nil && l.round == j.prev.N() && rec.outcome == outFolded && j.prev.IsFolded(tk) {
+		// The sweep found the fold (its bit) and the round closed with it
+		// before this commit came: it is in that round's model.
+		return answerJSON(res, http.StatusOK, Ack{Round: tk.Round, Folded: j.prev.folded, Goal: j.job.Updates, Partial: rec.slot})
+	}
 	if l.round != j.round.N() {
 		return fail(res, &Error{Status: http.StatusGone, Msg: fmt.Sprintf("round %d closed before the update was folded (send it in round %d)", l.round, j.round.N())})
 	}
@@ -660,6 +666,7 @@ func (t *top) closeIfDue(j *topJob, now int64) *Error {
 		return nil
 	}
 	n := r.Round + 1
+	j.prev = j.round
 	j.round = NewRound(&j.job, n, mono.Now())
 	for i := range j.slots {
 		tbl.slots[i].reset(n)
