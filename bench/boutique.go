@@ -698,13 +698,18 @@ func boutique(o Options) (*Workload, error) {
 	w.Chains = slices.DeleteFunc(w.Chains, func(c Chain) bool { return !used[c.Name] })
 	// The variant with call and return: every page is the frontend's one
 	// step, which calls the services (and checkout calls others).
+	// The callers are concurrent servers, as the demo's are: a handler
+	// waiting on its calls leaves its instance to other requests (with
+	// concurrency 1 they would run nested on top of it, and it could only
+	// return once they did).
 	calls := Variant{Doc: "the frontend calls the services (call/return), as the demo does"}
 	for _, s := range boutiqueServices {
-		b := "ob-" + s
+		f := Function{Name: s, Builtin: "ob-" + s}
 		if s == "frontend" || s == "checkout" {
-			b += "-calls"
+			f.Builtin += "-calls"
+			f.Concurrency = callerConcurrency
 		}
-		calls.Functions = append(calls.Functions, Function{Name: s, Builtin: b})
+		calls.Functions = append(calls.Functions, f)
 	}
 	for _, c := range w.Chains {
 		vc := Chain{Name: c.Name, Route: c.Route, Methods: c.Methods, Headers: c.Headers, Steps: []string{"frontend"}}
@@ -723,3 +728,8 @@ func boutique(o Options) (*Workload, error) {
 	w.Variants = map[string]Variant{"calls": calls}
 	return w, nil
 }
+
+// callerConcurrency is the concurrency of the call/return variant's
+// callers: requests a frontend instance runs at once, most of them waiting
+// on their calls.
+const callerConcurrency = 16

@@ -88,6 +88,15 @@
 // 1). With concurrency 1 the handler runs on the thread that receives the
 // descriptor, the fastest path.
 //
+// A function whose handlers wait on calls (Request.Call, Future.Wait) wants
+// a concurrency of the requests it should have in flight at once: a waiting
+// handler holds no CPU and leaves its instance to the others. With
+// concurrency 1 the instance still serves while it waits (so calls in a
+// cycle do not deadlock), but what arrives meanwhile runs nested on top of
+// the waiting handler, which can return only after it: under load a caller
+// with concurrency 1 serves its requests one after another. (The Online
+// Boutique call/return benchmark runs its callers at 16.)
+//
 // # Testing
 //
 // Invoke runs a handler once on a real pool, outside any node, with the

@@ -197,16 +197,17 @@ func TestAuditDesign(t *testing.T) {
 	}
 }
 
-// A fan-out's audit: a descriptor to every branch and from every branch
-// to the join on Spry; on the baselines, the parallel calls and their
-// answers over TCP. Calls are descriptors there and back.
+// A fan-out's audit: a descriptor to every branch, from every branch to
+// the gateway and one from the gateway to the join on Spry; on the
+// baselines, the parallel calls and their answers over TCP. Calls are
+// descriptors there and back.
 func TestAuditGraph(t *testing.T) {
 	c := &bench.Chain{Name: "c", Steps: []string{"s"}, Branches: []string{"a", "b", "c"}, Join: "j"}
 	for _, tc := range []struct {
 		mode              string
 		transfers, copies int
 	}{
-		{"uds", 2 + 1 + 3*2 + 1, 2},     // client↔gw, gw→s, s→x→j, j→gw
+		{"uds", 2 + 1 + 3*2 + 1 + 1, 2}, // client↔gw, gw→s, s→x→gw, gw→j, j→gw
 		{"http", 2 + 4*2, 2 + 4*4},      // client↔s, s↔a, s↔b, s↔c, s↔j
 		{"knative", 6 + 4*6, 10 + 4*12}, // every leg through broker and sidecar
 	} {
@@ -214,6 +215,9 @@ func TestAuditGraph(t *testing.T) {
 		a := BuildAudit(tc.mode, "c", m.Path(c), nil, nil, Measured{})
 		if len(a.Rows) != tc.transfers || a.Totals.Copies != tc.copies {
 			t.Errorf("%s: %d transfers, %d copies; want %d, %d", tc.mode, len(a.Rows), a.Totals.Copies, tc.transfers, tc.copies)
+		}
+		if r := a.Rows[len(a.Rows)-3]; tc.mode == "uds" && (r.From != "gateway" || r.To != "fn:j") {
+			t.Errorf("uds: the join's transfer is %s→%s, want gateway→j", r.From, r.To)
 		}
 	}
 	calls := &bench.Chain{Name: "c", Steps: []string{"f"}, Calls: [][2]string{{"f", "a"}, {"f", "b"}, {"b", "c"}}}

@@ -483,8 +483,8 @@ func survivors(ps []Proc) error {
 
 // Path: the gateway parses the request once and writes the body into the
 // pool; from there every hop is a descriptor over the transport (to every
-// branch of a fan-out, from every branch to the join, to a called function
-// and back), and the last step's descriptor goes straight back to the
+// branch of a fan-out, from every branch to the gateway, which sends the
+// join step its inputs in one, to a called function and back), and the last step's descriptor goes straight back to the
 // gateway. With wasm steps, the hops between them are calls inside the
 // sandbox host.
 func (m *spryMode) Path(c *bench.Chain) []Transfer {
@@ -530,10 +530,13 @@ func (m *spryMode) Path(c *bench.Chain) []Transfer {
 		prev = "fn:" + s
 	}
 	if c.Graph() {
+		// Every branch's output goes to the gateway, which collects the
+		// join's inputs and sends the join step one buffer listing them.
 		for _, b := range c.Branches {
 			hop(prev, "fn:"+b, false)
-			hop("fn:"+b, "fn:"+c.Join, false)
+			hop("fn:"+b, "gateway", false)
 		}
+		hop("gateway", "fn:"+c.Join, false)
 		prev = "fn:" + c.Join
 	}
 	hop(prev, "gateway", true)

@@ -110,18 +110,24 @@ type AppStats struct {
 }
 
 // transits adds the hops of answered buffer h that went from a step
-// straight to the next (one successor, the following node) to the stats.
+// straight to the next (one successor, the following node, not a join:
+// a branch's end to its join's start is the wait for the other branches,
+// not a hop) to the stats. Stamps older than the request are a former
+// use's (a buffer's stamps are not cleared when it is allocated).
 func (a *App) transits(h *pool.BufHeader) {
-	n := h.Hops()
+	n, in := h.Hops(), h.Ingress()
 	var k, ns uint64
 	for i := 1; i < n; i++ {
 		v, ok := a.pool.NodeAt(h.Chain(), i-1)
 		if !ok || v.NumNext() != 1 || int(v.Next(0)) != i {
 			continue
 		}
+		if w, ok := a.pool.NodeAt(h.Chain(), i); !ok || w.IsJoin() {
+			continue
+		}
 		_, end := h.HopTimes(i - 1)
 		start, _ := h.HopTimes(i)
-		if end == 0 || start < end {
+		if end == 0 || end < in || start < end {
 			continue
 		}
 		k++

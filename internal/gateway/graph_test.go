@@ -61,6 +61,14 @@ func TestJoinCollects(t *testing.T) {
 		t.Fatal(err)
 	}
 	bs := r.branches(t, <-r.held)
+	// The branches' stamps: a branch's end to its join's start is no hop
+	// (below: the join starts a second after the left branch ended).
+	now := mono.Now()
+	for _, b := range bs[:2] {
+		h := r.p.Header(b.Buf)
+		h.HopStart(int(h.Node()), now)
+		h.HopEnd(int(h.Node()), now)
+	}
 	// A forged duplicate of the left branch's output: its header copied.
 	dup, _ := r.p.Alloc(instID)
 	r.p.Header(dup).CopyMeta(r.p.Header(bs[0].Buf))
@@ -92,12 +100,17 @@ func TestJoinCollects(t *testing.T) {
 	}
 	copy(r.p.Buffer(d.Buf), "joined")
 	r.p.Header(d.Buf).SetData(0, 6)
+	r.p.Header(d.Buf).HopStart(3, now+int64(time.Second))
+	r.p.Header(d.Buf).HopEnd(3, now+int64(time.Second))
 	r.reply(d)
 	got := <-rep.c
 	if string(got.Body()) != "joined" {
 		t.Fatalf("reply %q", got.Body())
 	}
 	got.Done()
+	if n := r.app.Stats().Transits.Load(); n != 0 {
+		t.Fatalf("%d hops counted (%d ns), want none: the branches end at the join", n, r.app.Stats().TransitNs.Load())
+	}
 	r.waitFree(t, 32)
 }
 
