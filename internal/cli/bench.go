@@ -90,7 +90,7 @@ See docs/benchmarks.md.`,
 			return printReport(cmd.OutOrStdout(), rep, out, rep.Modes)
 		},
 	}
-	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd(), benchAsyncCmd(), benchMQTTCmd())
+	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd(), benchAsyncCmd(), benchMQTTCmd(), benchFLCmd())
 	f := cmd.Flags()
 	f.StringVar(&modes, "modes", "", "modes to compare, the first is the reference (default: this machine's auto transport, knative, http, grpc; all: "+strings.Join(ibench.ModeNames(), ",")+"; a Spry transport with +VARIANT runs the workload shaped otherwise: boutique +calls, fanout +seq)")
 	f.DurationVar(&o.Duration, "duration", 30*time.Second, "measured time per mode (split over the rounds)")
@@ -125,23 +125,24 @@ func benchAutoscaleCmd() *cobra.Command {
 		seed          uint64
 	)
 	cmd := &cobra.Command{
-		Use:   "autoscale --trace FILE|bursty|idlegaps|ramp|diurnal[:SEED]",
+		Use:   "autoscale --trace azure_workload_1|azure_workload_2|FILE|bursty|idlegaps|ramp|diurnal[:SEED]",
 		Short: "Replay a request-rate trace against a CPU-bound step on a real node, once per autoscaling policy",
-		Long: `Replay a request-rate trace (a file in the {"rps": [...], "interval": 1} format, or a
-generated one: ` + strings.Join(ibench.GeneratorNames, ", ") + `, each with an optional :SEED) against a one-step
+		Long: `Replay a request-rate trace (azure_workload_1 or azure_workload_2, built in; a file in the
+{"rps": [...], "interval": 1} format; or a generated one: ` + strings.Join(ibench.GeneratorNames, ", ") + `, each with an
+optional :SEED) against a one-step
 chain whose step burns --cpu of CPU per request, on a fresh node per policy, one after
 the other. Reports per policy the SLO violation seconds, the share of requests over the
 SLO, instance-seconds, scale events and p50/p99, and plots rate, prediction and
 instances over time. Time is compressed --speedup times (the rate is not). Writes
 report.json, report.md, autoscale.png, a timeline and the node's log per policy to --out.
 See docs/benchmarks.md.`,
-		Example: `  spry bench autoscale --trace internal/control/trace/testdata/azure_workload_1.json --out results/azure1
+		Example: `  spry bench autoscale --trace azure_workload_1 --out results/azure1
   spry bench autoscale --trace bursty:7 --policy mu,kpa,fixed --speedup 5 --out results/bursty
   spry bench autoscale --trace ramp --length 120 --speedup 2 --slo 20ms --cpu 2ms`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Trace == "" {
-				return exitError{2, "--trace: required (a trace file, or " + strings.Join(ibench.GeneratorNames, ", ") + ")"}
+				return exitError{2, "--trace: required (azure_workload_1, azure_workload_2, a trace file, or " + strings.Join(ibench.GeneratorNames, ", ") + ")"}
 			}
 			o.Policies = splitList(policies)
 			o.Seed = seed
@@ -156,7 +157,7 @@ See docs/benchmarks.md.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Trace, "trace", "", "a trace file, or bursty, idlegaps, ramp, diurnal (optionally :SEED)")
+	f.StringVar(&o.Trace, "trace", "", "azure_workload_1, azure_workload_2, a trace file, or bursty, idlegaps, ramp, diurnal (optionally :SEED)")
 	f.StringVar(&policies, "policy", "mu,kpa", "policies to replay, one node each: mu, kpa, fixed")
 	f.Float64Var(&o.Speedup, "speedup", ibench.DefaultSpeedup, "trace seconds per second of wall time (the rate is not scaled)")
 	f.Float64Var(&o.RateScale, "rate-scale", 0, "multiply the trace's rates (default: the peak needs 60% of the machine's cores at --cpu)")
