@@ -307,7 +307,7 @@ chains:
   echo: {route: /echo, steps: [echo], methods: [POST]}
 `)
 	n := startNode(t, "--transport", tr, "-f", cfg)
-	fds := n.fds()
+	fds, before := n.fds(), n.fdTargets()
 
 	// Good traffic runs the whole time.
 	stop := make(chan struct{})
@@ -388,7 +388,13 @@ chains:
 	deadline := time.Now().Add(10 * time.Second)
 	for n.fds() != fds {
 		if time.Now().After(deadline) {
-			t.Fatalf("the daemon holds %d fds, %d before the clients came: leaked", n.fds(), fds)
+			var extra []string
+			for fd, target := range n.fdTargets() {
+				if before[fd] != target {
+					extra = append(extra, fd+" -> "+target)
+				}
+			}
+			t.Fatalf("the daemon holds %d fds, %d before the clients came: leaked (new or changed: %v)", n.fds(), fds, extra)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
