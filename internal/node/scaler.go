@@ -131,7 +131,9 @@ func (s *scaler) now() control.Observation {
 			fallthrough
 		case pool.SlotDraining:
 			o.Queued += int(max(st.Queue.Load(), 0))
-			o.InFlight += int(max(st.InFlight.Load(), 0))
+			// An instance that keeps state (pool.SlotStats.Keeps) counts
+			// as busy: it is not scaled to zero under its state.
+			o.InFlight += int(max(st.InFlight.Load(), 0)) + int(max(st.Keeps.Load(), 0))
 		case pool.SlotStarting:
 			o.Starting++
 		}
