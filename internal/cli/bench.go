@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,7 @@ baselines knative (function + sidecar per instance, a broker on every hop), http
 and read/write syscalls are read from /proc. Writes report.json, report.md and plots to --out.
 See docs/benchmarks.md.`,
 		Example: `  spry bench chain --steps 2 --payload 64 --modes uds,knative,http,grpc --duration 30s --out results/chain
+  spry bench chain --steps 2 --nodes 2 --out results/chain-nodes      # one node beside a local 2-node cluster
   spry bench boutique --chains home --connections 32 --out results/home
   spry bench boutique --chains home,checkout --modes skmsg,skmsg+calls,knative,grpc
   spry bench fanout --branches 8 --cpu 200us --modes skmsg,skmsg+seq,http
@@ -54,6 +56,13 @@ See docs/benchmarks.md.`,
 			o.Modes = splitList(modes)
 			if len(o.Modes) == 0 {
 				o.Modes = ibench.DefaultModes()
+				if o.Nodes > 1 {
+					// The chain on one node beside the chain across nodes.
+					o.Modes = o.Modes[:1]
+				}
+			}
+			if o.Nodes > 1 && !slices.Contains(o.Modes, ibench.ModeCluster) {
+				o.Modes = append(o.Modes, ibench.ModeCluster)
 			}
 			o.Shape.Chains = splitList(chains)
 			if payload != "" {
@@ -103,6 +112,7 @@ See docs/benchmarks.md.`,
 	f.DurationVar(&o.Shape.BurstEvery, "burst-every", 0, "motion, parking: time between bursts (default 2s, 10s)")
 	f.IntVar(&o.Shape.BurstSize, "burst-size", 0, "motion, parking: requests per burst (default 40, 8)")
 	f.IntVar(&o.Shape.Instances, "instances", 1, "instances of every function")
+	f.IntVar(&o.Nodes, "nodes", 0, "also run mode cluster: a local cluster of this many nodes (spry-controller local: etcd, kube-apiserver, controller, agents; needs spry-controller beside spry and KUBEBUILDER_ASSETS or deploy/kubernetes/testbin.sh's cache) with the steps placed on different nodes, the load sent to the first step's node")
 	f.StringVar(&o.Dir, "workdir", "", "keep the processes' configs and logs in this directory (default: a temporary one, removed)")
 	f.BoolVar(&goBroker, "go-broker", false, "knative: use the Go broker even when nginx is installed")
 	return cmd
