@@ -13,12 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/spry-dev/spry/deploy/kubernetes"
 	"github.com/spry-dev/spry/internal/builtin"
 	"github.com/spry-dev/spry/internal/cluster/controller"
 )
@@ -30,12 +32,23 @@ import (
 func local(args []string) int {
 	fs := flag.NewFlagSet("spry-controller local", flag.ExitOnError)
 	nodes := fs.Int("nodes", 3, "node agents to start")
-	port := fs.Int("port", 8080, "first node's gateway port (node i: port+i; admin port+100+i)")
+	port := fs.Int("port", 8080, "first node's gateway port (node i: port+i; admin port+100+i; peer links port+200+i); 0: ephemeral ports")
 	assets := fs.String("assets", os.Getenv("KUBEBUILDER_ASSETS"), "directory with kube-apiserver, etcd, kubectl (default: deploy/kubernetes/testbin.sh's cache)")
 	spry := fs.String("spry", "", "the spry binary (default: beside this one, then PATH)")
-	crds := fs.String("crds", "deploy/kubernetes/crds.yaml", "the CRDs file")
+	crds := fs.String("crds", "", "the CRDs file (default: the ones built in)")
+	cpu := fs.String("capacity-cpu", "", "each agent's --capacity-cpu (millicores offered to instances; default all CPUs)")
+	mem := fs.String("capacity-memory", "", "each agent's --capacity-memory (default all memory)")
+	heartbeat := fs.Duration("heartbeat", time.Second, "the agents' heartbeat and the controller's period")
+	kcOut := fs.String("kubeconfig-out", "", "also write the cluster's kubeconfig to this file")
+	quiet := fs.Bool("quiet", false, "log warnings and errors only")
+	var agentArgs multiFlag
+	fs.Var(&agentArgs, "agent-arg", "one more argument for every agent's spry up (repeat: --agent-arg=--transport --agent-arg=uds)")
 	_ = fs.Parse(args)
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	level := slog.LevelInfo
+	if *quiet {
+		level = slog.LevelWarn
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "spry-controller local:", err); return 1 }
 	if *assets == "" {
 		home, _ := os.UserHomeDir()
@@ -53,6 +66,17 @@ func local(args []string) int {
 	ctx, stop := signalContext()
 	defer stop()
 
+	dir, err := os.MkdirTemp("", "spry-local-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	if *crds == "" {
+		*crds = filepath.Join(dir, "crds.yaml")
+		if err := os.WriteFile(*crds, kubernetes.CRDs, 0o644); err != nil {
+			return fail(err)
+		}
+	}
 	env := &envtest.Environment{BinaryAssetsDirectory: *assets, ErrorIfCRDPathMissing: true,
 		CRDInstallOptions: envtest.CRDInstallOptions{Paths: []string{*crds}, ErrorIfPathMissing: true},
 		Scheme:            controller.Scheme()}
@@ -69,14 +93,14 @@ func local(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	dir, err := os.MkdirTemp("", "spry-local-")
-	if err != nil {
-		return fail(err)
-	}
-	defer os.RemoveAll(dir)
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
 		return fail(err)
+	}
+	if *kcOut != "" {
+		if err := os.WriteFile(*kcOut, kc, 0o600); err != nil {
+			return fail(err)
+		}
 	}
 	s := controller.Scheme()
 	_ = corev1.AddToScheme(s)
@@ -99,9 +123,23 @@ func local(args []string) int {
 	}()
 	for i := range *nodes {
 		name := "node-" + strconv.Itoa(i+1)
-		cmd := exec.Command(*spry, "up", "--cluster", "--node-name", name, "--kubeconfig", kubeconfig,
-			"--listen", "127.0.0.1:"+strconv.Itoa(*port+i), "--admin", "127.0.0.1:"+strconv.Itoa(*port+100+i),
-			"--data-dir", filepath.Join(dir, name))
+		at := func(off int) string {
+			if *port == 0 {
+				return "127.0.0.1:0"
+			}
+			return "127.0.0.1:" + strconv.Itoa(*port+off+i)
+		}
+		argv := []string{"up", "--cluster", "--node-name", name, "--kubeconfig", kubeconfig,
+			"--listen", at(0), "--admin", at(100), "--peer-listen", at(200),
+			"--data-dir", filepath.Join(dir, name), "--heartbeat", heartbeat.String(),
+			"--lease", max(10*time.Second, 3*(*heartbeat)).String()}
+		if *cpu != "" {
+			argv = append(argv, "--capacity-cpu", *cpu)
+		}
+		if *mem != "" {
+			argv = append(argv, "--capacity-memory", *mem)
+		}
+		cmd := exec.Command(*spry, append(argv, agentArgs...)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 		out, _ := cmd.StderrPipe()
 		if err := cmd.Start(); err != nil {
@@ -110,7 +148,8 @@ func local(args []string) int {
 		procs = append(procs, cmd)
 		go prefix(name, out)
 	}
-	fmt.Fprintf(os.Stderr, `
+	if *port != 0 {
+		fmt.Fprintf(os.Stderr, `
   a local Spry cluster: %d nodes, gateways on 127.0.0.1:%d..%d
   export KUBECONFIG=%s
   spry deploy -f examples/hello/spry.yaml
@@ -119,7 +158,8 @@ func local(args []string) int {
   (Ctrl-C stops it all)
 
 `, *nodes, *port, *port+*nodes-1, kubeconfig, *assets, *port)
-	ccfg := controller.ControllerConfig{Namespace: "spry-system", Logger: log,
+	}
+	ccfg := controller.ControllerConfig{Namespace: "spry-system", Logger: log, Period: *heartbeat,
 		Builtins: func(name string) bool { _, ok := builtin.Lookup(name); return ok }}
 	if err := controller.RunController(ctx, cfg, ccfg, controller.RunOptions{LeaderElection: true}); err != nil {
 		return fail(err)
@@ -149,3 +189,9 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func signalNotify(ch chan os.Signal) { signal.Notify(ch, os.Interrupt, syscall.SIGTERM) }
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

@@ -2,12 +2,18 @@
 // records: one per invocation of a chain, with what caused it, its state,
 // status, times, each step's duration, attempts, result and error.
 //
-// The Store is Shards bbolt files under the node's data directory. Every
-// write to a shard goes through its one writer goroutine, which commits
-// all waiting writes in one transaction (group commit), so durability
-// costs one disk flush per batch rather than per activation, and the
-// shards flush side by side; a kill -9 at any instant leaves every file
-// consistent and every acknowledged activation in it (TestKillMidBatch).
+// The Store is a write-ahead log in front of Shards bbolt files under the
+// node's data directory. One writer goroutine appends every write that
+// must be durable to the log and flushes it once for all the writes
+// waiting at that moment (group commit: an accepted activation costs its
+// share of one fdatasync, not bbolt's page writes and two flushes); an
+// applier goroutine then applies the log, a few times a second, to the
+// bbolt files, which stay the store that reads, lists, retention and
+// redrive use, and retires the log segments wholly applied. Open replays
+// what the files had not applied. A kill -9 at any instant loses no
+// acknowledged activation (TestKillMidBatch kills a writer process with
+// most of what it acknowledged only in the log; TestWALTornWrite tears a
+// write).
 //
 // The Manager owns the life of an activation:
 //

@@ -105,6 +105,14 @@ type Config struct {
 // Manager runs activations: it accepts them durably, runs each in its
 // chain through the gateway, retries what can succeed later, keeps what
 // cannot as dead letters, and delivers callbacks.
+//
+// Nothing waits for an attempt: an attempt is sent into the gateway (by
+// the goroutine that accepted the activation, when it can go at once in
+// the request's own pool buffer, else by the manager's loop), and its
+// outcome comes back through a callback that hands it to the loop. The
+// loop settles outcomes and starts queued attempts as room frees up, so
+// an activation costs no goroutine of its own and, under load, no
+// wake-up of its own.
 type Manager struct {
 	store     *Store
 	log       *slog.Logger
@@ -112,7 +120,8 @@ type Manager struct {
 	onDone    func(*Record, []byte)
 	retention map[string]Retention
 	invoker   func(app string) Invoker
-	apps      map[string]*appQ
+	apps      map[string]*appQ                   // guarded by mu
+	appList   atomic.Pointer[[]*appQ]            // the same, for the loop
 	chains    atomic.Pointer[map[string]*chainQ] // app/chain; replaced whole by Configure
 
 	mu     sync.Mutex
@@ -122,13 +131,27 @@ type Manager struct {
 	wg     sync.WaitGroup
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// The loop's inbox: outcomes to settle; kick wakes it (outcomes, or
+	// attempts queued).
+	kick    chan struct{}
+	doneMu  sync.Mutex
+	outcome []outcomeOf
 }
 
 // act is one unfinished activation.
 type act struct {
-	rec  *Record
-	ch   *chainQ
-	held Admitted // the first attempt's admitted request, or nil
+	rec *Record
+	ch  *chainQ
+}
+
+// outcomeOf is an attempt's outcome for the loop to settle: of activation
+// a, or of an at-most-once invocation (rec, of chain ch).
+type outcomeOf struct {
+	a   *act
+	ch  *chainQ
+	rec *Record
+	res result
 }
 
 // chain returns the chain of key app/chain, or nil.
@@ -163,48 +186,56 @@ func newChainQ(cc ChainConfig, q *appQ) *chainQ {
 // conf returns the chain's settings now.
 func (ch *chainQ) conf() *ChainConfig { return ch.cfg.Load() }
 
-// appQ is an app's queue of activations ready to run, and the workers that
-// run them (Concurrency of them).
+// appQ is an app's queue of activations ready to run. At most limit of
+// its activations are in their chains at once: async work takes in-flight
+// entries from the same table as sync requests, and leaves the rest to
+// them.
 type appQ struct {
 	name    string
 	inv     Invoker
 	mu      sync.Mutex
-	cond    *sync.Cond
+	limit   int
+	running int
 	ready   []*act
 	head    int
-	waiting int // workers waiting for work
-	workers int // workers running (guarded by Manager.mu)
-	stop    bool
 }
 
-// idle reports whether a worker waits with nothing to do.
-func (q *appQ) idle() bool {
+// reserve takes room for an attempt that starts now, unless the app is at
+// its limit or activations are already waiting (they go first).
+func (q *appQ) reserve() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.waiting > len(q.ready)-q.head
+	if q.running >= q.limit || q.head < len(q.ready) {
+		return false
+	}
+	q.running++
+	return true
+}
+
+// release gives back the room of an attempt that ended.
+func (q *appQ) release() {
+	q.mu.Lock()
+	q.running--
+	q.mu.Unlock()
 }
 
 func (q *appQ) push(a *act) {
 	q.mu.Lock()
 	q.ready = append(q.ready, a)
 	q.mu.Unlock()
-	q.cond.Signal()
 }
 
-func (q *appQ) pop() *act {
+// next takes the next ready activation and room for it, or nil.
+func (q *appQ) next() *act {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for q.head == len(q.ready) && !q.stop {
-		q.waiting++
-		q.cond.Wait()
-		q.waiting--
-	}
-	if q.stop {
+	if q.head == len(q.ready) || q.running >= q.limit {
 		return nil
 	}
 	a := q.ready[q.head]
 	q.ready[q.head] = nil
 	q.head++
+	q.running++
 	if q.head == len(q.ready) {
 		q.ready, q.head = q.ready[:0], 0
 	} else if q.head > 1024 && q.head*2 > len(q.ready) {
@@ -224,7 +255,7 @@ func New(c Config) (*Manager, error) {
 	m := &Manager{
 		store: c.Store, log: c.Log, client: c.Client, onDone: c.OnDone, retention: c.Retention,
 		apps: map[string]*appQ{}, invoker: c.Invoker,
-		active: map[string]*act{}, timers: map[*time.Timer]struct{}{},
+		active: map[string]*act{}, timers: map[*time.Timer]struct{}{}, kick: make(chan struct{}, 1),
 	}
 	if m.log == nil {
 		m.log = slog.Default()
@@ -236,21 +267,18 @@ func New(c Config) (*Manager, error) {
 	chains := map[string]*chainQ{}
 	m.chains.Store(&chains)
 	for _, a := range c.Apps {
-		q := &appQ{name: a.Name}
+		q := &appQ{name: a.Name, limit: a.Concurrency}
 		if c.Invoker != nil {
 			q.inv = c.Invoker(a.Name)
 		}
-		q.cond = sync.NewCond(&q.mu)
 		if a.Concurrency < 1 {
 			return nil, fmt.Errorf("activation: app %s: concurrency %d", a.Name, a.Concurrency)
 		}
 		m.apps[a.Name] = q
-		q.workers = a.Concurrency
-		for range a.Concurrency {
-			m.wg.Add(1)
-			go m.worker(q)
-		}
 	}
+	m.listApps()
+	m.wg.Add(1)
+	go m.loop()
 	for _, cc := range c.Chains {
 		q := m.apps[cc.App]
 		if q == nil {
@@ -267,10 +295,11 @@ func New(c Config) (*Manager, error) {
 }
 
 // Configure applies a new set of apps and chains (a reload): new apps get
-// workers, new chains a queue; a chain that stays keeps its queue and
+// a queue, new chains a queue; a chain that stays keeps its queue and
 // counters and takes the new settings; a chain that is gone keeps its
 // unfinished activations, whose attempts fail (not admitted) until they
-// are dead, unless it comes back. An app's worker count only grows.
+// are dead, unless it comes back. An app's concurrency takes its new
+// value (attempts running above a lowered one finish).
 func (m *Manager) Configure(apps []AppConfig, chains []ChainConfig, retention map[string]Retention) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -280,6 +309,9 @@ func (m *Manager) Configure(apps []AppConfig, chains []ChainConfig, retention ma
 	known := map[string]bool{}
 	for _, a := range apps {
 		known[a.Name] = true
+		if a.Concurrency < 1 {
+			return fmt.Errorf("activation: app %s: concurrency %d", a.Name, a.Concurrency)
+		}
 	}
 	for _, cc := range chains {
 		if cc.Attempts < 1 || cc.Queue < 1 || !known[cc.App] && m.apps[cc.App] == nil {
@@ -288,23 +320,19 @@ func (m *Manager) Configure(apps []AppConfig, chains []ChainConfig, retention ma
 	}
 	for _, a := range apps {
 		q := m.apps[a.Name]
-		have := 0
 		if q == nil {
 			q = &appQ{name: a.Name}
-			q.cond = sync.NewCond(&q.mu)
 			if m.invoker != nil {
 				q.inv = m.invoker(a.Name)
 			}
 			m.apps[a.Name] = q
-		} else {
-			have = q.workers
 		}
-		for range max(a.Concurrency-have, 0) {
-			q.workers++
-			m.wg.Add(1)
-			go m.worker(q)
-		}
+		q.mu.Lock()
+		q.limit = a.Concurrency
+		q.mu.Unlock()
 	}
+	m.listApps()
+	defer m.wake()
 	old := *m.chains.Load()
 	next := make(map[string]*chainQ, len(old)+len(chains))
 	for k, ch := range old {
@@ -321,6 +349,15 @@ func (m *Manager) Configure(apps []AppConfig, chains []ChainConfig, retention ma
 	m.chains.Store(&next)
 	m.retention = retention
 	return nil
+}
+
+// listApps publishes the apps for the loop (m.mu held, or not yet shared).
+func (m *Manager) listApps() {
+	l := make([]*appQ, 0, len(m.apps))
+	for _, q := range m.apps {
+		l = append(l, q)
+	}
+	m.appList.Store(&l)
 }
 
 // Start re-queues every activation the store says is owed (accepted
@@ -369,8 +406,9 @@ func (m *Manager) Start() (int, error) {
 	return n, nil
 }
 
-// Close stops the workers and timers. Unfinished activations stay in the
-// store and run again after the next Start.
+// Close stops the loop and the timers. Unfinished activations stay in the
+// store and run again after the next Start; outcomes of attempts still in
+// their chains are not settled (they run again too).
 func (m *Manager) Close() {
 	m.mu.Lock()
 	if m.closed {
@@ -383,17 +421,6 @@ func (m *Manager) Close() {
 	}
 	m.mu.Unlock()
 	m.cancel()
-	for _, q := range m.apps {
-		q.mu.Lock()
-		q.stop = true
-		for _, a := range q.ready[q.head:] {
-			if a != nil && a.held != nil {
-				a.held.Release()
-			}
-		}
-		q.mu.Unlock()
-		q.cond.Broadcast()
-	}
 	m.wg.Wait()
 }
 
@@ -408,8 +435,8 @@ type Spec struct {
 	ID         string // its id, when the caller chose it (NewID) to tell the functions; "" makes one
 	App, Chain string
 	Cause      Cause
-	Request    Request // Size is set from Body
-	Body       []byte
+	Request    Request           // Size is set from Body
+	Body       []byte            // copied into the store before Accept (or Submit) returns
 	Key        string            // idempotency key ("" none)
 	Event      map[string]string // CloudEvent attributes, when the input was one
 	Topic      string            // the MQTT topic, when it was a PUBLISH
@@ -429,15 +456,42 @@ type Spec struct {
 // the activation would survive a crash of the node: only then may the
 // caller answer 202 (or acknowledge the MQTT PUBLISH).
 func (m *Manager) Accept(s Spec) (Accepted, error) {
+	x, err := m.Submit(s)
+	if err != nil {
+		return Accepted{}, err
+	}
+	return x.Wait()
+}
+
+// Submission is an activation on its way to the disk (Submit).
+type Submission struct {
+	m      *Manager
+	a      *act
+	held   Admitted
+	inline bool // room taken: the first attempt starts as soon as it is durable
+	p      Pending
+	done   Accepted // a volatile one, sent already
+}
+
+// Submit is the first half of Accept: it checks and submits the
+// activation to the store without waiting for the disk; Wait is the
+// second. A caller that acknowledges many activations (an MQTT client's
+// QoS 1 PUBLISHes) submits each as it comes and waits for them in order:
+// one flush carries them all.
+func (m *Manager) Submit(s Spec) (*Submission, error) {
 	ch := m.chain(s.App + "/" + s.Chain)
 	if ch == nil {
 		if s.Held != nil {
 			s.Held.Release()
 		}
-		return Accepted{}, fmt.Errorf("%w: %s/%s", ErrUnknownChain, s.App, s.Chain)
+		return nil, fmt.Errorf("%w: %s/%s", ErrUnknownChain, s.App, s.Chain)
 	}
 	if s.Volatile {
-		return m.direct(ch, s)
+		acc, err := m.direct(ch, s)
+		if err != nil {
+			return nil, err
+		}
+		return &Submission{done: acc}, nil
 	}
 	if ch.depth.Add(1) > int64(ch.conf().Queue) {
 		ch.depth.Add(-1)
@@ -445,7 +499,7 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 		if s.Held != nil {
 			s.Held.Release()
 		}
-		return Accepted{}, ErrQueueFull
+		return nil, ErrQueueFull
 	}
 	now := time.Now()
 	s.Request.Size = len(s.Body)
@@ -456,12 +510,54 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 		ID: s.ID, App: s.App, Chain: s.Chain, Cause: s.Cause, State: Queued,
 		Accepted: now, Key: s.Key, Event: s.Event, Topic: s.Topic, Request: s.Request, Reply: s.Reply,
 	}
-	existing, err := m.store.Create(rec, s.Body)
+	x := &Submission{m: m, a: &act{rec: rec, ch: ch}, held: s.Held}
+	if ch.app.reserve() {
+		// Its first attempt starts as soon as it is durable (in the pool
+		// buffer it came in, when it came with one; else the body is
+		// copied from the store's memory into a fresh one): the record
+		// says so from the start (no separate note that the attempt
+		// started; after a crash it counts).
+		x.inline = true
+		rec.State, rec.Attempts, rec.Start = Running, 1, now
+	} else if x.held != nil {
+		// Not now: do not sit on a pool buffer and an in-flight entry
+		// meanwhile (sync requests need them); the attempt reads the
+		// body from the store when its turn comes.
+		x.held.Release()
+		x.held = nil
+	}
+	p, err := m.store.CreateAsync(rec, s.Body)
+	if err != nil {
+		x.undo()
+		return nil, err
+	}
+	x.p = p
+	return x, nil
+}
+
+// undo gives back what a submission that is not going ahead took.
+func (x *Submission) undo() {
+	ch := x.a.ch
+	ch.depth.Add(-1)
+	if x.held != nil {
+		x.held.Release()
+	}
+	if x.inline {
+		ch.app.release()
+		x.m.wake() // the room may let a queued one go
+	}
+}
+
+// Wait returns once the submitted activation is durable (or failed), and
+// starts or queues its first attempt.
+func (x *Submission) Wait() (Accepted, error) {
+	if x.m == nil {
+		return x.done, nil
+	}
+	m, a, ch := x.m, x.a, x.a.ch
+	existing, err := x.p.Wait()
 	if err != nil || existing != "" {
-		ch.depth.Add(-1)
-		if s.Held != nil {
-			s.Held.Release()
-		}
+		x.undo()
 		if err != nil {
 			return Accepted{}, err
 		}
@@ -469,26 +565,23 @@ func (m *Manager) Accept(s Spec) (Accepted, error) {
 		return Accepted{ID: existing, Duplicate: true}, nil
 	}
 	ch.stats.Accepted.Add(1)
-	if s.Held != nil && !ch.app.idle() {
-		// No worker is free to send it now: do not sit on a pool buffer
-		// and an in-flight entry meanwhile (sync requests need them); the
-		// attempt reads the body from the store when its turn comes.
-		s.Held.Release()
-		s.Held = nil
-	}
-	a := &act{rec: rec, ch: ch, held: s.Held}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		if s.Held != nil {
-			s.Held.Release()
+		if x.held != nil {
+			x.held.Release()
 		}
-		return Accepted{ID: rec.ID}, nil // stored: the next start runs it
+		return Accepted{ID: a.rec.ID}, nil // stored: the next start runs it
 	}
-	m.active[rec.ID] = a
+	m.active[a.rec.ID] = a
 	m.mu.Unlock()
-	ch.app.push(a)
-	return Accepted{ID: rec.ID}, nil
+	if x.inline {
+		m.launch(a, x.held, true)
+	} else {
+		ch.app.push(a)
+		m.wake()
+	}
+	return Accepted{ID: a.rec.ID}, nil
 }
 
 // direct runs an at-most-once invocation at once through the gateway: the
@@ -515,14 +608,13 @@ func (m *Manager) direct(ch *chainQ, s Spec) (Accepted, error) {
 		}
 		return copy(dst, s.Body), nil
 	}, func(o *Outcome) {
-		// On the gateway's receive thread: copy what is kept, then off it.
-		res := result{status: o.Status, ctype: string(o.ContentType), size: len(o.Body), steps: o.Steps, start: o.Start, end: o.End}
+		// On the gateway's receive thread: copy what is kept, then hand
+		// it to the loop.
 		keep := cfg.ResultMax
 		if rec.Reply.Topic != "" {
 			keep = len(o.Body) // the reply is the whole result
 		}
-		res.body = bytes.Clone(o.Body[:min(len(o.Body), keep)])
-		go m.finishDirect(ch, rec, res, cfg.ResultMax)
+		m.complete(outcomeOf{ch: ch, rec: rec, res: resultOf(o, keep)})
 	})
 	if err != nil {
 		ch.stats.Rejected.Add(1)
@@ -532,7 +624,8 @@ func (m *Manager) direct(ch *chainQ, s Spec) (Accepted, error) {
 	return Accepted{ID: rec.ID}, nil
 }
 
-func (m *Manager) finishDirect(ch *chainQ, r *Record, res result, resultMax int) {
+func (m *Manager) finishDirect(ch *chainQ, r *Record, res result) {
+	resultMax := ch.conf().ResultMax
 	r.Status, r.End, r.Steps = res.status, res.end, res.steps
 	if !res.start.IsZero() {
 		r.Start = res.start
@@ -559,6 +652,7 @@ func (m *Manager) finishDirect(ch *chainQ, r *Record, res result, resultMax int)
 func (m *Manager) schedule(a *act, delay time.Duration) {
 	if delay <= 0 {
 		a.ch.app.push(a)
+		m.wake()
 		return
 	}
 	m.mu.Lock()
@@ -574,23 +668,67 @@ func (m *Manager) schedule(a *act, delay time.Duration) {
 		m.mu.Unlock()
 		if !closed {
 			a.ch.app.push(a)
+			m.wake()
 		}
 	})
 	m.timers[t] = struct{}{}
 }
 
-func (m *Manager) worker(q *appQ) {
-	defer m.wg.Done()
-	for {
-		a := q.pop()
-		if a == nil {
-			return
-		}
-		m.attempt(q, a)
+// wake wakes the loop (it has outcomes to settle, or attempts to start).
+func (m *Manager) wake() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
 	}
 }
 
-// result is what the done callback hands the worker.
+// complete hands an attempt's outcome to the loop (from the gateway's
+// receive thread: it does not block).
+func (m *Manager) complete(f outcomeOf) {
+	m.doneMu.Lock()
+	m.outcome = append(m.outcome, f)
+	m.doneMu.Unlock()
+	m.wake()
+}
+
+// loop settles outcomes and starts queued attempts while their apps have
+// room, until the manager closes.
+func (m *Manager) loop() {
+	defer m.wg.Done()
+	var batch []outcomeOf
+	for {
+		select {
+		case <-m.kick:
+		case <-m.ctx.Done():
+			return
+		}
+		for {
+			m.doneMu.Lock()
+			batch, m.outcome = m.outcome, batch[:0]
+			m.doneMu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			for i := range batch {
+				f := &batch[i]
+				if f.a == nil {
+					m.finishDirect(f.ch, f.rec, f.res)
+				} else {
+					m.settle(f.a, f.res)
+					f.a.ch.app.release()
+				}
+				*f = outcomeOf{}
+			}
+		}
+		for _, q := range *m.appList.Load() {
+			for a := q.next(); a != nil; a = q.next() {
+				m.launch(a, nil, false)
+			}
+		}
+	}
+}
+
+// result is an attempt's outcome, copied off the gateway's buffer.
 type result struct {
 	status int
 	ctype  string
@@ -602,36 +740,43 @@ type result struct {
 	end    time.Time
 }
 
-// attempt runs one attempt of a and settles its outcome.
-func (m *Manager) attempt(q *appQ, a *act) {
+// resultOf copies what is kept of outcome o (up to keep bytes of its body).
+func resultOf(o *Outcome, keep int) result {
+	res := result{status: o.Status, ctype: string(o.ContentType), size: len(o.Body), steps: o.Steps, start: o.Start, end: o.End}
+	res.body = bytes.Clone(o.Body[:min(len(o.Body), keep)])
+	if o.Status >= 400 && len(o.Body) > len(res.body) {
+		res.errMsg = bytes.Clone(o.Body[:min(len(o.Body), maxErrText)])
+	}
+	return res
+}
+
+// launch starts an attempt of a (room for it taken; counted: the record
+// already counts it as started): in held, the request it came in, or in a
+// fresh pool buffer its body is copied into from the store. Its outcome
+// goes to the loop.
+func (m *Manager) launch(a *act, held Admitted, counted bool) {
 	r := a.rec
 	cfg := a.ch.conf()
-	if r.Attempts > 0 {
-		a.ch.stats.Retries.Add(1)
-	}
-	m.mu.Lock()
-	r.Attempts++
-	r.State = Running
-	r.Start = time.Now()
-	r.Next = time.Time{}
-	m.mu.Unlock()
-	m.store.MarkStarted(r.ID, r.Attempts) // in order before the outcome's write
-
-	out := make(chan result, 1)
-	done := func(o *Outcome) {
-		res := result{status: o.Status, ctype: string(o.ContentType), size: len(o.Body), steps: o.Steps, start: o.Start, end: o.End}
-		res.body = bytes.Clone(o.Body[:min(len(o.Body), cfg.ResultMax)])
-		if o.Status >= 400 && len(o.Body) > len(res.body) {
-			res.errMsg = bytes.Clone(o.Body[:min(len(o.Body), maxErrText)])
+	if !counted {
+		if r.Attempts > 0 {
+			a.ch.stats.Retries.Add(1)
 		}
-		out <- res
+		m.mu.Lock()
+		r.Attempts++
+		r.State = Running
+		r.Start = time.Now()
+		r.Next = time.Time{}
+		m.mu.Unlock()
+		m.store.MarkStarted(r.ID, r.Attempts) // in order before the outcome's write
 	}
+	done := func(o *Outcome) { m.complete(outcomeOf{a: a, res: resultOf(o, cfg.ResultMax)}) }
+	if held != nil {
+		held.Dispatch(r, done)
+		return
+	}
+	q := a.ch.app
 	var err error
-	if a.held != nil {
-		h := a.held
-		a.held = nil
-		h.Dispatch(r, done)
-	} else if q.inv == nil {
+	if q.inv == nil {
 		err = errors.New("no invoker")
 	} else {
 		err = q.inv.Invoke(r, func(dst []byte) (int, error) {
@@ -649,7 +794,6 @@ func (m *Manager) attempt(q *appQ, a *act) {
 			return n, err
 		}, done)
 	}
-	var res result
 	if err != nil {
 		// Not admitted: the app is at its in-flight bound (429), the pool
 		// is exhausted (503): it can succeed later; a request the gateway
@@ -663,16 +807,10 @@ func (m *Manager) attempt(q *appQ, a *act) {
 		if !strings.HasPrefix(msg, "spry: ") {
 			msg = "spry: " + msg
 		}
-		res = result{status: status, body: []byte(msg), ctype: "text/plain; charset=utf-8", start: r.Start, end: time.Now()}
+		res := result{status: status, body: []byte(msg), ctype: "text/plain; charset=utf-8", start: r.Start, end: time.Now()}
 		res.size = len(res.body)
-	} else {
-		select {
-		case res = <-out:
-		case <-m.ctx.Done():
-			return // shutting down: it stays running in the store, runs again after restart
-		}
+		m.complete(outcomeOf{a: a, res: res})
 	}
-	m.settle(a, res)
 }
 
 // retryable reports whether an attempt that ended with status may succeed
@@ -886,6 +1024,7 @@ func (m *Manager) Redrive(ids []string) (queued []string, skipped map[string]str
 			return queued, skipped, err
 		}
 		ch.app.push(a)
+		m.wake()
 		queued = append(queued, id)
 	}
 	return queued, skipped, nil

@@ -356,3 +356,13 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+func waitForMsg(t *testing.T, cond func() bool, msg func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not reached in 10 s: %s", msg())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

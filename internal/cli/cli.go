@@ -193,9 +193,13 @@ with no request lost, and a config that fails to load keeps the running one.`,
 				TLS:        config.TLS{Cert: absPath(tlsCert), Key: absPath(tlsKey)},
 				RuntimeDir: runDir, CacheDir: cache, Log: log, Output: cmd.ErrOrStderr(),
 				ReadyTimeout: readyTimeout, DataDir: dataDir, MQTT: mqttAddr, Cluster: cl.on,
+				Options: configOptions(),
 			}
 			if cl.on {
 				cfg.Load = nil // the assignment is the config
+				if cfg.Peers, err = cl.peers(); err != nil {
+					return exitError{2, err.Error()}
+				}
 			}
 			if adminTokenFile != "" {
 				b, err := os.ReadFile(adminTokenFile)

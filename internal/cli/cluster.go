@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -71,72 +70,6 @@ func yamlToJSON(data []byte) (json.RawMessage, error) {
 	return json.Marshal(v)
 }
 
-func deployCmd() *cobra.Command {
-	var kubeconfig, ns, file string
-	cmd := &cobra.Command{
-		Use:   "deploy -f spry.yaml",
-		Short: "Deploy an app to a cluster: the spry.yaml becomes a SpryApp's spec",
-		Long: `Validates spry.yaml as spry up --check does, then creates or updates the SpryApp
-of that name (the app: key) in the namespace, with the file as its spec. The
-controller places it; kubectl get spryapps shows it.`,
-		Example: `  spry deploy -f examples/hello/spry.yaml              # kubeconfig: $KUBECONFIG or ~/.kube/config
-  spry deploy -f spry.yaml -n shop --kubeconfig ./kc`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" {
-				return exitError{2, "deploy: -f spry.yaml is required"}
-			}
-			data, err := os.ReadFile(file)
-			if err != nil {
-				return exitError{2, err.Error()}
-			}
-			app, err := config.Parse(file, data, filepath.Dir(file), configOptions())
-			if err != nil {
-				return exitError{2, err.Error()}
-			}
-			spec, err := yamlToJSON(data)
-			if err != nil {
-				return exitError{2, fmt.Sprintf("%s: %v", file, err)}
-			}
-			c, err := kube.Load(kubeconfig)
-			if err != nil {
-				return exitError{2, err.Error()}
-			}
-			if ns == "" {
-				ns = c.Namespace
-			}
-			if ns == "" {
-				ns = "default"
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			var cur api.SpryApp
-			err = c.Get(ctx, kube.AppPath(ns, app.Name), &cur)
-			switch {
-			case errors.Is(err, kube.ErrNotFound):
-				if err := c.Create(ctx, kube.AppsPath(ns), kube.NewApp(ns, app.Name, spec), &cur); err != nil {
-					return fmt.Errorf("create spryapp %s/%s: %w", ns, app.Name, err)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "spryapp %s/%s created\n", ns, app.Name)
-			case err != nil:
-				return fmt.Errorf("get spryapp %s/%s: %w", ns, app.Name, err)
-			default:
-				cur.Spec = spec
-				if err := c.Update(ctx, kube.AppPath(ns, app.Name), &cur, &cur); err != nil {
-					return fmt.Errorf("update spryapp %s/%s: %w", ns, app.Name, err)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "spryapp %s/%s updated (generation %d)\n", ns, app.Name, cur.Metadata.Generation)
-			}
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.StringVarP(&file, "file", "f", "", "the app's spry.yaml")
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, in-cluster, ~/.kube/config)")
-	f.StringVarP(&ns, "namespace", "n", "", "namespace of the SpryApp (default: the kubeconfig's, else default)")
-	return cmd
-}
-
 // clusterFlags are spry up's flags for a node agent (--cluster).
 type clusterFlags struct {
 	on                            bool
@@ -144,6 +77,7 @@ type clusterFlags struct {
 	cpuMillis                     int64
 	memory                        string
 	period, lease                 time.Duration
+	peerListen, peerToken         string
 }
 
 func (c *clusterFlags) flags(f *pflag.FlagSet) {
@@ -156,6 +90,39 @@ func (c *clusterFlags) flags(f *pflag.FlagSet) {
 	f.StringVar(&c.memory, "capacity-memory", "", "--cluster: memory offered to instances, a size like 8GiB (default all)")
 	f.DurationVar(&c.period, "heartbeat", time.Second, "--cluster: heartbeat and lease renewal period")
 	f.DurationVar(&c.lease, "lease", 10*time.Second, "--cluster: how long the node counts as up after a heartbeat")
+	f.StringVar(&c.peerListen, "peer-listen", ":7946", "--cluster: where this node takes the links of other nodes (hops of chains between nodes)")
+	f.StringVar(&c.peerToken, "peer-token-file", "", "--cluster: the cluster's shared secret for links between nodes (default: links only from the nodes' own addresses)")
+}
+
+// nodeName is the node's name: --node-name, else the host name.
+func (c *clusterFlags) nodeName() (string, error) {
+	if c.name != "" {
+		return c.name, nil
+	}
+	name, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("--node-name: %w", err)
+	}
+	return name, nil
+}
+
+// peers is the node's side of the hops between nodes.
+func (c *clusterFlags) peers() (node.PeerConfig, error) {
+	name, err := c.nodeName()
+	if err != nil {
+		return node.PeerConfig{}, err
+	}
+	pc := node.PeerConfig{Name: name, Listen: c.peerListen}
+	if c.peerToken != "" {
+		b, err := os.ReadFile(c.peerToken)
+		if err != nil {
+			return pc, fmt.Errorf("--peer-token-file: %w", err)
+		}
+		if pc.Token = []byte(strings.TrimSpace(string(b))); len(pc.Token) == 0 {
+			return pc, fmt.Errorf("--peer-token-file %s: the file is empty", c.peerToken)
+		}
+	}
+	return pc, nil
 }
 
 // start registers the node and runs its agent until ctx ends; a failure
@@ -165,11 +132,9 @@ func (c *clusterFlags) start(ctx context.Context, n *node.Node, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	name := c.name
-	if name == "" {
-		if name, err = os.Hostname(); err != nil {
-			return fmt.Errorf("--node-name: %w", err)
-		}
+	name, err := c.nodeName()
+	if err != nil {
+		return err
 	}
 	spec := api.NodeSpec{Capacity: agent.MachineCapacity()}
 	if c.cpuMillis > 0 {
@@ -183,13 +148,19 @@ func (c *clusterFlags) start(ctx context.Context, n *node.Node, log *slog.Logger
 		spec.Capacity.MemoryBytes = int64(m)
 	}
 	port := strconv.Itoa(n.Addr().(*net.TCPAddr).Port)
-	switch host, p, err := net.SplitHostPort(c.gateway); {
+	host := "127.0.0.1"
+	switch h, p, err := net.SplitHostPort(c.gateway); {
 	case c.gateway == "":
-		spec.Gateway = net.JoinHostPort("127.0.0.1", port)
+		spec.Gateway = net.JoinHostPort(host, port)
 	case err != nil: // a host alone
-		spec.Gateway = net.JoinHostPort(c.gateway, port)
+		host = c.gateway
+		spec.Gateway = net.JoinHostPort(host, port)
 	default:
-		spec.Gateway = net.JoinHostPort(host, p)
+		host = h
+		spec.Gateway = net.JoinHostPort(h, p)
+	}
+	if pa, ok := n.PeerAddr().(*net.TCPAddr); ok {
+		spec.Peer = net.JoinHostPort(host, strconv.Itoa(pa.Port))
 	}
 	a, err := agent.New(agent.Config{Name: name, Namespace: c.ns, Client: kc, Node: n, Spec: spec,
 		Period: c.period, LeaseDuration: c.lease, Options: configOptions(), Log: log})

@@ -111,6 +111,15 @@ type Request struct {
 	// Hop is the step the request starts at (0: the first; a hop from
 	// another node continues its chain).
 	Hop uint8
+	// Local keeps the request on this node's own instances of its first
+	// step: a request another node handed over (internal/cluster/peer)
+	// never goes on to a third node through the endpoint that stands for
+	// the other nodes' instances (App.SetRemote).
+	Local bool
+	// Continue, when set, writes the buffer header of a chain continued
+	// from another node (its metadata and the earlier hops' times, as that
+	// node held them) in place of Method, Path, Query and Headers.
+	Continue Continuation
 	// Reply receives the answer; Tag comes back with it (for example, a
 	// stream id, so one Replier can serve many requests at once).
 	Reply Replier
@@ -123,6 +132,14 @@ type Request struct {
 	// The route's parameters, as matched (reused: no allocation).
 	params route.Params
 	pvals  [route.MaxParams][]byte
+}
+
+// Continuation is the header of a chain continued from another node.
+type Continuation interface {
+	// WriteHeader writes the request's metadata and its earlier hops'
+	// times into h, a fresh buffer's header, and reports false when they
+	// do not fit (431).
+	WriteHeader(h *pool.BufHeader) bool
 }
 
 // Errors of the admission path, with the statuses they answer with.
@@ -202,6 +219,7 @@ type Admission struct {
 	buf      uint32
 	fn       uint16
 	hop      uint8
+	except   uint16 // an endpoint the first step must not go to (Request.Local)
 	deadline int64
 	fill     pool.Filler // the body, when written with Room and Wrote
 	filling  bool
@@ -394,21 +412,10 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 		}
 	}
 	h := p.Header(buf)
-	m := h.WriteMeta()
-	ok = m.Request(r.Method, r.Path, r.Query)
-	if r.Headers != nil {
-		for i := 0; ok && i < len(ch.headers); i++ {
-			if v := r.Headers.Header(ch.Headers[i]); v != nil {
-				ok = m.Header(ch.headers[i], v)
-			}
-		}
-	}
-	if ok && r.params.N > 0 {
-		for i := range r.params.N {
-			s := r.params.Vals[i]
-			r.pvals[i] = r.Path[s.Off : s.Off+s.N]
-		}
-		ok = m.Params(&r.params.Names, &r.pvals, r.params.N)
+	if r.Continue != nil {
+		ok = r.Continue.WriteHeader(h)
+	} else {
+		ok = writeMeta(h, r, ch)
 	}
 	if !ok {
 		p.Free(buf, a.id)
@@ -423,7 +430,33 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 	e := &a.pend[idx]
 	e.rep, e.tag, e.ch, e.began = r.Reply, r.Tag, ch, r.Began
 	e.queued.Store(false)
-	return Admission{a: a, ch: ch, idx: idx, reqID: reqID, buf: buf, fn: fn, hop: r.Hop, deadline: deadline}, nil
+	x = Admission{a: a, ch: ch, idx: idx, reqID: reqID, buf: buf, fn: fn, hop: r.Hop, deadline: deadline}
+	if r.Local {
+		x.except = uint16(a.remote.Load())
+	}
+	return x, nil
+}
+
+// writeMeta writes r's metadata into h: method, path, query, the headers
+// ch forwards, the route's parameters.
+func writeMeta(h *pool.BufHeader, r *Request, ch *Chain) bool {
+	m := h.WriteMeta()
+	ok := m.Request(r.Method, r.Path, r.Query)
+	if r.Headers != nil {
+		for i := 0; ok && i < len(ch.headers); i++ {
+			if v := r.Headers.Header(ch.Headers[i]); v != nil {
+				ok = m.Header(ch.headers[i], v)
+			}
+		}
+	}
+	if ok && r.params.N > 0 {
+		for i := range r.params.N {
+			s := r.params.Vals[i]
+			r.pvals[i] = r.Path[s.Off : s.Off+s.N]
+		}
+		ok = m.Params(&r.params.Names, &r.pvals, r.params.N)
+	}
+	return ok
 }
 
 // authorize checks r against ch's auth: setting (counted when refused).
@@ -493,7 +526,7 @@ func (x *Admission) Send(n int, ctype []byte) {
 	a.stats.Requests.Add(1)
 	a.publish(x.idx, x.reqID, x.deadline)
 	d := desc.Desc{Buf: x.buf, Chain: x.ch.Index, Hop: x.hop}
-	err := transport.Forward(a.pool, a.conn, x.fn, d, a.rot.Add(1))
+	err := transport.ForwardExcept(a.pool, a.conn, x.fn, d, a.rot.Add(1), x.except)
 	if err == nil || errors.Is(err, transport.ErrLost) {
 		// Sent, or reclaimed with its instance: either way the reply
 		// (or the daemon's answer) comes back through complete.
@@ -507,7 +540,7 @@ func (x *Admission) Send(n int, ctype []byte) {
 	// (the timer answers then), so that the adapter is free meanwhile.
 	a.undispatched(x.idx)
 	a.bg.Add(1)
-	go a.await(x.fn, d, x.idx, x.reqID)
+	go a.await(x.fn, d, x.idx, x.reqID, x.except)
 }
 
 // Reply is the answer to an admitted request, handed to its Replier: the

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/mono"
+	"github.com/spry-dev/spry/internal/pool"
 )
 
 // memBody is a body already in memory (an MQTT payload, a stored record).
@@ -143,3 +144,62 @@ func TestAdmitZeroAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per request, want 0", a)
 	}
 }
+
+// A request another node handed over (Local) never goes to the endpoint
+// that stands for other nodes' instances: with only that one ready it
+// waits for an instance of this node, and gets the gateway's 503 at its
+// deadline. The same request not Local goes there.
+func TestAdmitLocal(t *testing.T) {
+	r := newRig(t, 8, 4, 5*time.Second, false)
+	rep := &chanReplier{c: make(chan Reply, 1)}
+	r.app.SetRemote(instID) // the rig's one instance plays the remote endpoint
+	req := Request{Chain: r.g.Chains()[0], Length: -1, Body: &memBody{[]byte("x")}, Reply: rep, Local: true,
+		Deadline: mono.Now() + int64(100*time.Millisecond)}
+	if err := r.g.Admit(&req); err != nil {
+		t.Fatal(err)
+	}
+	got := <-rep.c
+	if got.Status() != 503 || got.Err() != ErrNoInstance {
+		t.Fatalf("local: got %d %v %q", got.Status(), got.Err(), got.Body())
+	}
+	got.Done()
+	r.waitFree(t, 8)
+	req = Request{Chain: r.g.Chains()[0], Length: -1, Body: &memBody{[]byte("y")}, Reply: rep}
+	if err := r.g.Admit(&req); err != nil {
+		t.Fatal(err)
+	}
+	if got = <-rep.c; got.Status() != 200 || string(got.Body()) != "y" {
+		t.Fatalf("not local: got %d %q", got.Status(), got.Body())
+	}
+	got.Done()
+	r.waitFree(t, 8)
+}
+
+// A continued chain's header is what its Continuation writes, not the
+// request line; one that does not fit is a 431.
+func TestAdmitContinue(t *testing.T) {
+	r := newRig(t, 8, 4, 5*time.Second, false)
+	rep := &chanReplier{c: make(chan Reply, 1)}
+	req := Request{Chain: r.g.Chains()[0], Length: -1, Body: &memBody{[]byte("z")}, Reply: rep,
+		Continue: contFunc(func(h *pool.BufHeader) bool {
+			m := h.WriteMeta()
+			return m.Request([]byte("PATCH"), []byte("/from/elsewhere"), nil)
+		})}
+	if err := r.g.Admit(&req); err != nil {
+		t.Fatal(err)
+	}
+	got := <-rep.c
+	if m, p, _ := got.Header().Request(); string(m) != "PATCH" || string(p) != "/from/elsewhere" {
+		t.Fatalf("metadata %q %q", m, p)
+	}
+	got.Done()
+	req.Continue = contFunc(func(*pool.BufHeader) bool { return false })
+	if err := r.g.Admit(&req); err != ErrMetaTooLarge {
+		t.Fatalf("a continuation that does not fit: %v", err)
+	}
+	r.waitFree(t, 8)
+}
+
+type contFunc func(h *pool.BufHeader) bool
+
+func (f contFunc) WriteHeader(h *pool.BufHeader) bool { return f(h) }

@@ -36,6 +36,7 @@ type App struct {
 	ctl        func(desc.Desc)
 	noInstance func(fn uint16)
 	ready      atomic.Pointer[chan struct{}] // closed when an instance becomes ready (InstanceReady)
+	remote     atomic.Uint32                 // the endpoint standing for other nodes' instances (SetRemote)
 	stats      AppStats
 	// bg counts the app's goroutines that use the pool outside an
 	// adapter's own (awaits of an instance, the ends of partial writes):
@@ -198,6 +199,11 @@ func (a *App) Pool() *pool.Pool { return a.pool }
 
 // Stats returns the app's counters.
 func (a *App) Stats() *AppStats { return &a.stats }
+
+// SetRemote names the endpoint that stands, in the app's routing table,
+// for the instances other nodes run (internal/cluster/peer; 0: none).
+// Requests admitted with Request.Local never go to it.
+func (a *App) SetRemote(id uint16) { a.remote.Store(uint32(id)) }
 
 // Inflight returns the number of table entries in use: requests waiting
 // for a reply plus timed-out requests whose buffer is not back yet.
@@ -556,7 +562,7 @@ func (a *App) undispatched(idx uint32) { a.pend[idx].queued.Store(true) }
 // function fn once one can take it, retrying with back-off: an instance
 // may be starting, restarting, or coming up from zero. When the request's
 // timer answers it first, the buffer is freed and the entry with it.
-func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
+func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64, except uint16) {
 	defer a.bg.Done()
 	e := &a.pend[idx]
 	want := reqID>>idBits<<2 | stWaiting
@@ -584,7 +590,7 @@ func (a *App) await(fn uint16, d desc.Desc, idx uint32, reqID uint64) {
 			a.fail(d.Buf, 503, "spry: the node is shutting down")
 			return
 		}
-		err := transport.Forward(a.pool, a.conn, fn, d, a.rot.Add(1))
+		err := transport.ForwardExcept(a.pool, a.conn, fn, d, a.rot.Add(1), except)
 		if err == nil || errors.Is(err, transport.ErrLost) {
 			e.queued.Store(false)
 			return

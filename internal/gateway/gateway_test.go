@@ -414,8 +414,8 @@ func TestRequestZeroAllocs(t *testing.T) {
 // BenchmarkRequest: one request through the gateway and a one-step chain
 // (an echo endpoint on the uds transport) and back, over keep-alive. The
 // sub-benchmarks add what a route may ask for: a route with a parameter in
-// a table of patterns, an API key, a (cached) HS256 token. Compare them
-// with exact, in one run.
+// a table of patterns, an API key, a (cached) HS256 token, a recorder of
+// failures. Compare them with exact, in one run.
 func BenchmarkRequest(b *testing.B) {
 	secret := []byte("a benchmark secret of 32 bytes or more")
 	keys, _ := auth.New(auth.Config{APIKeys: []string{"k1", "k2"}})
@@ -424,14 +424,18 @@ func BenchmarkRequest(b *testing.B) {
 	for _, c := range []struct {
 		name, route, path, hdr string
 		auth                   *auth.Checker
+		recorder               func(Reply, int64)
 	}{
-		{"exact", "/c", "/c", "", nil},
-		{"param", "/users/{id}", "/users/42", "", nil},
-		{"apikey", "/c", "/c", "X-API-Key: k2\r\n", keys},
-		{"jwt", "/c", "/c", "Authorization: Bearer " + hs256(secret) + "\r\n", jwt},
+		{"exact", "/c", "/c", "", nil, nil},
+		{"param", "/users/{id}", "/users/42", "", nil, nil},
+		{"apikey", "/c", "/c", "X-API-Key: k2\r\n", keys, nil},
+		{"jwt", "/c", "/c", "Authorization: Bearer " + hs256(secret) + "\r\n", jwt, nil},
+		// The chain records failures (record: failures, the default): a
+		// successful request pays one comparison. Compare with exact.
+		{"recorder", "/c", "/c", "", nil, func(Reply, int64) {}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			r := newRigWith(b, rigOpts{buffers: 64, inflight: 16, timeout: 5 * time.Second, route: c.route, auth: c.auth, others: others})
+			r := newRigWith(b, rigOpts{buffers: 64, inflight: 16, timeout: 5 * time.Second, route: c.route, auth: c.auth, others: others, recorder: c.recorder})
 			k := newKeepAliveTo(b, r.addr, c.path, c.hdr, strings.Repeat("x", 64))
 			b.ReportAllocs()
 			b.ResetTimer()

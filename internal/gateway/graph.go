@@ -295,7 +295,7 @@ func (a *App) send(d desc.Desc, fn uint16) {
 		return
 	}
 	a.bg.Add(1)
-	go a.await(fn, d, uint32(reqID&idMask), reqID)
+	go a.await(fn, d, uint32(reqID&idMask), reqID, 0)
 }
 
 // route sends on buffer buf, which the gateway holds and whose step is

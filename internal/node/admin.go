@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/spry-dev/spry/internal/cluster/peer"
 	"github.com/spry-dev/spry/internal/config"
 )
 
@@ -36,6 +37,8 @@ type NodeStatus struct {
 	// EBPF says whether the node's eBPF data path is loaded, and how many
 	// descriptors it refused (across apps, or naming no instance).
 	EBPF EBPFStatus `json:"ebpf"`
+	// Links are the node's links to the other nodes of its cluster.
+	Links []peer.LinkStatus `json:"links,omitempty"`
 }
 
 // EBPFStatus is the node's eBPF data path.
@@ -103,6 +106,8 @@ type FunctionStatus struct {
 	Scale       ScaleStatus      `json:"scale"`
 	Limits      *LimitsStatus    `json:"limits,omitempty"`
 	Instances   []InstanceStatus `json:"instances"`
+	// Remote is the function's instances on other nodes (a cluster node).
+	Remote *RemoteStatus `json:"remote,omitempty"`
 }
 
 // LimitsStatus are the kernel's limits on each instance of a function.
@@ -128,6 +133,7 @@ func (n *Node) Status() Status {
 	s := Status{Node: NodeStatus{
 		PID: os.Getpid(), Listen: n.httpLn.Addr().String(), Admin: n.adminLn.Addr().String(), TLS: n.certs != nil,
 		Uptime: time.Since(n.started).Seconds(), Version: Version, RuntimeDir: n.runDir,
+		Links: n.Links(),
 	}, Events: n.eventsStatus()}
 	if n.bpf != nil {
 		s.Node.EBPF = EBPFStatus{Loaded: true, Refused: n.bpf.Refused()}
@@ -172,6 +178,7 @@ func (n *Node) Status() Status {
 				}
 				fs.Instances = append(fs.Instances, is)
 			}
+			fs.Remote = f.remoteState()
 			as.Functions = append(as.Functions, fs)
 		}
 		for _, c := range a.cfg.Chains {
@@ -209,6 +216,7 @@ func source(f *config.Function) string {
 //	GET /v1/status   the node, its apps, functions, instances and chains
 //	GET /v1/logs     a function's recent output, and more as it comes (logs.go)
 //	GET /metrics     Prometheus metrics: chains, functions, pools, the daemon
+//	PUT /v1/apps     deploy an app (spry deploy; deploy.go), DELETE /v1/apps/{name}
 //	GET /healthz     200 while the node runs
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -240,6 +248,7 @@ func (n *Node) adminHandler() http.Handler {
 		json.NewEncoder(w).Encode(res)
 	})
 	n.eventsRoutes(mux)
+	n.serveDeploy(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

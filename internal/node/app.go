@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/auth"
+	"github.com/spry-dev/spry/internal/cluster/peer"
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/control"
 	"github.com/spry-dev/spry/internal/desc"
@@ -57,6 +58,14 @@ type app struct {
 
 	mu   sync.Mutex
 	byID map[uint16]*instance // live instances by endpoint id
+
+	// On a node of a cluster: the endpoint standing for the instances
+	// other nodes run (remote.go).
+	peer     *peer.App // guarded by remoteMu
+	peerConn transport.Conn
+	peerID   uint16
+	peerDone chan struct{}
+	remoteMu sync.Mutex
 }
 
 // function is one function of an app and its instance slots: as many as
@@ -73,6 +82,8 @@ type function struct {
 	mu   sync.Mutex
 	want int
 	sc   *scaler // nil for a fixed count
+
+	remote *remoteSlot // its slot for instances on other nodes (nil: not in a cluster)
 
 	asked atomic.Int64 // cluster mode: when a request last found no instance (Unix ns)
 }
@@ -144,9 +155,10 @@ func (f *function) wanted() int {
 func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev *app) (a *app, err error) {
 	a = &app{n: n, cfg: ac, uid: -1, gid: -1, byID: map[uint16]*instance{}, gwDone: make(chan struct{})}
 	a.sandbox.a = a
+	made := a // the error returns below set a to nil
 	defer func() {
 		if err != nil {
-			a.close()
+			made.close()
 		}
 	}()
 	a.fingerprint = fingerprint(ac, cmds)
@@ -166,8 +178,11 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 	if n.uids {
 		if prev != nil && prev.lease != nil {
 			a.lease = prev.lease.share()
-		} else if a.lease, err = n.uidLeases.take(n.cfg.AppUIDs); err != nil {
-			return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+		}
+		if a.lease == nil {
+			if a.lease, err = n.uidLeases.take(n.cfg.AppUIDs); err != nil {
+				return nil, fmt.Errorf("app %s: %w", ac.Name, err)
+			}
 		}
 		a.uid, a.gid = a.lease.uid, a.lease.uid
 	}
@@ -195,13 +210,14 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 		n.ensureUnixQueue(ac.Limits.Inflight + 64)
 	}
 
-	slots := 0
+	slots, rs := 0, n.remoteSlots()
 	for _, f := range ac.Functions {
-		slots += f.Scale.Max
+		slots += f.Scale.Max + rs
 	}
-	// Endpoints: every slot, the gateway, and room for a replacement that
-	// starts while its predecessor's endpoint is still being removed.
-	eps, ringBytes := transport.PoolLayout(name, uint32(slots+1+slots/4+4))
+	// Endpoints: every slot, the gateway (and the peer endpoint), and room
+	// for a replacement that starts while its predecessor's endpoint is
+	// still being removed.
+	eps, ringBytes := transport.PoolLayout(name, uint32(slots+1+rs+slots/4+4))
 	if p := transport.Pollers(name, slots+1); p > 0 {
 		a.pollers = p
 		n.pollers += p
@@ -238,7 +254,7 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 				"app", ac.Name, "function", fc.Name, "dir", fc.WorkDir, "uid", a.uid)
 			f.workDir = "/"
 		}
-		if err := a.pool.SetFunction(uint32(fc.Index), base, uint32(fc.Scale.Max)); err != nil {
+		if err := a.pool.SetFunction(uint32(fc.Index), base, uint32(fc.Scale.Max+rs)); err != nil {
 			return nil, fmt.Errorf("app %s: function %s: %w", ac.Name, fc.Name, err)
 		}
 		if err := a.pool.SetFunctionName(uint32(fc.Index), fc.Name); err != nil {
@@ -247,7 +263,10 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 		for k := range fc.Scale.Max {
 			f.insts = append(f.insts, &instance{f: f, slot: base + uint32(k), state: "stopped"})
 		}
-		base += uint32(fc.Scale.Max)
+		if rs > 0 {
+			f.remote = &remoteSlot{slot: base + uint32(fc.Scale.Max)}
+		}
+		base += uint32(fc.Scale.Max + rs)
 		a.fns = append(a.fns, f)
 	}
 	for _, cc := range ac.Chains {
@@ -429,6 +448,9 @@ func (a *app) unregister(id uint16) {
 // daemon, or the pool's own holders (shared buffers, joins' inputs, whose
 // lifetimes their readers and lists decide).
 func (a *app) live(id uint16) bool {
+	if id != 0 && id == a.peerID {
+		return true // the endpoint standing for other nodes' instances
+	}
 	switch id {
 	case a.gw.ID(), pool.OwnerDaemon, pool.OwnerFree, pool.OwnerShared, pool.OwnerJoined:
 		return true
@@ -572,6 +594,11 @@ func (a *app) sweep(sw *sweeper) {
 	for _, f := range a.fns {
 		grace = max(grace, f.cfg.Timeout+2*time.Second)
 	}
+	if a.peer != nil {
+		if k := a.peer.Sweep(2 * stuckGrace); k > 0 {
+			a.n.log.Warn("gave up on requests another node kept past their deadline", "app", a.cfg.Name, "requests", k)
+		}
+	}
 	if k := a.gw.Reap(grace); k > 0 {
 		a.n.log.Warn("freed requests whose buffer never came back", "app", a.cfg.Name, "requests", k)
 	}
@@ -678,6 +705,7 @@ func (a *app) repair(sw *sweeper) {
 // close releases what the app holds. Instances must be stopped.
 func (a *app) close() {
 	a.sandbox.stop(a.n.cfg.StopGrace)
+	a.leavePeers() // its requests out at other nodes are answered first
 	if a.gw != nil {
 		a.gw.Close() // its redispatches and partial writes end before the pool goes
 	}

@@ -464,8 +464,8 @@ var (
 		[]string{"app", "chain", "outcome"}, nil)
 	descTrig = prometheus.NewDesc("spry_trigger_events_total",
 		"Events a trigger got (fired), and what became of them: accepted, rejected, skipped (overlap).", []string{"app", "trigger", "kind", "outcome"}, nil)
-	descStoreCommits = prometheus.NewDesc("spry_activation_store_commits_total", "Transactions the activation store committed.", nil, nil)
-	descStoreWrites  = prometheus.NewDesc("spry_activation_store_writes_total", "Writes those transactions carried (group commit).", nil, nil)
+	descStoreCommits = prometheus.NewDesc("spry_activation_store_commits_total", "Group commits of the activation store: flushes of its write-ahead log.", nil, nil)
+	descStoreWrites  = prometheus.NewDesc("spry_activation_store_writes_total", "Writes those flushes carried (group commit).", nil, nil)
 	descStoreDropped = prometheus.NewDesc("spry_activation_store_dropped_total",
 		"Records of synchronous requests dropped because the store's writer was behind.", nil, nil)
 )

@@ -282,6 +282,7 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 	select {
 	case <-ready:
 		a.pool.SetSlotState(in.slot, pool.SlotReady)
+		a.syncRemote()       // a ready instance here: the function's requests stay here
 		a.gw.InstanceReady() // requests waiting for one go now
 		took := time.Since(spawned)
 		in.mu.Lock()
@@ -316,6 +317,7 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 		// runs; then stop it.
 		in.setState("draining")
 		a.pool.SetSlotState(in.slot, pool.SlotDraining)
+		a.syncRemote()
 		st := a.pool.Stats(in.slot)
 		limit := time.Now().Add(in.f.cfg.Timeout + n.cfg.StopGrace)
 		// Done means nothing sent to it waits, nothing runs, and it holds
@@ -378,6 +380,7 @@ func (in *instance) cleanup(id uint16, why string) {
 	if k > 0 {
 		a.n.log.Warn("took back the requests of a gone instance", "app", a.cfg.Name, "function", in.f.cfg.Name, "id", id, "requests", k)
 	}
+	a.syncRemote()
 	a.fab.Remove(id)
 	a.unregister(id)
 	a.pool.SetSlotState(in.slot, pool.SlotEmpty)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/bpf"
+	"github.com/spry-dev/spry/internal/cluster/peer"
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/gateway"
 )
@@ -61,6 +62,11 @@ type Config struct {
 	// comes from SetInstances, not from this node's autoscalers (which
 	// still measure, and balance load by measured speed).
 	Cluster bool
+	// Peers is a cluster node's side of the hops between nodes (Cluster
+	// only): a step with no ready instance here goes to another node.
+	Peers PeerConfig
+	// Options validate apps deployed to the node (spry deploy; builtins).
+	Options config.Options
 }
 
 // UIDRange is an inclusive range of uids.
@@ -142,6 +148,8 @@ type Node struct {
 	runnerOnce sync.Once
 	runnerPath string // the builtin runner (spry-fn), when one is beside spry
 	adminLn    net.Listener
+	peerLn     net.Listener // links from other nodes (a cluster node)
+	hub        *peer.Hub    // this node's side of the hops between nodes
 	admin      *http.Server
 	spawn      *spawner
 	bpf        *bpf.Sockmap // the node's sockmap, when eBPF is available and an app wants it
@@ -167,6 +175,8 @@ type Node struct {
 	failed     chan error         // the gateway or admin server stopped on its own
 	closed     sync.Once
 	events     *events // activations and triggers
+	deployMu   sync.Mutex
+	deployed   map[string]deployment // apps spry deploy gave the node, by name
 }
 
 // Start brings a node up: it takes its listening addresses first (a busy
@@ -184,10 +194,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.Shutdown(context.Background())
 		}
 	}()
+	n.cfg.Apps = append(slices.Clone(cfg.Apps), n.loadDeployed()...)
+	cfg.Apps = n.cfg.Apps
 	if n.httpLn, err = listen("gateway", "--listen", cfg.Listen); err != nil {
 		return nil, err
 	}
 	if n.adminLn, err = listen("admin API", "--admin", cfg.Admin); err != nil {
+		return nil, err
+	}
+	if err := n.listenPeers(); err != nil {
 		return nil, err
 	}
 	// Each app's gateway receive loop is a locked thread that sleeps in a
@@ -235,6 +250,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.gw, err = gateway.New(gc)
 	if err != nil {
+		return nil, err
+	}
+	if err := n.startHub(); err != nil {
 		return nil, err
 	}
 	if err := n.launch(ctx, n.apps); err != nil {
@@ -384,6 +402,13 @@ func (n *Node) Shutdown(ctx context.Context) error {
 				err = ctx.Err()
 			}
 			cut()
+		}
+		// Other nodes' requests here end (their nodes answer them 502),
+		// this node's out there too: nothing is admitted from here on.
+		if n.hub != nil {
+			n.hub.Close()
+		} else if n.peerLn != nil {
+			n.peerLn.Close()
 		}
 		if n.events != nil {
 			n.events.close()

@@ -73,6 +73,9 @@ func (n *Node) Reload(ctx context.Context) (ReloadResult, error) {
 		return ReloadResult{}, ErrNoReload
 	}
 	apps, err := n.cfg.Load()
+	if err == nil {
+		apps, err = n.reloadDeployed(apps)
+	}
 	if err != nil {
 		return ReloadResult{}, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -125,11 +128,21 @@ func (n *Node) Apply(ctx context.Context, apps []*config.App) (res ReloadResult,
 			res.Unchanged = append(res.Unchanged, ac.Name)
 			continue
 		}
-		a, err := newApp(n, ac, exes, prev)
+		beside := prev
+		if beside == nil {
+			// Removed a moment ago and back (a cluster node that was
+			// counted lost): the old one may still be draining; the new
+			// one starts beside it as beside a replaced one.
+			beside = n.draining(ac.Name)
+		}
+		a, err := newApp(n, ac, exes, beside)
 		if err != nil {
 			return ReloadResult{}, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 		started = append(started, a)
+		if err := a.joinPeers(); err != nil {
+			return ReloadResult{}, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
 		next = append(next, a)
 		if prev != nil {
 			replaced = append(replaced, prev)
@@ -171,6 +184,18 @@ func (n *Node) Apply(ctx context.Context, apps []*config.App) (res ReloadResult,
 	}
 	res.Took = time.Since(began).Round(time.Millisecond).String()
 	return res, nil
+}
+
+// draining is the retired app named name still draining, or nil.
+func (n *Node) draining(name string) *app {
+	n.appsMu.Lock()
+	defer n.appsMu.Unlock()
+	for i := len(n.retired) - 1; i >= 0; i-- {
+		if n.retired[i].cfg.Name == name {
+			return n.retired[i]
+		}
+	}
+	return nil
 }
 
 // retire drains app a, which the gateway no longer routes to: once every

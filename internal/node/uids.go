@@ -69,11 +69,15 @@ func (ls *uidLeases) take(r UIDRange) (*uidLease, error) {
 	return nil, fmt.Errorf("uids %d-%d: %w (--app-uids sets another range)", r.First, r.Last, ErrNoUIDs)
 }
 
-// share counts one more app generation on the lease.
+// share counts one more app generation on the lease; nil when the lease
+// was already given back (its last app closed).
 func (l *uidLease) share() *uidLease {
 	l.ls.mu.Lock()
+	defer l.ls.mu.Unlock()
+	if l.refs <= 0 {
+		return nil
+	}
 	l.refs++
-	l.ls.mu.Unlock()
 	return l
 }
 

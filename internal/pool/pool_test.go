@@ -420,7 +420,8 @@ func TestRoutingTable(t *testing.T) {
 	}
 }
 
-// Pick must agree with a brute-force float reference on random loads.
+// Pick (and PickExcept) must agree with a brute-force float reference on
+// random loads.
 func TestPickMatchesReference(t *testing.T) {
 	t.Parallel()
 	l := Layout{Buffers: 4, BufferSize: 1024, Functions: 1, Chains: 1, Slots: 16}
@@ -441,11 +442,17 @@ func TestPickMatchesReference(t *testing.T) {
 			p.Stats(s).InFlight.Store(int32(rng.IntN(8)))
 		}
 		start := uint32(rng.IntN(n))
+		// Half the time one instance is excluded (PickExcept: the
+		// endpoint standing for other nodes' instances).
+		except := uint16(0)
+		if rng.IntN(2) == 0 {
+			except = uint16(1 + rng.IntN(n))
+		}
 		hwm := p.fns[0].hwm.Load()
 		best, bestR := -1, 0.0
 		for k := uint32(0); k < hwm; k++ {
 			s := (start + k) % hwm
-			if p.SlotState(s) != SlotReady {
+			if p.SlotState(s) != SlotReady || p.SlotID(s) == except {
 				continue
 			}
 			st := p.Stats(s)
@@ -454,7 +461,7 @@ func TestPickMatchesReference(t *testing.T) {
 				best, bestR = int(s), r
 			}
 		}
-		s, id, ok := p.Pick(0, start)
+		s, id, ok := p.PickExcept(0, start, except)
 		if best < 0 {
 			if ok {
 				t.Fatalf("iter %d: Pick chose %d with no ready slot", iter, s)

@@ -500,13 +500,27 @@ func (p *Pool) SetSlotState(s uint32, state uint32) {
 // Pick compares by cross-multiplication (no division, no floats) and
 // allocates nothing.
 func (p *Pool) Pick(fn uint16, start uint32) (slot uint32, id uint16, ok bool) {
-	slot, id, _, ok = p.PickRoute(fn, start)
+	slot, id, _, ok = p.PickRouteExcept(fn, start, 0)
 	return slot, id, ok
 }
 
 // PickRoute is Pick that also returns the endpoint to send the instance's
 // descriptor to (see StartHosted): the instance's own, or its host's.
 func (p *Pool) PickRoute(fn uint16, start uint32) (slot uint32, id, ep uint16, ok bool) {
+	return p.PickRouteExcept(fn, start, 0)
+}
+
+// PickExcept is Pick among the instances other than endpoint except (0:
+// none): a request a node took over from another must run on this node's
+// own instances, not go on to a third through the endpoint that stands for
+// the other nodes' instances (see internal/cluster/peer).
+func (p *Pool) PickExcept(fn uint16, start uint32, except uint16) (slot uint32, id uint16, ok bool) {
+	slot, id, _, ok = p.PickRouteExcept(fn, start, except)
+	return slot, id, ok
+}
+
+// PickRouteExcept is PickRoute among the instances other than except.
+func (p *Pool) PickRouteExcept(fn uint16, start uint32, except uint16) (slot uint32, id, ep uint16, ok bool) {
 	if uint32(fn) >= p.l.Functions {
 		return 0, 0, 0, false
 	}
@@ -529,7 +543,7 @@ func (p *Pool) PickRoute(fn uint16, start uint32) (slot uint32, id, ep uint16, o
 		c := uint64(max(si.capacity.Load(), 1))
 		if !ok || load*bestCap < bestLoad*c {
 			w := si.id.Load()
-			if uint16(w) == 0 {
+			if uint16(w) == 0 || uint16(w) == except {
 				continue
 			}
 			slot, id, ep, ok = s, uint16(w), endpointOf(w), true

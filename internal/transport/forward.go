@@ -35,7 +35,13 @@ var (
 // host's endpoint: the descriptor goes to the host, the buffer is in
 // transit to the instance, and the host reads which one from there.
 func Forward(p *pool.Pool, c Conn, fn uint16, d desc.Desc, rot uint32) error {
-	slot, id, ep, ok := p.PickRoute(fn, rot)
+	return ForwardExcept(p, c, fn, d, rot, 0)
+}
+
+// ForwardExcept is Forward to an instance other than endpoint except (0:
+// any; see pool.PickExcept).
+func ForwardExcept(p *pool.Pool, c Conn, fn uint16, d desc.Desc, rot uint32, except uint16) error {
+	slot, id, ep, ok := p.PickRouteExcept(fn, rot, except)
 	if !ok {
 		return ErrNoInstance
 	}

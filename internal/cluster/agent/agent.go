@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/spry-dev/spry/internal/cluster/api"
 	"github.com/spry-dev/spry/internal/cluster/kube"
+	"github.com/spry-dev/spry/internal/cluster/peer"
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/node"
 )
@@ -35,6 +37,10 @@ type Node interface {
 	Apply(ctx context.Context, apps []*config.App) (node.ReloadResult, error)
 	SetInstances(app, fn string, n int) error
 	Counters() []node.FunctionCounters
+	// SetPeers and SetPlacement tell the node where the other nodes are
+	// and where they run the apps' functions (hops between nodes).
+	SetPeers(peers []peer.Peer)
+	SetPlacement(app string, byFn map[string][]peer.NodeCount) error
 }
 
 // Config configures an agent.
@@ -119,10 +125,30 @@ func (a *Agent) Register(ctx context.Context) error { return a.register(ctx) }
 func (a *Agent) Run(ctx context.Context) error {
 	a.cfg.Log.Info("cluster agent registered", "node", a.cfg.Name, "cpu_millis", a.cfg.Spec.Capacity.CPUMillis,
 		"memory", a.cfg.Spec.Capacity.MemoryBytes, "gateway", a.cfg.Spec.Gateway)
+	// The lease has a loop of its own: an assignment that takes long to
+	// apply (apps starting, builds) or a slow API call must not cost the
+	// node its lease, which would make the controller move its instances.
+	leaseDone := make(chan struct{})
+	defer func() { <-leaseDone }()
+	go func() {
+		defer close(leaseDone)
+		t := time.NewTicker(a.cfg.Period)
+		defer t.Stop()
+		for {
+			if err := a.renew(ctx); err != nil && ctx.Err() == nil {
+				a.cfg.Log.Warn("cluster agent: lease", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	t := time.NewTicker(a.cfg.Period)
 	defer t.Stop()
 	for {
-		a.Step(ctx)
+		a.step(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -154,6 +180,11 @@ func (a *Agent) Step(ctx context.Context) {
 	if err := a.renew(ctx); err != nil {
 		a.cfg.Log.Warn("cluster agent: lease", "err", err)
 	}
+	a.step(ctx)
+}
+
+// step runs one period but the lease: assignment, heartbeat.
+func (a *Agent) step(ctx context.Context) {
 	if err := a.reconcile(ctx); err != nil {
 		a.cfg.Log.Warn("cluster agent: assignment", "err", err)
 	}
@@ -204,7 +235,8 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	key := fmt.Sprintf("%v", asg.Spec.Apps)
+	kb, _ := json.Marshal(asg.Spec)
+	key := string(kb)
 	if key == a.applied {
 		return nil
 	}
@@ -228,11 +260,25 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		return fmt.Errorf("apply %d apps: %w", len(apps), err)
 	}
 	a.apps = next
+	var peers []peer.Peer
+	for _, p := range asg.Spec.Peers {
+		peers = append(peers, peer.Peer{Name: p.Node, Address: p.Address})
+	}
+	a.cfg.Node.SetPeers(peers)
 	var errs []error
 	for _, aa := range asg.Spec.Apps {
 		ap := next[aa.Name]
 		if ap == nil {
 			continue
+		}
+		byFn := map[string][]peer.NodeCount{}
+		for _, fp := range aa.Placement {
+			for _, ni := range fp.Nodes {
+				byFn[fp.Function] = append(byFn[fp.Function], peer.NodeCount{Node: ni.Node, Instances: int(ni.Instances)})
+			}
+		}
+		if err := a.cfg.Node.SetPlacement(ap.cfg.Name, byFn); err != nil {
+			errs = append(errs, err)
 		}
 		for _, f := range ap.cfg.Functions {
 			n := 0

@@ -187,12 +187,24 @@ type AssignmentSpec struct {
 	Peers []Peer `json:"peers,omitempty"`
 }
 
-// AssignedApp is one app on a node.
+// AssignedApp is one app on a node. Every node gets every app, so that
+// any node's gateway serves any app's routes, with the instances of each
+// function that run there (perhaps none).
 type AssignedApp struct {
 	Name       string          `json:"name"` // namespace/name
 	Generation int64           `json:"generation"`
 	Spec       json.RawMessage `json:"spec"`
 	Instances  []Instances     `json:"instances,omitempty"`
+	// Placement is where the app's functions run on the cluster: a step
+	// with no instance on this node goes to the nodes that run it.
+	Placement []FunctionPlacement `json:"placement,omitempty"`
+}
+
+// FunctionPlacement is the nodes that run a function, and how many
+// instances each.
+type FunctionPlacement struct {
+	Function string          `json:"function"`
+	Nodes    []NodeInstances `json:"nodes"`
 }
 
 // Instances is a function's instance count on the node.

@@ -57,7 +57,7 @@ func startAgent(t *testing.T, h *harness, kubeconfig, name string) *agentProc {
 	}
 	a := &agentProc{exit: make(chan error, 1)}
 	a.cmd = exec.Command(bin, "up", "--cluster", "--node-name", name, "--namespace", h.ns, "--kubeconfig", kubeconfig,
-		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--heartbeat", "300ms", "--lease", "2s",
+		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--heartbeat", "300ms", "--lease", "2s",
 		"--capacity-cpu", "4000", "--capacity-memory", "8GiB", "--data-dir", t.TempDir())
 	pr, pw := io.Pipe()
 	a.cmd.Stdout, a.cmd.Stderr = pw, pw

@@ -85,6 +85,7 @@ type appState struct {
 	spec       json.RawMessage
 	cfg        *config.App
 	err        error    // why spec is not a valid app (cfg is nil then)
+	conflict   error    // why it is not placed: another app has its name or a route of it
 	fns        []string // fleet names
 }
 
@@ -202,6 +203,7 @@ func (ctl *Controller) Round(ctx context.Context) error {
 			delete(ctl.apps, key)
 		}
 	}
+	ctl.checkConflicts()
 
 	// After a (re)start, take back the placement the assignments hold.
 	if !ctl.restored {
@@ -234,6 +236,44 @@ func fresh(l *coordinationv1.Lease, now time.Time) bool {
 	}
 	al := api.Lease{Spec: api.LeaseSpec{LeaseDurationSeconds: l.Spec.LeaseDurationSeconds, RenewTime: &api.MicroTime{Time: l.Spec.RenewTime.Time}}}
 	return al.Fresh(now)
+}
+
+// checkConflicts keeps out of the placement every app that has the name
+// (app:) or a route of an app before it (by namespace/name): every node
+// runs every app, and a node runs one app of a name and one chain per
+// route. The first of two keeps running; the other's status says why it
+// does not, and it is placed once the conflict is gone.
+func (ctl *Controller) checkConflicts() {
+	keys := make([]string, 0, len(ctl.apps))
+	for k := range ctl.apps {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var placed []*config.App
+	for _, k := range keys {
+		st := ctl.apps[k]
+		if st.cfg == nil {
+			continue
+		}
+		err := config.Conflicts(append(slices.Clone(placed), st.cfg))
+		if err == nil {
+			if st.conflict != nil {
+				st.conflict = nil
+				st.generation = -1 // placed again at the next round's sync
+			}
+			placed = append(placed, st.cfg)
+			continue
+		}
+		if st.conflict == nil {
+			ctl.log.Warn("app not placed: it conflicts with another", "app", k, "err", err)
+		}
+		st.conflict = err
+		for _, f := range st.fns {
+			ctl.fleet.RemoveFunction(f)
+			delete(ctl.fnApp, f)
+		}
+		st.fns = nil
+	}
 }
 
 // observe turns a node's heartbeat counters into deltas since the last
@@ -393,25 +433,30 @@ func (ctl *Controller) writeAssignments(ctx context.Context, nodes []SpryNode, e
 	p := ctl.fleet.Placer()
 	for _, k := range keys {
 		st := ctl.apps[k]
-		perNode := map[string]*api.AssignedApp{}
+		if len(st.fns) == 0 {
+			continue // never valid: nothing of it runs
+		}
+		// Every node gets every app, with the instances it runs (perhaps
+		// none) and where the others run theirs: any node's gateway serves
+		// the app's routes, and a step with no instance on a node goes to
+		// one that has.
+		var placement []api.FunctionPlacement
+		local := map[string][]api.Instances{}
 		for _, fn := range st.fns {
+			name := strings.TrimPrefix(fn, k+"/")
+			fp := api.FunctionPlacement{Function: name, Nodes: []api.NodeInstances{}}
 			for _, nc := range p.Assignment(fn) {
-				s := byNode[nc.Node]
-				if s == nil {
+				if byNode[nc.Node] == nil {
 					continue
 				}
-				aa := perNode[nc.Node]
-				if aa == nil {
-					aa = &api.AssignedApp{Name: k, Generation: st.generation, Spec: st.spec}
-					perNode[nc.Node] = aa
-				}
-				aa.Instances = append(aa.Instances, api.Instances{Function: strings.TrimPrefix(fn, k+"/"), N: int32(nc.N)})
+				fp.Nodes = append(fp.Nodes, api.NodeInstances{Node: nc.Node, Instances: int32(nc.N)})
+				local[nc.Node] = append(local[nc.Node], api.Instances{Function: name, N: int32(nc.N)})
 			}
+			placement = append(placement, fp)
 		}
 		for _, n := range nodes {
-			if aa := perNode[n.Name]; aa != nil {
-				byNode[n.Name].Apps = append(byNode[n.Name].Apps, *aa)
-			}
+			byNode[n.Name].Apps = append(byNode[n.Name].Apps, api.AssignedApp{Name: k, Generation: st.generation,
+				Spec: st.spec, Instances: local[n.Name], Placement: placement})
 		}
 	}
 	var errs []error
@@ -454,6 +499,8 @@ func (ctl *Controller) writeStatus(ctx context.Context, a *SpryApp) error {
 	cond := api.Condition{Type: "Valid", Status: "True", Reason: "Parsed", Message: "spec is a valid spry.yaml app", ObservedGeneration: a.Generation}
 	if st != nil && st.err != nil {
 		cond.Status, cond.Reason, cond.Message = "False", "Invalid", st.err.Error()
+	} else if st != nil && st.conflict != nil {
+		cond.Status, cond.Reason, cond.Message = "False", "Conflict", st.conflict.Error()
 	}
 	s.Conditions = api.SetCondition(s.Conditions, cond, time.Now().Truncate(time.Second))
 	if st != nil && st.cfg != nil {

@@ -192,6 +192,7 @@ func TestControllerPlaces(t *testing.T) {
 	h := newHarness(t)
 	h.node("n1", 4000, 8<<30)
 	h.node("n2", 4000, 8<<30)
+	h.keepAlive("n1", "n2") // a loaded machine may take longer than a lease between the rounds
 	h.app("shop", chainApp)
 	c := h.controller()
 	h.round(c)
@@ -402,3 +403,37 @@ func TestKubectl(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestControllerConflicts: every node runs every app, so an app with the
+// name or a route of another (earlier by namespace/name) is not placed;
+// its status says why; once the other is gone it is placed.
+func TestControllerConflicts(t *testing.T) {
+	h := newHarness(t)
+	h.node("c1", 4000, 8<<30)
+	h.app("a-shop", chainApp)
+	h.app("b-shop", strings.Replace(chainApp, "app: shop", "app: shop2", 1)) // same route /buy
+	c := h.controller()
+	h.round(c)
+	cond := api.FindCondition(h.status("b-shop").Conditions, "Valid")
+	if cond == nil || cond.Status != "False" || cond.Reason != "Conflict" || !strings.Contains(cond.Message, "/buy is already served by app \"shop\"") {
+		t.Fatalf("the second app's condition: %+v", cond)
+	}
+	a := &SpryAssignment{}
+	if err := testClient.Get(h.ctx, client.ObjectKey{Name: "c1"}, a); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Spec.Apps) != 1 || !strings.HasSuffix(a.Spec.Apps[0].Name, "/a-shop") {
+		t.Fatalf("assigned apps %+v", a.Spec.Apps)
+	}
+	if err := testClient.Delete(h.ctx, &SpryApp{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "a-shop"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.round(c)
+	h.round(c)
+	if got := h.assigned("c1"); got != "b-shop/back=2 b-shop/front=2" {
+		t.Fatalf("after the first app went: %q", got)
+	}
+	if cond := api.FindCondition(h.status("b-shop").Conditions, "Valid"); cond.Status != "True" {
+		t.Fatalf("condition %+v", cond)
+	}
+}

@@ -12,6 +12,9 @@ SDK::
         #     raise spry.Error(409, "taken")  (any other exception is a 502)
         # req.method, req.path, req.query, req.header(name), req.param("id") (route
         # "/orders/{id}"), req.full_path (on a /* route, req.path is the rest)
+        # events: req.event (a CloudEvent's attributes, or None), req.activation_id,
+        #     req.cause ("http", "async", "mqtt", "cloudevent", "cron"), req.trigger,
+        #     req.topic (the MQTT topic)
 
 In spry.yaml, ``python: ./fn/handler.py`` runs it (the node starts
 ``python3 -m spry ./fn/handler.py`` with the SDK that matches it); a program
@@ -23,9 +26,9 @@ atomic counters) is in docs/contract.md of the Spry repository.
 """
 
 from ._pool import VERSION as LAYOUT_VERSION, PoolError
-from ._serve import Error, Handler, Request, Response, serve
+from ._serve import Error, Event, Handler, Request, Response, serve
 from ._invoke import Result, invoke
 
-__all__ = ["serve", "invoke", "Request", "Response", "Error", "Result", "Handler",
+__all__ = ["serve", "invoke", "Request", "Response", "Error", "Event", "Result", "Handler",
            "PoolError", "LAYOUT_VERSION"]
 __version__ = "0.1.0"

@@ -20,11 +20,15 @@ class Result:
 
 
 def invoke(handler, method: str = "POST", target: str = "/", body=b"", headers=(),
-           content_type: str = "") -> Result:
+           content_type: str = "", attrs=()) -> Result:
     """Runs handler once on a payload in a real shared-memory pool (made for
     the call), as a chain's step runs it. target is a path with an optional
     query ("/hello?x=1"); headers are (name, value) pairs the handler may
-    read with req.header."""
+    read with req.header; attrs are (name, value) pairs of the invocation's
+    attributes, as the node writes them for an event (CloudEvent attributes
+    such as ("specversion", "1.0"), ("type", ...), and spry.activation,
+    spry.cause, spry.trigger, spry.topic), read with req.event,
+    req.activation_id, req.cause, req.trigger and req.topic."""
     if isinstance(body, str):
         body = body.encode()
     size = 64 << 10
@@ -36,6 +40,8 @@ def invoke(handler, method: str = "POST", target: str = "/", body=b"", headers=(
         path, _, query = target.partition("?")
         p.write_meta(buf, method.encode(), path.encode(), query.encode(),
                      [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers])
+        for k, v in attrs:
+            p.append_attr(buf, k.encode("latin-1"), v.encode())
         p.buffer(buf)[:len(body)] = body
         p.set_data(buf, 0, len(body))
         if content_type:

@@ -632,6 +632,28 @@ class Pool:
         return [self._pairs(body)[0] for tag, body, _, _ in self.sections(idx)
                 if tag == SECTION_RESP_HEADER and body]
 
+    def attrs(self, idx):
+        """The invocation's attributes (section tag 3: CloudEvent attributes,
+        spry.activation, spry.cause, spry.trigger, spry.topic), as (name,
+        value) pairs in order; several sections read as one list."""
+        out = []
+        for tag, body, _, _ in self.sections(idx):
+            if tag == SECTION_ATTRIBUTES and body:
+                out += self._pairs(body, 1)[:body[0]]
+        return out
+
+    def append_attr(self, idx, name: bytes, value: bytes):
+        """Adds an attribute, as a section of its own after the metadata
+        written so far (what the gateway does; spry.invoke uses it)."""
+        h = self.h(idx)
+        n = min(self.u16(h + B_META_LEN), MAX_META)
+        body = bytes([1, len(name)]) + name + _u16.pack(len(value)) + value
+        sec = bytes([SECTION_ATTRIBUTES]) + _u16.pack(len(body)) + body
+        if not name or len(name) > 0xff or len(value) > 0xffff or n + len(sec) > MAX_META:
+            raise ValueError("attribute does not fit in the buffer's metadata")
+        self.mm[h + OFF_META + n:h + OFF_META + n + len(sec)] = sec
+        _u16.pack_into(self.mm, h + B_META_LEN, n + len(sec))
+
     def add_resp_header(self, idx, name: bytes, value: bytes):
         h = self.h(idx)
         n = min(self.u16(h + B_META_LEN), MAX_META)

@@ -41,10 +41,11 @@ class Request:
     nothing was copied to give it to you, and it is valid only until the
     handler returns (copy what you keep, e.g. bytes(req.payload))."""
 
-    __slots__ = ("_p", "_buf", "_hop", "_steps", "_meta", "_gathered")
+    __slots__ = ("_p", "_buf", "_hop", "_steps", "_meta", "_attrs", "_gathered")
 
     def __init__(self, pool, buf, hop, steps):
         self._p, self._buf, self._hop, self._steps, self._meta = pool, buf, hop, steps, None
+        self._attrs = None
         self._gathered = None
 
     @property
@@ -138,6 +139,49 @@ class Request:
     def content_type(self) -> str:
         return self._p.content_type(self._buf).decode("latin-1")
 
+    def _attr_map(self):
+        if self._attrs is None:
+            a = {}
+            for k, v in self._p.attrs(self._buf):  # the first of a name counts, as in Go
+                a.setdefault(k.decode("latin-1"), v.decode("utf-8", "replace"))
+            self._attrs = a
+        return self._attrs
+
+    @property
+    def activation_id(self) -> str:
+        """The id of the activation this request belongs to (an asynchronous
+        invocation, a trigger's firing, a recorded request), or "" for a
+        synchronous request that has none (GET /v1/activations/{id} on the
+        node's admin API shows its record)."""
+        return self._attr_map().get(_ATTR_ACTIVATION, "")
+
+    @property
+    def cause(self) -> str:
+        """What made the request: "http" (a synchronous request), "async",
+        "mqtt", "cloudevent" or "cron"."""
+        return self._attr_map().get(_ATTR_CAUSE) or "http"
+
+    @property
+    def trigger(self) -> str:
+        """The name of the trigger (spry.yaml triggers:) that caused the
+        request, or ""."""
+        return self._attr_map().get(_ATTR_TRIGGER, "")
+
+    @property
+    def topic(self) -> str:
+        """The MQTT topic the payload was published on, or ""."""
+        return self._attr_map().get(_ATTR_TOPIC, "")
+
+    @property
+    def event(self) -> Optional["Event"]:
+        """The CloudEvent the request carries, or None. Its data is the
+        payload; its attributes were parsed once by the gateway (binary,
+        structured or batched mode) and are read from the buffer's metadata."""
+        a = self._attr_map()
+        if "specversion" not in a:
+            return None
+        return Event(a)
+
     @property
     def id(self) -> int:
         """The request's id, unique on this node while it runs."""
@@ -166,6 +210,49 @@ class Request:
         s, e = self._p.hop_times(self._buf, hop)
         ingress = self._p.i64(self._p.h(self._buf) + P.B_INGRESS)
         return ((s - ingress) / 1e9 if s else 0.0, (e - ingress) / 1e9 if e else 0.0)
+
+
+_ATTR_ACTIVATION, _ATTR_CAUSE, _ATTR_TRIGGER, _ATTR_TOPIC = (
+    "spry.activation", "spry.cause", "spry.trigger", "spry.topic")
+_CORE = ("id", "source", "type", "specversion", "subject", "time", "datacontenttype", "dataschema")
+
+
+class Event:
+    """A CloudEvent's context attributes (CloudEvents 1.0), as the Go SDK's
+    sdk.Event. event["type"] and event.get(name) read any attribute."""
+
+    __slots__ = ("_a",)
+
+    def __init__(self, attrs):
+        self._a = attrs
+
+    id = property(lambda self: self._a.get("id", ""), doc="The event's id.")
+    source = property(lambda self: self._a.get("source", ""), doc="The event's source (a URI reference).")
+    type = property(lambda self: self._a.get("type", ""), doc="The event's type.")
+    specversion = property(lambda self: self._a.get("specversion", ""), doc='The CloudEvents version ("1.0").')
+    subject = property(lambda self: self._a.get("subject", ""), doc='The event\'s subject, or "".')
+    time = property(lambda self: self._a.get("time", ""), doc='The event\'s time as sent (RFC 3339), or "".')
+    datacontenttype = property(lambda self: self._a.get("datacontenttype", ""),
+                               doc='The media type of the data (the payload), or "".')
+    dataschema = property(lambda self: self._a.get("dataschema", ""), doc='The event\'s dataschema, or "".')
+
+    def get(self, name: str, default: str = "") -> str:
+        """The context attribute name (an extension, or a core one), or default."""
+        return self._a.get(name, default)
+
+    def __getitem__(self, name: str) -> str:
+        return self._a[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._a
+
+    @property
+    def extensions(self):
+        """The extension attributes (all but the CloudEvents core ones), as a dict."""
+        return {k: v for k, v in self._a.items() if k not in _CORE and not k.startswith("spry.")}
+
+    def __repr__(self):
+        return f"Event(id={self.id!r}, source={self.source!r}, type={self.type!r})"
 
 
 class Input:

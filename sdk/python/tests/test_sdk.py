@@ -82,6 +82,54 @@ class InvokeTest(unittest.TestCase):
         r = spry.invoke(crash)
         self.assertEqual((r.status, r.body, r.stop), (502, b"KeyError: 'k'", True))
 
+    def test_event_readers(self):
+        seen = {}
+
+        def h(req, res):
+            e = req.event
+            seen.update(cause=req.cause, act=req.activation_id, trig=req.trigger, topic=req.topic,
+                        ev=e and (e.id, e.source, e.type, e.specversion, e.subject, e.time,
+                                  e.datacontenttype, e.dataschema, e["type"], e.get("traceparent"),
+                                  e.get("nope", "-"), "id" in e, e.extensions))
+
+        # A synchronous request: no activation, no event.
+        spry.invoke(h)
+        self.assertEqual(seen, dict(cause="http", act="", trig="", topic="", ev=None))
+        # A CloudEvent that came in asynchronously, as the gateway writes it.
+        spry.invoke(h, body=b"{}", attrs=[
+            ("specversion", "1.0"), ("id", "e1"), ("source", "/s"), ("type", "t.created"),
+            ("subject", "sub"), ("time", "2026-01-02T03:04:05Z"), ("datacontenttype", "application/json"),
+            ("traceparent", "00-ab"), ("spry.activation", "18ec8810cc3ee615a7a82c5533d1ab10"),
+            ("spry.cause", "cloudevent"), ("id", "a later duplicate does not count")])
+        self.assertEqual(seen, dict(
+            cause="cloudevent", act="18ec8810cc3ee615a7a82c5533d1ab10", trig="", topic="",
+            ev=("e1", "/s", "t.created", "1.0", "sub", "2026-01-02T03:04:05Z", "application/json", "",
+                "t.created", "00-ab", "-", True, {"traceparent": "00-ab"})))
+        # An MQTT message by a trigger: no CloudEvent.
+        spry.invoke(h, attrs=[("spry.cause", "mqtt"), ("spry.trigger", "sensors"),
+                              ("spry.topic", "site/7/temp"), ("spry.activation", "ab" * 16)])
+        self.assertEqual(seen, dict(cause="mqtt", act="ab" * 16, trig="sensors", topic="site/7/temp", ev=None))
+
+    def test_attributes_after_params(self):
+        # Sections in any order and number read as one list; unknown tags are skipped.
+        p = P.Pool.create(4, 4096)
+        try:
+            buf = p.alloc(1)
+            p.write_meta(buf, b"POST", b"/x", b"", [(b"a", b"b")])
+            h = p.h(buf)
+            n = p.u16(h + P.B_META_LEN)
+            unknown = bytes([9]) + P._u16.pack(2) + b"zz"
+            p.mm[h + P.OFF_META + n:h + P.OFF_META + n + len(unknown)] = unknown
+            P._u16.pack_into(p.mm, h + P.B_META_LEN, n + len(unknown))
+            p.append_attr(buf, b"spry.cause", b"cron")
+            p.append_attr(buf, b"spry.trigger", b"nightly")
+            self.assertEqual(p.attrs(buf), [(b"spry.cause", b"cron"), (b"spry.trigger", b"nightly")])
+            with self.assertRaises(ValueError):
+                p.append_attr(buf, b"big", b"x" * P.MAX_META)
+            self.assertEqual(len(p.attrs(buf)), 2)
+        finally:
+            p.close()
+
     def test_status_ends_chain(self):
         r = spry.invoke(lambda req, res: res.set_status(404))
         self.assertTrue(r.stop)

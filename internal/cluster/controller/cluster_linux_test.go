@@ -1,0 +1,427 @@
+package controller
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/spry-dev/spry/internal/cluster/api"
+	"github.com/spry-dev/spry/internal/cluster/kube"
+	"github.com/spry-dev/spry/internal/node"
+)
+
+// Each node fits one instance (250m of 300m): a chain's two steps cannot
+// share a node, so every request crosses from the first step's node to
+// the second's, and the third node runs nothing (its gateway hands every
+// request on: ingress anywhere).
+const splitApp = `
+app: split
+functions:
+  front: {builtin: upper, instances: 1}
+  back:  {builtin: reverse, instances: 1}
+chains:
+  buy: {route: /buy, steps: [front, back], timeout: 5s}
+`
+
+// labNode is one node agent in its network namespace.
+type labNode struct {
+	name, ns, addr string
+	proc           *agentProc
+}
+
+type lab struct {
+	t          *testing.T
+	h          *harness
+	net        *netLab
+	kubeconfig string
+	nodes      []*labNode
+	client     *http.Client
+}
+
+// startLabAgent runs `spry up --cluster` inside node i's namespace.
+func (l *lab) start(i int) *labNode {
+	t := l.t
+	bin, err := spryBin()
+	if err != nil {
+		t.Fatalf("build spry: %v", err)
+	}
+	n := l.nodes[i]
+	a := &agentProc{exit: make(chan error, 1)}
+	a.cmd = exec.Command("ip", "netns", "exec", n.ns, bin, "up", "--cluster", "--node-name", n.name, "--namespace", l.h.ns,
+		"--kubeconfig", l.kubeconfig, "--advertise", n.addr, "--listen", ":8080", "--admin", "127.0.0.1:8081",
+		"--peer-listen", ":7946", "--heartbeat", "300ms", "--lease", "2s",
+		"--capacity-cpu", "300", "--capacity-memory", "1GiB", "--data-dir", t.TempDir(), "--drain-timeout", "2s")
+	pr, pw := io.Pipe()
+	a.cmd.Stdout, a.cmd.Stderr = pw, pw
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			a.mu.Lock()
+			a.log.WriteString(sc.Text() + "\n")
+			a.mu.Unlock()
+		}
+	}()
+	go func() { a.exit <- a.cmd.Wait(); pw.Close() }()
+	t.Cleanup(func() {
+		if a.cmd.ProcessState == nil {
+			_ = a.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-a.exit:
+			case <-time.After(20 * time.Second):
+				_ = a.cmd.Process.Kill()
+				<-a.exit
+				t.Errorf("agent %s did not stop on SIGTERM\n%s", n.name, a.logs())
+			}
+		}
+		if t.Failed() {
+			t.Logf("agent %s:\n%s", n.name, tail(a.logs(), 40))
+		}
+	})
+	n.proc = a
+	return n
+}
+
+func tail(s string, lines int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(ls[max(0, len(ls)-lines):], "\n")
+}
+
+// post sends one request to node i's gateway from the lab's switch.
+func (l *lab) post(ctx context.Context, i int, body string) (int, string) {
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+l.nodes[i].addr+":8080/buy", strings.NewReader(body))
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// status reads node i's /v1/status from inside its namespace.
+func (l *lab) status(ctx context.Context, i int) (*node.Status, error) {
+	c, err := dialIn(ctx, l.nodes[i].ns, "127.0.0.1:8081")
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var s node.Status
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// idle reports whether node i holds nothing: every buffer of every app
+// free, nothing in flight, nothing out at other nodes.
+func (l *lab) idle(ctx context.Context, i int) string {
+	s, err := l.status(ctx, i)
+	if err != nil {
+		return err.Error()
+	}
+	for _, a := range s.Apps {
+		if a.Pool.Free != int(a.Pool.Buffers) || a.Requests.Inflight != 0 {
+			return fmt.Sprintf("app %s: %d of %d buffers free, %d in flight", a.Name, a.Pool.Free, a.Pool.Buffers, a.Requests.Inflight)
+		}
+		for _, f := range a.Functions {
+			if f.Remote != nil && f.Remote.Inflight != 0 {
+				return fmt.Sprintf("app %s: %d requests of %s out at other nodes", a.Name, f.Remote.Inflight, f.Name)
+			}
+		}
+	}
+	return ""
+}
+
+// where returns the nodes running each function of the app, from its
+// status: fn → node names.
+func (l *lab) where(app string) map[string][]string {
+	out := map[string][]string{}
+	for _, f := range l.h.status(app).Functions {
+		for _, ni := range f.Nodes {
+			if ni.Instances > 0 {
+				out[f.Name] = append(out[f.Name], ni.Node)
+			}
+		}
+	}
+	return out
+}
+
+func (l *lab) index(name string) int {
+	for i, n := range l.nodes {
+		if n.name == name {
+			return i
+		}
+	}
+	l.t.Fatalf("no node %s", name)
+	return -1
+}
+
+// load runs clients that post to the nodes in turn until stop, and counts
+// the answers by status.
+type load struct {
+	mu     sync.Mutex
+	codes  map[int]int
+	bad    []string
+	done   sync.WaitGroup
+	stop   chan struct{}
+	counts atomic.Int64
+}
+
+func (l *lab) load(ctx context.Context, clients int, nodes []int) *load {
+	ld := &load{codes: map[int]int{}, stop: make(chan struct{})}
+	for c := range clients {
+		ld.done.Add(1)
+		go func() {
+			defer ld.done.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-ld.stop:
+					return
+				default:
+				}
+				s := fmt.Sprintf("c%d-r%d", c, k)
+				rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+				code, body := l.post(rctx, nodes[(c+k)%len(nodes)], s)
+				cancel()
+				ld.counts.Add(1)
+				ld.mu.Lock()
+				ld.codes[code]++
+				if code == 200 && body != reversedUpper(s) || code != 200 && code != 502 && code != 503 && code != 504 {
+					if len(ld.bad) < 5 {
+						ld.bad = append(ld.bad, fmt.Sprintf("%q -> %d %q", s, code, body))
+					}
+				}
+				ld.mu.Unlock()
+			}
+		}()
+	}
+	return ld
+}
+
+func (ld *load) end() (map[int]int, []string) {
+	close(ld.stop)
+	ld.done.Wait()
+	return ld.codes, ld.bad
+}
+
+func reversedUpper(s string) string {
+	b := []byte(strings.ToUpper(s))
+	slices.Reverse(b)
+	return string(b)
+}
+
+// TestClusterAcrossNodes: three real node agents, each in a network
+// namespace of its own, joined into one cluster by the controller on a
+// real API server. A chain's two steps are placed on different nodes
+// (each fits one instance): every request crosses a real interface from
+// the first step's node to the second's, and back; the third node's
+// gateway hands every request on. Under 64 clients every answer is right
+// and no node keeps a buffer. kill -9 of the second step's node under
+// load: its requests end 502 at the origin, its instance is placed on the
+// third node, traffic recovers. The controller killed and restarted:
+// nothing moves, nothing fails. The killed node comes back and is used
+// when the app grows.
+func TestClusterAcrossNodes(t *testing.T) {
+	h := newHarness(t)
+	nl := newNetLab(t, 3)
+	user, err := testEnv.AddUser(envtest.User{Name: "lab-agent", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &lab{t: t, h: h, net: nl, kubeconfig: filepath.Join(t.TempDir(), "kubeconfig")}
+	if err := os.WriteFile(l.kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(testCfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ns := range nl.nodes {
+		// The API server is reached at the same address inside the
+		// namespace: the kubeconfig (and its certificate) stay valid.
+		forward(t, ns, u.Host)
+		l.nodes = append(l.nodes, &labNode{name: fmt.Sprintf("x%d", i+1), ns: ns, addr: nl.addr(i + 1)})
+	}
+	l.client = &http.Client{Transport: &http.Transport{
+		MaxIdleConnsPerHost: 128,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return dialIn(ctx, nl.sw, addr)
+		},
+	}}
+	defer l.client.CloseIdleConnections()
+
+	runController := func() func() {
+		ctl, err := NewController(testClient, ControllerConfig{Namespace: h.ns, Period: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(h.ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = ctl.Run(ctx, nil) }()
+		return func() { cancel(); <-done }
+	}
+	stopCtl := runController()
+	defer func() { stopCtl() }()
+	for i := range l.nodes {
+		l.start(i)
+		h.nodes = append(h.nodes, l.nodes[i].name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second)
+	defer cancel()
+	h.ctx = ctx
+	waitFor(t, 60*time.Second, func() bool {
+		for _, n := range l.nodes {
+			var sn SpryNode
+			if testClient.Get(ctx, client.ObjectKey{Name: n.name}, &sn) != nil || sn.Status.Heartbeat == nil {
+				return false
+			}
+		}
+		return true
+	}, "three agents register and beat")
+
+	kcl, err := kube.FromKubeconfig(l.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := yaml.YAMLToJSON([]byte(splitApp))
+	if err := kcl.Create(ctx, kube.AppsPath(h.ns), kube.NewApp(h.ns, "split", spec), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, func() bool { return h.status("split").Ready == "2/2" }, "both steps ready")
+	w := l.where("split")
+	if len(w["front"]) != 1 || len(w["back"]) != 1 || w["front"][0] == w["back"][0] {
+		t.Fatalf("placement %v: want the steps on different nodes", w)
+	}
+	front, back := l.index(w["front"][0]), l.index(w["back"][0])
+	spare := 3 - front - back
+	t.Logf("front on %s, back on %s, %s runs nothing", l.nodes[front].name, l.nodes[back].name, l.nodes[spare].name)
+	for i := range l.nodes {
+		waitFor(t, 30*time.Second, func() bool {
+			code, body := l.post(ctx, i, "spry")
+			return code == 200 && body == "YRPS"
+		}, "the chain answers on "+l.nodes[i].name)
+	}
+
+	// 64 clients over the three gateways: every answer right.
+	const clients = 64
+	began := time.Now()
+	ld := l.load(ctx, clients, []int{0, 1, 2})
+	time.Sleep(4 * time.Second)
+	codes, bad := ld.end()
+	n := ld.counts.Load()
+	t.Logf("64 clients, 3 gateways, every request crossing nodes: %d requests in %v (%v)", n, time.Since(began).Round(time.Millisecond), codes)
+	if codes[200] != int(n) || len(bad) > 0 {
+		t.Fatalf("answers %v, bad %v", codes, bad)
+	}
+	for i := range l.nodes {
+		waitFor(t, 10*time.Second, func() bool { return l.idle(ctx, i) == "" }, "node "+l.nodes[i].name+" holds nothing: "+l.idle(ctx, i))
+	}
+	if s, err := l.status(ctx, front); err != nil || len(s.Node.Links) == 0 {
+		t.Fatalf("front's links: %v %+v", err, s)
+	}
+
+	// kill -9 of the second step's node under load.
+	ld = l.load(ctx, clients, []int{front, spare})
+	time.Sleep(time.Second)
+	killed := time.Now()
+	l.nodes[back].proc.kill()
+	waitFor(t, 30*time.Second, func() bool {
+		w := l.where("split")
+		return len(w["back"]) == 1 && w["back"][0] == l.nodes[spare].name && h.status("split").Ready == "2/2"
+	}, "back re-placed on the spare node")
+	replaced := time.Since(killed)
+	// Recovered: answers are 200 again.
+	waitFor(t, 30*time.Second, func() bool {
+		code, body := l.post(ctx, front, "again")
+		return code == 200 && body == "NIAGA"
+	}, "traffic recovers")
+	recovered := time.Since(killed)
+	time.Sleep(time.Second)
+	codes, bad = ld.end()
+	t.Logf("kill -9 of %s under load: re-placed after %v, answering again after %v; answers %v",
+		l.nodes[back].name, replaced.Round(10*time.Millisecond), recovered.Round(10*time.Millisecond), codes)
+	if len(bad) > 0 {
+		t.Fatalf("wrong answers: %v", bad)
+	}
+	if codes[502] == 0 {
+		s, err := l.status(ctx, front)
+		t.Errorf("no 502 for the requests the killed node held (answers %v); front's links %v %+v", codes, err, s.Node.Links)
+	}
+	for _, i := range []int{front, spare} {
+		waitFor(t, 15*time.Second, func() bool { return l.idle(ctx, i) == "" }, "node "+l.nodes[i].name+" holds nothing after the loss: "+l.idle(ctx, i))
+	}
+
+	// The controller killed and restarted under load: nothing moves, no
+	// request fails.
+	before := map[string]string{}
+	for _, n := range l.nodes {
+		before[n.name] = h.assignedOK(n.name)
+	}
+	ld = l.load(ctx, 8, []int{front, spare})
+	stopCtl()
+	time.Sleep(time.Second)
+	stopCtl = runController()
+	time.Sleep(2 * time.Second)
+	codes, bad = ld.end()
+	for _, n := range l.nodes {
+		if got := h.assignedOK(n.name); got != before[n.name] {
+			t.Errorf("after the controller's restart %s runs %q, before %q", n.name, got, before[n.name])
+		}
+	}
+	if len(bad) > 0 || codes[200] == 0 || len(codes) != 1 {
+		t.Fatalf("across the controller's restart: answers %v, bad %v", codes, bad)
+	}
+
+	// The killed node comes back, and takes the instance the app grows by.
+	l.start(back)
+	var cur api.SpryApp
+	if err := kcl.Get(ctx, kube.AppPath(h.ns, "split"), &cur); err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec, _ = yaml.YAMLToJSON([]byte(strings.Replace(splitApp, "back:  {builtin: reverse, instances: 1}", "back:  {builtin: reverse, instances: 2}", 1)))
+	if err := kcl.Update(ctx, kube.AppPath(h.ns, "split"), &cur, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, func() bool {
+		return slices.Contains(l.where("split")["back"], l.nodes[back].name) && h.status("split").Ready == "3/3"
+	}, "the returning node runs the new instance")
+	for i := range l.nodes {
+		if code, body := l.post(ctx, i, "back"); code != 200 || body != "KCAB" {
+			t.Fatalf("node %s: %d %q", l.nodes[i].name, code, body)
+		}
+		waitFor(t, 10*time.Second, func() bool { return l.idle(ctx, i) == "" }, "node "+l.nodes[i].name+" holds nothing: "+l.idle(ctx, i))
+	}
+}

@@ -1,0 +1,110 @@
+//go:build linux
+
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The goroutine-per-connection design, which SPRY_GATEWAY_LOOPS=0 (and a
+// system without epoll) keeps, still serves: the basic cases run with the
+// event loops off.
+func TestWithoutEventLoops(t *testing.T) {
+	defer func(n int) { loopCount = n }(loopCount)
+	loopCount = 0 // rigs started from now on serve without loops
+	for name, test := range map[string]func(*testing.T){
+		"echo": TestEcho, "expect": TestExpectContinue, "pool exhausted": TestPoolExhausted,
+		"inflight": TestInflightBound, "late reply": TestTimeoutThenLateReply,
+		"zero allocs": TestRequestZeroAllocs, "refused while sending": TestRefusedWhileSending,
+	} {
+		t.Run(name, test)
+	}
+}
+
+// A response larger than the socket takes at once, to a client that reads
+// it late: the loop writes the rest as the socket drains, the buffer
+// comes back only after, and the connection serves its next request.
+func TestLoopSlowReader(t *testing.T) {
+	const size = 4 << 20
+	r := newRigWith(t, rigOpts{buffers: 8, bufferSize: size, inflight: 4, timeout: 10 * time.Second, hold: true})
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	req := "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"
+	io.WriteString(c, req)
+	d := r.take(t)
+	want := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	copy(r.p.Buffer(d.Buf), want)
+	r.p.Header(d.Buf).SetData(0, uint32(size))
+	r.reply(d)
+	time.Sleep(200 * time.Millisecond) // the socket fills; the rest waits for the client
+	if free := r.p.FreeBuffers(); free != 7 {
+		t.Fatalf("%d buffers free while the response is being written, want 7 (the reply's held)", free)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d of %d bytes (equal %v): %v", len(got), size, bytes.Equal(got, want), err)
+	}
+	// The next request on the same connection.
+	io.WriteString(c, req)
+	r.reply(r.take(t))
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "x" {
+		t.Fatalf("second request: %d %q", resp.StatusCode, b)
+	}
+	r.waitFree(t, 8)
+}
+
+// Pipelined requests on one connection are answered in order, each after
+// the one before, even when their replies come back out of order.
+func TestLoopPipelinedOrder(t *testing.T) {
+	r := newRigWith(t, rigOpts{buffers: 8, inflight: 4, timeout: 5 * time.Second, hold: true})
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfirstPOST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nsecond")
+	first := r.take(t)
+	select {
+	case <-r.held:
+		t.Fatal("the second request left before the first was answered")
+	case <-time.After(50 * time.Millisecond):
+	}
+	r.reply(first)
+	r.reply(r.take(t))
+	br := bufio.NewReader(c)
+	var bodies []string
+	for range 2 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		bodies = append(bodies, string(b))
+	}
+	if strings.Join(bodies, ",") != "first,second" {
+		t.Fatalf("answers %v", bodies)
+	}
+	r.waitFree(t, 8)
+}
