@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -40,7 +42,9 @@ func local(args []string) int {
 	mem := fs.String("capacity-memory", "", "each agent's --capacity-memory (default all memory)")
 	heartbeat := fs.Duration("heartbeat", time.Second, "the agents' heartbeat and the controller's period")
 	kcOut := fs.String("kubeconfig-out", "", "also write the cluster's kubeconfig to this file")
+	infoOut := fs.String("info-out", "", "once the agents are started, write the cluster as JSON to this file: {kubeconfig, nodes: [{name, gateway, admin, peer}]}")
 	quiet := fs.Bool("quiet", false, "log warnings and errors only")
+	anyBuiltin := fs.Bool("any-builtin", false, "let the agents judge builtin names (spry bench's steps are builtins only the spry binary knows)")
 	var agentArgs multiFlag
 	fs.Var(&agentArgs, "agent-arg", "one more argument for every agent's spry up (repeat: --agent-arg=--transport --agent-arg=uds)")
 	_ = fs.Parse(args)
@@ -121,16 +125,25 @@ func local(args []string) int {
 			_ = p.Wait()
 		}
 	}()
+	type nodeInfo struct {
+		Name    string `json:"name"`
+		Gateway string `json:"gateway"`
+		Admin   string `json:"admin"`
+		Peer    string `json:"peer"`
+	}
+	var infos []nodeInfo
 	for i := range *nodes {
 		name := "node-" + strconv.Itoa(i+1)
 		at := func(off int) string {
 			if *port == 0 {
-				return "127.0.0.1:0"
+				return freePort()
 			}
 			return "127.0.0.1:" + strconv.Itoa(*port+off+i)
 		}
+		ni := nodeInfo{Name: name, Gateway: at(0), Admin: at(100), Peer: at(200)}
+		infos = append(infos, ni)
 		argv := []string{"up", "--cluster", "--node-name", name, "--kubeconfig", kubeconfig,
-			"--listen", at(0), "--admin", at(100), "--peer-listen", at(200),
+			"--listen", ni.Gateway, "--admin", ni.Admin, "--peer-listen", ni.Peer,
 			"--data-dir", filepath.Join(dir, name), "--heartbeat", heartbeat.String(),
 			"--lease", max(10*time.Second, 3*(*heartbeat)).String()}
 		if *cpu != "" {
@@ -148,6 +161,19 @@ func local(args []string) int {
 		procs = append(procs, cmd)
 		go prefix(name, out)
 	}
+	if *infoOut != "" {
+		b, _ := json.Marshal(struct {
+			Kubeconfig string     `json:"kubeconfig"`
+			Nodes      []nodeInfo `json:"nodes"`
+		}{kubeconfig, infos})
+		tmp := *infoOut + ".tmp"
+		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			return fail(err)
+		}
+		if err := os.Rename(tmp, *infoOut); err != nil {
+			return fail(err)
+		}
+	}
 	if *port != 0 {
 		fmt.Fprintf(os.Stderr, `
   a local Spry cluster: %d nodes, gateways on 127.0.0.1:%d..%d
@@ -161,6 +187,9 @@ func local(args []string) int {
 	}
 	ccfg := controller.ControllerConfig{Namespace: "spry-system", Logger: log, Period: *heartbeat,
 		Builtins: func(name string) bool { _, ok := builtin.Lookup(name); return ok }}
+	if *anyBuiltin {
+		ccfg.Builtins = nil
+	}
 	if err := controller.RunController(ctx, cfg, ccfg, controller.RunOptions{LeaderElection: true}); err != nil {
 		return fail(err)
 	}
@@ -195,3 +224,13 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// freePort reserves a loopback port by binding and releasing it.
+func freePort() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

@@ -14,6 +14,7 @@ import (
 
 	_ "github.com/spry-dev/spry/bench" // the benchmark workloads' builtins
 	"github.com/spry-dev/spry/internal/builtin"
+	_ "github.com/spry-dev/spry/internal/fl" // the federated-learning app's builtins
 	"github.com/spry-dev/spry/sdk"
 )
 

@@ -172,6 +172,7 @@ func RunAutoscale(ctx context.Context, o AutoscaleOptions) (*AutoscaleReport, er
 			WallSecondsPerTraceSecond:    sec.Seconds() / tr.Interval,
 			TraceSecondsPerControlPeriod: nodeControlPeriod.Seconds() * o.Speedup,
 			StatusPollMillis:             ms(o.Poll),
+			MuSLOWindowMillis:            ms(sloWindow(o.Speedup)),
 			WallSeconds:                  (time.Duration(len(tr.RPS)) * sec).Seconds(),
 		},
 	}
@@ -222,6 +223,12 @@ func windows(policy string, speedup float64) (window, idle time.Duration) {
 	return window, idle
 }
 
+// sloWindow is mu's scale.sloWindow in the replay: one trace second of
+// wall time, the interval violation seconds are counted over.
+func sloWindow(speedup float64) time.Duration {
+	return max(time.Duration(float64(time.Second)/speedup).Round(time.Millisecond), time.Millisecond)
+}
+
 // autoscaleYAML is the replay's app: one function, the chain's CPU-bound
 // step, scaled by policy.
 func autoscaleYAML(w *bench.Workload, o AutoscaleOptions, policy string, fixed int) string {
@@ -243,7 +250,13 @@ func autoscaleYAML(w *bench.Workload, o AutoscaleOptions, policy string, fixed i
 		fmt.Fprintf(&b, "    instances: %d\n    scale: {min: %d, max: %d, policy: fixed}\n", fixed, min(o.Min, fixed), max(o.Max, fixed))
 	} else {
 		win, idle := windows(policy, o.Speedup)
-		fmt.Fprintf(&b, "    scale: {min: %d, max: %d, slo: %s, policy: %s, window: %s, idle: %s}\n", o.Min, o.Max, o.SLO, policy, win, idle)
+		fmt.Fprintf(&b, "    scale: {min: %d, max: %d, slo: %s, policy: %s, window: %s, idle: %s", o.Min, o.Max, o.SLO, policy, win, idle)
+		if policy == "mu" {
+			// The SLO is judged per trace second, as violation seconds
+			// count it: one trace second of wall time.
+			fmt.Fprintf(&b, ", sloWindow: %s", sloWindow(o.Speedup))
+		}
+		b.WriteString("}\n")
 	}
 	fmt.Fprintf(&b, "chains:\n  %s:\n    route: %s\n    steps: [%s]\n    methods: [POST]\n    timeout: 1m\n", c.Name, c.Route, f.Name)
 	return b.String()

@@ -57,6 +57,9 @@ type AutoscaleSettings struct {
 	TraceSecondsPerControlPeriod float64 `json:"trace_s_per_control_period"`
 	WallSeconds                  float64 `json:"wall_s_per_policy"`
 	StatusPollMillis             float64 `json:"status_poll_ms"`
+	// MuSLOWindowMillis is mu's scale.sloWindow: one trace second of wall
+	// time, the interval violation seconds are counted over.
+	MuSLOWindowMillis float64 `json:"mu_slo_window_ms"`
 }
 
 // PolicyResult is one policy's replay. Seconds are trace seconds unless a
@@ -454,8 +457,9 @@ func (r *AutoscaleReport) Markdown(w io.Writer) {
 	fmt.Fprintf(w, "**Time is compressed %g×**: one trace second lasts %.3g s, so the node's 1 s control period sees %.3g trace seconds at once "+
 		"(and kpa's 2 s decision interval twice that). The request *rate* is not scaled, only the timeline: a policy replay takes %.0f s of wall time. "+
 		"The policies' windows are compressed by the same factor (scale.window, scale.idle below), except that kpa's stable window stays ≥ 10 s "+
-		"(its panic window, a tenth of it, must hold one 1 s sample).\n\n",
-		r.Speedup, s.WallSecondsPerTraceSecond, s.TraceSecondsPerControlPeriod, s.WallSeconds)
+		"(its panic window, a tenth of it, must hold one 1 s sample). mu judges the SLO per trace second, as violation seconds count it "+
+		"(scale.sloWindow %.3g ms).\n\n",
+		r.Speedup, s.WallSecondsPerTraceSecond, s.TraceSecondsPerControlPeriod, s.WallSeconds, s.MuSLOWindowMillis)
 
 	fmt.Fprintln(w, "| policy | SLO violations (trace s) | requests over SLO | instance-seconds | scale events (up/down) | p50 ms | p99 ms | mean / max instances | errors | window / idle |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")

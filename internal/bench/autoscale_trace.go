@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -30,8 +32,10 @@ var generators = map[string]func(seed uint64, n int) trace.Trace{
 var GeneratorNames = []string{"bursty", "idlegaps", "ramp", "diurnal"}
 
 // LoadTrace resolves a --trace argument: a generator name with an optional
-// seed (bursty, bursty:7; n one-second samples), or a trace file. It
-// returns the trace and the name the report gives it.
+// seed (bursty, bursty:7; n one-second samples), a trace file, or the name
+// of a trace built into spry (azure_workload_1, azure_workload_2) when no
+// file has that name. It returns the trace and the name the report gives
+// it.
 func LoadTrace(spec string, n int) (trace.Trace, string, error) {
 	name, seedStr, hasSeed := strings.Cut(spec, ":")
 	if gen, ok := generators[name]; ok {
@@ -51,8 +55,12 @@ func LoadTrace(spec string, n int) (trace.Trace, string, error) {
 	}
 	t, err := trace.Load(spec)
 	if err != nil {
+		if b, ok := trace.Builtin(spec); ok && errors.Is(err, fs.ErrNotExist) {
+			return b, spec, nil
+		}
 		if !strings.ContainsAny(spec, "/.") {
-			return trace.Trace{}, "", fmt.Errorf("%w (generated traces: %s, each with an optional :SEED)", err, strings.Join(GeneratorNames, ", "))
+			return trace.Trace{}, "", fmt.Errorf("%w (built-in traces: %s; generated: %s, each with an optional :SEED)",
+				err, strings.Join(trace.BuiltinNames(), ", "), strings.Join(GeneratorNames, ", "))
 		}
 		return trace.Trace{}, "", err
 	}

@@ -269,3 +269,32 @@ func TestAuditNode(t *testing.T) {
 		t.Errorf("output:\n%s", out.String())
 	}
 }
+
+// TestClusterMode: spry bench's cluster mode brings up a local cluster
+// (spry-controller local: etcd, kube-apiserver, controller, two agents),
+// deploys the chain with its steps on different nodes, and every answer
+// is checked (Run probes each request before measuring). Needs the
+// control plane's binaries (deploy/kubernetes/testbin.sh).
+func TestClusterMode(t *testing.T) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		if os.Getenv("SPRY_REQUIRE_K8S") != "" {
+			t.Fatal("SPRY_REQUIRE_K8S is set but KUBEBUILDER_ASSETS is not (deploy/kubernetes/testbin.sh)")
+		}
+		t.Skip("KUBEBUILDER_ASSETS not set: no kube-apiserver/etcd to run a local cluster with (deploy/kubernetes/testbin.sh)")
+	}
+	ctl := filepath.Join(filepath.Dir(spryBin), "spry-controller")
+	if out, err := exec.Command("go", "build", "-o", ctl, "../../cmd/spry-controller").CombinedOutput(); err != nil {
+		t.Fatalf("build spry-controller: %v\n%s", err, out)
+	}
+	rep, err := Run(context.Background(), Options{
+		Workload: "chain", Shape: bench.Options{Steps: 2}, Modes: []string{ModeCluster}, Nodes: 2,
+		Duration: 500 * time.Millisecond, Rounds: 1, Connections: 2, Idle: 100 * time.Millisecond, Exe: spryBin,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := rep.Modes[0]
+	if m.Requests == 0 || m.Errors != 0 || rep.Config.Nodes != 2 {
+		t.Fatalf("cluster mode: %d requests, %d errors, %d nodes", m.Requests, m.Errors, rep.Config.Nodes)
+	}
+}

@@ -56,6 +56,8 @@ type Env struct {
 	// WasmSrc is bench/wasmfn for the wasm mode (default: in the working
 	// directory).
 	WasmSrc string
+	// Nodes is the cluster mode's number of nodes (default 2).
+	Nodes int
 }
 
 // Mode is a way to run a workload's chains.
@@ -116,6 +118,9 @@ func NewMode(name string) (Mode, error) {
 	}
 	if name == ModeWasm {
 		return &spryMode{wasm: true}, nil
+	}
+	if name == ModeCluster {
+		return clusterMode{}, nil
 	}
 	// wasm-TRANSPORT: wasm steps on a transport other than auto's.
 	if tr, ok := strings.CutPrefix(name, ModeWasm+"-"); ok && slices.Contains(transport.Names, tr) {

@@ -46,6 +46,7 @@ type RunConfig struct {
 	Scale       float64  `json:"scale"`
 	Steps       int      `json:"steps,omitempty"`
 	Payload     int      `json:"payload,omitempty"`
+	Nodes       int      `json:"nodes,omitempty"` // the cluster mode's nodes
 	Chains      []string `json:"chains"`
 	Broker      string   `json:"broker"`
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,7 @@ type Options struct {
 	// http1, h2c, tls, h2, grpc); the baselines' own ingress is HTTP/1.1.
 	Proto   string
 	WasmSrc string // bench/wasmfn, for the wasm mode (default: in the working directory)
+	Nodes   int    // the cluster mode's nodes (default 2)
 }
 
 // Run runs the benchmark and returns its report.
@@ -86,7 +88,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for i, m := range modes {
 		results[i] = &modeAcc{mode: m.Name(), byRole: map[string]*proc.Cost{}, byComp: map[string]*proc.Cost{}}
 	}
-	env := Env{Exe: o.Exe, Dir: o.Dir, Proto: o.Proto, WasmSrc: o.WasmSrc}
+	env := Env{Exe: o.Exe, Dir: o.Dir, Proto: o.Proto, WasmSrc: o.WasmSrc, Nodes: o.Nodes}
 	per := o.Duration / time.Duration(o.Rounds)
 	for round := range o.Rounds {
 		for i, m := range modes {
@@ -415,6 +417,9 @@ func runConfig(o Options, w *bench.Workload) RunConfig {
 	}
 	if w.Name == "chain" {
 		c.Steps, c.Payload = len(w.Chains[0].Steps), len(w.Requests[0].Body)
+	}
+	if slices.Contains(o.Modes, ModeCluster) {
+		c.Nodes = max(o.Nodes, 2)
 	}
 	for _, ch := range w.Chains {
 		c.Chains = append(c.Chains, ch.Name)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,7 @@ baselines knative (function + sidecar per instance, a broker on every hop), http
 and read/write syscalls are read from /proc. Writes report.json, report.md and plots to --out.
 See docs/benchmarks.md.`,
 		Example: `  spry bench chain --steps 2 --payload 64 --modes uds,knative,http,grpc --duration 30s --out results/chain
+  spry bench chain --steps 2 --nodes 2 --out results/chain-nodes      # one node beside a local 2-node cluster
   spry bench boutique --chains home --connections 32 --out results/home
   spry bench boutique --chains home,checkout --modes skmsg,skmsg+calls,knative,grpc
   spry bench fanout --branches 8 --cpu 200us --modes skmsg,skmsg+seq,http
@@ -54,6 +56,13 @@ See docs/benchmarks.md.`,
 			o.Modes = splitList(modes)
 			if len(o.Modes) == 0 {
 				o.Modes = ibench.DefaultModes()
+				if o.Nodes > 1 {
+					// The chain on one node beside the chain across nodes.
+					o.Modes = o.Modes[:1]
+				}
+			}
+			if o.Nodes > 1 && !slices.Contains(o.Modes, ibench.ModeCluster) {
+				o.Modes = append(o.Modes, ibench.ModeCluster)
 			}
 			o.Shape.Chains = splitList(chains)
 			if payload != "" {
@@ -81,7 +90,7 @@ See docs/benchmarks.md.`,
 			return printReport(cmd.OutOrStdout(), rep, out, rep.Modes)
 		},
 	}
-	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd(), benchAsyncCmd(), benchMQTTCmd())
+	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd(), benchAsyncCmd(), benchMQTTCmd(), benchFLCmd())
 	f := cmd.Flags()
 	f.StringVar(&modes, "modes", "", "modes to compare, the first is the reference (default: this machine's auto transport, knative, http, grpc; all: "+strings.Join(ibench.ModeNames(), ",")+"; a Spry transport with +VARIANT runs the workload shaped otherwise: boutique +calls, fanout +seq)")
 	f.DurationVar(&o.Duration, "duration", 30*time.Second, "measured time per mode (split over the rounds)")
@@ -103,6 +112,7 @@ See docs/benchmarks.md.`,
 	f.DurationVar(&o.Shape.BurstEvery, "burst-every", 0, "motion, parking: time between bursts (default 2s, 10s)")
 	f.IntVar(&o.Shape.BurstSize, "burst-size", 0, "motion, parking: requests per burst (default 40, 8)")
 	f.IntVar(&o.Shape.Instances, "instances", 1, "instances of every function")
+	f.IntVar(&o.Nodes, "nodes", 0, "also run mode cluster: a local cluster of this many nodes (spry-controller local: etcd, kube-apiserver, controller, agents; needs spry-controller beside spry and KUBEBUILDER_ASSETS or deploy/kubernetes/testbin.sh's cache) with the steps placed on different nodes, the load sent to the first step's node")
 	f.StringVar(&o.Dir, "workdir", "", "keep the processes' configs and logs in this directory (default: a temporary one, removed)")
 	f.BoolVar(&goBroker, "go-broker", false, "knative: use the Go broker even when nginx is installed")
 	return cmd
@@ -115,23 +125,24 @@ func benchAutoscaleCmd() *cobra.Command {
 		seed          uint64
 	)
 	cmd := &cobra.Command{
-		Use:   "autoscale --trace FILE|bursty|idlegaps|ramp|diurnal[:SEED]",
+		Use:   "autoscale --trace azure_workload_1|azure_workload_2|FILE|bursty|idlegaps|ramp|diurnal[:SEED]",
 		Short: "Replay a request-rate trace against a CPU-bound step on a real node, once per autoscaling policy",
-		Long: `Replay a request-rate trace (a file in the {"rps": [...], "interval": 1} format, or a
-generated one: ` + strings.Join(ibench.GeneratorNames, ", ") + `, each with an optional :SEED) against a one-step
+		Long: `Replay a request-rate trace (azure_workload_1 or azure_workload_2, built in; a file in the
+{"rps": [...], "interval": 1} format; or a generated one: ` + strings.Join(ibench.GeneratorNames, ", ") + `, each with an
+optional :SEED) against a one-step
 chain whose step burns --cpu of CPU per request, on a fresh node per policy, one after
 the other. Reports per policy the SLO violation seconds, the share of requests over the
 SLO, instance-seconds, scale events and p50/p99, and plots rate, prediction and
 instances over time. Time is compressed --speedup times (the rate is not). Writes
 report.json, report.md, autoscale.png, a timeline and the node's log per policy to --out.
 See docs/benchmarks.md.`,
-		Example: `  spry bench autoscale --trace internal/control/trace/testdata/azure_workload_1.json --out results/azure1
+		Example: `  spry bench autoscale --trace azure_workload_1 --out results/azure1
   spry bench autoscale --trace bursty:7 --policy mu,kpa,fixed --speedup 5 --out results/bursty
   spry bench autoscale --trace ramp --length 120 --speedup 2 --slo 20ms --cpu 2ms`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Trace == "" {
-				return exitError{2, "--trace: required (a trace file, or " + strings.Join(ibench.GeneratorNames, ", ") + ")"}
+				return exitError{2, "--trace: required (azure_workload_1, azure_workload_2, a trace file, or " + strings.Join(ibench.GeneratorNames, ", ") + ")"}
 			}
 			o.Policies = splitList(policies)
 			o.Seed = seed
@@ -146,7 +157,7 @@ See docs/benchmarks.md.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Trace, "trace", "", "a trace file, or bursty, idlegaps, ramp, diurnal (optionally :SEED)")
+	f.StringVar(&o.Trace, "trace", "", "azure_workload_1, azure_workload_2, a trace file, or bursty, idlegaps, ramp, diurnal (optionally :SEED)")
 	f.StringVar(&policies, "policy", "mu,kpa", "policies to replay, one node each: mu, kpa, fixed")
 	f.Float64Var(&o.Speedup, "speedup", ibench.DefaultSpeedup, "trace seconds per second of wall time (the rate is not scaled)")
 	f.Float64Var(&o.RateScale, "rate-scale", 0, "multiply the trace's rates (default: the peak needs 60% of the machine's cores at --cpu)")

@@ -65,7 +65,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(upCmd(), reloadCmd(), statusCmd(), topCmd(), invokeCmd(), builtinsCmd(), fnCmd(), runtimeCmd(), logsCmd(), newCmd(), contractCmd(), wasmHostCmd(), versionCmd())
+	root.AddCommand(upCmd(), reloadCmd(), statusCmd(), topCmd(), invokeCmd(), builtinsCmd(), fnCmd(), runtimeCmd(), logsCmd(), newCmd(), contractCmd(), wasmHostCmd(), versionCmd(), flCmd())
 	root.AddCommand(activationsCmd(), triggersCmd())
 	root.AddCommand(benchCommands()...)
 	root.AddCommand(simCmd(), controllerCmd(), deployCmd())

@@ -189,6 +189,10 @@ type Scale struct {
 	// before a function with Min 0 goes to zero (mu: the idle period; kpa:
 	// the grace after the stable window). 0 means the policy's default.
 	Window, Idle time.Duration
+	// SLOWindow is the interval the SLO is judged over: the 99th
+	// percentile of each SLOWindow's requests is to stay within SLO. 0
+	// means 1s.
+	SLOWindow time.Duration
 }
 
 // Scaling policies.

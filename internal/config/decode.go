@@ -96,6 +96,7 @@ type scaleSpec struct {
 	policy value[string]
 	window value[time.Duration]
 	idle   value[time.Duration]
+	sloWin value[time.Duration]
 }
 
 type envVar struct {
@@ -156,7 +157,7 @@ var (
 	fnKeys     = append([]string{"builtin", "go", "exec"}, append(append(kindKeys, wasmKeys...), "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
 	fnLimKeys  = []string{"memory", "cpu"}
 	secretKeys = []string{"file", "value"}
-	scaleKeys  = []string{"min", "max", "slo", "policy", "window", "idle"}
+	scaleKeys  = []string{"min", "max", "slo", "sloWindow", "policy", "window", "idle"}
 	authKeys   = []string{"apiKeys", "apiKeysFile", "apiKeyHeader", "jwt"}
 	jwtKeys    = []string{"secret", "jwks", "issuer", "audience", "leeway"}
 	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers", "auth", "record", "async"}
@@ -344,6 +345,8 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 					sc.window = d.duration(v, pp)
 				case "idle":
 					sc.idle = d.duration(v, pp)
+				case "sloWindow":
+					sc.sloWin = d.duration(v, pp)
 				}
 			})
 		case "env":

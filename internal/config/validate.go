@@ -421,7 +421,7 @@ func (sc *scaleSpec) validate(f *Function, haveInstances bool, path string, ps *
 		v   value[time.Duration]
 		key string
 		dst *time.Duration
-	}{{sc.window, "window", &s.Window}, {sc.idle, "idle", &s.Idle}} {
+	}{{sc.window, "window", &s.Window}, {sc.idle, "idle", &s.Idle}, {sc.sloWin, "sloWindow", &s.SLOWindow}} {
 		if !d.v.ok() {
 			continue
 		}

@@ -190,11 +190,13 @@ type Autoscaler interface {
 }
 
 // Urgent is implemented by policies that may scale up between ticks (mu):
-// given what the daemon samples now, it answers the instances wanted at
-// once, and ok only when that is more than are ready or starting. It must
-// not change the policy's state, so ticks stay the only decisions.
+// given what the daemon samples now (the gauges as in a tick, and
+// Arrivals counted since the last tick; now on the clock Tick gets), it
+// answers the instances wanted at once, and ok only when that is more
+// than are ready or starting. It must not change the policy's state, so
+// ticks stay the only decisions.
 type Urgent interface {
-	Urgent(o Observation) (desired int, ok bool)
+	Urgent(now time.Duration, o Observation) (desired int, ok bool)
 }
 
 // New returns the autoscaler cfg selects, or the config's problems.

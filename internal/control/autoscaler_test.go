@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -30,7 +31,7 @@ func TestConfigDefaults(t *testing.T) {
 		SLO: time.Second, Tick: time.Second,
 		Mu: MuConfig{
 			ExecTime: 100 * time.Millisecond, ColdStart: time.Second, ExecHalfLife: 10 * time.Second,
-			MaxScaleUpRate: 10, MaxScaleDownRate: 1.25, ErrorMargin: 1, Percentile: 0.99,
+			MaxScaleUpRate: 10, MaxScaleDownRate: 1.25, ErrorMargin: 1, Percentile: 0.99, SLOWindow: time.Second,
 			StabilizationWindow: 30 * time.Second, IdlePeriod: time.Minute,
 			Predictor: PredictorConfig{
 				Windows: []int{1, 10, 50, 100, 500, 1000}, LearningRates: []float64{0.01, 0.1, 0.5},
@@ -64,14 +65,14 @@ func TestConfigDefaults(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
-	c := Config{MinInstances: -1, MaxInstances: -2, Concurrency: -3, SLO: -1, Mu: MuConfig{Percentile: 2}}
+	c := Config{MinInstances: -1, MaxInstances: -2, Concurrency: -3, SLO: -1, Mu: MuConfig{Percentile: 2, SLOWindow: time.Microsecond}}
 	err := c.Validate()
 	var ce *ConfigError
 	if !errors.Is(err, ErrInvalidConfig) || !errors.As(err, &ce) {
 		t.Fatalf("err = %v", err)
 	}
-	if len(ce.Problems) != 5 {
-		t.Fatalf("problems = %q, want 5", ce.Problems)
+	if len(ce.Problems) != 6 || !strings.Contains(err.Error(), "mu.slo_window: 1µs") {
+		t.Fatalf("problems = %q, want 6 with mu.slo_window", ce.Problems)
 	}
 	if _, err := New(Config{Policy: "nope"}); !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("unknown policy: %v", err)
@@ -198,6 +199,15 @@ func TestAutoscalerAllocs(t *testing.T) {
 		if n != 0 {
 			t.Errorf("%s: Tick allocates %v times, want 0", p, n)
 		}
+		if u, ok := a.(Urgent); ok {
+			n := testing.AllocsPerRun(1000, func() {
+				i++
+				u.Urgent(now+500*time.Millisecond, Observation{Arrivals: uint64(60 + i%90), Queued: i % 40, InFlight: 10, Ready: 8})
+			})
+			if n != 0 {
+				t.Errorf("%s: Urgent allocates %v times, want 0", p, n)
+			}
+		}
 	}
 }
 
@@ -231,7 +241,7 @@ func TestSizeForSLOMatchesBruteForce(t *testing.T) {
 		lambda := rng.Float64() * 40 / exec
 		slack := []float64{0, 0.01, 0.1, 1}[rng.IntN(4)]
 		eps := []float64{0.01, 0.05, 0.001}[rng.IntN(3)]
-		got := sizeForSLO(lambda, exec, conc, slack, eps, 1000)
+		got := sizeForSLO(lambda, exec, conc, slack, eps, eps, 1000)
 		a := lambda * exec
 		want := 0
 		if a > 1e-12 {
@@ -248,10 +258,10 @@ func TestSizeForSLOMatchesBruteForce(t *testing.T) {
 				i, lambda, exec, conc, slack, eps, got, want)
 		}
 	}
-	if n := sizeForSLO(1e9, 0.1, 1, 0.1, 0.01, 500); n != 500 {
+	if n := sizeForSLO(1e9, 0.1, 1, 0.1, 0.01, 0.01, 500); n != 500 {
 		t.Fatalf("huge load: %d, want the limit 500", n)
 	}
-	if n := sizeForSLO(math.NaN(), 0.1, 1, 0.1, 0.01, 500); n != 0 {
+	if n := sizeForSLO(math.NaN(), 0.1, 1, 0.1, 0.01, 0.01, 500); n != 0 {
 		t.Fatalf("NaN load: %d, want 0", n)
 	}
 }
@@ -271,13 +281,15 @@ func BenchmarkMuTick(b *testing.B) {
 // and the look changes nothing the next tick sees.
 func TestMuUrgent(t *testing.T) {
 	t.Parallel()
-	cfg := Config{MaxInstances: 8, SLO: 50 * time.Millisecond, Mu: MuConfig{ColdStart: 10 * time.Millisecond, MaxScaleUpRate: 3}}
+	// SLO judged over 10 s windows (1,000 requests each): the load term
+	// sizes for ~1% of requests waiting past the slack.
+	cfg := Config{MaxInstances: 8, SLO: 50 * time.Millisecond, Mu: MuConfig{ColdStart: 10 * time.Millisecond, MaxScaleUpRate: 3, SLOWindow: 10 * time.Second}}
 	a := mustNew(t, cfg)
 	u, ok := a.(Urgent)
 	if !ok {
 		t.Fatal("mu does not implement Urgent")
 	}
-	if n, ok := u.Urgent(Observation{Ready: 1, Queued: 100}); ok {
+	if n, ok := u.Urgent(6*time.Second, Observation{Ready: 1, Queued: 100}); ok {
 		t.Fatalf("before any tick: Urgent = %d", n)
 	}
 	// 100 req/s of 5 ms requests on one instance: μ = 200/s, no queue.
@@ -289,25 +301,36 @@ func TestMuUrgent(t *testing.T) {
 	if d.Desired != 1 {
 		t.Fatalf("steady 100 req/s at 5 ms: %d instances, want 1", d.Desired)
 	}
-	if n, ok := u.Urgent(Observation{Ready: 1}); ok {
+	if n, ok := u.Urgent(6*time.Second, Observation{Ready: 1}); ok {
 		t.Fatalf("no queue: Urgent = %d", n)
 	}
-	if n, ok := u.Urgent(Observation{Ready: 1, InFlight: 1, Queued: 2}); ok {
+	if n, ok := u.Urgent(6*time.Second, Observation{Ready: 1, InFlight: 1, Queued: 2}); ok {
 		t.Fatalf("a queue one instance drains within the slack: Urgent = %d", n)
 	}
+	// 3 queued at the last tick's rate: (100 + 3/0.045)/200 = 0.83, one
+	// instance drains it. But when the rate since the tick is higher (95
+	// arrivals in 0.5 s: 190 req/s), the same queue is a growing one:
+	// (190 + 3/0.045)/200 = 1.28 → 2. A lower rate since the tick does
+	// not lower the last tick's.
+	if n, ok := u.Urgent(5*time.Second+100*time.Millisecond, Observation{Arrivals: 5, Ready: 1, InFlight: 1, Queued: 3}); ok {
+		t.Fatalf("3 queued at 100 req/s: Urgent = %d", n)
+	}
+	if n, ok := u.Urgent(5*time.Second+500*time.Millisecond, Observation{Arrivals: 95, Ready: 1, InFlight: 1, Queued: 3}); !ok || n != 2 {
+		t.Fatalf("3 queued at 190 req/s since the tick: Urgent = %d, %v; want 2", n, ok)
+	}
 	// 20 queued: (100 + 20/0.045)/200 = 2.7 → 3.
-	if n, ok := u.Urgent(Observation{Ready: 1, InFlight: 1, Queued: 20}); !ok || n != 3 {
+	if n, ok := u.Urgent(6*time.Second, Observation{Ready: 1, InFlight: 1, Queued: 20}); !ok || n != 3 {
 		t.Fatalf("20 queued: Urgent = %d, %v; want 3", n, ok)
 	}
 	// 200 queued asks for 23; the up-rate limit (3 × 1) and then the
 	// maximum (8, with 3 up) bound it.
-	if n, ok := u.Urgent(Observation{Ready: 1, Queued: 200}); !ok || n != 3 {
+	if n, ok := u.Urgent(6*time.Second, Observation{Ready: 1, Queued: 200}); !ok || n != 3 {
 		t.Fatalf("200 queued, 1 up: Urgent = %d, %v; want 3 (up-rate limit)", n, ok)
 	}
-	if n, ok := u.Urgent(Observation{Ready: 3, Queued: 200}); !ok || n != 8 {
+	if n, ok := u.Urgent(6*time.Second, Observation{Ready: 3, Queued: 200}); !ok || n != 8 {
 		t.Fatalf("200 queued, 3 up: Urgent = %d, %v; want 8 (max)", n, ok)
 	}
-	if n, ok := u.Urgent(Observation{Ready: 3, Starting: 5, Queued: 200}); ok {
+	if n, ok := u.Urgent(6*time.Second, Observation{Ready: 3, Starting: 5, Queued: 200}); ok {
 		t.Fatalf("at max already: Urgent = %d", n)
 	}
 	// No state changed: the next tick decides as a twin that never
@@ -318,5 +341,111 @@ func TestMuUrgent(t *testing.T) {
 	}
 	if got, want := a.Tick(6*time.Second, steady), twin.Tick(6*time.Second, steady); got != want {
 		t.Fatalf("tick after Urgent: %+v, twin without: %+v", got, want)
+	}
+}
+
+// binomialTail is P(Bin(n, p) > k), summed directly.
+func binomialTail(n int, p float64, k int) float64 {
+	cdf := 0.0
+	lp, lq := math.Log(p), math.Log1p(-p)
+	for i := 0; i <= k && i <= n; i++ {
+		lc, _ := math.Lgamma(float64(n + 1))
+		a, _ := math.Lgamma(float64(i + 1))
+		b, _ := math.Lgamma(float64(n - i + 1))
+		cdf += math.Exp(lc - a - b + float64(i)*lp + float64(n-i)*lq)
+	}
+	return 1 - cdf
+}
+
+// windowTail's share p is the largest for which a window of n requests has
+// its q-quantile over the SLO with probability at most 1 − q (Poisson
+// count), and it holds for the exact binomial count too.
+func TestWindowTail(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(31, 32))
+	for range 400 {
+		q := []float64{0.9, 0.99, 0.999, 0.5}[rng.IntN(4)]
+		n := []int{2, 10, 37, 99, 100, 101, 350, 1000, 30000}[rng.IntN(9)] + rng.IntN(3)
+		delta := 1 - q
+		p := windowTail(float64(n), q)
+		k := int(math.Floor(delta * float64(n)))
+		if !(p > 0 && p <= delta) {
+			t.Fatalf("n=%d q=%v: p=%v outside (0, %v]", n, q, p, delta)
+		}
+		if k == 0 && p < delta {
+			if tail := binomialTail(n, 1.001*p, 0); tail <= delta {
+				t.Fatalf("n=%d q=%v: p=%v is not the largest (binomial tail at 1.001p %v)", n, q, p, tail)
+			}
+		}
+		if k >= 1 && k <= 200 {
+			if tail := 1 - poissonCDF(float64(k), p*float64(n)); tail > delta*(1+1e-6) {
+				t.Fatalf("n=%d q=%v k=%d: P(Poisson(%v) > k) = %v > %v", n, q, k, p*float64(n), tail, delta)
+			}
+			if p < delta {
+				if tail := 1 - poissonCDF(float64(k), 1.001*p*float64(n)); tail <= delta {
+					t.Fatalf("n=%d q=%v k=%d: p=%v is not the largest (tail at 1.001p %v)", n, q, k, p, tail)
+				}
+			}
+		}
+		if n <= 5000 {
+			if tail := binomialTail(n, p, k); tail > delta*(1+1e-3) {
+				t.Fatalf("n=%d q=%v k=%d: binomial tail %v > %v at p=%v", n, q, k, tail, delta, p)
+			}
+		}
+	}
+	// One request or fewer per window: the window is over when it is.
+	for _, n := range []float64{0, 0.3, 1, math.NaN(), -4} {
+		if p := windowTail(n, 0.99); math.Abs(p-0.01) > 1e-12 {
+			t.Fatalf("n=%v: p=%v, want 0.01", n, p)
+		}
+	}
+	// Under 100 requests one slow request is the p99: p ≈ 1%/n.
+	if p := windowTail(30, 0.99); math.Abs(p*30-0.01005) > 1e-4 {
+		t.Fatalf("n=30: p=%v, want ~0.01/30", p)
+	}
+	// Many requests: p approaches 1 − q from below.
+	if p := windowTail(1e7, 0.99); p < 0.0099 || p > 0.01 {
+		t.Fatalf("n=1e7: p=%v, want just under 0.01", p)
+	}
+	// A huge k takes the normal approximation, close to the exact value.
+	if a, b := windowTail(20000, 0.99), windowTail(20100, 0.99); math.Abs(a-b) > 2e-4 {
+		t.Fatalf("k=200 %v vs k=201 %v", a, b)
+	}
+}
+
+// Whatever it is shown, mu's look between ticks only scales up, within
+// the up-rate limit and MaxInstances, and leaves the ticks' decisions as
+// a twin that never looked takes them.
+func TestMuUrgentProperty(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(41, 42))
+	for run := range 200 {
+		c := Config{
+			MaxInstances: []int{1, 5, 20, 200}[rng.IntN(4)],
+			Concurrency:  []int{1, 1, 4}[rng.IntN(3)],
+			SLO:          []time.Duration{10 * time.Millisecond, 50 * time.Millisecond, time.Second}[rng.IntN(3)],
+		}
+		c.Mu.SLOWindow = []time.Duration{0, 100 * time.Millisecond, time.Minute}[rng.IntN(3)]
+		c.Mu.Predictor.Seed = uint64(run)
+		a, twin := mustNew(t, c), mustNew(t, c)
+		u := a.(Urgent)
+		now := time.Duration(0)
+		for tick := range 60 {
+			now += time.Second
+			o := randomObservation(rng)
+			if da, db := a.Tick(now, o), twin.Tick(now, o); da != db {
+				t.Fatalf("run %d tick %d: %v after looks between ticks, %v without", run, tick, da, db)
+			}
+			for range 3 {
+				o := randomObservation(rng)
+				at := now + time.Duration(rng.Int64N(int64(time.Second)))
+				n, ok := u.Urgent(at, o)
+				cur := max(o.Ready, 0) + max(o.Starting, 0)
+				up := int(math.Ceil(10 * float64(max(cur, 1))))
+				if ok && (n <= cur || n > c.MaxInstances || n > up) || !ok && n != 0 {
+					t.Fatalf("run %d tick %d: Urgent(%+v) = %d, %v (cur %d, max %d)", run, tick, o, n, ok, cur, c.MaxInstances)
+				}
+			}
+		}
 	}
 }

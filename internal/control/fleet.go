@@ -104,19 +104,40 @@ func (f *Fleet) Tick(now time.Duration, observe func(name string) Observation) [
 }
 
 // Urgent asks every function whose autoscaler scales up between ticks
-// (mu) whether its backlog needs instances now, and if any does, runs a
-// placement round for them.
-func (f *Fleet) Urgent(observe func(name string) Observation) []Change {
+// (mu) whether its backlog needs instances now (now on Tick's clock;
+// observe gives the gauges and the arrivals since the last tick), and if
+// any does, runs a placement round for them.
+func (f *Fleet) Urgent(now time.Duration, observe func(name string) Observation) []Change {
 	any := false
 	for _, fn := range f.fns {
 		u, ok := fn.a.(Urgent)
 		if fn.gone || !ok {
 			continue
 		}
-		if n, up := u.Urgent(observe(fn.spec.Name)); up && n > f.placer.Placed(fn.spec.Name) {
+		if n, up := u.Urgent(now, observe(fn.spec.Name)); up && n > f.placer.Placed(fn.spec.Name) {
 			f.placer.SetDesired(fn.spec.Name, n)
 			any = true
 		}
+	}
+	if !any {
+		return nil
+	}
+	return f.placer.Place()
+}
+
+// Wake gives one instance at once to each named function that has none
+// placed (a request waits for it somewhere: a scale from zero), and runs a
+// placement round when any did. It ticks no autoscaler: the next Tick
+// sizes the function as usual, from what it then observes.
+func (f *Fleet) Wake(names ...string) []Change {
+	any := false
+	for _, name := range names {
+		i, ok := f.idx[name]
+		if !ok || f.fns[i].gone || f.placer.Placed(name) > 0 {
+			continue
+		}
+		f.placer.SetDesired(name, 1)
+		any = true
 	}
 	if !any {
 		return nil

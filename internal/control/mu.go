@@ -32,10 +32,16 @@ type MuConfig struct {
 	// higher), so that capacity covers the forecast's own uncertainty
 	// (level shifts no model foresees). Default 1; negative means 0.
 	ErrorMargin float64
-	// Percentile is the share of requests the SLO is for: the load term
-	// sizes for P(queueing delay > SLO − exec time) ≤ 1 − Percentile.
-	// Default 0.99.
+	// Percentile is the latency percentile the SLO bounds, judged per
+	// SLOWindow: the load term sizes so that, at the forecast rate, a
+	// window's Percentile-th latency exceeds the SLO with probability at
+	// most 1 − Percentile (see windowTail). Default 0.99.
 	Percentile float64
+	// SLOWindow is the interval the SLO is judged over: "the p99 of every
+	// second". Few requests per window make the target per request
+	// stricter (with 30, one slow request is the window's p99). Default
+	// 1s.
+	SLOWindow time.Duration
 	// StabilizationWindow: a scale-down goes no lower than the highest
 	// load term (instances for the predicted rate, without the backlog
 	// term) asked for within this window. Default 30s.
@@ -96,6 +102,12 @@ func (c *MuConfig) validate(path string, top *Config) []string {
 	if !(c.Percentile >= 0.5 && c.Percentile < 1) {
 		p = append(p, fmt.Sprintf("%s.percentile: %v, want in [0.5, 1)", path, c.Percentile))
 	}
+	if c.SLOWindow == 0 {
+		c.SLOWindow = time.Second
+	}
+	if c.SLOWindow < time.Millisecond || c.SLOWindow > time.Hour {
+		p = append(p, fmt.Sprintf("%s.slo_window: %v, want 1ms..1h", path, c.SLOWindow))
+	}
 	if c.StabilizationWindow == 0 {
 		c.StabilizationWindow = 30 * time.Second
 	}
@@ -127,9 +139,10 @@ type mu struct {
 	busy, done float64       // decayed busy seconds and completions
 
 	// What the last tick measured, for Urgent: the rate it served
-	// (max(λ̂, observed)), the service rate per instance, and the backlog's
-	// drain time. rate is 0 until completions have been measured.
-	lastCurrent, lastRate, lastDrain float64
+	// (max(λ̂, observed)), the service rate per instance, the backlog's
+	// drain time, the execution time and the SLO's slack. rate is 0
+	// until completions have been measured.
+	lastCurrent, lastRate, lastDrain, lastExec, lastSlack float64
 
 	hist     []sample // ring of recent wanted counts, for stabilisation
 	histHead int
@@ -213,13 +226,13 @@ func (m *mu) Tick(now time.Duration, o Observation) Decision {
 	// for less than what arrived in the last tick: the forecast lags a
 	// level shift, the observation does not.
 	sized := max(lambda+c.Mu.ErrorMargin*m.pred.Error(), observed)
-	load := sizeForSLO(sized, exec, c.Concurrency, slack, 1-c.Mu.Percentile, limit)
+	load := m.loadTerm(sized, exec, slack, limit)
 	current := max(lambda, observed)
 	raw, reason := load, ReasonLoad
 	if n := backlogTerm(current, rate, drain, cold, queued, o.Ready, limit); n > load {
 		raw, reason = n, ReasonQueue
 	}
-	m.lastCurrent, m.lastRate, m.lastDrain = current, 0, drain
+	m.lastCurrent, m.lastRate, m.lastDrain, m.lastExec, m.lastSlack = current, 0, drain, exec, slack
 	if measured {
 		m.lastRate = rate
 	}
@@ -273,29 +286,58 @@ func (m *mu) Tick(now time.Duration, o Observation) Decision {
 	}
 }
 
-// Urgent is mu's look between ticks. The daemon samples queues more often
-// than it ticks; a burst that arrives just after a tick would otherwise
-// queue for up to a whole period before the next decision. Urgent sizes
-// the backlog term of Tick (serve the last tick's rate and drain the queue
-// seen now within the same drain time, at the measured service rate) and
-// answers more instances at once when that asks for more than are ready or
-// starting. It only ever scales up, within the tick's up-rate limit and
-// MaxInstances, and changes no state: the next Tick decides as usual (and
-// lets instances added for a backlog go once it is drained). Before
-// completions have been measured it answers nothing.
-func (m *mu) Urgent(o Observation) (int, bool) {
+// Urgent is mu's look between ticks. The daemon samples more often than
+// it ticks; a rise that comes just after a tick would otherwise go unmet
+// for up to a whole period. Urgent answers more instances at once when
+// either of two terms asks for more than are ready or starting:
+//
+//   - the load term at the rate since the last tick (o.Arrivals over the
+//     time since it, now on the daemon's clock), taken at the lower end of
+//     its two-sigma Poisson interval so that the noise of a short count
+//     does not scale up: a rise is acted on once it is sure;
+//   - the backlog term of Tick: serve the current rate (the last tick's,
+//     or the rate since it if higher) and drain the queue seen now within
+//     the tick's drain time. With the rate since the tick, a queue that a
+//     rise is building counts as growing, not as one the instances up
+//     will drain.
+//
+// Both use the last tick's measured execution time. Urgent only ever
+// scales up, within the tick's up-rate limit and MaxInstances, and
+// changes no state: the next Tick decides as usual (and lets instances
+// added for a backlog go once it is drained). Before completions have
+// been measured it answers nothing.
+func (m *mu) Urgent(now time.Duration, o Observation) (int, bool) {
 	c := &m.cfg
 	if m.lastRate <= 0 || m.lastDrain <= 0 {
 		return 0, false
 	}
-	cur := max(o.Ready, 0) + max(o.Starting, 0)
 	limit := 4 * c.MaxInstances
-	n := backlogTerm(m.lastCurrent, m.lastRate, m.lastDrain, c.Mu.ColdStart.Seconds(), max(o.Queued, 0), o.Ready, limit)
+	current, n := m.lastCurrent, 0
+	if el := (now - m.last).Seconds(); el > 0 {
+		a := float64(o.Arrivals)
+		current = max(current, a/el)
+		if lo := max(a-2*math.Sqrt(a), 0) / el; lo > m.lastCurrent {
+			n = m.loadTerm(lo, m.lastExec, m.lastSlack, limit)
+		}
+	}
+	if o.Queued > 0 {
+		n = max(n, backlogTerm(current, m.lastRate, m.lastDrain, c.Mu.ColdStart.Seconds(), o.Queued, o.Ready, limit))
+	}
+	cur := max(o.Ready, 0) + max(o.Starting, 0)
 	n = min(n, toCount(c.Mu.MaxScaleUpRate*float64(max(cur, 1)), limit), c.MaxInstances)
-	if n <= cur || o.Queued <= 0 {
+	if n <= cur {
 		return 0, false
 	}
 	return n, true
+}
+
+// loadTerm is the fewest instances that hold the SLO at rate (req/s):
+// Erlang C, for the share of requests over the slack that lets a window's
+// Percentile-th latency stay within the SLO (windowTail).
+func (m *mu) loadTerm(rate, exec, slack float64, limit int) int {
+	c := &m.cfg
+	eps := windowTail(rate*c.Mu.SLOWindow.Seconds(), c.Mu.Percentile)
+	return sizeForSLO(rate, exec, c.Concurrency, slack, eps, 1-c.Mu.Percentile, limit)
 }
 
 // backlogTerm is the instances that serve rate current (req/s) and drain,

@@ -187,9 +187,9 @@ func TestPredictorNoRegret(t *testing.T) {
 		"diurnal": trace.Diurnal(1, 1440, 200, 600),
 	}
 	for _, name := range []string{"azure_workload_1", "azure_workload_2"} {
-		tr, err := trace.Load("trace/testdata/" + name + ".json")
-		if err != nil {
-			t.Fatal(err)
+		tr, ok := trace.Builtin(name)
+		if !ok {
+			t.Fatalf("no builtin trace %s", name)
 		}
 		traces[name] = tr
 	}

@@ -30,7 +30,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expectations in testdata/
 //	tick key=value...     advance the clock and tick; prints one line per tick
 //
 // config keys: policy min max concurrency slo tick, and per policy
-// mu: exec cold halflife up down stab idle percentile margin seed windows
+// mu: exec cold halflife up down stab idle percentile slowindow margin seed windows
 // kpa: util stable panic threshold interval up down grace
 // fixed: instances.
 //
@@ -39,6 +39,12 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expectations in testdata/
 // starting; shorthands rps=R and exec=D (arrivals = R·dt, done = arrivals,
 // busy = done·D, inflight = R·D, conc = R·D + queued) and ready=follow
 // (ready = the previous decision, starting = 0).
+//
+//	urgent key=value...   mu's look between ticks at=D after the last tick
+//	                      (default 500ms), with arrivals (since the tick)
+//	                      queued inflight ready starting, or rps=R (arrivals
+//	                      = R·at) and ready=follow; prints "urgent=N" or
+//	                      "no"; the clock does not move
 //
 // go test -run TestScenarios -rewrite regenerates the expectations.
 func TestScenarios(t *testing.T) {
@@ -141,6 +147,8 @@ func (s *scenario) run(cmd string) []string {
 		out, err = s.config(kv, order)
 	case "tick":
 		out, err = s.tick(kv)
+	case "urgent":
+		out, err = s.urgent(kv)
 	default:
 		err = fmt.Errorf("unknown command %q", f[0])
 	}
@@ -180,6 +188,8 @@ func (s *scenario) config(kv map[string]string, order []string) ([]string, error
 			c.Mu.IdlePeriod, err = time.ParseDuration(v)
 		case "percentile":
 			c.Mu.Percentile, err = strconv.ParseFloat(v, 64)
+		case "slowindow":
+			c.Mu.SLOWindow, err = time.ParseDuration(v)
 		case "margin":
 			c.Mu.ErrorMargin, err = strconv.ParseFloat(v, 64)
 		case "seed":
@@ -301,4 +311,41 @@ func (s *scenario) tick(kv map[string]string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+func (s *scenario) urgent(kv map[string]string) ([]string, error) {
+	u, ok := s.a.(Urgent)
+	if !ok {
+		return nil, errors.New("urgent: the policy does not look between ticks")
+	}
+	var errs []error
+	get := func(k string, def float64) float64 {
+		v, ok := kv[k]
+		if !ok {
+			return def
+		}
+		if d, err := time.ParseDuration(v); err == nil {
+			return d.Seconds()
+		}
+		x, err := strconv.ParseFloat(v, 64)
+		errs = append(errs, err)
+		return x
+	}
+	at := get("at", 0.5)
+	o := Observation{
+		Arrivals: uint64(get("arrivals", math.Round(get("rps", 0)*at))),
+		Queued:   int(get("queued", 0)), InFlight: int(get("inflight", 0)), Starting: int(get("starting", 0)),
+	}
+	if kv["ready"] == "follow" {
+		o.Ready = s.last.Desired
+	} else {
+		o.Ready = int(get("ready", 0))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if n, ok := u.Urgent(s.now+time.Duration(at*float64(time.Second)), o); ok {
+		return []string{fmt.Sprintf("urgent=%d", n)}, nil
+	}
+	return []string{"no"}, nil
 }

@@ -657,7 +657,11 @@ func (a *app) busy(id uint16) bool {
 	a.mu.Lock()
 	in := a.byID[id]
 	a.mu.Unlock()
-	return in != nil && a.pool.Stats(in.slot).InFlight.Load() > 0
+	if in == nil {
+		return false
+	}
+	st := a.pool.Stats(in.slot)
+	return st.InFlight.Load() > 0 || st.Keeps.Load() > 0
 }
 
 // lostKey names something the pool's own bookkeeping lost: a shared buffer

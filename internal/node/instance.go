@@ -332,7 +332,9 @@ func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
 		var clear time.Time
 	drain:
 		for now := time.Now(); now.Before(limit); now = time.Now() {
-			if a.pool.Holding(id) > 0 {
+			// An instance that keeps state (Keeps > 0) holds its
+			// buffers on purpose: they go with it, not before it.
+			if a.pool.Holding(id) > 0 && st.Keeps.Load() <= 0 {
 				clear = time.Time{}
 			} else if st.Queue.Load() <= 0 && st.InFlight.Load() <= 0 {
 				break

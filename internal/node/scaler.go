@@ -80,7 +80,7 @@ func newScaler(f *function, coldStart time.Duration) (*scaler, error) {
 		cfg.SLO = 0
 	}
 	cfg.Mu.ColdStart = max(coldStart, 10*time.Millisecond)
-	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod = sc.Window, sc.Idle
+	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod, cfg.Mu.SLOWindow = sc.Window, sc.Idle, sc.SLOWindow
 	cfg.KPA.StableWindow, cfg.KPA.ScaleToZeroGrace = sc.Window, sc.Idle
 	as, err := control.New(cfg)
 	if err != nil {
@@ -131,7 +131,9 @@ func (s *scaler) now() control.Observation {
 			fallthrough
 		case pool.SlotDraining:
 			o.Queued += int(max(st.Queue.Load(), 0))
-			o.InFlight += int(max(st.InFlight.Load(), 0))
+			// An instance that keeps state (pool.SlotStats.Keeps) counts
+			// as busy: it is not scaled to zero under its state.
+			o.InFlight += int(max(st.InFlight.Load(), 0)) + int(max(st.Keeps.Load(), 0))
 		case pool.SlotStarting:
 			o.Starting++
 		}
@@ -152,7 +154,14 @@ func (s *scaler) sample() {
 		return
 	}
 	f := s.f
-	n, ok := u.Urgent(o)
+	// Arrivals since the last decision: a rise within the period counts
+	// before the period ends.
+	var arrivals uint64
+	for _, in := range f.insts {
+		arrivals += f.a.pool.Stats(in.slot).Arrivals.Load()
+	}
+	o.Arrivals = arrivals - s.arrivals
+	n, ok := u.Urgent(time.Since(f.a.n.started), o)
 	want := f.wanted()
 	if !ok || n <= want {
 		return

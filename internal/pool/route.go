@@ -127,8 +127,13 @@ type SlotStats struct {
 	Queue atomic.Int32 // descriptors sent to the slot and not yet started
 	_     [60]byte
 
-	InFlight  atomic.Int32  // handlers running
-	_         int32         //
+	InFlight atomic.Int32 // handlers running
+	// Keeps counts what the instance keeps between requests (state the
+	// node must not take for lost: a stateful builtin's buffers, such as
+	// the FL top's jobs). While it is above 0 the instance is not idle
+	// (no scale to zero), its buffers are its own, and a drain does not
+	// wait for it to give them up (they go with it).
+	Keeps     atomic.Int32
 	Arrivals  atomic.Uint64 // descriptors accepted
 	Served    atomic.Uint64 // handlers finished
 	Errors    atomic.Uint64 // handlers that failed with a server error: an error without a 4xx status, a panic, a 5xx
@@ -469,6 +474,7 @@ func (p *Pool) StartHosted(s uint32, id, host uint16, capacity uint32) {
 	st := &p.stats[s]
 	st.Queue.Store(0)
 	st.InFlight.Store(0)
+	st.Keeps.Store(0)
 	st.BusySince.Store(0)
 	si.capacity.Store(max(capacity, 1))
 	si.id.Store(uint32(id) | uint32(host)<<16)

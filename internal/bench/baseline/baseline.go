@@ -133,6 +133,12 @@ func Main() error {
 		return runBroker(ctx, &c)
 	case RoleHTTPFn:
 		return runHTTPFn(ctx, &c)
+	case RoleFLServer:
+		return runFLServer(ctx, &c)
+	case RoleFLLeaf:
+		return runFLLeaf(ctx, &c)
+	case RoleFLTop:
+		return runFLTop(ctx, &c)
 	}
 	return fmt.Errorf("bench-proc: unknown role %q", c.Role)
 }

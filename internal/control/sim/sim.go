@@ -42,11 +42,24 @@ type Config struct {
 	ExecJitter  float64       // execution time spread, uniform ±fraction in [0, 1); 0 = constant
 	Concurrency int           // requests one instance runs at once; default 1
 	ColdStart   time.Duration // start to ready; 0 = instant
-	SLO         time.Duration // latency objective for the report; default 1s
-	Tick        time.Duration // control period; default 1s
-	Initial     int           // instances ready at time 0
-	Drain       time.Duration // longest run past the trace's end; default 120s
-	Seed        uint64
+	// StallProb and StallMean model a shared machine: a request is, with
+	// probability StallProb, held up by an exponentially distributed
+	// stall of mean StallMean (its instance descheduled) on top of its
+	// execution time. 0: no stalls.
+	StallProb float64
+	StallMean time.Duration
+	SLO       time.Duration // latency objective for the report; default 1s
+	Tick      time.Duration // control period; default 1s
+	// Sample is how often the daemon looks between ticks (a divisor of
+	// Tick; default Tick: never). A policy implementing control.Urgent
+	// is asked at every sample that is not a tick, as the node does.
+	Sample time.Duration
+	// Bucket is the length of a violation "second" (default 1s): a
+	// replay compressed in time counts trace seconds, each Bucket long.
+	Bucket  time.Duration
+	Initial int           // instances ready at time 0
+	Drain   time.Duration // longest run past the trace's end; default 120s
+	Seed    uint64
 }
 
 func (c *Config) validate() error {
@@ -66,6 +79,9 @@ func (c *Config) validate() error {
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("concurrency: %d, want ≥ 1", c.Concurrency))
 	}
+	if !(c.StallProb >= 0 && c.StallProb <= 1) || c.StallMean < 0 {
+		errs = append(errs, fmt.Errorf("stall: probability %v, mean %v: want [0, 1] and ≥ 0", c.StallProb, c.StallMean))
+	}
 	if c.ColdStart < 0 {
 		errs = append(errs, fmt.Errorf("cold_start: %v, want ≥ 0", c.ColdStart))
 	}
@@ -80,6 +96,18 @@ func (c *Config) validate() error {
 	}
 	if c.Tick < time.Millisecond {
 		errs = append(errs, fmt.Errorf("tick: %v, want ≥ 1ms", c.Tick))
+	}
+	if c.Sample == 0 {
+		c.Sample = c.Tick
+	}
+	if c.Sample <= 0 || c.Tick%c.Sample != 0 {
+		errs = append(errs, fmt.Errorf("sample: %v, want a divisor of tick %v", c.Sample, c.Tick))
+	}
+	if c.Bucket == 0 {
+		c.Bucket = time.Second
+	}
+	if c.Bucket < time.Millisecond {
+		errs = append(errs, fmt.Errorf("bucket: %v, want ≥ 1ms", c.Bucket))
 	}
 	if c.Initial < 0 {
 		errs = append(errs, fmt.Errorf("initial: %d, want ≥ 0", c.Initial))
@@ -99,7 +127,7 @@ func (c *Config) validate() error {
 // Result summarises a run.
 type Result struct {
 	Requests        int
-	Violations      int     // seconds (by arrival) whose p99 latency exceeds the SLO
+	Violations      int     // buckets (Config.Bucket, by arrival) whose p99 latency exceeds the SLO
 	OverSLO         float64 // fraction of requests slower than the SLO
 	InstanceSeconds float64
 	Starts, Stops   int // instances started, and cancelled or drained
@@ -135,7 +163,7 @@ type request struct {
 }
 
 type done struct {
-	sec     int32   // arrival second
+	sec     int32   // arrival bucket
 	latency float64 // seconds
 }
 
@@ -215,14 +243,22 @@ func (s *state) run() Result {
 	traceEnd := s.tr.Duration().Seconds()
 	hardEnd := traceEnd + c.Drain.Seconds()
 	var end float64
-	for k := 0; ; k++ {
-		t0 := float64(k) * s.tick
-		t1 := t0 + s.tick
-		if t0 >= traceEnd && (s.qhead == len(s.queue) && s.inFlight(t0) == 0 || t0 >= hardEnd) {
+	per := int(c.Tick / c.Sample)
+	step := c.Sample.Seconds()
+	u, urgent := s.a.(control.Urgent)
+	for j := 0; ; j++ {
+		t0 := float64(j) * step
+		t1 := t0 + step
+		if j%per == 0 && t0 >= traceEnd && (s.qhead == len(s.queue) && s.inFlight(t0) == 0 || t0 >= hardEnd) {
 			end = t0
 			break
 		}
-		s.control(k, t0)
+		switch {
+		case j%per == 0:
+			s.control(j/per, t0)
+		case urgent:
+			s.urgent(u, t0)
+		}
 		s.arrive(t0, t1)
 		s.dispatch(t0, t1)
 	}
@@ -289,6 +325,26 @@ func (s *state) control(k int, t0 float64) {
 		s.stop(t0, cur-d.Desired)
 	}
 	s.res.PeakInstances = max(s.res.PeakInstances, s.current)
+}
+
+// urgent lets a policy that looks between ticks add instances at once.
+func (s *state) urgent(u control.Urgent, t0 float64) {
+	k := s.tickOf(t0)
+	s.grow(k)
+	o := control.Observation{Arrivals: s.arrivals[k], Queued: len(s.queue) - s.qhead, InFlight: s.inFlight(t0)}
+	for _, in := range s.insts {
+		if in.ready <= t0 {
+			o.Ready++
+		} else {
+			o.Starting++
+		}
+	}
+	if n, ok := u.Urgent(time.Duration(t0*1e9), o); ok && n > o.Ready+o.Starting {
+		for range n - o.Ready - o.Starting {
+			s.startInstance(t0, t0+s.cfg.ColdStart.Seconds())
+		}
+		s.res.PeakInstances = max(s.res.PeakInstances, s.current)
+	}
 }
 
 func (s *state) startInstance(now, ready float64) {
@@ -393,6 +449,9 @@ func (s *state) dispatch(t0, t1 float64) {
 		if j := s.cfg.ExecJitter; j > 0 {
 			ex *= 1 + j*(2*s.rng.Float64()-1)
 		}
+		if s.cfg.StallProb > 0 && s.rng.Float64() < s.cfg.StallProb {
+			ex += s.rng.ExpFloat64() * s.cfg.StallMean.Seconds()
+		}
 		fin := start + ex
 		best.busyFrom[bj], best.busyUntil[bj] = start, fin
 		k := s.tickOf(fin)
@@ -400,7 +459,7 @@ func (s *state) dispatch(t0, t1 float64) {
 		s.completions[k]++
 		s.busy[k] += ex
 		s.addTime(max(r.arrival, t0), fin)
-		s.done = append(s.done, done{sec: int32(r.arrival), latency: fin - r.arrival})
+		s.done = append(s.done, done{sec: s.bucketOf(r.arrival), latency: fin - r.arrival})
 	}
 	if s.qhead > 4096 && s.qhead*2 > len(s.queue) {
 		s.queue = append(s.queue[:0], s.queue[s.qhead:]...)
@@ -408,12 +467,14 @@ func (s *state) dispatch(t0, t1 float64) {
 	}
 }
 
+func (s *state) bucketOf(t float64) int32 { return int32(t / s.cfg.Bucket.Seconds()) }
+
 func (s *state) finish(end float64) Result {
 	for _, in := range s.insts {
 		s.billed += max(end, in.lastBusy()) - in.started
 	}
 	for _, r := range s.queue[s.qhead:] {
-		s.done = append(s.done, done{sec: int32(r.arrival), latency: end - r.arrival})
+		s.done = append(s.done, done{sec: s.bucketOf(r.arrival), latency: end - r.arrival})
 		s.res.Unfinished++
 	}
 	res := s.res
@@ -433,7 +494,7 @@ func (s *state) finish(end float64) Result {
 		}
 	}
 	res.OverSLO = float64(over) / float64(len(all))
-	// Per-second p99, by arrival second.
+	// Per-bucket p99, by arrival bucket.
 	slices.SortStableFunc(s.done, func(x, y done) int { return int(x.sec) - int(y.sec) })
 	var sec []float64
 	for i := 0; i < len(s.done); {

@@ -24,9 +24,9 @@ const (
 
 func loadTrace(t testing.TB, name string) trace.Trace {
 	t.Helper()
-	tr, err := trace.Load("../trace/testdata/" + name + ".json")
-	if err != nil {
-		t.Fatal(err)
+	tr, ok := trace.Builtin(name)
+	if !ok {
+		t.Fatalf("no builtin trace %s", name)
 	}
 	return tr
 }
@@ -188,5 +188,34 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := Run(trace.Trace{}, a, Config{}); err == nil {
 		t.Fatal("empty trace accepted")
+	}
+}
+
+// Stalls lengthen the tail, not the typical request; an impossible stall
+// setting is refused; a sample period that does not divide the tick too.
+func TestStalls(t *testing.T) {
+	t.Parallel()
+	tr := trace.Trace{RPS: make([]float64, 200), Interval: 1}
+	for i := range tr.RPS {
+		tr.RPS[i] = 50
+	}
+	run := func(p float64) Result {
+		a, _ := control.New(control.Config{Policy: "fixed", Fixed: control.FixedConfig{Instances: 2}})
+		r, err := Run(tr, a, Config{ExecTime: 5 * time.Millisecond, Initial: 2, Seed: 4, SLO: 50 * time.Millisecond,
+			StallProb: p, StallMean: 30 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	calm, stalled := run(0), run(0.01)
+	if stalled.P50 > calm.P50+time.Millisecond || stalled.Max < calm.Max+20*time.Millisecond || stalled.Violations <= calm.Violations {
+		t.Fatalf("stalls: calm %v, stalled %v", calm, stalled)
+	}
+	a, _ := control.New(control.Config{Policy: "fixed"})
+	for _, c := range []Config{{StallProb: 2}, {StallMean: -1}, {Sample: 300 * time.Millisecond}} {
+		if _, err := Run(tr, a, c); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
 	}
 }

@@ -12,10 +12,16 @@ import (
 
 func TestLoadAzure(t *testing.T) {
 	t.Parallel()
+	if got := BuiltinNames(); !reflect.DeepEqual(got, []string{"azure_workload_1", "azure_workload_2"}) {
+		t.Fatalf("BuiltinNames() = %v", got)
+	}
 	for _, name := range []string{"azure_workload_1", "azure_workload_2"} {
-		tr, err := Load("testdata/" + name + ".json")
+		tr, err := Load("azure/" + name + ".json")
 		if err != nil {
 			t.Fatal(err)
+		}
+		if b, ok := Builtin(name); !ok || !reflect.DeepEqual(b, tr) {
+			t.Fatalf("Builtin(%q) = %v, differs from the file", name, ok)
 		}
 		if len(tr.RPS) != 1440 || tr.Interval != 1 || tr.Duration() != 24*time.Minute {
 			t.Fatalf("%s: %d samples, interval %v", name, len(tr.RPS), tr.Interval)
@@ -24,8 +30,13 @@ func TestLoadAzure(t *testing.T) {
 			t.Fatalf("%s: peak %v", name, p)
 		}
 	}
-	if _, err := Load("testdata/missing.json"); !errors.Is(err, os.ErrNotExist) {
+	if _, err := Load("azure/missing.json"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)
+	}
+	for _, bad := range []string{"missing", "azure/azure_workload_1", "azure_workload_1.json", ""} {
+		if _, ok := Builtin(bad); ok {
+			t.Fatalf("Builtin(%q) found a trace", bad)
+		}
 	}
 }
 
