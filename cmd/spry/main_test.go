@@ -206,6 +206,20 @@ func (n *spryNode) fds() int {
 	return len(ents)
 }
 
+// fdTargets lists what the daemon's open fds point at (socket:[…],
+// anon_inode:[eventpoll], a file's path), to say which ones leaked.
+func (n *spryNode) fdTargets() map[string]string {
+	dir := fmt.Sprintf("/proc/%d/fd", n.cmd.Process.Pid)
+	ents, _ := os.ReadDir(dir)
+	m := make(map[string]string, len(ents))
+	for _, e := range ents {
+		if l, err := os.Readlink(dir + "/" + e.Name()); err == nil {
+			m[e.Name()] = l
+		}
+	}
+	return m
+}
+
 // processAlive reports whether pid runs (a zombie does not count).
 func processAlive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
