@@ -60,7 +60,7 @@ func TestJoinCollects(t *testing.T) {
 	if err := r.g.Admit(&Request{Method: []byte("POST"), Path: []byte("/c"), Length: -1, Body: &memBody{[]byte("in")}, Reply: rep}); err != nil {
 		t.Fatal(err)
 	}
-	bs := r.branches(t, <-r.held)
+	bs := r.branches(t, r.take(t))
 	// The branches' stamps: a branch's end to its join's start is no hop
 	// (below: the join starts a second after the left branch ended).
 	now := mono.Now()
@@ -80,7 +80,7 @@ func TestJoinCollects(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 	r.deposit(t, bs[1].Buf, "R")
-	d := <-r.held
+	d := r.take(t)
 	if d.Hop != 3 {
 		t.Fatalf("the join's buffer went to node %d", d.Hop)
 	}
@@ -117,12 +117,12 @@ func TestJoinCollects(t *testing.T) {
 // A join with a wait runs with what arrived; the branch that comes later
 // is dropped. A request answered 504 drops its branches as they come.
 func TestJoinWaitAndDeadline(t *testing.T) {
-	r := newRigWith(t, rigOpts{buffers: 32, inflight: 8, timeout: 400 * time.Millisecond, hold: true, graph: fanGraph(50 * time.Millisecond)})
+	r := newRigWith(t, rigOpts{buffers: 32, inflight: 8, timeout: time.Second, hold: true, graph: fanGraph(50 * time.Millisecond)})
 	rep := &chanReplier{c: make(chan Reply, 1)}
 	r.g.Admit(&Request{Method: []byte("POST"), Path: []byte("/c"), Length: -1, Body: &memBody{[]byte("in")}, Reply: rep})
-	bs := r.branches(t, <-r.held)
+	bs := r.branches(t, r.take(t))
 	r.deposit(t, bs[1].Buf, "R")
-	d := <-r.held // after the wait, with the right branch only
+	d := r.take(t) // after the wait, with the right branch only
 	if _, ok := r.p.Input(d.Buf, 0); ok || r.p.Inputs(d.Buf).Arrived != 1 {
 		t.Fatalf("join after its wait: %+v", r.p.Inputs(d.Buf))
 	}
@@ -134,7 +134,7 @@ func TestJoinWaitAndDeadline(t *testing.T) {
 
 	// No branch before the deadline: 504; the branches, later, are freed.
 	r.g.Admit(&Request{Method: []byte("POST"), Path: []byte("/c"), Length: -1, Body: &memBody{[]byte("in")}, Reply: rep})
-	bs = r.branches(t, <-r.held)
+	bs = r.branches(t, r.take(t))
 	got = <-rep.c
 	if got.Status() != 504 {
 		t.Fatalf("status %d, want 504", got.Status())

@@ -341,6 +341,30 @@ func TestExtentsLazy(t *testing.T) {
 	p.Free(b, 1)
 }
 
+// Payloads one after another reuse the same chunks (first fit): the
+// region commits what is held at once, not what went through it.
+func TestExtentsReuse(t *testing.T) {
+	p := newPool(t, extLayout(1<<12)) // 256 MiB
+	for i := range 64 {
+		b, _ := p.Alloc(1)
+		if err := p.Reserve(b, 8<<20, false); err != nil {
+			t.Fatal(err)
+		}
+		if s := p.bufs[b].segsOf(); len(s) != 1 || s[0].First != 0 {
+			t.Fatalf("payload %d in chunks %+v, want the first ones again", i, s)
+		}
+		fillPattern(p, b, uint64(i))
+		p.Free(b, 1)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(p.Fd(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks*512 > 32<<20 {
+		t.Fatalf("64 payloads of 8 MiB one after another committed %d bytes", st.Blocks*512)
+	}
+}
+
 func TestExtentZeroAllocs(t *testing.T) {
 	p := newPool(t, extLayout(256))
 	n := testing.AllocsPerRun(500, func() {

@@ -47,8 +47,9 @@ type header struct {
 	stale      atomic.Uint64 // stale descriptors dropped by the gateway
 	_          [40]byte
 
-	// The large-extent region (extent.go): where the next search starts
-	// (a bitmap word), chunks claimed, and claims that found no room.
+	// The large-extent region (extent.go): a word no longer used (claims
+	// are first fit; kept so that the offsets stay those of layout 6),
+	// chunks claimed, and claims that found no room.
 	cursor   atomic.Uint64
 	used     atomic.Int64
 	extFails atomic.Uint64
