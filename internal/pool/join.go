@@ -131,21 +131,10 @@ func (p *Pool) freeJoined(idx, gen uint32, self uint16) bool {
 // buffer lists any more (a process died between forgetting a list and
 // freeing it). Like Orphans it is exact only while nothing is in flight.
 func (p *Pool) UnlistedInputs() []Ref {
-	listed := map[Ref]bool{}
-	for i := range p.bufs {
-		b := &p.bufs[i]
-		if b.kind != KindJoin || b.Owner() == OwnerFree {
-			continue
-		}
-		for _, r := range b.inputs[:min(int(b.width), MaxNext)] {
-			if r.Idx != 0 {
-				listed[Ref{r.Idx - 1, r.Gen}] = true
-			}
-		}
-	}
+	owned := p.owned()
 	var out []Ref
 	for i := range p.bufs {
-		if o := p.bufs[i].Own(); o.Holder == OwnerJoined && !listed[Ref{uint32(i), o.Gen}] {
+		if o := p.bufs[i].Own(); o.Holder == OwnerJoined && !owned[i] {
 			out = append(out, Ref{uint32(i), o.Gen})
 		}
 	}

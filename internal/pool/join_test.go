@@ -87,3 +87,39 @@ func TestUnlistedInputs(t *testing.T) {
 	}
 	checkEmpty(t, p)
 }
+
+// Inputs that only list each other (scribbled headers: a join's input that
+// is a join buffer listing itself, or two listing one another) are
+// unlisted: nothing outside the ring owns them. An input listed by a
+// listed input (nested) is not.
+func TestUnlistedInputsRing(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, extLayout(16))
+	a, _ := p.Alloc(1)
+	p.SetInputs(a, 1, []Ref{{a, p.Header(a).Gen()}}, JoinInfo{Of: 1, Arrived: 1}) // itself
+	b, _ := p.Alloc(1)
+	c, _ := p.Alloc(1)
+	p.SetInputs(b, 1, []Ref{{c, p.Header(c).Gen()}}, JoinInfo{Of: 1, Arrived: 1})
+	p.SetInputs(c, 1, []Ref{{b, p.Header(b).Gen()}}, JoinInfo{Of: 1, Arrived: 1})
+	if p.Header(a).Owner() != OwnerJoined || p.Header(b).Owner() != OwnerJoined || p.Header(c).Owner() != OwnerJoined {
+		t.Fatal("setup: not joined")
+	}
+	// Nested and owned: j (held) lists x, which lists y.
+	x, _ := p.Alloc(1)
+	y, _ := p.Alloc(1)
+	p.SetInputs(x, 1, []Ref{{y, p.Header(y).Gen()}}, JoinInfo{Of: 1, Arrived: 1})
+	j, _ := p.Alloc(1)
+	p.SetInputs(j, 1, []Ref{{x, p.Header(x).Gen()}}, JoinInfo{Of: 1, Arrived: 1})
+	u := p.UnlistedInputs()
+	if len(u) != 3 {
+		t.Fatalf("UnlistedInputs = %v, want %d, %d, %d", u, a, b, c)
+	}
+	for _, r := range u {
+		if r.Idx != a && r.Idx != b && r.Idx != c {
+			t.Fatalf("UnlistedInputs = %v: %d is listed", u, r.Idx)
+		}
+		p.FreeUnlisted(r)
+	}
+	p.Free(j, 1)
+	checkEmpty(t, p)
+}

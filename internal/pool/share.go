@@ -179,20 +179,58 @@ func (p *Pool) dropRef(b *BufHeader, self uint16) {
 // is exact only while nothing is in flight; the daemon frees what it finds
 // twice in a row over a while (FreeShared).
 func (p *Pool) UnusedShares() []Ref {
-	reading := map[uint32]bool{}
-	for j := range p.bufs {
-		t := &p.bufs[j]
-		if t.ref != 0 && t.Owner() != OwnerFree && p.TokenLive(uint32(j)) {
-			reading[t.ref-1] = true
-		}
-	}
+	owned := p.owned()
 	var out []Ref
 	for i := range p.bufs {
-		if o := p.bufs[i].Own(); o.Holder == OwnerShared && !reading[uint32(i)] {
+		if o := p.bufs[i].Own(); o.Holder == OwnerShared && !owned[i] {
 			out = append(out, Ref{Idx: uint32(i), Gen: o.Gen})
 		}
 	}
 	return out
+}
+
+// owned reports, per buffer, whether something outside the pool's own
+// holders accounts for it: an endpoint or the daemon holds it, or it is a
+// shared buffer a live token of an owned buffer reads, or a join's input an
+// owned join buffer lists (at its generation). Shared buffers and joins'
+// inputs nest (a branch's token fans out again, a join's input reads a
+// shared buffer), so ownership is followed from the real holders down; a
+// reference that comes back round to where it started (a buffer that lists
+// or reads itself, or a ring of them: scribbled headers) owns nothing.
+func (p *Pool) owned() []bool {
+	owned := make([]bool, len(p.bufs))
+	var todo []uint32
+	for i := range p.bufs {
+		switch p.bufs[i].Owner() {
+		case OwnerFree, OwnerShared, OwnerJoined:
+		default:
+			owned[i] = true
+			todo = append(todo, uint32(i))
+		}
+	}
+	take := func(x uint32) {
+		if !owned[x] {
+			owned[x] = true
+			todo = append(todo, x)
+		}
+	}
+	for len(todo) > 0 {
+		j := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		t := &p.bufs[j]
+		if r := t.ref; r != 0 && r <= p.l.Buffers && p.bufs[r-1].Owner() == OwnerShared && p.TokenLive(j) {
+			take(r - 1)
+		}
+		if t.kind != KindJoin {
+			continue
+		}
+		for _, r := range t.inputs[:min(int(t.width), MaxNext)] {
+			if r.Idx != 0 && r.Idx <= p.l.Buffers && p.bufs[r.Idx-1].Own() == (Own{r.Gen, OwnerJoined, 0}) {
+				take(r.Idx - 1)
+			}
+		}
+	}
+	return owned
 }
 
 // FreeShared frees shared buffer r if it is still that shared buffer (see

@@ -279,3 +279,27 @@ func TestShareZeroAllocs(t *testing.T) {
 		t.Fatalf("%v allocations", n)
 	}
 }
+
+// A shared buffer read only by itself (a scribbled header: its own token)
+// is unused; one read by a token that is shared again and read (nested) is
+// not.
+func TestUnusedSharesSelf(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, extLayout(16))
+	root, _ := p.Alloc(1)
+	toks := fanOut(t, p, root, 1, 1)
+	inner := fanOut(t, p, toks[0], 1, 1)
+	if u := p.UnusedShares(); len(u) != 0 {
+		t.Fatalf("nested shares reported unused: %v", u)
+	}
+	s, _ := p.Alloc(1)
+	p.Publish(s, 1, 1)
+	b := p.Header(s)
+	b.ref, b.refGen, b.refBit = s+1, b.Gen(), 0 // reads itself
+	u := p.UnusedShares()
+	if len(u) != 1 || u[0].Idx != s || !p.FreeShared(u[0]) {
+		t.Fatalf("UnusedShares = %v, want %d", u, s)
+	}
+	p.Free(inner[0], 1)
+	checkEmpty(t, p)
+}
