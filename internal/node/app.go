@@ -624,7 +624,7 @@ func (a *app) sweep(sw *sweeper) {
 		}
 		for i := range a.pool.Buffers() {
 			switch o := a.pool.Header(i).Own(); {
-			case o.Holder == pool.OwnerFree, o.Holder == pool.OwnerShared, o.Holder == pool.OwnerJoined:
+			case o.Holder == pool.OwnerFree, ownedByPool(o):
 			case o.Transit == 0 && a.busy(o.Holder):
 			default:
 				seen[i] = word(i)
@@ -642,13 +642,21 @@ func (a *app) sweep(sw *sweeper) {
 		sw.idle = seen
 		if broken || len(lost) > 0 {
 			n := a.pool.Rebuild(func(i uint32, o pool.Own) bool {
-				return !broken && !lost[i] || o.Holder == pool.OwnerShared || o.Holder == pool.OwnerJoined
+				return !broken && !lost[i] || ownedByPool(o)
 			})
 			clear(sw.idle)
 			a.n.log.Warn("rebuilt the pool's free list", "app", a.cfg.Name, "free", n, "buffers", a.pool.Buffers(), "list_broken", broken, "lost", len(lost))
 		}
 		a.repair(sw)
 	})
+}
+
+// ownedByPool reports whether o is the word of a shared buffer or a join's
+// input, which the pool's own bookkeeping accounts for (see repair). Such
+// a buffer is never in transit: one that says so is a word a process of
+// the app scribbled on, lost like any other.
+func ownedByPool(o pool.Own) bool {
+	return (o.Holder == pool.OwnerShared || o.Holder == pool.OwnerJoined) && o.Transit == 0
 }
 
 // busy reports whether endpoint id is a live instance running a handler:
