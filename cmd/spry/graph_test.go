@@ -275,3 +275,48 @@ func TestCalls(t *testing.T) {
 		t.Fatalf("after the caller's restart: %d %q %v", s, got, err)
 	}
 }
+
+// The builtins that change their input in place (upper, reverse) leave a
+// fan-out's shared input alone: a branch writes into a fresh buffer, so its
+// siblings and the join still see what the step before them sent.
+func TestInPlaceBuiltinsInBranches(t *testing.T) {
+	cfg := writeConfig(t, `
+app: branches
+functions:
+  e: {builtin: echo}
+  u: {builtin: upper}
+  r: {builtin: reverse}
+  j: {builtin: concat}
+chains:
+  x:
+    route: /x
+    steps:
+      e: [u, r, j]
+      u: j
+      r: j
+      j: {join: all}
+`)
+	n := startNode(t, "-f", cfg)
+	c := client(4)
+	for i := range 50 {
+		body := fmt.Sprintf("hello %d", i)
+		s, got, err := n.post(c, "/x", body)
+		pieces := []string{body, strings.ToUpper(body), reverseString(body)}
+		ok := err == nil && s == 200 && len(got) == 3*len(body)
+		for _, p := range pieces {
+			ok = ok && strings.Contains(got, p)
+		}
+		if !ok {
+			t.Fatalf("%q: %d %q %v, want the concatenation of %q in some order", body, s, got, err, pieces)
+		}
+	}
+	n.waitFreeBuffers("branches")
+}
+
+func reverseString(s string) string {
+	b := []byte(s)
+	for i, j := 0, len(b)-1; i < j; i, j = i+1, j-1 {
+		b[i], b[j] = b[j], b[i]
+	}
+	return string(b)
+}

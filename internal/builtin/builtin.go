@@ -84,22 +84,54 @@ func init() {
 // Echo passes its input on unchanged.
 func Echo(req *sdk.Request, res *sdk.Response) error { return nil }
 
-// Upper upper-cases ASCII letters in place.
+// Upper upper-cases ASCII letters in place (into a fresh buffer when the
+// input is a fan-out's, shared with the other branches).
 func Upper(req *sdk.Request, res *sdk.Response) error {
-	p := req.Payload()
+	p, out, err := inPlace(req, res)
+	if err != nil {
+		return err
+	}
 	for i, c := range p {
 		if 'a' <= c && c <= 'z' {
-			p[i] = c - 'a' + 'A'
+			c = c - 'a' + 'A'
 		}
+		out[i] = c
 	}
 	return nil
+}
+
+// inPlace returns the input and where a same-length output goes: the input
+// itself when it is this step's to change, else (a fan-out's branch, whose
+// input the other branches read: Response.Buffer knows) a fresh output of
+// the same length, contiguous however large.
+func inPlace(req *sdk.Request, res *sdk.Response) (in, out []byte, err error) {
+	in = req.Payload()
+	if len(in) == 0 {
+		return in, in, nil
+	}
+	buf := res.Buffer()
+	if len(buf) > 0 && &buf[0] == &in[0] {
+		return in, in, nil
+	}
+	if len(buf) >= len(in) {
+		res.SetLen(len(in))
+		return in, buf[:len(in)], nil
+	}
+	out, err = res.Alloc(len(in))
+	return in, out, err
 }
 
 // Reverse reverses the text in place, character by character: each UTF-8
 // sequence is reversed, then the whole, so characters stay intact. Invalid
 // bytes are treated as one-byte characters.
 func Reverse(req *sdk.Request, res *sdk.Response) error {
-	p := req.Payload()
+	in, p, err := inPlace(req, res)
+	if err != nil {
+		return err
+	}
+	if len(p) > 0 && &p[0] != &in[0] {
+		copy(p, in)
+	}
 	for i := 0; i < len(p); {
 		_, n := utf8.DecodeRune(p[i:])
 		reverseBytes(p[i : i+n])
