@@ -246,7 +246,7 @@ with no request lost, and a config that fails to load keeps the running one.`,
 				log.Info("reloading", "why", why)
 				res, err := n.Reload(ctx)
 				if err != nil {
-					log.Error("reload failed; the running config stays", "err", err)
+					log.Error("reload failed", "err", err)
 					return
 				}
 				log.Info("reloaded", "apps", res.String(), "took", res.Took)

@@ -235,7 +235,7 @@ func (n *Node) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		res, err := n.Reload(r.Context())
 		if err != nil {
-			n.log.Error("reload failed; the running config stays", "err", err)
+			n.log.Error("reload failed", "err", err)
 			code := http.StatusUnprocessableEntity
 			if errors.Is(err, ErrNoReload) {
 				code = http.StatusNotImplemented
