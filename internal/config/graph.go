@@ -115,11 +115,9 @@ func (cs *chainSpec) validateGraph(a *App, c *Chain, fnNames []string, p string,
 		return
 	}
 	g := &graph{cs: cs, c: c, path: p, ps: ps, index: map[string]int{}}
-	for i, st := range specs {
-		g.index[st.name] = i
-	}
 	names := make([]string, len(specs))
 	for i, st := range specs {
+		g.index[st.name] = i
 		names[i] = st.name
 	}
 	ok := true
@@ -150,14 +148,13 @@ func (cs *chainSpec) validateGraph(a *App, c *Chain, fnNames []string, p string,
 		if st.bad {
 			ok = false
 		}
-		edges := st.next
-		key := "next"
+		edges, key := st.edges()
 		if st.choose.line != 0 {
 			if st.next.line != 0 && st.next.ok() && st.choose.ok() {
 				ps.add(st.choose.line, join(sp, "choose"), "a step has next: (all of them at once) or choose: (one of them), not both")
 				ok = false
 			}
-			edges, key, s.Choose = st.choose, "choose", true
+			s.Choose = true
 			if st.choose.ok() && len(st.choose.v) == 0 {
 				ps.add(st.choose.line, join(sp, "choose"), "want at least one step to choose from")
 				ok = false
@@ -183,23 +180,23 @@ func (cs *chainSpec) validateGraph(a *App, c *Chain, fnNames []string, p string,
 				s.Next = append(s.Next, j)
 			}
 		}
-		if j := st.join; j.line != 0 {
-			if !j.bad {
-				s.Join = &Join{}
-				switch v := strings.ToLower(j.v); v {
-				case "all":
-				case "any":
-					s.Join.Quorum = 1
-				default:
-					n, err := strconv.Atoi(v)
-					if err != nil || n < 1 {
-						ps.add(j.line, join(sp, "join"), "want all, any or how many branches must succeed (1 or more), got %s", strconv.Quote(j.v))
-						ok = false
-					}
-					s.Join.Quorum = n
+		switch j := st.join; {
+		case j.line == 0:
+		case j.bad:
+			ok = false
+		default:
+			s.Join = &Join{}
+			switch v := strings.ToLower(j.v); v {
+			case "all":
+			case "any":
+				s.Join.Quorum = 1
+			default:
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 {
+					ps.add(j.line, join(sp, "join"), "want all, any or how many branches must succeed (1 or more), got %s", strconv.Quote(j.v))
+					ok = false
 				}
-			} else {
-				ok = false
+				s.Join.Quorum = n
 			}
 		}
 		if w := st.wait; w.line != 0 {
@@ -247,13 +244,18 @@ func (g *graph) at(i int) (int, string) {
 	return g.c.Graph[i].Line, join(g.path, g.c.Graph[i].Name)
 }
 
+// edges returns what follows the step and the key it is under: choose:
+// when the step has one (it wins over next:), else next:.
+func (st *stepSpec) edges() (value[[]item], string) {
+	if st.choose.line != 0 {
+		return st.choose, "choose"
+	}
+	return st.next, "next"
+}
+
 // edgeAt returns the line and path of the edge from step i to step j.
 func (g *graph) edgeAt(i, j int) (int, string) {
-	st := g.cs.graph.v[i]
-	e := st.next
-	if st.choose.line != 0 {
-		e = st.choose
-	}
+	e, _ := g.cs.graph.v[i].edges()
 	for _, it := range e.v {
 		if it.v == g.c.Graph[j].Name {
 			return it.line, it.path
@@ -311,17 +313,7 @@ func (g *graph) acyclic() bool {
 
 // reachable reports steps the first step cannot reach.
 func (g *graph) reachable() bool {
-	seen := uint64(1)
-	for frontier := uint64(1); frontier != 0; {
-		var next uint64
-		for f := frontier; f != 0; {
-			i := bits.TrailingZeros64(f)
-			f &^= 1 << i
-			next |= g.succ[i]
-		}
-		frontier = next &^ seen
-		seen |= next
-	}
+	seen := g.reach(1, 0)
 	ok := true
 	for i := range g.c.Graph {
 		if seen&(1<<i) == 0 {
@@ -499,7 +491,13 @@ func (g *graph) fanOuts() bool {
 
 // region returns the steps reachable from step b without passing step j.
 func (g *graph) region(b, j int) uint64 {
-	r := uint64(1) << b
+	return g.reach(1<<b, 1<<j)
+}
+
+// reach returns the steps in from and those reachable from them without
+// entering a step in stop.
+func (g *graph) reach(from, stop uint64) uint64 {
+	r := from
 	for frontier := r; frontier != 0; {
 		var next uint64
 		for f := frontier; f != 0; {
@@ -507,7 +505,7 @@ func (g *graph) region(b, j int) uint64 {
 			f &^= 1 << i
 			next |= g.succ[i]
 		}
-		next &^= 1 << j
+		next &^= stop
 		frontier = next &^ r
 		r |= next
 	}

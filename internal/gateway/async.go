@@ -6,22 +6,11 @@ package gateway
 // Events.Async, which stores it durably and dispatches the same buffer.
 // The client gets 202 with the activation's id only once it is stored.
 func (c *conn) runAsync() bool {
-	x, err := c.g.Begin(&c.gr)
-	if err != nil {
-		return c.refuse(err)
+	x, n, keep, ok := c.admitBody()
+	if !ok {
+		return keep
 	}
 	ch := x.Chain()
-	n, err := c.ReadBody(x.Body())
-	if err != nil {
-		x.Cancel()
-		ch.count(err.Status, c.gr.Began)
-		if err == ErrSilent {
-			return false
-		}
-		c.msg = c.gr.AppendMessage(c.msg[:0], err)
-		c.writeResponse(err.Status, textPlain, c.msg, true, nil)
-		return false
-	}
 	res := c.g.events.Async(&x, &c.gr, n)
 	if res.Err != nil {
 		ch.count(res.Err.Status, c.gr.Began)
@@ -36,6 +25,29 @@ func (c *conn) runAsync() bool {
 	ch.count(202, c.gr.Began)
 	c.writeAccepted(res)
 	return true
+}
+
+// admitBody admits the current request (Begin) and reads its body into
+// its pool buffer. When ok is false the request has been answered and
+// ended: refused, or its body could not be read (the admission cancelled,
+// the connection to close); keep says whether it may serve another.
+func (c *conn) admitBody() (x Admission, n int, keep, ok bool) {
+	x, err := c.g.Begin(&c.gr)
+	if err != nil {
+		return x, 0, c.refuse(err), false
+	}
+	n, err = c.ReadBody(x.Body())
+	if err != nil {
+		ch := x.Chain()
+		x.Cancel()
+		ch.count(err.Status, c.gr.Began)
+		if err != ErrSilent {
+			c.msg = c.gr.AppendMessage(c.msg[:0], err)
+			c.writeResponse(err.Status, textPlain, c.msg, true, nil)
+		}
+		return x, 0, false, false
+	}
+	return x, n, true, true
 }
 
 var (

@@ -202,22 +202,11 @@ func attrOrder(k string) int {
 // the buffer (structured), the attributes go into the header, and the
 // chain's reply goes back as a CloudEvent.
 func (c *conn) runCloudEvent(mode string) bool {
-	x, err := c.g.Begin(&c.gr)
-	if err != nil {
-		return c.refuse(err)
+	x, n, keep, ok := c.admitBody()
+	if !ok {
+		return keep
 	}
 	ch := x.Chain()
-	n, err := c.ReadBody(x.Body())
-	if err != nil {
-		x.Cancel()
-		ch.count(err.Status, c.gr.Began)
-		if err == ErrSilent {
-			return false
-		}
-		c.msg = c.gr.AppendMessage(c.msg[:0], err)
-		c.writeResponse(err.Status, textPlain, c.msg, true, nil)
-		return false
-	}
 	evs, err := ParseCloudEvents(c, c.req.ctype, x.Body()[:n])
 	if err == nil && len(evs) != 1 {
 		err = errCE("one event per request here (a batch is run asynchronously: it needs no Prefer)")
@@ -296,8 +285,7 @@ func (c *conn) runEvents(ch *Chain) bool {
 	}
 	evs, herr := ParseCloudEvents(c, c.req.ctype, c.evbuf[:n])
 	if herr != nil {
-		c.msg = append(append(append(c.msg[:0], "spry: "...), herr.Msg...), '\n')
-		c.writeResponse(herr.Status, textPlain, c.msg, false, nil)
+		c.writeResponse(herr.Status, textPlain, c.errorBody(herr), false, nil)
 		return true
 	}
 	res, herr := c.g.events.CloudEvents(ch, &c.gr, evs)
@@ -306,8 +294,7 @@ func (c *conn) runEvents(ch *Chain) bool {
 		if herr.Retry {
 			extra = retryAfter
 		}
-		c.msg = append(append(append(c.msg[:0], "spry: "...), herr.Msg...), '\n')
-		c.writeResponse(herr.Status, textPlain, c.msg, false, extra)
+		c.writeResponse(herr.Status, textPlain, c.errorBody(herr), false, extra)
 		return true
 	}
 	c.msg = append(c.msg[:0], `{"activations":[`...)

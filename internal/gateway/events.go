@@ -34,12 +34,8 @@ type Events interface {
 // goes: an asynchronous one, a CloudEvent, one to the node's event
 // endpoint. done is false for a plain request (the caller admits it).
 func (c *conn) runEvent() (keep, done bool) {
-	async := false
-	if v := c.req.header("Prefer"); v != nil {
-		async = preferAsync(v)
-	}
-	mode := ceMode(c.req.ctype, c)
-	if !async && mode == "" && string(c.req.path) != EventsPath {
+	async, mode, event := c.eventKind()
+	if !event {
 		return false, false
 	}
 	ch, _ := c.g.routes.Load().Lookup(c.req.path, &c.gr.params)
@@ -170,8 +166,19 @@ func preferAsync(v []byte) bool {
 // node's event endpoint. An event loop hands such a request (and its
 // connection) to a goroutine of its own: storing it durably may block.
 func (c *conn) eventLike() bool {
-	if v := c.req.header("Prefer"); v != nil && preferAsync(v) {
-		return true
+	_, _, event := c.eventKind()
+	return event
+}
+
+// eventKind classifies the connection's current request: async, it asks
+// to run asynchronously (Prefer: respond-async); mode, its CloudEvents
+// mode (ceMode); event, any of these or it goes to the node's event
+// endpoint. runEvent and eventLike both decide by it, so an event loop
+// hands off exactly the requests runEvent takes.
+func (c *conn) eventKind() (async bool, mode string, event bool) {
+	if v := c.req.header("Prefer"); v != nil {
+		async = preferAsync(v)
 	}
-	return ceMode(c.req.ctype, c) != "" || string(c.req.path) == EventsPath
+	mode = ceMode(c.req.ctype, c)
+	return async, mode, async || mode != "" || string(c.req.path) == EventsPath
 }

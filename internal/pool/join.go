@@ -130,16 +130,7 @@ func (p *Pool) freeJoined(idx, gen uint32, self uint16) bool {
 // UnlistedInputs returns the buffers held as a join's inputs that no
 // buffer lists any more (a process died between forgetting a list and
 // freeing it). Like Orphans it is exact only while nothing is in flight.
-func (p *Pool) UnlistedInputs() []Ref {
-	owned := p.owned()
-	var out []Ref
-	for i := range p.bufs {
-		if o := p.bufs[i].Own(); o.Holder == OwnerJoined && !owned[i] {
-			out = append(out, Ref{uint32(i), o.Gen})
-		}
-	}
-	return out
-}
+func (p *Pool) UnlistedInputs() []Ref { return p.unowned(OwnerJoined) }
 
 // FreeUnlisted frees an input UnlistedInputs found, if it is still that one.
 func (p *Pool) FreeUnlisted(r Ref) bool { return p.freeJoined(r.Idx, r.Gen, OwnerDaemon) }

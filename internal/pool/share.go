@@ -94,13 +94,7 @@ func (p *Pool) Shared(idx uint32) bool {
 // daemon, after a reclaim) holds and which is Shared: its holder becomes
 // OwnerShared.
 func (p *Pool) CompleteShare(idx uint32, holder uint16) bool {
-	if !p.Shared(idx) {
-		return false
-	}
-	b := p.buf(idx)
-	w := b.own.Load()
-	o := ownOf(w)
-	return o.Holder == holder && o.Transit == 0 && b.own.CompareAndSwap(w, ownWord(Own{o.Gen, OwnerShared, 0}))
+	return p.Shared(idx) && p.Move(idx, holder, OwnerShared)
 }
 
 // TokenLive reports whether buffer tok is a real token: it reads a shared
@@ -178,11 +172,16 @@ func (p *Pool) dropRef(b *BufHeader, self uint16) {
 // a process that died between freeing it and dropping it. Like Orphans it
 // is exact only while nothing is in flight; the daemon frees what it finds
 // twice in a row over a while (FreeShared).
-func (p *Pool) UnusedShares() []Ref {
+func (p *Pool) UnusedShares() []Ref { return p.unowned(OwnerShared) }
+
+// unowned returns the buffers held by holder (OwnerShared, OwnerJoined)
+// that nothing owns (see owned): the audit's UnusedShares and
+// UnlistedInputs.
+func (p *Pool) unowned(holder uint16) []Ref {
 	owned := p.owned()
 	var out []Ref
 	for i := range p.bufs {
-		if o := p.bufs[i].Own(); o.Holder == OwnerShared && !owned[i] {
+		if o := p.bufs[i].Own(); o.Holder == holder && !owned[i] {
 			out = append(out, Ref{Idx: uint32(i), Gen: o.Gen})
 		}
 	}
