@@ -60,6 +60,9 @@ type App struct {
 	queued atomic.Int64 // request frames in links' queues (they read the pool)
 	rot    atomic.Uint32
 	stats  AppStats
+	// localOnly counts, by function, its branches, joins and calls that
+	// would have crossed nodes.
+	localOnly []atomic.Uint64
 
 	fill   sync.RWMutex // readers writing replies into the pool (Close waits)
 	closed bool
@@ -78,6 +81,9 @@ type AppStats struct {
 	Retried  atomic.Uint64 // refused by a node and sent to another
 	Stale    atomic.Uint64 // descriptors dropped unread (not in transit to the endpoint)
 	Late     atomic.Uint64 // replies for requests no longer waiting (dropped)
+	// LocalOnly: branches, joins and calls that would have crossed nodes,
+	// answered StatusLocalOnly.
+	LocalOnly atomic.Uint64
 }
 
 // Entry states (the low 3 bits of entry.word; the entry's sequence number
@@ -146,7 +152,7 @@ func (h *Hub) Add(cfg AppConfig) (*App, error) {
 		return nil, fmt.Errorf("peer: app name %q longer than 255 bytes", cfg.Name)
 	}
 	a := &App{hub: h, cfg: cfg, name: cfg.Name, nameB: []byte(cfg.Name), pool: p, conn: cfg.Conn, id: cfg.Conn.ID(),
-		out: make([]entry, p.Buffers())}
+		out: make([]entry, p.Buffers()), localOnly: make([]atomic.Uint64, len(cfg.Functions))}
 	for _, c := range cfg.Chains {
 		a.chains = append(a.chains, []byte(c))
 	}
@@ -248,7 +254,12 @@ func (a *App) Run() error {
 			if d.Is(desc.FlagControl) {
 				continue
 			}
+			call := d.Is(desc.FlagCall) || d.Hop == pool.CallNode
 			fn, ok := a.pool.Step(d.Chain, int(d.Hop))
+			if call && d.Buf < uint32(len(a.out)) {
+				// A call names its function in the buffer's call frame.
+				fn, ok = a.pool.Header(d.Buf).Call().Callee, true
+			}
 			if ok && int(fn) < len(a.fns) {
 				a.pool.Stats(a.fns[fn].remote).Queue.Add(-1)
 			}
@@ -263,9 +274,82 @@ func (a *App) Run() error {
 				a.giveBack(d.Buf, 500, "spry: a descriptor for a step the chain does not have")
 				continue
 			}
+			if call {
+				a.refuseCall(d.Buf, fn)
+				continue
+			}
+			if why := a.stays(d.Buf, d.Chain, fn); why != "" {
+				a.refuse(d.Buf, fn, why)
+				continue
+			}
 			a.ship(d.Buf, d.Chain, fn, d.Hop, 0)
 		}
 	}
+}
+
+// What does not cross nodes. A step of a chain's line crosses: the other
+// node runs the rest of the chain and answers it. A branch of a fan-out,
+// a join, and a call (req.Call) do not: their outputs go to a join or a
+// caller on this node, which the other node's run of the chain cannot
+// reach (the join state and the caller live here). The gateway answers
+// them at once with StatusLocalOnly and a message naming the function (a
+// branch's join gets it as a failed input, a caller as a failed answer),
+// never leaving them to hang until their deadline; placement keeps a
+// chain's functions together, so this happens when a node runs some of a
+// graph's functions but not all.
+
+// StatusLocalOnly answers a branch, a join or a call whose function has no
+// ready instance on this node while other nodes have one: they do not
+// cross nodes.
+const StatusLocalOnly = 503
+
+// stays says why the request of buf, at step fn of chain, must stay on
+// this node ("": it may cross).
+func (a *App) stays(buf uint32, chain, fn uint16) string {
+	h := a.pool.Header(buf)
+	what := ""
+	switch _, inBranch := h.TopFrame(); {
+	case h.Kind() == pool.KindJoin:
+		what = "the join"
+	case inBranch:
+		what = "a branch of a fan-out"
+	default:
+		return ""
+	}
+	ch := ""
+	if int(chain) < len(a.chains) {
+		ch = string(a.chains[chain])
+	}
+	return "spry: " + what + " of chain " + ch + " needs function " + string(a.fns[fn].name) +
+		", which has no ready instance on node " + a.hub.cfg.Name +
+		"; a fan-out's branches and joins run on the node that fanned out (they do not cross nodes)"
+}
+
+// refuse answers the request of buf (a branch or a join of step fn) with
+// StatusLocalOnly and why.
+func (a *App) refuse(buf uint32, fn uint16, why string) {
+	a.stats.LocalOnly.Add(1)
+	a.localOnly[fn].Add(1)
+	a.giveBack(buf, StatusLocalOnly, why)
+}
+
+// refuseCall answers the call of buf (of function fn) with
+// StatusLocalOnly: its caller gets a failed answer.
+func (a *App) refuseCall(buf uint32, fn uint16) {
+	a.stats.LocalOnly.Add(1)
+	a.localOnly[fn].Add(1)
+	a.giveBack(buf, StatusLocalOnly, "spry: a call of function "+string(a.fns[fn].name)+", which has no ready instance on node "+
+		a.hub.cfg.Name+"; calls (req.Call) run on the caller's node (they do not cross nodes)")
+}
+
+// LocalOnly returns how many requests of function fn were answered
+// StatusLocalOnly because they would have crossed nodes as a branch, a
+// join or a call.
+func (a *App) LocalOnly(fn int) uint64 {
+	if fn < 0 || fn >= len(a.localOnly) {
+		return 0
+	}
+	return a.localOnly[fn].Load()
 }
 
 // ship hands the request of buffer buf (held by the endpoint), at step

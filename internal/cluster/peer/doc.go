@@ -30,6 +30,15 @@
 // (Request.Local): a request is never handed on to a third node at the
 // step it arrived for. Later steps may go on to other nodes again.
 //
+// # What stays on one node
+//
+// A fan-out's branch, a join, and a call (req.Call) do not cross nodes:
+// the join that waits for a branch lives in this node's gateway, a caller
+// in its instance. One that reaches the endpoint (its function has no
+// ready instance here) is answered StatusLocalOnly at once, with a message
+// naming the function, and counted (App.LocalOnly): the branch's join gets
+// a failed input, the caller a failed answer, a join's client the 503.
+//
 // # Failure
 //
 // A link that breaks (the other node died) or on which nothing arrives for

@@ -2,6 +2,8 @@ package peer
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"io"
 	"log/slog"
 	"net"
@@ -53,6 +55,7 @@ type tnode struct {
 	runs    [2]bool
 	hold    chan desc.Desc // rev's requests, when holding
 	holding bool
+	graph   bool // the chain is a graph: instances leave routing to the gateway
 	stopped sync.Once
 	done    []chan struct{}
 	conns   []transport.Conn
@@ -65,6 +68,7 @@ type nodeOpts struct {
 	timeout   time.Duration
 	keepalive time.Duration
 	token     []byte
+	graph     []pool.Node // the chain's graph (nil: the line upper → rev)
 }
 
 func newTNode(t testing.TB, name string, o nodeOpts) *tnode {
@@ -83,7 +87,14 @@ func newTNode(t testing.TB, name string, o nodeOpts) *tnode {
 	}
 	n.p.SetFunction(fnUpper, 0, 2)
 	n.p.SetFunction(fnRev, 2, 2)
-	n.p.SetChain(0, []uint16{fnUpper, fnRev})
+	if o.graph != nil {
+		n.graph = true
+		if err := n.p.SetGraph(0, o.graph); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		n.p.SetChain(0, []uint16{fnUpper, fnRev})
+	}
 	n.fab, err = transport.New("uds", transport.Options{App: "shop", Dir: t.TempDir(), UID: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -271,6 +282,10 @@ func (n *tnode) instance(c transport.Conn, slot uint32, fn int, done chan struct
 
 // step runs function fn on d's buffer and sends it on.
 func (n *tnode) step(c transport.Conn, fn int, d desc.Desc, rot *uint32) {
+	if n.graph {
+		n.graphStep(c, fn, d)
+		return
+	}
 	h := n.p.Header(d.Buf)
 	h.HopStart(int(d.Hop), mono.Now())
 	b := n.p.Data(d.Buf)
@@ -351,4 +366,41 @@ func want(s string) string {
 		b[i], b[j] = b[j], b[i]
 	}
 	return string(b)
+}
+
+// graphStep plays a step of a graph chain: a branch answers
+// "fn@node", a join what its inputs hold ("status:body" each, "-" for one
+// that did not arrive, joined by "|"), a line step upper-cases or reverses
+// in place; the output goes to the gateway, which routes it on.
+func (n *tnode) graphStep(c transport.Conn, fn int, d desc.Desc) {
+	p := n.p
+	h := p.Header(d.Buf)
+	_, inBranch := h.TopFrame()
+	switch {
+	case h.Kind() == pool.KindJoin:
+		var parts []string
+		for i := range p.Inputs(d.Buf).Width {
+			b, ok := p.Input(d.Buf, i)
+			if !ok {
+				parts = append(parts, "-")
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%d:%s", p.Header(b).Status(), p.Data(b)))
+		}
+		p.DropInputs(d.Buf, c.ID())
+		p.Clear(d.Buf, c.ID())
+		h.SetData(0, uint32(copy(p.Buffer(d.Buf), strings.Join(parts, "|"))))
+	case inBranch:
+		p.Clear(d.Buf, c.ID())
+		h.SetData(0, uint32(copy(p.Buffer(d.Buf), fnNames[fn]+"@"+n.name)))
+	default:
+		b := p.Data(d.Buf)
+		if fn == fnUpper {
+			copy(b, strings.ToUpper(string(b)))
+		} else {
+			slices.Reverse(b)
+		}
+	}
+	h.SetPlace(d.Hop, pool.PhaseDone)
+	transport.Pass(p, c, desc.Desc{Dst: gwEP, Buf: d.Buf, Chain: d.Chain, Hop: d.Hop, Flags: desc.FlagRoute})
 }
