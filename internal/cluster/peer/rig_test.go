@@ -3,12 +3,12 @@ package peer
 import (
 	"context"
 	"fmt"
-	"slices"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
