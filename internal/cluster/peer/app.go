@@ -3,6 +3,7 @@ package peer
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 	"github.com/spry-dev/spry/internal/transport"
+	"golang.org/x/sys/unix"
 )
 
 // AppConfig configures an app's side of the hops between nodes.
@@ -231,10 +233,19 @@ type RemoteNode struct {
 }
 
 // Run receives the descriptors sent to the app's endpoint and hands each
-// request to another node, until the endpoint is closed. It locks its
-// goroutine to an OS thread that sleeps in the kernel, as the gateway's
-// receive loop does.
+// request to another node, until the endpoint is closed. On a transport
+// whose descriptors arrive on a socket (transport.Poller) its goroutine
+// waits in Go's network poller like the links' readers, so that no
+// thread of the node sleeps in a system call holding a processor (with
+// few CPUs, that makes the runtime hand processors back and forth on
+// every request); otherwise it locks its goroutine to an OS thread that
+// sleeps in the kernel, as the gateway's receive loop does.
 func (a *App) Run() error {
+	if pl, ok := a.conn.(transport.Poller); ok {
+		if err, ok := a.runPolled(pl); ok {
+			return err
+		}
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var batch [transport.MaxBatch]desc.Desc
@@ -250,40 +261,104 @@ func (a *App) Run() error {
 			continue
 		}
 		pause = time.Millisecond
-		for _, d := range batch[:n] {
-			if d.Is(desc.FlagControl) {
-				continue
+		a.handle(batch[:n])
+	}
+}
+
+// runPolled is Run on a Poller: a duplicate of its socket, non-blocking,
+// in Go's network poller; false: the socket cannot be watched so.
+func (a *App) runPolled(pl transport.Poller) (error, bool) {
+	fd, err := unix.FcntlInt(uintptr(pl.FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, false
+	}
+	// The flag is the socket's, not the descriptor's: the endpoint's own
+	// blocking Recv is not used from here on (TryRecv does not wait).
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, false
+	}
+	f := os.NewFile(uintptr(fd), "spry-peer-endpoint")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	pr := &polled{pl: pl}
+	pr.fn = pr.recv
+	pause := time.Millisecond
+	for {
+		pr.n, pr.err = 0, nil
+		if err := rc.Read(pr.fn); err != nil {
+			if pr.n == 0 && pr.err == nil {
+				// Not pollable (the wait failed): back to blocking reads.
+				unix.SetNonblock(fd, false)
+				return nil, false
 			}
-			call := d.Is(desc.FlagCall) || d.Hop == pool.CallNode
-			fn, ok := a.pool.Step(d.Chain, int(d.Hop))
-			if call && d.Buf < uint32(len(a.out)) {
-				// A call names its function in the buffer's call frame.
-				fn, ok = a.pool.Header(d.Buf).Call().Callee, true
-			}
-			if ok && int(fn) < len(a.fns) {
-				a.pool.Stats(a.fns[fn].remote).Queue.Add(-1)
-			}
-			// Taken only by completing the transfer the descriptor
-			// announces (see pool.Accept): anything else is dropped
-			// unread.
-			if !a.pool.Accept(d.Buf, d.Gen, d.Src, a.id) {
-				a.stats.Stale.Add(1)
-				continue
-			}
-			if !ok || int(fn) >= len(a.fns) {
-				a.giveBack(d.Buf, 500, "spry: a descriptor for a step the chain does not have")
-				continue
-			}
-			if call {
-				a.refuseCall(d.Buf, fn)
-				continue
-			}
-			if why := a.stays(d.Buf, d.Chain, fn); why != "" {
-				a.refuse(d.Buf, fn, why)
-				continue
-			}
-			a.ship(d.Buf, d.Chain, fn, d.Hop, 0)
+			return err, true
 		}
+		switch {
+		case errors.Is(pr.err, transport.ErrClosed):
+			return nil, true
+		case pr.err != nil:
+			time.Sleep(pause)
+			pause = min(2*pause, 100*time.Millisecond)
+			continue
+		}
+		pause = time.Millisecond
+		a.handle(pr.batch[:pr.n])
+	}
+}
+
+// polled is runPolled's receive state (its read function is made once).
+type polled struct {
+	pl    transport.Poller
+	fn    func(fd uintptr) bool
+	n     int
+	err   error
+	batch [transport.MaxBatch]desc.Desc
+}
+
+func (p *polled) recv(uintptr) bool {
+	p.n, p.err = p.pl.TryRecv(p.batch[:])
+	return p.n > 0 || p.err != nil
+}
+
+// handle takes a batch of descriptors the endpoint received.
+func (a *App) handle(batch []desc.Desc) {
+	for _, d := range batch {
+		if d.Is(desc.FlagControl) {
+			continue
+		}
+		call := d.Is(desc.FlagCall) || d.Hop == pool.CallNode
+		fn, ok := a.pool.Step(d.Chain, int(d.Hop))
+		if call && d.Buf < uint32(len(a.out)) {
+			// A call names its function in the buffer's call frame.
+			fn, ok = a.pool.Header(d.Buf).Call().Callee, true
+		}
+		if ok && int(fn) < len(a.fns) {
+			a.pool.Stats(a.fns[fn].remote).Queue.Add(-1)
+		}
+		// Taken only by completing the transfer the descriptor
+		// announces (see pool.Accept): anything else is dropped
+		// unread.
+		if !a.pool.Accept(d.Buf, d.Gen, d.Src, a.id) {
+			a.stats.Stale.Add(1)
+			continue
+		}
+		if !ok || int(fn) >= len(a.fns) {
+			a.giveBack(d.Buf, 500, "spry: a descriptor for a step the chain does not have")
+			continue
+		}
+		if call {
+			a.refuseCall(d.Buf, fn)
+			continue
+		}
+		if why := a.stays(d.Buf, d.Chain, fn); why != "" {
+			a.refuse(d.Buf, fn, why)
+			continue
+		}
+		a.ship(d.Buf, d.Chain, fn, d.Hop, 0)
 	}
 }
 

@@ -7,7 +7,11 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/spry-dev/spry/internal/gateway"
 	"github.com/spry-dev/spry/internal/mono"
@@ -22,9 +26,15 @@ import (
 // The link's reader goroutine reads frames and acts on them: it admits a
 // request into the local gateway (its body read from the socket straight
 // into a pool buffer), or writes a reply into the buffer of the request
-// that waits for it. Everything written goes through the link's queue to
-// its writer goroutine, which writes whole batches with one writev, bodies
-// straight from the pool buffers that hold them.
+// that waits for it. Everything written goes through the link's queue and
+// out in whole batches, one writev each, bodies straight from the pool
+// buffers that hold them. Whoever queues a frame while nobody writes
+// writes the queue itself, at once, without blocking (the writing token:
+// one writer at a time, and it writes what others queued meanwhile too):
+// a request or a reply leaves on the thread that produced it, with no
+// wake-up of another thread in between. What the socket does not take at
+// once goes to the link's writer goroutine with the token, which writes
+// the rest blocking and then the queue, until it is empty.
 type link struct {
 	hub  *Hub
 	peer string // the other node's name
@@ -32,13 +42,14 @@ type link struct {
 	out  bool // dialed by this node
 	br   *bufio.Reader
 
-	mu    sync.Mutex
-	q     []frame // frames waiting for the writer
-	spare []frame
-	down  bool
-	wake  chan struct{}
-	quit  chan struct{} // closed when the link goes down
-	wdone chan struct{} // closed when the writer is gone (and released what it held)
+	mu      sync.Mutex
+	q       []frame // frames waiting for the writer
+	writing bool    // the writing token is taken (by a writer of the queue)
+	handoff bool    // the token is handed to the writer goroutine (half: with a half-written batch)
+	down    bool
+	wake    chan struct{}
+	quit    chan struct{} // closed when the link goes down
+	wdone   chan struct{} // closed when the writer is gone (and released what it held)
 
 	busy  atomic.Bool // in: a request came since the last load report
 	loads atomic.Pointer[loadReport]
@@ -47,8 +58,18 @@ type link struct {
 	sent, received, failed atomic.Uint64
 	since                  time.Time
 
-	// The writer's own: what one writev writes.
-	vec, iov net.Buffers
+	// The token holder's: the batch being written, and what one writev
+	// writes (vec: the batch's parts; iov: the same as iovecs; rest: what
+	// is left of vec after a short write).
+	batch []frame
+	half  bool // the batch is half written: rest is what is left
+	vec   net.Buffers
+	rest  net.Buffers
+	iov   []unix.Iovec
+	rc    syscall.RawConn
+	tryFn func(fd uintptr) bool
+	tryN  int
+	tryE  error
 
 	// The reader's own.
 	hd      [headSize]byte
@@ -84,6 +105,10 @@ func newLink(h *Hub, peer string, nc net.Conn, out bool) *link {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
+	if sc, ok := nc.(syscall.Conn); ok {
+		l.rc, _ = sc.SyscallConn()
+	}
+	l.tryFn = l.tryWritev
 	l.body.l = l
 	return l
 }
@@ -125,7 +150,9 @@ func (l *link) poke() {
 }
 
 // enqueue adds a frame built by fill to the queue, or reports false when
-// the link is down. fill runs under the queue's lock: keep it short.
+// the link is down. fill runs under the queue's lock: keep it short. When
+// nobody is writing, the caller writes the queue at once (flush), without
+// blocking.
 func (l *link) enqueue(fill func(f *frame)) bool {
 	l.mu.Lock()
 	if l.down {
@@ -140,9 +167,160 @@ func (l *link) enqueue(fill func(f *frame)) bool {
 	f := &l.q[len(l.q)-1]
 	f.reset()
 	fill(f)
+	if l.writing {
+		l.mu.Unlock() // the token's holder writes it
+		return true
+	}
+	l.writing = true
+	l.mu.Unlock()
+	l.flush()
+	return true
+}
+
+// flush writes the queue until it is empty, without blocking; the caller
+// holds the writing token and gives it back, or hands it to the writer
+// goroutine: when the socket takes only part of a batch (with the rest),
+// or when others kept the queue full for maxInline batches (so that no
+// thread writes for others for long).
+func (l *link) flush() {
+	for range maxInline {
+		if !l.take() {
+			return
+		}
+		l.fillVec()
+		done, err := l.tryWrite()
+		if err == nil && !done {
+			l.half = true
+			break
+		}
+		l.finish(err)
+	}
+	l.mu.Lock()
+	l.handoff = true
 	l.mu.Unlock()
 	l.poke()
+}
+
+// maxInline bounds the batches one flush writes.
+const maxInline = 4
+
+// take moves the queue into the token holder's batch, or gives the token
+// back when the queue is empty (or the link down: the writer goroutine
+// releases what is queued) and reports false.
+func (l *link) take() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.q) == 0 || l.down {
+		l.writing = false
+		return false
+	}
+	l.batch, l.q = l.q, l.batch[:0]
 	return true
+}
+
+// fillVec lists the batch's parts in l.vec.
+func (l *link) fillVec() {
+	vec := l.vec[:0]
+	for i := range l.batch {
+		f := &l.batch[i]
+		vec = append(vec, f.hd[:])
+		for _, p := range f.parts[:f.np] {
+			vec = append(vec, p)
+		}
+		if f.nt > 0 {
+			vec = append(vec, f.times[:f.nt])
+		}
+		if len(f.body) > 0 {
+			vec = append(vec, f.body)
+		}
+	}
+	l.vec = vec
+}
+
+// maxIov bounds the iovecs of one writev (the kernel's IOV_MAX).
+const maxIov = 1024
+
+// tryWrite writes l.vec without blocking; it reports whether all of it
+// went, and otherwise leaves what did not in l.rest.
+func (l *link) tryWrite() (bool, error) {
+	l.rest = l.vec
+	if l.rc == nil {
+		_, err := l.rest.WriteTo(l.nc) // not a socket (tests): blocking
+		return true, err
+	}
+	for len(l.rest) > 0 {
+		iov := l.iov[:0]
+		for _, b := range l.rest[:min(len(l.rest), maxIov)] {
+			if len(b) > 0 {
+				iov = append(iov, unix.Iovec{Base: &b[0], Len: uint64(len(b))})
+			}
+		}
+		l.iov = iov
+		l.tryN, l.tryE = 0, nil
+		if err := l.rc.Write(l.tryFn); err != nil {
+			return false, err
+		}
+		clear(iov)
+		switch {
+		case l.tryE == unix.EAGAIN:
+			return false, nil
+		case l.tryE != nil:
+			return false, l.tryE
+		}
+		l.consume(l.tryN)
+		if l.tryN == 0 {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// tryWritev is tryWrite's one writev (a syscall.RawConn write function).
+func (l *link) tryWritev(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&l.iov[0])), uintptr(len(l.iov)))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			l.tryE = e
+		} else {
+			l.tryN = int(n)
+		}
+		return true // never wait: what is left goes to the writer goroutine
+	}
+}
+
+// consume drops n written bytes from the front of l.rest.
+func (l *link) consume(n int) {
+	for len(l.rest) > 0 && n >= len(l.rest[0]) {
+		n -= len(l.rest[0])
+		l.rest = l.rest[1:]
+	}
+	if n > 0 {
+		l.rest[0] = l.rest[0][n:]
+	}
+}
+
+// finish ends the batch: each frame written (err nil) is counted and its
+// request marked sent; every frame lets go of what it holds. A failed
+// write closes the socket: the reader fails and takes the link down.
+func (l *link) finish(err error) {
+	for i := range l.batch {
+		f := &l.batch[i]
+		if err == nil {
+			l.sent.Add(1)
+			if f.app != nil {
+				f.app.sent(f.buf, f.seq)
+			}
+		}
+		f.release()
+	}
+	clear(l.vec)
+	l.rest = nil
+	if err != nil {
+		l.nc.Close()
+	}
 }
 
 func (f *frame) reset() {
@@ -181,7 +359,6 @@ func (l *link) writeLoop() {
 	tick := time.NewTicker(l.tickEvery())
 	defer tick.Stop()
 	lastPing, lastLoad := mono.Now(), mono.Now()
-	var batch []frame
 	for {
 		select {
 		case <-l.wake:
@@ -198,50 +375,49 @@ func (l *link) writeLoop() {
 			}
 			continue
 		case <-l.quit:
-			l.mu.Lock()
+			// Wait for the token: a writer of the queue may still be in
+			// its write (the socket is closed: it fails at once); then no
+			// one writes from the pool again.
+			for {
+				l.mu.Lock()
+				if !l.writing || l.handoff {
+					l.writing, l.handoff = true, false
+					break
+				}
+				l.mu.Unlock()
+				time.Sleep(50 * time.Microsecond)
+			}
 			rest := l.q
 			l.q = nil
 			l.mu.Unlock()
+			if l.half {
+				l.half = false
+				l.finish(net.ErrClosed) // the half-written batch handed over
+			}
 			for i := range rest {
 				rest[i].release()
 			}
 			return
 		}
 		l.mu.Lock()
-		batch, l.q = l.q, batch[:0]
+		mine := l.handoff
+		l.handoff = false
 		l.mu.Unlock()
-		if len(batch) == 0 {
+		if !mine {
 			continue
 		}
-		vec := l.vec[:0]
-		for i := range batch {
-			f := &batch[i]
-			vec = append(vec, f.hd[:])
-			for _, p := range f.parts[:f.np] {
-				vec = append(vec, p)
-			}
-			if f.nt > 0 {
-				vec = append(vec, f.times[:f.nt])
-			}
-			if len(f.body) > 0 {
-				vec = append(vec, f.body)
-			}
+		// The token (maybe with a half-written batch): write the rest,
+		// blocking, then the queue until it is empty.
+		if l.half {
+			l.half = false
+			_, err := l.rest.WriteTo(l.nc)
+			l.finish(err)
 		}
-		l.vec, l.iov = vec, vec // WriteTo consumes its receiver: l.vec keeps the backing array
-		_, err := l.iov.WriteTo(l.nc)
-		for i := range batch {
-			f := &batch[i]
-			if err == nil {
-				l.sent.Add(1)
-				if f.app != nil {
-					f.app.sent(f.buf, f.seq)
-				}
-			}
-			f.release()
-		}
-		clear(vec)
-		if err != nil {
-			l.nc.Close() // the reader fails and takes the link down
+		for l.take() {
+			l.fillVec()
+			l.rest = l.vec // WriteTo consumes its receiver: l.vec keeps the backing array
+			_, err := l.rest.WriteTo(l.nc)
+			l.finish(err)
 		}
 	}
 }
