@@ -56,6 +56,7 @@ type link struct {
 
 	// Counters, for status.
 	sent, received, failed atomic.Uint64
+	handoffs               atomic.Uint64 // writes the socket took only part of at once
 	since                  time.Time
 
 	// The token holder's: the batch being written, and what one writev
@@ -191,6 +192,7 @@ func (l *link) flush() {
 		done, err := l.tryWrite()
 		if err == nil && !done {
 			l.half = true
+			l.handoffs.Add(1)
 			break
 		}
 		l.finish(err)
