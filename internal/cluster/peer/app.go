@@ -475,6 +475,7 @@ func (a *App) ship(buf uint32, chain, fn uint16, hop uint8, tried uint64) {
 // send queues the request frame of buf on link l.
 func (a *App) send(l *link, tag uint64, buf uint32, chain, fn uint16, hop uint8, hdr *pool.BufHeader, now int64) bool {
 	body := a.pool.Data(buf)
+	l.open.Add(1) // until a reply comes (link.reply); a link that goes down is not used again
 	return l.enqueue(func(f *frame) {
 		ct, meta := hdr.ContentType(), hdr.RawMeta()
 		ch := a.chains[chain]

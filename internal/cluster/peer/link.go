@@ -57,6 +57,7 @@ type link struct {
 	// Counters, for status.
 	sent, received, failed atomic.Uint64
 	handoffs               atomic.Uint64 // writes the socket took only part of at once
+	open                   atomic.Int64  // requests open on the link (maxOpen)
 	since                  time.Time
 
 	// The token holder's: the batch being written, and what one writev
@@ -173,10 +174,26 @@ func (l *link) enqueue(fill func(f *frame)) bool {
 		return true
 	}
 	l.writing = true
+	if l.open.Load() > maxOpen {
+		// A deep pipeline: the writer goroutine batches what queues
+		// while it wakes (one writev for many frames).
+		l.handoff = true
+		l.mu.Unlock()
+		l.poke()
+		return true
+	}
 	l.mu.Unlock()
 	l.flush()
 	return true
 }
+
+// maxOpen is the number of requests open on a link (out: sent, not yet
+// answered; in: admitted, not yet answered) above which frames are left
+// to the writer goroutine rather than written by whoever queues them:
+// with many requests under way the node is busy, and one write per batch
+// costs less than one per frame; with few, the wake-up of another thread
+// is what a hop waits for.
+const maxOpen = 16
 
 // flush writes the queue until it is empty, without blocking; the caller
 // holds the writing token and gives it back, or hands it to the writer
@@ -551,6 +568,7 @@ func (b *wireBody) ReadBody(dst []byte) (int, *gateway.Error) {
 // admit runs a request from the other node through the local gateway.
 func (l *link) admit(h *head) error {
 	l.busy.Store(true)
+	l.open.Add(1) // until its reply is queued (Reply, refuse)
 	x := l.scratch[:h.extra()]
 	if _, err := io.ReadFull(l.br, x); err != nil {
 		return err
@@ -598,6 +616,7 @@ func (l *link) admit(h *head) error {
 // refuse answers a request with status and a message, marked refused: no
 // step ran here.
 func (l *link) refuse(tag uint64, status uint16, msg string) {
+	l.open.Add(-1)
 	l.enqueue(func(f *frame) {
 		f.own = append(append(f.own[:0], "spry: "...), msg...)
 		f.own = append(f.own, '\n')
@@ -606,6 +625,7 @@ func (l *link) refuse(tag uint64, status uint16, msg string) {
 }
 
 func (l *link) refuseErr(tag uint64, r *gateway.Request, e *gateway.Error) {
+	l.open.Add(-1)
 	l.enqueue(func(f *frame) {
 		f.own = r.AppendMessage(f.own[:0], e)
 		l.errFrame(f, tag, uint16(e.Status))
@@ -625,6 +645,7 @@ func (l *link) errFrame(f *frame, tag uint64, status uint16) {
 // gateway.Replier): queued for the writer, which calls r.Done once it is
 // written.
 func (l *link) Reply(r gateway.Reply) {
+	l.open.Add(-1)
 	ok := l.enqueue(func(f *frame) {
 		hd := head{typ: frameReply, tag: r.Tag(), status: uint16(r.Status())}
 		if bh := r.Header(); bh != nil {
@@ -651,6 +672,7 @@ func (l *link) Reply(r gateway.Reply) {
 // reply writes a reply into the buffer of the request that waits for it
 // and hands it to the gateway.
 func (l *link) reply(h *head) error {
+	l.open.Add(-1) // opened by App.send
 	a, e, seq := l.hub.entry(h.tag)
 	if a == nil {
 		return l.discard(h.extra() + int(h.bodyLen))
