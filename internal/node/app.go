@@ -416,8 +416,8 @@ func (a *app) noInstance(fn uint16) {
 		return
 	}
 	if f.scaler() != nil && f.cfg.Scale.Min == 0 && f.wanted() == 0 {
+		f.setWant(1, nil) // first: the log line is not on the cold start's path
 		a.n.log.Info("cold start", "app", a.cfg.Name, "function", f.cfg.Name)
-		f.setWant(1, nil)
 	}
 }
 

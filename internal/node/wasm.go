@@ -367,7 +367,15 @@ func (in *instance) runHosted(ctx context.Context, onReady func(), log interface
 	in.mu.Unlock()
 	a.register(id, in)
 
+	// The slot is ready at once: the host starts the instance at its
+	// first descriptor (Host.adopt) if that comes before the start
+	// command, so a request waiting for it (a cold start from zero) goes
+	// out now, without a round trip to the host and back. The host's
+	// answer only confirms it (or says why it could not start it; the
+	// requests sent meanwhile are answered and taken back then).
 	began := time.Now()
+	a.pool.SetSlotState(in.slot, pool.SlotReady)
+	a.gw.InstanceReady()
 	if err := h.wire.Send(wasm.Command{Op: wasm.OpStart, Fn: in.f.cfg.Index, Slot: in.slot, ID: id}); err != nil {
 		in.cleanup(id, "sandbox host gone")
 		return err
@@ -380,8 +388,6 @@ func (in *instance) runHosted(ctx context.Context, onReady func(), log interface
 			in.cleanup(id, ev.Err)
 			return errors.New(ev.Err)
 		}
-		a.pool.SetSlotState(in.slot, pool.SlotReady)
-		a.gw.InstanceReady()
 		took := time.Since(began)
 		in.mu.Lock()
 		in.state, in.started = "ready", took
