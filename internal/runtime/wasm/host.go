@@ -73,6 +73,11 @@ type Host struct {
 	// made is set when instances were made since the watchdog last
 	// handed the heap's garbage back to the system.
 	made atomic.Bool
+	// Functions whose spare the receiving thread took, to refill once it
+	// has run its batch (pending: there are some).
+	pendMu  sync.Mutex
+	pend    []*hostFn
+	pending atomic.Bool
 	// ticks counts the watchdog's rounds (tests: an idle host's stay
 	// asleep).
 	ticks atomic.Uint64
@@ -267,12 +272,34 @@ func (h *Host) refill(hf *hostFn) {
 	}()
 }
 
+// refillPending makes the spares the receiving thread took (see instance).
+func (h *Host) refillPending() {
+	h.pendMu.Lock()
+	pend := h.pend
+	h.pend = nil
+	h.pending.Store(false)
+	h.pendMu.Unlock()
+	for _, hf := range pend {
+		h.refill(hf)
+	}
+}
+
 // instance returns a new module instance of hf: a spare when there is
-// one, else a fresh clone.
-func (h *Host) instance(ctx context.Context, hf *hostFn) (*Instance, error) {
+// one, else a fresh clone. The receiving thread (later) leaves making the
+// next spare until it has run what it received: a clone costs hundreds of
+// microseconds of CPU that the request which took the spare should not
+// wait behind.
+func (h *Host) instance(ctx context.Context, hf *hostFn, later bool) (*Instance, error) {
 	select {
 	case in := <-hf.spares:
-		h.refill(hf)
+		if later {
+			h.pendMu.Lock()
+			h.pend = append(h.pend, hf)
+			h.pendMu.Unlock()
+			h.pending.Store(true)
+		} else {
+			h.refill(hf)
+		}
 		return in, nil
 	default:
 	}
@@ -298,14 +325,14 @@ func (h *Host) Start(ctx context.Context, fn int, slot uint32, id uint16) error 
 	if hi := h.inst(id); hi != nil && hi.slot == slot && hi.fn == hf {
 		return nil // adopted at its first descriptor
 	}
-	_, err := h.add(ctx, hf, slot, id)
+	_, err := h.add(ctx, hf, slot, id, false)
 	return err
 }
 
 // add makes instance id of hf in slot. An instance id already has is kept
 // when it is the same one (Start after adopt, or the other way round).
-func (h *Host) add(ctx context.Context, hf *hostFn, slot uint32, id uint16) (*hostInst, error) {
-	in, err := h.instance(ctx, hf)
+func (h *Host) add(ctx context.Context, hf *hostFn, slot uint32, id uint16, later bool) (*hostInst, error) {
+	in, err := h.instance(ctx, hf, later)
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +386,7 @@ func (h *Host) adopt(id uint16) *hostInst {
 		if hf.err != nil {
 			return nil
 		}
-		hi, err := h.add(context.Background(), hf, s, id)
+		hi, err := h.add(context.Background(), hf, s, id, true)
 		if err != nil {
 			h.log.Error("could not start a wasm instance at its first request", "function", hf.name, "id", id, "err", err)
 			return nil
@@ -420,6 +447,9 @@ func (h *Host) receive(gen uint64, inherit *batch) {
 	}
 	b := new(batch)
 	for {
+		if h.pending.Load() {
+			h.refillPending()
+		}
 		// Back to receiving, unless a newer receiver took over.
 		if !h.state.CompareAndSwap(gen<<1|1, gen<<1) {
 			return
@@ -658,7 +688,7 @@ func (h *Host) account(st *pool.SlotStats, start, end, arrived int64, status uin
 // replace puts a new module instance into hi in place of in, which failed.
 func (h *Host) replace(hi *hostInst, in *Instance, why string) {
 	in.Close()
-	n, err := h.instance(context.Background(), hi.fn)
+	n, err := h.instance(context.Background(), hi.fn, true)
 	if err != nil {
 		// Keep the dead one: its next step fails, and says so.
 		h.log.Error("could not replace a wasm instance", "function", hi.fn.name, "id", hi.id, "err", err)
