@@ -186,7 +186,8 @@ func (in *instance) supervise(ctx context.Context, first chan<- error, pre *host
 				first = nil
 			}
 		}, log)
-		pre = nil // the first run took it
+		// The first run took the claimed start, if any.
+		pre = nil
 		if first != nil { // the slot's first process never became ready
 			first <- fmt.Errorf("%s:%d: function %s: %w", in.f.a.cfg.File, in.f.cfg.Line, in.f.cfg.Name, err)
 			in.setState("stopped")
