@@ -145,6 +145,16 @@ func (e *events) close() {
 // Accept makes an activation from a trigger (trigger.Target).
 func (e *events) Accept(s activation.Spec) (activation.Accepted, error) { return e.mgr.Accept(s) }
 
+// Submit makes an activation from a trigger without waiting for the disk
+// (trigger.Submitter: the MQTT broker's QoS 1 acknowledgements).
+func (e *events) Submit(s activation.Spec) (trigger.Waiter, error) {
+	x, err := e.mgr.Submit(s)
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
 // Active reports whether activation id is unfinished (trigger.Target).
 func (e *events) Active(id string) bool { return e.mgr.Active(id) }
 
