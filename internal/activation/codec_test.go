@@ -83,6 +83,7 @@ func TestJSONRecordsStillRead(t *testing.T) {
 	}
 	r := fullRecord()
 	r.State = Dead
+	r.ID = s.NewID(r.Accepted, r.App, r.Chain, r.Key)
 	if _, err := s.Create(r, []byte("body")); err != nil {
 		t.Fatal(err)
 	}
