@@ -42,9 +42,16 @@ type harness struct {
 	nodes []string
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessFor(t, 60*time.Second) }
+
+// newHarnessFor is newHarness with a context that lasts d (tests with
+// real agents: their steps wait on processes, which a loaded machine
+// slows down).
+func newHarnessFor(t *testing.T, d time.Duration) *harness {
 	needK8s(t)
-	h := &harness{t: t, ctx: testContext(t), ns: fmt.Sprintf("t-%d", time.Now().UnixNano()%1e9)}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	h := &harness{t: t, ctx: ctx, ns: fmt.Sprintf("t-%d", time.Now().UnixNano()%1e9)}
 	if err := testClient.Create(h.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: h.ns}}); err != nil {
 		t.Fatal(err)
 	}
