@@ -8,7 +8,7 @@ import (
 )
 
 func init() {
-	builtin.Register("fl-top", "federated learning: the top aggregator and its jobs (admits updates, combines the partial sums into each round's model, serves models); see docs/fl.md", Top)
+	builtin.RegisterKeeper("fl-top", "federated learning: the top aggregator and its jobs (admits updates, combines the partial sums into each round's model, serves models); see docs/fl.md", Top)
 	builtin.Register("fl-leaf", "federated learning: a leaf aggregator, folding each update where it lies into a partial sum in the pool", Leaf)
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spry-dev/spry/internal/auth"
 	"github.com/spry-dev/spry/internal/cluster/peer"
+	"github.com/spry-dev/spry/internal/builtin"
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/control"
 	"github.com/spry-dev/spry/internal/desc"
@@ -84,6 +85,11 @@ type function struct {
 	sc   *scaler // nil for a fixed count
 
 	remote *remoteSlot // its slot for instances on other nodes (nil: not in a cluster)
+
+	// keepsState is true for a builtin that keeps state between requests
+	// (builtin.Function.Keeps): only its instances' SlotStats.Keeps is
+	// honoured (see kept).
+	keepsState bool
 
 	asked atomic.Int64 // cluster mode: when a request last found no instance (Unix ns)
 }
@@ -241,7 +247,8 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 	// The routing table: each function's slots, each chain's steps.
 	base := uint32(0)
 	for _, fc := range ac.Functions {
-		f := &function{a: a, cfg: fc, cmd: cmds[fc], base: base, workDir: fc.WorkDir}
+		f := &function{a: a, cfg: fc, cmd: cmds[fc], base: base, workDir: fc.WorkDir,
+			keepsState: fc.Kind == config.Builtin && builtin.Keeps(fc.Builtin)}
 		if fc.Kind == config.Wasm {
 			// No process: the sandbox host runs its module.
 			f.wasm, f.cmd = f.cmd.Argv[0], rt.Command{}
@@ -669,7 +676,16 @@ func (a *app) busy(id uint16) bool {
 		return false
 	}
 	st := a.pool.Stats(in.slot)
-	return st.InFlight.Load() > 0 || st.Keeps.Load() > 0
+	return st.InFlight.Load() > 0 || in.f.kept(st)
+}
+
+// kept reports whether an instance of f with stats st keeps state between
+// requests (pool.SlotStats.Keeps). Any instance can write its own stats
+// slot: Keeps is honoured only for the builtins that keep state, so that
+// no other process can shield the buffers it holds from the sweep, or
+// keep itself from being scaled to zero, by writing it.
+func (f *function) kept(st *pool.SlotStats) bool {
+	return f.keepsState && st.Keeps.Load() > 0
 }
 
 // lostKey names something the pool's own bookkeeping lost: a shared buffer

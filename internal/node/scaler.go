@@ -133,7 +133,11 @@ func (s *scaler) now() control.Observation {
 			o.Queued += int(max(st.Queue.Load(), 0))
 			// An instance that keeps state (pool.SlotStats.Keeps) counts
 			// as busy: it is not scaled to zero under its state.
-			o.InFlight += int(max(st.InFlight.Load(), 0)) + int(max(st.Keeps.Load(), 0))
+			// (Only a builtin that keeps state is believed: kept.)
+			o.InFlight += int(max(st.InFlight.Load(), 0))
+			if s.f.kept(st) {
+				o.InFlight++
+			}
 		case pool.SlotStarting:
 			o.Starting++
 		}
