@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/auth"
-	"github.com/spry-dev/spry/internal/cluster/peer"
 	"github.com/spry-dev/spry/internal/builtin"
+	"github.com/spry-dev/spry/internal/cluster/peer"
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/control"
 	"github.com/spry-dev/spry/internal/desc"
