@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/fl"
+	"github.com/spry-dev/spry/internal/node"
 )
 
 // The federated-learning app end to end: a node runs `spry fl config`'s
@@ -452,4 +453,44 @@ func TestFLExample(t *testing.T) {
 	}
 	t.Logf("examples/fl:\n%s", out)
 	f.n.waitFreeBuffers("fl")
+}
+
+// The hierarchy is the control plane's plan from the job's load
+// (control.PlanAggregation): the top asks the node for the plan's leaves
+// (pool.SlotStats.Demand), the node runs that many, warm across rounds,
+// and once the job is gone the leaves go to zero after their idle period.
+// A trickle of small updates is one leaf folding one partial sum.
+func TestFLHierarchyFollowsPlan(t *testing.T) {
+	yaml := fl.AppYAML(fl.AppOptions{Params: 1000, Uploads: 8, MaxLeaves: 2, Idle: 5 * time.Minute})
+	yaml = strings.Replace(yaml, "idle: 30s", "idle: 2s", 1)
+	n := startNode(t, "-f", writeConfig(t, yaml))
+	f := &flc{t: t, n: n, c: client(4)}
+	f.create("plan", `{"params": 1000, "updates": 4, "rounds": 2}`)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for r := 1; r <= 2; r++ {
+		for c := range 4 {
+			if st, b := f.update("plan", r, "c"+strconv.Itoa(c), 1, randomUpdate(rng, 1000)); st != http.StatusOK {
+				t.Fatalf("round %d client %d: %d %s", r, c, st, b)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	s := f.status("plan")
+	if len(s.Results) != 2 {
+		t.Fatalf("%d rounds closed, want 2: %+v", len(s.Results), s)
+	}
+	for _, r := range s.Results {
+		if r.Leaves != 1 || r.Partials != 1 {
+			t.Errorf("round %d: %d leaves planned, %d partial sums; want 1 and 1 for a trickle of small updates", r.Round, r.Leaves, r.Partials)
+		}
+	}
+	// The node ran what the top asked for.
+	leaf := findFunction(t, findApp(t, n.mustStatus(), "fl"), "fl-leaf")
+	if leaf.Scale.Reason != node.ReasonDemand || ready(leaf) != 1 {
+		t.Errorf("fl-leaf: %d ready, scale %+v; want 1 ready, reason %q", ready(leaf), leaf.Scale, node.ReasonDemand)
+	}
+	if st, b, _ := f.do("DELETE", "/fl/plan", nil); st != http.StatusOK {
+		t.Fatalf("delete: %d %s", st, b)
+	}
+	n.waitInstances("fl", "fl-leaf", 0, 20*time.Second)
 }
