@@ -112,10 +112,10 @@ type FLModeResult struct {
 	// asked for (spry: control.PlanAggregation from the updates' arrival
 	// rate and size); Partials: the partial sums the model was combined
 	// from.
-	Leaves   []int `json:"leaves,omitempty"`
-	Partials []int `json:"partials,omitempty"`
-	Note       string    `json:"note,omitempty"`
-	FirstError string    `json:"first_error,omitempty"`
+	Leaves     []int  `json:"leaves,omitempty"`
+	Partials   []int  `json:"partials,omitempty"`
+	Note       string `json:"note,omitempty"`
+	FirstError string `json:"first_error,omitempty"`
 }
 
 func (r FLModeResult) String() string {
