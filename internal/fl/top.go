@@ -60,6 +60,10 @@ type top struct {
 	// known from the first update; -1 before).
 	demand func(fn uint16, n int)
 	leafFn int
+	// saver keeps the jobs in the state directory (EnvStateDir; nil:
+	// none); restored once the first request gives the top its pool.
+	saver    *saver
+	restored sync.Once
 }
 
 // EnvMaxTTL names the environment variable that bounds a job's ttl (the
@@ -75,6 +79,7 @@ func (t *top) init() {
 	}
 	t.timer = time.AfterFunc(time.Hour, t.sweep)
 	t.timer.Stop()
+	t.saver = newSaver(os.Getenv(EnvStateDir))
 }
 
 // sweepEvery is how often the top looks for lost updates while folds are
@@ -141,6 +146,11 @@ type topJob struct {
 	combineBps  float64
 	plan        control.AggregationPlan
 	maxLeaves   int // the most leaves planned in the round
+
+	// restarted: when a new top restored the job (saver), and the round
+	// of the model it went on from.
+	restarted    string
+	restartModel int
 }
 
 var (
@@ -197,6 +207,7 @@ func (t *top) serve(req *sdk.Request, res *sdk.Response) error {
 		t.keep = sdkhook.Keeper(req)
 		t.demand = sdkhook.Demand(req)
 	}
+	t.restored.Do(t.restore)
 	defer t.rearm()
 	id, kind, ok := ParsePath(req.Path())
 	if !ok {
@@ -267,34 +278,50 @@ func (t *top) create(req *sdk.Request, res *sdk.Response, id string, j *topJob, 
 	if j != nil {
 		return fail(res, &Error{Status: http.StatusConflict, Msg: "job " + id + " exists (DELETE it first)"})
 	}
-	j = &topJob{job: job, used: now}
+	j, e := t.newJob(job, now)
+	if e != nil {
+		return fail(res, e)
+	}
+	t.add(id, j)
+	t.save(j)
+	return answerJSON(res, http.StatusCreated, j.status())
+}
+
+// newJob makes a job's round table and its round-0 model (zeros), round 1
+// open.
+func (t *top) newJob(job Job, now int64) (*topJob, *Error) {
+	j := &topJob{job: job, used: now}
 	var e *Error
 	if j.table, e = t.share(TableBytes); e != nil {
-		return fail(res, e)
+		return nil, e
 	}
 	tbl, ok := tableOf(t.p.Data(j.table.idx))
 	if !ok {
 		t.drop(j.table)
-		return fail(res, &Error{Status: http.StatusInternalServerError, Msg: "fl-top: the round table is not 8-byte aligned in the pool"})
+		return nil, &Error{Status: http.StatusInternalServerError, Msg: "fl-top: the round table is not 8-byte aligned in the pool"}
 	}
 	clear(t.p.Data(j.table.idx)[:TableBytes])
 	j.tbl = tbl
 	if j.models[0], e = t.share(int(job.Bytes())); e != nil {
 		t.drop(j.table)
-		return fail(res, e)
+		return nil, e
 	}
 	clear(t.floats(j.models[0], job.Params))
 	tbl.params.Store(uint32(job.Params))
 	j.round = NewRound(&j.job, 1, now)
 	tbl.round.Store(1)
 	tbl.magic.Store(tableMagic)
+	return j, nil
+}
+
+// add makes j the job called id. Called with mu held.
+func (t *top) add(id string, j *topJob) {
 	t.jobs[id] = j
 	if len(t.jobs) == 1 {
 		t.keep(1)
 	}
-	j.plan = control.PlanAggregation(control.AggregationLoad{Bytes: job.Bytes(), Goal: job.Updates})
+	j.plan = control.PlanAggregation(control.AggregationLoad{Bytes: j.job.Bytes(), Goal: j.job.Updates})
 	t.ask()
-	return answerJSON(res, http.StatusCreated, j.status())
 }
 
 // remove drops a job: the top's tokens go, and each buffer with its last
@@ -305,6 +332,7 @@ func (t *top) remove(id string, j *topJob) {
 		t.keep(-1)
 	}
 	defer t.ask()
+	t.forget(id)
 	j.tbl.sealed.Store(1)
 	j.tbl.magic.Store(0)
 	for _, s := range j.slots {
@@ -322,6 +350,9 @@ func (j *topJob) status() Status {
 	st.Partials = len(j.slots)
 	if !j.done {
 		st.Leaves, st.Plan = j.plan.Leaves, j.plan.String()
+	}
+	if j.restarted != "" {
+		st.Restarted = fmt.Sprintf("the top aggregator restarted at %s: the job went on from the model of round %d; updates of round %d sent before then are gone (send them again)", j.restarted, j.restartModel, j.restartModel+1)
 	}
 	return st
 }
@@ -636,6 +667,7 @@ func (t *top) initModel(req *sdk.Request, res *sdk.Response, j *topJob) error {
 		}
 	}
 	copy(t.floats(j.models[0], j.job.Params), u)
+	t.save(j)
 	return answerJSON(res, http.StatusOK, j.status())
 }
 
@@ -740,6 +772,7 @@ func (t *top) closeIfDue(j *topJob, now int64) *Error {
 		}
 		j.slots = nil
 		tbl.nslots.Store(0)
+		t.save(j)
 		return nil
 	}
 	n := r.Round + 1
@@ -766,6 +799,7 @@ func (t *top) closeIfDue(j *topJob, now int64) *Error {
 	// Ordering: the slots are reset before the round opens to leaves.
 	tbl.round.Store(uint32(n))
 	tbl.sealed.Store(0)
+	t.save(j)
 	return nil
 }
 
