@@ -510,7 +510,11 @@ func (a *app) watch(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-wake:
-			quiet = 0
+			// A request after a quiet spell: the next decision a whole
+			// period on, as at a start. One now would see the period
+			// before (nothing) and none of the request's arrival, and
+			// could scale to zero the instance it wakes.
+			quiet, decided = 0, mono.Now()
 		}
 		now := mono.Now()
 		for _, f := range a.fns {
