@@ -513,8 +513,10 @@ func (a *app) watch(ctx context.Context) {
 			// A request after a quiet spell: the next decision a whole
 			// period on, as at a start. One now would see the period
 			// before (nothing) and none of the request's arrival, and
-			// could scale to zero the instance it wakes.
-			quiet, decided = 0, mono.Now()
+			// could scale to zero the instance it wakes. The sweep too:
+			// its repair holds the gateway's table (Quiesce) between
+			// the requests that follow this one.
+			quiet, decided, swept = 0, mono.Now(), mono.Now()
 		}
 		now := mono.Now()
 		for _, f := range a.fns {
