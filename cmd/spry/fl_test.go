@@ -466,7 +466,7 @@ func TestFLHierarchyFollowsPlan(t *testing.T) {
 	yaml = strings.Replace(yaml, "idle: 30s", "idle: 2s", 1)
 	n := startNode(t, "-f", writeConfig(t, yaml))
 	f := &flc{t: t, n: n, c: client(4)}
-	f.create("plan", `{"params": 1000, "updates": 4, "rounds": 2}`)
+	f.create("plan", `{"params": 1000, "updates": 4}`)
 	rng := rand.New(rand.NewPCG(7, 7))
 	for r := 1; r <= 2; r++ {
 		for c := range 4 {
