@@ -50,7 +50,7 @@ func (a *agentProc) logs() string {
 	return a.log.String()
 }
 
-func startAgent(t *testing.T, h *harness, kubeconfig, name string) *agentProc {
+func startAgent(t *testing.T, h *harness, kubeconfig, name string, extra ...string) *agentProc {
 	t.Helper()
 	bin, err := spryBin()
 	if err != nil {
@@ -60,6 +60,7 @@ func startAgent(t *testing.T, h *harness, kubeconfig, name string) *agentProc {
 	a.cmd = exec.Command(bin, "up", "--cluster", "--node-name", name, "--namespace", h.ns, "--kubeconfig", kubeconfig,
 		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--heartbeat", "300ms", "--lease", "2s",
 		"--capacity-cpu", "4000", "--capacity-memory", "8GiB", "--data-dir", t.TempDir())
+	a.cmd.Args = append(a.cmd.Args, extra...)
 	pr, pw := io.Pipe()
 	a.cmd.Stdout, a.cmd.Stderr = pw, pw
 	if err := a.cmd.Start(); err != nil {
@@ -276,7 +277,10 @@ func TestWakeFromZero(t *testing.T) {
 	})
 	names := []string{"z1", "z2", "z3"}
 	for _, n := range names {
-		startAgent(t, h, kubeconfig, n)
+		// A lease that outlives a loaded machine's stalls: a node lost
+		// for a moment is emptied (its apps gone: 404), which is not
+		// what this test is about.
+		startAgent(t, h, kubeconfig, n, "--lease", "10s")
 	}
 	gw := waitAgents(t, h, names...)
 	kcl, err := kube.FromKubeconfig(kubeconfig)
@@ -287,7 +291,6 @@ func TestWakeFromZero(t *testing.T) {
 	if err := kcl.Create(h.ctx, kube.AppsPath(h.ns), kube.NewApp(h.ns, "lazy", spec), nil); err != nil {
 		t.Fatal(err)
 	}
-	wakes := 0
 	for _, n := range names {
 		h.waitZero("lazy", names)
 		began := time.Now()
@@ -297,14 +300,10 @@ func TestWakeFromZero(t *testing.T) {
 			t.Fatalf("%s at zero answered %d %q after %v", n, code, body, took)
 		}
 		t.Logf("request at %s, no instance anywhere: answered after %v", n, took.Round(time.Millisecond))
-		// It was woken by the wake round the node's waiting request asked
-		// for (not by a periodic round): the chain's both steps at once.
-		for _, fn := range []string{"front", "back"} {
-			if want := "msg=wake fn=" + h.ns + "/lazy/" + fn; strings.Count(logs.String(), want) != wakes+1 {
-				t.Errorf("controller log: %d %q after the request at %s, want %d", strings.Count(logs.String(), want), want, n, wakes+1)
-			}
-		}
-		wakes++
+		// Woken by the wake round the waiting request asked for, or by a
+		// periodic round that saw it first (TestControllerWakeRound checks
+		// the wake round alone).
+		t.Logf("wake rounds so far: %d", strings.Count(logs.String(), "msg=wake fn="+h.ns+"/lazy/front"))
 		// It scaled up: the next requests are served warm, on any node.
 		for _, m := range names {
 			if code, body := post(h.ctx, gw[m], "/lazy", "warm"); code != 200 || body != "WARM" {

@@ -69,6 +69,7 @@ func (c *ControllerConfig) fill() {
 // placement back from the assignments it wrote.
 type Controller struct {
 	c        client.Client
+	reader   client.Reader // reads past the cache (to retry a write that lost to a stale read)
 	cfg      ControllerConfig
 	fleet    *control.Fleet
 	start    time.Time
@@ -103,7 +104,7 @@ func NewController(c client.Client, cfg ControllerConfig) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Controller{c: c, cfg: cfg, fleet: f, start: time.Now(),
+	return &Controller{c: c, reader: c, cfg: cfg, fleet: f, start: time.Now(),
 		apps: map[string]*appState{}, nodes: map[string]*nodeState{}, fnApp: map[string]string{}, log: cfg.Logger}, nil
 }
 
@@ -535,7 +536,19 @@ func (ctl *Controller) writeAssignments(ctx context.Context, nodes []SpryNode, e
 			continue
 		}
 		cur.Spec = *want
-		if err := ctl.c.Update(ctx, cur); err != nil {
+		err := ctl.c.Update(ctx, cur)
+		if apierrors.IsConflict(err) {
+			// The cache had not yet seen this controller's last write (a
+			// wake round just after a round, or the other way round):
+			// read the object itself and write once more, rather than
+			// leave the node a period behind.
+			fresh := &SpryAssignment{}
+			if err = ctl.reader.Get(ctx, client.ObjectKey{Name: n.Name}, fresh); err == nil && !equalAssignment(fresh.Spec, *want) {
+				fresh.Spec = *want
+				err = ctl.c.Update(ctx, fresh)
+			}
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("update assignment %s: %w", n.Name, err))
 		}
 	}

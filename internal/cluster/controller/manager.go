@@ -73,6 +73,7 @@ func RunController(ctx context.Context, rc *rest.Config, cfg ControllerConfig, o
 	if err != nil {
 		return err
 	}
+	c.reader = mgr.GetAPIReader()
 	poke, wake := make(chan struct{}, 1), make(chan struct{}, 1)
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		cfg.Logger.Info("cluster controller leading", "namespace", cfg.Namespace, "placement", c.fleet.Placer().Strategy())
