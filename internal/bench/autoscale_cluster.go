@@ -26,9 +26,11 @@ import (
 // gateway (ingress anywhere: a node without an instance hands the request
 // to one that has, and a function at zero is woken from any node).
 
-// clusterHeartbeat is the agents' heartbeat in the replay: twice per
-// control period, so that every round sees fresh counters of every node.
-const clusterHeartbeat = 500 * time.Millisecond
+// clusterHeartbeat is the agents' heartbeat in the replay: four per
+// control period. A round takes each node's counters as of its latest
+// heartbeat, so the arrivals it sees span one period give or take a
+// heartbeat: the shorter the heartbeat, the less that noise.
+const clusterHeartbeat = 250 * time.Millisecond
 
 // NodeShare is one node's part of a cluster replay.
 type NodeShare struct {
