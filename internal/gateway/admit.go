@@ -549,6 +549,12 @@ func (a *App) sendFirst(d desc.Desc, fn uint16, idx uint32, reqID uint64, except
 	}
 	if errors.Is(err, transport.ErrNoInstance) {
 		a.noInstance(fn)
+		// The node may have made an instance ready meanwhile (a wasm
+		// function starts in its sandbox host at its first request).
+		err = transport.ForwardExcept(a.pool, a.conn, fn, d, a.rot.Add(1), except)
+		if err == nil || errors.Is(err, transport.ErrLost) {
+			return
+		}
 	}
 	// No instance can take it now: one may be starting, restarting or
 	// coming up from zero. Retry in the background until the deadline
