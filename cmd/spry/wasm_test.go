@@ -105,7 +105,9 @@ func TestWasmFailures(t *testing.T) {
 	n := startNode(t, "--transport", "uds", "-f", wasmConfig(t, ""))
 	c := client(8)
 
-	began := time.Now()
+	// The runaway's 504 can only be its chain's deadline (500 ms; the
+	// client waits 30 s): that it was stopped, not just answered, shows
+	// in its instance's replacement below.
 	runaway := make(chan int, 1)
 	go func() {
 		s, _, _ := n.post(c, "/up?do=spin", "x")
@@ -120,15 +122,12 @@ func TestWasmFailures(t *testing.T) {
 	if s := <-runaway; s != 504 {
 		t.Errorf("runaway guest: %d, want 504", s)
 	}
-	if took := time.Since(began); took > 5*time.Second {
-		t.Errorf("runaway answered after %v", took)
-	}
 	if s, b, err := n.post(c, "/up?do=oob", "x"); err != nil || s != 502 || !strings.Contains(b, "out of bounds") {
 		t.Errorf("out-of-bounds guest: %d %q %v, want 502", s, b, err)
 	}
 	// The host reports each replacement on its control socket, which may
-	// trail the answer a little.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	// trail the answer (by seconds on a saturated machine).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		restarts := 0
 		for _, in := range findFunction(t, findApp(t, n.mustStatus(), "wasm"), "up").Instances {
 			restarts += in.Restarts
@@ -150,7 +149,7 @@ func TestWasmFailures(t *testing.T) {
 			results <- s
 		}()
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		inflight := 0
 		for _, in := range findFunction(t, findApp(t, n.mustStatus(), "wasm"), "up").Instances {
@@ -172,6 +171,9 @@ func TestWasmFailures(t *testing.T) {
 			t.Errorf("a request in the killed host: %d, want 502", s)
 		}
 	}
+	// A new host loads its functions again (a compile, when its cache
+	// misses): its own bound, not what the requests above left of one.
+	deadline = time.Now().Add(60 * time.Second)
 	for {
 		ok := true
 		for _, name := range []string{"up", "wrap"} {

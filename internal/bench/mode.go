@@ -275,8 +275,16 @@ func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (Syste
 		return nil, err
 	}
 	// The node binds its ports first and serves once every instance is
-	// ready: wait for the admin API to answer.
-	if err := n.waitUp(ctx, 60*time.Second, func() error { _, err := fetchStatus(n.admin); return err }); err != nil {
+	// ready: wait for the admin API to answer. With wasm steps it first
+	// builds their module (go build, GOOS=wasip1) and compiles it: more
+	// than a minute on a busy machine, so wait as long as the node itself
+	// allows a compile (it fails by itself past that, and waitUp returns
+	// when it exits).
+	within := 60 * time.Second
+	if m.wasm {
+		within = 10 * time.Minute
+	}
+	if err := n.waitUp(ctx, within, func() error { _, err := fetchStatus(n.admin); return err }); err != nil {
 		n.stop(5 * time.Second)
 		return nil, fmt.Errorf("bench: %w", err)
 	}
