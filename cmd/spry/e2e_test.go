@@ -189,9 +189,12 @@ functions:
   slow: {builtin: sleep, concurrency: 8}
   echo: {builtin: echo}
 chains:
-  slow: {route: /slow, steps: [slow, echo], timeout: 20s}
+  slow: {route: /slow, steps: [slow, echo], timeout: 5m}
 `)
-	n := startNode(t, "--transport", tr, "-f", cfg)
+	// The requests sleep until the kill ends them, however long the
+	// machine takes to get all eight in; and a restart's start, however
+	// slow, is the one restart.
+	n := startNode(t, "--transport", tr, "-f", cfg, "--ready-timeout", "3m")
 	a := findApp(t, n.mustStatus(), "faults")
 	victim := findFunction(t, a, "slow").Instances[0]
 	c := client(8)
@@ -203,12 +206,14 @@ chains:
 	results := make(chan result, 8)
 	for range 8 {
 		go func() {
-			s, b, err := n.post(c, "/slow?ms=3000", "x")
+			s, b, err := n.post(c, "/slow?ms=240000", "x")
 			results <- result{s, b, err}
 		}()
 	}
-	// Wait until all eight are inside the instance, then kill it.
-	deadline := time.Now().Add(10 * time.Second)
+	// Wait until all eight are inside the instance, then kill it. (The
+	// bounds here catch a hang, not a slow machine: a builtin's start took
+	// 17 s at load 95.)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		in := findFunction(t, findApp(t, n.mustStatus(), "faults"), "slow").Instances[0]
 		if in.Inflight == 8 {
@@ -228,8 +233,9 @@ chains:
 			t.Errorf("request held by the killed instance: %d %q %v, want 502", r.status, r.body, r.err)
 		}
 	}
-	// The slot gets a new process and serves again.
-	for {
+	// The slot gets a new process and serves again (within the ready
+	// timeout and the first restart's 100 ms delay).
+	for deadline := time.Now().Add(4 * time.Minute); ; {
 		in := findFunction(t, findApp(t, n.mustStatus(), "faults"), "slow").Instances[0]
 		if in.State == "ready" && in.PID != victim.PID {
 			if in.Restarts != 1 {
