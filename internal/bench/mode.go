@@ -275,12 +275,13 @@ func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (Syste
 		return nil, err
 	}
 	// The node binds its ports first and serves once every instance is
-	// ready: wait for the admin API to answer. With wasm steps it first
-	// builds their module (go build, GOOS=wasip1) and compiles it: more
-	// than a minute on a busy machine, so wait as long as the node itself
-	// allows a compile (it fails by itself past that, and waitUp returns
-	// when it exits).
-	within := 60 * time.Second
+	// ready: wait for the admin API to answer. The node fails by itself
+	// when an instance is not ready within its ready timeout (30 s), and
+	// waitUp returns when it exits: the bound here is for a hang. With
+	// wasm steps it first builds their module (go build, GOOS=wasip1) and
+	// compiles it, more than a minute on a busy machine: wait as long as
+	// the node allows a compile.
+	within := 2 * time.Minute
 	if m.wasm {
 		within = 10 * time.Minute
 	}
