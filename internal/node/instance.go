@@ -422,6 +422,9 @@ func (in *instance) command(id uint16, ho transport.Handoff) (*exec.Cmd, *lineWr
 	if a.secrets != "" {
 		env = append(env, sdk.EnvSecrets+"="+a.secrets)
 	}
+	if k := f.cfg.Kind; (k == config.HTTP || k == config.Lambda) && a.n.cfg.ReadyTimeout > 0 {
+		env = append(env, rt.EnvReadyBy+"="+rt.ReadyBy(a.n.cfg.ReadyTimeout))
+	}
 	cmd.Env = append(env, ho.Env...)
 	out := a.n.output(a.cfg.Name, f.cfg.Name, id)
 	cmd.Stdout = out
