@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,5 +161,112 @@ func TestMQTTTriggers(t *testing.T) {
 	out, err := exec.Command(spryBin, "triggers", "--admin", n.admin).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "mqtt sensors/+/motion qos 1 (embedded broker)") || !strings.Contains(string(out), "every 200ms") {
 		t.Fatalf("spry triggers: %v\n%s", err, out)
+	}
+}
+
+// A QoS 1 PUBLISH is acknowledged only once its activation is durable,
+// even though the broker no longer waits for the disk before reading the
+// next: every message PUBACKed before a kill -9 has its activation after
+// the restart.
+func TestMQTTQoS1SurvivesKill9(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	cfg := writeConfig(t, mqttYAML)
+	n := startNode(t, "-f", cfg, "--data-dir", data, "--mqtt", "127.0.0.1:0")
+	s := n.mustStatus()
+	if s.Events == nil || s.Events.MQTT == "" {
+		t.Fatalf("no broker address in the status: %+v", s.Events)
+	}
+	u, _ := url.Parse("mqtt://" + s.Events.MQTT)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	up := make(chan struct{}, 1)
+	cm, err := autopaho.NewConnection(ctx, autopaho.ClientConfig{
+		ServerUrls: []*url.URL{u}, KeepAlive: 30, CleanStartOnInitialConnection: true,
+		OnConnectionUp: func(*autopaho.ConnectionManager, *paho.Connack) {
+			select {
+			case up <- struct{}{}:
+			default:
+			}
+		},
+		ClientConfig: paho.ClientConfig{ClientID: "kill9-pub"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-up:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no MQTT connection in 20 s")
+	}
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				topic := fmt.Sprintf("sensors/m%d/motion", i)
+				pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := cm.Publish(pctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("moved")})
+				pcancel()
+				if err == nil {
+					mu.Lock()
+					acked[topic] = true
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range 2000 {
+		mu.Lock()
+		k := len(acked)
+		mu.Unlock()
+		if k >= 300 {
+			break
+		}
+		next <- i
+	}
+	n.cmd.Process.Signal(syscall.SIGKILL)
+	<-n.exit
+	cancel()
+	close(next)
+	wg.Wait()
+	if len(acked) < 300 {
+		t.Fatalf("only %d PUBLISHes acknowledged before the kill", len(acked))
+	}
+	t.Logf("%d PUBLISHes acknowledged before kill -9", len(acked))
+
+	m := startNode(t, "-f", cfg, "--data-dir", data, "--mqtt", "127.0.0.1:0")
+	found := map[string]bool{}
+	before := ""
+	for {
+		var list struct {
+			Activations []activation.Record
+			Next        string
+		}
+		q := "/v1/activations?chain=detect&limit=1000"
+		if before != "" {
+			q += "&before=" + before
+		}
+		if st := m.getJSON(q, &list); st != 200 {
+			t.Fatalf("GET %s: %d", q, st)
+		}
+		for _, a := range list.Activations {
+			if a.Cause.Kind == activation.CauseMQTT {
+				found[a.Topic] = true
+			}
+		}
+		if list.Next == "" {
+			break
+		}
+		before = list.Next
+	}
+	for topic := range acked {
+		if !found[topic] {
+			t.Fatalf("the PUBLISH on %s was acknowledged but has no activation after the restart (%d acknowledged, %d found)", topic, len(acked), len(found))
+		}
 	}
 }

@@ -2,7 +2,6 @@ package activation
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -26,6 +25,12 @@ type op struct {
 
 	payload []byte // logged kinds: what goes into the log (id, key, rec and data point into it)
 	seq     uint64 // the log's sequence number (logged kinds)
+
+	// Coalescing (coalesce): a create whose only later op in the same
+	// application is its save is not applied by itself (merged); the
+	// save applies both (created: that create).
+	merged  bool
+	created *op
 
 	// Outcomes, read by the submitter once done is closed.
 	existing string // opCreate: the activation that already has the key
@@ -62,20 +67,51 @@ func (o *op) wait() error {
 }
 
 func newCreate(rec *Record, body []byte) (*op, error) {
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return nil, fmt.Errorf("activation: encode: %w", err)
+	if CheckID(rec.ID) != nil {
+		return nil, fmt.Errorf("activation %q: %w", rec.ID, errBadOp)
 	}
-	o := &op{kind: opCreate, shard: idShard(rec.ID), id: []byte(rec.ID), rec: data, data: body}
+	o := &op{kind: opCreate, shard: idShard(rec.ID)}
+	var key []byte
 	if rec.Key != "" {
-		o.key = scopedKey(rec.App, rec.Chain, rec.Key)
+		key = scopedKey(rec.App, rec.Chain, rec.Key)
+		if len(key) > 0xffff {
+			return nil, fmt.Errorf("activation %q: idempotency key of %d bytes", rec.ID, len(rec.Key))
+		}
 	}
-	return o, o.seal()
+	o.pack(rec, key, body)
+	return o, nil
 }
 
-// seal encodes a logged op into its payload, the one copy of its bytes
-// the store keeps (the body is copied from the caller's buffer here), and
-// points the op's fields into it.
+// pack encodes a logged op of rec (create: with its key and body; save:
+// with its result) into its payload, the one copy of its bytes the store
+// keeps (the body is copied from the caller's buffer here), and points
+// the op's fields into it. The record is encoded once, in place.
+func (o *op) pack(rec *Record, key, data []byte) {
+	p := make([]byte, 0, 1+IDLen+2+len(key)+5+recordSize(rec)+len(data))
+	p = append(append(p, o.kind), rec.ID...)
+	if o.kind == opCreate {
+		p = binary.LittleEndian.AppendUint16(p, uint16(len(key)))
+		p = append(p, key...)
+	} else {
+		p = append(p, o.flags)
+	}
+	at := len(p) + 4
+	p = encodeRecord(append(p, 0, 0, 0, 0), rec)
+	end := len(p)
+	binary.LittleEndian.PutUint32(p[at-4:], uint32(end-at))
+	p = append(p, data...)
+	o.payload, o.id, o.rec = p, p[1:1+IDLen], p[at:end]
+	if o.kind == opCreate {
+		if len(key) > 0 {
+			o.key = p[1+IDLen+2 : 1+IDLen+2+len(key)]
+		}
+		o.data = p[end:]
+	} else if o.flags&saveResult != 0 {
+		o.data = p[end:]
+	}
+}
+
+// seal encodes an op without a record (opStarted) into its payload.
 func (o *op) seal() error {
 	p, err := decodeOp(o.encode(make([]byte, 0, o.size())))
 	if err != nil {
@@ -91,11 +127,10 @@ func (o *op) size() int {
 }
 
 func newSave(kind byte, rec *Record, result []byte) (*op, error) {
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return nil, fmt.Errorf("activation: encode: %w", err)
+	if CheckID(rec.ID) != nil {
+		return nil, fmt.Errorf("activation %q: %w", rec.ID, errBadOp)
 	}
-	o := &op{kind: kind, shard: idShard(rec.ID), id: []byte(rec.ID), rec: data, data: result}
+	o := &op{kind: kind, shard: idShard(rec.ID)}
 	if rec.Owed() {
 		o.flags |= saveOwed
 	}
@@ -108,9 +143,7 @@ func newSave(kind byte, rec *Record, result []byte) (*op, error) {
 	if result != nil {
 		o.flags |= saveResult
 	}
-	if kind == opSave {
-		return o, o.seal()
-	}
+	o.pack(rec, nil, result)
 	return o, nil
 }
 
@@ -196,9 +229,57 @@ func decodeOp(p []byte) (*op, error) {
 	return o, nil
 }
 
+// coalesce pairs, in the ops one transaction applies to a shard (in
+// order), each create with its save when the save is the only other op of
+// that activation there: an activation that ran within one application
+// (most, at a few applications a second) is then written once, in its
+// final state, instead of written and rewritten (its body put and
+// deleted, its pending entry put and deleted).
+func coalesce(list []*op) {
+	type seen struct{ create, save, n int }
+	var ids map[[IDLen]byte]*seen
+	for i, o := range list {
+		if o.kind != opCreate || o.existing != "" || len(o.id) != IDLen {
+			continue
+		}
+		if ids == nil {
+			ids = make(map[[IDLen]byte]*seen)
+		}
+		ids[[IDLen]byte(o.id)] = &seen{create: i, save: -1}
+	}
+	if ids == nil {
+		return
+	}
+	for i, o := range list {
+		if len(o.id) != IDLen {
+			continue
+		}
+		e := ids[[IDLen]byte(o.id)]
+		if e == nil || i < e.create {
+			continue
+		}
+		e.n++
+		if o.kind == opSave {
+			e.save = i
+		}
+	}
+	for _, e := range ids {
+		if e.n == 2 && e.save > e.create {
+			c := list[e.create]
+			c.merged, list[e.save].created = true, c
+		}
+	}
+}
+
 // apply makes the op's change in tx (the bbolt file of its shard). Its
 // error fails only this op: it checks before it writes.
 func (o *op) apply(tx *bolt.Tx) error {
+	if o.merged {
+		return nil // its save applies it
+	}
+	if c := o.created; c != nil {
+		return o.applyCreated(tx, c)
+	}
 	switch o.kind {
 	case opCreate:
 		if o.key != nil {
@@ -248,6 +329,38 @@ func (o *op) apply(tx *bolt.Tx) error {
 	return nil
 }
 
+// applyCreated applies save o and create c, its activation's create, as
+// one: what the two leave in the file, written once.
+func (o *op) applyCreated(tx *bolt.Tx, c *op) error {
+	if c.key != nil {
+		if err := tx.Bucket(bKeys).Put(c.key, c.id); err != nil {
+			return err
+		}
+	}
+	if err := tx.Bucket(bRecords).Put(o.id, o.rec); err != nil {
+		return err
+	}
+	if o.flags&saveResult != 0 {
+		if err := tx.Bucket(bResults).Put(o.id, nonNil(o.data)); err != nil {
+			return err
+		}
+	}
+	if o.flags&saveSucceeded == 0 {
+		if err := tx.Bucket(bBodies).Put(o.id, nonNil(c.data)); err != nil {
+			return err
+		}
+	}
+	if o.flags&saveOwed != 0 {
+		if err := tx.Bucket(bPending).Put(o.id, present); err != nil {
+			return err
+		}
+	}
+	if o.flags&saveDead != 0 {
+		return tx.Bucket(bDead).Put(o.id, present)
+	}
+	return nil
+}
+
 // present is the value of a key in the pending and dead lists. Not nil:
 // within the transaction that put it, bbolt's Get returns the value as
 // put, and a nil value reads as no key (TestListMembershipInOneTransaction).
@@ -272,7 +385,7 @@ func (o *op) drop(tx *bolt.Tx) error {
 			continue
 		}
 		var r Record
-		if json.Unmarshal(v, &r) == nil && r.Key != "" {
+		if decodeRecord(v, &r) == nil && r.Key != "" {
 			sk := scopedKey(r.App, r.Chain, r.Key)
 			if string(tx.Bucket(bKeys).Get(sk)) == id {
 				tx.Bucket(bKeys).Delete(sk)

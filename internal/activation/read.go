@@ -3,7 +3,6 @@ package activation
 import (
 	"bytes"
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -29,7 +28,7 @@ func (s *Store) Get(id string) (*Record, error) {
 			return ErrNotFound
 		}
 		rec = new(Record)
-		return json.Unmarshal(v, rec)
+		return decodeRecord(v, rec)
 	})
 	return rec, err
 }
@@ -103,7 +102,7 @@ func (s *Store) Pending() ([]*Record, error) {
 					return nil
 				}
 				r := new(Record)
-				if err := json.Unmarshal(v, r); err != nil {
+				if err := decodeRecord(v, r); err != nil {
 					return fmt.Errorf("activation %s: %w", k, err)
 				}
 				if a := started.Get(k); len(a) == 1 && !r.State.Terminal() {
@@ -209,7 +208,7 @@ func listShard(db *bolt.DB, f Filter) ([]*Record, string, error) {
 				continue
 			}
 			r := new(Record)
-			if err := json.Unmarshal(v, r); err != nil {
+			if err := decodeRecord(v, r); err != nil {
 				return fmt.Errorf("activation %s: %w", k, err)
 			}
 			if f.App != "" && r.App != f.App || f.Chain != "" && r.Chain != f.Chain || f.State != "" && r.State != f.State {
@@ -305,10 +304,15 @@ func (s *Store) Prune(ret func(app string) Retention, now time.Time) (int, error
 	return total, nil
 }
 
-// appOf reads the app of an encoded record without decoding all of it: a
-// Record encodes as {"id":"<32 hex>","app":"<name>",… and app names need
-// no escaping.
+// appOf reads the app of a stored record without decoding all of it (the
+// binary form, codec.go: version, id, app; or the JSON of older stores,
+// {"id":"<32 hex>","app":"<name>",…, whose app names need no escaping).
 func appOf(v []byte) string {
+	if len(v) > 0 && v[0] == recordV1 {
+		d := decoder{b: v[1:]}
+		d.bytes()
+		return d.str()
+	}
 	const pre = `{"id":"` + "01234567890123456789012345678901" + `","app":"`
 	if len(v) < len(pre) {
 		return ""

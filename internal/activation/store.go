@@ -636,6 +636,7 @@ func (s *Store) applyOps(ops []*op) error {
 		if len(list) == 0 {
 			continue
 		}
+		coalesce(list)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

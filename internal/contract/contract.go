@@ -28,6 +28,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +41,9 @@ import (
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 	rt "github.com/spry-dev/spry/internal/runtime"
+	"github.com/spry-dev/spry/internal/runtime/wasm"
 	"github.com/spry-dev/spry/internal/transport"
+	"golang.org/x/sys/unix"
 )
 
 // Target is a program under test.
@@ -54,6 +57,13 @@ type Target struct {
 	// invocation at a time.
 	NoFresh       bool
 	NoConcurrency bool
+
+	// Wasm, when set, is the module of a wasm: function (GOOS=wasip1
+	// -buildmode=c-shared) and Argv runs a sandbox host (`spry
+	// wasm-host`): the suite plays the node's side of the host's control
+	// socket, loads the module, and starts the instance under test in the
+	// host, whose endpoint receives for it (pool.StartHosted).
+	Wasm string
 }
 
 // Result is one case's outcome.
@@ -72,6 +82,7 @@ const (
 	gwID   = 1
 	sinkID = 2
 	fnID   = 3
+	hostID = 4 // a sandbox host's endpoint (Target.Wasm)
 )
 
 // harness is the node the suite plays for one target.
@@ -86,6 +97,9 @@ type harness struct {
 	out    bytes.Buffer
 	exited chan error
 	reqID  uint64
+	ctl    net.Conn
+	ep     uint16 // the endpoint that receives the target's descriptors: fnID, or hostID
+	wire   *wasm.Wire
 }
 
 // Run runs every case against tg and returns their results. It stops the
@@ -144,7 +158,10 @@ const (
 )
 
 func start(tg Target) (*harness, error) {
-	h := &harness{tg: tg, exited: make(chan error, 1)}
+	h := &harness{tg: tg, exited: make(chan error, 1), ep: fnID}
+	if tg.Wasm != "" {
+		h.ep = hostID
+	}
 	var err error
 	if h.dir, err = os.MkdirTemp("", "spry-contract-"); err != nil {
 		return nil, err
@@ -174,13 +191,15 @@ func start(tg Target) (*harness, error) {
 	}
 	h.p.StartSlot(1, sinkID, 1)
 	h.p.SetSlotState(1, pool.SlotReady)
-	ho, err := h.fab.Add(fnID)
+	ho, err := h.fab.Add(h.ep)
 	if err != nil {
 		h.close()
 		return nil, err
 	}
 	defer ho.Close()
-	h.p.StartSlot(0, fnID, 1)
+	if tg.Wasm == "" {
+		h.p.StartSlot(0, fnID, 1)
+	}
 	pf, err := dupFile(h.p.Fd())
 	if err != nil {
 		h.close()
@@ -196,6 +215,9 @@ func start(tg Target) (*harness, error) {
 	h.cmd.ExtraFiles = append([]*os.File{pf}, ho.Files...)
 	env := append(rt.BaseEnv(), "HOME="+os.Getenv("HOME"))
 	env = append(env, tg.Env...)
+	if tg.Wasm != "" {
+		return h.startHost(env, ho)
+	}
 	env = append(env, rt.Instance{App: "contract", Function: "fut", Slot: 0, ID: fnID, Concurrency: conc,
 		Timeout: 30 * time.Second, Files: len(ho.Files)}.Env()...)
 	h.cmd.Env = append(env, ho.Env...)
@@ -238,6 +260,96 @@ func start(tg Target) (*harness, error) {
 	return h, nil
 }
 
+// startHost starts the sandbox host with its control socket, loads the
+// module and starts the instance under test in slot 0, as the node does.
+func (h *harness) startHost(env []string, ho transport.Handoff) (*harness, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		h.close()
+		return nil, err
+	}
+	mine, theirs := os.NewFile(uintptr(fds[0]), "control"), os.NewFile(uintptr(fds[1]), "control")
+	defer theirs.Close()
+	conn, err := net.FileConn(mine)
+	mine.Close()
+	if err != nil {
+		h.close()
+		return nil, err
+	}
+	h.ctl = conn
+	h.wire = wasm.NewWire(conn)
+	h.cmd.ExtraFiles = append(h.cmd.ExtraFiles, theirs)
+	env = append(env, rt.Instance{App: "contract", Function: "wasm-host", ID: hostID, Concurrency: 1, Files: len(ho.Files)}.Env()...)
+	env = append(env, wasm.EnvControlFD+"="+strconv.Itoa(rt.PoolFD+1+len(ho.Files)),
+		wasm.EnvCacheDir+"="+filepath.Join(h.dir, "cache"), wasm.EnvApp+"=contract")
+	h.cmd.Env = append(env, ho.Env...)
+	h.cmd.Stdout, h.cmd.Stderr = &h.out, &h.out
+	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := h.cmd.Start(); err != nil {
+		h.close()
+		return nil, fmt.Errorf("start %s: %w", h.tg.Argv[0], err)
+	}
+	go func() { h.exited <- h.cmd.Wait() }()
+	events := make(chan wasm.Event, 8)
+	go func() {
+		for {
+			var ev wasm.Event
+			if err := h.wire.Recv(&ev); err != nil {
+				close(events)
+				return
+			}
+			events <- ev
+		}
+	}()
+	// up, loaded, then ready for the instance, each within 60 s (the
+	// module compiles first).
+	next := func(want string) error {
+		select {
+		case ev, ok := <-events:
+			switch {
+			case !ok:
+				return fmt.Errorf("%s: the control socket closed\n%s", want, h.output())
+			case ev.Ev != want:
+				return fmt.Errorf("%s: got event %+v", want, ev)
+			case ev.Err != "":
+				return fmt.Errorf("%s: %s\n%s", want, ev.Err, h.output())
+			}
+			return nil
+		case err := <-h.exited:
+			h.exited <- err
+			return fmt.Errorf("%s: the sandbox host exited (%v)\n%s", want, err, h.output())
+		case <-time.After(60 * time.Second):
+			return fmt.Errorf("%s: no event within 60s\n%s", want, h.output())
+		}
+	}
+	steps := []func() error{
+		func() error { return next(wasm.EvUp) },
+		func() error {
+			// The clock grant: the handler's /sleep sleeps.
+			if err := h.wire.Send(wasm.Command{Op: wasm.OpLoad, Fn: 0, Name: "fut", Module: h.tg.Wasm,
+				Timeout: 30 * time.Second, Grants: wasm.Grants{Clock: true}, Spares: 1}); err != nil {
+				return err
+			}
+			return next(wasm.EvLoaded)
+		},
+		func() error {
+			h.p.StartHosted(0, fnID, hostID, 1)
+			if err := h.wire.Send(wasm.Command{Op: wasm.OpStart, Fn: 0, Slot: 0, ID: fnID}); err != nil {
+				return err
+			}
+			return next(wasm.EvReady)
+		},
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			h.close()
+			return nil, fmt.Errorf("ready: %w", err)
+		}
+	}
+	h.p.SetSlotState(0, pool.SlotReady)
+	return h, nil
+}
+
 func (h *harness) output() string {
 	s := h.out.String()
 	if len(s) > 4000 {
@@ -253,6 +365,9 @@ func (h *harness) close() {
 		case <-h.exited:
 		case <-time.After(5 * time.Second):
 		}
+	}
+	if h.ctl != nil {
+		h.ctl.Close()
 	}
 	if h.fab != nil {
 		h.fab.Close()
@@ -371,8 +486,8 @@ func (h *harness) recv(c transport.Conn, within time.Duration) (reply, error) {
 	if !h.p.Accept(d.Buf, d.Gen, d.Src, c.ID()) {
 		return reply{}, fmt.Errorf("the descriptor %v does not announce a transfer to %d (the ownership word is %+v)", d, c.ID(), h.p.Header(d.Buf).Own())
 	}
-	if d.Src != fnID {
-		return reply{}, fmt.Errorf("descriptor from %d, want %d", d.Src, fnID)
+	if d.Src != h.ep {
+		return reply{}, fmt.Errorf("descriptor from %d, want %d", d.Src, h.ep)
 	}
 	hd := h.p.Header(d.Buf)
 	s, e := hd.HopTimes(0)
@@ -557,7 +672,7 @@ func (h *harness) concurrency() error {
 
 func (h *harness) stale() error {
 	st := h.p.Stats(0)
-	before := st.Stale.Load()
+	before, poolBefore := st.Stale.Load(), h.p.Stale()
 	buf, ok := h.p.Alloc(gwID)
 	if !ok {
 		return errors.New("pool exhausted")
@@ -570,21 +685,30 @@ func (h *harness) stale() error {
 		return errors.New("transfer failed")
 	}
 	// A stale generation, then a forged source: both must be dropped
-	// unread; then the real one is taken.
-	for _, d := range []desc.Desc{
-		{Dst: fnID, Src: gwID, Buf: buf, Gen: gen + 1},
-		{Dst: fnID, Src: sinkID, Buf: buf, Gen: gen},
-		{Dst: fnID, Src: gwID, Buf: buffers + 5, Gen: gen},
+	// unread; then the real one is taken. A descriptor for a buffer that
+	// does not exist is dropped too: an instance counts it as its own; a
+	// sandbox host, which receives for several instances, cannot tell
+	// whose it was meant to be and counts it in the pool's stale counter
+	// (the sender takes back the queue count it added).
+	want, wantPool := before+3, poolBefore
+	for i, d := range []desc.Desc{
+		{Dst: h.ep, Src: gwID, Buf: buf, Gen: gen + 1},
+		{Dst: h.ep, Src: sinkID, Buf: buf, Gen: gen},
+		{Dst: h.ep, Src: gwID, Buf: buffers + 5, Gen: gen},
 	} {
-		st.Queue.Add(1)
+		if i == 2 && h.tg.Wasm != "" {
+			want, wantPool = before+2, poolBefore+1
+		} else {
+			st.Queue.Add(1)
+		}
 		if err := h.gw.Send(d); err != nil {
 			return err
 		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for st.Stale.Load() < before+3 {
+	for st.Stale.Load() < want || h.p.Stale() < wantPool {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("stale counter %d, want %d: the instance did not drop them", st.Stale.Load(), before+3)
+			return fmt.Errorf("stale counter %d, want %d (the pool's %d, want %d): the instance did not drop them", st.Stale.Load(), want, h.p.Stale(), wantPool)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -592,7 +716,7 @@ func (h *harness) stale() error {
 		return fmt.Errorf("a stale descriptor moved the buffer: %+v", o)
 	}
 	st.Queue.Add(1)
-	if err := h.gw.Send(desc.Desc{Dst: fnID, Src: gwID, Buf: buf, Gen: gen}); err != nil {
+	if err := h.gw.Send(desc.Desc{Dst: h.ep, Src: gwID, Buf: buf, Gen: gen}); err != nil {
 		return err
 	}
 	r, err := h.recv(h.gw, 20*time.Second)
@@ -657,7 +781,7 @@ func (h *harness) shutdown() error {
 		h.p.Free(r.buf, gwID)
 		out = r
 	} else {
-		n := h.p.Reclaim(fnID, func(buf uint32) {
+		n := h.p.Reclaim(h.ep, func(buf uint32) {
 			hd := h.p.Header(buf)
 			_, end := hd.HopTimes(0)
 			out = reply{body: string(h.p.Data(buf)), end: end}

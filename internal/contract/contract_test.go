@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/spry-dev/spry/internal/runtime/wasm"
 )
 
 // root is the repository's root directory.
@@ -71,6 +73,21 @@ func TestContract(t *testing.T) {
 		py := python3(t)
 		t.Parallel()
 		check(t, Target{Argv: []string{spry, "runtime", "http", "--", py, filepath.Join(root(t), "internal/contract/testdata/server.py")}, NoFresh: true})
+	})
+	t.Run("wasm-host", func(t *testing.T) {
+		t.Parallel()
+		// The same handler as go-sdk, built for WASI and run as a wasm:
+		// function in a sandbox host. An instance there runs one step at
+		// a time (more instances, not concurrency).
+		mod := filepath.Join(bin, "gofn.wasm")
+		args := append([]string{"build"}, wasm.GoBuildFlags...)
+		cmd := exec.Command("go", append(args, "-o", mod, "./internal/contract/gofn")...)
+		cmd.Dir = root(t)
+		cmd.Env = append(os.Environ(), wasm.GoBuildEnv...)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build gofn for wasip1: %v\n%s", err, b)
+		}
+		check(t, Target{Argv: []string{spry, "wasm-host"}, Wasm: mod, NoConcurrency: true})
 	})
 	t.Run("lambda", func(t *testing.T) {
 		t.Parallel()

@@ -534,6 +534,12 @@ func (x *Admission) Send(n int, ctype []byte) {
 	}
 	if errors.Is(err, transport.ErrNoInstance) {
 		a.noInstance(x.fn)
+		// The node may have made an instance ready meanwhile (a wasm
+		// function starts in its sandbox host at its first request).
+		err = transport.ForwardExcept(a.pool, a.conn, x.fn, d, a.rot.Add(1), x.except)
+		if err == nil || errors.Is(err, transport.ErrLost) {
+			return
+		}
 	}
 	// No instance can take it now: one may be starting, restarting or
 	// coming up from zero. Retry in the background until the deadline

@@ -125,7 +125,14 @@ func (f *function) scaler() *scaler {
 // Functions without a control loop keep their concurrency for every
 // instance.
 func (f *function) startCapacity() uint32 {
-	if f.scaler() == nil {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.startCapacityLocked()
+}
+
+// startCapacityLocked is startCapacity with the function's mutex held.
+func (f *function) startCapacityLocked() uint32 {
+	if f.sc == nil {
 		return uint32(f.cfg.Concurrency)
 	}
 	p := f.a.pool
@@ -416,8 +423,10 @@ func (a *app) noInstance(fn uint16) {
 		return
 	}
 	if f.scaler() != nil && f.cfg.Scale.Min == 0 && f.wanted() == 0 {
-		a.n.log.Info("cold start", "app", a.cfg.Name, "function", f.cfg.Name)
 		f.setWant(1, nil)
+		// Not on the cold start's path: a log line costs tens of
+		// microseconds, a wasm instance's whole start a few hundred.
+		go a.n.log.Info("cold start", "app", a.cfg.Name, "function", f.cfg.Name)
 	}
 }
 

@@ -28,6 +28,10 @@ type events struct {
 	store *activation.Store
 	mgr   *activation.Manager
 	trig  *trigger.Set
+	// trigUp is closed once trig is set (or failed to start): replies of
+	// activations owed from before a restart, which run as soon as the
+	// manager starts, wait for it.
+	trigUp chan struct{}
 }
 
 // DefaultDataDir is where a node keeps its activation records when
@@ -84,7 +88,7 @@ func triggerDefs(apps []*config.App) []trigger.Def {
 // startEvents opens the store, re-queues what a previous run of the node
 // left owed, and starts the triggers.
 func (n *Node) startEvents() error {
-	e := &events{n: n, dir: n.cfg.DataDir}
+	e := &events{n: n, dir: n.cfg.DataDir, trigUp: make(chan struct{})}
 	if e.dir == "" {
 		e.dir = filepath.Join(n.runDir, "data")
 		n.log.Warn("no data directory: activation records last only as long as this node (set --data-dir)", "dir", e.dir)
@@ -104,6 +108,7 @@ func (n *Node) startEvents() error {
 	}
 	owed, err := e.mgr.Start()
 	if err != nil {
+		close(e.trigUp)
 		e.mgr.Close()
 		e.store.Close()
 		return fmt.Errorf("node: activations: %w", err)
@@ -112,6 +117,7 @@ func (n *Node) startEvents() error {
 		n.log.Info("activations owed from before the restart are queued again", "count", owed)
 	}
 	e.trig, err = trigger.Start(trigger.Config{Triggers: triggerDefs(n.cfg.Apps), Target: e, MQTT: n.cfg.MQTT, Log: n.log})
+	close(e.trigUp)
 	if err != nil {
 		e.mgr.Close()
 		e.store.Close()
@@ -145,6 +151,16 @@ func (e *events) close() {
 // Accept makes an activation from a trigger (trigger.Target).
 func (e *events) Accept(s activation.Spec) (activation.Accepted, error) { return e.mgr.Accept(s) }
 
+// Submit makes an activation from a trigger without waiting for the disk
+// (trigger.Submitter: the MQTT broker's QoS 1 acknowledgements).
+func (e *events) Submit(s activation.Spec) (trigger.Waiter, error) {
+	x, err := e.mgr.Submit(s)
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
 // Active reports whether activation id is unfinished (trigger.Target).
 func (e *events) Active(id string) bool { return e.mgr.Active(id) }
 
@@ -152,6 +168,10 @@ func (e *events) Active(id string) bool { return e.mgr.Active(id) }
 func (e *events) done(r *activation.Record, result []byte) {
 	if r.Reply.Topic == "" {
 		return
+	}
+	<-e.trigUp
+	if e.trig == nil {
+		return // the triggers did not start: the node is stopping
 	}
 	if _, err := e.trig.Publish(r.Reply, result); err != nil {
 		e.n.log.Warn("mqtt reply not published", "id", r.ID, "topic", r.Reply.Topic, "err", err)

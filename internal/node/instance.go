@@ -54,6 +54,10 @@ func (in *instance) run(first chan<- error) {
 	in.halt = cancel
 	prev, done := in.done, make(chan struct{})
 	in.done = done
+	var pre *hosted
+	if in.f.cfg.Kind == config.Wasm && closed(prev) {
+		pre = in.claimHosted()
+	}
 	n.sup.Add(1)
 	go func() {
 		defer n.sup.Done()
@@ -61,7 +65,7 @@ func (in *instance) run(first chan<- error) {
 		if prev != nil {
 			<-prev
 		}
-		in.supervise(ctx, first)
+		in.supervise(ctx, first, pre)
 	}()
 }
 
@@ -168,7 +172,7 @@ func (in *instance) killHung(timeout time.Duration) {
 
 // supervise runs the slot until ctx ends. The outcome of the first start
 // (nil once ready) goes to first.
-func (in *instance) supervise(ctx context.Context, first chan<- error) {
+func (in *instance) supervise(ctx context.Context, first chan<- error, pre *hosted) {
 	if in.kill == nil {
 		in.kill = make(chan string, 1)
 	}
@@ -176,12 +180,14 @@ func (in *instance) supervise(ctx context.Context, first chan<- error) {
 	backoff := time.Duration(0)
 	for {
 		began := time.Now()
-		err := in.runOnce(ctx, func() {
+		err := in.runOnce(ctx, pre, func() {
 			if first != nil {
 				first <- nil
 				first = nil
 			}
 		}, log)
+		// The first run took the claimed start, if any.
+		pre = nil
 		if first != nil { // the slot's first process never became ready
 			first <- fmt.Errorf("%s:%d: function %s: %w", in.f.a.cfg.File, in.f.cfg.Line, in.f.cfg.Name, err)
 			in.setState("stopped")
@@ -218,12 +224,12 @@ var errNotReady = errors.New("instance did not announce itself in time")
 // after it: its buffers are taken back and their requests salvaged. It
 // calls onReady when the process announced itself and is in the routing
 // table.
-func (in *instance) runOnce(ctx context.Context, onReady func(), log interface {
+func (in *instance) runOnce(ctx context.Context, pre *hosted, onReady func(), log interface {
 	Info(string, ...any)
 	Warn(string, ...any)
 }) error {
 	if in.f.cfg.Kind == config.Wasm {
-		return in.runHosted(ctx, onReady, log)
+		return in.runHosted(ctx, pre, onReady, log)
 	}
 	a := in.f.a
 	n := a.n

@@ -324,7 +324,7 @@ func (s *sandbox) pid() int {
 
 // runHosted is runOnce for a wasm: instance: its host starts it in the
 // slot, and it runs until it is drained, killed, or its host dies.
-func (in *instance) runHosted(ctx context.Context, onReady func(), log interface {
+func (in *instance) runHosted(ctx context.Context, pre *hosted, onReady func(), log interface {
 	Info(string, ...any)
 	Warn(string, ...any)
 }) error {
@@ -334,15 +334,24 @@ func (in *instance) runHosted(ctx context.Context, onReady func(), log interface
 	case <-in.kill:
 	default:
 	}
-	hctx, cancel := context.WithTimeout(ctx, n.cfg.ReadyTimeout+compileTime)
-	h, err := a.sandbox.host(hctx)
-	cancel()
-	if err != nil {
-		return err
-	}
-	id, err := n.ids.alloc()
-	if err != nil {
-		return err
+	began := time.Now()
+	var h *hostProc
+	var id uint16
+	if pre != nil {
+		h, id = pre.h, pre.id
+	} else {
+		hctx, cancel := context.WithTimeout(ctx, n.cfg.ReadyTimeout+compileTime)
+		var err error
+		h, err = a.sandbox.host(hctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if id, err = n.ids.alloc(); err != nil {
+			return err
+		}
+		began = time.Now()
+		in.startHosted(h, id, in.f.startCapacity())
 	}
 	evs := make(chan wasm.Event, 4)
 	h.mu.Lock()
@@ -361,13 +370,6 @@ func (in *instance) runHosted(ctx context.Context, onReady func(), log interface
 		delete(h.onRes, id)
 		h.mu.Unlock()
 	}()
-	a.pool.StartHosted(in.slot, id, h.id, in.f.startCapacity())
-	in.mu.Lock()
-	in.id, in.pid, in.state, in.ready = id, h.pid, "starting", nil
-	in.mu.Unlock()
-	a.register(id, in)
-
-	began := time.Now()
 	if err := h.wire.Send(wasm.Command{Op: wasm.OpStart, Fn: in.f.cfg.Index, Slot: in.slot, ID: id}); err != nil {
 		in.cleanup(id, "sandbox host gone")
 		return err
@@ -380,8 +382,6 @@ func (in *instance) runHosted(ctx context.Context, onReady func(), log interface
 			in.cleanup(id, ev.Err)
 			return errors.New(ev.Err)
 		}
-		a.pool.SetSlotState(in.slot, pool.SlotReady)
-		a.gw.InstanceReady()
 		took := time.Since(began)
 		in.mu.Lock()
 		in.state, in.started = "ready", took
@@ -439,6 +439,75 @@ func (in *instance) runHosted(ctx context.Context, onReady func(), log interface
 	}
 	in.cleanup(id, why)
 	return errors.New(why)
+}
+
+// hosted is a wasm instance's id and host, given before its supervisor
+// runs (instance.claimHosted).
+type hosted struct {
+	h  *hostProc
+	id uint16
+}
+
+// claimHosted starts a wasm instance in the slot at once, when the app's
+// sandbox host is up: the supervisor about to start takes it over. So a
+// request waiting for the function (a cold start from zero) can go out as
+// soon as the gateway's call to the node returns, without waiting for the
+// supervisor goroutine to be scheduled. The function's mutex is held.
+func (in *instance) claimHosted() *hosted {
+	a := in.f.a
+	h := a.sandbox.running()
+	if h == nil {
+		return nil
+	}
+	id, err := a.n.ids.alloc()
+	if err != nil {
+		return nil
+	}
+	in.startHosted(h, id, in.f.startCapacityLocked())
+	return &hosted{h: h, id: id}
+}
+
+// startHosted gives the slot to wasm instance id of host h and makes it
+// ready at once: the host starts the instance at its first descriptor
+// (Host.adopt) if that comes before the start command, so a request
+// waiting for it goes out now, without a round trip to the host and back.
+// The host's answer to the start command only confirms it (or says why it
+// could not start it: the requests sent meanwhile are answered and taken
+// back then).
+func (in *instance) startHosted(h *hostProc, id uint16, capacity uint32) {
+	a := in.f.a
+	a.pool.StartHosted(in.slot, id, h.id, capacity)
+	in.mu.Lock()
+	in.id, in.pid, in.state, in.ready = id, h.pid, "starting", nil
+	in.mu.Unlock()
+	a.register(id, in)
+	a.pool.SetSlotState(in.slot, pool.SlotReady)
+	a.gw.InstanceReady()
+}
+
+// running returns the app's sandbox host if it is up, without waiting or
+// starting one (nil otherwise).
+func (s *sandbox) running() *hostProc {
+	s.mu.Lock()
+	h := s.cur
+	s.mu.Unlock()
+	if h == nil || !closed(h.up) || h.err != nil || closed(h.gone) {
+		return nil
+	}
+	return h
+}
+
+// closed reports whether ch is closed (a nil channel is).
+func closed(ch <-chan struct{}) bool {
+	if ch == nil {
+		return true
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // makeWasmCache makes the directory the app's sandbox host keeps compiled

@@ -24,16 +24,50 @@ import (
 
 // The embedded broker is mochi-mqtt (MQTT 3.1.1 and 5). A hook sees every
 // PUBLISH before the broker acknowledges it: for each trigger whose topic
-// filter matches, the payload becomes an activation; at QoS 1 the hook
-// returns (and the broker sends PUBACK) only once the activation is
-// durable. The broker goes on to deliver the message to its other
-// subscribers as usual.
+// filter matches, the payload becomes an activation. At QoS 0 it runs at
+// once. At QoS 1 the PUBACK goes out only once the activation is durable,
+// but the client's read loop (where mochi runs the hook) does not wait
+// for the disk: the hook submits the activation to the store and hands
+// the PUBLISH to the client's acknowledger, a goroutine that waits for
+// the client's PUBLISHes in the order they came (PUBACKs keep that order,
+// MQTT 4.6) and acknowledges each once stored — so the messages a client
+// has in flight, and those of every other client, share one flush. The
+// broker then delivers the message to its other subscribers, if any, as
+// usual (from the acknowledger, after the PUBACK).
 type broker struct {
 	s     *Set
 	srv   *mqtt.Server
 	ln    net.Listener
 	addr  string
 	trigs atomic.Pointer[[]*trig] // the triggers on this broker (Update swaps them)
+
+	ackMu   sync.Mutex
+	ackRoom *sync.Cond // signalled as acknowledgers take from full queues
+	ackers  map[*mqtt.Client]*acker
+	stopped bool
+	ackWG   sync.WaitGroup
+}
+
+// maxUnacked bounds a client's QoS 1 PUBLISHes waiting for their PUBACK:
+// past it the client's read loop waits (MQTT 3.1.1 clients have no
+// receive maximum; 5 clients are told mochi's, 1024 by default).
+const maxUnacked = 1024
+
+// acker is a client's QoS 1 PUBLISHes waiting for their activations to be
+// durable, in the order they came, and the goroutine that acknowledges
+// them (running while the client is connected).
+type acker struct {
+	q    []unacked
+	wake chan struct{}
+	gone bool // the client disconnected: finish the queue and stop
+}
+
+// unacked is a QoS 1 PUBLISH whose activations are on their way to the
+// disk (subs), or that was refused (err).
+type unacked struct {
+	pk   packets.Packet
+	subs []submitted
+	err  error
 }
 
 func (b *broker) setTrigs(ts []*trig) { b.trigs.Store(&ts) }
@@ -43,7 +77,8 @@ func startBroker(s *Set, addr string, trigs []*trig) (*broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trigger: mqtt broker: %w", err)
 	}
-	b := &broker{s: s, ln: ln, addr: ln.Addr().String()}
+	b := &broker{s: s, ln: ln, addr: ln.Addr().String(), ackers: map[*mqtt.Client]*acker{}}
+	b.ackRoom = sync.NewCond(&b.ackMu)
 	b.setTrigs(trigs)
 	log := s.log.With("component", "mqtt")
 	b.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(levelFilter{log.Handler(), slog.LevelWarn})})
@@ -67,7 +102,146 @@ func startBroker(s *Set, addr string, trigs []*trig) (*broker, error) {
 	return b, nil
 }
 
-func (b *broker) stop() { b.srv.Close() }
+// stop closes the broker, and waits for the acknowledgers to finish what
+// they hold (the activations are stored or refused; the PUBACKs to closed
+// connections go nowhere).
+func (b *broker) stop() {
+	b.srv.Close()
+	b.ackMu.Lock()
+	b.stopped = true
+	for cl, a := range b.ackers {
+		a.gone = true
+		delete(b.ackers, cl)
+		a.poke()
+	}
+	b.ackRoom.Broadcast()
+	b.ackMu.Unlock()
+	b.ackWG.Wait()
+}
+
+func (a *acker) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue hands PUBLISH u of cl to cl's acknowledger (started with the
+// client's first), waiting while cl has maxUnacked waiting already.
+func (b *broker) enqueue(cl *mqtt.Client, u unacked) {
+	b.ackMu.Lock()
+	a := b.ackers[cl]
+	if a == nil && !b.stopped {
+		a = &acker{wake: make(chan struct{}, 1)}
+		b.ackers[cl] = a
+		b.ackWG.Add(1)
+		go b.acknowledge(cl, a)
+	}
+	for a != nil && len(a.q) >= maxUnacked && !a.gone {
+		b.ackRoom.Wait()
+	}
+	if a == nil || a.gone {
+		b.ackMu.Unlock()
+		b.settle(cl, u) // the broker is stopping: settle it here
+		return
+	}
+	a.q = append(a.q, u)
+	b.ackMu.Unlock()
+	a.poke()
+}
+
+// pendingAcks reports whether cl has PUBLISHes waiting for their PUBACK.
+func (b *broker) pendingAcks(cl *mqtt.Client) bool {
+	b.ackMu.Lock()
+	defer b.ackMu.Unlock()
+	a := b.ackers[cl]
+	return a != nil && len(a.q) > 0
+}
+
+// acknowledge is cl's acknowledger: it settles cl's PUBLISHes in order
+// until cl is gone and nothing is left.
+func (b *broker) acknowledge(cl *mqtt.Client, a *acker) {
+	defer b.ackWG.Done()
+	var batch []unacked
+	for {
+		b.ackMu.Lock()
+		for len(a.q) == 0 && !a.gone {
+			b.ackMu.Unlock()
+			<-a.wake
+			b.ackMu.Lock()
+		}
+		if len(a.q) == 0 {
+			b.ackMu.Unlock()
+			return
+		}
+		full := len(a.q) >= maxUnacked
+		batch, a.q = a.q, batch[:0]
+		if full {
+			b.ackRoom.Broadcast()
+		}
+		b.ackMu.Unlock()
+		for i := range batch {
+			b.settle(cl, batch[i])
+			batch[i] = unacked{}
+		}
+	}
+}
+
+// settle waits for PUBLISH u's activations to be durable and answers it:
+// PUBACK, then the message goes to the broker's subscribers; or, when one
+// was refused, a PUBACK with the reason (MQTT 5) or, as 3.1.1 has no
+// negative acknowledgement, the connection dropped without a PUBACK (the
+// client sends it again when it reconnects).
+func (b *broker) settle(cl *mqtt.Client, u unacked) {
+	err := u.err
+	for _, x := range u.subs {
+		if e := x.wait(); e != nil && err == nil {
+			err = e
+		}
+	}
+	if err == nil {
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: u.pk.PacketID, ReasonCode: packets.CodeSuccess.Code}
+		if cl.WritePacket(ack) == nil {
+			b.forward(u.pk)
+		}
+		return
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		code := refusal(err)
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: u.pk.PacketID, ReasonCode: code.Code}
+		ack.Properties.ReasonString = code.Reason
+		cl.WritePacket(ack)
+		return
+	}
+	b.srv.DisconnectClient(cl, packets.ErrQuotaExceeded)
+}
+
+// forward delivers a PUBLISH the hook held back to the broker's
+// subscribers of its topic (and keeps it, when retained), as mochi would
+// have: from the node's inline client, so the hook lets it through.
+func (b *broker) forward(pk packets.Packet) {
+	if !pk.FixedHeader.Retain {
+		subs := b.srv.Topics.Subscribers(pk.TopicName)
+		if len(subs.Subscriptions) == 0 && len(subs.Shared) == 0 && len(subs.InlineSubscriptions) == 0 {
+			return
+		}
+	}
+	if cl, ok := b.srv.Clients.Get(mqtt.InlineClientId); ok {
+		pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
+		b.srv.InjectPacket(cl, pk)
+	}
+}
+
+// refusal is the MQTT 5 reason code of an activation not accepted.
+func refusal(err error) packets.Code {
+	switch {
+	case errors.Is(err, activation.ErrUnknownChain):
+		return packets.ErrUnspecifiedError
+	case strings.Contains(err.Error(), "larger than a pool buffer"):
+		return packets.ErrPacketTooLarge
+	}
+	return packets.ErrQuotaExceeded
+}
 
 // publish sends a chain's reply through the embedded broker.
 func (b *broker) publish(r activation.Reply, payload []byte) error {
@@ -110,11 +284,29 @@ type publishHook struct {
 
 func (h *publishHook) ID() string { return "spry-triggers" }
 
-func (h *publishHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *publishHook) Provides(b byte) bool { return b == mqtt.OnPublish || b == mqtt.OnDisconnect }
+
+// OnDisconnect lets cl's acknowledger finish and stop.
+func (h *publishHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	b := h.b
+	b.ackMu.Lock()
+	if a := b.ackers[cl]; a != nil {
+		a.gone = true
+		delete(b.ackers, cl)
+		a.poke()
+		b.ackRoom.Broadcast()
+	}
+	b.ackMu.Unlock()
+}
 
 func (h *publishHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
-		return pk, nil // a reply the node publishes
+		return pk, nil // a reply the node publishes, or a PUBLISH forwarded after its PUBACK
+	}
+	if pk.FixedHeader.Qos == 1 {
+		if _, ok := h.b.s.target.(Submitter); ok {
+			return h.onQoS1(cl, pk)
+		}
 	}
 	for _, t := range *h.b.trigs.Load() {
 		if !Match(t.def.MQTT.Topic, pk.TopicName) {
@@ -127,13 +319,7 @@ func (h *publishHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		}
 		// Not accepted at QoS 1: the publisher must not be told it was.
 		if cl.Properties.ProtocolVersion == 5 {
-			code := packets.ErrQuotaExceeded
-			if errors.Is(err, activation.ErrUnknownChain) {
-				code = packets.ErrUnspecifiedError
-			} else if strings.Contains(err.Error(), "larger than a pool buffer") {
-				code = packets.ErrPacketTooLarge
-			}
-			return pk, code // PUBACK with the reason
+			return pk, refusal(err) // PUBACK with the reason
 		}
 		// MQTT 3.1.1 has no negative acknowledgement: withhold the PUBACK
 		// and drop the connection, so the client sends it again when it
@@ -142,6 +328,35 @@ func (h *publishHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
+}
+
+// onQoS1 submits the activations of a QoS 1 PUBLISH and hands it to its
+// client's acknowledger; mochi neither acknowledges nor delivers it
+// (ErrRejectPacket): the acknowledger does both once it is stored. A
+// PUBLISH no trigger takes goes the same way while the client has others
+// waiting (PUBACKs keep their order), else mochi handles it at once.
+func (h *publishHook) onQoS1(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	u := unacked{pk: pk}
+	for _, t := range *h.b.trigs.Load() {
+		if !Match(t.def.MQTT.Topic, pk.TopicName) {
+			continue
+		}
+		qos := min(pk.FixedHeader.Qos, t.def.MQTT.QoS)
+		x, err := h.b.s.submit(t, mqttSpec(t, pk.TopicName, pk.Payload, qos, pk.Properties.ResponseTopic, pk.Properties.CorrelationData, ""))
+		if err != nil {
+			if qos == 0 {
+				continue
+			}
+			u.err = err
+			break
+		}
+		u.subs = append(u.subs, x)
+	}
+	if u.subs == nil && u.err == nil && !h.b.pendingAcks(cl) {
+		return pk, nil
+	}
+	h.b.enqueue(cl, u)
+	return pk, packets.ErrRejectPacket
 }
 
 // mqttSpec is the activation of one message on t's topic filter.

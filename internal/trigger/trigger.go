@@ -31,6 +31,20 @@ type Target interface {
 	Active(id string) bool
 }
 
+// Submitter is what a Target may also do: submit an activation to the
+// store without waiting for the disk, and wait for it later
+// (activation.Manager.Submit). The embedded broker acknowledges QoS 1
+// PUBLISHes through it without holding up the client's read loop: many
+// messages, of many clients, share one flush.
+type Submitter interface {
+	Submit(activation.Spec) (Waiter, error)
+}
+
+// Waiter is a submitted activation (activation.Submission).
+type Waiter interface {
+	Wait() (activation.Accepted, error)
+}
+
 // Config configures a Set.
 type Config struct {
 	Triggers []Def
@@ -200,6 +214,15 @@ func (s *Set) BrokerAddr() string {
 
 // fire makes one activation for t.
 func (s *Set) fire(t *trig, spec activation.Spec) (activation.Accepted, error) {
+	if err := t.prepare(&spec); err != nil {
+		return activation.Accepted{}, err
+	}
+	a, err := s.target.Accept(spec)
+	return a, t.settled(a, err)
+}
+
+// prepare fills in what t says of an activation, and checks its size.
+func (t *trig) prepare(spec *activation.Spec) error {
 	t.fired.Add(1)
 	t.last.Store(time.Now().UnixNano())
 	spec.App, spec.Chain = t.def.App, t.def.Chain
@@ -213,17 +236,52 @@ func (s *Set) fire(t *trig, spec activation.Spec) (activation.Accepted, error) {
 	if len(spec.Body) > t.def.MaxBody {
 		err := fmt.Errorf("trigger %s: payload of %d bytes is larger than a pool buffer (%d)", t.def.Name, len(spec.Body), t.def.MaxBody)
 		t.reject(err)
-		return activation.Accepted{}, err
+		return err
 	}
-	a, err := s.target.Accept(spec)
+	return nil
+}
+
+// settled counts how an activation t made ended up.
+func (t *trig) settled(a activation.Accepted, err error) error {
 	if err != nil {
 		t.reject(err)
-		return a, err
+		return err
 	}
 	t.accepted.Add(1)
 	id := a.ID
 	t.lastID.Store(&id)
-	return a, nil
+	return nil
+}
+
+// submitted is an activation of t on its way to the disk.
+type submitted struct {
+	t *trig
+	w Waiter
+}
+
+// wait waits for it to be durable, and counts it.
+func (x submitted) wait() error {
+	a, err := x.w.Wait()
+	return x.t.settled(a, err)
+}
+
+// submit makes one activation for t without waiting for the disk, when
+// the target can (else it waits, as fire).
+func (s *Set) submit(t *trig, spec activation.Spec) (submitted, error) {
+	sub, ok := s.target.(Submitter)
+	if !ok {
+		_, err := s.fire(t, spec)
+		return submitted{}, err
+	}
+	if err := t.prepare(&spec); err != nil {
+		return submitted{}, err
+	}
+	w, err := sub.Submit(spec)
+	if err != nil {
+		t.reject(err)
+		return submitted{}, err
+	}
+	return submitted{t, w}, nil
 }
 
 // Fired is an activation a trigger made from an event.

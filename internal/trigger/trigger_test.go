@@ -2,8 +2,10 @@ package trigger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -234,4 +236,156 @@ func TestEmbeddedBroker(t *testing.T) {
 		t.Fatal("a refused QoS 1 message was acknowledged as accepted")
 	}
 	t.Logf("refused: %v", err)
+}
+
+// gated is a Submitter whose activations become "durable" when the test
+// opens their gate (by payload), or fail with fail.
+type gated struct {
+	recorder
+	mu    sync.Mutex
+	gates map[string]chan error
+	subs  chan string // payloads, in the order Submit saw them
+}
+
+func (g *gated) gate(p string) chan error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := g.gates[p]
+	if c == nil {
+		c = make(chan error, 1)
+		g.gates[p] = c
+	}
+	return c
+}
+
+type gatedWait struct{ c chan error }
+
+func (w gatedWait) Wait() (activation.Accepted, error) {
+	if err := <-w.c; err != nil {
+		return activation.Accepted{}, err
+	}
+	return activation.Accepted{ID: activation.NewID(time.Now())}, nil
+}
+
+func (g *gated) Submit(s activation.Spec) (Waiter, error) {
+	if g.refuse.Load() {
+		return nil, activation.ErrQueueFull
+	}
+	g.subs <- string(s.Body)
+	return gatedWait{g.gate(string(s.Body))}, nil
+}
+
+// QoS 1 PUBLISHes are acknowledged once their activations are durable,
+// in the order they came, without holding up the client's read loop; the
+// broker's subscribers get them after the PUBACK.
+func TestQoS1AcknowledgedInOrderWhenStored(t *testing.T) {
+	t.Parallel()
+	g := &gated{recorder: *newRecorder(), gates: map[string]chan error{}, subs: make(chan string, 10)}
+	s, err := Start(Config{Target: g, MQTT: "127.0.0.1:0", Triggers: []Def{
+		def("motion", config.TriggerMQTT, config.Trigger{MQTT: config.MQTTTrigger{Topic: "sensors/+/motion", QoS: 1}}),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	seen := make(chan *paho.Publish, 10)
+	client(t, s.BrokerAddr(), []string{"sensors/#"}, seen)
+	pub := client(t, s.BrokerAddr(), nil, make(chan *paho.Publish, 1))
+	ctx := context.Background()
+	acked := make(chan string, 10)
+	publish := func(topic, p string) {
+		go func() {
+			_, err := pub.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(p)})
+			if err != nil {
+				p += ": " + err.Error()
+			}
+			acked <- p
+		}()
+	}
+	submitted := func(want string) {
+		t.Helper()
+		select {
+		case p := <-g.subs:
+			if p != want {
+				t.Fatalf("submitted %q, want %q", p, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s not submitted in 10 s: the read loop waits for an earlier PUBLISH", want)
+		}
+	}
+	notYet := func(what string) {
+		t.Helper()
+		select {
+		case p := <-acked:
+			t.Fatalf("%s acknowledged %s", p, what)
+		case p := <-seen:
+			t.Fatalf("subscriber got %q %s", p.Payload, what)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	publish("sensors/a/motion", "m1")
+	submitted("m1")
+	publish("sensors/b/motion", "m2")
+	submitted("m2") // read while m1 is not yet stored
+	notYet("before it was stored")
+	g.gate("m2") <- nil
+	notYet("before an earlier PUBLISH was (PUBACKs in order)")
+	g.gate("m1") <- nil
+	// (The PUBACKs went out in order; the publishing goroutines return
+	// in any.)
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case p := <-acked:
+			got[p] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("not acknowledged in 10 s (got %v)", got)
+		}
+	}
+	if !got["m1"] || !got["m2"] {
+		t.Fatalf("acknowledged %v, want m1 and m2", got)
+	}
+	for _, want := range []string{"m1", "m2"} {
+		select {
+		case p := <-seen:
+			if string(p.Payload) != want {
+				t.Fatalf("subscriber got %q, want %q", p.Payload, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("subscriber did not get %s", want)
+		}
+	}
+	// Not stored (the store failed) or refused: a PUBACK with a reason,
+	// and the subscribers do not get it.
+	publish("sensors/c/motion", "m3")
+	submitted("m3")
+	g.gate("m3") <- errors.New("activation: write-ahead log failed")
+	g.refuse.Store(true)
+	publish("sensors/d/motion", "m4")
+	for range 2 {
+		select {
+		case p := <-acked:
+			if !strings.Contains(p, "limit has been exceeded") {
+				t.Fatalf("refused: %q, want a PUBACK with reason quota exceeded", p)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a refused PUBLISH got no PUBACK in 10 s")
+		}
+	}
+	select {
+	case p := <-seen:
+		t.Fatalf("subscriber got %q, which was not stored", p.Payload)
+	default:
+	}
+	// A QoS 1 PUBLISH no trigger takes goes through at once.
+	g.refuse.Store(false)
+	publish("other", "m5")
+	select {
+	case p := <-acked:
+		if p != "m5" {
+			t.Fatal(p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a PUBLISH without a trigger was not acknowledged")
+	}
 }

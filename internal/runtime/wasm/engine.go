@@ -209,6 +209,8 @@ type Function struct {
 
 	// Stats of the load.
 	Compile, Init time.Duration
+
+	live atomic.Int64 // instances made and not closed
 }
 
 // clockBase counts the fake clock of functions without the clock grant:
@@ -425,6 +427,7 @@ func (f *Function) instantiate(ctx context.Context, img *image) (*Instance, erro
 		mem.Free()
 		return nil, fmt.Errorf("wasm: function %s: instantiate: %w", f.cfg.Name, err)
 	}
+	f.live.Add(1)
 	in := &Instance{f: f, mod: mod, mem: mem}
 	in.irq = mod.ExportedGlobal(wasmbin.InterruptExport).(api.MutableGlobal)
 	in.fuel = mod.ExportedGlobal(wasmbin.FuelExport).(api.MutableGlobal)

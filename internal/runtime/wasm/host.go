@@ -65,9 +65,28 @@ type Host struct {
 	done   chan struct{}
 	wg     sync.WaitGroup // receivers and steps
 
+	// Background work (spares made by refill): Close waits for it, so
+	// that nothing instantiates into an engine being closed.
+	bgMu   sync.Mutex
+	bgStop bool
+	bg     sync.WaitGroup
+	// made is set when instances were made since the watchdog last
+	// handed the heap's garbage back to the system.
+	made atomic.Bool
+	// Functions whose spare the receiving thread took, to refill once it
+	// has run its batch (pending: there are some).
+	pendMu  sync.Mutex
+	pend    []*hostFn
+	pending atomic.Bool
+	// ticks counts the watchdog's rounds (tests: an idle host's stay
+	// asleep).
+	ticks atomic.Uint64
+
 	// PromoteAfter is how long a receiver may be busy before another takes
-	// over receiving; Tick the watchdog's period while requests flow.
-	PromoteAfter, Tick time.Duration
+	// over receiving; Tick the watchdog's period while requests flow; Idle
+	// how long after the last batch, with no step running, the watchdog
+	// sleeps until the next one.
+	PromoteAfter, Tick, Idle time.Duration
 	// Retry bounds how long a step's output waits for a full or missing
 	// next instance before the chain answers 503.
 	Retry time.Duration
@@ -125,7 +144,7 @@ func NewHost(c HostConfig) *Host {
 	h := &Host{
 		e: c.Engine, p: c.Pool, c: c.Conn, id: c.Conn.ID(), log: c.Log, out: c.Output,
 		fns: map[int]*hostFn{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
-		PromoteAfter: 2 * time.Millisecond, Tick: time.Millisecond, Retry: 2 * time.Second,
+		PromoteAfter: 2 * time.Millisecond, Tick: time.Millisecond, Idle: 20 * time.Millisecond, Retry: 2 * time.Second,
 		Events: c.Events,
 	}
 	if h.log == nil {
@@ -167,6 +186,18 @@ func (h *Host) Close() {
 	}
 	go func() {
 		h.wg.Wait()
+		h.bgMu.Lock()
+		h.bgStop = true
+		h.bgMu.Unlock()
+		h.bg.Wait()
+		// The spares no instance took.
+		h.fnMu.Lock()
+		for _, hf := range h.fns {
+			for hf.spares != nil && len(hf.spares) > 0 {
+				(<-hf.spares).Close()
+			}
+		}
+		h.fnMu.Unlock()
 		close(h.done)
 	}()
 }
@@ -216,13 +247,21 @@ func (h *Host) refill(hf *hostFn) {
 	if cap(hf.spares) == 0 {
 		return
 	}
+	h.bgMu.Lock()
+	defer h.bgMu.Unlock()
+	if h.bgStop {
+		return
+	}
+	h.bg.Add(1)
 	go func() {
+		defer h.bg.Done()
 		for len(hf.spares) < cap(hf.spares) && !h.stop.Load() {
 			in, err := hf.f.New(context.Background())
 			if err != nil {
 				h.log.Warn("could not make a spare instance", "function", hf.name, "err", err)
 				return
 			}
+			h.made.Store(true)
 			select {
 			case hf.spares <- in:
 			default:
@@ -233,15 +272,38 @@ func (h *Host) refill(hf *hostFn) {
 	}()
 }
 
+// refillPending makes the spares the receiving thread took (see instance).
+func (h *Host) refillPending() {
+	h.pendMu.Lock()
+	pend := h.pend
+	h.pend = nil
+	h.pending.Store(false)
+	h.pendMu.Unlock()
+	for _, hf := range pend {
+		h.refill(hf)
+	}
+}
+
 // instance returns a new module instance of hf: a spare when there is
-// one, else a fresh clone.
-func (h *Host) instance(ctx context.Context, hf *hostFn) (*Instance, error) {
+// one, else a fresh clone. The receiving thread (later) leaves making the
+// next spare until it has run what it received: a clone costs hundreds of
+// microseconds of CPU that the request which took the spare should not
+// wait behind.
+func (h *Host) instance(ctx context.Context, hf *hostFn, later bool) (*Instance, error) {
 	select {
 	case in := <-hf.spares:
-		h.refill(hf)
+		if later {
+			h.pendMu.Lock()
+			h.pend = append(h.pend, hf)
+			h.pendMu.Unlock()
+			h.pending.Store(true)
+		} else {
+			h.refill(hf)
+		}
 		return in, nil
 	default:
 	}
+	h.made.Store(true)
 	return hf.f.New(ctx)
 }
 
@@ -260,18 +322,31 @@ func (h *Host) Start(ctx context.Context, fn int, slot uint32, id uint16) error 
 	if slot >= h.p.Slots() || id == 0 || id == h.id {
 		return fmt.Errorf("wasm: start: bad slot %d or id %d", slot, id)
 	}
-	in, err := h.instance(ctx, hf)
+	if hi := h.inst(id); hi != nil && hi.slot == slot && hi.fn == hf {
+		return nil // adopted at its first descriptor
+	}
+	_, err := h.add(ctx, hf, slot, id, false)
+	return err
+}
+
+// add makes instance id of hf in slot. An instance id already has is kept
+// when it is the same one (Start after adopt, or the other way round).
+func (h *Host) add(ctx context.Context, hf *hostFn, slot uint32, id uint16, later bool) (*hostInst, error) {
+	in, err := h.instance(ctx, hf, later)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hi := &hostInst{id: id, slot: slot, fn: hf, st: h.p.Stats(slot)}
 	hi.in.Store(in)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	old := *h.insts.Load()
-	if _, dup := old[id]; dup {
+	if x, dup := old[id]; dup {
 		in.Close()
-		return fmt.Errorf("wasm: start: instance %d exists", id)
+		if x.slot == slot && x.fn == hf {
+			return x, nil
+		}
+		return nil, fmt.Errorf("wasm: start: instance %d exists", id)
 	}
 	m := make(map[uint16]*hostInst, len(old)+1)
 	for k, v := range old {
@@ -279,6 +354,45 @@ func (h *Host) Start(ctx context.Context, fn int, slot uint32, id uint16) error 
 	}
 	m[id] = hi
 	h.insts.Store(&m)
+	return hi, nil
+}
+
+// adopt starts instance id at its first descriptor, before the node's
+// start command for it arrives: the node makes a wasm instance's slot
+// ready as soon as it has given it an id, so a cold start costs no round
+// trip between the node and the host. The routing table says which slot
+// and function: a ready slot of this host that holds id. The start
+// command that follows finds the instance running.
+func (h *Host) adopt(id uint16) *hostInst {
+	if id == 0 || id == h.id {
+		return nil
+	}
+	p := h.p
+	for s := range p.Slots() {
+		if p.SlotID(s) != id || p.SlotEndpoint(s) != h.id || p.SlotState(s) != pool.SlotReady {
+			continue
+		}
+		h.fnMu.Lock()
+		hf := h.fns[int(p.SlotFunction(s))]
+		h.fnMu.Unlock()
+		if hf == nil {
+			return nil
+		}
+		select {
+		case <-hf.ready:
+		default:
+			return nil // not loaded: the node never starts one then
+		}
+		if hf.err != nil {
+			return nil
+		}
+		hi, err := h.add(context.Background(), hf, s, id, true)
+		if err != nil {
+			h.log.Error("could not start a wasm instance at its first request", "function", hf.name, "id", id, "err", err)
+			return nil
+		}
+		return hi
+	}
 	return nil
 }
 
@@ -333,6 +447,9 @@ func (h *Host) receive(gen uint64, inherit *batch) {
 	}
 	b := new(batch)
 	for {
+		if h.pending.Load() {
+			h.refillPending()
+		}
 		// Back to receiving, unless a newer receiver took over.
 		if !h.state.CompareAndSwap(gen<<1|1, gen<<1) {
 			return
@@ -389,10 +506,13 @@ func (h *Host) handle(d desc.Desc) {
 		h.p.CountStale()
 		return
 	}
-	hi := h.inst(h.p.Header(d.Buf).Own().Transit)
+	id := h.p.Header(d.Buf).Own().Transit
+	hi := h.inst(id)
 	if hi == nil {
-		h.p.CountStale()
-		return
+		if hi = h.adopt(id); hi == nil {
+			h.p.CountStale()
+			return
+		}
 	}
 	if !h.p.Accept(d.Buf, d.Gen, d.Src, hi.id) {
 		hi.st.Queue.Add(-1)
@@ -568,7 +688,7 @@ func (h *Host) account(st *pool.SlotStats, start, end, arrived int64, status uin
 // replace puts a new module instance into hi in place of in, which failed.
 func (h *Host) replace(hi *hostInst, in *Instance, why string) {
 	in.Close()
-	n, err := h.instance(context.Background(), hi.fn)
+	n, err := h.instance(context.Background(), hi.fn, true)
 	if err != nil {
 		// Keep the dead one: its next step fails, and says so.
 		h.log.Error("could not replace a wasm instance", "function", hi.fn.name, "id", hi.id, "err", err)
@@ -657,13 +777,15 @@ func (h *Host) replyHeld(chain uint16, hop uint8, buf uint32) {
 
 // watch is the watchdog: while requests flow it hands receiving on from a
 // receiver busy for longer than PromoteAfter, and interrupts steps past
-// their deadline; after a second without requests it sleeps until one
-// comes.
+// their deadline; once no step runs, the receiver waits for descriptors
+// and none came for Idle, it sleeps until the next batch wakes it: an idle
+// host costs no CPU.
 func (h *Host) watch() {
 	defer h.wg.Done()
 	t := time.NewTicker(h.Tick)
 	defer t.Stop()
 	for !h.stop.Load() {
+		h.ticks.Add(1)
 		now := mono.Now()
 		running := false
 		for _, hi := range *h.insts.Load() {
@@ -676,7 +798,8 @@ func (h *Host) watch() {
 				}
 			}
 		}
-		if s := h.state.Load(); s&1 == 1 && now-h.since.Load() > int64(h.PromoteAfter) {
+		s := h.state.Load()
+		if s&1 == 1 && now-h.since.Load() > int64(h.PromoteAfter) {
 			gen := s >> 1
 			if h.state.CompareAndSwap(s, (gen+1)<<1|1) {
 				h.since.Store(now)
@@ -684,15 +807,19 @@ func (h *Host) watch() {
 				go h.receive(gen+1, h.cur.Load())
 			}
 		}
-		if !running && now-h.active.Load() > int64(time.Second) {
+		if !running && s&1 == 0 && now-h.active.Load() > int64(h.Idle) {
 			h.parked.Store(true)
 			// A batch that arrived between the check and the store must
-			// not be slept through.
-			if now2 := mono.Now(); h.active.Load() < now2-int64(time.Second) {
-				// Idle: hand back what the heap does not use (starting
+			// not be slept through: its receiver stored active before it
+			// looked at parked.
+			if h.active.Load() < mono.Now()-int64(h.Idle) && h.state.Load()&1 == 0 {
+				// Idle: hand back what the heap does not use (making
 				// instances leaves garbage behind) before sleeping.
-				debug.FreeOSMemory()
+				if h.made.Swap(false) {
+					debug.FreeOSMemory()
+				}
 				<-h.wake
+				t.Reset(h.Tick)
 			}
 			h.parked.Store(false)
 			continue

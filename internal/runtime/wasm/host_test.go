@@ -340,3 +340,148 @@ func TestHostStopFinishesTheRunningStep(t *testing.T) {
 		}
 	}
 }
+
+// A wasm instance whose slot the node made ready before the host heard of
+// it (a cold start: no round trip between them) starts at its first
+// descriptor; the start command that follows finds it running.
+func TestHostAdoptsAtFirstDescriptor(t *testing.T) {
+	r := newHostRig(t)
+	// Slot 1's instance is replaced by id 12, which only the routing
+	// table knows; slot 0 stops taking requests, so they go to 12.
+	r.p.SetSlotState(1, pool.SlotDraining)
+	if err := r.h.Stop(11); err != nil {
+		t.Fatal(err)
+	}
+	r.p.SetSlotState(0, pool.SlotDraining)
+	r.p.StartHosted(1, 12, hostID, 1)
+	r.p.SetSlotState(1, pool.SlotReady)
+	for i := range 3 {
+		r.send(1, "/", "cold", 0)
+		if got := r.recv(10 * time.Second); got.status != 0 || got.body != "COLD" {
+			t.Fatalf("request %d: %+v", i, got)
+		}
+	}
+	hi := r.h.inst(12)
+	if hi == nil || hi.slot != 1 {
+		t.Fatalf("instance 12 not adopted in slot 1: %+v", hi)
+	}
+	if served := r.p.Stats(1).Served.Load(); served != 3 {
+		t.Errorf("slot 1 served %d steps, want 3", served)
+	}
+	in := hi.in.Load()
+	if err := r.h.Start(context.Background(), 0, 1, 12); err != nil {
+		t.Fatalf("start after adoption: %v", err)
+	}
+	if r.h.inst(12) != hi || hi.in.Load() != in {
+		t.Error("the start command replaced the adopted instance")
+	}
+	// A draining slot is not adopted: its descriptors are stale.
+	r.p.SetSlotState(1, pool.SlotDraining)
+	if err := r.h.Stop(12); err != nil {
+		t.Fatal(err)
+	}
+	buf := r.request(1, "/", "late", 0)
+	gen, ok := r.p.Transfer(buf, gwID, 12)
+	if !ok {
+		t.Fatal("transfer failed")
+	}
+	stale := r.p.Stale()
+	if err := r.gw.Send(desc.Desc{Dst: hostID, Src: gwID, Buf: buf, Gen: gen, Chain: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); r.p.Stale() <= stale; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a descriptor for a stopped instance in a draining slot was not dropped")
+		}
+	}
+	if r.h.inst(12) != nil {
+		t.Fatal("a stopped instance came back")
+	}
+	// The gateway takes its buffer back, as the node's reclaim would.
+	if !r.p.Move(buf, gwID, gwID) {
+		r.p.Reclaim(12, func(b uint32) { r.p.Free(b, pool.OwnerDaemon) })
+	} else {
+		r.p.Free(buf, gwID)
+	}
+	r.p.SetSlotState(0, pool.SlotReady)
+}
+
+// An idle warm host costs no CPU: soon after the last request its
+// watchdog sleeps until the next one, which wakes it.
+func TestHostIdleWatchdogSleeps(t *testing.T) {
+	r := newHostRig(t)
+	asleep := func() {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !r.h.parked.Load(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the watchdog did not go to sleep after the traffic")
+			}
+		}
+		ticks := r.h.ticks.Load()
+		time.Sleep(100 * time.Millisecond)
+		if n := r.h.ticks.Load() - ticks; n != 0 || !r.h.parked.Load() {
+			t.Fatalf("the watchdog ticked %d times while the host was idle", n)
+		}
+	}
+	for range 2 {
+		r.send(0, "/", "tick", 0)
+		if got := r.recv(10 * time.Second); got.body != "TICK" {
+			t.Fatalf("%+v", got)
+		}
+		asleep()
+	}
+}
+
+// Closing a host while it makes spare instances in the background waits
+// for them: none is instantiated into an engine being closed (a spare
+// made after the engine closed its modules panicked in Instance.bind).
+func TestHostCloseWhileMakingSpares(t *testing.T) {
+	ctx := context.Background()
+	mod := filepath.Join(t.TempDir(), "suite.wasm")
+	if err := os.WriteFile(mod, guest(t, "suite"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pool.Create("hostclose", pool.Layout{Buffers: 8, BufferSize: testWindow, Functions: 1, Chains: 1, Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	f, err := transport.New("uds", transport.Options{App: "hostclose", Dir: t.TempDir(), UID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := range 3 {
+		hc, err := f.Open(hostID + uint16(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := NewEngine(ctx, EngineConfig{CacheDir: filepath.Join(os.TempDir(), "spry-wasm-test-cache")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := NewHost(HostConfig{Engine: e, Pool: p, Conn: hc, Output: io.Discard})
+		done := make(chan struct{})
+		go func() {
+			h.Run()
+			close(done)
+		}()
+		if err := h.Load(ctx, Command{Op: OpLoad, Fn: 0, Name: "suite", Module: mod, Memory: 32 << 20, Spares: 8}); err != nil {
+			t.Fatal(err)
+		}
+		h.Close()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("host did not stop")
+		}
+		// Nothing is made after the host stopped, and the spares are
+		// closed: no instance is left for the engine's close.
+		fn := h.fn(0).f
+		time.Sleep(10 * time.Millisecond)
+		if n := fn.live.Load(); n != 0 {
+			t.Fatalf("%d instances left after the host stopped", n)
+		}
+		e.Close(ctx)
+	}
+}

@@ -87,6 +87,7 @@ func (in *Instance) close() {
 	if in.mod != nil {
 		in.mod.Close(context.Background())
 		in.mod = nil
+		in.f.live.Add(-1)
 	}
 }
 
