@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -40,7 +41,8 @@ func local(args []string) int {
 	crds := fs.String("crds", "", "the CRDs file (default: the ones built in)")
 	cpu := fs.String("capacity-cpu", "", "each agent's --capacity-cpu (millicores offered to instances; default all CPUs)")
 	mem := fs.String("capacity-memory", "", "each agent's --capacity-memory (default all memory)")
-	heartbeat := fs.Duration("heartbeat", time.Second, "the agents' heartbeat and the controller's period")
+	heartbeat := fs.Duration("heartbeat", time.Second, "the agents' heartbeat (and the controller's period, unless --period)")
+	period := fs.Duration("period", 0, "the controller's control period (default: --heartbeat)")
 	kcOut := fs.String("kubeconfig-out", "", "also write the cluster's kubeconfig to this file")
 	infoOut := fs.String("info-out", "", "once the agents are started, write the cluster as JSON to this file: {kubeconfig, nodes: [{name, gateway, admin, peer}]}")
 	quiet := fs.Bool("quiet", false, "log warnings and errors only")
@@ -83,7 +85,10 @@ func local(args []string) int {
 	}
 	env := &envtest.Environment{BinaryAssetsDirectory: *assets, ErrorIfCRDPathMissing: true,
 		CRDInstallOptions: envtest.CRDInstallOptions{Paths: []string{*crds}, ErrorIfPathMissing: true},
-		Scheme:            controller.Scheme()}
+		Scheme:            controller.Scheme(),
+		// The apiserver takes seconds to start on an idle machine, and far
+		// more on a loaded one (envtest's default gives it 20 s).
+		ControlPlaneStartTimeout: 2 * time.Minute}
 	cfg, err := env.Start()
 	if err != nil {
 		return fail(fmt.Errorf("control plane (run deploy/kubernetes/testbin.sh first?): %w", err))
@@ -185,7 +190,7 @@ func local(args []string) int {
 
 `, *nodes, *port, *port+*nodes-1, kubeconfig, *assets, *port)
 	}
-	ccfg := controller.ControllerConfig{Namespace: "spry-system", Logger: log, Period: *heartbeat,
+	ccfg := controller.ControllerConfig{Namespace: "spry-system", Logger: log, Period: cmp.Or(*period, *heartbeat),
 		Builtins: func(name string) bool { _, ok := builtin.Lookup(name); return ok }}
 	if *anyBuiltin {
 		ccfg.Builtins = nil

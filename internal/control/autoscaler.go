@@ -199,6 +199,15 @@ type Urgent interface {
 	Urgent(now time.Duration, o Observation) (desired int, ok bool)
 }
 
+// Waker is implemented by policies that scale to zero: Woken tells them
+// (now on Tick's clock) that an instance was started at once for a
+// request that found the function at zero (Fleet.Wake). That is activity:
+// until the request reaches the instance, the counters show none, and the
+// next tick must not take the instance for idle and stop it again.
+type Waker interface {
+	Woken(now time.Duration)
+}
+
 // New returns the autoscaler cfg selects, or the config's problems.
 func New(cfg Config) (Autoscaler, error) {
 	if err := cfg.Validate(); err != nil {

@@ -126,17 +126,33 @@ func (f *Fleet) Urgent(now time.Duration, observe func(name string) Observation)
 }
 
 // Wake gives one instance at once to each named function that has none
-// placed (a request waits for it somewhere: a scale from zero), and runs a
-// placement round when any did. It ticks no autoscaler: the next Tick
-// sizes the function as usual, from what it then observes.
-func (f *Fleet) Wake(names ...string) []Change {
+// placed (a request waits for it somewhere: a scale from zero), and to the
+// steps after it in its chains that have none either (the request needs
+// them a moment later), and runs a placement round when any did. It ticks
+// no autoscaler: the next Tick sizes the function as usual, from what it
+// then observes; but it tells each woken one's autoscaler (a Waker) that
+// the function was active at now (Tick's clock), so that the instance is
+// not taken for idle before the request reaches it.
+func (f *Fleet) Wake(now time.Duration, names ...string) []Change {
 	any := false
-	for _, name := range names {
+	seen := map[string]bool{}
+	for len(names) > 0 {
+		name := names[0]
+		names = names[1:]
 		i, ok := f.idx[name]
-		if !ok || f.fns[i].gone || f.placer.Placed(name) > 0 {
+		if !ok || seen[name] || f.fns[i].gone {
+			continue
+		}
+		seen[name] = true
+		fn := f.fns[i]
+		names = append(names, fn.spec.Links...)
+		if f.placer.Placed(name) > 0 {
 			continue
 		}
 		f.placer.SetDesired(name, 1)
+		if w, ok := fn.a.(Waker); ok {
+			w.Woken(now)
+		}
 		any = true
 	}
 	if !any {

@@ -131,6 +131,9 @@ func newKPA(cfg Config) *kpa {
 	}
 }
 
+// Woken implements Waker.
+func (k *kpa) Woken(now time.Duration) { k.lastActive = max(k.lastActive, now) }
+
 func (k *kpa) Tick(now time.Duration, o Observation) Decision {
 	c, kc := &k.cfg, &k.cfg.KPA
 	ready := max(o.Ready, 0)

@@ -286,6 +286,9 @@ func (m *mu) Tick(now time.Duration, o Observation) Decision {
 	}
 }
 
+// Woken implements Waker.
+func (m *mu) Woken(now time.Duration) { m.lastActive = max(m.lastActive, now) }
+
 // Urgent is mu's look between ticks. The daemon samples more often than
 // it ticks; a rise that comes just after a tick would otherwise go unmet
 // for up to a whole period. Urgent answers more instances at once when

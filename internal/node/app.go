@@ -417,9 +417,13 @@ func (a *app) noInstance(fn uint16) {
 	}
 	f := a.fns[fn]
 	if a.n.cfg.Cluster {
-		// The cluster controller starts instances: tell it, through the
-		// next heartbeat, that requests wait here.
+		// The cluster controller starts instances: tell it that requests
+		// wait here, at once (the agent's wait hook) and in the next
+		// heartbeat.
 		f.asked.Store(time.Now().UnixNano())
+		if w := a.n.onWait.Load(); w != nil {
+			(*w)(a.cfg.Name, f.cfg.Name)
+		}
 		return
 	}
 	if f.scaler() != nil && f.cfg.Scale.Min == 0 && f.wanted() == 0 {
@@ -937,6 +941,18 @@ type FunctionCounters struct {
 	Queued, InFlight, Ready, Start int
 }
 
+// SetOnWait sets the function a node under a cluster controller calls
+// when a request waits for a function with no instance here (the agent
+// then asks the controller for one at once). It runs on the gateway's
+// receive path: it must not block.
+func (n *Node) SetOnWait(f func(app, fn string)) {
+	if f == nil {
+		n.onWait.Store(nil)
+		return
+	}
+	n.onWait.Store(&f)
+}
+
 // Counters reads every function's counters from the pools.
 func (n *Node) Counters() []FunctionCounters {
 	var out []FunctionCounters
@@ -963,7 +979,11 @@ func (n *Node) Counters() []FunctionCounters {
 				now := o.now()
 				c.Queued, c.InFlight = now.Queued, now.InFlight
 			}
-			if c.Ready+c.Start == 0 && time.Since(time.Unix(0, f.asked.Load())) < 2*time.Second {
+			// A request waiting for an instance asks again every 250 ms
+			// (the gateway's askAgain): one asked within three of those
+			// still waits. Longer, and a function scaled to zero after
+			// such a request would still look asked for.
+			if c.Ready+c.Start == 0 && time.Since(time.Unix(0, f.asked.Load())) < 750*time.Millisecond {
 				c.Queued = max(c.Queued, 1) // requests wait for a first instance
 			}
 			c.SLOMet = c.Completions

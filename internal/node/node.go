@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -163,6 +164,7 @@ type Node struct {
 	binDir     string // executables staged for other uids ("" when not switching)
 	uids       bool   // instances run under per-app uids
 	started    time.Time
+	onWait     atomic.Pointer[func(app, fn string)] // SetOnWait
 	outMu      sync.Mutex
 	logsMu     sync.Mutex
 	logs       map[[2]string]*logBook // app, function → its instances' recent output

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -387,5 +389,44 @@ func TestQoS1AcknowledgedInOrderWhenStored(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a PUBLISH without a trigger was not acknowledged")
+	}
+}
+
+// A QoS 1 PUBLISH of an MQTT 3.1.1 client that is not accepted gets no
+// PUBACK (3.1.1 has no negative acknowledgement): the broker drops the
+// connection, so the client sends it again when it reconnects.
+func TestQoS1RefusedMQTT311(t *testing.T) {
+	if _, err := exec.LookPath("mosquitto_pub"); err != nil {
+		if os.Getenv("SPRY_REQUIRE_MOSQUITTO") != "" {
+			t.Fatalf("mosquitto_pub not found and SPRY_REQUIRE_MOSQUITTO is set: %v", err)
+		}
+		t.Skipf("mosquitto_pub not found (apt-get install mosquitto-clients): %v", err)
+	}
+	t.Parallel()
+	g := &gated{recorder: *newRecorder(), gates: map[string]chan error{}, subs: make(chan string, 10)}
+	g.refuse.Store(true)
+	s, err := Start(Config{Target: g, MQTT: "127.0.0.1:0", Triggers: []Def{
+		def("motion", config.TriggerMQTT, config.Trigger{MQTT: config.MQTTTrigger{Topic: "sensors/+/motion", QoS: 1}}),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	host, port, _ := strings.Cut(s.BrokerAddr(), ":")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "mosquitto_pub", "-V", "mqttv311", "-h", host, "-p", port, "-q", "1", "-t", "sensors/x/motion", "-m", "m").CombinedOutput()
+	if err == nil {
+		t.Fatalf("a refused QoS 1 PUBLISH was acknowledged: %s", out)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("mosquitto_pub still waiting after 20 s: the connection was not dropped")
+	}
+	t.Logf("mosquitto_pub: %v: %s", err, out)
+	// Accepted again: acknowledged.
+	g.refuse.Store(false)
+	go func() { g.gate("ok") <- nil }()
+	if out, err := exec.CommandContext(ctx, "mosquitto_pub", "-V", "mqttv311", "-h", host, "-p", port, "-q", "1", "-t", "sensors/x/motion", "-m", "ok").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v: %s", err, out)
 	}
 }

@@ -5,9 +5,14 @@
 // Kubernetes through internal/cluster/kube (no client-go), and drives the
 // node through the small Node interface.
 //
-// Every period it does, in order: renew the lease, read the assignment
-// and apply it if it changed, write the heartbeat. A failed step is
-// logged and retried next period; the node keeps serving what it runs.
+// The agent watches its assignment and applies a change the moment the
+// API server reports it. Every period it renews the lease (in a loop of
+// its own) and writes the heartbeat; and when the node has a request
+// waiting for a function with no instance anywhere, it writes the
+// heartbeat at once (the controller answers it with a wake round), so a
+// scale from zero takes a few round trips through the API server, not a
+// heartbeat period and a control period. A failed step is logged and
+// retried; the node keeps serving what it runs.
 package agent
 
 import (
@@ -23,6 +28,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spry-dev/spry/internal/cluster/api"
@@ -41,6 +47,9 @@ type Node interface {
 	// and where they run the apps' functions (hops between nodes).
 	SetPeers(peers []peer.Peer)
 	SetPlacement(app string, byFn map[string][]peer.NodeCount) error
+	// SetOnWait sets what the node calls (without blocking) when a
+	// request waits for a function with no instance it can reach.
+	SetOnWait(func(app, fn string))
 }
 
 // Config configures an agent.
@@ -66,7 +75,12 @@ type Agent struct {
 	applied string                 // the assignment last applied (its JSON)
 	apps    map[string]*appliedApp // by namespace/name
 	lease   *api.Lease
+	wake    chan struct{} // the node has a request waiting for a first instance
 }
+
+// WakeGap is the least time between two heartbeats that the node's
+// waiting requests make the agent write between periods.
+const WakeGap = 50 * time.Millisecond
 
 type appliedApp struct {
 	generation int64
@@ -101,7 +115,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	return &Agent{cfg: cfg, boot: hex.EncodeToString(b), apps: map[string]*appliedApp{}}, nil
+	return &Agent{cfg: cfg, boot: hex.EncodeToString(b), apps: map[string]*appliedApp{}, wake: make(chan struct{}, 1)}, nil
 }
 
 // MachineCapacity is this machine's CPUs (in millicores) and memory.
@@ -121,38 +135,129 @@ func MachineCapacity() api.Capacity {
 // Register creates or updates the node's SpryNode.
 func (a *Agent) Register(ctx context.Context) error { return a.register(ctx) }
 
-// Run runs a period at a time until ctx ends (Register first).
+// Run runs the agent until ctx ends (Register first): it watches the
+// node's assignment and applies each version, renews the lease and writes
+// the heartbeat every period, and writes the heartbeat at once (at most
+// every WakeGap) when the node has a request waiting for a function with
+// no instance.
 func (a *Agent) Run(ctx context.Context) error {
 	a.cfg.Log.Info("cluster agent registered", "node", a.cfg.Name, "cpu_millis", a.cfg.Spec.Capacity.CPUMillis,
 		"memory", a.cfg.Spec.Capacity.MemoryBytes, "gateway", a.cfg.Spec.Gateway)
+	a.cfg.Node.SetOnWait(func(string, string) {
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
+	})
+	defer a.cfg.Node.SetOnWait(nil)
 	// The lease has a loop of its own: an assignment that takes long to
 	// apply (apps starting, builds) or a slow API call must not cost the
 	// node its lease, which would make the controller move its instances.
-	leaseDone := make(chan struct{})
-	defer func() { <-leaseDone }()
+	wctx, stop := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	defer loops.Wait()
+	defer stop()
+	loops.Add(2)
 	go func() {
-		defer close(leaseDone)
+		defer loops.Done()
 		t := time.NewTicker(a.cfg.Period)
 		defer t.Stop()
 		for {
-			if err := a.renew(ctx); err != nil && ctx.Err() == nil {
+			if err := a.renew(wctx); err != nil && wctx.Err() == nil {
 				a.cfg.Log.Warn("cluster agent: lease", "err", err)
 			}
 			select {
-			case <-ctx.Done():
+			case <-wctx.Done():
 				return
 			case <-t.C:
 			}
 		}
 	}()
+	asgs := make(chan api.SpryAssignment, 1)
+	go func() { defer loops.Done(); a.watch(wctx, asgs) }()
+
 	t := time.NewTicker(a.cfg.Period)
 	defer t.Stop()
+	var pending *api.SpryAssignment // received, not yet applied
+	var lastWake time.Time
+	var gap <-chan time.Time // a wake that came within WakeGap of the last
+	a.beat(ctx)
 	for {
-		a.step(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
+		case asg := <-asgs:
+			pending = &asg
 		case <-t.C:
+			a.beat(ctx)
+		case <-a.wake:
+			if wait := WakeGap - time.Since(lastWake); wait > 0 {
+				if gap == nil {
+					gap = time.After(wait)
+				}
+				continue
+			}
+			lastWake = time.Now()
+			a.beat(ctx)
+		case <-gap:
+			gap, lastWake = nil, time.Now()
+			a.beat(ctx)
+		}
+		if pending != nil {
+			if err := a.apply(ctx, pending); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				a.cfg.Log.Warn("cluster agent: assignment", "err", err) // retried at the next period
+			} else {
+				pending = nil
+			}
+		}
+	}
+}
+
+// beat writes the heartbeat.
+func (a *Agent) beat(ctx context.Context) {
+	if err := a.heartbeat(ctx); err != nil && ctx.Err() == nil {
+		a.cfg.Log.Warn("cluster agent: heartbeat", "err", err)
+	}
+}
+
+// watch sends every version of the node's assignment to out (the latest
+// replaces one not yet taken), watching from the current state: a watch
+// without a resource version reports the object as it is, then its
+// changes. It watches again from the last version seen when the server
+// ends a watch, and from the current state when that version expired.
+func (a *Agent) watch(ctx context.Context, out chan api.SpryAssignment) {
+	rv := ""
+	for ctx.Err() == nil {
+		err := a.cfg.Client.Watch(ctx, kube.AssignmentsPath(), a.cfg.Name, rv, 5*time.Minute, func(ev kube.Event) error {
+			if ev.Type != "ADDED" && ev.Type != "MODIFIED" {
+				return nil // deleted: keep running what runs, as before an assignment exists
+			}
+			var asg api.SpryAssignment
+			if err := json.Unmarshal(ev.Object, &asg); err != nil {
+				return fmt.Errorf("assignment: %w", err)
+			}
+			rv = asg.Metadata.ResourceVersion
+			select {
+			case <-out: // drop the stale one
+			default:
+			}
+			out <- asg
+			return nil
+		})
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, kube.ErrGone):
+			rv = ""
+		case err != nil:
+			a.cfg.Log.Warn("cluster agent: watch assignment", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(a.cfg.Period):
+			}
 		}
 	}
 }
@@ -173,24 +278,6 @@ func (a *Agent) register(ctx context.Context) error {
 		return fmt.Errorf("agent: register node %s: %w", a.cfg.Name, err)
 	}
 	return nil
-}
-
-// Step runs one period: lease, assignment, heartbeat.
-func (a *Agent) Step(ctx context.Context) {
-	if err := a.renew(ctx); err != nil {
-		a.cfg.Log.Warn("cluster agent: lease", "err", err)
-	}
-	a.step(ctx)
-}
-
-// step runs one period but the lease: assignment, heartbeat.
-func (a *Agent) step(ctx context.Context) {
-	if err := a.reconcile(ctx); err != nil {
-		a.cfg.Log.Warn("cluster agent: assignment", "err", err)
-	}
-	if err := a.heartbeat(ctx); err != nil {
-		a.cfg.Log.Warn("cluster agent: heartbeat", "err", err)
-	}
 }
 
 func (a *Agent) renew(ctx context.Context) error {
@@ -225,16 +312,8 @@ func (a *Agent) renew(ctx context.Context) error {
 	return nil
 }
 
-// reconcile makes the node run what its assignment says.
-func (a *Agent) reconcile(ctx context.Context) error {
-	var asg api.SpryAssignment
-	err := a.cfg.Client.Get(ctx, kube.AssignmentPath(a.cfg.Name), &asg)
-	if errors.Is(err, kube.ErrNotFound) {
-		return nil // the controller has not written one yet
-	}
-	if err != nil {
-		return err
-	}
+// apply makes the node run what an assignment says.
+func (a *Agent) apply(ctx context.Context, asg *api.SpryAssignment) error {
 	kb, _ := json.Marshal(asg.Spec)
 	key := string(kb)
 	if key == a.applied {

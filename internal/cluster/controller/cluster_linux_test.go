@@ -290,7 +290,7 @@ func TestClusterAcrossNodes(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(h.ctx)
 		done := make(chan struct{})
-		go func() { defer close(done); _ = ctl.Run(ctx, nil) }()
+		go func() { defer close(done); _ = ctl.Run(ctx, nil, nil) }()
 		return func() { cancel(); <-done }
 	}
 	stopCtl := runController()

@@ -69,6 +69,7 @@ func (c *ControllerConfig) fill() {
 // placement back from the assignments it wrote.
 type Controller struct {
 	c        client.Client
+	reader   client.Reader // reads past the cache (to retry a write that lost to a stale read)
 	cfg      ControllerConfig
 	fleet    *control.Fleet
 	start    time.Time
@@ -103,25 +104,83 @@ func NewController(c client.Client, cfg ControllerConfig) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Controller{c: c, cfg: cfg, fleet: f, start: time.Now(),
+	return &Controller{c: c, reader: c, cfg: cfg, fleet: f, start: time.Now(),
 		apps: map[string]*appState{}, nodes: map[string]*nodeState{}, fnApp: map[string]string{}, log: cfg.Logger}, nil
 }
 
-// Run runs rounds every period until ctx ends; poke starts one early.
-func (ctl *Controller) Run(ctx context.Context, poke <-chan struct{}) error {
+// Run runs rounds every period until ctx ends; poke starts one early,
+// and wake runs a wake round (WakeRound) between them.
+func (ctl *Controller) Run(ctx context.Context, poke, wake <-chan struct{}) error {
 	t := time.NewTicker(ctl.cfg.Period)
 	defer t.Stop()
 	for {
 		if err := ctl.Round(ctx); err != nil && ctx.Err() == nil {
 			ctl.log.Warn("cluster controller round", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-poke:
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				break wait
+			case <-poke:
+				break wait
+			case <-wake:
+				if err := ctl.WakeRound(ctx); err != nil && ctx.Err() == nil {
+					ctl.log.Warn("cluster controller wake round", "err", err)
+				}
+			}
 		}
 	}
+}
+
+// Waiting reports whether a node's heartbeat says requests wait there for
+// a function with no instance on it (the node asks for a scale from
+// zero).
+func Waiting(n *SpryNode) bool {
+	for _, f := range n.Status.Functions {
+		if f.Queued > 0 && f.Ready+f.Starting == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// WakeRound answers nodes whose requests wait for a function with no
+// instance: each such function with no instance placed anywhere gets one
+// at once, and the changed assignments are written. It ticks no
+// autoscaler and consumes no heartbeat counters (the next round does),
+// so it may run at any time.
+func (ctl *Controller) WakeRound(ctx context.Context) error {
+	var nodes SpryNodeList
+	if err := ctl.c.List(ctx, &nodes); err != nil {
+		return fmt.Errorf("list sprynodes: %w", err)
+	}
+	var names []string
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		if st := ctl.nodes[n.Name]; st == nil || !st.up {
+			continue
+		}
+		for _, f := range n.Status.Functions {
+			if f.Queued > 0 && f.Ready+f.Starting == 0 {
+				names = append(names, fnName(f.App, f.Function))
+			}
+		}
+	}
+	changes := ctl.fleet.Wake(time.Since(ctl.start), names...)
+	if len(changes) == 0 {
+		return nil
+	}
+	for _, c := range changes {
+		ctl.log.Info("wake", "fn", c.Function, "node", c.Node, "delta", c.Delta)
+	}
+	var asg SpryAssignmentList
+	if err := ctl.c.List(ctx, &asg); err != nil {
+		return fmt.Errorf("list spryassignments: %w", err)
+	}
+	return errors.Join(ctl.writeAssignments(ctx, nodes.Items, asg.Items)...)
 }
 
 // fnName is a function's name in the fleet.
@@ -394,7 +453,7 @@ func scaleConfig(f *config.Function, period time.Duration) control.Config {
 		cfg.SLO = 0
 	}
 	cfg.Mu.ColdStart = 50 * time.Millisecond
-	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod = sc.Window, sc.Idle
+	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod, cfg.Mu.SLOWindow = sc.Window, sc.Idle, sc.SLOWindow
 	cfg.KPA.StableWindow, cfg.KPA.ScaleToZeroGrace = sc.Window, sc.Idle
 	return cfg
 }
@@ -477,7 +536,19 @@ func (ctl *Controller) writeAssignments(ctx context.Context, nodes []SpryNode, e
 			continue
 		}
 		cur.Spec = *want
-		if err := ctl.c.Update(ctx, cur); err != nil {
+		err := ctl.c.Update(ctx, cur)
+		if apierrors.IsConflict(err) {
+			// The cache had not yet seen this controller's last write (a
+			// wake round just after a round, or the other way round):
+			// read the object itself and write once more, rather than
+			// leave the node a period behind.
+			fresh := &SpryAssignment{}
+			if err = ctl.reader.Get(ctx, client.ObjectKey{Name: n.Name}, fresh); err == nil && !equalAssignment(fresh.Spec, *want) {
+				fresh.Spec = *want
+				err = ctl.c.Update(ctx, fresh)
+			}
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("update assignment %s: %w", n.Name, err))
 		}
 	}

@@ -42,9 +42,16 @@ type harness struct {
 	nodes []string
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessFor(t, 60*time.Second) }
+
+// newHarnessFor is newHarness with a context that lasts d (tests with
+// real agents: their steps wait on processes, which a loaded machine
+// slows down).
+func newHarnessFor(t *testing.T, d time.Duration) *harness {
 	needK8s(t)
-	h := &harness{t: t, ctx: testContext(t), ns: fmt.Sprintf("t-%d", time.Now().UnixNano()%1e9)}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	h := &harness{t: t, ctx: ctx, ns: fmt.Sprintf("t-%d", time.Now().UnixNano()%1e9)}
 	if err := testClient.Create(h.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: h.ns}}); err != nil {
 		t.Fatal(err)
 	}
@@ -435,5 +442,54 @@ func TestControllerConflicts(t *testing.T) {
 	}
 	if cond := api.FindCondition(h.status("b-shop").Conditions, "Valid"); cond.Status != "True" {
 		t.Fatalf("condition %+v", cond)
+	}
+}
+
+// TestControllerWakeRound: under the manager, a heartbeat saying a request
+// waits for a function no node runs makes the controller place one
+// instance of it, and of the next step of its chain, at once: the period
+// here is a minute, so only the wake round can have placed them.
+func TestControllerWakeRound(t *testing.T) {
+	h := newHarness(t)
+	h.node("w1", 4000, 8<<30)
+	h.keepAlive("w1")
+	h.app("lazy", `
+app: lazy
+functions:
+  front: {builtin: upper, scale: {min: 0, max: 4, policy: mu}}
+  back:  {builtin: echo,  scale: {min: 0, max: 4, policy: mu}}
+  other: {builtin: echo,  scale: {min: 0, max: 4, policy: mu}}
+chains:
+  lazy:  {route: /lazy, steps: [front, back]}
+  other: {route: /other, steps: [other]}
+`)
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- RunController(ctx, testCfg, ControllerConfig{Namespace: h.ns, Period: time.Minute},
+			RunOptions{HealthAddr: "0", MetricsAddr: "0"})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("controller: %v", err)
+		}
+	}()
+	// The first round: the app on the node, nothing placed (min 0).
+	waitFor(t, 30*time.Second, func() bool {
+		a := &SpryAssignment{}
+		return testClient.Get(h.ctx, client.ObjectKey{Name: "w1"}, a) == nil && len(a.Spec.Apps) == 1
+	}, "the first round's assignment")
+	if got := h.assigned("w1"); got != "" {
+		t.Fatalf("placed before any request: %q", got)
+	}
+	fc := func(fn string, queued int32) api.FunctionCounts {
+		return api.FunctionCounts{App: h.ns + "/lazy", Function: fn, Queued: queued}
+	}
+	h.heartbeat("w1", fc("front", 1), fc("back", 0), fc("other", 0))
+	waitFor(t, 30*time.Second, func() bool { return h.assigned("w1") == "lazy/back=1 lazy/front=1" }, "the wake round places front and back")
+	time.Sleep(500 * time.Millisecond) // nothing else follows
+	if got := h.assigned("w1"); got != "lazy/back=1 lazy/front=1" {
+		t.Fatalf("after the wake: %q", got)
 	}
 }

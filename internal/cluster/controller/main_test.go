@@ -1,12 +1,10 @@
 package controller
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
@@ -96,10 +94,4 @@ func needK8s(t *testing.T) {
 		t.Fatal("SPRY_REQUIRE_K8S=1: " + skipK8s)
 	}
 	t.Skip(skipK8s)
-}
-
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }

@@ -10,11 +10,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
@@ -71,11 +73,30 @@ func RunController(ctx context.Context, rc *rest.Config, cfg ControllerConfig, o
 	if err != nil {
 		return err
 	}
-	poke := make(chan struct{}, 1)
+	c.reader = mgr.GetAPIReader()
+	poke, wake := make(chan struct{}, 1), make(chan struct{}, 1)
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		cfg.Logger.Info("cluster controller leading", "namespace", cfg.Namespace, "placement", c.fleet.Placer().Strategy())
-		return c.Run(ctx, poke)
+		return c.Run(ctx, poke, wake)
 	})); err != nil {
+		return err
+	}
+	skipWake := true // a process may run the manager more than once (tests)
+	// A heartbeat saying requests wait for a function with no instance
+	// (a node asking for a scale from zero) runs a wake round at once.
+	err = ctrl.NewControllerManagedBy(mgr).For(&SpryNode{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+		n, ok := o.(*SpryNode)
+		return ok && Waiting(n)
+	}))).Named("sprynode-wake").
+		WithOptions(crcontroller.Options{SkipNameValidation: &skipWake}).
+		Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+			return reconcile.Result{}, nil
+		}))
+	if err != nil {
 		return err
 	}
 	skip := true // a process may run the manager more than once (tests)

@@ -21,6 +21,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,6 +37,7 @@ var (
 	ErrNotFound = errors.New("kube: not found")
 	ErrConflict = errors.New("kube: conflict")
 	ErrExists   = errors.New("kube: already exists")
+	ErrGone     = errors.New("kube: resource version too old")
 )
 
 // Client talks to one API server.
@@ -43,7 +45,8 @@ type Client struct {
 	server    string
 	token     string
 	http      *http.Client
-	Namespace string // the kubeconfig context's (or the pod's) namespace, or ""
+	stream    *http.Client // for watches: no overall timeout
+	Namespace string       // the kubeconfig context's (or the pod's) namespace, or ""
 }
 
 const saDir = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -222,7 +225,8 @@ func tlsConfig(ca, cert, key []byte, insecure bool) (*tls.Config, error) {
 func newClient(server string, tc *tls.Config) *Client {
 	tr := &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second,
 		DialContext: (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext}
-	return &Client{server: server, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	return &Client{server: server, http: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		stream: &http.Client{Transport: tr}}
 }
 
 // Paths of the objects Spry uses.
@@ -232,7 +236,8 @@ func AppPath(ns, name string) string {
 }
 func NodePath(name string) string       { return "/apis/spry.dev/v1alpha1/sprynodes/" + name }
 func NodesPath() string                 { return "/apis/spry.dev/v1alpha1/sprynodes" }
-func AssignmentPath(name string) string { return "/apis/spry.dev/v1alpha1/spryassignments/" + name }
+func AssignmentPath(name string) string { return AssignmentsPath() + "/" + name }
+func AssignmentsPath() string           { return "/apis/spry.dev/v1alpha1/spryassignments" }
 func LeasesPath(ns string) string       { return "/apis/coordination.k8s.io/v1/namespaces/" + ns + "/leases" }
 func LeasePath(ns, name string) string  { return LeasesPath(ns) + "/" + name }
 
@@ -270,20 +275,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.server+path, body)
+	resp, err := c.send(ctx, c.http, method, path, body)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("kube: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -291,26 +285,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("kube: %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
-		var s status
-		_ = json.Unmarshal(b, &s)
-		msg := s.Message
-		if msg == "" {
-			msg = strings.TrimSpace(string(b))
-		}
-		var sentinel error
-		switch resp.StatusCode {
-		case http.StatusNotFound:
-			sentinel = ErrNotFound
-		case http.StatusConflict:
-			sentinel = ErrConflict
-			if s.Reason == "AlreadyExists" {
-				sentinel = ErrExists
-			}
-		}
-		if sentinel != nil {
-			return fmt.Errorf("%w: %s %s: %s", sentinel, method, path, msg)
-		}
-		return fmt.Errorf("kube: %s %s: %s: %s", method, path, resp.Status, msg)
+		return statusError(method, path, resp, b)
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
@@ -318,6 +293,111 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 	}
 	return nil
+}
+
+func (c *Client) send(ctx context.Context, hc *http.Client, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.server+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("kube: %s %s: %w", method, path, err)
+	}
+	return resp, nil
+}
+
+// statusError turns an API server's error answer into an error wrapping
+// the matching sentinel.
+func statusError(method, path string, resp *http.Response, b []byte) error {
+	var s status
+	_ = json.Unmarshal(b, &s)
+	msg := s.Message
+	if msg == "" {
+		msg = strings.TrimSpace(string(b))
+	}
+	var sentinel error
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		sentinel = ErrNotFound
+	case http.StatusConflict:
+		sentinel = ErrConflict
+		if s.Reason == "AlreadyExists" {
+			sentinel = ErrExists
+		}
+	case http.StatusGone:
+		sentinel = ErrGone
+	}
+	if sentinel != nil {
+		return fmt.Errorf("%w: %s %s: %s", sentinel, method, path, msg)
+	}
+	return fmt.Errorf("kube: %s %s: %s: %s", method, path, resp.Status, msg)
+}
+
+// Event is one change a watch reports: Type is ADDED, MODIFIED or
+// DELETED (BOOKMARKs only advance the resource version; ERRORs end the
+// watch), Object the object as JSON.
+type Event struct {
+	Type   string          `json:"type"`
+	Object json.RawMessage `json:"object"`
+}
+
+// Watch watches the object named name in the collection at path (a
+// field selector on metadata.name) from resourceVersion rv, calling fn
+// with every change until ctx ends, the server closes the watch (after
+// timeout; nil is returned then, and the caller watches again from the
+// last version it saw), or fn fails. An expired rv is ErrGone: read the
+// object again and watch from its version.
+func (c *Client) Watch(ctx context.Context, path, name, rv string, timeout time.Duration, fn func(Event) error) error {
+	q := url.Values{"watch": {"true"}, "fieldSelector": {"metadata.name=" + name},
+		"allowWatchBookmarks": {"true"}, "timeoutSeconds": {fmt.Sprint(max(int(timeout/time.Second), 1))}}
+	if rv != "" {
+		q.Set("resourceVersion", rv)
+	}
+	full := path + "?" + q.Encode()
+	resp, err := c.send(ctx, c.stream, "GET", full, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return statusError("GET", full, resp, b)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev Event
+		if err := dec.Decode(&ev); err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("kube: watch %s: %w", path, err)
+		}
+		switch ev.Type {
+		case "BOOKMARK":
+			continue
+		case "ERROR":
+			var s struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			}
+			_ = json.Unmarshal(ev.Object, &s)
+			if s.Code == http.StatusGone {
+				return fmt.Errorf("%w: watch %s: %s", ErrGone, path, s.Message)
+			}
+			return fmt.Errorf("kube: watch %s: %d %s", path, s.Code, s.Message)
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
 }
 
 // Typed helpers with apiVersion/kind filled.

@@ -107,3 +107,72 @@ func TestKubeconfigProblems(t *testing.T) {
 		t.Error("missing file: no error")
 	}
 }
+
+// TestWatch: a watch sends the field selector, version and timeout, skips
+// bookmarks, hands on every change, ends cleanly when the server closes
+// the stream, and maps an expired version (an ERROR event with 410, or a
+// 410 answer) to ErrGone.
+func TestWatch(t *testing.T) {
+	var mode string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if q.Get("watch") != "true" || q.Get("fieldSelector") != "metadata.name=n1" || q.Get("timeoutSeconds") != "60" {
+			w.WriteHeader(400)
+			return
+		}
+		switch mode {
+		case "events":
+			if q.Get("resourceVersion") != "" {
+				w.WriteHeader(400)
+				return
+			}
+			fl := w.(http.Flusher)
+			for _, ev := range []string{
+				`{"type":"ADDED","object":{"metadata":{"name":"n1","resourceVersion":"5"}}}`,
+				`{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"6"}}}`,
+				`{"type":"MODIFIED","object":{"metadata":{"name":"n1","resourceVersion":"7"}}}`,
+			} {
+				w.Write([]byte(ev + "\n"))
+				fl.Flush()
+			}
+		case "gone event":
+			w.Write([]byte(`{"type":"ERROR","object":{"kind":"Status","code":410,"message":"too old resource version: 1 (9)"}}` + "\n"))
+		case "gone":
+			w.WriteHeader(410)
+			w.Write([]byte(`{"kind":"Status","reason":"Expired","message":"expired"}`))
+		case "garbage":
+			w.Write([]byte(`{"type":"ADDED","object":`))
+		}
+	}))
+	defer srv.Close()
+	c := newClient(srv.URL, nil)
+	ctx := t.Context()
+
+	mode = "events"
+	var got []string
+	err := c.Watch(ctx, AssignmentsPath(), "n1", "", time.Minute, func(ev Event) error {
+		var a api.SpryAssignment
+		if err := json.Unmarshal(ev.Object, &a); err != nil {
+			return err
+		}
+		got = append(got, ev.Type+"@"+a.Metadata.ResourceVersion)
+		return nil
+	})
+	if err != nil || strings.Join(got, " ") != "ADDED@5 MODIFIED@7" {
+		t.Fatalf("events: %v %v", got, err)
+	}
+	stop := errors.New("stop")
+	if err := c.Watch(ctx, AssignmentsPath(), "n1", "", time.Minute, func(Event) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("callback error: %v", err)
+	}
+	for _, m := range []string{"gone event", "gone"} {
+		mode = m
+		if err := c.Watch(ctx, AssignmentsPath(), "n1", "3", time.Minute, func(Event) error { return nil }); !errors.Is(err, ErrGone) {
+			t.Fatalf("%s: %v, want ErrGone", m, err)
+		}
+	}
+	mode = "garbage"
+	if err := c.Watch(ctx, AssignmentsPath(), "n1", "", time.Minute, func(Event) error { return nil }); err == nil || errors.Is(err, ErrGone) {
+		t.Fatalf("truncated event: %v", err)
+	}
+}
