@@ -32,4 +32,12 @@ func init() {
 		st := r.s.st
 		return func(delta int) { st.Keeps.Add(int32(delta)) }
 	}
+	sdkhook.Demand = func(req any) func(uint16, int) {
+		r := req.(*Request)
+		if r.s == nil || r.s.st == nil {
+			return func(uint16, int) {}
+		}
+		st := r.s.st
+		return func(fn uint16, n int) { st.Demand.Store(pool.DemandWord(fn, n)) }
+	}
 }

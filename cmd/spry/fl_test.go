@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/fl"
+	"github.com/spry-dev/spry/internal/node"
 )
 
 // The federated-learning app end to end: a node runs `spry fl config`'s
@@ -452,4 +454,133 @@ func TestFLExample(t *testing.T) {
 	}
 	t.Logf("examples/fl:\n%s", out)
 	f.n.waitFreeBuffers("fl")
+}
+
+// The hierarchy is the control plane's plan from the job's load
+// (control.PlanAggregation): the top asks the node for the plan's leaves
+// (pool.SlotStats.Demand), the node runs that many, warm across rounds,
+// and once the job is gone the leaves go to zero after their idle period.
+// A trickle of small updates is one leaf folding one partial sum.
+func TestFLHierarchyFollowsPlan(t *testing.T) {
+	yaml := fl.AppYAML(fl.AppOptions{Params: 1000, Uploads: 8, MaxLeaves: 2, Idle: 5 * time.Minute})
+	yaml = strings.Replace(yaml, "idle: 30s", "idle: 2s", 1)
+	n := startNode(t, "-f", writeConfig(t, yaml))
+	f := &flc{t: t, n: n, c: client(4)}
+	f.create("plan", `{"params": 1000, "updates": 4}`)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for r := 1; r <= 2; r++ {
+		for c := range 4 {
+			if st, b := f.update("plan", r, "c"+strconv.Itoa(c), 1, randomUpdate(rng, 1000)); st != http.StatusOK {
+				t.Fatalf("round %d client %d: %d %s", r, c, st, b)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	s := f.status("plan")
+	if len(s.Results) != 2 {
+		t.Fatalf("%d rounds closed, want 2: %+v", len(s.Results), s)
+	}
+	for _, r := range s.Results {
+		if r.Leaves != 1 || r.Partials != 1 {
+			t.Errorf("round %d: %d leaves planned, %d partial sums; want 1 and 1 for a trickle of small updates", r.Round, r.Leaves, r.Partials)
+		}
+	}
+	// The node runs what the top asked for (its next decision says so).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		leaf := findFunction(t, findApp(t, n.mustStatus(), "fl"), "fl-leaf")
+		if leaf.Scale.Reason == node.ReasonDemand && ready(leaf) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fl-leaf: %d ready, scale %+v; want 1 ready, reason %q", ready(leaf), leaf.Scale, node.ReasonDemand)
+		}
+	}
+	if st, b, _ := f.do("DELETE", "/fl/plan", nil); st != http.StatusOK {
+		t.Fatalf("delete: %d %s", st, b)
+	}
+	n.waitInstances("fl", "fl-leaf", 0, 20*time.Second)
+}
+
+// A job survives a restart of the top aggregator (kill -9) when the app
+// has a state directory: the new top restores it at its first request,
+// serves the last global model, and the job goes on at the round that was
+// open (its updates taken before the kill are gone, and the status says
+// so); deleting the job removes its files.
+func TestFLTopRestart(t *testing.T) {
+	dir, err := os.MkdirTemp("", "spry-fl-state-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil { // the app's own uid writes it
+		t.Fatal(err)
+	}
+	const params = 1000
+	yaml := fl.AppYAML(fl.AppOptions{Params: params, Uploads: 8, MaxLeaves: 2, Idle: 5 * time.Minute, StateDir: dir})
+	n := startNode(t, "-f", writeConfig(t, yaml))
+	f := &flc{t: t, n: n, c: client(8)}
+	f.create("re", fmt.Sprintf(`{"params": %d, "updates": 3, "rounds": 4}`, params))
+	rng := rand.New(rand.NewPCG(21, 5))
+	round := func(r int) ([][]float32, []float64) {
+		ups := make([][]float32, 3)
+		samples := make([]float64, 3)
+		for c := range ups {
+			ups[c] = randomUpdate(rng, params)
+			samples[c] = float64(1 + rng.IntN(50))
+		}
+		return ups, samples
+	}
+	ups, samples := round(1)
+	f.sendRound("re", 1, ups, samples, nil)
+	m1 := f.model("re", 1)
+	checkFedAvg(t, "round 1", m1, ups, samples)
+	// One update of round 2 in, then the top dies.
+	if st, b := f.update("re", 2, "c0", 1, randomUpdate(rng, params)); st != http.StatusOK {
+		t.Fatalf("round 2, before the kill: %d %s", st, b)
+	}
+	time.Sleep(300 * time.Millisecond) // the save is written off the top's lock
+	killed := false
+	for _, in := range findFunction(t, findApp(t, n.mustStatus(), "fl"), "fl-top").Instances {
+		if in.PID > 0 && syscall.Kill(in.PID, syscall.SIGKILL) == nil {
+			killed = true
+		}
+	}
+	if !killed {
+		t.Fatal("no fl-top to kill")
+	}
+	// The new top serves the last model, exactly.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, b, err := f.try("GET", "/fl/re/model?round=1", nil)
+		if err == nil && st == http.StatusOK {
+			got := make([]float32, len(b)/4)
+			for i := range got {
+				got[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+			}
+			if !slices32Equal(got, m1) {
+				t.Fatalf("the model of round 1 after the restart differs from before it")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no model of round 1 30s after the top was killed: %d %s %v\n%s", st, b, err, n.logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s := f.status("re")
+	if s.Round != 2 || len(s.Results) != 1 || s.Restarted == "" || s.Folded != 0 {
+		t.Fatalf("after the restart: round %d, %d results, folded %d, restarted %q; want round 2, 1 result, 0 folded, a note", s.Round, len(s.Results), s.Folded, s.Restarted)
+	}
+	t.Logf("restarted: %s", s.Restarted)
+	// The job goes on: round 2 from its start (c0 sends again).
+	ups, samples = round(2)
+	f.sendRound("re", 2, ups, samples, nil)
+	checkFedAvg(t, "round 2 after the restart", f.model("re", 2), ups, samples)
+	if st, b, _ := f.do("DELETE", "/fl/re", nil); st != http.StatusOK {
+		t.Fatalf("delete: %d %s", st, b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "re.*")); len(left) != 0 {
+		t.Errorf("files of the deleted job left: %v", left)
+	}
+	n.waitFreeBuffersWithin("fl", 20*time.Second)
 }

@@ -276,3 +276,29 @@ chains:
 		t.Fatalf("crashed at shutdown\n%s", l)
 	}
 }
+
+// pool.SlotStats.Keeps (state an instance keeps between requests: the FL
+// top's jobs) makes the node leave the instance's buffers alone and keeps
+// it from being scaled to zero. Any instance can write its own stats slot,
+// so the node believes it only of the builtins that keep state: here a
+// function that is not one writes it and holds a buffer for good; the
+// buffer comes back, and the function still scales to zero. Before the
+// fix the buffer stayed held and the instance stayed up.
+func TestKeepsBelievedOnlyOfStatefulBuiltins(t *testing.T) {
+	cfg := writeConfig(t, `app: keeper
+functions:
+  rogue:
+    go: `+rogueDir(t)+`
+    scale: {min: 0, max: 1, slo: 100ms, window: 1s, idle: 1s}
+chains:
+  k: {route: /k, steps: [rogue], methods: [POST]}
+`)
+	n := startNode(t, "-f", cfg)
+	c := client(1)
+	if s, got, err := n.post(c, "/k", "keep"); err != nil || s != 200 || got != "done" {
+		t.Fatalf("keep: %d %q %v", s, got, err)
+	}
+	n.waitInstances("keeper", "rogue", 1, 5*time.Second)
+	n.waitFreeBuffersWithin("keeper", 15*time.Second)
+	n.waitInstances("keeper", "rogue", 0, 20*time.Second)
+}

@@ -399,3 +399,47 @@ chains:
 	}
 	n.waitFreeBuffers("elastic")
 }
+
+// A wasm function at zero: the request that wakes it is sent as soon as
+// the node has claimed a slot for it (the host starts the instance at that
+// request, without a start command first), and it is served; again after
+// each return to zero, always in the one sandbox host, and nothing leaks.
+func TestWasmScalesFromZero(t *testing.T) {
+	fn := filepath.Join(repoRoot(t), "cmd", "spry", "testdata", "wasmfn")
+	cfg := writeConfig(t, fmt.Sprintf(`
+app: zero
+functions:
+  up:
+    wasm: %s
+    env: {MODE: upper}
+    scale: {min: 0, max: 1, idle: 1s, window: 1s}
+chains:
+  up: {route: /up, steps: [up], methods: [POST], timeout: 20s}
+`, fn))
+	n := startNode(t, "--transport", "uds", "-f", cfg)
+	c := client(1)
+	pids := map[int]bool{}
+	for i := range 3 {
+		n.waitInstances("zero", "up", 0, 20*time.Second)
+		body := fmt.Sprintf("cold %d", i)
+		if s, b, err := n.post(c, "/up", body); err != nil || s != 200 || b != strings.ToUpper(body) {
+			t.Fatalf("cold start %d: %d %q %v\n%s", i, s, b, err, n.logs())
+		}
+		// The start the request did not wait for is confirmed.
+		n.waitInstances("zero", "up", 1, 10*time.Second)
+		for _, in := range findFunction(t, findApp(t, n.mustStatus(), "zero"), "up").Instances {
+			if in.PID > 0 {
+				pids[in.PID] = true
+			}
+		}
+		for range 3 {
+			if s, b, err := n.post(c, "/up", "warm"); err != nil || s != 200 || b != "WARM" {
+				t.Fatalf("after cold start %d: %d %q %v", i, s, b, err)
+			}
+		}
+	}
+	if len(pids) != 1 {
+		t.Errorf("the instances ran in %d processes, want the one sandbox host: %v", len(pids), pids)
+	}
+	n.waitFreeBuffers("zero")
+}

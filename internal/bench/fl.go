@@ -108,9 +108,14 @@ type FLModeResult struct {
 	Refused    int       `json:"refused"`
 	Retries    int       `json:"retries"` // updates and fetches sent again after a 503 (a full pool, a model with every reader it can have at once)
 	IdleCPU    float64   `json:"idle_cpu_s_per_s"`
-	Leaves     []int     `json:"leaves,omitempty"` // partial sums per round (spry: sized by the control plane)
-	Note       string    `json:"note,omitempty"`
-	FirstError string    `json:"first_error,omitempty"`
+	// Leaves: per round, the leaf aggregators the control plane's plan
+	// asked for (spry: control.PlanAggregation from the updates' arrival
+	// rate and size); Partials: the partial sums the model was combined
+	// from.
+	Leaves     []int  `json:"leaves,omitempty"`
+	Partials   []int  `json:"partials,omitempty"`
+	Note       string `json:"note,omitempty"`
+	FirstError string `json:"first_error,omitempty"`
 }
 
 func (r FLModeResult) String() string {
@@ -554,12 +559,18 @@ func runFLJob(ctx context.Context, sys flSystem, o FLOptions, w *flWorkload, pat
 		res.RoundS = append(res.RoundS, float64(result.ReadyNs-t0)/1e9)
 		res.AggregateS = append(res.AggregateS, float64(result.ReadyNs-result.LastNs)/1e9)
 		res.CPUS = append(res.CPUS, cpu.Seconds())
+		if result.Leaves > 0 {
+			res.Leaves = append(res.Leaves, result.Leaves)
+		}
+		if result.Partials > 0 {
+			res.Partials = append(res.Partials, result.Partials)
+		}
 		if result.Updates != len(folded) {
 			fail("round %d: the model holds %d updates, %d were acknowledged", r, result.Updates, len(folded))
 		}
 		slices.Sort(folded)
 		prevClients = folded
-		logf("bench fl:   round %d: %.3f s, aggregate %.3f s, CPU %.2f s, %d updates", r, res.RoundS[r-1], res.AggregateS[r-1], cpu.Seconds(), result.Updates)
+		logf("bench fl:   round %d: %.3f s, aggregate %.3f s, CPU %.2f s, %d updates, %d leaves, %d partial sums", r, res.RoundS[r-1], res.AggregateS[r-1], cpu.Seconds(), result.Updates, result.Leaves, result.Partials)
 	}
 	total := cpuSince(roots, start)
 	// The last model, checked too.

@@ -98,7 +98,7 @@ func (r *FLReport) Markdown(w io.Writer, plots []string) {
 			fmt.Fprintf(w, "- %s: first error: %s\n", x.Mode, x.FirstError)
 		}
 		if len(x.Leaves) > 0 {
-			fmt.Fprintf(w, "- %s: partial sums per round (sized from the load): %v\n", x.Mode, x.Leaves)
+			fmt.Fprintf(w, "- %s: leaf aggregators per round (the control plane's plan from the updates' rate and size): %v; partial sums combined: %v\n", x.Mode, x.Leaves, x.Partials)
 		}
 	}
 	for _, n := range r.Notes {

@@ -26,6 +26,13 @@ type Function struct {
 	Name    string
 	Doc     string
 	Handler sdk.Handler
+	// Keeps is true for a builtin that keeps state between requests (the
+	// FL top's jobs): the node honours its instances' pool.SlotStats.Keeps
+	// (not idle, buffers its own). Any instance can write its own stats
+	// slot, so the node honours Keeps for these builtins only: a user's
+	// function, or a builtin that keeps nothing, cannot shield buffers
+	// from reclaim or stay up by writing it.
+	Keeps bool
 }
 
 var (
@@ -49,6 +56,24 @@ func Register(name, doc string, h sdk.Handler) {
 		panic("builtin: duplicate " + name)
 	}
 	registry[name] = Function{Name: name, Doc: doc, Handler: h}
+}
+
+// RegisterKeeper adds a builtin that keeps state between requests (see
+// Function.Keeps).
+func RegisterKeeper(name, doc string, h sdk.Handler) {
+	Register(name, doc, h)
+	mu.Lock()
+	defer mu.Unlock()
+	f := registry[name]
+	f.Keeps = true
+	registry[name] = f
+}
+
+// Keeps reports whether the builtin called name keeps state between
+// requests (Function.Keeps).
+func Keeps(name string) bool {
+	f, ok := Lookup(name)
+	return ok && f.Keeps
 }
 
 // Lookup returns the builtin called name.

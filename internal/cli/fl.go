@@ -49,5 +49,6 @@ func flConfigCmd() *cobra.Command {
 	f.IntVar(&o.Uploads, "uploads", 16, "updates in flight at once that the pool holds (more are answered 503 with Retry-After)")
 	f.IntVar(&o.MaxLeaves, "leaves", 4, "the most leaf aggregators the control plane may run")
 	f.DurationVar(&o.Idle, "idle", fl.DefaultTTL, "how long a job may go without a request (the top's scale.idle; a job's ttl may not be longer)")
+	f.StringVar(&o.StateDir, "state", "", "a directory where the top aggregator keeps its jobs (spec, results, latest model) so that they survive its restart; writable by the app's uid (default: in its memory only)")
 	return cmd
 }

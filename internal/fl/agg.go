@@ -303,14 +303,17 @@ func (a *Aggregator) Status() Status {
 // Status is a job's state, as GET /fl/{job} answers it.
 type Status struct {
 	Job        Job      `json:"job"`
-	Round      int      `json:"round"`      // the open round (the last one when done)
-	State      string   `json:"state"`      // open, closing, done
-	Pending    int      `json:"pending"`    // updates admitted, not folded yet
-	Folded     int      `json:"folded"`     // updates folded this round
-	Lost       []Lost   `json:"lost"`       // this round's lost updates (their clients may send again)
-	ModelRound int      `json:"modelRound"` // the latest model's round (0: the initial model)
-	Partials   int      `json:"partials"`   // partial sums the round folds into now
-	Results    []Result `json:"results"`    // the closed rounds, oldest first (the last 100)
+	Round      int      `json:"round"`               // the open round (the last one when done)
+	State      string   `json:"state"`               // open, closing, done
+	Pending    int      `json:"pending"`             // updates admitted, not folded yet
+	Folded     int      `json:"folded"`              // updates folded this round
+	Lost       []Lost   `json:"lost"`                // this round's lost updates (their clients may send again)
+	ModelRound int      `json:"modelRound"`          // the latest model's round (0: the initial model)
+	Partials   int      `json:"partials"`            // partial sums the round folds into now
+	Leaves     int      `json:"leaves,omitempty"`    // leaf aggregators the control plane's plan wants now
+	Plan       string   `json:"plan,omitempty"`      // the plan and what bounded it
+	Restarted  string   `json:"restarted,omitempty"` // the top restarted and restored the job: what was lost
+	Results    []Result `json:"results"`             // the closed rounds, oldest first (the last 100)
 }
 
 // Job states.

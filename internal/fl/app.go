@@ -1,6 +1,7 @@
 package fl
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -8,7 +9,7 @@ import (
 )
 
 func init() {
-	builtin.Register("fl-top", "federated learning: the top aggregator and its jobs (admits updates, combines the partial sums into each round's model, serves models); see docs/fl.md", Top)
+	builtin.RegisterKeeper("fl-top", "federated learning: the top aggregator and its jobs (admits updates, combines the partial sums into each round's model, serves models); see docs/fl.md", Top)
 	builtin.Register("fl-leaf", "federated learning: a leaf aggregator, folding each update where it lies into a partial sum in the pool", Leaf)
 }
 
@@ -19,6 +20,9 @@ type AppOptions struct {
 	Uploads   int           // updates in flight at once that the pool takes (more wait: 503)
 	MaxLeaves int           // the most leaf instances the control plane may run
 	Idle      time.Duration // how long a job may go without a request (the top's scale.idle)
+	// StateDir is where the top keeps its jobs so that they survive its
+	// restart (EnvStateDir; "": in its memory only).
+	StateDir string
 }
 
 func (o *AppOptions) defaults() {
@@ -73,7 +77,7 @@ functions:
     builtin: fl-top
     timeout: 5m
     scale: {min: 0, max: 1, idle: %s}       # one instance: it holds the jobs
-    env: {%s: %s}        # a job's ttl may not outlast the top
+    env: {%s: %s%s}        # a job's ttl may not outlast the top
   fl-leaf:
     builtin: fl-leaf
     timeout: 5m
@@ -95,5 +99,14 @@ chains:
     timeout: 5m
 `, o.Params, o.Uploads, o.Params, o.Uploads, o.MaxLeaves, o.Name,
 		(o.PoolMemory()+1<<20-1)>>20, maxBody>>20,
-		o.Idle, EnvMaxTTL, o.Idle, o.MaxLeaves)
+		o.Idle, EnvMaxTTL, o.Idle, stateEnv(o.StateDir), o.MaxLeaves)
+}
+
+// stateEnv is the top's EnvStateDir setting in AppYAML's env map.
+func stateEnv(dir string) string {
+	if dir == "" {
+		return ""
+	}
+	b, _ := json.Marshal(dir) // a YAML flow scalar
+	return ", " + EnvStateDir + ": " + string(b)
 }

@@ -15,7 +15,7 @@ import (
 // a place in the job's round table (the step data), and folds the update,
 // where the gateway wrote it in the pool, into one of the job's partial
 // sums in the pool. Its output is a 16-byte record for the top's commit
-// step; the update's buffer is freed as soon as it returns.
+// step (with the fold's time); the update's buffer is freed as soon as it returns.
 //
 // Leaves keep nothing between requests: the partial sums are the top's
 // (shared buffers), so the control plane adds and removes leaves as the
@@ -64,7 +64,9 @@ func fold(p *pool.Pool, self uint16, req *sdk.Request, l lend) record {
 	if n := int(p.Size(buf)); n != 4*l.params {
 		return record{outcome: outRefused, bad: -1, value: float32(n)}
 	}
+	start := time.Now()
 	s, slot, err := lock(t, l, req)
+	wait := time.Since(start)
 	switch {
 	case errors.Is(err, errBusy):
 		return record{outcome: outBusy}
@@ -101,7 +103,9 @@ func fold(p *pool.Pool, self uint16, req *sdk.Request, l lend) record {
 	s.addSamples(l.samples)
 	// The bit last, before the unlock: with it set, the fold is whole.
 	s.bits[l.ticket/64].Or(1 << (l.ticket % 64))
-	return record{outcome: outFolded, slot: slot}
+	// The fold's own time (not the wait for a free sum), for the
+	// control plane's plan (control.PlanAggregation).
+	return record{outcome: outFolded, slot: slot, value: float32((time.Since(start) - wait).Seconds())}
 }
 
 // foldPieces folds (or, into an empty sum, stores) w times the update in

@@ -339,6 +339,9 @@ type Result struct {
 	ReadyNs  int64 `json:"readyNs"`
 	// Partials is how many partial sums the model was combined from.
 	Partials int `json:"partials"`
+	// Leaves is the most leaf aggregators the control plane's plan asked
+	// for during the round (control.PlanAggregation; 0 where no plan).
+	Leaves int `json:"leaves,omitempty"`
 }
 
 // Close returns the round's result, its model ready at now.

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/spry-dev/spry/internal/control"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 	"github.com/spry-dev/spry/internal/sdkhook"
@@ -53,6 +55,15 @@ type top struct {
 	// sdkhook.Keeper): while it holds one, the node neither takes its
 	// buffers for lost nor scales it to zero.
 	keep func(delta int)
+	// demand asks the control plane for leaf aggregators (see
+	// sdkhook.Demand), for function leafFn (the update chain's step 1,
+	// known from the first update; -1 before).
+	demand func(fn uint16, n int)
+	leafFn int
+	// saver keeps the jobs in the state directory (EnvStateDir; nil:
+	// none); restored once the first request gives the top its pool.
+	saver    *saver
+	restored sync.Once
 }
 
 // EnvMaxTTL names the environment variable that bounds a job's ttl (the
@@ -61,12 +72,14 @@ const EnvMaxTTL = "FL_MAX_TTL"
 
 func (t *top) init() {
 	t.jobs = map[string]*topJob{}
+	t.leafFn = -1
 	t.maxTTL = 24 * time.Hour
 	if d, err := time.ParseDuration(os.Getenv(EnvMaxTTL)); err == nil && d > 0 {
 		t.maxTTL = d
 	}
 	t.timer = time.AfterFunc(time.Hour, t.sweep)
 	t.timer.Stop()
+	t.saver = newSaver(os.Getenv(EnvStateDir))
 }
 
 // sweepEvery is how often the top looks for lost updates while folds are
@@ -121,6 +134,23 @@ type topJob struct {
 	dl      []int64 // by ticket: the request's deadline (mono ns)
 	done    bool
 	used    int64 // the last request (mono ns), for the ttl
+
+	// The load the hierarchy is planned from (control.PlanAggregation):
+	// this round's admissions, the rounds before's arrival rate (per
+	// second), a leaf's fold time (seconds) and the combine's rate
+	// (bytes/s), the last two from measurements.
+	first, last int64
+	admits      int
+	rate        float64
+	foldS       float64
+	combineBps  float64
+	plan        control.AggregationPlan
+	maxLeaves   int // the most leaves planned in the round
+
+	// restarted: when a new top restored the job (saver), and the round
+	// of the model it went on from.
+	restarted    string
+	restartModel int
 }
 
 var (
@@ -175,7 +205,9 @@ func (t *top) serve(req *sdk.Request, res *sdk.Response) error {
 	t.p, t.self = p, self
 	if t.keep == nil {
 		t.keep = sdkhook.Keeper(req)
+		t.demand = sdkhook.Demand(req)
 	}
+	t.restored.Do(t.restore)
 	defer t.rearm()
 	id, kind, ok := ParsePath(req.Path())
 	if !ok {
@@ -246,32 +278,50 @@ func (t *top) create(req *sdk.Request, res *sdk.Response, id string, j *topJob, 
 	if j != nil {
 		return fail(res, &Error{Status: http.StatusConflict, Msg: "job " + id + " exists (DELETE it first)"})
 	}
-	j = &topJob{job: job, used: now}
+	j, e := t.newJob(job, now)
+	if e != nil {
+		return fail(res, e)
+	}
+	t.add(id, j)
+	t.save(j)
+	return answerJSON(res, http.StatusCreated, j.status())
+}
+
+// newJob makes a job's round table and its round-0 model (zeros), round 1
+// open.
+func (t *top) newJob(job Job, now int64) (*topJob, *Error) {
+	j := &topJob{job: job, used: now}
 	var e *Error
 	if j.table, e = t.share(TableBytes); e != nil {
-		return fail(res, e)
+		return nil, e
 	}
 	tbl, ok := tableOf(t.p.Data(j.table.idx))
 	if !ok {
 		t.drop(j.table)
-		return fail(res, &Error{Status: http.StatusInternalServerError, Msg: "fl-top: the round table is not 8-byte aligned in the pool"})
+		return nil, &Error{Status: http.StatusInternalServerError, Msg: "fl-top: the round table is not 8-byte aligned in the pool"}
 	}
 	clear(t.p.Data(j.table.idx)[:TableBytes])
 	j.tbl = tbl
 	if j.models[0], e = t.share(int(job.Bytes())); e != nil {
 		t.drop(j.table)
-		return fail(res, e)
+		return nil, e
 	}
 	clear(t.floats(j.models[0], job.Params))
 	tbl.params.Store(uint32(job.Params))
 	j.round = NewRound(&j.job, 1, now)
 	tbl.round.Store(1)
 	tbl.magic.Store(tableMagic)
+	return j, nil
+}
+
+// add makes j the job called id. Called with mu held.
+func (t *top) add(id string, j *topJob) {
 	t.jobs[id] = j
 	if len(t.jobs) == 1 {
 		t.keep(1)
 	}
-	return answerJSON(res, http.StatusCreated, j.status())
+	j.plan = control.PlanAggregation(control.AggregationLoad{Bytes: j.job.Bytes(), Goal: j.job.Updates})
+	t.ask()
 }
 
 // remove drops a job: the top's tokens go, and each buffer with its last
@@ -281,6 +331,8 @@ func (t *top) remove(id string, j *topJob) {
 	if len(t.jobs) == 0 {
 		t.keep(-1)
 	}
+	defer t.ask()
+	t.forget(id)
 	j.tbl.sealed.Store(1)
 	j.tbl.magic.Store(0)
 	for _, s := range j.slots {
@@ -296,27 +348,56 @@ func (t *top) remove(id string, j *topJob) {
 func (j *topJob) status() Status {
 	st := StatusOf(&j.job, j.round, j.done, j.results)
 	st.Partials = len(j.slots)
+	if !j.done {
+		st.Leaves, st.Plan = j.plan.Leaves, j.plan.String()
+	}
+	if j.restarted != "" {
+		st.Restarted = fmt.Sprintf("the top aggregator restarted at %s: the job went on from the model of round %d; updates of round %d sent before then are gone (send them again)", j.restarted, j.restartModel, j.restartModel+1)
+	}
 	return st
 }
 
-// leafCapacity is how many updates the leaves the control plane runs now
-// can fold at once: the ready instances of the update chain's next step
-// (a leaf folds one update at a time).
-func (t *top) leafCapacity(req *sdk.Request) int {
-	p := t.p
-	_, _, buf := sdkhook.Pool(req)
-	fn, ok := p.Step(p.Header(buf).Chain(), 1)
-	if !ok {
-		return 1
-	}
-	base, n := p.FunctionSlots(uint32(fn))
-	c := 0
-	for s := base; s < base+n && s < p.Slots(); s++ {
-		if p.SlotState(s) == pool.SlotReady {
-			c++
+// load is what the hierarchy of job j is planned from: the arrival rate
+// of its updates (this round's once it has a few, else the rounds
+// before's), their size, the round's goal, the measured fold and combine
+// times, and the bounds: the cores, the leaf function's slots, the pool's
+// room for partial sums.
+func (t *top) load(j *topJob, now int64) control.AggregationLoad {
+	l := control.AggregationLoad{Bytes: j.job.Bytes(), Goal: j.job.Updates, Rate: j.rate,
+		Fold: time.Duration(j.foldS * 1e9), CombineRate: j.combineBps, Cores: runtime.NumCPU()}
+	if j.admits >= 4 || (j.admits >= 2 && j.rate == 0) {
+		if d := float64(max(now, j.last)-j.first) / 1e9; d > 0 {
+			l.Rate = float64(j.admits-1) / d
 		}
 	}
-	return c
+	if l.Goal == 0 && len(j.results) > 0 {
+		l.Goal = j.results[len(j.results)-1].Updates
+	}
+	if t.leafFn >= 0 {
+		_, n := t.p.FunctionSlots(uint32(t.leafFn))
+		l.MaxLeaves = int(n)
+	}
+	// Room: what the pool's large-payload region has free, and the sums
+	// the job has; less a model and an update.
+	free := int64(t.p.ExtentBytes()) - int64(t.p.ExtentUsed())
+	l.Room = max(free+int64(len(j.slots)-2)*l.Bytes, l.Bytes)
+	return l
+}
+
+// ask tells the control plane how many leaf aggregators the jobs want:
+// the sum of their plans, none without a job (the leaves then go to zero
+// after their idle period). Called with mu held.
+func (t *top) ask() {
+	if t.demand == nil || t.leafFn < 0 {
+		return
+	}
+	n := 0
+	for _, j := range t.jobs {
+		if !j.done {
+			n += j.plan.Leaves
+		}
+	}
+	t.demand(uint16(t.leafFn), n)
 }
 
 // admit is step 0 of an update: the round rules, then a lend.
@@ -341,12 +422,24 @@ func (t *top) admit(req *sdk.Request, res *sdk.Response, id string, j *topJob, n
 	if e != nil {
 		return fail(res, e)
 	}
-	// The hierarchy: as many partial sums as updates can be folded at
-	// once, which is what the control plane sized the leaves for (the
-	// arrival rate and the time a fold of this size takes), and no more
-	// than are waiting to be folded.
-	pending, _ := j.round.Counts()
-	want := min(pending, max(t.leafCapacity(req), 1), MaxPartials)
+	// The hierarchy: the control plane's plan from the job's load (the
+	// arrival rate and size of its updates, control.PlanAggregation):
+	// that many leaves, each folding into a partial sum of its own.
+	if t.leafFn < 0 {
+		_, _, buf := sdkhook.Pool(req)
+		if fn, ok := t.p.Step(t.p.Header(buf).Chain(), 1); ok {
+			t.leafFn = int(fn)
+		}
+	}
+	if j.admits == 0 {
+		j.first = now
+	}
+	j.admits++
+	j.last = now
+	j.plan = control.PlanAggregation(t.load(j, now))
+	j.maxLeaves = max(j.maxLeaves, j.plan.Leaves)
+	t.ask()
+	want := min(j.plan.Leaves, MaxPartials)
 	for len(j.slots) < want {
 		s, e := t.share(int(j.job.Bytes()))
 		if e != nil {
@@ -434,6 +527,9 @@ func (t *top) commit(req *sdk.Request, res *sdk.Response, j *topJob, now int64) 
 	}
 	switch rec.outcome {
 	case outFolded:
+		if rec.value > 0 && rec.value < 3600 {
+			j.foldS = ewma(j.foldS, float64(rec.value)+hopCost.Seconds())
+		}
 		// Folded is false when the sweep saw the update's bit first.
 		if !j.round.Folded(tk, rec.slot) && !j.foldedIn(tk, rec.slot) {
 			return fail(res, &Error{Status: http.StatusGone, Msg: "the update was lost: " + j.lostWhy(tk) + " (send it again)"})
@@ -571,6 +667,7 @@ func (t *top) initModel(req *sdk.Request, res *sdk.Response, j *topJob) error {
 		}
 	}
 	copy(t.floats(j.models[0], j.job.Params), u)
+	t.save(j)
 	return answerJSON(res, http.StatusOK, j.status())
 }
 
@@ -650,24 +747,48 @@ func (t *top) closeIfDue(j *topJob, now int64) *Error {
 			t.drop(old)
 		}
 	}
+	c0 := mono.Now()
 	CombineParallel(t.floats(m, j.job.Params), parts, float32(1/j.round.Samples()), 0)
+	if d := mono.Now() - c0; used > 0 && d > 0 {
+		j.combineBps = ewma(j.combineBps, float64(used)*float64(j.job.Bytes())/(float64(d)/1e9))
+	}
 	r := j.round.Close(mono.Now())
 	r.Partials = used
+	r.Leaves = j.maxLeaves
+	// The round's arrival rate, for the next round's plan until it
+	// measures its own.
+	if j.admits >= 2 && j.last > j.first {
+		j.rate = ewma(j.rate, float64(j.admits-1)/(float64(j.last-j.first)/1e9))
+	}
+	j.admits, j.maxLeaves = 0, 0
 	j.results = append(j.results, r)
 	j.models[1], j.mround[1] = j.models[0], j.mround[0]
 	j.models[0], j.mround[0] = m, r.Round
 	if j.job.Rounds > 0 && r.Round >= j.job.Rounds {
 		j.done = true
+		t.ask()
 		for _, s := range j.slots {
 			t.drop(s)
 		}
 		j.slots = nil
 		tbl.nslots.Store(0)
+		t.save(j)
 		return nil
 	}
 	n := r.Round + 1
 	j.prev = j.round
 	j.round = NewRound(&j.job, n, mono.Now())
+	// The next round's plan, from the rounds before: partial sums it
+	// does not want go (leaves hold none: every lock is free here).
+	j.plan = control.PlanAggregation(t.load(j, mono.Now()))
+	t.ask()
+	if k := max(j.plan.Leaves, 1); k < len(j.slots) {
+		tbl.nslots.Store(uint32(k))
+		for _, s := range j.slots[k:] {
+			t.drop(s)
+		}
+		j.slots = j.slots[:k]
+	}
 	for i := range j.slots {
 		tbl.slots[i].reset(n)
 	}
@@ -678,6 +799,7 @@ func (t *top) closeIfDue(j *topJob, now int64) *Error {
 	// Ordering: the slots are reset before the round opens to leaves.
 	tbl.round.Store(uint32(n))
 	tbl.sealed.Store(0)
+	t.save(j)
 	return nil
 }
 
@@ -784,4 +906,16 @@ func (t *top) sweep() {
 		}
 		t.closeIfDue(j, now)
 	}
+}
+
+// hopCost is what a fold's request costs besides the leaf's own time: its
+// hops from the top and back.
+const hopCost = 100 * time.Microsecond
+
+// ewma is a moving average of measurements (the first one as it is).
+func ewma(avg, x float64) float64 {
+	if avg == 0 {
+		return x
+	}
+	return 0.7*avg + 0.3*x
 }

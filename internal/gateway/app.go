@@ -47,6 +47,9 @@ type App struct {
 	held    []uint32    // the entries Quiesce holds (the daemon's sweep only)
 	jmu     sync.Mutex
 	jfree   []*joins // join tables of requests that ended, for reuse
+	// waker is called once, by the next admission, when the daemon armed
+	// it (WakeOnAdmit: its watcher sleeps while the app is idle).
+	waker atomic.Pointer[func()]
 }
 
 // idBits is the width of the entry index in a request id: enough for the
@@ -366,8 +369,18 @@ func (a *App) acquire() (idx uint32, reqID uint64, ok bool) {
 		}
 	}
 	seq := a.seq.Add(1)
+	if a.waker.Load() != nil {
+		if f := a.waker.Swap(nil); f != nil {
+			(*f)()
+		}
+	}
 	return idx, seq<<idBits | uint64(idx), true
 }
+
+// WakeOnAdmit arms f to be called once, from the next request's admission
+// (it must not block): the daemon's watcher sleeps while the app is idle
+// and wakes on it. A later call replaces an armed f.
+func (a *App) WakeOnAdmit(f func()) { a.waker.Store(&f) }
 
 // publish makes entry idx completable by request reqID and arms its
 // deadline. Call it before the request's buffer leaves the gateway, after

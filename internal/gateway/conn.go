@@ -798,7 +798,7 @@ func (c *conn) head(status int, ctype []byte, n int, close bool, extra []byte) [
 	if !Bodyless(status) {
 		o = append(strconv.AppendInt(append(o, "Content-Length: "...), int64(n), 10), "\r\n"...)
 	}
-	o = append(append(append(o, "Date: "...), *c.g.date.Load()...), "\r\n"...)
+	o = append(append(append(o, "Date: "...), c.g.dateBytes()...), "\r\n"...)
 	if close || c.g.closing.Load() {
 		o = append(o, "Connection: close\r\n"...)
 	}

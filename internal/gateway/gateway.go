@@ -101,23 +101,27 @@ type Config struct {
 // app's pool, hands the chain a descriptor and answers from the buffer that
 // comes back.
 type Gateway struct {
-	routes  atomic.Pointer[route.Table[*Chain]] // swapped whole by SetChains
-	maxBuf  atomic.Int64                        // the largest pool buffer of any chain's app
-	tls     *tls.Config
-	log     *slog.Logger
-	idle    time.Duration
-	header  time.Duration
-	date    atomic.Pointer[[]byte]
-	mu      sync.Mutex
-	lns     []net.Listener
-	loopLns []func() // stop the event loops' listeners
-	conns   map[*conn]struct{}
-	closing atomic.Bool
-	wg      sync.WaitGroup
-	stop    chan struct{}
-	stopped sync.Once
-	refused [1000]atomic.Uint64 // responses to requests no chain served
-	events  Events              // asynchronous requests and CloudEvents (nil: none)
+	routes atomic.Pointer[route.Table[*Chain]] // swapped whole by SetChains
+	maxBuf atomic.Int64                        // the largest pool buffer of any chain's app
+	tls    *tls.Config
+	log    *slog.Logger
+	idle   time.Duration
+	header time.Duration
+	date   atomic.Pointer[[]byte]
+	// The date loop runs while responses use the date: dateUsed says one
+	// did since its last tick; dateIdle that it stopped (a second with
+	// none), so that an idle gateway wakes for nothing (see dateBytes).
+	dateUsed, dateIdle atomic.Bool
+	mu                 sync.Mutex
+	lns                []net.Listener
+	loopLns            []func() // stop the event loops' listeners
+	conns              map[*conn]struct{}
+	closing            atomic.Bool
+	wg                 sync.WaitGroup
+	stop               chan struct{}
+	stopped            sync.Once
+	refused            [1000]atomic.Uint64 // responses to requests no chain served
+	events             Events              // asynchronous requests and CloudEvents (nil: none)
 	// activationURL prefixes an activation id in a 202's Location (the
 	// admin API's /v1/activations/).
 	activationURL string
@@ -262,11 +266,32 @@ func (g *Gateway) dateLoop() {
 	for {
 		select {
 		case now := <-t.C:
+			if !g.dateUsed.Swap(false) {
+				// A second with no response: stop, unless one came
+				// just now and found the loop still running.
+				g.dateIdle.Store(true)
+				if !g.dateUsed.Load() || !g.dateIdle.CompareAndSwap(true, false) {
+					return
+				}
+			}
 			g.tickDate(now)
 		case <-g.stop:
 			return
 		}
 	}
+}
+
+// dateBytes is the Date header's value, formatted once a second by the
+// date loop, which it starts again when it had stopped.
+func (g *Gateway) dateBytes() []byte {
+	if !g.dateUsed.Load() {
+		g.dateUsed.Store(true)
+		if g.dateIdle.CompareAndSwap(true, false) {
+			g.tickDate(time.Now())
+			go g.dateLoop()
+		}
+	}
+	return *g.date.Load()
 }
 
 // Serve accepts connections on ln until Shutdown. It returns ErrClosed

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/auth"
+	"github.com/spry-dev/spry/internal/builtin"
 	"github.com/spry-dev/spry/internal/cluster/peer"
 	"github.com/spry-dev/spry/internal/config"
 	"github.com/spry-dev/spry/internal/control"
@@ -84,6 +85,11 @@ type function struct {
 	sc   *scaler // nil for a fixed count
 
 	remote *remoteSlot // its slot for instances on other nodes (nil: not in a cluster)
+
+	// keepsState is true for a builtin that keeps state between requests
+	// (builtin.Function.Keeps): only its instances' SlotStats.Keeps is
+	// honoured (see kept).
+	keepsState bool
 
 	asked atomic.Int64 // cluster mode: when a request last found no instance (Unix ns)
 }
@@ -248,7 +254,8 @@ func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev 
 	// The routing table: each function's slots, each chain's steps.
 	base := uint32(0)
 	for _, fc := range ac.Functions {
-		f := &function{a: a, cfg: fc, cmd: cmds[fc], base: base, workDir: fc.WorkDir}
+		f := &function{a: a, cfg: fc, cmd: cmds[fc], base: base, workDir: fc.WorkDir,
+			keepsState: fc.Kind == config.Builtin && builtin.Keeps(fc.Builtin)}
 		if fc.Kind == config.Wasm {
 			// No process: the sandbox host runs its module.
 			f.wasm, f.cmd = f.cmd.Argv[0], rt.Command{}
@@ -480,16 +487,40 @@ func (a *app) live(id uint16) bool {
 // function's autoscaler decide its instance count. Now and then it takes
 // back buffers held by endpoints that no longer exist (a descriptor a
 // transport lost with its dead destination).
+//
+// An idle app costs no CPU: once nothing has been in flight or arrived
+// for a while (quiet), the watcher ticks only once per control period,
+// while an autoscaler may still scale a function down (its keep-alive
+// runs out on time), and once every function is at the count idleness
+// leaves it at (settled), only every settledPeriod; the next request
+// wakes it at once (gateway.App.WakeOnAdmit), back to its tick.
 func (a *app) watch(ctx context.Context) {
-	const tick = 100 * time.Millisecond
-	t := time.NewTicker(tick)
+	t := time.NewTimer(watchTick)
 	defer t.Stop()
+	wake := make(chan struct{}, 1)
+	alarm := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
 	sw := &sweeper{suspects: map[uint16]int{}, stuck: map[uint32]uint64{}, idle: map[uint32]uint64{}}
-	for i := 1; ; i++ {
+	decided, swept := mono.Now(), mono.Now() // the last decisions and sweep
+	var arrivals uint64                      // over every slot, at the last tick
+	quiet := 0                               // ticks in a row the app was quiet
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
+			// A request after a quiet spell: the next decision a whole
+			// period on, as at a start. One now would see the period
+			// before (nothing) and none of the request's arrival, and
+			// could scale to zero the instance it wakes. The sweep too:
+			// its repair holds the gateway's table (Quiesce) between
+			// the requests that follow this one.
+			quiet, decided, swept = 0, mono.Now(), mono.Now()
 		}
 		now := mono.Now()
 		for _, f := range a.fns {
@@ -504,17 +535,98 @@ func (a *app) watch(ctx context.Context) {
 				sc.sample()
 			}
 		}
-		if i%int(controlPeriod/tick) == 0 {
+		if now-decided >= int64(controlPeriod-watchTick/2) {
+			decided = now
 			for _, f := range a.fns {
 				if sc := f.scaler(); sc != nil {
 					sc.decide()
 				}
 			}
 		}
-		if i%5 == 0 {
+		if now-swept >= int64(sweepEvery-watchTick/2) {
+			swept = now
 			a.sweep(sw)
 		}
+		next := watchTick
+		if q := a.quiet(&arrivals); q {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		if quiet >= quietTicks {
+			// Armed before the last look: a request admitted after it
+			// wakes the watcher; one admitted before it is seen here.
+			a.gw.WakeOnAdmit(alarm)
+			if a.quiet(&arrivals) {
+				next = controlPeriod
+				if a.settled() {
+					next = settledPeriod
+				}
+			}
+		}
+		t.Reset(next)
 	}
+}
+
+// The watcher's pace (see watch).
+const (
+	watchTick     = 100 * time.Millisecond
+	sweepEvery    = 500 * time.Millisecond
+	quietTicks    = 15 // 1.5 s quiet: a decision and sweeps have seen it
+	settledPeriod = 10 * time.Second
+)
+
+// quiet reports whether nothing happens in the app: no request in the
+// gateway, none queued at or running in an instance, no instance starting
+// or draining, and no arrival at any instance since the last look
+// (*arrivals, updated).
+func (a *app) quiet(arrivals *uint64) bool {
+	q := a.gw.Inflight() == 0
+	var sum uint64
+	for _, f := range a.fns {
+		for _, in := range f.insts {
+			switch a.pool.SlotState(in.slot) {
+			case pool.SlotStarting, pool.SlotDraining:
+				q = false
+			}
+			st := a.pool.Stats(in.slot)
+			if st.Queue.Load() != 0 || st.InFlight.Load() != 0 {
+				q = false
+			}
+			sum += st.Arrivals.Load()
+		}
+	}
+	if sum != *arrivals {
+		*arrivals, q = sum, false
+	}
+	return q
+}
+
+// settled reports whether idleness changes nothing more in the app: every
+// scaled function runs no more instances than it keeps when idle (its
+// scale.min, what a stateful builtin asks for, its instances that keep
+// state).
+func (a *app) settled() bool {
+	for _, f := range a.fns {
+		sc := f.scaler()
+		if sc == nil {
+			continue
+		}
+		floor := f.cfg.Scale.Min
+		if n, asked := sc.demand(); asked {
+			floor = max(floor, n)
+		}
+		kept := 0
+		for _, in := range f.insts {
+			if a.pool.SlotState(in.slot) == pool.SlotReady && f.kept(a.pool.Stats(in.slot)) {
+				kept++
+			}
+		}
+		if f.wanted() > max(floor, kept) {
+			return false
+		}
+	}
+	return true
 }
 
 // sweeper is the state the watcher's sweeps keep between them.
@@ -682,7 +794,16 @@ func (a *app) busy(id uint16) bool {
 		return false
 	}
 	st := a.pool.Stats(in.slot)
-	return st.InFlight.Load() > 0 || st.Keeps.Load() > 0
+	return st.InFlight.Load() > 0 || in.f.kept(st)
+}
+
+// kept reports whether an instance of f with stats st keeps state between
+// requests (pool.SlotStats.Keeps). Any instance can write its own stats
+// slot: Keeps is honoured only for the builtins that keep state, so that
+// no other process can shield the buffers it holds from the sweep, or
+// keep itself from being scaled to zero, by writing it.
+func (f *function) kept(st *pool.SlotStats) bool {
+	return f.keepsState && st.Keeps.Load() > 0
 }
 
 // lostKey names something the pool's own bookkeeping lost: a shared buffer

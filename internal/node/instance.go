@@ -340,7 +340,7 @@ func (in *instance) runOnce(ctx context.Context, pre *hosted, onReady func(), lo
 		for now := time.Now(); now.Before(limit); now = time.Now() {
 			// An instance that keeps state (Keeps > 0) holds its
 			// buffers on purpose: they go with it, not before it.
-			if a.pool.Holding(id) > 0 && st.Keeps.Load() <= 0 {
+			if a.pool.Holding(id) > 0 && !in.f.kept(st) {
 				clear = time.Time{}
 			} else if st.Queue.Load() <= 0 && st.InFlight.Load() <= 0 {
 				break

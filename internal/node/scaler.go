@@ -133,7 +133,11 @@ func (s *scaler) now() control.Observation {
 			o.Queued += int(max(st.Queue.Load(), 0))
 			// An instance that keeps state (pool.SlotStats.Keeps) counts
 			// as busy: it is not scaled to zero under its state.
-			o.InFlight += int(max(st.InFlight.Load(), 0)) + int(max(st.Keeps.Load(), 0))
+			// (Only a builtin that keeps state is believed: kept.)
+			o.InFlight += int(max(st.InFlight.Load(), 0))
+			if s.f.kept(st) {
+				o.InFlight++
+			}
 		case pool.SlotStarting:
 			o.Starting++
 		}
@@ -163,14 +167,20 @@ func (s *scaler) sample() {
 	o.Arrivals = arrivals - s.arrivals
 	n, ok := u.Urgent(time.Since(f.a.n.started), o)
 	want := f.wanted()
+	reason := control.ReasonQueue
+	if d, asked := s.demand(); asked {
+		// A stateful builtin that sizes f from its own load (the FL
+		// top) asked for more: start them now, not at the period's end.
+		n, ok, reason = d, true, ReasonDemand
+	}
 	if !ok || n <= want {
 		return
 	}
 	f.a.n.log.Info("scale", "app", f.a.cfg.Name, "function", f.cfg.Name, "from", want, "to", n,
-		"reason", control.ReasonQueue, "between", "periods", "queue", o.Queued)
+		"reason", reason, "between", "periods", "queue", o.Queued)
 	f.setWant(n, nil)
 	s.mu.Lock()
-	s.view.Desired, s.view.Reason = n, control.ReasonQueue
+	s.view.Desired, s.view.Reason = n, reason
 	s.mu.Unlock()
 }
 
@@ -213,6 +223,14 @@ func (s *scaler) decide() {
 	if d.Warning != "" {
 		a.n.log.Warn("autoscaler", "app", a.cfg.Name, "function", f.cfg.Name, "warning", d.Warning)
 	}
+	if n, asked := s.demand(); asked {
+		// A builtin that keeps state asked for this many (the FL top:
+		// the leaf aggregators its jobs' arrival rate and update size
+		// want, control.PlanAggregation); the autoscaler was ticked all
+		// the same, and decides again once the ask is withdrawn (no job:
+		// its idle period, then zero).
+		d.Desired, d.Reason = n, ReasonDemand
+	}
 	want := f.wanted()
 	if a.n.cfg.Cluster {
 		d.Desired = want // the cluster controller decides (SetInstances)
@@ -248,6 +266,36 @@ func (s *scaler) decide() {
 	s.mu.Lock()
 	s.view = v
 	s.mu.Unlock()
+}
+
+// ReasonDemand is a scaling decision a stateful builtin asked for
+// (pool.SlotStats.Demand).
+const ReasonDemand = "demand: asked for by a stateful builtin from its load (fl-top)"
+
+// demand is what the app's builtins that keep state ask for f, in their
+// ready instances' Demand words (pool.SlotStats.Demand), within f's
+// scale.min and max; asked is false when none asks. Only builtins that
+// keep state are believed (function.kept's rule): any instance can write
+// its own stats slot.
+func (s *scaler) demand() (n int, asked bool) {
+	f := s.f
+	p := f.a.pool
+	for _, g := range f.a.fns {
+		if !g.keepsState {
+			continue
+		}
+		for _, in := range g.insts {
+			if p.SlotState(in.slot) != pool.SlotReady {
+				continue
+			}
+			fn, c, ok := pool.DemandOf(p.Stats(in.slot).Demand.Load())
+			if ok && int(fn) == f.cfg.Index {
+				n, asked = n+c, true
+			}
+		}
+	}
+	sc := f.cfg.Scale
+	return min(max(n, sc.Min), sc.Max), asked
 }
 
 func (s *scaler) status() ScaleStatus {

@@ -125,7 +125,14 @@ type slotInfo struct {
 // own cache line; the rest is written by the instance itself.
 type SlotStats struct {
 	Queue atomic.Int32 // descriptors sent to the slot and not yet started
-	_     [60]byte
+	_     [4]byte
+	// Demand is the instances of another function of the app that a
+	// builtin keeping state asks the control plane for (the FL top: the
+	// leaf aggregators its jobs' load wants): the function's index + 1 in
+	// the high 32 bits, the count in the low ones; 0: none. Like Keeps,
+	// the node believes it only of builtins that keep state.
+	Demand atomic.Uint64
+	_      [48]byte
 
 	InFlight atomic.Int32 // handlers running
 	// Keeps counts what the instance keeps between requests (state the
@@ -475,6 +482,7 @@ func (p *Pool) StartHosted(s uint32, id, host uint16, capacity uint32) {
 	st.Queue.Store(0)
 	st.InFlight.Store(0)
 	st.Keeps.Store(0)
+	st.Demand.Store(0)
 	st.BusySince.Store(0)
 	si.capacity.Store(max(capacity, 1))
 	si.id.Store(uint32(id) | uint32(host)<<16)
@@ -557,4 +565,22 @@ func (p *Pool) PickRouteExcept(fn uint16, start uint32, except uint16) (slot uin
 		}
 	}
 	return slot, id, ep, ok
+}
+
+// DemandWord is a SlotStats.Demand: n instances of function fn.
+func DemandWord(fn uint16, n int) uint64 {
+	if n <= 0 {
+		return 0
+	}
+	return (uint64(fn)+1)<<32 | uint64(min(n, 1<<31-1))
+}
+
+// DemandOf reads a SlotStats.Demand word: the function and the count, ok
+// false for none.
+func DemandOf(w uint64) (fn uint16, n int, ok bool) {
+	f := w >> 32
+	if f == 0 || f > 1<<16 {
+		return 0, 0, false
+	}
+	return uint16(f - 1), int(uint32(w)), true
 }

@@ -26,4 +26,9 @@ var (
 	// shutdown, a reload) stops it without waiting for them. Outside a
 	// node it does nothing.
 	Keeper func(req any) func(delta int)
+	// Demand returns a function that asks the control plane, in the slot's
+	// Demand word (pool.SlotStats.Demand), for n instances of function fn
+	// of the app (n 0: nothing asked). The node believes it only of
+	// builtins that keep state. Outside a node it does nothing.
+	Demand func(req any) func(fn uint16, n int)
 )

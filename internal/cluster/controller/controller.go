@@ -622,7 +622,21 @@ func (ctl *Controller) writeStatus(ctx context.Context, a *SpryApp) error {
 		return nil
 	}
 	a.Status = s
-	if err := ctl.c.Status().Update(ctx, a); err != nil && !apierrors.IsConflict(err) {
+	err := ctl.c.Status().Update(ctx, a)
+	if apierrors.IsConflict(err) {
+		// The cache's copy was older than the last status written: write
+		// onto the object itself rather than leave the status a round
+		// behind.
+		fresh := &SpryApp{}
+		if err = ctl.reader.Get(ctx, client.ObjectKeyFromObject(a), fresh); err == nil && fresh.Generation == a.Generation {
+			fresh.Status = s
+			err = ctl.c.Status().Update(ctx, fresh)
+		}
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			err = nil // changed again meanwhile, or gone: the next round sees it
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("status of %s: %w", key, err)
 	}
 	return nil

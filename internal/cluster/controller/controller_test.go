@@ -493,3 +493,46 @@ chains:
 		t.Fatalf("after the wake: %q", got)
 	}
 }
+
+// TestControllerStatusFollows: under the manager (its client reads from a
+// cache), the app's status follows every round's decision while the rate
+// moves: each round writes a new status, and a write that meets the
+// cache's older copy is not dropped.
+func TestControllerStatusFollows(t *testing.T) {
+	h := newHarness(t)
+	h.node("s1", 4000, 8<<30)
+	h.keepAlive("s1")
+	h.app("busy", `
+app: busy
+functions:
+  f: {builtin: upper, scale: {min: 1, max: 8, policy: mu, slo: 50ms}}
+chains:
+  c: {route: /busy, steps: [f]}
+`)
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- RunController(ctx, testCfg, ControllerConfig{Namespace: h.ns, Period: 200 * time.Millisecond},
+			RunOptions{HealthAddr: "0", MetricsAddr: "0"})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("controller: %v", err)
+		}
+	}()
+	seen := map[string]bool{}
+	var arrivals uint64
+	for i := 0; i < 60 && len(seen) < 4; i++ {
+		arrivals += uint64(20 * (i%5 + 1)) // a rate that keeps moving
+		h.heartbeat("s1", api.FunctionCounts{App: h.ns + "/busy", Function: "f", Ready: 1,
+			Arrivals: arrivals, Completions: arrivals, BusyNanos: arrivals * 2e6})
+		time.Sleep(250 * time.Millisecond)
+		if fs := h.status("busy").Functions; len(fs) == 1 && fs[0].Predicted != "" {
+			seen[fs[0].Predicted] = true
+		}
+	}
+	if len(seen) < 4 {
+		t.Fatalf("the status showed %d predicted rates in 15 s of moving load: %v", len(seen), seen)
+	}
+}

@@ -100,7 +100,12 @@ func RunController(ctx context.Context, rc *rest.Config, cfg ControllerConfig, o
 		return err
 	}
 	skip := true // a process may run the manager more than once (tests)
-	err = ctrl.NewControllerManagedBy(mgr).For(&SpryApp{}).Named("spryapp").
+	// Only a change of an app's spec (its generation) starts a round at
+	// once: the controller writes every app's status each round, and a
+	// round started by that write wrote the status again, and so on —
+	// rounds back to back, each seeing a sliver of the heartbeats'
+	// arrivals, which is no rate to size on.
+	err = ctrl.NewControllerManagedBy(mgr).For(&SpryApp{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).Named("spryapp").
 		WithOptions(crcontroller.Options{SkipNameValidation: &skip}).
 		Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
 			select {

@@ -12,6 +12,10 @@
 //	handoff   begin handing the request's buffer to the next step's
 //	          instance as the SDK's forward does, up to the send (see
 //	          handoff.go), and die there (kill -9 of itself)
+//	keep      take a buffer of the pool and hold it for good, and write
+//	          its own stats slot's Keeps (state kept between requests,
+//	          which the node honours only for builtins that keep state),
+//	          then answer "done"
 //
 // Anything else is answered upper-cased. With $ROGUE_STALL set it never
 // becomes ready (a cold start that does not end).
@@ -32,6 +36,7 @@ import (
 
 	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/pool"
+	"github.com/spry-dev/spry/internal/sdkhook"
 	"github.com/spry-dev/spry/internal/transport"
 	"github.com/spry-dev/spry/sdk"
 )
@@ -51,6 +56,8 @@ func main() {
 			forge(d)
 		case "handoff":
 			dieHandingOff(req)
+		case "keep":
+			keep(req)
 		default:
 			_, err := res.WriteString(strings.ToUpper(in))
 			return err
@@ -154,4 +161,14 @@ func dieHandingOff(req *sdk.Request) {
 		select {}
 	}
 	panic("rogue: the request's buffer not found")
+}
+
+// keep holds a buffer of its own for good and says, in its stats slot, that
+// it keeps state between requests.
+func keep(req *sdk.Request) {
+	p, self, _ := sdkhook.Pool(req)
+	if _, ok := p.Alloc(self); !ok {
+		panic("rogue: no buffer to keep")
+	}
+	sdkhook.Keeper(req)(1)
 }
