@@ -40,9 +40,14 @@ type AutoscaleOptions struct {
 	Uniform     bool          // evenly spaced arrivals instead of Poisson
 	Seed        uint64        // of the Poisson arrivals
 	Poll        time.Duration // how often /v1/status is read (default 100ms)
-	Exe         string        // the spry executable (default: this one)
-	Dir         string        // scratch directory (default: a temporary one, removed)
-	Log         io.Writer     // progress (nil: quiet)
+	// Nodes > 1 replays on a local cluster of that many node agents
+	// (spry-controller local): the controller's autoscaler on the
+	// agents' heartbeats, DRF placement, the load split over every
+	// node's gateway. 0 or 1: one node, its own autoscaler.
+	Nodes int
+	Exe   string    // the spry executable (default: this one)
+	Dir   string    // scratch directory (default: a temporary one, removed)
+	Log   io.Writer // progress (nil: quiet)
 }
 
 // Defaults of `spry bench autoscale`.
@@ -125,6 +130,9 @@ func (o *AutoscaleOptions) defaults() error {
 	if o.Poll <= 0 {
 		o.Poll = 100 * time.Millisecond
 	}
+	if o.Nodes < 0 || o.Nodes > 16 {
+		return fmt.Errorf("bench autoscale: --nodes %d: want 1..16 (0: one node)", o.Nodes)
+	}
 	return nil
 }
 
@@ -174,6 +182,7 @@ func RunAutoscale(ctx context.Context, o AutoscaleOptions) (*AutoscaleReport, er
 			StatusPollMillis:             ms(o.Poll),
 			MuSLOWindowMillis:            ms(sloWindow(o.Speedup)),
 			WallSeconds:                  (time.Duration(len(tr.RPS)) * sec).Seconds(),
+			Nodes:                        max(o.Nodes, 1),
 		},
 	}
 	if o.Uniform {
@@ -187,7 +196,11 @@ func RunAutoscale(ctx context.Context, o AutoscaleOptions) (*AutoscaleReport, er
 			return nil, err
 		}
 		logf("bench autoscale: %s", pol)
-		pr, err := runPolicy(ctx, o, pol, tr, sec, w, reqs)
+		run := runPolicy
+		if o.Nodes > 1 {
+			run = runClusterPolicy
+		}
+		pr, err := run(ctx, o, pol, tr, sec, w, reqs)
 		if err != nil {
 			return nil, fmt.Errorf("bench autoscale: %s: %w", pol, err)
 		}
@@ -314,7 +327,7 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 
 	// The fixed overhead between the client and the step: a light load
 	// whose step time the node measured, against what the client saw.
-	overhead, err := measureOverhead(ctx, node.addr, admin, fn, reqs)
+	overhead, err := measureOverhead(ctx, node.addr, func() (fnMetrics, error) { return fetchFnMetrics(admin, fn) }, reqs)
 	if err != nil {
 		return nil, err
 	}
@@ -344,21 +357,10 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 	if err != nil {
 		return nil, err
 	}
-	j := 0
 	for i := range polls {
 		polls[i].At = polls[i].Abs.Sub(res.Start)
-		// Cores over the last second: /proc counts CPU in 10 ms ticks, too
-		// coarse for the 100 ms between polls.
-		for j+1 < i && polls[i].cpu.at.Sub(polls[j+1].cpu.at) >= time.Second {
-			j++
-		}
-		a, b := polls[j].cpu, polls[i].cpu
-		if el := b.at.Sub(a.at).Seconds(); el >= 0.5 {
-			polls[i].NodeCores = (b.node - a.node).Seconds() / el
-			polls[i].StealCores = (b.steal - a.steal).Seconds() / el
-			polls[i].OtherCores = max((b.busy-a.busy-(b.node-a.node)-(b.self-a.self)).Seconds()/el, 0)
-		}
 	}
+	cpuCores(polls)
 	in := policyInputs{
 		policy: policy, samples: res.Samples, events: evs, polls: polls, initial: st0.poll.Desired,
 		origin: o.Warmup, sec: sec, n: len(tr.RPS), speedup: o.Speedup, slo: o.SLO, overhead: overhead,
@@ -390,6 +392,23 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 	// report: the scratch directory may go before the report is written.
 	pr.nodeLog, _ = os.ReadFile(logPath)
 	return pr, nil
+}
+
+// cpuCores fills each poll's cores over the second before it: /proc
+// counts CPU in 10 ms ticks, too coarse for the 100 ms between polls.
+func cpuCores(polls []statusPoll) {
+	j := 0
+	for i := range polls {
+		for j+1 < i && polls[i].cpu.at.Sub(polls[j+1].cpu.at) >= time.Second {
+			j++
+		}
+		a, b := polls[j].cpu, polls[i].cpu
+		if el := b.at.Sub(a.at).Seconds(); el >= 0.5 {
+			polls[i].NodeCores = (b.node - a.node).Seconds() / el
+			polls[i].StealCores = (b.steal - a.steal).Seconds() / el
+			polls[i].OtherCores = max((b.busy-a.busy-(b.node-a.node)-(b.self-a.self)).Seconds()/el, 0)
+		}
+	}
 }
 
 // scaleView is the part of /v1/status the replay reads.
@@ -492,12 +511,12 @@ func fetchFnMetrics(admin, fn string) (fnMetrics, error) {
 // load generator, at a light load (30 requests at 40 req/s on one
 // connection: no queueing). It is the mean client latency minus the mean execution time
 // the node measured for the same requests.
-func measureOverhead(ctx context.Context, addr, admin, fn string, reqs []load.Request) (time.Duration, error) {
+func measureOverhead(ctx context.Context, addr string, metrics func() (fnMetrics, error), reqs []load.Request) (time.Duration, error) {
 	// One request first: it may wake the function from zero.
 	if err := probe(ctx, addr, "", reqs[:1]); err != nil {
 		return 0, err
 	}
-	m0, err := fetchFnMetrics(admin, fn)
+	m0, err := metrics()
 	if err != nil {
 		return 0, err
 	}
@@ -506,7 +525,7 @@ func measureOverhead(ctx context.Context, addr, admin, fn string, reqs []load.Re
 	if err != nil {
 		return 0, err
 	}
-	m1, err := fetchFnMetrics(admin, fn)
+	m1, err := metrics()
 	if err != nil {
 		return 0, err
 	}

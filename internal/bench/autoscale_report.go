@@ -60,6 +60,10 @@ type AutoscaleSettings struct {
 	// MuSLOWindowMillis is mu's scale.sloWindow: one trace second of wall
 	// time, the interval violation seconds are counted over.
 	MuSLOWindowMillis float64 `json:"mu_slo_window_ms"`
+	// Nodes: 1, or the node agents of a local cluster (--nodes): the
+	// controller sizes on their heartbeats and places; the load is split
+	// evenly over their gateways.
+	Nodes int `json:"nodes"`
 }
 
 // PolicyResult is one policy's replay. Seconds are trace seconds unless a
@@ -105,16 +109,20 @@ type PolicyResult struct {
 	// CPU is where the machine's CPU went during the replay (mean cores).
 	CPU        CPUUse `json:"cpu_cores"`
 	FirstError string `json:"first_error,omitempty"`
+	// Nodes: on a cluster (--nodes), each node's instance-seconds, most
+	// instances and requests sent to its gateway.
+	Nodes []NodeShare `json:"nodes,omitempty"`
 
-	seconds []secondStat
-	steps   []countStep // instances wanted (from the log)
-	initial int
-	polls   []statusPoll
-	events  []scaleEvent
-	offered []float64 // req/s per trace second
-	origin  time.Duration
-	sec     time.Duration
-	nodeLog []byte
+	nodeCounts []clusterPoll // per status poll: ready + starting on each node
+	seconds    []secondStat
+	steps      []countStep // instances wanted (from the log)
+	initial    int
+	polls      []statusPoll
+	events     []scaleEvent
+	offered    []float64 // req/s per trace second
+	origin     time.Duration
+	sec        time.Duration
+	nodeLog    []byte
 }
 
 func (p PolicyResult) String() string {
@@ -227,6 +235,11 @@ func (r *AutoscaleReport) Write(dir string) error {
 		if err := p.writeTimeline(filepath.Join(dir, "timeline-"+p.Policy+".csv")); err != nil {
 			return err
 		}
+		if len(p.Nodes) > 0 {
+			if err := p.writeNodes(filepath.Join(dir, "nodes-"+p.Policy+".csv")); err != nil {
+				return err
+			}
+		}
 		if p.nodeLog != nil {
 			if err := os.WriteFile(filepath.Join(dir, "node-"+p.Policy+".log"), p.nodeLog, 0o644); err != nil {
 				return err
@@ -271,6 +284,48 @@ func (p *PolicyResult) writeTimeline(path string) error {
 			strconv.FormatFloat(poll.RPS, 'f', 1, 64), strconv.FormatFloat(poll.Predicted, 'f', 1, 64), poll.Reason,
 			strconv.FormatFloat(poll.P99Millis, 'f', 2, 64), strconv.Itoa(poll.Queue),
 			strconv.FormatFloat(poll.NodeCores, 'f', 2, 64), strconv.FormatFloat(poll.OtherCores, 'f', 2, 64), strconv.FormatFloat(poll.StealCores, 'f', 2, 64)})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writeNodes writes, per trace second, the instances (ready + starting)
+// on each node of a cluster replay, from the status poll nearest its
+// middle.
+func (p *PolicyResult) writeNodes(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	head := []string{"trace_s", "offered_rps", "instances"}
+	for _, n := range p.Nodes {
+		head = append(head, n.Node)
+	}
+	w.Write(head)
+	pi := 0
+	for k := range p.seconds {
+		mid := p.origin + time.Duration(k)*p.sec + p.sec/2
+		for pi+1 < len(p.nodeCounts) && p.nodeCounts[pi+1].sum.At <= mid {
+			pi++
+		}
+		off := ""
+		if k < len(p.offered) {
+			off = strconv.FormatFloat(p.offered[k], 'f', 1, 64)
+		}
+		row := []string{strconv.Itoa(k), off, strconv.Itoa(countAt(p.steps, p.initial, mid))}
+		for i := range p.Nodes {
+			c := ""
+			if pi < len(p.nodeCounts) {
+				c = strconv.Itoa(p.nodeCounts[pi].byNode[i])
+			}
+			row = append(row, c)
+		}
+		w.Write(row)
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
@@ -461,6 +516,14 @@ func (r *AutoscaleReport) Markdown(w io.Writer) {
 		"(scale.sloWindow %.3g ms).\n\n",
 		r.Speedup, s.WallSecondsPerTraceSecond, s.TraceSecondsPerControlPeriod, s.WallSeconds, s.MuSLOWindowMillis)
 
+	if s.Nodes > 1 {
+		fmt.Fprintf(w, "**On a local cluster of %d node agents** (spry-controller local: etcd, kube-apiserver, the controller and the agents, all on this machine): "+
+			"the controller's autoscaler sizes the function on the cluster-wide counters of the agents' heartbeats (every %v; control period 1 s), "+
+			"DRF places the instances (each node offers room for its share of scale.max and one more), and the load is split evenly over every node's gateway "+
+			"(a node without an instance hands the request to one that has; a function at zero is woken from any node). "+
+			"Instance-seconds come from the nodes' status polls (the controller logs no decisions per node); the node cores include the control plane.\n\n",
+			s.Nodes, clusterHeartbeat)
+	}
 	fmt.Fprintln(w, "| policy | SLO violations (trace s) | requests over SLO | instance-seconds | scale events (up/down) | p50 ms | p99 ms | mean / max instances | errors | window / idle |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, p := range r.Policies {
@@ -481,6 +544,25 @@ func (r *AutoscaleReport) Markdown(w io.Writer) {
 	for _, p := range r.Policies {
 		fmt.Fprintf(w, "| %s | %d | %.3f | %.3f | %.3f | %.3f%% | %.0f | %d | %.2f / %.2f / %.2f / %.2f |\n", p.Policy, p.Requests, p.ThresholdMillis, p.OverheadMillis,
 			p.ExecMillis, 100*p.NodeOverSLOFraction, p.InstanceSecondsPolled, p.ColdStarts, p.CPU.Node, p.CPU.LoadGen, p.CPU.Other, p.CPU.Steal)
+	}
+	if s.Nodes > 1 {
+		fmt.Fprint(w, "\nInstances per node (instance-seconds, trace seconds / most at once / requests sent to its gateway):\n\n")
+		fmt.Fprint(w, "| policy |")
+		for _, n := range r.Policies[0].Nodes {
+			fmt.Fprintf(w, " %s |", n.Node)
+		}
+		fmt.Fprint(w, "\n|---|")
+		for range r.Policies[0].Nodes {
+			fmt.Fprint(w, "---:|")
+		}
+		fmt.Fprintln(w)
+		for _, p := range r.Policies {
+			fmt.Fprintf(w, "| %s |", p.Policy)
+			for _, n := range p.Nodes {
+				fmt.Fprintf(w, " %.0f / %d / %d |", n.InstanceSeconds, n.MaxInstances, n.Requests)
+			}
+			fmt.Fprintln(w)
+		}
 	}
 	for _, p := range r.Policies {
 		if p.FirstError != "" {
@@ -519,7 +601,8 @@ Files: `+"`timeline-POLICY.csv`"+` (per trace second: offered and answered rate,
 threshold, instances, and the status poll nearest its middle: the node's rate, prediction,
 reason, step p99, queue, and the cores of the node, of other processes, and stolen, over
 the second before it), `+"`node-POLICY.log`"+` (every scale decision with its
-reason, rate, prediction and queue).
+reason, rate, prediction and queue; on a cluster, the cluster's log), and on a cluster
+`+"`nodes-POLICY.csv`"+` (per trace second, the instances on each node).
 
 ![autoscale](autoscale.png)
 `)

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -357,6 +358,62 @@ func TestAutoscaleEndToEnd(t *testing.T) {
 		if _, ok := js.Policies[0][k]; !ok {
 			t.Errorf("report.json: no %q", k)
 		}
+	}
+	if left := children(t); len(left) > 0 {
+		t.Fatalf("processes left running: %v", left)
+	}
+}
+
+// The replay on a local cluster of three agents: a short trace, one
+// policy. The controller sizes on the heartbeats, the load goes to every
+// node's gateway, every request is answered, the report has each node's
+// share (adding up to the cluster's), and no process is left.
+func TestAutoscaleCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a local cluster")
+	}
+	needCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	rep, err := RunAutoscale(ctx, AutoscaleOptions{
+		Trace: "ramp:2", Length: 20, Policies: []string{"mu"}, Speedup: 10, RateScale: 0.3,
+		StepCPU: time.Millisecond, SLO: 50 * time.Millisecond, Max: 4, Connections: 9,
+		Warmup: 500 * time.Millisecond, Exe: spryBin, Nodes: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := rep.Policies[0]
+	if p.Requests == 0 || p.Errors != 0 || p.Unanswered != 0 {
+		t.Errorf("%d answered, %d errors, %d unanswered: %s", p.Requests, p.Errors, p.Unanswered, p.FirstError)
+	}
+	if rep.Settings.Nodes != 3 || len(p.Nodes) != 3 {
+		t.Fatalf("nodes: settings %d, %d shares", rep.Settings.Nodes, len(p.Nodes))
+	}
+	sum, sent := 0.0, 0
+	for _, n := range p.Nodes {
+		if n.Requests == 0 {
+			t.Errorf("node %s: no requests sent to its gateway", n.Node)
+		}
+		sum += n.InstanceSeconds
+		sent += n.Requests
+	}
+	if p.InstanceSecondsPolled <= 0 || math.Abs(sum-p.InstanceSecondsPolled) > 0.05*p.InstanceSecondsPolled+1 {
+		t.Errorf("the nodes' instance-seconds add up to %.1f, the cluster's polled %.1f", sum, p.InstanceSecondsPolled)
+	}
+	if p.InstanceSeconds <= 0 || p.MaxInstances < 1 {
+		t.Errorf("instance-seconds %v, max %d", p.InstanceSeconds, p.MaxInstances)
+	}
+	dir := t.TempDir()
+	if err := rep.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "nodes-mu.csv"))
+	if err != nil || !strings.HasPrefix(string(b), "trace_s,offered_rps,instances,node-1,node-2,node-3\n") {
+		t.Errorf("nodes-mu.csv: %v %.200s", err, b)
+	}
+	if md, _ := os.ReadFile(filepath.Join(dir, "report.md")); !strings.Contains(string(md), "Instances per node") {
+		t.Errorf("report.md has no instances per node")
 	}
 	if left := children(t); len(left) > 0 {
 		t.Fatalf("processes left running: %v", left)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -276,16 +277,7 @@ func TestAuditNode(t *testing.T) {
 // is checked (Run probes each request before measuring). Needs the
 // control plane's binaries (deploy/kubernetes/testbin.sh).
 func TestClusterMode(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		if os.Getenv("SPRY_REQUIRE_K8S") != "" {
-			t.Fatal("SPRY_REQUIRE_K8S is set but KUBEBUILDER_ASSETS is not (deploy/kubernetes/testbin.sh)")
-		}
-		t.Skip("KUBEBUILDER_ASSETS not set: no kube-apiserver/etcd to run a local cluster with (deploy/kubernetes/testbin.sh)")
-	}
-	ctl := filepath.Join(filepath.Dir(spryBin), "spry-controller")
-	if out, err := exec.Command("go", "build", "-o", ctl, "../../cmd/spry-controller").CombinedOutput(); err != nil {
-		t.Fatalf("build spry-controller: %v\n%s", err, out)
-	}
+	needCluster(t)
 	rep, err := Run(context.Background(), Options{
 		Workload: "chain", Shape: bench.Options{Steps: 2}, Modes: []string{ModeCluster}, Nodes: 2,
 		Duration: 500 * time.Millisecond, Rounds: 1, Connections: 2, Idle: 100 * time.Millisecond, Exe: spryBin,
@@ -301,3 +293,29 @@ func TestClusterMode(t *testing.T) {
 			m.Requests, m.Overtime, m.Errors, m.FirstError, rep.Config.Nodes)
 	}
 }
+
+// needCluster skips a test without the control plane's binaries (or fails
+// with SPRY_REQUIRE_K8S), and builds spry-controller beside spry.
+func needCluster(t *testing.T) {
+	t.Helper()
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		if os.Getenv("SPRY_REQUIRE_K8S") != "" {
+			t.Fatal("SPRY_REQUIRE_K8S is set but KUBEBUILDER_ASSETS is not (deploy/kubernetes/testbin.sh)")
+		}
+		t.Skip("KUBEBUILDER_ASSETS not set: no kube-apiserver/etcd to run a local cluster with (deploy/kubernetes/testbin.sh)")
+	}
+	buildController.Do(func() {
+		ctl := filepath.Join(filepath.Dir(spryBin), "spry-controller")
+		if out, err := exec.Command("go", "build", "-o", ctl, "../../cmd/spry-controller").CombinedOutput(); err != nil {
+			buildControllerErr = fmt.Errorf("build spry-controller: %v\n%s", err, out)
+		}
+	})
+	if buildControllerErr != nil {
+		t.Fatal(buildControllerErr)
+	}
+}
+
+var (
+	buildController    sync.Once
+	buildControllerErr error
+)

@@ -67,13 +67,16 @@ func (clusterMode) Path(c *bench.Chain) []Transfer {
 
 // localInfo is what spry-controller local --info-out writes.
 type localInfo struct {
-	Kubeconfig string `json:"kubeconfig"`
-	Nodes      []struct {
-		Name    string `json:"name"`
-		Gateway string `json:"gateway"`
-		Admin   string `json:"admin"`
-		Peer    string `json:"peer"`
-	} `json:"nodes"`
+	Kubeconfig string      `json:"kubeconfig"`
+	Nodes      []localNode `json:"nodes"`
+}
+
+// localNode is one agent of a local cluster.
+type localNode struct {
+	Name    string `json:"name"`
+	Gateway string `json:"gateway"`
+	Admin   string `json:"admin"`
+	Peer    string `json:"peer"`
 }
 
 type clusterRun struct {
@@ -83,14 +86,121 @@ type clusterRun struct {
 	procs []Proc
 }
 
+// localCluster is a running spry-controller local: etcd, kube-apiserver,
+// the controller and the node agents.
+type localCluster struct {
+	ctl     *child
+	info    localInfo
+	kc      *kube.Client
+	logPath string
+}
+
+// controllerExe finds spry-controller beside spry (exe) or on PATH.
+func controllerExe(exe string) (string, error) {
+	ctlExe := filepath.Join(filepath.Dir(exe), "spry-controller")
+	if _, err := os.Stat(ctlExe); err == nil {
+		return ctlExe, nil
+	}
+	if p, err := exec.LookPath("spry-controller"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("bench: a cluster needs spry-controller beside %s or on PATH (go build -o DIR ./cmd/spry ./cmd/spry-controller)", exe)
+}
+
+// startLocal starts spry-controller local with nodes agents of spry exe
+// (its state and log in dir, extra flags after the bench's own) and
+// waits until every agent registered and beats.
+func startLocal(ctx context.Context, exe, dir string, nodes int, extra ...string) (*localCluster, error) {
+	ctlExe, err := controllerExe(exe)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	infoPath := filepath.Join(dir, "cluster.json")
+	os.Remove(infoPath)
+	args := append([]string{"local", "--nodes", strconv.Itoa(nodes), "--port", "0", "--spry", exe,
+		"--info-out", infoPath, "--quiet", "--any-builtin"}, extra...)
+	cmd := exec.Command(ctlExe, args...)
+	cmd.Env = os.Environ()
+	lc := &localCluster{logPath: filepath.Join(dir, "cluster.log")}
+	if lc.ctl, err = startChild("spry-controller local", cmd, lc.logPath); err != nil {
+		return nil, err
+	}
+	if err := lc.wait(ctx, "the cluster", func() (bool, error) {
+		b, err := os.ReadFile(infoPath)
+		if err != nil {
+			return false, err
+		}
+		return json.Unmarshal(b, &lc.info) == nil && len(lc.info.Nodes) == nodes, nil
+	}); err != nil {
+		return nil, lc.fail(err)
+	}
+	if lc.kc, err = kube.FromKubeconfig(lc.info.Kubeconfig); err != nil {
+		return nil, lc.fail(err)
+	}
+	if err := lc.wait(ctx, "the agents' heartbeats", func() (bool, error) {
+		for _, n := range lc.info.Nodes {
+			var sn api.SpryNode
+			if err := lc.kc.Get(ctx, kube.NodePath(n.Name), &sn); err != nil || sn.Status.Heartbeat == nil {
+				return false, err
+			}
+		}
+		return true, nil
+	}); err != nil {
+		return nil, lc.fail(err)
+	}
+	return lc, nil
+}
+
+// wait polls ok until it says done, the cluster exits, ctx ends or 3
+// minutes pass.
+func (lc *localCluster) wait(ctx context.Context, what string, ok func() (bool, error)) error {
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		done, err := ok()
+		if done {
+			return nil
+		}
+		if lc.ctl.exited() {
+			return fmt.Errorf("spry-controller local exited while waiting for %s", what)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out waiting for %s (%v)", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// fail stops the cluster and returns err with the end of its log.
+func (lc *localCluster) fail(err error) error {
+	lc.ctl.stop(15 * time.Second)
+	log, _ := os.ReadFile(lc.logPath)
+	return fmt.Errorf("bench: local cluster: %w\n%s", err, tail(log, 3000))
+}
+
+// deploy creates the SpryApp default/name from an app's spry.yaml.
+func (lc *localCluster) deploy(ctx context.Context, name, y string) error {
+	var v any
+	if err := yaml.Unmarshal([]byte(y), &v); err != nil {
+		return err
+	}
+	spec, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := lc.kc.Create(ctx, kube.AppsPath("default"), kube.NewApp("default", name, spec), nil); err != nil {
+		return fmt.Errorf("create SpryApp: %w", err)
+	}
+	return nil
+}
+
 func (m clusterMode) Start(ctx context.Context, w *bench.Workload, env Env) (System, error) {
 	nodes := max(env.Nodes, 2)
-	ctlExe := filepath.Join(filepath.Dir(env.Exe), "spry-controller")
-	if _, err := os.Stat(ctlExe); err != nil {
-		if ctlExe, err = exec.LookPath("spry-controller"); err != nil {
-			return nil, fmt.Errorf("bench: mode cluster needs spry-controller beside %s or on PATH (go build -o DIR ./cmd/spry ./cmd/spry-controller)", env.Exe)
-		}
-	}
 	fns, chains, err := w.Shaped("")
 	if err != nil {
 		return nil, err
@@ -99,86 +209,22 @@ func (m clusterMode) Start(ctx context.Context, w *bench.Workload, env Env) (Sys
 	for _, f := range fns {
 		most = max(most, f.Instances)
 	}
-	dir := filepath.Join(env.Dir, ModeCluster)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	infoPath := filepath.Join(dir, "cluster.json")
-	os.Remove(infoPath)
-	cmd := exec.Command(ctlExe, "local", "--nodes", strconv.Itoa(nodes), "--port", "0", "--spry", env.Exe,
-		"--info-out", infoPath, "--quiet", "--heartbeat", "500ms", "--any-builtin",
-		"--capacity-cpu", strconv.Itoa(most*demandMillis))
-	cmd.Env = os.Environ()
-	logPath := filepath.Join(dir, "cluster.log")
-	c, err := startChild("spry-controller local", cmd, logPath)
+	lc, err := startLocal(ctx, env.Exe, filepath.Join(env.Dir, ModeCluster), nodes,
+		"--heartbeat", "500ms", "--capacity-cpu", strconv.Itoa(most*demandMillis))
 	if err != nil {
 		return nil, err
 	}
-	r := &clusterRun{ctl: c}
-	fail := func(err error) (System, error) {
-		c.stop(15 * time.Second)
-		log, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("bench: local cluster: %w\n%s", err, tail(log, 3000))
-	}
-	// Up: the info file, every agent registered and beating.
-	deadline := time.Now().Add(3 * time.Minute)
-	wait := func(what string, ok func() (bool, error)) error {
-		for {
-			done, err := ok()
-			if done {
-				return nil
-			}
-			if c.exited() {
-				return fmt.Errorf("spry-controller local exited while waiting for %s", what)
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("timed out waiting for %s (%v)", what, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	if err := wait("the cluster", func() (bool, error) {
-		b, err := os.ReadFile(infoPath)
-		if err != nil {
-			return false, err
-		}
-		return json.Unmarshal(b, &r.info) == nil && len(r.info.Nodes) == nodes, nil
-	}); err != nil {
-		return fail(err)
-	}
-	kc, err := kube.FromKubeconfig(r.info.Kubeconfig)
-	if err != nil {
-		return fail(err)
-	}
-	if err := wait("the agents' heartbeats", func() (bool, error) {
-		for _, n := range r.info.Nodes {
-			var sn api.SpryNode
-			if err := kc.Get(ctx, kube.NodePath(n.Name), &sn); err != nil || sn.Status.Heartbeat == nil {
-				return false, err
-			}
-		}
-		return true, nil
-	}); err != nil {
-		return fail(err)
-	}
+	c := lc.ctl
+	r := &clusterRun{ctl: c, info: lc.info}
+	fail := func(err error) (System, error) { return nil, lc.fail(err) }
+	wait := func(what string, ok func() (bool, error)) error { return lc.wait(ctx, what, ok) }
 	// The workload as a SpryApp.
 	y, err := appYAML(w, "auto", "", "")
 	if err != nil {
 		return fail(err)
 	}
-	var v any
-	if err := yaml.Unmarshal([]byte(y), &v); err != nil {
+	if err := lc.deploy(ctx, "bench", y); err != nil {
 		return fail(err)
-	}
-	spec, err := json.Marshal(v)
-	if err != nil {
-		return fail(err)
-	}
-	if err := kc.Create(ctx, kube.AppsPath("default"), kube.NewApp("default", "bench", spec), nil); err != nil {
-		return fail(fmt.Errorf("create SpryApp: %w", err))
 	}
 	// Ready: every instance placed somewhere has started; the first step
 	// of the (first) chain names the node the load goes to.

@@ -189,7 +189,14 @@ func coldStarts(ctx context.Context, o ColdStartOptions, name, fnYAML string) (_
 		}
 		first = append(first, fw)
 		cl = append(cl, ms(took))
+		// A wasm instance serves its first request before its host has
+		// confirmed the start (the node makes its slot ready at once), so
+		// its startMillis comes with the confirmation, a moment later.
 		st, err := fetchStatus(node.admin)
+		for wait := time.Now().Add(5 * time.Second); err == nil && readyStartMillis(st) == 0 && time.Now().Before(wait); {
+			time.Sleep(5 * time.Millisecond)
+			st, err = fetchStatus(node.admin)
+		}
 		if err != nil {
 			return nil, err
 		}

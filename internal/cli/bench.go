@@ -135,10 +135,14 @@ the other. Reports per policy the SLO violation seconds, the share of requests o
 SLO, instance-seconds, scale events and p50/p99, and plots rate, prediction and
 instances over time. Time is compressed --speedup times (the rate is not). Writes
 report.json, report.md, autoscale.png, a timeline and the node's log per policy to --out.
+With --nodes N, each policy runs on a fresh local cluster of N node agents (the cluster
+controller's autoscaler on the agents' heartbeats, then placement), the load split over
+every node's gateway, and nodes-POLICY.csv has the instances on each node over time.
 See docs/benchmarks.md.`,
 		Example: `  spry bench autoscale --trace azure_workload_1 --out results/azure1
   spry bench autoscale --trace bursty:7 --policy mu,kpa,fixed --speedup 5 --out results/bursty
-  spry bench autoscale --trace ramp --length 120 --speedup 2 --slo 20ms --cpu 2ms`,
+  spry bench autoscale --trace ramp --length 120 --speedup 2 --slo 20ms --cpu 2ms
+  spry bench autoscale --trace azure_workload_1 --nodes 3 --out results/azure1-cluster`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Trace == "" {
@@ -173,6 +177,7 @@ See docs/benchmarks.md.`,
 	f.Uint64Var(&seed, "seed", 1, "seed of the Poisson arrivals")
 	f.StringVarP(&out, "out", "o", "", "directory for report.json, report.md, the plot, timelines and node logs")
 	f.StringVar(&o.Dir, "workdir", "", "keep the nodes' configs and logs in this directory (default: a temporary one, removed)")
+	f.IntVar(&o.Nodes, "nodes", 0, "replay on a local cluster of this many node agents (spry-controller local: needs spry-controller beside spry and kube-apiserver/etcd, see docs/cluster.md); the load is split over their gateways")
 	return cmd
 }
 

@@ -203,8 +203,9 @@ func (l *loop) kick() {
 	}
 }
 
-// sweepEvery is how often the loop looks for connections past their
-// deadline (while any has one): timeouts are a second coarse at most.
+// sweepEvery is the soonest the loop looks again for connections past
+// their deadline: it sweeps at the nearest deadline (an idle keep-alive
+// connection's is minutes away), and timeouts are this coarse at most.
 const sweepEvery = int64(250e6)
 
 func (l *loop) run() {
@@ -216,7 +217,9 @@ func (l *loop) run() {
 	for {
 		timeout := -1
 		if l.timed > 0 {
-			timeout = int(sweepEvery / 1e6)
+			// Until the nearest deadline: an idle keep-alive
+			// connection's is minutes away, and an idle gateway sleeps.
+			timeout = int(max(l.nextSweep-l.now, 0)/1e6) + 1
 		}
 		if len(l.again) > 0 || len(l.cont) > 0 {
 			timeout = 0
@@ -270,7 +273,6 @@ func (l *loop) run() {
 		}
 		if l.timed > 0 && l.now >= l.nextSweep {
 			l.sweep()
-			l.nextSweep = l.now + sweepEvery
 		}
 		// A goroutine that only makes system calls never passes
 		// through the scheduler, and the runtime's monitor then takes
@@ -287,13 +289,19 @@ func (l *loop) run() {
 // schedEvery is how often a loop passes through the Go scheduler.
 const schedEvery = int64(5e6)
 
-// sweep ends connections past their deadline.
+// sweep ends connections past their deadline, and sets the next sweep
+// at the nearest deadline left (sweepEvery from now at the soonest).
 func (l *loop) sweep() {
+	next := int64(0)
 	for c := range l.conns {
 		if c.due != 0 && l.now >= c.due {
 			c.expired(l)
 		}
+		if c.due != 0 && (next == 0 || c.due < next) {
+			next = c.due
+		}
 	}
+	l.nextSweep = max(next, l.now+sweepEvery)
 }
 
 // listenItem is a listener served by the loop: it accepts connections
@@ -516,11 +524,13 @@ func (c *conn) setDue(l *loop, due int64) {
 	switch {
 	case c.due == 0 && due != 0:
 		l.timed++
-		if l.timed == 1 {
-			l.nextSweep = l.now + sweepEvery
-		}
 	case c.due != 0 && due == 0:
 		l.timed--
+	}
+	if due != 0 && (l.timed == 1 || due < l.nextSweep) {
+		// The sweep comes at the nearest deadline, sweepEvery from
+		// now at the soonest.
+		l.nextSweep = max(due, l.now+sweepEvery)
 	}
 	c.due = due
 }
