@@ -2,7 +2,6 @@ package fl
 
 import (
 	"fmt"
-	"net/http"
 	"runtime"
 	"sync"
 )
@@ -88,12 +87,12 @@ type Ack struct {
 // runs the fold on the calling goroutine, beside other updates' folds.
 func (a *Aggregator) Update(client string, round int, samples float64, u []float32) (Ack, *Error) {
 	if len(u) != a.job.Params {
-		return Ack{}, errorf(http.StatusBadRequest, "the update has %d parameters; job %s's model has %d (%d bytes of little-endian float32)", len(u), a.job.ID, a.job.Params, a.job.Bytes())
+		return Ack{}, errorf(statusBadRequest, "the update has %d parameters; job %s's model has %d (%d bytes of little-endian float32)", len(u), a.job.ID, a.job.Params, a.job.Bytes())
 	}
 	a.mu.Lock()
 	if a.done {
 		a.mu.Unlock()
-		return Ack{}, errorf(http.StatusGone, "job %s ran its %d rounds", a.job.ID, a.job.Rounds)
+		return Ack{}, errorf(statusGone, "job %s ran its %d rounds", a.job.ID, a.job.Rounds)
 	}
 	t, err := a.round.Admit(client, round, samples, a.now())
 	if err != nil {
@@ -142,9 +141,9 @@ func notFiniteErr(u []float32, bad int, samples float64) *Error {
 // not finite, or overflows the sum.
 func refusedErr(bad int, v float32, samples float64) *Error {
 	if finite(v) {
-		return errorf(http.StatusUnprocessableEntity, "parameter %d (%g) times samples (%g) overflows float32: the update is refused", bad, v, samples)
+		return errorf(statusUnprocessableEntity, "parameter %d (%g) times samples (%g) overflows float32: the update is refused", bad, v, samples)
 	}
-	return errorf(http.StatusUnprocessableEntity, "parameter %d is %v: an update must hold finite numbers; it is refused", bad, v)
+	return errorf(statusUnprocessableEntity, "parameter %d is %v: an update must hold finite numbers; it is refused", bad, v)
 }
 
 func (a *Aggregator) ack(t Ticket, slot int) Ack {
@@ -286,9 +285,9 @@ func PickModel(job *Job, n, latest int, model, prev []float32, r *Round) ([]floa
 		return prev, nil
 	case n > latest:
 		pending, folded := r.Counts()
-		return nil, errorf(http.StatusConflict, "the model of round %d is not ready: round %d is open (%d updates folded, %d being folded, goal %d)", n, r.N(), folded, pending, job.Updates)
+		return nil, errorf(statusConflict, "the model of round %d is not ready: round %d is open (%d updates folded, %d being folded, goal %d)", n, r.N(), folded, pending, job.Updates)
 	}
-	return nil, errorf(http.StatusGone, "the model of round %d is no longer kept (the latest is round %d's)", n, latest)
+	return nil, errorf(statusGone, "the model of round %d is no longer kept (the latest is round %d's)", n, latest)
 }
 
 // Status returns the job's state.

@@ -1,7 +1,6 @@
 package fl
 
 import (
-	"net/http"
 	"strconv"
 	"strings"
 )
@@ -74,28 +73,28 @@ func ParseUpdate(query string) (UpdateArgs, *Error) {
 		case "round":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
-				return a, errorf(http.StatusBadRequest, "round=%.20q: want the round's number, from 1", v)
+				return a, errorf(statusBadRequest, "round=%.20q: want the round's number, from 1", v)
 			}
 			a.Round, have[0] = n, true
 		case "client":
 			if !validClient(v) {
-				return a, errorf(http.StatusBadRequest, "client=%.40q: want 1..%d of A-Z a-z 0-9 . _ : -", v, MaxClientID)
+				return a, errorf(statusBadRequest, "client=%.40q: want 1..%d of A-Z a-z 0-9 . _ : -", v, MaxClientID)
 			}
 			a.Client, have[1] = v, true
 		case "samples":
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil || !(f > 0) || f > 1e15 {
-				return a, errorf(http.StatusBadRequest, "samples=%.20q: want the number of examples the update was trained on, > 0", v)
+				return a, errorf(statusBadRequest, "samples=%.20q: want the number of examples the update was trained on, > 0", v)
 			}
 			a.Samples, have[2] = f, true
 		case "":
 		default:
-			return a, errorf(http.StatusBadRequest, "unknown query parameter %.40q (an update takes round, client, samples)", k)
+			return a, errorf(statusBadRequest, "unknown query parameter %.40q (an update takes round, client, samples)", k)
 		}
 	}
 	for i, name := range [...]string{"round", "client", "samples"} {
 		if !have[i] {
-			return a, errorf(http.StatusBadRequest, "an update needs ?round=R&client=ID&samples=N: %s is missing", name)
+			return a, errorf(statusBadRequest, "an update needs ?round=R&client=ID&samples=N: %s is missing", name)
 		}
 	}
 	return a, nil
@@ -122,7 +121,7 @@ func ParseModelRound(query string) (int, *Error) {
 	v, ok := strings.CutPrefix(query, "round=")
 	n, err := strconv.Atoi(v)
 	if !ok || err != nil || n < 0 {
-		return 0, errorf(http.StatusBadRequest, "%.40q: a model request takes ?round=R (R >= 0), or nothing for the latest", query)
+		return 0, errorf(statusBadRequest, "%.40q: a model request takes ?round=R (R >= 0), or nothing for the latest", query)
 	}
 	return n, nil
 }
@@ -130,7 +129,7 @@ func ParseModelRound(query string) (int, *Error) {
 // CheckLength checks an update's size against its job's model.
 func CheckLength(job *Job, n int64) *Error {
 	if n != job.Bytes() {
-		return errorf(http.StatusBadRequest, "the update has %d bytes; job %s's model has %d parameters: %d bytes of little-endian float32", n, job.ID, job.Params, job.Bytes())
+		return errorf(statusBadRequest, "the update has %d bytes; job %s's model has %d parameters: %d bytes of little-endian float32", n, job.ID, job.Params, job.Bytes())
 	}
 	return nil
 }

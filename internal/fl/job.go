@@ -3,7 +3,6 @@ package fl
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -75,11 +74,26 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // DefaultTTL is how long an idle job lives.
 const DefaultTTL = 10 * time.Minute
 
-var jobID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-
 // ValidJobID reports whether id names a job: 1..64 of [A-Za-z0-9._-],
 // starting with a letter or digit.
-func ValidJobID(id string) bool { return jobID.MatchString(id) }
+func ValidJobID(id string) bool {
+	// By hand, not with a regexp compiled at start-up: this package is in
+	// the builtin runner, and every instance of every builtin would pay
+	// for the compilation (~0.2 ms).
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ParseJob reads a job's JSON, fills its defaults and checks it, returning
 // every problem (as a 400's message).

@@ -3,7 +3,6 @@ package fl
 import (
 	"fmt"
 	"math"
-	"net/http"
 	"time"
 )
 
@@ -120,20 +119,20 @@ func (r *Round) deadline() int64 {
 func (r *Round) Admit(client string, round int, samples float64, now int64) (Ticket, *Error) {
 	switch {
 	case client == "" || len(client) > MaxClientID:
-		return Ticket{}, errorf(http.StatusBadRequest, "client: want an id of 1..%d bytes (?client=ID)", MaxClientID)
+		return Ticket{}, errorf(statusBadRequest, "client: want an id of 1..%d bytes (?client=ID)", MaxClientID)
 	case !(samples > 0) || samples > 1e15 || math.IsInf(samples, 0):
-		return Ticket{}, errorf(http.StatusBadRequest, "samples: want the number of examples the update was trained on, > 0 (?samples=N)")
+		return Ticket{}, errorf(statusBadRequest, "samples: want the number of examples the update was trained on, > 0 (?samples=N)")
 	case round < r.n:
-		return Ticket{}, errorf(http.StatusGone, "round %d is closed: the job is in round %d (a straggler's update is never folded into a later round; fetch model %d and train on it)", round, r.n, r.n-1)
+		return Ticket{}, errorf(statusGone, "round %d is closed: the job is in round %d (a straggler's update is never folded into a later round; fetch model %d and train on it)", round, r.n, r.n-1)
 	case round > r.n:
-		return Ticket{}, errorf(http.StatusConflict, "round %d is not open: the job is in round %d", round, r.n)
+		return Ticket{}, errorf(statusConflict, "round %d is not open: the job is in round %d", round, r.n)
 	}
 	if i, dup := r.clients[client]; dup {
 		what := "is being folded"
 		if r.entries[i].state == stateFolded {
 			what = "is folded"
 		}
-		return Ticket{}, errorf(http.StatusConflict, "client %s already sent an update in round %d (it %s); one update per client a round", client, r.n, what)
+		return Ticket{}, errorf(statusConflict, "client %s already sent an update in round %d (it %s); one update per client a round", client, r.n, what)
 	}
 	admitted := r.pending + r.folded
 	if d := r.deadline(); d != 0 && now >= d && admitted >= r.job.MinUpdates {
@@ -141,13 +140,13 @@ func (r *Round) Admit(client string, round int, samples float64, now int64) (Tic
 	}
 	if r.job.Updates > 0 && admitted >= r.job.Updates {
 		r.sealed = true
-		return Ticket{}, errorf(http.StatusGone, "round %d is full: it has its %d updates (send your update in round %d)", r.n, r.job.Updates, r.n+1)
+		return Ticket{}, errorf(statusGone, "round %d is full: it has its %d updates (send your update in round %d)", r.n, r.job.Updates, r.n+1)
 	}
 	if r.sealed {
-		return Ticket{}, errorf(http.StatusGone, "round %d is closed: its deadline (%v) passed (send your update in round %d)", r.n, time.Duration(r.job.Deadline), r.n+1)
+		return Ticket{}, errorf(statusGone, "round %d is closed: its deadline (%v) passed (send your update in round %d)", r.n, time.Duration(r.job.Deadline), r.n+1)
 	}
 	if len(r.entries) >= MaxRoundUpdates {
-		return Ticket{}, errorf(http.StatusGone, "round %d took the most updates a round takes (%d)", r.n, MaxRoundUpdates)
+		return Ticket{}, errorf(statusGone, "round %d took the most updates a round takes (%d)", r.n, MaxRoundUpdates)
 	}
 	r.entries = append(r.entries, entry{client: client, samples: samples, arrived: now, slot: -1})
 	i := len(r.entries) - 1

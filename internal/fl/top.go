@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"runtime"
 	"strconv"
@@ -154,8 +153,8 @@ type topJob struct {
 }
 
 var (
-	errPoolFull = &Error{Status: http.StatusServiceUnavailable, Msg: "the pool has no room for this job's buffers now (pool.memory): try again"}
-	errNoLend   = &Error{Status: http.StatusBadGateway, Msg: "fl-top: the commit step got no lend (the update chain must be [fl-top, fl-leaf, fl-top])"}
+	errPoolFull = &Error{Status: statusServiceUnavailable, Msg: "the pool has no room for this job's buffers now (pool.memory): try again"}
+	errNoLend   = &Error{Status: statusBadGateway, Msg: "fl-top: the commit step got no lend (the update chain must be [fl-top, fl-leaf, fl-top])"}
 )
 
 // share allocates a buffer of n bytes and shares it, keeping a token.
@@ -170,7 +169,7 @@ func (t *top) share(n int) (shared, *Error) {
 		if errors.Is(err, pool.ErrNoRoom) {
 			return shared{}, errPoolFull
 		}
-		return shared{}, &Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("a buffer of %d bytes: %v (pool.memory)", n, err)}
+		return shared{}, &Error{Status: statusRequestEntityTooLarge, Msg: fmt.Sprintf("a buffer of %d bytes: %v (pool.memory)", n, err)}
 	}
 	gen := p.Header(idx).Gen()
 	tok, ok := p.Token(idx, t.self, 0)
@@ -211,7 +210,7 @@ func (t *top) serve(req *sdk.Request, res *sdk.Response) error {
 	defer t.rearm()
 	id, kind, ok := ParsePath(req.Path())
 	if !ok {
-		return fail(res, &Error{Status: http.StatusNotFound, Msg: "no such FL route: want /fl/{job}, /fl/{job}/update, /fl/{job}/model"})
+		return fail(res, &Error{Status: statusNotFound, Msg: "no such FL route: want /fl/{job}, /fl/{job}/update, /fl/{job}/model"})
 	}
 	now := mono.Now()
 	j := t.jobs[id]
@@ -223,28 +222,28 @@ func (t *top) serve(req *sdk.Request, res *sdk.Response) error {
 		return t.admit(req, res, id, j, now)
 	case kind == PathUpdate:
 		return t.commit(req, res, j, now)
-	case kind == PathJob && req.Method() == http.MethodPut:
+	case kind == PathJob && req.Method() == methodPut:
 		return t.create(req, res, id, j, now)
 	}
 	if j == nil {
-		return fail(res, &Error{Status: http.StatusNotFound, Msg: "no job " + id})
+		return fail(res, &Error{Status: statusNotFound, Msg: "no job " + id})
 	}
 	switch {
-	case kind == PathJob && (req.Method() == http.MethodGet || req.Method() == http.MethodHead):
-		return answerJSON(res, http.StatusOK, j.status())
-	case kind == PathJob && req.Method() == http.MethodDelete:
+	case kind == PathJob && (req.Method() == methodGet || req.Method() == methodHead):
+		return answerJSON(res, statusOK, j.status())
+	case kind == PathJob && req.Method() == methodDelete:
 		t.remove(id, j)
-		return answerJSON(res, http.StatusOK, map[string]string{"deleted": id})
-	case kind == PathModel && (req.Method() == http.MethodGet || req.Method() == http.MethodHead):
+		return answerJSON(res, statusOK, map[string]string{"deleted": id})
+	case kind == PathModel && (req.Method() == methodGet || req.Method() == methodHead):
 		return t.model(req, res, j)
-	case kind == PathModel && req.Method() == http.MethodPost:
+	case kind == PathModel && req.Method() == methodPost:
 		return t.initModel(req, res, j)
 	}
-	return fail(res, &Error{Status: http.StatusMethodNotAllowed, Msg: req.Method() + " is not an FL operation on " + req.Path()})
+	return fail(res, &Error{Status: statusMethodNotAllowed, Msg: req.Method() + " is not an FL operation on " + req.Path()})
 }
 
 func fail(res *sdk.Response, e *Error) error {
-	if e.Status == http.StatusServiceUnavailable {
+	if e.Status == statusServiceUnavailable {
 		res.SetHeader("Retry-After", "1")
 	}
 	return sdk.Errorf(e.Status, "%s", e.Msg)
@@ -266,17 +265,17 @@ func (t *top) create(req *sdk.Request, res *sdk.Response, id string, j *topJob, 
 	id = strings.Clone(id) // a view of the request's metadata until now
 	job, err := ParseJob(id, req.Payload())
 	if err != nil {
-		return fail(res, &Error{Status: http.StatusBadRequest, Msg: err.Error()})
+		return fail(res, &Error{Status: statusBadRequest, Msg: err.Error()})
 	}
 	var set struct{ TTL *Duration }
 	if json.Unmarshal(req.Payload(), &set) == nil && set.TTL == nil && time.Duration(job.TTL) > t.maxTTL {
 		job.TTL = Duration(t.maxTTL) // the default, no longer than the top lives
 	}
 	if time.Duration(job.TTL) > t.maxTTL {
-		return fail(res, &Error{Status: http.StatusBadRequest, Msg: fmt.Sprintf("job %s: ttl: %v, at most %v (fl-top's scale.idle: the top must outlive its jobs)", id, time.Duration(job.TTL), t.maxTTL)})
+		return fail(res, &Error{Status: statusBadRequest, Msg: fmt.Sprintf("job %s: ttl: %v, at most %v (fl-top's scale.idle: the top must outlive its jobs)", id, time.Duration(job.TTL), t.maxTTL)})
 	}
 	if j != nil {
-		return fail(res, &Error{Status: http.StatusConflict, Msg: "job " + id + " exists (DELETE it first)"})
+		return fail(res, &Error{Status: statusConflict, Msg: "job " + id + " exists (DELETE it first)"})
 	}
 	j, e := t.newJob(job, now)
 	if e != nil {
@@ -284,7 +283,7 @@ func (t *top) create(req *sdk.Request, res *sdk.Response, id string, j *topJob, 
 	}
 	t.add(id, j)
 	t.save(j)
-	return answerJSON(res, http.StatusCreated, j.status())
+	return answerJSON(res, statusCreated, j.status())
 }
 
 // newJob makes a job's round table and its round-0 model (zeros), round 1
@@ -298,7 +297,7 @@ func (t *top) newJob(job Job, now int64) (*topJob, *Error) {
 	tbl, ok := tableOf(t.p.Data(j.table.idx))
 	if !ok {
 		t.drop(j.table)
-		return nil, &Error{Status: http.StatusInternalServerError, Msg: "fl-top: the round table is not 8-byte aligned in the pool"}
+		return nil, &Error{Status: statusInternalServerError, Msg: "fl-top: the round table is not 8-byte aligned in the pool"}
 	}
 	clear(t.p.Data(j.table.idx)[:TableBytes])
 	j.tbl = tbl
@@ -403,7 +402,7 @@ func (t *top) ask() {
 // admit is step 0 of an update: the round rules, then a lend.
 func (t *top) admit(req *sdk.Request, res *sdk.Response, id string, j *topJob, now int64) error {
 	if j == nil {
-		return fail(res, &Error{Status: http.StatusNotFound, Msg: "no job " + id})
+		return fail(res, &Error{Status: statusNotFound, Msg: "no job " + id})
 	}
 	args, e := ParseUpdate(req.Query())
 	if e != nil {
@@ -413,7 +412,7 @@ func (t *top) admit(req *sdk.Request, res *sdk.Response, id string, j *topJob, n
 		return fail(res, e)
 	}
 	if j.done {
-		return fail(res, &Error{Status: http.StatusGone, Msg: fmt.Sprintf("job %s ran its %d rounds", j.job.ID, j.job.Rounds)})
+		return fail(res, &Error{Status: statusGone, Msg: fmt.Sprintf("job %s ran its %d rounds", j.job.ID, j.job.Rounds)})
 	}
 	if e := t.supersede(j, args.Client, args.Round); e != nil {
 		return fail(res, e)
@@ -468,7 +467,7 @@ func (t *top) admit(req *sdk.Request, res *sdk.Response, id string, j *topJob, n
 	l := lend{table: j.table.idx, tableGen: j.table.gen, round: tk.Round, ticket: tk.Index, samples: args.Samples, params: j.job.Params}
 	if !t.p.Header(buf).SetStepData(l.put(&b)) {
 		j.round.Refused(tk)
-		return fail(res, &Error{Status: http.StatusRequestHeaderFieldsTooLarge, Msg: "the request's metadata has no room for the aggregator's lend (fewer forwarded headers)"})
+		return fail(res, &Error{Status: statusRequestHeaderFieldsTooLarge, Msg: "the request's metadata has no room for the aggregator's lend (fewer forwarded headers)"})
 	}
 	return nil // the update goes on, unchanged, to a leaf
 }
@@ -499,7 +498,7 @@ func (t *top) supersede(j *topJob, client string, round int) *Error {
 		t.settle(j) // its leaf died: folded whole, or lost
 		return nil
 	}
-	return &Error{Status: http.StatusConflict, Msg: fmt.Sprintf("client %s's update of round %d is being folded now (send it again only if that fails)", client, round)}
+	return &Error{Status: statusConflict, Msg: fmt.Sprintf("client %s's update of round %d is being folded now (send it again only if that fails)", client, round)}
 }
 
 // commit is step 2 of an update: the leaf's record.
@@ -511,19 +510,19 @@ func (t *top) commit(req *sdk.Request, res *sdk.Response, j *topJob, now int64) 
 	}
 	rec, ok := recordOf(req.Payload())
 	if !ok {
-		return fail(res, &Error{Status: http.StatusBadGateway, Msg: "fl-top: the leaf's answer is not a fold record"})
+		return fail(res, &Error{Status: statusBadGateway, Msg: "fl-top: the leaf's answer is not a fold record"})
 	}
 	if j == nil || j.table.idx != l.table || j.table.gen != l.tableGen {
-		return fail(res, &Error{Status: http.StatusGone, Msg: "the job was deleted while the update was being folded"})
+		return fail(res, &Error{Status: statusGone, Msg: "the job was deleted while the update was being folded"})
 	}
 	tk := Ticket{Round: l.round, Index: l.ticket}
 	if j.prev != nil && l.round == j.prev.N() && rec.outcome == outFolded && j.prev.IsFolded(tk) {
 		// The sweep found the fold (its bit) and the round closed with it
 		// before this commit came: it is in that round's model.
-		return answerJSON(res, http.StatusOK, Ack{Round: tk.Round, Folded: j.prev.folded, Goal: j.job.Updates, Partial: rec.slot})
+		return answerJSON(res, statusOK, Ack{Round: tk.Round, Folded: j.prev.folded, Goal: j.job.Updates, Partial: rec.slot})
 	}
 	if l.round != j.round.N() {
-		return fail(res, &Error{Status: http.StatusGone, Msg: fmt.Sprintf("round %d closed before the update was folded (send it in round %d)", l.round, j.round.N())})
+		return fail(res, &Error{Status: statusGone, Msg: fmt.Sprintf("round %d closed before the update was folded (send it in round %d)", l.round, j.round.N())})
 	}
 	switch rec.outcome {
 	case outFolded:
@@ -532,20 +531,20 @@ func (t *top) commit(req *sdk.Request, res *sdk.Response, j *topJob, now int64) 
 		}
 		// Folded is false when the sweep saw the update's bit first.
 		if !j.round.Folded(tk, rec.slot) && !j.foldedIn(tk, rec.slot) {
-			return fail(res, &Error{Status: http.StatusGone, Msg: "the update was lost: " + j.lostWhy(tk) + " (send it again)"})
+			return fail(res, &Error{Status: statusGone, Msg: "the update was lost: " + j.lostWhy(tk) + " (send it again)"})
 		}
 	case outRefused:
 		j.round.Refused(tk)
 		if rec.bad < 0 {
-			return fail(res, &Error{Status: http.StatusBadRequest, Msg: fmt.Sprintf("the leaf read %d bytes of update, want %d: little-endian float32s", int(rec.value), j.job.Bytes())})
+			return fail(res, &Error{Status: statusBadRequest, Msg: fmt.Sprintf("the leaf read %d bytes of update, want %d: little-endian float32s", int(rec.value), j.job.Bytes())})
 		}
 		return fail(res, refusedErr(rec.bad, rec.value, l.samples))
 	case outLate:
 		j.round.Lose(tk, "its request's deadline passed before a leaf folded it")
-		return fail(res, &Error{Status: http.StatusGatewayTimeout, Msg: "the request's deadline passed before the update was folded (send it again)"})
+		return fail(res, &Error{Status: statusGatewayTimeout, Msg: "the request's deadline passed before the update was folded (send it again)"})
 	case outBusy:
 		j.round.Lose(tk, "no partial sum came free before its deadline")
-		return fail(res, &Error{Status: http.StatusServiceUnavailable, Msg: "the aggregators were busy until the request's deadline (send it again)"})
+		return fail(res, &Error{Status: statusServiceUnavailable, Msg: "the aggregators were busy until the request's deadline (send it again)"})
 	case outTaken:
 		// Another leaf took it (this one came from a redelivery): the
 		// table says what became of it.
@@ -553,23 +552,23 @@ func (t *top) commit(req *sdk.Request, res *sdk.Response, j *topJob, now int64) 
 		switch {
 		case j.folded(tk):
 		case j.round.Pending(tk):
-			return fail(res, &Error{Status: http.StatusConflict, Msg: "the update is being folded by another leaf aggregator"})
+			return fail(res, &Error{Status: statusConflict, Msg: "the update is being folded by another leaf aggregator"})
 		default:
-			return fail(res, &Error{Status: http.StatusGone, Msg: "the update was lost: " + j.lostWhy(tk) + " (send it again)"})
+			return fail(res, &Error{Status: statusGone, Msg: "the update was lost: " + j.lostWhy(tk) + " (send it again)"})
 		}
 	case outClosed:
 		j.round.Lose(tk, "the round closed before a leaf folded it")
-		return fail(res, &Error{Status: http.StatusGone, Msg: fmt.Sprintf("round %d closed before the update was folded", l.round)})
+		return fail(res, &Error{Status: statusGone, Msg: fmt.Sprintf("round %d closed before the update was folded", l.round)})
 	default:
 		j.round.Lose(tk, "the job's table was gone")
-		return fail(res, &Error{Status: http.StatusGone, Msg: "the job was deleted while the update was being folded"})
+		return fail(res, &Error{Status: statusGone, Msg: "the job was deleted while the update was being folded"})
 	}
 	_, folded := j.round.Counts()
 	ack := Ack{Round: tk.Round, Folded: folded, Goal: j.job.Updates, Partial: rec.slot}
 	if e := t.closeIfDue(j, now); e != nil {
 		return fail(res, e)
 	}
-	return answerJSON(res, http.StatusOK, ack)
+	return answerJSON(res, statusOK, ack)
 }
 
 func (j *topJob) foldedIn(tk Ticket, slot int) bool {
@@ -624,7 +623,7 @@ func (t *top) model(req *sdk.Request, res *sdk.Response, j *topJob) error {
 	default:
 		_, e := PickModel(&j.job, n, latest, nil, nil, j.round)
 		if e == nil {
-			e = &Error{Status: http.StatusGone, Msg: fmt.Sprintf("the model of round %d is no longer kept", n)}
+			e = &Error{Status: statusGone, Msg: fmt.Sprintf("the model of round %d is no longer kept", n)}
 		}
 		return fail(res, e)
 	}
@@ -635,7 +634,7 @@ func (t *top) model(req *sdk.Request, res *sdk.Response, j *topJob) error {
 		return nil
 	}
 	if j.job.Bytes() > copyModelBelow {
-		return fail(res, &Error{Status: http.StatusServiceUnavailable, Msg: fmt.Sprintf("the model is being sent to %d clients at once: fetch it again in a moment", pool.MaxShare)})
+		return fail(res, &Error{Status: statusServiceUnavailable, Msg: fmt.Sprintf("the model is being sent to %d clients at once: fetch it again in a moment", pool.MaxShare)})
 	}
 	out, err := res.Alloc(int(j.job.Bytes()))
 	if err != nil {
@@ -652,23 +651,23 @@ const copyModelBelow = 1 << 20
 // initModel sets the model of round 0 (before any update of round 1).
 func (t *top) initModel(req *sdk.Request, res *sdk.Response, j *topJob) error {
 	if p, f := j.round.Counts(); len(j.results) > 0 || p+f > 0 {
-		return fail(res, &Error{Status: http.StatusConflict, Msg: "the initial model can be set only before round 1 has updates"})
+		return fail(res, &Error{Status: statusConflict, Msg: "the initial model can be set only before round 1 has updates"})
 	}
 	if e := CheckLength(&j.job, int64(req.Len())); e != nil {
 		return fail(res, e)
 	}
 	u, ok := Floats(req.Payload())
 	if !ok {
-		return fail(res, &Error{Status: http.StatusBadRequest, Msg: "the model could not be read as little-endian float32s"})
+		return fail(res, &Error{Status: statusBadRequest, Msg: "the model could not be read as little-endian float32s"})
 	}
 	for i, f := range u {
 		if !finite(f) {
-			return fail(res, &Error{Status: http.StatusUnprocessableEntity, Msg: fmt.Sprintf("parameter %d is %v: a model must hold finite numbers", i, f)})
+			return fail(res, &Error{Status: statusUnprocessableEntity, Msg: fmt.Sprintf("parameter %d is %v: a model must hold finite numbers", i, f)})
 		}
 	}
 	copy(t.floats(j.models[0], j.job.Params), u)
 	t.save(j)
-	return answerJSON(res, http.StatusOK, j.status())
+	return answerJSON(res, statusOK, j.status())
 }
 
 // closeIfDue makes the round's model once its goal is met, and opens the

@@ -132,6 +132,10 @@ type Request struct {
 	// The route's parameters, as matched (reused: no allocation).
 	params route.Params
 	pvals  [route.MaxParams][]byte
+	// later, when set (by an event loop), takes the request's descriptor
+	// instead of Send sending it: the loop sends its round's descriptors
+	// together at the round's end.
+	later *sendQueue
 }
 
 // Continuation is the header of a chain continued from another node.
@@ -223,6 +227,7 @@ type Admission struct {
 	deadline int64
 	fill     pool.Filler // the body, when written with Room and Wrote
 	filling  bool
+	later    *sendQueue // Request.later
 }
 
 // Body returns the pool buffer the request's body goes into: one buffer,
@@ -430,7 +435,7 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 	e := &a.pend[idx]
 	e.rep, e.tag, e.ch, e.began = r.Reply, r.Tag, ch, r.Began
 	e.queued.Store(false)
-	x = Admission{a: a, ch: ch, idx: idx, reqID: reqID, buf: buf, fn: fn, hop: r.Hop, deadline: deadline}
+	x = Admission{a: a, ch: ch, idx: idx, reqID: reqID, buf: buf, fn: fn, hop: r.Hop, deadline: deadline, later: r.later}
 	if r.Local {
 		x.except = uint16(a.remote.Load())
 	}
@@ -526,17 +531,27 @@ func (x *Admission) Send(n int, ctype []byte) {
 	a.stats.Requests.Add(1)
 	a.publish(x.idx, x.reqID, x.deadline)
 	d := desc.Desc{Buf: x.buf, Chain: x.ch.Index, Hop: x.hop}
-	err := transport.ForwardExcept(a.pool, a.conn, x.fn, d, a.rot.Add(1), x.except)
+	if q := x.later; q != nil {
+		q.s = append(q.s, queuedSend{a: a, d: d, fn: x.fn, idx: x.idx, reqID: x.reqID, except: x.except})
+		return
+	}
+	a.sendFirst(d, x.fn, x.idx, x.reqID, x.except)
+}
+
+// sendFirst sends the descriptor of request idx to an instance of its
+// first step fn.
+func (a *App) sendFirst(d desc.Desc, fn uint16, idx uint32, reqID uint64, except uint16) {
+	err := transport.ForwardExcept(a.pool, a.conn, fn, d, a.rot.Add(1), except)
 	if err == nil || errors.Is(err, transport.ErrLost) {
 		// Sent, or reclaimed with its instance: either way the reply
 		// (or the daemon's answer) comes back through complete.
 		return
 	}
 	if errors.Is(err, transport.ErrNoInstance) {
-		a.noInstance(x.fn)
+		a.noInstance(fn)
 		// The node may have made an instance ready meanwhile (a wasm
 		// function starts in its sandbox host at its first request).
-		err = transport.ForwardExcept(a.pool, a.conn, x.fn, d, a.rot.Add(1), x.except)
+		err = transport.ForwardExcept(a.pool, a.conn, fn, d, a.rot.Add(1), except)
 		if err == nil || errors.Is(err, transport.ErrLost) {
 			return
 		}
@@ -544,9 +559,34 @@ func (x *Admission) Send(n int, ctype []byte) {
 	// No instance can take it now: one may be starting, restarting or
 	// coming up from zero. Retry in the background until the deadline
 	// (the timer answers then), so that the adapter is free meanwhile.
-	a.undispatched(x.idx)
+	a.undispatched(idx)
 	a.bg.Add(1)
-	go a.await(x.fn, d, x.idx, x.reqID, x.except)
+	go a.await(fn, d, idx, reqID, except)
+}
+
+// A sendQueue holds the descriptors of requests admitted but not sent yet
+// (Request.later): an event loop sends those of one round together, at
+// its end, so that the first step is woken once for all of them and takes
+// them in one read, rather than woken (or not yet asleep) for each.
+type sendQueue struct{ s []queuedSend }
+
+type queuedSend struct {
+	a      *App
+	d      desc.Desc
+	fn     uint16
+	idx    uint32
+	reqID  uint64
+	except uint16
+}
+
+// flush sends what q holds, in order.
+func (q *sendQueue) flush() {
+	for i := range q.s {
+		e := &q.s[i]
+		e.a.sendFirst(e.d, e.fn, e.idx, e.reqID, e.except)
+		*e = queuedSend{}
+	}
+	q.s = q.s[:0]
 }
 
 // Reply is the answer to an admitted request, handed to its Replier: the

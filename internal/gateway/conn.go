@@ -495,12 +495,14 @@ func (c *conn) run(began int64) bool {
 	}
 	c.gr = Request{
 		Method: c.req.method, Path: c.req.path, Query: c.req.query, ContentType: c.req.ctype,
-		Length: length, Headers: c, Body: c, Began: began, Reply: c,
+		Length: length, Headers: c, Body: c, Began: began, Reply: c, later: c.sendQueue(),
 	}
 	c.headOnly, c.closeAfter = string(c.req.method) == "HEAD", c.req.close
 	c.part = bodyPart{}
 	c.ceReply = c.ceReply[:0] // the last reply is out (waitIdle)
-	if c.g.events != nil {
+	// An event loop serves only requests it found not event-like (the
+	// others it hands to a goroutine): no need to classify them again.
+	if c.g.events != nil && c.lp == nil {
 		if keep, done := c.runEvent(); done {
 			return keep
 		}

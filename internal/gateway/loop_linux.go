@@ -121,6 +121,7 @@ type loop struct {
 	timed     int // connections with a deadline (the loop sweeps while there are any)
 	conns     map[*conn]struct{}
 	lastSched int64
+	sends     sendQueue // the round's admitted requests, sent at its end
 }
 
 func newLoop() (*loop, error) {
@@ -271,6 +272,7 @@ func (l *loop) run() {
 				l.again = again[:0]
 			}
 		}
+		l.sends.flush()
 		if l.timed > 0 && l.now >= l.nextSweep {
 			l.sweep()
 		}
@@ -284,6 +286,15 @@ func (l *loop) run() {
 			runtime.Gosched()
 		}
 	}
+}
+
+// sendQueue returns where c's requests leave their descriptors to be
+// sent at the end of the loop's round (nil: Send sends them).
+func (c *conn) sendQueue() *sendQueue {
+	if c.lp == nil {
+		return nil
+	}
+	return &c.lp.sends
 }
 
 // schedEvery is how often a loop passes through the Go scheduler.
@@ -505,6 +516,12 @@ func (it *appItem) ready(l *loop, ev uint32) {
 			return
 		}
 		it.a.handle(it.batch[:n])
+		if n < len(it.batch) && it.hup == 0 {
+			// A short read took all that was queued: the next
+			// delivery raises a new edge (a read now would only see
+			// EAGAIN: 40% of the loop's receives at 8 connections).
+			return
+		}
 	}
 	l.again = append(l.again, it)
 }

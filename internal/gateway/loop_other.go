@@ -26,3 +26,4 @@ func (c *conn) loopWrite(o, body []byte)                {}
 func (c *conn) startLinger(*loop)                       {}
 func (c *conn) handOver(Reply)                          {}
 func (c *conn) closeLoop(bool)                          {}
+func (c *conn) sendQueue() *sendQueue                   { return nil }

@@ -5,6 +5,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -107,4 +108,49 @@ func TestLoopPipelinedOrder(t *testing.T) {
 		t.Fatalf("answers %v", bodies)
 	}
 	r.waitFree(t, 8)
+}
+
+// A round of the loop that finds many requests (the loops are held while
+// the clients send, so that one epoll_wait returns them all) queues their
+// descriptors and sends them together at its end: every request reaches
+// the step and is answered, with its own body, and nothing is left held.
+func TestLoopRoundSendsTogether(t *testing.T) {
+	const conns = 32
+	r := newRigWith(t, rigOpts{buffers: 64, inflight: 64, timeout: 10 * time.Second})
+	cs := make([]net.Conn, conns)
+	for i := range cs {
+		c, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		cs[i] = c
+	}
+	time.Sleep(50 * time.Millisecond) // the loops adopt the connections
+	release := make(chan struct{})
+	held := make(chan struct{}, len(loops.l))
+	for _, l := range loops.l {
+		l.task(func() { held <- struct{}{}; <-release })
+	}
+	for range loops.l {
+		<-held
+	}
+	for i, c := range cs {
+		body := fmt.Sprintf("request %d", i)
+		fmt.Fprintf(c, "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	}
+	time.Sleep(20 * time.Millisecond) // the requests are in the sockets
+	close(release)
+	for i, c := range cs {
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if want := fmt.Sprintf("request %d", i); resp.StatusCode != 200 || string(b) != want {
+			t.Fatalf("connection %d: %d %q, want 200 %q", i, resp.StatusCode, b, want)
+		}
+	}
+	r.waitFree(t, 64)
 }

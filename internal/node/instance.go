@@ -233,6 +233,7 @@ func (in *instance) runOnce(ctx context.Context, pre *hosted, onReady func(), lo
 	}
 	a := in.f.a
 	n := a.n
+	began := time.Now()
 	select {
 	case <-in.kill: // meant for a process that is gone
 	default:
@@ -259,6 +260,7 @@ func (in *instance) runOnce(ctx context.Context, pre *hosted, onReady func(), lo
 		in.cleanup(id, err.Error())
 		return err
 	}
+	forked := time.Now()
 	err = n.spawn.run(cmd.Start)
 	if f, ok := cmd.SysProcAttr.CgroupFD, cmd.SysProcAttr.UseCgroupFD; ok {
 		syscall.Close(f)
@@ -294,7 +296,12 @@ func (in *instance) runOnce(ctx context.Context, pre *hosted, onReady func(), lo
 		in.mu.Lock()
 		in.state, in.started = "ready", took
 		in.mu.Unlock()
-		log.Info("instance ready", "id", id, "pid", cmd.Process.Pid, "start", took.Round(10*time.Microsecond))
+		// The phases of a start: the node's preparation (endpoint,
+		// command), the fork and exec (cmd.Start returns once the
+		// program is exec'd), and the program's own start to its ready
+		// message.
+		log.Info("instance ready", "id", id, "pid", cmd.Process.Pid, "start", took.Round(10*time.Microsecond),
+			"prepare", forked.Sub(began).Round(10*time.Microsecond), "exec", spawned.Sub(forked).Round(10*time.Microsecond))
 	case err := <-exited:
 		why := in.exitReason(err)
 		in.cleanup(id, why)

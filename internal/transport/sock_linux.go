@@ -91,14 +91,15 @@ func (r *batchReader) init() {
 // recv blocks for at least one datagram and decodes what arrived. Messages
 // that are not exactly one descriptor are skipped and counted in bad.
 func (r *batchReader) recv(s *sockFD, ds []desc.Desc, wait bool) (n, bad int, err error) {
-	want := min(len(ds), MaxBatch)
-	if want == 0 {
+	all := min(len(ds), MaxBatch)
+	if all == 0 {
 		return 0, 0, nil
 	}
 	if !s.acquire() {
 		return 0, 0, ErrClosed
 	}
 	defer s.release()
+	want := all
 	for {
 		// Blocking: this goroutine's thread sleeps in the kernel until a
 		// datagram arrives (MSG_WAITFORONE then takes what else is queued).
@@ -111,14 +112,17 @@ func (r *batchReader) recv(s *sockFD, ds []desc.Desc, wait bool) (n, bad int, er
 		if errno == unix.EINTR {
 			continue
 		}
+		if n > 0 && errno != 0 {
+			return n, bad, nil // what the first batch held; the error comes again
+		}
 		if errno == unix.EAGAIN && !wait && !s.closed() {
-			return 0, 0, nil
+			return 0, bad, nil
 		}
 		if errno != 0 {
 			if s.closed() {
-				return 0, 0, ErrClosed
+				return 0, bad, ErrClosed
 			}
-			return 0, 0, errno
+			return 0, bad, errno
 		}
 		for i := 0; i < int(m); i++ {
 			if r.msgs[i].n != desc.Size {
@@ -127,6 +131,13 @@ func (r *batchReader) recv(s *sockFD, ds []desc.Desc, wait bool) (n, bad int, er
 			}
 			ds[n], _ = desc.Decode(r.bufs[i][:])
 			n++
+		}
+		if !wait && int(m) == want && n < all {
+			// Malformed datagrams took room in a full batch: more may be
+			// queued, and a non-blocking receive that returns fewer than
+			// asked must have taken all (Poller).
+			want = all - n
+			continue
 		}
 		if n > 0 {
 			return n, bad, nil

@@ -137,8 +137,10 @@ type Poller interface {
 	// duplicate it to watch it, never close it; Close makes it readable
 	// (end of file), and TryRecv then returns ErrClosed.
 	FD() int
-	// TryRecv fills ds with the descriptors queued now, up to len(ds),
-	// without blocking: 0 and nil when none are.
+	// TryRecv fills ds with the descriptors queued now, up to len(ds)
+	// (at most MaxBatch), without blocking: 0 and nil when none are. A
+	// call that returns fewer than it was asked for took all that was
+	// queued: the next descriptor to arrive makes FD readable again.
 	TryRecv(ds []desc.Desc) (int, error)
 }
 

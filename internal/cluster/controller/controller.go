@@ -520,8 +520,14 @@ func (ctl *Controller) writeAssignments(ctx context.Context, nodes []SpryNode, e
 	}
 	var errs []error
 	for _, n := range nodes {
+		// A lost node (its lease expired: dead, cut off, or only stalled
+		// on a loaded machine) keeps every app with no instances of its
+		// own and the live nodes as peers: its instances run elsewhere
+		// now, and while it is up at all its gateway still serves the
+		// routes through them (not 404) until it renews its lease. Only
+		// a node the controller no longer knows gets nothing.
 		want := byNode[n.Name]
-		if st := ctl.nodes[n.Name]; st == nil || !st.up {
+		if ctl.nodes[n.Name] == nil {
 			want = &api.AssignmentSpec{}
 		}
 		cur := have[n.Name]

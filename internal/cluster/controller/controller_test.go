@@ -239,6 +239,15 @@ func TestControllerNodeLost(t *testing.T) {
 	if got := h.assigned("m1"); got != "" {
 		t.Errorf("lost node still runs %q", got)
 	}
+	// It keeps the app (its gateway serves the routes through the live
+	// node) with the survivor as its only peer.
+	lost := &SpryAssignment{}
+	if err := testClient.Get(h.ctx, client.ObjectKey{Name: "m1"}, lost); err != nil {
+		t.Fatal(err)
+	}
+	if len(lost.Spec.Apps) != 1 || len(lost.Spec.Peers) != 1 || lost.Spec.Peers[0].Node != "m2" {
+		t.Errorf("lost node's assignment: %d apps, peers %+v; want the app, peer m2", len(lost.Spec.Apps), lost.Spec.Peers)
+	}
 	if got := h.assigned("m2"); got != "shop/back=2 shop/front=2" {
 		t.Errorf("survivor runs %q, want everything", got)
 	}
