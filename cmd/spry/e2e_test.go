@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,25 @@ func load(t *testing.T, n *spryNode, conns, total int, route string, check func(
 	if f := failed.Load(); f > 0 {
 		t.Fatalf("%d of %d requests failed", f, total)
 	}
+}
+
+// exampleConfig writes examples/name/spry.yaml with old replaced by new
+// (old must be there) and its functions' relative paths made absolute,
+// and returns its path.
+func exampleConfig(t *testing.T, name, old, new string) string {
+	t.Helper()
+	dir := filepath.Join(repoRoot(t), "examples", name)
+	b, err := os.ReadFile(filepath.Join(dir, "spry.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	yaml := string(b)
+	if !strings.Contains(yaml, old) {
+		t.Fatalf("examples/%s/spry.yaml has no %q", name, old)
+	}
+	yaml = strings.ReplaceAll(yaml, old, new)
+	yaml = regexp.MustCompile(`(?m)^(\s+(?:go|python|wasm): )\./`).ReplaceAllString(yaml, "${1}"+dir+"/")
+	return writeConfig(t, yaml)
 }
 
 func reverse(s string) string {
@@ -127,10 +147,15 @@ func asciiUpper(s string) string {
 }
 
 // examples/hello: go: functions that spry builds itself, under the same load.
+//
+// The example's file as shipped but for its chain's 5 s deadline: 64
+// clients queue for its 6 handler slots, and on a saturated machine (load
+// 70, the test at nice 19: 60 requests/s) some waited longer than that and
+// got a correct 504. The load checks every answer, not the machine's speed.
 func TestExampleHelloUnderLoad(t *testing.T) { eachTransport(t, testExampleHelloUnderLoad) }
 
 func testExampleHelloUnderLoad(t *testing.T, tr string) {
-	n := startNode(t, "--transport", tr, "-f", "examples/hello/spry.yaml")
+	n := startNode(t, "--transport", tr, "-f", exampleConfig(t, "hello", "timeout: 5s", "timeout: 60s"))
 	load(t, n, 64, 10000, "/hello", func(i int) (string, []string, func(int, string) error) {
 		name := "user" + strconv.Itoa(i)
 		greeting, hdr := "Hello", []string(nil)
@@ -164,9 +189,12 @@ functions:
   slow: {builtin: sleep, concurrency: 8}
   echo: {builtin: echo}
 chains:
-  slow: {route: /slow, steps: [slow, echo], timeout: 20s}
+  slow: {route: /slow, steps: [slow, echo], timeout: 5m}
 `)
-	n := startNode(t, "--transport", tr, "-f", cfg)
+	// The requests sleep until the kill ends them, however long the
+	// machine takes to get all eight in; and a restart's start, however
+	// slow, is the one restart.
+	n := startNode(t, "--transport", tr, "-f", cfg, "--ready-timeout", "3m")
 	a := findApp(t, n.mustStatus(), "faults")
 	victim := findFunction(t, a, "slow").Instances[0]
 	c := client(8)
@@ -178,12 +206,14 @@ chains:
 	results := make(chan result, 8)
 	for range 8 {
 		go func() {
-			s, b, err := n.post(c, "/slow?ms=3000", "x")
+			s, b, err := n.post(c, "/slow?ms=240000", "x")
 			results <- result{s, b, err}
 		}()
 	}
-	// Wait until all eight are inside the instance, then kill it.
-	deadline := time.Now().Add(10 * time.Second)
+	// Wait until all eight are inside the instance, then kill it. (The
+	// bounds here catch a hang, not a slow machine: a builtin's start took
+	// 17 s at load 95.)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		in := findFunction(t, findApp(t, n.mustStatus(), "faults"), "slow").Instances[0]
 		if in.Inflight == 8 {
@@ -203,8 +233,9 @@ chains:
 			t.Errorf("request held by the killed instance: %d %q %v, want 502", r.status, r.body, r.err)
 		}
 	}
-	// The slot gets a new process and serves again.
-	for {
+	// The slot gets a new process and serves again (within the ready
+	// timeout and the first restart's 100 ms delay).
+	for deadline := time.Now().Add(4 * time.Minute); ; {
 		in := findFunction(t, findApp(t, n.mustStatus(), "faults"), "slow").Instances[0]
 		if in.State == "ready" && in.PID != victim.PID {
 			if in.Restarts != 1 {
@@ -231,10 +262,15 @@ chains:
 
 // A step that runs past the chain's deadline: the client gets 504 at the
 // deadline, not when the step ends, and the buffer comes back only once the
-// step returned (never reused while an instance can still touch it). The
-// step runs 3 s, so that a busy machine's delays (a 504 after 1.8 s seen
-// at load 40) stay clear of its end: a gateway that answered only when the
-// step gave its buffer back fails both the time check and the held check.
+// step returned (never reused while an instance can still touch it).
+//
+// Both are shown by order, not by a bound on wall time: the step sleeps at
+// least its ms after the request was sent, so a 504 and a status read done
+// before that much time passed came while it still ran. A gateway that
+// answered only when the step gave its buffer back can never be that early.
+// On a machine too busy for the 504 and the read to fit in the step's time
+// (a 504 after 1.8 s was seen at load 40), the attempt shows nothing and
+// runs again with a step twice as long.
 func TestChainTimeout(t *testing.T) { eachTransport(t, testChainTimeout) }
 
 func testChainTimeout(t *testing.T, tr string) {
@@ -244,29 +280,40 @@ functions:
   slow: {builtin: sleep}
 chains:
   slow: {route: /slow, steps: [slow], timeout: 300ms}
+  again: {route: /again, steps: [slow], timeout: 60s}
 `)
 	n := startNode(t, "--transport", tr, "-f", cfg)
 	c := client(1)
-	began := time.Now()
-	s, b, err := n.post(c, "/slow?ms=3000", "late")
-	took := time.Since(began)
-	if err != nil || s != 504 {
-		t.Fatalf("got %d %q %v, want 504", s, b, err)
+	attempts := 0
+	for step := 3 * time.Second; ; step *= 2 {
+		attempts++
+		began := time.Now()
+		s, b, err := n.post(c, fmt.Sprintf("/slow?ms=%d", step.Milliseconds()), "late")
+		if err != nil || s != 504 {
+			t.Fatalf("got %d %q %v, want 504", s, b, err)
+		}
+		took := time.Since(began)
+		a := findApp(t, n.mustStatus(), "timeouts")
+		if read := time.Since(began); read < step {
+			if a.Pool.Free != int(a.Pool.Buffers)-1 || a.Requests.Inflight != 1 {
+				t.Fatalf("while the step still runs: %d/%d buffers free, %d in flight; want its buffer held",
+					a.Pool.Free, a.Pool.Buffers, a.Requests.Inflight)
+			}
+			n.waitFreeBuffersWithin("timeouts", step+30*time.Second)
+			break
+		}
+		if attempts == 3 {
+			t.Fatalf("504 after %v, status read after %v, for a %v step: never before the step's end", took, time.Since(began), step)
+		}
+		t.Logf("504 after %v, status read after %v: the %v step may have ended (a busy machine); again", took, time.Since(began), step)
+		n.waitFreeBuffersWithin("timeouts", step+30*time.Second)
 	}
-	if took > 2500*time.Millisecond {
-		t.Fatalf("504 came after %v: not at the deadline", took)
+	if a := findApp(t, n.mustStatus(), "timeouts"); a.Requests.Timeouts != uint64(attempts) || a.Requests.Abandoned != uint64(attempts) {
+		t.Fatalf("timeouts %d, abandoned %d; want %d and %d", a.Requests.Timeouts, a.Requests.Abandoned, attempts, attempts)
 	}
-	a := findApp(t, n.mustStatus(), "timeouts")
-	if a.Pool.Free != int(a.Pool.Buffers)-1 || a.Requests.Inflight != 1 {
-		t.Fatalf("while the step still runs: %d/%d buffers free, %d in flight; want its buffer held",
-			a.Pool.Free, a.Pool.Buffers, a.Requests.Inflight)
-	}
-	n.waitFreeBuffers("timeouts")
-	if a := findApp(t, n.mustStatus(), "timeouts"); a.Requests.Timeouts != 1 || a.Requests.Abandoned != 1 {
-		t.Fatalf("timeouts %d, abandoned %d; want 1 and 1", a.Requests.Timeouts, a.Requests.Abandoned)
-	}
-	// The instance is fine and serves the next request.
-	if s, b, err := n.post(c, "/slow?ms=1", "ok"); err != nil || s != 200 || b != "ok" {
+	// The instance is fine and serves the next request (on a chain whose
+	// deadline a busy machine cannot miss).
+	if s, b, err := n.post(c, "/again?ms=1", "ok"); err != nil || s != 200 || b != "ok" {
 		t.Fatalf("next request: %d %q %v", s, b, err)
 	}
 }
@@ -391,17 +438,21 @@ chains:
 		t.Fatalf("good clients: %d served, %d failed while others misbehaved; first: %v", good.Load(), bad.Load(), firstBad.Load())
 	}
 	n.waitFreeBuffers("edge")
-	// Every connection is gone from the daemon too.
-	deadline := time.Now().Add(10 * time.Second)
-	for n.fds() != fds {
-		if time.Now().After(deadline) {
-			var extra []string
-			for fd, target := range n.fdTargets() {
-				if before[fd] != target {
-					extra = append(extra, fd+" -> "+target)
-				}
+	// Every connection is gone from the daemon too: no fd it holds now is
+	// one it did not hold before. (It may hold fewer: an idle node closes
+	// what it opened for work, 24 fds after and 25 before was seen.)
+	newFDs := func() (extra []string) {
+		for fd, target := range n.fdTargets() {
+			if before[fd] != target {
+				extra = append(extra, fd+" -> "+target)
 			}
-			t.Fatalf("the daemon holds %d fds, %d before the clients came: leaked (new or changed: %v)", n.fds(), fds, extra)
+		}
+		return extra
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(newFDs()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon holds %d fds, %d before the clients came: leaked (new or changed: %v)", n.fds(), fds, newFDs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -102,6 +102,13 @@ var upLine = regexp.MustCompile(`msg="spry is up" http=(\S+) admin=(\S+)`)
 // for leftovers, when the test ends.
 func startNode(t testing.TB, args ...string) *spryNode {
 	t.Helper()
+	return startNodeWithin(t, 90*time.Second, args...)
+}
+
+// startNodeWithin is startNode for a node whose start does more than
+// start processes (pip installing a virtualenv, say), with its own bound.
+func startNodeWithin(t testing.TB, within time.Duration, args ...string) *spryNode {
+	t.Helper()
 	args = append([]string{"up", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, args...)
 	if !slices.Contains(args, "--data-dir") {
 		// Each node its own activation store (the default one is shared
@@ -139,9 +146,9 @@ func startNode(t testing.TB, args ...string) *spryNode {
 		n.http, n.admin = m[1], m[2]
 	case err := <-n.exit:
 		t.Fatalf("spry up exited before serving: %v\n%s", err, n.logs())
-	case <-time.After(90 * time.Second):
+	case <-time.After(within):
 		n.cmd.Process.Kill()
-		t.Fatalf("spry up did not come up in 90s\n%s", n.logs())
+		t.Fatalf("spry up did not come up in %v\n%s", within, n.logs())
 	}
 	t.Cleanup(n.stop)
 	return n

@@ -275,8 +275,17 @@ func (m *spryMode) Start(ctx context.Context, w *bench.Workload, env Env) (Syste
 		return nil, err
 	}
 	// The node binds its ports first and serves once every instance is
-	// ready: wait for the admin API to answer.
-	if err := n.waitUp(ctx, 60*time.Second, func() error { _, err := fetchStatus(n.admin); return err }); err != nil {
+	// ready: wait for the admin API to answer. The node fails by itself
+	// when an instance is not ready within its ready timeout (30 s), and
+	// waitUp returns when it exits: the bound here is for a hang. With
+	// wasm steps it first builds their module (go build, GOOS=wasip1) and
+	// compiles it, more than a minute on a busy machine: wait as long as
+	// the node allows a compile.
+	within := 2 * time.Minute
+	if m.wasm {
+		within = 10 * time.Minute
+	}
+	if err := n.waitUp(ctx, within, func() error { _, err := fetchStatus(n.admin); return err }); err != nil {
 		n.stop(5 * time.Second)
 		return nil, fmt.Errorf("bench: %w", err)
 	}

@@ -389,6 +389,16 @@ const staleHints = 200 * time.Millisecond
 // request salvaged (see app.salvage), and the endpoint is removed.
 func (in *instance) cleanup(id uint16, why string) {
 	a := in.f.a
+	// The process is gone: the slot is not ready from here on, though
+	// its supervisor marks the restart (or the stop) only once this
+	// returns. Said before its requests are answered, so no one told of
+	// its death can still see it ready (it read "ready" with pid 0 and no
+	// restart counted yet).
+	in.mu.Lock()
+	if in.state == "ready" {
+		in.state = "restarting"
+	}
+	in.mu.Unlock()
 	a.pool.SetSlotState(in.slot, pool.SlotDead)
 	msg := fmt.Sprintf("spry: function %s: instance %d failed while running the request (%s)", in.f.cfg.Name, id, why)
 	k := a.reclaim(id, msg)
@@ -424,6 +434,9 @@ func (in *instance) command(id uint16, ho transport.Handoff) (*exec.Cmd, *lineWr
 	}.Env()...)
 	if a.secrets != "" {
 		env = append(env, sdk.EnvSecrets+"="+a.secrets)
+	}
+	if k := f.cfg.Kind; (k == config.HTTP || k == config.Lambda) && a.n.cfg.ReadyTimeout > 0 {
+		env = append(env, rt.EnvReadyBy+"="+rt.ReadyBy(a.n.cfg.ReadyTimeout))
 	}
 	cmd.Env = append(env, ho.Env...)
 	out := a.n.output(a.cfg.Name, f.cfg.Name, id)

@@ -161,7 +161,7 @@ func Ready(c *Child, timeout time.Duration, what string, probe func() error) err
 		case <-c.Done():
 			return fmt.Errorf("%w before it was ready (%s)", ErrExited, c.why)
 		case <-limit:
-			return fmt.Errorf("the function's program did not become ready within %s: %s (last try: %v)", timeout, what, last)
+			return fmt.Errorf("the function's program did not become ready within %s: %s (last try: %v)", timeout.Round(time.Millisecond), what, last)
 		case <-time.After(wait):
 			wait = min(2*wait, 50*time.Millisecond)
 		}

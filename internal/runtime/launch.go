@@ -2,11 +2,13 @@ package runtime
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/spry-dev/spry/internal/config"
+	"github.com/spry-dev/spry/internal/mono"
 )
 
 // Command is how every instance of one function is started: the program
@@ -63,10 +65,7 @@ func Launch(f *config.Function, app *config.App, p Prepared) (Command, error) {
 func AdapterArgv(exe string, f *config.Function, ready time.Duration) []string {
 	argv := []string{exe, "runtime", f.Kind.String()}
 	if ready > 0 {
-		// A margin of a tenth, at least a second (but at most half): the
-		// adapter starts, and reports, on a machine that may be busy.
-		margin := min(max(ready/10, time.Second), ready/2)
-		argv = append(argv, "--ready-timeout", (ready - margin).String())
+		argv = append(argv, "--ready-timeout", (ready - ReadyMargin(ready)).String())
 	}
 	var prog []string
 	switch f.Kind {
@@ -86,4 +85,40 @@ func AdapterArgv(exe string, f *config.Function, ready time.Duration) []string {
 		prog = f.Lambda
 	}
 	return append(append(argv, "--"), prog...)
+}
+
+// ReadyMargin is the part of the node's ready timeout an adapter leaves
+// itself to report that its program did not get ready (a tenth, at least
+// a second, at most half): the node's message would only say the
+// instance did not announce itself.
+func ReadyMargin(ready time.Duration) time.Duration {
+	return min(max(ready/10, time.Second), ready/2)
+}
+
+// EnvReadyBy is set by the node on an adapter's process: the
+// CLOCK_MONOTONIC time (ns, internal/mono) by which the adapter is to
+// have reported, the node's ready deadline less ReadyMargin. The adapter
+// counts its wait from the node's start of it, not from its own start,
+// which on a busy machine comes late: by more than the margin at load 40,
+// and the node's timer won the race with the adapter's explanation.
+const EnvReadyBy = "SPRY_READY_BY"
+
+// ReadyBy is the value of EnvReadyBy for a ready timeout counted from now.
+func ReadyBy(ready time.Duration) string {
+	return strconv.FormatInt(mono.Now()+int64(ready-ReadyMargin(ready)), 10)
+}
+
+// AdapterTimeout is how long an adapter waits for its program to get
+// ready: timeout (its --ready-timeout, 0: no limit), or less, to the
+// node's EnvReadyBy when that is set.
+func AdapterTimeout(timeout time.Duration) time.Duration {
+	by, err := strconv.ParseInt(os.Getenv(EnvReadyBy), 10, 64)
+	if err != nil {
+		return timeout
+	}
+	left := max(time.Duration(by-mono.Now()), time.Nanosecond) // 0 would mean no limit
+	if timeout > 0 && timeout < left {
+		return timeout
+	}
+	return left
 }

@@ -141,8 +141,8 @@ type Result struct {
 	// Timeline counts answers per Tick from the start of the measurement.
 	Timeline []uint64
 	Tick     time.Duration
-	// Start is when the measurement began: open loop, the time the
-	// schedule's offsets count from.
+	// Start is when the measurement began (open loop, the time the
+	// schedule's offsets count from); Timeline and Samples count from it.
 	Start time.Time
 	// Samples are the measured requests, in no particular order, when
 	// Config.Record is set.
@@ -214,6 +214,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		stop     atomic.Bool
 		schedMu  sync.Mutex
 		schedIdx int
+		unsent   atomic.Uint64 // open loop: taken from the schedule, due before the end, never sent
 	)
 	ticks := int(c.Duration/c.Tick) + 1
 	if c.Proto != "" && c.Proto != ProtoHTTP1 {
@@ -272,11 +273,15 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		if m == 0 || done.UnixNano() < m || due.UnixNano() > e {
 			return // not in flight during the measurement
 		}
+		// Offsets count from the measurement's start: closed loop, when
+		// the clock marked it, which on a busy machine may be well after
+		// measureAt (a late timer, a slow OnMeasure).
+		origin := time.Unix(0, m)
 		inside := due.UnixNano() >= m && done.UnixNano() <= e
 		if c.Record && inside {
 			// Amortised growth from a preallocated slice: no allocation
 			// on most requests.
-			w.samples = append(w.samples, Sample{Due: due.Sub(measureAt), Done: done.Sub(measureAt), Failed: err != nil})
+			w.samples = append(w.samples, Sample{Due: due.Sub(origin), Done: done.Sub(origin), Failed: err != nil})
 		}
 		if err != nil {
 			w.errs++
@@ -298,7 +303,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 			w.byName[r.Name] = h
 		}
 		h.RecordValue(min(max(lat, histMin), histMax))
-		if k := int(done.Sub(measureAt) / c.Tick); k >= 0 && k < len(w.timeline) {
+		if k := int(done.Sub(origin) / c.Tick); k >= 0 && k < len(w.timeline) {
 			w.timeline[k]++
 		}
 	}
@@ -345,6 +350,9 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 					}
 				}
 				if stop.Load() {
+					// Its timer fired after the end (a busy machine):
+					// due in the measurement but never sent, so late.
+					unsent.Add(1)
 					return
 				}
 				one(w, &c.Requests[mix[i%len(mix)]], due)
@@ -395,8 +403,9 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	}
 	stop.Store(true)
 	wg.Wait()
-	var late uint64
+	late, began := unsent.Load(), measured
 	if c.Schedule != nil {
+		began = measureAt
 		// Requests due within the measurement that no connection got to
 		// (the generator ran short of connections): the server was too
 		// slow for the rate, and the report must say so.
@@ -410,7 +419,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	}
 
 	res := &Result{Hist: NewHistogram(), ByName: map[string]*hdrhistogram.Histogram{}, Elapsed: ended.Sub(measured),
-		Late: late, Timeline: make([]uint64, ticks), Tick: c.Tick, Start: measureAt}
+		Late: late, Timeline: make([]uint64, ticks), Tick: c.Tick, Start: began}
 	for _, w := range workers {
 		res.Requests += w.ok
 		res.Errors += w.errs

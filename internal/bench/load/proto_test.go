@@ -1,7 +1,6 @@
 package load
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -44,13 +43,11 @@ func TestProtos(t *testing.T) {
 		{ProtoH2, tlsSrv.Listener.Addr().String(), "HTTP/2.0 hi"},
 	} {
 		req := Request{Raw: Build("POST", "/x", "h", nil, []byte("hi")), WantStatus: 200, WantBody: []byte(tc.want)}
-		res, err := Run(context.Background(), Config{Addr: tc.addr, Proto: tc.proto, Requests: []Request{req},
-			Connections: 2, Duration: 200 * time.Millisecond})
-		if err != nil {
-			t.Fatalf("%s: %v", tc.proto, err)
-		}
-		if res.Errors != 0 || res.Requests == 0 {
-			t.Fatalf("%s: %d requests, %d errors: %s", tc.proto, res.Requests, res.Errors, res.FirstErr)
-		}
+		c := Config{Addr: tc.addr, Proto: tc.proto, Requests: []Request{req}, Connections: 2, Duration: 200 * time.Millisecond}
+		runUntil(t, c, func(res *Result) {
+			if res.Errors != 0 {
+				t.Errorf("%s: %d requests, %d errors: %s", tc.proto, res.Requests, res.Errors, res.FirstErr)
+			}
+		}, func(res *Result) bool { return res.Requests > 0 })
 	}
 }

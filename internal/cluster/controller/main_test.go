@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
@@ -58,6 +59,11 @@ func runMain(m *testing.M) int {
 		ErrorIfCRDPathMissing: true,
 		CRDInstallOptions:     envtest.CRDInstallOptions{Paths: []string{"../../../deploy/kubernetes/crds.yaml"}, ErrorIfPathMissing: true},
 		Scheme:                Scheme(),
+	}
+	if os.Getenv("KUBEBUILDER_CONTROLPLANE_START_TIMEOUT") == "" {
+		// envtest's 20 s per component is not a hang bound on a busy
+		// machine: etcd did not start in it, 5 tries, at load 80.
+		testEnv.ControlPlaneStartTimeout = 2 * time.Minute
 	}
 	var err error
 	if testCfg, err = testEnv.Start(); err != nil {

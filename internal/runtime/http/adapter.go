@@ -100,7 +100,7 @@ func Run(o Options) error {
 	if o.Health != "" {
 		probe, what = rt.ProbeHTTP("http://"+addr+o.Health), "answer 2xx to GET "+o.Health+" on "+addr
 	}
-	if err := rt.Ready(child, o.ReadyTimeout, what, probe); err != nil {
+	if err := rt.Ready(child, rt.AdapterTimeout(o.ReadyTimeout), what, probe); err != nil {
 		child.Stop(time.Second)
 		return err
 	}

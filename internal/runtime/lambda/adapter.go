@@ -140,8 +140,9 @@ func Run(o Options) error {
 		return err
 	}
 	var limit <-chan time.Time
-	if o.ReadyTimeout > 0 {
-		t := time.NewTimer(o.ReadyTimeout)
+	ready := rt.AdapterTimeout(o.ReadyTimeout)
+	if ready > 0 {
+		t := time.NewTimer(ready)
 		defer t.Stop()
 		limit = t.C
 	}
@@ -159,7 +160,7 @@ func Run(o Options) error {
 		return fmt.Errorf("the function exited during init (%v) before asking for an invocation", child.Err())
 	case <-limit:
 		child.Stop(time.Second)
-		return fmt.Errorf("the function did not finish its init within %s (it never asked GET /2018-06-01/runtime/invocation/next)", o.ReadyTimeout)
+		return fmt.Errorf("the function did not finish its init within %s (it never asked GET /2018-06-01/runtime/invocation/next)", ready.Round(time.Millisecond))
 	}
 	var stopping atomic.Bool
 	go func() {

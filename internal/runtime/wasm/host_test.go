@@ -72,7 +72,11 @@ func newHostRig(t *testing.T, grants ...Grants) *hostRig {
 		r.events = append(r.events, ev)
 		r.mu.Unlock()
 	}})
-	c := Command{Op: OpLoad, Fn: 0, Name: "suite", Module: mod, Memory: 32 << 20, Timeout: 10 * time.Second, Spares: 1}
+	// The function's timeout is past any test's wait: a step ends by its
+	// own doing or its request's deadline (TestHostRunawayAnswered504OthersServed), never by
+	// a slow machine (a recursion to the 32 MiB limit ran past a 10 s
+	// timeout at load 80: 504 instead of the trap's 502).
+	c := Command{Op: OpLoad, Fn: 0, Name: "suite", Module: mod, Memory: 32 << 20, Timeout: 5 * time.Minute, Spares: 1}
 	for _, g := range grants {
 		c.Grants = g
 	}
@@ -240,12 +244,12 @@ func TestHostTrapAnswered502(t *testing.T) {
 	r := newHostRig(t)
 	for _, do := range []string{"oob", "exit", "recurse"} {
 		r.send(1, "/?do="+do, "x", 0)
-		got := r.recv(20 * time.Second)
+		got := r.recv(2 * time.Minute)
 		if got.status != 502 || !strings.Contains(got.body, "failed") {
 			t.Errorf("%s: %+v", do, got)
 		}
 		r.send(0, "/", "fine", 0)
-		if got := r.recv(5 * time.Second); got.body != "FINE" {
+		if got := r.recv(time.Minute); got.body != "FINE" {
 			t.Errorf("after %s: %+v", do, got)
 		}
 	}
