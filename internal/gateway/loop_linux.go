@@ -108,7 +108,6 @@ type loop struct {
 	items     []loopItem // by slot (the epoll data); nil: free
 	free      []int32
 	again     []loopItem // items with more to do without a new event
-	cont      []*conn    // connections to go on with this round
 
 	mu       sync.Mutex // posts and tasks from other threads
 	posts    []*conn
@@ -222,7 +221,7 @@ func (l *loop) run() {
 			// connection's is minutes away, and an idle gateway sleeps.
 			timeout = int(max(l.nextSweep-l.now, 0)/1e6) + 1
 		}
-		if len(l.again) > 0 || len(l.cont) > 0 {
+		if len(l.again) > 0 {
 			timeout = 0
 		}
 		if timeout != 0 {
@@ -256,11 +255,6 @@ func (l *loop) run() {
 		for i, fn := range tasks {
 			tasks[i] = nil
 			fn()
-		}
-		for len(l.cont) > 0 {
-			c := l.cont[len(l.cont)-1]
-			l.cont = l.cont[:len(l.cont)-1]
-			c.step(l)
 		}
 		if k := len(l.again); k > 0 {
 			again := l.again
