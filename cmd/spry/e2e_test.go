@@ -117,23 +117,13 @@ func testDemoAppUnderLoad(t *testing.T, tr string) {
 		t.Fatalf("counters after the load: %+v", a.Requests)
 	}
 	// The same, as Prometheus sees it.
-	resp, err := adminClient.Get("http://" + n.admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{
+	n.wantMetrics(
 		`spry_chain_requests_total{app="demo",chain="hello",code="200"} 10000`,
 		`spry_chain_request_duration_seconds_count{app="demo",chain="hello"} 10000`,
 		`spry_function_requests_total{app="demo",function="wrap"} 10000`,
 		`spry_function_instances{app="demo",function="upper",state="ready"} 1`,
 		`spry_pool_free_buffers{app="demo"} 1024`,
-	} {
-		if !strings.Contains(string(metrics), want) {
-			t.Errorf("/metrics lacks %s", want)
-		}
-	}
+	)
 }
 
 func asciiUpper(s string) string {

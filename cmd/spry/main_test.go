@@ -271,6 +271,23 @@ func (n *spryNode) mustStatus() *node.Status {
 	return s
 }
 
+// wantMetrics fails the test for each of the lines that the node's
+// /metrics lacks.
+func (n *spryNode) wantMetrics(lines ...string) {
+	n.t.Helper()
+	resp, err := adminClient.Get("http://" + n.admin + "/metrics")
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range lines {
+		if !strings.Contains(string(m), want) {
+			n.t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
 // waitFreeBuffers waits until app's pool has every buffer back, and fails
 // the test if that does not happen in time (a leak).
 func (n *spryNode) waitFreeBuffers(app string) {

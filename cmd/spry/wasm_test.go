@@ -6,7 +6,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,22 +77,12 @@ func TestWasmChain(t *testing.T) {
 				t.Errorf("wasm instances in %d processes, want 1 sandbox host", len(pids))
 			}
 			// Prometheus counts them like any other instances.
-			resp, err := adminClient.Get("http://" + n.admin + "/metrics")
-			if err != nil {
-				t.Fatal(err)
-			}
-			metrics, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			for _, want := range []string{
+			n.wantMetrics(
 				`spry_function_requests_total{app="wasm",function="up"} 1500`,
 				`spry_function_requests_total{app="wasm",function="wrap"} 1000`,
 				`spry_function_instances{app="wasm",function="up",state="ready"} 2`,
 				`spry_function_inflight_requests{app="wasm",function="wrap"} 0`,
-			} {
-				if !strings.Contains(string(metrics), want) {
-					t.Errorf("/metrics lacks %s", want)
-				}
-			}
+			)
 		})
 	}
 }
