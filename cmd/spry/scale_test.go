@@ -41,6 +41,66 @@ func ready(f *node.FunctionStatus) int {
 	return n
 }
 
+// burst keeps clients posting to route, each request with a body of its
+// own, until stop; check fails the test for every request not answered
+// 200 with want(its body), or if none was.
+type burst struct {
+	n        *spryNode
+	sent, ok atomic.Int64
+	failures sync.Map
+	stopped  chan struct{}
+	once     sync.Once
+	wg       sync.WaitGroup
+}
+
+func (n *spryNode) burst(clients int, route string, want func(body string) string) *burst {
+	b := &burst{n: n, stopped: make(chan struct{})}
+	n.t.Cleanup(b.stop) // should the test end before it stops the burst
+	c := client(clients)
+	for w := range clients {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-b.stopped:
+					return
+				default:
+				}
+				body := fmt.Sprintf("c%d-%d", w, i)
+				b.sent.Add(1)
+				s, got, err := n.post(c, route, body)
+				if err == nil && s == 200 && got == want(body) {
+					b.ok.Add(1)
+				} else {
+					b.failures.Store(body, fmt.Sprintf("%d %q %v", s, got, err))
+				}
+			}
+		}()
+	}
+	return b
+}
+
+// stop ends the burst and waits for its requests' answers.
+func (b *burst) stop() {
+	b.once.Do(func() {
+		close(b.stopped)
+		b.wg.Wait()
+	})
+}
+
+func (b *burst) check() {
+	t := b.n.t
+	t.Helper()
+	b.failures.Range(func(k, v any) bool {
+		t.Errorf("request %s: %s", k, v)
+		return true
+	})
+	if b.sent.Load() != b.ok.Load() || b.ok.Load() == 0 {
+		t.Fatalf("%d sent, %d answered correctly", b.sent.Load(), b.ok.Load())
+	}
+}
+
 // A burst against a scaled function: it scales up while the burst lasts and
 // back down after, and every request is answered correctly meanwhile.
 func TestScaleUpAndDown(t *testing.T) {
@@ -57,49 +117,14 @@ chains:
 `)
 	n := startNode(t, "-f", cfg)
 	n.waitInstances("elastic", "work", 1, 5*time.Second)
-	c := client(32)
-	var sent, ok atomic.Int64
-	var failures sync.Map
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	burst := func(clients int) {
-		for w := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					body := fmt.Sprintf("%d-%d", w, i)
-					sent.Add(1)
-					s, b, err := n.post(c, "/work?ms=20", body)
-					if err == nil && s == 200 && b == body {
-						ok.Add(1)
-					} else {
-						failures.Store(body, fmt.Sprintf("%d %q %v", s, b, err))
-					}
-				}
-			}()
-		}
-	}
 	// 24 clients of 20 ms requests want ~12 instances of concurrency 2:
 	// the function goes to its max.
-	burst(24)
+	b := n.burst(24, "/work?ms=20", func(body string) string { return body })
 	n.waitInstances("elastic", "work", 4, 15*time.Second)
-	close(stop)
-	wg.Wait()
+	b.stop()
 	// Idle: back to min once the window has passed, draining as it goes.
 	n.waitInstances("elastic", "work", 1, 20*time.Second)
-	failures.Range(func(k, v any) bool {
-		t.Errorf("request %s: %s", k, v)
-		return true
-	})
-	if sent.Load() != ok.Load() || ok.Load() == 0 {
-		t.Fatalf("%d sent, %d answered correctly", sent.Load(), ok.Load())
-	}
+	b.check()
 	n.waitFreeBuffers("elastic")
 	if !strings.Contains(n.logs(), `msg=scale`) {
 		t.Fatal("no scale event logged")

@@ -10,8 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -331,33 +329,8 @@ chains:
 `, fn))
 	n := startNode(t, "--transport", "uds", "-f", cfg)
 	n.waitInstances("elastic", "work", 1, 10*time.Second)
-	c := client(12)
-	var sent, ok atomic.Int64
-	var failures sync.Map
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 12 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				body := fmt.Sprintf("c%d-%d", w, i)
-				sent.Add(1)
-				s, b, err := n.post(c, "/work?do=nap", body)
-				if err == nil && s == 200 && b == strings.ToUpper(body) {
-					ok.Add(1)
-				} else {
-					failures.Store(body, fmt.Sprintf("%d %q %v", s, b, err))
-				}
-			}
-		}()
-	}
 	// 12 clients of 20 ms steps on instances that run one at a time.
+	b := n.burst(12, "/work?do=nap", strings.ToUpper)
 	began := time.Now()
 	n.waitInstances("elastic", "work", 3, 20*time.Second)
 	t.Logf("up after %v", time.Since(began))
@@ -365,8 +338,7 @@ chains:
 	for _, in := range findFunction(t, findApp(t, n.mustStatus(), "elastic"), "work").Instances {
 		pids[in.PID] = true
 	}
-	close(stop)
-	wg.Wait()
+	b.stop()
 	// Idle: it scales down, draining an instance and stopping it in the
 	// host (to min in steps: at load 40 it once held 2 for 20 s).
 	began = time.Now()
@@ -376,13 +348,7 @@ chains:
 		}
 	}
 	t.Logf("down after %v", time.Since(began))
-	failures.Range(func(k, v any) bool {
-		t.Errorf("request %s: %s", k, v)
-		return true
-	})
-	if sent.Load() != ok.Load() || ok.Load() == 0 {
-		t.Fatalf("%d sent, %d answered correctly", sent.Load(), ok.Load())
-	}
+	b.check()
 	if len(pids) != 1 {
 		t.Errorf("the scaled instances in %d processes, want the one sandbox host", len(pids))
 	}
