@@ -137,6 +137,18 @@ func floatBytes(u []float32) []byte {
 	return b
 }
 
+// randomRound makes a round's updates of params values from clients
+// clients, each of 1 to maxSamples samples.
+func randomRound(rng *rand.Rand, clients, params, maxSamples int) ([][]float32, []float64) {
+	ups := make([][]float32, clients)
+	samples := make([]float64, clients)
+	for c := range ups {
+		ups[c] = randomUpdate(rng, params)
+		samples[c] = float64(1 + rng.IntN(maxSamples))
+	}
+	return ups, samples
+}
+
 func randomUpdate(rng *rand.Rand, n int) []float32 {
 	u := make([]float32, n)
 	for i := range u {
@@ -243,12 +255,7 @@ func TestFLFedAvg(t *testing.T) {
 		t.Fatalf("model 0 is not the initial model")
 	}
 	for r := 1; r <= rounds; r++ {
-		ups := make([][]float32, clients)
-		samples := make([]float64, clients)
-		for c := range ups {
-			ups[c] = randomUpdate(rng, params)
-			samples[c] = float64(1 + rng.IntN(500))
-		}
+		ups, samples := randomRound(rng, clients, params, 500)
 		f.sendRound("mnist", r, ups, samples, nil)
 		checkFedAvg(t, fmt.Sprintf("round %d", r), f.model("mnist", r), ups, samples)
 		checkFedAvg(t, fmt.Sprintf("round %d (latest)", r), f.model("mnist", -1), ups, samples)
@@ -397,12 +404,7 @@ func TestFLLeafKilled(t *testing.T) {
 	rng := rand.New(rand.NewPCG(15, 3))
 	killed := 0
 	for r := 1; r <= rounds; r++ {
-		ups := make([][]float32, clients)
-		samples := make([]float64, clients)
-		for c := range ups {
-			ups[c] = randomUpdate(rng, params)
-			samples[c] = float64(1 + rng.IntN(100))
-		}
+		ups, samples := randomRound(rng, clients, params, 100)
 		var during func(stop <-chan struct{})
 		if r == 2 {
 			// Kill every leaf there is, again and again, until the
@@ -521,16 +523,7 @@ func TestFLTopRestart(t *testing.T) {
 	f := &flc{t: t, n: n, c: client(8)}
 	f.create("re", fmt.Sprintf(`{"params": %d, "updates": 3, "rounds": 4}`, params))
 	rng := rand.New(rand.NewPCG(21, 5))
-	round := func(r int) ([][]float32, []float64) {
-		ups := make([][]float32, 3)
-		samples := make([]float64, 3)
-		for c := range ups {
-			ups[c] = randomUpdate(rng, params)
-			samples[c] = float64(1 + rng.IntN(50))
-		}
-		return ups, samples
-	}
-	ups, samples := round(1)
+	ups, samples := randomRound(rng, 3, params, 50)
 	f.sendRound("re", 1, ups, samples, nil)
 	m1 := f.model("re", 1)
 	checkFedAvg(t, "round 1", m1, ups, samples)
@@ -573,7 +566,7 @@ func TestFLTopRestart(t *testing.T) {
 	}
 	t.Logf("restarted: %s", s.Restarted)
 	// The job goes on: round 2 from its start (c0 sends again).
-	ups, samples = round(2)
+	ups, samples = randomRound(rng, 3, params, 50)
 	f.sendRound("re", 2, ups, samples, nil)
 	checkFedAvg(t, "round 2 after the restart", f.model("re", 2), ups, samples)
 	if st, b, _ := f.do("DELETE", "/fl/re", nil); st != http.StatusOK {
