@@ -301,7 +301,7 @@ chains:
 	for i := range 50 {
 		body := fmt.Sprintf("hello %d", i)
 		s, got, err := n.post(c, "/x", body)
-		pieces := []string{body, strings.ToUpper(body), reverseString(body)}
+		pieces := []string{body, strings.ToUpper(body), reverse(body)}
 		ok := err == nil && s == 200 && len(got) == 3*len(body)
 		for _, p := range pieces {
 			ok = ok && strings.Contains(got, p)
@@ -311,12 +311,4 @@ chains:
 		}
 	}
 	n.waitFreeBuffers("branches")
-}
-
-func reverseString(s string) string {
-	b := []byte(s)
-	for i, j := 0, len(b)-1; i < j; i, j = i+1, j-1 {
-		b[i], b[j] = b[j], b[i]
-	}
-	return string(b)
 }
