@@ -286,7 +286,7 @@ chains:
 			hosts[app] = in.PID
 		}
 	}
-	if hosts["wasm"] == 0 || hosts["wasm"] == hosts["other"] {
+	if hosts["wasm"] == 0 || hosts["other"] == 0 || hosts["wasm"] == hosts["other"] {
 		t.Fatalf("sandbox hosts by app: %v, want one each", hosts)
 	}
 	if os.Geteuid() != 0 {
