@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,38 +145,12 @@ chains:
 `)
 	n := startNode(t, "-f", cfg)
 	n.waitInstances("drain", "work", 4, 5*time.Second)
-	c := client(4)
-	var sent, ok atomic.Int64
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for w := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				body := strconv.Itoa(w*1_000_000 + i)
-				sent.Add(1)
-				if s, b, err := n.post(c, "/work?ms=5", body); err == nil && s == 200 && b == body {
-					ok.Add(1)
-				} else {
-					t.Errorf("request %s: %d %q %v", body, s, b, err)
-				}
-			}
-		}()
-	}
+	b := n.burst(2, "/work?ms=5", func(body string) string { return body })
 	// Light load needs one instance: three drain while traffic flows.
 	n.waitInstances("drain", "work", 1, 20*time.Second)
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	if sent.Load() != ok.Load() {
-		t.Fatalf("%d sent, %d answered", sent.Load(), ok.Load())
-	}
+	b.stop()
+	b.check()
 	if s := findApp(t, n.mustStatus(), "drain"); s.Requests.Failed != 0 {
 		t.Fatalf("%d requests failed", s.Requests.Failed)
 	}
