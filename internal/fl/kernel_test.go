@@ -225,6 +225,20 @@ func TestCombine(t *testing.T) {
 	}
 }
 
+// TestCombineOverflow: a combine of one part scales every value, also past
+// one whose product is not finite (the vector loop stops there).
+func TestCombineOverflow(t *testing.T) {
+	src := randVec(128, 1)
+	src[40] = math.MaxFloat32
+	dst := make([]float32, len(src))
+	Combine(dst, [][]float32{src}, 2)
+	for i := range dst {
+		if want := src[i] * 2; dst[i] != want {
+			t.Fatalf("dst[%d] = %v, want %v", i, dst[i], want)
+		}
+	}
+}
+
 // TestKernelsAllocateNothing locks in the per-update path: no allocation.
 func TestKernelsAllocateNothing(t *testing.T) {
 	acc, u := randVec(4096, 1), randVec(4096, 2)
