@@ -280,19 +280,8 @@ func TestWakeFromZero(t *testing.T) {
 	h := agentHarness(t)
 	kubeconfig := agentKubeconfig(t)
 	logs := &syncBuffer{}
-	cctx, cancel := context.WithCancel(h.ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- RunController(cctx, testCfg, ControllerConfig{Namespace: h.ns, Period: 300 * time.Millisecond,
-			Logger: slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, logs), nil))},
-			RunOptions{HealthAddr: "0", MetricsAddr: "0"})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	})
+	h.runManaged(ControllerConfig{Namespace: h.ns, Period: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, logs), nil))})
 	names := []string{"z1", "z2", "z3"}
 	for _, n := range names {
 		// A lease that outlives a loaded machine's stalls: a node lost
