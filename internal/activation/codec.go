@@ -201,27 +201,24 @@ func (d *decoder) uvarint() uint64 {
 	return v
 }
 
-func (d *decoder) int() int {
+func (d *decoder) varint() int64 {
 	v, n := binary.Varint(d.b)
 	if n <= 0 {
 		d.bad, d.b = true, nil
 		return 0
 	}
 	d.b = d.b[n:]
-	return int(v)
+	return v
 }
 
+func (d *decoder) int() int { return int(d.varint()) }
+
+// time reads a time; 0 (or a read past the end) is none.
 func (d *decoder) time() time.Time {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.bad, d.b = true, nil
-		return time.Time{}
+	if v := d.varint(); v != 0 {
+		return time.Unix(0, v)
 	}
-	d.b = d.b[n:]
-	if v == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, v)
+	return time.Time{}
 }
 
 // count reads a count of items of at least min bytes each.

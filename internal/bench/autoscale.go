@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spry-dev/spry/bench"
@@ -302,28 +301,16 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 	}
 
 	// Poll the node's status for the whole run.
-	pollCtx, stopPoll := context.WithCancel(ctx)
-	var polls []statusPoll
-	var pollWG sync.WaitGroup
-	pollWG.Add(1)
-	go func() {
-		defer pollWG.Done()
-		t := time.NewTicker(o.Poll)
-		defer t.Stop()
-		for {
-			if v, err := fetchScale(admin, fn); err == nil {
-				v.poll.cpu = takeCPU(node.pid())
-				polls = append(polls, v.poll)
-				node.saw(v.pids...)
-			}
-			select {
-			case <-pollCtx.Done():
-				return
-			case <-t.C:
-			}
+	stopPoll := pollEvery(ctx, o.Poll, func(context.Context) (statusPoll, bool) {
+		v, err := fetchScale(admin, fn)
+		if err != nil {
+			return statusPoll{}, false
 		}
-	}()
-	defer func() { stopPoll(); pollWG.Wait() }()
+		v.poll.cpu = takeCPU(node.pid())
+		node.saw(v.pids...)
+		return v.poll, true
+	})
+	defer stopPoll()
 
 	// The fixed overhead between the client and the step: a light load
 	// whose step time the node measured, against what the client saw.
@@ -350,8 +337,7 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 		return nil, fmt.Errorf("the node exited during the replay (%v): %s", node.err, tail(log, 3000))
 	}
 	m1, _ := fetchFnMetrics(admin, fn)
-	stopPoll()
-	pollWG.Wait()
+	polls := stopPoll()
 
 	evs, err := readScaleEvents(logPath, fn, res.Start)
 	if err != nil {
@@ -392,6 +378,37 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 	// report: the scratch directory may go before the report is written.
 	pr.nodeLog, _ = os.ReadFile(logPath)
 	return pr, nil
+}
+
+// pollEvery calls poll at once and then every period in a goroutine until
+// stop, which waits for the call under way and returns the values the calls
+// kept, in order; stop may be called again (it returns nil then).
+func pollEvery[T any](ctx context.Context, period time.Duration, poll func(context.Context) (T, bool)) (stop func() []T) {
+	ctx, cancel := context.WithCancel(ctx)
+	var kept []T
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			if v, ok := poll(ctx); ok {
+				kept = append(kept, v)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() []T {
+		cancel()
+		<-done
+		k := kept
+		kept = nil
+		return k
+	}
 }
 
 // cpuCores fills each poll's cores over the second before it: /proc

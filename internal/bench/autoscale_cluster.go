@@ -116,27 +116,14 @@ func runClusterPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr
 
 	// Poll every node's status, and the controller's decision from the
 	// SpryApp's status, for the whole run.
-	pollCtx, stopPoll := context.WithCancel(ctx)
-	var polls []clusterPoll
-	var pollWG sync.WaitGroup
-	pollWG.Add(1)
-	go func() {
-		defer pollWG.Done()
-		t := time.NewTicker(o.Poll)
-		defer t.Stop()
-		for {
-			if p, ok := pollCluster(pollCtx, lc, nodes, fn, saw); ok {
-				p.sum.cpu = takeCPU(lc.ctl.pid())
-				polls = append(polls, p)
-			}
-			select {
-			case <-pollCtx.Done():
-				return
-			case <-t.C:
-			}
+	stopPoll := pollEvery(ctx, o.Poll, func(ctx context.Context) (clusterPoll, bool) {
+		p, ok := pollCluster(ctx, lc, nodes, fn, saw)
+		if ok {
+			p.sum.cpu = takeCPU(lc.ctl.pid())
 		}
-	}()
-	defer func() { stopPoll(); pollWG.Wait() }()
+		return p, ok
+	})
+	defer stopPoll()
 
 	// The fixed overhead, through the first node's gateway (the request
 	// that wakes the function from zero comes first).
@@ -179,8 +166,7 @@ func runClusterPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr
 		return nil, fmt.Errorf("the cluster exited during the replay: %s", tail(log, 3000))
 	}
 	m1, _ := metrics()
-	stopPoll()
-	pollWG.Wait()
+	polls := stopPoll()
 
 	// One timeline: every generator's samples on the first one's clock.
 	res := results[0]

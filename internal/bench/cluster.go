@@ -288,10 +288,8 @@ func (r *clusterRun) Transits() (n, ns uint64, err error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		for _, a := range s.Apps {
-			n += a.Requests.Transits
-			ns += a.Requests.TransitNs
-		}
+		dn, dns := s.transits()
+		n, ns = n+dn, ns+dns
 	}
 	return n, ns, nil
 }

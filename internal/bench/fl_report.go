@@ -51,20 +51,6 @@ func (r *FLReport) Plots(dir string) ([]string, error) {
 	return out, nil
 }
 
-func barPlot(path, title, ylabel string, names []string, v plotter.Values) error {
-	p := plot.New()
-	p.Title.Text = title
-	p.Y.Label.Text = ylabel
-	b, err := plotter.NewBarChart(v, vg.Points(30))
-	if err != nil {
-		return err
-	}
-	b.Color = plotutil.Color(0)
-	p.Add(b)
-	p.NominalX(names...)
-	return p.Save(5*vg.Inch, 3.5*vg.Inch, path)
-}
-
 // Markdown writes the report as Markdown.
 func (r *FLReport) Markdown(w io.Writer, plots []string) {
 	m := r.Machine

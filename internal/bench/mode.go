@@ -417,11 +417,17 @@ func (r *spryRun) Transits() (n, ns uint64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	n, ns = s.transits()
+	return n, ns, nil
+}
+
+// transits sums the hops of the node's apps' chains, and their time.
+func (s *status) transits() (n, ns uint64) {
 	for _, a := range s.Apps {
 		n += a.Requests.Transits
 		ns += a.Requests.TransitNs
 	}
-	return n, ns, nil
+	return n, ns
 }
 
 // transiter is a System that measures the hops inside its chains (Spry's,

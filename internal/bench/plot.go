@@ -25,17 +25,7 @@ func (r *Report) Plots(dir string) ([]string, error) {
 		cpu[i] = m.CPUPerReq * 1e6
 	}
 	bar := func(file, title, ylabel string, v plotter.Values) error {
-		p := plot.New()
-		p.Title.Text = title
-		p.Y.Label.Text = ylabel
-		b, err := plotter.NewBarChart(v, vg.Points(30))
-		if err != nil {
-			return err
-		}
-		b.Color = plotutil.Color(0)
-		p.Add(b)
-		p.NominalX(names...)
-		if err := p.Save(5*vg.Inch, 3.5*vg.Inch, filepath.Join(dir, file)); err != nil {
+		if err := barPlot(filepath.Join(dir, file), title, ylabel, names, v); err != nil {
 			return err
 		}
 		out = append(out, file)
@@ -134,3 +124,18 @@ func (m ModeResult) String() string {
 // KnativeNote is said next to every number of the knative mode: it is not
 // Knative.
 const KnativeNote = "knative = a local emulation of Knative's data path, not a Knative deployment"
+
+// barPlot draws one bar per name into path (PNG).
+func barPlot(path, title, ylabel string, names []string, v plotter.Values) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.Y.Label.Text = ylabel
+	b, err := plotter.NewBarChart(v, vg.Points(30))
+	if err != nil {
+		return err
+	}
+	b.Color = plotutil.Color(0)
+	p.Add(b)
+	p.NominalX(names...)
+	return p.Save(5*vg.Inch, 3.5*vg.Inch, path)
+}

@@ -41,13 +41,19 @@ func adminCall(ctx context.Context, admin, method, path string, body io.Reader) 
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		var e struct{ Error string }
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return nil, exitError{1, e.Error}
-		}
-		return nil, exitError{1, fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(b)))}
+		return nil, exitError{1, adminError(resp.Status, b)}
 	}
 	return resp, nil
+}
+
+// adminError is the message of an admin API error answer: the node's
+// {"error": ...}, else the status and the body.
+func adminError(status string, body []byte) string {
+	var e struct{ Error string }
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		return e.Error
+	}
+	return status + ": " + strings.TrimSpace(string(body))
 }
 
 func adminJSON(ctx context.Context, admin, method, path string, body io.Reader, v any) error {

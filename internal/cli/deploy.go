@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -111,11 +110,7 @@ func deployToNode(ctx context.Context, out io.Writer, admin, name string, data [
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != 200 {
-		var e struct{ Error string }
-		if json.Unmarshal(body, &e) != nil || e.Error == "" {
-			e.Error = resp.Status + ": " + strings.TrimSpace(string(body))
-		}
-		return exitError{1, "deploy to the node at " + admin + " failed: " + e.Error}
+		return exitError{1, "deploy to the node at " + admin + " failed: " + adminError(resp.Status, body)}
 	}
 	var res node.ReloadResult
 	if err := json.Unmarshal(body, &res); err != nil {

@@ -46,11 +46,7 @@ build or start changes nothing, and the reason is printed.`,
 			defer resp.Body.Close()
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 			if resp.StatusCode != 200 {
-				var e struct{ Error string }
-				if json.Unmarshal(body, &e) != nil || e.Error == "" {
-					e.Error = resp.Status + ": " + strings.TrimSpace(string(body))
-				}
-				return exitError{1, "reload failed: " + e.Error}
+				return exitError{1, "reload failed: " + adminError(resp.Status, body)}
 			}
 			var res node.ReloadResult
 			if err := json.Unmarshal(body, &res); err != nil {

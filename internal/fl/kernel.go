@@ -120,7 +120,12 @@ func Combine(dst []float32, parts [][]float32, s float32) {
 // mul sets dst to src·s.
 func mul(dst, src []float32, s float32) {
 	src = src[:len(dst)]
-	done, _ := store32(dst, src, s)
+	done, bad := store32(dst, src, s)
+	if bad >= 0 {
+		// store32 stops at a group with a result that is not finite
+		// (its check is Store's): this loop writes that group and the rest.
+		done = bad
+	}
 	for i := done; i < len(dst); i++ {
 		dst[i] = src[i] * s
 	}

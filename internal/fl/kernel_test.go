@@ -37,41 +37,36 @@ func BenchmarkCopy(b *testing.B) {
 // BenchmarkFold folds an update into an accumulator (read the update, read
 // and write the accumulator).
 func BenchmarkFold(b *testing.B) {
-	for _, n := range benchSizes {
-		b.Run(sizeName(n), func(b *testing.B) {
-			acc, u := randVec(n, 1), randVec(n, 2)
-			b.SetBytes(int64(n * 4))
-			b.ReportAllocs()
-			for b.Loop() {
-				Fold(acc, u, 0.5)
-			}
-		})
-	}
+	benchKernel(b, false, func(acc, u []float32) { Fold(acc, u, 0.5) })
 }
 
 // BenchmarkFoldGo is Fold's Go loop, without the vector unit.
 func BenchmarkFoldGo(b *testing.B) {
-	for _, n := range benchSizes {
-		b.Run(sizeName(n), func(b *testing.B) {
-			acc, u := randVec(n, 1), randVec(n, 2)
-			b.SetBytes(int64(n * 4))
-			b.ReportAllocs()
-			for b.Loop() {
-				foldGo(acc, u, 0.5)
-			}
-		})
-	}
+	benchKernel(b, false, func(acc, u []float32) { foldGo(acc, u, 0.5) })
 }
 
 // BenchmarkStore is the first fold into an empty accumulator.
 func BenchmarkStore(b *testing.B) {
+	benchKernel(b, true, func(acc, u []float32) { Store(acc, u, 0.5) })
+}
+
+// benchKernel runs kernel(acc, u) on each of benchSizes, with an update u
+// and an accumulator acc that is zero when empty (else already folded
+// into: random).
+func benchKernel(b *testing.B, empty bool, kernel func(acc, u []float32)) {
 	for _, n := range benchSizes {
 		b.Run(sizeName(n), func(b *testing.B) {
-			acc, u := make([]float32, n), randVec(n, 2)
+			var acc []float32
+			if empty {
+				acc = make([]float32, n)
+			} else {
+				acc = randVec(n, 1)
+			}
+			u := randVec(n, 2)
 			b.SetBytes(int64(n * 4))
 			b.ReportAllocs()
 			for b.Loop() {
-				Store(acc, u, 0.5)
+				kernel(acc, u)
 			}
 		})
 	}
@@ -226,6 +221,20 @@ func TestCombine(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// TestCombineOverflow: a combine of one part scales every value, also past
+// one whose product is not finite (the vector loop stops there).
+func TestCombineOverflow(t *testing.T) {
+	src := randVec(128, 1)
+	src[40] = math.MaxFloat32
+	dst := make([]float32, len(src))
+	Combine(dst, [][]float32{src}, 2)
+	for i := range dst {
+		if want := src[i] * 2; dst[i] != want {
+			t.Fatalf("dst[%d] = %v, want %v", i, dst[i], want)
 		}
 	}
 }

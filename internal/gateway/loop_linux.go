@@ -661,8 +661,7 @@ func (c *conn) nextRequest(l *loop) bool {
 				c.w = copy(c.rbuf, c.rbuf[c.r:c.w])
 				c.r = 0
 			}
-			k, _, errno := syscall.RawSyscall(unix.SYS_READ, uintptr(c.fd),
-				uintptr(unsafe.Pointer(&c.rbuf[c.w])), uintptr(len(c.rbuf)-c.w))
+			k, errno := c.readIn()
 			switch {
 			case errno == unix.EAGAIN:
 				c.canRead = false
@@ -713,8 +712,7 @@ func (c *conn) nextRequest(l *loop) bool {
 			c.armHeader(l)
 			return false
 		}
-		k, _, errno := syscall.RawSyscall(unix.SYS_READ, uintptr(c.fd),
-			uintptr(unsafe.Pointer(&c.rbuf[c.w])), uintptr(len(c.rbuf)-c.w))
+		k, errno := c.readIn()
 		switch {
 		case errno == unix.EAGAIN:
 			c.canRead = false
@@ -772,6 +770,14 @@ func (c *conn) armHeader(l *loop) {
 	if c.due == 0 || c.idleDue {
 		c.setDue(l, l.now+int64(c.g.header))
 	}
+}
+
+// readIn reads from c's socket into the read buffer's room (after c.w),
+// without blocking; c.read(k) takes what it read.
+func (c *conn) readIn() (uintptr, syscall.Errno) {
+	k, _, errno := syscall.RawSyscall(unix.SYS_READ, uintptr(c.fd),
+		uintptr(unsafe.Pointer(&c.rbuf[c.w])), uintptr(len(c.rbuf)-c.w))
+	return k, errno
 }
 
 // read takes k bytes just read into the read buffer. A read that did not

@@ -130,16 +130,25 @@ func (s *flServer) job(id string) (*flServerJob, error) {
 	return j, nil
 }
 
-func (s *flServer) create(_ context.Context, dec func(any) error) (any, error) {
-	var m FLJSON
+// decodeJob decodes a request that names a job: its JSON, and the job's
+// id from the JSON's "id" ("" when it has none).
+func decodeJob(dec func(any) error) (m FLJSON, id string, err error) {
 	if err := dec(&m); err != nil {
-		return nil, err
+		return m, "", err
 	}
-	var id struct {
+	var v struct {
 		ID string `json:"id"`
 	}
-	json.Unmarshal(m.JSON, &id)
-	job, err := fl.ParseJob(id.ID, m.JSON)
+	json.Unmarshal(m.JSON, &v)
+	return m, v.ID, nil
+}
+
+func (s *flServer) create(_ context.Context, dec func(any) error) (any, error) {
+	m, id, err := decodeJob(dec)
+	if err != nil {
+		return nil, err
+	}
+	job, err := fl.ParseJob(id, m.JSON)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -224,15 +233,11 @@ func (s *flServer) model(_ context.Context, dec func(any) error) (any, error) {
 }
 
 func (s *flServer) status(_ context.Context, dec func(any) error) (any, error) {
-	var m FLJSON
-	if err := dec(&m); err != nil {
+	_, id, err := decodeJob(dec)
+	if err != nil {
 		return nil, err
 	}
-	var id struct {
-		ID string `json:"id"`
-	}
-	json.Unmarshal(m.JSON, &id)
-	j, err := s.job(id.ID)
+	j, err := s.job(id)
 	if err != nil {
 		return nil, err
 	}
@@ -240,23 +245,19 @@ func (s *flServer) status(_ context.Context, dec func(any) error) (any, error) {
 }
 
 func (s *flServer) delete(_ context.Context, dec func(any) error) (any, error) {
-	var m FLJSON
-	if err := dec(&m); err != nil {
+	_, id, err := decodeJob(dec)
+	if err != nil {
 		return nil, err
 	}
-	var id struct {
-		ID string `json:"id"`
-	}
-	json.Unmarshal(m.JSON, &id)
 	s.mu.Lock()
-	j := s.jobs[id.ID]
-	delete(s.jobs, id.ID)
+	j := s.jobs[id]
+	delete(s.jobs, id)
 	if j != nil && j.timer != nil {
 		j.timer.Stop()
 	}
 	s.mu.Unlock()
 	if j == nil {
-		return nil, status.Errorf(codes.NotFound, "no job %s", id.ID)
+		return nil, status.Errorf(codes.NotFound, "no job %s", id)
 	}
 	return &FLJSON{JSON: []byte(`{}`)}, nil
 }

@@ -56,11 +56,22 @@ func startAgent(t *testing.T, h *harness, kubeconfig, name string, extra ...stri
 	if err != nil {
 		t.Fatalf("build spry: %v", err)
 	}
-	a := &agentProc{exit: make(chan error, 1)}
-	a.cmd = exec.Command(bin, "up", "--cluster", "--node-name", name, "--namespace", h.ns, "--kubeconfig", kubeconfig,
+	cmd := exec.Command(bin, "up", "--cluster", "--node-name", name, "--namespace", h.ns, "--kubeconfig", kubeconfig,
 		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--heartbeat", "300ms", "--lease", "2s",
 		"--capacity-cpu", "4000", "--capacity-memory", "8GiB", "--data-dir", t.TempDir())
-	a.cmd.Args = append(a.cmd.Args, extra...)
+	cmd.Args = append(cmd.Args, extra...)
+	a := runAgent(t, name, cmd)
+	h.nodes = append(h.nodes, name)
+	return a
+}
+
+// runAgent starts cmd (a `spry up --cluster`) with its output gathered in
+// the agentProc's log; at the test's end the agent is stopped with SIGTERM
+// (killed, and the test failed, if it does not stop within 20 s) and, if the
+// test failed, the tail of its log is logged.
+func runAgent(t *testing.T, name string, cmd *exec.Cmd) *agentProc {
+	t.Helper()
+	a := &agentProc{cmd: cmd, exit: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	a.cmd.Stdout, a.cmd.Stderr = pw, pw
 	if err := a.cmd.Start(); err != nil {
@@ -86,9 +97,16 @@ func startAgent(t *testing.T, h *harness, kubeconfig, name string, extra ...stri
 				t.Errorf("agent %s did not stop on SIGTERM\n%s", name, a.logs())
 			}
 		}
+		if t.Failed() {
+			t.Logf("agent %s:\n%s", name, tail(a.logs(), 40))
+		}
 	})
-	h.nodes = append(h.nodes, name)
 	return a
+}
+
+func tail(s string, lines int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(ls[max(0, len(ls)-lines):], "\n")
 }
 
 func (a *agentProc) kill() {
@@ -262,19 +280,8 @@ func TestWakeFromZero(t *testing.T) {
 	h := agentHarness(t)
 	kubeconfig := agentKubeconfig(t)
 	logs := &syncBuffer{}
-	cctx, cancel := context.WithCancel(h.ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- RunController(cctx, testCfg, ControllerConfig{Namespace: h.ns, Period: 300 * time.Millisecond,
-			Logger: slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, logs), nil))},
-			RunOptions{HealthAddr: "0", MetricsAddr: "0"})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	})
+	h.runManaged(ControllerConfig{Namespace: h.ns, Period: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, logs), nil))})
 	names := []string{"z1", "z2", "z3"}
 	for _, n := range names {
 		// A lease that outlives a loaded machine's stalls: a node lost

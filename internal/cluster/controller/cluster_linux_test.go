@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -65,47 +64,12 @@ func (l *lab) start(i int) *labNode {
 		t.Fatalf("build spry: %v", err)
 	}
 	n := l.nodes[i]
-	a := &agentProc{exit: make(chan error, 1)}
-	a.cmd = exec.Command("ip", "netns", "exec", n.ns, bin, "up", "--cluster", "--node-name", n.name, "--namespace", l.h.ns,
+	cmd := exec.Command("ip", "netns", "exec", n.ns, bin, "up", "--cluster", "--node-name", n.name, "--namespace", l.h.ns,
 		"--kubeconfig", l.kubeconfig, "--advertise", n.addr, "--listen", ":8080", "--admin", "127.0.0.1:8081",
 		"--peer-listen", ":7946", "--heartbeat", "300ms", "--lease", "2s",
 		"--capacity-cpu", "300", "--capacity-memory", "1GiB", "--data-dir", t.TempDir(), "--drain-timeout", "2s")
-	pr, pw := io.Pipe()
-	a.cmd.Stdout, a.cmd.Stderr = pw, pw
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			a.mu.Lock()
-			a.log.WriteString(sc.Text() + "\n")
-			a.mu.Unlock()
-		}
-	}()
-	go func() { a.exit <- a.cmd.Wait(); pw.Close() }()
-	t.Cleanup(func() {
-		if a.cmd.ProcessState == nil {
-			_ = a.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-a.exit:
-			case <-time.After(20 * time.Second):
-				_ = a.cmd.Process.Kill()
-				<-a.exit
-				t.Errorf("agent %s did not stop on SIGTERM\n%s", n.name, a.logs())
-			}
-		}
-		if t.Failed() {
-			t.Logf("agent %s:\n%s", n.name, tail(a.logs(), 40))
-		}
-	})
-	n.proc = a
+	n.proc = runAgent(t, n.name, cmd)
 	return n
-}
-
-func tail(s string, lines int) string {
-	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(ls[max(0, len(ls)-lines):], "\n")
 }
 
 // post sends one request to node i's gateway from the lab's switch.

@@ -80,6 +80,21 @@ func (h *harness) node(name string, cpu, mem int64) {
 	h.renew(name, time.Now())
 }
 
+// runManaged runs the controller under the manager (RunController, health
+// and metrics on ephemeral ports) until the test ends, and fails the test
+// if it ends with an error.
+func (h *harness) runManaged(cfg ControllerConfig) {
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() { done <- RunController(ctx, testCfg, cfg, RunOptions{HealthAddr: "0", MetricsAddr: "0"}) }()
+	h.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Errorf("controller: %v", err)
+		}
+	})
+}
+
 // keepAlive renews the leases of the given nodes, as their agents would,
 // until the test ends.
 func (h *harness) keepAlive(names ...string) {
@@ -472,18 +487,7 @@ chains:
   lazy:  {route: /lazy, steps: [front, back]}
   other: {route: /other, steps: [other]}
 `)
-	ctx, cancel := context.WithCancel(h.ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- RunController(ctx, testCfg, ControllerConfig{Namespace: h.ns, Period: time.Minute},
-			RunOptions{HealthAddr: "0", MetricsAddr: "0"})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	}()
+	h.runManaged(ControllerConfig{Namespace: h.ns, Period: time.Minute})
 	// The first round: the app on the node, nothing placed (min 0).
 	waitFor(t, 30*time.Second, func() bool {
 		a := &SpryAssignment{}
@@ -518,18 +522,7 @@ functions:
 chains:
   c: {route: /busy, steps: [f]}
 `)
-	ctx, cancel := context.WithCancel(h.ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- RunController(ctx, testCfg, ControllerConfig{Namespace: h.ns, Period: 200 * time.Millisecond},
-			RunOptions{HealthAddr: "0", MetricsAddr: "0"})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	}()
+	h.runManaged(ControllerConfig{Namespace: h.ns, Period: 200 * time.Millisecond})
 	seen := map[string]bool{}
 	var arrivals uint64
 	for i := 0; i < 60 && len(seen) < 4; i++ {

@@ -81,25 +81,18 @@ func RunController(ctx context.Context, rc *rest.Config, cfg ControllerConfig, o
 	})); err != nil {
 		return err
 	}
-	skipWake := true // a process may run the manager more than once (tests)
+	skip := true // a process may run the manager more than once (tests)
 	// A heartbeat saying requests wait for a function with no instance
 	// (a node asking for a scale from zero) runs a wake round at once.
 	err = ctrl.NewControllerManagedBy(mgr).For(&SpryNode{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 		n, ok := o.(*SpryNode)
 		return ok && Waiting(n)
 	}))).Named("sprynode-wake").
-		WithOptions(crcontroller.Options{SkipNameValidation: &skipWake}).
-		Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
-			return reconcile.Result{}, nil
-		}))
+		WithOptions(crcontroller.Options{SkipNameValidation: &skip}).
+		Complete(nudge(wake))
 	if err != nil {
 		return err
 	}
-	skip := true // a process may run the manager more than once (tests)
 	// Only a change of an app's spec (its generation) starts a round at
 	// once: the controller writes every app's status each round, and a
 	// round started by that write wrote the status again, and so on —
@@ -107,15 +100,21 @@ func RunController(ctx context.Context, rc *rest.Config, cfg ControllerConfig, o
 	// arrivals, which is no rate to size on.
 	err = ctrl.NewControllerManagedBy(mgr).For(&SpryApp{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).Named("spryapp").
 		WithOptions(crcontroller.Options{SkipNameValidation: &skip}).
-		Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
-			select {
-			case poke <- struct{}{}:
-			default:
-			}
-			return reconcile.Result{}, nil
-		}))
+		Complete(nudge(poke))
 	if err != nil {
 		return err
 	}
 	return mgr.Start(ctx)
+}
+
+// nudge is a reconciler that only signals ch (a round to run), without
+// waiting: one signal pending is enough.
+func nudge(ch chan<- struct{}) reconcile.Func {
+	return func(context.Context, reconcile.Request) (reconcile.Result, error) {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+		return reconcile.Result{}, nil
+	}
 }

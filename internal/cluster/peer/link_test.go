@@ -14,20 +14,7 @@ import (
 // takes over the rest; once the other end reads, every frame arrives
 // whole, each goroutine's in the order it queued them.
 func TestLinkShortWrites(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
+	cc, sc := tcpPair(t)
 	cc.(*net.TCPConn).SetWriteBuffer(4096)
 	sc.(*net.TCPConn).SetReadBuffer(64 << 10) // fixed (no autotuning), and well over a segment: the window reopens as the test reads
 	h := &Hub{cfg: HubConfig{Keepalive: time.Hour}}
@@ -97,20 +84,7 @@ func TestLinkShortWrites(t *testing.T) {
 // more is queued: the writer goroutine takes the token back from whoever
 // held it, drops what is left, and ends; nothing queues after.
 func TestLinkDownWhileHalfWritten(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
+	cc, sc := tcpPair(t)
 	cc.(*net.TCPConn).SetWriteBuffer(4096)
 	sc.(*net.TCPConn).SetReadBuffer(4096)
 	l := newLink(&Hub{cfg: HubConfig{Keepalive: time.Hour}}, "other", cc, false)
@@ -138,4 +112,26 @@ func TestLinkDownWhileHalfWritten(t *testing.T) {
 	if l.sent.Load() >= 200 {
 		t.Fatalf("sent %d of 200 with the other end not reading", l.sent.Load())
 	}
+}
+
+// tcpPair returns the two ends of a loopback TCP connection; the accepted
+// end (sc) is closed at the test's end, the dialled one (cc) is the
+// caller's.
+func tcpPair(t *testing.T) (cc, sc net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	return cc, sc
 }
