@@ -408,10 +408,11 @@ func TestClusterAcrossNodes(t *testing.T) {
 }
 
 // Each node fits one instance (250m of 300m), so up, rev and mix run on
-// three nodes. The fan-out (step head, function up) is on up's node: its
+// three nodes. The fan-out (step split, function up) is on up's node: its
 // branch r goes to rev's node, and the join, whose state is on up's node,
 // goes to mix's with its inputs. A request that arrives at rev's or mix's
-// node crosses to up's as a step of the line first.
+// node crosses to up's as a step of the line first. split is not the
+// first step by name: the API server sorts the spec's keys.
 const fanApp = `
 app: fan
 functions:
@@ -423,7 +424,7 @@ chains:
     route: /fan
     timeout: 5s
     steps:
-      head: {function: up, next: [u, r]}
+      split: {function: up, next: [u, r]}
       u: {function: up, next: m}
       r: {function: rev, next: m}
       m: {function: mix, join: all}
