@@ -533,7 +533,7 @@ func TestGraphsAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	deploy("calls", callApp)
-	waitFor(t, 60*time.Second, func() bool { return h.status("calls").Ready == "2/2" }, "the calls app ready")
+	waitFor(t, 90*time.Second, func() bool { return h.status("calls").Ready == "2/2" }, "the calls app ready")
 	cw := l.where("calls")
 	if len(cw["caller"]) != 1 || len(cw["callee"]) != 1 || cw["caller"][0] == cw["callee"][0] {
 		t.Fatalf("placement %v: want caller and callee on different nodes", cw)
