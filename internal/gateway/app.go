@@ -44,7 +44,7 @@ type App struct {
 	bg      sync.WaitGroup
 	closing atomic.Bool
 	gate    atomic.Pointer[chan struct{}] // while Quiesce holds every entry: closed when it gives them back
-	held    []uint32    // the entries Quiesce holds (the daemon's sweep only)
+	held    []uint32                      // the entries Quiesce holds (the daemon's sweep only)
 	jmu     sync.Mutex
 	jfree   []*joins // join tables of requests that ended, for reuse
 	// waker is called once, by the next admission, when the daemon armed
