@@ -237,8 +237,8 @@ func openOnLinks(t *testing.T, n *tnode) {
 // link — an open count that only a reply closed grew with each one, and
 // sent a link's frames to its writer goroutine for good.
 func TestUnansweredSettle(t *testing.T) {
-	a := newTNode(t, "a", nodeOpts{runs: [2]bool{true, false}, timeout: 200 * time.Millisecond, keepalive: 2 * time.Second})
-	b := newTNode(t, "b", nodeOpts{runs: [2]bool{false, true}, keepalive: 2 * time.Second, holdRev: true})
+	a := newTNode(t, "a", nodeOpts{runs: [2]bool{true, false}, timeout: 200 * time.Millisecond, keepalive: 5 * time.Second})
+	b := newTNode(t, "b", nodeOpts{runs: [2]bool{false, true}, keepalive: 5 * time.Second, holdRev: true})
 	px := newProxy(t, b.paddr)
 	peers := []Peer{{Name: "a", Address: a.paddr}, {Name: "b", Address: px.addr}}
 	a.hub.SetPeers(peers)
@@ -255,17 +255,25 @@ func TestUnansweredSettle(t *testing.T) {
 		go func() { code, _, _ := a.post("never"); got <- code }()
 	}
 	var held []desc.Desc
-	for range k {
-		held = append(held, <-b.hold)
+	select {
+	case d := <-b.hold:
+		held = append(held, d)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request reached b")
 	}
-	px.freeze() // b's answers (its 504s at the deadline) never reach a
+	px.freeze() // from here nothing b sends reaches a, nor a's requests b
 	for range k {
 		if code := <-got; code != 504 {
 			t.Fatalf("got %d, want 504", code)
 		}
 	}
-	for swept := 0; swept < k; {
-		swept += a.app.Sweep(0)
+	// Given up: Sweep takes back what is out at b, the link stays up.
+	for out := true; out; {
+		a.app.Sweep(0)
+		out = false
+		for i := range a.app.out {
+			out = out || a.app.out[i].word.Load()&7 != stFree
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	a.waitIdle()
@@ -274,6 +282,15 @@ func TestUnansweredSettle(t *testing.T) {
 	}
 	if o := l.open.Load(); o != 0 {
 		t.Fatalf("%d requests open on the link after every one was given up", o)
+	}
+	for len(held) < k {
+		select {
+		case d := <-b.hold:
+			held = append(held, d)
+			continue
+		default:
+		}
+		break
 	}
 	for _, d := range held {
 		b.release(d)
