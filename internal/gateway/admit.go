@@ -161,10 +161,10 @@ type Continuation interface {
 // Inputs are the inputs of a join continued from another node.
 type Inputs interface {
 	// ReadInputs writes the join's inputs into buffers of p it allocates
-	// for holder, listed in in (by the fan-out's successor; Ref{} where
-	// none arrived), and returns the join's counts. On an error it frees
-	// what it allocated.
-	ReadInputs(p *pool.Pool, holder uint16, in []pool.Ref) (pool.JoinInfo, *Error)
+	// for holder and returns them (by the fan-out's successor; Ref{} where
+	// none arrived; the slice is its own, valid until it is used again)
+	// with the join's counts. On an error it frees what it allocated.
+	ReadInputs(p *pool.Pool, holder uint16) ([]pool.Ref, pool.JoinInfo, *Error)
 }
 
 // Errors of the admission path, with the statuses they answer with.
@@ -313,15 +313,13 @@ func (g *Gateway) Admit(r *Request) *Error {
 		}
 	}
 	if r.Inputs != nil {
-		var in [pool.MaxNext]pool.Ref
-		info, err := r.Inputs.ReadInputs(x.a.pool, x.a.id, in[:])
+		in, info, err := r.Inputs.ReadInputs(x.a.pool, x.a.id)
 		if err != nil {
 			x.Cancel()
 			x.ch.count(err.Status, r.Began)
 			return err
 		}
-		info.Width = min(info.Width, pool.MaxNext)
-		x.a.pool.SetInputs(x.buf, x.a.id, in[:info.Width], info)
+		x.a.pool.SetInputs(x.buf, x.a.id, in[:min(len(in), pool.MaxNext)], info)
 	}
 	x.Send(n, r.ContentType)
 	return nil

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/gateway"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 	"github.com/spry-dev/spry/internal/transport"
@@ -297,4 +298,38 @@ func TestUnansweredSettle(t *testing.T) {
 	}
 	px.close()
 	b.waitIdle()
+}
+
+// A fan-out whose branch and join cross to another node allocates
+// nothing on either node once warm: the frames' graph parts, the
+// receiving side's frames and inputs, the answers.
+func TestGraphHopZeroAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	g := fanGraph(fnRev, fnUpper, fnRev)
+	a := newTNode(t, "a", nodeOpts{runs: [2]bool{true, false}, graph: g, lean: true})
+	b := newTNode(t, "b", nodeOpts{runs: [2]bool{false, true}, graph: g, lean: true})
+	connect(a, b)
+	rep := make(chanReplier, 1)
+	body := &memBody{b: []byte("zero allocations")}
+	req := gateway.Request{}
+	round := func() {
+		req = gateway.Request{Chain: a.ch, Method: post, Path: path, Length: int64(len(body.b)), Body: body, Reply: rep}
+		if err := a.g.Admit(&req); err != nil {
+			t.Fatal(err)
+		}
+		r := <-rep
+		if r.Status() != 200 || string(r.Body()) != "lean" {
+			t.Fatalf("status %d %q", r.Status(), r.Body())
+		}
+		r.Done()
+	}
+	for range 200 {
+		round()
+	}
+	if n := testing.AllocsPerRun(1000, round); n != 0 {
+		t.Fatalf("a fan-out whose branch and join cross nodes allocates %v times", n)
+	}
+	crossed(t, 2*(200+1001), a, b) // a branch and a join each round; AllocsPerRun runs one more
 }

@@ -586,6 +586,7 @@ type wireBody struct {
 	g    *graphPart
 	left uint64
 	err  error
+	in   [pool.MaxNext]pool.Ref // ReadInputs's
 }
 
 func (b *wireBody) ReadBody(dst []byte) (int, *gateway.Error) {
@@ -611,8 +612,10 @@ func (b *wireBody) read(dst []byte) bool {
 // ReadInputs reads a join's inputs, each into a buffer of its own that
 // holder holds (gateway.Inputs): arrived, status and content type as the
 // other node's join had them.
-func (b *wireBody) ReadInputs(p *pool.Pool, holder uint16, in []pool.Ref) (pool.JoinInfo, *gateway.Error) {
+func (b *wireBody) ReadInputs(p *pool.Pool, holder uint16) ([]pool.Ref, pool.JoinInfo, *gateway.Error) {
 	g := b.g
+	in := b.in[:g.width]
+	clear(in)
 	for i := range g.width {
 		w := &g.in[i]
 		if !w.arrived {
@@ -621,17 +624,17 @@ func (b *wireBody) ReadInputs(p *pool.Pool, holder uint16, in []pool.Ref) (pool.
 		buf, ok := p.Alloc(holder)
 		if !ok {
 			freeRefs(p, holder, in[:i])
-			return pool.JoinInfo{}, gateway.ErrNoBuffer
+			return nil, pool.JoinInfo{}, gateway.ErrNoBuffer
 		}
 		if p.Reserve(buf, uint64(w.n), false) != nil {
 			p.Free(buf, holder)
 			freeRefs(p, holder, in[:i])
-			return pool.JoinInfo{}, gateway.ErrNoRoom
+			return nil, pool.JoinInfo{}, gateway.ErrNoRoom
 		}
 		if !b.read(p.Room(buf)[:w.n]) {
 			p.Free(buf, holder)
 			freeRefs(p, holder, in[:i])
-			return pool.JoinInfo{}, gateway.ErrSilent
+			return nil, pool.JoinInfo{}, gateway.ErrSilent
 		}
 		h := p.Header(buf)
 		h.SetStatus(w.status)
@@ -641,7 +644,7 @@ func (b *wireBody) ReadInputs(p *pool.Pool, holder uint16, in []pool.Ref) (pool.
 		}
 		in[i] = pool.Ref{Idx: buf, Gen: h.Gen()}
 	}
-	return g.info, nil
+	return in, g.info, nil
 }
 
 // freeRefs frees the buffers of in (Ref{}: none) that holder holds.

@@ -56,6 +56,7 @@ type tnode struct {
 	hold    chan desc.Desc // rev's requests, when holding
 	holding bool
 	graph   bool // the chain is a graph: instances leave routing to the gateway
+	lean    bool // graph steps answer without allocating (see graphStep)
 	stopped sync.Once
 	done    []chan struct{}
 	conns   []transport.Conn
@@ -69,6 +70,7 @@ type nodeOpts struct {
 	keepalive time.Duration
 	token     []byte
 	graph     []pool.Node // the chain's graph (nil: the line upper → rev)
+	lean      bool        // graph steps answer a fixed output, allocating nothing
 }
 
 func newTNode(t testing.TB, name string, o nodeOpts) *tnode {
@@ -79,7 +81,7 @@ func newTNode(t testing.TB, name string, o nodeOpts) *tnode {
 	if o.timeout == 0 {
 		o.timeout = 10 * time.Second
 	}
-	n := &tnode{t: t, name: name, runs: o.runs, hold: make(chan desc.Desc, 256), holding: o.holdRev}
+	n := &tnode{t: t, name: name, runs: o.runs, hold: make(chan desc.Desc, 256), holding: o.holdRev, lean: o.lean}
 	var err error
 	n.p, err = pool.Create("peertest-"+name, pool.Layout{Buffers: 256, BufferSize: 4096, Functions: 2, Chains: 1, Slots: 4})
 	if err != nil {
@@ -381,6 +383,9 @@ func (n *tnode) graphStep(c transport.Conn, fn int, d desc.Desc) {
 	h := p.Header(d.Buf)
 	_, inBranch := h.TopFrame()
 	switch {
+	case n.lean && (inBranch || h.Kind() == pool.KindJoin):
+		p.Clear(d.Buf, c.ID()) // a join's inputs with it
+		h.SetData(0, uint32(copy(p.Buffer(d.Buf), "lean")))
 	case h.Kind() == pool.KindJoin:
 		var parts []string
 		for i := range p.Inputs(d.Buf).Width {
@@ -400,7 +405,11 @@ func (n *tnode) graphStep(c transport.Conn, fn int, d desc.Desc) {
 	default:
 		b := p.Data(d.Buf)
 		if fn == fnUpper {
-			copy(b, strings.ToUpper(string(b)))
+			for i, c := range b {
+				if 'a' <= c && c <= 'z' {
+					b[i] = c - 'a' + 'A'
+				}
+			}
 		} else {
 			slices.Reverse(b)
 		}
