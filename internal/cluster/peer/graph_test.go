@@ -29,19 +29,32 @@ func fanGraph(far, near, join int) []pool.Node {
 }
 
 // A fan-out whose branch "far" runs only on node b: it runs there, and
-// the join (on a) gets its output beside the local branch's.
-func TestBranchCrosses(t *testing.T) {
-	g := fanGraph(fnRev, fnUpper, fnUpper)
-	a := newTNode(t, "a", nodeOpts{runs: [2]bool{true, false}, graph: g})
-	b := newTNode(t, "b", nodeOpts{runs: [2]bool{false, true}, graph: g})
-	connect(a, b)
-	const k = 20
-	for range k {
-		if code, body, _ := a.post("hello"); code != 200 || body != "200:rev@b|0:upper@a" {
-			t.Fatalf("got %d %q", code, body)
-		}
+// the join (on a) gets its output beside the local branch's. A join whose
+// function runs only on b: its inputs go there with it, each with its
+// status and content type, and b's answer (the join's output, the end of
+// the chain) is the client's.
+func TestBranchAndJoinCross(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		graph []pool.Node
+		want  string
+	}{
+		{"branch", fanGraph(fnRev, fnUpper, fnUpper), "200:rev@b|0:upper@a"},
+		{"join", fanGraph(fnUpper, fnUpper, fnRev), "0:upper@a|0:upper@a"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := newTNode(t, "a", nodeOpts{runs: [2]bool{true, false}, graph: c.graph})
+			b := newTNode(t, "b", nodeOpts{runs: [2]bool{false, true}, graph: c.graph})
+			connect(a, b)
+			const k = 20
+			for range k {
+				if code, body, _ := a.post("hello"); code != 200 || body != c.want {
+					t.Fatalf("got %d %q", code, body)
+				}
+			}
+			crossed(t, k, a, b)
+		})
 	}
-	crossed(t, k, a, b)
 }
 
 // A branch of two steps, the first only on b, the second only on a: it
@@ -67,23 +80,6 @@ func TestBranchCrossesTwice(t *testing.T) {
 	}
 }
 
-// A join whose function runs only on node b: its inputs go there with
-// it, each with its status and content type, and b's answer (the join's
-// output, the end of the chain) is the client's.
-func TestJoinCrosses(t *testing.T) {
-	g := fanGraph(fnUpper, fnUpper, fnRev)
-	a := newTNode(t, "a", nodeOpts{runs: [2]bool{true, false}, graph: g})
-	b := newTNode(t, "b", nodeOpts{runs: [2]bool{false, true}, graph: g})
-	connect(a, b)
-	const k = 20
-	for range k {
-		if code, body, _ := a.post("hello"); code != 200 || body != "0:upper@a|0:upper@a" {
-			t.Fatalf("got %d %q", code, body)
-		}
-	}
-	crossed(t, k, a, b)
-}
-
 // The node running a branch dies while it holds it: the join gets that
 // branch as a failed input (502, naming the node) at once, the quorum (all
 // branches) decides, and the request completes with the other branch.
@@ -92,32 +88,9 @@ func TestNodeDiesMidFanOut(t *testing.T) {
 	a := newTNode(t, "a", nodeOpts{runs: [2]bool{true, false}, graph: g})
 	b := newTNode(t, "b", nodeOpts{runs: [2]bool{false, true}, graph: g, holdRev: true})
 	connect(a, b)
-	const k = 8
-	got := make(chan string, k)
-	for i := range k {
-		go func() {
-			code, body, _ := a.post(fmt.Sprint("r", i))
-			got <- fmt.Sprint(code, " ", body)
-		}()
-	}
-	for range k {
-		<-b.hold
-	}
-	began := time.Now()
-	b.stop()
-	for range k {
-		s := <-got
-		if !strings.HasPrefix(s, "200 502:spry: node b went away") || !strings.HasSuffix(s, "|0:upper@a") {
-			t.Fatalf("answer %q, want 200 with a 502 branch naming node b", s)
-		}
-	}
-	if took := time.Since(began); took > 3*time.Second {
-		t.Fatalf("the failed branches took %v", took)
-	}
-	a.waitIdle()
-	if n := a.app.Stats().Failed.Load(); n != k {
-		t.Fatalf("failed %d, want %d", n, k)
-	}
+	diesHolding(t, a, b, 8, func(got string) bool {
+		return strings.HasPrefix(got, "200 502:spry: node b went away") && strings.HasSuffix(got, "|0:upper@a")
+	}, "200 with a 502 branch naming node b")
 }
 
 // A call (req.Call) of a function that runs only on node b: it runs

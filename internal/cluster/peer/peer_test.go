@@ -93,32 +93,9 @@ func TestNodeDiesMidChain(t *testing.T) {
 	b := newTNode(t, "b", nodeOpts{runs: [2]bool{false, true}, holdRev: true})
 	connect(a, b)
 	const k = 8
-	codes := make(chan string, k)
-	for i := range k {
-		go func() {
-			code, body, _ := a.post(fmt.Sprint("r", i))
-			codes <- fmt.Sprint(code, " ", body)
-		}()
-	}
-	var held []desc.Desc
-	for range k {
-		held = append(held, <-b.hold)
-	}
-	began := time.Now()
-	b.stop() // its links break
-	for range k {
-		got := <-codes
-		if !strings.HasPrefix(got, "502 ") || !strings.Contains(got, "node b went away") {
-			t.Fatalf("answer %q, want a 502 naming node b", got)
-		}
-	}
-	if took := time.Since(began); took > 3*time.Second {
-		t.Fatalf("the 502s took %v", took)
-	}
-	a.waitIdle()
-	if a.app.Stats().Failed.Load() != k {
-		t.Fatalf("failed %d", a.app.Stats().Failed.Load())
-	}
+	held := diesHolding(t, a, b, k, func(got string) bool {
+		return strings.HasPrefix(got, "502 ") && strings.Contains(got, "node b went away")
+	}, "a 502 naming node b")
 	// b's instance finishes what it held: the replies have no link to go
 	// to and are dropped, their buffers freed.
 	for _, d := range held {
@@ -369,3 +346,37 @@ func TestHopZeroAllocs(t *testing.T) {
 }
 
 var post, path = []byte("POST"), []byte("/buy")
+
+// diesHolding posts k requests to node a, waits until node b holds k of
+// them (at its rev step), stops b, and checks that every answer ok says
+// is right (want describes it) and comes at once, that a holds nothing
+// after and counted k failed; it returns what b held.
+func diesHolding(t *testing.T, a, b *tnode, k int, ok func(answer string) bool, want string) []desc.Desc {
+	t.Helper()
+	answers := make(chan string, k)
+	for i := range k {
+		go func() {
+			code, body, _ := a.post(fmt.Sprint("r", i))
+			answers <- fmt.Sprint(code, " ", body)
+		}()
+	}
+	var held []desc.Desc
+	for range k {
+		held = append(held, <-b.hold)
+	}
+	began := time.Now()
+	b.stop() // its links break
+	for range k {
+		if got := <-answers; !ok(got) {
+			t.Fatalf("answer %q, want %s", got, want)
+		}
+	}
+	if took := time.Since(began); took > 3*time.Second {
+		t.Fatalf("the answers took %v after the node went away", took)
+	}
+	a.waitIdle()
+	if n := a.app.Stats().Failed.Load(); n != uint64(k) {
+		t.Fatalf("failed %d, want %d", n, k)
+	}
+	return held
+}
