@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/desc"
-	"github.com/spry-dev/spry/internal/gateway"
 	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 	"github.com/spry-dev/spry/internal/transport"
@@ -213,15 +212,7 @@ func openOnLinks(t *testing.T, n *tnode) {
 func TestUnansweredSettle(t *testing.T) {
 	a := newTNode(t, "a", nodeOpts{runs: [2]bool{true, false}, timeout: 200 * time.Millisecond, keepalive: 5 * time.Second})
 	b := newTNode(t, "b", nodeOpts{runs: [2]bool{false, true}, keepalive: 5 * time.Second, holdRev: true})
-	px := newProxy(t, b.paddr)
-	peers := []Peer{{Name: "a", Address: a.paddr}, {Name: "b", Address: px.addr}}
-	a.hub.SetPeers(peers)
-	b.hub.SetPeers(peers)
-	byFn := map[string][]NodeCount{"upper": {{Node: "a", Instances: 1}}, "rev": {{Node: "b", Instances: 1}}}
-	a.app.SetPlacement(byFn)
-	b.app.SetPlacement(byFn)
-	a.waitLinks(1)
-	a.syncRemote()
+	px := connectByProxy(t, a, b)
 	l := a.hub.link("b")
 	const k = 6
 	got := make(chan int, k)
@@ -284,25 +275,6 @@ func TestGraphHopZeroAllocs(t *testing.T) {
 	a := newTNode(t, "a", nodeOpts{runs: [2]bool{true, false}, graph: g, lean: true})
 	b := newTNode(t, "b", nodeOpts{runs: [2]bool{false, true}, graph: g, lean: true})
 	connect(a, b)
-	rep := make(chanReplier, 1)
-	body := &memBody{b: []byte("zero allocations")}
-	req := gateway.Request{}
-	round := func() {
-		req = gateway.Request{Chain: a.ch, Method: post, Path: path, Length: int64(len(body.b)), Body: body, Reply: rep}
-		if err := a.g.Admit(&req); err != nil {
-			t.Fatal(err)
-		}
-		r := <-rep
-		if r.Status() != 200 || string(r.Body()) != "lean" {
-			t.Fatalf("status %d %q", r.Status(), r.Body())
-		}
-		r.Done()
-	}
-	for range 200 {
-		round()
-	}
-	if n := testing.AllocsPerRun(1000, round); n != 0 {
-		t.Fatalf("a fan-out whose branch and join cross nodes allocates %v times", n)
-	}
+	zeroAllocs(t, a, "lean", "a fan-out whose branch and join cross nodes")
 	crossed(t, 2*(200+1001), a, b) // a branch and a join each round; AllocsPerRun runs one more
 }
