@@ -37,6 +37,14 @@ type ControllerConfig struct {
 	Period time.Duration
 	// Placement chooses the placement strategy.
 	Placement control.PlacementConfig
+	// LostGrace is how long a lost node (its lease expired) keeps the
+	// assignment it had, instances and all: a node that only stalled (a
+	// loaded machine, a slow API server) or is cut off from the control
+	// plane but not from its clients keeps serving what it runs, while
+	// its instances are placed on the live nodes too. After the grace it
+	// keeps every app with no instances of its own and the live nodes as
+	// peers. Default 30s; negative: none.
+	LostGrace time.Duration
 	// DefaultDemand is what one instance holds when its function says
 	// nothing (limits: in spry.yaml). Default 250m CPU, 128 MiB.
 	DefaultDemand control.Resources
@@ -51,6 +59,9 @@ func (c *ControllerConfig) fill() {
 	}
 	if c.Period <= 0 {
 		c.Period = time.Second
+	}
+	if c.LostGrace == 0 {
+		c.LostGrace = 30 * time.Second
 	}
 	if c.DefaultDemand == (control.Resources{}) {
 		c.DefaultDemand = control.Resources{250, 128 << 20}
@@ -99,6 +110,9 @@ type nodeState struct {
 	boot string
 	beat time.Time                     // the heartbeat last's counters came with
 	seen time.Time                     // when (the controller's clock) beat last moved
+	// expires is when the node's lease runs (or ran) out, as of the
+	// round; zero without a lease.
+	expires time.Time
 	last map[string]api.FunctionCounts // by fleet function name
 	// rates are the per-second rates between the node's last two
 	// heartbeats with new counters, on the agent's own clock: a round
@@ -237,7 +251,8 @@ func (ctl *Controller) Round(ctx context.Context) error {
 			st = &nodeState{last: map[string]api.FunctionCounts{}, rates: map[string]fnRates{}, obs: map[string]control.Observation{}}
 			ctl.nodes[n.Name] = st
 		}
-		up := fresh(leaseOf[api.LeaseName(n.Name)], now)
+		st.expires = expiry(leaseOf[api.LeaseName(n.Name)])
+		up := !st.expires.IsZero() && now.Before(st.expires)
 		switch {
 		case up:
 			if !st.up {
@@ -315,12 +330,13 @@ func (ctl *Controller) begin(now time.Time) {
 	ctl.lastRound = now
 }
 
-func fresh(l *coordinationv1.Lease, now time.Time) bool {
+// expiry returns when a node's lease runs out (zero: no lease).
+func expiry(l *coordinationv1.Lease) time.Time {
 	if l == nil || l.Spec.RenewTime == nil {
-		return false
+		return time.Time{}
 	}
 	al := api.Lease{Spec: api.LeaseSpec{LeaseDurationSeconds: l.Spec.LeaseDurationSeconds, RenewTime: &api.MicroTime{Time: l.Spec.RenewTime.Time}}}
-	return al.Fresh(now)
+	return al.Expires()
 }
 
 // checkConflicts keeps out of the placement every app that has the name
@@ -584,18 +600,25 @@ func (ctl *Controller) writeAssignments(ctx context.Context, nodes []SpryNode, e
 		}
 	}
 	var errs []error
+	now := time.Now()
 	for _, n := range nodes {
 		// A lost node (its lease expired: dead, cut off, or only stalled
-		// on a loaded machine) keeps every app with no instances of its
-		// own and the live nodes as peers: its instances run elsewhere
-		// now, and while it is up at all its gateway still serves the
-		// routes through them (not 404) until it renews its lease. Only
-		// a node the controller no longer knows gets nothing.
+		// on a loaded machine) keeps what it has for LostGrace: if it is
+		// alive it goes on serving with its own instances. Then it keeps
+		// every app with no instances of its own and the live nodes as
+		// peers: its instances run elsewhere now, and while it is up at
+		// all its gateway still serves the routes through them (not 404)
+		// until it renews its lease. Only a node the controller no longer
+		// knows gets nothing.
 		want := byNode[n.Name]
-		if ctl.nodes[n.Name] == nil {
+		st := ctl.nodes[n.Name]
+		if st == nil {
 			want = &api.AssignmentSpec{}
 		}
 		cur := have[n.Name]
+		if st != nil && !st.up && cur != nil && !st.expires.IsZero() && now.Sub(st.expires) < ctl.cfg.LostGrace {
+			continue
+		}
 		if cur == nil {
 			a := &SpryAssignment{ObjectMeta: metav1.ObjectMeta{Name: n.Name}, Spec: *want}
 			if err := ctl.c.Create(ctx, a); err != nil && !apierrors.IsAlreadyExists(err) {
