@@ -119,8 +119,8 @@ func NewMode(name string) (Mode, error) {
 	if name == ModeWasm {
 		return &spryMode{wasm: true}, nil
 	}
-	if name == ModeCluster {
-		return clusterMode{}, nil
+	if name == ModeCluster || name == ModeSpread {
+		return clusterMode{spread: name == ModeSpread}, nil
 	}
 	// wasm-TRANSPORT: wasm steps on a transport other than auto's.
 	if tr, ok := strings.CutPrefix(name, ModeWasm+"-"); ok && slices.Contains(transport.Names, tr) {
