@@ -430,6 +430,21 @@ func (s *status) transits() (n, ns uint64) {
 	return n, ns
 }
 
+// ready returns the functions that have a ready instance on the node.
+func (s *status) ready() map[string]bool {
+	r := map[string]bool{}
+	for _, a := range s.Apps {
+		for _, f := range a.Functions {
+			for _, in := range f.Instances {
+				if in.State == "ready" && in.PID > 0 {
+					r[f.Name] = true
+				}
+			}
+		}
+	}
+	return r
+}
+
 // transiter is a System that measures the hops inside its chains (Spry's,
 // from the buffers' hop stamps).
 type transiter interface {

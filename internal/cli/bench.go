@@ -90,7 +90,7 @@ See docs/benchmarks.md.`,
 			return printReport(cmd.OutOrStdout(), rep, out, rep.Modes)
 		},
 	}
-	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd(), benchAsyncCmd(), benchMQTTCmd(), benchFLCmd())
+	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd(), benchAsyncCmd(), benchMQTTCmd(), benchFLCmd(), benchRecoveryCmd())
 	f := cmd.Flags()
 	f.StringVar(&modes, "modes", "", "modes to compare, the first is the reference (default: this machine's auto transport, knative, http, grpc; all: "+strings.Join(ibench.ModeNames(), ",")+"; a Spry transport with +VARIANT runs the workload shaped otherwise: boutique +calls, fanout +seq)")
 	f.DurationVar(&o.Duration, "duration", 30*time.Second, "measured time per mode (split over the rounds)")
