@@ -64,7 +64,7 @@ type RecoveryRun struct {
 	Failed           int     `json:"failed"`
 	Slow             int     `json:"slow"`
 	MaxLatencyMillis float64 `json:"max_latency_ms"`
-	FirstError      string  `json:"first_error,omitempty"`
+	FirstError       string  `json:"first_error,omitempty"`
 }
 
 // RecoveryReport is report.json of spry bench recovery.

@@ -108,12 +108,12 @@ type appState struct {
 type nodeState struct {
 	up   bool
 	boot string
-	beat time.Time                     // the heartbeat last's counters came with
-	seen time.Time                     // when (the controller's clock) beat last moved
+	beat time.Time // the heartbeat last's counters came with
+	seen time.Time // when (the controller's clock) beat last moved
 	// expires is when the node's lease runs (or ran) out, as of the
 	// round; zero without a lease.
 	expires time.Time
-	last map[string]api.FunctionCounts // by fleet function name
+	last    map[string]api.FunctionCounts // by fleet function name
 	// rates are the per-second rates between the node's last two
 	// heartbeats with new counters, on the agent's own clock: a round
 	// scales them to its own interval, so that a round that sees 3 or 5
