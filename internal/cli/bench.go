@@ -166,6 +166,7 @@ See docs/benchmarks.md.`,
 	f.Float64Var(&o.Speedup, "speedup", ibench.DefaultSpeedup, "trace seconds per second of wall time (the rate is not scaled)")
 	f.Float64Var(&o.RateScale, "rate-scale", 0, "multiply the trace's rates (default: the peak needs 60% of the machine's cores at --cpu)")
 	f.DurationVar(&o.SLO, "slo", ibench.DefaultSLO, "the step's SLO (scale.slo)")
+	f.Float64Var(&o.Attainment, "attainment", 0, "mu's scale.attainment: the share of SLO windows to meet the SLO (default 0.99)")
 	f.DurationVar(&o.StepCPU, "cpu", ibench.DefaultStepCPU, "CPU the step burns per request")
 	f.IntVar(&o.Length, "length", 1440, "generated traces: length in seconds")
 	f.IntVar(&o.Min, "min", 0, "scale.min")

@@ -535,6 +535,7 @@ func scaleConfig(f *config.Function, period time.Duration) control.Config {
 	}
 	cfg.Mu.ColdStart = 50 * time.Millisecond
 	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod, cfg.Mu.SLOWindow = sc.Window, sc.Idle, sc.SLOWindow
+	cfg.Mu.Attainment = sc.Attainment
 	cfg.KPA.StableWindow, cfg.KPA.ScaleToZeroGrace = sc.Window, sc.Idle
 	return cfg
 }
