@@ -194,6 +194,12 @@ func (lc *localCluster) wait(ctx context.Context, what string, ok func() (bool, 
 	}
 }
 
+// stop stops the cluster and reports any of procs that outlived it.
+func (lc *localCluster) stop(procs []Proc) error {
+	lc.ctl.stop(30 * time.Second)
+	return survivors(procs)
+}
+
 // fail stops the cluster and returns err with the end of its log.
 func (lc *localCluster) fail(err error) error {
 	lc.ctl.stop(15 * time.Second)

@@ -163,8 +163,7 @@ func recoverOnce(ctx context.Context, o RecoveryOptions, dir string, w *bench.Wo
 	}
 	var procs []Proc
 	defer func() {
-		lc.ctl.stop(30 * time.Second)
-		if serr := survivors(procs); serr != nil && err == nil {
+		if serr := lc.stop(procs); serr != nil && err == nil {
 			err = serr
 		}
 	}()
