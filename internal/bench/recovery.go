@@ -221,6 +221,8 @@ func recoverOnce(ctx context.Context, o RecoveryOptions, dir string, w *bench.Wo
 		OnMeasure: func() {
 			start = time.Now()
 			go func() {
+				var again placedAgain
+				defer func() { replaced <- again }() // after killedAt is written
 				select {
 				case <-time.After(o.Before):
 				case <-ctx.Done():
@@ -228,8 +230,7 @@ func recoverOnce(ctx context.Context, o RecoveryOptions, dir string, w *bench.Wo
 				}
 				killedAt = time.Now()
 				syscall.Kill(vs.Node.PID, syscall.SIGKILL)
-				n, at := waitReplaced(ctx, lc, last, nodes[victim].Name, killedAt.Add(o.Timeout))
-				replaced <- placedAgain{n, at}
+				again.node, again.at = waitReplaced(ctx, lc, last, nodes[victim].Name, killedAt.Add(o.Timeout))
 				select {
 				case <-time.After(o.Before):
 				case <-ctx.Done():
@@ -241,10 +242,10 @@ func recoverOnce(ctx context.Context, o RecoveryOptions, dir string, w *bench.Wo
 	if err != nil {
 		return nil, err
 	}
+	again := <-replaced
 	if killedAt.IsZero() {
 		return nil, fmt.Errorf("the load ended before the kill")
 	}
-	again := <-replaced
 	run.Spare = again.node
 	if run.Spare == "" {
 		return nil, fmt.Errorf("%s was not placed again within %v of the kill", last, o.Timeout)
