@@ -277,7 +277,11 @@ func (a *Agent) register(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: register node %s: %w", a.cfg.Name, err)
 	}
-	return nil
+	// A heartbeat of this boot at once, before the first period: until
+	// then the node's status holds the last one of a run before (a
+	// restarted agent), whose instances are gone, and the controller
+	// would count them ready.
+	return a.heartbeat(ctx)
 }
 
 func (a *Agent) renew(ctx context.Context) error {
