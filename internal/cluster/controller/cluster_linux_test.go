@@ -157,6 +157,7 @@ type load struct {
 	mu     sync.Mutex
 	codes  map[int]int
 	bad    []string
+	errs   []string // the first answers other than 200
 	done   sync.WaitGroup
 	stop   chan struct{}
 	counts atomic.Int64
@@ -181,6 +182,9 @@ func (l *lab) load(ctx context.Context, clients int, nodes []int) *load {
 				ld.counts.Add(1)
 				ld.mu.Lock()
 				ld.codes[code]++
+				if code != 200 && len(ld.errs) < 3 {
+					ld.errs = append(ld.errs, fmt.Sprintf("%q -> %d %q", s, code, body))
+				}
 				if code == 200 && body != l.want(s) || code != 200 && code != 502 && code != 503 && code != 504 {
 					if len(ld.bad) < 5 {
 						ld.bad = append(ld.bad, fmt.Sprintf("%q -> %d %q", s, code, body))
@@ -490,7 +494,7 @@ func TestGraphsAcrossNodes(t *testing.T) {
 	codes, bad := ld.end()
 	t.Logf("16 clients, 3 gateways, a branch and the join crossing nodes: %d requests (%v)", ld.counts.Load(), codes)
 	if codes[200] != int(ld.counts.Load()) || len(bad) > 0 {
-		t.Fatalf("answers %v, bad %v", codes, bad)
+		t.Fatalf("answers %v, bad %v, first errors %v", codes, bad, ld.errs)
 	}
 	for i := range l.nodes {
 		waitFor(t, 10*time.Second, func() bool { return l.idle(ctx, i) == "" }, "node "+l.nodes[i].name+" holds nothing: "+l.idle(ctx, i))
