@@ -103,6 +103,20 @@ type hostFn struct {
 	spares  chan *Instance
 	ready   chan struct{} // closed when loaded (or failed: err)
 	err     error
+	// stepNanos is a moving average of the function's steps (ns),
+	// starting high: a receiver sends the replies it holds before a step
+	// of a function not known to be quick (see outbox).
+	stepNanos atomic.Int64
+}
+
+// quickStep is the longest average step after which a receiver still
+// holds its replies back to send them together (see outbox).
+const quickStep = 20_000 // ns
+
+// observe adds a step of d ns to the function's average.
+func (hf *hostFn) observe(d int64) {
+	a := hf.stepNanos.Load()
+	hf.stepNanos.Store(a - a/8 + d/8)
 }
 
 // hostInst is an instance of the host: a slot of the app, its id, and the
@@ -236,6 +250,7 @@ func (h *Host) fn(index int) *hostFn {
 	hf := h.fns[index]
 	if hf == nil {
 		hf = &hostFn{index: index, ready: make(chan struct{})}
+		hf.stepNanos.Store(8 * quickStep)
 		h.fns[index] = hf
 	}
 	return hf
@@ -440,13 +455,20 @@ func (h *Host) receive(gen uint64, inherit *batch) {
 	defer h.wg.Done()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	o := new(outbox)
+	o.ob.Init(h.p, h.c)
+	defer h.flush(o)
 	if inherit != nil {
-		if !h.work(gen, inherit) {
+		if !h.work(o, gen, inherit) {
 			return
 		}
 	}
 	b := new(batch)
+	lastSched := mono.Now()
 	for {
+		// What the batch's steps answered goes out together: one
+		// message, one wake-up of the gateway.
+		h.flush(o)
 		if h.pending.Load() {
 			h.refillPending()
 		}
@@ -467,6 +489,14 @@ func (h *Host) receive(gen uint64, inherit *batch) {
 		h.since.Store(now)
 		h.state.Store(gen<<1 | 1)
 		h.active.Store(now)
+		// A thread that only makes system calls and calls guests must
+		// pass through the scheduler now and then, or Go's monitor takes
+		// its processor at every call it catches (see the gateway's
+		// loop.run).
+		if now-lastSched > schedEvery {
+			lastSched = now
+			runtime.Gosched()
+		}
 		if h.parked.Load() && h.parked.CompareAndSwap(true, false) {
 			select {
 			case h.wake <- struct{}{}:
@@ -476,21 +506,61 @@ func (h *Host) receive(gen uint64, inherit *batch) {
 		b.n = int32(n)
 		b.next.Store(0)
 		h.cur.Store(b)
-		if !h.work(gen, b) {
+		if !h.work(o, gen, b) {
 			return
 		}
 	}
 }
 
+// schedEvery is how often a receiver passes through the Go scheduler.
+const schedEvery = int64(5e6)
+
+// An outbox holds the answers (to the gateway, or a call's to its
+// caller) of the steps a receiver ran, to send them together: a batch
+// that woke the host goes back in one message (transport.Outbox) instead
+// of one system call and one wake-up of the gateway per reply. A receiver
+// sends what it holds before it waits for the next batch, before a step
+// of a function whose steps are not quick (quickStep: a slow step must
+// not hold back answers that are ready), when an answer waited
+// holdReplies, and when it is full or the next answer goes elsewhere.
+type outbox struct {
+	ob    transport.Outbox
+	first int64 // when the oldest answer held was added (mono ns)
+}
+
+// holdReplies bounds how long an answer waits in an outbox.
+const holdReplies = 50_000 // ns
+
+// flush sends what o holds; an answer that could not go (the gateway's
+// queue full) is retried alone, as replyHeld does.
+func (h *Host) flush(o *outbox) {
+	if o.ob.Len() == 0 {
+		return
+	}
+	back, err := o.ob.Flush()
+	if len(back) == 0 {
+		return
+	}
+	// back is o's: retry from a copy, since a retry may not reuse o.
+	var again [transport.MaxBatch]desc.Desc
+	n := copy(again[:], back)
+	for _, d := range again[:n] {
+		h.passRetry(d, err)
+	}
+}
+
 // work runs the descriptors of b not yet taken; it reports false when a
 // newer receiver took over meanwhile (which takes the rest of b).
-func (h *Host) work(gen uint64, b *batch) bool {
+func (h *Host) work(o *outbox, gen uint64, b *batch) bool {
 	for {
 		i := b.next.Add(1) - 1
 		if i >= b.n {
 			return true
 		}
-		h.handle(b.ds[i])
+		h.handle(o, b.ds[i])
+		if o.ob.Len() > 0 && mono.Now()-o.first > holdReplies {
+			h.flush(o)
+		}
 		if h.state.Load() != gen<<1|1 {
 			return false
 		}
@@ -498,7 +568,7 @@ func (h *Host) work(gen uint64, b *batch) bool {
 }
 
 // handle takes the buffer a descriptor announces and runs its step.
-func (h *Host) handle(d desc.Desc) {
+func (h *Host) handle(o *outbox, d desc.Desc) {
 	if d.Is(desc.FlagControl) {
 		return
 	}
@@ -520,18 +590,18 @@ func (h *Host) handle(d desc.Desc) {
 		return
 	}
 	hi.st.Arrivals.Add(1)
-	h.run(hi, d)
+	h.run(o, hi, d)
 }
 
 // run runs d on hi, or queues it when hi is busy; then it runs what the
 // step hands on in memory, and what queued for each instance meanwhile.
-func (h *Host) run(hi *hostInst, d desc.Desc) {
+func (h *Host) run(o *outbox, hi *hostInst, d desc.Desc) {
 	for hi != nil {
 		hi.mu.Lock()
 		if hi.busy || hi.gone {
 			if hi.gone {
 				hi.mu.Unlock()
-				h.lost(hi, d)
+				h.lost(o, hi, d)
 				return
 			}
 			hi.queue = append(hi.queue, d)
@@ -540,7 +610,7 @@ func (h *Host) run(hi *hostInst, d desc.Desc) {
 		}
 		hi.busy = true
 		hi.mu.Unlock()
-		next, nd := h.step(hi, d)
+		next, nd := h.step(o, hi, d)
 		for {
 			hi.mu.Lock()
 			if len(hi.queue) == 0 {
@@ -558,8 +628,8 @@ func (h *Host) run(hi *hostInst, d desc.Desc) {
 			qd := hi.queue[0]
 			hi.queue = hi.queue[1:]
 			hi.mu.Unlock()
-			if n2, d2 := h.step(hi, qd); n2 != nil {
-				h.run(n2, d2)
+			if n2, d2 := h.step(o, hi, qd); n2 != nil {
+				h.run(o, n2, d2)
 			}
 		}
 		hi, d = next, nd
@@ -567,15 +637,19 @@ func (h *Host) run(hi *hostInst, d desc.Desc) {
 }
 
 // lost answers a request that reached an instance already removed.
-func (h *Host) lost(hi *hostInst, d desc.Desc) {
-	h.fail(hi.id, d.Chain, d.Hop, d.Buf, 502, "spry: the instance of "+hi.fn.name+" was stopped with the request")
+func (h *Host) lost(o *outbox, hi *hostInst, d desc.Desc) {
+	h.fail(o, hi.id, d.Chain, d.Hop, d.Buf, 502, "spry: the instance of "+hi.fn.name+" was stopped with the request")
 }
 
 // step runs one step of hi on d's buffer, which hi holds, and passes the
 // output on. When the next step is an instance of this host it returns
 // that instance and the descriptor to run there instead (a call, not a
-// send).
-func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
+// send). o holds the answers of the steps run before (nil: none; each
+// answer goes at once).
+func (h *Host) step(o *outbox, hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
+	if o != nil && o.ob.Len() > 0 && hi.fn.stepNanos.Load() > quickStep {
+		h.flush(o)
+	}
 	st := hi.st
 	st.Queue.Add(-1)
 	p := h.p
@@ -583,13 +657,13 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 	start := mono.Now()
 	dl := hdr.Deadline()
 	if dl != 0 && start > dl {
-		h.fail(hi.id, d.Chain, d.Hop, d.Buf, 504, "spry: the request's deadline passed before this step ran")
+		h.fail(o, hi.id, d.Chain, d.Hop, d.Buf, 504, "spry: the request's deadline passed before this step ran")
 		return nil, d
 	}
 	// A guest reads its payload in its input window, one pool buffer:
 	// a larger payload (in the pool's large-extent region) is refused.
 	if room := uint64(len(p.Buffer(d.Buf))) - uint64(min(hdr.Off(), uint32(len(p.Buffer(d.Buf))))); p.Pieces(d.Buf) > 1 || p.Size(d.Buf) > room {
-		h.fail(hi.id, d.Chain, d.Hop, d.Buf, 413, fmt.Sprintf("spry: a payload of %d bytes is larger than wasm function %s's input window (one pool buffer, %d bytes)",
+		h.fail(o, hi.id, d.Chain, d.Hop, d.Buf, 413, fmt.Sprintf("spry: a payload of %d bytes is larger than wasm function %s's input window (one pool buffer, %d bytes)",
 			p.Size(d.Buf), hi.fn.name, len(p.Buffer(d.Buf))))
 		return nil, d
 	}
@@ -625,6 +699,7 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 		h.replace(hi, in, "interrupted between steps")
 	}
 	end := mono.Now()
+	hi.fn.observe(end - start)
 	if err != nil {
 		in := hi.in.Load()
 		status, msg := uint16(502), fmt.Sprintf("spry: function %s: instance %d failed: %v", hi.fn.name, hi.id, err)
@@ -636,7 +711,7 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 		hdr.HopEnd(hop, end)
 		h.account(st, start, end, arrived, status)
 		h.replace(hi, in, err.Error())
-		h.fail(hi.id, d.Chain, d.Hop, d.Buf, status, msg)
+		h.fail(o, hi.id, d.Chain, d.Hop, d.Buf, status, msg)
 		return nil, d
 	}
 	oh := p.Header(out)
@@ -647,12 +722,12 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 	// a call's answer: its caller; else the gateway).
 	r, err := graph.Next(p, out)
 	if stop || err != nil || r.Kind != graph.Forward {
-		h.reply(hi.id, d.Chain, d.Hop, out)
+		h.reply(o, hi.id, d.Chain, d.Hop, out)
 		return nil, d
 	}
 	fn, ok := p.Step(d.Chain, int(r.Node))
 	if !ok {
-		h.reply(hi.id, d.Chain, d.Hop, out)
+		h.reply(o, hi.id, d.Chain, d.Hop, out)
 		return nil, d
 	}
 	oh.SetPlace(r.Node, pool.PhaseQueued)
@@ -664,7 +739,7 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 			return x, nd
 		}
 	}
-	h.forward(hi.id, fn, nd)
+	h.forward(o, hi.id, fn, nd)
 	return nil, d
 }
 
@@ -700,7 +775,7 @@ func (h *Host) replace(hi *hostInst, in *Instance, why string) {
 
 // forward sends buf (held by from, an instance of this host) to an
 // instance of function fn elsewhere, through the host's endpoint.
-func (h *Host) forward(from uint16, fn uint16, d desc.Desc) {
+func (h *Host) forward(o *outbox, from uint16, fn uint16, d desc.Desc) {
 	if !h.p.Move(d.Buf, from, h.id) {
 		return // the node took it back
 	}
@@ -716,22 +791,25 @@ func (h *Host) forward(from uint16, fn uint16, d desc.Desc) {
 			h.c.Send(desc.Desc{Dst: h.p.Gateway(), Src: h.id, Buf: desc.CtlNoInstance, Chain: fn, Flags: desc.FlagControl})
 		}
 		if h.stop.Load() || time.Now().After(deadline) {
-			h.failHeld(h.id, d.Chain, d.Hop-1, d.Buf, 503, "no instance of the next step could take the request")
+			h.failHeld(o, h.id, d.Chain, d.Hop-1, d.Buf, 503, "no instance of the next step could take the request")
 			return
+		}
+		if o != nil {
+			h.flush(o) // nothing waits behind a wait
 		}
 		time.Sleep(wait)
 	}
 }
 
 // fail ends the chain with status and msg in buf, held by from.
-func (h *Host) fail(from uint16, chain uint16, hop uint8, buf uint32, status uint16, msg string) {
+func (h *Host) fail(o *outbox, from uint16, chain uint16, hop uint8, buf uint32, status uint16, msg string) {
 	if !h.p.Move(buf, from, h.id) {
 		return
 	}
-	h.failHeld(h.id, chain, hop, buf, status, msg)
+	h.failHeld(o, h.id, chain, hop, buf, status, msg)
 }
 
-func (h *Host) failHeld(holder uint16, chain uint16, hop uint8, buf uint32, status uint16, msg string) {
+func (h *Host) failHeld(o *outbox, holder uint16, chain uint16, hop uint8, buf uint32, status uint16, msg string) {
 	h.p.Clear(buf, holder) // the message goes in the buffer's own room: its payload (extents) goes
 	hdr := h.p.Header(buf)
 	n := copy(h.p.Buffer(buf), msg)
@@ -739,29 +817,47 @@ func (h *Host) failHeld(holder uint16, chain uint16, hop uint8, buf uint32, stat
 	hdr.SetContentTypeString("text/plain; charset=utf-8")
 	hdr.SetStatus(status)
 	hdr.SetFlags(hdr.Flags() | pool.FlagStop)
-	h.replyHeld(chain, hop, buf)
+	h.replyHeld(o, chain, hop, buf)
 }
 
 // reply hands buf, held by from, back to the app's gateway.
-func (h *Host) reply(from uint16, chain uint16, hop uint8, buf uint32) {
+func (h *Host) reply(o *outbox, from uint16, chain uint16, hop uint8, buf uint32) {
 	if !h.p.Move(buf, from, h.id) {
 		return
 	}
-	h.replyHeld(chain, hop, buf)
+	h.replyHeld(o, chain, hop, buf)
 }
 
 // The answer goes to the gateway, or a call's to its caller (graph.Next
-// says which).
-func (h *Host) replyHeld(chain uint16, hop uint8, buf uint32) {
+// says which): into o, or at once when o is nil.
+func (h *Host) replyHeld(o *outbox, chain uint16, hop uint8, buf uint32) {
 	r, err := graph.Next(h.p, buf)
 	if err != nil || r.Kind != graph.Return && r.Kind != graph.Join {
 		r = graph.Route{Kind: graph.Reply}
 	}
-	send := graph.ToGateway
+	d, err := graph.GatewayDesc(h.p, buf, r)
+	if err != nil {
+		h.log.Error("reply to gateway failed", "err", err)
+		return
+	}
+	if o == nil {
+		h.passRetry(d, transport.Pass(h.p, h.c, d))
+		return
+	}
+	if !o.ob.Room(d.Dst) {
+		h.flush(o)
+	}
+	if o.ob.Len() == 0 {
+		o.first = mono.Now()
+	}
+	o.ob.Add(d, d.Dst) // ErrLost: the node took the buffer back
+}
+
+// passRetry passes d on again after a send that failed with err, while
+// the destination is full, for up to Retry; nil and ErrLost are done.
+func (h *Host) passRetry(d desc.Desc, err error) {
 	deadline := time.Now().Add(h.Retry)
 	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
-		err := send(h.p, h.c, buf, r)
-		send = graph.ToGatewayAgain
 		if err == nil || errors.Is(err, transport.ErrLost) {
 			return
 		}
@@ -772,6 +868,7 @@ func (h *Host) replyHeld(chain uint16, hop uint8, buf uint32) {
 			return
 		}
 		time.Sleep(wait)
+		err = transport.Pass(h.p, h.c, d)
 	}
 }
 

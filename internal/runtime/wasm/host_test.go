@@ -2,12 +2,14 @@ package wasm
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +26,7 @@ type hostRig struct {
 	t  *testing.T
 	p  *pool.Pool
 	gw transport.Conn
+	hc *countConn // the host's endpoint
 	h  *Host
 
 	mu     sync.Mutex
@@ -66,8 +69,8 @@ func newHostRig(t *testing.T, grants ...Grants) *hostRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &hostRig{t: t, p: p, gw: gw}
-	r.h = NewHost(HostConfig{Engine: e, Pool: p, Conn: hc, Output: io.Discard, Events: func(ev Event) {
+	r := &hostRig{t: t, p: p, gw: gw, hc: &countConn{Conn: hc}}
+	r.h = NewHost(HostConfig{Engine: e, Pool: p, Conn: r.hc, Output: io.Discard, Events: func(ev Event) {
 		r.mu.Lock()
 		r.events = append(r.events, ev)
 		r.mu.Unlock()
@@ -115,6 +118,26 @@ func newHostRig(t *testing.T, grants ...Grants) *hostRig {
 		p.Close()
 	})
 	return r
+}
+
+// countConn counts what an endpoint sends, and how.
+type countConn struct {
+	transport.Conn
+	sends, batches, batched, most atomic.Int64
+}
+
+func (c *countConn) Send(d desc.Desc) error {
+	c.sends.Add(1)
+	return c.Conn.Send(d)
+}
+
+func (c *countConn) SendBatch(ds []desc.Desc) (int, error) {
+	c.batches.Add(1)
+	c.batched.Add(int64(len(ds)))
+	if int64(len(ds)) > c.most.Load() {
+		c.most.Store(int64(len(ds)))
+	}
+	return c.Conn.SendBatch(ds)
 }
 
 // send admits a request on chain with the given deadline from now (0:
@@ -204,6 +227,61 @@ func TestHostChainInMemory(t *testing.T) {
 	}
 	if served != 40 {
 		t.Errorf("%d steps served, want 40", served)
+	}
+}
+
+// The answers of a batch the host received go back together: one
+// SendBatch of several, not a send per answer. A batch of requests comes
+// in one message (the gateway's side of an Outbox; the buffers in transit
+// to the instances, the descriptors to the host).
+func TestHostBatchesReplies(t *testing.T) {
+	r := newHostRig(t)
+	for i := range 40 { // the function's steps are known to be quick after
+		r.send(1, "/", "warm", 0)
+		if got := r.recv(10 * time.Second); got.body != "WARM" {
+			t.Fatalf("warm-up %d: %+v", i, got)
+		}
+	}
+	var ob transport.Outbox
+	ob.Init(r.p, r.gw)
+	const k = 8
+	for round := 0; ; round++ {
+		r.hc.sends.Store(0)
+		r.hc.batches.Store(0)
+		r.hc.batched.Store(0)
+		r.hc.most.Store(0)
+		for i := range k {
+			buf := r.request(1, "/", fmt.Sprint("b", i), 0)
+			slot, id, ep, ok := r.p.PickRoute(0, uint32(i))
+			if !ok || ep != hostID {
+				t.Fatalf("pick: slot %d id %d endpoint %d %v", slot, id, ep, ok)
+			}
+			r.p.Stats(slot).Queue.Add(1)
+			if err := ob.Add(desc.Desc{Dst: ep, Buf: buf, Chain: 1}, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if back, err := ob.Flush(); len(back) != 0 {
+			t.Fatalf("the batch to the host: %d back, %v", len(back), err)
+		}
+		seen := map[string]bool{}
+		for range k {
+			got := r.recv(10 * time.Second)
+			seen[got.body] = true
+		}
+		if len(seen) != k {
+			t.Fatalf("answers %v, want B0..B%d once each", seen, k-1)
+		}
+		if n := r.hc.batched.Load(); n != k || r.hc.sends.Load() != 0 {
+			t.Fatalf("the host sent %d answers in batches and %d alone, want %d and 0", n, r.hc.sends.Load(), k)
+		}
+		if r.hc.most.Load() > 1 {
+			t.Logf("round %d: %d answers in %d batches (largest %d)", round, k, r.hc.batches.Load(), r.hc.most.Load())
+			break
+		}
+		if round == 20 {
+			t.Fatalf("%d rounds of %d requests in one message, every answer sent alone", round+1, k)
+		}
 	}
 }
 
