@@ -50,6 +50,10 @@ type Host struct {
 	fnMu sync.Mutex
 	fns  map[int]*hostFn
 
+	// Start commands under way, by instance id (control).
+	ctlMu    sync.Mutex
+	starting map[uint16]chan struct{}
+
 	mu    sync.Mutex
 	insts atomic.Pointer[map[uint16]*hostInst] // copy on write
 
@@ -129,6 +133,9 @@ type hostInst struct {
 	in   atomic.Pointer[Instance]
 
 	deadline atomic.Int64 // of the running step (mono ns); 0 when idle
+	// confirmed: the node's start command named it (an instance adopted
+	// at its first descriptor is not, until that command comes).
+	confirmed atomic.Bool
 
 	mu       sync.Mutex
 	busy     bool
@@ -157,7 +164,7 @@ type HostConfig struct {
 func NewHost(c HostConfig) *Host {
 	h := &Host{
 		e: c.Engine, p: c.Pool, c: c.Conn, id: c.Conn.ID(), log: c.Log, out: c.Output,
-		fns: map[int]*hostFn{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		fns: map[int]*hostFn{}, starting: map[uint16]chan struct{}{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		PromoteAfter: 2 * time.Millisecond, Tick: time.Millisecond, Idle: 20 * time.Millisecond, Retry: 2 * time.Second,
 		Events: c.Events,
 	}
@@ -338,16 +345,33 @@ func (h *Host) Start(ctx context.Context, fn int, slot uint32, id uint16) error 
 		return fmt.Errorf("wasm: start: bad slot %d or id %d", slot, id)
 	}
 	if hi := h.inst(id); hi != nil && hi.slot == slot && hi.fn == hf {
+		hi.confirmed.Store(true)
 		return nil // adopted at its first descriptor
 	}
-	_, err := h.add(ctx, hf, slot, id, false)
-	return err
+	// The node's word goes before the routing table's: an instance
+	// adopted from the table that holds this id or slot and that the node
+	// never started (a slot written by some other process of the app, or
+	// a start the node gave up on) gives way.
+	for _, x := range *h.insts.Load() {
+		if !x.confirmed.Load() && (x.id == id || x.slot == slot) {
+			h.Stop(x.id)
+		}
+	}
+	hi, err := h.add(ctx, hf, slot, id, false)
+	if err != nil {
+		return err
+	}
+	hi.confirmed.Store(true)
+	return nil
 }
 
 // add makes instance id of hf in slot. An instance id already has is kept
 // when it is the same one (Start after adopt, or the other way round).
-func (h *Host) add(ctx context.Context, hf *hostFn, slot uint32, id uint16, later bool) (*hostInst, error) {
-	in, err := h.instance(ctx, hf, later)
+// adopting: the routing table asks, not the node; then no other instance
+// may hold the slot (so what the table can make the host create is
+// bounded by the app's slots).
+func (h *Host) add(ctx context.Context, hf *hostFn, slot uint32, id uint16, adopting bool) (*hostInst, error) {
+	in, err := h.instance(ctx, hf, adopting)
 	if err != nil {
 		return nil, err
 	}
@@ -363,6 +387,14 @@ func (h *Host) add(ctx context.Context, hf *hostFn, slot uint32, id uint16, late
 		}
 		return nil, fmt.Errorf("wasm: start: instance %d exists", id)
 	}
+	if adopting {
+		for _, x := range old {
+			if x.slot == slot {
+				in.Close()
+				return nil, fmt.Errorf("wasm: slot %d holds instance %d", slot, x.id)
+			}
+		}
+	}
 	m := make(map[uint16]*hostInst, len(old)+1)
 	for k, v := range old {
 		m[k] = v
@@ -376,8 +408,9 @@ func (h *Host) add(ctx context.Context, hf *hostFn, slot uint32, id uint16, late
 // start command for it arrives: the node makes a wasm instance's slot
 // ready as soon as it has given it an id, so a cold start costs no round
 // trip between the node and the host. The routing table says which slot
-// and function: a ready slot of this host that holds id. The start
-// command that follows finds the instance running.
+// and function: a ready slot of this host that holds id, and no other
+// instance in the slot. The start command that follows finds the instance
+// running and confirms it (see Start for one that never comes).
 func (h *Host) adopt(id uint16) *hostInst {
 	if id == 0 || id == h.id {
 		return nil

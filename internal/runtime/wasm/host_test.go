@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -26,8 +27,9 @@ type hostRig struct {
 	t  *testing.T
 	p  *pool.Pool
 	gw transport.Conn
-	hc *countConn // the host's endpoint
-	h  *Host
+	hc  *countConn // the host's endpoint
+	h   *Host
+	mod string // the suite guest's module file
 
 	mu     sync.Mutex
 	events []Event
@@ -69,7 +71,7 @@ func newHostRig(t *testing.T, grants ...Grants) *hostRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &hostRig{t: t, p: p, gw: gw, hc: &countConn{Conn: hc}}
+	r := &hostRig{t: t, p: p, gw: gw, hc: &countConn{Conn: hc}, mod: mod}
 	r.h = NewHost(HostConfig{Engine: e, Pool: p, Conn: r.hc, Output: io.Discard, Events: func(ev Event) {
 		r.mu.Lock()
 		r.events = append(r.events, ev)
@@ -283,6 +285,120 @@ func TestHostBatchesReplies(t *testing.T) {
 			t.Fatalf("%d rounds of %d requests in one message, every answer sent alone", round+1, k)
 		}
 	}
+}
+
+// The node's commands run beside each other in the host, but a stop does
+// not overtake the start of its instance: an instance the node gave up on
+// before its start was confirmed (and stopped) is not left in the host.
+func TestHostStopAfterUnconfirmedStart(t *testing.T) {
+	r := newHostRig(t)
+	a, b := net.Pipe()
+	defer b.Close()
+	go r.h.control(context.Background(), NewWire(a))
+	w := NewWire(b)
+	evs := make(chan Event, 16)
+	go func() {
+		for {
+			var ev Event
+			if w.Recv(&ev) != nil {
+				return
+			}
+			evs <- ev
+		}
+	}()
+	// Function 1 is not loaded yet: its start waits for the load, and
+	// the stop that follows must wait for the start.
+	for _, c := range []Command{
+		{Op: OpStart, Fn: 1, Slot: 1, ID: 12},
+		{Op: OpStop, ID: 12},
+		{Op: OpLoad, Fn: 1, Name: "late", Module: r.mod, Memory: 32 << 20, Timeout: time.Minute},
+	} {
+		if err := w.Send(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for len(got) < 3 {
+		select {
+		case ev := <-evs:
+			if ev.Err != "" {
+				t.Fatalf("event %+v", ev)
+			}
+			got = append(got, ev.Ev)
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("events %v, want loaded, ready and stopped", got)
+		}
+	}
+	if strings.Join(got, ",") != EvLoaded+","+EvReady+","+EvStopped {
+		t.Errorf("events %v, want loaded, ready, stopped in that order", got)
+	}
+	if r.h.inst(12) != nil {
+		t.Fatal("instance 12 is still in the host after its stop")
+	}
+}
+
+// What the routing table can make the host adopt is bounded: one instance
+// per slot, none in a slot an instance holds; the node's start command
+// displaces an adoption it did not ask for.
+func TestHostAdoptBounded(t *testing.T) {
+	r := newHostRig(t)
+	adopted := func(id uint16) bool {
+		t.Helper()
+		stale := r.p.Stale()
+		r.send(1, "/", "x", 0)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			if r.h.inst(id) != nil {
+				r.recv(10 * time.Second)
+				return true
+			}
+			if r.p.Stale() > stale {
+				// Not adopted: the gateway (here, the test) takes its
+				// buffer back, as the node's reclaim would.
+				r.p.Reclaim(id, func(b uint32) { r.p.Free(b, pool.OwnerDaemon) })
+				return false
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("descriptor for %d neither adopted nor dropped", id)
+			}
+		}
+	}
+	// Slot 0 takes nothing; slot 1 names an id the node never started,
+	// while instance 11 holds the slot: not adopted.
+	r.p.SetSlotState(0, pool.SlotDraining)
+	r.p.StartHosted(1, 13, hostID, 1)
+	r.p.SetSlotState(1, pool.SlotReady)
+	if adopted(13) {
+		t.Fatal("adopted 13 into slot 1, which instance 11 holds")
+	}
+	// The slot free: adopted once; another id written into the slot then
+	// is not.
+	if err := r.h.Stop(11); err != nil {
+		t.Fatal(err)
+	}
+	if !adopted(13) {
+		t.Fatal("13 not adopted into the free slot 1")
+	}
+	r.p.StartHosted(1, 14, hostID, 1)
+	r.p.SetSlotState(1, pool.SlotReady)
+	if adopted(14) {
+		t.Fatal("adopted 14 into slot 1, which the adopted 13 holds")
+	}
+	// The node starts 15 in slot 1: 13, which it never started, goes.
+	if err := r.h.Start(context.Background(), 0, 1, 15); err != nil {
+		t.Fatal(err)
+	}
+	if r.h.inst(13) != nil || r.h.inst(15) == nil {
+		t.Fatalf("after the node's start of 15 in slot 1: 13 %v, 15 %v", r.h.inst(13) != nil, r.h.inst(15) != nil)
+	}
+	r.p.StartHosted(1, 15, hostID, 1)
+	r.p.SetSlotState(1, pool.SlotReady)
+	r.send(1, "/", "fine", 0)
+	if got := r.recv(10 * time.Second); got.body != "FINE" {
+		t.Fatalf("%+v", got)
+	}
+	r.h.Stop(15)
+	r.h.Start(context.Background(), 0, 1, 11) // for the rig's cleanup
+	r.p.SetSlotState(0, pool.SlotReady)
 }
 
 func TestHostRunawayAnswered504OthersServed(t *testing.T) {
