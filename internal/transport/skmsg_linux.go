@@ -302,13 +302,14 @@ func (c *skmsgConn) send(dst uint16, b []byte) error {
 			return nil
 		case errno == 0:
 			// Never seen: a short write would have split a message the
-			// kernel program judges whole. The caller cancels every
-			// transfer of the message: a descriptor of it that did
-			// arrive then fails its accept and is dropped unread (or
-			// was accepted first, and the cancel fails). The
+			// kernel program judges whole. Taken as full: the caller
+			// cancels every transfer of the message and may send again.
+			// A descriptor of it that did arrive then fails its accept
+			// and is dropped unread (or was accepted first, and the
+			// cancel fails: the receiver has the buffer). The
 			// reservations stay; the receiver's next short read drops
 			// them.
-			return fmt.Errorf("transport: skmsg send to %d: short write (%d of %d bytes)", dst, m, len(b))
+			return ErrFull
 		case errno == unix.EINTR:
 			continue
 		}

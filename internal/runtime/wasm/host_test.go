@@ -24,9 +24,9 @@ import (
 // is the suite guest with two instances in the host, chain 0 running it
 // twice and chain 1 once, and a gateway endpoint the test drives.
 type hostRig struct {
-	t  *testing.T
-	p  *pool.Pool
-	gw transport.Conn
+	t   *testing.T
+	p   *pool.Pool
+	gw  transport.Conn
 	hc  *countConn // the host's endpoint
 	h   *Host
 	mod string // the suite guest's module file
