@@ -140,7 +140,7 @@ type hostInst struct {
 	mu       sync.Mutex
 	busy     bool
 	queue    []desc.Desc
-	stopping chan struct{} // non-nil once stopped: closed when it is idle
+	stopping chan struct{} // non-nil while a Stop waits: closed when it is idle
 	gone     bool
 }
 
@@ -353,7 +353,10 @@ func (h *Host) Start(ctx context.Context, fn int, slot uint32, id uint16) error 
 	// never started (a slot written by some other process of the app, or
 	// a start the node gave up on) gives way.
 	for _, x := range *h.insts.Load() {
-		if !x.confirmed.Load() && (x.id == id || x.slot == slot) {
+		if x.confirmed.Load() || x.id == id && x.slot == slot && x.fn == hf {
+			continue // the node's, or the one it starts (adopted meanwhile: add finds it)
+		}
+		if x.id == id || x.slot == slot {
 			h.Stop(x.id)
 		}
 	}
@@ -451,32 +454,44 @@ func (h *Host) Stop(id uint16) error {
 	if hi == nil {
 		return fmt.Errorf("wasm: stop: no instance %d", id)
 	}
-	hi.mu.Lock()
-	if hi.stopping == nil {
-		hi.stopping = make(chan struct{})
+	for {
+		hi.mu.Lock()
+		if hi.gone {
+			hi.mu.Unlock()
+			return nil // stopped by another Stop
+		}
 		if !hi.busy {
-			close(hi.stopping)
+			// Idle, and from here on a descriptor that still finds it is
+			// answered (lost), never run: no step runs on the module
+			// instance being closed.
+			hi.gone = true
+			in := hi.in.Load()
+			hi.mu.Unlock()
+			h.mu.Lock()
+			old := *h.insts.Load()
+			m := make(map[uint16]*hostInst, len(old))
+			for k, v := range old {
+				if v != hi {
+					m[k] = v
+				}
+			}
+			h.insts.Store(&m)
+			h.mu.Unlock()
+			in.Close()
+			return nil
 		}
-	}
-	idle := hi.stopping
-	hi.mu.Unlock()
-	<-idle
-	h.mu.Lock()
-	old := *h.insts.Load()
-	m := make(map[uint16]*hostInst, len(old))
-	for k, v := range old {
-		if k != id {
-			m[k] = v
+		if hi.stopping == nil {
+			hi.stopping = make(chan struct{})
 		}
+		idle := hi.stopping
+		hi.mu.Unlock()
+		<-idle // closed by run when the instance goes idle
+		hi.mu.Lock()
+		if hi.stopping == idle {
+			hi.stopping = nil
+		}
+		hi.mu.Unlock()
 	}
-	h.insts.Store(&m)
-	h.mu.Unlock()
-	hi.mu.Lock()
-	hi.gone = true
-	in := hi.in.Load()
-	hi.mu.Unlock()
-	in.Close()
-	return nil
 }
 
 func (h *Host) inst(id uint16) *hostInst { return (*h.insts.Load())[id] }
