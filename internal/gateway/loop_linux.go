@@ -448,7 +448,6 @@ type appItem struct {
 	fd   int // a duplicate of the endpoint's socket, watched
 	slot int32
 	done chan error
-	hup  int64 // when the socket was seen shut down (mono ns; 0: not)
 	// batch is where replies are received (in the item: a local array
 	// handed to an interface's method would be allocated per call).
 	batch [transport.MaxBatch]desc.Desc
@@ -485,9 +484,9 @@ func (a *App) runLoop() (error, bool) {
 const appBatches = 4
 
 func (it *appItem) ready(l *loop, ev uint32) {
-	if ev&unix.EPOLLHUP != 0 && it.hup == 0 {
-		it.hup = l.now
-	}
+	// The endpoint's Close marks it closed before it shuts the socket
+	// down (transport.Poller): the readiness that shutdown raises finds
+	// ErrClosed here, so nothing needs a second look.
 	for range appBatches {
 		n, err := it.p.TryRecv(it.batch[:])
 		if err != nil {
@@ -501,16 +500,10 @@ func (it *appItem) ready(l *loop, ev uint32) {
 			return // edge-triggered: the next delivery tries again
 		}
 		if n == 0 {
-			if it.hup != 0 && l.now-it.hup < int64(100e6) {
-				// Shut down, but not closed yet: the endpoint's Close is
-				// under way (it shuts the socket down, then marks it
-				// closed). Look again next round.
-				l.again = append(l.again, it)
-			}
 			return
 		}
 		it.a.handle(it.batch[:n])
-		if n < len(it.batch) && it.hup == 0 {
+		if n < len(it.batch) {
 			// A short read took all that was queued: the next
 			// delivery raises a new edge (a read now would only see
 			// EAGAIN: 40% of the loop's receives at 8 connections).
@@ -632,8 +625,11 @@ func (c *conn) step(l *loop) {
 				c.armIdle(l)
 			}
 		case phLinger:
+			before := c.lingered
 			if !c.drain() {
 				c.close(l)
+			} else if c.lingered != before {
+				c.setDue(l, min(l.now+int64(lingerIdle), c.lingerEnd))
 			}
 			return
 		case phHead:
@@ -878,7 +874,8 @@ func (c *conn) handOver(r Reply) {
 }
 
 // startLinger half-closes c after its answer and drains what the client
-// still sends, for a bounded time and amount, before it closes.
+// still sends, while it keeps sending, within bounds (see lingerClose),
+// before it closes.
 func (c *conn) startLinger(l *loop) {
 	if unix.Shutdown(c.fd, unix.SHUT_WR) != nil {
 		c.close(l)
@@ -887,7 +884,8 @@ func (c *conn) startLinger(l *loop) {
 	c.ph = phLinger
 	c.lingered = 0
 	c.canRead = true
-	c.setDue(l, l.now+int64(lingerTime))
+	c.lingerEnd = l.now + int64(lingerTime)
+	c.setDue(l, l.now+int64(lingerIdle))
 	if !c.drain() {
 		c.close(l)
 	}
