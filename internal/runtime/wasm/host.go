@@ -524,6 +524,15 @@ func (h *Host) receive(gen uint64, inherit *batch) {
 		if !h.state.CompareAndSwap(gen<<1|1, gen<<1) {
 			return
 		}
+		// A thread that only makes system calls and calls guests must
+		// pass through the scheduler now and then, or Go's monitor takes
+		// its processor at every call it catches (see the gateway's
+		// loop.run). Here, not while working: the watchdog never hands
+		// receiving on from a receiver that is not working.
+		if now := mono.Now(); now-lastSched > schedEvery {
+			lastSched = now
+			runtime.Gosched()
+		}
 		n, err := h.c.Recv(b.ds[:])
 		if err != nil {
 			if !errors.Is(err, transport.ErrClosed) {
@@ -533,27 +542,23 @@ func (h *Host) receive(gen uint64, inherit *batch) {
 			h.Close()
 			return
 		}
+		// The batch is published before the state says working: a
+		// receiver the watchdog makes in this one's place takes over this
+		// batch, never the one before (whose rest would then be run by
+		// nobody).
+		b.n = int32(n)
+		b.next.Store(0)
+		h.cur.Store(b)
 		now := mono.Now()
 		h.since.Store(now)
 		h.state.Store(gen<<1 | 1)
 		h.active.Store(now)
-		// A thread that only makes system calls and calls guests must
-		// pass through the scheduler now and then, or Go's monitor takes
-		// its processor at every call it catches (see the gateway's
-		// loop.run).
-		if now-lastSched > schedEvery {
-			lastSched = now
-			runtime.Gosched()
-		}
 		if h.parked.Load() && h.parked.CompareAndSwap(true, false) {
 			select {
 			case h.wake <- struct{}{}:
 			default:
 			}
 		}
-		b.n = int32(n)
-		b.next.Store(0)
-		h.cur.Store(b)
 		if !h.work(o, gen, b) {
 			return
 		}
