@@ -415,7 +415,7 @@ func TestHostAdoptBounded(t *testing.T) {
 // receiver runs a batch's rest, every descriptor of every batch is run
 // once and answered.
 func TestHostHandOverLosesNothing(t *testing.T) {
-	r := newHostRigWith(t, func(h *Host) { h.PromoteAfter, h.Tick = time.Microsecond, 20 * time.Microsecond })
+	r := newHostRigWith(t, func(h *Host) { h.PromoteAfter, h.Tick = time.Microsecond, 20*time.Microsecond })
 	var ob transport.Outbox
 	ob.Init(r.p, r.gw)
 	const rounds, k = 60, 8
