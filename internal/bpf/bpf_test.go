@@ -82,11 +82,7 @@ func register(t *testing.T, sm *bpf.Sockmap, id uint16, app uint32) endpoint {
 // send writes one descriptor naming dst (and src, which must not matter).
 func send(t *testing.T, e endpoint, dst, src uint16, tag uint32) {
 	t.Helper()
-	var b [16]byte
-	binary.LittleEndian.PutUint16(b[0:], dst)
-	binary.LittleEndian.PutUint16(b[2:], src)
-	binary.LittleEndian.PutUint32(b[4:], tag)
-	writeRaw(t, e, b[:])
+	writeRaw(t, e, batch(dst, src, tag, 1))
 }
 
 func writeRaw(t *testing.T, e endpoint, b []byte) {
