@@ -110,12 +110,27 @@ func TestNodeCutOff(t *testing.T) {
 	a := newTNode(t, "a", nodeOpts{runs: [2]bool{true, false}, keepalive: 50 * time.Millisecond})
 	b := newTNode(t, "b", nodeOpts{runs: [2]bool{false, true}, holdRev: true, keepalive: 50 * time.Millisecond})
 	px := connectByProxy(t, a, b)
-	got := make(chan string, 1)
-	go func() {
-		code, body, _ := a.post("x")
-		got <- fmt.Sprint(code, " ", body)
-	}()
-	d := <-b.hold
+	// At load a 50 ms keepalive may take the link down (and the request
+	// with it, 502) before b holds the request: then try again.
+	var got chan string
+	var d desc.Desc
+	for try := 0; ; try++ {
+		got = make(chan string, 1)
+		go func() {
+			code, body, _ := a.post("x")
+			got <- fmt.Sprint(code, " ", body)
+		}()
+		select {
+		case d = <-b.hold:
+		case s := <-got:
+			if try == 20 {
+				t.Fatalf("b never held the request; last answer %q", s)
+			}
+			a.waitLinks(1)
+			continue
+		}
+		break
+	}
 	px.freeze()
 	select {
 	case s := <-got:
