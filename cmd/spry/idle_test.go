@@ -56,14 +56,32 @@ chains:
 	start := time.Now()
 	n.waitInstances("idle", "up", 0, 20*time.Second)
 	t.Logf("scaled to zero %v after the last request (scale.idle 2s)", time.Since(start).Round(time.Millisecond))
-	time.Sleep(2 * time.Second) // settled: no instance left to scale down
-	const window = 5 * time.Second
-	w0 := n.wakeups()
-	time.Sleep(window)
-	if w := n.wakeups() - w0; w > 25 {
-		t.Errorf("the idle daemon woke %d times in %v, want at most 25 (no periodic work while idle)", w, window)
-	} else {
+	// Settled: the watcher ticks every 100 ms until the app has been
+	// quiet for 1.5 s (its own ticks, slower under load), then sleeps.
+	// Waiting for that by the clock made the window below catch the last
+	// ticks at load (60 wakeups once): wait until half a second passes
+	// with at most 2, within 30 s (a daemon that never sleeps fails below).
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); {
+		w0 := n.wakeups()
+		time.Sleep(500 * time.Millisecond)
+		if n.wakeups()-w0 <= 2 {
+			break
+		}
+	}
+	// The bound: periodic work wakes it in every window; a one-off (a
+	// forced GC, a late log write) in one, so a second window decides.
+	const window, most = 5 * time.Second, 25
+	for try := 1; ; try++ {
+		w0 := n.wakeups()
+		time.Sleep(window)
+		w := n.wakeups() - w0
 		t.Logf("the idle daemon woke %d times in %v", w, window)
+		if w <= most {
+			break
+		}
+		if try == 2 {
+			t.Fatalf("the idle daemon woke %d times in %v, twice in a row more than %d (no periodic work while idle)", w, window, most)
+		}
 	}
 	// The next requests wake it: answered, and the function scales up
 	// from zero.
