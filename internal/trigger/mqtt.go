@@ -143,7 +143,7 @@ func (b *broker) enqueue(cl *mqtt.Client, u unacked) {
 	}
 	if a == nil || a.gone {
 		b.ackMu.Unlock()
-		b.settle(cl, u) // the broker is stopping: settle it here
+		b.settleAll(cl, []unacked{u}, new(bytes.Buffer)) // the broker is stopping: settle it here
 		return
 	}
 	a.q = append(a.q, u)
@@ -187,9 +187,11 @@ func (b *broker) acknowledge(cl *mqtt.Client, a *acker) {
 	}
 }
 
-// settleAll settles a run of cl's PUBLISHes in order, as settle does one,
-// with one write for the PUBACKs of the run (up to a refusal, which is
-// answered after what came before it).
+// settleAll settles a run of cl's PUBLISHes in order: it waits for each
+// one's activations to be durable and acknowledges it — one write for the
+// PUBACKs of the run, then the messages go to the broker's subscribers —
+// or, when one was refused, answers it as refuse does (after what came
+// before it was acknowledged).
 func (b *broker) settleAll(cl *mqtt.Client, run []unacked, acks *bytes.Buffer) {
 	from := 0 // run[from:i] are acknowledged in acks
 	for i := range run {
@@ -240,21 +242,6 @@ func (u *unacked) wait() error {
 		}
 	}
 	return err
-}
-
-// settle waits for PUBLISH u's activations to be durable and answers it:
-// PUBACK, then the message goes to the broker's subscribers; or, when one
-// was refused, as refuse does.
-func (b *broker) settle(cl *mqtt.Client, u unacked) {
-	err := u.wait()
-	if err == nil {
-		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: u.pk.PacketID, ReasonCode: packets.CodeSuccess.Code}
-		if cl.WritePacket(ack) == nil {
-			b.forward(u.pk)
-		}
-		return
-	}
-	b.refuse(cl, u.pk, err)
 }
 
 // refuse answers a PUBLISH one of whose activations was refused: a PUBACK
