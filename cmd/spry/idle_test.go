@@ -14,24 +14,79 @@ import (
 // voluntary and involuntary context switches, summed).
 func (n *spryNode) wakeups() int {
 	n.t.Helper()
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", n.cmd.Process.Pid))
-	if err != nil || len(tasks) == 0 {
-		n.t.Fatalf("the daemon's threads: %v", err)
+	w, ok := threadSwitches(n.cmd.Process.Pid)
+	if !ok {
+		n.t.Fatalf("the daemon's threads: none found")
 	}
-	sum := 0
+	return w
+}
+
+// treeWakeups is wakeups for the daemon and its instances (its children).
+func (n *spryNode) treeWakeups() int {
+	n.t.Helper()
+	sum := n.wakeups()
+	for _, pid := range children(n.cmd.Process.Pid) {
+		w, _ := threadSwitches(pid)
+		sum += w
+	}
+	return sum
+}
+
+// threadSwitches sums the context switches of pid's threads; ok is false
+// when it has none (gone).
+func threadSwitches(pid int) (sum int, ok bool) {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
 	for _, f := range tasks {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue // a thread that just ended
 		}
+		ok = true
 		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+			if k, v, found := strings.Cut(l, ":"); found && strings.HasSuffix(k, "ctxt_switches") {
 				x, _ := strconv.Atoi(strings.TrimSpace(v))
 				sum += x
 			}
 		}
 	}
-	return sum
+	return sum, ok
+}
+
+// children lists pid's child processes.
+func children(pid int) []int {
+	var out []int
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, x := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(x); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// sleepsQuietly checks that count (wake-ups so far) grows by at most bound
+// in a window. Nothing periodic may run in an idle system, but a loaded
+// machine can still wake it for reasons not its own (a forced GC every
+// two minutes, the scavenger returning memory after a burst): the window
+// is tried up to tries times, and one quiet window passes. A periodic
+// wake-up is in every window, and fails.
+func sleepsQuietly(t *testing.T, what string, count func() int, window time.Duration, bound, tries int) {
+	t.Helper()
+	var seen []int
+	for range tries {
+		w0 := count()
+		time.Sleep(window)
+		w := count() - w0
+		if w <= bound {
+			t.Logf("%s woke %d times in %v (windows before: %v)", what, w, window, seen)
+			return
+		}
+		seen = append(seen, w)
+	}
+	t.Errorf("%s woke %v times in %d windows of %v, want at most %d in one (no periodic work while idle)", what, seen, tries, window, bound)
 }
 
 // An idle node costs no CPU: once an app is quiet its watcher no longer
@@ -57,14 +112,7 @@ chains:
 	n.waitInstances("idle", "up", 0, 20*time.Second)
 	t.Logf("scaled to zero %v after the last request (scale.idle 2s)", time.Since(start).Round(time.Millisecond))
 	time.Sleep(2 * time.Second) // settled: no instance left to scale down
-	const window = 5 * time.Second
-	w0 := n.wakeups()
-	time.Sleep(window)
-	if w := n.wakeups() - w0; w > 25 {
-		t.Errorf("the idle daemon woke %d times in %v, want at most 25 (no periodic work while idle)", w, window)
-	} else {
-		t.Logf("the idle daemon woke %d times in %v", w, window)
-	}
+	sleepsQuietly(t, "the idle daemon", n.wakeups, 5*time.Second, 25, 3)
 	// The next requests wake it: answered, and the function scales up
 	// from zero.
 	if s, got, err := n.post(c, "/echo", "x"); err != nil || s != 200 || got != "x" {
