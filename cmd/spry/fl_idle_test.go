@@ -38,7 +38,7 @@ func TestFLIdleBetweenRounds(t *testing.T) {
 			break
 		}
 		// Busy ticks run out 1.5 s after the last request; then nothing.
-		time.Sleep(3 * time.Second)
+		settle(n.treeWakeups)
 		sleepsQuietly(t, "the FL node between rounds (daemon, top, leaves)", n.treeWakeups, 4*time.Second, 6, 3)
 	}
 }

@@ -392,7 +392,11 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 		ch.count(ErrTooLarge.Status, r.Began)
 		return x, ErrTooLarge
 	}
-	idx, reqID, ok := a.acquire()
+	deadline := r.Began + int64(ch.Timeout)
+	if r.Deadline != 0 && r.Deadline < deadline {
+		deadline = r.Deadline
+	}
+	idx, reqID, ok := a.acquire(deadline)
 	if !ok {
 		a.stats.Rejected.Add(1)
 		ch.count(ErrInflight.Status, r.Began)
@@ -427,10 +431,6 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 		a.release(idx, reqID)
 		ch.count(ErrMetaTooLarge.Status, r.Began)
 		return x, ErrMetaTooLarge
-	}
-	deadline := r.Began + int64(ch.Timeout)
-	if r.Deadline != 0 && r.Deadline < deadline {
-		deadline = r.Deadline
 	}
 	e := &a.pend[idx]
 	e.rep, e.tag, e.ch, e.began = r.Reply, r.Tag, ch, r.Began

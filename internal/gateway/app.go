@@ -43,8 +43,8 @@ type App struct {
 	// Close waits for them, so the pool is never unmapped under them.
 	bg      sync.WaitGroup
 	closing atomic.Bool
-	gate    atomic.Bool // Quiesce holds every entry: admissions wait a moment
-	held    []uint32    // the entries Quiesce holds (the daemon's sweep only)
+	gate    atomic.Pointer[chan struct{}] // while Quiesce holds every entry: closed when it gives them back
+	held    []uint32                      // the entries Quiesce holds (the daemon's sweep only)
 	jmu     sync.Mutex
 	jfree   []*joins // join tables of requests that ended, for reuse
 	// waker is called once, by the next admission, when the daemon armed
@@ -285,20 +285,25 @@ func (a *App) handle(batch []desc.Desc) {
 }
 
 // Quiesce runs fn while the app has no request in flight and admits none
-// (new requests wait up to 10 ms), and reports whether it could: then no
-// buffer of the app may legitimately be held by anyone. The daemon repairs
-// the pool's free list under it.
+// (new requests wait for its end, up to their deadline), and reports
+// whether it could: then no buffer of the app may legitimately be held by
+// anyone. The daemon repairs the pool's free list under it: fn must be
+// short, it holds the admissions of the app (and the event loop of each).
 func (a *App) Quiesce(fn func()) bool {
 	if a.Inflight() != 0 {
 		return false
 	}
-	a.gate.Store(true)
-	defer a.gate.Store(false)
+	// The gate is up before the first entry is taken: an admission that
+	// finds none free then finds the gate and waits for it.
+	gate := make(chan struct{})
+	a.gate.Store(&gate)
 	got := 0
 	defer func() {
 		for ; got > 0; got-- {
 			a.free <- a.held[got-1]
 		}
+		a.gate.Store(nil)
+		close(gate) // after the entries are back
 	}()
 	if a.held == nil {
 		a.held = make([]uint32, len(a.pend))
@@ -350,21 +355,15 @@ func (a *App) Close() {
 }
 
 // acquire takes a free entry for a new request, or reports false when the
-// app is at its in-flight bound. The entry is not completable until
-// publish.
-func (a *App) acquire() (idx uint32, reqID uint64, ok bool) {
+// app is at its in-flight bound. While the daemon holds every entry for a
+// repair (Quiesce) it waits for the repair to end, up to deadline (mono
+// ns): the app is idle then, not overloaded. The entry is not completable
+// until publish.
+func (a *App) acquire(deadline int64) (idx uint32, reqID uint64, ok bool) {
 	select {
 	case idx = <-a.free:
 	default:
-		if !a.gate.Load() {
-			return 0, 0, false
-		}
-		// The daemon holds the table for a repair (Quiesce): wait for it.
-		t := time.NewTimer(10 * time.Millisecond)
-		select {
-		case idx = <-a.free:
-			t.Stop()
-		case <-t.C:
+		if idx, ok = a.awaitGate(deadline); !ok {
 			return 0, 0, false
 		}
 	}
@@ -375,6 +374,33 @@ func (a *App) acquire() (idx uint32, reqID uint64, ok bool) {
 		}
 	}
 	return idx, seq<<idBits | uint64(idx), true
+}
+
+// awaitGate waits for a repair holding every entry (Quiesce) to give them
+// back, up to deadline, and takes one; false: no repair holds them (the
+// app is at its bound), the deadline came first, or others took them all.
+func (a *App) awaitGate(deadline int64) (uint32, bool) {
+	for {
+		g := a.gate.Load()
+		if g == nil {
+			return 0, false
+		}
+		t := time.NewTimer(time.Duration(deadline - mono.Now()))
+		select {
+		case idx := <-a.free:
+			t.Stop()
+			return idx, true
+		case <-*g:
+			t.Stop()
+		case <-t.C:
+			return 0, false
+		}
+		select {
+		case idx := <-a.free:
+			return idx, true
+		default: // taken by others, or the next repair holds them
+		}
+	}
 }
 
 // WakeOnAdmit arms f to be called once, from the next request's admission

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/spry-dev/spry/internal/desc"
+	"github.com/spry-dev/spry/internal/mono"
 	"github.com/spry-dev/spry/internal/pool"
 )
 
@@ -122,6 +123,49 @@ func TestQuiesce(t *testing.T) {
 	}
 	r.reply(r.take(t))
 	got = <-rep.c
+	got.Done()
+	r.waitFree(t, 8)
+}
+
+// A request that comes while the repair holds the table (Quiesce) waits for
+// the repair to end and is served: the app is idle then, not overloaded
+// (it was refused 429 after 10 ms, so at load a repair descheduled for a
+// moment refused requests). Its deadline still bounds the wait.
+func TestAdmitWaitsForQuiesce(t *testing.T) {
+	r := newRig(t, 8, 4, 5*time.Second, true)
+	admit := func(deadline int64) (*chanReplier, <-chan *Error) {
+		rep := &chanReplier{c: make(chan Reply, 1)}
+		req := Request{Method: []byte("POST"), Path: []byte("/c"), Length: -1, Body: &memBody{[]byte("x")}, Reply: rep, Deadline: deadline}
+		done := make(chan *Error, 1)
+		go func() { done <- r.g.Admit(&req) }()
+		return rep, done
+	}
+	var rep *chanReplier
+	var admitted, late <-chan *Error
+	if !r.app.Quiesce(func() {
+		// Both wait for the repair: one with time to spare, one whose
+		// deadline comes first.
+		rep, admitted = admit(0)
+		_, late = admit(mono.Now() + int64(20*time.Millisecond))
+		if err := <-late; err != ErrInflight {
+			t.Errorf("a request whose deadline passed during the repair: %v, want 429", err)
+		}
+		select {
+		case err := <-admitted:
+			t.Fatalf("admitted during the repair: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}) {
+		t.Fatal("Quiesce refused an idle app")
+	}
+	if err := <-admitted; err != nil {
+		t.Fatalf("the request that waited for the repair: %v", err)
+	}
+	r.reply(r.take(t))
+	got := <-rep.c
+	if got.Status() != 200 {
+		t.Errorf("answered %d", got.Status())
+	}
 	got.Done()
 	r.waitFree(t, 8)
 }

@@ -448,7 +448,6 @@ type appItem struct {
 	fd   int // a duplicate of the endpoint's socket, watched
 	slot int32
 	done chan error
-	hup  int64 // when the socket was seen shut down (mono ns; 0: not)
 	// batch is where replies are received (in the item: a local array
 	// handed to an interface's method would be allocated per call).
 	batch [transport.MaxBatch]desc.Desc
@@ -485,9 +484,9 @@ func (a *App) runLoop() (error, bool) {
 const appBatches = 4
 
 func (it *appItem) ready(l *loop, ev uint32) {
-	if ev&unix.EPOLLHUP != 0 && it.hup == 0 {
-		it.hup = l.now
-	}
+	// The endpoint's Close marks it closed before it shuts the socket
+	// down (transport.Poller): the readiness that shutdown raises finds
+	// ErrClosed here, so nothing needs a second look.
 	for range appBatches {
 		n, err := it.p.TryRecv(it.batch[:])
 		if err != nil {
@@ -501,16 +500,10 @@ func (it *appItem) ready(l *loop, ev uint32) {
 			return // edge-triggered: the next delivery tries again
 		}
 		if n == 0 {
-			if it.hup != 0 && l.now-it.hup < int64(100e6) {
-				// Shut down, but not closed yet: the endpoint's Close is
-				// under way (it shuts the socket down, then marks it
-				// closed). Look again next round.
-				l.again = append(l.again, it)
-			}
 			return
 		}
 		it.a.handle(it.batch[:n])
-		if n < len(it.batch) && it.hup == 0 {
+		if n < len(it.batch) {
 			// A short read took all that was queued: the next
 			// delivery raises a new edge (a read now would only see
 			// EAGAIN: 40% of the loop's receives at 8 connections).

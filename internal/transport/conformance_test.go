@@ -199,6 +199,7 @@ func TestConformance(t *testing.T) {
 			t.Run("Gone", func(t *testing.T) { testGone(t, mk) })
 			t.Run("Full", func(t *testing.T) { testFull(t, mk) })
 			t.Run("CloseWakesRecv", func(t *testing.T) { testCloseWakes(t, mk) })
+			t.Run("CloseWakesPoller", func(t *testing.T) { testCloseWakesPoller(t, mk) })
 			t.Run("ZeroAllocs", func(t *testing.T) { testZeroAllocs(t, mk) })
 			t.Run("CrossProcess", func(t *testing.T) { testCrossProcess(t, mk) })
 		})

@@ -137,6 +137,20 @@ func (f *freeList) take(ok func(uint32) bool) (uint32, bool) {
 
 func (f *freeList) put(i uint32) { f.q = append(f.q, i) }
 
+// disown clears the owner of every entry of t on the list. None is given
+// out, so an owner there was written by a process of the app; left, it
+// would stand in for that endpoint for good: a sender that looks the id up
+// (a new process, or one whose cached entry changed hands) scans the
+// table in order and may find it first, then sends into a ring nobody
+// reads, or reserves room nobody gives back.
+func (f *freeList) disown(t *table) {
+	for _, i := range f.q {
+		w := t.word(i)
+		for v := w.Load(); ownerOf(v) != 0 && !w.CompareAndSwap(v, v&lowMask); v = w.Load() {
+		}
+	}
+}
+
 // removeAll removes every endpoint of a fabric: ends is its map of
 // endpoints by id, read under mu, and remove its Remove. It returns the
 // errors joined.

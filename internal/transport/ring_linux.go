@@ -187,12 +187,14 @@ func (f *ringFabric) Remove(id uint16) error {
 	return nil
 }
 
-// Repair gives every ring back to its endpoint (see Repairer). A ring
-// whose positions are then garbage is rebuilt by its receiver (the
-// gateway's) or makes its instance stop (see unstick).
+// Repair gives every ring back to its endpoint, and takes every ring no
+// endpoint has from whoever it names (see Repairer). A ring whose
+// positions are then garbage is rebuilt by its receiver (the gateway's) or
+// makes its instance stop (see unstick).
 func (f *ringFabric) Repair() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.free.disown(f.v.tab)
 	for id, i := range f.ends {
 		h := f.v.hdr(i)
 		if t := h.tail.Load(); ownerOf(t) != id {

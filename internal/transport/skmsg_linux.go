@@ -143,11 +143,12 @@ func (f *skmsgFabric) Remove(id uint16) error {
 	return nil
 }
 
-// Repair gives every entry back to its endpoint, with no reservation (see
-// Repairer).
+// Repair gives every entry back to its endpoint, with no reservation, and
+// takes every entry no endpoint has from whoever it names (see Repairer).
 func (f *skmsgFabric) Repair() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.free.disown(f.tab)
 	for id, e := range f.ends {
 		w := f.tab.word(e.ep)
 		if v := w.Load(); ownerOf(v) != id || v&lowMask > Depth {

@@ -36,17 +36,31 @@ func (s *sockFD) release() {
 	}
 }
 
-// close wakes blocked receivers (shutdown makes a blocked recvmmsg return
-// an empty message) and closes the fd once the last user is gone.
+// close marks the socket closed, then shuts it down, which wakes blocked
+// receivers (a blocked recvmmsg returns an empty message) and makes the
+// socket readable to whoever watches it; the fd closes once the last user
+// is gone. The order is the Poller contract: the shutdown comes after the
+// mark, so a receive woken by it always sees ErrClosed. (Shut down first,
+// a watcher woken in between read an empty socket that was not closed
+// yet, and with edge-triggered readiness never heard of it again.)
 func (s *sockFD) close() {
-	if s.refs.Load()&closedBit != 0 {
-		return
+	for {
+		r := s.refs.Load()
+		if r&closedBit != 0 {
+			return
+		}
+		// Marked and held in one step: the fd stays open for the
+		// shutdown even if no call uses it.
+		if s.refs.CompareAndSwap(r, r+closedBit+1) {
+			break
+		}
 	}
-	unix.Shutdown(s.fd, unix.SHUT_RDWR)
-	if s.refs.Add(closedBit) == closedBit {
-		s.once.Do(func() { unix.Close(s.fd) })
-	}
+	shutdown(s.fd, unix.SHUT_RDWR)
+	s.release()
 }
+
+// shutdown is unix.Shutdown (a test checks what close has done by then).
+var shutdown = unix.Shutdown
 
 func (s *sockFD) closed() bool { return s.refs.Load()&closedBit != 0 }
 

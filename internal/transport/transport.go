@@ -135,7 +135,9 @@ type Conn interface {
 type Poller interface {
 	// FD returns the socket the descriptors arrive on. The caller may
 	// duplicate it to watch it, never close it; Close makes it readable
-	// (end of file), and TryRecv then returns ErrClosed.
+	// (end of file) only after marking the endpoint closed, so a TryRecv
+	// after that readiness returns ErrClosed: a watcher needs no second
+	// look.
 	FD() int
 	// TryRecv fills ds with the descriptors queued now, up to len(ds)
 	// (at most MaxBatch), without blocking: 0 and nil when none are. A

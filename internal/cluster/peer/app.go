@@ -287,27 +287,13 @@ func (a *App) runPolled(pl transport.Poller) (error, bool) {
 	pr := &polled{pl: pl}
 	pr.fn = pr.recv
 	pause := time.Millisecond
-	// The endpoint's Close wakes the poller by shutting the socket down;
-	// a wake-up that comes between a receive that found nothing and the
-	// close itself is taken by that receive, so the wait also ends now
-	// and then (closeCheck) to look again.
-	f.SetReadDeadline(time.Now().Add(closeCheck))
+	// The endpoint's Close marks it closed before it shuts the socket
+	// down (transport.Poller): the wake-up that shutdown raises finds
+	// ErrClosed, whenever it comes.
 	waited := false
 	for {
 		pr.n, pr.err = 0, nil
 		if err := rc.Read(pr.fn); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				waited = true
-				f.SetReadDeadline(time.Now().Add(closeCheck))
-				pr.recv(0) // closed meanwhile?
-				if errors.Is(pr.err, transport.ErrClosed) {
-					return nil, true
-				}
-				if pr.n > 0 {
-					a.handle(pr.batch[:pr.n])
-				}
-				continue
-			}
 			if !waited && pr.n == 0 && pr.err == nil {
 				// Not pollable (the wait failed): back to blocking reads.
 				unix.SetNonblock(fd, false)
@@ -328,10 +314,6 @@ func (a *App) runPolled(pl transport.Poller) (error, bool) {
 		a.handle(pr.batch[:pr.n])
 	}
 }
-
-// closeCheck is how often a polled endpoint that receives nothing looks
-// whether it was closed.
-const closeCheck = 100 * time.Millisecond
 
 // polled is runPolled's receive state (its read function is made once).
 type polled struct {
