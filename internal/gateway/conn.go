@@ -92,6 +92,7 @@ type conn struct {
 	lingerAfter       bool  // linger once the response is out
 	idleDue           bool  // due is the keep-alive deadline
 	lingered          int   // bytes drained while lingering
+	lingerEnd         int64 // when lingering ends whatever comes (mono ns)
 	due               int64 // the deadline of what the connection waits for (mono ns; 0: none)
 }
 
@@ -342,8 +343,13 @@ func (c *conn) lingerClose() {
 			return
 		}
 	}
-	c.nc.SetReadDeadline(time.Now().Add(lingerTime))
+	end := time.Now().Add(lingerTime)
 	for n := 0; n < lingerBytes; {
+		due := time.Now().Add(lingerIdle)
+		if due.After(end) {
+			due = end
+		}
+		c.nc.SetReadDeadline(due)
 		k, err := c.nc.Read(c.rbuf)
 		n += k
 		if err != nil {
@@ -352,10 +358,14 @@ func (c *conn) lingerClose() {
 	}
 }
 
-// lingerTime and lingerBytes bound how long and how much lingerClose
-// drains.
+// How long and how much lingerClose drains: as long as the client keeps
+// sending (a pause of lingerIdle ends it), at most lingerTime and
+// lingerBytes in all. (A bound on the whole drain alone reset slow
+// uploaders before they could read their answer: a client sending its
+// 1 MiB body at under 1 MiB/s saw "broken pipe", not the 413.)
 const (
-	lingerTime  = time.Second
+	lingerIdle  = time.Second
+	lingerTime  = 10 * time.Second
 	lingerBytes = 4 << 20
 )
 

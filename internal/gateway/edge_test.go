@@ -55,3 +55,35 @@ func TestRefusedWhileSending(t *testing.T) {
 	}
 	r.waitFree(t, 8)
 }
+
+// A client that sends its refused body slowly (1 MiB over ~1.3 s, a pause
+// well under a second between parts) still reads its answer: the gateway
+// drains while the client keeps sending. (The drain had one bound for all
+// of it, 1 s: such a client got "broken pipe" or a reset, not the 413.)
+func TestRefusedSlowSender(t *testing.T) {
+	r := newRig(t, 8, 4, 5*time.Second, false)
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(8<<20)+"\r\n\r\n")
+	chunk := []byte(strings.Repeat("z", 64<<10))
+	began := time.Now()
+	for k := 0; k < 16 || time.Since(began) < 1200*time.Millisecond; k++ {
+		time.Sleep(80 * time.Millisecond)
+		if _, err := c.Write(chunk); err != nil {
+			t.Fatalf("writing the body (part %d, %v in): %v", k, time.Since(began).Round(time.Millisecond), err)
+		}
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	io.ReadAll(resp.Body)
+	if resp.StatusCode != 413 {
+		t.Fatalf("%d, want 413", resp.StatusCode)
+	}
+	r.waitFree(t, 8)
+}

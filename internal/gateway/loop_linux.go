@@ -625,8 +625,11 @@ func (c *conn) step(l *loop) {
 				c.armIdle(l)
 			}
 		case phLinger:
+			before := c.lingered
 			if !c.drain() {
 				c.close(l)
+			} else if c.lingered != before {
+				c.setDue(l, min(l.now+int64(lingerIdle), c.lingerEnd))
 			}
 			return
 		case phHead:
@@ -871,7 +874,8 @@ func (c *conn) handOver(r Reply) {
 }
 
 // startLinger half-closes c after its answer and drains what the client
-// still sends, for a bounded time and amount, before it closes.
+// still sends, while it keeps sending, within bounds (see lingerClose),
+// before it closes.
 func (c *conn) startLinger(l *loop) {
 	if unix.Shutdown(c.fd, unix.SHUT_WR) != nil {
 		c.close(l)
@@ -880,7 +884,8 @@ func (c *conn) startLinger(l *loop) {
 	c.ph = phLinger
 	c.lingered = 0
 	c.canRead = true
-	c.setDue(l, l.now+int64(lingerTime))
+	c.lingerEnd = l.now + int64(lingerTime)
+	c.setDue(l, l.now+int64(lingerIdle))
 	if !c.drain() {
 		c.close(l)
 	}

@@ -24,6 +24,7 @@ func TestWithoutEventLoops(t *testing.T) {
 		"echo": TestEcho, "expect": TestExpectContinue, "pool exhausted": TestPoolExhausted,
 		"inflight": TestInflightBound, "late reply": TestTimeoutThenLateReply,
 		"zero allocs": TestRequestZeroAllocs, "refused while sending": TestRefusedWhileSending,
+		"refused slow sender": TestRefusedSlowSender,
 	} {
 		t.Run(name, test)
 	}
