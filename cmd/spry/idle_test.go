@@ -1,70 +1,32 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/spry-dev/spry/internal/bench/proc"
 )
 
 // wakeups counts the times the daemon's threads were switched to (their
 // voluntary and involuntary context switches, summed).
 func (n *spryNode) wakeups() int {
 	n.t.Helper()
-	w, ok := threadSwitches(n.cmd.Process.Pid)
-	if !ok {
-		n.t.Fatalf("the daemon's threads: none found")
+	u, err := proc.Read(n.cmd.Process.Pid)
+	if err != nil || u.Threads == 0 {
+		n.t.Fatalf("the daemon's threads: %v", err)
 	}
-	return w
+	return int(u.VolCS + u.InvolCS)
 }
 
-// treeWakeups is wakeups for the daemon and its instances (its children).
+// treeWakeups is wakeups for the daemon and its instances.
 func (n *spryNode) treeWakeups() int {
-	n.t.Helper()
-	sum := n.wakeups()
-	for _, pid := range children(n.cmd.Process.Pid) {
-		w, _ := threadSwitches(pid)
-		sum += w
+	sum := 0
+	for _, pid := range proc.Descendants(n.cmd.Process.Pid) {
+		if u, err := proc.Read(pid); err == nil {
+			sum += int(u.VolCS + u.InvolCS)
+		}
 	}
 	return sum
-}
-
-// threadSwitches sums the context switches of pid's threads; ok is false
-// when it has none (gone).
-func threadSwitches(pid int) (sum int, ok bool) {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
-	for _, f := range tasks {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // a thread that just ended
-		}
-		ok = true
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, found := strings.Cut(l, ":"); found && strings.HasSuffix(k, "ctxt_switches") {
-				x, _ := strconv.Atoi(strings.TrimSpace(v))
-				sum += x
-			}
-		}
-	}
-	return sum, ok
-}
-
-// children lists pid's child processes.
-func children(pid int) []int {
-	var out []int
-	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, f := range files {
-		b, _ := os.ReadFile(f)
-		for _, x := range strings.Fields(string(b)) {
-			if c, err := strconv.Atoi(x); err == nil {
-				out = append(out, c)
-			}
-		}
-	}
-	return out
 }
 
 // settle waits until half a second passes with at most 2 wake-ups (count),
