@@ -146,7 +146,10 @@ func waitListening(addr string, timeout time.Duration, children ...*child) error
 		}
 		for _, ch := range children {
 			if ch.exited() {
-				return fmt.Errorf("%s exited: %v (see %s)", ch.name, ch.err, ch.log.Name())
+				// The log's end in the error: a test's directory is gone
+				// by the time anyone reads the error.
+				log, _ := os.ReadFile(ch.log.Name())
+				return fmt.Errorf("%s exited: %v (see %s): %s", ch.name, ch.err, ch.log.Name(), tail(log, 2000))
 			}
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -8,6 +8,7 @@
 package builtin
 
 import (
+	"context"
 	_ "embed"
 	"fmt"
 	"slices"
@@ -103,6 +104,7 @@ func init() {
 	Register("wrap", "wraps the text in a JSON object with the hop count and per-hop timings", Wrap)
 	Register("sleep", "sleeps for ?ms=N milliseconds (default 100), then passes its input on", Sleep)
 	Register("fail", "fails with ?status=N (default 500) and the input as the message", Fail)
+	Register("call", "calls the function ?fn=NAME of its app with its input (req.Call) and passes the answer on", Call)
 	Register("concat", "a join: its inputs' payloads one after the other (fails as the first input that failed or did not arrive); elsewhere passes its input on", Concat)
 }
 
@@ -314,4 +316,21 @@ func Concat(req *sdk.Request, res *sdk.Response) error {
 	}
 	res.SetContentType(req.Input(0).ContentType())
 	return nil
+}
+
+// Call calls the function ?fn=NAME of its app with its input (req.Call)
+// and passes the answer on, with its content type: calls, tried from
+// spry.yaml (on one node, or across nodes when the callee runs elsewhere).
+// A failed call fails the step with the callee's status and message.
+func Call(req *sdk.Request, res *sdk.Response) error {
+	fn := queryValue(req.Query(), "fn")
+	if fn == "" {
+		return sdk.Errorf(400, "call: ?fn=NAME names the function to call")
+	}
+	out, err := req.Call(context.Background(), fn, req.Payload())
+	if err != nil {
+		return err
+	}
+	_, err = res.Write(out)
+	return err
 }

@@ -109,6 +109,7 @@ type graph struct {
 }
 
 func (cs *chainSpec) validateGraph(a *App, c *Chain, fnNames []string, p string, ps *problems) {
+	entryFirst(cs.graph.v)
 	specs := cs.graph.v
 	if len(specs) == 0 || len(specs) > pool.MaxNodes {
 		ps.add(cs.graph.line, p, "want 1..%d steps, got %d", pool.MaxNodes, len(specs))
@@ -236,6 +237,44 @@ func (cs *chainSpec) validateGraph(a *App, c *Chain, fnNames []string, p string,
 	}
 	if !g.acyclic() || !g.reachable() || !g.fanOuts() {
 		c.Graph, c.Steps = nil, nil
+	}
+}
+
+// entryFirst moves the entry to the front of specs when another step is
+// listed first: the one step nothing leads to. The first step listed is
+// where requests enter, but a mapping that went through JSON keeps no
+// order — a SpryApp's spec is stored by the API server with its keys
+// sorted — and in a graph that can run, the first step is the only one
+// nothing leads to, so the order does not matter. When the first step
+// listed has nothing leading to it, or no step or several have nothing,
+// specs stay as they are (the checks below say what is wrong).
+func entryFirst(specs []*stepSpec) {
+	if len(specs) < 2 {
+		return
+	}
+	led := map[string]bool{}
+	for _, st := range specs {
+		e, _ := st.edges()
+		for _, it := range e.v {
+			led[it.v] = true
+		}
+	}
+	if !led[specs[0].name] {
+		return
+	}
+	entry := -1
+	for i, st := range specs {
+		if !led[st.name] {
+			if entry >= 0 {
+				return
+			}
+			entry = i
+		}
+	}
+	if entry > 0 {
+		st := specs[entry]
+		copy(specs[1:entry+1], specs[:entry])
+		specs[0] = st
 	}
 }
 

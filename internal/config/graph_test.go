@@ -85,6 +85,30 @@ func TestGraph(t *testing.T) {
 	}
 }
 
+// A graph's steps in another order (a SpryApp's spec, whose keys the API
+// server sorts) enter at the step nothing leads to, as listed first.
+func TestGraphAnyOrder(t *testing.T) {
+	t.Parallel()
+	a, err := parseGraph(t, `
+			b: j
+			c: j
+			j: {join: all}
+			s: {function: a, next: [b, c]}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := a.Chains[0].Graph
+	if g[0].Name != "s" || g[0].JoinAt < 0 || g[g[0].JoinAt].Name != "j" || g[1].Name != "b" {
+		t.Fatalf("graph %+v: want s first, then the others in their order", g)
+	}
+	// Two steps nothing leads to: the order stays, and the one not listed
+	// first is unreachable.
+	if _, err := parseGraph(t, "b: j\nj:\na: j\n"); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("two entries: %v", err)
+	}
+}
+
 // Every graph that cannot run is refused with its line and path.
 func TestGraphBad(t *testing.T) {
 	t.Parallel()

@@ -118,8 +118,20 @@ type Request struct {
 	Local bool
 	// Continue, when set, writes the buffer header of a chain continued
 	// from another node (its metadata and the earlier hops' times, as that
-	// node held them) in place of Method, Path, Query and Headers.
+	// node held them, and the join frames of the fan-outs it is a branch
+	// of there) in place of Method, Path, Query and Headers. A request
+	// that is a branch of another node's fan-out is answered when the
+	// branch ends (its output, which that node's join takes), not when
+	// the chain does.
 	Continue Continuation
+	// Call, when set, makes the request a call (req.Call) of function
+	// Call.Callee, Call.Depth calls deep, from another node: the callee's
+	// answer is the reply (Hop must be pool.CallNode).
+	Call *pool.CallFrame
+	// Inputs, when set, makes the request a join's, continued from
+	// another node (Hop is the join): its inputs are read after the body
+	// (which is the join's own, empty, payload).
+	Inputs Inputs
 	// Reply receives the answer; Tag comes back with it (for example, a
 	// stream id, so one Replier can serve many requests at once).
 	Reply Replier
@@ -144,6 +156,15 @@ type Continuation interface {
 	// times into h, a fresh buffer's header, and reports false when they
 	// do not fit (431).
 	WriteHeader(h *pool.BufHeader) bool
+}
+
+// Inputs are the inputs of a join continued from another node.
+type Inputs interface {
+	// ReadInputs writes the join's inputs into buffers of p it allocates
+	// for holder, listed in in (by the fan-out's successor; Ref{} where
+	// none arrived), and returns the join's counts. On an error it frees
+	// what it allocated.
+	ReadInputs(p *pool.Pool, holder uint16, in []pool.Ref) (pool.JoinInfo, *Error)
 }
 
 // Errors of the admission path, with the statuses they answer with.
@@ -216,18 +237,20 @@ func (r *Request) AppendMessage(dst []byte, e *Error) []byte {
 // returns it, Body is the pool buffer to fill, and exactly one of Send and
 // Cancel ends it.
 type Admission struct {
-	a        *App
-	ch       *Chain
-	idx      uint32
-	reqID    uint64
-	buf      uint32
-	fn       uint16
-	hop      uint8
-	except   uint16 // an endpoint the first step must not go to (Request.Local)
-	deadline int64
-	fill     pool.Filler // the body, when written with Room and Wrote
-	filling  bool
-	later    *sendQueue // Request.later
+	a         *App
+	ch        *Chain
+	idx       uint32
+	reqID     uint64
+	buf       uint32
+	fn        uint16
+	hop       uint8
+	except    uint16 // an endpoint the first step must not go to (Request.Local)
+	deadline  int64
+	fill      pool.Filler // the body, when written with Room and Wrote
+	filling   bool
+	later     *sendQueue // Request.later
+	call      bool       // Request.Call: a call of fn
+	callDepth uint8
 }
 
 // Body returns the pool buffer the request's body goes into: one buffer,
@@ -288,6 +311,17 @@ func (g *Gateway) Admit(r *Request) *Error {
 			x.ch.count(err.Status, r.Began)
 			return err
 		}
+	}
+	if r.Inputs != nil {
+		var in [pool.MaxNext]pool.Ref
+		info, err := r.Inputs.ReadInputs(x.a.pool, x.a.id, in[:])
+		if err != nil {
+			x.Cancel()
+			x.ch.count(err.Status, r.Began)
+			return err
+		}
+		info.Width = min(info.Width, pool.MaxNext)
+		x.a.pool.SetInputs(x.buf, x.a.id, in[:info.Width], info)
 	}
 	x.Send(n, r.ContentType)
 	return nil
@@ -381,7 +415,12 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 	a := ch.App
 	p := a.pool
 	fn := ch.First
-	if r.Hop > 0 {
+	if r.Call != nil {
+		if fn = r.Call.Callee; r.Hop != pool.CallNode || uint32(fn) >= p.Layout().Functions {
+			ch.count(errBadHop.Status, r.Began)
+			return x, errBadHop
+		}
+	} else if r.Hop > 0 {
 		var ok bool
 		if fn, ok = p.Step(ch.Index, int(r.Hop)); !ok {
 			ch.count(errBadHop.Status, r.Began)
@@ -435,7 +474,11 @@ func (g *Gateway) begin(r *Request, split bool) (x Admission, err *Error) {
 	e := &a.pend[idx]
 	e.rep, e.tag, e.ch, e.began = r.Reply, r.Tag, ch, r.Began
 	e.queued.Store(false)
+	e.foreign.Store(uint32(h.Depth())) // 0 unless Continue wrote frames
 	x = Admission{a: a, ch: ch, idx: idx, reqID: reqID, buf: buf, fn: fn, hop: r.Hop, deadline: deadline, later: r.later}
+	if r.Call != nil {
+		x.call, x.callDepth = true, r.Call.Depth
+	}
 	if r.Local {
 		x.except = uint16(a.remote.Load())
 	}
@@ -529,8 +572,15 @@ func (x *Admission) Send(n int, ctype []byte) {
 	h.SetChain(x.ch.Index)
 	h.SetTimes(e.began, x.deadline)
 	a.stats.Requests.Add(1)
-	a.publish(x.idx, x.reqID, x.deadline)
 	d := desc.Desc{Buf: x.buf, Chain: x.ch.Index, Hop: x.hop}
+	if x.call {
+		// The callee's answer returns here (graph.Return to the
+		// gateway), and is the request's reply.
+		h.SetCall(pool.CallFrame{Caller: a.id, Callee: x.fn, Depth: x.callDepth})
+		h.SetPlace(pool.CallNode, pool.PhaseQueued)
+		d.Flags = desc.FlagCall
+	}
+	a.publish(x.idx, x.reqID, x.deadline)
 	if q := x.later; q != nil {
 		q.s = append(q.s, queuedSend{a: a, d: d, fn: x.fn, idx: x.idx, reqID: x.reqID, except: x.except})
 		return

@@ -87,7 +87,11 @@ type pending struct {
 	idx      uint32       // the entry's index
 	jmu      sync.Mutex   // guards joins
 	joins    *joins       // the request's joins collecting their inputs (graph.go)
-	_        [40]byte     // entries in use by different threads share no cache line
+	// foreign is the number of join frames the request came with from
+	// another node (Request.Continue): it is a branch of that node's
+	// fan-out, and answered when the branch ends (App.join).
+	foreign atomic.Uint32
+	_       [36]byte // entries in use by different threads share no cache line
 }
 
 // AppStats are an app's gateway counters.
@@ -672,6 +676,10 @@ func (a *App) Deliver(buf uint32) {
 // deadline passes first is answered 504 by its timer.
 func (a *App) Redispatch(buf uint32, fn uint16, hop uint8) {
 	if !a.pool.Move(buf, pool.OwnerDaemon, a.id) {
+		return
+	}
+	if hop == pool.CallNode {
+		a.send(desc.Desc{Buf: buf, Chain: a.pool.Header(buf).Chain(), Hop: pool.CallNode, Flags: desc.FlagCall}, fn)
 		return
 	}
 	a.dispatch(buf, hop)

@@ -77,6 +77,10 @@ func (a *App) putJoins(js *joins) {
 func (a *App) join(buf uint32, node uint8) {
 	p := a.pool
 	h := p.Header(buf)
+	if a.branchEnds(h) {
+		a.complete(buf)
+		return
+	}
 	top, inBranch := h.TopFrame()
 	v, ok := p.NodeAt(h.Chain(), int(node))
 	if !inBranch || !ok || !v.IsJoin() || top.Join != node || top.Width == 0 || top.Width > pool.MaxNext ||
@@ -136,6 +140,19 @@ func (a *App) join(buf uint32, node uint8) {
 	if fire {
 		a.ran(&f)
 	}
+}
+
+// branchEnds reports whether h, headed for a join, is the end of a
+// branch of another node's fan-out (the request came with that many
+// frames, Request.Continue): then it is the request's answer, which goes
+// back to that node's join.
+func (a *App) branchEnds(h *pool.BufHeader) bool {
+	idx := h.ReqID() & idMask
+	if idx >= uint64(len(a.pend)) {
+		return false
+	}
+	f := a.pend[idx].foreign.Load()
+	return f > 0 && uint32(h.Depth()) <= f
 }
 
 // firing is a join that runs: its buffer, or, when the pool had none, its
@@ -339,6 +356,10 @@ func (a *App) route(buf uint32) {
 // returnTo sends a call's answer, which the gateway holds, to its caller;
 // an answer whose caller is gone is freed.
 func (a *App) returnTo(buf uint32, caller uint16) {
+	if caller == a.id {
+		a.complete(buf) // a call another node made (Request.Call): the answer is the reply
+		return
+	}
 	d := desc.Desc{Dst: caller, Buf: buf, Chain: a.pool.Header(buf).Chain(), Hop: pool.CallNode, Flags: desc.FlagReturn}
 	for wait := 20 * time.Microsecond; wait < time.Second; wait *= 2 {
 		err := transport.Pass(a.pool, a.conn, d)

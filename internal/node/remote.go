@@ -260,8 +260,7 @@ func (f *function) remoteState() *RemoteStatus {
 	}
 	st := a.pool.Stats(f.remote.slot)
 	return &RemoteStatus{Active: a.pool.SlotState(f.remote.slot) == pool.SlotReady,
-		Nodes: p.RemoteNodes(int(f.cfg.Index)), Inflight: int(st.InFlight.Load()), Sent: st.Arrivals.Load(),
-		LocalOnly: p.LocalOnly(int(f.cfg.Index))}
+		Nodes: p.RemoteNodes(int(f.cfg.Index)), Inflight: int(st.InFlight.Load()), Sent: st.Arrivals.Load()}
 }
 
 // RemoteStatus is a function's instances on other nodes, as this node
@@ -273,8 +272,4 @@ type RemoteStatus struct {
 	Nodes    []peer.RemoteNode `json:"nodes,omitempty"`
 	Inflight int               `json:"inflight"`
 	Sent     uint64            `json:"sent"` // requests sent to other nodes
-	// LocalOnly counts the function's fan-out branches, joins and calls
-	// answered 503 because only other nodes run it: they do not cross
-	// nodes (see docs/cluster.md).
-	LocalOnly uint64 `json:"localOnly"`
 }

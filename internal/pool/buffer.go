@@ -279,6 +279,10 @@ func (b *BufHeader) TopFrame() (Frame, bool) {
 	return b.frames[d-1], true
 }
 
+// Frames returns the join frames of the fan-outs the buffer is a branch
+// of, outermost first (a view of the header).
+func (b *BufHeader) Frames() []Frame { return b.frames[:b.Depth()] }
+
 // PushFrame makes the buffer a branch of one more fan-out. It reports
 // false when MaxDepth fan-outs nest already.
 func (b *BufHeader) PushFrame(f Frame) bool {

@@ -54,6 +54,8 @@ type lab struct {
 	kubeconfig string
 	nodes      []*labNode
 	client     *http.Client
+	path       string              // what post and load post to (default /buy)
+	want       func(string) string // the right answer to a body (default reversedUpper)
 }
 
 // startLabAgent runs `spry up --cluster` inside node i's namespace.
@@ -74,7 +76,7 @@ func (l *lab) start(i int) *labNode {
 
 // post sends one request to node i's gateway from the lab's switch.
 func (l *lab) post(ctx context.Context, i int, body string) (int, string) {
-	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+l.nodes[i].addr+":8080/buy", strings.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+l.nodes[i].addr+":8080"+l.path, strings.NewReader(body))
 	resp, err := l.client.Do(req)
 	if err != nil {
 		return 0, err.Error()
@@ -179,7 +181,7 @@ func (l *lab) load(ctx context.Context, clients int, nodes []int) *load {
 				ld.counts.Add(1)
 				ld.mu.Lock()
 				ld.codes[code]++
-				if code == 200 && body != reversedUpper(s) || code != 200 && code != 502 && code != 503 && code != 504 {
+				if code == 200 && body != l.want(s) || code != 200 && code != 502 && code != 503 && code != 504 {
 					if len(ld.bad) < 5 {
 						ld.bad = append(ld.bad, fmt.Sprintf("%q -> %d %q", s, code, body))
 					}
@@ -214,7 +216,10 @@ func reversedUpper(s string) string {
 // third node, traffic recovers. The controller killed and restarted:
 // nothing moves, nothing fails. The killed node comes back and is used
 // when the app grows.
-func TestClusterAcrossNodes(t *testing.T) {
+// newLab makes the lab: three network namespaces on a switch, each
+// reaching the API server at its own address, a client that posts from the
+// switch, and a way to run the controller. ctx bounds the test.
+func newLab(t *testing.T) (*lab, context.Context, func() func()) {
 	h := newHarness(t)
 	nl := newNetLab(t, 3)
 	user, err := testEnv.AddUser(envtest.User{Name: "lab-agent", Groups: []string{"system:masters"}}, nil)
@@ -225,7 +230,7 @@ func TestClusterAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &lab{t: t, h: h, net: nl, kubeconfig: filepath.Join(t.TempDir(), "kubeconfig")}
+	l := &lab{t: t, h: h, net: nl, kubeconfig: filepath.Join(t.TempDir(), "kubeconfig"), path: "/buy", want: reversedUpper}
 	if err := os.WriteFile(l.kubeconfig, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -245,8 +250,7 @@ func TestClusterAcrossNodes(t *testing.T) {
 			return dialIn(ctx, nl.sw, addr)
 		},
 	}}
-	defer l.client.CloseIdleConnections()
-
+	t.Cleanup(l.client.CloseIdleConnections)
 	runController := func() func() {
 		ctl, err := NewController(testClient, ControllerConfig{Namespace: h.ns, Period: 300 * time.Millisecond})
 		if err != nil {
@@ -257,14 +261,19 @@ func TestClusterAcrossNodes(t *testing.T) {
 		go func() { defer close(done); _ = ctl.Run(ctx, nil, nil) }()
 		return func() { cancel(); <-done }
 	}
-	stopCtl := runController()
-	defer func() { stopCtl() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second)
+	t.Cleanup(cancel)
+	return l, ctx, runController
+}
+
+// startAll starts the three agents and waits until they registered and
+// beat.
+func (l *lab) startAll(ctx context.Context) {
+	t, h := l.t, l.h
 	for i := range l.nodes {
 		l.start(i)
 		h.nodes = append(h.nodes, l.nodes[i].name)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second)
-	defer cancel()
 	h.ctx = ctx
 	waitFor(t, 60*time.Second, func() bool {
 		for _, n := range l.nodes {
@@ -275,6 +284,14 @@ func TestClusterAcrossNodes(t *testing.T) {
 		}
 		return true
 	}, "three agents register and beat")
+}
+
+func TestClusterAcrossNodes(t *testing.T) {
+	l, ctx, runController := newLab(t)
+	h := l.h
+	stopCtl := runController()
+	defer func() { stopCtl() }()
+	l.startAll(ctx)
 
 	kcl, err := kube.FromKubeconfig(l.kubeconfig)
 	if err != nil {
@@ -386,6 +403,148 @@ func TestClusterAcrossNodes(t *testing.T) {
 		if code, body := l.post(ctx, i, "back"); code != 200 || body != "KCAB" {
 			t.Fatalf("node %s: %d %q", l.nodes[i].name, code, body)
 		}
+		waitFor(t, 10*time.Second, func() bool { return l.idle(ctx, i) == "" }, "node "+l.nodes[i].name+" holds nothing: "+l.idle(ctx, i))
+	}
+}
+
+// Each node fits one instance (250m of 300m), so up, rev and mix run on
+// three nodes. The fan-out (step split, function up) is on up's node: its
+// branch r goes to rev's node, and the join, whose state is on up's node,
+// goes to mix's with its inputs. A request that arrives at rev's or mix's
+// node crosses to up's as a step of the line first. split is not the
+// first step by name: the API server sorts the spec's keys.
+const fanApp = `
+app: fan
+functions:
+  up:  {builtin: upper}
+  rev: {builtin: reverse}
+  mix: {builtin: concat}
+chains:
+  fan:
+    route: /fan
+    timeout: 5s
+    steps:
+      split: {function: up, next: [u, r]}
+      u: {function: up, next: m}
+      r: {function: rev, next: m}
+      m: {function: mix, join: all}
+`
+
+// caller and callee fit one per node: on different nodes.
+const callApp = `
+app: calls
+functions:
+  caller: {builtin: call}
+  callee: {builtin: reverse}
+chains:
+  call: {route: /call, steps: [caller], timeout: 5s}
+`
+
+func upperTwice(s string) string {
+	u := []byte(strings.ToUpper(s))
+	r := slices.Clone(u)
+	slices.Reverse(r)
+	return string(u) + string(r)
+}
+
+// TestGraphsAcrossNodes: three real node agents in network namespaces. A
+// fan-out's branch whose function runs on another node runs there and its
+// output comes back to the node that fanned out; the join, whose function
+// runs on a third node, goes there with its inputs; 16 clients over the
+// three gateways: every answer right, no node keeps a buffer. kill -9 of
+// the branch's node under load: its requests end 502 (the join fails as
+// its input failed) or 200, none hangs, the nodes left hold nothing. A
+// req.Call of a function on another node is answered there.
+func TestGraphsAcrossNodes(t *testing.T) {
+	l, ctx, runController := newLab(t)
+	h := l.h
+	defer runController()()
+	l.startAll(ctx)
+	kcl, err := kube.FromKubeconfig(l.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deploy := func(name, app string) {
+		spec, _ := yaml.YAMLToJSON([]byte(app))
+		if err := kcl.Create(ctx, kube.AppsPath(h.ns), kube.NewApp(h.ns, name, spec), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deploy("fan", fanApp)
+	waitFor(t, 60*time.Second, func() bool { return h.status("fan").Ready == "3/3" }, "the fan app ready")
+	w := l.where("fan")
+	if len(w["up"]) != 1 || len(w["rev"]) != 1 || len(w["mix"]) != 1 {
+		t.Fatalf("placement %v: want one instance each", w)
+	}
+	up, rev, mix := l.index(w["up"][0]), l.index(w["rev"][0]), l.index(w["mix"][0])
+	t.Logf("the fan-out on %s, branch r on %s, the join on %s", l.nodes[up].name, l.nodes[rev].name, l.nodes[mix].name)
+	l.path, l.want = "/fan", upperTwice
+	for i := range l.nodes {
+		waitFor(t, 30*time.Second, func() bool {
+			code, body := l.post(ctx, i, "spry")
+			return code == 200 && body == "SPRYYRPS"
+		}, "the graph answers on "+l.nodes[i].name)
+	}
+	ld := l.load(ctx, 16, []int{0, 1, 2})
+	time.Sleep(3 * time.Second)
+	codes, bad := ld.end()
+	t.Logf("16 clients, 3 gateways, a branch and the join crossing nodes: %d requests (%v)", ld.counts.Load(), codes)
+	if codes[200] != int(ld.counts.Load()) || len(bad) > 0 {
+		t.Fatalf("answers %v, bad %v", codes, bad)
+	}
+	for i := range l.nodes {
+		waitFor(t, 10*time.Second, func() bool { return l.idle(ctx, i) == "" }, "node "+l.nodes[i].name+" holds nothing: "+l.idle(ctx, i))
+	}
+	s, err := l.status(ctx, up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := map[string]uint64{}
+	for _, a := range s.Apps {
+		for _, f := range a.Functions {
+			if f.Remote != nil {
+				sent[f.Name] = f.Remote.Sent
+			}
+		}
+	}
+	if sent["rev"] == 0 || sent["mix"] == 0 {
+		t.Fatalf("the fan-out's node sent %v to other nodes: want branches of rev and joins of mix", sent)
+	}
+
+	// kill -9 of the branch's node under load at the fan-out's node.
+	ld = l.load(ctx, 8, []int{up})
+	time.Sleep(time.Second)
+	l.nodes[rev].proc.kill()
+	time.Sleep(1500 * time.Millisecond)
+	codes, bad = ld.end()
+	t.Logf("kill -9 of %s (branch r) under load: answers %v", l.nodes[rev].name, codes)
+	if len(bad) > 0 {
+		t.Fatalf("wrong answers: %v", bad)
+	}
+	if codes[502] == 0 {
+		t.Errorf("no 502 for the branches the killed node held (answers %v)", codes)
+	}
+	for _, i := range []int{up, mix} {
+		waitFor(t, 15*time.Second, func() bool { return l.idle(ctx, i) == "" }, "node "+l.nodes[i].name+" holds nothing after the loss: "+l.idle(ctx, i))
+	}
+
+	// Calls, on the two nodes left once the fan app is gone.
+	if err := kcl.Delete(ctx, kube.AppPath(h.ns, "fan")); err != nil {
+		t.Fatal(err)
+	}
+	deploy("calls", callApp)
+	waitFor(t, 90*time.Second, func() bool { return h.status("calls").Ready == "2/2" }, "the calls app ready")
+	cw := l.where("calls")
+	if len(cw["caller"]) != 1 || len(cw["callee"]) != 1 || cw["caller"][0] == cw["callee"][0] {
+		t.Fatalf("placement %v: want caller and callee on different nodes", cw)
+	}
+	t.Logf("caller on %s, callee on %s", cw["caller"][0], cw["callee"][0])
+	l.path = "/call?fn=callee"
+	for _, i := range []int{up, mix} {
+		waitFor(t, 30*time.Second, func() bool {
+			code, body := l.post(ctx, i, "spry")
+			return code == 200 && body == "yrps"
+		}, "the call answers on "+l.nodes[i].name)
 		waitFor(t, 10*time.Second, func() bool { return l.idle(ctx, i) == "" }, "node "+l.nodes[i].name+" holds nothing: "+l.idle(ctx, i))
 	}
 }

@@ -3,6 +3,7 @@ package peer
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"sync"
@@ -62,9 +63,6 @@ type App struct {
 	queued atomic.Int64 // request frames in links' queues (they read the pool)
 	rot    atomic.Uint32
 	stats  AppStats
-	// localOnly counts, by function, its branches, joins and calls that
-	// would have crossed nodes.
-	localOnly []atomic.Uint64
 
 	fill   sync.RWMutex // readers writing replies into the pool (Close waits)
 	closed bool
@@ -83,9 +81,6 @@ type AppStats struct {
 	Retried  atomic.Uint64 // refused by a node and sent to another
 	Stale    atomic.Uint64 // descriptors dropped unread (not in transit to the endpoint)
 	Late     atomic.Uint64 // replies for requests no longer waiting (dropped)
-	// LocalOnly: branches, joins and calls that would have crossed nodes,
-	// answered StatusLocalOnly.
-	LocalOnly atomic.Uint64
 }
 
 // Entry states (the low 3 bits of entry.word; the entry's sequence number
@@ -154,7 +149,7 @@ func (h *Hub) Add(cfg AppConfig) (*App, error) {
 		return nil, fmt.Errorf("peer: app name %q longer than 255 bytes", cfg.Name)
 	}
 	a := &App{hub: h, cfg: cfg, name: cfg.Name, nameB: []byte(cfg.Name), pool: p, conn: cfg.Conn, id: cfg.Conn.ID(),
-		out: make([]entry, p.Buffers()), localOnly: make([]atomic.Uint64, len(cfg.Functions))}
+		out: make([]entry, p.Buffers())}
 	for _, c := range cfg.Chains {
 		a.chains = append(a.chains, []byte(c))
 	}
@@ -351,85 +346,16 @@ func (a *App) handle(batch []desc.Desc) {
 			a.stats.Stale.Add(1)
 			continue
 		}
-		if !ok || int(fn) >= len(a.fns) {
+		if !ok || int(fn) >= len(a.fns) || int(d.Chain) >= len(a.chains) {
 			a.giveBack(d.Buf, 500, "spry: a descriptor for a step the chain does not have")
 			continue
 		}
+		hop := d.Hop
 		if call {
-			a.refuseCall(d.Buf, fn)
-			continue
+			hop = pool.CallNode
 		}
-		if why := a.stays(d.Buf, d.Chain, fn); why != "" {
-			a.refuse(d.Buf, fn, why)
-			continue
-		}
-		a.ship(d.Buf, d.Chain, fn, d.Hop, 0)
+		a.ship(d.Buf, d.Chain, fn, hop, 0)
 	}
-}
-
-// What does not cross nodes. A step of a chain's line crosses: the other
-// node runs the rest of the chain and answers it. A branch of a fan-out,
-// a join, and a call (req.Call) do not: their outputs go to a join or a
-// caller on this node, which the other node's run of the chain cannot
-// reach (the join state and the caller live here). The gateway answers
-// them at once with StatusLocalOnly and a message naming the function (a
-// branch's join gets it as a failed input, a caller as a failed answer),
-// never leaving them to hang until their deadline; placement keeps a
-// chain's functions together, so this happens when a node runs some of a
-// graph's functions but not all.
-
-// StatusLocalOnly answers a branch, a join or a call whose function has no
-// ready instance on this node while other nodes have one: they do not
-// cross nodes.
-const StatusLocalOnly = 503
-
-// stays says why the request of buf, at step fn of chain, must stay on
-// this node ("": it may cross).
-func (a *App) stays(buf uint32, chain, fn uint16) string {
-	h := a.pool.Header(buf)
-	what := ""
-	switch _, inBranch := h.TopFrame(); {
-	case h.Kind() == pool.KindJoin:
-		what = "the join"
-	case inBranch:
-		what = "a branch of a fan-out"
-	default:
-		return ""
-	}
-	ch := ""
-	if int(chain) < len(a.chains) {
-		ch = string(a.chains[chain])
-	}
-	return "spry: " + what + " of chain " + ch + " needs function " + string(a.fns[fn].name) +
-		", which has no ready instance on node " + a.hub.cfg.Name +
-		"; a fan-out's branches and joins run on the node that fanned out (they do not cross nodes)"
-}
-
-// refuse answers the request of buf (a branch or a join of step fn) with
-// StatusLocalOnly and why.
-func (a *App) refuse(buf uint32, fn uint16, why string) {
-	a.stats.LocalOnly.Add(1)
-	a.localOnly[fn].Add(1)
-	a.giveBack(buf, StatusLocalOnly, why)
-}
-
-// refuseCall answers the call of buf (of function fn) with
-// StatusLocalOnly: its caller gets a failed answer.
-func (a *App) refuseCall(buf uint32, fn uint16) {
-	a.stats.LocalOnly.Add(1)
-	a.localOnly[fn].Add(1)
-	a.giveBack(buf, StatusLocalOnly, "spry: a call of function "+string(a.fns[fn].name)+", which has no ready instance on node "+
-		a.hub.cfg.Name+"; calls (req.Call) run on the caller's node (they do not cross nodes)")
-}
-
-// LocalOnly returns how many requests of function fn were answered
-// StatusLocalOnly because they would have crossed nodes as a branch, a
-// join or a call.
-func (a *App) LocalOnly(fn int) uint64 {
-	if fn < 0 || fn >= len(a.localOnly) {
-		return 0
-	}
-	return a.localOnly[fn].Load()
 }
 
 // ship hands the request of buffer buf (held by the endpoint), at step
@@ -442,6 +368,10 @@ func (a *App) ship(buf uint32, chain, fn uint16, hop uint8, tried uint64) {
 	dl := hdr.Deadline()
 	if dl != 0 && now >= dl {
 		a.giveBack(buf, 504, "spry: the request's deadline passed before it could go to another node")
+		return
+	}
+	if hdr.Kind() == pool.KindJoin && joinLen(p, buf) > math.MaxUint32 {
+		a.giveBack(buf, 413, "spry: the join of chain "+string(a.chains[chain])+" has inputs of more than 4 GiB together, which do not cross nodes; it needs an instance of "+string(a.fns[fn].name)+" on node "+a.hub.cfg.Name)
 		return
 	}
 	for {
@@ -470,6 +400,7 @@ func (a *App) ship(buf uint32, chain, fn uint16, hop uint8, tried uint64) {
 			return
 		}
 		// The link went down under us: take the entry back, try another.
+		l.open.Add(-1)
 		a.queued.Add(-1)
 		c.inflight.Add(-1)
 		st.InFlight.Add(-1)
@@ -477,20 +408,47 @@ func (a *App) ship(buf uint32, chain, fn uint16, hop uint8, tried uint64) {
 	}
 }
 
-// send queues the request frame of buf on link l.
+// joinLen returns the length of join buffer buf's inputs, together.
+func joinLen(p *pool.Pool, buf uint32) int {
+	n := 0
+	for i := range p.Inputs(buf).Width {
+		if in, ok := p.Input(buf, i); ok {
+			n += payloadLen(p, in)
+		}
+	}
+	return n
+}
+
+// send queues the request frame of buf on link l: a step of a chain's
+// line, or, with its graph part, a branch of a fan-out, a join (with its
+// inputs) or a call (hop pool.CallNode).
 func (a *App) send(l *link, tag uint64, buf uint32, chain, fn uint16, hop uint8, hdr *pool.BufHeader, now int64) bool {
-	body := a.pool.Data(buf)
-	l.open.Add(1) // until a reply comes (link.reply); a link that goes down is not used again
+	p := a.pool
+	l.open.Add(1) // until the request is settled (App.settle); a link that goes down is not used again
 	return l.enqueue(func(f *frame) {
 		ct, meta := hdr.ContentType(), hdr.RawMeta()
 		ch := a.chains[chain]
 		nt := min(hdr.Hops(), int(hop))
+		if hop == pool.CallNode {
+			nt = 0 // a call runs one function: the chain's hop times stay with the caller
+		}
 		left := int64(1 << 62) // no deadline
 		if dl := hdr.Deadline(); dl != 0 {
 			left = dl - now
 		}
-		hd := head{typ: frameRequest, hop: hop, metaLen: uint16(len(meta)), bodyLen: uint32(len(body)), tag: tag,
-			left: left, ctypeLen: uint8(len(ct)), flags: hdr.Flags() & pool.FlagContentType, times: uint8(nt),
+		flags := hdr.Flags() & pool.FlagContentType
+		if hop == pool.CallNode || hdr.Depth() > 0 || hdr.Kind() == pool.KindJoin {
+			flags |= wireGraph
+			f.graph = putGraph(f.graph, p, buf, hop, now)
+		}
+		n := f.addBody(p, buf)
+		for i := range p.Inputs(buf).Width {
+			if in, ok := p.Input(buf, i); ok {
+				n += f.addBody(p, in)
+			}
+		}
+		hd := head{typ: frameRequest, hop: hop, metaLen: uint16(len(meta)), bodyLen: uint32(n), tag: tag,
+			left: left, ctypeLen: uint8(len(ct)), flags: flags, times: uint8(nt),
 			appLen: uint8(len(a.nameB)), chainLen: uint8(len(ch)), fnLen: uint8(len(a.fns[fn].name)), status: hdr.Status()}
 		hd.put(f.hd[:])
 		f.nt = len(putTimes(f.times[:0], hdr, nt, now))
@@ -499,7 +457,6 @@ func (a *App) send(l *link, tag uint64, buf uint32, chain, fn uint16, hop uint8,
 		f.add(a.fns[fn].name)
 		f.add(ct)
 		f.add(meta)
-		f.body = body
 		f.app, f.buf, f.seq = a, buf, uint16(tag>>32)
 	})
 }
@@ -578,6 +535,7 @@ func (a *App) reship(buf uint32, e *entry) bool {
 // settle undoes a request's counts once its node is done with it, and
 // frees its entry (the caller holds it taken).
 func (a *App) settle(buf uint32, e *entry) {
+	e.link.open.Add(-1) // opened by send: the request is over on the link, answered or not
 	e.cand.inflight.Add(-1)
 	st := a.pool.Stats(a.fns[e.fn].remote)
 	st.InFlight.Add(-1)
@@ -595,6 +553,9 @@ func (a *App) answer(buf uint32, e *entry, h *head, meta, ctype, msg []byte) {
 	if msg != nil {
 		n = uint32(copy(p.Buffer(buf), msg))
 	}
+	// The request's payload (extents, a fan-out's shared output, a join's
+	// inputs) went out: the reply, in the buffer's own room, replaces it.
+	p.Clear(buf, a.id)
 	hdr.SetData(0, n)
 	hdr.SetContentType(ctype)
 	hdr.SetRawMeta(meta) // at most MaxMeta: the frame's head says so
@@ -682,8 +643,12 @@ func (a *App) Sweep(grace time.Duration) int {
 }
 
 // resolve finds chain (by name) and checks that its step hop runs
-// function fn.
-func (a *App) resolve(chain, fn []byte, hop uint8) (*gateway.Chain, string) {
+// function fn (a call, hop pool.CallNode: that the app has fn; a join's
+// inputs: that hop is a join); it returns fn's index.
+func (a *App) resolve(chain, fn []byte, hop uint8, g *graphPart) (*gateway.Chain, uint16, string) {
+	differs := func(what string) string {
+		return "app " + a.name + " on node " + a.hub.cfg.Name + " differs: " + what
+	}
 	for i, c := range a.chains {
 		if string(c) != string(chain) {
 			continue
@@ -692,13 +657,24 @@ func (a *App) resolve(chain, fn []byte, hop uint8) (*gateway.Chain, string) {
 		if ch == nil {
 			break
 		}
-		f, ok := a.pool.Step(uint16(i), int(hop))
-		if !ok || int(f) >= len(a.fns) || string(a.fns[f].name) != string(fn) {
-			return nil, "app " + a.name + " on node " + a.hub.cfg.Name + " differs: its chain " + string(chain) + " has no step " + string(fn) + " there"
+		if hop == pool.CallNode {
+			for f := range a.fns {
+				if string(a.fns[f].name) == string(fn) {
+					return ch, uint16(f), ""
+				}
+			}
+			return nil, 0, differs("it has no function " + string(fn))
 		}
-		return ch, ""
+		v, ok := a.pool.NodeAt(uint16(i), int(hop))
+		if !ok || int(v.Fn()) >= len(a.fns) || string(a.fns[v.Fn()].name) != string(fn) {
+			return nil, 0, differs("its chain " + string(chain) + " has no step " + string(fn) + " there")
+		}
+		if g != nil && g.width > 0 && !v.IsJoin() {
+			return nil, 0, differs("step " + string(fn) + " of its chain " + string(chain) + " is no join")
+		}
+		return ch, v.Fn(), ""
 	}
-	return nil, "app " + a.name + " on node " + a.hub.cfg.Name + " has no chain " + string(chain)
+	return nil, 0, "app " + a.name + " on node " + a.hub.cfg.Name + " has no chain " + string(chain)
 }
 
 // localLoad returns what waits at and runs in function fn's ready

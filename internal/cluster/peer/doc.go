@@ -30,14 +30,20 @@
 // (Request.Local): a request is never handed on to a third node at the
 // step it arrived for. Later steps may go on to other nodes again.
 //
-// # What stays on one node
+// # Graphs and calls
 //
-// A fan-out's branch, a join, and a call (req.Call) do not cross nodes:
-// the join that waits for a branch lives in this node's gateway, a caller
-// in its instance. One that reaches the endpoint (its function has no
-// ready instance here) is answered StatusLocalOnly at once, with a message
-// naming the function, and counted (App.LocalOnly): the branch's join gets
-// a failed input, the caller a failed answer, a join's client the 503.
+// Any step crosses wherever it is in its chain's graph. A request that is
+// a branch of a fan-out (or a step inside one), a join, or a call carries
+// its place in the graph (frame.go, the graph part): the join frames of
+// the fan-outs it is a branch of, a join's inputs, a call's depth. The
+// receiving node admits it with those frames (Request.Continue), the
+// inputs read into its pool (Request.Inputs), or as a call whose caller
+// is its gateway (Request.Call); its gateway answers it where the origin
+// waits — when the branch reaches the origin's join, when the callee
+// returns, when the chain ends. The origin writes the answer into the
+// request's buffer and hands it to its gateway, which routes it by the
+// graph like any step's output: into the join as that branch's input,
+// back to the caller, or to the client.
 //
 // # Failure
 //

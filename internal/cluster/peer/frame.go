@@ -160,3 +160,147 @@ func setTimes(hdr *pool.BufHeader, b []byte, now int64) {
 		}
 	}
 }
+
+// The graph part. A request that is not a plain step of a chain's line —
+// a branch of a fan-out (or a step inside one), a join, a call — carries
+// its place in its chain's graph: its head's buffer-flags byte has
+// wireGraph, and after the hop times comes
+//
+//	u8 depth | u8 width | u8 call | u8 callDepth | u8 of | u8 arrived | u8 ok | u8 0
+//	depth × (i64 fan-out time, relative like the hop times | u8 join | u8 0 |
+//	         u16 slot | u16 of | u16 width)        the join frames, outermost first
+//	width × (u8 arrived | u8 ctypeLen | u16 status | u32 len)   a join's inputs
+//	the inputs' content types, in order
+//
+// depth: the fan-outs the request is a branch of; width: a join's inputs
+// (0: not a join; of, arrived, ok are its counts); call: 1 for a call
+// (req.Call) of the frame's function, callDepth calls deep. A join's
+// inputs' bodies follow the request's own body, in order: the head's
+// bodyLen counts them all.
+const wireGraph = 0x80
+
+// graphFixed is the fixed start of the graph part.
+const graphFixed = 8
+
+// maxGraph bounds the graph part.
+const maxGraph = graphFixed + pool.MaxDepth*16 + pool.MaxNext*(8+pool.MaxContentType)
+
+// wireInput is one input of a join, as the graph part lists it.
+type wireInput struct {
+	arrived bool
+	ctLen   uint8
+	status  uint16
+	n       uint32
+	ctype   []byte
+}
+
+// graphPart is a request's graph part, read.
+type graphPart struct {
+	depth, width int
+	call         bool
+	callDepth    uint8
+	info         pool.JoinInfo
+	frames       [pool.MaxDepth]pool.Frame
+	in           [pool.MaxNext]wireInput
+	inLen        uint64 // the inputs' bodies, together
+}
+
+// putGraph appends the graph part of the request in buffer buf (at step
+// hop, pool.CallNode for a call) to b: its frames, a call's depth, a
+// join's inputs (their bodies are the caller's to send). now is the
+// frame's time.
+func putGraph(b []byte, p *pool.Pool, buf uint32, hop uint8, now int64) []byte {
+	h := p.Header(buf)
+	depth, call := h.Depth(), hop == pool.CallNode
+	if call {
+		depth = 0 // a call's answer goes to its caller, whatever branch that is in
+	}
+	info := p.Inputs(buf) // Width 0: not a join
+	b = append(b, uint8(depth), uint8(info.Width), 0, h.Call().Depth,
+		uint8(min(info.Of, 255)), uint8(min(info.Arrived, 255)), uint8(min(info.OK, 255)), 0)
+	if call {
+		b[len(b)-graphFixed+2] = 1
+	}
+	for _, f := range h.Frames()[:depth] { // outermost first
+		b = binary.LittleEndian.AppendUint64(b, uint64(relTime(f.At, now)))
+		b = append(b, f.Join, 0)
+		b = binary.LittleEndian.AppendUint16(b, f.Slot)
+		b = binary.LittleEndian.AppendUint16(b, f.Of)
+		b = binary.LittleEndian.AppendUint16(b, f.Width)
+	}
+	for i := range info.Width {
+		in, ok := p.Input(buf, i)
+		if !ok {
+			b = append(b, 0, 0, 0, 0, 0, 0, 0, 0)
+			continue
+		}
+		ih := p.Header(in)
+		b = append(b, 1, uint8(len(ih.ContentType())))
+		b = binary.LittleEndian.AppendUint16(b, ih.Status())
+		b = binary.LittleEndian.AppendUint32(b, uint32(payloadLen(p, in)))
+	}
+	for i := range info.Width {
+		if in, ok := p.Input(buf, i); ok {
+			b = append(b, p.Header(in).ContentType()...)
+		}
+	}
+	return b
+}
+
+// payloadLen returns the length of buffer buf's payload, all its pieces.
+func payloadLen(p *pool.Pool, buf uint32) int {
+	n := 0
+	for i := range p.Pieces(buf) {
+		n += len(p.Piece(buf, i))
+	}
+	return n
+}
+
+// getFixed reads the graph part's fixed start into g and returns the
+// length of what follows up to the content types (whose length get
+// learns from the inputs' table).
+func (g *graphPart) getFixed(b []byte) (int, error) {
+	*g = graphPart{depth: int(b[0]), width: int(b[1]), call: b[2] != 0, callDepth: b[3]}
+	g.info = pool.JoinInfo{Width: g.width, Of: int(b[4]), Arrived: int(b[5]), OK: int(b[6])}
+	if g.depth > pool.MaxDepth || g.width > pool.MaxNext || b[2] > 1 || (g.call && (g.depth|g.width) != 0) {
+		return 0, errFrame
+	}
+	return g.depth*16 + g.width*8, nil
+}
+
+// get reads the frames and the inputs' table (b), rebasing the fan-out
+// times on now, and returns the length of the content types that follow.
+func (g *graphPart) get(b []byte, now int64) int {
+	for i := range g.depth {
+		x := b[16*i:]
+		at := int64(binary.LittleEndian.Uint64(x))
+		if at == timeNone {
+			at = 0
+		} else {
+			at += now
+		}
+		g.frames[i] = pool.Frame{At: at, Join: x[8], Slot: binary.LittleEndian.Uint16(x[10:]),
+			Of: binary.LittleEndian.Uint16(x[12:]), Width: binary.LittleEndian.Uint16(x[14:])}
+	}
+	b = b[16*g.depth:]
+	ct := 0
+	for i := range g.width {
+		x := b[8*i:]
+		in := wireInput{arrived: x[0] != 0, status: binary.LittleEndian.Uint16(x[2:]), n: binary.LittleEndian.Uint32(x[4:])}
+		if in.arrived {
+			in.ctLen = min(x[1], pool.MaxContentType)
+			ct += int(in.ctLen)
+			g.inLen += uint64(in.n)
+		}
+		g.in[i] = in
+	}
+	return ct
+}
+
+// setTypes points the inputs' content types into b (read after the table).
+func (g *graphPart) setTypes(b []byte) {
+	for i := range g.width {
+		in := &g.in[i]
+		in.ctype, b = b[:in.ctLen], b[in.ctLen:]
+	}
+}

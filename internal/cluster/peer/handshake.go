@@ -32,7 +32,7 @@ import (
 
 const (
 	magic        = "SPRYPEER"
-	version      = 2
+	version      = 3 // 3: requests carry their place in a graph (frame.go, the graph part)
 	flagToken    = 1
 	nonceSize    = 16
 	handshakeMax = 5 * time.Second

@@ -453,13 +453,14 @@ func (h *Hub) entry(tag uint64) (*App, *entry, uint16) {
 }
 
 // resolve finds the chain a request from another node continues, and
-// checks that step hop runs function fn here too (the same spec).
-func (h *Hub) resolve(app, chain, fn []byte, hop uint8) (*gateway.Chain, string) {
+// checks that step hop runs function fn here too (the same spec); it
+// returns fn's index.
+func (h *Hub) resolve(app, chain, fn []byte, hop uint8, g *graphPart) (*gateway.Chain, uint16, string) {
 	a := (*h.byName.Load())[string(app)]
 	if a == nil {
-		return nil, "node " + h.cfg.Name + " does not run app " + string(app)
+		return nil, 0, "node " + h.cfg.Name + " does not run app " + string(app)
 	}
-	return a.resolve(chain, fn, hop)
+	return a.resolve(chain, fn, hop, g)
 }
 
 // loadReport appends the load of every app's functions (a frameLoad

@@ -78,6 +78,8 @@ type link struct {
 	scratch []byte
 	body    wireBody
 	cont    continuation
+	graph   graphPart
+	call    pool.CallFrame
 	req     gateway.Request
 	deadSet int64 // when the read deadline was last pushed (mono ns)
 }
@@ -92,6 +94,8 @@ type frame struct {
 	parts  [6][]byte // after the head: names, content type, metadata (the times follow them)
 	np     int
 	body   []byte
+	more   [][]byte      // the body's further pieces, then a join's inputs' (kept across reuses)
+	graph  []byte        // a request's graph part (frame.go; kept across reuses)
 	own    []byte        // a message body the frame owns (kept across reuses)
 	rep    gateway.Reply // a reply: Done once written or dropped
 	hasRep bool          //
@@ -103,7 +107,7 @@ type frame struct {
 func newLink(h *Hub, peer string, nc net.Conn, out bool) *link {
 	l := &link{hub: h, peer: peer, nc: nc, out: out, br: bufio.NewReaderSize(nc, 64<<10),
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), wdone: make(chan struct{}),
-		scratch: make([]byte, maxExtra+maxRefusal), since: time.Now()}
+		scratch: make([]byte, maxExtra+maxGraph+maxRefusal), since: time.Now()}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
@@ -249,8 +253,16 @@ func (l *link) fillVec() {
 		if f.nt > 0 {
 			vec = append(vec, f.times[:f.nt])
 		}
+		if len(f.graph) > 0 {
+			vec = append(vec, f.graph)
+		}
 		if len(f.body) > 0 {
 			vec = append(vec, f.body)
+		}
+		for _, b := range f.more {
+			if len(b) > 0 {
+				vec = append(vec, b)
+			}
 		}
 	}
 	l.vec = vec
@@ -343,8 +355,20 @@ func (l *link) finish(err error) {
 }
 
 func (f *frame) reset() {
-	own := f.own[:0]
-	*f = frame{own: own}
+	own, more, graph := f.own[:0], f.more[:0], f.graph[:0]
+	*f = frame{own: own, more: more, graph: graph}
+}
+
+// addBody adds the payload of buffer buf, every piece of it, to what the
+// frame writes after its body, and returns its length.
+func (f *frame) addBody(p *pool.Pool, buf uint32) int {
+	n := 0
+	for i := range p.Pieces(buf) {
+		b := p.Piece(buf, i)
+		f.more = append(f.more, b)
+		n += len(b)
+	}
+	return n
 }
 
 // add appends a part to be written after the head (and before the times).
@@ -368,6 +392,8 @@ func (f *frame) release() {
 		f.app = nil
 	}
 	f.body, f.parts = nil, [6][]byte{}
+	clear(f.more)
+	f.more = f.more[:0]
 }
 
 // writeLoop writes queued frames in batches until the link goes down, and
@@ -524,11 +550,14 @@ func (l *link) discard(n int) error {
 
 // ---- the accepting side: requests in, replies out ----
 
-// continuation writes a continued request's header (gateway.Continuation).
+// continuation writes a continued request's header (gateway.Continuation):
+// its metadata, hop times, status, and the join frames of the fan-outs it
+// is a branch of (a call's answer goes to its caller: it has none).
 type continuation struct {
 	h     *head
 	meta  []byte
 	times []byte
+	g     *graphPart // nil: a step of a line
 	now   int64
 }
 
@@ -540,29 +569,89 @@ func (c *continuation) WriteHeader(hdr *pool.BufHeader) bool {
 	setTimes(hdr, c.times, c.now)
 	hdr.SetStatus(c.h.status)
 	hdr.SetFlags(c.h.flags & pool.FlagContentType)
+	if c.g != nil {
+		for _, f := range c.g.frames[:c.g.depth] {
+			hdr.PushFrame(f)
+		}
+	}
 	return true
 }
 
-// wireBody reads a request's body from the link into the pool buffer
-// (gateway.Body).
+// wireBody reads a request's body, and a join's inputs, from the link into
+// the pool (gateway.Body, gateway.Inputs). left is what the frame still
+// holds of them.
 type wireBody struct {
 	l    *link
 	n    int
-	read bool
+	g    *graphPart
+	left uint64
 	err  error
 }
 
 func (b *wireBody) ReadBody(dst []byte) (int, *gateway.Error) {
-	b.read = true
 	if b.n > len(dst) {
-		b.read = false
 		return 0, gateway.ErrTooLarge
 	}
-	if _, err := io.ReadFull(b.l.br, dst[:b.n]); err != nil {
-		b.err = err
+	if !b.read(dst[:b.n]) {
 		return 0, gateway.ErrSilent
 	}
 	return b.n, nil
+}
+
+// read reads len(dst) bytes of the frame.
+func (b *wireBody) read(dst []byte) bool {
+	if _, err := io.ReadFull(b.l.br, dst); err != nil {
+		b.err = err
+		return false
+	}
+	b.left -= uint64(len(dst))
+	return true
+}
+
+// ReadInputs reads a join's inputs, each into a buffer of its own that
+// holder holds (gateway.Inputs): arrived, status and content type as the
+// other node's join had them.
+func (b *wireBody) ReadInputs(p *pool.Pool, holder uint16, in []pool.Ref) (pool.JoinInfo, *gateway.Error) {
+	g := b.g
+	for i := range g.width {
+		w := &g.in[i]
+		if !w.arrived {
+			continue
+		}
+		buf, ok := p.Alloc(holder)
+		if !ok {
+			freeRefs(p, holder, in[:i])
+			return pool.JoinInfo{}, gateway.ErrNoBuffer
+		}
+		if p.Reserve(buf, uint64(w.n), false) != nil {
+			p.Free(buf, holder)
+			freeRefs(p, holder, in[:i])
+			return pool.JoinInfo{}, gateway.ErrNoRoom
+		}
+		if !b.read(p.Room(buf)[:w.n]) {
+			p.Free(buf, holder)
+			freeRefs(p, holder, in[:i])
+			return pool.JoinInfo{}, gateway.ErrSilent
+		}
+		h := p.Header(buf)
+		h.SetStatus(w.status)
+		h.SetContentType(w.ctype)
+		if len(w.ctype) > 0 {
+			h.SetFlags(pool.FlagContentType)
+		}
+		in[i] = pool.Ref{Idx: buf, Gen: h.Gen()}
+	}
+	return g.info, nil
+}
+
+// freeRefs frees the buffers of in (Ref{}: none) that holder holds.
+func freeRefs(p *pool.Pool, holder uint16, in []pool.Ref) {
+	for i, r := range in {
+		if r != (pool.Ref{}) {
+			p.Free(r.Idx, holder)
+			in[i] = pool.Ref{}
+		}
+	}
 }
 
 // admit runs a request from the other node through the local gateway.
@@ -579,7 +668,14 @@ func (l *link) admit(h *head) error {
 	fn, x := x[:h.fnLen], x[h.fnLen:]
 	ctype, x := x[:h.ctypeLen], x[h.ctypeLen:]
 	meta, times := x[:h.metaLen], x[h.metaLen:]
-	ch, why := l.hub.resolve(app, chain, fn, h.hop)
+	var g *graphPart
+	if h.flags&wireGraph != 0 {
+		g = &l.graph
+		if err := l.readGraph(h, l.scratch[len(l.scratch)-maxRefusal-maxGraph:], now); err != nil {
+			return err
+		}
+	}
+	ch, fi, why := l.hub.resolve(app, chain, fn, h.hop, g)
 	if ch == nil {
 		if err := l.discard(int(h.bodyLen)); err != nil {
 			return err
@@ -587,12 +683,23 @@ func (l *link) admit(h *head) error {
 		l.refuse(h.tag, 503, why)
 		return nil
 	}
-	l.cont = continuation{h: h, meta: meta, times: times, now: now}
-	l.body = wireBody{l: l, n: int(h.bodyLen)}
+	n := uint64(h.bodyLen)
+	if g != nil {
+		n -= g.inLen // readGraph checked that the inputs fit
+	}
+	l.cont = continuation{h: h, meta: meta, times: times, g: g, now: now}
+	l.body = wireBody{l: l, n: int(n), g: g, left: uint64(h.bodyLen)}
 	l.req = gateway.Request{
 		Chain: ch, Hop: h.hop, Local: true, Continue: &l.cont, ContentType: ctype,
-		Length: int64(h.bodyLen), Body: &l.body, Began: now, Deadline: now + max(h.left, 0),
+		Length: int64(n), Body: &l.body, Began: now, Deadline: now + max(h.left, 0),
 		Reply: l, Tag: h.tag,
+	}
+	switch {
+	case g != nil && g.call:
+		l.call = pool.CallFrame{Callee: fi, Depth: g.callDepth}
+		l.req.Call = &l.call
+	case g != nil && g.width > 0:
+		l.req.Inputs = &l.body
 	}
 	if h.left <= 0 {
 		l.req.Deadline = now // past already: answered 504 at once
@@ -604,12 +711,39 @@ func (l *link) admit(h *head) error {
 	if err == nil {
 		return nil
 	}
-	if !l.body.read {
-		if derr := l.discard(int(h.bodyLen)); derr != nil {
-			return derr
-		}
+	if derr := l.discard(int(l.body.left)); derr != nil {
+		return derr
 	}
 	l.refuseErr(h.tag, &l.req, err)
+	return nil
+}
+
+// readGraph reads a request's graph part (frame.go) into l.graph, using
+// b for its bytes, and checks it against the head.
+func (l *link) readGraph(h *head, b []byte, now int64) error {
+	g := &l.graph
+	if _, err := io.ReadFull(l.br, b[:graphFixed]); err != nil {
+		return err
+	}
+	n, err := g.getFixed(b)
+	if err != nil {
+		return err
+	}
+	if g.call != (h.hop == pool.CallNode) {
+		return errFrame
+	}
+	if _, err := io.ReadFull(l.br, b[:n]); err != nil {
+		return err
+	}
+	ct := g.get(b[:n], now)
+	if g.inLen > uint64(h.bodyLen) {
+		return errFrame
+	}
+	types := b[n : n+ct]
+	if _, err := io.ReadFull(l.br, types); err != nil {
+		return err
+	}
+	g.setTypes(types)
 	return nil
 }
 
@@ -672,13 +806,13 @@ func (l *link) Reply(r gateway.Reply) {
 // reply writes a reply into the buffer of the request that waits for it
 // and hands it to the gateway.
 func (l *link) reply(h *head) error {
-	l.open.Add(-1) // opened by App.send
 	a, e, seq := l.hub.entry(h.tag)
 	if a == nil {
 		return l.discard(h.extra() + int(h.bodyLen))
 	}
 	defer a.fill.RUnlock()
 	if !e.take(seq, l) {
+		a.stats.Late.Add(1)
 		return l.discard(h.extra() + int(h.bodyLen))
 	}
 	buf := uint32(h.tag)

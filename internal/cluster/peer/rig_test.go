@@ -271,6 +271,10 @@ func (n *tnode) instance(c transport.Conn, slot uint32, fn int, done chan struct
 			if !n.p.Accept(d.Buf, d.Gen, d.Src, c.ID()) {
 				continue
 			}
+			if d.Is(desc.FlagCall) {
+				n.callStep(c, fn, d)
+				continue
+			}
 			if fn == fnRev && n.holding {
 				n.hold <- d
 				continue
@@ -403,4 +407,16 @@ func (n *tnode) graphStep(c transport.Conn, fn int, d desc.Desc) {
 	}
 	h.SetPlace(d.Hop, pool.PhaseDone)
 	transport.Pass(p, c, desc.Desc{Dst: gwEP, Buf: d.Buf, Chain: d.Chain, Hop: d.Hop, Flags: desc.FlagRoute})
+}
+
+// callStep answers a call of function fn: "fn@node(depth D):payload",
+// back to the caller.
+func (n *tnode) callStep(c transport.Conn, fn int, d desc.Desc) {
+	p := n.p
+	h := p.Header(d.Buf)
+	out := fmt.Sprintf("%s@%s(depth %d):%s", fnNames[fn], n.name, h.Call().Depth, p.Data(d.Buf))
+	p.Clear(d.Buf, c.ID())
+	h.SetData(0, uint32(copy(p.Buffer(d.Buf), out)))
+	h.SetPlace(pool.CallNode, pool.PhaseDone)
+	transport.Pass(p, c, desc.Desc{Dst: h.Call().Caller, Buf: d.Buf, Chain: d.Chain, Hop: pool.CallNode, Flags: desc.FlagReturn})
 }
