@@ -43,6 +43,8 @@ func local(args []string) int {
 	mem := fs.String("capacity-memory", "", "each agent's --capacity-memory (default all memory)")
 	heartbeat := fs.Duration("heartbeat", time.Second, "the agents' heartbeat (and the controller's period, unless --period)")
 	period := fs.Duration("period", 0, "the controller's control period (default: --heartbeat)")
+	lease := fs.Duration("lease", 0, "the agents' lease: a node that has not renewed it for this long is lost (whole seconds; default max(10s, 3 heartbeats))")
+	grace := fs.Duration("lost-grace", 30*time.Second, "how long a lost node keeps its instances; negative: none")
 	kcOut := fs.String("kubeconfig-out", "", "also write the cluster's kubeconfig to this file")
 	infoOut := fs.String("info-out", "", "once the agents are started, write the cluster as JSON to this file: {kubeconfig, nodes: [{name, gateway, admin, peer}]}")
 	quiet := fs.Bool("quiet", false, "log warnings and errors only")
@@ -150,7 +152,7 @@ func local(args []string) int {
 		argv := []string{"up", "--cluster", "--node-name", name, "--kubeconfig", kubeconfig,
 			"--listen", ni.Gateway, "--admin", ni.Admin, "--peer-listen", ni.Peer,
 			"--data-dir", filepath.Join(dir, name), "--heartbeat", heartbeat.String(),
-			"--lease", max(10*time.Second, 3*(*heartbeat)).String()}
+			"--lease", cmp.Or(*lease, max(10*time.Second, 3*(*heartbeat))).String()}
 		if *cpu != "" {
 			argv = append(argv, "--capacity-cpu", *cpu)
 		}
@@ -190,7 +192,7 @@ func local(args []string) int {
 
 `, *nodes, *port, *port+*nodes-1, kubeconfig, *assets, *port)
 	}
-	ccfg := controller.ControllerConfig{Namespace: "spry-system", Logger: log, Period: cmp.Or(*period, *heartbeat),
+	ccfg := controller.ControllerConfig{Namespace: "spry-system", Logger: log, Period: cmp.Or(*period, *heartbeat), LostGrace: *grace,
 		Builtins: func(name string) bool { _, ok := builtin.Lookup(name); return ok }}
 	if *anyBuiltin {
 		ccfg.Builtins = nil

@@ -34,6 +34,7 @@ func main() {
 	ns := fs.String("namespace", "spry-system", "namespace of the node leases and the leader-election lease")
 	placement := fs.String("placement", control.StrategyAlignment, "placement: drf-alignment, drf-worstfit, drf-bestfit or spread")
 	period := fs.Duration("period", time.Second, "control period")
+	grace := fs.Duration("lost-grace", 30*time.Second, "how long a node whose lease expired keeps its instances (a stalled or cut-off node goes on serving them); negative: none")
 	health := fs.String("health", "0", "address of /healthz and /readyz (0: off)")
 	noElect := fs.Bool("no-leader-election", false, "act without electing a leader (one replica only)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -51,7 +52,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg := controller.ControllerConfig{Namespace: *ns, Period: *period, Logger: log,
+	cfg := controller.ControllerConfig{Namespace: *ns, Period: *period, LostGrace: *grace, Logger: log,
 		Placement: control.PlacementConfig{Strategy: *placement},
 		Builtins:  func(name string) bool { _, ok := builtin.Lookup(name); return ok }}
 	if err := controller.RunController(ctx, rc, cfg, controller.RunOptions{LeaderElection: !*noElect, HealthAddr: *health}); err != nil {

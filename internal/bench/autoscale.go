@@ -25,12 +25,14 @@ import (
 // replayed against a one-step chain with a CPU-bound step, on a real node per
 // policy.
 type AutoscaleOptions struct {
-	Trace       string        // a trace file, or a generator: bursty, idlegaps, ramp, diurnal, with :SEED
-	Length      int           // generated traces: seconds (default 1440, as the Azure traces)
-	Policies    []string      // mu, kpa, fixed (default mu, kpa)
-	Speedup     float64       // trace seconds per wall second (default 10)
-	RateScale   float64       // multiplies the trace's rates (0: fit the peak to the machine)
-	SLO         time.Duration // the step's SLO (default 50ms)
+	Trace     string        // a trace file, or a generator: bursty, idlegaps, ramp, diurnal, with :SEED
+	Length    int           // generated traces: seconds (default 1440, as the Azure traces)
+	Policies  []string      // mu, kpa, fixed (default mu, kpa)
+	Speedup   float64       // trace seconds per wall second (default 10)
+	RateScale float64       // multiplies the trace's rates (0: fit the peak to the machine)
+	SLO       time.Duration // the step's SLO (default 50ms)
+	// Attainment is mu's scale.attainment (0: the default, 0.99).
+	Attainment  float64
 	StepCPU     time.Duration // CPU per request (default 5ms)
 	Min, Max    int           // scale.min, scale.max (defaults 0 and 10)
 	Fixed       int           // the fixed policy's instances (0: sized for the peak at 70%)
@@ -180,6 +182,7 @@ func RunAutoscale(ctx context.Context, o AutoscaleOptions) (*AutoscaleReport, er
 			TraceSecondsPerControlPeriod: nodeControlPeriod.Seconds() * o.Speedup,
 			StatusPollMillis:             ms(o.Poll),
 			MuSLOWindowMillis:            ms(sloWindow(o.Speedup)),
+			MuAttainment:                 o.Attainment,
 			WallSeconds:                  (time.Duration(len(tr.RPS)) * sec).Seconds(),
 			Nodes:                        max(o.Nodes, 1),
 		},
@@ -267,6 +270,9 @@ func autoscaleYAML(w *bench.Workload, o AutoscaleOptions, policy string, fixed i
 			// The SLO is judged per trace second, as violation seconds
 			// count it: one trace second of wall time.
 			fmt.Fprintf(&b, ", sloWindow: %s", sloWindow(o.Speedup))
+			if o.Attainment != 0 {
+				fmt.Fprintf(&b, ", attainment: %g", o.Attainment)
+			}
 		}
 		b.WriteString("}\n")
 	}

@@ -67,8 +67,7 @@ func runClusterPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr
 	}
 	var procs []Proc
 	defer func() {
-		lc.ctl.stop(30 * time.Second)
-		if serr := survivors(procs); serr != nil && err == nil {
+		if serr := lc.stop(procs); serr != nil && err == nil {
 			err = serr
 		}
 	}()

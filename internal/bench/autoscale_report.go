@@ -60,6 +60,8 @@ type AutoscaleSettings struct {
 	// MuSLOWindowMillis is mu's scale.sloWindow: one trace second of wall
 	// time, the interval violation seconds are counted over.
 	MuSLOWindowMillis float64 `json:"mu_slo_window_ms"`
+	// MuAttainment is mu's scale.attainment (0: its default, 0.99).
+	MuAttainment float64 `json:"mu_attainment,omitempty"`
 	// Nodes: 1, or the node agents of a local cluster (--nodes): the
 	// controller sizes on their heartbeats and places; the load is split
 	// evenly over their gateways.

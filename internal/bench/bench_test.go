@@ -271,15 +271,16 @@ func TestAuditNode(t *testing.T) {
 	}
 }
 
-// TestClusterMode: spry bench's cluster mode brings up a local cluster
-// (spry-controller local: etcd, kube-apiserver, controller, two agents),
-// deploys the chain with its steps on different nodes, and every answer
-// is checked (Run probes each request before measuring). Needs the
-// control plane's binaries (deploy/kubernetes/testbin.sh).
+// TestClusterMode: spry bench's cluster modes bring up a local cluster
+// (spry-controller local: etcd, kube-apiserver, controller, two agents):
+// cluster deploys the chain with its steps on different nodes; spread
+// runs the whole chain on each node and sends the load to every gateway.
+// Every answer is checked (Run probes each request before measuring).
+// Needs the control plane's binaries (deploy/kubernetes/testbin.sh).
 func TestClusterMode(t *testing.T) {
 	needCluster(t)
 	rep, err := Run(context.Background(), Options{
-		Workload: "chain", Shape: bench.Options{Steps: 2}, Modes: []string{ModeCluster}, Nodes: 2,
+		Workload: "chain", Shape: bench.Options{Steps: 2}, Modes: []string{ModeCluster, ModeSpread}, Nodes: 2,
 		Duration: 500 * time.Millisecond, Rounds: 1, Connections: 2, Idle: 100 * time.Millisecond, Exe: spryBin,
 	})
 	if err != nil {
@@ -287,10 +288,32 @@ func TestClusterMode(t *testing.T) {
 	}
 	// As in TestEveryModeEveryWorkload, an answer after the short window
 	// (Overtime) shows the mode works as well as one inside it.
-	m := rep.Modes[0]
-	if m.Requests+m.Overtime == 0 || m.Errors != 0 || rep.Config.Nodes != 2 {
-		t.Fatalf("cluster mode: %d requests (%d after the window), %d errors (%s), %d nodes",
-			m.Requests, m.Overtime, m.Errors, m.FirstError, rep.Config.Nodes)
+	for _, m := range rep.Modes {
+		if m.Requests+m.Overtime == 0 || m.Errors != 0 || rep.Config.Nodes != 2 {
+			t.Fatalf("mode %s: %d requests (%d after the window), %d errors (%s), %d nodes",
+				m.Mode, m.Requests, m.Overtime, m.Errors, m.FirstError, rep.Config.Nodes)
+		}
+	}
+}
+
+// TestRecoveryBench: spry bench recovery kills the agent of the node
+// running the chain's last step under load; the step is placed on another
+// node, the requests in between fail or wait, and the run says when
+// traffic flowed again.
+func TestRecoveryBench(t *testing.T) {
+	needCluster(t)
+	rep, err := RunRecovery(context.Background(), RecoveryOptions{Exe: spryBin, Runs: 1, Rate: 200,
+		Before: time.Second, Lease: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Runs[0]
+	t.Logf("%+v", r)
+	if r.Spare == "" || r.Spare == r.Killed || r.Requests == 0 || r.Failed+r.Slow == 0 || r.RecoveredMillis <= 0 || r.ReplacedMillis <= 0 {
+		t.Fatalf("run: %+v", r)
+	}
+	if rep.RecoveredMillis != r.RecoveredMillis || !strings.Contains(rep.Markdown(), r.Killed) {
+		t.Fatalf("report: %+v\n%s", rep, rep.Markdown())
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,13 @@ import (
 // between nodes. The load goes to the node that runs the first step.
 const ModeCluster = "cluster"
 
+// ModeSpread runs the workload on a local cluster of Env.Nodes node
+// agents with every node running the whole chain (one copy of each
+// function per node, so its hops stay in the node's shared memory) and
+// the load generator's connections spread evenly over every node's
+// gateway: the cluster's throughput, to set beside one node's.
+const ModeSpread = "cluster-spread"
+
 // RoleControl is the cluster's control plane in a cluster mode's costs:
 // spry-controller local with its etcd and kube-apiserver.
 const RoleControl = "control"
@@ -35,9 +43,15 @@ const RoleControl = "control"
 // instances only, so placement has to put the steps apart.
 const demandMillis = 250
 
-type clusterMode struct{}
+// clusterMode is ModeCluster, or ModeSpread when spread.
+type clusterMode struct{ spread bool }
 
-func (clusterMode) Name() string { return ModeCluster }
+func (m clusterMode) Name() string {
+	if m.spread {
+		return ModeSpread
+	}
+	return ModeCluster
+}
 
 // CodecPeer is a request frame on a link between two nodes (a binary
 // header, then the payload).
@@ -46,8 +60,11 @@ const CodecPeer = "spry-peer"
 // Path: steps on different nodes; each hop after the first step leaves
 // through the node's peer endpoint, crosses the link between the nodes'
 // gateways, and enters the next node's pool; the answer comes back the
-// same way.
-func (clusterMode) Path(c *bench.Chain) []Transfer {
+// same way. Spread, a request stays on the node it came to, as on one.
+func (m clusterMode) Path(c *bench.Chain) []Transfer {
+	if m.spread {
+		return (&spryMode{transport: "auto"}).Path(c)
+	}
 	d := "descriptor/auto"
 	t := []Transfer{{From: "client", To: "gateway", Medium: MediumTCP, Codec: CodecHTTP},
 		{From: "gateway", To: "fn:" + c.Steps[0], Medium: d, Codec: CodecNone}}
@@ -82,7 +99,8 @@ type localNode struct {
 type clusterRun struct {
 	ctl   *child
 	info  localInfo
-	addr  string // the first step's node's gateway
+	addr  string   // the first step's node's gateway
+	addrs []string // spread: every node's gateway
 	procs []Proc
 }
 
@@ -176,6 +194,12 @@ func (lc *localCluster) wait(ctx context.Context, what string, ok func() (bool, 
 	}
 }
 
+// stop stops the cluster and reports any of procs that outlived it.
+func (lc *localCluster) stop(procs []Proc) error {
+	lc.ctl.stop(30 * time.Second)
+	return survivors(procs)
+}
+
 // fail stops the cluster and returns err with the end of its log.
 func (lc *localCluster) fail(err error) error {
 	lc.ctl.stop(15 * time.Second)
@@ -205,12 +229,27 @@ func (m clusterMode) Start(ctx context.Context, w *bench.Workload, env Env) (Sys
 	if err != nil {
 		return nil, err
 	}
-	most := 1
+	// Apart, each node has room for one function's instances; spread,
+	// for one copy of every function, and the app asks for a copy per
+	// node.
+	room := 1
 	for _, f := range fns {
-		most = max(most, f.Instances)
+		room = max(room, f.Instances)
 	}
-	lc, err := startLocal(ctx, env.Exe, filepath.Join(env.Dir, ModeCluster), nodes,
-		"--heartbeat", "500ms", "--capacity-cpu", strconv.Itoa(most*demandMillis))
+	if m.spread {
+		room = 0
+		for _, f := range fns {
+			room += f.Instances
+		}
+		copied := *w
+		copied.Functions = slices.Clone(w.Functions)
+		for i := range copied.Functions {
+			copied.Functions[i].Instances *= nodes
+		}
+		w, fns = &copied, copied.Functions
+	}
+	lc, err := startLocal(ctx, env.Exe, filepath.Join(env.Dir, m.Name()), nodes,
+		"--heartbeat", "500ms", "--capacity-cpu", strconv.Itoa(room*demandMillis))
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +276,7 @@ func (m clusterMode) Start(ctx context.Context, w *bench.Workload, env Env) (Sys
 		ready := map[string]int{}
 		firstNode = nil
 		r.addr, r.procs = "", []Proc{{PID: c.pid(), Role: RoleControl, Component: "control"}}
+		short := "" // spread: a node that does not run every function
 		for _, n := range r.info.Nodes {
 			s, err := fetchStatus(n.Admin)
 			if err != nil {
@@ -260,15 +300,27 @@ func (m clusterMode) Start(ctx context.Context, w *bench.Workload, env Env) (Sys
 					}
 				}
 			}
+			if m.spread && len(runs) < len(fns) && short == "" {
+				short = n.Name
+			}
 		}
 		for _, f := range fns {
 			if ready[f.Name] < f.Instances {
 				return false, fmt.Errorf("%s: %d of %d instances ready", f.Name, ready[f.Name], f.Instances)
 			}
 		}
+		if short != "" {
+			return false, fmt.Errorf("node %s does not run every step (%s)", short, r.Placement())
+		}
 		return r.addr != "", nil
 	}); err != nil {
 		return fail(err)
+	}
+	if m.spread {
+		for _, n := range r.info.Nodes {
+			r.addrs = append(r.addrs, n.Gateway)
+		}
+		return r, nil
 	}
 	// The point of the mode: some hop of the chain crosses nodes.
 	if len(firstNode) == len(fns) {
@@ -278,6 +330,10 @@ func (m clusterMode) Start(ctx context.Context, w *bench.Workload, env Env) (Sys
 }
 
 func (r *clusterRun) Addr() string { return r.addr }
+
+// Addrs is every node's gateway when the load is spread (else nil: all
+// of it goes to Addr).
+func (r *clusterRun) Addrs() []string { return r.addrs }
 
 func (r *clusterRun) Procs() []Proc { return r.procs }
 

@@ -119,8 +119,8 @@ func NewMode(name string) (Mode, error) {
 	if name == ModeWasm {
 		return &spryMode{wasm: true}, nil
 	}
-	if name == ModeCluster {
-		return clusterMode{}, nil
+	if name == ModeCluster || name == ModeSpread {
+		return clusterMode{spread: name == ModeSpread}, nil
 	}
 	// wasm-TRANSPORT: wasm steps on a transport other than auto's.
 	if tr, ok := strings.CutPrefix(name, ModeWasm+"-"); ok && slices.Contains(transport.Names, tr) {
@@ -428,6 +428,21 @@ func (s *status) transits() (n, ns uint64) {
 		ns += a.Requests.TransitNs
 	}
 	return n, ns
+}
+
+// ready returns the functions that have a ready instance on the node.
+func (s *status) ready() map[string]bool {
+	r := map[string]bool{}
+	for _, a := range s.Apps {
+		for _, f := range a.Functions {
+			for _, in := range f.Instances {
+				if in.State == "ready" && in.PID > 0 {
+					r[f.Name] = true
+				}
+			}
+		}
+	}
+	return r
 }
 
 // transiter is a System that measures the hops inside its chains (Spry's,

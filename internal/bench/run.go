@@ -224,6 +224,7 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 	tick := 100 * time.Millisecond
 	cfg := load.Config{Addr: sys.Addr(), Proto: proto, Requests: reqs, Mix: mix, Connections: o.Connections,
 		Warmup: o.Warmup, Duration: dur, Tick: tick,
+		Addrs: addrsOf(sys),
 		OnMeasure: func() {
 			before = proc.Take(roots)
 			genBefore, _ = proc.Read(os.Getpid())
@@ -304,6 +305,18 @@ func runOnce(ctx context.Context, m Mode, w *bench.Workload, env Env, o Options,
 		acc.timeline, acc.tick = samples, tick
 	} else {
 		acc.res.Merge(res)
+	}
+	return nil
+}
+
+// spreader is a system that takes its load at several addresses (every
+// node's gateway of a cluster).
+type spreader interface{ Addrs() []string }
+
+// addrsOf returns where a system's load goes when spread, or nil.
+func addrsOf(sys System) []string {
+	if s, ok := sys.(spreader); ok {
+		return s.Addrs()
 	}
 	return nil
 }
@@ -418,7 +431,7 @@ func runConfig(o Options, w *bench.Workload) RunConfig {
 	if w.Name == "chain" {
 		c.Steps, c.Payload = len(w.Chains[0].Steps), len(w.Requests[0].Body)
 	}
-	if slices.Contains(o.Modes, ModeCluster) {
+	if slices.Contains(o.Modes, ModeCluster) || slices.Contains(o.Modes, ModeSpread) {
 		c.Nodes = max(o.Nodes, 2)
 	}
 	for _, ch := range w.Chains {

@@ -61,8 +61,8 @@ See docs/benchmarks.md.`,
 					o.Modes = o.Modes[:1]
 				}
 			}
-			if o.Nodes > 1 && !slices.Contains(o.Modes, ibench.ModeCluster) {
-				o.Modes = append(o.Modes, ibench.ModeCluster)
+			if o.Nodes > 1 && !slices.Contains(o.Modes, ibench.ModeCluster) && !slices.Contains(o.Modes, ibench.ModeSpread) {
+				o.Modes = append(o.Modes, ibench.ModeCluster, ibench.ModeSpread)
 			}
 			o.Shape.Chains = splitList(chains)
 			if payload != "" {
@@ -90,7 +90,7 @@ See docs/benchmarks.md.`,
 			return printReport(cmd.OutOrStdout(), rep, out, rep.Modes)
 		},
 	}
-	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd(), benchAsyncCmd(), benchMQTTCmd(), benchFLCmd())
+	cmd.AddCommand(benchAutoscaleCmd(), benchColdStartCmd(), benchAsyncCmd(), benchMQTTCmd(), benchFLCmd(), benchRecoveryCmd())
 	f := cmd.Flags()
 	f.StringVar(&modes, "modes", "", "modes to compare, the first is the reference (default: this machine's auto transport, knative, http, grpc; all: "+strings.Join(ibench.ModeNames(), ",")+"; a Spry transport with +VARIANT runs the workload shaped otherwise: boutique +calls, fanout +seq)")
 	f.DurationVar(&o.Duration, "duration", 30*time.Second, "measured time per mode (split over the rounds)")
@@ -112,7 +112,7 @@ See docs/benchmarks.md.`,
 	f.DurationVar(&o.Shape.BurstEvery, "burst-every", 0, "motion, parking: time between bursts (default 2s, 10s)")
 	f.IntVar(&o.Shape.BurstSize, "burst-size", 0, "motion, parking: requests per burst (default 40, 8)")
 	f.IntVar(&o.Shape.Instances, "instances", 1, "instances of every function")
-	f.IntVar(&o.Nodes, "nodes", 0, "also run mode cluster: a local cluster of this many nodes (spry-controller local: etcd, kube-apiserver, controller, agents; needs spry-controller beside spry and KUBEBUILDER_ASSETS or deploy/kubernetes/testbin.sh's cache) with the steps placed on different nodes, the load sent to the first step's node")
+	f.IntVar(&o.Nodes, "nodes", 0, "also run mode cluster: a local cluster of this many nodes (spry-controller local: etcd, kube-apiserver, controller, agents; needs spry-controller beside spry and KUBEBUILDER_ASSETS or deploy/kubernetes/testbin.sh's cache) with the steps placed on different nodes, the load sent to the first step's node; and mode cluster-spread: every node runs the whole chain, the load spread over every gateway")
 	f.StringVar(&o.Dir, "workdir", "", "keep the processes' configs and logs in this directory (default: a temporary one, removed)")
 	f.BoolVar(&goBroker, "go-broker", false, "knative: use the Go broker even when nginx is installed")
 	return cmd
@@ -166,6 +166,7 @@ See docs/benchmarks.md.`,
 	f.Float64Var(&o.Speedup, "speedup", ibench.DefaultSpeedup, "trace seconds per second of wall time (the rate is not scaled)")
 	f.Float64Var(&o.RateScale, "rate-scale", 0, "multiply the trace's rates (default: the peak needs 60% of the machine's cores at --cpu)")
 	f.DurationVar(&o.SLO, "slo", ibench.DefaultSLO, "the step's SLO (scale.slo)")
+	f.Float64Var(&o.Attainment, "attainment", 0, "mu's scale.attainment: the share of SLO windows to meet the SLO (default 0.99)")
 	f.DurationVar(&o.StepCPU, "cpu", ibench.DefaultStepCPU, "CPU the step burns per request")
 	f.IntVar(&o.Length, "length", 1440, "generated traces: length in seconds")
 	f.IntVar(&o.Min, "min", 0, "scale.min")

@@ -193,6 +193,9 @@ type Scale struct {
 	// percentile of each SLOWindow's requests is to stay within SLO. 0
 	// means 1s.
 	SLOWindow time.Duration
+	// Attainment is the share of SLO windows that are to meet the SLO
+	// (mu sizes for it), in [0.5, 1). 0 means 0.99.
+	Attainment float64
 }
 
 // Scaling policies.

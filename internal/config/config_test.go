@@ -246,9 +246,10 @@ func TestParseBad(t *testing.T) {
 			functions:
 			  a: {builtin: upper, scale: {min: 3, max: 2, slo: 0s, policy: fast, sloWindow: 2h}}
 			  b: {builtin: upper, scale: {min: -1, max: 300, sloo: 1s}}
-			  c: {builtin: upper, instances: 5, scale: {min: 1, max: 4}}
+			  c: {builtin: upper, instances: 5, scale: {min: 1, max: 4, attainment: 1}}
 			  d: {builtin: upper, instances: 0}
 			  e: {builtin: upper, scale: [1, 2]}
+			  f: {builtin: upper, scale: {attainment: 99.9%}}
 			chains:
 			  c: {route: /c, steps: [a]}
 			`), []string{
@@ -256,12 +257,14 @@ func TestParseBad(t *testing.T) {
 			`spry.yaml:3: functions.a.scale.max: 2 is below min (3)`,
 			`spry.yaml:3: functions.a.scale.slo: want more than 0s and at most 1h, got 0s`,
 			`spry.yaml:3: functions.a.scale.sloWindow: want more than 0s and at most 1h, got 2h0m0s`,
-			`spry.yaml:4: functions.b.scale.sloo: unknown field (known: min, max, slo, sloWindow, policy, window, idle)`,
+			`spry.yaml:4: functions.b.scale.sloo: unknown field (known: min, max, slo, sloWindow, attainment, policy, window, idle)`,
 			`spry.yaml:4: functions.b.scale.min: want 0..256, got -1`,
 			`spry.yaml:4: functions.b.scale.max: want 1..256, got 300`,
+			`spry.yaml:5: functions.c.scale.attainment: want a share of windows in [0.5, 1) (0.999: 999 windows in 1000), got 1`,
 			`spry.yaml:5: functions.c.scale: instances (5) is outside min..max (1..4)`,
 			`spry.yaml:6: functions.d.instances: want 1..256, got 0`,
-			`spry.yaml:7: functions.e.scale: want a mapping with min:, max:, slo: and policy:, got a list`}},
+			`spry.yaml:7: functions.e.scale: want a mapping with min:, max:, slo: and policy:, got a list`,
+			`spry.yaml:8: functions.f.scale.attainment: want a number, got "99.9%"`}},
 		{"functions", yml(`
 			app: a
 			functions:
@@ -732,7 +735,7 @@ func TestScale(t *testing.T) {
 		app: s
 		functions:
 		  fixed: {builtin: upper, instances: 3}
-		  zero: {builtin: upper, scale: {min: 0, slo: 50ms, window: 5s, idle: 2s, sloWindow: 100ms}}
+		  zero: {builtin: upper, scale: {min: 0, slo: 50ms, window: 5s, idle: 2s, sloWindow: 100ms, attainment: 0.999}}
 		  kpa: {builtin: upper, instances: 2, scale: {policy: kpa, max: 4}}
 		  bare: {builtin: upper, scale: {}}
 		  big: {builtin: upper, scale: {min: 12}}
@@ -748,7 +751,7 @@ func TestScale(t *testing.T) {
 		scale     Scale
 	}{
 		"fixed": {3, Scale{Policy: PolicyFixed, Min: 3, Max: 3}},
-		"zero":  {1, Scale{Policy: PolicyMu, Min: 0, Max: DefaultMaxInstances, SLO: 50 * time.Millisecond, Window: 5 * time.Second, Idle: 2 * time.Second, SLOWindow: 100 * time.Millisecond}},
+		"zero":  {1, Scale{Policy: PolicyMu, Min: 0, Max: DefaultMaxInstances, SLO: 50 * time.Millisecond, Window: 5 * time.Second, Idle: 2 * time.Second, SLOWindow: 100 * time.Millisecond, Attainment: 0.999}},
 		"kpa":   {2, Scale{Policy: PolicyKPA, Min: 1, Max: 4, SLO: DefaultSLO}},
 		"bare":  {1, Scale{Policy: PolicyMu, Min: 1, Max: DefaultMaxInstances, SLO: DefaultSLO}},
 		"big":   {12, Scale{Policy: PolicyMu, Min: 12, Max: 12, SLO: DefaultSLO}},

@@ -97,6 +97,7 @@ type scaleSpec struct {
 	window value[time.Duration]
 	idle   value[time.Duration]
 	sloWin value[time.Duration]
+	attain value[float64]
 }
 
 type envVar struct {
@@ -157,7 +158,7 @@ var (
 	fnKeys     = append([]string{"builtin", "go", "exec"}, append(append(kindKeys, wasmKeys...), "instances", "concurrency", "timeout", "env", "envFrom", "workDir", "limits", "scale")...)
 	fnLimKeys  = []string{"memory", "cpu"}
 	secretKeys = []string{"file", "value"}
-	scaleKeys  = []string{"min", "max", "slo", "sloWindow", "policy", "window", "idle"}
+	scaleKeys  = []string{"min", "max", "slo", "sloWindow", "attainment", "policy", "window", "idle"}
 	authKeys   = []string{"apiKeys", "apiKeysFile", "apiKeyHeader", "jwt"}
 	jwtKeys    = []string{"secret", "jwks", "issuer", "audience", "leeway"}
 	chainKeys  = []string{"route", "steps", "timeout", "methods", "headers", "auth", "record", "async"}
@@ -347,6 +348,8 @@ func (d *decoder) function(name string, k, v *yaml.Node) *fnSpec {
 					sc.idle = d.duration(v, pp)
 				case "sloWindow":
 					sc.sloWin = d.duration(v, pp)
+				case "attainment":
+					sc.attain = d.float(v, pp)
 				}
 			})
 		case "env":
@@ -560,6 +563,20 @@ func (d *decoder) int(n *yaml.Node, path string) value[int64] {
 		d.ps.add(n.Line, path, "%s is too large", s.Value)
 	case s.ShortTag() != "!!int" || s.Decode(&x.v) != nil:
 		d.ps.add(n.Line, path, "want an integer, got %s", got(s))
+	default:
+		x.bad = false
+	}
+	return x
+}
+
+// float reads a number (an integer or a decimal).
+func (d *decoder) float(n *yaml.Node, path string) value[float64] {
+	x := value[float64]{line: n.Line, bad: true}
+	s, ok := d.scalar(n, path, "a number")
+	switch {
+	case !ok:
+	case (s.ShortTag() != "!!float" && s.ShortTag() != "!!int") || s.Decode(&x.v) != nil:
+		d.ps.add(n.Line, path, "want a number, got %s", got(s))
 	default:
 		x.bad = false
 	}

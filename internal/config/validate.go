@@ -431,6 +431,13 @@ func (sc *scaleSpec) validate(f *Function, haveInstances bool, path string, ps *
 			*d.dst = d.v.v
 		}
 	}
+	if a := sc.attain; a.ok() {
+		if !(a.v >= 0.5 && a.v < 1) {
+			ps.add(a.line, path+".attainment", "want a share of windows in [0.5, 1) (0.999: 999 windows in 1000), got %v", a.v)
+		} else {
+			s.Attainment = a.v
+		}
+	}
 	if !haveInstances {
 		f.Instances = max(s.Min, 1)
 	}

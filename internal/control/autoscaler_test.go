@@ -31,7 +31,7 @@ func TestConfigDefaults(t *testing.T) {
 		SLO: time.Second, Tick: time.Second,
 		Mu: MuConfig{
 			ExecTime: 100 * time.Millisecond, ColdStart: time.Second, ExecHalfLife: 10 * time.Second,
-			MaxScaleUpRate: 10, MaxScaleDownRate: 1.25, ErrorMargin: 1, Percentile: 0.99, SLOWindow: time.Second,
+			MaxScaleUpRate: 10, MaxScaleDownRate: 1.25, ErrorMargin: 1, Percentile: 0.99, Attainment: 0.99, SLOWindow: time.Second,
 			StabilizationWindow: 30 * time.Second, IdlePeriod: time.Minute,
 			Predictor: PredictorConfig{
 				Windows: []int{1, 10, 50, 100, 500, 1000}, LearningRates: []float64{0.01, 0.1, 0.5},
@@ -367,7 +367,7 @@ func TestWindowTail(t *testing.T) {
 		q := []float64{0.9, 0.99, 0.999, 0.5}[rng.IntN(4)]
 		n := []int{2, 10, 37, 99, 100, 101, 350, 1000, 30000}[rng.IntN(9)] + rng.IntN(3)
 		delta := 1 - q
-		p := windowTail(float64(n), q)
+		p := windowTail(float64(n), q, 1-q)
 		k := int(math.Floor(delta * float64(n)))
 		if !(p > 0 && p <= delta) {
 			t.Fatalf("n=%d q=%v: p=%v outside (0, %v]", n, q, p, delta)
@@ -395,20 +395,34 @@ func TestWindowTail(t *testing.T) {
 	}
 	// One request or fewer per window: the window is over when it is.
 	for _, n := range []float64{0, 0.3, 1, math.NaN(), -4} {
-		if p := windowTail(n, 0.99); math.Abs(p-0.01) > 1e-12 {
+		if p := windowTail(n, 0.99, 1-0.99); math.Abs(p-0.01) > 1e-12 {
 			t.Fatalf("n=%v: p=%v, want 0.01", n, p)
 		}
 	}
 	// Under 100 requests one slow request is the p99: p ≈ 1%/n.
-	if p := windowTail(30, 0.99); math.Abs(p*30-0.01005) > 1e-4 {
+	if p := windowTail(30, 0.99, 1-0.99); math.Abs(p*30-0.01005) > 1e-4 {
 		t.Fatalf("n=30: p=%v, want ~0.01/30", p)
 	}
+	// A window that may miss once in a thousand: p ≈ 0.1%/n, and with
+	// many requests a share whose Poisson count exceeds k only that often.
+	if p := windowTail(30, 0.99, 0.001); math.Abs(p*30-0.0010005) > 1e-5 {
+		t.Fatalf("n=30, miss 0.001: p=%v, want ~0.001/30", p)
+	}
+	for _, n := range []float64{150, 1000, 30000} {
+		p, k := windowTail(n, 0.99, 0.001), math.Floor(0.01*n)
+		if tail := 1 - poissonCDF(k, p*n); (k <= 200 && tail > 0.001*(1+1e-3)) || p >= windowTail(n, 0.99, 0.01) {
+			t.Fatalf("n=%v, miss 0.001: p=%v, Poisson tail %v", n, p, tail)
+		}
+	}
+	if p := windowTail(1, 0.99, 0.001); p != 0.001 {
+		t.Fatalf("n=1, miss 0.001: p=%v, want 0.001", p)
+	}
 	// Many requests: p approaches 1 − q from below.
-	if p := windowTail(1e7, 0.99); p < 0.0099 || p > 0.01 {
+	if p := windowTail(1e7, 0.99, 1-0.99); p < 0.0099 || p > 0.01 {
 		t.Fatalf("n=1e7: p=%v, want just under 0.01", p)
 	}
 	// A huge k takes the normal approximation, close to the exact value.
-	if a, b := windowTail(20000, 0.99), windowTail(20100, 0.99); math.Abs(a-b) > 2e-4 {
+	if a, b := windowTail(20000, 0.99, 1-0.99), windowTail(20100, 0.99, 1-0.99); math.Abs(a-b) > 2e-4 {
 		t.Fatalf("k=200 %v vs k=201 %v", a, b)
 	}
 }

@@ -56,38 +56,38 @@ func sizeForSLO(lambda, exec float64, conc int, slack, eps, cap float64, limit i
 
 // windowTail returns the share of requests that may exceed the SLO when
 // the SLO bounds the q-quantile of every window holding n requests (on
-// average): the largest p for which a window's q-quantile is over the SLO
-// with probability at most 1 − q.
+// average) and a window may miss that with probability at most miss: the
+// largest p for which a window's q-quantile is over the SLO with
+// probability at most miss, capped at 1 − q.
 //
 // A window's nearest-rank q-quantile is over the SLO when more than
 // k = ⌊(1 − q)·n⌋ of its requests are. Taking exceedances as independent,
-// their count is binomial: with k = 0, p = 1 − q^(1/n) exactly; above, the
-// count is taken as Poisson with mean n·p, and p = m/n for the largest m
-// with P(Poisson(m) > k) ≤ 1 − q. Independence is conservative: slow requests
-// come in runs (one queue delays its neighbours), which puts them into
-// fewer windows. With k = 0 (under 1/(1 − q) requests per window: one
-// slow request is the window's p99) that is p ≈ (1 − q)/n; as n grows p
-// approaches 1 − q from below. A window of one request or less is over
-// when that request is: p = 1 − q. Allocates nothing; O(k) for k ≤ 200,
-// a normal approximation above.
-func windowTail(n, q float64) float64 {
+// their count is binomial: with k = 0, p = 1 − (1 − miss)^(1/n) exactly;
+// above, the count is taken as Poisson with mean n·p, and p = m/n for the
+// largest m with P(Poisson(m) > k) ≤ miss. Independence is conservative:
+// slow requests come in runs (one queue delays its neighbours), which puts
+// them into fewer windows. With k = 0 (under 1/(1 − q) requests per window:
+// one slow request is the window's p99) that is p ≈ miss/n. A window of one
+// request or less is over when that request is: p = miss. Allocates
+// nothing; O(k) for k ≤ 200, a normal approximation above.
+func windowTail(n, q, miss float64) float64 {
 	delta := 1 - q
 	if !(n > 1) {
-		return delta
+		return min(miss, delta)
 	}
 	k := math.Floor(delta * n)
 	var m float64
 	switch {
 	case k == 0:
-		// Exactly: 1 − (1 − p)^n = delta.
-		return min(-math.Expm1(math.Log1p(-delta)/n), delta)
+		// Exactly: 1 − (1 − p)^n = miss.
+		return min(-math.Expm1(math.Log1p(-miss)/n), delta)
 	case k <= 200:
 		// P(Poisson(m) ≤ k) falls with m; at m = k + 1 it is under
-		// 0.6 < 1 − delta, so the root lies in [0, k + 1].
+		// 0.6 < 1 − miss, so the root lies in [0, k + 1].
 		lo, hi := 0.0, k+1
 		for range 48 {
 			mid := (lo + hi) / 2
-			if poissonCDF(k, mid) >= q {
+			if poissonCDF(k, mid) >= 1-miss {
 				lo = mid
 			} else {
 				hi = mid
@@ -95,8 +95,8 @@ func windowTail(n, q float64) float64 {
 		}
 		m = lo
 	default:
-		// m + z·√m = k + ½, z the standard normal's (1 − delta) quantile.
-		z := normalQuantile(q)
+		// m + z·√m = k + ½, z the standard normal's (1 − miss) quantile.
+		z := normalQuantile(1 - miss)
 		r := (-z + math.Sqrt(z*z+4*(k+0.5))) / 2
 		m = r * r
 	}

@@ -35,8 +35,16 @@ type MuConfig struct {
 	// Percentile is the latency percentile the SLO bounds, judged per
 	// SLOWindow: the load term sizes so that, at the forecast rate, a
 	// window's Percentile-th latency exceeds the SLO with probability at
-	// most 1 − Percentile (see windowTail). Default 0.99.
+	// most 1 − Attainment (see windowTail). Default 0.99.
 	Percentile float64
+	// Attainment is the share of SLO windows whose Percentile-th latency
+	// is to be within the SLO: the load term sizes so that a window
+	// misses it with probability at most 1 − Attainment (see windowTail).
+	// The percentile says how many slow requests a window may hold, the
+	// attainment how many windows may hold more: with 1 s windows, 0.99
+	// allows ~36 seconds an hour over the SLO, 0.999 ~4. Default:
+	// Percentile.
+	Attainment float64
 	// SLOWindow is the interval the SLO is judged over: "the p99 of every
 	// second". Few requests per window make the target per request
 	// stricter (with 30, one slow request is the window's p99). Default
@@ -101,6 +109,11 @@ func (c *MuConfig) validate(path string, top *Config) []string {
 	}
 	if !(c.Percentile >= 0.5 && c.Percentile < 1) {
 		p = append(p, fmt.Sprintf("%s.percentile: %v, want in [0.5, 1)", path, c.Percentile))
+	}
+	if c.Attainment == 0 {
+		c.Attainment = c.Percentile
+	} else if !(c.Attainment >= 0.5 && c.Attainment < 1) {
+		p = append(p, fmt.Sprintf("%s.attainment: %v, want in [0.5, 1)", path, c.Attainment))
 	}
 	if c.SLOWindow == 0 {
 		c.SLOWindow = time.Second
@@ -339,7 +352,7 @@ func (m *mu) Urgent(now time.Duration, o Observation) (int, bool) {
 // Percentile-th latency stay within the SLO (windowTail).
 func (m *mu) loadTerm(rate, exec, slack float64, limit int) int {
 	c := &m.cfg
-	eps := windowTail(rate*c.Mu.SLOWindow.Seconds(), c.Mu.Percentile)
+	eps := windowTail(rate*c.Mu.SLOWindow.Seconds(), c.Mu.Percentile, 1-c.Mu.Attainment)
 	return sizeForSLO(rate, exec, c.Concurrency, slack, eps, 1-c.Mu.Percentile, limit)
 }
 

@@ -188,6 +188,8 @@ func (s *scenario) config(kv map[string]string, order []string) ([]string, error
 			c.Mu.IdlePeriod, err = time.ParseDuration(v)
 		case "percentile":
 			c.Mu.Percentile, err = strconv.ParseFloat(v, 64)
+		case "attainment":
+			c.Mu.Attainment, err = strconv.ParseFloat(v, 64)
 		case "slowindow":
 			c.Mu.SLOWindow, err = time.ParseDuration(v)
 		case "margin":

@@ -81,6 +81,7 @@ func newScaler(f *function, coldStart time.Duration) (*scaler, error) {
 	}
 	cfg.Mu.ColdStart = max(coldStart, 10*time.Millisecond)
 	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod, cfg.Mu.SLOWindow = sc.Window, sc.Idle, sc.SLOWindow
+	cfg.Mu.Attainment = sc.Attainment
 	cfg.KPA.StableWindow, cfg.KPA.ScaleToZeroGrace = sc.Window, sc.Idle
 	as, err := control.New(cfg)
 	if err != nil {

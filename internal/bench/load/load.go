@@ -91,7 +91,10 @@ func (b *Bursts) Next() (time.Duration, bool) {
 
 // Config is one load run.
 type Config struct {
-	Addr        string
+	Addr string
+	// Addrs, when set, spread the connections over these addresses in
+	// turn (connection i to Addrs[i mod len]); Addr is then unused.
+	Addrs       []string
 	Requests    []Request
 	Mix         []int // indexes into Requests, cycled; nil: each in turn
 	Connections int
@@ -231,7 +234,11 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	}
 	workers := make([]*worker, c.Connections)
 	for i := range workers {
-		cl, err := newDoer(c.Proto, c.Addr, c.Timeout)
+		addr := c.Addr
+		if len(c.Addrs) > 0 {
+			addr = c.Addrs[i%len(c.Addrs)]
+		}
+		cl, err := newDoer(c.Proto, addr, c.Timeout)
 		if err != nil {
 			return nil, err
 		}

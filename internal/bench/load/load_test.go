@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -338,5 +339,31 @@ func TestDial(t *testing.T) {
 		t.Fatal("dial to a closed port succeeded")
 	} else if !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("dial to a closed port: %v, want connection refused", err)
+	}
+}
+
+// TestAddrsSpreadConnections: with Addrs the connections go to every
+// address in turn, and each one's requests are answered there.
+func TestAddrsSpreadConnections(t *testing.T) {
+	var hits [3]atomic.Int64
+	addrs := make([]string, len(hits))
+	for i := range hits {
+		addrs[i] = serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits[i].Add(1)
+			w.Write([]byte("ok"))
+		}))
+	}
+	reqs := []Request{{Raw: Build("GET", "/", "spread", nil, nil), WantStatus: 200, WantBody: []byte("ok")}}
+	res, err := Run(context.Background(), Config{Addrs: addrs, Requests: reqs, Connections: 6, Duration: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 0 {
+		t.Fatalf("%d errors: %s", res.Errors, res.FirstErr)
+	}
+	for i := range hits {
+		if hits[i].Load() == 0 {
+			t.Errorf("address %d got no request (hits %d %d %d)", i, hits[0].Load(), hits[1].Load(), hits[2].Load())
+		}
 	}
 }

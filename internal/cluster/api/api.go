@@ -257,12 +257,19 @@ func (t *MicroTime) UnmarshalJSON(b []byte) error {
 // Fresh reports whether a lease was renewed within its duration (10 s if
 // it names none) before now.
 func (l *Lease) Fresh(now time.Time) bool {
+	e := l.Expires()
+	return !e.IsZero() && now.Before(e)
+}
+
+// Expires returns when a lease runs out: its renewal plus its duration
+// (10 s if it names none); zero if it was never renewed.
+func (l *Lease) Expires() time.Time {
 	if l == nil || l.Spec.RenewTime == nil {
-		return false
+		return time.Time{}
 	}
 	d := 10 * time.Second
 	if l.Spec.LeaseDurationSeconds != nil {
 		d = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
 	}
-	return now.Before(l.Spec.RenewTime.Add(d))
+	return l.Spec.RenewTime.Add(d)
 }

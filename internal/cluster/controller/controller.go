@@ -37,6 +37,14 @@ type ControllerConfig struct {
 	Period time.Duration
 	// Placement chooses the placement strategy.
 	Placement control.PlacementConfig
+	// LostGrace is how long a lost node (its lease expired) keeps the
+	// assignment it had, instances and all: a node that only stalled (a
+	// loaded machine, a slow API server) or is cut off from the control
+	// plane but not from its clients keeps serving what it runs, while
+	// its instances are placed on the live nodes too. After the grace it
+	// keeps every app with no instances of its own and the live nodes as
+	// peers. Default 30s; negative: none.
+	LostGrace time.Duration
 	// DefaultDemand is what one instance holds when its function says
 	// nothing (limits: in spry.yaml). Default 250m CPU, 128 MiB.
 	DefaultDemand control.Resources
@@ -51,6 +59,9 @@ func (c *ControllerConfig) fill() {
 	}
 	if c.Period <= 0 {
 		c.Period = time.Second
+	}
+	if c.LostGrace == 0 {
+		c.LostGrace = 30 * time.Second
 	}
 	if c.DefaultDemand == (control.Resources{}) {
 		c.DefaultDemand = control.Resources{250, 128 << 20}
@@ -78,6 +89,10 @@ type Controller struct {
 	nodes    map[string]*nodeState
 	fnApp    map[string]string // fleet function name → app key
 	log      *slog.Logger
+	// lastRound is when the previous round ran and interval the time
+	// since then: the span a round's observations cover.
+	lastRound time.Time
+	interval  time.Duration
 }
 
 type appState struct {
@@ -93,9 +108,23 @@ type appState struct {
 type nodeState struct {
 	up   bool
 	boot string
-	last map[string]api.FunctionCounts // by fleet function name
-	obs  map[string]control.Observation
+	beat time.Time // the heartbeat last's counters came with
+	seen time.Time // when (the controller's clock) beat last moved
+	// expires is when the node's lease runs (or ran) out, as of the
+	// round; zero without a lease.
+	expires time.Time
+	last    map[string]api.FunctionCounts // by fleet function name
+	// rates are the per-second rates between the node's last two
+	// heartbeats with new counters, on the agent's own clock: a round
+	// scales them to its own interval, so that a round that sees 3 or 5
+	// heartbeats of 250 ms (or the same one as the round before) does not
+	// read 25% more or fewer arrivals, or none.
+	rates map[string]fnRates
+	obs   map[string]control.Observation // gauges, read at the round
 }
+
+// fnRates are one function's counters per second of a node's heartbeats.
+type fnRates struct{ arrivals, completions, busy float64 }
 
 // NewController returns a controller using c.
 func NewController(c client.Client, cfg ControllerConfig) (*Controller, error) {
@@ -205,6 +234,7 @@ func (ctl *Controller) Round(ctx context.Context) error {
 		return fmt.Errorf("list leases: %w", err)
 	}
 	now := time.Now()
+	ctl.begin(now)
 	p := ctl.fleet.Placer()
 
 	// Nodes: up while their lease is fresh.
@@ -218,10 +248,11 @@ func (ctl *Controller) Round(ctx context.Context) error {
 		seen[n.Name] = true
 		st := ctl.nodes[n.Name]
 		if st == nil {
-			st = &nodeState{last: map[string]api.FunctionCounts{}, obs: map[string]control.Observation{}}
+			st = &nodeState{last: map[string]api.FunctionCounts{}, rates: map[string]fnRates{}, obs: map[string]control.Observation{}}
 			ctl.nodes[n.Name] = st
 		}
-		up := fresh(leaseOf[api.LeaseName(n.Name)], now)
+		st.expires = expiry(leaseOf[api.LeaseName(n.Name)])
+		up := !st.expires.IsZero() && now.Before(st.expires)
 		switch {
 		case up:
 			if !st.up {
@@ -233,7 +264,7 @@ func (ctl *Controller) Round(ctx context.Context) error {
 			p.RemoveNode(n.Name)
 		}
 		st.up = up
-		ctl.observe(n, st)
+		ctl.observe(n, st, now)
 	}
 	for name, st := range ctl.nodes {
 		if !seen[name] {
@@ -289,12 +320,23 @@ func (ctl *Controller) Round(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func fresh(l *coordinationv1.Lease, now time.Time) bool {
+// begin starts a round at now: its observations cover the time since the
+// last one (one period at the first).
+func (ctl *Controller) begin(now time.Time) {
+	ctl.interval = ctl.cfg.Period
+	if !ctl.lastRound.IsZero() && now.After(ctl.lastRound) {
+		ctl.interval = now.Sub(ctl.lastRound)
+	}
+	ctl.lastRound = now
+}
+
+// expiry returns when a node's lease runs out (zero: no lease).
+func expiry(l *coordinationv1.Lease) time.Time {
 	if l == nil || l.Spec.RenewTime == nil {
-		return false
+		return time.Time{}
 	}
 	al := api.Lease{Spec: api.LeaseSpec{LeaseDurationSeconds: l.Spec.LeaseDurationSeconds, RenewTime: &api.MicroTime{Time: l.Spec.RenewTime.Time}}}
-	return al.Fresh(now)
+	return al.Expires()
 }
 
 // checkConflicts keeps out of the placement every app that has the name
@@ -335,46 +377,85 @@ func (ctl *Controller) checkConflicts() {
 	}
 }
 
-// observe turns a node's heartbeat counters into deltas since the last
-// one (a new boot restarts them).
-func (ctl *Controller) observe(n *SpryNode, st *nodeState) {
+// observe takes a node's heartbeat: its gauges as they are, and from its
+// cumulative counters the rates since the previous heartbeat that
+// advanced them, over the interval the agent's timestamps give (a new
+// boot restarts them). A heartbeat the controller saw before changes no
+// rate: the round keeps the last ones rather than reading none, for up to
+// staleRounds periods; then the node's rates count as unknown (0).
+func (ctl *Controller) observe(n *SpryNode, st *nodeState, now time.Time) {
 	clear(st.obs)
 	if !st.up {
 		return
 	}
 	if n.Status.Boot != st.boot {
 		st.boot = n.Status.Boot
+		st.beat = time.Time{}
 		clear(st.last)
+		clear(st.rates)
 	}
+	var beat time.Time
+	if n.Status.Heartbeat != nil {
+		beat = *n.Status.Heartbeat
+	}
+	newer := beat.After(st.beat)
 	for _, fc := range n.Status.Functions {
 		name := fnName(fc.App, fc.Function)
-		prev, had := st.last[name]
-		st.last[name] = fc
-		o := control.Observation{Queued: int(fc.Queued), InFlight: int(fc.InFlight),
+		st.obs[name] = control.Observation{Queued: int(fc.Queued), InFlight: int(fc.InFlight),
 			Ready: int(fc.Ready), Starting: int(fc.Starting)}
-		if had && fc.Arrivals >= prev.Arrivals && fc.Completions >= prev.Completions && fc.BusyNanos >= prev.BusyNanos {
-			o.Arrivals = fc.Arrivals - prev.Arrivals
-			o.Completions = fc.Completions - prev.Completions
-			o.Busy = time.Duration(fc.BusyNanos - prev.BusyNanos)
+		prev, had := st.last[name]
+		switch {
+		case had && !newer:
+			// The same heartbeat (or an agent whose timestamps are
+			// coarser than its heartbeats): keep the counters to take
+			// the delta from once the time moves.
+		case had && !st.beat.IsZero() && fc.Arrivals >= prev.Arrivals && fc.Completions >= prev.Completions && fc.BusyNanos >= prev.BusyNanos:
+			dt := beat.Sub(st.beat).Seconds()
+			st.rates[name] = fnRates{
+				arrivals:    float64(fc.Arrivals-prev.Arrivals) / dt,
+				completions: float64(fc.Completions-prev.Completions) / dt,
+				busy:        float64(fc.BusyNanos-prev.BusyNanos) / dt,
+			}
+			st.last[name] = fc
+		default:
+			delete(st.rates, name)
+			st.last[name] = fc
 		}
-		st.obs[name] = o
+	}
+	switch {
+	case newer:
+		st.beat, st.seen = beat, now
+	case now.Sub(st.seen) > staleRounds*ctl.cfg.Period:
+		clear(st.rates)
 	}
 }
 
-// observation sums a function's observations over the nodes that are up.
+// staleRounds is how many periods a node's last rates stand in for
+// heartbeats that do not come.
+const staleRounds = 3
+
+// observation sums a function's observations over the nodes that are up:
+// the gauges as the heartbeats gave them, the counters as the nodes' rates
+// over the round's interval.
 func (ctl *Controller) observation(name string) control.Observation {
 	var o control.Observation
+	var r fnRates
 	for _, st := range ctl.nodes {
 		if x, ok := st.obs[name]; ok && st.up {
-			o.Arrivals += x.Arrivals
-			o.Completions += x.Completions
-			o.Busy += x.Busy
 			o.Queued += x.Queued
 			o.InFlight += x.InFlight
 			o.Ready += x.Ready
 			o.Starting += x.Starting
+			x := st.rates[name]
+			r.arrivals += x.arrivals
+			r.completions += x.completions
+			r.busy += x.busy
 		}
 	}
+	dt := ctl.interval.Seconds()
+	o.Arrivals = uint64(math.Round(r.arrivals * dt))
+	o.Completions = uint64(math.Round(r.completions * dt))
+	o.Busy = time.Duration(math.Round(r.busy * dt))
 	// What is placed but not yet reported ready is starting.
 	if placed := ctl.fleet.Placer().Placed(name); placed > o.Ready+o.Starting {
 		o.Starting = placed - o.Ready
@@ -454,6 +535,7 @@ func scaleConfig(f *config.Function, period time.Duration) control.Config {
 	}
 	cfg.Mu.ColdStart = 50 * time.Millisecond
 	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod, cfg.Mu.SLOWindow = sc.Window, sc.Idle, sc.SLOWindow
+	cfg.Mu.Attainment = sc.Attainment
 	cfg.KPA.StableWindow, cfg.KPA.ScaleToZeroGrace = sc.Window, sc.Idle
 	return cfg
 }
@@ -519,18 +601,25 @@ func (ctl *Controller) writeAssignments(ctx context.Context, nodes []SpryNode, e
 		}
 	}
 	var errs []error
+	now := time.Now()
 	for _, n := range nodes {
 		// A lost node (its lease expired: dead, cut off, or only stalled
-		// on a loaded machine) keeps every app with no instances of its
-		// own and the live nodes as peers: its instances run elsewhere
-		// now, and while it is up at all its gateway still serves the
-		// routes through them (not 404) until it renews its lease. Only
-		// a node the controller no longer knows gets nothing.
+		// on a loaded machine) keeps what it has for LostGrace: if it is
+		// alive it goes on serving with its own instances. Then it keeps
+		// every app with no instances of its own and the live nodes as
+		// peers: its instances run elsewhere now, and while it is up at
+		// all its gateway still serves the routes through them (not 404)
+		// until it renews its lease. Only a node the controller no longer
+		// knows gets nothing.
 		want := byNode[n.Name]
-		if ctl.nodes[n.Name] == nil {
+		st := ctl.nodes[n.Name]
+		if st == nil {
 			want = &api.AssignmentSpec{}
 		}
 		cur := have[n.Name]
+		if st != nil && !st.up && cur != nil && !st.expires.IsZero() && now.Sub(st.expires) < ctl.cfg.LostGrace {
+			continue
+		}
 		if cur == nil {
 			a := &SpryAssignment{ObjectMeta: metav1.ObjectMeta{Name: n.Name}, Spec: *want}
 			if err := ctl.c.Create(ctx, a); err != nil && !apierrors.IsAlreadyExists(err) {

@@ -238,8 +238,9 @@ func TestControllerPlaces(t *testing.T) {
 	}
 }
 
-// TestControllerNodeLost: a node whose lease expires loses its instances
-// to the others; when it comes back it is used again; a restarted
+// TestControllerNodeLost: a node whose lease expires keeps what it runs
+// for the lost grace while its instances are placed on the others too,
+// then loses them (keeping the app and the live peers); when it comes back it is used again; a restarted
 // controller takes the placement back from the assignments without
 // moving anything.
 func TestControllerNodeLost(t *testing.T) {
@@ -249,7 +250,24 @@ func TestControllerNodeLost(t *testing.T) {
 	h.app("shop", chainApp)
 	c := h.controller()
 	h.round(c)
-	h.renew("m1", time.Now().Add(-time.Minute)) // m1 stops renewing
+	had := h.assigned("m1")
+	if had == "" {
+		t.Fatal("m1 runs nothing to begin with")
+	}
+	// m1 stops renewing: its lease ran out 50 s ago. Within the grace it
+	// keeps what it runs (a stalled node goes on serving), while its
+	// instances are placed on m2 as well.
+	h.renew("m1", time.Now().Add(-time.Minute))
+	c.cfg.LostGrace = time.Hour
+	h.round(c)
+	if got := h.assigned("m1"); got != had {
+		t.Errorf("lost node within the grace runs %q, want what it had: %q", got, had)
+	}
+	if got := h.assigned("m2"); got != "shop/back=2 shop/front=2" {
+		t.Errorf("survivor runs %q, want everything", got)
+	}
+	// The grace over, it runs nothing.
+	c.cfg.LostGrace = 10 * time.Second
 	h.round(c)
 	if got := h.assigned("m1"); got != "" {
 		t.Errorf("lost node still runs %q", got)
