@@ -82,11 +82,7 @@ func register(t *testing.T, sm *bpf.Sockmap, id uint16, app uint32) endpoint {
 // send writes one descriptor naming dst (and src, which must not matter).
 func send(t *testing.T, e endpoint, dst, src uint16, tag uint32) {
 	t.Helper()
-	var b [16]byte
-	binary.LittleEndian.PutUint16(b[0:], dst)
-	binary.LittleEndian.PutUint16(b[2:], src)
-	binary.LittleEndian.PutUint32(b[4:], tag)
-	writeRaw(t, e, b[:])
+	writeRaw(t, e, batch(dst, src, tag, 1))
 }
 
 func writeRaw(t *testing.T, e endpoint, b []byte) {
@@ -222,15 +218,76 @@ func TestRefusals(t *testing.T) {
 	send(t, a, 999, 41, 1)                       // nobody
 	send(t, a, bpf.SinkID, 41, 2)                // the sink is nobody's destination
 	writeRaw(t, a, []byte{42, 0, 0, 0, 9, 0, 0}) // short
-	writeRaw(t, a, make([]byte, 32))             // two at once
+	odd := make([]byte, 24)                      // a descriptor and a half, for 42
+	odd[0] = 42
+	writeRaw(t, a, odd)
+	big := batch(42, 41, 100, bpf.MaxDescs+1) // one descriptor too many
+	writeRaw(t, a, big)
 	send(t, a, 42, 41, 3)
 	if got := recv(t, b, 200*time.Millisecond); !slices.Equal(got, []uint32{3}) {
 		t.Fatalf("received %v, want only the well-formed descriptor", got)
 	}
-	if c := counters(t, sm, 41); c.Dropped != 4 || c.Sent != 1 {
-		t.Fatalf("counters %+v, want 4 dropped, 1 sent", c)
+	// Sender counts: a malformed message is one drop, a well-formed
+	// refused one its descriptors.
+	if c := counters(t, sm, 41); c.Dropped != 5 || c.Sent != 1 {
+		t.Fatalf("counters %+v, want 5 dropped, 1 sent", c)
 	}
-	waitRefused(t, sm, 1+1+0+2) // 7 bytes round down; 32 bytes are two
+	waitRefused(t, sm, 1+1+0+1+bpf.MaxDescs+1) // 7 bytes round down, 24 to one
+}
+
+// batch encodes k descriptors for dst, tagged first, first+1, ….
+func batch(dst, src uint16, first uint32, k int) []byte {
+	b := make([]byte, 16*k)
+	for i := range k {
+		binary.LittleEndian.PutUint16(b[16*i:], dst)
+		binary.LittleEndian.PutUint16(b[16*i+2:], src)
+		binary.LittleEndian.PutUint32(b[16*i+4:], first+uint32(i))
+	}
+	return b
+}
+
+// Several descriptors in one message (up to MaxDescs) go whole to the
+// first one's destination, in order, counted each; a Dst inside the
+// message that names another endpoint, or another app's, does not move
+// them elsewhere.
+func TestBatchDelivered(t *testing.T) {
+	sm := bpftest.New(t)
+	a := register(t, sm, 61, 1)
+	b := register(t, sm, 62, 1)
+	c := register(t, sm, 63, 1)
+	x := register(t, sm, 64, 2)
+	writeRaw(t, a, batch(62, 61, 0, 3))
+	full := batch(62, 61, 3, bpf.MaxDescs)
+	binary.LittleEndian.PutUint16(full[16:], 63) // inside: another endpoint of the app
+	binary.LittleEndian.PutUint16(full[32:], 64) // inside: another app's
+	writeRaw(t, a, full)
+	want := make([]uint32, 3+bpf.MaxDescs)
+	for i := range want {
+		want[i] = uint32(i)
+	}
+	if got := recv(t, b, 300*time.Millisecond); !slices.Equal(got, want) {
+		t.Fatalf("received %v, want 0..%d in order", got, len(want)-1)
+	}
+	for _, e := range []endpoint{c, x} {
+		if got := recv(t, e, 20*time.Millisecond); len(got) != 0 {
+			t.Fatalf("endpoint %d got %v from a batch for 62", e.id, got)
+		}
+	}
+	if got := counters(t, sm, 61); got != (bpf.Counters{Sent: uint64(len(want))}) {
+		t.Fatalf("sender counters %+v", got)
+	}
+	if got := counters(t, sm, 62); got != (bpf.Counters{Received: uint64(len(want))}) {
+		t.Fatalf("receiver counters %+v", got)
+	}
+	// A batch for another app's endpoint is refused whole.
+	writeRaw(t, a, batch(64, 61, 500, 4))
+	if got := recv(t, x, 50*time.Millisecond); len(got) != 0 {
+		t.Fatalf("app 2 got %v", got)
+	}
+	if got := counters(t, sm, 61); got.Dropped != 4 {
+		t.Fatalf("sender counters %+v, want 4 dropped", got)
+	}
+	waitRefused(t, sm, 4)
 }
 
 func TestUnregister(t *testing.T) {

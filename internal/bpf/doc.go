@@ -5,9 +5,9 @@
 // loopback TCP socket that the daemon puts into the sockmap under the
 // endpoint's instance id. A descriptor written to such a socket never
 // reaches TCP: the verdict program reads the destination id (the u16 at
-// offset 0 of the 16-byte descriptor, see internal/desc) and moves the
-// message straight onto the destination socket's receive queue with
-// bpf_msg_redirect_map(BPF_F_INGRESS). The receiving thread sleeps in a
+// offset 0 of the 16-byte descriptor, see internal/desc; the first one's,
+// for a batch) and moves the message straight onto the destination
+// socket's receive queue with bpf_msg_redirect_map(BPF_F_INGRESS). The receiving thread sleeps in a
 // plain blocking read until then, so an idle endpoint costs no CPU.
 //
 // # What the program enforces
@@ -18,8 +18,16 @@
 // daemon bound and registered, and gets the sender's instance and app. A
 // message is delivered only when its destination is registered and
 // belongs to the sender's app; anything else (another app's instance, an
-// unregistered id, a message that is not exactly one descriptor) is
-// refused, counted, and never delivered.
+// unregistered id, a message that is not whole descriptors, or more than
+// MaxDescs of them) is refused, counted, and never delivered.
+//
+// Batches. A message may carry up to MaxDescs descriptors for one
+// destination (one write of k × 16 bytes): the program reads the first
+// one's Dst and moves the whole message there, or refuses it whole, so a
+// batch is delivered all or nothing. Receivers read whole descriptors
+// from the byte stream and never trust a descriptor's Dst (a sender could
+// put any value in the later ones; they still reach only the first one's
+// endpoint, in the sender's app).
 //
 // Refused messages are not answered with SK_DROP: on this kernel line a
 // drop verdict sticks to the sending socket (every later send from it

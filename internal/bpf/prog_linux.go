@@ -32,6 +32,11 @@ const (
 	cntDropped  = 16
 )
 
+// MaxDescs is the most descriptors one message may carry: a sender batches
+// descriptors for one destination into one write of up to MaxDescs × 16
+// bytes (transport.SendBatch), which the program moves whole.
+const MaxDescs = 64
+
 // mapSpecs are the program's maps. Names show up in bpftool; they must fit
 // BPF_OBJ_NAME_LEN (15 characters).
 func mapSpecs() (socks, peers, apps, counts *ebpf.MapSpec) {
@@ -53,12 +58,15 @@ func mapSpecs() (socks, peers, apps, counts *ebpf.MapSpec) {
 //	r8  sender app id
 //	r9  destination instance id
 //
-// Stack: fp-4 and fp-8 hold u32 map keys.
+// Stack: fp-4 and fp-8 hold u32 map keys, fp-16 the message's count of
+// descriptors (1 until its size is checked).
 func verdict(socks, peers, apps, counts *ebpf.Map) asm.Instructions {
 	return asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.Mov.Imm(asm.R7, 0),
 		asm.Mov.Imm(asm.R8, 0),
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
 
 		// Who sends: the sending socket's local port, bound by the daemon
 		// and registered with it. The descriptor's Src is not consulted.
@@ -73,10 +81,19 @@ func verdict(socks, peers, apps, counts *ebpf.Map) asm.Instructions {
 		asm.LoadMem(asm.R8, asm.R0, peerAppOff, asm.Word),
 		asm.JEq.Imm(asm.R8, 0, "refuse"), // port not registered
 
-		// Exactly one descriptor per message: anything else would break
-		// the receiver's framing of its byte stream.
+		// Whole descriptors, 1 to MaxDescs of them: anything else would
+		// break the receiver's framing of its byte stream. A message goes
+		// whole to its first descriptor's destination (the sender puts
+		// only descriptors for it in one message; receivers never trust
+		// a descriptor's Dst).
 		asm.LoadMem(asm.R1, asm.R6, mdSize, asm.Word),
-		asm.JNE.Imm(asm.R1, descSize, "refuse"),
+		asm.JEq.Imm(asm.R1, 0, "refuse"),
+		asm.JGT.Imm(asm.R1, MaxDescs*descSize, "refuse"),
+		asm.Mov.Reg(asm.R2, asm.R1),
+		asm.And.Imm(asm.R2, descSize-1),
+		asm.JNE.Imm(asm.R2, 0, "refuse"),
+		asm.RSh.Imm(asm.R1, 4), // descSize = 1 << 4
+		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
 
 		// The destination id. A 16-byte write normally sits in one
 		// scatterlist element; if it straddles two, pull it together.
@@ -118,35 +135,36 @@ func verdict(socks, peers, apps, counts *ebpf.Map) asm.Instructions {
 		asm.FnMsgRedirectMap.Call(),
 		asm.JNE.Imm(asm.R0, skPass, "refuse"),
 
-		// Count: sent by r7, received by r9.
+		// Count descriptors: sent by r7, received by r9.
 		asm.StoreMem(asm.RFP, -4, asm.R7, asm.Word),
 		asm.LoadMapPtr(asm.R1, counts.FD()),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -4),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "count_rx"),
-		asm.Mov.Imm(asm.R1, 1),
+		asm.LoadMem(asm.R1, asm.RFP, -16, asm.DWord),
 		asm.AddAtomic.Mem(asm.R0, asm.R1, asm.DWord, cntSent),
 		asm.LoadMapPtr(asm.R1, counts.FD()).WithSymbol("count_rx"),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -8),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "pass"),
-		asm.Mov.Imm(asm.R1, 1),
+		asm.LoadMem(asm.R1, asm.RFP, -16, asm.DWord),
 		asm.AddAtomic.Mem(asm.R0, asm.R1, asm.DWord, cntReceived),
 		asm.Mov.Imm(asm.R0, skPass).WithSymbol("pass"),
 		asm.Return(),
 
-		// Refused: count against the real sender (0 when unknown) and
-		// swallow the message in the sink. Not SK_DROP: that verdict
-		// sticks to the sending socket (see the package doc).
+		// Refused: count against the real sender (0 when unknown; a
+		// malformed message counts as one) and swallow the message in
+		// the sink. Not SK_DROP: that verdict sticks to the sending socket
+		// (see the package doc).
 		asm.StoreMem(asm.RFP, -4, asm.R7, asm.Word).WithSymbol("refuse"),
 		asm.LoadMapPtr(asm.R1, counts.FD()),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -4),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "sink"),
-		asm.Mov.Imm(asm.R1, 1),
+		asm.LoadMem(asm.R1, asm.RFP, -16, asm.DWord),
 		asm.AddAtomic.Mem(asm.R0, asm.R1, asm.DWord, cntDropped),
 		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("sink"),
 		asm.LoadMapPtr(asm.R2, socks.FD()),

@@ -617,8 +617,20 @@ func (a *App) sendFirst(d desc.Desc, fn uint16, idx uint32, reqID uint64, except
 // A sendQueue holds the descriptors of requests admitted but not sent yet
 // (Request.later): an event loop sends those of one round together, at
 // its end, so that the first step is woken once for all of them and takes
-// them in one read, rather than woken (or not yet asleep) for each.
-type sendQueue struct{ s []queuedSend }
+// them in one read, rather than woken (or not yet asleep) for each. The
+// descriptors for one endpoint go in one message (a transport.Outbox: one
+// system call for them, where the transport batches).
+type sendQueue struct {
+	s   []queuedSend
+	ob  transport.Outbox
+	app *App // whose endpoint ob sends from (nil: none yet)
+	// at is, for each descriptor in ob, its entry in s and the slot whose
+	// queue count it raised.
+	at [transport.MaxBatch]struct {
+		i    int
+		slot uint32
+	}
+}
 
 type queuedSend struct {
 	a      *App
@@ -629,14 +641,65 @@ type queuedSend struct {
 	except uint16
 }
 
-// flush sends what q holds, in order.
+// flush sends what q holds. Each request goes to the instance Forward
+// would pick; one with none, or whose batch did not go, is sent alone
+// (sendFirst: a retry, the node told, the wait for an instance).
 func (q *sendQueue) flush() {
 	for i := range q.s {
 		e := &q.s[i]
-		e.a.sendFirst(e.d, e.fn, e.idx, e.reqID, e.except)
-		*e = queuedSend{}
+		a := e.a
+		slot, id, ep, ok := a.pool.PickRouteExcept(e.fn, a.rot.Add(1), e.except)
+		if !ok {
+			a.sendFirst(e.d, e.fn, e.idx, e.reqID, e.except)
+			continue
+		}
+		if q.app != a || !q.ob.Room(ep) {
+			q.send()
+			if q.app != a {
+				q.app = a
+				q.ob.Init(a.pool, a.conn)
+			}
+		}
+		// As in transport.ForwardExcept: the queue count goes up before
+		// the send.
+		st := a.pool.Stats(slot)
+		st.Queue.Add(1)
+		d := e.d
+		d.Dst = ep
+		if err := q.ob.Add(d, id); err != nil {
+			// Reclaimed with its instance: the daemon's answer comes
+			// back through complete.
+			st.Queue.Add(-1)
+			continue
+		}
+		at := &q.at[q.ob.Len()-1]
+		at.i, at.slot = i, slot
+	}
+	q.send()
+	q.app = nil
+	for i := range q.s {
+		q.s[i] = queuedSend{}
 	}
 	q.s = q.s[:0]
+}
+
+// send sends the batch in q.ob; a request whose descriptor did not go
+// (the instance full or gone: q.ob holds its buffer again) is sent alone.
+func (q *sendQueue) send() {
+	n := q.ob.Len()
+	if n == 0 {
+		return
+	}
+	back, _ := q.ob.Flush()
+	for _, d := range back {
+		for _, at := range q.at[:n] {
+			if e := &q.s[at.i]; e.d.Buf == d.Buf {
+				e.a.pool.Stats(at.slot).Queue.Add(-1)
+				e.a.sendFirst(e.d, e.fn, e.idx, e.reqID, e.except)
+				break
+			}
+		}
+	}
 }
 
 // Reply is the answer to an admitted request, handed to its Replier: the

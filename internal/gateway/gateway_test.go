@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,7 +63,34 @@ type rigOpts struct {
 	maxBody    uint64
 	header     time.Duration      // the gateway's HeaderTimeout (default its own)
 	recorder   func(Reply, int64) // the chain's Recorder
+	sends      *sendCounter       // counts the gateway endpoint's sends
 }
+
+// sendCounter counts what an endpoint sends, and how; the endpoint stays
+// a transport.Poller (an event loop receives on it).
+type sendCounter struct {
+	transport.Conn
+	poller           transport.Poller
+	singles, batched atomic.Int64
+	batches, largest atomic.Int64
+}
+
+func (c *sendCounter) Send(d desc.Desc) error {
+	c.singles.Add(1)
+	return c.Conn.Send(d)
+}
+
+func (c *sendCounter) SendBatch(ds []desc.Desc) (int, error) {
+	c.batches.Add(1)
+	c.batched.Add(int64(len(ds)))
+	if int64(len(ds)) > c.largest.Load() {
+		c.largest.Store(int64(len(ds)))
+	}
+	return c.Conn.SendBatch(ds)
+}
+
+func (c *sendCounter) FD() int                             { return c.poller.FD() }
+func (c *sendCounter) TryRecv(ds []desc.Desc) (int, error) { return c.poller.TryRecv(ds) }
 
 func newRigWith(t testing.TB, o rigOpts) *rig {
 	t.Helper()
@@ -92,6 +120,10 @@ func newRigWith(t testing.TB, o rigOpts) *rig {
 	gwc, err := f.Open(gwID)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c := o.sends; c != nil {
+		c.Conn, c.poller = gwc, gwc.(transport.Poller)
+		gwc = c
 	}
 	app, err := NewApp(AppConfig{Name: "gwtest", Pool: p, Conn: gwc, Inflight: inflight, MaxBody: o.maxBody})
 	if err != nil {

@@ -117,7 +117,8 @@ func TestLoopPipelinedOrder(t *testing.T) {
 // the step and is answered, with its own body, and nothing is left held.
 func TestLoopRoundSendsTogether(t *testing.T) {
 	const conns = 32
-	r := newRigWith(t, rigOpts{buffers: 64, inflight: 64, timeout: 10 * time.Second})
+	sends := new(sendCounter)
+	r := newRigWith(t, rigOpts{buffers: 64, inflight: 64, timeout: 10 * time.Second, sends: sends})
 	cs := make([]net.Conn, conns)
 	for i := range cs {
 		c, err := net.Dial("tcp", r.addr)
@@ -154,4 +155,10 @@ func TestLoopRoundSendsTogether(t *testing.T) {
 		}
 	}
 	r.waitFree(t, 64)
+	// A round's descriptors for the instance went in batches (one
+	// message each, on skmsg), not one by one.
+	if n := sends.batched.Load() + sends.singles.Load(); n != conns || sends.largest.Load() < 2 {
+		t.Errorf("sent %d descriptors, %d alone, %d in %d batches (largest %d); want %d, in batches",
+			n, sends.singles.Load(), sends.batched.Load(), sends.batches.Load(), sends.largest.Load(), conns)
+	}
 }

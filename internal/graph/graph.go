@@ -166,15 +166,34 @@ func Resend(p *pool.Pool, c transport.Conn, b uint32, node uint8, rot uint32) er
 // Return) sends it: the app's gateway, or a caller. Errors are
 // transport.Pass's; retry with ToGatewayAgain (see Resend).
 func ToGateway(p *pool.Pool, c transport.Conn, b uint32, r Route) error {
+	d, err := GatewayDesc(p, b, r)
+	if err != nil {
+		return err
+	}
+	return transport.Pass(p, c, d)
+}
+
+// GatewayDesc is ToGateway's descriptor for b, for a sender that passes it
+// on itself (a transport.Outbox): ToGateway is GatewayDesc and
+// transport.Pass.
+func GatewayDesc(p *pool.Pool, b uint32, r Route) (desc.Desc, error) {
 	if r.Kind == Join {
 		p.Header(b).SetPlace(r.Node, pool.PhaseQueued)
 	}
-	return ToGatewayAgain(p, c, b, r)
+	return gatewayDesc(p, b, r)
 }
 
 // ToGatewayAgain is ToGateway again, after one that failed: it writes
 // nothing.
 func ToGatewayAgain(p *pool.Pool, c transport.Conn, b uint32, r Route) error {
+	d, err := gatewayDesc(p, b, r)
+	if err != nil {
+		return err
+	}
+	return transport.Pass(p, c, d)
+}
+
+func gatewayDesc(p *pool.Pool, b uint32, r Route) (desc.Desc, error) {
 	h := p.Header(b)
 	d := desc.Desc{Dst: p.Gateway(), Buf: b, Chain: h.Chain(), Hop: h.Node()}
 	switch r.Kind {
@@ -185,9 +204,9 @@ func ToGatewayAgain(p *pool.Pool, c transport.Conn, b uint32, r Route) error {
 	case Return:
 		d.Dst, d.Flags = r.Dst, desc.FlagReturn
 	default:
-		return ErrBadGraph
+		return d, ErrBadGraph
 	}
-	return transport.Pass(p, c, d)
+	return d, nil
 }
 
 // Branch is one branch of a fan-out: a token and the node it goes to.

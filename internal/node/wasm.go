@@ -338,7 +338,7 @@ func (in *instance) runHosted(ctx context.Context, pre *hosted, onReady func(), 
 	var h *hostProc
 	var id uint16
 	if pre != nil {
-		h, id = pre.h, pre.id
+		h, id, began = pre.h, pre.id, pre.at
 	} else {
 		hctx, cancel := context.WithTimeout(ctx, n.cfg.ReadyTimeout+compileTime)
 		var err error
@@ -392,9 +392,11 @@ func (in *instance) runHosted(ctx context.Context, pre *hosted, onReady func(), 
 		in.cleanup(id, "sandbox host exited ("+h.why+")")
 		return fmt.Errorf("sandbox host exited (%s)", h.why)
 	case <-timer.C:
+		in.stopUnconfirmed(h, id, evs)
 		in.cleanup(id, "not started in time")
 		return fmt.Errorf("%w (%s)", errNotReady, n.cfg.ReadyTimeout)
 	case <-ctx.Done():
+		in.stopUnconfirmed(h, id, evs)
 		in.cleanup(id, "stopped before it was ready")
 		return ctx.Err()
 	}
@@ -441,11 +443,40 @@ func (in *instance) runHosted(ctx context.Context, pre *hosted, onReady func(), 
 	return errors.New(why)
 }
 
+// stopUnconfirmed stops instance id, whose start the host has not
+// confirmed, at the host: the slot leaves the routing table, and the host
+// stops the instance once its start (under way, or done at its first
+// descriptor) is through, finishing what it queued; without this the host
+// would keep an instance the node no longer knows. It waits for the host's
+// answer at most the node's stop grace.
+func (in *instance) stopUnconfirmed(h *hostProc, id uint16, evs <-chan wasm.Event) {
+	a := in.f.a
+	a.pool.SetSlotState(in.slot, pool.SlotDraining)
+	if err := h.wire.Send(wasm.Command{Op: wasm.OpStop, ID: id}); err != nil {
+		return
+	}
+	limit := time.NewTimer(a.n.cfg.StopGrace)
+	defer limit.Stop()
+	for {
+		select {
+		case ev := <-evs:
+			if ev.Ev == wasm.EvStopped {
+				return
+			}
+		case <-h.gone:
+			return
+		case <-limit.C:
+			return
+		}
+	}
+}
+
 // hosted is a wasm instance's id and host, given before its supervisor
-// runs (instance.claimHosted).
+// runs (instance.claimHosted), and when it was claimed (its start began).
 type hosted struct {
 	h  *hostProc
 	id uint16
+	at time.Time
 }
 
 // claimHosted starts a wasm instance in the slot at once, when the app's
@@ -463,8 +494,9 @@ func (in *instance) claimHosted() *hosted {
 	if err != nil {
 		return nil
 	}
+	at := time.Now()
 	in.startHosted(h, id, in.f.startCapacityLocked())
-	return &hosted{h: h, id: id}
+	return &hosted{h: h, id: id, at: at}
 }
 
 // startHosted gives the slot to wasm instance id of host h and makes it

@@ -22,13 +22,19 @@ import (
 // every buffer was taken exactly once (accepted by the receiver or
 // reclaimed by the daemon, never both, never neither), all buffers are
 // free again, and the destination still receives from a healthy sender.
+// The walk runs once with a sender that passes buffer by buffer (Pass)
+// and once with one that sends batches (an Outbox).
 //
 //	go test -tags spry_crash -run CrashPoints ./internal/transport
 func TestCrashPoints(t *testing.T) {
 	points := []string{"send.transferred", "send.sent", "ring.reserved", "ring.claimed", "ring.published", "skmsg.reserved"}
+	batched := []string{"outbox.added", "outbox.sent", "skmsg.reserved"}
 	for _, name := range availableTransports(t) {
 		for _, point := range points {
-			t.Run(name+"/"+point, func(t *testing.T) { crashWalk(t, name, point) })
+			t.Run(name+"/"+point, func(t *testing.T) { crashWalk(t, name, point, false) })
+		}
+		for _, point := range batched {
+			t.Run(name+"/batch/"+point, func(t *testing.T) { crashWalk(t, name, point, true) })
 		}
 	}
 }
@@ -46,7 +52,7 @@ func availableTransports(t *testing.T) []string {
 	return out
 }
 
-func crashWalk(t *testing.T, name, point string) {
+func crashWalk(t *testing.T, name, point string, batched bool) {
 	p := testPool(t, name, 8)
 	o := Options{Pool: p, Dir: t.TempDir(), UID: -1, GID: -1}
 	if name == "skmsg" {
@@ -83,23 +89,46 @@ func crashWalk(t *testing.T, name, point string) {
 	}()
 
 	// The doomed sender sends a stream and dies at the point's first
-	// pass, after a few descriptors went through.
+	// pass, after a few descriptors went through; batched, it sends
+	// batches of 2 (the pool's buffers) with an Outbox.
 	const n = 16
 	died := make(chan struct{})
 	before := crash.Hits(point)
 	go func() {
 		defer close(died)
+		var ob Outbox
+		ob.Init(p, cd)
+		flush := func() {
+			back, _ := ob.Flush()
+			for _, d := range back {
+				p.Free(d.Buf, dead)
+			}
+		}
 		for i := range n {
 			if i == 3 {
 				disarm := crash.Goroutine(point, func() {})
 				defer disarm()
 			}
 			b, ok := p.Alloc(dead)
+			for wait := 0; !ok && batched && wait < 5000; wait++ {
+				flush()
+				time.Sleep(100 * time.Microsecond)
+				b, ok = p.Alloc(dead)
+			}
 			if !ok {
 				break
 			}
-			if err := Pass(p, cd, desc.Desc{Dst: dst, Buf: b}); err != nil {
-				p.Free(b, dead)
+			if !batched {
+				if err := Pass(p, cd, desc.Desc{Dst: dst, Buf: b}); err != nil {
+					p.Free(b, dead)
+				}
+				continue
+			}
+			if err := ob.Add(desc.Desc{Dst: dst, Buf: b}, dst); err != nil {
+				t.Errorf("Add: %v", err)
+			}
+			if ob.Len() == 2 || i == n-1 {
+				flush()
 			}
 		}
 	}()

@@ -81,3 +81,83 @@ func pass(p *pool.Pool, c Conn, d desc.Desc, to uint16) error {
 	}
 	return err
 }
+
+// An Outbox gathers buffers handed on to one endpoint and sends their
+// descriptors together (Conn.SendBatch): one message and one wake-up of
+// the receiver for the lot, where Pass makes one system call and one
+// wake-up per buffer. Each buffer is in transit from Add on
+// (pool.Transfer), exactly as in Pass, so a sender that dies between Add
+// and Flush leaves buffers the daemon's Reclaim finds, and a descriptor
+// that does not go is cancelled buffer by buffer: a batch never leaves a
+// buffer with no owner or two. An Outbox is not safe for concurrent use;
+// its zero value is unusable (Init).
+type Outbox struct {
+	p  *pool.Pool
+	c  Conn
+	n  int
+	ds [MaxBatch]desc.Desc
+	to [MaxBatch]uint16 // each buffer's transit: its receiving instance
+}
+
+// Init makes o an empty outbox of endpoint c in pool p.
+func (o *Outbox) Init(p *pool.Pool, c Conn) { *o = Outbox{p: p, c: c} }
+
+// Len returns how many descriptors o holds.
+func (o *Outbox) Len() int { return o.n }
+
+// Room reports whether a descriptor for endpoint dst can join o without
+// a Flush first: o is empty, or holds fewer than MaxBatch, all for dst.
+func (o *Outbox) Room(dst uint16) bool {
+	return o.n == 0 || o.n < MaxBatch && o.ds[0].Dst == dst
+}
+
+// Add marks buffer d.Buf, held by o's endpoint, in transit to instance to
+// (d.Dst itself, unless d.Dst is the sandbox host that runs to) and
+// queues d for endpoint d.Dst. The caller checks Room first. ErrLost: the
+// endpoint did not hold the buffer (the daemon took it back); nothing is
+// queued.
+func (o *Outbox) Add(d desc.Desc, to uint16) error {
+	if !o.Room(d.Dst) {
+		panic("transport: Outbox.Add without room")
+	}
+	d.Src = o.c.ID()
+	gen, ok := o.p.Transfer(d.Buf, d.Src, to)
+	if !ok {
+		return ErrLost
+	}
+	d.Gen = gen
+	o.ds[o.n], o.to[o.n] = d, to
+	o.n++
+	crash.Point("outbox.added")
+	return nil
+}
+
+// Flush sends what o holds and empties it. It returns the descriptors
+// that did not go, whose buffers o's endpoint holds again (the transfer
+// cancelled), and why (ErrFull, ErrGone, …): the caller retries them or
+// gives up on them. A buffer whose cancel failed (its destination died
+// under way; the daemon has it) is in neither. The slice is o's: valid
+// until the next Add.
+func (o *Outbox) Flush() ([]desc.Desc, error) {
+	n := o.n
+	o.n = 0
+	if n == 0 {
+		return nil, nil
+	}
+	sent, err := o.c.SendBatch(o.ds[:n])
+	if sent > 0 {
+		crash.Point("outbox.sent")
+	}
+	back := 0
+	for i := sent; i < n; i++ {
+		d := o.ds[i]
+		if o.p.Cancel(d.Buf, d.Gen, d.Src, o.to[i]) {
+			o.ds[back] = d
+			back++
+		}
+	}
+	if back == 0 {
+		return nil, err
+	}
+	return o.ds[:back], err
+}

@@ -262,6 +262,9 @@ func (c *ringConn) acquire() bool {
 
 func (c *ringConn) release() { c.users.Add(-1) }
 
+// SendBatch sends ds one by one (see Conn).
+func (c *ringConn) SendBatch(ds []desc.Desc) (int, error) { return sendEach(c, ds) }
+
 func (c *ringConn) Send(d desc.Desc) error {
 	if !c.acquire() {
 		return ErrClosed

@@ -20,16 +20,16 @@ import (
 
 // The skmsg transport: every endpoint is the registered end of a loopback
 // TCP connection in the node's sockmap (internal/bpf); the daemon keeps
-// the other end open. A descriptor is one 16-byte write, which the kernel
-// program moves onto the destination socket's receive queue without
-// touching TCP; the receiver sleeps in a blocking read(2) on a locked
-// thread and takes whatever whole descriptors are queued, up to MaxBatch,
-// in one read.
+// the other end open. A descriptor is one 16-byte write (or a batch for
+// one destination, one write of k × 16 bytes), which the kernel program
+// moves onto the destination socket's receive queue without touching TCP;
+// the receiver sleeps in a blocking read(2) on a locked thread and takes
+// whatever whole descriptors are queued, up to MaxBatch, in one read.
 //
 // The kernel queue has no bound of its own (it grows until the node's TCP
 // memory limit), so the endpoint table entry counts descriptors in
-// flight: a sender reserves one in the destination's entry before it
-// writes, the receiver gives them back after it reads.
+// flight: a sender reserves one per descriptor in the destination's
+// entry before it writes, the receiver gives them back after it reads.
 
 // Errors on the skmsg data path.
 var (
@@ -197,8 +197,8 @@ func attachSkmsg(id uint16, fd int, ep uint32, p *pool.Pool) (Conn, error) {
 
 func (c *skmsgConn) ID() uint16 { return c.id }
 
-// reserve takes room for one descriptor in dst's entry.
-func (c *skmsgConn) reserve(dst uint16) (*atomic.Uint64, error) {
+// reserve takes room for k descriptors in dst's entry: all or none.
+func (c *skmsgConn) reserve(dst uint16, k uint64) (*atomic.Uint64, error) {
 	for fresh := false; ; fresh = true {
 		i, ok := c.tab.find(dst, fresh)
 		if !ok {
@@ -210,14 +210,14 @@ func (c *skmsgConn) reserve(dst uint16) (*atomic.Uint64, error) {
 			if ownerOf(v) != dst {
 				break // changed hands since find: look again, once
 			}
-			if v&lowMask >= Depth {
+			if v&lowMask+k > Depth {
 				return nil, ErrFull
 			}
 			// Ordering: the CAS takes room only if the entry still belongs
 			// to dst (Remove and the next Add rewrite the whole word). It
 			// publishes nothing else: the descriptor travels through the
 			// kernel, which orders it by itself.
-			if w.CompareAndSwap(v, v+1) {
+			if w.CompareAndSwap(v, v+k) {
 				return w, nil
 			}
 		}
@@ -243,26 +243,78 @@ func unreserve(w *atomic.Uint64, owner uint16, n uint64) {
 }
 
 func (c *skmsgConn) Send(d desc.Desc) error {
+	b := d.Array()
+	return c.send(d.Dst, b[:])
+}
+
+// SendBatch sends ds in messages of up to MaxBatch descriptors, each one
+// write that the kernel program moves whole to the first descriptor's
+// destination or refuses whole (see Conn).
+func (c *skmsgConn) SendBatch(ds []desc.Desc) (int, error) {
+	if len(ds) == 0 {
+		return 0, nil
+	}
+	var b [MaxBatch * desc.Size]byte
+	sent := 0
+	dst := ds[0].Dst
+	for sent < len(ds) {
+		k := 0
+		for _, d := range ds[sent:min(len(ds), sent+MaxBatch)] {
+			if d.Dst != dst {
+				break
+			}
+			d.Encode(b[k*desc.Size:])
+			k++
+		}
+		if k > 0 {
+			if err := c.send(dst, b[:k*desc.Size]); err != nil {
+				return sent, err
+			}
+			sent += k
+		}
+		if sent < len(ds) && ds[sent].Dst != dst {
+			return sent, errMixed
+		}
+	}
+	return sent, nil
+}
+
+// send writes b, whole descriptors for dst, as one message, after
+// reserving room for them in dst's entry: all of them go, or none.
+func (c *skmsgConn) send(dst uint16, b []byte) error {
 	if !c.s.acquire() {
 		return ErrClosed
 	}
 	defer c.s.release()
-	w, err := c.reserve(d.Dst)
+	k := uint64(len(b) / desc.Size)
+	w, err := c.reserve(dst, k)
 	if err != nil {
 		return err
 	}
 	crash.Point("skmsg.reserved")
-	b := d.Array()
 	for {
-		_, _, errno := syscall.Syscall6(unix.SYS_SENDTO, uintptr(c.s.fd),
-			uintptr(unsafe.Pointer(&b[0])), desc.Size, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
-		switch errno {
-		case 0:
+		// One sendmsg of at most MaxBatch × 16 bytes is one sk_msg and one
+		// verdict: the kernel copies it whole (or fails with nothing
+		// copied) and the program redirects or refuses it whole.
+		m, _, errno := syscall.Syscall6(unix.SYS_SENDTO, uintptr(c.s.fd),
+			uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+		switch {
+		case errno == 0 && int(m) == len(b):
 			return nil
-		case unix.EINTR:
+		case errno == 0:
+			// Never seen: a short write would have split a message the
+			// kernel program judges whole. Taken as full: the caller
+			// cancels every transfer of the message and may send again.
+			// A descriptor of it that did arrive then fails its accept
+			// and is dropped unread (or was accepted first, and the
+			// cancel fails: the receiver has the buffer). The
+			// reservations stay; the receiver's next short read drops
+			// them.
+			return ErrFull
+		case errno == unix.EINTR:
 			continue
 		}
-		unreserve(w, d.Dst, 1)
+		unreserve(w, dst, k)
 		switch errno {
 		case unix.EAGAIN, unix.ENOMEM, unix.ENOBUFS:
 			return ErrFull
@@ -273,7 +325,7 @@ func (c *skmsgConn) Send(d desc.Desc) error {
 		case unix.EPIPE, unix.ECONNRESET, unix.ENOTCONN:
 			return errBroken
 		}
-		return fmt.Errorf("transport: skmsg send to %d: %w", d.Dst, errno)
+		return fmt.Errorf("transport: skmsg send to %d: %w", dst, errno)
 	}
 }
 
@@ -318,10 +370,11 @@ func (c *skmsgConn) Close() error {
 const closeWait = 5 * time.Second
 
 // streamReader takes whole descriptors from a byte stream. The kernel
-// program only lets 16-byte messages through and every read asks for a
-// multiple of 16 bytes, so reads end on descriptor boundaries; carrying a
-// partial descriptor over to the next read keeps framing right even if
-// that ever stops being true.
+// program only lets messages of whole descriptors through (one, or a
+// batch) and every read asks for a multiple of 16 bytes, so reads end on
+// descriptor boundaries, in a batch's middle too (the kernel leaves the
+// rest of a message queued); carrying a partial descriptor over to the
+// next read keeps framing right even if that ever stops being true.
 type streamReader struct {
 	buf   [MaxBatch * desc.Size]byte
 	carry int // bytes of a partial descriptor at the start of buf

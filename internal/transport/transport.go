@@ -109,7 +109,23 @@ var (
 	ErrClosed       = errors.New("transport: endpoint closed")
 	ErrNotSupported = errors.New("transport: not supported on this platform")
 	ErrUnknown      = errors.New("transport: unknown transport")
+
+	errMixed = errors.New("transport: a batch's descriptors name different destinations")
 )
+
+// sendEach is SendBatch by one Send after another, for transports whose
+// sends do not batch.
+func sendEach(c Conn, ds []desc.Desc) (int, error) {
+	for i, d := range ds {
+		if d.Dst != ds[0].Dst {
+			return i, errMixed
+		}
+		if err := c.Send(d); err != nil {
+			return i, err
+		}
+	}
+	return len(ds), nil
+}
 
 // Conn is one endpoint: an instance's or a gateway's.
 type Conn interface {
@@ -118,6 +134,14 @@ type Conn interface {
 	// Send delivers d to the endpoint d.Dst without blocking. Safe for
 	// concurrent use.
 	Send(d desc.Desc) error
+	// SendBatch sends ds, in order, without blocking; every descriptor
+	// must name the same destination (ds[0].Dst). It returns how many
+	// went: ds[:n] were sent, and err says why ds[n:] were not. skmsg
+	// sends up to MaxBatch of them in one message, which the kernel
+	// delivers whole or not at all (one wake-up of the receiver for the
+	// batch); the other transports send them one by one. Safe for
+	// concurrent use.
+	SendBatch(ds []desc.Desc) (int, error)
 	// Recv blocks until at least one descriptor arrives, then fills ds
 	// with as many as are queued, up to len(ds). Only one goroutine may
 	// call Recv, and it should be locked to its OS thread. After Close it

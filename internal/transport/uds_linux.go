@@ -162,6 +162,9 @@ func (c *udsConn) addr(id uint16) *udsAddr {
 	return a
 }
 
+// SendBatch sends ds one by one (see Conn).
+func (c *udsConn) SendBatch(ds []desc.Desc) (int, error) { return sendEach(c, ds) }
+
 func (c *udsConn) Send(d desc.Desc) error {
 	if !c.s.acquire() {
 		return ErrClosed

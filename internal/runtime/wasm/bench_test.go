@@ -124,7 +124,7 @@ func newHopRig(tb testing.TB) *hopRig {
 // hop runs one step and its in-memory hand-over.
 func (r *hopRig) hop(tb testing.TB) {
 	r.hi.st.Queue.Add(1) // as a sender would have
-	next, nd := r.h.step(r.hi, r.d)
+	next, nd := r.h.step(nil, r.hi, r.d)
 	if next == nil {
 		tb.Fatal("the step did not hand over in memory")
 	}

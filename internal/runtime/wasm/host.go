@@ -50,6 +50,10 @@ type Host struct {
 	fnMu sync.Mutex
 	fns  map[int]*hostFn
 
+	// Start commands under way, by instance id (control).
+	ctlMu    sync.Mutex
+	starting map[uint16]chan struct{}
+
 	mu    sync.Mutex
 	insts atomic.Pointer[map[uint16]*hostInst] // copy on write
 
@@ -103,6 +107,20 @@ type hostFn struct {
 	spares  chan *Instance
 	ready   chan struct{} // closed when loaded (or failed: err)
 	err     error
+	// stepNanos is a moving average of the function's steps (ns),
+	// starting high: a receiver sends the replies it holds before a step
+	// of a function not known to be quick (see outbox).
+	stepNanos atomic.Int64
+}
+
+// quickStep is the longest average step after which a receiver still
+// holds its replies back to send them together (see outbox).
+const quickStep = 20_000 // ns
+
+// observe adds a step of d ns to the function's average.
+func (hf *hostFn) observe(d int64) {
+	a := hf.stepNanos.Load()
+	hf.stepNanos.Store(a - a/8 + d/8)
 }
 
 // hostInst is an instance of the host: a slot of the app, its id, and the
@@ -115,11 +133,14 @@ type hostInst struct {
 	in   atomic.Pointer[Instance]
 
 	deadline atomic.Int64 // of the running step (mono ns); 0 when idle
+	// confirmed: the node's start command named it (an instance adopted
+	// at its first descriptor is not, until that command comes).
+	confirmed atomic.Bool
 
 	mu       sync.Mutex
 	busy     bool
 	queue    []desc.Desc
-	stopping chan struct{} // non-nil once stopped: closed when it is idle
+	stopping chan struct{} // non-nil while a Stop waits: closed when it is idle
 	gone     bool
 }
 
@@ -143,7 +164,7 @@ type HostConfig struct {
 func NewHost(c HostConfig) *Host {
 	h := &Host{
 		e: c.Engine, p: c.Pool, c: c.Conn, id: c.Conn.ID(), log: c.Log, out: c.Output,
-		fns: map[int]*hostFn{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		fns: map[int]*hostFn{}, starting: map[uint16]chan struct{}{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		PromoteAfter: 2 * time.Millisecond, Tick: time.Millisecond, Idle: 20 * time.Millisecond, Retry: 2 * time.Second,
 		Events: c.Events,
 	}
@@ -236,6 +257,7 @@ func (h *Host) fn(index int) *hostFn {
 	hf := h.fns[index]
 	if hf == nil {
 		hf = &hostFn{index: index, ready: make(chan struct{})}
+		hf.stepNanos.Store(8 * quickStep)
 		h.fns[index] = hf
 	}
 	return hf
@@ -323,16 +345,36 @@ func (h *Host) Start(ctx context.Context, fn int, slot uint32, id uint16) error 
 		return fmt.Errorf("wasm: start: bad slot %d or id %d", slot, id)
 	}
 	if hi := h.inst(id); hi != nil && hi.slot == slot && hi.fn == hf {
+		hi.confirmed.Store(true)
 		return nil // adopted at its first descriptor
 	}
-	_, err := h.add(ctx, hf, slot, id, false)
-	return err
+	// The node's word goes before the routing table's: an instance
+	// adopted from the table that holds this id or slot and that the node
+	// never started (a slot written by some other process of the app, or
+	// a start the node gave up on) gives way.
+	for _, x := range *h.insts.Load() {
+		if x.confirmed.Load() || x.id == id && x.slot == slot && x.fn == hf {
+			continue // the node's, or the one it starts (adopted meanwhile: add finds it)
+		}
+		if x.id == id || x.slot == slot {
+			h.Stop(x.id)
+		}
+	}
+	hi, err := h.add(ctx, hf, slot, id, false)
+	if err != nil {
+		return err
+	}
+	hi.confirmed.Store(true)
+	return nil
 }
 
 // add makes instance id of hf in slot. An instance id already has is kept
 // when it is the same one (Start after adopt, or the other way round).
-func (h *Host) add(ctx context.Context, hf *hostFn, slot uint32, id uint16, later bool) (*hostInst, error) {
-	in, err := h.instance(ctx, hf, later)
+// adopting: the routing table asks, not the node; then no other instance
+// may hold the slot (so what the table can make the host create is
+// bounded by the app's slots).
+func (h *Host) add(ctx context.Context, hf *hostFn, slot uint32, id uint16, adopting bool) (*hostInst, error) {
+	in, err := h.instance(ctx, hf, adopting)
 	if err != nil {
 		return nil, err
 	}
@@ -348,6 +390,14 @@ func (h *Host) add(ctx context.Context, hf *hostFn, slot uint32, id uint16, late
 		}
 		return nil, fmt.Errorf("wasm: start: instance %d exists", id)
 	}
+	if adopting {
+		for _, x := range old {
+			if x.slot == slot {
+				in.Close()
+				return nil, fmt.Errorf("wasm: slot %d holds instance %d", slot, x.id)
+			}
+		}
+	}
 	m := make(map[uint16]*hostInst, len(old)+1)
 	for k, v := range old {
 		m[k] = v
@@ -361,8 +411,9 @@ func (h *Host) add(ctx context.Context, hf *hostFn, slot uint32, id uint16, late
 // start command for it arrives: the node makes a wasm instance's slot
 // ready as soon as it has given it an id, so a cold start costs no round
 // trip between the node and the host. The routing table says which slot
-// and function: a ready slot of this host that holds id. The start
-// command that follows finds the instance running.
+// and function: a ready slot of this host that holds id, and no other
+// instance in the slot. The start command that follows finds the instance
+// running and confirms it (see Start for one that never comes).
 func (h *Host) adopt(id uint16) *hostInst {
 	if id == 0 || id == h.id {
 		return nil
@@ -403,32 +454,44 @@ func (h *Host) Stop(id uint16) error {
 	if hi == nil {
 		return fmt.Errorf("wasm: stop: no instance %d", id)
 	}
-	hi.mu.Lock()
-	if hi.stopping == nil {
-		hi.stopping = make(chan struct{})
+	for {
+		hi.mu.Lock()
+		if hi.gone {
+			hi.mu.Unlock()
+			return nil // stopped by another Stop
+		}
 		if !hi.busy {
-			close(hi.stopping)
+			// Idle, and from here on a descriptor that still finds it is
+			// answered (lost), never run: no step runs on the module
+			// instance being closed.
+			hi.gone = true
+			in := hi.in.Load()
+			hi.mu.Unlock()
+			h.mu.Lock()
+			old := *h.insts.Load()
+			m := make(map[uint16]*hostInst, len(old))
+			for k, v := range old {
+				if v != hi {
+					m[k] = v
+				}
+			}
+			h.insts.Store(&m)
+			h.mu.Unlock()
+			in.Close()
+			return nil
 		}
-	}
-	idle := hi.stopping
-	hi.mu.Unlock()
-	<-idle
-	h.mu.Lock()
-	old := *h.insts.Load()
-	m := make(map[uint16]*hostInst, len(old))
-	for k, v := range old {
-		if k != id {
-			m[k] = v
+		if hi.stopping == nil {
+			hi.stopping = make(chan struct{})
 		}
+		idle := hi.stopping
+		hi.mu.Unlock()
+		<-idle // closed by run when the instance goes idle
+		hi.mu.Lock()
+		if hi.stopping == idle {
+			hi.stopping = nil
+		}
+		hi.mu.Unlock()
 	}
-	h.insts.Store(&m)
-	h.mu.Unlock()
-	hi.mu.Lock()
-	hi.gone = true
-	in := hi.in.Load()
-	hi.mu.Unlock()
-	in.Close()
-	return nil
 }
 
 func (h *Host) inst(id uint16) *hostInst { return (*h.insts.Load())[id] }
@@ -440,19 +503,35 @@ func (h *Host) receive(gen uint64, inherit *batch) {
 	defer h.wg.Done()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	o := new(outbox)
+	o.ob.Init(h.p, h.c)
+	defer h.flush(o)
 	if inherit != nil {
-		if !h.work(gen, inherit) {
+		if !h.work(o, gen, inherit) {
 			return
 		}
 	}
 	b := new(batch)
+	lastSched := mono.Now()
 	for {
+		// What the batch's steps answered goes out together: one
+		// message, one wake-up of the gateway.
+		h.flush(o)
 		if h.pending.Load() {
 			h.refillPending()
 		}
 		// Back to receiving, unless a newer receiver took over.
 		if !h.state.CompareAndSwap(gen<<1|1, gen<<1) {
 			return
+		}
+		// A thread that only makes system calls and calls guests must
+		// pass through the scheduler now and then, or Go's monitor takes
+		// its processor at every call it catches (see the gateway's
+		// loop.run). Here, not while working: the watchdog never hands
+		// receiving on from a receiver that is not working.
+		if now := mono.Now(); now-lastSched > schedEvery {
+			lastSched = now
+			runtime.Gosched()
 		}
 		n, err := h.c.Recv(b.ds[:])
 		if err != nil {
@@ -463,6 +542,13 @@ func (h *Host) receive(gen uint64, inherit *batch) {
 			h.Close()
 			return
 		}
+		// The batch is published before the state says working: a
+		// receiver the watchdog makes in this one's place takes over this
+		// batch, never the one before (whose rest would then be run by
+		// nobody).
+		b.n = int32(n)
+		b.next.Store(0)
+		h.cur.Store(b)
 		now := mono.Now()
 		h.since.Store(now)
 		h.state.Store(gen<<1 | 1)
@@ -473,24 +559,61 @@ func (h *Host) receive(gen uint64, inherit *batch) {
 			default:
 			}
 		}
-		b.n = int32(n)
-		b.next.Store(0)
-		h.cur.Store(b)
-		if !h.work(gen, b) {
+		if !h.work(o, gen, b) {
 			return
 		}
 	}
 }
 
+// schedEvery is how often a receiver passes through the Go scheduler.
+const schedEvery = int64(5e6)
+
+// An outbox holds the answers (to the gateway, or a call's to its
+// caller) of the steps a receiver ran, to send them together: a batch
+// that woke the host goes back in one message (transport.Outbox) instead
+// of one system call and one wake-up of the gateway per reply. A receiver
+// sends what it holds before it waits for the next batch, before a step
+// of a function whose steps are not quick (quickStep: a slow step must
+// not hold back answers that are ready), when an answer waited
+// holdReplies, and when it is full or the next answer goes elsewhere.
+type outbox struct {
+	ob    transport.Outbox
+	first int64 // when the oldest answer held was added (mono ns)
+}
+
+// holdReplies bounds how long an answer waits in an outbox.
+const holdReplies = 50_000 // ns
+
+// flush sends what o holds; an answer that could not go (the gateway's
+// queue full) is retried alone, as replyHeld does.
+func (h *Host) flush(o *outbox) {
+	if o.ob.Len() == 0 {
+		return
+	}
+	back, err := o.ob.Flush()
+	if len(back) == 0 {
+		return
+	}
+	// back is o's: retry from a copy, since a retry may not reuse o.
+	var again [transport.MaxBatch]desc.Desc
+	n := copy(again[:], back)
+	for _, d := range again[:n] {
+		h.passRetry(d, err)
+	}
+}
+
 // work runs the descriptors of b not yet taken; it reports false when a
 // newer receiver took over meanwhile (which takes the rest of b).
-func (h *Host) work(gen uint64, b *batch) bool {
+func (h *Host) work(o *outbox, gen uint64, b *batch) bool {
 	for {
 		i := b.next.Add(1) - 1
 		if i >= b.n {
 			return true
 		}
-		h.handle(b.ds[i])
+		h.handle(o, b.ds[i])
+		if o.ob.Len() > 0 && mono.Now()-o.first > holdReplies {
+			h.flush(o)
+		}
 		if h.state.Load() != gen<<1|1 {
 			return false
 		}
@@ -498,7 +621,7 @@ func (h *Host) work(gen uint64, b *batch) bool {
 }
 
 // handle takes the buffer a descriptor announces and runs its step.
-func (h *Host) handle(d desc.Desc) {
+func (h *Host) handle(o *outbox, d desc.Desc) {
 	if d.Is(desc.FlagControl) {
 		return
 	}
@@ -520,18 +643,18 @@ func (h *Host) handle(d desc.Desc) {
 		return
 	}
 	hi.st.Arrivals.Add(1)
-	h.run(hi, d)
+	h.run(o, hi, d)
 }
 
 // run runs d on hi, or queues it when hi is busy; then it runs what the
 // step hands on in memory, and what queued for each instance meanwhile.
-func (h *Host) run(hi *hostInst, d desc.Desc) {
+func (h *Host) run(o *outbox, hi *hostInst, d desc.Desc) {
 	for hi != nil {
 		hi.mu.Lock()
 		if hi.busy || hi.gone {
 			if hi.gone {
 				hi.mu.Unlock()
-				h.lost(hi, d)
+				h.lost(o, hi, d)
 				return
 			}
 			hi.queue = append(hi.queue, d)
@@ -540,7 +663,7 @@ func (h *Host) run(hi *hostInst, d desc.Desc) {
 		}
 		hi.busy = true
 		hi.mu.Unlock()
-		next, nd := h.step(hi, d)
+		next, nd := h.step(o, hi, d)
 		for {
 			hi.mu.Lock()
 			if len(hi.queue) == 0 {
@@ -558,8 +681,8 @@ func (h *Host) run(hi *hostInst, d desc.Desc) {
 			qd := hi.queue[0]
 			hi.queue = hi.queue[1:]
 			hi.mu.Unlock()
-			if n2, d2 := h.step(hi, qd); n2 != nil {
-				h.run(n2, d2)
+			if n2, d2 := h.step(o, hi, qd); n2 != nil {
+				h.run(o, n2, d2)
 			}
 		}
 		hi, d = next, nd
@@ -567,15 +690,19 @@ func (h *Host) run(hi *hostInst, d desc.Desc) {
 }
 
 // lost answers a request that reached an instance already removed.
-func (h *Host) lost(hi *hostInst, d desc.Desc) {
-	h.fail(hi.id, d.Chain, d.Hop, d.Buf, 502, "spry: the instance of "+hi.fn.name+" was stopped with the request")
+func (h *Host) lost(o *outbox, hi *hostInst, d desc.Desc) {
+	h.fail(o, hi.id, d.Chain, d.Hop, d.Buf, 502, "spry: the instance of "+hi.fn.name+" was stopped with the request")
 }
 
 // step runs one step of hi on d's buffer, which hi holds, and passes the
 // output on. When the next step is an instance of this host it returns
 // that instance and the descriptor to run there instead (a call, not a
-// send).
-func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
+// send). o holds the answers of the steps run before (nil: none; each
+// answer goes at once).
+func (h *Host) step(o *outbox, hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
+	if o != nil && o.ob.Len() > 0 && hi.fn.stepNanos.Load() > quickStep {
+		h.flush(o)
+	}
 	st := hi.st
 	st.Queue.Add(-1)
 	p := h.p
@@ -583,13 +710,13 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 	start := mono.Now()
 	dl := hdr.Deadline()
 	if dl != 0 && start > dl {
-		h.fail(hi.id, d.Chain, d.Hop, d.Buf, 504, "spry: the request's deadline passed before this step ran")
+		h.fail(o, hi.id, d.Chain, d.Hop, d.Buf, 504, "spry: the request's deadline passed before this step ran")
 		return nil, d
 	}
 	// A guest reads its payload in its input window, one pool buffer:
 	// a larger payload (in the pool's large-extent region) is refused.
 	if room := uint64(len(p.Buffer(d.Buf))) - uint64(min(hdr.Off(), uint32(len(p.Buffer(d.Buf))))); p.Pieces(d.Buf) > 1 || p.Size(d.Buf) > room {
-		h.fail(hi.id, d.Chain, d.Hop, d.Buf, 413, fmt.Sprintf("spry: a payload of %d bytes is larger than wasm function %s's input window (one pool buffer, %d bytes)",
+		h.fail(o, hi.id, d.Chain, d.Hop, d.Buf, 413, fmt.Sprintf("spry: a payload of %d bytes is larger than wasm function %s's input window (one pool buffer, %d bytes)",
 			p.Size(d.Buf), hi.fn.name, len(p.Buffer(d.Buf))))
 		return nil, d
 	}
@@ -625,6 +752,7 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 		h.replace(hi, in, "interrupted between steps")
 	}
 	end := mono.Now()
+	hi.fn.observe(end - start)
 	if err != nil {
 		in := hi.in.Load()
 		status, msg := uint16(502), fmt.Sprintf("spry: function %s: instance %d failed: %v", hi.fn.name, hi.id, err)
@@ -636,7 +764,7 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 		hdr.HopEnd(hop, end)
 		h.account(st, start, end, arrived, status)
 		h.replace(hi, in, err.Error())
-		h.fail(hi.id, d.Chain, d.Hop, d.Buf, status, msg)
+		h.fail(o, hi.id, d.Chain, d.Hop, d.Buf, status, msg)
 		return nil, d
 	}
 	oh := p.Header(out)
@@ -647,12 +775,12 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 	// a call's answer: its caller; else the gateway).
 	r, err := graph.Next(p, out)
 	if stop || err != nil || r.Kind != graph.Forward {
-		h.reply(hi.id, d.Chain, d.Hop, out)
+		h.reply(o, hi.id, d.Chain, d.Hop, out)
 		return nil, d
 	}
 	fn, ok := p.Step(d.Chain, int(r.Node))
 	if !ok {
-		h.reply(hi.id, d.Chain, d.Hop, out)
+		h.reply(o, hi.id, d.Chain, d.Hop, out)
 		return nil, d
 	}
 	oh.SetPlace(r.Node, pool.PhaseQueued)
@@ -664,7 +792,7 @@ func (h *Host) step(hi *hostInst, d desc.Desc) (*hostInst, desc.Desc) {
 			return x, nd
 		}
 	}
-	h.forward(hi.id, fn, nd)
+	h.forward(o, hi.id, fn, nd)
 	return nil, d
 }
 
@@ -700,7 +828,7 @@ func (h *Host) replace(hi *hostInst, in *Instance, why string) {
 
 // forward sends buf (held by from, an instance of this host) to an
 // instance of function fn elsewhere, through the host's endpoint.
-func (h *Host) forward(from uint16, fn uint16, d desc.Desc) {
+func (h *Host) forward(o *outbox, from uint16, fn uint16, d desc.Desc) {
 	if !h.p.Move(d.Buf, from, h.id) {
 		return // the node took it back
 	}
@@ -716,22 +844,25 @@ func (h *Host) forward(from uint16, fn uint16, d desc.Desc) {
 			h.c.Send(desc.Desc{Dst: h.p.Gateway(), Src: h.id, Buf: desc.CtlNoInstance, Chain: fn, Flags: desc.FlagControl})
 		}
 		if h.stop.Load() || time.Now().After(deadline) {
-			h.failHeld(h.id, d.Chain, d.Hop-1, d.Buf, 503, "no instance of the next step could take the request")
+			h.failHeld(o, h.id, d.Chain, d.Hop-1, d.Buf, 503, "no instance of the next step could take the request")
 			return
+		}
+		if o != nil {
+			h.flush(o) // nothing waits behind a wait
 		}
 		time.Sleep(wait)
 	}
 }
 
 // fail ends the chain with status and msg in buf, held by from.
-func (h *Host) fail(from uint16, chain uint16, hop uint8, buf uint32, status uint16, msg string) {
+func (h *Host) fail(o *outbox, from uint16, chain uint16, hop uint8, buf uint32, status uint16, msg string) {
 	if !h.p.Move(buf, from, h.id) {
 		return
 	}
-	h.failHeld(h.id, chain, hop, buf, status, msg)
+	h.failHeld(o, h.id, chain, hop, buf, status, msg)
 }
 
-func (h *Host) failHeld(holder uint16, chain uint16, hop uint8, buf uint32, status uint16, msg string) {
+func (h *Host) failHeld(o *outbox, holder uint16, chain uint16, hop uint8, buf uint32, status uint16, msg string) {
 	h.p.Clear(buf, holder) // the message goes in the buffer's own room: its payload (extents) goes
 	hdr := h.p.Header(buf)
 	n := copy(h.p.Buffer(buf), msg)
@@ -739,29 +870,47 @@ func (h *Host) failHeld(holder uint16, chain uint16, hop uint8, buf uint32, stat
 	hdr.SetContentTypeString("text/plain; charset=utf-8")
 	hdr.SetStatus(status)
 	hdr.SetFlags(hdr.Flags() | pool.FlagStop)
-	h.replyHeld(chain, hop, buf)
+	h.replyHeld(o, chain, hop, buf)
 }
 
 // reply hands buf, held by from, back to the app's gateway.
-func (h *Host) reply(from uint16, chain uint16, hop uint8, buf uint32) {
+func (h *Host) reply(o *outbox, from uint16, chain uint16, hop uint8, buf uint32) {
 	if !h.p.Move(buf, from, h.id) {
 		return
 	}
-	h.replyHeld(chain, hop, buf)
+	h.replyHeld(o, chain, hop, buf)
 }
 
 // The answer goes to the gateway, or a call's to its caller (graph.Next
-// says which).
-func (h *Host) replyHeld(chain uint16, hop uint8, buf uint32) {
+// says which): into o, or at once when o is nil.
+func (h *Host) replyHeld(o *outbox, chain uint16, hop uint8, buf uint32) {
 	r, err := graph.Next(h.p, buf)
 	if err != nil || r.Kind != graph.Return && r.Kind != graph.Join {
 		r = graph.Route{Kind: graph.Reply}
 	}
-	send := graph.ToGateway
+	d, err := graph.GatewayDesc(h.p, buf, r)
+	if err != nil {
+		h.log.Error("reply to gateway failed", "err", err)
+		return
+	}
+	if o == nil {
+		h.passRetry(d, transport.Pass(h.p, h.c, d))
+		return
+	}
+	if !o.ob.Room(d.Dst) {
+		h.flush(o)
+	}
+	if o.ob.Len() == 0 {
+		o.first = mono.Now()
+	}
+	o.ob.Add(d, d.Dst) // ErrLost: the node took the buffer back
+}
+
+// passRetry passes d on again after a send that failed with err, while
+// the destination is full, for up to Retry; nil and ErrLost are done.
+func (h *Host) passRetry(d desc.Desc, err error) {
 	deadline := time.Now().Add(h.Retry)
 	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
-		err := send(h.p, h.c, buf, r)
-		send = graph.ToGatewayAgain
 		if err == nil || errors.Is(err, transport.ErrLost) {
 			return
 		}
@@ -772,6 +921,7 @@ func (h *Host) replyHeld(chain uint16, hop uint8, buf uint32) {
 			return
 		}
 		time.Sleep(wait)
+		err = transport.Pass(h.p, h.c, d)
 	}
 }
 

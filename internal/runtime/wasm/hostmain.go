@@ -117,7 +117,23 @@ func (h *Host) control(ctx context.Context, w *Wire) {
 				debug.FreeOSMemory()
 			}()
 		case OpStart:
+			// Commands run beside each other (a start waits for its
+			// function's load, a stop for the instance's steps), but a
+			// stop does not overtake the start of its instance: the node
+			// may stop an instance whose start it gave up on.
+			done := make(chan struct{})
+			h.ctlMu.Lock()
+			h.starting[c.ID] = done
+			h.ctlMu.Unlock()
 			go func() {
+				defer func() {
+					h.ctlMu.Lock()
+					if h.starting[c.ID] == done {
+						delete(h.starting, c.ID)
+					}
+					h.ctlMu.Unlock()
+					close(done)
+				}()
 				began := time.Now()
 				ev := Event{Ev: EvReady, Fn: c.Fn, ID: c.ID}
 				if err := h.Start(ctx, c.Fn, c.Slot, c.ID); err != nil {
@@ -127,7 +143,13 @@ func (h *Host) control(ctx context.Context, w *Wire) {
 				w.Send(ev)
 			}()
 		case OpStop:
+			h.ctlMu.Lock()
+			started := h.starting[c.ID]
+			h.ctlMu.Unlock()
 			go func() {
+				if started != nil {
+					<-started
+				}
 				ev := Event{Ev: EvStopped, ID: c.ID}
 				if err := h.Stop(c.ID); err != nil {
 					ev.Err = err.Error()
