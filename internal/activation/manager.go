@@ -115,7 +115,8 @@ type Config struct {
 // outcome comes back through a callback that hands it to the loop. The
 // loop settles outcomes and starts queued attempts as room frees up, so
 // an activation costs no goroutine of its own and, under load, no
-// wake-up of its own.
+// wake-up of its own. An at-most-once invocation (Spec.Volatile) is not
+// even handed to the loop: it settles in the callback (finishDirect).
 type Manager struct {
 	store     *Store
 	log       *slog.Logger
