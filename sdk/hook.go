@@ -3,6 +3,7 @@
 package sdk
 
 import (
+	"github.com/spry-dev/spry/internal/desc"
 	"github.com/spry-dev/spry/internal/pool"
 	"github.com/spry-dev/spry/internal/sdkhook"
 )
@@ -29,15 +30,28 @@ func init() {
 		if r.s == nil || r.s.st == nil {
 			return func(int) {}
 		}
-		st := r.s.st
-		return func(delta int) { st.Keeps.Add(int32(delta)) }
+		st, s := r.s.st, r.s
+		return func(delta int) {
+			st.Keeps.Add(int32(delta))
+			s.look()
+		}
 	}
 	sdkhook.Demand = func(req any) func(uint16, int) {
 		r := req.(*Request)
 		if r.s == nil || r.s.st == nil {
 			return func(uint16, int) {}
 		}
-		st := r.s.st
-		return func(fn uint16, n int) { st.Demand.Store(pool.DemandWord(fn, n)) }
+		st, s := r.s.st, r.s
+		return func(fn uint16, n int) {
+			if w := pool.DemandWord(fn, n); st.Demand.Swap(w) != w {
+				s.look()
+			}
+		}
 	}
+}
+
+// look tells the node that the instance's stats slot asks something new
+// (keeps, demand): an idle node would see it only at a far tick.
+func (s *instance) look() {
+	s.c.Send(desc.Desc{Dst: s.p.Gateway(), Src: s.id, Buf: desc.CtlLook, Flags: desc.FlagControl})
 }

@@ -197,7 +197,12 @@ func local(args []string) int {
 	if *anyBuiltin {
 		ccfg.Builtins = nil
 	}
-	if err := controller.RunController(ctx, cfg, ccfg, controller.RunOptions{LeaderElection: true}); err != nil {
+	// One controller and nothing to restart it: no leader election. With
+	// it, an API server slowed down by load (this machine runs it, etcd
+	// and every agent) let the leader lease lapse and the controller
+	// exited mid-run ("leader election lost"), which a Deployment would
+	// answer with a restart but a local cluster cannot.
+	if err := controller.RunController(ctx, cfg, ccfg, controller.RunOptions{}); err != nil {
 		return fail(err)
 	}
 	return 0

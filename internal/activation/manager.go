@@ -97,8 +97,11 @@ type Config struct {
 	// Client posts callbacks (default: a client with a 10 s timeout).
 	Client *http.Client
 	// OnDone, when set, is called when an activation reaches a terminal
-	// state, with its result (up to ResultMax): the MQTT trigger publishes
-	// replies from it.
+	// state, with its result (up to ResultMax; the whole of it for one
+	// with a reply topic): the MQTT trigger publishes replies from it. It
+	// must not block, nor keep result past its return: for an
+	// at-most-once activation it runs on the gateway's receive thread and
+	// result is the reply in its pool buffer.
 	OnDone func(rec *Record, result []byte)
 }
 
@@ -112,7 +115,8 @@ type Config struct {
 // outcome comes back through a callback that hands it to the loop. The
 // loop settles outcomes and starts queued attempts as room frees up, so
 // an activation costs no goroutine of its own and, under load, no
-// wake-up of its own.
+// wake-up of its own. An at-most-once invocation (Spec.Volatile) is not
+// even handed to the loop: it settles in the callback (finishDirect).
 type Manager struct {
 	store     *Store
 	log       *slog.Logger
@@ -145,12 +149,10 @@ type act struct {
 	ch  *chainQ
 }
 
-// outcomeOf is an attempt's outcome for the loop to settle: of activation
-// a, or of an at-most-once invocation (rec, of chain ch).
+// outcomeOf is an attempt's outcome of activation a for the loop to
+// settle.
 type outcomeOf struct {
 	a   *act
-	ch  *chainQ
-	rec *Record
 	res result
 }
 
@@ -601,21 +603,12 @@ func (m *Manager) direct(ch *chainQ, s Spec) (Accepted, error) {
 		ID: NewID(now), App: s.App, Chain: s.Chain, Cause: s.Cause, State: Running, Accepted: now, Start: now, Attempts: 1,
 		Event: s.Event, Topic: s.Topic, Request: s.Request, Reply: s.Reply,
 	}
-	cfg := ch.conf()
 	err := q.inv.Invoke(rec, func(dst []byte) (int, error) {
 		if len(s.Body) > len(dst) {
 			return 0, fmt.Errorf("payload of %d bytes is larger than a pool buffer", len(s.Body))
 		}
 		return copy(dst, s.Body), nil
-	}, func(o *Outcome) {
-		// On the gateway's receive thread: copy what is kept, then hand
-		// it to the loop.
-		keep := cfg.ResultMax
-		if rec.Reply.Topic != "" {
-			keep = len(o.Body) // the reply is the whole result
-		}
-		m.complete(outcomeOf{ch: ch, rec: rec, res: resultOf(o, keep)})
-	})
+	}, func(o *Outcome) { m.finishDirect(ch, rec, o) })
 	if err != nil {
 		ch.stats.Rejected.Add(1)
 		return Accepted{}, err
@@ -624,27 +617,34 @@ func (m *Manager) direct(ch *chainQ, s Spec) (Accepted, error) {
 	return Accepted{ID: rec.ID}, nil
 }
 
-func (m *Manager) finishDirect(ch *chainQ, r *Record, res result) {
-	resultMax := ch.conf().ResultMax
-	r.Status, r.End, r.Steps = res.status, res.end, res.steps
-	if !res.start.IsZero() {
-		r.Start = res.start
+// finishDirect settles an at-most-once invocation, on the gateway's
+// receive thread while o's body is still in its pool buffer: nothing is
+// copied but what the record keeps (when the chain records it), and there
+// is no hand-over to the loop: OnDone gets the body in place (the MQTT
+// reply is queued to the broker, which copies it) and does not block.
+func (m *Manager) finishDirect(ch *chainQ, r *Record, o *Outcome) {
+	r.Status, r.End = o.Status, o.End
+	if !o.Start.IsZero() {
+		r.Start = o.Start
 	}
-	kept := res.body[:min(len(res.body), resultMax)]
-	r.Result = ResultInfo{Size: res.size, Kept: len(kept), Truncated: len(kept) < res.size, ContentType: res.ctype}
-	if res.status < 400 {
+	if o.Status < 400 {
 		r.State = Succeeded
 		ch.stats.Succeeded.Add(1)
 	} else {
 		r.State = Failed
-		r.Error = errorText(res)
+		r.Error = errorText(result{status: o.Status, body: o.Body})
 		ch.stats.Failed.Add(1)
 	}
-	if ch.wants(res.status) && m.store.Record(r, kept) == nil {
-		ch.stats.Recorded.Add(1)
+	if ch.wants(o.Status) {
+		kept := o.Body[:min(len(o.Body), ch.conf().ResultMax)]
+		r.Steps = o.Steps
+		r.Result = ResultInfo{Size: len(o.Body), Kept: len(kept), Truncated: len(kept) < len(o.Body), ContentType: string(o.ContentType)}
+		if m.store.Record(r, kept) == nil {
+			ch.stats.Recorded.Add(1)
+		}
 	}
 	if m.onDone != nil {
-		m.onDone(r, res.body)
+		m.onDone(r, o.Body)
 	}
 }
 
@@ -711,12 +711,8 @@ func (m *Manager) loop() {
 			}
 			for i := range batch {
 				f := &batch[i]
-				if f.a == nil {
-					m.finishDirect(f.ch, f.rec, f.res)
-				} else {
-					m.settle(f.a, f.res)
-					f.a.ch.app.release()
-				}
+				m.settle(f.a, f.res)
+				f.a.ch.app.release()
 				*f = outcomeOf{}
 			}
 		}
@@ -740,9 +736,13 @@ type result struct {
 	end    time.Time
 }
 
-// resultOf copies what is kept of outcome o (up to keep bytes of its body).
+// resultOf copies what is kept of outcome o (up to keep bytes of its body;
+// all of it when keep < 0).
 func resultOf(o *Outcome, keep int) result {
 	res := result{status: o.Status, ctype: string(o.ContentType), size: len(o.Body), steps: o.Steps, start: o.Start, end: o.End}
+	if keep < 0 {
+		keep = len(o.Body)
+	}
 	res.body = bytes.Clone(o.Body[:min(len(o.Body), keep)])
 	if o.Status >= 400 && len(o.Body) > len(res.body) {
 		res.errMsg = bytes.Clone(o.Body[:min(len(o.Body), maxErrText)])
@@ -769,7 +769,11 @@ func (m *Manager) launch(a *act, held Admitted, counted bool) {
 		m.mu.Unlock()
 		m.store.MarkStarted(r.ID, r.Attempts) // in order before the outcome's write
 	}
-	done := func(o *Outcome) { m.complete(outcomeOf{a: a, res: resultOf(o, cfg.ResultMax)}) }
+	keep := cfg.ResultMax
+	if r.Reply.Topic != "" {
+		keep = -1 // the reply is the whole result; the record keeps ResultMax of it
+	}
+	done := func(o *Outcome) { m.complete(outcomeOf{a: a, res: resultOf(o, keep)}) }
 	if held != nil {
 		held.Dispatch(r, done)
 		return
@@ -833,7 +837,8 @@ func (m *Manager) settle(a *act, res result) {
 		r.End = time.Now()
 	}
 	r.Steps = res.steps
-	r.Result = ResultInfo{Size: res.size, Kept: len(res.body), Truncated: len(res.body) < res.size, ContentType: res.ctype}
+	kept := res.body[:min(len(res.body), cfg.ResultMax)] // all of it is kept for a reply topic
+	r.Result = ResultInfo{Size: res.size, Kept: len(kept), Truncated: len(kept) < res.size, ContentType: res.ctype}
 	r.Error = ""
 	retry := time.Duration(-1)
 	switch {
@@ -866,18 +871,18 @@ func (m *Manager) settle(a *act, res result) {
 	}
 	m.mu.Unlock()
 	if retry >= 0 {
-		m.store.Save(r, res.body, false)
+		m.store.Save(r, kept, false)
 		m.schedule(a, retry)
 		return
 	}
 	a.ch.depth.Add(-1)
 	rec := *r // the copy others may read from now on
-	m.store.Save(&rec, res.body, false)
+	m.store.Save(&rec, kept, false)
 	if m.onDone != nil {
 		m.onDone(&rec, res.body)
 	}
 	if rec.Reply.Callback != "" {
-		m.goCallback(&rec, res.body)
+		m.goCallback(&rec, kept)
 	}
 }
 

@@ -138,6 +138,31 @@ func TestSucceeds(t *testing.T) {
 	}
 }
 
+// A reply topic gets the whole result, however much of it the record
+// keeps (activations.result): of a durable (MQTT QoS 1) activation and of
+// an at-most-once one (QoS 0, recorded as failures only: not this one).
+func TestReplyGetsTheWholeResult(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	f := newFinished()
+	inv := &chainFunc{fn: func(_ *Record, b []byte) (int, string) { return 200, "echo: " + string(b) }}
+	m := newManager(t, s, inv, f.done, nil)
+	for _, volatile := range []bool{false, true} {
+		a, err := m.Accept(Spec{App: "app", Chain: "c", Cause: Cause{Kind: CauseMQTT}, Body: []byte("hello world"),
+			Request: Request{Method: "POST", Path: "/c"}, Reply: Reply{Topic: "out"}, Volatile: volatile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := f.wait(t, a.ID)
+		if r.State != Succeeded || f.res[a.ID] != "echo: hello world" {
+			t.Fatalf("volatile %v: %s, reply %q: want the whole result", volatile, r.State, f.res[a.ID])
+		}
+		if !volatile && (r.Result.Kept != 8 || !r.Result.Truncated || r.Result.Size != 17) {
+			t.Fatalf("record keeps %+v: want 8 of 17 bytes", r.Result)
+		}
+	}
+}
+
 func TestRetriesThenDeadThenRedrive(t *testing.T) {
 	t.Parallel()
 	s := openTest(t)

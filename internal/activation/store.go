@@ -118,6 +118,14 @@ type Store struct {
 	// (moving average, ns).
 	lastWaiters int
 	syncEWMA    float64
+	// held: groups nobody waits for (outcomes, attempts' starts), written
+	// to the log but not yet flushed: the next flush (a write someone
+	// waits for, a read's barrier, or lazyFlush later) carries them, and
+	// only then do they go to the applier (what the bbolt files apply is
+	// always durable in the log first).
+	held      [][]*op
+	lazyFlush time.Duration // the package's lazyFlush (tests change it before the first write)
+	flushNow  chan struct{} // a reader waits for the held groups
 
 	commits, written, dropped atomic.Uint64
 	flushNs                   atomic.Int64
@@ -206,6 +214,8 @@ func Open(dir string) (*Store, error) {
 	s.ops = make(chan *op, maxBatch)
 	s.applyq = make(chan []*op, 1024)
 	s.hurry = make(chan struct{}, 1)
+	s.flushNow = make(chan struct{}, 1)
+	s.lazyFlush = lazyFlush
 	s.quit = make(chan struct{})
 	s.done = make(chan struct{})
 	go s.writer()
@@ -338,17 +348,73 @@ func (s *Store) enter(o *op, m mode) error {
 
 func (s *Store) writer() {
 	defer close(s.applyq)
+	lazy := time.NewTimer(time.Hour)
+	lazy.Stop()
 	for {
 		var first *op
 		select {
 		case first = <-s.ops:
+		case <-lazy.C:
+			s.flushHeld()
+			continue
+		case <-s.flushNow:
+			s.flushHeld()
+			continue
 		case <-s.quit:
 			// Submitters are shut out (closeMu): log what they left.
 			for s.group(nil) {
 			}
+			s.flushHeld()
 			return
 		}
+		held := len(s.held)
 		s.group(first)
+		if held == 0 && len(s.held) > 0 {
+			lazy.Reset(s.lazyFlush)
+		}
+	}
+}
+
+// lazyFlush bounds how long a write nobody waits for (an outcome, an
+// attempt's start) stays in the log unflushed: in the page cache, where a
+// kill -9 of the node does not lose it but a crash of the machine may
+// (the activation then runs again: at least once). Under load the next
+// accepted activation's flush carries it long before.
+var lazyFlush = 20 * time.Millisecond
+
+// flushHeld flushes the groups written but not flushed, and hands them to
+// the applier.
+func (s *Store) flushHeld() {
+	if len(s.held) == 0 {
+		return
+	}
+	began := time.Now()
+	err := s.failure()
+	if err == nil {
+		err = s.log.sync()
+		s.flushNs.Add(int64(time.Since(began)))
+		s.commits.Add(1)
+	}
+	s.release(err)
+}
+
+// release hands the held groups to the applier once their flush is done
+// (err nil), or lets them go with the store failed.
+func (s *Store) release(err error) {
+	n := 0
+	for _, b := range s.held {
+		if err == nil {
+			s.applyq <- b
+		}
+		n += len(b)
+	}
+	clear(s.held)
+	s.held = s.held[:0]
+	if err != nil {
+		if s.failure() == nil {
+			s.fail(err)
+		}
+		s.applied_(n) // nothing to apply: let barriers pass
 	}
 }
 
@@ -403,7 +469,9 @@ func (s *Store) group(first *op) bool {
 		}
 		t.Stop()
 	}
-	s.lastWaiters = waiters
+	if waiters > 0 {
+		s.lastWaiters = waiters
+	}
 	s.write(batch)
 	return true
 }
@@ -439,7 +507,27 @@ func (s *Store) write(batch []*op) {
 			logged++
 		}
 	}
-	if err == nil && logged > 0 {
+	// Nobody waits for this group (outcomes, attempts' starts, records
+	// of sync requests): it is written now and flushed with the next
+	// group that someone waits for (held).
+	urgent := false
+	for _, o := range batch {
+		if o.done != nil || o.existing != "" {
+			urgent = true
+			break
+		}
+	}
+	if err == nil && !urgent {
+		if logged > 0 {
+			err = s.log.write()
+		}
+		if err == nil {
+			s.written.Add(uint64(logged))
+			s.held = append(s.held, batch)
+			return
+		}
+	}
+	if err == nil && (logged > 0 || len(s.held) > 0) {
 		t0 := s.log.syncNs.Load()
 		err = s.log.sync()
 		s.syncEWMA += (float64(s.log.syncNs.Load()-t0) - s.syncEWMA) / 8
@@ -447,6 +535,7 @@ func (s *Store) write(batch []*op) {
 		s.commits.Add(1)
 		s.written.Add(uint64(logged))
 	}
+	s.release(err)
 	if err != nil {
 		if s.failure() == nil {
 			s.fail(err)
@@ -671,6 +760,10 @@ func (s *Store) barrier() {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	for s.applied < target && !s.closed.Load() && s.failure() == nil {
+		select {
+		case s.flushNow <- struct{}{}: // held groups go now
+		default:
+		}
 		s.hurryApply()
 		s.applyCond.Wait()
 	}

@@ -284,6 +284,57 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
+// Writes nobody waits for (an outcome, an attempt's start) are not
+// flushed on their own: the next flush someone waits for carries them (a
+// read's barrier here), or Close; and they are in the log until then.
+func TestUnwaitedWritesRideTheNextFlush(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	s.lazyFlush = time.Hour // no timer: only a flush that someone waits for
+	r := newRec("a", "c", time.Now())
+	if _, err := s.Create(r, []byte("body")); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Stats()
+	r.State, r.Status = Succeeded, 200
+	for range 50 {
+		if err := s.Save(r, []byte("result"), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); s.Stats().Writes < before.Writes+50; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer took %d of 50 writes in 10 s", s.Stats().Writes-before.Writes)
+		}
+	}
+	if c := s.Stats().Commits; c != before.Commits {
+		t.Fatalf("%d flushes for writes nobody waits for: want none yet", c-before.Commits)
+	}
+	got, err := s.Get(r.ID) // its barrier flushes them and waits for their application
+	if err != nil || got.State != Succeeded {
+		t.Fatalf("Get after unwaited saves = %+v, %v", got, err)
+	}
+	if c := s.Stats().Commits; c != before.Commits+1 {
+		t.Fatalf("%d flushes: want the read's one", c-before.Commits)
+	}
+	r.Status = 201
+	if err := s.Save(r, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // flushes what it holds
+	if s, err = Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(r.ID); err != nil || got.Status != 201 {
+		t.Fatalf("after Close and Open: %+v, %v: want the last unwaited save", got, err)
+	}
+}
+
 func TestClosedStore(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

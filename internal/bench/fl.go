@@ -108,6 +108,9 @@ type FLModeResult struct {
 	Refused    int       `json:"refused"`
 	Retries    int       `json:"retries"` // updates and fetches sent again after a 503 (a full pool, a model with every reader it can have at once)
 	IdleCPU    float64   `json:"idle_cpu_s_per_s"`
+	// IdleWakeups: the processes' context switches per second in the
+	// idle window (their threads woken for nothing, when 0 is the aim).
+	IdleWakeups float64 `json:"idle_wakeups_per_s"`
 	// Leaves: per round, the leaf aggregators the control plane's plan
 	// asked for (spry: control.PlanAggregation from the updates' arrival
 	// rate and size); Partials: the partial sums the model was combined
@@ -119,8 +122,8 @@ type FLModeResult struct {
 }
 
 func (r FLModeResult) String() string {
-	return fmt.Sprintf("%-10s round %7.3f s  aggregate %7.3f s  CPU %7.3f s/round  peak %6.0f MiB  idle CPU %.3f s/s  errors %d",
-		r.Mode, r.RoundP50, r.AggregateP50, r.CPUPerRound, float64(r.PeakRSS)/(1<<20), r.IdleCPU, r.Errors)
+	return fmt.Sprintf("%-10s round %7.3f s  aggregate %7.3f s  CPU %7.3f s/round  peak %6.0f MiB  idle CPU %.4f s/s (%.1f wake-ups/s)  errors %d",
+		r.Mode, r.RoundP50, r.AggregateP50, r.CPUPerRound, float64(r.PeakRSS)/(1<<20), r.IdleCPU, r.IdleWakeups, r.Errors)
 }
 
 // flSystem is a system under test.
@@ -385,24 +388,45 @@ func pssOf(roots []int) int64 {
 	return sum
 }
 
-// cpuOf is the CPU time of roots' trees: their live processes' and, for
-// each root, its reaped children's (instances that exited meanwhile).
+// cpuMark is the CPU time of roots' trees at one moment: their live
+// processes' and, for each root, its reaped children's (instances that
+// exited).
 type cpuMark struct {
 	snap  proc.Snapshot
 	child time.Duration
+	kids  []int // the roots' children then
 }
 
 func markCPU(roots []int) cpuMark {
 	m := cpuMark{snap: proc.Take(roots)}
 	for _, r := range roots {
 		m.child += reapedCPU(r)
+		m.kids = append(m.kids, proc.Children(r)...)
 	}
 	return m
 }
 
+// cpuSince is the CPU roots' trees spent since before. A child of a root
+// that exited meanwhile is charged what it spent after before, not its
+// lifetime: the root's reaped CPU grew by all of it (a leaf that scaled
+// down in an idle window would charge the window every fold it ever did).
 func cpuSince(roots []int, before cpuMark) time.Duration {
+	cpu, _ := costSince(roots, before)
+	return cpu
+}
+
+// costSince is cpuSince and the costs of the live processes since before,
+// each (its CPU, its context switches).
+func costSince(roots []int, before cpuMark) (time.Duration, []proc.Cost) {
 	after := markCPU(roots)
-	return proc.Total(after.snap.Sub(before.snap)).CPU + after.child - before.child
+	each := after.snap.Sub(before.snap)
+	d := proc.Total(each).CPU + after.child - before.child
+	for _, pid := range before.kids {
+		if _, live := after.snap.Procs[pid]; !live {
+			d -= before.snap.Procs[pid].CPUTick
+		}
+	}
+	return max(d, 0), each
 }
 
 // reapedCPU reads cutime + cstime of pid: the CPU of its children that
@@ -431,7 +455,10 @@ func reapedCPU(pid int) time.Duration {
 func runFLJob(ctx context.Context, sys flSystem, o FLOptions, w *flWorkload, pat flPattern, res *FLModeResult, logf func(string, ...any)) error {
 	c := sys.client()
 	defer c.Close()
-	job := fl.Job{ID: "bench", Params: o.Params, Updates: w.goal, Rounds: o.Rounds}
+	// One round more than measured: the idle window after the last is
+	// between rounds (the next one open, its clients away), as the goal
+	// "idle CPU 0 between rounds" means, not after the job's end.
+	job := fl.Job{ID: "bench", Params: o.Params, Updates: w.goal, Rounds: o.Rounds + 1}
 	if err := c.Create(ctx, job); err != nil {
 		return err
 	}
@@ -579,10 +606,17 @@ func runFLJob(ctx context.Context, sys flSystem, o FLOptions, w *flWorkload, pat
 	} else if e := checkModel(w, model, prevClients); e != "" {
 		fail("the final model: %s", e)
 	}
-	// Idle: no traffic; what does the system burn?
+	// Idle between rounds: no traffic; what does the system burn?
 	idle0 := markCPU(roots)
 	time.Sleep(o.Idle)
-	res.IdleCPU = cpuSince(roots, idle0).Seconds() / o.Idle.Seconds()
+	cpu, each := costSince(roots, idle0)
+	res.IdleCPU = cpu.Seconds() / o.Idle.Seconds()
+	res.IdleWakeups = float64(proc.Total(each).CtxSw()) / o.Idle.Seconds()
+	for _, c := range each {
+		if c.CPU > 0 || c.CtxSw() > 0 {
+			logf("bench fl:   idle: %s (pid %d): CPU %v, %d wake-ups", c.Comm, c.PID, c.CPU, c.CtxSw())
+		}
+	}
 	res.PeakRSS = mem.end()
 	if err := c.Delete(ctx, "bench"); err != nil {
 		fail("delete: %v", err)

@@ -64,11 +64,11 @@ func (r *FLReport) Markdown(w io.Writer, plots []string) {
 	}
 	fmt.Fprintf(w, "), %d rounds, arrivals %s, at most %d updates in flight; %s.\n\nMachine: %s, %d cores, %.1f GiB, Linux %s, %s.\n\n",
 		r.Rounds, r.Pattern, r.Concurrency, fetch, m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.Go)
-	fmt.Fprintln(w, "| mode | round s (median) | aggregate s (median) | CPU s / round | peak memory MiB | idle CPU s/s | errors | refused | retries |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| mode | round s (median) | aggregate s (median) | CPU s / round | peak memory MiB | idle CPU s/s | idle wake-ups/s | errors | refused | retries |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, x := range r.Modes {
-		fmt.Fprintf(w, "| %s | %.3f | %.3f | %.3f | %.0f | %.4f | %d | %d | %d |\n", x.Mode, x.RoundP50, x.AggregateP50,
-			x.CPUPerRound, float64(x.PeakRSS)/(1<<20), x.IdleCPU, x.Errors, x.Refused, x.Retries)
+		fmt.Fprintf(w, "| %s | %.3f | %.3f | %.3f | %.0f | %.4f | %.1f | %d | %d | %d |\n", x.Mode, x.RoundP50, x.AggregateP50,
+			x.CPUPerRound, float64(x.PeakRSS)/(1<<20), x.IdleCPU, x.IdleWakeups, x.Errors, x.Refused, x.Retries)
 	}
 	if len(r.Modes) > 1 {
 		ref := r.Modes[0]

@@ -6,12 +6,14 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spry-dev/spry/internal/bench/proc"
 	"github.com/spry-dev/spry/internal/fl"
 )
 
@@ -133,5 +135,37 @@ func TestFLBaselinesRefuse(t *testing.T) {
 				t.Fatalf("model: round %d, %d bytes, %v", got, n, err)
 			}
 		})
+	}
+}
+
+// A process that exits inside a measured window is charged the CPU it
+// spent in the window, not its lifetime: its parent's reaped CPU grows by
+// all of it (a leaf that scaled down in the idle window charged every fold
+// it ever did to the window).
+func TestCPUSinceExitedChild(t *testing.T) {
+	burner := exec.Command("sh", "-c", "while :; do :; done")
+	if err := burner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer burner.Process.Kill()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		u, err := proc.Read(burner.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.CPUTick >= 300*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the burner ran %v in a minute", u.CPUTick)
+		}
+	}
+	roots := []int{os.Getpid()}
+	mark := markCPU(roots)
+	lived := mark.snap.Procs[burner.Process.Pid].CPUTick
+	burner.Process.Kill()
+	burner.Wait()
+	if d := cpuSince(roots, mark); d >= lived/2 {
+		t.Errorf("the window was charged %v: the exited child's lifetime (%v), not its last moments", d, lived)
 	}
 }

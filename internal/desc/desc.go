@@ -75,6 +75,11 @@ const (
 	// CtlWake: wakes a receive loop (sent by an endpoint to itself: a
 	// handler waiting for a call on the receive thread, at its deadline).
 	CtlWake uint32 = 4
+	// CtlLook: the sender changed what it asks of the control plane in its
+	// stats slot (pool.SlotStats Keeps, Demand) between requests: the
+	// daemon looks now rather than at its next tick, which may be far off
+	// while the app is idle (sent to the gateway).
+	CtlLook uint32 = 5
 )
 
 // None is the zero instance id: no instance has it.

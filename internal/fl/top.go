@@ -207,6 +207,9 @@ func (t *top) serve(req *sdk.Request, res *sdk.Response) error {
 		t.demand = sdkhook.Demand(req)
 	}
 	t.restored.Do(t.restore)
+	if t.leafFn < 0 {
+		t.leafFn = leafOf(req)
+	}
 	defer t.rearm()
 	id, kind, ok := ParsePath(req.Path())
 	if !ok {
@@ -383,6 +386,31 @@ func (t *top) load(j *topJob, now int64) control.AggregationLoad {
 	return l
 }
 
+// leafOf finds the leaf aggregators' function from the app's chains: step
+// 1 of the update chain, the one whose steps are [top, leaf, top] (the top
+// is the function running req); -1 when the app has none. Known from any
+// request, so a job's leaves are asked for when it is made, before its
+// first update.
+func leafOf(req *sdk.Request) int {
+	p, _, buf := sdkhook.Pool(req)
+	me, ok := p.Step(p.Header(buf).Chain(), req.Hop())
+	if !ok {
+		return -1
+	}
+	for c := range uint16(min(p.Layout().Chains, pool.MaxChains)) {
+		if p.Steps(c) != 3 {
+			continue
+		}
+		first, _ := p.Step(c, 0)
+		leaf, _ := p.Step(c, 1)
+		last, _ := p.Step(c, 2)
+		if first == me && last == me && leaf != me {
+			return int(leaf)
+		}
+	}
+	return -1
+}
+
 // ask tells the control plane how many leaf aggregators the jobs want:
 // the sum of their plans, none without a job (the leaves then go to zero
 // after their idle period). Called with mu held.
@@ -424,12 +452,6 @@ func (t *top) admit(req *sdk.Request, res *sdk.Response, id string, j *topJob, n
 	// The hierarchy: the control plane's plan from the job's load (the
 	// arrival rate and size of its updates, control.PlanAggregation):
 	// that many leaves, each folding into a partial sum of its own.
-	if t.leafFn < 0 {
-		_, _, buf := sdkhook.Pool(req)
-		if fn, ok := t.p.Step(t.p.Header(buf).Chain(), 1); ok {
-			t.leafFn = int(fn)
-		}
-	}
 	if j.admits == 0 {
 		j.first = now
 	}

@@ -56,6 +56,9 @@ type app struct {
 	fingerprint string
 	stopWatch   context.CancelFunc
 	watching    sync.WaitGroup
+	// look rings the watcher for what changes in the app without a
+	// request: an instance gone, a stateful builtin's ask (lookSoon).
+	look chan struct{}
 
 	mu   sync.Mutex
 	byID map[uint16]*instance // live instances by endpoint id
@@ -166,7 +169,7 @@ func (f *function) wanted() int {
 // prev passes it: the new app takes over its uid (the same security
 // domain), and the two run side by side until prev has drained.
 func newApp(n *Node, ac *config.App, cmds map[*config.Function]rt.Command, prev *app) (a *app, err error) {
-	a = &app{n: n, cfg: ac, uid: -1, gid: -1, byID: map[uint16]*instance{}, gwDone: make(chan struct{})}
+	a = &app{n: n, cfg: ac, uid: -1, gid: -1, byID: map[uint16]*instance{}, gwDone: make(chan struct{}), look: make(chan struct{}, 1)}
 	a.sandbox.a = a
 	made := a // the error returns below set a to nil
 	defer func() {
@@ -405,14 +408,32 @@ func (a *app) chains() []*gateway.Chain {
 // control handles a control descriptor from an instance (on the gateway's
 // receive thread).
 func (a *app) control(d desc.Desc) {
-	if d.Buf != desc.CtlReady {
-		return
-	}
 	a.mu.Lock()
 	in := a.byID[d.Src]
 	a.mu.Unlock()
-	if in != nil {
+	if in == nil {
+		return
+	}
+	switch d.Buf {
+	case desc.CtlReady:
 		in.announce(d.Src)
+	case desc.CtlLook:
+		// Only a builtin whose asks are believed may ring (any
+		// instance can send the code).
+		if in.f.keepsState {
+			a.lookSoon()
+		}
+	}
+}
+
+// lookSoon has the watcher look at the app now (decide, sweep), however
+// long it meant to sleep: something changed that no request brings, a
+// stateful builtin's ask (desc.CtlLook: the FL top's job ended at its ttl,
+// or a job was made) or an instance gone.
+func (a *app) lookSoon() {
+	select {
+	case a.look <- struct{}{}:
+	default:
 	}
 }
 
@@ -492,8 +513,10 @@ func (a *app) live(id uint16) bool {
 // for a while (quiet), the watcher ticks only once per control period,
 // while an autoscaler may still scale a function down (its keep-alive
 // runs out on time), and once every function is at the count idleness
-// leaves it at (settled), only every settledPeriod; the next request
-// wakes it at once (gateway.App.WakeOnAdmit), back to its tick.
+// leaves it at (settled), not at all (a backstop every settledPeriod):
+// the next request wakes it at once (gateway.App.WakeOnAdmit), back to
+// its tick, and so do an instance's exit and a stateful builtin's new ask
+// (lookSoon).
 func (a *app) watch(ctx context.Context) {
 	t := time.NewTimer(watchTick)
 	defer t.Stop()
@@ -521,6 +544,13 @@ func (a *app) watch(ctx context.Context) {
 			// its repair holds the gateway's table (Quiesce) between
 			// the requests that follow this one.
 			quiet, decided, swept = 0, mono.Now(), mono.Now()
+		case <-a.look:
+			// Back to the busy pace until the app is quiet again: two
+			// sweeps see a gone instance's buffers, and a decision sees
+			// the new ask (at once after a sleep: the last one is more
+			// than a period old; else at the period's end, so no
+			// decision sees a short period).
+			quiet = 0
 		}
 		now := mono.Now()
 		for _, f := range a.fns {
@@ -570,10 +600,13 @@ func (a *app) watch(ctx context.Context) {
 
 // The watcher's pace (see watch).
 const (
-	watchTick     = 100 * time.Millisecond
-	sweepEvery    = 500 * time.Millisecond
-	quietTicks    = 15 // 1.5 s quiet: a decision and sweeps have seen it
-	settledPeriod = 10 * time.Second
+	watchTick  = 100 * time.Millisecond
+	sweepEvery = 500 * time.Millisecond
+	quietTicks = 15 // 1.5 s quiet: a decision and sweeps have seen it
+	// settledPeriod: nothing changes in a settled app but by a request
+	// (WakeOnAdmit), an instance's exit or a stateful builtin's ask
+	// (lookSoon); the tick is only a backstop.
+	settledPeriod = 5 * time.Minute
 )
 
 // quiet reports whether nothing happens in the app: no request in the

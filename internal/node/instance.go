@@ -413,6 +413,7 @@ func (in *instance) cleanup(id uint16, why string) {
 	in.mu.Lock()
 	in.pid, in.lastExit = 0, why
 	in.mu.Unlock()
+	a.lookSoon() // its scaling and what it held: sooner than a settled tick
 }
 
 // command prepares the process for endpoint id: its program (see

@@ -1,6 +1,7 @@
 package trigger
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -142,7 +143,7 @@ func (b *broker) enqueue(cl *mqtt.Client, u unacked) {
 	}
 	if a == nil || a.gone {
 		b.ackMu.Unlock()
-		b.settle(cl, u) // the broker is stopping: settle it here
+		b.settleAll(cl, []unacked{u}, new(bytes.Buffer)) // the broker is stopping: settle it here
 		return
 	}
 	a.q = append(a.q, u)
@@ -163,6 +164,7 @@ func (b *broker) pendingAcks(cl *mqtt.Client) bool {
 func (b *broker) acknowledge(cl *mqtt.Client, a *acker) {
 	defer b.ackWG.Done()
 	var batch []unacked
+	var acks bytes.Buffer
 	for {
 		b.ackMu.Lock()
 		for len(a.q) == 0 && !a.gone {
@@ -180,35 +182,76 @@ func (b *broker) acknowledge(cl *mqtt.Client, a *acker) {
 			b.ackRoom.Broadcast()
 		}
 		b.ackMu.Unlock()
-		for i := range batch {
-			b.settle(cl, batch[i])
-			batch[i] = unacked{}
-		}
+		b.settleAll(cl, batch, &acks)
+		clear(batch)
 	}
 }
 
-// settle waits for PUBLISH u's activations to be durable and answers it:
-// PUBACK, then the message goes to the broker's subscribers; or, when one
-// was refused, a PUBACK with the reason (MQTT 5) or, as 3.1.1 has no
-// negative acknowledgement, the connection dropped without a PUBACK (the
-// client sends it again when it reconnects).
-func (b *broker) settle(cl *mqtt.Client, u unacked) {
+// settleAll settles a run of cl's PUBLISHes in order: it waits for each
+// one's activations to be durable and acknowledges it — one write for the
+// PUBACKs of the run, then the messages go to the broker's subscribers —
+// or, when one was refused, answers it as refuse does (after what came
+// before it was acknowledged).
+func (b *broker) settleAll(cl *mqtt.Client, run []unacked, acks *bytes.Buffer) {
+	from := 0 // run[from:i] are acknowledged in acks
+	for i := range run {
+		err := run[i].wait()
+		if err == nil {
+			ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: run[i].pk.PacketID,
+				ReasonCode: packets.CodeSuccess.Code, ProtocolVersion: cl.Properties.ProtocolVersion}
+			ack.PubackEncode(acks)
+			continue
+		}
+		b.sendAcks(cl, run[from:i], acks)
+		b.refuse(cl, run[i].pk, err)
+		from = i + 1
+	}
+	b.sendAcks(cl, run[from:], acks)
+}
+
+// sendAcks writes the PUBACKs of run (encoded in acks) to cl at once, as
+// mochi writes a packet (under the client's lock, so they never land
+// inside another packet), and then delivers run's messages to the
+// broker's subscribers.
+func (b *broker) sendAcks(cl *mqtt.Client, run []unacked, acks *bytes.Buffer) {
+	if acks.Len() == 0 {
+		return
+	}
+	defer acks.Reset()
+	if cl.Closed() || cl.Net.Conn == nil {
+		return
+	}
+	cl.Lock()
+	_, err := cl.Net.Conn.Write(acks.Bytes())
+	cl.Unlock()
+	if err != nil {
+		return
+	}
+	for i := range run {
+		b.forward(run[i].pk)
+	}
+}
+
+// wait waits for u's activations to be durable: nil, or why one was not
+// (u's own refusal first).
+func (u *unacked) wait() error {
 	err := u.err
 	for _, x := range u.subs {
 		if e := x.wait(); e != nil && err == nil {
 			err = e
 		}
 	}
-	if err == nil {
-		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: u.pk.PacketID, ReasonCode: packets.CodeSuccess.Code}
-		if cl.WritePacket(ack) == nil {
-			b.forward(u.pk)
-		}
-		return
-	}
+	return err
+}
+
+// refuse answers a PUBLISH one of whose activations was refused: a PUBACK
+// with the reason (MQTT 5) or, as 3.1.1 has no negative acknowledgement,
+// the connection dropped without a PUBACK (the client sends it again when
+// it reconnects).
+func (b *broker) refuse(cl *mqtt.Client, pk packets.Packet, err error) {
 	if cl.Properties.ProtocolVersion == 5 {
 		code := refusal(err)
-		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: u.pk.PacketID, ReasonCode: code.Code}
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID, ReasonCode: code.Code}
 		ack.Properties.ReasonString = code.Reason
 		cl.WritePacket(ack)
 		return
@@ -378,7 +421,10 @@ func mqttSpec(t *trig, topic string, payload []byte, qos byte, respTopic string,
 }
 
 // Publish sends an activation's result to its reply topic (on the broker
-// it came from). It reports false when there is no reply topic.
+// it came from). It reports false when there is no reply topic. It does
+// not block (activation.Config.OnDone) and does not keep payload: the
+// embedded broker copies it into each subscriber's queue; a reply to
+// another broker is copied and sent in the background.
 func (s *Set) Publish(r activation.Reply, payload []byte) (bool, error) {
 	if r.Topic == "" {
 		return false, nil
@@ -434,6 +480,7 @@ type remote struct {
 	url       string
 	trigs     []*trig
 	cm        *autopaho.ConnectionManager
+	ctx       context.Context // ends at stop
 	cancel    context.CancelFunc
 	connected atomic.Bool
 	wg        sync.WaitGroup
@@ -451,7 +498,7 @@ func (r *remote) start() error {
 		id = id[:23]
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
+	r.ctx, r.cancel = ctx, cancel
 	var subs []paho.SubscribeOptions
 	for _, t := range r.trigs {
 		subs = append(subs, paho.SubscribeOptions{Topic: t.def.MQTT.Topic, QoS: t.def.MQTT.QoS})
@@ -523,15 +570,25 @@ func (r *remote) onPublish(pr paho.PublishReceived) (bool, error) {
 	return true, nil
 }
 
+// publish sends a reply to the user's broker. It does not wait (Publish
+// may be called on the gateway's receive thread, and a QoS 1 PUBLISH
+// waits for its PUBACK): the payload is copied and sent from a goroutine;
+// a failure is logged.
 func (r *remote) publish(rep activation.Reply, payload []byte) error {
-	p := &paho.Publish{Topic: rep.Topic, QoS: rep.QoS, Payload: payload}
+	p := &paho.Publish{Topic: rep.Topic, QoS: rep.QoS, Payload: bytes.Clone(payload)}
 	if rep.Correlation != nil {
 		p.Properties = &paho.PublishProperties{CorrelationData: rep.Correlation}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err := r.cm.Publish(ctx, p)
-	return err
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		defer cancel()
+		if _, err := r.cm.Publish(ctx, p); err != nil {
+			r.s.log.Warn("mqtt reply not published", "broker", r.url, "topic", rep.Topic, "err", err)
+		}
+	}()
+	return nil
 }
 
 func (r *remote) stop() {

@@ -66,17 +66,26 @@ type Snapshot struct {
 func Descendants(pid int) []int {
 	out := []int{pid}
 	for i := 0; i < len(out); i++ {
-		p := out[i]
-		tasks, _ := os.ReadDir(filepath.Join(Root, strconv.Itoa(p), "task"))
-		for _, t := range tasks {
-			b, err := os.ReadFile(filepath.Join(Root, strconv.Itoa(p), "task", t.Name(), "children"))
-			if err != nil {
-				continue
-			}
-			for _, f := range bytes.Fields(b) {
-				if c, err := strconv.Atoi(string(f)); err == nil {
-					out = append(out, c)
-				}
+		out = appendChildren(out, out[i])
+	}
+	return out
+}
+
+// Children returns pid's children (those of all its threads).
+func Children(pid int) []int {
+	return appendChildren(nil, pid)
+}
+
+func appendChildren(out []int, pid int) []int {
+	tasks, _ := os.ReadDir(filepath.Join(Root, strconv.Itoa(pid), "task"))
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(Root, strconv.Itoa(pid), "task", t.Name(), "children"))
+		if err != nil {
+			continue
+		}
+		for _, f := range bytes.Fields(b) {
+			if c, err := strconv.Atoi(string(f)); err == nil {
+				out = append(out, c)
 			}
 		}
 	}
