@@ -361,14 +361,23 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 	pr := account(in)
 	pr.Errors += res.Late
 	pr.FirstError = res.FirstErr
+	pr.finish(o, fixed, tr, m0, m1, c0, c1, logPath)
+	return pr, nil
+}
+
+// finish fills in what a replay on one node and one on a cluster derive
+// alike: the step time and CPU use from the readings before (m0, c0) and
+// after (m1, c1) the load, the policy's settings, the offered rates, and
+// the node's log at logPath (every scale decision with its reason), kept
+// for the report: the scratch directory may go before it is written.
+func (pr *PolicyResult) finish(o AutoscaleOptions, fixed int, tr trace.Trace, m0, m1 fnMetrics, c0, c1 cpuSample, logPath string) {
 	if served := m1.served - m0.served; served > 0 {
 		pr.ExecMillis = (m1.busy - m0.busy) / served * 1e3
 	}
-	pr.Window, pr.Idle = "", ""
-	if win, idle := windows(policy, o.Speedup); win > 0 {
+	if win, idle := windows(pr.Policy, o.Speedup); win > 0 {
 		pr.Window, pr.Idle = win.String(), idle.String()
 	}
-	if policy == "fixed" {
+	if pr.Policy == "fixed" {
 		pr.FixedInstances = fixed
 	}
 	if el := c1.at.Sub(c0.at).Seconds(); el > 0 {
@@ -380,10 +389,7 @@ func runPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr trace.
 	for i, r := range tr.RPS {
 		pr.offered[i] = r * o.RateScale
 	}
-	// Keep the node's log (every scale decision with its reason) for the
-	// report: the scratch directory may go before the report is written.
 	pr.nodeLog, _ = os.ReadFile(logPath)
-	return pr, nil
 }
 
 // pollEvery calls poll at once and then every period in a goroutine until

@@ -233,25 +233,7 @@ func runClusterPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr
 	}
 	pr.Nodes = shares
 	pr.nodeCounts = polls
-	if served := m1.served - m0.served; served > 0 {
-		pr.ExecMillis = (m1.busy - m0.busy) / served * 1e3
-	}
-	if win, idle := windows(policy, o.Speedup); win > 0 {
-		pr.Window, pr.Idle = win.String(), idle.String()
-	}
-	if policy == "fixed" {
-		pr.FixedInstances = fixed
-	}
-	if el := c1.at.Sub(c0.at).Seconds(); el > 0 {
-		cores := func(d time.Duration) float64 { return d.Seconds() / el }
-		pr.CPU = CPUUse{Node: cores(c1.node - c0.node), LoadGen: cores(c1.self - c0.self), Steal: cores(c1.steal - c0.steal)}
-		pr.CPU.Other = max(cores(c1.busy-c0.busy)-pr.CPU.Node-pr.CPU.LoadGen, 0)
-	}
-	pr.offered = make([]float64, len(tr.RPS))
-	for i, r := range tr.RPS {
-		pr.offered[i] = r * o.RateScale
-	}
-	pr.nodeLog, _ = os.ReadFile(lc.logPath)
+	pr.finish(o, fixed, tr, m0, m1, c0, c1, lc.logPath)
 	return pr, nil
 }
 
