@@ -105,7 +105,7 @@ See docs/benchmarks.md.`,
 	f.IntVar(&o.Shape.Steps, "steps", 0, "chain: number of steps, 1..10 (default 2)")
 	f.StringVar(&payload, "payload", "", "chain, fanout: payload size, up to 256MiB (default 64B, fanout 4KiB; past 1MiB in the pool's large-extent region)")
 	f.IntVar(&o.Shape.Branches, "branches", 0, "fanout: branches of the fan-out, 2..16 (default 8)")
-	f.StringVar(&systemCPUs, "system-cpus", "", "run the processes under test on these CPUs (e.g. 0); with `taskset -c 1 spry bench …` the load generator keeps a core of its own")
+	f.StringVar(&systemCPUs, "system-cpus", "", "run the processes under test on these `CPUS` (e.g. 0); under taskset -c 1 spry bench … the load generator keeps a core of its own")
 	f.DurationVar(&o.Shape.StepCPU, "cpu", 0, "extra CPU per step (boutique, chain), e.g. 50us")
 	f.Float64Var(&o.Shape.Scale, "scale", 0, "motion, parking: multiply the steps' costs (default 1 and 0.05)")
 	f.StringVar(&chains, "chains", "", "boutique: only these chains (home,product,viewcart,addcart,setcurrency,checkout)")
