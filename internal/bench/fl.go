@@ -63,7 +63,7 @@ type FLOptions struct {
 	Concurrency int
 	NoFetch     bool          // clients do not fetch the model each round
 	Leaves      int           // the baselines' partial sums (default: the cores)
-	Idle        time.Duration // the window idle CPU is measured in, after the rounds
+	Idle        time.Duration // the window idle CPU and wake-ups are measured in, between rounds
 	SpryMemory  int64         // the Spry app's pool.memory (default: sized from the load)
 	Exe, Dir    string
 	Log         io.Writer

@@ -90,7 +90,7 @@ and writes report.json, report.md and plots to --out. See docs/fl.md.`,
 	f.IntVar(&o.Concurrency, "concurrency", 16, "updates in flight at once (the clients' shared link; 0: every client at once)")
 	f.BoolVar(&o.NoFetch, "no-fetch", false, "clients do not fetch the global model each round")
 	f.IntVar(&o.Leaves, "leaves", 0, "the baselines' partial sums (serverful: fold slots; knative: leaf functions); default: the cores, 2..4")
-	f.DurationVar(&o.Idle, "idle", 2*time.Second, "the window after the rounds in which idle CPU is measured")
+	f.DurationVar(&o.Idle, "idle", 2*time.Second, "the window after the last measured round (the job still open for one more) in which idle CPU and wake-ups are measured")
 	f.StringVarP(&out, "out", "o", "", "directory for report.json, report.md and the plots")
 	f.StringVar(&sweep, "sweep", "", "run once per client count (e.g. 10,25,50,100) instead of --clients: a report each in --out/clients-N, and round time and CPU against clients plotted")
 	f.StringVar(&o.Dir, "workdir", "", "keep the processes' configs and logs in this directory (default: a temporary one, removed)")
