@@ -90,6 +90,9 @@ func (o *RecoveryOptions) fill() error {
 		return fmt.Errorf("bench recovery: --nodes %d: want at least 3 (two for the chain, one spare)", o.Nodes)
 	}
 	o.Runs = cmp.Or(o.Runs, 3)
+	if o.Runs < 1 {
+		return fmt.Errorf("bench recovery: --runs %d: want at least 1", o.Runs)
+	}
 	if o.Rate == 0 {
 		o.Rate = 500
 	}
