@@ -143,11 +143,7 @@ func RunRecovery(ctx context.Context, o RecoveryOptions) (*RecoveryReport, error
 		for i, r := range rep.Runs {
 			v[i] = f(r)
 		}
-		slices.Sort(v)
-		if n := len(v); n%2 == 0 {
-			return (v[n/2-1] + v[n/2]) / 2
-		}
-		return v[len(v)/2]
+		return median(v)
 	}
 	rep.RecoveredMillis = med(func(r RecoveryRun) float64 { return r.RecoveredMillis })
 	rep.ReplacedMillis = med(func(r RecoveryRun) float64 { return r.ReplacedMillis })
