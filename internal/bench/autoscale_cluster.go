@@ -66,11 +66,7 @@ func runClusterPolicy(ctx context.Context, o AutoscaleOptions, policy string, tr
 		return nil, err
 	}
 	var procs []Proc
-	defer func() {
-		if serr := lc.stop(procs); serr != nil && err == nil {
-			err = serr
-		}
-	}()
+	defer lc.stop(&procs, &err)
 	if err := lc.deploy(ctx, "autoscale", autoscaleYAML(w, o, policy, fixed)); err != nil {
 		return nil, err
 	}

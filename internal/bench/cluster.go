@@ -194,10 +194,14 @@ func (lc *localCluster) wait(ctx context.Context, what string, ok func() (bool, 
 	}
 }
 
-// stop stops the cluster and reports any of procs that outlived it.
-func (lc *localCluster) stop(procs []Proc) error {
+// stop stops the cluster and reports any of *procs that outlived it in
+// *err, unless *err holds an error already. Deferred, with the processes
+// the run found and its named result: defer lc.stop(&procs, &err).
+func (lc *localCluster) stop(procs *[]Proc, err *error) {
 	lc.ctl.stop(30 * time.Second)
-	return survivors(procs)
+	if serr := survivors(*procs); serr != nil && *err == nil {
+		*err = serr
+	}
 }
 
 // fail stops the cluster and returns err with the end of its log.

@@ -161,11 +161,7 @@ func recoverOnce(ctx context.Context, o RecoveryOptions, dir string, w *bench.Wo
 		return nil, err
 	}
 	var procs []Proc
-	defer func() {
-		if serr := lc.stop(procs); serr != nil && err == nil {
-			err = serr
-		}
-	}()
+	defer lc.stop(&procs, &err)
 	y, err := appYAML(w, "auto", "", "")
 	if err != nil {
 		return nil, err
