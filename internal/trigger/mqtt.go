@@ -347,8 +347,8 @@ func (h *publishHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		return pk, nil // a reply the node publishes, or a PUBLISH forwarded after its PUBACK
 	}
 	if pk.FixedHeader.Qos == 1 {
-		if _, ok := h.b.s.target.(Submitter); ok {
-			return h.onQoS1(cl, pk)
+		if sub, ok := h.b.s.target.(Submitter); ok {
+			return h.onQoS1(cl, pk, sub)
 		}
 	}
 	for _, t := range *h.b.trigs.Load() {
@@ -373,19 +373,20 @@ func (h *publishHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	return pk, nil
 }
 
-// onQoS1 submits the activations of a QoS 1 PUBLISH and hands it to its
-// client's acknowledger; mochi neither acknowledges nor delivers it
-// (ErrRejectPacket): the acknowledger does both once it is stored. A
+// onQoS1 submits the activations of a QoS 1 PUBLISH (through sub, the
+// Set's target) and hands it to its client's acknowledger; mochi neither
+// acknowledges nor delivers it (ErrRejectPacket): the acknowledger does
+// both once it is stored. A
 // PUBLISH no trigger takes goes the same way while the client has others
 // waiting (PUBACKs keep their order), else mochi handles it at once.
-func (h *publishHook) onQoS1(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (h *publishHook) onQoS1(cl *mqtt.Client, pk packets.Packet, sub Submitter) (packets.Packet, error) {
 	u := unacked{pk: pk}
 	for _, t := range *h.b.trigs.Load() {
 		if !Match(t.def.MQTT.Topic, pk.TopicName) {
 			continue
 		}
 		qos := min(pk.FixedHeader.Qos, t.def.MQTT.QoS)
-		x, err := h.b.s.submit(t, mqttSpec(t, pk.TopicName, pk.Payload, qos, pk.Properties.ResponseTopic, pk.Properties.CorrelationData, ""))
+		x, err := submit(sub, t, mqttSpec(t, pk.TopicName, pk.Payload, qos, pk.Properties.ResponseTopic, pk.Properties.CorrelationData, ""))
 		if err != nil {
 			if qos == 0 {
 				continue
