@@ -111,13 +111,19 @@ func (b *broker) stop() {
 	b.ackMu.Lock()
 	b.stopped = true
 	for cl, a := range b.ackers {
-		a.gone = true
-		delete(b.ackers, cl)
-		a.poke()
+		b.letGo(cl, a)
 	}
 	b.ackRoom.Broadcast()
 	b.ackMu.Unlock()
 	b.ackWG.Wait()
+}
+
+// letGo tells cl's acknowledger a to finish its queue and stop (ackMu
+// held; the caller wakes the read loops waiting for room).
+func (b *broker) letGo(cl *mqtt.Client, a *acker) {
+	a.gone = true
+	delete(b.ackers, cl)
+	a.poke()
 }
 
 func (a *acker) poke() {
@@ -334,9 +340,7 @@ func (h *publishHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	b := h.b
 	b.ackMu.Lock()
 	if a := b.ackers[cl]; a != nil {
-		a.gone = true
-		delete(b.ackers, cl)
-		a.poke()
+		b.letGo(cl, a)
 		b.ackRoom.Broadcast()
 	}
 	b.ackMu.Unlock()
