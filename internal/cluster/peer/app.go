@@ -331,10 +331,13 @@ func (a *App) handle(batch []desc.Desc) {
 			continue
 		}
 		call := d.Is(desc.FlagCall) || d.Hop == pool.CallNode
-		fn, ok := a.pool.Step(d.Chain, int(d.Hop))
+		var fn uint16
+		var ok bool
 		if call && d.Buf < uint32(len(a.out)) {
 			// A call names its function in the buffer's call frame.
 			fn, ok = a.pool.Header(d.Buf).Call().Callee, true
+		} else {
+			fn, ok = a.pool.Step(d.Chain, int(d.Hop))
 		}
 		if ok && int(fn) < len(a.fns) {
 			a.pool.Stats(a.fns[fn].remote).Queue.Add(-1)
