@@ -403,7 +403,6 @@ func (a *App) ship(buf uint32, chain, fn uint16, hop uint8, tried uint64) {
 			return
 		}
 		// The link went down under us: take the entry back, try another.
-		l.open.Add(-1)
 		a.queued.Add(-1)
 		c.inflight.Add(-1)
 		st.InFlight.Add(-1)
@@ -428,7 +427,7 @@ func joinLen(p *pool.Pool, buf uint32) int {
 func (a *App) send(l *link, tag uint64, buf uint32, chain, fn uint16, hop uint8, hdr *pool.BufHeader, now int64) bool {
 	p := a.pool
 	l.open.Add(1) // until the request is settled (App.settle); a link that goes down is not used again
-	return l.enqueue(func(f *frame) {
+	ok := l.enqueue(func(f *frame) {
 		ct, meta := hdr.ContentType(), hdr.RawMeta()
 		ch := a.chains[chain]
 		nt := min(hdr.Hops(), int(hop))
@@ -462,6 +461,10 @@ func (a *App) send(l *link, tag uint64, buf uint32, chain, fn uint16, hop uint8,
 		f.add(meta)
 		f.app, f.buf, f.seq = a, buf, uint16(tag>>32)
 	})
+	if !ok {
+		l.open.Add(-1) // not sent: nothing to settle
+	}
+	return ok
 }
 
 // pick chooses the node for a request of function fn: among those whose
