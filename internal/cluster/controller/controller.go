@@ -169,12 +169,16 @@ func (ctl *Controller) Run(ctx context.Context, poke, wake <-chan struct{}) erro
 // zero).
 func Waiting(n *SpryNode) bool {
 	for _, f := range n.Status.Functions {
-		if f.Queued > 0 && f.Ready+f.Starting == 0 {
+		if waits(f) {
 			return true
 		}
 	}
 	return false
 }
+
+// waits reports whether requests wait on a node for function f, which has
+// no instance there.
+func waits(f api.FunctionCounts) bool { return f.Queued > 0 && f.Ready+f.Starting == 0 }
 
 // WakeRound answers nodes whose requests wait for a function with no
 // instance: each such function with no instance placed anywhere gets one
@@ -193,7 +197,7 @@ func (ctl *Controller) WakeRound(ctx context.Context) error {
 			continue
 		}
 		for _, f := range n.Status.Functions {
-			if f.Queued > 0 && f.Ready+f.Starting == 0 {
+			if waits(f) {
 				names = append(names, fnName(f.App, f.Function))
 			}
 		}
