@@ -501,7 +501,7 @@ func (ctl *Controller) syncApp(key string, a *SpryApp) {
 				}
 			}
 		}
-		spec := control.FleetFunction{Name: name, Demand: ctl.demand(f), Scale: scaleConfig(f, ctl.cfg.Period), Links: links}
+		spec := control.FleetFunction{Name: name, Demand: ctl.demand(f), Scale: f.Autoscaler(ctl.cfg.Period, 50*time.Millisecond), Links: links}
 		if err := ctl.fleet.SetFunction(spec); err != nil {
 			ctl.log.Warn("app function", "app", key, "fn", f.Name, "err", err)
 		}
@@ -526,22 +526,6 @@ func (ctl *Controller) demand(f *config.Function) control.Resources {
 		d[control.Memory] = int64(f.Limits.Memory)
 	}
 	return d
-}
-
-// scaleConfig is a function's autoscaler config, as one node builds it.
-func scaleConfig(f *config.Function, period time.Duration) control.Config {
-	sc := f.Scale
-	cfg := control.Config{Policy: sc.Policy, MinInstances: sc.Min, MaxInstances: sc.Max,
-		Concurrency: f.Concurrency, SLO: sc.SLO, Tick: period}
-	if sc.Policy == config.PolicyFixed {
-		cfg.Fixed.Instances = f.Instances
-		cfg.SLO = 0
-	}
-	cfg.Mu.ColdStart = 50 * time.Millisecond
-	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod, cfg.Mu.SLOWindow = sc.Window, sc.Idle, sc.SLOWindow
-	cfg.Mu.Attainment = sc.Attainment
-	cfg.KPA.StableWindow, cfg.KPA.ScaleToZeroGrace = sc.Window, sc.Idle
-	return cfg
 }
 
 // ParseApp validates a SpryApp's spec (the spry.yaml app, as JSON, which
