@@ -439,15 +439,10 @@ func (a *App) send(l *link, tag uint64, buf uint32, chain, fn uint16, hop uint8,
 			left = dl - now
 		}
 		flags := hdr.Flags() & pool.FlagContentType
+		n := f.addBody(p, buf)
 		if hop == pool.CallNode || hdr.Depth() > 0 || hdr.Kind() == pool.KindJoin {
 			flags |= wireGraph
-			f.graph = putGraph(f.graph, p, buf, hop, now)
-		}
-		n := f.addBody(p, buf)
-		for i := range p.Inputs(buf).Width {
-			if in, ok := p.Input(buf, i); ok {
-				n += f.addBody(p, in)
-			}
+			n += f.putGraph(p, buf, hop, now) // a join's inputs' bodies follow the request's own
 		}
 		hd := head{typ: frameRequest, hop: hop, metaLen: uint16(len(meta)), bodyLen: uint32(n), tag: tag,
 			left: left, ctypeLen: uint8(len(ct)), flags: flags, times: uint8(nt),
