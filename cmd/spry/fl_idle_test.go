@@ -48,6 +48,9 @@ func TestFLIdleBetweenRounds(t *testing.T) {
 // an idle node's next tick.
 func TestFLLeavesFollowJobs(t *testing.T) {
 	yaml := fl.AppYAML(fl.AppOptions{Params: 1000, Uploads: 8, MaxLeaves: 2, Idle: 5 * time.Minute})
+	if !strings.Contains(yaml, "idle: 30s") {
+		t.Fatalf("no leaf scale.idle of 30s to shorten in the app:\n%s", yaml)
+	}
 	yaml = strings.Replace(yaml, "idle: 30s", "idle: 1s", 1)
 	n := startNode(t, "-f", writeConfig(t, yaml))
 	f := &flc{t: t, n: n, c: client(2)}

@@ -191,23 +191,43 @@ type decoder struct {
 	bad bool
 }
 
-func (d *decoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
+// took moves past the n bytes a varint read took (n <= 0: it failed).
+func (d *decoder) took(n int) bool {
 	if n <= 0 {
-		d.bad, d.b = true, nil
-		return 0
+		d.fail()
+		return false
 	}
 	d.b = d.b[n:]
+	return true
+}
+
+// fail marks the record bad: every later read yields a zero value.
+func (d *decoder) fail() { d.bad, d.b = true, nil }
+
+// next takes the next n bytes (nil, and bad, when fewer are left).
+func (d *decoder) next(n uint64) []byte {
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if !d.took(n) {
+		return 0
+	}
 	return v
 }
 
 func (d *decoder) varint() int64 {
 	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.bad, d.b = true, nil
+	if !d.took(n) {
 		return 0
 	}
-	d.b = d.b[n:]
 	return v
 }
 
@@ -225,22 +245,13 @@ func (d *decoder) time() time.Time {
 func (d *decoder) count(min int) int {
 	n := d.uvarint()
 	if n > uint64(len(d.b)/min) {
-		d.bad, d.b = true, nil
+		d.fail()
 		return 0
 	}
 	return int(n)
 }
 
-func (d *decoder) bytes() []byte {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.bad, d.b = true, nil
-		return nil
-	}
-	v := d.b[:n]
-	d.b = d.b[n:]
-	return v
-}
+func (d *decoder) bytes() []byte { return d.next(d.uvarint()) }
 
 func (d *decoder) str() string {
 	if v := d.bytes(); len(v) > 0 {
@@ -250,21 +261,15 @@ func (d *decoder) str() string {
 }
 
 func (d *decoder) u64() uint64 {
-	if len(d.b) < 8 {
-		d.bad, d.b = true, nil
-		return 0
+	if v := d.next(8); v != nil {
+		return binary.LittleEndian.Uint64(v)
 	}
-	v := binary.LittleEndian.Uint64(d.b)
-	d.b = d.b[8:]
-	return v
+	return 0
 }
 
 func (d *decoder) byte() byte {
-	if len(d.b) < 1 {
-		d.bad, d.b = true, nil
-		return 0
+	if v := d.next(1); v != nil {
+		return v[0]
 	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
+	return 0
 }

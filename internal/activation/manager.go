@@ -458,6 +458,13 @@ type Spec struct {
 // the activation would survive a crash of the node: only then may the
 // caller answer 202 (or acknowledge the MQTT PUBLISH).
 func (m *Manager) Accept(s Spec) (Accepted, error) {
+	if s.Volatile { // sent once it returns: no Submission to wait on
+		ch, err := m.chainOf(&s)
+		if err != nil {
+			return Accepted{}, err
+		}
+		return m.direct(ch, s)
+	}
 	x, err := m.Submit(s)
 	if err != nil {
 		return Accepted{}, err
@@ -481,12 +488,9 @@ type Submission struct {
 // QoS 1 PUBLISHes) submits each as it comes and waits for them in order:
 // one flush carries them all.
 func (m *Manager) Submit(s Spec) (*Submission, error) {
-	ch := m.chain(s.App + "/" + s.Chain)
-	if ch == nil {
-		if s.Held != nil {
-			s.Held.Release()
-		}
-		return nil, fmt.Errorf("%w: %s/%s", ErrUnknownChain, s.App, s.Chain)
+	ch, err := m.chainOf(&s)
+	if err != nil {
+		return nil, err
 	}
 	if s.Volatile {
 		acc, err := m.direct(ch, s)
@@ -535,6 +539,19 @@ func (m *Manager) Submit(s Spec) (*Submission, error) {
 	}
 	x.p = p
 	return x, nil
+}
+
+// chainOf is the chain of activation s; an unknown one is refused (and
+// s.Held released).
+func (m *Manager) chainOf(s *Spec) (*chainQ, error) {
+	ch := m.chain(s.App + "/" + s.Chain)
+	if ch == nil {
+		if s.Held != nil {
+			s.Held.Release()
+		}
+		return nil, fmt.Errorf("%w: %s/%s", ErrUnknownChain, s.App, s.Chain)
+	}
+	return ch, nil
 }
 
 // undo gives back what a submission that is not going ahead took.

@@ -535,11 +535,8 @@ func (s *Store) write(batch []*op) {
 		s.commits.Add(1)
 		s.written.Add(uint64(logged))
 	}
-	s.release(err)
+	s.release(err) // on err, it fails the store
 	if err != nil {
-		if s.failure() == nil {
-			s.fail(err)
-		}
 		s.memMu.Lock()
 		for _, k := range newKeys {
 			delete(s.keys, k)

@@ -111,13 +111,19 @@ func (b *broker) stop() {
 	b.ackMu.Lock()
 	b.stopped = true
 	for cl, a := range b.ackers {
-		a.gone = true
-		delete(b.ackers, cl)
-		a.poke()
+		b.letGo(cl, a)
 	}
 	b.ackRoom.Broadcast()
 	b.ackMu.Unlock()
 	b.ackWG.Wait()
+}
+
+// letGo tells cl's acknowledger a to finish its queue and stop (ackMu
+// held; the caller wakes the read loops waiting for room).
+func (b *broker) letGo(cl *mqtt.Client, a *acker) {
+	a.gone = true
+	delete(b.ackers, cl)
+	a.poke()
 }
 
 func (a *acker) poke() {
@@ -334,9 +340,7 @@ func (h *publishHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	b := h.b
 	b.ackMu.Lock()
 	if a := b.ackers[cl]; a != nil {
-		a.gone = true
-		delete(b.ackers, cl)
-		a.poke()
+		b.letGo(cl, a)
 		b.ackRoom.Broadcast()
 	}
 	b.ackMu.Unlock()
@@ -347,8 +351,8 @@ func (h *publishHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		return pk, nil // a reply the node publishes, or a PUBLISH forwarded after its PUBACK
 	}
 	if pk.FixedHeader.Qos == 1 {
-		if _, ok := h.b.s.target.(Submitter); ok {
-			return h.onQoS1(cl, pk)
+		if sub, ok := h.b.s.target.(Submitter); ok {
+			return h.onQoS1(cl, pk, sub)
 		}
 	}
 	for _, t := range *h.b.trigs.Load() {
@@ -373,19 +377,20 @@ func (h *publishHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	return pk, nil
 }
 
-// onQoS1 submits the activations of a QoS 1 PUBLISH and hands it to its
-// client's acknowledger; mochi neither acknowledges nor delivers it
-// (ErrRejectPacket): the acknowledger does both once it is stored. A
+// onQoS1 submits the activations of a QoS 1 PUBLISH (through sub, the
+// Set's target) and hands it to its client's acknowledger; mochi neither
+// acknowledges nor delivers it (ErrRejectPacket): the acknowledger does
+// both once it is stored. A
 // PUBLISH no trigger takes goes the same way while the client has others
 // waiting (PUBACKs keep their order), else mochi handles it at once.
-func (h *publishHook) onQoS1(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (h *publishHook) onQoS1(cl *mqtt.Client, pk packets.Packet, sub Submitter) (packets.Packet, error) {
 	u := unacked{pk: pk}
 	for _, t := range *h.b.trigs.Load() {
 		if !Match(t.def.MQTT.Topic, pk.TopicName) {
 			continue
 		}
 		qos := min(pk.FixedHeader.Qos, t.def.MQTT.QoS)
-		x, err := h.b.s.submit(t, mqttSpec(t, pk.TopicName, pk.Payload, qos, pk.Properties.ResponseTopic, pk.Properties.CorrelationData, ""))
+		x, err := submit(sub, t, mqttSpec(t, pk.TopicName, pk.Payload, qos, pk.Properties.ResponseTopic, pk.Properties.CorrelationData, ""))
 		if err != nil {
 			if qos == 0 {
 				continue

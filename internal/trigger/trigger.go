@@ -265,14 +265,9 @@ func (x submitted) wait() error {
 	return x.t.settled(a, err)
 }
 
-// submit makes one activation for t without waiting for the disk, when
-// the target can (else it waits, as fire).
-func (s *Set) submit(t *trig, spec activation.Spec) (submitted, error) {
-	sub, ok := s.target.(Submitter)
-	if !ok {
-		_, err := s.fire(t, spec)
-		return submitted{}, err
-	}
+// submit makes one activation for t through sub (the Set's target)
+// without waiting for the disk.
+func submit(sub Submitter, t *trig, spec activation.Spec) (submitted, error) {
 	if err := t.prepare(&spec); err != nil {
 		return submitted{}, err
 	}
