@@ -220,14 +220,9 @@ func start(tg Target) (*harness, error) {
 	}
 	env = append(env, rt.Instance{App: "contract", Function: "fut", Slot: 0, ID: fnID, Concurrency: conc,
 		Timeout: 30 * time.Second, Files: len(ho.Files)}.Env()...)
-	h.cmd.Env = append(env, ho.Env...)
-	h.cmd.Stdout, h.cmd.Stderr = &h.out, &h.out
-	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := h.cmd.Start(); err != nil {
-		h.close()
-		return nil, fmt.Errorf("start %s: %w", tg.Argv[0], err)
+	if err := h.launch(env, ho); err != nil {
+		return nil, err
 	}
-	go func() { h.exited <- h.cmd.Wait() }()
 	// Ready: the control descriptor, within 2 minutes (a hang, not a
 	// speed, is what this bounds: a Python runtime starting at nice 19 on
 	// a loaded machine once took longer than 30 s).
@@ -262,6 +257,20 @@ func start(tg Target) (*harness, error) {
 	return h, nil
 }
 
+// launch starts the target's program with env (and the handoff's), its
+// output kept, and watches for its exit.
+func (h *harness) launch(env []string, ho transport.Handoff) error {
+	h.cmd.Env = append(env, ho.Env...)
+	h.cmd.Stdout, h.cmd.Stderr = &h.out, &h.out
+	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := h.cmd.Start(); err != nil {
+		h.close()
+		return fmt.Errorf("start %s: %w", h.tg.Argv[0], err)
+	}
+	go func() { h.exited <- h.cmd.Wait() }()
+	return nil
+}
+
 // readyWithin bounds the wait for a program's ready descriptor.
 const readyWithin = 2 * time.Minute
 
@@ -287,14 +296,9 @@ func (h *harness) startHost(env []string, ho transport.Handoff) (*harness, error
 	env = append(env, rt.Instance{App: "contract", Function: "wasm-host", ID: hostID, Concurrency: 1, Files: len(ho.Files)}.Env()...)
 	env = append(env, wasm.EnvControlFD+"="+strconv.Itoa(rt.PoolFD+1+len(ho.Files)),
 		wasm.EnvCacheDir+"="+filepath.Join(h.dir, "cache"), wasm.EnvApp+"=contract")
-	h.cmd.Env = append(env, ho.Env...)
-	h.cmd.Stdout, h.cmd.Stderr = &h.out, &h.out
-	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := h.cmd.Start(); err != nil {
-		h.close()
-		return nil, fmt.Errorf("start %s: %w", h.tg.Argv[0], err)
+	if err := h.launch(env, ho); err != nil {
+		return nil, err
 	}
-	go func() { h.exited <- h.cmd.Wait() }()
 	events := make(chan wasm.Event, 8)
 	go func() {
 		for {

@@ -71,19 +71,7 @@ type ScaleStatus struct {
 // instance of f takes from start to ready.
 func newScaler(f *function, coldStart time.Duration) (*scaler, error) {
 	sc := f.cfg.Scale
-	cfg := control.Config{
-		Policy: sc.Policy, MinInstances: sc.Min, MaxInstances: sc.Max,
-		Concurrency: f.cfg.Concurrency, SLO: sc.SLO, Tick: controlPeriod,
-	}
-	if sc.Policy == config.PolicyFixed {
-		cfg.Fixed.Instances = f.cfg.Instances
-		cfg.SLO = 0
-	}
-	cfg.Mu.ColdStart = max(coldStart, 10*time.Millisecond)
-	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod, cfg.Mu.SLOWindow = sc.Window, sc.Idle, sc.SLOWindow
-	cfg.Mu.Attainment = sc.Attainment
-	cfg.KPA.StableWindow, cfg.KPA.ScaleToZeroGrace = sc.Window, sc.Idle
-	as, err := control.New(cfg)
+	as, err := control.New(f.cfg.Autoscaler(controlPeriod, max(coldStart, 10*time.Millisecond)))
 	if err != nil {
 		return nil, fmt.Errorf("function %s: autoscaler: %w", f.cfg.Name, err)
 	}

@@ -64,22 +64,30 @@ func Pass(p *pool.Pool, c Conn, d desc.Desc) error { return pass(p, c, d, d.Dst)
 
 // pass sends d to endpoint d.Dst with the buffer in transit to to.
 func pass(p *pool.Pool, c Conn, d desc.Desc, to uint16) error {
-	d.Src = c.ID()
-	gen, ok := p.Transfer(d.Buf, d.Src, to)
+	d, ok := transfer(p, c, d, to)
 	if !ok {
 		return ErrLost
 	}
-	d.Gen = gen
 	crash.Point("send.transferred")
 	err := c.Send(d)
 	if err == nil {
 		crash.Point("send.sent")
 		return nil
 	}
-	if !p.Cancel(d.Buf, gen, d.Src, to) {
+	if !p.Cancel(d.Buf, d.Gen, d.Src, to) {
 		return ErrLost
 	}
 	return err
+}
+
+// transfer marks buffer d.Buf, held by c, in transit to instance to and
+// returns d from c with the transfer's generation; false: c did not hold
+// the buffer (the daemon took it back).
+func transfer(p *pool.Pool, c Conn, d desc.Desc, to uint16) (desc.Desc, bool) {
+	d.Src = c.ID()
+	gen, ok := p.Transfer(d.Buf, d.Src, to)
+	d.Gen = gen
+	return d, ok
 }
 
 // An Outbox gathers buffers handed on to one endpoint and sends their
@@ -120,12 +128,10 @@ func (o *Outbox) Add(d desc.Desc, to uint16) error {
 	if !o.Room(d.Dst) {
 		panic("transport: Outbox.Add without room")
 	}
-	d.Src = o.c.ID()
-	gen, ok := o.p.Transfer(d.Buf, d.Src, to)
+	d, ok := transfer(o.p, o.c, d, to)
 	if !ok {
 		return ErrLost
 	}
-	d.Gen = gen
 	o.ds[o.n], o.to[o.n] = d, to
 	o.n++
 	crash.Point("outbox.added")

@@ -266,15 +266,13 @@ func (c *skmsgConn) SendBatch(ds []desc.Desc) (int, error) {
 			d.Encode(b[k*desc.Size:])
 			k++
 		}
-		if k > 0 {
-			if err := c.send(dst, b[:k*desc.Size]); err != nil {
-				return sent, err
-			}
-			sent += k
-		}
-		if sent < len(ds) && ds[sent].Dst != dst {
+		if k == 0 {
 			return sent, errMixed
 		}
+		if err := c.send(dst, b[:k*desc.Size]); err != nil {
+			return sent, err
+		}
+		sent += k
 	}
 	return sent, nil
 }

@@ -169,12 +169,16 @@ func (ctl *Controller) Run(ctx context.Context, poke, wake <-chan struct{}) erro
 // zero).
 func Waiting(n *SpryNode) bool {
 	for _, f := range n.Status.Functions {
-		if f.Queued > 0 && f.Ready+f.Starting == 0 {
+		if waits(f) {
 			return true
 		}
 	}
 	return false
 }
+
+// waits reports whether requests wait on a node for function f, which has
+// no instance there.
+func waits(f api.FunctionCounts) bool { return f.Queued > 0 && f.Ready+f.Starting == 0 }
 
 // WakeRound answers nodes whose requests wait for a function with no
 // instance: each such function with no instance placed anywhere gets one
@@ -193,7 +197,7 @@ func (ctl *Controller) WakeRound(ctx context.Context) error {
 			continue
 		}
 		for _, f := range n.Status.Functions {
-			if f.Queued > 0 && f.Ready+f.Starting == 0 {
+			if waits(f) {
 				names = append(names, fnName(f.App, f.Function))
 			}
 		}
@@ -497,7 +501,7 @@ func (ctl *Controller) syncApp(key string, a *SpryApp) {
 				}
 			}
 		}
-		spec := control.FleetFunction{Name: name, Demand: ctl.demand(f), Scale: scaleConfig(f, ctl.cfg.Period), Links: links}
+		spec := control.FleetFunction{Name: name, Demand: ctl.demand(f), Scale: f.Autoscaler(ctl.cfg.Period, 50*time.Millisecond), Links: links}
 		if err := ctl.fleet.SetFunction(spec); err != nil {
 			ctl.log.Warn("app function", "app", key, "fn", f.Name, "err", err)
 		}
@@ -522,22 +526,6 @@ func (ctl *Controller) demand(f *config.Function) control.Resources {
 		d[control.Memory] = int64(f.Limits.Memory)
 	}
 	return d
-}
-
-// scaleConfig is a function's autoscaler config, as one node builds it.
-func scaleConfig(f *config.Function, period time.Duration) control.Config {
-	sc := f.Scale
-	cfg := control.Config{Policy: sc.Policy, MinInstances: sc.Min, MaxInstances: sc.Max,
-		Concurrency: f.Concurrency, SLO: sc.SLO, Tick: period}
-	if sc.Policy == config.PolicyFixed {
-		cfg.Fixed.Instances = f.Instances
-		cfg.SLO = 0
-	}
-	cfg.Mu.ColdStart = 50 * time.Millisecond
-	cfg.Mu.StabilizationWindow, cfg.Mu.IdlePeriod, cfg.Mu.SLOWindow = sc.Window, sc.Idle, sc.SLOWindow
-	cfg.Mu.Attainment = sc.Attainment
-	cfg.KPA.StableWindow, cfg.KPA.ScaleToZeroGrace = sc.Window, sc.Idle
-	return cfg
 }
 
 // ParseApp validates a SpryApp's spec (the spry.yaml app, as JSON, which

@@ -331,10 +331,13 @@ func (a *App) handle(batch []desc.Desc) {
 			continue
 		}
 		call := d.Is(desc.FlagCall) || d.Hop == pool.CallNode
-		fn, ok := a.pool.Step(d.Chain, int(d.Hop))
+		var fn uint16
+		var ok bool
 		if call && d.Buf < uint32(len(a.out)) {
 			// A call names its function in the buffer's call frame.
 			fn, ok = a.pool.Header(d.Buf).Call().Callee, true
+		} else {
+			fn, ok = a.pool.Step(d.Chain, int(d.Hop))
 		}
 		if ok && int(fn) < len(a.fns) {
 			a.pool.Stats(a.fns[fn].remote).Queue.Add(-1)
@@ -400,7 +403,6 @@ func (a *App) ship(buf uint32, chain, fn uint16, hop uint8, tried uint64) {
 			return
 		}
 		// The link went down under us: take the entry back, try another.
-		l.open.Add(-1)
 		a.queued.Add(-1)
 		c.inflight.Add(-1)
 		st.InFlight.Add(-1)
@@ -425,7 +427,7 @@ func joinLen(p *pool.Pool, buf uint32) int {
 func (a *App) send(l *link, tag uint64, buf uint32, chain, fn uint16, hop uint8, hdr *pool.BufHeader, now int64) bool {
 	p := a.pool
 	l.open.Add(1) // until the request is settled (App.settle); a link that goes down is not used again
-	return l.enqueue(func(f *frame) {
+	ok := l.enqueue(func(f *frame) {
 		ct, meta := hdr.ContentType(), hdr.RawMeta()
 		ch := a.chains[chain]
 		nt := min(hdr.Hops(), int(hop))
@@ -437,15 +439,10 @@ func (a *App) send(l *link, tag uint64, buf uint32, chain, fn uint16, hop uint8,
 			left = dl - now
 		}
 		flags := hdr.Flags() & pool.FlagContentType
+		n := f.addBody(p, buf)
 		if hop == pool.CallNode || hdr.Depth() > 0 || hdr.Kind() == pool.KindJoin {
 			flags |= wireGraph
-			f.graph = putGraph(f.graph, p, buf, hop, now)
-		}
-		n := f.addBody(p, buf)
-		for i := range p.Inputs(buf).Width {
-			if in, ok := p.Input(buf, i); ok {
-				n += f.addBody(p, in)
-			}
+			n += f.putGraph(p, buf, hop, now) // a join's inputs' bodies follow the request's own
 		}
 		hd := head{typ: frameRequest, hop: hop, metaLen: uint16(len(meta)), bodyLen: uint32(n), tag: tag,
 			left: left, ctypeLen: uint8(len(ct)), flags: flags, times: uint8(nt),
@@ -459,6 +456,10 @@ func (a *App) send(l *link, tag uint64, buf uint32, chain, fn uint16, hop uint8,
 		f.add(meta)
 		f.app, f.buf, f.seq = a, buf, uint16(tag>>32)
 	})
+	if !ok {
+		l.open.Add(-1) // not sent: nothing to settle
+	}
+	return ok
 }
 
 // pick chooses the node for a request of function fn: among those whose

@@ -205,29 +205,33 @@ type graphPart struct {
 	inLen        uint64 // the inputs' bodies, together
 }
 
-// putGraph appends the graph part of the request in buffer buf (at step
-// hop, pool.CallNode for a call) to b: its frames, a call's depth, a
-// join's inputs (their bodies are the caller's to send). now is the
-// frame's time.
-func putGraph(b []byte, p *pool.Pool, buf uint32, hop uint8, now int64) []byte {
+// putGraph writes the graph part of the request in buffer buf (at step
+// hop, pool.CallNode for a call) into f.graph: its frames, a call's depth,
+// a join's inputs. It adds the inputs' bodies to what f writes after the
+// request's own (addBody) and returns their length, together: each
+// input's presence, length and content type are read once, for its entry
+// and its body alike. now is the frame's time.
+func (f *frame) putGraph(p *pool.Pool, buf uint32, hop uint8, now int64) int {
 	h := p.Header(buf)
 	depth, call := h.Depth(), hop == pool.CallNode
 	if call {
 		depth = 0 // a call's answer goes to its caller, whatever branch that is in
 	}
 	info := p.Inputs(buf) // Width 0: not a join
-	b = append(b, uint8(depth), uint8(info.Width), 0, h.Call().Depth,
+	b := append(f.graph[:0], uint8(depth), uint8(info.Width), 0, h.Call().Depth,
 		uint8(min(info.Of, 255)), uint8(min(info.Arrived, 255)), uint8(min(info.OK, 255)), 0)
 	if call {
 		b[len(b)-graphFixed+2] = 1
 	}
-	for _, f := range h.Frames()[:depth] { // outermost first
-		b = binary.LittleEndian.AppendUint64(b, uint64(relTime(f.At, now)))
-		b = append(b, f.Join, 0)
-		b = binary.LittleEndian.AppendUint16(b, f.Slot)
-		b = binary.LittleEndian.AppendUint16(b, f.Of)
-		b = binary.LittleEndian.AppendUint16(b, f.Width)
+	for _, fr := range h.Frames()[:depth] { // outermost first
+		b = binary.LittleEndian.AppendUint64(b, uint64(relTime(fr.At, now)))
+		b = append(b, fr.Join, 0)
+		b = binary.LittleEndian.AppendUint16(b, fr.Slot)
+		b = binary.LittleEndian.AppendUint16(b, fr.Of)
+		b = binary.LittleEndian.AppendUint16(b, fr.Width)
 	}
+	var types [pool.MaxNext][]byte
+	n := 0
 	for i := range info.Width {
 		in, ok := p.Input(buf, i)
 		if !ok {
@@ -235,16 +239,18 @@ func putGraph(b []byte, p *pool.Pool, buf uint32, hop uint8, now int64) []byte {
 			continue
 		}
 		ih := p.Header(in)
-		b = append(b, 1, uint8(len(ih.ContentType())))
+		types[i] = ih.ContentType()
+		m := f.addBody(p, in)
+		n += m
+		b = append(b, 1, uint8(len(types[i])))
 		b = binary.LittleEndian.AppendUint16(b, ih.Status())
-		b = binary.LittleEndian.AppendUint32(b, uint32(payloadLen(p, in)))
+		b = binary.LittleEndian.AppendUint32(b, uint32(m))
 	}
-	for i := range info.Width {
-		if in, ok := p.Input(buf, i); ok {
-			b = append(b, p.Header(in).ContentType()...)
-		}
+	for _, ct := range types[:info.Width] {
+		b = append(b, ct...)
 	}
-	return b
+	f.graph = b
+	return n
 }
 
 // payloadLen returns the length of buffer buf's payload, all its pieces.

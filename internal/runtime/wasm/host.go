@@ -590,14 +590,10 @@ func (h *Host) flush(o *outbox) {
 	if o.ob.Len() == 0 {
 		return
 	}
+	// back is o's until its next Add: passRetry sends alone (Pass), not
+	// through o.
 	back, err := o.ob.Flush()
-	if len(back) == 0 {
-		return
-	}
-	// back is o's: retry from a copy, since a retry may not reuse o.
-	var again [transport.MaxBatch]desc.Desc
-	n := copy(again[:], back)
-	for _, d := range again[:n] {
+	for _, d := range back {
 		h.passRetry(d, err)
 	}
 }
