@@ -1068,7 +1068,7 @@ func (m *Manager) RecordSync(app, chain string, req Request, o *Outcome) {
 	if r.End.IsZero() {
 		r.End = now
 	}
-	body := bytes.Clone(o.Body[:min(len(o.Body), ch.conf().ResultMax)])
+	body := o.Body[:min(len(o.Body), ch.conf().ResultMax)] // the store copies it (newSave)
 	r.Result = ResultInfo{Size: len(o.Body), Kept: len(body), Truncated: len(body) < len(o.Body), ContentType: string(o.ContentType)}
 	if o.Status >= 400 {
 		r.State = Failed
