@@ -109,6 +109,11 @@ func (f *flc) model(job string, round int) []float32 {
 	if round >= 0 && h.Get(fl.RoundHeader) != strconv.Itoa(round) {
 		f.t.Fatalf("model %d of %s: %s: %q", round, job, fl.RoundHeader, h.Get(fl.RoundHeader))
 	}
+	return floatsOf(b)
+}
+
+// floatsOf reads a model's little-endian float32 (floatBytes' inverse).
+func floatsOf(b []byte) []float32 {
 	out := make([]float32, len(b)/4)
 	for i := range out {
 		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
@@ -546,11 +551,7 @@ func TestFLTopRestart(t *testing.T) {
 	for {
 		st, b, err := f.try("GET", "/fl/re/model?round=1", nil)
 		if err == nil && st == http.StatusOK {
-			got := make([]float32, len(b)/4)
-			for i := range got {
-				got[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-			}
-			if !slices32Equal(got, m1) {
+			if !slices32Equal(floatsOf(b), m1) {
 				t.Fatalf("the model of round 1 after the restart differs from before it")
 			}
 			break

@@ -653,9 +653,8 @@ func (m *Manager) finishDirect(ch *chainQ, r *Record, o *Outcome) {
 		ch.stats.Failed.Add(1)
 	}
 	if ch.wants(o.Status) {
-		kept := o.Body[:min(len(o.Body), ch.conf().ResultMax)]
 		r.Steps = o.Steps
-		r.Result = ResultInfo{Size: len(o.Body), Kept: len(kept), Truncated: len(kept) < len(o.Body), ContentType: string(o.ContentType)}
+		kept := r.keepResult(o.Body, len(o.Body), ch.conf().ResultMax, string(o.ContentType))
 		if m.store.Record(r, kept) == nil {
 			ch.stats.Recorded.Add(1)
 		}
@@ -751,6 +750,14 @@ type result struct {
 	steps  []Step
 	start  time.Time
 	end    time.Time
+}
+
+// keepResult returns what r keeps of a result of size bytes whose first
+// bytes are body (at most max of them), and sets r.Result to say so.
+func (r *Record) keepResult(body []byte, size, max int, ctype string) []byte {
+	kept := body[:min(len(body), max)]
+	r.Result = ResultInfo{Size: size, Kept: len(kept), Truncated: len(kept) < size, ContentType: ctype}
+	return kept
 }
 
 // resultOf copies what is kept of outcome o (up to keep bytes of its body;
@@ -854,8 +861,7 @@ func (m *Manager) settle(a *act, res result) {
 		r.End = time.Now()
 	}
 	r.Steps = res.steps
-	kept := res.body[:min(len(res.body), cfg.ResultMax)] // all of it is kept for a reply topic
-	r.Result = ResultInfo{Size: res.size, Kept: len(kept), Truncated: len(kept) < res.size, ContentType: res.ctype}
+	kept := r.keepResult(res.body, res.size, cfg.ResultMax, res.ctype) // res.body is all of it for a reply topic
 	r.Error = ""
 	retry := time.Duration(-1)
 	switch {
@@ -1068,8 +1074,7 @@ func (m *Manager) RecordSync(app, chain string, req Request, o *Outcome) {
 	if r.End.IsZero() {
 		r.End = now
 	}
-	body := bytes.Clone(o.Body[:min(len(o.Body), ch.conf().ResultMax)])
-	r.Result = ResultInfo{Size: len(o.Body), Kept: len(body), Truncated: len(body) < len(o.Body), ContentType: string(o.ContentType)}
+	body := r.keepResult(o.Body, len(o.Body), ch.conf().ResultMax, string(o.ContentType)) // the store copies it (newSave)
 	if o.Status >= 400 {
 		r.State = Failed
 		r.Error = errorText(result{status: o.Status, body: o.Body})
