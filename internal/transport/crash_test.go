@@ -87,6 +87,10 @@ func crashWalk(t *testing.T, name, point string, batched bool) {
 			}
 		}
 	}()
+	// A walk that ends early (skipped, failed) must stop the receiver
+	// before the pool is unmapped by an earlier cleanup: it may be inside
+	// Accept when its endpoint closes.
+	t.Cleanup(func() { rc.Close(); <-recvDone })
 
 	// The doomed sender sends a stream and dies at the point's first
 	// pass, after a few descriptors went through; batched, it sends
